@@ -1,0 +1,166 @@
+"""The Python node API: three kinds of node, each a class with lifecycle hooks.
+
+A node is written once and runs in its own OS process; the runtime calls, in order:
+
+    open()                      allocate resources (models, files, devices)
+    produce() / process() / consume()
+    close()                     free them (always called, also after an error)
+
+* ``Producer.produce()`` is a generator: every value it yields becomes one item.
+* ``Processor.process(item)`` returns the output item; ``None`` means "no output for this
+  item" (a filter), and downstream zip joins still advance. With named input ports the
+  items arrive as keyword arguments (``process(a=..., b=...)``); with several unnamed ports,
+  positionally in manifest order. Return :class:`Outputs` to send to named output ports.
+* ``Consumer.consume(item)`` receives items and returns nothing.
+
+Plain functions work too: a generator function is a producer, any other function is a
+processor or a consumer depending on where the graph puts it. The decorators
+:func:`producer`, :func:`processor` and :func:`consumer` make the kind explicit.
+
+Items are values msgpack can carry (None, bool, int, float, str, bytes, lists, dicts)
+and numpy arrays, nested freely. Arrays cross process boundaries without copies and
+arrive read-only: copy one before writing into it.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, ClassVar, Iterable, Mapping
+
+
+class Outputs(dict):
+    """A processor's result addressed to named output ports: ``Outputs(left=x, right=y)``.
+
+    Output ports that the mapping leaves out receive a "no item" marker for this input,
+    so a zip join downstream of them keeps advancing.
+    """
+
+
+class Node:
+    """Base of every node. Subclasses take their manifest ``args`` as constructor keywords."""
+
+    kind: ClassVar[str] = ""
+    #: Names of the output ports this node can send to; "out" is the default port.
+    outputs: ClassVar[tuple[str, ...]] = ("out",)
+
+    def open(self) -> None:
+        """Allocate resources. Called once in the node's process, before the first item."""
+
+    def close(self) -> None:
+        """Free resources. Called once after the last item, also when the node fails."""
+
+
+class Producer(Node):
+    """Brings data into a flow. Has no inputs."""
+
+    kind = "producer"
+
+    def produce(self) -> Iterable[Any]:
+        """Yield the items of the stream; returning ends the stream."""
+        raise NotImplementedError
+
+
+class Processor(Node):
+    """Reads items and writes one result (or none) per input item."""
+
+    kind = "processor"
+
+    def process(self, *items: Any, **ports: Any) -> Any:
+        """Return the output for one input item (or one aligned set of items)."""
+        raise NotImplementedError
+
+
+class Consumer(Node):
+    """Reads items and sends nothing on."""
+
+    kind = "consumer"
+
+    def consume(self, *items: Any, **ports: Any) -> None:
+        """Handle one input item (or one aligned set of items)."""
+        raise NotImplementedError
+
+
+NODE_KINDS = ("producer", "processor", "consumer")
+_KIND_ATTRIBUTE = "__flujo_kind__"
+
+
+def _mark(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(function, _KIND_ATTRIBUTE, kind)
+        return function
+
+    return decorate
+
+
+def producer(function: Callable[..., Iterable[Any]]) -> Callable[..., Iterable[Any]]:
+    """Mark a function returning an iterable (usually a generator) as a producer."""
+    return _mark("producer")(function)
+
+
+def processor(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a function as a processor: called once per item, its result is sent on."""
+    return _mark("processor")(function)
+
+
+def consumer(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a function as a consumer: called once per item, its result is ignored."""
+    return _mark("consumer")(function)
+
+
+def declared_kind(target: Any) -> str | None:
+    """The kind a class or function declares, or None when the graph decides."""
+    if inspect.isclass(target) and issubclass(target, Node):
+        return target.kind or None
+    kind = getattr(target, _KIND_ATTRIBUTE, None)
+    if kind:
+        return kind
+    if inspect.isgeneratorfunction(target):
+        return "producer"
+    return None
+
+
+def declared_outputs(target: Any) -> tuple[str, ...]:
+    """Output port names a class declares; functions have only the default port."""
+    if inspect.isclass(target) and issubclass(target, Node):
+        return tuple(target.outputs)
+    return ("out",)
+
+
+class _FunctionProducer(Producer):
+    def __init__(self, function: Callable[..., Iterable[Any]], args: Mapping[str, Any]):
+        self._function, self._args = function, dict(args)
+
+    def produce(self) -> Iterable[Any]:
+        return self._function(**self._args)
+
+
+class _FunctionProcessor(Processor):
+    def __init__(self, function: Callable[..., Any], args: Mapping[str, Any]):
+        self.process = functools.partial(function, **args) if args else function  # type: ignore[method-assign]
+
+
+class _FunctionConsumer(Consumer):
+    def __init__(self, function: Callable[..., Any], args: Mapping[str, Any]):
+        self.consume = functools.partial(function, **args) if args else function  # type: ignore[method-assign]
+
+
+_FUNCTION_WRAPPERS: dict[str, type[Node]] = {
+    "producer": _FunctionProducer,
+    "processor": _FunctionProcessor,
+    "consumer": _FunctionConsumer,
+}
+
+
+def instantiate(target: Any, kind: str, args: Mapping[str, Any]) -> Node:
+    """Build the node object for ``target`` (a Node class or a function) playing ``kind``.
+
+    Classes receive ``args`` as constructor keywords; functions receive them as extra
+    keywords on every call (a producer function once, when the stream starts).
+    """
+    if inspect.isclass(target):
+        if not issubclass(target, Node):
+            raise TypeError(f"{target.__qualname__} is not a flujo Producer, Processor or Consumer")
+        return target(**args)
+    if not callable(target):
+        raise TypeError(f"{target!r} is neither a node class nor a function")
+    return _FUNCTION_WRAPPERS[kind](target, args)

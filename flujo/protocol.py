@@ -1,0 +1,168 @@
+"""Every frame Flujo puts on the wire is built and parsed here (see docs/PROTOCOL.md).
+
+Data edges carry multipart messages:
+
+    frame 0   header   msgpack array [version, kind, seq, sender_node, sender_replica]
+    frame 1   body     msgpack item (DATA only); arrays appear as ext type 1 = [frame, dtype, shape]
+    frame 2.. buffers  raw bytes of each array, in the order the body refers to them
+
+The control channel (launcher PUB -> nodes SUB) carries [topic, msgpack payload];
+the status channel (nodes PUSH -> launcher PULL) carries one msgpack array
+[kind, node, replica, payload].
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+ARRAY_EXT_CODE = 1
+#: Environment variable through which the launcher hands a node its JSON configuration.
+CONFIG_ENV = "FLUJO_NODE_CONFIG"
+
+
+class ProtocolError(Exception):
+    """A message that does not follow the protocol."""
+
+
+class MessageKind(enum.IntEnum):
+    """What a data-edge message carries (header field 1)."""
+
+    DATA = 0  # an item
+    SKIP = 1  # "no item for this sequence number": lets zip joins and reordering advance
+    EOS = 2  # end of stream from this sender on this edge
+
+
+class Control(bytes, enum.Enum):
+    """Topics the launcher publishes on the control channel."""
+
+    START = b"start"  # payload []: every node is ready, producers may produce
+    STOP = b"stop"  # payload [node, ...]: these nodes stop reading/producing and finish
+    RELEASED = b"released"  # payload [node, replica]: that replica reads no more input
+    GONE = b"gone"  # payload [node, replica]: that replica died before sending its end of stream
+    SHUTDOWN = b"shutdown"  # payload []: finish now, without waiting for downstream
+
+
+class Status(str, enum.Enum):
+    """What a node reports to the launcher on the status channel."""
+
+    READY = "ready"  # sockets are bound and connected, node opened
+    RELEASED = "released"  # this replica will read no more input
+    FINISHED = "finished"  # end of stream sent on every output
+    ERROR = "error"  # payload {"message", "traceback"}: user code failed
+    STATS = "stats"  # payload {counter: value}
+
+
+def identity_topic(node: str, replica: int) -> bytes:
+    """The control subscription by which the launcher sees that a replica's SUB is live."""
+    return f"hello:{node}.{replica}".encode()
+
+
+@dataclass(slots=True)
+class Message:
+    """A decoded data-edge message."""
+
+    kind: MessageKind
+    seq: int
+    sender: str
+    replica: int
+    item: Any = None
+
+
+class Codec:
+    """Encodes and decodes data messages; one per node (it reuses its packer)."""
+
+    def __init__(self, node: str, replica: int) -> None:
+        self._node, self._replica = node, replica
+        self._buffers: list[Any] = []
+        self._frames: Sequence[Any] = ()
+        self._packer = msgpack.Packer(default=self._pack_extension, use_bin_type=True)
+        self._header_packer = msgpack.Packer(use_bin_type=True)
+
+    # -- encoding -----------------------------------------------------------------------
+    def header(self, kind: MessageKind, seq: int) -> bytes:
+        return self._header_packer.pack((PROTOCOL_VERSION, int(kind), seq, self._node, self._replica))
+
+    def encode(self, seq: int, item: Any) -> list[Any]:
+        """Frames for one item; array buffers are referenced, not copied."""
+        self._buffers = []
+        body = self._packer.pack(item)
+        return [self.header(MessageKind.DATA, seq), body, *self._buffers]
+
+    def marker(self, kind: MessageKind, seq: int) -> list[bytes]:
+        """Frames of a SKIP or EOS marker."""
+        return [self.header(kind, seq)]
+
+    def _pack_extension(self, value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            if value.dtype.hasobject:
+                raise TypeError("numpy arrays of Python objects cannot be sent; use a numeric dtype")
+            array = np.ascontiguousarray(value)
+            self._buffers.append(array)
+            meta = msgpack.packb((len(self._buffers) + 1, array.dtype.str, array.shape))
+            return msgpack.ExtType(ARRAY_EXT_CODE, meta)
+        if isinstance(value, np.generic):
+            return value.item()
+        raise TypeError(f"cannot send a value of type {type(value).__name__}: "
+                        "items are msgpack values and numpy arrays")
+
+    # -- decoding -----------------------------------------------------------------------
+    def decode(self, frames: Sequence[Any]) -> Message:
+        """Parse frames (bytes or zmq.Frame); arrays are views on the received frames."""
+        header = msgpack.unpackb(_buffer(frames[0]))
+        if not isinstance(header, list) or len(header) < 5:
+            raise ProtocolError(f"malformed header {header!r}")
+        if header[0] != PROTOCOL_VERSION:
+            raise ProtocolError(f"protocol version {header[0]} is not supported (this node speaks {PROTOCOL_VERSION})")
+        kind = MessageKind(header[1])
+        message = Message(kind, header[2], header[3], header[4])
+        if kind is MessageKind.DATA:
+            if len(frames) < 2:
+                raise ProtocolError("data message without a body frame")
+            self._frames = frames
+            message.item = msgpack.unpackb(_buffer(frames[1]), ext_hook=self._unpack_extension,
+                                           strict_map_key=False)
+            self._frames = ()
+        return message
+
+    def _unpack_extension(self, code: int, data: bytes) -> Any:
+        if code != ARRAY_EXT_CODE:
+            return msgpack.ExtType(code, data)
+        index, dtype, shape = msgpack.unpackb(data)
+        try:
+            buffer = _buffer(self._frames[index])
+        except IndexError:
+            raise ProtocolError(f"array refers to frame {index}, message has {len(self._frames)}") from None
+        return np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape)
+
+
+def _buffer(frame: Any) -> Any:
+    """Zero-copy view of a zmq.Frame, or the bytes themselves."""
+    return frame.buffer if hasattr(frame, "buffer") else frame
+
+
+# -- control and status ---------------------------------------------------------------------
+def control_frames(topic: Control, *payload: Any) -> list[bytes]:
+    return [topic.value, msgpack.packb(list(payload))]
+
+
+def parse_control(frames: Sequence[bytes]) -> tuple[Control | None, list[Any]]:
+    """(topic, payload); topic is None for topics this version does not know (ignore them)."""
+    try:
+        topic = Control(bytes(frames[0]))
+    except ValueError:
+        return None, []
+    return topic, msgpack.unpackb(frames[1]) if len(frames) > 1 else []
+
+
+def status_frame(kind: Status, node: str, replica: int, payload: Any = None) -> bytes:
+    return msgpack.packb([kind.value, node, replica, payload])
+
+
+def parse_status(frame: bytes) -> tuple[Status, str, int, Any]:
+    kind, node, replica, payload = msgpack.unpackb(frame)[:4]
+    return Status(kind), node, replica, payload

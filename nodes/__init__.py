@@ -1,0 +1,1 @@
+"""Standard nodes: basic producers and sinks, video input/output and vision."""
