@@ -44,7 +44,6 @@ class Control(bytes, enum.Enum):
     STOP = b"stop"  # payload [node, ...]: these nodes stop reading/producing and finish
     RELEASED = b"released"  # payload [node, replica]: that replica reads no more input
     GONE = b"gone"  # payload [node, replica]: that replica died before sending its end of stream
-    SHUTDOWN = b"shutdown"  # payload []: finish now, without waiting for downstream
 
 
 class Status(str, enum.Enum):

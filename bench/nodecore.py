@@ -1,0 +1,185 @@
+"""Node-side logic shared by every system under test (Flujo and all baselines).
+
+Every chain in the benchmark is producer -> processor(s) -> consumer. What the producer
+emits, what the processor does and what the consumer records are defined once here, so
+Flujo and each baseline move exactly the same items and measure them the same way.
+
+This module only imports the standard library, numpy and psutil: it is loaded inside
+Flujo node processes, multiprocessing children and the videoflow driver alike.
+
+A run is described by a plain ``cfg`` dict (it must survive JSON, TOML and pickling):
+
+    workload      "small" | "frame" | "latency" | "cpu" | "backpressure" | "startup"
+    n             items to produce (for "latency": samples per payload size)
+    sizes         payload sizes in bytes ("latency")
+    rate          items per second ("latency"; 0 = as fast as possible)
+    payload       payload size in bytes ("backpressure")
+    work_ms       CPU milliseconds of busy work per item in the processor ("cpu")
+    sleep_ms      milliseconds the consumer sleeps per item ("backpressure")
+    result        path of the consumer's JSON result file
+    report_dir    folder where every node writes a small JSON report (pid, memory)
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+#: 1080p BGR frame, as a camera would deliver it.
+FRAME_SHAPE = (1080, 1920, 3)
+_FRAME: np.ndarray | None = None
+
+
+def frame() -> np.ndarray:
+    """The preallocated 1080p frame that the frame workload sends again and again.
+
+    Filled with a pattern (not zeros) so every page is really backed by memory.
+    """
+    global _FRAME
+    if _FRAME is None:
+        _FRAME = (np.arange(np.prod(FRAME_SHAPE), dtype=np.uint32) % 251).astype(np.uint8).reshape(FRAME_SHAPE)
+    return _FRAME
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def max_rss_bytes() -> int:
+    """Peak resident set size of this process so far (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def produce_items(cfg: dict[str, Any]) -> Iterator[Any]:
+    """The items of one run, in order. Pacing (for latency) happens here too."""
+    workload, n = cfg["workload"], int(cfg["n"])
+    if workload in ("small", "startup", "cpu"):
+        for i in range(n):
+            yield {"i": i, "t": time.time(), "name": "abc", "v": 1.5}
+    elif workload == "frame":
+        image = frame()
+        for i in range(n):
+            yield {"i": i, "frame": image}
+    elif workload == "latency":
+        period_ns = int(1e9 / cfg["rate"]) if cfg.get("rate") else 0
+        payloads = [np.full(size, 7, dtype=np.uint8) for size in cfg["sizes"]]
+        i = 0
+        next_ns = time.monotonic_ns()
+        for payload in payloads:
+            for _ in range(n):
+                if period_ns:
+                    next_ns += period_ns
+                    _sleep_until(next_ns)
+                yield {"i": i, "ts": time.monotonic_ns(), "payload": payload}
+                i += 1
+    elif workload == "backpressure":
+        size = int(cfg["payload"])
+        for i in range(n):
+            # A fresh array per item: anything the chain buffers shows up as memory.
+            yield {"i": i, "ts": time.monotonic_ns(), "payload": np.full(size, i % 251, dtype=np.uint8)}
+    else:
+        raise ValueError(f"unknown workload {workload!r}")
+
+
+def _sleep_until(deadline_ns: int) -> None:
+    """Sleep until ``deadline_ns`` on the monotonic clock; spin the last ~0.2 ms for precision."""
+    while True:
+        remaining = deadline_ns - time.monotonic_ns()
+        if remaining <= 0:
+            return
+        if remaining > 300_000:
+            time.sleep((remaining - 200_000) / 1e9)
+
+
+def busy_work(ms: float) -> None:
+    """Burn ``ms`` milliseconds of this thread's CPU time (a busy loop, never a sleep)."""
+    end = time.thread_time_ns() + int(ms * 1e6)
+    x = 0
+    while time.thread_time_ns() < end:
+        for _ in range(200):
+            x += 1
+
+
+def process_item(cfg: dict[str, Any], item: Any) -> Any:
+    """The processor: identity, plus busy CPU work in the "cpu" workload."""
+    work = cfg.get("work_ms")
+    if work:
+        busy_work(work)
+    return item
+
+
+class Recorder:
+    """The consumer's bookkeeping: arrival times, per-size latencies; written as JSON."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.count = 0
+        self.first_ns = 0
+        self.last_ns = 0
+        self.latencies: dict[int, list[int]] = {}
+        self.arrivals: list[int] = []
+        self.keep_arrivals = cfg["workload"] == "backpressure"
+        self.sleep_s = float(cfg.get("sleep_ms") or 0) / 1000.0
+
+    def consume(self, item: Any) -> None:
+        """Record one item's arrival (and latency when it carries a send timestamp)."""
+        now = time.monotonic_ns()
+        if not self.count:
+            self.first_ns = now
+        self.last_ns = now
+        self.count += 1
+        if "ts" in item:
+            if self.keep_arrivals:
+                self.arrivals.append(now)
+            else:
+                self.latencies.setdefault(int(item["payload"].nbytes), []).append(now - item["ts"])
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "first_ns": self.first_ns, "last_ns": self.last_ns,
+                "latencies": {str(k): v for k, v in self.latencies.items()},
+                "arrivals": self.arrivals}
+
+    def write(self) -> None:
+        """Write the result file (atomically: the harness may read it as soon as it exists)."""
+        _write_json(Path(self.cfg["result"]), self.as_dict())
+
+
+class NodeReport:
+    """Per-process memory report: RSS when the node opened and peak RSS at its close."""
+
+    def __init__(self, cfg: dict[str, Any], role: str) -> None:
+        self.cfg, self.role = cfg, role
+        self.rss_open = rss_bytes()
+        self.sent_ns: list[int] = []  # producer send times ("backpressure" only)
+
+    def write(self) -> None:
+        folder = self.cfg.get("report_dir")
+        if not folder:
+            return
+        data = {"role": self.role, "pid": os.getpid(), "rss_open": self.rss_open,
+                "max_rss": max_rss_bytes(), "sent_ns": self.sent_ns}
+        _write_json(Path(folder) / f"{self.role}-{os.getpid()}.json", data)
+
+
+def tracked_items(cfg: dict[str, Any], report: NodeReport) -> Iterator[Any]:
+    """``produce_items`` that also notes send times in ``report`` (backpressure only)."""
+    track = cfg["workload"] == "backpressure"
+    for item in produce_items(cfg):
+        if track:
+            report.sent_ns.append(item["ts"])
+        yield item
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)

@@ -1,0 +1,81 @@
+"""A node replica's configuration, as the launcher hands it over (JSON, see docs/PROTOCOL.md).
+
+Node code never invents endpoints: everything it binds or connects to is in here.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from flujo.protocol import CONFIG_ENV
+
+
+@dataclass(frozen=True, slots=True)
+class InputConfig:
+    """One input port of this replica: a PULL socket it binds."""
+
+    port: str
+    endpoint: str
+    hwm: int
+    source: str  # upstream node name
+    source_port: str  # upstream output port
+    senders: int  # upstream replicas: one end-of-stream marker expected from each
+    policy: str = "block"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    """One output edge: a downstream node's input port, one endpoint per downstream replica."""
+
+    port: str  # this node's output port
+    target: str  # downstream node
+    target_port: str
+    endpoints: tuple[str, ...]
+    hwm: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    flow: str
+    node: str
+    replica: int
+    replicas: int
+    kind: str  # producer | processor | consumer
+    control: str  # launcher's PUB endpoint (connect a SUB)
+    status: str  # launcher's PULL endpoint (connect a PUSH)
+    inputs: tuple[InputConfig, ...] = ()
+    outputs: tuple[OutputConfig, ...] = ()
+    join: str = "zip"
+    keyword_ports: bool = False  # named ports in the manifest: items are passed as keyword arguments
+    run: str | None = None  # "module:attr" or "file.py:attr", for Python nodes
+    base_dir: str = "."  # folder that relative "file.py:attr" paths start from
+    args: dict[str, Any] = field(default_factory=dict)
+    protocol: int = 1
+
+    @property
+    def label(self) -> str:
+        """How logs name this replica: "node" or "node.replica" when replicated."""
+        return self.node if self.replicas == 1 else f"{self.node}.{self.replica}"
+
+    def to_json(self) -> str:
+        data = {name: getattr(self, name) for name in self.__slots__}
+        data["inputs"] = [{n: getattr(i, n) for n in InputConfig.__slots__} for i in self.inputs]
+        data["outputs"] = [{n: getattr(o, n) for n in OutputConfig.__slots__} for o in self.outputs]
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "NodeConfig":
+        data = json.loads(text)
+        data["inputs"] = tuple(InputConfig(**item) for item in data.get("inputs", ()))
+        data["outputs"] = tuple(OutputConfig(**{**item, "endpoints": tuple(item["endpoints"])})
+                                for item in data.get("outputs", ()))
+        return cls(**data)
+
+    @classmethod
+    def from_environment(cls) -> "NodeConfig":
+        try:
+            return cls.from_json(os.environ[CONFIG_ENV])
+        except KeyError:
+            raise SystemExit(f"flujo node: no configuration; the launcher sets {CONFIG_ENV}") from None

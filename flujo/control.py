@@ -1,0 +1,74 @@
+"""A node's side of the control plane: commands in (SUB), status out (PUSH).
+
+The node subscribes to every topic, plus a topic naming itself: the launcher's XPUB sees
+that second subscription arrive and so knows this node will not miss the start command
+(the "slow joiner" handshake, without sleeps).
+"""
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import zmq
+
+from flujo.config import NodeConfig
+from flujo.protocol import Control, Status, identity_topic, parse_control, status_frame
+
+
+class ControlChannel:
+    def __init__(self, context: zmq.Context, config: NodeConfig) -> None:
+        self._config = config
+        self.commands = context.socket(zmq.SUB)
+        self.commands.linger = 0
+        self.commands.subscribe(b"")
+        self.commands.subscribe(identity_topic(config.node, config.replica))
+        self.commands.connect(config.control)
+        self.reporter = context.socket(zmq.PUSH)
+        self.reporter.linger = 2000  # status is small and the launcher always reads it
+        self.reporter.connect(config.status)
+        self.started = False
+        self.stop_requested = False
+        self.released: set[tuple[str, int]] = set()  # replicas that read no more
+        self.gone: set[tuple[str, int]] = set()  # replicas that died without end of stream
+        self.changes = 0  # bumped on every release or loss, so readers can cache
+
+    def pending(self) -> bool:
+        return bool(self.commands.get(zmq.EVENTS) & zmq.POLLIN)
+
+    def handle_pending(self) -> None:
+        """Apply every command already received."""
+        while True:
+            try:
+                frames = self.commands.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._apply(*parse_control(frames))
+
+    def _apply(self, topic: Control | None, payload: list[Any]) -> None:
+        if topic is Control.START:
+            self.started = True
+        elif topic is Control.STOP:
+            if self._config.node in payload:
+                self.stop_requested = True
+        elif topic is Control.RELEASED:
+            self.released.add((payload[0], payload[1]))
+            self.changes += 1
+        elif topic is Control.GONE:
+            self.gone.add((payload[0], payload[1]))
+            self.changes += 1
+
+    def is_released(self, node: str, replica: int) -> bool:
+        return (node, replica) in self.released
+
+    def report(self, kind: Status, payload: Any = None) -> None:
+        self.reporter.send(status_frame(kind, self._config.node, self._config.replica, payload))
+
+    def report_error(self, error: BaseException) -> None:
+        self.report(Status.ERROR, {
+            "message": f"{type(error).__name__}: {error}",
+            "traceback": "".join(traceback.format_exception(error)),
+        })
+
+    def close(self) -> None:
+        self.commands.close(linger=0)
+        self.reporter.close()

@@ -1,0 +1,151 @@
+"""Input side of a node replica: one PULL socket per port, order restoring, and the joins.
+
+Each port binds its own socket, so a zip join can wait on exactly the port it lacks:
+the other ports stay unread and their senders feel the backpressure.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable, Iterable
+
+import zmq
+
+from flujo.config import InputConfig
+from flujo.protocol import Codec, Message, MessageKind
+
+#: Returned by a join for a sequence number that carries no item (filtered upstream).
+SKIP = object()
+
+Waiter = Callable[[Iterable[zmq.Socket]], None]
+
+
+class InputPort:
+    """One input port: receives, restores sequence order if asked, counts end-of-stream markers."""
+
+    def __init__(self, context: zmq.Context, config: InputConfig, codec: Codec, reorder: bool) -> None:
+        self.config = config
+        self.name = config.port
+        self.socket = context.socket(zmq.PULL)
+        self.socket.rcvhwm = config.hwm
+        self.socket.linger = 0
+        self.socket.bind(config.endpoint)
+        self._codec = codec
+        self._reorder = reorder
+        self._expected = 0  # next sequence number to deliver when reordering
+        self._held: dict[int, Message] = {}  # arrived early, waiting for the gap before them
+        self._ended_senders: set[int] = set()
+        self.ready: deque[Message] = deque()  # in order, ready for the join
+        self.received = 0
+
+    @property
+    def senders_done(self) -> bool:
+        return len(self._ended_senders) >= self.config.senders
+
+    @property
+    def exhausted(self) -> bool:
+        """Every sender ended and every item was taken."""
+        return not self.ready and self.senders_done
+
+    def receive_available(self) -> bool:
+        """Take every message already queued on the socket; True if any arrived."""
+        got = False
+        while True:
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return got
+            got = True
+            self._accept(self._codec.decode(frames))
+
+    def sender_ended(self, replica: int) -> None:
+        """An upstream replica sent its end of stream, or died before it could."""
+        self._ended_senders.add(replica)
+        if self.senders_done and self._held:
+            # Whatever is still held waits for items that will never come (a sender died): flush in order.
+            for seq in sorted(self._held):
+                self.ready.append(self._held.pop(seq))
+
+    def _accept(self, message: Message) -> None:
+        if message.kind is MessageKind.EOS:
+            self.sender_ended(message.replica)
+            return
+        self.received += 1
+        if not self._reorder:
+            self.ready.append(message)
+        elif message.seq == self._expected:
+            self.ready.append(message)
+            self._expected += 1
+            while self._expected in self._held:
+                self.ready.append(self._held.pop(self._expected))
+                self._expected += 1
+        elif message.seq > self._expected:
+            self._held[message.seq] = message
+        # A sequence number below the expected one was already given up on: drop it.
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+
+class Join:
+    """Turns the ports' streams into calls: ``next()`` gives (seq, port, items) or None at the end.
+
+    * one port: every message, in order;
+    * zip: one call per sequence number present on every port, ends when any port ends;
+    * merge: one call per message in arrival order, ends when all ports end.
+    ``items`` is the list of values (one per port for zip) or SKIP for a filtered item.
+    """
+
+    def __init__(self, ports: list[InputPort], mode: str, wait: Waiter) -> None:
+        self.ports = ports
+        self._zip = mode == "zip" and len(ports) > 1
+        self._wait = wait
+        self._merge_seq = 0
+        self._turn = 0  # merge: which port to look at first, for fairness
+
+    def next(self) -> tuple[int, str | None, Any] | None:
+        return self._next_zip() if self._zip else self._next_merge()
+
+    def _next_merge(self) -> tuple[int, str | None, Any] | None:
+        ports = self.ports
+        while True:
+            count = len(ports)
+            for offset in range(count):
+                port = ports[(self._turn + offset) % count]
+                if port.ready:
+                    self._turn = (self._turn + offset + 1) % count
+                    message = port.ready.popleft()
+                    if count == 1:
+                        seq = message.seq
+                    else:  # several ports: the merged stream numbers its own items
+                        if message.kind is MessageKind.SKIP:
+                            break
+                        seq, self._merge_seq = self._merge_seq, self._merge_seq + 1
+                    items = SKIP if message.kind is MessageKind.SKIP else [message.item]
+                    return seq, port.name, items
+            else:
+                if all(port.exhausted for port in ports):
+                    return None
+                if not any(port.receive_available() for port in ports if not port.senders_done):
+                    self._wait([port.socket for port in ports if not port.senders_done])
+
+    def _next_zip(self) -> tuple[int, str | None, Any] | None:
+        while True:
+            for port in self.ports:
+                while not port.ready:
+                    if port.senders_done:
+                        return None  # zip ends when any input ends and its items are drained
+                    if not port.receive_available():
+                        self._wait([port.socket])  # only this port: the others feel backpressure
+            heads = [port.ready[0] for port in self.ports]
+            newest = max(message.seq for message in heads)
+            if any(message.seq != newest for message in heads):
+                # Misaligned only after a loss upstream: drop what has no partner.
+                for port in self.ports:
+                    if port.ready[0].seq < newest:
+                        port.ready.popleft()
+                continue
+            for port in self.ports:
+                port.ready.popleft()
+            if any(message.kind is MessageKind.SKIP for message in heads):
+                return newest, None, SKIP
+            return newest, None, [message.item for message in heads]

@@ -1,0 +1,69 @@
+"""Find the class or function a ``run = "..."`` reference names.
+
+Two forms: ``"package.module:attr"`` (imported as usual) and ``"path/to/file.py:attr"``
+(loaded from that file, relative to the manifest's folder). A file is loaded under a
+private module name, so a user's script guarded by ``if __name__ == "__main__"`` can
+define its own node classes and also start the flow.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+
+class LoadError(Exception):
+    """The reference cannot be resolved; the message says why."""
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    module, sep, attr = reference.rpartition(":")
+    if not sep or not module or not attr:
+        raise LoadError(f'"{reference}" is not of the form "module:attr" or "file.py:attr"')
+    return module, attr
+
+
+def load_target(reference: str, base_dir: str | Path = ".") -> Any:
+    """The object ``reference`` names; raises LoadError with the reason."""
+    module_name, attr = split_reference(reference)
+    if module_name.endswith(".py"):
+        module = _load_file(Path(base_dir) / module_name)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise LoadError(f"cannot import module {module_name!r}: {error}") from error
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise LoadError(f"{module_name!r} has no attribute {attr!r}") from None
+    return target
+
+
+def _load_file(path: Path) -> Any:
+    path = path.resolve()
+    if not path.is_file():
+        raise LoadError(f"no such file: {path}")
+    # One module per file, named after its path, so two loads share classes.
+    name = f"flujo_user_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    # Let the file import its neighbours, as it would when run as a script.
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[name]
+        raise LoadError(f"{path} failed to load: {type(error).__name__}: {error}") from error
+    finally:
+        sys.path.remove(str(path.parent))
+    return module

@@ -1,0 +1,87 @@
+"""Output side of a node replica: one PUSH socket per downstream replica, per edge.
+
+A socket per replica (rather than one PUSH connected to all of them) lets the node address
+each replica: end-of-stream markers go to every one, and items are dealt to the first
+replica with room, so a busy replica is skipped instead of waited on.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import zmq
+
+from flujo.config import OutputConfig
+
+Waiter = Callable[[Iterable[zmq.Socket]], None]
+IsReleased = Callable[[str, int], bool]
+
+
+class OutputEdge:
+    """Sends to every replica of one downstream node's input port."""
+
+    def __init__(self, context: zmq.Context, config: OutputConfig, is_released: IsReleased) -> None:
+        self.config = config
+        self.port = config.port
+        self.target = config.target
+        self.sockets: list[zmq.Socket] = []
+        for endpoint in config.endpoints:
+            socket = context.socket(zmq.PUSH)
+            socket.sndhwm = config.hwm
+            socket.linger = 0  # the node waits for downstream's release instead of lingering
+            socket.reconnect_ivl = 10  # ms; a restarted replica is found again quickly
+            socket.connect(endpoint)
+            self.sockets.append(socket)
+        self._is_released = is_released
+        self._next = 0  # round-robin start for dealing
+        self.sent = 0
+
+    def live_replicas(self) -> list[int]:
+        """Downstream replicas that still read."""
+        return [index for index in range(len(self.sockets)) if not self._is_released(self.target, index)]
+
+    @property
+    def released(self) -> bool:
+        return not self.live_replicas()
+
+    def deal(self, frames: list[Any], wait: Waiter) -> bool:
+        """Send to one live replica, blocking (with ``wait``) while all are full.
+
+        Returns False when every replica has been released (the message is dropped).
+        """
+        sockets = self.sockets
+        if len(sockets) == 1:  # the common case, kept short
+            try:
+                sockets[0].send_multipart(frames, zmq.NOBLOCK, copy=False)
+                self.sent += 1
+                return True
+            except zmq.Again:
+                pass
+        while True:
+            live = self.live_replicas()
+            if not live:
+                return False
+            count = len(live)
+            for offset in range(count):
+                index = live[(self._next + offset) % count]
+                try:
+                    sockets[index].send_multipart(frames, zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    continue
+                self._next = (self._next + offset + 1) % count
+                self.sent += 1
+                return True
+            wait([sockets[index] for index in live])
+
+    def broadcast(self, frames: list[Any], wait: Waiter) -> None:
+        """Send to every live replica (used for end of stream)."""
+        for index, socket in enumerate(self.sockets):
+            while not self._is_released(self.target, index):
+                try:
+                    socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                    break
+                except zmq.Again:
+                    wait([socket])
+
+    def close(self) -> None:
+        for socket in self.sockets:
+            socket.close(linger=0)

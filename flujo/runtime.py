@@ -1,0 +1,209 @@
+"""The life of one node replica: open, move items, close, end the stream, wait, exit.
+
+    1. bind input ports, connect outputs and control; build the node; ``open()``; report ready
+    2. producers wait for the start command; everyone then loops over items
+    3. inputs end (every sender's end of stream, or a zip port ran dry, or a stop command):
+       report "released" so upstream stops sending here
+    4. ``close()``; send end of stream on every output to every downstream replica
+    5. wait until each downstream replica has confirmed (released) before closing sockets:
+       a PUSH socket closed right after its last message can lose its tail
+    6. exit 0, or 1 after reporting the error with its traceback
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import zmq
+
+from flujo.api import Node, Outputs
+from flujo.config import NodeConfig
+from flujo.control import ControlChannel
+from flujo.inputs import SKIP, InputPort, Join
+from flujo.outputs import OutputEdge
+from flujo.protocol import Codec, MessageKind, Status
+
+POLL_INTERVAL_MS = 1000  # upper bound on a blocking wait; every wait also wakes on control
+
+
+class StopReading(Exception):
+    """This replica must read no more: told to stop, or nobody downstream reads any more."""
+
+
+class NodeRuntime:
+    """Runs one replica of a node, given its configuration and a factory for the node object."""
+
+    def __init__(self, config: NodeConfig, make_node: Callable[[], Node]) -> None:
+        self.config = config
+        self._make_node = make_node
+        self.items_in = 0
+        self.items_out = 0
+
+    def run(self) -> int:
+        """Run to the end; returns the process exit status."""
+        context = zmq.Context()
+        try:
+            return self._run(context)
+        finally:
+            context.destroy(linger=0)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _run(self, context: zmq.Context) -> int:
+        config = self.config
+        self.control = control = ControlChannel(context, config)
+        self.codec = Codec(config.node, config.replica)
+        reorder = config.replicas == 1
+        self.ports = [InputPort(context, port, self.codec, reorder and port.senders > 1)
+                      for port in config.inputs]
+        self.edges = [OutputEdge(context, edge, control.is_released) for edge in config.outputs]
+        self._seen_changes = 0
+        error: BaseException | None = None
+        node: Node | None = None
+        try:
+            node = self._make_node()
+            node.open()
+            control.report(Status.READY)
+            if config.kind == "producer":
+                self._produce(node)
+            else:
+                self._consume_inputs(node)
+        except Exception as failure:  # user code failed: report it, with its traceback
+            error = failure
+        finally:
+            if node is not None:
+                try:
+                    node.close()
+                except Exception as failure:
+                    error = error or failure
+        if self.ports:
+            control.report(Status.RELEASED)
+        if error is not None:
+            control.report_error(error)
+            return 1
+        self._end_outputs()
+        return 0
+
+    def _produce(self, node: Node) -> None:
+        control = self.control
+        while not control.started and not control.stop_requested:
+            self._wait()
+        if control.stop_requested:
+            return
+        stream = iter(node.produce())  # type: ignore[attr-defined]
+        seq = 0
+        try:
+            for item in stream:
+                if item is None:
+                    continue
+                self._emit(seq, item)
+                seq += 1
+                if control.pending():
+                    self._apply_control()
+                if control.stop_requested or self._nobody_reads():
+                    break
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+    def _consume_inputs(self, node: Node) -> None:
+        control = self.control
+        join = Join(self.ports, self.config.join, self._wait_readable)
+        call = self._calling_convention(node)
+        emits = self.config.kind == "processor"
+        while True:
+            if control.pending():
+                self._apply_control()
+            if control.stop_requested:
+                return
+            try:
+                step = join.next()
+            except StopReading:
+                return
+            if step is None:
+                return
+            seq, port, items = step
+            self.items_in += 1
+            if items is SKIP:
+                result = None
+            else:
+                result = call(port, items)
+            if emits:
+                self._emit(seq, result)
+
+    def _end_outputs(self) -> None:
+        if not self.edges:
+            self.control.report(Status.FINISHED, self._stats())
+            return
+        end = self.codec.marker(MessageKind.EOS, 0)
+        for edge in self.edges:
+            edge.broadcast(end, self._wait_writable)
+        self.control.report(Status.FINISHED, self._stats())
+        while not all(edge.released for edge in self.edges):
+            self._wait()
+
+    # -- items -----------------------------------------------------------------------------
+    def _calling_convention(self, node: Node) -> Callable[[str | None, list[Any]], Any]:
+        function = node.process if self.config.kind == "processor" else node.consume  # type: ignore[attr-defined]
+        names = [port.port for port in self.config.inputs]
+        if not self.config.keyword_ports:
+            return lambda port, items: function(*items)
+        if self.config.join == "zip" and len(names) > 1:
+            return lambda port, items: function(**dict(zip(names, items)))
+        return lambda port, items: function(**{port: items[0]})
+
+    def _emit(self, seq: int, result: Any) -> None:
+        """Send one result (or a SKIP marker for None) on every output edge."""
+        if not self.edges:
+            return
+        if isinstance(result, Outputs):
+            frames_by_port = {port: self.codec.encode(seq, value) for port, value in result.items()}
+            skip = self.codec.marker(MessageKind.SKIP, seq)
+            for edge in self.edges:
+                edge.deal(frames_by_port.get(edge.port, skip), self._wait_writable)
+        else:
+            frames = (self.codec.marker(MessageKind.SKIP, seq) if result is None
+                      else self.codec.encode(seq, result))
+            skip = None
+            for edge in self.edges:
+                if edge.port == "out":
+                    edge.deal(frames, self._wait_writable)
+                else:
+                    skip = skip or self.codec.marker(MessageKind.SKIP, seq)
+                    edge.deal(skip, self._wait_writable)
+        self.items_out += 1
+
+    def _nobody_reads(self) -> bool:
+        return bool(self.edges) and all(edge.released for edge in self.edges)
+
+    def _stats(self) -> dict[str, int]:
+        return {"items_in": self.items_in, "items_out": self.items_out}
+
+    # -- waiting ---------------------------------------------------------------------------
+    def _apply_control(self) -> None:
+        control = self.control
+        control.handle_pending()
+        if control.changes != self._seen_changes:
+            self._seen_changes = control.changes
+            for node, replica in control.gone:
+                for port in self.ports:
+                    if port.config.source == node:
+                        port.sender_ended(replica)
+
+    def _poll(self, sockets: Iterable[zmq.Socket], event: int) -> None:
+        commands = self.control.commands
+        ready = zmq.zmq_poll([(socket, event) for socket in sockets] + [(commands, zmq.POLLIN)],
+                             POLL_INTERVAL_MS)
+        if any(socket is commands for socket, _ in ready):
+            self._apply_control()
+
+    def _wait(self) -> None:
+        """Wait for a control message (or the poll interval)."""
+        self._poll((), zmq.POLLIN)
+
+    def _wait_readable(self, sockets: Iterable[zmq.Socket]) -> None:
+        if self.control.stop_requested or self._nobody_reads():
+            raise StopReading
+        self._poll(sockets, zmq.POLLIN)
+
+    def _wait_writable(self, sockets: Iterable[zmq.Socket]) -> None:
+        self._poll(sockets, zmq.POLLOUT)

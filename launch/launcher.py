@@ -1,0 +1,252 @@
+"""The launcher's run loop: spawn every replica, relay control, end when every process has.
+
+Sockets (all bound here; nodes connect):
+    control   XPUB  commands to nodes; its subscription messages tell which nodes listen
+    status    PULL  reports from nodes: ready, released, finished, error
+    exits     PULL  (inproc) exit statuses from the threads that wait on each child
+
+Every command that changes the flow's state (start, stop, released, gone) is also kept and
+replayed to a replica when its subscription arrives, so a node that connects late, or is
+restarted, sees the same flow as everyone else. That replaces any sleep for slow joiners.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import msgpack
+import zmq
+
+from flujo.config import NodeConfig
+from flujo.launch.errors import EXIT_NODE_FAILED
+from flujo.launch.manifest import FlowSpec
+from flujo.launch.plan import plan
+from flujo.launch.process import NodeProcess, OutputRelay
+from flujo.protocol import CONFIG_ENV, Control, Status, control_frames, identity_topic, parse_status
+
+EXIT_KILLED = 130
+_EXITS_ENDPOINT = "inproc://exits"
+
+
+@dataclass
+class Replica:
+    """What the launcher knows about one replica of a node."""
+
+    config: NodeConfig
+    process: NodeProcess | None = None
+    subscribed: bool = False
+    ready: bool = False
+    released: bool = False
+    finished: bool = False
+    exit_code: int | None = None
+    error: dict[str, str] | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.config.node, self.config.replica
+
+
+class Launcher:
+    """Runs one flow to its end. ``run()`` returns the exit status for the command line."""
+
+    def __init__(self, flow: FlowSpec, output: IO[str] | None = None, messages: IO[str] | None = None) -> None:
+        self.flow = flow
+        self._output = output or sys.stdout
+        self._messages = messages or sys.stderr
+        self.replicas: dict[tuple[str, int], Replica] = {}
+        self._started = False
+        self._stopping = False
+        self._interrupts = 0
+        self._history: list[list[bytes]] = []  # state-changing commands, replayed to late subscribers
+        self._failures: list[str] = []
+
+    # -- public ----------------------------------------------------------------------------
+    def run(self) -> int:
+        run_dir = Path(tempfile.mkdtemp(prefix="flujo-"))
+        context = zmq.Context()
+        wakeup_read, wakeup_write = os.pipe()
+        os.set_blocking(wakeup_write, False)
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+        previous_fd = signal.set_wakeup_fd(wakeup_write)
+        try:
+            endpoints, configs = plan(self.flow, run_dir)
+            self._control = context.socket(zmq.XPUB)
+            self._control.setsockopt(zmq.XPUB_VERBOSE, 1)
+            self._control.linger = 0
+            self._control.bind(endpoints.control)
+            self._status = context.socket(zmq.PULL)
+            self._status.linger = 0
+            self._status.bind(endpoints.status)
+            self._exits = context.socket(zmq.PULL)
+            self._exits.bind(_EXITS_ENDPOINT)
+            self._context = context
+            self.replicas = {key: Replica(config) for key, config in configs.items()}
+            width = max(len(replica.config.label) for replica in self.replicas.values())
+            self._relay = OutputRelay(self._output, width)
+            self._spawn_all()
+            self._loop(wakeup_read)
+            return self._result()
+        finally:
+            self._kill_all()
+            signal.set_wakeup_fd(previous_fd)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            os.close(wakeup_read)
+            os.close(wakeup_write)
+            context.destroy(linger=0)
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def stop(self, nodes: list[str] | None = None) -> None:
+        """Stop the given nodes (default: every producer); the rest drains organically."""
+        names = nodes if nodes is not None else self.flow.producers()
+        if nodes is None:
+            self._stopping = True
+        self._publish(Control.STOP, *names)
+
+    # -- spawning --------------------------------------------------------------------------
+    def _spawn_all(self) -> None:
+        for replica in self.replicas.values():
+            try:
+                replica.process = self._spawn(replica)
+            except OSError as error:
+                self._say(f'node "{replica.config.label}" could not start: {error}')
+                raise SystemExit(EXIT_NODE_FAILED) from None
+
+    def _spawn(self, replica: Replica) -> NodeProcess:
+        config = replica.config
+        spec = self.flow.nodes[config.node]
+        argv = [sys.executable, "-m", "flujo.node"] if spec.run else list(spec.command or ())
+        env = {**os.environ, **spec.env, CONFIG_ENV: config.to_json(), "PYTHONUNBUFFERED": "1"}
+        cwd = str(self.flow.base_dir / spec.cwd) if spec.cwd else str(self.flow.base_dir)
+        key = replica.key
+        return NodeProcess(config.label, argv, env, cwd, self._relay,
+                           on_exit=lambda code: self._notify_exit(key, code))
+
+    def _notify_exit(self, key: tuple[str, int], code: int) -> None:
+        """Called from a watcher thread: hand the exit to the loop through its own socket."""
+        try:
+            sender = self._context.socket(zmq.PUSH)
+        except zmq.ZMQError:
+            return  # the launcher is already gone
+        try:
+            sender.connect(_EXITS_ENDPOINT)
+            sender.send(msgpack.packb([key[0], key[1], code]))
+        finally:
+            sender.close(linger=-1)
+
+    # -- the loop --------------------------------------------------------------------------
+    def _loop(self, wakeup_fd: int) -> None:
+        poller = zmq.Poller()
+        for socket in (self._control, self._status, self._exits):
+            poller.register(socket, zmq.POLLIN)
+        poller.register(wakeup_fd, zmq.POLLIN)
+        while any(replica.exit_code is None for replica in self.replicas.values()):
+            events = dict(poller.poll())
+            if wakeup_fd in events:
+                os.read(wakeup_fd, 64)
+                self._handle_interrupts()
+            if self._control in events:
+                self._on_subscription(self._control.recv())
+            if self._status in events:
+                self._on_status(*parse_status(self._status.recv()))
+            if self._exits in events:
+                node, index, code = msgpack.unpackb(self._exits.recv())
+                self._on_exit(self.replicas[(node, index)], code)
+
+    def _on_subscription(self, message: bytes) -> None:
+        if not message or message[0] != 1:
+            return  # an unsubscription
+        for replica in self.replicas.values():
+            if message[1:] == identity_topic(*replica.key):
+                replica.subscribed = True
+                for frames in self._history:  # bring this replica up to date
+                    self._control.send_multipart(frames)
+        self._start_when_ready()
+
+    def _on_status(self, kind: Status, node: str, index: int, payload: Any) -> None:
+        replica = self.replicas.get((node, index))
+        if replica is None:
+            return
+        if kind is Status.READY:
+            replica.ready = True
+            self._start_when_ready()
+        elif kind is Status.RELEASED:
+            self._release(replica)
+        elif kind is Status.FINISHED:
+            replica.finished = True
+            replica.stats = payload or {}
+        elif kind is Status.ERROR:
+            replica.error = payload
+            for line in payload.get("traceback", "").rstrip("\n").splitlines():
+                self._relay.line(replica.config.label, line)
+            self._fail(replica, payload.get("message", "failed"))
+
+    def _on_exit(self, replica: Replica, code: int) -> None:
+        replica.exit_code = code
+        if replica.config.inputs and not replica.released:
+            self._release(replica)
+        if replica.config.outputs and not replica.finished:
+            self._publish(Control.GONE, *replica.key)  # readers count it as its end of stream
+        if code != 0 and replica.error is None:
+            self._fail(replica, f"exited with status {code}")
+
+    def _start_when_ready(self) -> None:
+        if self._started or self._stopping:
+            return
+        if all(replica.ready and replica.subscribed for replica in self.replicas.values()):
+            self._started = True
+            self._publish(Control.START)
+
+    def _release(self, replica: Replica) -> None:
+        replica.released = True
+        self._publish(Control.RELEASED, *replica.key)
+
+    def _fail(self, replica: Replica, reason: str) -> None:
+        self._failures.append(f'node "{replica.config.label}" failed: {reason}')
+        self._say(f'node "{replica.config.label}" failed: {reason}; stopping the flow')
+        if not self._stopping:
+            self.stop()
+
+    def _publish(self, topic: Control, *payload: Any) -> None:
+        frames = control_frames(topic, *payload)
+        self._history.append(frames)
+        self._control.send_multipart(frames)
+
+    # -- signals and the end ---------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._interrupts += 1  # acted on in the loop, woken by the wakeup fd
+
+    def _handle_interrupts(self) -> None:
+        if self._interrupts == 1 and not self._stopping:
+            self._say("stopping: producers stop and the pipes drain (interrupt again to kill)")
+            self.stop()
+        elif self._interrupts >= 2:
+            self._say("killing every node")
+            self._kill_all()
+            raise SystemExit(EXIT_KILLED)
+
+    def _kill_all(self) -> None:
+        for replica in self.replicas.values():
+            if replica.process is not None and replica.exit_code is None:
+                replica.process.signal(signal.SIGKILL)
+        for replica in self.replicas.values():
+            if replica.process is not None:
+                replica.process.join()
+
+    def _result(self) -> int:
+        if self._failures:
+            for failure in self._failures:
+                self._say(failure)
+            return EXIT_NODE_FAILED
+        return 0
+
+    def _say(self, text: str) -> None:
+        self._messages.write(f"flujo-launch: {self.flow.name}: {text}\n")
+        self._messages.flush()

@@ -1,0 +1,279 @@
+"""Read and validate a flow manifest (TOML) into a FlowSpec, reporting every problem at once.
+
+Nothing here starts a process: the launcher only runs a manifest that validated whole.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from flujo.api import declared_kind, declared_outputs
+from flujo.loader import LoadError, load_target
+from flujo.launch.errors import ManifestError, Problem, did_you_mean
+
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+JOINS = ("zip", "merge")
+TRANSPORTS = ("ipc", "tcp")
+DEFAULT_QUEUE = 16
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input port: which node's output feeds it."""
+
+    port: str
+    source: str
+    source_port: str = "out"
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    run: str | None = None
+    command: list[str] | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    inputs: list[InputSpec] = field(default_factory=list)
+    keyword_ports: bool = False  # inputs given as a table of named ports
+    join: str = "zip"
+    replicas: int = 1
+    queue: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    outputs: list[str] = field(default_factory=lambda: ["out"])
+    kind: str = ""  # producer | processor | consumer, resolved during validation
+
+
+@dataclass
+class FlowSpec:
+    name: str
+    path: Path
+    nodes: dict[str, NodeSpec]
+    queue: int = DEFAULT_QUEUE
+    transport: str = "ipc"
+    host: str = "127.0.0.1"
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def downstream(self, name: str) -> list[tuple[NodeSpec, InputSpec]]:
+        """Every (node, input port) that reads an output of ``name``."""
+        return [(node, port) for node in self.nodes.values() for port in node.inputs if port.source == name]
+
+    def producers(self) -> list[str]:
+        return [name for name, node in self.nodes.items() if node.kind == "producer"]
+
+    def queue_of(self, node: NodeSpec) -> int:
+        return node.queue if node.queue is not None else self.queue
+
+
+# -- field checks: each returns an error message or None -----------------------------------
+def _string(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "must be a non-empty string"
+
+
+def _count(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"must be a whole number of at least 1, got {value!r}"
+    return None
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value in choices:
+            return None
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        return f"must be one of {', '.join(choices)}, got {value!r}{hint}"
+    return check
+
+
+def _table(value: Any) -> str | None:
+    return None if isinstance(value, dict) else "must be a table, for example { key = 1 }"
+
+
+def _string_table(value: Any) -> str | None:
+    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return None
+    return 'must be a table of strings, for example { NAME = "value" }'
+
+
+def _string_list(value: Any) -> str | None:
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return None
+    return 'must be a non-empty list of strings, for example ["python3", "node.py"]'
+
+
+def _inputs(value: Any) -> str | None:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return None
+    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return None
+    return 'must be a list of node names, or a table of named ports: { a = "node", b = "node/port" }'
+
+
+FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
+    "name": _string, "queue": _count, "transport": _one_of(TRANSPORTS), "host": _string,
+}
+NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
+    "run": _string, "command": _string_list, "args": _table, "inputs": _inputs, "join": _one_of(JOINS),
+    "replicas": _count, "queue": _count, "env": _string_table, "cwd": _string, "outputs": _string_list,
+}
+
+
+def load_manifest(path: str | Path) -> FlowSpec:
+    """Parse and validate; raises ManifestError listing every problem."""
+    path = Path(path)
+    file = str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError([Problem(file, "no such file")]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ManifestError([Problem(file, f"TOML syntax error: {error}")]) from None
+    return _Validator(path.resolve(), file).flow(data)
+
+
+class _Validator:
+    def __init__(self, path: Path, file: str) -> None:
+        self.path, self.file = path, file
+        self.problems: list[Problem] = []
+        self.targets: dict[str, Any] = {}
+
+    def problem(self, message: str, node: str | None = None, field_name: str | None = None) -> None:
+        self.problems.append(Problem(self.file, message, node, field_name))
+
+    def fields(self, table: dict[str, Any], known: dict[str, Callable[[Any], str | None]],
+               node: str | None, where: str) -> dict[str, Any]:
+        good = {}
+        for key, value in table.items():
+            if key not in known:
+                self.problem(f"unknown field in {where}{did_you_mean(key, known)}", node, key)
+            elif (message := known[key](value)) is not None:
+                self.problem(message, node, key)
+            else:
+                good[key] = value
+        return good
+
+    def flow(self, data: dict[str, Any]) -> FlowSpec:
+        for key in data:
+            if key not in ("flow", "nodes"):
+                self.problem(f'unknown section [{key}]{did_you_mean(key, ("flow", "nodes"))}')
+        flow_table = data.get("flow", {})
+        if not isinstance(flow_table, dict):
+            self.problem("[flow] must be a table", field_name="flow")
+            flow_table = {}
+        settings = self.fields(flow_table, FLOW_FIELDS, None, "[flow]")
+        nodes_table = data.get("nodes")
+        if not isinstance(nodes_table, dict) or not nodes_table:
+            self.problem("no nodes: add at least one [nodes.NAME] table")
+            nodes_table = {}
+        nodes = {name: self.node(name, table) for name, table in nodes_table.items()}
+        flow = FlowSpec(name=settings.get("name", self.path.stem), path=self.path, nodes=nodes,
+                        queue=settings.get("queue", DEFAULT_QUEUE),
+                        transport=settings.get("transport", "ipc"), host=settings.get("host", "127.0.0.1"))
+        if not self.problems:
+            self.graph(flow)
+        if not self.problems:
+            self.kinds(flow)
+        if self.problems:
+            raise ManifestError(self.problems)
+        return flow
+
+    def node(self, name: str, table: Any) -> NodeSpec:
+        spec = NodeSpec(name)
+        if not NAME_PATTERN.match(name):
+            self.problem("node names use letters, digits, _ and -, and start with a letter", name)
+        if not isinstance(table, dict):
+            self.problem("must be a table: [nodes.NAME] with run or command", name)
+            return spec
+        good = self.fields(table, NODE_FIELDS, name, f"[nodes.{name}]")
+        for key in ("run", "command", "args", "join", "replicas", "queue", "env", "cwd", "outputs"):
+            if key in good:
+                setattr(spec, key, good[key])
+        if ("run" in table) == ("command" in table):
+            self.problem('give exactly one of "run" (a Python node) or "command" (any executable)', name,
+                         "run")
+        if "outputs" in good and "run" in table:
+            self.problem("a Python node declares its output ports in its class (the `outputs` attribute); "
+                         "this field is for command nodes", name, "outputs")
+        if "inputs" in good:
+            spec.inputs, spec.keyword_ports = self.inputs(name, good["inputs"])
+        if spec.run:
+            try:
+                self.targets[name] = load_target(spec.run, self.path.parent)
+            except LoadError as error:
+                self.problem(str(error), name, "run")
+        return spec
+
+    def inputs(self, name: str, value: list[str] | dict[str, str]) -> tuple[list[InputSpec], bool]:
+        entries = list(value.items()) if isinstance(value, dict) else [(source, source) for source in value]
+        ports: list[InputSpec] = []
+        for port, reference in entries:
+            source, _, source_port = reference.partition("/")
+            if any(existing.port == port for existing in ports):
+                self.problem(f'"{port}" is listed twice', name, "inputs")
+            ports.append(InputSpec(port, source, source_port or "out"))
+        return ports, isinstance(value, dict)
+
+    def graph(self, flow: FlowSpec) -> None:
+        for node in flow.nodes.values():
+            for port in node.inputs:
+                source = flow.nodes.get(port.source)
+                if source is None:
+                    self.problem(f'no node named "{port.source}"{did_you_mean(port.source, flow.nodes)}',
+                                 node.name, "inputs")
+                    continue
+                outputs = self.outputs_of(source)
+                if port.source_port not in outputs:
+                    self.problem(f'node "{source.name}" has no output port "{port.source_port}" '
+                                 f"(it has: {', '.join(outputs)}){did_you_mean(port.source_port, outputs)}",
+                                 node.name, "inputs")
+        if not self.problems:
+            self.cycles(flow)
+
+    def outputs_of(self, node: NodeSpec) -> list[str]:
+        if node.name in self.targets:
+            return list(declared_outputs(self.targets[node.name]))
+        return node.outputs
+
+    def cycles(self, flow: FlowSpec) -> None:
+        state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+        def visit(name: str, path: list[str]) -> bool:
+            state[name] = 1
+            for port in flow.nodes[name].inputs:
+                if state.get(port.source) == 1:
+                    cycle = path[path.index(port.source):] + [port.source] if port.source in path else [name]
+                    self.problem(f"the inputs form a cycle: {' <- '.join(cycle)}", name, "inputs")
+                    return True
+                if port.source not in state and visit(port.source, path + [port.source]):
+                    return True
+            state[name] = 2
+            return False
+
+        for name in flow.nodes:
+            if name not in state and visit(name, [name]):
+                return
+
+    def kinds(self, flow: FlowSpec) -> None:
+        for node in flow.nodes.values():
+            declared = declared_kind(self.targets[node.name]) if node.name in self.targets else None
+            feeds = flow.downstream(node.name)
+            if declared == "producer" and node.inputs:
+                self.problem(f'"{node.run}" is a producer, which takes no inputs', node.name, "inputs")
+            elif declared in ("processor", "consumer") and not node.inputs:
+                self.problem(f'"{node.run}" is a {declared}, which needs inputs', node.name, "inputs")
+            if declared == "consumer" and feeds:
+                readers = ", ".join(f'"{reader.name}"' for reader, _ in feeds)
+                self.problem(f'"{node.run}" is a consumer, which sends nothing on, yet {readers} reads it',
+                             node.name, "run")
+            node.kind = declared or ("producer" if not node.inputs else "processor" if feeds else "consumer")
+            if node.replicas > 1 and node.kind == "producer":
+                self.problem("a producer runs as one process (its items form one numbered sequence)",
+                             node.name, "replicas")
+            if node.replicas > 1 and len(node.inputs) > 1:
+                self.problem("a node that joins several inputs runs as one process, so the items of each "
+                             "sequence number meet in one place", node.name, "replicas")

@@ -1,0 +1,64 @@
+"""Turn a validated FlowSpec into one NodeConfig per replica: allocate every endpoint.
+
+Endpoints are ipc sockets in the run's private folder by default, or loopback/host tcp
+ports chosen at run time when the manifest says ``transport = "tcp"``.
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from flujo.config import InputConfig, NodeConfig, OutputConfig
+from flujo.launch.manifest import FlowSpec
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the launcher binds its control (PUB) and status (PULL) sockets."""
+
+    control: str
+    status: str
+
+
+class EndpointAllocator:
+    def __init__(self, flow: FlowSpec, run_dir: Path) -> None:
+        self._transport, self._host, self._run_dir = flow.transport, flow.host, run_dir
+
+    def allocate(self, name: str) -> str:
+        if self._transport == "ipc":
+            return f"ipc://{self._run_dir / name}"
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # a port free right now
+            probe.bind((self._host, 0))
+            return f"tcp://{self._host}:{probe.getsockname()[1]}"
+
+
+def plan(flow: FlowSpec, run_dir: Path) -> tuple[Endpoints, dict[tuple[str, int], NodeConfig]]:
+    """(launcher endpoints, {(node, replica): config})."""
+    allocate = EndpointAllocator(flow, run_dir).allocate
+    endpoints = Endpoints(control=allocate("control"), status=allocate("status"))
+    # Every input port of every replica binds its own endpoint.
+    bound: dict[tuple[str, str, int], str] = {}
+    for index, node in enumerate(flow.nodes.values()):
+        for port_index, port in enumerate(node.inputs):
+            for replica in range(node.replicas):
+                bound[(node.name, port.port, replica)] = allocate(f"n{index}.p{port_index}.r{replica}")
+    configs = {}
+    for node in flow.nodes.values():
+        outputs = tuple(
+            OutputConfig(port=port.source_port, target=reader.name, target_port=port.port,
+                         endpoints=tuple(bound[(reader.name, port.port, r)] for r in range(reader.replicas)),
+                         hwm=flow.queue_of(reader))
+            for reader, port in flow.downstream(node.name))
+        for replica in range(node.replicas):
+            inputs = tuple(
+                InputConfig(port=port.port, endpoint=bound[(node.name, port.port, replica)],
+                            hwm=flow.queue_of(node), source=port.source, source_port=port.source_port,
+                            senders=flow.nodes[port.source].replicas)
+                for port in node.inputs)
+            configs[(node.name, replica)] = NodeConfig(
+                flow=flow.name, node=node.name, replica=replica, replicas=node.replicas, kind=node.kind,
+                control=endpoints.control, status=endpoints.status, inputs=inputs, outputs=outputs,
+                join=node.join, keyword_ports=node.keyword_ports, run=node.run,
+                base_dir=str(flow.base_dir), args=node.args)
+    return endpoints, configs

@@ -1,0 +1,77 @@
+"""One OS process of a node replica: spawn it, relay its output with a prefix, report its exit.
+
+Each child runs in its own session (so a terminal's Ctrl-C reaches only the launcher, which
+then stops the flow in order) and asks the kernel to end it if the launcher dies.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+from typing import IO, Callable
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _end_with_parent() -> None:
+    """Runs in the child between fork and exec: SIGTERM it when the launcher dies."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class OutputRelay:
+    """Writes every child's output lines, prefixed with its label, to one stream."""
+
+    def __init__(self, stream: IO[str], width: int) -> None:
+        self._stream, self._width = stream, width
+        self._lock = threading.Lock()
+
+    def line(self, label: str, text: str) -> None:
+        with self._lock:
+            self._stream.write(f"{label:<{self._width}} | {text}\n")
+            self._stream.flush()
+
+
+class NodeProcess:
+    """A running child; ``on_exit(returncode)`` is called from a watcher thread."""
+
+    def __init__(self, label: str, argv: list[str], env: dict[str, str], cwd: str,
+                 relay: OutputRelay, on_exit: Callable[[int], None]) -> None:
+        self.label = label
+        self._popen = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_end_with_parent)
+        self.pid = self._popen.pid
+        self._reader = threading.Thread(target=self._relay, args=(relay,), daemon=True,
+                                        name=f"output {label}")
+        self._watcher = threading.Thread(target=self._watch, args=(on_exit,), daemon=True,
+                                         name=f"exit {label}")
+        self._reader.start()
+        self._watcher.start()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def _relay(self, relay: OutputRelay) -> None:
+        assert self._popen.stdout is not None
+        with self._popen.stdout:
+            for raw in self._popen.stdout:
+                relay.line(self.label, raw.decode(errors="replace").rstrip("\n"))
+
+    def _watch(self, on_exit: Callable[[int], None]) -> None:
+        on_exit(self._popen.wait())
+
+    def signal(self, signum: int) -> None:
+        """Signal the child's whole process group (a command node may have children)."""
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def join(self, timeout: float = 5.0) -> None:
+        """Wait until the child is reaped and every output line has been relayed."""
+        self._watcher.join(timeout)
+        self._reader.join(timeout)
