@@ -136,7 +136,9 @@ class Codec:
             buffer = _buffer(self._frames[index])
         except IndexError:
             raise ProtocolError(f"array refers to frame {index}, message has {len(self._frames)}") from None
-        return np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape)
+        array = np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape)
+        array.flags.writeable = False  # one contract whatever the transport: copy before writing
+        return array
 
 
 def _buffer(frame: Any) -> Any:

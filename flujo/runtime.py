@@ -7,7 +7,8 @@
     4. ``close()``; send end of stream on every output to every downstream replica
     5. wait until each downstream replica has confirmed (released) before closing sockets:
        a PUSH socket closed right after its last message can lose its tail
-    6. exit 0, or 1 after reporting the error with its traceback
+    6. exit 0; or, when user code raised, report the error with its traceback, still end the
+       stream (step 4-5, so items already sent are delivered) and exit 1
 """
 from __future__ import annotations
 
@@ -78,9 +79,9 @@ class NodeRuntime:
             control.report(Status.RELEASED)
         if error is not None:
             control.report_error(error)
-            return 1
+        # Also after a failure: what this node already sent must reach its readers.
         self._end_outputs()
-        return 0
+        return 0 if error is None else 1
 
     def _produce(self, node: Node) -> None:
         control = self.control

@@ -5,6 +5,7 @@ Nothing here starts a process: the launcher only runs a manifest that validated 
 from __future__ import annotations
 
 import re
+import shutil
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,12 +202,22 @@ class _Validator:
                          "this field is for command nodes", name, "outputs")
         if "inputs" in good:
             spec.inputs, spec.keyword_ports = self.inputs(name, good["inputs"])
+        if spec.command and not self.executable(spec):
+            self.problem(f'no executable "{spec.command[0]}" (looked in PATH and the node\'s folder)', name,
+                         "command")
         if spec.run:
             try:
                 self.targets[name] = load_target(spec.run, self.path.parent)
             except LoadError as error:
                 self.problem(str(error), name, "run")
         return spec
+
+    def executable(self, spec: NodeSpec) -> bool:
+        program = spec.command[0]  # type: ignore[index]
+        folder = self.path.parent / (spec.cwd or "")
+        if "/" in program:
+            return (folder / program).is_file()
+        return shutil.which(program) is not None
 
     def inputs(self, name: str, value: list[str] | dict[str, str]) -> tuple[list[InputSpec], bool]:
         entries = list(value.items()) if isinstance(value, dict) else [(source, source) for source in value]

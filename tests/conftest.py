@@ -1,0 +1,109 @@
+"""Fixtures that run real flows in real processes, and prove none is left behind."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import psutil
+import pytest
+
+HERE = Path(__file__).parent
+NODES = HERE / "flow_nodes.py"  # node classes the test manifests use
+
+
+def poll_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> object:
+    """Wait until ``condition()`` is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def flow_processes(flow_name: str) -> list[psutil.Process]:
+    """Live processes that belong to the named flow (its launcher or its nodes)."""
+    marker = f'"flow": "{flow_name}"'
+    found = []
+    for process in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            env = process.info["environ"] or {}
+            cmdline = " ".join(process.info["cmdline"] or [])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if marker in env.get("FLUJO_NODE_CONFIG", "") or f"flujo-test-flow={flow_name}" in cmdline:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class FlowRunner:
+    """Writes manifests into a temporary folder and runs ``flujo-launch`` on them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.name = f"t{uuid.uuid4().hex[:10]}"
+        self.running: list[subprocess.Popen] = []
+
+    def manifest(self, body: str, flow: str = "") -> Path:
+        """A manifest with a unique flow name; ``{nodes}`` stands for the test nodes file."""
+        text = f'[flow]\nname = "{self.name}"\n{flow}\n' + textwrap.dedent(body).replace("{nodes}", str(NODES))
+        path = self.folder / "manifest.toml"
+        path.write_text(text)
+        return path
+
+    def path(self, name: str) -> str:
+        return str(self.folder / name)
+
+    def start(self, manifest: Path) -> subprocess.Popen:
+        # The extra argument marks the launcher so the orphan check can find it.
+        command = [sys.executable, "-c", "import sys; from flujo.launch.cli import main; sys.argv[1:2] = []; main()",
+                   f"flujo-test-flow={self.name}", str(manifest)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        self.running.append(process)
+        return process
+
+    def run(self, manifest: Path, timeout: float = 40) -> Result:
+        process = self.start(manifest)
+        stdout, stderr = process.communicate(timeout=timeout)
+        return Result(process.returncode, stdout, stderr)
+
+    def cleanup(self) -> list[str]:
+        """Kill whatever is left; return descriptions of the orphans found."""
+        for process in self.running:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.communicate()
+        orphans = []
+        try:
+            poll_for(lambda: not flow_processes(self.name), timeout=5)
+        except AssertionError:
+            for process in flow_processes(self.name):
+                orphans.append(f"{process.pid} {' '.join(process.cmdline())}")
+                process.kill()
+        return orphans
+
+
+@pytest.fixture
+def flow(tmp_path: Path):
+    runner = FlowRunner(tmp_path)
+    yield runner
+    orphans = runner.cleanup()
+    assert not orphans, f"processes left behind: {orphans}"

@@ -1,0 +1,125 @@
+"""Nodes used by the integration tests' manifests."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from flujo.api import Consumer, Outputs, Processor, Producer
+
+
+def square(number: int) -> int:
+    return number * number
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def keep_even(number: int) -> int | None:
+    return number if number % 2 == 0 else None
+
+
+def jitter(number: int) -> int:
+    """Uneven work, so replicas finish out of order."""
+    time.sleep(0.001 * (number % 4))
+    return number
+
+
+def fail_at(number: int, at: int = 5) -> int:
+    if number == at:
+        raise ValueError(f"cannot handle {number}")
+    return number
+
+
+class Split(Processor):
+    """Even numbers to the "even" port, odd ones to "odd"."""
+
+    outputs = ("even", "odd")
+
+    def process(self, number: int) -> Outputs:
+        return Outputs(even=number) if number % 2 == 0 else Outputs(odd=number)
+
+
+class Tagged(Producer):
+    """Yields {"source": tag, "i": i} for i < n."""
+
+    def __init__(self, tag: str, n: int) -> None:
+        self.tag, self.n = tag, n
+
+    def produce(self) -> Iterable[dict[str, Any]]:
+        for i in range(self.n):
+            yield {"source": self.tag, "i": i}
+
+
+class CountingProducer(Producer):
+    """Counts up to n (forever if 0), records in ``report`` how many it yielded."""
+
+    def __init__(self, report: str, n: int = 0) -> None:
+        self.report, self.n, self.count = Path(report), n, 0
+
+    def produce(self) -> Iterable[int]:
+        while not self.n or self.count < self.n:
+            self.count += 1  # counted when handed over: the runtime may close the generator at a yield
+            yield self.count - 1
+
+    def close(self) -> None:
+        self.report.write_text(json.dumps({"produced": self.count}))
+
+
+def _rss_mb() -> float:
+    with open(f"/proc/{os.getpid()}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+class BigArrays(Producer):
+    """Yields n fresh arrays of ``mb`` megabytes; reports resident memory before and at peak."""
+
+    def __init__(self, report: str, n: int, mb: int) -> None:
+        self.report, self.n, self.mb = Path(report), n, mb
+
+    def produce(self) -> Iterable[dict[str, Any]]:
+        self.baseline = _rss_mb()
+        self.peak = self.baseline
+        for i in range(self.n):
+            array = np.full(self.mb * 1024 * 1024, i % 256, dtype=np.uint8)
+            yield {"i": i, "data": array}
+            del array
+            self.peak = max(self.peak, _rss_mb())
+
+    def close(self) -> None:
+        self.report.write_text(json.dumps({"baseline_mb": self.baseline, "peak_mb": self.peak}))
+
+
+class Collect(Consumer):
+    """Appends each item as a JSON line (arrays summarised), flushed, with an optional delay."""
+
+    def __init__(self, path: str, delay: float = 0.0) -> None:
+        self.path, self.delay = Path(path), delay
+
+    def open(self) -> None:
+        self.file = self.path.open("w")
+
+    def consume(self, item: Any) -> None:
+        if self.delay:
+            time.sleep(self.delay)  # a slow consumer, on purpose
+        if isinstance(item, dict) and isinstance(item.get("data"), np.ndarray):
+            item = {**item, "data": [int(item["data"][0]), int(item["data"].nbytes)]}
+        self.file.write(json.dumps(item) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_lines(path: str) -> list[Any]:
+    with open(path) as file:
+        return [json.loads(line) for line in file]

@@ -1,0 +1,155 @@
+"""Stopping, failing and bounding memory: the flow's life beyond the happy path."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import FlowRunner, flow_processes, poll_for
+from flow_nodes import read_lines
+
+
+def _line_count(path: str) -> int:
+    try:
+        with open(path) as file:
+            return sum(1 for _ in file)
+    except FileNotFoundError:
+        return 0
+
+
+def test_interrupt_mid_stream_drains_everything_produced(flow: FlowRunner) -> None:
+    out, report = flow.path("out.jsonl"), flow.path("produced.json")
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "{{nodes}}:CountingProducer"
+        args = {{ report = "{report}" }}
+        [nodes.square]
+        run = "{{nodes}}:square"
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["square"]
+        args = {{ path = "{out}", delay = 0.001 }}
+    """, flow="queue = 8")
+    launcher = flow.start(manifest)
+    poll_for(lambda: _line_count(out) >= 200, timeout=20)
+    launcher.send_signal(signal.SIGINT)
+    _, stderr = launcher.communicate(timeout=20)
+    assert launcher.returncode == 0, stderr
+    assert "stopping" in stderr
+    produced = json.loads(Path(report).read_text())["produced"]
+    assert produced >= 200
+    assert read_lines(out) == [n * n for n in range(produced)]
+
+
+def test_second_interrupt_kills_at_once(flow: FlowRunner) -> None:
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["numbers"]
+        args = {{ path = "{out}", delay = 1.0 }}
+    """, flow="queue = 1000")
+    launcher = flow.start(manifest)
+    poll_for(lambda: _line_count(out) >= 1, timeout=20)
+    launcher.send_signal(signal.SIGINT)  # the sink would need ~1000 s to drain its queue
+    poll_for(lambda: "stopping" in (launcher.stderr.readline() or ""), timeout=10)
+    launcher.send_signal(signal.SIGINT)
+    _, stderr = launcher.communicate(timeout=10)
+    assert launcher.returncode == 130
+    assert "killing" in stderr
+    poll_for(lambda: not flow_processes(flow.name), timeout=5)
+
+
+def test_a_failing_node_stops_the_flow_with_its_name_and_traceback(flow: FlowRunner) -> None:
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        [nodes.check]
+        run = "{{nodes}}:fail_at"
+        inputs = ["numbers"]
+        args = {{ at = 5 }}
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["check"]
+        args = {{ path = "{out}" }}
+    """)
+    result = flow.run(manifest)
+    assert result.returncode == 1
+    assert 'node "check" failed: ValueError: cannot handle 5' in result.stderr
+    check_lines = [line for line in result.stdout.splitlines() if line.startswith("check ")]
+    assert any("Traceback (most recent call last)" in line for line in check_lines)
+    assert any("in fail_at" in line for line in check_lines)
+    assert read_lines(out) == [0, 1, 2, 3, 4]  # what passed before the failure still arrived
+
+
+def test_a_node_failing_in_open_means_nothing_is_produced(flow: FlowRunner) -> None:
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["numbers"]
+        args = {{ path = "/nonexistent/folder/out.jsonl" }}
+    """)
+    result = flow.run(manifest)
+    assert result.returncode == 1
+    assert 'node "sink" failed: FileNotFoundError' in result.stderr
+    assert not Path(out).exists()
+
+
+def test_slow_consumer_keeps_the_producers_memory_bounded(flow: FlowRunner) -> None:
+    """500 arrays of 4 MB (2 GB in all) behind a slow consumer, with a queue of 4 per edge."""
+    out, report = flow.path("out.jsonl"), flow.path("memory.json")
+    manifest = flow.manifest(f"""
+        [nodes.frames]
+        run = "{{nodes}}:BigArrays"
+        args = {{ report = "{report}", n = 500, mb = 4 }}
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["frames"]
+        args = {{ path = "{out}", delay = 0.002 }}
+    """, flow="queue = 4")
+    result = flow.run(manifest, timeout=50)
+    assert result.returncode == 0, result.stderr
+    items = read_lines(out)
+    assert [item["i"] for item in items] == list(range(500))
+    assert all(item["data"] == [item["i"] % 256, 4 * 1024 * 1024] for item in items)
+    memory = json.loads(Path(report).read_text())
+    growth_mb = memory["peak_mb"] - memory["baseline_mb"]
+    # sender queue (4) + the array being built + what the OS socket buffer holds: a few arrays, not 500
+    assert growth_mb < 10 * 4, memory
+
+
+def test_killing_the_launcher_leaves_no_node_behind(flow: FlowRunner) -> None:
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        [nodes.square]
+        run = "{{nodes}}:square"
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["square"]
+        args = {{ path = "{out}", delay = 0.001 }}
+    """)
+    launcher = flow.start(manifest)
+    poll_for(lambda: _line_count(out) >= 10, timeout=20)
+    nodes = [p for p in flow_processes(flow.name) if p.pid != launcher.pid]
+    assert len(nodes) == 4
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.communicate(timeout=5)
+    gone, alive = psutil.wait_procs(nodes, timeout=5)
+    assert not alive

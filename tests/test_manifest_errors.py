@@ -1,0 +1,85 @@
+"""Every manifest error names the file, the node and the field; exit 2; nothing starts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import FlowRunner
+
+# Each case: manifest body (after [flow]) and the fragments its error must contain.
+CASES = {
+    "toml syntax": ("[nodes.a\nrun = 1", ["TOML syntax error", "line 4, column 9"]),
+    "duplicate node": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\n[nodes.a]\nrun = "x:y"',
+                       ["TOML syntax error", "line 6"]),
+    "unknown node field": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\nreplica = 2',
+                           ['node "a"', 'field "replica"', 'did you mean "replicas"']),
+    "unknown flow field": ('queu = 3\n[nodes.a]\nrun = "flujo.nodes.basic:Count"',
+                           ['field "queu"', 'did you mean "queue"']),
+    "unknown section": ('[node.a]\nrun = "flujo.nodes.basic:Count"', ["unknown section [node]", '"nodes"']),
+    "missing input node": ('[nodes.numbers]\nrun = "flujo.nodes.basic:Count"\n'
+                           '[nodes.b]\nrun = "flujo.nodes.basic:Print"\ninputs = ["number"]',
+                           ['node "b"', 'field "inputs"', 'no node named "number"', 'did you mean "numbers"']),
+    "missing port": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\n'
+                     '[nodes.b]\nrun = "flujo.nodes.basic:Print"\ninputs = ["a/left"]',
+                     ['node "b"', 'field "inputs"', 'no output port "left"']),
+    "cycle": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\n'
+              '[nodes.b]\nrun = "{nodes}:square"\ninputs = ["a", "c"]\njoin = "merge"\n'
+              '[nodes.c]\nrun = "{nodes}:square"\ninputs = ["b"]\n'
+              '[nodes.d]\nrun = "flujo.nodes.basic:Print"\ninputs = ["c"]',
+              ["cycle", 'field "inputs"']),
+    "producer with inputs": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\n'
+                             '[nodes.b]\nrun = "flujo.nodes.basic:Count"\ninputs = ["a"]',
+                             ['node "b"', 'field "inputs"', "is a producer, which takes no inputs"]),
+    "consumer that feeds": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\n'
+                            '[nodes.b]\nrun = "flujo.nodes.basic:Print"\ninputs = ["a"]\n'
+                            '[nodes.c]\nrun = "flujo.nodes.basic:Print"\ninputs = ["b"]',
+                            ['node "b"', "is a consumer", '"c" reads it']),
+    "run and command": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\ncommand = ["true"]',
+                        ['node "a"', 'field "run"', "exactly one of"]),
+    "neither run nor command": ('[nodes.a]\nargs = { n = 1 }', ['node "a"', "exactly one of"]),
+    "wrong type": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\nargs = 5',
+                   ['node "a"', 'field "args"', "must be a table"]),
+    "bad replicas": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\n'
+                     '[nodes.b]\nrun = "flujo.nodes.basic:Print"\ninputs = ["a"]\nreplicas = 0',
+                     ['node "b"', 'field "replicas"', "at least 1"]),
+    "replicated producer": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\nreplicas = 2',
+                            ['node "a"', 'field "replicas"', "producer runs as one process"]),
+    "replicated join": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\n[nodes.b]\nrun = "flujo.nodes.basic:Count"\n'
+                        '[nodes.c]\nrun = "{nodes}:add"\ninputs = { a = "a", b = "b" }\nreplicas = 2',
+                        ['node "c"', 'field "replicas"', "joins several inputs"]),
+    "bad join": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\n'
+                 '[nodes.b]\nrun = "flujo.nodes.basic:Print"\ninputs = ["a"]\njoin = "zipp"',
+                 ['node "b"', 'field "join"', 'did you mean "zip"']),
+    "missing module": ('[nodes.a]\nrun = "flujo.nodes.nothing:Count"', ['node "a"', 'field "run"',
+                                                                       "cannot import module"]),
+    "missing attribute": ('[nodes.a]\nrun = "flujo.nodes.basic:Cuont"', ['node "a"', 'field "run"',
+                                                                         "has no attribute 'Cuont'"]),
+    "missing file": ('[nodes.a]\nrun = "nowhere.py:f"', ['node "a"', 'field "run"', "no such file"]),
+    "missing executable": ('[nodes.a]\ncommand = ["no-such-program-here"]',
+                           ['node "a"', 'field "command"', 'no executable "no-such-program-here"']),
+    "bad queue": ('queue = 0\n[nodes.a]\nrun = "flujo.nodes.basic:Count"', ['field "queue"', "at least 1"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_manifest_error_names_file_node_and_field(flow: FlowRunner, case: str) -> None:
+    body, fragments = CASES[case]
+    marker = Path(flow.path("started"))
+    # A valid node that would leave a mark if anything were started.
+    witness = f'\n[nodes.witness]\ncommand = ["touch", "{marker}"]\n' if case not in ("toml syntax",) else ""
+    manifest = flow.manifest(body + witness)
+    result = flow.run(manifest, timeout=20)
+    assert result.returncode == 2, result.stderr
+    for fragment in [str(manifest), *fragments]:
+        assert fragment in result.stderr, f"{fragment!r} not in {result.stderr!r}"
+    assert not marker.exists(), "a process was started for a manifest that does not validate"
+    assert result.stdout == ""
+
+
+def test_every_problem_is_reported_at_once(flow: FlowRunner) -> None:
+    manifest = flow.manifest('[nodes.a]\nrun = "flujo.nodes.basic:Count"\nreplica = 2\n'
+                             '[nodes.b]\nrun = "flujo.nodes.basic:Print"\ninputs = "a"\n')
+    result = flow.run(manifest, timeout=20)
+    assert result.returncode == 2
+    assert 'field "replica"' in result.stderr and 'node "b": field "inputs"' in result.stderr

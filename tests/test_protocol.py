@@ -1,0 +1,80 @@
+"""Round trips of every message kind through the codec, as bytes and as zmq frames."""
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from flujo.protocol import (Codec, Control, MessageKind, ProtocolError, Status, control_frames, parse_control,
+                            parse_status, status_frame)
+
+
+def test_item_with_arrays_round_trips_without_copies() -> None:
+    codec = Codec("reader", 1)
+    frame = np.arange(1080 * 1920 * 3, dtype=np.uint8).reshape(1080, 1920, 3)
+    boxes = np.array([[1.5, 2.5, 3, 4]], dtype=np.float32)
+    frames = codec.encode(7, {"frame": frame, "meta": {"boxes": boxes, "n": np.int64(3)}, "t": (1, 2)})
+    assert len(frames) == 4  # header, body, one frame per array
+    assert frames[2] is frame or np.shares_memory(frames[2], frame)  # sent by reference
+    context = zmq.Context()
+    try:
+        sender, receiver = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+        receiver.bind("inproc://codec")
+        sender.connect("inproc://codec")
+        sender.send_multipart(frames, copy=False)
+        received = receiver.recv_multipart(copy=False)
+        message = codec.decode(received)
+        item = message.item
+        assert (message.kind, message.seq, message.sender, message.replica) == (MessageKind.DATA, 7, "reader", 1)
+        assert item["frame"].shape == (1080, 1920, 3) and item["frame"].dtype == np.uint8
+        assert np.array_equal(item["frame"], frame)
+        assert np.shares_memory(item["frame"], np.frombuffer(received[2].buffer, dtype=np.uint8))
+        assert not item["frame"].flags.writeable
+        assert item["meta"]["boxes"].tolist() == boxes.tolist() and item["meta"]["n"] == 3
+        assert item["t"] == [1, 2]
+    finally:
+        context.destroy(linger=0)
+
+
+@pytest.mark.parametrize("kind", [MessageKind.SKIP, MessageKind.EOS])
+def test_markers_are_a_single_header_frame(kind: MessageKind) -> None:
+    codec = Codec("n", 0)
+    frames = codec.marker(kind, 42)
+    assert len(frames) == 1
+    assert msgpack.unpackb(frames[0]) == [1, int(kind), 42, "n", 0]
+    message = codec.decode(frames)
+    assert (message.kind, message.seq, message.item) == (kind, 42, None)
+
+
+def test_non_contiguous_arrays_are_sent_as_their_values() -> None:
+    codec = Codec("n", 0)
+    view = np.arange(20).reshape(4, 5)[:, ::2]
+    frames = [bytes(memoryview(f).cast("B")) if not isinstance(f, bytes) else f for f in codec.encode(0, view)]
+    assert codec.decode(frames).item.tolist() == view.tolist()
+
+
+def test_other_protocol_versions_are_refused_clearly() -> None:
+    codec = Codec("n", 0)
+    with pytest.raises(ProtocolError, match="protocol version 9 is not supported"):
+        codec.decode([msgpack.packb([9, 0, 0, "x", 0]), msgpack.packb(1)])
+
+
+def test_header_may_grow_without_breaking_readers() -> None:
+    codec = Codec("n", 0)
+    header = msgpack.packb([1, 0, 3, "x", 2, "a future field"])
+    assert codec.decode([header, msgpack.packb("item")]).item == "item"
+
+
+def test_values_msgpack_cannot_carry_are_refused() -> None:
+    with pytest.raises(TypeError, match="cannot send a value of type object"):
+        Codec("n", 0).encode(0, object())
+    with pytest.raises(TypeError, match="arrays of Python objects"):
+        Codec("n", 0).encode(0, np.array([object()]))
+
+
+def test_control_and_status_round_trip() -> None:
+    assert parse_control(control_frames(Control.RELEASED, "sink", 2)) == (Control.RELEASED, ["sink", 2])
+    assert parse_control([b"a-future-topic", msgpack.packb([])]) == (None, [])
+    assert parse_status(status_frame(Status.ERROR, "n", 1, {"message": "m"})) == (Status.ERROR, "n", 1,
+                                                                                 {"message": "m"})
