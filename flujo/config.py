@@ -22,7 +22,6 @@ class InputConfig:
     source: str  # upstream node name
     source_port: str  # upstream output port
     senders: int  # upstream replicas: one end-of-stream marker expected from each
-    policy: str = "block"
 
 
 @dataclass(frozen=True, slots=True)
