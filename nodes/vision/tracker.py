@@ -1,0 +1,198 @@
+"""Multi-object tracking: detections item -> tracks item.
+
+Tracks item::
+
+    {"index": int, "timestamp": float, "width": int, "height": int,
+     "tracks": [{"id": int,             # stable for the life of the track, from 1, in order of confirmation
+                 "box": [x, y, w, h],   # filtered box in pixels
+                 "centroid": [cx, cy],  # centre of the box
+                 "velocity": [vx, vy],  # pixels per frame
+                 "age": int,            # frames since the track's first detection
+                 "hits": int,           # frames in which a detection was matched to it
+                 "missed": int}]}       # frames since its last match (0 = matched in this frame)
+
+Only confirmed tracks (``min_hits`` matches in a row) are reported; a confirmed track
+keeps its id through up to ``max_age`` frames without detections (occlusion, a missed
+detection), moving by its predicted velocity meanwhile.
+
+The tracker keeps state across frames: run it with ``replicas = 1``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from flujo.api import Processor
+
+
+class _Track:
+    """One object: constant-velocity Kalman filter on the centroid, smoothed box size."""
+
+    def __init__(self, box: np.ndarray, index: int, position_noise: float, accel_noise: float) -> None:
+        x, y, w, h = (float(v) for v in box)
+        self.state = np.array([x + w / 2, y + h / 2, 0.0, 0.0])
+        size = max(w, h)
+        # Velocity starts unknown: a large variance lets the first matches set it.
+        self.cov = np.diag([(position_noise * size) ** 2] * 2 + [(0.5 * size) ** 2] * 2)
+        self.w, self.h = w, h
+        self.first_index = index
+        self.hits, self.missed = 1, 0
+        self.id: int | None = None  # assigned when confirmed, so ids have no gaps
+        self.position_noise, self.accel_noise = position_noise, accel_noise
+
+    def predict(self, steps: int) -> None:
+        dt = float(steps)
+        transition = np.array([[1, 0, dt, 0], [0, 1, 0, dt], [0, 0, 1, 0], [0, 0, 0, 1]])
+        # White-acceleration process noise, scaled to the object's size (far objects move fewer pixels).
+        sigma = (self.accel_noise * max(self.w, self.h)) ** 2
+        q = np.array([[dt ** 4 / 4, dt ** 3 / 2], [dt ** 3 / 2, dt ** 2]]) * sigma
+        noise = np.zeros((4, 4))
+        noise[np.ix_([0, 2], [0, 2])] = q
+        noise[np.ix_([1, 3], [1, 3])] = q
+        self.state = transition @ self.state
+        self.cov = transition @ self.cov @ transition.T + noise
+
+    def update(self, box: np.ndarray) -> None:
+        x, y, w, h = (float(v) for v in box)
+        measured = np.array([x + w / 2, y + h / 2])
+        observe = np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
+        noise = np.eye(2) * (self.position_noise * max(w, h)) ** 2
+        innovation_cov = observe @ self.cov @ observe.T + noise
+        gain = self.cov @ observe.T @ np.linalg.inv(innovation_cov)
+        self.state = self.state + gain @ (measured - observe @ self.state)
+        self.cov = (np.eye(4) - gain @ observe) @ self.cov
+        # Box size changes slowly and detectors jitter it: smooth rather than filter.
+        self.w, self.h = 0.5 * self.w + 0.5 * w, 0.5 * self.h + 0.5 * h
+        self.hits += 1
+        self.missed = 0
+
+    @property
+    def box(self) -> np.ndarray:
+        cx, cy = self.state[:2]
+        return np.array([cx - self.w / 2, cy - self.h / 2, self.w, self.h])
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box in ``a`` with every box in ``b`` ([x, y, w, h])."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    ax0, ay0, ax1, ay1 = a[:, 0, None], a[:, 1, None], (a[:, 0] + a[:, 2])[:, None], (a[:, 1] + a[:, 3])[:, None]
+    bx0, by0, bx1, by1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * \
+        np.clip(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
+    union = (a[:, 2] * a[:, 3])[:, None] + b[:, 2] * b[:, 3] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def greedy_match(score: np.ndarray, threshold: float, higher_is_better: bool = True) -> list[tuple[int, int]]:
+    """Pairs (row, column) taken best-first while both are free and the score passes ``threshold``.
+
+    Ties are broken by row then column, so the result is deterministic.
+    """
+    rows, cols = np.nonzero(score >= threshold if higher_is_better else score <= threshold)
+    values = score[rows, cols]
+    order = np.lexsort((cols, rows, -values if higher_is_better else values))
+    pairs, used_rows, used_cols = [], set(), set()
+    for k in order:
+        row, col = int(rows[k]), int(cols[k])
+        if row not in used_rows and col not in used_cols:
+            pairs.append((row, col))
+            used_rows.add(row)
+            used_cols.add(col)
+    return pairs
+
+
+class Tracker(Processor):
+    """Follows detections from frame to frame and gives each person a stable id.
+
+    Association is greedy by best IoU between predicted track boxes and detections, then,
+    for what is left, by nearest centroid within ``max_distance`` box sizes (the gate widens
+    by 20 % per missed frame, as the prediction grows less certain).
+
+    Args:
+        max_age: frames a confirmed track survives without a matched detection.
+        min_hits: consecutive matches before a track is confirmed and reported.
+        iou_threshold: smallest IoU for a match in the first pass.
+        max_distance: centroid distance gate of the second pass, in box sizes (the larger side).
+        coasting: also report confirmed tracks not matched in this frame (``missed`` > 0),
+            at their predicted position.
+        position_noise, accel_noise: Kalman measurement and acceleration noise, as
+            fractions of the box size.
+    """
+
+    def __init__(self, max_age: int = 15, min_hits: int = 3, iou_threshold: float = 0.2,
+                 max_distance: float = 1.0, coasting: bool = True,
+                 position_noise: float = 0.05, accel_noise: float = 0.02) -> None:
+        self.max_age, self.min_hits = int(max_age), int(min_hits)
+        self.iou_threshold, self.max_distance = float(iou_threshold), float(max_distance)
+        self.coasting = bool(coasting)
+        self.position_noise, self.accel_noise = float(position_noise), float(accel_noise)
+
+    def open(self) -> None:
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+        self._last_index: int | None = None
+
+    def _associate(self, boxes: np.ndarray) -> tuple[list[tuple[int, int]], list[int]]:
+        predicted = np.array([track.box for track in self._tracks]).reshape(-1, 4)
+        pairs = greedy_match(iou_matrix(predicted, boxes), self.iou_threshold)
+        free_tracks = [t for t in range(len(self._tracks)) if t not in {p[0] for p in pairs}]
+        free_boxes = [d for d in range(len(boxes)) if d not in {p[1] for p in pairs}]
+        if free_tracks and free_boxes:
+            centres = boxes[free_boxes, :2] + boxes[free_boxes, 2:] / 2
+            distance = np.empty((len(free_tracks), len(free_boxes)))
+            for row, t in enumerate(free_tracks):
+                track = self._tracks[t]
+                gate = max(track.w, track.h) * (1 + 0.2 * track.missed)
+                distance[row] = np.linalg.norm(centres - track.state[:2], axis=1) / gate
+            for row, col in greedy_match(distance, self.max_distance, higher_is_better=False):
+                pairs.append((free_tracks[row], free_boxes[col]))
+        matched = {p[1] for p in pairs}
+        return pairs, [d for d in range(len(boxes)) if d not in matched]
+
+    def process(self, item: dict[str, Any]) -> dict[str, Any]:
+        index = int(item.get("index", 0))
+        width, height = int(item["width"]), int(item["height"])
+        boxes = np.asarray(item["boxes"], np.float64).reshape(-1, 4)
+        # A gap in frame numbers (frames skipped upstream) is predicted over in one step.
+        steps = 1 if self._last_index is None else max(1, index - self._last_index)
+        self._last_index = index
+        for track in self._tracks:
+            track.predict(steps)
+
+        pairs, unmatched = self._associate(boxes)
+        matched_tracks = {t for t, _ in pairs}
+        for t, d in pairs:
+            self._tracks[t].update(boxes[d])
+        survivors = []
+        for t, track in enumerate(self._tracks):
+            if t not in matched_tracks:
+                track.missed += steps
+                cx, cy = track.state[:2]
+                outside = not (0 <= cx < width and 0 <= cy < height)
+                # A tentative track that misses is noise; a confirmed one may be occluded.
+                if track.id is None or track.missed > self.max_age or outside:
+                    continue
+            survivors.append(track)
+        for d in unmatched:
+            survivors.append(_Track(boxes[d], index, self.position_noise, self.accel_noise))
+        self._tracks = survivors
+
+        reported = []
+        for track in self._tracks:
+            if track.id is None and track.hits >= self.min_hits:
+                track.id, self._next_id = self._next_id, self._next_id + 1
+            if track.id is not None and (track.missed == 0 or self.coasting):
+                reported.append(_describe(track, index))
+        reported.sort(key=lambda entry: entry["id"])
+        return {"index": index, "timestamp": item.get("timestamp", 0.0), "width": width, "height": height,
+                "tracks": reported}
+
+
+def _describe(track: _Track, index: int) -> dict[str, Any]:
+    box = [round(float(v), 2) for v in track.box]
+    return {"id": track.id, "box": box,
+            "centroid": [round(float(track.state[0]), 2), round(float(track.state[1]), 2)],
+            "velocity": [round(float(track.state[2]), 3), round(float(track.state[3]), 3)],
+            "age": index - track.first_index + 1, "hits": track.hits, "missed": track.missed}
