@@ -2,12 +2,14 @@
 
 Shape: producer -> stage 1 replicas -> ... -> consumer, one process each. Every node binds
 one PULL socket for its input; upstream PUSH sockets connect to all replicas of the next
-stage (PUSH round-robins among them). Messages are a msgpack header frame ``[kind, seq]``,
-a msgpack body frame, and one extra frame per numpy array (msgpack ext type 1 refers to
-it). Arrays are sent with ``copy=False`` and received with ``copy=False`` +
-``np.frombuffer``: no copy in user space. A processor decodes the item, calls the
-processor function and sends the result; an unchanged array goes out as a view of the
-received frame, so forwarding it copies nothing either.
+stage (PUSH round-robins among them). Messages are a msgpack header frame
+``[kind, seq, n_arrays]``, a msgpack body frame, and one extra frame per numpy array
+(msgpack ext type 1 refers to it). Arrays are sent with ``copy=False`` and received with
+``copy=False`` + ``np.frombuffer``: no copy in user space. The small header and body
+frames are received as bytes, which is faster than zmq.Frame objects at that size.
+A processor decodes the item, calls the processor function and sends the result; an
+unchanged array goes out as a view of the received frame, so forwarding it copies
+nothing either.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import numpy as np
 import zmq
 
 from bench import nodecore
-from bench.harness import ProcessSet, RunOutput, collect, free_tcp_port
+from bench.harness import MP_CONTEXT, ProcessSet, RunOutput, collect, free_tcp_port
 
 DATA, EOS = 0, 2
 ARRAY_EXT = 1
@@ -37,7 +39,7 @@ class Codec:
     def encode(self, seq: int, item: Any) -> list[Any]:
         self._buffers = []
         body = self._packer.pack(item)
-        return [msgpack.packb((DATA, seq)), body, *self._buffers]
+        return [msgpack.packb((DATA, seq, len(self._buffers))), body, *self._buffers]
 
     def _default(self, value: Any) -> Any:
         if isinstance(value, np.ndarray):
@@ -46,12 +48,14 @@ class Codec:
             return msgpack.ExtType(ARRAY_EXT, msgpack.packb((len(self._buffers) + 1, array.dtype.str, array.shape)))
         raise TypeError(f"cannot send {type(value).__name__}")
 
-    def decode(self, frames: Sequence[Any]) -> tuple[int, Any]:
-        kind, _seq = msgpack.unpackb(frames[0].buffer)
+    def recv(self, sock: zmq.Socket) -> tuple[int, Any]:
+        """Receive one message: header and body copied (small), array frames zero-copy."""
+        kind, _seq, arrays = msgpack.unpackb(sock.recv())
         if kind != DATA:
             return kind, None
-        self._frames = frames
-        item = msgpack.unpackb(frames[1].buffer, ext_hook=self._ext_hook, strict_map_key=False)
+        body = sock.recv()
+        self._frames = [None, None, *(sock.recv(copy=False) for _ in range(arrays))]
+        item = msgpack.unpackb(body, ext_hook=self._ext_hook, strict_map_key=False)
         self._frames = ()
         return kind, item
 
@@ -67,8 +71,13 @@ def _socket(ctx: zmq.Context, kind: int, hwm: int) -> zmq.Socket:
     return sock
 
 
-def producer_main(cfg: dict[str, Any], out_eps: list[str], hwm: int) -> None:
-    """Send every item of the workload, then one end-of-stream per downstream replica."""
+def producer_main(cfg: dict[str, Any], out_eps: list[str], hwm: int, done: Any) -> None:
+    """Send every item of the workload, then one end-of-stream per downstream replica.
+
+    The sockets stay open until ``done`` is set (the consumer has everything): over ipc,
+    libzmq drops messages still in the kernel buffer when a PUSH socket closes while its
+    reader is throttled by its high-water mark, even with a linger period.
+    """
     ctx = zmq.Context()
     push = _socket(ctx, zmq.PUSH, hwm)
     push.setsockopt(zmq.LINGER, 30_000)
@@ -79,13 +88,15 @@ def producer_main(cfg: dict[str, Any], out_eps: list[str], hwm: int) -> None:
     for seq, item in enumerate(nodecore.tracked_items(cfg, report)):
         push.send_multipart(codec.encode(seq, item), copy=False)
     for _ in out_eps:
-        push.send(msgpack.packb((EOS, 0)))
+        push.send(msgpack.packb((EOS, 0, 0)))
     report.write()
-    push.close()
+    done.wait(60)
+    push.close(0)
     ctx.term()
 
 
-def processor_main(cfg: dict[str, Any], in_ep: str, out_eps: list[str], hwm: int, eos_needed: int) -> None:
+def processor_main(cfg: dict[str, Any], in_ep: str, out_eps: list[str], hwm: int, eos_needed: int,
+                   done: Any) -> None:
     """Receive, apply the processor function, send on; end after ``eos_needed`` end-of-streams."""
     ctx = zmq.Context()
     pull = _socket(ctx, zmq.PULL, hwm)
@@ -99,8 +110,7 @@ def processor_main(cfg: dict[str, Any], in_ep: str, out_eps: list[str], hwm: int
     process: Callable[[Any], Any] = lambda item: nodecore.process_item(cfg, item)
     seq, eos = 0, 0
     while eos < eos_needed:
-        frames = pull.recv_multipart(copy=False)
-        kind, item = codec.decode(frames)
+        kind, item = codec.recv(pull)
         if kind == EOS:
             eos += 1
             continue
@@ -108,10 +118,11 @@ def processor_main(cfg: dict[str, Any], in_ep: str, out_eps: list[str], hwm: int
         seq += 1
     # Every upstream replica has finished: pass the end of stream on.
     for _ in out_eps:
-        push.send(msgpack.packb((EOS, 0)))
+        push.send(msgpack.packb((EOS, 0, 0)))
     report.write()
+    done.wait(60)  # see producer_main
     pull.close(0)
-    push.close()
+    push.close(0)
     ctx.term()
 
 
@@ -125,7 +136,7 @@ def consumer_main(cfg: dict[str, Any], in_ep: str, hwm: int, expected: int, eos_
     codec = Codec()
     eos = 0
     while recorder.count < expected and eos < eos_needed:
-        kind, item = codec.decode(pull.recv_multipart(copy=False))
+        kind, item = codec.recv(pull)
         if kind == EOS:
             eos += 1
             continue
@@ -156,17 +167,19 @@ def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, transport: str
     upstream_count = [1] + [replicas] * stages  # how many senders feed each layer
     launch = time.monotonic_ns()
     with ProcessSet() as procs:
+        done = MP_CONTEXT.Event()
         consumer = procs.start(consumer_main, cfg, layers[-1][0], hwm, expected_items(cfg), upstream_count[-1],
                                name="consumer")
         for s in range(stages):
             for r, ep in enumerate(layers[s]):
-                procs.start(processor_main, cfg, ep, layers[s + 1], hwm, upstream_count[s], name=f"processor{s}.{r}")
-        producer = procs.start(producer_main, cfg, layers[0], hwm, name="producer")
+                procs.start(processor_main, cfg, ep, layers[s + 1], hwm, upstream_count[s], done,
+                            name=f"processor{s}.{r}")
+        procs.start(producer_main, cfg, layers[0], hwm, done, name="producer")
         procs.wait(consumer, timeout)
+        done.set()
         # Everything upstream has sent all it had; let them write their reports and exit.
         deadline = time.monotonic() + 3.0
         for proc in procs.procs:
             proc.join(max(0.0, deadline - time.monotonic()))
         wall = (time.monotonic_ns() - launch) / 1e9
-        del producer
     return collect(cfg, launch, wall)
