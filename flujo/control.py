@@ -28,7 +28,7 @@ class ControlChannel:
         self.reporter.connect(config.status)
         self.started = False
         self.stop_requested = False
-        self.released: set[tuple[str, int]] = set()  # replicas that read no more
+        self.released: set[tuple[str, str, int]] = set()  # (node, port, replica) that reads no more
         self.gone: set[tuple[str, int]] = set()  # replicas that died without end of stream
         self.changes = 0  # bumped on every release or loss, so readers can cache
 
@@ -51,14 +51,14 @@ class ControlChannel:
             if self._config.node in payload:
                 self.stop_requested = True
         elif topic is Control.RELEASED:
-            self.released.add((payload[0], payload[1]))
+            self.released.add((payload[0], payload[2], payload[1]))
             self.changes += 1
         elif topic is Control.GONE:
             self.gone.add((payload[0], payload[1]))
             self.changes += 1
 
-    def is_released(self, node: str, replica: int) -> bool:
-        return (node, replica) in self.released
+    def is_released(self, node: str, port: str, replica: int) -> bool:
+        return (node, port, replica) in self.released
 
     def report(self, kind: Status, payload: Any = None) -> None:
         self.reporter.send(status_frame(kind, self._config.node, self._config.replica, payload))

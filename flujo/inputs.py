@@ -22,7 +22,8 @@ Waiter = Callable[[Iterable[zmq.Socket]], None]
 class InputPort:
     """One input port: receives, restores sequence order if asked, counts end-of-stream markers."""
 
-    def __init__(self, context: zmq.Context, config: InputConfig, codec: Codec, reorder: bool) -> None:
+    def __init__(self, context: zmq.Context, config: InputConfig, codec: Codec, reorder: bool,
+                 on_ended: Callable[["InputPort"], None]) -> None:
         self.config = config
         self.name = config.port
         self.socket = context.socket(zmq.PULL)
@@ -34,6 +35,7 @@ class InputPort:
         self._expected = 0  # next sequence number to deliver when reordering
         self._held: dict[int, Message] = {}  # arrived early, waiting for the gap before them
         self._ended_senders: set[int] = set()
+        self._on_ended = on_ended  # told once, when the last sender has ended
         self.ready: deque[Message] = deque()  # in order, ready for the join
         self.received = 0
 
@@ -59,7 +61,11 @@ class InputPort:
 
     def sender_ended(self, replica: int) -> None:
         """An upstream replica sent its end of stream, or died before it could."""
+        if replica in self._ended_senders:
+            return
         self._ended_senders.add(replica)
+        if self.senders_done:
+            self._on_ended(self)
         if self.senders_done and self._held:
             # Whatever is still held waits for items that will never come (a sender died): flush in order.
             for seq in sorted(self._held):
@@ -125,7 +131,8 @@ class Join:
             else:
                 if all(port.exhausted for port in ports):
                     return None
-                if not any(port.receive_available() for port in ports if not port.senders_done):
+                # Look at every port (no short-circuit): a busy port must not hide another's end.
+                if not any([port.receive_available() for port in ports if not port.senders_done]):
                     self._wait([port.socket for port in ports if not port.senders_done])
 
     def _next_zip(self) -> tuple[int, str | None, Any] | None:

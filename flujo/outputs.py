@@ -13,7 +13,7 @@ import zmq
 from flujo.config import OutputConfig
 
 Waiter = Callable[[Iterable[zmq.Socket]], None]
-IsReleased = Callable[[str, int], bool]
+IsReleased = Callable[[str, str, int], bool]
 
 
 class OutputEdge:
@@ -37,7 +37,8 @@ class OutputEdge:
 
     def live_replicas(self) -> list[int]:
         """Downstream replicas that still read."""
-        return [index for index in range(len(self.sockets)) if not self._is_released(self.target, index)]
+        return [index for index in range(len(self.sockets))
+                if not self._is_released(self.target, self.config.target_port, index)]
 
     @property
     def released(self) -> bool:
@@ -75,7 +76,7 @@ class OutputEdge:
     def broadcast(self, frames: list[Any], wait: Waiter) -> None:
         """Send to every live replica (used for end of stream)."""
         for index, socket in enumerate(self.sockets):
-            while not self._is_released(self.target, index):
+            while not self._is_released(self.target, self.config.target_port, index):
                 try:
                     socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
                     break

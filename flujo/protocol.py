@@ -42,7 +42,7 @@ class Control(bytes, enum.Enum):
 
     START = b"start"  # payload []: every node is ready, producers may produce
     STOP = b"stop"  # payload [node, ...]: these nodes stop reading/producing and finish
-    RELEASED = b"released"  # payload [node, replica]: that replica reads no more input
+    RELEASED = b"released"  # payload [node, replica, port]: that replica reads no more from that port
     GONE = b"gone"  # payload [node, replica]: that replica died before sending its end of stream
 
 
@@ -50,7 +50,7 @@ class Status(str, enum.Enum):
     """What a node reports to the launcher on the status channel."""
 
     READY = "ready"  # sockets are bound and connected, node opened
-    RELEASED = "released"  # this replica will read no more input
+    RELEASED = "released"  # payload [port, ...]: this replica will read no more from these ports
     FINISHED = "finished"  # end of stream sent on every output
     ERROR = "error"  # payload {"message", "traceback"}: user code failed
     STATS = "stats"  # payload {counter: value}

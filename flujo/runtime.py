@@ -53,8 +53,9 @@ class NodeRuntime:
         self.control = control = ControlChannel(context, config)
         self.codec = Codec(config.node, config.replica)
         reorder = config.replicas == 1
-        self.ports = [InputPort(context, port, self.codec, reorder and port.senders > 1)
+        self.ports = [InputPort(context, port, self.codec, reorder and port.senders > 1, self._release_port)
                       for port in config.inputs]
+        self._released_ports: set[str] = set()
         self.edges = [OutputEdge(context, edge, control.is_released) for edge in config.outputs]
         self._seen_changes = 0
         error: BaseException | None = None
@@ -75,8 +76,7 @@ class NodeRuntime:
                     node.close()
                 except Exception as failure:
                     error = error or failure
-        if self.ports:
-            control.report(Status.RELEASED)
+        self._release_ports(*(port.name for port in self.ports))
         if error is not None:
             control.report_error(error)
         # Also after a failure: what this node already sent must reach its readers.
@@ -172,6 +172,16 @@ class NodeRuntime:
                     skip = skip or self.codec.marker(MessageKind.SKIP, seq)
                     edge.deal(skip, self._wait_writable)
         self.items_out += 1
+
+    def _release_port(self, port: InputPort) -> None:
+        """Its senders all ended: tell them, so each may close (a merge may read on elsewhere)."""
+        self._release_ports(port.name)
+
+    def _release_ports(self, *names: str) -> None:
+        names = tuple(name for name in names if name not in self._released_ports)
+        if names:
+            self._released_ports.update(names)
+            self.control.report(Status.RELEASED, list(names))
 
     def _nobody_reads(self) -> bool:
         return bool(self.edges) and all(edge.released for edge in self.edges)

@@ -15,8 +15,7 @@ from flujo.protocol import Codec
 def wire(item: Any, codec: Codec | None = None) -> Any:
     """``item`` as the receiving node would see it after one hop."""
     codec = codec or Codec("test", 0)
-    frames = [bytes(memoryview(frame).cast("B")) if not isinstance(frame, bytes) else frame
-              for frame in codec.encode(0, item)]
+    frames = [frame if isinstance(frame, bytes) else frame.tobytes() for frame in codec.encode(0, item)]
     return codec.decode(frames).item
 
 

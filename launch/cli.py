@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from flujo.commands import CommandError, request
 from flujo.launch.errors import ManifestError
 from flujo.launch.launcher import Launcher
 from flujo.launch.manifest import load_manifest
@@ -30,7 +31,8 @@ def main() -> None:
 
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
-def run(manifest: str) -> None:
+@click.option("--json-status", type=click.Path(dir_okay=False), help="Write the final status of every node here.")
+def run(manifest: str, json_status: str | None) -> None:
     """Validate MANIFEST, start every node, and run the flow until it ends.
 
     Ctrl-C stops the producers and lets the pipes drain; a second Ctrl-C kills every node.
@@ -42,4 +44,38 @@ def run(manifest: str) -> None:
         for problem in error.problems:
             click.echo(f"error: {problem}", err=True)
         sys.exit(error.exit_code)
-    sys.exit(Launcher(flow).run())
+    sys.exit(Launcher(flow, json_status=json_status).run())
+
+
+_flow_option = click.option("--flow", "flow_name", help="Which running flow (default: the only one).")
+
+
+def _ask(flow_name: str | None, command: str, **fields: object) -> dict:
+    try:
+        return request(flow_name, command, **fields)
+    except CommandError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command()
+@click.argument("nodes", nargs=-1)
+@_flow_option
+def stop(nodes: tuple[str, ...], flow_name: str | None) -> None:
+    """Stop NODES of a running flow, or every producer when none is named.
+
+    Stopped nodes end their streams; what depends on them alone drains and exits.
+    """
+    reply = _ask(flow_name, "stop", nodes=list(nodes))
+    click.echo(f"stopping {', '.join(reply['stopping'])}")
+
+
+@main.command()
+@_flow_option
+def status(flow_name: str | None) -> None:
+    """Show every node replica of a running flow: state, pid, items in and out."""
+    reply = _ask(flow_name, "status")
+    click.echo(f"flow {reply['flow']}")
+    click.echo(f"{'node':<20} {'state':<10} {'pid':>8} {'in':>10} {'out':>10}")
+    for node in reply["nodes"]:
+        click.echo(f"{node['label']:<20} {node['state']:<10} {node['pid'] or '':>8} "
+                   f"{node.get('items_in', ''):>10} {node.get('items_out', ''):>10}")

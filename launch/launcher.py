@@ -11,6 +11,7 @@ restarted, sees the same flow as everyone else. That replaces any sleep for slow
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from typing import IO, Any
 import msgpack
 import zmq
 
+from flujo.commands import ANNOUNCEMENT, running_flows, runs_folder
 from flujo.config import NodeConfig
 from flujo.launch.errors import EXIT_NODE_FAILED
 from flujo.launch.manifest import FlowSpec
@@ -42,11 +44,25 @@ class Replica:
     process: NodeProcess | None = None
     subscribed: bool = False
     ready: bool = False
-    released: bool = False
+    released_ports: set[str] = field(default_factory=set)
     finished: bool = False
     exit_code: int | None = None
     error: dict[str, str] | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        if self.exit_code is not None:
+            return "exited" if self.exit_code == 0 else "failed"
+        if self.finished:
+            return "finished"
+        if self.released:
+            return "released"
+        return "ready" if self.ready else "starting"
+
+    @property
+    def released(self) -> bool:
+        return len(self.released_ports) == len(self.config.inputs) > 0
 
     @property
     def key(self) -> tuple[str, int]:
@@ -56,8 +72,10 @@ class Replica:
 class Launcher:
     """Runs one flow to its end. ``run()`` returns the exit status for the command line."""
 
-    def __init__(self, flow: FlowSpec, output: IO[str] | None = None, messages: IO[str] | None = None) -> None:
+    def __init__(self, flow: FlowSpec, output: IO[str] | None = None, messages: IO[str] | None = None,
+                 json_status: str | None = None) -> None:
         self.flow = flow
+        self._json_status = json_status
         self._output = output or sys.stdout
         self._messages = messages or sys.stderr
         self.replicas: dict[tuple[str, int], Replica] = {}
@@ -69,7 +87,11 @@ class Launcher:
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> int:
+        if self.flow.name in running_flows():
+            self._say(f"a flow named \"{self.flow.name}\" is already running; give this one another [flow] name")
+            return EXIT_NODE_FAILED
         run_dir = Path(tempfile.mkdtemp(prefix="flujo-"))
+        announcement = runs_folder() / self.flow.name / ANNOUNCEMENT
         context = zmq.Context()
         wakeup_read, wakeup_write = os.pipe()
         os.set_blocking(wakeup_write, False)
@@ -86,6 +108,12 @@ class Launcher:
             self._status.bind(endpoints.status)
             self._exits = context.socket(zmq.PULL)
             self._exits.bind(_EXITS_ENDPOINT)
+            self._commands = context.socket(zmq.REP)
+            self._commands.linger = 0
+            self._commands.bind(f"ipc://{run_dir / 'commands'}")
+            announcement.parent.mkdir(parents=True, exist_ok=True)
+            announcement.write_text(json.dumps({"flow": self.flow.name, "pid": os.getpid(),
+                                                "endpoint": f"ipc://{run_dir / 'commands'}"}))
             self._context = context
             self.replicas = {key: Replica(config) for key, config in configs.items()}
             width = max(len(replica.config.label) for replica in self.replicas.values())
@@ -100,6 +128,8 @@ class Launcher:
                 signal.signal(signum, handler)
             os.close(wakeup_read)
             os.close(wakeup_write)
+            announcement.unlink(missing_ok=True)
+            self._write_json_status()
             context.destroy(linger=0)
             shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -144,7 +174,7 @@ class Launcher:
     # -- the loop --------------------------------------------------------------------------
     def _loop(self, wakeup_fd: int) -> None:
         poller = zmq.Poller()
-        for socket in (self._control, self._status, self._exits):
+        for socket in (self._control, self._status, self._exits, self._commands):
             poller.register(socket, zmq.POLLIN)
         poller.register(wakeup_fd, zmq.POLLIN)
         while any(replica.exit_code is None for replica in self.replicas.values()):
@@ -159,6 +189,34 @@ class Launcher:
             if self._exits in events:
                 node, index, code = msgpack.unpackb(self._exits.recv())
                 self._on_exit(self.replicas[(node, index)], code)
+            if self._commands in events:
+                self._commands.send(msgpack.packb(self._on_command(msgpack.unpackb(self._commands.recv()))))
+
+    # -- commands from other processes (flujo-launch stop/status, Flow.stop) ---------------
+    def _on_command(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request.get("command")
+        if command == "status":
+            return {"ok": True, **self.status()}
+        if command == "stop":
+            nodes = request.get("nodes") or None
+            unknown = [name for name in nodes or () if name not in self.flow.nodes]
+            if unknown:
+                return {"ok": False, "error": f'no node named "{unknown[0]}" in flow "{self.flow.name}"'}
+            self.stop(nodes)
+            return {"ok": True, "stopping": nodes or self.flow.producers()}
+        return {"ok": False, "error": f"unknown command {command!r}"}
+
+    def status(self) -> dict[str, Any]:
+        """The flow's state, one entry per replica (what `flujo-launch status` shows)."""
+        return {"flow": self.flow.name, "started": self._started, "stopping": self._stopping, "nodes": [
+            {"label": r.config.label, "node": r.config.node, "replica": r.config.replica,
+             "pid": r.process.pid if r.process else None, "state": r.state, "exit_code": r.exit_code,
+             "error": (r.error or {}).get("message"), **r.stats}
+            for r in self.replicas.values()]}
+
+    def _write_json_status(self) -> None:
+        if self._json_status:
+            Path(self._json_status).write_text(json.dumps(self.status(), indent=2))
 
     def _on_subscription(self, message: bytes) -> None:
         if not message or message[0] != 1:
@@ -178,7 +236,7 @@ class Launcher:
             replica.ready = True
             self._start_when_ready()
         elif kind is Status.RELEASED:
-            self._release(replica)
+            self._release(replica, payload or [port.port for port in replica.config.inputs])
         elif kind is Status.FINISHED:
             replica.finished = True
             replica.stats = payload or {}
@@ -190,8 +248,7 @@ class Launcher:
 
     def _on_exit(self, replica: Replica, code: int) -> None:
         replica.exit_code = code
-        if replica.config.inputs and not replica.released:
-            self._release(replica)
+        self._release(replica, [port.port for port in replica.config.inputs])
         if replica.config.outputs and not replica.finished:
             self._publish(Control.GONE, *replica.key)  # readers count it as its end of stream
         if code != 0 and replica.error is None:
@@ -204,9 +261,11 @@ class Launcher:
             self._started = True
             self._publish(Control.START)
 
-    def _release(self, replica: Replica) -> None:
-        replica.released = True
-        self._publish(Control.RELEASED, *replica.key)
+    def _release(self, replica: Replica, ports: list[str]) -> None:
+        for port in ports:
+            if port not in replica.released_ports:
+                replica.released_ports.add(port)
+                self._publish(Control.RELEASED, *replica.key, port)
 
     def _fail(self, replica: Replica, reason: str) -> None:
         self._failures.append(f'node "{replica.config.label}" failed: {reason}')

@@ -60,6 +60,8 @@ class FlowRunner:
         self.folder = folder
         self.name = f"t{uuid.uuid4().hex[:10]}"
         self.running: list[subprocess.Popen] = []
+        # Each test's launchers announce themselves in their own folder: tests never see each other.
+        self.env = {**os.environ, "FLUJO_RUNS": str(folder / "runs")}
 
     def manifest(self, body: str, flow: str = "") -> Path:
         """A manifest with a unique flow name; ``{nodes}`` stands for the test nodes file."""
@@ -76,9 +78,15 @@ class FlowRunner:
         command = [sys.executable, "-c", "import sys; from flujo.launch.cli import main; sys.argv[1:2] = []; main()",
                    f"flujo-test-flow={self.name}", str(manifest)]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   start_new_session=True)
+                                   start_new_session=True, env=self.env)
         self.running.append(process)
         return process
+
+    def command(self, *args: str, timeout: float = 20) -> Result:
+        """Run ``flujo-launch ARGS`` (stop, status, ...) against this test's flows."""
+        done = subprocess.run([sys.executable, "-c", "from flujo.launch.cli import main; main()", *args],
+                              capture_output=True, text=True, env=self.env, timeout=timeout)
+        return Result(done.returncode, done.stdout, done.stderr)
 
     def run(self, manifest: Path, timeout: float = 40) -> Result:
         process = self.start(manifest)

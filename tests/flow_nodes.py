@@ -123,3 +123,7 @@ class Collect(Consumer):
 def read_lines(path: str) -> list[Any]:
     with open(path) as file:
         return [json.loads(line) for line in file]
+
+
+def pair_tags(x: dict[str, Any], y: dict[str, Any]) -> list[int]:
+    return [x["i"], y["i"]]

@@ -56,7 +56,7 @@ while len(ended) < port["senders"]:
             count += 1
             print(f"#{seq}: {msgpack.unpackb(rest[0])}", flush=True)
 
-report("released")
+report("released", [port["port"]])
 report("finished", {"items_in": count, "items_out": 0})
 reporter.close(linger=2000)
 commands.close()

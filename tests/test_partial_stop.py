@@ -1,0 +1,90 @@
+"""Stopping one producer drains only what depends on it alone; commands reach a running flow."""
+from __future__ import annotations
+
+import json
+
+from conftest import FlowRunner, poll_for
+from flow_nodes import read_lines
+
+
+def _states(flow: FlowRunner) -> dict[str, str]:
+    reply = flow.command("status", "--flow", flow.name)
+    if reply.returncode != 0:  # not announced yet, or already gone
+        return {}
+    return {line.split()[0]: line.split()[1] for line in reply.stdout.splitlines()[2:]}
+
+
+def test_stopping_one_producer_drains_only_its_part(flow: FlowRunner) -> None:
+    merged, zipped, b_only = flow.path("merged.jsonl"), flow.path("zipped.jsonl"), flow.path("b.jsonl")
+    status = flow.path("status.json")
+    manifest = flow.manifest(f"""
+        [nodes.a]
+        run = "{{nodes}}:Tagged"
+        args = {{ tag = "a", n = 1000000000 }}
+        [nodes.b]
+        run = "{{nodes}}:Tagged"
+        args = {{ tag = "b", n = 1000000000 }}
+        [nodes.merged]
+        run = "{{nodes}}:Collect"
+        inputs = ["a", "b"]
+        join = "merge"
+        args = {{ path = "{merged}", delay = 0.001 }}
+        [nodes.pairs]
+        run = "{{nodes}}:pair_tags"
+        inputs = {{ x = "a", y = "b" }}
+        [nodes.zipped]
+        run = "{{nodes}}:Collect"
+        inputs = ["pairs"]
+        args = {{ path = "{zipped}" }}
+        [nodes.b_only]
+        run = "{{nodes}}:Collect"
+        inputs = ["b"]
+        args = {{ path = "{b_only}" }}
+    """, flow="queue = 4")
+    launcher = flow.start(manifest)
+    poll_for(lambda: _states(flow).get("merged") == "ready", timeout=20)
+    assert flow.command("stop", "b", "--flow", flow.name).returncode == 0
+
+    expected_exits = {"b", "pairs", "zipped", "b_only"}
+    poll_for(lambda: all(_states(flow).get(name) == "exited" for name in expected_exits), timeout=20)
+    states = _states(flow)
+    assert states["a"] == "ready" and states["merged"] == "ready", states  # a and the merge go on
+    count = len(read_lines(merged))
+    poll_for(lambda: len(read_lines(merged)) > count + 20, timeout=10)  # still receiving from a
+
+    assert flow.command("stop", "--flow", flow.name).returncode == 0  # now every producer
+    _, stderr = launcher.communicate(timeout=20)
+    assert launcher.returncode == 0, stderr
+
+    b_items = read_lines(b_only)
+    assert [item["i"] for item in b_items] == list(range(len(b_items)))
+    merged_items = read_lines(merged)
+    assert [i["i"] for i in merged_items if i["source"] == "b"] == list(range(len(b_items)))
+    a_in_merge = [i["i"] for i in merged_items if i["source"] == "a"]
+    assert a_in_merge == list(range(len(a_in_merge))) and len(a_in_merge) > count // 2
+    pairs = read_lines(zipped)
+    assert pairs == [[i, i] for i in range(len(pairs))] and len(pairs) <= len(b_items)
+
+
+def test_commands_name_the_flow_they_need(flow: FlowRunner) -> None:
+    result = flow.command("stop", "--flow", "nothing-like-it")
+    assert result.returncode == 1
+    assert 'no running flow named "nothing-like-it"' in result.stderr
+
+
+def test_stop_of_an_unknown_node_is_refused(flow: FlowRunner) -> None:
+    manifest = flow.manifest("""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        [nodes.sink]
+        run = "{nodes}:Collect"
+        inputs = ["numbers"]
+        args = { path = "/dev/null", delay = 0.01 }
+    """)
+    launcher = flow.start(manifest)
+    poll_for(lambda: _states(flow).get("sink") == "ready", timeout=20)
+    result = flow.command("stop", "numbrs", "--flow", flow.name)
+    assert result.returncode == 1 and 'no node named "numbrs"' in result.stderr
+    assert flow.command("stop").returncode == 0  # the only flow running: no name needed
+    launcher.communicate(timeout=20)
+    assert launcher.returncode == 0
