@@ -160,6 +160,13 @@ def collect(cfg: dict[str, Any], launch_ns: int, wall_s: float) -> RunOutput:
     return RunOutput(result, reports, launch_ns, wall_s)
 
 
+def with_barrier(cfg: dict[str, Any], workdir: Path, readers: int) -> dict[str, Any]:
+    """``cfg`` plus a start barrier for ``readers`` nodes (see nodecore.node_ready)."""
+    folder = workdir / "ready"
+    folder.mkdir(exist_ok=True)
+    return {**cfg, "ready_dir": str(folder), "ready_count": readers}
+
+
 # -- printing -----------------------------------------------------------------------------
 def fmt(value: Any) -> str:
     """Numbers with sensible precision for a results table."""
@@ -167,6 +174,8 @@ def fmt(value: Any) -> str:
         return "-"
     if isinstance(value, str):
         return value
+    if isinstance(value, int):
+        return str(value)
     if value != value:  # NaN
         return "-"
     magnitude = abs(value)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import nodecore
-from bench.harness import MP_CONTEXT, ProcessSet, RunOutput, collect
+from bench.harness import MP_CONTEXT, ProcessSet, RunOutput, collect, with_barrier
 
 
 def producer_main(cfg: dict[str, Any], out_q: Any, readers: int) -> None:
@@ -31,6 +31,7 @@ def processor_main(cfg: dict[str, Any], in_q: Any, out_q: Any) -> None:
     reader takes exactly one, so no replica stops while data is still coming.
     """
     report = nodecore.NodeReport(cfg, "processor")
+    nodecore.node_ready(cfg)
     while (item := in_q.get()) is not None:
         out_q.put(nodecore.process_item(cfg, item))
     out_q.put(None)
@@ -41,6 +42,7 @@ def processor_main(cfg: dict[str, Any], in_q: Any, out_q: Any) -> None:
 
 def consumer_main(cfg: dict[str, Any], in_q: Any, expected: int, writers: int) -> None:
     report = nodecore.NodeReport(cfg, "consumer")
+    nodecore.node_ready(cfg)
     recorder = nodecore.Recorder(cfg)
     ended = 0
     while recorder.count < expected and ended < writers:
@@ -56,12 +58,11 @@ def consumer_main(cfg: dict[str, Any], in_q: Any, expected: int, writers: int) -
 def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, stages: int = 1, replicas: int = 1,
               maxsize: int = 16) -> RunOutput:
     """Run producer -> ``stages`` x ``replicas`` processors -> consumer once, in fresh processes."""
-    from bench.raw_zmq import expected_items
-
+    cfg = with_barrier(cfg, workdir, stages * replicas + 1)
     queues = [MP_CONTEXT.Queue(maxsize) for _ in range(stages + 1)]
     launch = time.monotonic_ns()
     with ProcessSet() as procs:
-        consumer = procs.start(consumer_main, cfg, queues[-1], expected_items(cfg), replicas, name="consumer")
+        consumer = procs.start(consumer_main, cfg, queues[-1], nodecore.expected_items(cfg), replicas, name="consumer")
         for s in range(stages):
             for r in range(replicas):
                 procs.start(processor_main, cfg, queues[s], queues[s + 1], name=f"processor{s}.{r}")

@@ -10,14 +10,19 @@ Flujo node processes, multiprocessing children and the videoflow driver alike.
 A run is described by a plain ``cfg`` dict (it must survive JSON, TOML and pickling):
 
     workload      "small" | "frame" | "latency" | "cpu" | "backpressure" | "startup"
-    n             items to produce (for "latency": samples per payload size)
-    sizes         payload sizes in bytes ("latency")
-    rate          items per second ("latency"; 0 = as fast as possible)
+    n             items to produce
+    sizes         payload sizes in bytes ("latency"), sent one size after the other
+    rates         items per second for each size ("latency"; 0 = as fast as possible)
+    counts        samples for each size ("latency")
+    warmup        items sent before the measured ones ("latency"; not recorded)
     payload       payload size in bytes ("backpressure")
     work_ms       CPU milliseconds of busy work per item in the processor ("cpu")
     sleep_ms      milliseconds the consumer sleeps per item ("backpressure")
     result        path of the consumer's JSON result file
     report_dir    folder where every node writes a small JSON report (pid, memory)
+    ready_dir     (baselines) start barrier: every reading node creates a file here once
+    ready_count   its sockets/queues are set up; the producer waits for this many files.
+                  Flujo's launcher has its own barrier (producers start when all are ready).
 """
 from __future__ import annotations
 
@@ -57,9 +62,39 @@ def max_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def node_ready(cfg: dict[str, Any]) -> None:
+    """Tell the producer that this node can receive (baselines only; see ``ready_dir``)."""
+    folder = cfg.get("ready_dir")
+    if folder:
+        Path(folder, str(os.getpid())).touch()
+
+
+def wait_for_chain(cfg: dict[str, Any], timeout: float = 120.0) -> None:
+    """Block until ``ready_count`` nodes have called :func:`node_ready` (no-op without a barrier)."""
+    folder = cfg.get("ready_dir")
+    if not folder:
+        return
+    deadline = time.monotonic() + timeout
+    while len(os.listdir(folder)) < int(cfg["ready_count"]):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the chain did not get ready")
+        time.sleep(0.001)
+
+
+def expected_items(cfg: dict[str, Any]) -> int:
+    """How many items the consumer of a run should see."""
+    if cfg["workload"] == "latency":
+        return sum(cfg["counts"]) + int(cfg.get("warmup", 0))
+    return int(cfg["n"])
+
+
 def produce_items(cfg: dict[str, Any]) -> Iterator[Any]:
-    """The items of one run, in order. Pacing (for latency) happens here too."""
-    workload, n = cfg["workload"], int(cfg["n"])
+    """The items of one run, in order. Pacing (for latency) happens here too.
+
+    Starts with the start barrier (baselines), so the first item is sent to a live chain.
+    """
+    wait_for_chain(cfg)
+    workload, n = cfg["workload"], int(cfg.get("n", 0))
     if workload in ("small", "startup", "cpu"):
         for i in range(n):
             yield {"i": i, "t": time.time(), "name": "abc", "v": 1.5}
@@ -68,12 +103,19 @@ def produce_items(cfg: dict[str, Any]) -> Iterator[Any]:
         for i in range(n):
             yield {"i": i, "frame": image}
     elif workload == "latency":
-        period_ns = int(1e9 / cfg["rate"]) if cfg.get("rate") else 0
-        payloads = [np.full(size, 7, dtype=np.uint8) for size in cfg["sizes"]]
         i = 0
         next_ns = time.monotonic_ns()
-        for payload in payloads:
-            for _ in range(n):
+        # Warm-up: connections settle, first buffers get allocated; the consumer ignores these.
+        warm = np.full(cfg["sizes"][0], 7, dtype=np.uint8)
+        for _ in range(int(cfg.get("warmup", 0))):
+            next_ns += int(1e9 / cfg["rates"][0])
+            _sleep_until(next_ns)
+            yield {"i": i, "ts": time.monotonic_ns(), "payload": warm, "warmup": True}
+            i += 1
+        for size, rate, count in zip(cfg["sizes"], cfg["rates"], cfg["counts"]):
+            payload = np.full(size, 7, dtype=np.uint8)
+            period_ns = int(1e9 / rate) if rate else 0
+            for _ in range(count):
                 if period_ns:
                     next_ns += period_ns
                     _sleep_until(next_ns)
@@ -135,7 +177,7 @@ class Recorder:
             self.first_ns = now
         self.last_ns = now
         self.count += 1
-        if "ts" in item:
+        if "ts" in item and not item.get("warmup"):
             if self.keep_arrivals:
                 self.arrivals.append(now)
             else:

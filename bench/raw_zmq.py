@@ -22,7 +22,7 @@ import numpy as np
 import zmq
 
 from bench import nodecore
-from bench.harness import MP_CONTEXT, ProcessSet, RunOutput, collect, free_tcp_port
+from bench.harness import MP_CONTEXT, ProcessSet, RunOutput, collect, free_tcp_port, with_barrier
 
 DATA, EOS = 0, 2
 ARRAY_EXT = 1
@@ -106,6 +106,7 @@ def processor_main(cfg: dict[str, Any], in_ep: str, out_eps: list[str], hwm: int
     for ep in out_eps:
         push.connect(ep)
     report = nodecore.NodeReport(cfg, "processor")
+    nodecore.node_ready(cfg)
     codec = Codec()
     process: Callable[[Any], Any] = lambda item: nodecore.process_item(cfg, item)
     seq, eos = 0, 0
@@ -132,6 +133,7 @@ def consumer_main(cfg: dict[str, Any], in_ep: str, hwm: int, expected: int, eos_
     pull = _socket(ctx, zmq.PULL, hwm)
     pull.bind(in_ep)
     report = nodecore.NodeReport(cfg, "consumer")
+    nodecore.node_ready(cfg)
     recorder = nodecore.Recorder(cfg)
     codec = Codec()
     eos = 0
@@ -147,11 +149,6 @@ def consumer_main(cfg: dict[str, Any], in_ep: str, hwm: int, expected: int, eos_
     ctx.term()
 
 
-def expected_items(cfg: dict[str, Any]) -> int:
-    """How many items the consumer of a run should see."""
-    return int(cfg["n"]) * (len(cfg["sizes"]) if cfg["workload"] == "latency" else 1)
-
-
 def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, transport: str = "ipc",
               stages: int = 1, replicas: int = 1, hwm: int = 16) -> RunOutput:
     """Run producer -> ``stages`` x ``replicas`` processors -> consumer once, in fresh processes."""
@@ -164,11 +161,12 @@ def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, transport: str
     # layers[k] = endpoints of the nodes reading layer k's input (stage replicas, then the consumer)
     layers = [[endpoint(f"s{s}r{r}") for r in range(replicas)] for s in range(stages)]
     layers.append([endpoint("sink")])
+    cfg = with_barrier(cfg, workdir, stages * replicas + 1)
     upstream_count = [1] + [replicas] * stages  # how many senders feed each layer
     launch = time.monotonic_ns()
     with ProcessSet() as procs:
         done = MP_CONTEXT.Event()
-        consumer = procs.start(consumer_main, cfg, layers[-1][0], hwm, expected_items(cfg), upstream_count[-1],
+        consumer = procs.start(consumer_main, cfg, layers[-1][0], hwm, nodecore.expected_items(cfg), upstream_count[-1],
                                name="consumer")
         for s in range(stages):
             for r, ep in enumerate(layers[s]):
