@@ -1,4 +1,12 @@
 """Flujo: stream processing where every node is an OS process and ZeroMQ carries the data."""
 from flujo.api import Consumer, Node, Outputs, Processor, Producer, consumer, processor, producer
 
-__all__ = ["Consumer", "Node", "Outputs", "Processor", "Producer", "consumer", "processor", "producer"]
+__all__ = ["Consumer", "Flow", "Node", "Outputs", "Processor", "Producer", "consumer", "processor", "producer"]
+
+
+def __getattr__(name: str) -> object:
+    # Flow drives the launcher; loading it on first use keeps the node runtime free of launcher code.
+    if name == "Flow":
+        from flujo.launch.flow import Flow
+        return Flow
+    raise AttributeError(f"module 'flujo' has no attribute {name!r}")

@@ -134,7 +134,13 @@ def load_manifest(path: str | Path) -> FlowSpec:
         raise ManifestError([Problem(file, "no such file")]) from None
     except tomllib.TOMLDecodeError as error:
         raise ManifestError([Problem(file, f"TOML syntax error: {error}")]) from None
-    return _Validator(path.resolve(), file).flow(data)
+    return validate(data, path.resolve(), file)
+
+
+def validate(data: dict[str, Any], path: Path, file: str) -> FlowSpec:
+    """Validate a manifest already parsed into a dict; ``path`` anchors relative references,
+    ``file`` is how problems name where they are."""
+    return _Validator(path, file).flow(data)
 
 
 class _Validator:

@@ -1,0 +1,4 @@
+"""``python -m flujo.launch`` is ``flujo-launch``."""
+from flujo.launch.cli import main
+
+main()

@@ -1,0 +1,85 @@
+"""The main job on the real clip and on another video: it finishes, keeps every frame, counts stably."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+import synthetic
+from conftest import FlowRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "people_counter"
+CLIP = ROOT / "samples" / "data" / "vtest.avi"
+
+
+def _video_facts(path: Path) -> tuple[int, int, int, float]:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        frames = 0
+        while capture.read()[0]:
+            frames += 1
+        return (frames, int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                capture.get(cv2.CAP_PROP_FPS))
+    finally:
+        capture.release()
+
+
+def _counts(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _run_script(flow: FlowRunner, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SAMPLE / "people_counter.py"), "--name", flow.name, *args],
+                          capture_output=True, text=True, timeout=150, env=flow.env, cwd=flow.folder)
+
+
+@pytest.mark.timeout(180)
+def test_manifest_sample_runs_the_whole_clip(flow: FlowRunner) -> None:
+    text = (SAMPLE / "manifest.toml").read_text()
+    text = text.replace('name = "people-counter"', f'name = "{flow.name}"')
+    text = text.replace('"../data/vtest.avi"', f'"{CLIP}"').replace('"../../out/', f'"{flow.folder}/out/')
+    manifest = flow.folder / "manifest.toml"
+    manifest.write_text(text)
+    result = flow.run(manifest, timeout=170)
+    assert result.returncode == 0, result.stderr
+    assert "console" in result.stdout and "in: " in result.stdout  # counts printed live
+    frames, width, height, _ = _video_facts(flow.folder / "out" / "people_counter.mp4")
+    assert (frames, width, height) == (795, 768, 576)
+    counts = _counts(flow.folder / "out" / "counts.jsonl")
+    assert [item["index"] for item in counts] == list(range(795))
+    last = counts[-1]
+    # About a dozen people cross each way in the clip; the counts must be of that order.
+    assert 5 <= last["in"] <= 30 and 5 <= last["out"] <= 30, last
+    assert all(a["in"] <= b["in"] and a["out"] <= b["out"] for a, b in zip(counts, counts[1:]))
+
+
+@pytest.mark.timeout(120)
+def test_counts_are_the_same_from_run_to_run(flow: FlowRunner) -> None:
+    runs = []
+    for attempt in ("first", "second"):
+        out = flow.folder / attempt
+        done = _run_script(flow, "--source", str(CLIP), "--out", str(out), "--max-frames", "150")
+        assert done.returncode == 0, done.stderr
+        runs.append(_counts(out / "counts.jsonl"))
+    assert len(runs[0]) == 150
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.timeout(120)
+def test_python_sample_runs_unchanged_on_another_video(flow: FlowRunner) -> None:
+    """Another size (320x240), codec (mp4v) and frame rate (25 fps) than the bundled clip."""
+    clip = flow.folder / "other.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (synthetic.WIDTH, synthetic.HEIGHT))
+    for frame in synthetic.frames():
+        writer.write(frame)
+    writer.release()
+    done = _run_script(flow, "--source", str(clip), "--out", str(flow.folder / "out"))
+    assert done.returncode == 0, done.stderr
+    frames, width, height, fps = _video_facts(flow.folder / "out" / "people_counter.mp4")
+    assert (frames, width, height) == (synthetic.FRAMES, 320, 240) and fps == pytest.approx(25.0)
+    assert len(_counts(flow.folder / "out" / "counts.jsonl")) == synthetic.FRAMES
