@@ -19,8 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from flujo.protocol import Codec
-from flujo.testing import drive
+from flujo import testing as flujo_testing
 
 WIDTH, HEIGHT, FPS, FRAMES = 320, 240, 10.0, 80
 BACKGROUND = 30
@@ -126,17 +125,6 @@ def detection_items(noise: float = 1.5, drop: dict[int, range] | None = None, se
     return items
 
 
-def wire(item: Any) -> Any:
-    """``item`` as a node receives it after one hop (lists for tuples, read-only arrays).
-
-    Like ``flujo.testing.wire``, but also carries empty arrays (no detections in a frame).
-    """
-    codec = Codec("test", 0)
-    frames = [frame if isinstance(frame, bytes) else np.ascontiguousarray(frame).tobytes()
-              for frame in codec.encode(0, item)]
-    return codec.decode(frames).item
-
-
-def run(node: Any, items: list[Any] = ()) -> list[Any]:
-    """``flujo.testing.drive`` with every input passed through :func:`wire` first."""
-    return drive(node, [wire(item) for item in items], through_wire=False)
+# Nodes see items as they arrive over the wire (lists for tuples, read-only arrays).
+wire = flujo_testing.wire
+run = flujo_testing.drive
