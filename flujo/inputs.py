@@ -5,6 +5,7 @@ the other ports stay unread and their senders feel the backpressure.
 """
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from typing import Any, Callable, Iterable
 
@@ -20,7 +21,13 @@ Waiter = Callable[[Iterable[zmq.Socket]], None]
 
 
 class InputPort:
-    """One input port: receives, restores sequence order if asked, counts end-of-stream markers."""
+    """One input port: receives, restores sequence order, counts end-of-stream markers.
+
+    Order: every sender sends in increasing sequence order (each node restores order before
+    it processes), so an item may go ahead of a gap once every live sender has gone past
+    the gap: nothing can fill it any more (an item was lost with a crashed or restarted
+    sender, or dropped). Without losses that never happens and the order is exact.
+    """
 
     def __init__(self, context: zmq.Context, config: InputConfig, codec: Codec, reorder: bool,
                  on_ended: Callable[["InputPort"], None]) -> None:
@@ -34,6 +41,9 @@ class InputPort:
         self._reorder = reorder
         self._expected = 0  # next sequence number to deliver when reordering
         self._held: dict[int, Message] = {}  # arrived early, waiting for the gap before them
+        self._held_order: list[int] = []  # heap of the held sequence numbers
+        self._last_seen: dict[int, int] = {}  # sender replica -> highest sequence number from it
+        self.late = 0  # items behind a gap already given up on (duplicates after a loss)
         self._ended_senders: set[int] = set()
         self._on_ended = on_ended  # told once, when the last sender has ended
         self.ready: deque[Message] = deque()  # in order, ready for the join
@@ -64,12 +74,9 @@ class InputPort:
         if replica in self._ended_senders:
             return
         self._ended_senders.add(replica)
+        self._release_held()  # an ended sender can no longer fill a gap
         if self.senders_done:
             self._on_ended(self)
-        if self.senders_done and self._held:
-            # Whatever is still held waits for items that will never come (a sender died): flush in order.
-            for seq in sorted(self._held):
-                self.ready.append(self._held.pop(seq))
 
     def _accept(self, message: Message) -> None:
         if message.kind is MessageKind.EOS:
@@ -78,15 +85,36 @@ class InputPort:
         self.received += 1
         if not self._reorder:
             self.ready.append(message)
-        elif message.seq == self._expected:
+            return
+        seq = message.seq
+        if seq > self._last_seen.get(message.replica, -1):
+            self._last_seen[message.replica] = seq
+        if seq == self._expected and not self._held:  # in order: the usual case
             self.ready.append(message)
-            self._expected += 1
-            while self._expected in self._held:
-                self.ready.append(self._held.pop(self._expected))
-                self._expected += 1
-        elif message.seq > self._expected:
-            self._held[message.seq] = message
-        # A sequence number below the expected one was already given up on: drop it.
+            self._expected = seq + 1
+        elif seq < self._expected:
+            self.late += 1  # behind a gap given up on: delivering it now would break the order
+        else:
+            if seq not in self._held:
+                heapq.heappush(self._held_order, seq)
+            self._held[seq] = message
+            self._release_held()
+
+    def _release_held(self) -> None:
+        """Deliver held items that are next in order, or whose gap nobody can fill any more."""
+        while self._held_order:
+            seq = self._held_order[0]
+            if seq != self._expected and not self._senders_past(seq - 1):
+                return
+            heapq.heappop(self._held_order)
+            self.ready.append(self._held.pop(seq))
+            self._expected = seq + 1
+
+    def _senders_past(self, seq: int) -> bool:
+        """True when no live sender can still send anything at or below ``seq``."""
+        ended = self._ended_senders
+        return all(replica in ended or self._last_seen.get(replica, -1) >= seq
+                   for replica in range(self.config.senders))
 
     def close(self) -> None:
         self.socket.close(linger=0)

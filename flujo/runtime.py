@@ -52,8 +52,7 @@ class NodeRuntime:
         config = self.config
         self.control = control = ControlChannel(context, config)
         self.codec = Codec(config.node, config.replica)
-        reorder = config.replicas == 1
-        self.ports = [InputPort(context, port, self.codec, reorder and port.senders > 1, self._release_port)
+        self.ports = [InputPort(context, port, self.codec, port.senders > 1, self._release_port)
                       for port in config.inputs]
         self._released_ports: set[str] = set()
         self.edges = [OutputEdge(context, edge, control.is_released) for edge in config.outputs]
