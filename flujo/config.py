@@ -48,6 +48,8 @@ class NodeConfig:
     outputs: tuple[OutputConfig, ...] = ()
     join: str = "zip"
     keyword_ports: bool = False  # named ports in the manifest: items are passed as keyword arguments
+    on_error: str = "fail"  # "skip": an item whose processing raises is counted, logged and skipped
+    seq_start: int = 0  # producers: first sequence number (a restarted producer continues past the last)
     run: str | None = None  # "module:attr" or "file.py:attr", for Python nodes
     base_dir: str = "."  # folder that relative "file.py:attr" paths start from
     args: dict[str, Any] = field(default_factory=dict)

@@ -12,6 +12,9 @@
 """
 from __future__ import annotations
 
+import sys
+import time
+import traceback
 from typing import Any, Callable, Iterable
 
 import zmq
@@ -23,7 +26,11 @@ from flujo.inputs import SKIP, InputPort, Join
 from flujo.outputs import OutputEdge
 from flujo.protocol import Codec, MessageKind, Status
 
-POLL_INTERVAL_MS = 1000  # upper bound on a blocking wait; every wait also wakes on control
+POLL_INTERVAL_MS = 500  # upper bound on a blocking wait; every wait also wakes on control
+STATS_INTERVAL = 0.5  # seconds between two stats reports to the launcher
+
+
+_END = object()  # the producer's generator is exhausted
 
 
 class StopReading(Exception):
@@ -38,6 +45,10 @@ class NodeRuntime:
         self._make_node = make_node
         self.items_in = 0
         self.items_out = 0
+        self.errors = 0  # items whose processing raised, with on_error = "skip"
+        self.busy = 0.0  # seconds spent in user code
+        self.next_seq = config.seq_start  # producers: the next item's sequence number
+        self._next_report = time.monotonic() + STATS_INTERVAL
 
     def run(self) -> int:
         """Run to the end; returns the process exit status."""
@@ -89,15 +100,19 @@ class NodeRuntime:
         if control.stop_requested:
             return
         stream = iter(node.produce())  # type: ignore[attr-defined]
-        seq = 0
+        clock = time.perf_counter
         try:
-            for item in stream:
+            while True:
+                started = clock()
+                item = next(stream, _END)
+                self.busy += clock() - started
+                if item is _END:
+                    break
                 if item is None:
                     continue
-                self._emit(seq, item)
-                seq += 1
-                if control.pending():
-                    self._apply_control()
+                self._emit(self.next_seq, item)
+                self.next_seq += 1
+                self._after_item()
                 if control.stop_requested or self._nobody_reads():
                     break
         finally:
@@ -110,9 +125,10 @@ class NodeRuntime:
         join = Join(self.ports, self.config.join, self._wait_readable)
         call = self._calling_convention(node)
         emits = self.config.kind == "processor"
+        skip_errors = self.config.on_error == "skip"
+        clock = time.perf_counter
         while True:
-            if control.pending():
-                self._apply_control()
+            self._after_item()
             if control.stop_requested:
                 return
             try:
@@ -126,7 +142,18 @@ class NodeRuntime:
             if items is SKIP:
                 result = None
             else:
-                result = call(port, items)
+                started = clock()
+                try:
+                    result = call(port, items)
+                except Exception as error:
+                    if not skip_errors:
+                        raise
+                    self.errors += 1  # skipped, as the manifest asks; downstream gets a SKIP marker
+                    print(f"skipped item {seq}: {''.join(traceback.format_exception(error))}".rstrip(),
+                          file=sys.stderr, flush=True)
+                    result = None
+                finally:
+                    self.busy += clock() - started
             if emits:
                 self._emit(seq, result)
 
@@ -185,8 +212,24 @@ class NodeRuntime:
     def _nobody_reads(self) -> bool:
         return bool(self.edges) and all(edge.released for edge in self.edges)
 
-    def _stats(self) -> dict[str, int]:
-        return {"items_in": self.items_in, "items_out": self.items_out}
+    def _after_item(self) -> None:
+        """Between two items: apply control commands, report stats when due."""
+        if self.control.pending():
+            self._apply_control()
+        if time.monotonic() >= self._next_report:
+            self._report_stats()
+
+    def _report_stats(self) -> None:
+        self._next_report = time.monotonic() + STATS_INTERVAL
+        self.control.report(Status.STATS, self._stats())
+
+    def _stats(self) -> dict[str, Any]:
+        return {
+            "items_in": self.items_in, "items_out": self.items_out, "busy": self.busy, "errors": self.errors,
+            "late": sum(port.late for port in self.ports), "next_seq": self.next_seq,
+            "received": {port.name: port.received for port in self.ports},
+            "sent": {f"{edge.target}/{edge.config.target_port}": edge.sent for edge in self.edges},
+        }
 
     # -- waiting ---------------------------------------------------------------------------
     def _apply_control(self) -> None:
@@ -205,6 +248,8 @@ class NodeRuntime:
                              POLL_INTERVAL_MS)
         if any(socket is commands for socket, _ in ready):
             self._apply_control()
+        if time.monotonic() >= self._next_report:  # a waiting node still says how it is
+            self._report_stats()
 
     def _wait(self) -> None:
         """Wait for a control message (or the poll interval)."""

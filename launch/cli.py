@@ -75,7 +75,22 @@ def status(flow_name: str | None) -> None:
     """Show every node replica of a running flow: state, pid, items in and out."""
     reply = _ask(flow_name, "status")
     click.echo(f"flow {reply['flow']}")
-    click.echo(f"{'node':<20} {'state':<10} {'pid':>8} {'in':>10} {'out':>10}")
-    for node in reply["nodes"]:
-        click.echo(f"{node['label']:<20} {node['state']:<10} {node['pid'] or '':>8} "
-                   f"{node.get('items_in', ''):>10} {node.get('items_out', ''):>10}")
+    click.echo(format_status(reply["nodes"]))
+    if reply.get("bottleneck"):
+        click.echo(f"bottleneck: {reply['bottleneck']}")
+
+
+STATUS_COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy")
+
+
+def status_row(node: dict) -> tuple[str, ...]:
+    """One replica's row of the status table (also used by the live view)."""
+    return (node["label"], node["state"], str(node["pid"] or ""), str(node["restarts"]), str(node["items_in"]),
+            str(node["items_out"]), f"{node['rate']:.1f}", f"{node['queue']:.0%}", f"{node['busy']:.0%}")
+
+
+def format_status(nodes: list[dict]) -> str:
+    rows = [STATUS_COLUMNS, *(status_row(node) for node in nodes)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(STATUS_COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(width) if i < 2 else cell.rjust(width)
+                               for i, (cell, width) in enumerate(zip(row, widths))) for row in rows)

@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +29,7 @@ from flujo.commands import ANNOUNCEMENT, running_flows, runs_folder
 from flujo.config import NodeConfig
 from flujo.launch.errors import EXIT_NODE_FAILED
 from flujo.launch.manifest import FlowSpec
+from flujo.launch.metrics import Sample, bottleneck, busy_fraction, queue_fill
 from flujo.launch.plan import plan
 from flujo.launch.process import NodeProcess, OutputRelay
 from flujo.protocol import CONFIG_ENV, Control, Status, control_frames, identity_topic, parse_status
@@ -48,7 +50,8 @@ class Replica:
     finished: bool = False
     exit_code: int | None = None
     error: dict[str, str] | None = None
-    stats: dict[str, Any] = field(default_factory=dict)
+    sample: Sample = field(default_factory=Sample)
+    restarts: int = 0
 
     @property
     def state(self) -> str:
@@ -208,11 +211,19 @@ class Launcher:
 
     def status(self) -> dict[str, Any]:
         """The flow's state, one entry per replica (what `flujo-launch status` shows)."""
-        return {"flow": self.flow.name, "started": self._started, "stopping": self._stopping, "nodes": [
-            {"label": r.config.label, "node": r.config.node, "replica": r.config.replica,
-             "pid": r.process.pid if r.process else None, "state": r.state, "exit_code": r.exit_code,
-             "error": (r.error or {}).get("message"), **r.stats}
-            for r in self.replicas.values()]}
+        samples = {key: replica.sample for key, replica in self.replicas.items()}
+        fills = {name: queue_fill(self.flow, name, samples) for name in self.flow.nodes}
+        return {"flow": self.flow.name, "started": self._started, "stopping": self._stopping,
+                "bottleneck": bottleneck(self.flow, samples), "nodes": [
+                    {"label": r.config.label, "node": r.config.node, "replica": r.config.replica,
+                     "pid": r.process.pid if r.process else None, "exit_code": r.exit_code,
+                     "state": "running" if r.state == "ready" and self._started else r.state,
+                     "restarts": r.restarts, "error": (r.error or {}).get("message"),
+                     "items_in": r.sample.stats.get("items_in", 0), "items_out": r.sample.stats.get("items_out", 0),
+                     "errors": r.sample.stats.get("errors", 0),
+                     "rate": r.sample.rate("items_out" if r.config.kind == "producer" else "items_in"),
+                     "queue": fills[r.config.node], "busy": busy_fraction(r.sample)}
+                    for r in self.replicas.values()]}
 
     def _write_json_status(self) -> None:
         if self._json_status:
@@ -237,9 +248,11 @@ class Launcher:
             self._start_when_ready()
         elif kind is Status.RELEASED:
             self._release(replica, payload or [port.port for port in replica.config.inputs])
+        elif kind is Status.STATS:
+            replica.sample.update(payload, time.monotonic())
         elif kind is Status.FINISHED:
             replica.finished = True
-            replica.stats = payload or {}
+            replica.sample.update(payload or {}, time.monotonic())
         elif kind is Status.ERROR:
             replica.error = payload
             for line in payload.get("traceback", "").rstrip("\n").splitlines():

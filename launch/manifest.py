@@ -17,6 +17,8 @@ from flujo.launch.errors import ManifestError, Problem, did_you_mean
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 JOINS = ("zip", "merge")
+RESTART_POLICIES = ("no", "on-failure", "always")
+ERROR_POLICIES = ("fail", "skip")
 TRANSPORTS = ("ipc", "tcp")
 DEFAULT_QUEUE = 16
 
@@ -44,6 +46,11 @@ class NodeSpec:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     outputs: list[str] = field(default_factory=lambda: ["out"])
+    on_error: str = "fail"
+    restart: str = "no"
+    max_restarts: int = 5  # at most this many restarts ...
+    restart_window: float = 60.0  # ... within this many seconds, else the node counts as failed
+    stop_timeout: float = 10.0  # grace after a stop before SIGTERM, then as long again before SIGKILL
     kind: str = ""  # producer | processor | consumer, resolved during validation
 
 
@@ -91,6 +98,12 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
     return check
 
 
+def _seconds(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return f"must be a positive number of seconds, got {value!r}"
+    return None
+
+
 def _table(value: Any) -> str | None:
     return None if isinstance(value, dict) else "must be a table, for example { key = 1 }"
 
@@ -121,6 +134,8 @@ FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
 NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "run": _string, "command": _string_list, "args": _table, "inputs": _inputs, "join": _one_of(JOINS),
     "replicas": _count, "queue": _count, "env": _string_table, "cwd": _string, "outputs": _string_list,
+    "on_error": _one_of(ERROR_POLICIES), "restart": _one_of(RESTART_POLICIES), "max_restarts": _count,
+    "restart_window": _seconds, "stop_timeout": _seconds,
 }
 
 
@@ -197,7 +212,8 @@ class _Validator:
             self.problem("must be a table: [nodes.NAME] with run or command", name)
             return spec
         good = self.fields(table, NODE_FIELDS, name, f"[nodes.{name}]")
-        for key in ("run", "command", "args", "join", "replicas", "queue", "env", "cwd", "outputs"):
+        for key in ("run", "command", "args", "join", "replicas", "queue", "env", "cwd", "outputs", "on_error",
+                    "restart", "max_restarts", "restart_window", "stop_timeout"):
             if key in good:
                 setattr(spec, key, good[key])
         if ("run" in table) == ("command" in table):
@@ -288,6 +304,9 @@ class _Validator:
                 self.problem(f'"{node.run}" is a consumer, which sends nothing on, yet {readers} reads it',
                              node.name, "run")
             node.kind = declared or ("producer" if not node.inputs else "processor" if feeds else "consumer")
+            if node.on_error == "skip" and node.kind == "producer":
+                self.problem('a producer cannot skip an item its generator failed on: use on_error = "fail" '
+                             'and a restart policy', node.name, "on_error")
             if node.replicas > 1 and node.kind == "producer":
                 self.problem("a producer runs as one process (its items form one numbered sequence)",
                              node.name, "replicas")

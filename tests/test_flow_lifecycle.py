@@ -153,3 +153,31 @@ def test_killing_the_launcher_leaves_no_node_behind(flow: FlowRunner) -> None:
     launcher.communicate(timeout=5)
     gone, alive = psutil.wait_procs(nodes, timeout=5)
     assert not alive
+
+
+def test_skip_on_error_counts_logs_and_goes_on(flow: FlowRunner) -> None:
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = {{ n = 20 }}
+        [nodes.check]
+        run = "{{nodes}}:fail_at"
+        inputs = ["numbers"]
+        on_error = "skip"
+        args = {{ at = 5 }}
+        [nodes.total]
+        run = "{{nodes}}:add"
+        inputs = {{ a = "numbers", b = "check" }}
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["total"]
+        args = {{ path = "{out}" }}
+    """)
+    result = flow.run(manifest)
+    stdout = result.stdout
+    assert result.returncode == 0, result.stderr
+    assert read_lines(out) == [2 * n for n in range(20) if n != 5]  # the zip skipped the failed item
+    check_lines = [line for line in stdout.splitlines() if line.startswith("check ")]
+    assert any("skipped item 5" in line for line in check_lines)
+    assert any("ValueError: cannot handle 5" in line for line in check_lines)

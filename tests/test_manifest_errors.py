@@ -58,6 +58,12 @@ CASES = {
     "missing file": ('[nodes.a]\nrun = "nowhere.py:f"', ['node "a"', 'field "run"', "no such file"]),
     "missing executable": ('[nodes.a]\ncommand = ["no-such-program-here"]',
                            ['node "a"', 'field "command"', 'no executable "no-such-program-here"']),
+    "skipping producer": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\non_error = "skip"',
+                          ['node "a"', 'field "on_error"', "a producer cannot skip"]),
+    "bad restart": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\nrestart = "sometimes"',
+                    ['node "a"', 'field "restart"', "must be one of no, on-failure, always"]),
+    "bad stop timeout": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\nstop_timeout = -1',
+                         ['node "a"', 'field "stop_timeout"', "positive number of seconds"]),
     "bad queue": ('queue = 0\n[nodes.a]\nrun = "flujo.nodes.basic:Count"', ['field "queue"', "at least 1"]),
 }
 

@@ -42,13 +42,13 @@ def test_stopping_one_producer_drains_only_its_part(flow: FlowRunner) -> None:
         args = {{ path = "{b_only}" }}
     """, flow="queue = 4")
     launcher = flow.start(manifest)
-    poll_for(lambda: _states(flow).get("merged") == "ready", timeout=20)
+    poll_for(lambda: _states(flow).get("merged") == "running", timeout=20)
     assert flow.command("stop", "b", "--flow", flow.name).returncode == 0
 
     expected_exits = {"b", "pairs", "zipped", "b_only"}
     poll_for(lambda: all(_states(flow).get(name) == "exited" for name in expected_exits), timeout=20)
     states = _states(flow)
-    assert states["a"] == "ready" and states["merged"] == "ready", states  # a and the merge go on
+    assert states["a"] == "running" and states["merged"] == "running", states  # a and the merge go on
     count = len(read_lines(merged))
     poll_for(lambda: len(read_lines(merged)) > count + 20, timeout=10)  # still receiving from a
 
@@ -82,9 +82,44 @@ def test_stop_of_an_unknown_node_is_refused(flow: FlowRunner) -> None:
         args = { path = "/dev/null", delay = 0.01 }
     """)
     launcher = flow.start(manifest)
-    poll_for(lambda: _states(flow).get("sink") == "ready", timeout=20)
+    poll_for(lambda: _states(flow).get("sink") == "running", timeout=20)
     result = flow.command("stop", "numbrs", "--flow", flow.name)
     assert result.returncode == 1 and 'no node named "numbrs"' in result.stderr
     assert flow.command("stop").returncode == 0  # the only flow running: no name needed
+    launcher.communicate(timeout=20)
+    assert launcher.returncode == 0
+
+
+def test_status_shows_rates_queues_busy_and_the_bottleneck(flow: FlowRunner) -> None:
+    manifest = flow.manifest("""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        [nodes.square]
+        run = "{nodes}:square"
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.slow]
+        run = "{nodes}:Collect"
+        inputs = ["square"]
+        args = { path = "/dev/null", delay = 0.002 }
+    """, flow="queue = 8")
+    launcher = flow.start(manifest)
+
+    def settled() -> list[list[str]] | None:
+        reply = flow.command("status", "--flow", flow.name)
+        rows = [line.split() for line in reply.stdout.splitlines()]
+        ok = reply.returncode == 0 and len(rows) == 7 and rows[-1] == ["bottleneck:", "slow"]
+        return rows if ok and float(rows[5][6]) > 0 else None
+
+    rows = poll_for(settled, timeout=20)
+    assert rows[1] == ["node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy"]
+    by_label = {row[0]: row for row in rows[2:5]}
+    assert set(by_label) == {"numbers", "square.0", "square.1"} and rows[5][0] == "slow"
+    slow = rows[5]
+    assert slow[1] == "running" and int(slow[2]) > 0 and slow[3] == "0"
+    assert 50 < float(slow[6]) < 600  # about 1 / 2 ms per item
+    assert int(slow[8].rstrip("%")) >= 50  # mostly in its own code: the bottleneck
+    assert int(slow[7].rstrip("%")) >= 50  # its queue is full
+    assert flow.command("stop").returncode == 0
     launcher.communicate(timeout=20)
     assert launcher.returncode == 0
