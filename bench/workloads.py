@@ -40,7 +40,7 @@ class Variant:
     skip: str | None = None  # why this variant cannot run
 
 
-def _systems(quick: bool, names: list[str]) -> list[Variant]:
+def _systems(names: list[str]) -> list[Variant]:
     """Variants of the plain chain for the named systems."""
     table = {
         "flujo": Variant("flujo", flujo_chain.run_chain),
@@ -103,7 +103,7 @@ class SmallItems(Workload):
         names = ["flujo", "raw-ipc", "raw-tcp", "mp", "videoflow"]
         if not self.quick:
             names.insert(1, "flujo-tcp")
-        variants = _systems(self.quick, names)
+        variants = _systems(names)
         for v in variants:
             if v.label == "videoflow":  # ~15x slower: fewer items for the same run time
                 v.cfg = {"n": 2_000 if self.quick else 10_000}
@@ -130,7 +130,7 @@ class Frames(Workload):
     def variants(self) -> list[Variant]:
         names = ["flujo", "raw-ipc", "raw-tcp", "videoflow"] if self.quick else \
             ["flujo", "flujo-tcp", "raw-ipc", "raw-tcp", "mp", "videoflow"]
-        variants = _systems(self.quick, names)
+        variants = _systems(names)
         for v in variants:
             if v.label in ("videoflow", "mp.Queue"):
                 v.cfg = {"n": 40 if self.quick else 150}
@@ -159,7 +159,7 @@ class Latency(Workload):
                 "counts": [200, 200, 100] if self.quick else [1000, 1000, 400]}
 
     def variants(self) -> list[Variant]:
-        return _systems(self.quick, QUICK_TRIO[:2] if self.quick else ["flujo", "raw-ipc", "raw-tcp", "mp"])
+        return _systems(QUICK_TRIO[:2] if self.quick else ["flujo", "raw-ipc", "raw-tcp", "mp"])
 
     def metrics(self, out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
         _check_count(out, cfg)
@@ -193,7 +193,7 @@ class Scaling(Workload):
 
     def variants(self) -> list[Variant]:
         out = []
-        for base in _systems(self.quick, QUICK_TRIO[:2] if self.quick else QUICK_TRIO):
+        for base in _systems(QUICK_TRIO[:2] if self.quick else QUICK_TRIO):
             for replicas in (1, 2):
                 out.append(Variant(f"{base.label} x{replicas}", base.runner, {**base.options, "replicas": replicas}))
         return out
@@ -222,7 +222,7 @@ class Backpressure(Workload):
         return {"workload": "backpressure", "n": 40 if self.quick else 150, "payload": 4 * MB, "sleep_ms": 20}
 
     def variants(self) -> list[Variant]:
-        variants = _systems(self.quick, QUICK_TRIO[:2] if self.quick else QUICK_TRIO)
+        variants = _systems(QUICK_TRIO[:2] if self.quick else QUICK_TRIO)
         for v in variants:
             v.options = {**v.options, ("maxsize" if v.label == "mp.Queue" else
                                        "queue" if v.label == "flujo" else "hwm"): self.queue}
@@ -261,7 +261,7 @@ class Startup(Workload):
         return {"workload": "startup", "n": 20}
 
     def variants(self) -> list[Variant]:
-        variants = _systems(self.quick, QUICK_TRIO[:2] if self.quick else QUICK_TRIO)
+        variants = _systems(QUICK_TRIO[:2] if self.quick else QUICK_TRIO)
         for v in variants:
             v.options = {**v.options, "stages": 8}
         return variants
