@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import pstats
+import signal
 import sys
 import tempfile
 import time
@@ -97,6 +98,10 @@ def profile(scratch: Path) -> None:
         print(f"\n## {prof.stem} ({prof})\n{out.getvalue()}")
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 repetitions of short runs")
@@ -113,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     reps = args.reps or (3 if args.quick else 5)
 
+    # SIGTERM unwinds like Ctrl-C, so every runner's cleanup still stops its processes.
+    signal.signal(signal.SIGTERM, _interrupt)
     scratch_dir = tempfile.mkdtemp(prefix="flujo-bench-")
     scratch = Path(scratch_dir)
     try:
@@ -162,4 +169,8 @@ def render(report: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: every process the benchmark started has been stopped", file=sys.stderr)
+        sys.exit(130)
