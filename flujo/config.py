@@ -49,6 +49,7 @@ class NodeConfig:
     join: str = "zip"
     keyword_ports: bool = False  # named ports in the manifest: items are passed as keyword arguments
     on_error: str = "fail"  # "skip": an item whose processing raises is counted, logged and skipped
+    restart: str = "no"  # the launcher's restart policy: "on-failure" or "always" restart a failed node
     seq_start: int = 0  # producers: first sequence number (a restarted producer continues past the last)
     run: str | None = None  # "module:attr" or "file.py:attr", for Python nodes
     base_dir: str = "."  # folder that relative "file.py:attr" paths start from

@@ -54,8 +54,9 @@ class ControlChannel:
             self.released.add((payload[0], payload[2], payload[1]))
             self.changes += 1
         elif topic is Control.GONE:
-            self.gone.add((payload[0], payload[1]))
-            self.changes += 1
+            if len(payload) < 4 or (payload[2], payload[3]) == (self._config.node, self._config.replica):
+                self.gone.add((payload[0], payload[1]))
+                self.changes += 1
 
     def is_released(self, node: str, port: str, replica: int) -> bool:
         return (node, port, replica) in self.released

@@ -83,6 +83,6 @@ class OutputEdge:
                 except zmq.Again:
                     wait([socket])
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 0) -> None:
         for socket in self.sockets:
-            socket.close(linger=0)
+            socket.close(linger=linger_ms)

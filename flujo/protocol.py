@@ -43,7 +43,8 @@ class Control(bytes, enum.Enum):
     START = b"start"  # payload []: every node is ready, producers may produce
     STOP = b"stop"  # payload [node, ...]: these nodes stop reading/producing and finish
     RELEASED = b"released"  # payload [node, replica, port]: that replica reads no more from that port
-    GONE = b"gone"  # payload [node, replica]: that replica died before sending its end of stream
+    GONE = b"gone"  # payload [node, replica(, to_node, to_replica)]: count that sender as ended (it exited),
+    # for every reader, or only for the named replica (a restarted reader whose sender already finished)
 
 
 class Status(str, enum.Enum):
@@ -51,6 +52,7 @@ class Status(str, enum.Enum):
 
     READY = "ready"  # sockets are bound and connected, node opened
     RELEASED = "released"  # payload [port, ...]: this replica will read no more from these ports
+    ENDING = "ending"  # its stream or inputs ended: closing now (the launcher's stop grace period starts)
     FINISHED = "finished"  # end of stream sent on every output
     ERROR = "error"  # payload {"message", "traceback"}: user code failed
     STATS = "stats"  # payload {counter: value}

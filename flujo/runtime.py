@@ -8,7 +8,8 @@
     5. wait until each downstream replica has confirmed (released) before closing sockets:
        a PUSH socket closed right after its last message can lose its tail
     6. exit 0; or, when user code raised, report the error with its traceback, still end the
-       stream (step 4-5, so items already sent are delivered) and exit 1
+       stream (step 4-5, so items already sent are delivered) and exit 1. A node the launcher
+       will restart sends no end of stream: its successor continues the stream.
 """
 from __future__ import annotations
 
@@ -82,13 +83,20 @@ class NodeRuntime:
             error = failure
         finally:
             if node is not None:
+                control.report(Status.ENDING)
                 try:
                     node.close()
                 except Exception as failure:
                     error = error or failure
-        self._release_ports(*(port.name for port in self.ports))
         if error is not None:
             control.report_error(error)
+            if config.restart != "no":
+                # A successor continues this stream: no end of stream. What is still queued
+                # gets a moment to leave, at most once (docs/PROTOCOL.md, delivery guarantee).
+                for edge in self.edges:
+                    edge.close(linger_ms=1000)
+                return 1
+        self._release_ports(*(port.name for port in self.ports))
         # Also after a failure: what this node already sent must reach its readers.
         self._end_outputs()
         return 0 if error is None else 1

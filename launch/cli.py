@@ -5,6 +5,7 @@ running flows can sit beside it as subcommands.
 """
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -70,10 +71,28 @@ def stop(nodes: tuple[str, ...], flow_name: str | None) -> None:
 
 
 @main.command()
+@click.argument("node")
 @_flow_option
-def status(flow_name: str | None) -> None:
-    """Show every node replica of a running flow: state, pid, items in and out."""
+def restart(node: str, flow_name: str | None) -> None:
+    """Restart NODE's processes one by one while the rest of the flow runs.
+
+    Its input endpoints stay the same, so upstream nodes reconnect and resume by themselves.
+    Items queued in a restarted process are lost (at most once; see docs/PROTOCOL.md).
+    """
+    reply = _ask(flow_name, "restart", node=node)
+    click.echo(f"restarting {', '.join(reply['restarting'])}")
+
+
+@main.command()
+@_flow_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(flow_name: str | None, as_json: bool) -> None:
+    """Show every node replica of a running flow: state, pid, restarts, items, rate, queue, busy."""
     reply = _ask(flow_name, "status")
+    if as_json:
+        reply.pop("ok", None)
+        click.echo(json.dumps(reply, indent=2))
+        return
     click.echo(f"flow {reply['flow']}")
     click.echo(format_status(reply["nodes"]))
     if reply.get("bottleneck"):

@@ -11,6 +11,7 @@ restarted, sees the same flow as everyone else. That replaces any sleep for slow
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -32,10 +33,15 @@ from flujo.launch.manifest import FlowSpec
 from flujo.launch.metrics import Sample, bottleneck, busy_fraction, queue_fill
 from flujo.launch.plan import plan
 from flujo.launch.process import NodeProcess, OutputRelay
+from flujo.launch.restarts import RestartBudget
+from flujo.launch.timers import Timers
 from flujo.protocol import CONFIG_ENV, Control, Status, control_frames, identity_topic, parse_status
 
 EXIT_KILLED = 130
 _EXITS_ENDPOINT = "inproc://exits"
+#: A restarted producer numbers its items from this far past its predecessor's last report,
+#: so that no sequence number is used twice (readers skip the gap).
+SEQ_JUMP = 1 << 24
 
 
 @dataclass
@@ -52,9 +58,16 @@ class Replica:
     error: dict[str, str] | None = None
     sample: Sample = field(default_factory=Sample)
     restarts: int = 0
+    budget: RestartBudget | None = None
+    restarting: bool = False  # between a death and the respawn
+    restart_requested: bool = False  # by `flujo-launch restart`: respawn at once when it exits
+    grace_started: bool = False  # the stop ladder runs for this process
+    escalated: str = ""  # the signal the ladder had to send, if any
 
     @property
     def state(self) -> str:
+        if self.restarting or self.restart_requested:
+            return "restarting"
         if self.exit_code is not None:
             return "exited" if self.exit_code == 0 else "failed"
         if self.finished:
@@ -87,6 +100,8 @@ class Launcher:
         self._interrupts = 0
         self._history: list[list[bytes]] = []  # state-changing commands, replayed to late subscribers
         self._failures: list[str] = []
+        self._timers = Timers()
+        self._restart_queue: list[Replica] = []  # `flujo-launch restart`: one replica at a time
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -119,6 +134,9 @@ class Launcher:
                                                 "endpoint": f"ipc://{run_dir / 'commands'}"}))
             self._context = context
             self.replicas = {key: Replica(config) for key, config in configs.items()}
+            for replica in self.replicas.values():
+                spec = self.flow.nodes[replica.config.node]
+                replica.budget = RestartBudget(spec.restart, spec.max_restarts, spec.restart_window)
             width = max(len(replica.config.label) for replica in self.replicas.values())
             self._relay = OutputRelay(self._output, width)
             self._spawn_all()
@@ -142,6 +160,27 @@ class Launcher:
         if nodes is None:
             self._stopping = True
         self._publish(Control.STOP, *names)
+        for replica in self.replicas.values():
+            if replica.config.node in names:
+                self._start_grace(replica)
+
+    def restart(self, node: str) -> list[str]:
+        """Restart the node's replicas one after the other; the rest of the flow runs on."""
+        replicas = [r for r in self.replicas.values() if r.config.node == node and r.exit_code is None]
+        self._restart_queue.extend(replicas)
+        if self._restart_queue and self._restart_queue[0] in replicas:
+            self._restart_next()
+        return [replica.config.label for replica in replicas]
+
+    def _restart_next(self) -> None:
+        while self._restart_queue:
+            replica = self._restart_queue[0]
+            if replica.exit_code is None and replica.process is not None:
+                self._say(f'restarting node "{replica.config.label}"')
+                replica.restart_requested = True
+                replica.process.signal(signal.SIGTERM)
+                return
+            self._restart_queue.pop(0)
 
     # -- spawning --------------------------------------------------------------------------
     def _spawn_all(self) -> None:
@@ -159,10 +198,29 @@ class Launcher:
         env = {**os.environ, **spec.env, CONFIG_ENV: config.to_json(), "PYTHONUNBUFFERED": "1"}
         cwd = str(self.flow.base_dir / spec.cwd) if spec.cwd else str(self.flow.base_dir)
         key = replica.key
-        return NodeProcess(config.label, argv, env, cwd, self._relay,
-                           on_exit=lambda code: self._notify_exit(key, code))
+        process = NodeProcess(config.label, argv, env, cwd, self._relay,
+                              on_exit=lambda code: self._notify_exit(key, process.pid, code))
+        return process
 
-    def _notify_exit(self, key: tuple[str, int], code: int) -> None:
+    def _respawn(self, replica: Replica) -> None:
+        """Start a new process for a replica that died: same endpoints, so its peers reconnect."""
+        if replica.config.kind == "producer":
+            next_seq = replica.sample.stats.get("next_seq", replica.config.seq_start)
+            replica.config = dataclasses.replace(replica.config, seq_start=next_seq + SEQ_JUMP)
+        replica.subscribed = replica.ready = replica.finished = replica.grace_started = False
+        replica.restarting = replica.restart_requested = False
+        replica.released_ports.clear()
+        replica.exit_code, replica.error, replica.escalated = None, None, ""
+        replica.restarts += 1
+        # Senders that already ended their stream towards the dead process will not send it again.
+        for port in replica.config.inputs:
+            for index in range(port.senders):
+                sender = self.replicas[(port.source, index)]
+                if sender.finished or sender.exit_code is not None:
+                    self._publish(Control.GONE, port.source, index, *replica.key)
+        replica.process = self._spawn(replica)
+
+    def _notify_exit(self, key: tuple[str, int], pid: int, code: int) -> None:
         """Called from a watcher thread: hand the exit to the loop through its own socket."""
         try:
             sender = self._context.socket(zmq.PUSH)
@@ -170,7 +228,7 @@ class Launcher:
             return  # the launcher is already gone
         try:
             sender.connect(_EXITS_ENDPOINT)
-            sender.send(msgpack.packb([key[0], key[1], code]))
+            sender.send(msgpack.packb([key[0], key[1], pid, code]))
         finally:
             sender.close(linger=-1)
 
@@ -180,8 +238,9 @@ class Launcher:
         for socket in (self._control, self._status, self._exits, self._commands):
             poller.register(socket, zmq.POLLIN)
         poller.register(wakeup_fd, zmq.POLLIN)
-        while any(replica.exit_code is None for replica in self.replicas.values()):
-            events = dict(poller.poll())
+        while any(r.exit_code is None or r.restarting for r in self.replicas.values()):
+            events = dict(poller.poll(self._timers.timeout_ms()))
+            self._timers.run_due()
             if wakeup_fd in events:
                 os.read(wakeup_fd, 64)
                 self._handle_interrupts()
@@ -190,8 +249,10 @@ class Launcher:
             if self._status in events:
                 self._on_status(*parse_status(self._status.recv()))
             if self._exits in events:
-                node, index, code = msgpack.unpackb(self._exits.recv())
-                self._on_exit(self.replicas[(node, index)], code)
+                node, index, pid, code = msgpack.unpackb(self._exits.recv())
+                replica = self.replicas[(node, index)]
+                if replica.process is not None and replica.process.pid == pid:  # not an earlier process
+                    self._on_exit(replica, code)
             if self._commands in events:
                 self._commands.send(msgpack.packb(self._on_command(msgpack.unpackb(self._commands.recv()))))
 
@@ -207,6 +268,11 @@ class Launcher:
                 return {"ok": False, "error": f'no node named "{unknown[0]}" in flow "{self.flow.name}"'}
             self.stop(nodes)
             return {"ok": True, "stopping": nodes or self.flow.producers()}
+        if command == "restart":
+            node = request.get("node")
+            if node not in self.flow.nodes:
+                return {"ok": False, "error": f'no node named "{node}" in flow "{self.flow.name}"'}
+            return {"ok": True, "restarting": self.restart(node)}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
     def status(self) -> dict[str, Any]:
@@ -237,6 +303,7 @@ class Launcher:
                 replica.subscribed = True
                 for frames in self._history:  # bring this replica up to date
                     self._control.send_multipart(frames)
+                self._continue_restarts(replica)
         self._start_when_ready()
 
     def _on_status(self, kind: Status, node: str, index: int, payload: Any) -> None:
@@ -246,6 +313,9 @@ class Launcher:
         if kind is Status.READY:
             replica.ready = True
             self._start_when_ready()
+            self._continue_restarts(replica)
+        elif kind is Status.ENDING:
+            self._start_grace(replica)
         elif kind is Status.RELEASED:
             self._release(replica, payload or [port.port for port in replica.config.inputs])
         elif kind is Status.STATS:
@@ -256,16 +326,69 @@ class Launcher:
         elif kind is Status.ERROR:
             replica.error = payload
             for line in payload.get("traceback", "").rstrip("\n").splitlines():
-                self._relay.line(replica.config.label, line)
-            self._fail(replica, payload.get("message", "failed"))
+                self._relay.line(replica.config.label, line)  # the failure itself is judged at its exit
 
     def _on_exit(self, replica: Replica, code: int) -> None:
         replica.exit_code = code
+        if replica.restart_requested:
+            self._respawn(replica)
+            return
+        if self._should_restart(replica, code):
+            return
         self._release(replica, [port.port for port in replica.config.inputs])
-        if replica.config.outputs and not replica.finished:
-            self._publish(Control.GONE, *replica.key)  # readers count it as its end of stream
-        if code != 0 and replica.error is None:
+        if replica.config.outputs:
+            self._publish(Control.GONE, *replica.key)  # readers count it as ended, if they have not yet
+        if replica.escalated:
+            self._fail(replica, f"did not end within its stop timeout and needed {replica.escalated}")
+        elif replica.error is not None:
+            self._fail(replica, replica.error.get("message", "failed"))
+        elif code != 0:
             self._fail(replica, f"exited with status {code}")
+
+    def _should_restart(self, replica: Replica, code: int) -> bool:
+        """Apply the node's restart policy to a death mid-stream; True when a restart is scheduled."""
+        budget = replica.budget
+        if replica.finished or replica.escalated or budget is None or not budget.wants_restart(code):
+            return False
+        if self._failures:
+            return False  # the flow is already stopping because of a failure
+        delay = budget.next_delay(time.monotonic())
+        label = replica.config.label
+        if delay is None:
+            spec = self.flow.nodes[replica.config.node]
+            self._fail(replica, f"exited with status {code} and was already restarted {spec.max_restarts} "
+                                f"times within {spec.restart_window:g} s")
+            return False
+        self._say(f'node "{label}" exited with status {code}; restarting in {delay:.1f} s '
+                  f"(restart {budget.total})")
+        replica.restarting = True
+        self._timers.after(delay, lambda: self._respawn(replica))
+        return True
+
+    def _continue_restarts(self, replica: Replica) -> None:
+        """A restarted replica is back (subscribed and ready): restart the next one."""
+        if self._restart_queue and self._restart_queue[0] is replica and replica.ready and replica.subscribed:
+            self._restart_queue.pop(0)
+            self._restart_next()
+
+    def _start_grace(self, replica: Replica) -> None:
+        """The replica should end soon: give it stop_timeout, then SIGTERM, then SIGKILL."""
+        if replica.grace_started or replica.finished or replica.exit_code is not None:
+            return
+        replica.grace_started = True
+        process, timeout = replica.process, self.flow.nodes[replica.config.node].stop_timeout
+
+        def escalate(signum: int) -> None:
+            if replica.process is not process or replica.finished or replica.exit_code is not None:
+                return
+            name = signal.Signals(signum).name
+            self._say(f'node "{replica.config.label}" did not end within {timeout:g} s: sending {name}')
+            replica.escalated = name
+            process.signal(signum)
+            if signum == signal.SIGTERM:
+                self._timers.after(timeout, lambda: escalate(signal.SIGKILL))
+
+        self._timers.after(timeout, lambda: escalate(signal.SIGTERM))
 
     def _start_when_ready(self) -> None:
         if self._started or self._stopping:

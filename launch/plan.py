@@ -59,6 +59,6 @@ def plan(flow: FlowSpec, run_dir: Path) -> tuple[Endpoints, dict[tuple[str, int]
             configs[(node.name, replica)] = NodeConfig(
                 flow=flow.name, node=node.name, replica=replica, replicas=node.replicas, kind=node.kind,
                 control=endpoints.control, status=endpoints.status, inputs=inputs, outputs=outputs,
-                join=node.join, keyword_ports=node.keyword_ports, on_error=node.on_error, run=node.run,
+                join=node.join, keyword_ports=node.keyword_ports, on_error=node.on_error, restart=node.restart, run=node.run,
                 base_dir=str(flow.base_dir), args=node.args)
     return endpoints, configs

@@ -106,7 +106,7 @@ class Collect(Consumer):
         self.path, self.delay = Path(path), delay
 
     def open(self) -> None:
-        self.file = self.path.open("w")
+        self.file = self.path.open("a")  # a restarted sink goes on where its predecessor stopped
 
     def consume(self, item: Any) -> None:
         if self.delay:
@@ -127,3 +127,46 @@ def read_lines(path: str) -> list[Any]:
 
 def pair_tags(x: dict[str, Any], y: dict[str, Any]) -> list[int]:
     return [x["i"], y["i"]]
+
+
+class Paced(Producer):
+    """Counts to n, pausing ``pause`` seconds between items (a source with its own pace)."""
+
+    def __init__(self, n: int, pause: float = 0.001) -> None:
+        self.n, self.pause = n, pause
+
+    def produce(self) -> Iterable[int]:
+        for i in range(self.n):
+            time.sleep(self.pause)
+            yield i
+
+
+class Stubborn(Producer):
+    """Yields a few items, then hangs in its generator and never sees a stop; may ignore SIGTERM."""
+
+    def __init__(self, ignore_sigterm: bool = False) -> None:
+        self.ignore_sigterm = ignore_sigterm
+
+    def open(self) -> None:
+        if self.ignore_sigterm:
+            import signal
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def produce(self) -> Iterable[int]:
+        yield from range(3)
+        while True:
+            time.sleep(3600)
+
+
+class HangInClose(Consumer):
+    """Consumes normally, then hangs when closing."""
+
+    def consume(self, item: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        time.sleep(3600)
+
+
+def always_fail(number: int) -> int:
+    raise ValueError(f"cannot handle {number}")
