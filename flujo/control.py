@@ -12,7 +12,7 @@ from typing import Any
 import zmq
 
 from flujo.config import NodeConfig
-from flujo.protocol import Control, Status, identity_topic, parse_control, status_frame
+from flujo.protocol import EVENTS, POLLIN, Control, Status, identity_topic, parse_control, status_frame
 
 
 class ControlChannel:
@@ -33,7 +33,7 @@ class ControlChannel:
         self.changes = 0  # bumped on every release or loss, so readers can cache
 
     def pending(self) -> bool:
-        return bool(self.commands.get(zmq.EVENTS) & zmq.POLLIN)
+        return bool(self.commands.getsockopt(EVENTS) & POLLIN)
 
     def handle_pending(self) -> None:
         """Apply every command already received."""

@@ -12,12 +12,15 @@ from typing import Any, Callable, Iterable
 import zmq
 
 from flujo.config import InputConfig
-from flujo.protocol import Codec, Message, MessageKind
+from flujo.protocol import NOBLOCK, Codec, Message, MessageKind
 
 #: Returned by a join for a sequence number that carries no item (filtered upstream).
 SKIP = object()
 
 Waiter = Callable[[Iterable[zmq.Socket]], None]
+#: A node waiting for one port blocks in the receive itself (GIL released) at most this long
+#: before it looks at its commands: cheaper than a poll and a failed receive per item.
+BLOCKING_RECEIVE_MS = 200
 
 
 class InputPort:
@@ -35,6 +38,7 @@ class InputPort:
         self.name = config.port
         self.socket = context.socket(zmq.PULL)
         self.socket.rcvhwm = config.hwm
+        self.socket.rcvtimeo = BLOCKING_RECEIVE_MS
         self.socket.linger = 0
         self.socket.bind(config.endpoint)
         self._codec = codec
@@ -58,16 +62,21 @@ class InputPort:
         """Every sender ended and every item was taken."""
         return not self.ready and self.senders_done
 
+    def receive(self, flags: int = 0) -> bool:
+        """Take one message (waiting up to the receive timeout); False when none came."""
+        try:
+            message = self._codec.receive(self.socket, flags)
+        except zmq.Again:
+            return False
+        self._accept(message)
+        return True
+
     def receive_available(self) -> bool:
         """Take every message already queued on the socket; True if any arrived."""
         got = False
-        while True:
-            try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return got
+        while self.receive(NOBLOCK):
             got = True
-            self._accept(self._codec.decode(frames))
+        return got
 
     def sender_ended(self, replica: int) -> None:
         """An upstream replica sent its end of stream, or died before it could."""
@@ -137,7 +146,19 @@ class Join:
         self._turn = 0  # merge: which port to look at first, for fairness
 
     def next(self) -> tuple[int, str | None, Any] | None:
-        return self._next_zip() if self._zip else self._next_merge()
+        if self._zip:
+            return self._next_zip()
+        return self._next_single() if len(self.ports) == 1 else self._next_merge()
+
+    def _next_single(self) -> tuple[int, str | None, Any] | None:
+        port = self.ports[0]
+        while not port.ready:
+            if port.senders_done:
+                return None
+            if not port.receive():
+                self._wait([port.socket])  # timed out: look at the commands, then wait again
+        message = port.ready.popleft()
+        return message.seq, port.name, SKIP if message.kind is MessageKind.SKIP else [message.item]
 
     def _next_merge(self) -> tuple[int, str | None, Any] | None:
         ports = self.ports
@@ -148,14 +169,10 @@ class Join:
                 if port.ready:
                     self._turn = (self._turn + offset + 1) % count
                     message = port.ready.popleft()
-                    if count == 1:
-                        seq = message.seq
-                    else:  # several ports: the merged stream numbers its own items
-                        if message.kind is MessageKind.SKIP:
-                            break
-                        seq, self._merge_seq = self._merge_seq, self._merge_seq + 1
-                    items = SKIP if message.kind is MessageKind.SKIP else [message.item]
-                    return seq, port.name, items
+                    if message.kind is MessageKind.SKIP:
+                        break  # the merged stream numbers its own items: a gap means nothing here
+                    seq, self._merge_seq = self._merge_seq, self._merge_seq + 1
+                    return seq, port.name, [message.item]
             else:
                 if all(port.exhausted for port in ports):
                     return None
@@ -169,7 +186,7 @@ class Join:
                 while not port.ready:
                     if port.senders_done:
                         return None  # zip ends when any input ends and its items are drained
-                    if not port.receive_available():
+                    if not port.receive():
                         self._wait([port.socket])  # only this port: the others feel backpressure
             heads = [port.ready[0] for port in self.ports]
             newest = max(message.seq for message in heads)

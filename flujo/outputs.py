@@ -11,8 +11,12 @@ from typing import Any, Callable, Iterable
 import zmq
 
 from flujo.config import OutputConfig
+from flujo.protocol import NOBLOCK, send_message
 
 Waiter = Callable[[Iterable[zmq.Socket]], None]
+#: A send to a single reader blocks (GIL released) at most this long before the node looks at
+#: its commands again: under backpressure that is far cheaper than a failed send and a poll per item.
+BLOCKING_SEND_MS = 200
 IsReleased = Callable[[str, str, int], bool]
 
 
@@ -29,6 +33,7 @@ class OutputEdge:
             socket.sndhwm = config.hwm
             socket.linger = 0  # the node waits for downstream's release instead of lingering
             socket.reconnect_ivl = 10  # ms; a restarted replica is found again quickly
+            socket.sndtimeo = BLOCKING_SEND_MS
             socket.connect(endpoint)
             self.sockets.append(socket)
         self._is_released = is_released
@@ -50,13 +55,15 @@ class OutputEdge:
         Returns False when every replica has been released (the message is dropped).
         """
         sockets = self.sockets
-        if len(sockets) == 1:  # the common case, kept short
-            try:
-                sockets[0].send_multipart(frames, zmq.NOBLOCK, copy=False)
-                self.sent += 1
-                return True
-            except zmq.Again:
-                pass
+        if len(sockets) == 1:  # one reader: block in the send itself
+            while not self._is_released(self.target, self.config.target_port, 0):
+                try:
+                    send_message(sockets[0], frames)
+                    self.sent += 1
+                    return True
+                except zmq.Again:
+                    wait(sockets)  # timed out: look at commands (released? stopped?), then try again
+            return False
         while True:
             live = self.live_replicas()
             if not live:
@@ -65,7 +72,7 @@ class OutputEdge:
             for offset in range(count):
                 index = live[(self._next + offset) % count]
                 try:
-                    sockets[index].send_multipart(frames, zmq.NOBLOCK, copy=False)
+                    send_message(sockets[index], frames, NOBLOCK)
                 except zmq.Again:
                     continue
                 self._next = (self._next + offset + 1) % count
@@ -78,7 +85,7 @@ class OutputEdge:
         for index, socket in enumerate(self.sockets):
             while not self._is_released(self.target, self.config.target_port, index):
                 try:
-                    socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                    send_message(socket, frames, NOBLOCK)
                     break
                 except zmq.Again:
                     wait([socket])

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import msgpack
 import numpy as np
+import zmq
 
 PROTOCOL_VERSION = 1
 ARRAY_EXT_CODE = 1
@@ -35,6 +36,13 @@ class MessageKind(enum.IntEnum):
     DATA = 0  # an item
     SKIP = 1  # "no item for this sequence number": lets zip joins and reordering advance
     EOS = 2  # end of stream from this sender on this edge
+
+
+_KINDS = tuple(MessageKind)  # header value -> kind, without the cost of an enum call per message
+# Plain ints: on the per-message path, flag-enum arithmetic costs more than the call it decorates.
+SNDMORE, NOBLOCK, RCVMORE, EVENTS, POLLIN = (int(flag) for flag in (zmq.SNDMORE, zmq.NOBLOCK, zmq.RCVMORE,
+                                                                  zmq.EVENTS, zmq.POLLIN))
+_get_option = zmq.backend.Socket.get  # without the wrapper that turns results into enums
 
 
 class Control(bytes, enum.Enum):
@@ -112,23 +120,46 @@ class Codec:
                         "items are msgpack values and numpy arrays")
 
     # -- decoding -----------------------------------------------------------------------
+    def receive(self, socket: zmq.Socket, flags: int = 0) -> Message:
+        """Receive and decode one message: header and body as bytes (small), arrays in place.
+
+        Raises zmq.Again when nothing arrived (NOBLOCK, or the socket's receive timeout).
+        """
+        header = socket.recv(flags)
+        message = self._message(header)
+        if message.kind is MessageKind.DATA:
+            # Once the first part of a message is here, all of it is.
+            frames = [header, socket.recv(NOBLOCK)]
+            while _get_option(socket, RCVMORE):
+                frames.append(socket.recv(NOBLOCK, copy=False))
+            self._body(message, frames)
+        return message
+
     def decode(self, frames: Sequence[Any]) -> Message:
         """Parse frames (bytes or zmq.Frame); arrays are views on the received frames."""
-        header = msgpack.unpackb(_buffer(frames[0]))
+        message = self._message(_buffer(frames[0]))
+        if message.kind is MessageKind.DATA:
+            self._body(message, frames)
+        return message
+
+    def _message(self, frame: Any) -> Message:
+        header = msgpack.unpackb(frame)
         if not isinstance(header, list) or len(header) < 5:
             raise ProtocolError(f"malformed header {header!r}")
         if header[0] != PROTOCOL_VERSION:
             raise ProtocolError(f"protocol version {header[0]} is not supported (this node speaks {PROTOCOL_VERSION})")
-        kind = MessageKind(header[1])
-        message = Message(kind, header[2], header[3], header[4])
-        if kind is MessageKind.DATA:
-            if len(frames) < 2:
-                raise ProtocolError("data message without a body frame")
-            self._frames = frames
-            message.item = msgpack.unpackb(_buffer(frames[1]), ext_hook=self._unpack_extension,
-                                           strict_map_key=False)
-            self._frames = ()
-        return message
+        try:
+            kind = _KINDS[header[1]]
+        except (IndexError, TypeError):
+            raise ProtocolError(f"unknown message kind {header[1]!r}") from None
+        return Message(kind, header[2], header[3], header[4])
+
+    def _body(self, message: Message, frames: Sequence[Any]) -> None:
+        if len(frames) < 2:
+            raise ProtocolError("data message without a body frame")
+        self._frames = frames
+        message.item = msgpack.unpackb(_buffer(frames[1]), ext_hook=self._unpack_extension, strict_map_key=False)
+        self._frames = ()
 
     def _unpack_extension(self, code: int, data: bytes) -> Any:
         if code != ARRAY_EXT_CODE:
@@ -141,6 +172,19 @@ class Codec:
         array = np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape)
         array.flags.writeable = False  # one contract whatever the transport: copy before writing
         return array
+
+
+def send_message(socket: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> None:
+    """Send one message. Header and body are copied (cheaper than tracking small buffers);
+    array frames go by reference. Raises zmq.Again with NOBLOCK before anything is sent."""
+    last = len(frames) - 1
+    if last == 0:
+        socket.send(frames[0], flags)
+        return
+    socket.send(frames[0], flags | SNDMORE)  # after the first part, the rest cannot block
+    for index in range(1, last):
+        socket.send(frames[index], flags | SNDMORE, copy=type(frames[index]) is bytes)
+    socket.send(frames[last], flags, copy=type(frames[last]) is bytes)
 
 
 def _buffer(frame: Any) -> Any:

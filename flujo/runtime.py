@@ -29,6 +29,7 @@ from flujo.protocol import Codec, MessageKind, Status
 
 POLL_INTERVAL_MS = 500  # upper bound on a blocking wait; every wait also wakes on control
 STATS_INTERVAL = 0.5  # seconds between two stats reports to the launcher
+CONTROL_INTERVAL = 0.002  # a busy node looks at commands this often, not after every item
 
 
 _END = object()  # the producer's generator is exhausted
@@ -50,6 +51,8 @@ class NodeRuntime:
         self.busy = 0.0  # seconds spent in user code
         self.next_seq = config.seq_start  # producers: the next item's sequence number
         self._next_report = time.monotonic() + STATS_INTERVAL
+        self._next_control = 0.0
+        self._nobody_reads = False  # every reader of every output has been released
 
     def run(self) -> int:
         """Run to the end; returns the process exit status."""
@@ -121,7 +124,7 @@ class NodeRuntime:
                 self._emit(self.next_seq, item)
                 self.next_seq += 1
                 self._after_item()
-                if control.stop_requested or self._nobody_reads():
+                if control.stop_requested or self._nobody_reads:
                     break
         finally:
             close = getattr(stream, "close", None)
@@ -217,15 +220,16 @@ class NodeRuntime:
             self._released_ports.update(names)
             self.control.report(Status.RELEASED, list(names))
 
-    def _nobody_reads(self) -> bool:
-        return bool(self.edges) and all(edge.released for edge in self.edges)
 
     def _after_item(self) -> None:
-        """Between two items: apply control commands, report stats when due."""
-        if self.control.pending():
-            self._apply_control()
-        if time.monotonic() >= self._next_report:
-            self._report_stats()
+        """Between two items: now and then, apply control commands and report stats."""
+        now = time.monotonic()
+        if now >= self._next_control:
+            self._next_control = now + CONTROL_INTERVAL
+            if self.control.pending():
+                self._apply_control()
+            if now >= self._next_report:
+                self._report_stats()
 
     def _report_stats(self) -> None:
         self._next_report = time.monotonic() + STATS_INTERVAL
@@ -245,6 +249,7 @@ class NodeRuntime:
         control.handle_pending()
         if control.changes != self._seen_changes:
             self._seen_changes = control.changes
+            self._nobody_reads = bool(self.edges) and all(edge.released for edge in self.edges)
             for node, replica in control.gone:
                 for port in self.ports:
                     if port.config.source == node:
@@ -264,7 +269,7 @@ class NodeRuntime:
         self._poll((), zmq.POLLIN)
 
     def _wait_readable(self, sockets: Iterable[zmq.Socket]) -> None:
-        if self.control.stop_requested or self._nobody_reads():
+        if self.control.stop_requested or self._nobody_reads:
             raise StopReading
         self._poll(sockets, zmq.POLLIN)
 
