@@ -28,6 +28,11 @@ def runs_folder() -> Path:
     return Path(configured) if configured else Path(tempfile.gettempdir()) / f"flujo-{os.getuid()}" / "runs"
 
 
+def logs_folder(flow: str) -> Path:
+    """Where a flow's per-node log files are kept (they outlive the run)."""
+    return runs_folder() / flow / "logs"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from pathlib import Path
 
 import click
 
-from flujo.commands import CommandError, request
+from flujo.commands import CommandError, find_flow, logs_folder, request, running_flows, runs_folder
 from flujo.launch.errors import ManifestError
 from flujo.launch.launcher import Launcher
 from flujo.launch.manifest import load_manifest
@@ -68,6 +70,54 @@ def stop(nodes: tuple[str, ...], flow_name: str | None) -> None:
     """
     reply = _ask(flow_name, "stop", nodes=list(nodes))
     click.echo(f"stopping {', '.join(reply['stopping'])}")
+
+
+def _flow_with_logs(flow_name: str | None) -> str:
+    """The named flow, or the only one running, or the only one that left logs."""
+    if flow_name:
+        return flow_name
+    try:
+        return find_flow(None)["flow"]
+    except CommandError:
+        folders = sorted(path.parent.name for path in runs_folder().glob("*/logs"))
+        if len(folders) == 1:
+            return folders[0]
+        raise click.ClickException("name the flow with --flow" + (f" (logs kept for: {', '.join(folders)})"
+                                                                  if folders else ": no logs found")) from None
+
+
+@main.command()
+@click.argument("node", required=False)
+@_flow_option
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the flow ends.")
+def logs(node: str | None, flow_name: str | None, follow: bool) -> None:
+    """Print the output of NODE's replicas (default: every node), kept in the flow's run folder."""
+    name = _flow_with_logs(flow_name)
+    folder = logs_folder(name)
+
+    def node_files() -> list[Path]:
+        files = sorted(folder.glob("*.log"))
+        return [path for path in files if not node or node in (path.stem, path.stem.rsplit(".", 1)[0])]
+
+    files = node_files()
+    if not files and not follow:
+        raise click.ClickException(f'no logs for node "{node}" in flow "{name}"' if node
+                                   else f'no logs for flow "{name}"')
+    positions: dict[Path, int] = {}
+    while True:
+        last_pass = not follow or name not in running_flows()  # decided before reading: no line is missed
+        files = node_files()  # a replica's file appears with its first line
+        width = max((len(path.stem) for path in files), default=0)
+        for path in files:
+            positions.setdefault(path, 0)
+            with path.open() as log:
+                log.seek(positions[path])
+                for text in log:
+                    click.echo(f"{path.stem:<{width}} | {text.rstrip()}" if len(files) > 1 else text.rstrip())
+                positions[path] = log.tell()
+        if last_pass:
+            return
+        time.sleep(0.2)  # following a file another process writes: look again shortly
 
 
 @main.command()

@@ -26,13 +26,13 @@ from typing import IO, Any
 import msgpack
 import zmq
 
-from flujo.commands import ANNOUNCEMENT, running_flows, runs_folder
+from flujo.commands import ANNOUNCEMENT, logs_folder, running_flows, runs_folder
 from flujo.config import NodeConfig
 from flujo.launch.errors import EXIT_NODE_FAILED
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.metrics import Sample, bottleneck, busy_fraction, queue_fill
 from flujo.launch.plan import plan
-from flujo.launch.process import NodeProcess, OutputRelay
+from flujo.launch.process import NodeProcess, OutputRelay, plain_lines
 from flujo.launch.restarts import RestartBudget
 from flujo.launch.timers import Timers
 from flujo.protocol import CONFIG_ENV, Control, Status, control_frames, identity_topic, parse_status
@@ -138,7 +138,8 @@ class Launcher:
                 spec = self.flow.nodes[replica.config.node]
                 replica.budget = RestartBudget(spec.restart, spec.max_restarts, spec.restart_window)
             width = max(len(replica.config.label) for replica in self.replicas.values())
-            self._relay = OutputRelay(self._output, width)
+            shutil.rmtree(logs_folder(self.flow.name), ignore_errors=True)  # this run's logs only
+            self._relay = OutputRelay(plain_lines(self._output, width), logs_folder(self.flow.name))
             self._spawn_all()
             self._loop(wakeup_read)
             return self._result()
@@ -151,6 +152,8 @@ class Launcher:
             os.close(wakeup_write)
             announcement.unlink(missing_ok=True)
             self._write_json_status()
+            if hasattr(self, "_relay"):
+                self._relay.close()
             context.destroy(linger=0)
             shutil.rmtree(run_dir, ignore_errors=True)
 

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import threading
+from pathlib import Path
 from typing import IO, Callable
 
 _PR_SET_PDEATHSIG = 1
@@ -22,16 +23,37 @@ def _end_with_parent() -> None:
 
 
 class OutputRelay:
-    """Writes every child's output lines, prefixed with its label, to one stream."""
+    """Shows every child's output lines, prefixed with its label, and keeps them in one log
+    file per label (``<logs>/<label>.log``) for `flujo-launch logs`."""
 
-    def __init__(self, stream: IO[str], width: int) -> None:
-        self._stream, self._width = stream, width
+    def __init__(self, show: Callable[[str, str], None], logs: Path) -> None:
+        self._show, self._logs = show, logs
+        self._files: dict[str, IO[str]] = {}
         self._lock = threading.Lock()
+        logs.mkdir(parents=True, exist_ok=True)
 
     def line(self, label: str, text: str) -> None:
         with self._lock:
-            self._stream.write(f"{label:<{self._width}} | {text}\n")
-            self._stream.flush()
+            log = self._files.get(label)
+            if log is None:
+                log = self._files[label] = (self._logs / f"{label}.log").open("a")
+            log.write(text + "\n")
+            log.flush()
+            self._show(label, text)
+
+    def close(self) -> None:
+        with self._lock:
+            for log in self._files.values():
+                log.close()
+            self._files.clear()
+
+
+def plain_lines(stream: IO[str], width: int) -> Callable[[str, str], None]:
+    """Output for pipes and logs: ``label | text``, one line each."""
+    def show(label: str, text: str) -> None:
+        stream.write(f"{label:<{width}} | {text}\n")
+        stream.flush()
+    return show
 
 
 class NodeProcess:

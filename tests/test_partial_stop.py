@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from conftest import FlowRunner, poll_for
 from flow_nodes import read_lines
@@ -123,3 +125,54 @@ def test_status_shows_rates_queues_busy_and_the_bottleneck(flow: FlowRunner) -> 
     assert flow.command("stop").returncode == 0
     launcher.communicate(timeout=20)
     assert launcher.returncode == 0
+
+
+def test_two_flows_at_once_are_told_apart_by_name(flow: FlowRunner) -> None:
+    manifest = flow.manifest("""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        [nodes.sink]
+        run = "{nodes}:Collect"
+        inputs = ["numbers"]
+        args = { path = "/dev/null", delay = 0.01 }
+    """)
+    other = manifest.with_name("other.toml")
+    other.write_text(manifest.read_text().replace(f'name = "{flow.name}"', f'name = "{flow.name}-b"'))
+    first, second = flow.start(manifest), flow.start(other)
+    poll_for(lambda: _states(flow).get("sink") == "running", timeout=20)
+    poll_for(lambda: flow.command("status", "--flow", f"{flow.name}-b").returncode == 0, timeout=20)
+    ambiguous = flow.command("status")
+    assert ambiguous.returncode == 1 and "several flows are running" in ambiguous.stderr
+    assert flow.command("stop", "--flow", f"{flow.name}-b").returncode == 0
+    second.communicate(timeout=20)
+    assert second.returncode == 0 and first.poll() is None  # the other flow runs on
+    assert flow.command("stop").returncode == 0  # now the only one: no name needed
+    first.communicate(timeout=20)
+    assert first.returncode == 0
+
+
+def test_logs_are_kept_per_node_and_can_be_followed(flow: FlowRunner) -> None:
+    manifest = flow.manifest("""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = { n = 30 }
+        [nodes.square]
+        run = "{nodes}:square"
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.printer]
+        run = "flujo.nodes.basic:Print"
+        inputs = ["square"]
+    """)
+    launcher = flow.start(manifest)
+    poll_for(lambda: flow.command("status", "--flow", flow.name).returncode == 0, timeout=20)
+    follow = subprocess.run([sys.executable, "-c", "from flujo.launch.cli import main; main()", "logs", "printer",
+                             "-f", "--flow", flow.name], capture_output=True, text=True, timeout=30, env=flow.env)
+    launcher.communicate(timeout=20)
+    assert launcher.returncode == 0
+    assert follow.returncode == 0
+    afterwards = flow.command("logs", "printer", "--flow", flow.name)
+    assert afterwards.stdout.split() == [str(n * n) for n in range(30)]
+    assert set(follow.stdout.split()) <= set(afterwards.stdout.split())
+    missing = flow.command("logs", "nobody", "--flow", flow.name)
+    assert missing.returncode == 1 and 'no logs for node "nobody"' in missing.stderr
