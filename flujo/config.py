@@ -22,6 +22,7 @@ class InputConfig:
     source: str  # upstream node name
     source_port: str  # upstream output port
     senders: int  # upstream replicas: one end-of-stream marker expected from each
+    policy: str = "block"  # "block" | "drop-newest" | "drop-oldest" (see docs/PROTOCOL.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,7 @@ class OutputConfig:
     target_port: str
     endpoints: tuple[str, ...]
     hwm: int
-
+    policy: str = "block"  # the reader's: "block" waits for room; "drop-*": a full queue drops
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:

@@ -38,6 +38,12 @@ class InputPort:
         self.name = config.port
         self.socket = context.socket(zmq.PULL)
         self.socket.rcvhwm = config.hwm
+        # Realtime ports read eagerly between items and keep at most `hwm` waiting: drop-oldest
+        # keeps the newest, drop-newest the oldest. (Socket buffers alone would hold far more
+        # small items than the high-water mark, in the kernel.)
+        self._keep = config.hwm if config.policy != "block" else 0
+        self._keep_newest = config.policy == "drop-oldest"
+        self.dropped = 0
         self.socket.rcvtimeo = BLOCKING_RECEIVE_MS
         self.socket.linger = 0
         self.socket.bind(config.endpoint)
@@ -71,6 +77,11 @@ class InputPort:
         self._accept(message)
         return True
 
+    def refresh(self) -> None:
+        """For a realtime port: take what has arrived, so the queue policy can drop."""
+        if self._keep:
+            self.receive_available()
+
     def receive_available(self) -> bool:
         """Take every message already queued on the socket; True if any arrived."""
         got = False
@@ -92,6 +103,11 @@ class InputPort:
             self.sender_ended(message.replica)
             return
         self.received += 1
+        if self._keep and len(self.ready) >= self._keep:
+            self.dropped += 1
+            if not self._keep_newest:
+                return  # drop-newest: the queue is full, this one goes
+            self.ready.popleft()  # drop-oldest: the oldest waiting item makes room
         if not self._reorder:
             self.ready.append(message)
             return
@@ -152,6 +168,7 @@ class Join:
 
     def _next_single(self) -> tuple[int, str | None, Any] | None:
         port = self.ports[0]
+        port.refresh()
         while not port.ready:
             if port.senders_done:
                 return None
@@ -162,6 +179,8 @@ class Join:
 
     def _next_merge(self) -> tuple[int, str | None, Any] | None:
         ports = self.ports
+        for port in ports:
+            port.refresh()
         while True:
             count = len(ports)
             for offset in range(count):
@@ -181,6 +200,8 @@ class Join:
                     self._wait([port.socket for port in ports if not port.senders_done])
 
     def _next_zip(self) -> tuple[int, str | None, Any] | None:
+        for port in self.ports:
+            port.refresh()
         while True:
             for port in self.ports:
                 while not port.ready:

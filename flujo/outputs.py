@@ -38,7 +38,9 @@ class OutputEdge:
             self.sockets.append(socket)
         self._is_released = is_released
         self._next = 0  # round-robin start for dealing
+        self._drops = config.policy != "block"  # a realtime reader: never wait, drop the newest
         self.sent = 0
+        self.dropped = 0
 
     def live_replicas(self) -> list[int]:
         """Downstream replicas that still read."""
@@ -55,6 +57,8 @@ class OutputEdge:
         Returns False when every replica has been released (the message is dropped).
         """
         sockets = self.sockets
+        if self._drops:
+            return self._offer(frames)
         if len(sockets) == 1:  # one reader: block in the send itself
             while not self._is_released(self.target, self.config.target_port, 0):
                 try:
@@ -79,6 +83,18 @@ class OutputEdge:
                 self.sent += 1
                 return True
             wait([sockets[index] for index in live])
+
+    def _offer(self, frames: list[Any]) -> bool:
+        """Send to a live replica with room, or drop the item (counted): a realtime reader never waits."""
+        for index in self.live_replicas():
+            try:
+                send_message(self.sockets[index], frames, NOBLOCK)
+                self.sent += 1
+                return True
+            except zmq.Again:
+                continue
+        self.dropped += 1
+        return True
 
     def broadcast(self, frames: list[Any], wait: Waiter) -> None:
         """Send to every live replica (used for end of stream)."""

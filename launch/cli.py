@@ -149,13 +149,14 @@ def status(flow_name: str | None, as_json: bool) -> None:
         click.echo(f"bottleneck: {reply['bottleneck']}")
 
 
-STATUS_COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy")
+STATUS_COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped")
 
 
 def status_row(node: dict) -> tuple[str, ...]:
     """One replica's row of the status table (also used by the live view)."""
     return (node["label"], node["state"], str(node["pid"] or ""), str(node["restarts"]), str(node["items_in"]),
-            str(node["items_out"]), f"{node['rate']:.1f}", f"{node['queue']:.0%}", f"{node['busy']:.0%}")
+            str(node["items_out"]), f"{node['rate']:.1f}", f"{node['queue']:.0%}", f"{node['busy']:.0%}",
+            str(node.get("dropped", 0)))
 
 
 def format_status(nodes: list[dict]) -> str:

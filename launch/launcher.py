@@ -30,7 +30,7 @@ from flujo.commands import ANNOUNCEMENT, logs_folder, running_flows, runs_folder
 from flujo.config import NodeConfig
 from flujo.launch.errors import EXIT_NODE_FAILED
 from flujo.launch.manifest import FlowSpec
-from flujo.launch.metrics import Sample, bottleneck, busy_fraction, queue_fill
+from flujo.launch.metrics import Sample, bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan
 from flujo.launch.process import NodeProcess, OutputRelay, plain_lines
 from flujo.launch.restarts import RestartBudget
@@ -282,6 +282,7 @@ class Launcher:
         """The flow's state, one entry per replica (what `flujo-launch status` shows)."""
         samples = {key: replica.sample for key, replica in self.replicas.items()}
         fills = {name: queue_fill(self.flow, name, samples) for name in self.flow.nodes}
+        dropped = {name: drops(self.flow, name, samples) for name in self.flow.nodes}
         return {"flow": self.flow.name, "started": self._started, "stopping": self._stopping,
                 "bottleneck": bottleneck(self.flow, samples), "nodes": [
                     {"label": r.config.label, "node": r.config.node, "replica": r.config.replica,
@@ -291,7 +292,8 @@ class Launcher:
                      "items_in": r.sample.stats.get("items_in", 0), "items_out": r.sample.stats.get("items_out", 0),
                      "errors": r.sample.stats.get("errors", 0),
                      "rate": r.sample.rate("items_out" if r.config.kind == "producer" else "items_in"),
-                     "queue": fills[r.config.node], "busy": busy_fraction(r.sample)}
+                     "queue": fills[r.config.node], "busy": busy_fraction(r.sample),
+                     "dropped": dropped[r.config.node]}
                     for r in self.replicas.values()]}
 
     def _write_json_status(self) -> None:

@@ -19,6 +19,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 JOINS = ("zip", "merge")
 RESTART_POLICIES = ("no", "on-failure", "always")
 ERROR_POLICIES = ("fail", "skip")
+QUEUE_POLICIES = ("block", "drop-newest", "drop-oldest")
 TRANSPORTS = ("ipc", "tcp")
 DEFAULT_QUEUE = 16
 
@@ -47,6 +48,7 @@ class NodeSpec:
     cwd: str | None = None
     outputs: list[str] = field(default_factory=lambda: ["out"])
     on_error: str = "fail"
+    policy: str = "block"  # what a full input queue does: wait, or drop the newest or the oldest item
     restart: str = "no"
     max_restarts: int = 5  # at most this many restarts ...
     restart_window: float = 60.0  # ... within this many seconds, else the node counts as failed
@@ -134,7 +136,8 @@ FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
 NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "run": _string, "command": _string_list, "args": _table, "inputs": _inputs, "join": _one_of(JOINS),
     "replicas": _count, "queue": _count, "env": _string_table, "cwd": _string, "outputs": _string_list,
-    "on_error": _one_of(ERROR_POLICIES), "restart": _one_of(RESTART_POLICIES), "max_restarts": _count,
+    "on_error": _one_of(ERROR_POLICIES), "policy": _one_of(QUEUE_POLICIES),
+    "restart": _one_of(RESTART_POLICIES), "max_restarts": _count,
     "restart_window": _seconds, "stop_timeout": _seconds,
 }
 
@@ -213,7 +216,7 @@ class _Validator:
             return spec
         good = self.fields(table, NODE_FIELDS, name, f"[nodes.{name}]")
         for key in ("run", "command", "args", "join", "replicas", "queue", "env", "cwd", "outputs", "on_error",
-                    "restart", "max_restarts", "restart_window", "stop_timeout"):
+                    "policy", "restart", "max_restarts", "restart_window", "stop_timeout"):
             if key in good:
                 setattr(spec, key, good[key])
         if ("run" in table) == ("command" in table):

@@ -53,6 +53,16 @@ def queue_fill(flow: FlowSpec, node: str, samples: dict[tuple[str, int], Sample]
     return max(fills, default=0.0)
 
 
+def drops(flow: FlowSpec, node: str, samples: dict[tuple[str, int], Sample]) -> int:
+    """Items a realtime node's inputs dropped: by its senders (queue full) and by itself (oldest)."""
+    spec = flow.nodes[node]
+    total = sum(samples[(node, r)].stats.get("dropped", 0) for r in range(spec.replicas) if (node, r) in samples)
+    for port in spec.inputs:
+        total += sum(samples[(port.source, r)].stats.get("dropped_sent", {}).get(f"{node}/{port.port}", 0)
+                     for r in range(flow.nodes[port.source].replicas) if (port.source, r) in samples)
+    return total
+
+
 def busy_fraction(sample: Sample) -> float:
     """Share of the last interval the replica spent in user code."""
     return min(1.0, max(0.0, sample.rate("busy")))

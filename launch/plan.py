@@ -48,13 +48,13 @@ def plan(flow: FlowSpec, run_dir: Path) -> tuple[Endpoints, dict[tuple[str, int]
         outputs = tuple(
             OutputConfig(port=port.source_port, target=reader.name, target_port=port.port,
                          endpoints=tuple(bound[(reader.name, port.port, r)] for r in range(reader.replicas)),
-                         hwm=flow.queue_of(reader))
+                         hwm=flow.queue_of(reader), policy=reader.policy)
             for reader, port in flow.downstream(node.name))
         for replica in range(node.replicas):
             inputs = tuple(
                 InputConfig(port=port.port, endpoint=bound[(node.name, port.port, replica)],
                             hwm=flow.queue_of(node), source=port.source, source_port=port.source_port,
-                            senders=flow.nodes[port.source].replicas)
+                            senders=flow.nodes[port.source].replicas, policy=node.policy)
                 for port in node.inputs)
             configs[(node.name, replica)] = NodeConfig(
                 flow=flow.name, node=node.name, replica=replica, replicas=node.replicas, kind=node.kind,

@@ -73,10 +73,10 @@ class FlowRunner:
     def path(self, name: str) -> str:
         return str(self.folder / name)
 
-    def start(self, manifest: Path) -> subprocess.Popen:
+    def start(self, manifest: Path, *options: str) -> subprocess.Popen:
         # The extra argument marks the launcher so the orphan check can find it.
         command = [sys.executable, "-c", "import sys; from flujo.launch.cli import main; sys.argv[1:2] = []; main()",
-                   f"flujo-test-flow={self.name}", str(manifest)]
+                   f"flujo-test-flow={self.name}", str(manifest), *options]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    start_new_session=True, env=self.env)
         self.running.append(process)
