@@ -18,6 +18,7 @@ from flujo.protocol import NOBLOCK, Codec, Message, MessageKind
 SKIP = object()
 
 Waiter = Callable[[Iterable[zmq.Socket]], None]
+Flusher = Callable[[], bool]  # sends the node's waiting output batches; True if there were any
 #: A node waiting for one port blocks in the receive itself (GIL released) at most this long
 #: before it looks at its commands: cheaper than a poll and a failed receive per item.
 BLOCKING_RECEIVE_MS = 200
@@ -102,6 +103,10 @@ class InputPort:
         if message.kind is MessageKind.EOS:
             self.sender_ended(message.replica)
             return
+        if message.kind is MessageKind.BATCH:  # unpack: one message per item, numbered on from seq
+            for offset, item in enumerate(message.item):
+                self._accept(Message(MessageKind.DATA, message.seq + offset, message.sender, message.replica, item))
+            return
         self.received += 1
         if self._keep and len(self.ready) >= self._keep:
             self.dropped += 1
@@ -154,8 +159,11 @@ class Join:
     ``items`` is the list of values (one per port for zip) or SKIP for a filtered item.
     """
 
-    def __init__(self, ports: list[InputPort], mode: str, wait: Waiter) -> None:
+    def __init__(self, ports: list[InputPort], mode: str, wait: Waiter, flush: Flusher = lambda: False,
+                 holding: Callable[[], bool] = lambda: False) -> None:
         self.ports = ports
+        self._flush = flush  # before blocking on input, what the node holds back must go
+        self._holding = holding  # whether it holds anything back
         self._zip = mode == "zip" and len(ports) > 1
         self._wait = wait
         self._merge_seq = 0
@@ -172,6 +180,10 @@ class Join:
         while not port.ready:
             if port.senders_done:
                 return None
+            if self._holding():
+                if port.receive(NOBLOCK):
+                    continue
+                self._flush()  # about to wait: what this node holds back must go now
             if not port.receive():
                 self._wait([port.socket])  # timed out: look at the commands, then wait again
         message = port.ready.popleft()
@@ -207,6 +219,10 @@ class Join:
                 while not port.ready:
                     if port.senders_done:
                         return None  # zip ends when any input ends and its items are drained
+                    if self._holding():
+                        if port.receive(NOBLOCK):
+                            continue
+                        self._flush()
                     if not port.receive():
                         self._wait([port.socket])  # only this port: the others feel backpressure
             heads = [port.ready[0] for port in self.ports]

@@ -36,6 +36,7 @@ class MessageKind(enum.IntEnum):
     DATA = 0  # an item
     SKIP = 1  # "no item for this sequence number": lets zip joins and reordering advance
     EOS = 2  # end of stream from this sender on this edge
+    BATCH = 3  # several items with consecutive sequence numbers from seq on (small items, busy queue)
 
 
 _KINDS = tuple(MessageKind)  # header value -> kind, without the cost of an enum call per message
@@ -102,6 +103,12 @@ class Codec:
         body = self._packer.pack(item)
         return [self.header(MessageKind.DATA, seq), body, *self._buffers]
 
+    def batch(self, first_seq: int, bodies: list[bytes]) -> list[bytes]:
+        """One message carrying the items whose encoded bodies are given (no arrays), in order."""
+        count = len(bodies)
+        prefix = bytes((0x90 | count,)) if count < 16 else b"\xdc" + count.to_bytes(2, "big")  # msgpack array
+        return [self.header(MessageKind.BATCH, first_seq), prefix + b"".join(bodies)]
+
     def marker(self, kind: MessageKind, seq: int) -> list[bytes]:
         """Frames of a SKIP or EOS marker."""
         return [self.header(kind, seq)]
@@ -127,7 +134,7 @@ class Codec:
         """
         header = socket.recv(flags)
         message = self._message(header)
-        if message.kind is MessageKind.DATA:
+        if message.kind is MessageKind.DATA or message.kind is MessageKind.BATCH:
             # Once the first part of a message is here, all of it is.
             frames = [header, socket.recv(NOBLOCK)]
             while _get_option(socket, RCVMORE):
@@ -138,7 +145,7 @@ class Codec:
     def decode(self, frames: Sequence[Any]) -> Message:
         """Parse frames (bytes or zmq.Frame); arrays are views on the received frames."""
         message = self._message(_buffer(frames[0]))
-        if message.kind is MessageKind.DATA:
+        if message.kind is MessageKind.DATA or message.kind is MessageKind.BATCH:
             self._body(message, frames)
         return message
 

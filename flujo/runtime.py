@@ -30,6 +30,7 @@ from flujo.protocol import Codec, MessageKind, Status
 POLL_INTERVAL_MS = 500  # upper bound on a blocking wait; every wait also wakes on control
 STATS_INTERVAL = 0.5  # seconds between two stats reports to the launcher
 CONTROL_INTERVAL = 0.002  # a busy node looks at commands this often, not after every item
+BATCH_WAIT = 0.005  # seconds a batch of small items may wait for more while the reader is busy
 
 
 _END = object()  # the producer's generator is exhausted
@@ -70,7 +71,7 @@ class NodeRuntime:
         self.ports = [InputPort(context, port, self.codec, port.senders > 1, self._release_port)
                       for port in config.inputs]
         self._released_ports: set[str] = set()
-        self.edges = [OutputEdge(context, edge, control.is_released) for edge in config.outputs]
+        self.edges = [OutputEdge(context, edge, control.is_released, self.codec) for edge in config.outputs]
         self._seen_changes = 0
         error: BaseException | None = None
         node: Node | None = None
@@ -133,7 +134,7 @@ class NodeRuntime:
 
     def _consume_inputs(self, node: Node) -> None:
         control = self.control
-        join = Join(self.ports, self.config.join, self._wait_readable)
+        join = Join(self.ports, self.config.join, self._wait_readable, self._flush_batches, self._holding_batches)
         call = self._calling_convention(node)
         emits = self.config.kind == "processor"
         skip_errors = self.config.on_error == "skip"
@@ -174,6 +175,7 @@ class NodeRuntime:
             return
         end = self.codec.marker(MessageKind.EOS, 0)
         for edge in self.edges:
+            edge.flush(self._wait_writable)
             edge.broadcast(end, self._wait_writable)
         self.control.report(Status.FINISHED, self._stats())
         while not all(edge.released for edge in self.edges):
@@ -197,14 +199,17 @@ class NodeRuntime:
             frames_by_port = {port: self.codec.encode(seq, value) for port, value in result.items()}
             skip = self.codec.marker(MessageKind.SKIP, seq)
             for edge in self.edges:
-                edge.deal(frames_by_port.get(edge.port, skip), self._wait_writable)
+                if edge.port in frames_by_port:
+                    edge.deal(frames_by_port[edge.port], self._wait_writable, seq)
+                else:
+                    edge.deal(skip, self._wait_writable)
         else:
-            frames = (self.codec.marker(MessageKind.SKIP, seq) if result is None
-                      else self.codec.encode(seq, result))
+            data = result is not None
+            frames = self.codec.encode(seq, result) if data else self.codec.marker(MessageKind.SKIP, seq)
             skip = None
             for edge in self.edges:
                 if edge.port == "out":
-                    edge.deal(frames, self._wait_writable)
+                    edge.deal(frames, self._wait_writable, seq if data else None)
                 else:
                     skip = skip or self.codec.marker(MessageKind.SKIP, seq)
                     edge.deal(skip, self._wait_writable)
@@ -230,6 +235,9 @@ class NodeRuntime:
                 self._apply_control()
             if now >= self._next_report:
                 self._report_stats()
+            for edge in self.edges:  # a batch waits a few milliseconds at most
+                if edge.batch is not None and now - edge.batch.since >= BATCH_WAIT:
+                    edge.flush(self._wait_writable)
 
     def _report_stats(self) -> None:
         self._next_report = time.monotonic() + STATS_INTERVAL
@@ -270,7 +278,20 @@ class NodeRuntime:
         """Wait for a control message (or the poll interval)."""
         self._poll((), zmq.POLLIN)
 
+    def _holding_batches(self) -> bool:
+        return any(edge.batch is not None for edge in self.edges)
+
+    def _flush_batches(self) -> bool:
+        """Send every waiting batch (the node is about to wait for input); True if there was one."""
+        flushed = False
+        for edge in self.edges:
+            if edge.batch is not None:
+                edge.flush(self._wait_writable)
+                flushed = True
+        return flushed
+
     def _wait_readable(self, sockets: Iterable[zmq.Socket]) -> None:
+        self._flush_batches()
         if self.control.stop_requested or self._nobody_reads:
             raise StopReading
         self._poll(sockets, zmq.POLLIN)

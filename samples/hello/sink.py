@@ -10,7 +10,7 @@ import os
 import msgpack
 import zmq
 
-DATA, SKIP, EOS = 0, 1, 2
+DATA, SKIP, EOS, BATCH = 0, 1, 2, 3
 
 config = json.loads(os.environ["FLUJO_NODE_CONFIG"])
 node, replica = config["node"], config["replica"]
@@ -55,6 +55,10 @@ while len(ended) < port["senders"]:
         elif kind == DATA:
             count += 1
             print(f"#{seq}: {msgpack.unpackb(rest[0])}", flush=True)
+        elif kind == BATCH:  # several items, numbered on from seq
+            for offset, item in enumerate(msgpack.unpackb(rest[0])):
+                count += 1
+                print(f"#{seq + offset}: {item}", flush=True)
 
 report("released", [port["port"]])
 report("finished", {"items_in": count, "items_out": 0})
