@@ -35,8 +35,12 @@ def main() -> None:
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--json-status", type=click.Path(dir_okay=False), help="Write the final status of every node here.")
-def run(manifest: str, json_status: str | None) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Show no node output nor live table (logs still kept).")
+def run(manifest: str, json_status: str | None, quiet: bool) -> None:
     """Validate MANIFEST, start every node, and run the flow until it ends.
+
+    On a terminal a live table shows every node; otherwise each output line is prefixed
+    with its node's name. Every node's output is also kept in a log file (flujo-launch logs).
 
     Ctrl-C stops the producers and lets the pipes drain; a second Ctrl-C kills every node.
     Exit status: 0 when every node exited 0, 1 when a node failed, 2 for a bad manifest.
@@ -47,7 +51,7 @@ def run(manifest: str, json_status: str | None) -> None:
         for problem in error.problems:
             click.echo(f"error: {problem}", err=True)
         sys.exit(error.exit_code)
-    sys.exit(Launcher(flow, json_status=json_status).run())
+    sys.exit(Launcher(flow, json_status=json_status, quiet=quiet).run())
 
 
 _flow_option = click.option("--flow", "flow_name", help="Which running flow (default: the only one).")

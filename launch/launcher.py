@@ -11,6 +11,7 @@ restarted, sees the same flow as everyone else. That replaces any sleep for slow
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable, Iterator
 
 import msgpack
 import zmq
@@ -29,6 +30,7 @@ import zmq
 from flujo.commands import ANNOUNCEMENT, logs_folder, running_flows, runs_folder
 from flujo.config import NodeConfig
 from flujo.launch.errors import EXIT_NODE_FAILED
+from flujo.launch.live import LiveView
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.metrics import Sample, bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan
@@ -38,6 +40,7 @@ from flujo.launch.timers import Timers
 from flujo.protocol import CONFIG_ENV, Control, Status, control_frames, identity_topic, parse_status
 
 EXIT_KILLED = 130
+LIVE_REFRESH_PER_SECOND = 4
 _EXITS_ENDPOINT = "inproc://exits"
 #: A restarted producer numbers its items from this far past its predecessor's last report,
 #: so that no sequence number is used twice (readers skip the gap).
@@ -89,9 +92,13 @@ class Launcher:
     """Runs one flow to its end. ``run()`` returns the exit status for the command line."""
 
     def __init__(self, flow: FlowSpec, output: IO[str] | None = None, messages: IO[str] | None = None,
-                 json_status: str | None = None) -> None:
+                 json_status: str | None = None, quiet: bool = False) -> None:
         self.flow = flow
         self._json_status = json_status
+        self._quiet = quiet
+        self._view: LiveView | None = None
+        self._snapshot: dict[str, Any] = {"flow": flow.name, "nodes": []}
+        self._snapshot_due = 0.0
         self._output = output or sys.stdout
         self._messages = messages or sys.stderr
         self.replicas: dict[tuple[str, int], Replica] = {}
@@ -139,9 +146,11 @@ class Launcher:
                 replica.budget = RestartBudget(spec.restart, spec.max_restarts, spec.restart_window)
             width = max(len(replica.config.label) for replica in self.replicas.values())
             shutil.rmtree(logs_folder(self.flow.name), ignore_errors=True)  # this run's logs only
-            self._relay = OutputRelay(plain_lines(self._output, width), logs_folder(self.flow.name))
-            self._spawn_all()
-            self._loop(wakeup_read)
+            with self._terminal(width) as show:
+                self._relay = OutputRelay(show, logs_folder(self.flow.name))
+                self._spawn_all()
+                self._loop(wakeup_read)
+                self._kill_all()  # also waits for the last output lines, while the view still shows them
             return self._result()
         finally:
             self._kill_all()
@@ -156,6 +165,29 @@ class Launcher:
                 self._relay.close()
             context.destroy(linger=0)
             shutil.rmtree(run_dir, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _terminal(self, width: int) -> Iterator[Callable[[str, str], None]]:
+        """Where node output goes: a live table on a terminal, plain prefixed lines otherwise."""
+        if self._quiet:
+            yield lambda label, text: None  # still in the log files
+        elif self._output.isatty():
+            with LiveView(self.flow.name, lambda: self._snapshot, label_width=width) as view:
+                self._view = view
+                try:
+                    yield view.line
+                finally:
+                    self._refresh_snapshot(force=True)
+                    self._view = None
+        else:
+            yield plain_lines(self._output, width)
+
+    def _refresh_snapshot(self, force: bool = False) -> None:
+        """The live view reads this copy from its own thread, a few times a second."""
+        now = time.monotonic()
+        if force or now >= self._snapshot_due:
+            self._snapshot = self.status()
+            self._snapshot_due = now + 1 / LIVE_REFRESH_PER_SECOND
 
     def stop(self, nodes: list[str] | None = None) -> None:
         """Stop the given nodes (default: every producer); the rest drains organically."""
@@ -242,7 +274,11 @@ class Launcher:
             poller.register(socket, zmq.POLLIN)
         poller.register(wakeup_fd, zmq.POLLIN)
         while any(r.exit_code is None or r.restarting for r in self.replicas.values()):
-            events = dict(poller.poll(self._timers.timeout_ms()))
+            timeout = self._timers.timeout_ms()
+            if self._view is not None:  # keep the live table fresh even when nothing happens
+                self._refresh_snapshot()
+                timeout = min(timeout, 250) if timeout is not None else 250
+            events = dict(poller.poll(timeout))
             self._timers.run_due()
             if wakeup_fd in events:
                 os.read(wakeup_fd, 64)
@@ -448,5 +484,8 @@ class Launcher:
         return 0
 
     def _say(self, text: str) -> None:
+        if self._view is not None:
+            self._view.line("flujo-launch", text)
+            return
         self._messages.write(f"flujo-launch: {self.flow.name}: {text}\n")
         self._messages.flush()

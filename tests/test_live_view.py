@@ -182,3 +182,42 @@ def test_without_a_terminal_lines_and_one_final_table() -> None:
     assert "reader | plain" in output
     assert output.count("flow people-counter") == 1
     assert "\x1b" not in output
+
+
+def test_launcher_on_a_terminal_shows_the_live_table(flow) -> None:
+    """The launcher itself, its output on a pseudo-terminal: node lines above a status table."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    manifest = flow.manifest("""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = { n = 5 }
+        [nodes.printer]
+        run = "flujo.nodes.basic:Print"
+        inputs = ["numbers"]
+    """)
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "flujo.launch", str(manifest)], stdout=terminal,
+                               stderr=terminal, env={**flow.env, "COLUMNS": "100"})
+    os.close(terminal)
+    output = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed: the launcher is gone
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        process.wait(timeout=30)
+        os.close(controller)
+    import re
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))  # without colours
+    assert process.returncode == 0
+    assert f"flow {flow.name}" in text and "items/s" in text and "exited" in text
+    assert all(f"printer | {n}" in text for n in range(5))
