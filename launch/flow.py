@@ -19,7 +19,6 @@ must exist before it.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re

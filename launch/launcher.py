@@ -20,7 +20,6 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
@@ -28,13 +27,13 @@ import msgpack
 import zmq
 
 from flujo.commands import ANNOUNCEMENT, logs_folder, running_flows, runs_folder
-from flujo.config import NodeConfig
 from flujo.launch.errors import EXIT_NODE_FAILED
 from flujo.launch.live import LiveView
 from flujo.launch.manifest import FlowSpec
-from flujo.launch.metrics import Sample, bottleneck, busy_fraction, drops, queue_fill
+from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan
 from flujo.launch.process import NodeProcess, OutputRelay, plain_lines
+from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
 from flujo.launch.timers import Timers
 from flujo.protocol import CONFIG_ENV, Control, Status, control_frames, identity_topic, parse_status
@@ -45,47 +44,6 @@ _EXITS_ENDPOINT = "inproc://exits"
 #: A restarted producer numbers its items from this far past its predecessor's last report,
 #: so that no sequence number is used twice (readers skip the gap).
 SEQ_JUMP = 1 << 24
-
-
-@dataclass
-class Replica:
-    """What the launcher knows about one replica of a node."""
-
-    config: NodeConfig
-    process: NodeProcess | None = None
-    subscribed: bool = False
-    ready: bool = False
-    released_ports: set[str] = field(default_factory=set)
-    finished: bool = False
-    exit_code: int | None = None
-    error: dict[str, str] | None = None
-    sample: Sample = field(default_factory=Sample)
-    restarts: int = 0
-    budget: RestartBudget | None = None
-    restarting: bool = False  # between a death and the respawn
-    restart_requested: bool = False  # by `flujo-launch restart`: respawn at once when it exits
-    grace_started: bool = False  # the stop ladder runs for this process
-    escalated: str = ""  # the signal the ladder had to send, if any
-
-    @property
-    def state(self) -> str:
-        if self.restarting or self.restart_requested:
-            return "restarting"
-        if self.exit_code is not None:
-            return "exited" if self.exit_code == 0 else "failed"
-        if self.finished:
-            return "finished"
-        if self.released:
-            return "released"
-        return "ready" if self.ready else "starting"
-
-    @property
-    def released(self) -> bool:
-        return len(self.released_ports) == len(self.config.inputs) > 0
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return self.config.node, self.config.replica
 
 
 class Launcher:

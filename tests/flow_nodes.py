@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -118,6 +117,15 @@ class Collect(Consumer):
 
     def close(self) -> None:
         self.file.close()
+
+
+def line_count(path: str) -> int:
+    """Lines written so far (0 before the file exists)."""
+    try:
+        with open(path) as file:
+            return sum(1 for _ in file)
+    except FileNotFoundError:
+        return 0
 
 
 def read_lines(path: str) -> list[Any]:

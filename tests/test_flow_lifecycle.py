@@ -4,22 +4,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import psutil
-import pytest
 
 from conftest import FlowRunner, flow_processes, poll_for
-from flow_nodes import read_lines
-
-
-def _line_count(path: str) -> int:
-    try:
-        with open(path) as file:
-            return sum(1 for _ in file)
-    except FileNotFoundError:
-        return 0
+from flow_nodes import line_count, read_lines
 
 
 def test_interrupt_mid_stream_drains_everything_produced(flow: FlowRunner) -> None:
@@ -38,7 +28,7 @@ def test_interrupt_mid_stream_drains_everything_produced(flow: FlowRunner) -> No
         args = {{ path = "{out}", delay = 0.001 }}
     """, flow="queue = 8")
     launcher = flow.start(manifest)
-    poll_for(lambda: _line_count(out) >= 200, timeout=20)
+    poll_for(lambda: line_count(out) >= 200, timeout=20)
     launcher.send_signal(signal.SIGINT)
     _, stderr = launcher.communicate(timeout=20)
     assert launcher.returncode == 0, stderr
@@ -59,7 +49,7 @@ def test_second_interrupt_kills_at_once(flow: FlowRunner) -> None:
         args = {{ path = "{out}", delay = 1.0 }}
     """, flow="queue = 1000")
     launcher = flow.start(manifest)
-    poll_for(lambda: _line_count(out) >= 1, timeout=20)
+    poll_for(lambda: line_count(out) >= 1, timeout=20)
     launcher.send_signal(signal.SIGINT)  # the sink would need ~1000 s to drain its queue
     poll_for(lambda: "stopping" in (launcher.stderr.readline() or ""), timeout=10)
     launcher.send_signal(signal.SIGINT)
@@ -94,13 +84,13 @@ def test_a_failing_node_stops_the_flow_with_its_name_and_traceback(flow: FlowRun
 
 def test_a_node_failing_in_open_means_nothing_is_produced(flow: FlowRunner) -> None:
     out = flow.path("out.jsonl")
-    manifest = flow.manifest(f"""
+    manifest = flow.manifest("""
         [nodes.numbers]
         run = "flujo.nodes.basic:Count"
         [nodes.sink]
-        run = "{{nodes}}:Collect"
+        run = "{nodes}:Collect"
         inputs = ["numbers"]
-        args = {{ path = "/nonexistent/folder/out.jsonl" }}
+        args = { path = "/nonexistent/folder/out.jsonl" }
     """)
     result = flow.run(manifest)
     assert result.returncode == 1
@@ -146,7 +136,7 @@ def test_killing_the_launcher_leaves_no_node_behind(flow: FlowRunner) -> None:
         args = {{ path = "{out}", delay = 0.001 }}
     """)
     launcher = flow.start(manifest)
-    poll_for(lambda: _line_count(out) >= 10, timeout=20)
+    poll_for(lambda: line_count(out) >= 10, timeout=20)
     nodes = [p for p in flow_processes(flow.name) if p.pid != launcher.pid]
     assert len(nodes) == 4
     os.kill(launcher.pid, signal.SIGKILL)

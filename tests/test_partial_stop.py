@@ -1,7 +1,6 @@
 """Stopping one producer drains only what depends on it alone; commands reach a running flow."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -18,7 +17,6 @@ def _states(flow: FlowRunner) -> dict[str, str]:
 
 def test_stopping_one_producer_drains_only_its_part(flow: FlowRunner) -> None:
     merged, zipped, b_only = flow.path("merged.jsonl"), flow.path("zipped.jsonl"), flow.path("b.jsonl")
-    status = flow.path("status.json")
     manifest = flow.manifest(f"""
         [nodes.a]
         run = "{{nodes}}:Tagged"

@@ -1,11 +1,14 @@
 """Items in == items out, in order, through real node processes and sockets."""
 from __future__ import annotations
 
+import pytest
+
 from conftest import FlowRunner
 from flow_nodes import read_lines
 
 
-def test_chain_moves_every_item_in_order(flow: FlowRunner) -> None:
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_chain_moves_every_item_in_order(flow: FlowRunner, transport: str) -> None:
     out = flow.path("out.jsonl")
     manifest = flow.manifest(f"""
         [nodes.numbers]
@@ -18,7 +21,7 @@ def test_chain_moves_every_item_in_order(flow: FlowRunner) -> None:
         run = "{{nodes}}:Collect"
         inputs = ["square"]
         args = {{ path = "{out}" }}
-    """)
+    """, flow=f'transport = "{transport}"')
     result = flow.run(manifest)
     assert result.returncode == 0, result.stderr
     assert read_lines(out) == [n * n for n in range(2000)]

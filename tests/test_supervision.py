@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from conftest import FlowRunner, poll_for
-from flow_nodes import read_lines
+from flow_nodes import line_count, read_lines
 
 
 def _status(flow: FlowRunner) -> dict:
@@ -18,14 +18,6 @@ def _status(flow: FlowRunner) -> dict:
 
 def _replica(flow: FlowRunner, label: str) -> dict:
     return next((node for node in _status(flow)["nodes"] if node["label"] == label), {})
-
-
-def _lines(path: str) -> int:
-    try:
-        with open(path) as file:
-            return sum(1 for _ in file)
-    except FileNotFoundError:
-        return 0
 
 
 CHAIN = """
@@ -52,7 +44,7 @@ def test_a_killed_node_restarts_and_the_flow_ends(flow: FlowRunner, victim: str,
     manifest = flow.manifest(CHAIN.format(n=n, out=out, producer_extra='restart = "on-failure"',
                                           sink_extra='restart = "on-failure"'), flow="queue = 4")
     launcher = flow.start(manifest)
-    poll_for(lambda: _lines(out) >= 300, timeout=30)
+    poll_for(lambda: line_count(out) >= 300, timeout=30)
     pid = _replica(flow, victim)["pid"]
     os.kill(pid, signal.SIGKILL)
     poll_for(lambda: _replica(flow, victim).get("restarts") == 1 and _replica(flow, victim).get("pid") != pid,
@@ -79,7 +71,7 @@ def test_restart_command_restarts_replicas_one_by_one(flow: FlowRunner, record_p
     out, n = flow.path("out.jsonl"), 5000
     manifest = flow.manifest(CHAIN.format(n=n, out=out, producer_extra="", sink_extra=""), flow="queue = 4")
     launcher = flow.start(manifest)
-    poll_for(lambda: _lines(out) >= 200, timeout=30)
+    poll_for(lambda: line_count(out) >= 200, timeout=30)
     before = {label: _replica(flow, label)["pid"] for label in ("work.0", "work.1")}
     reply = flow.command("restart", "work", "--flow", flow.name)
     assert reply.returncode == 0 and reply.stdout.strip() == "restarting work.0, work.1"
@@ -128,7 +120,7 @@ def test_stop_ladder_ends_a_node_that_ignores_stop(flow: FlowRunner, ignore_sigt
         args = {{ path = "{flow.path('out.jsonl')}" }}
     """)
     launcher = flow.start(manifest)
-    poll_for(lambda: _lines(flow.path("out.jsonl")) >= 3, timeout=20)
+    poll_for(lambda: line_count(flow.path("out.jsonl")) >= 3, timeout=20)
     assert flow.command("stop", "--flow", flow.name).returncode == 0
     _, stderr = launcher.communicate(timeout=20)
     assert launcher.returncode == 1

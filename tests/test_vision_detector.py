@@ -1,7 +1,6 @@
 """People detector: HOG on the bundled clip, background subtraction end to end on synthetic video."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

@@ -1,0 +1,50 @@
+"""What the launcher knows about one replica of a node: its process and where it is in its life."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flujo.config import NodeConfig
+from flujo.launch.metrics import Sample
+from flujo.launch.process import NodeProcess
+from flujo.launch.restarts import RestartBudget
+
+
+@dataclass
+class Replica:
+    """What the launcher knows about one replica of a node."""
+
+    config: NodeConfig
+    process: NodeProcess | None = None
+    subscribed: bool = False
+    ready: bool = False
+    released_ports: set[str] = field(default_factory=set)
+    finished: bool = False
+    exit_code: int | None = None
+    error: dict[str, str] | None = None
+    sample: Sample = field(default_factory=Sample)
+    restarts: int = 0
+    budget: RestartBudget | None = None
+    restarting: bool = False  # between a death and the respawn
+    restart_requested: bool = False  # by `flujo-launch restart`: respawn at once when it exits
+    grace_started: bool = False  # the stop ladder runs for this process
+    escalated: str = ""  # the signal the ladder had to send, if any
+
+    @property
+    def state(self) -> str:
+        if self.restarting or self.restart_requested:
+            return "restarting"
+        if self.exit_code is not None:
+            return "exited" if self.exit_code == 0 else "failed"
+        if self.finished:
+            return "finished"
+        if self.released:
+            return "released"
+        return "ready" if self.ready else "starting"
+
+    @property
+    def released(self) -> bool:
+        return len(self.released_ports) == len(self.config.inputs) > 0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.config.node, self.config.replica
