@@ -1,6 +1,6 @@
 """``python -m bench``: run the workloads for Flujo and its baselines, print medians and ratios.
 
-    python -m bench --quick                 # 3 repetitions, small N (about 2 minutes on 2 cores)
+    python -m bench --quick                 # 3 repetitions, small N, fewer baselines (under a minute)
     python -m bench                         # 5 repetitions, runs of ~1-3 s each (about 13 minutes)
     python -m bench --only small,frame      # some workloads only
     python -m bench --json results.json     # also save every run and the medians

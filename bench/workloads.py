@@ -24,7 +24,7 @@ LATENCY_SIZES = [8, 4096, 4 * MB]
 LATENCY_RATES = [500, 500, 100]
 #: Unrecorded items sent first (0.2 s at the first rate) so connections settle.
 LATENCY_WARMUP = 100
-#: Systems of the last three workloads (quick mode drops the last one to save time).
+#: Systems of the last workloads (quick mode, under a minute, keeps fewer: see each workload).
 QUICK_TRIO = ["flujo", "raw-ipc", "mp"]
 SIZE_NAMES = {8: "8 B", 4096: "4 KB", 4 * MB: "4 MB"}
 
@@ -100,9 +100,8 @@ class SmallItems(Workload):
         return {"workload": "small", "n": 10_000 if self.quick else 100_000}
 
     def variants(self) -> list[Variant]:
-        names = ["flujo", "raw-ipc", "raw-tcp", "mp", "videoflow"]
-        if not self.quick:
-            names.insert(1, "flujo-tcp")
+        names = ["flujo", "raw-ipc", "videoflow"] if self.quick else \
+            ["flujo", "flujo-tcp", "raw-ipc", "raw-tcp", "mp", "videoflow"]
         variants = _systems(names)
         for v in variants:
             if v.label == "videoflow":  # ~15x slower: fewer items for the same run time
@@ -125,15 +124,15 @@ class Frames(Workload):
     what = "one preallocated frame sent again and again, in a dict {'i': i, 'frame': array}"
 
     def cfg(self) -> dict[str, Any]:
-        return {"workload": "frame", "n": 150 if self.quick else 600}
+        return {"workload": "frame", "n": 100 if self.quick else 600}
 
     def variants(self) -> list[Variant]:
-        names = ["flujo", "raw-ipc", "raw-tcp", "videoflow"] if self.quick else \
+        names = ["flujo", "raw-ipc"] if self.quick else \
             ["flujo", "flujo-tcp", "raw-ipc", "raw-tcp", "mp", "videoflow"]
         variants = _systems(names)
         for v in variants:
             if v.label in ("videoflow", "mp.Queue"):
-                v.cfg = {"n": 40 if self.quick else 150}
+                v.cfg = {"n": 30 if self.quick else 150}
         return variants
 
     def metrics(self, out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
@@ -156,7 +155,7 @@ class Latency(Workload):
 
     def cfg(self) -> dict[str, Any]:
         return {"workload": "latency", "sizes": LATENCY_SIZES, "rates": LATENCY_RATES, "warmup": LATENCY_WARMUP,
-                "counts": [200, 200, 100] if self.quick else [1000, 1000, 400]}
+                "counts": [100, 100, 50] if self.quick else [1000, 1000, 400]}
 
     def variants(self) -> list[Variant]:
         return _systems(QUICK_TRIO[:2] if self.quick else ["flujo", "raw-ipc", "raw-tcp", "mp"])
@@ -189,11 +188,11 @@ class Scaling(Workload):
     what = "busy loop on thread CPU time; 2 cores run producer, replicas and consumer"
 
     def cfg(self) -> dict[str, Any]:
-        return {"workload": "cpu", "n": 60 if self.quick else 300, "work_ms": 10}
+        return {"workload": "cpu", "n": 40 if self.quick else 300, "work_ms": 10}
 
     def variants(self) -> list[Variant]:
         out = []
-        for base in _systems(QUICK_TRIO[:2] if self.quick else QUICK_TRIO):
+        for base in _systems(QUICK_TRIO[:1] if self.quick else QUICK_TRIO):
             for replicas in (1, 2):
                 out.append(Variant(f"{base.label} x{replicas}", base.runner, {**base.options, "replicas": replicas}))
         return out
@@ -219,10 +218,10 @@ class Backpressure(Workload):
     queue = 2
 
     def cfg(self) -> dict[str, Any]:
-        return {"workload": "backpressure", "n": 40 if self.quick else 150, "payload": 4 * MB, "sleep_ms": 20}
+        return {"workload": "backpressure", "n": 30 if self.quick else 150, "payload": 4 * MB, "sleep_ms": 20}
 
     def variants(self) -> list[Variant]:
-        variants = _systems(QUICK_TRIO[:2] if self.quick else QUICK_TRIO)
+        variants = _systems(QUICK_TRIO[:1] if self.quick else QUICK_TRIO)
         for v in variants:
             v.options = {**v.options, ("maxsize" if v.label == "mp.Queue" else
                                        "queue" if v.label == "flujo" else "hwm"): self.queue}
@@ -261,7 +260,7 @@ class Startup(Workload):
         return {"workload": "startup", "n": 20}
 
     def variants(self) -> list[Variant]:
-        variants = _systems(QUICK_TRIO[:2] if self.quick else QUICK_TRIO)
+        variants = _systems(QUICK_TRIO[:1] if self.quick else QUICK_TRIO)
         for v in variants:
             v.options = {**v.options, "stages": 8}
         return variants

@@ -28,7 +28,6 @@ import zmq
 
 from flujo.commands import ANNOUNCEMENT, logs_folder, running_flows, runs_folder
 from flujo.launch.errors import EXIT_NODE_FAILED
-from flujo.launch.live import LiveView
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan
@@ -54,7 +53,7 @@ class Launcher:
         self.flow = flow
         self._json_status = json_status
         self._quiet = quiet
-        self._view: LiveView | None = None
+        self._view: Any = None  # the LiveView while one is shown
         self._snapshot: dict[str, Any] = {"flow": flow.name, "nodes": []}
         self._snapshot_due = 0.0
         self._output = output or sys.stdout
@@ -130,6 +129,8 @@ class Launcher:
         if self._quiet:
             yield lambda label, text: None  # still in the log files
         elif self._output.isatty():
+            from flujo.launch.live import LiveView  # rich loads only when a terminal will show it
+
             with LiveView(self.flow.name, lambda: self._snapshot, label_width=width) as view:
                 self._view = view
                 try:
