@@ -121,6 +121,8 @@ if __name__ == "__main__":
         from pathlib import Path
         while not Path(sys.argv[2]).exists() or len(Path(sys.argv[2]).read_text().splitlines()) < 50:
             time.sleep(0.02)
+        running = {node["label"]: node["state"] for node in flow.status()["nodes"]}
+        assert running["numbers"] == "running", running
         flow.stop("numbers")
     print(json.dumps(flow.join(timeout=60)), flush=True)
 '''

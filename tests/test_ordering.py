@@ -78,3 +78,11 @@ def test_replicated_node_feeding_a_replicated_node_keeps_order(flow: FlowRunner)
     result = flow.run(manifest)
     assert result.returncode == 0, result.stderr
     assert read_lines(out) == [n * n for n in range(400)]
+
+
+def test_a_batch_counts_as_that_many_items_in_order(port: InputPort) -> None:
+    port._accept(Message(MessageKind.BATCH, 1, "up", 1, ["b", "c", "d"]))
+    assert [m.seq for m in port.ready] == []  # 0 may still come from sender 0
+    port._accept(Message(MessageKind.DATA, 0, "up", 0, "a"))
+    assert [(m.kind, m.seq, m.item) for m in port.ready] == [
+        (MessageKind.DATA, seq, item) for seq, item in enumerate("abcd")]

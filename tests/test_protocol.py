@@ -78,3 +78,14 @@ def test_control_and_status_round_trip() -> None:
     assert parse_control([b"a-future-topic", msgpack.packb([])]) == (None, [])
     assert parse_status(status_frame(Status.ERROR, "n", 1, {"message": "m"})) == (Status.ERROR, "n", 1,
                                                                                  {"message": "m"})
+
+
+def test_a_batch_carries_consecutive_items_in_one_message() -> None:
+    codec = Codec("src", 0)
+    bodies = [codec.encode(seq, {"i": seq})[1] for seq in range(20, 40)]  # 20 items: the long array form
+    frames = codec.batch(20, bodies)
+    assert len(frames) == 2
+    message = codec.decode(frames)
+    assert (message.kind, message.seq) == (MessageKind.BATCH, 20)
+    assert message.item == [{"i": seq} for seq in range(20, 40)]
+    assert codec.decode(codec.batch(5, bodies[:3])).item == [{"i": 20}, {"i": 21}, {"i": 22}]  # short form
