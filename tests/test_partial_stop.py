@@ -28,7 +28,7 @@ def test_stopping_one_producer_drains_only_its_part(flow: FlowRunner) -> None:
         run = "{{nodes}}:Collect"
         inputs = ["a", "b"]
         join = "merge"
-        args = {{ path = "{merged}", delay = 0.001 }}
+        args = {{ path = "{merged}", delay = 0.0003 }}
         [nodes.pairs]
         run = "{{nodes}}:pair_tags"
         inputs = {{ x = "a", y = "b" }}
@@ -46,7 +46,7 @@ def test_stopping_one_producer_drains_only_its_part(flow: FlowRunner) -> None:
     assert flow.command("stop", "b", "--flow", flow.name).returncode == 0
 
     expected_exits = {"b", "pairs", "zipped", "b_only"}
-    poll_for(lambda: all(_states(flow).get(name) == "exited" for name in expected_exits), timeout=20)
+    poll_for(lambda: all(_states(flow).get(name) == "exited" for name in expected_exits), timeout=40)
     states = _states(flow)
     assert states["a"] == "running" and states["merged"] == "running", states  # a and the merge go on
     count = len(read_lines(merged))
