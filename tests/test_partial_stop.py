@@ -79,7 +79,7 @@ def test_stop_of_an_unknown_node_is_refused(flow: FlowRunner) -> None:
         [nodes.sink]
         run = "{nodes}:Collect"
         inputs = ["numbers"]
-        args = { path = "/dev/null", delay = 0.01 }
+        args = { path = "/dev/null", delay = 0.002 }
     """)
     launcher = flow.start(manifest)
     poll_for(lambda: _states(flow).get("sink") == "running", timeout=20)
@@ -132,7 +132,7 @@ def test_two_flows_at_once_are_told_apart_by_name(flow: FlowRunner) -> None:
         [nodes.sink]
         run = "{nodes}:Collect"
         inputs = ["numbers"]
-        args = { path = "/dev/null", delay = 0.01 }
+        args = { path = "/dev/null", delay = 0.002 }
     """)
     other = manifest.with_name("other.toml")
     other.write_text(manifest.read_text().replace(f'name = "{flow.name}"', f'name = "{flow.name}-b"'))
