@@ -18,7 +18,7 @@ from flujo.protocol import NOBLOCK, Codec, Message, MessageKind
 SKIP = object()
 
 Waiter = Callable[[Iterable[zmq.Socket]], None]
-Flusher = Callable[[], bool]  # sends the node's waiting output batches; True if there were any
+Flusher = Callable[[], None]  # sends the node's waiting output batches
 #: A node waiting for one port blocks in the receive itself (GIL released) at most this long
 #: before it looks at its commands: cheaper than a poll and a failed receive per item.
 BLOCKING_RECEIVE_MS = 200
@@ -159,7 +159,7 @@ class Join:
     ``items`` is the list of values (one per port for zip) or SKIP for a filtered item.
     """
 
-    def __init__(self, ports: list[InputPort], mode: str, wait: Waiter, flush: Flusher = lambda: False,
+    def __init__(self, ports: list[InputPort], mode: str, wait: Waiter, flush: Flusher = lambda: None,
                  holding: Callable[[], bool] = lambda: False) -> None:
         self.ports = ports
         self._flush = flush  # before blocking on input, what the node holds back must go

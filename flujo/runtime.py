@@ -281,14 +281,10 @@ class NodeRuntime:
     def _holding_batches(self) -> bool:
         return any(edge.batch is not None for edge in self.edges)
 
-    def _flush_batches(self) -> bool:
-        """Send every waiting batch (the node is about to wait for input); True if there was one."""
-        flushed = False
+    def _flush_batches(self) -> None:
+        """Send every waiting batch: the node is about to wait for input."""
         for edge in self.edges:
-            if edge.batch is not None:
-                edge.flush(self._wait_writable)
-                flushed = True
-        return flushed
+            edge.flush(self._wait_writable)
 
     def _wait_readable(self, sockets: Iterable[zmq.Socket]) -> None:
         self._flush_batches()

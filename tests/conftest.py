@@ -1,6 +1,7 @@
 """Fixtures that run real flows in real processes, and prove none is left behind."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -87,6 +88,13 @@ class FlowRunner:
         done = subprocess.run([sys.executable, "-c", "from flujo.launch.cli import main; main()", *args],
                               capture_output=True, text=True, env=self.env, timeout=timeout)
         return Result(done.returncode, done.stdout, done.stderr)
+
+    def replicas(self) -> dict[str, dict]:
+        """This test's running flow, by replica label, from `flujo-launch status --json` ({} when not running)."""
+        reply = self.command("status", "--json", "--flow", self.name)
+        if reply.returncode != 0:  # not announced yet, or already gone
+            return {}
+        return {node["label"]: node for node in json.loads(reply.stdout)["nodes"]}
 
     def run(self, manifest: Path, timeout: float = 40) -> Result:
         process = self.start(manifest)

@@ -9,10 +9,7 @@ from flow_nodes import read_lines
 
 
 def _states(flow: FlowRunner) -> dict[str, str]:
-    reply = flow.command("status", "--flow", flow.name)
-    if reply.returncode != 0:  # not announced yet, or already gone
-        return {}
-    return {line.split()[0]: line.split()[1] for line in reply.stdout.splitlines()[2:]}
+    return {label: node["state"] for label, node in flow.replicas().items()}
 
 
 def test_stopping_one_producer_drains_only_its_part(flow: FlowRunner) -> None:

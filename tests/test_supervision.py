@@ -1,7 +1,6 @@
 """Killed nodes restart by policy while the flow runs on; the stop ladder ends what will not stop."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 
@@ -11,13 +10,8 @@ from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 
 
-def _status(flow: FlowRunner) -> dict:
-    reply = flow.command("status", "--json", "--flow", flow.name)
-    return json.loads(reply.stdout) if reply.returncode == 0 else {"nodes": []}
-
-
 def _replica(flow: FlowRunner, label: str) -> dict:
-    return next((node for node in _status(flow)["nodes"] if node["label"] == label), {})
+    return flow.replicas().get(label, {})
 
 
 CHAIN = """
