@@ -52,6 +52,7 @@ class NodeConfig:
     on_error: str = "fail"  # "skip": an item whose processing raises is counted, logged and skipped
     restart: str = "no"  # the launcher's restart policy: "on-failure" or "always" restart a failed node
     seq_start: int = 0  # producers: first sequence number (a restarted producer continues past the last)
+    generation: int = 0  # how many processes ran this replica before this one (restarts)
     run: str | None = None  # "module:attr" or "file.py:attr", for Python nodes
     base_dir: str = "."  # folder that relative "file.py:attr" paths start from
     args: dict[str, Any] = field(default_factory=dict)

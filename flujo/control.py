@@ -30,6 +30,11 @@ class ControlChannel:
         self.stop_requested = False
         self.released: set[tuple[str, str, int]] = set()  # (node, port, replica) that reads no more
         self.gone: set[tuple[str, int]] = set()  # replicas that died without end of stream
+        # Replicas being restarted gracefully -> the generation whose process drains. The dict is
+        # shared with the output edges (they pause those replicas) and is empty almost always.
+        self.held: dict[tuple[str, int], int] = {}
+        self.drain_requested = False  # this very process is held: take what is queued, hand over, exit
+        self.dismissed = False  # every reader has this drained process's pause marker: exit now
         self.changes = 0  # bumped on every release or loss, so readers can cache
 
     def pending(self) -> bool:
@@ -53,10 +58,26 @@ class ControlChannel:
         elif topic is Control.RELEASED:
             self.released.add((payload[0], payload[2], payload[1]))
             self.changes += 1
+        elif topic is Control.HOLD:
+            node, replica, generation = payload[:3]
+            self.held[(node, replica)] = generation
+            if self._is_me(node, replica, generation):
+                self.drain_requested = True
+        elif topic is Control.RESUME:
+            node, replica, generation = payload[:3]
+            if self.held.get((node, replica)) == generation:
+                del self.held[(node, replica)]
+        elif topic is Control.DISMISS:
+            if self._is_me(*payload[:3]):
+                self.dismissed = True
         elif topic is Control.GONE:
             if len(payload) < 4 or (payload[2], payload[3]) == (self._config.node, self._config.replica):
                 self.gone.add((payload[0], payload[1]))
                 self.changes += 1
+
+    def _is_me(self, node: str, replica: int, generation: int) -> bool:
+        config = self._config
+        return (node, replica, generation) == (config.node, config.replica, config.generation)
 
     def is_released(self, node: str, port: str, replica: int) -> bool:
         return (node, port, replica) in self.released

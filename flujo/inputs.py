@@ -17,6 +17,12 @@ from flujo.protocol import NOBLOCK, Codec, Message, MessageKind
 #: Returned by a join for a sequence number that carries no item (filtered upstream).
 SKIP = object()
 
+
+class Drained(Exception):
+    """Raised by a join of a held replica once every sender has paused (or ended) and every
+    item they sent before pausing has been taken: the replica may hand over to its successor."""
+
+
 Waiter = Callable[[Iterable[zmq.Socket]], None]
 Flusher = Callable[[], None]  # sends the node's waiting output batches
 #: A node waiting for one port blocks in the receive itself (GIL released) at most this long
@@ -34,7 +40,8 @@ class InputPort:
     """
 
     def __init__(self, context: zmq.Context, config: InputConfig, codec: Codec, reorder: bool,
-                 on_ended: Callable[["InputPort"], None]) -> None:
+                 on_ended: Callable[["InputPort"], None],
+                 on_paused: Callable[["InputPort", Message], None] = lambda port, message: None) -> None:
         self.config = config
         self.name = config.port
         self.socket = context.socket(zmq.PULL)
@@ -57,12 +64,19 @@ class InputPort:
         self.late = 0  # items behind a gap already given up on (duplicates after a loss)
         self._ended_senders: set[int] = set()
         self._on_ended = on_ended  # told once, when the last sender has ended
+        self._paused_senders: set[int] = set()  # sent a pause marker and nothing since
+        self._on_paused = on_paused  # told of every pause marker (the reader confirms it)
         self.ready: deque[Message] = deque()  # in order, ready for the join
         self.received = 0
 
     @property
     def senders_done(self) -> bool:
         return len(self._ended_senders) >= self.config.senders
+
+    @property
+    def quiet(self) -> bool:
+        """Every sender has paused or ended: nothing more will come until a successor runs."""
+        return len(self._ended_senders | self._paused_senders) >= self.config.senders
 
     @property
     def exhausted(self) -> bool:
@@ -99,11 +113,25 @@ class InputPort:
         if self.senders_done:
             self._on_ended(self)
 
+    def take_held(self) -> None:
+        """Deliver every held item, gaps or not: the replica is draining and its senders paused,
+        so nothing more can reach this process (its readers keep their own order, section 8)."""
+        while self._held_order:
+            seq = heapq.heappop(self._held_order)
+            self.ready.append(self._held.pop(seq))
+            self._expected = seq + 1
+
     def _accept(self, message: Message) -> None:
-        if message.kind is MessageKind.EOS:
+        kind = message.kind
+        if kind is MessageKind.EOS:
             self.sender_ended(message.replica)
             return
-        if message.kind is MessageKind.BATCH:  # unpack: one message per item, numbered on from seq
+        if kind is MessageKind.PAUSE:
+            self._pause(message)
+            return
+        if self._paused_senders:
+            self._paused_senders.discard(message.replica)  # it sends again: a successor runs downstream
+        if kind is MessageKind.BATCH:  # unpack: one message per item, numbered on from seq
             for offset, item in enumerate(message.item):
                 self._accept(Message(MessageKind.DATA, message.seq + offset, message.sender, message.replica, item))
             return
@@ -129,6 +157,16 @@ class InputPort:
                 heapq.heappush(self._held_order, seq)
             self._held[seq] = message
             self._release_held()
+
+    def _pause(self, message: Message) -> None:
+        """A sender pauses (it is draining, or it paused this replica): until it sends again,
+        it is past nothing not yet delivered, so no gap is given up on because of it. Its
+        successor's first items may be lower than what it sent last."""
+        replica = message.replica
+        self._paused_senders.add(replica)
+        if self._reorder:
+            self._last_seen[replica] = min(self._last_seen.get(replica, -1), self._expected - 1)
+        self._on_paused(self, message)
 
     def _release_held(self) -> None:
         """Deliver held items that are next in order, or whose gap nobody can fill any more."""
@@ -156,12 +194,14 @@ class Join:
     * one port: every message, in order;
     * zip: one call per sequence number present on every port, ends when any port ends;
     * merge: one call per message in arrival order, ends when all ports end.
+    A held replica raises Drained instead once its ports are quiet (a zip: any port) and drained.
     ``items`` is the list of values (one per port for zip) or SKIP for a filtered item.
     """
 
     def __init__(self, ports: list[InputPort], mode: str, wait: Waiter, flush: Flusher = lambda: None,
-                 holding: Callable[[], bool] = lambda: False) -> None:
+                 holding: Callable[[], bool] = lambda: False, draining: Callable[[], bool] = lambda: False) -> None:
         self.ports = ports
+        self._draining = draining  # whether this replica is held: it ends (Drained) when its senders pause
         self._flush = flush  # before blocking on input, what the node holds back must go
         self._holding = holding  # whether it holds anything back
         self._zip = mode == "zip" and len(ports) > 1
@@ -180,6 +220,10 @@ class Join:
         while not port.ready:
             if port.senders_done:
                 return None
+            if self._quiet_and_empty(port):
+                raise Drained
+            if port.ready:
+                continue  # held items were taken
             if self._holding():
                 if port.receive(NOBLOCK):
                     continue
@@ -207,6 +251,10 @@ class Join:
             else:
                 if all(port.exhausted for port in ports):
                     return None
+                if all(port.exhausted or self._quiet_and_empty(port) for port in ports):
+                    raise Drained
+                if any(port.ready for port in ports):
+                    continue  # held items were taken
                 # Look at every port (no short-circuit): a busy port must not hide another's end.
                 if not any([port.receive_available() for port in ports if not port.senders_done]):
                     self._wait([port.socket for port in ports if not port.senders_done])
@@ -219,6 +267,10 @@ class Join:
                 while not port.ready:
                     if port.senders_done:
                         return None  # zip ends when any input ends and its items are drained
+                    if self._quiet_and_empty(port):
+                        raise Drained  # what waits on the other ports has no partner here (section 8)
+                    if port.ready:
+                        continue  # held items were taken
                     if self._holding():
                         if port.receive(NOBLOCK):
                             continue
@@ -238,3 +290,10 @@ class Join:
             if any(message.kind is MessageKind.SKIP for message in heads):
                 return newest, None, SKIP
             return newest, None, [message.item for message in heads]
+
+    def _quiet_and_empty(self, port: InputPort) -> bool:
+        """While draining: every sender of the port paused or ended, and nothing is left in it."""
+        if not self._draining() or not port.quiet:
+            return False
+        port.take_held()
+        return not port.ready

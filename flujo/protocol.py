@@ -37,6 +37,7 @@ class MessageKind(enum.IntEnum):
     SKIP = 1  # "no item for this sequence number": lets zip joins and reordering advance
     EOS = 2  # end of stream from this sender on this edge
     BATCH = 3  # several items with consecutive sequence numbers from seq on (small items, busy queue)
+    PAUSE = 4  # this sender sends nothing more here until further notice (a graceful restart, section 8)
 
 
 _KINDS = tuple(MessageKind)  # header value -> kind, without the cost of an enum call per message
@@ -54,6 +55,10 @@ class Control(bytes, enum.Enum):
     RELEASED = b"released"  # payload [node, replica, port]: that replica reads no more from that port
     GONE = b"gone"  # payload [node, replica(, to_node, to_replica)]: count that sender as ended (it exited),
     # for every reader, or only for the named replica (a restarted reader whose sender already finished)
+    HOLD = b"hold"  # payload [node, replica, generation]: senders pause that replica; that process drains
+    RESUME = b"resume"  # payload [node, replica, generation]: its successor runs: senders send to it again
+    DISMISS = b"dismiss"  # payload [node, replica, generation]: every reader has that drained process's
+    # pause marker: it may exit
 
 
 class Status(str, enum.Enum):
@@ -65,6 +70,9 @@ class Status(str, enum.Enum):
     FINISHED = "finished"  # end of stream sent on every output
     ERROR = "error"  # payload {"message", "traceback"}: user code failed
     STATS = "stats"  # payload {counter: value}
+    DRAINED = "drained"  # payload {"stats", "readers": [[node, replica, port], ...]}: a held replica took
+    # every item its senders sent before pausing, closed, and sent a pause marker to those readers
+    PAUSE_SEEN = "pause-seen"  # payload [port, sender_node, sender_replica]: that sender's pause marker arrived
 
 
 def identity_topic(node: str, replica: int) -> bytes:
@@ -110,7 +118,7 @@ class Codec:
         return [self.header(MessageKind.BATCH, first_seq), prefix + b"".join(bodies)]
 
     def marker(self, kind: MessageKind, seq: int) -> list[bytes]:
-        """Frames of a SKIP or EOS marker."""
+        """Frames of a SKIP, EOS or PAUSE marker."""
         return [self.header(kind, seq)]
 
     def _pack_extension(self, value: Any) -> Any:

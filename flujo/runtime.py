@@ -10,6 +10,10 @@
     6. exit 0; or, when user code raised, report the error with its traceback, still end the
        stream (step 4-5, so items already sent are delivered) and exit 1. A node the launcher
        will restart sends no end of stream: its successor continues the stream.
+
+A graceful restart replaces steps 3-5: the held replica takes everything its senders sent
+before their pause markers, ``close()``s, sends a pause marker instead of end of stream,
+and exits once the launcher says every reader has it (docs/PROTOCOL.md, section 8).
 """
 from __future__ import annotations
 
@@ -23,9 +27,9 @@ import zmq
 from flujo.api import Node, Outputs
 from flujo.config import NodeConfig
 from flujo.control import ControlChannel
-from flujo.inputs import SKIP, InputPort, Join
+from flujo.inputs import SKIP, Drained, InputPort, Join
 from flujo.outputs import OutputEdge
-from flujo.protocol import Codec, MessageKind, Status
+from flujo.protocol import Codec, Message, MessageKind, Status
 
 POLL_INTERVAL_MS = 500  # upper bound on a blocking wait; every wait also wakes on control
 STATS_INTERVAL = 0.5  # seconds between two stats reports to the launcher
@@ -68,21 +72,26 @@ class NodeRuntime:
         config = self.config
         self.control = control = ControlChannel(context, config)
         self.codec = Codec(config.node, config.replica)
-        self.ports = [InputPort(context, port, self.codec, port.senders > 1, self._release_port)
+        self.ports = [InputPort(context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause)
                       for port in config.inputs]
         self._released_ports: set[str] = set()
-        self.edges = [OutputEdge(context, edge, control.is_released, self.codec) for edge in config.outputs]
+        self.edges = [OutputEdge(context, edge, control.is_released, self.codec, control.held)
+                      for edge in config.outputs]
         self._seen_changes = 0
         error: BaseException | None = None
         node: Node | None = None
+        drained = False
         try:
             node = self._make_node()
             node.open()
             control.report(Status.READY)
             if config.kind == "producer":
                 self._produce(node)
+                drained = control.drain_requested
             else:
                 self._consume_inputs(node)
+        except Drained:
+            drained = True
         except Exception as failure:  # user code failed: report it, with its traceback
             error = failure
         finally:
@@ -94,12 +103,15 @@ class NodeRuntime:
                     error = error or failure
         if error is not None:
             control.report_error(error)
-            if config.restart != "no":
-                # A successor continues this stream: no end of stream. What is still queued
-                # gets a moment to leave, at most once (docs/PROTOCOL.md, delivery guarantee).
-                for edge in self.edges:
-                    edge.close(linger_ms=1000)
-                return 1
+        if drained:  # a successor continues this stream, from where this process hands over
+            self._hand_over()
+            return 0 if error is None else 1
+        if error is not None and config.restart != "no":
+            # A successor continues this stream: no end of stream. What is still queued
+            # gets a moment to leave, at most once (docs/PROTOCOL.md, delivery guarantee).
+            for edge in self.edges:
+                edge.close(linger_ms=1000)
+            return 1
         self._release_ports(*(port.name for port in self.ports))
         # Also after a failure: what this node already sent must reach its readers.
         self._end_outputs()
@@ -107,9 +119,9 @@ class NodeRuntime:
 
     def _produce(self, node: Node) -> None:
         control = self.control
-        while not control.started and not control.stop_requested:
+        while not control.started and not control.stop_requested and not control.drain_requested:
             self._wait()
-        if control.stop_requested:
+        if control.stop_requested or control.drain_requested:
             return
         stream = iter(node.produce())  # type: ignore[attr-defined]
         clock = time.perf_counter
@@ -125,7 +137,7 @@ class NodeRuntime:
                 self._emit(self.next_seq, item)
                 self.next_seq += 1
                 self._after_item()
-                if control.stop_requested or self._nobody_reads:
+                if control.stop_requested or control.drain_requested or self._nobody_reads:
                     break
         finally:
             close = getattr(stream, "close", None)
@@ -134,7 +146,8 @@ class NodeRuntime:
 
     def _consume_inputs(self, node: Node) -> None:
         control = self.control
-        join = Join(self.ports, self.config.join, self._wait_readable, self._flush_batches, self._holding_batches)
+        join = Join(self.ports, self.config.join, self._wait_readable, self._flush_batches, self._holding_batches,
+                    lambda: control.drain_requested)
         call = self._calling_convention(node)
         emits = self.config.kind == "processor"
         skip_errors = self.config.on_error == "skip"
@@ -181,6 +194,16 @@ class NodeRuntime:
         while not all(edge.released for edge in self.edges):
             self._wait()
 
+    def _hand_over(self) -> None:
+        """Graceful restart: a pause marker behind everything sent, then wait to be dismissed."""
+        readers = []
+        for edge in self.edges:
+            for index in edge.pause_all(self._wait_writable):
+                readers.append([edge.target, index, edge.config.target_port])
+        self.control.report(Status.DRAINED, {"stats": self._stats(), "readers": readers})
+        while not self.control.dismissed:
+            self._wait()
+
     # -- items -----------------------------------------------------------------------------
     def _calling_convention(self, node: Node) -> Callable[[str | None, list[Any]], Any]:
         function = node.process if self.config.kind == "processor" else node.consume  # type: ignore[attr-defined]
@@ -219,6 +242,10 @@ class NodeRuntime:
         """Its senders all ended: tell them, so each may close (a merge may read on elsewhere)."""
         self._release_ports(port.name)
 
+    def _confirm_pause(self, port: InputPort, message: Message) -> None:
+        """A sender's pause marker arrived: the launcher lets that sender exit once all its readers have it."""
+        self.control.report(Status.PAUSE_SEEN, [port.name, message.sender, message.replica])
+
     def _release_ports(self, *names: str) -> None:
         names = tuple(name for name in names if name not in self._released_ports)
         if names:
@@ -238,6 +265,7 @@ class NodeRuntime:
             for edge in self.edges:  # a batch waits a few milliseconds at most
                 if edge.batch is not None and now - edge.batch.since >= BATCH_WAIT:
                     edge.flush(self._wait_writable)
+                edge.pause_held(self._wait_writable)
 
     def _report_stats(self) -> None:
         self._next_report = time.monotonic() + STATS_INTERVAL
@@ -273,6 +301,8 @@ class NodeRuntime:
             self._apply_control()
         if time.monotonic() >= self._next_report:  # a waiting node still says how it is
             self._report_stats()
+        for edge in self.edges:  # a held reader must get its pause marker even while this node waits
+            edge.pause_held(self._wait_writable)
 
     def _wait(self) -> None:
         """Wait for a control message (or the poll interval)."""

@@ -167,12 +167,17 @@ class Launcher:
         return [replica.config.label for replica in replicas]
 
     def _restart_next(self) -> None:
+        """Hold the next replica to restart: its senders pause it, it drains and hands over
+        (docs/PROTOCOL.md, section 8); past its stop_timeout the stop ladder ends it."""
         while self._restart_queue:
             replica = self._restart_queue[0]
-            if replica.exit_code is None and replica.process is not None:
-                self._say(f'restarting node "{replica.config.label}"')
+            if replica.exit_code is None and replica.process is not None and not replica.finished:
+                self._say(f'restarting node "{replica.config.label}": draining it first')
                 replica.restart_requested = True
-                replica.process.signal(signal.SIGTERM)
+                replica.hold = replica.config.generation
+                replica.pause_seen.clear()
+                self._publish(Control.HOLD, *replica.key, replica.hold)
+                self._start_grace(replica)
                 return
             self._restart_queue.pop(0)
 
@@ -198,11 +203,16 @@ class Launcher:
 
     def _respawn(self, replica: Replica) -> None:
         """Start a new process for a replica that died: same endpoints, so its peers reconnect."""
-        if replica.config.kind == "producer":
-            next_seq = replica.sample.stats.get("next_seq", replica.config.seq_start)
-            replica.config = dataclasses.replace(replica.config, seq_start=next_seq + SEQ_JUMP)
+        config = replica.config
+        seq_start = config.seq_start
+        if config.kind == "producer":
+            next_seq = replica.sample.stats.get("next_seq", seq_start)
+            # A drained producer reported its next number exactly; a dead one may have sent more.
+            seq_start = next_seq if replica.drained is not None else next_seq + SEQ_JUMP
+        replica.config = dataclasses.replace(config, seq_start=seq_start, generation=config.generation + 1)
         replica.subscribed = replica.ready = replica.finished = replica.grace_started = False
-        replica.restarting = replica.restart_requested = False
+        replica.restarting = replica.restart_requested = replica.dismissed = False
+        replica.drained = None
         replica.released_ports.clear()
         replica.exit_code, replica.error, replica.escalated = None, None, ""
         replica.restarts += 1
@@ -318,21 +328,53 @@ class Launcher:
             self._start_grace(replica)
         elif kind is Status.RELEASED:
             self._release(replica, payload or [port.port for port in replica.config.inputs])
+            self._dismiss_drained()
         elif kind is Status.STATS:
             replica.sample.update(payload, time.monotonic())
         elif kind is Status.FINISHED:
             replica.finished = True
             replica.sample.update(payload or {}, time.monotonic())
+        elif kind is Status.DRAINED:
+            replica.drained = payload
+            replica.sample.update(payload["stats"], time.monotonic())
+            self._dismiss_drained()
+        elif kind is Status.PAUSE_SEEN:
+            port, sender, sender_replica = payload[:3]
+            if (sender, sender_replica) in self.replicas:
+                self.replicas[(sender, sender_replica)].pause_seen.add((node, index, port))
+                self._dismiss_drained()
         elif kind is Status.ERROR:
             replica.error = payload
             for line in payload.get("traceback", "").rstrip("\n").splitlines():
                 self._relay.line(replica.config.label, line)  # the failure itself is judged at its exit
 
+    def _dismiss_drained(self) -> None:
+        """Let each drained process exit once every reader it paused has confirmed (or stopped reading)."""
+        for replica in self.replicas.values():
+            if replica.drained is not None and not replica.dismissed and replica.exit_code is None and all(
+                    self._has_pause(replica, *reader) for reader in replica.drained["readers"]):
+                replica.dismissed = True
+                self._publish(Control.DISMISS, *replica.key, replica.config.generation)
+
+    def _has_pause(self, sender: Replica, node: str, index: int, port: str) -> bool:
+        if (node, index, port) in sender.pause_seen:
+            return True
+        reader = self.replicas.get((node, index))
+        return (reader is None or port in reader.released_ports
+                or (reader.exit_code is not None and not reader.restarting))
+
     def _on_exit(self, replica: Replica, code: int) -> None:
         replica.exit_code = code
-        if replica.restart_requested:
+        if replica.restart_requested and not replica.finished:
+            if replica.drained is None:
+                self._say(f'node "{replica.config.label}" exited with status {code} before it had drained; '
+                          "restarting it (what its queues held may be lost)")
             self._respawn(replica)
             return
+        self._dismiss_drained()  # a reader that exits no longer holds up a drained sender
+        if replica.restart_requested:  # it ended its stream while draining: nothing to restart
+            replica.restart_requested = False
+            self._continue_restarts(replica, ended=True)
         if self._should_restart(replica, code):
             return
         self._release(replica, [port.port for port in replica.config.inputs])
@@ -365,9 +407,15 @@ class Launcher:
         self._timers.after(delay, lambda: self._respawn(replica))
         return True
 
-    def _continue_restarts(self, replica: Replica) -> None:
-        """A restarted replica is back (subscribed and ready): restart the next one."""
-        if self._restart_queue and self._restart_queue[0] is replica and replica.ready and replica.subscribed:
+    def _continue_restarts(self, replica: Replica, ended: bool = False) -> None:
+        """A restarted replica is back (subscribed and ready), or ended instead: its senders
+        resume, and the next replica restarts."""
+        if not ended and not (replica.ready and replica.subscribed):
+            return
+        if replica.hold is not None:
+            self._publish(Control.RESUME, *replica.key, replica.hold)
+            replica.hold = None
+        if self._restart_queue and self._restart_queue[0] is replica:
             self._restart_queue.pop(0)
             self._restart_next()
 
@@ -382,7 +430,8 @@ class Launcher:
             if replica.process is not process or replica.finished or replica.exit_code is not None:
                 return
             name = signal.Signals(signum).name
-            self._say(f'node "{replica.config.label}" did not end within {timeout:g} s: sending {name}')
+            doing = "drain" if replica.restart_requested else "end"
+            self._say(f'node "{replica.config.label}" did not {doing} within {timeout:g} s: sending {name}')
             replica.escalated = name
             process.signal(signum)
             if signum == signal.SIGTERM:

@@ -23,6 +23,7 @@ STATE_STYLES = {
     "starting": "dim",
     "ready": "dim",
     "restarting": "yellow",
+    "draining": "yellow",
     "released": "cyan",
     "finished": "cyan",
     "exited": "dim",

@@ -25,14 +25,21 @@ class Replica:
     restarts: int = 0
     budget: RestartBudget | None = None
     restarting: bool = False  # between a death and the respawn
-    restart_requested: bool = False  # by `flujo-launch restart`: respawn at once when it exits
+    restart_requested: bool = False  # by `flujo-launch restart`: draining; respawn at once when it exits
+    hold: int | None = None  # generation held for a graceful restart, until its successor runs
+    drained: dict | None = None  # the held process's report: its stats and the readers it paused
+    pause_seen: set[tuple[str, int, str]] = field(default_factory=set)  # readers (node, replica, port)
+    # that confirmed the held process's pause marker
+    dismissed: bool = False  # told to exit: every reader has its pause marker
     grace_started: bool = False  # the stop ladder runs for this process
     escalated: str = ""  # the signal the ladder had to send, if any
 
     @property
     def state(self) -> str:
-        if self.restarting or self.restart_requested:
+        if self.restarting:
             return "restarting"
+        if self.restart_requested:
+            return "draining"
         if self.exit_code is not None:
             return "exited" if self.exit_code == 0 else "failed"
         if self.finished:

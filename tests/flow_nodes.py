@@ -178,3 +178,16 @@ class HangInClose(Consumer):
 
 def always_fail(number: int) -> int:
     raise ValueError(f"cannot handle {number}")
+
+
+class Sleepy(Processor):
+    """Passes items on, slowly (``pause`` seconds each) in its first process only: a restart
+    of it cannot drain in time, and its successor runs at full speed."""
+
+    def __init__(self, pause: float = 0.5) -> None:
+        first = json.loads(os.environ["FLUJO_NODE_CONFIG"])["generation"] == 0
+        self.pause = pause if first else 0.0
+
+    def process(self, item: Any) -> Any:
+        time.sleep(self.pause)
+        return item

@@ -86,3 +86,35 @@ def test_a_batch_counts_as_that_many_items_in_order(port: InputPort) -> None:
     port._accept(Message(MessageKind.DATA, 0, "up", 0, "a"))
     assert [(m.kind, m.seq, m.item) for m in port.ready] == [
         (MessageKind.DATA, seq, item) for seq, item in enumerate("abcd")]
+
+
+def pause(port: InputPort, replica: int) -> None:
+    port._accept(Message(MessageKind.PAUSE, 0, "up", replica))
+
+
+def test_a_paused_sender_is_past_nothing_not_yet_delivered(port: InputPort) -> None:
+    # Sender 1 drains and pauses after 5: its successor may send 2 next, so the gap at 2 is
+    # not given up on although sender 1 once sent something past it.
+    assert feed(port, (0, 0), (1, 1), (1, 5)) == [0, 1]
+    pause(port, 1)
+    assert feed(port, (0, 3), (0, 4)) == []  # without the pause, 2 would count as lost here
+    assert feed(port, (1, 2)) == [2, 3, 4, 5]  # the successor's first item fills the gap
+    assert port.late == 0
+
+
+def test_a_draining_port_is_quiet_once_every_sender_paused_or_ended(port: InputPort) -> None:
+    assert feed(port, (1, 1), (1, 3)) == []  # waiting for 0 and 2 from sender 0
+    pause(port, 0)
+    assert not port.quiet
+    port.sender_ended(1)
+    assert port.quiet
+    port.take_held()  # the replica drains: what waited for a gap goes, in order
+    assert [message.seq for message in port.ready] == [1, 3]
+
+
+def test_a_sender_that_sends_again_is_no_longer_paused(port: InputPort) -> None:
+    pause(port, 0)
+    pause(port, 1)
+    assert port.quiet
+    feed(port, (0, 0))
+    assert not port.quiet

@@ -61,25 +61,6 @@ def test_a_killed_node_restarts_and_the_flow_ends(flow: FlowRunner, victim: str,
     assert lost <= 200  # what sat in the killed process's queues, not more
 
 
-def test_restart_command_restarts_replicas_one_by_one(flow: FlowRunner, record_property) -> None:
-    out, n = flow.path("out.jsonl"), 5000
-    manifest = flow.manifest(CHAIN.format(n=n, out=out, producer_extra="", sink_extra=""), flow="queue = 4")
-    launcher = flow.start(manifest)
-    poll_for(lambda: line_count(out) >= 200, timeout=30)
-    before = {label: _replica(flow, label)["pid"] for label in ("work.0", "work.1")}
-    reply = flow.command("restart", "work", "--flow", flow.name)
-    assert reply.returncode == 0 and reply.stdout.strip() == "restarting work.0, work.1"
-    poll_for(lambda: all(_replica(flow, label).get("restarts") == 1 and _replica(flow, label).get("state") == "running"
-                         for label in before), timeout=30)
-    assert all(_replica(flow, label)["pid"] != pid for label, pid in before.items())
-    assert _replica(flow, "numbers")["restarts"] == 0 and _replica(flow, "sink")["restarts"] == 0
-    _, stderr = launcher.communicate(timeout=60)
-    assert launcher.returncode == 0, stderr
-    values = [round(value ** 0.5) for value in read_lines(out)]
-    assert values == sorted(set(values)) and values[-1] == n - 1
-    record_property("items_lost", n - len(values))
-
-
 def test_restart_cap_fails_the_flow(flow: FlowRunner) -> None:
     manifest = flow.manifest("""
         [nodes.numbers]

@@ -2,7 +2,8 @@
 
 It shows what a node in any ZeroMQ-capable language does: read the JSON configuration,
 bind the input, subscribe to control, report ready, read until every sender's end of
-stream, report released and finished, exit 0.
+stream (confirming the pause marker of a sender being restarted), report released and
+finished, exit 0.
 """
 import json
 import os
@@ -10,7 +11,7 @@ import os
 import msgpack
 import zmq
 
-DATA, SKIP, EOS, BATCH = 0, 1, 2, 3
+DATA, SKIP, EOS, BATCH, PAUSE = 0, 1, 2, 3, 4
 
 config = json.loads(os.environ["FLUJO_NODE_CONFIG"])
 node, replica = config["node"], config["replica"]
@@ -59,6 +60,8 @@ while len(ended) < port["senders"]:
             for offset, item in enumerate(msgpack.unpackb(rest[0])):
                 count += 1
                 print(f"#{seq + offset}: {item}", flush=True)
+        elif kind == PAUSE:  # a sender is being restarted: confirm, so it may exit
+            report("pause-seen", [port["port"], sender, sender_replica])
 
 report("released", [port["port"]])
 report("finished", {"items_in": count, "items_out": 0})
