@@ -128,10 +128,12 @@ def logs(node: str | None, flow_name: str | None, follow: bool) -> None:
 @click.argument("node")
 @_flow_option
 def restart(node: str, flow_name: str | None) -> None:
-    """Restart NODE's processes one by one while the rest of the flow runs.
+    """Replace NODE's processes one by one while the rest of the flow runs.
 
-    Its input endpoints stay the same, so upstream nodes reconnect and resume by themselves.
-    Items queued in a restarted process are lost (at most once; see docs/PROTOCOL.md).
+    Each replica drains first: its senders pause it, it finishes what they had sent and
+    hands over, so nothing is lost. Its input endpoints stay the same, so upstream nodes
+    reconnect and resume by themselves. A replica that does not drain within its
+    stop_timeout is ended and replaced all the same (at most once; docs/PROTOCOL.md).
     """
     reply = _ask(flow_name, "restart", node=node)
     click.echo(f"restarting {', '.join(reply['restarting'])}")
@@ -151,6 +153,9 @@ def status(flow_name: str | None, as_json: bool) -> None:
     click.echo(format_status(reply["nodes"]))
     if reply.get("bottleneck"):
         click.echo(f"bottleneck: {reply['bottleneck']}")
+
+
+main.add_command(status, name="ps")
 
 
 STATUS_COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped")

@@ -117,6 +117,8 @@ def test_status_shows_rates_queues_busy_and_the_bottleneck(flow: FlowRunner) -> 
     assert 50 < float(slow[6]) < 600  # about 1 / 2 ms per item
     assert int(slow[8].rstrip("%")) >= 50  # mostly in its own code: the bottleneck
     assert int(slow[7].rstrip("%")) >= 50  # its queue is full
+    ps = flow.command("ps", "--flow", flow.name).stdout.splitlines()  # the same command, by its short name
+    assert ps[0] == f"flow {flow.name}" and ps[1].split() == rows[1]
     assert flow.command("stop").returncode == 0
     launcher.communicate(timeout=20)
     assert launcher.returncode == 0
