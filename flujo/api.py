@@ -6,7 +6,9 @@ A node is written once and runs in its own OS process; the runtime calls, in ord
     produce() / process() / consume()
     close()                     free them (always called, also after an error)
 
-* ``Producer.produce()`` is a generator: every value it yields becomes one item.
+* ``Producer.produce()`` is a generator: every value it yields becomes one item. Yielding
+  ``None`` sends nothing but lets the runtime see its commands (a live source with no new
+  data yet should yield ``None`` rather than block for long).
 * ``Processor.process(item)`` returns the output item; ``None`` means "no output for this
   item" (a filter), and downstream zip joins still advance. With named input ports the
   items arrive as keyword arguments (``process(a=..., b=...)``); with several unnamed ports,

@@ -132,10 +132,9 @@ class NodeRuntime:
                 self.busy += clock() - started
                 if item is _END:
                     break
-                if item is None:
-                    continue
-                self._emit(self.next_seq, item)
-                self.next_seq += 1
+                if item is not None:  # None: nothing this time (a live source), but commands still count
+                    self._emit(self.next_seq, item)
+                    self.next_seq += 1
                 self._after_item()
                 if control.stop_requested or control.drain_requested or self._nobody_reads:
                     break

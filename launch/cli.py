@@ -15,7 +15,7 @@ import click
 from flujo.commands import CommandError, find_flow, logs_folder, request, running_flows, runs_folder
 from flujo.launch.errors import ManifestError
 from flujo.launch.launcher import Launcher
-from flujo.launch.manifest import load_manifest
+from flujo.launch.manifest import DEFAULT_AGENT_PORT, load_manifest
 
 
 class _ManifestOrCommand(click.Group):
@@ -156,6 +156,21 @@ def status(flow_name: str | None, as_json: bool) -> None:
 
 
 main.add_command(status, name="ps")
+
+
+@main.command()
+@click.option("--bind", default=f"tcp://0.0.0.0:{DEFAULT_AGENT_PORT}", show_default=True,
+              help="Where launchers reach this agent: the address and agent_port of this host's [hosts] entry.")
+def agent(bind: str) -> None:
+    """Serve launchers on other hosts: start the nodes they place on this host.
+
+    Run one on every host that a manifest's [hosts] table names, with the flow's code at the
+    same path as on the launcher's host. Nodes started here end when the agent ends, and
+    when their launcher falls silent (killed, or its host lost) for a few seconds.
+    """
+    from flujo.launch.agent import Agent
+
+    sys.exit(Agent(bind).run())
 
 
 STATUS_COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped")

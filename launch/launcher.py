@@ -27,11 +27,13 @@ import msgpack
 import zmq
 
 from flujo.commands import ANNOUNCEMENT, logs_folder, running_flows, runs_folder
-from flujo.launch.errors import EXIT_NODE_FAILED
+from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
+from flujo.launch.errors import EXIT_BAD_MANIFEST, EXIT_NODE_FAILED
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
-from flujo.launch.plan import plan
+from flujo.launch.plan import plan, ports_needed
 from flujo.launch.process import NodeProcess, OutputRelay, plain_lines
+from flujo.launch.remote import AgentError, AgentLink, RemoteProcess
 from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
 from flujo.launch.timers import Timers
@@ -66,6 +68,7 @@ class Launcher:
         self._failures: list[str] = []
         self._timers = Timers()
         self._restart_queue: list[Replica] = []  # `flujo-launch restart`: one replica at a time
+        self._links: dict[str, AgentLink] = {}  # host name -> its agent, for nodes on other hosts
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -80,7 +83,12 @@ class Launcher:
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
         previous_fd = signal.set_wakeup_fd(wakeup_write)
         try:
-            endpoints, configs = plan(self.flow, run_dir)
+            try:
+                remote_ports = self._connect_agents(context)
+            except AgentError as error:
+                self._say(str(error))
+                return EXIT_BAD_MANIFEST  # nothing started
+            endpoints, configs = plan(self.flow, run_dir, remote_ports)
             self._control = context.socket(zmq.XPUB)
             self._control.setsockopt(zmq.XPUB_VERBOSE, 1)
             self._control.linger = 0
@@ -117,11 +125,47 @@ class Launcher:
             os.close(wakeup_read)
             os.close(wakeup_write)
             announcement.unlink(missing_ok=True)
+            for link in self._links.values():
+                link.close()
             self._write_json_status()
             if hasattr(self, "_relay"):
                 self._relay.close()
             context.destroy(linger=0)
             shutil.rmtree(run_dir, ignore_errors=True)
+
+    def _connect_agents(self, context: zmq.Context) -> dict[str, list[int]]:
+        """Reach the agent of every other host the flow uses, and get free ports there."""
+        needed = ports_needed(self.flow)
+        ports = {}
+        for name in dict.fromkeys(spec.host for spec in self.flow.nodes.values() if spec.host):
+            link = self._links[name] = AgentLink(context, self.flow.hosts[name], lambda: getattr(self, "_relay", None))
+            try:
+                link.introduce(self.flow.name)
+                if needed.get(name):
+                    ports[name] = link.free_ports(needed[name])
+            except AgentError as error:
+                raise AgentError(f"{self.flow.path}: [hosts.{name}]: {error}") from None
+        if self._links:
+            self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
+        return ports
+
+    def _heartbeat(self) -> None:
+        """Tell each agent this launcher lives; a silent agent's host counts as lost."""
+        for link in self._links.values():
+            if link.lost:
+                continue
+            link.send("heartbeat")
+            if link.silent():
+                self._host_lost(link)
+        self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
+
+    def _host_lost(self, link: AgentLink) -> None:
+        reason = f'host "{link.host.name}" lost: its agent sent nothing for {HEARTBEAT_TIMEOUT:g} s'
+        self._say(reason)
+        for replica in self.replicas.values():
+            if self.flow.nodes[replica.config.node].host == link.host.name and replica.exit_code is None:
+                replica.budget, replica.restart_requested, replica.error = None, False, {"message": reason}
+        link.lose()  # each of its processes exits now, as far as this launcher is concerned
 
     @contextlib.contextmanager
     def _terminal(self, width: int) -> Iterator[Callable[[str, str], None]]:
@@ -190,16 +234,26 @@ class Launcher:
                 self._say(f'node "{replica.config.label}" could not start: {error}')
                 raise SystemExit(EXIT_NODE_FAILED) from None
 
-    def _spawn(self, replica: Replica) -> NodeProcess:
+    def _spawn(self, replica: Replica) -> NodeProcess | RemoteProcess:
         config = replica.config
         spec = self.flow.nodes[config.node]
-        argv = [sys.executable, "-m", "flujo.node"] if spec.run else list(spec.command or ())
-        env = {**os.environ, **spec.env, CONFIG_ENV: config.to_json(), "PYTHONUNBUFFERED": "1"}
+        env = {**spec.env, CONFIG_ENV: config.to_json(), "PYTHONUNBUFFERED": "1"}
         cwd = str(self.flow.base_dir / spec.cwd) if spec.cwd else str(self.flow.base_dir)
         key = replica.key
-        process = NodeProcess(config.label, argv, env, cwd, self._relay,
+        if spec.host is not None:  # its agent starts it, with that host's Python, at the same path
+            remote = self._links[spec.host].spawn(config.label, list(spec.command) if spec.command else None,
+                                                  env, cwd, on_exit=lambda code: self._on_remote_exit(key, remote, code))
+            return remote
+        argv = [sys.executable, "-m", "flujo.node"] if spec.run else list(spec.command or ())
+        process = NodeProcess(config.label, argv, {**os.environ, **env}, cwd, self._relay,
                               on_exit=lambda code: self._notify_exit(key, process.pid, code))
         return process
+
+    def _on_remote_exit(self, key: tuple[str, int], process: RemoteProcess, code: int) -> None:
+        """Called in the loop when an agent reports an exit (or its host is lost)."""
+        replica = self.replicas[key]
+        if replica.process is process:
+            self._on_exit(replica, code)
 
     def _respawn(self, replica: Replica) -> None:
         """Start a new process for a replica that died: same endpoints, so its peers reconnect."""
@@ -239,7 +293,8 @@ class Launcher:
     # -- the loop --------------------------------------------------------------------------
     def _loop(self, wakeup_fd: int) -> None:
         poller = zmq.Poller()
-        for socket in (self._control, self._status, self._exits, self._commands):
+        links = {link.socket: link for link in self._links.values()}
+        for socket in (self._control, self._status, self._exits, self._commands, *links):
             poller.register(socket, zmq.POLLIN)
         poller.register(wakeup_fd, zmq.POLLIN)
         while any(r.exit_code is None or r.restarting for r in self.replicas.values()):
@@ -263,6 +318,9 @@ class Launcher:
                     self._on_exit(replica, code)
             if self._commands in events:
                 self._commands.send(msgpack.packb(self._on_command(msgpack.unpackb(self._commands.recv()))))
+            for socket, link in links.items():
+                if socket in events:
+                    link.handle()
 
     # -- commands from other processes (flujo-launch stop/status, Flow.stop) ---------------
     def _on_command(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -291,6 +349,7 @@ class Launcher:
         return {"flow": self.flow.name, "started": self._started, "stopping": self._stopping,
                 "bottleneck": bottleneck(self.flow, samples), "nodes": [
                     {"label": r.config.label, "node": r.config.node, "replica": r.config.replica,
+                     "host": self.flow.nodes[r.config.node].host,
                      "pid": r.process.pid if r.process else None, "exit_code": r.exit_code,
                      "state": "running" if r.state == "ready" and self._started else r.state,
                      "restarts": r.restarts, "error": (r.error or {}).get("message"),

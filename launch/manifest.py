@@ -22,6 +22,8 @@ ERROR_POLICIES = ("fail", "skip")
 QUEUE_POLICIES = ("block", "drop-newest", "drop-oldest")
 TRANSPORTS = ("ipc", "tcp")
 DEFAULT_QUEUE = 16
+DEFAULT_AGENT_PORT = 7700
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,19 @@ class InputSpec:
     port: str
     source: str
     source_port: str = "out"
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Another machine, where `flujo-launch agent` starts this flow's nodes."""
+
+    name: str
+    address: str  # where its nodes bind their inputs, and its agent listens
+    agent_port: int = DEFAULT_AGENT_PORT
+
+    @property
+    def agent(self) -> str:
+        return f"tcp://{self.address}:{self.agent_port}"
 
 
 @dataclass
@@ -53,6 +68,7 @@ class NodeSpec:
     max_restarts: int = 5  # at most this many restarts ...
     restart_window: float = 60.0  # ... within this many seconds, else the node counts as failed
     stop_timeout: float = 10.0  # grace after a stop before SIGTERM, then as long again before SIGKILL
+    host: str | None = None  # a [hosts] entry: the node runs there; None: on the launcher's machine
     kind: str = ""  # producer | processor | consumer, resolved during validation
 
 
@@ -63,7 +79,8 @@ class FlowSpec:
     nodes: dict[str, NodeSpec]
     queue: int = DEFAULT_QUEUE
     transport: str = "ipc"
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # the launcher's address for tcp endpoints (reachable from every host)
+    hosts: dict[str, HostSpec] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -122,6 +139,12 @@ def _string_list(value: Any) -> str | None:
     return 'must be a non-empty list of strings, for example ["python3", "node.py"]'
 
 
+def _port_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        return f"must be a TCP port number (1-65535), got {value!r}"
+    return None
+
+
 def _inputs(value: Any) -> str | None:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return None
@@ -138,8 +161,10 @@ NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "replicas": _count, "queue": _count, "env": _string_table, "cwd": _string, "outputs": _string_list,
     "on_error": _one_of(ERROR_POLICIES), "policy": _one_of(QUEUE_POLICIES),
     "restart": _one_of(RESTART_POLICIES), "max_restarts": _count,
-    "restart_window": _seconds, "stop_timeout": _seconds,
+    "restart_window": _seconds, "stop_timeout": _seconds, "host": _string,
 }
+HOST_FIELDS: dict[str, Callable[[Any], str | None]] = {"address": _string, "agent_port": _port_number}
+SECTIONS = ("flow", "hosts", "nodes")
 
 
 def load_manifest(path: str | Path) -> FlowSpec:
@@ -184,8 +209,8 @@ class _Validator:
 
     def flow(self, data: dict[str, Any]) -> FlowSpec:
         for key in data:
-            if key not in ("flow", "nodes"):
-                self.problem(f'unknown section [{key}]{did_you_mean(key, ("flow", "nodes"))}')
+            if key not in SECTIONS:
+                self.problem(f'unknown section [{key}]{did_you_mean(key, SECTIONS)}')
         flow_table = data.get("flow", {})
         if not isinstance(flow_table, dict):
             self.problem("[flow] must be a table", field_name="flow")
@@ -196,9 +221,12 @@ class _Validator:
             self.problem("no nodes: add at least one [nodes.NAME] table")
             nodes_table = {}
         nodes = {name: self.node(name, table) for name, table in nodes_table.items()}
+        hosts = self.hosts(data.get("hosts", {}))
         flow = FlowSpec(name=settings.get("name", self.path.stem), path=self.path, nodes=nodes,
                         queue=settings.get("queue", DEFAULT_QUEUE),
-                        transport=settings.get("transport", "ipc"), host=settings.get("host", "127.0.0.1"))
+                        transport=settings.get("transport", "ipc"), host=settings.get("host", "127.0.0.1"),
+                        hosts=hosts)
+        self.placement(flow, "transport" in settings)
         if not self.problems:
             self.graph(flow)
         if not self.problems:
@@ -216,7 +244,7 @@ class _Validator:
             return spec
         good = self.fields(table, NODE_FIELDS, name, f"[nodes.{name}]")
         for key in ("run", "command", "args", "join", "replicas", "queue", "env", "cwd", "outputs", "on_error",
-                    "policy", "restart", "max_restarts", "restart_window", "stop_timeout"):
+                    "policy", "restart", "max_restarts", "restart_window", "stop_timeout", "host"):
             if key in good:
                 setattr(spec, key, good[key])
         if ("run" in table) == ("command" in table):
@@ -236,6 +264,42 @@ class _Validator:
             except LoadError as error:
                 self.problem(str(error), name, "run")
         return spec
+
+    def hosts(self, table: Any) -> dict[str, HostSpec]:
+        if not isinstance(table, dict):
+            self.problem("[hosts] must be a table of [hosts.NAME] tables", field_name="hosts")
+            return {}
+        hosts = {}
+        for name, entry in table.items():
+            where = f"[hosts.{name}]"
+            if not isinstance(entry, dict):
+                self.problem(f'{where} must be a table, for example {{ address = "10.0.0.2" }}', field_name=name)
+                continue
+            good = self.fields(entry, HOST_FIELDS, None, where)
+            if "address" not in entry:
+                self.problem(f"{where} needs the address its agent listens on and its nodes bind", field_name="address")
+            elif "address" in good:
+                hosts[name] = HostSpec(name, good["address"], good.get("agent_port", DEFAULT_AGENT_PORT))
+        return hosts
+
+    def placement(self, flow: FlowSpec, transport_given: bool) -> None:
+        """Nodes on other hosts need tcp everywhere and a launcher address those hosts reach."""
+        remote = [node for node in flow.nodes.values() if node.host is not None]
+        for node in remote:
+            if node.host not in flow.hosts:
+                known = f" (declared: {', '.join(flow.hosts)})" if flow.hosts else " (add a [hosts.NAME] table)"
+                self.problem(f'no host named "{node.host}"{did_you_mean(node.host, flow.hosts)}{known}',
+                             node.name, "host")
+        if not remote:
+            return
+        if transport_given and flow.transport != "tcp":
+            self.problem(f'node "{remote[0].name}" runs on host "{remote[0].host}": nodes on other hosts '
+                         'talk over tcp; remove transport or set transport = "tcp"', field_name="transport")
+        flow.transport = "tcp"
+        if flow.host in LOOPBACK:
+            self.problem(f'node "{remote[0].name}" runs on host "{remote[0].host}", which cannot reach the '
+                         f'launcher at {flow.host}: set [flow] host to this machine\'s address on their network',
+                         field_name="host")
 
     def executable(self, spec: NodeSpec) -> bool:
         program = spec.command[0]  # type: ignore[index]

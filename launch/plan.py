@@ -1,7 +1,8 @@
 """Turn a validated FlowSpec into one NodeConfig per replica: allocate every endpoint.
 
 Endpoints are ipc sockets in the run's private folder by default, or loopback/host tcp
-ports chosen at run time when the manifest says ``transport = "tcp"``.
+ports chosen at run time when the manifest says ``transport = "tcp"``. A node on another
+host binds on that host's address, at a port its agent found free there.
 """
 from __future__ import annotations
 
@@ -22,27 +23,42 @@ class Endpoints:
 
 
 class EndpointAllocator:
-    def __init__(self, flow: FlowSpec, run_dir: Path) -> None:
-        self._transport, self._host, self._run_dir = flow.transport, flow.host, run_dir
+    def __init__(self, flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]]) -> None:
+        self._flow, self._run_dir = flow, run_dir
+        self._remote_ports = {host: list(ports) for host, ports in remote_ports.items()}
 
-    def allocate(self, name: str) -> str:
-        if self._transport == "ipc":
+    def allocate(self, name: str, host: str | None = None) -> str:
+        if host is not None:
+            return f"tcp://{self._flow.hosts[host].address}:{self._remote_ports[host].pop()}"
+        if self._flow.transport == "ipc":
             return f"ipc://{self._run_dir / name}"
+        address = self._flow.host
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # a port free right now
-            probe.bind((self._host, 0))
-            return f"tcp://{self._host}:{probe.getsockname()[1]}"
+            probe.bind((address, 0))
+            return f"tcp://{address}:{probe.getsockname()[1]}"
 
 
-def plan(flow: FlowSpec, run_dir: Path) -> tuple[Endpoints, dict[tuple[str, int], NodeConfig]]:
-    """(launcher endpoints, {(node, replica): config})."""
-    allocate = EndpointAllocator(flow, run_dir).allocate
+def ports_needed(flow: FlowSpec) -> dict[str, int]:
+    """How many input endpoints each other host binds: one per input port per replica."""
+    needed: dict[str, int] = {}
+    for node in flow.nodes.values():
+        if node.host is not None:
+            needed[node.host] = needed.get(node.host, 0) + len(node.inputs) * node.replicas
+    return needed
+
+
+def plan(flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]] | None = None,
+         ) -> tuple[Endpoints, dict[tuple[str, int], NodeConfig]]:
+    """(launcher endpoints, {(node, replica): config}); ``remote_ports``: free ports on each
+    other host, as many as ``ports_needed`` says."""
+    allocate = EndpointAllocator(flow, run_dir, remote_ports or {}).allocate
     endpoints = Endpoints(control=allocate("control"), status=allocate("status"))
     # Every input port of every replica binds its own endpoint.
     bound: dict[tuple[str, str, int], str] = {}
     for index, node in enumerate(flow.nodes.values()):
         for port_index, port in enumerate(node.inputs):
             for replica in range(node.replicas):
-                bound[(node.name, port.port, replica)] = allocate(f"n{index}.p{port_index}.r{replica}")
+                bound[(node.name, port.port, replica)] = allocate(f"n{index}.p{port_index}.r{replica}", node.host)
     configs = {}
     for node in flow.nodes.values():
         outputs = tuple(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from flujo.config import NodeConfig
 from flujo.launch.metrics import Sample
 from flujo.launch.process import NodeProcess
+from flujo.launch.remote import RemoteProcess
 from flujo.launch.restarts import RestartBudget
 
 
@@ -14,7 +15,7 @@ class Replica:
     """What the launcher knows about one replica of a node."""
 
     config: NodeConfig
-    process: NodeProcess | None = None
+    process: NodeProcess | RemoteProcess | None = None
     subscribed: bool = False
     ready: bool = False
     released_ports: set[str] = field(default_factory=set)

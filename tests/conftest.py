@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import psutil
 import pytest
@@ -74,9 +74,11 @@ class FlowRunner:
     def path(self, name: str) -> str:
         return str(self.folder / name)
 
-    def start(self, manifest: Path, *options: str) -> subprocess.Popen:
+    def start(self, manifest: Path, *options: str, prefix: Sequence[str] = ()) -> subprocess.Popen:
+        """Run the launcher on ``manifest``; ``prefix`` wraps the command (another network namespace)."""
         # The extra argument marks the launcher so the orphan check can find it.
-        command = [sys.executable, "-c", "import sys; from flujo.launch.cli import main; sys.argv[1:2] = []; main()",
+        command = [*prefix, sys.executable, "-c",
+                   "import sys; from flujo.launch.cli import main; sys.argv[1:2] = []; main()",
                    f"flujo-test-flow={self.name}", str(manifest), *options]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    start_new_session=True, env=self.env)

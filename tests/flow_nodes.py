@@ -191,3 +191,26 @@ class Sleepy(Processor):
     def process(self, item: Any) -> Any:
         time.sleep(self.pause)
         return item
+
+
+def where(number: int) -> dict[str, int]:
+    """The number, and the network namespace (its inode) of the process that saw it."""
+    return {"n": number, "net": os.stat("/proc/self/ns/net").st_ino}
+
+
+class Gated(Producer):
+    """Counts to n, ``pause`` seconds apart, then holds its stream open until the file
+    ``gate`` exists: a test decides when the stream may end. It yields None meanwhile, so
+    it keeps obeying commands."""
+
+    def __init__(self, n: int, gate: str, pause: float = 0.0) -> None:
+        self.n, self.gate, self.pause = n, Path(gate), pause
+
+    def produce(self) -> Iterable[int | None]:
+        for i in range(self.n):
+            if self.pause:
+                time.sleep(self.pause)
+            yield i
+        while not self.gate.exists():
+            time.sleep(0.005)
+            yield None

@@ -67,6 +67,19 @@ CASES = {
     "bad policy": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\n[nodes.b]\nrun = "flujo.nodes.basic:Print"\n'
                    'inputs = ["a"]\npolicy = "drop-newst"', ['node "b"', 'field "policy"', 'did you mean "drop-newest"']),
     "bad queue": ('queue = 0\n[nodes.a]\nrun = "flujo.nodes.basic:Count"', ['field "queue"', "at least 1"]),
+    "unknown host": ('host = "10.0.0.1"\n[hosts.edge]\naddress = "10.0.0.2"\n'
+                     '[nodes.a]\nrun = "flujo.nodes.basic:Count"\nhost = "egde"',
+                     ['node "a"', 'field "host"', 'no host named "egde"', 'did you mean "edge"']),
+    "host without address": ('[hosts.edge]\nagent_port = 7700\n[nodes.a]\nrun = "flujo.nodes.basic:Count"',
+                             ['field "address"', "[hosts.edge] needs the address"]),
+    "bad agent port": ('[hosts.edge]\naddress = "10.0.0.2"\nagent_port = 70000\n'
+                       '[nodes.a]\nrun = "flujo.nodes.basic:Count"', ['field "agent_port"', "TCP port number"]),
+    "launcher unreachable": ('[hosts.edge]\naddress = "10.0.0.2"\n[nodes.a]\nrun = "flujo.nodes.basic:Count"\n'
+                             'host = "edge"', ['field "host"', 'node "a" runs on host "edge"',
+                                               "cannot reach the launcher at 127.0.0.1"]),
+    "ipc across hosts": ('transport = "ipc"\nhost = "10.0.0.1"\n[hosts.edge]\naddress = "10.0.0.2"\n'
+                         '[nodes.a]\nrun = "flujo.nodes.basic:Count"\nhost = "edge"',
+                         ['field "transport"', "nodes on other hosts talk over tcp"]),
 }
 
 

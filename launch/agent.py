@@ -1,0 +1,205 @@
+"""`flujo-launch agent`: runs on another host and starts the node processes launchers ask for.
+
+One agent serves any number of launchers (flows) at once. It starts each process as the
+launcher would locally (own session, ended with the agent), relays its output lines and
+exit status, and ends a launcher's processes when that launcher falls silent: a launcher
+killed with SIGKILL leaves no orphan on other hosts either.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import zmq
+
+from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, pack, unpack
+from flujo.launch.process import NodeProcess
+from flujo.launch.timers import Timers
+
+_INBOX = "inproc://agent-inbox"
+#: After SIGTERM, a silent launcher's processes get this long before SIGKILL.
+KILL_GRACE = 2.0
+
+
+@dataclass
+class _Launcher:
+    """One launcher this agent serves: its identity on the ROUTER, and its processes."""
+
+    identity: bytes
+    flow: str
+    heard: float
+    processes: dict[int, NodeProcess] = field(default_factory=dict)  # token -> process
+    ending: bool = False
+
+
+class _Outbox:
+    """Lets watcher threads hand messages to the loop's thread (zmq sockets are not thread-safe)."""
+
+    def __init__(self, context: zmq.Context) -> None:
+        self._socket = context.socket(zmq.PUSH)
+        self._socket.connect(_INBOX)
+        self._lock = threading.Lock()
+
+    def send(self, identity: bytes, message: bytes) -> None:
+        with self._lock:
+            self._socket.send_multipart([identity, message])
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+
+class _LineForwarder:
+    """Stands in for the launcher's OutputRelay: each output line goes to the launcher."""
+
+    def __init__(self, outbox: _Outbox, identity: bytes) -> None:
+        self._outbox, self._identity = outbox, identity
+
+    def line(self, label: str, text: str) -> None:
+        self._outbox.send(self._identity, pack("line", {"label": label, "text": text}))
+
+
+class Agent:
+    """Serves launchers on ``bind`` (a tcp endpoint) until SIGINT or SIGTERM."""
+
+    def __init__(self, bind: str, log: IO[str] | None = None) -> None:
+        self.bind = bind
+        self._log = log or sys.stdout
+        self._launchers: dict[bytes, _Launcher] = {}
+        self._timers = Timers()
+        self._stopping = False
+
+    def run(self) -> int:
+        context = zmq.Context()
+        router = context.socket(zmq.ROUTER)
+        router.linger = 0
+        router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a launcher that went away: drop, never block
+        inbox = context.socket(zmq.PULL)
+        inbox.bind(_INBOX)
+        outbox = _Outbox(context)
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            router.bind(self.bind)
+            self._say(f"listening on {router.getsockopt_string(zmq.LAST_ENDPOINT)}")
+            self._router, self._outbox = router, outbox
+            self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
+            poller = zmq.Poller()
+            poller.register(router, zmq.POLLIN)
+            poller.register(inbox, zmq.POLLIN)
+            while not self._stopping:
+                events = dict(poller.poll(min(self._timers.timeout_ms() or 500, 500)))
+                self._timers.run_due()
+                if router in events:
+                    identity, frame = router.recv_multipart()
+                    self._on_request(identity, *unpack(frame))
+                if inbox in events:
+                    _forward_all(inbox, router)
+            return 0
+        finally:
+            for launcher in self._launchers.values():
+                self._end(launcher, signal.SIGKILL)
+            for launcher in self._launchers.values():
+                for process in launcher.processes.values():
+                    process.join()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            outbox.close()
+            context.destroy(linger=0)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._stopping = True
+
+    def _on_request(self, identity: bytes, kind: str, payload: Any) -> None:
+        launcher = self._launchers.get(identity)
+        if launcher is not None:
+            launcher.heard = time.monotonic()
+        if kind == "hello":
+            self._launchers[identity] = _Launcher(identity, payload["flow"], time.monotonic())
+            self._say(f'serving flow "{payload["flow"]}"')
+            self._send(identity, "welcome", {"host": socket.gethostname(), "pid": os.getpid()})
+        elif launcher is None:
+            return  # not introduced (or already ended): ignore
+        elif kind == "ports":
+            self._send(identity, "ports", free_ports(payload["address"], payload["count"]))
+        elif kind == "spawn":
+            self._spawn(launcher, payload)
+        elif kind == "signal":
+            process = launcher.processes.get(payload["token"])
+            if process is not None:
+                process.signal(payload["signum"])
+        elif kind == "bye":
+            self._end(launcher, signal.SIGKILL)
+
+    def _spawn(self, launcher: _Launcher, request: dict[str, Any]) -> None:
+        token, label = request["token"], request["label"]
+        argv = request["argv"] or [sys.executable, "-m", "flujo.node"]
+        outbox, identity = self._outbox, launcher.identity
+
+        def exited(code: int) -> None:
+            outbox.send(identity, pack("exit", {"token": token, "code": code}))
+
+        try:
+            process = NodeProcess(label, argv, {**os.environ, **request["env"]}, request["cwd"],
+                                  _LineForwarder(outbox, identity), on_exit=exited)  # type: ignore[arg-type]
+        except OSError as error:
+            self._send(identity, "failed", {"token": token, "error": f"{type(error).__name__}: {error}"})
+            return
+        launcher.processes[token] = process
+        self._send(identity, "started", {"token": token, "pid": process.pid})
+
+    def _heartbeat(self) -> None:
+        """Tell each launcher this host lives; end the processes of launchers gone silent."""
+        now = time.monotonic()
+        for identity, launcher in list(self._launchers.items()):
+            alive = [p for p in launcher.processes.values() if p.returncode is None]
+            if launcher.ending and not alive:
+                del self._launchers[identity]  # everything of it has ended: forget it
+            elif not launcher.ending and now - launcher.heard > HEARTBEAT_TIMEOUT:
+                self._say(f'the launcher of flow "{launcher.flow}" has been silent for {HEARTBEAT_TIMEOUT:g} s: '
+                          f"ending its {len(alive)} processes")
+                self._end(launcher, signal.SIGTERM)
+                self._timers.after(KILL_GRACE, lambda launcher=launcher: self._end(launcher, signal.SIGKILL))
+            elif not launcher.ending:
+                self._send(identity, "heartbeat")
+        self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
+
+    def _end(self, launcher: _Launcher, signum: int) -> None:
+        launcher.ending = True
+        for process in launcher.processes.values():
+            if process.returncode is None:
+                process.signal(signum)
+
+    def _send(self, identity: bytes, kind: str, payload: Any = None) -> None:
+        self._router.send_multipart([identity, pack(kind, payload)])
+
+    def _say(self, text: str) -> None:
+        self._log.write(f"flujo-agent: {text}\n")
+        self._log.flush()
+
+
+def _forward_all(inbox: zmq.Socket, router: zmq.Socket) -> None:
+    """Send on everything the watcher threads queued (output lines come in bursts)."""
+    while True:
+        try:
+            router.send_multipart(inbox.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            return
+
+
+def free_ports(address: str, count: int) -> list[int]:
+    """Ports free on ``address`` right now, all different (held open until all are found)."""
+    probes = []
+    try:
+        for _ in range(count):
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probe.bind((address, 0))
+            probes.append(probe)
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()

@@ -1,0 +1,33 @@
+"""Restart a node of a running flow mid-stream, by command, and let the flow end afterwards."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from conftest import FlowRunner, poll_for
+from flow_nodes import line_count, read_lines
+
+
+def restart_mid_stream(flow: FlowRunner, manifest_body: str, node: str, out: str,
+                        after: int = 300, prefix: Sequence[str] = ()) -> tuple[list, str, str]:
+    """Start the flow, restart ``node`` once ``after`` items are out, and once every replica
+    of it runs again open the gate (``{gate}`` in the manifest) that lets the stream end.
+
+    Returns what the sink wrote, and the launcher's output and messages.
+    """
+    gate = Path(flow.path("gate"))
+    launcher = flow.start(flow.manifest(manifest_body.replace("{gate}", str(gate)), flow="queue = 4"), prefix=prefix)
+    poll_for(lambda: line_count(out) >= after, timeout=30)
+    labels = sorted(label for label, replica in flow.replicas().items() if replica["node"] == node)
+    reply = flow.command("restart", node, "--flow", flow.name)
+    assert reply.returncode == 0, reply.stderr
+    assert reply.stdout.strip() == f"restarting {', '.join(labels)}"
+    poll_for(lambda: all(replica["restarts"] == 1 and replica["state"] == "running"
+                         for label, replica in flow.replicas().items() if label in labels), timeout=30)
+    gate.touch()
+    stdout, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    for label in labels:
+        assert f'restarting node "{label}": draining it first' in stderr
+    assert "before it had drained" not in stderr and "did not drain" not in stderr
+    return read_lines(out), stdout, stderr
