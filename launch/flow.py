@@ -11,7 +11,8 @@
 (also one defined in the user's own script); positional inputs are upstream nodes (or
 ``node.output("name")`` for a named output); keyword values that are nodes are named input
 ports, every other keyword is an argument of the node. A few keywords belong to the flow
-rather than the node: ``name``, ``replicas``, ``queue``, ``join``, ``env``, ``cwd``.
+rather than the node: ``name``, ``replicas``, ``queue``, ``join``, ``env``, ``cwd``, ``host``
+(a machine declared with ``add_host``, where ``flujo-launch agent`` runs).
 
 Every ``add`` validates the graph so far with the manifest's own rules, so misuse raises
 where the flow is defined, not when it runs. Cycles cannot be written: a node's inputs
@@ -91,18 +92,27 @@ def _default_name(target: Any) -> str:
 class Flow:
     """A flow defined in Python. ``start``/``stop``/``join`` run it like ``flujo-launch``."""
 
-    def __init__(self, name: str, *, queue: int = 16, transport: str = "ipc", host: str = "127.0.0.1") -> None:
+    def __init__(self, name: str, *, queue: int = 16, transport: str | None = None, host: str = "127.0.0.1") -> None:
+        """``transport``: "ipc" (the default on one machine) or "tcp" (the default once a node
+        runs on another host); ``host``: the launcher's address for tcp endpoints."""
         self.name = name
-        self._settings: dict[str, Any] = {"name": name, "queue": queue, "transport": transport, "host": host}
+        self._settings: dict[str, Any] = {"name": name, "queue": queue, "host": host}
+        if transport is not None:
+            self._settings["transport"] = transport
         self._nodes: dict[str, dict[str, Any]] = {}
+        self._hosts: dict[str, dict[str, Any]] = {}
         self._outputs: dict[str, tuple[str, ...]] = {}
         self._folder: Path | None = None
         self._launcher: subprocess.Popen | None = None
 
     # -- definition ------------------------------------------------------------------------
+    def add_host(self, name: str, address: str, agent_port: int = 7700) -> None:
+        """Declare another machine; nodes added with ``host=name`` run there (its agent starts them)."""
+        self._hosts[name] = {"address": address, "agent_port": agent_port}
+
     def add(self, target: Any, *inputs: Port, name: str | None = None, replicas: int = 1,
             queue: int | None = None, join: str = "zip", env: dict[str, str] | None = None,
-            cwd: str | None = None, **keywords: Any) -> NodeRef:
+            cwd: str | None = None, host: str | None = None, **keywords: Any) -> NodeRef:
         """Add a node reading ``inputs``; returns its reference. See the module docstring."""
         reference = _reference(target)
         name = name or self._unique_name(_default_name(target))
@@ -125,7 +135,7 @@ class Flow:
         if args:
             table["args"] = self._checked_args(name, args)
         options = {"replicas": replicas if replicas != 1 else None, "queue": queue,
-                   "join": join if join != "zip" else None, "env": env}
+                   "join": join if join != "zip" else None, "env": env, "host": host}
         table.update({key: value for key, value in options.items() if value is not None})
         self._nodes[name] = table
         self._outputs[name] = declared_outputs(target)
@@ -157,7 +167,11 @@ class Flow:
 
     def manifest(self) -> dict[str, Any]:
         """The manifest, as the dict a TOML file would parse to."""
-        return {"flow": dict(self._settings), "nodes": {name: dict(table) for name, table in self._nodes.items()}}
+        manifest: dict[str, Any] = {"flow": dict(self._settings)}
+        if self._hosts:
+            manifest["hosts"] = {name: dict(table) for name, table in self._hosts.items()}
+        manifest["nodes"] = {name: dict(table) for name, table in self._nodes.items()}
+        return manifest
 
     def spec(self) -> FlowSpec:
         """Validate with the manifest's rules; raises FlowDefinitionError naming node and field."""
@@ -191,6 +205,14 @@ class Flow:
                                       f"{did_you_mean(unknown[0], self._nodes)}")
         self._wait_announced()
         request(self.name, "stop", nodes=list(nodes))
+
+    def restart(self, node: str) -> list[str]:
+        """Replace the node's processes one by one, each drained first (nothing lost); returns
+        the replicas being restarted."""
+        if node not in self._nodes:
+            raise FlowDefinitionError(f'flow "{self.name}" has no node "{node}"{did_you_mean(node, self._nodes)}')
+        self._wait_announced()
+        return request(self.name, "restart", node=node)["restarting"]
 
     def status(self) -> dict[str, Any]:
         """The running flow's state, one entry per node replica."""

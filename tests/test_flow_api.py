@@ -99,6 +99,18 @@ def test_to_manifest_loads_as_the_same_graph(tmp_path: Path) -> None:
     assert spec.nodes["double"].run == f"{__name__}:double"
 
 
+def test_nodes_placed_on_other_hosts_round_trip(tmp_path: Path) -> None:
+    flow = Flow("spread", host="10.0.0.1")
+    flow.add_host("edge", "10.0.0.2", agent_port=7800)
+    numbers = flow.add(Count, n=10, name="numbers")
+    flow.add(Collect, flow.add(double, numbers, host="edge"), path="out.jsonl")
+    spec = load_manifest(flow.to_manifest(tmp_path / "spread.toml"))
+    assert spec.nodes["double"].host == "edge" and spec.nodes["numbers"].host is None
+    assert spec.hosts["edge"].agent == "tcp://10.0.0.2:7800" and spec.transport == "tcp"
+    with pytest.raises(FlowDefinitionError, match='field "host": no host named "egde"'):
+        flow.add(double, numbers, host="egde")
+
+
 SCRIPT = '''
 import json, sys
 from flujo import Flow, Processor
@@ -123,6 +135,10 @@ if __name__ == "__main__":
             time.sleep(0.02)
         running = {node["label"]: node["state"] for node in flow.status()["nodes"]}
         assert running["numbers"] == "running", running
+        assert flow.restart("shout") == ["shout.0", "shout.1"]  # drained one by one: nothing lost
+        while any(node["restarts"] != 1 or node["state"] != "running"
+                  for node in flow.status()["nodes"] if node["node"] == "shout"):
+            time.sleep(0.02)
         flow.stop("numbers")
     print(json.dumps(flow.join(timeout=60)), flush=True)
 '''
