@@ -114,6 +114,8 @@ def logs(node: str | None, flow_name: str | None, follow: bool) -> None:
         width = max((len(path.stem) for path in files), default=0)
         for path in files:
             positions.setdefault(path, 0)
+            if path.stat().st_size < positions[path]:
+                positions[path] = 0  # rotated since the last look: a new file
             with path.open() as log:
                 log.seek(positions[path])
                 for text in log:

@@ -6,10 +6,12 @@ then stops the flow in order) and asks the kernel to end it if the launcher dies
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import subprocess
 import threading
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import IO, Callable
 
@@ -22,13 +24,19 @@ def _end_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+#: A node's log file is rotated at this size; the last LOG_BACKUPS rotated files are kept
+#: (``<label>.log.1`` is the newest): a flow that runs for weeks does not fill the disk.
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 3
+
+
 class OutputRelay:
     """Shows every child's output lines, prefixed with its label, and keeps them in one log
-    file per label (``<logs>/<label>.log``) for `flujo-launch logs`."""
+    file per label (``<logs>/<label>.log``, rotated) for `flujo-launch logs`."""
 
-    def __init__(self, show: Callable[[str, str], None], logs: Path) -> None:
-        self._show, self._logs = show, logs
-        self._files: dict[str, IO[str]] = {}
+    def __init__(self, show: Callable[[str, str], None], logs: Path, max_bytes: int = LOG_MAX_BYTES) -> None:
+        self._show, self._logs, self._max_bytes = show, logs, max_bytes
+        self._files: dict[str, RotatingFileHandler] = {}
         self._lock = threading.Lock()
         logs.mkdir(parents=True, exist_ok=True)
 
@@ -36,9 +44,9 @@ class OutputRelay:
         with self._lock:
             log = self._files.get(label)
             if log is None:
-                log = self._files[label] = (self._logs / f"{label}.log").open("a")
-            log.write(text + "\n")
-            log.flush()
+                log = self._files[label] = RotatingFileHandler(
+                    self._logs / f"{label}.log", maxBytes=self._max_bytes, backupCount=LOG_BACKUPS, encoding="utf-8")
+            log.emit(logging.makeLogRecord({"msg": text}))  # the bare line, flushed
             self._show(label, text)
 
     def close(self) -> None:
