@@ -35,6 +35,7 @@ class OutputConfig:
     endpoints: tuple[str, ...]
     hwm: int
     policy: str = "block"  # the reader's: "block" waits for room; "drop-*": a full queue drops
+    aligned: bool = False  # the reader zips several ports: a graceful restart agrees on where to pause
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:

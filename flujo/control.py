@@ -12,6 +12,7 @@ from typing import Any
 import zmq
 
 from flujo.config import NodeConfig
+from flujo.holds import Holds
 from flujo.protocol import EVENTS, POLLIN, Control, Status, identity_topic, parse_control, status_frame
 
 
@@ -30,9 +31,9 @@ class ControlChannel:
         self.stop_requested = False
         self.released: set[tuple[str, str, int]] = set()  # (node, port, replica) that reads no more
         self.gone: set[tuple[str, int]] = set()  # replicas that died without end of stream
-        # Replicas being restarted gracefully -> the generation whose process drains. The dict is
-        # shared with the output edges (they pause those replicas) and is empty almost always.
-        self.held: dict[tuple[str, int], int] = {}
+        # Replicas being restarted gracefully, shared with the output edges (they pause those
+        # replicas); empty almost always.
+        self.holds = Holds(lambda node, replica, port, seq: self.report(Status.POSITION, [node, replica, port, seq]))
         self.drain_requested = False  # this very process is held: take what is queued, hand over, exit
         self.dismissed = False  # every reader has this drained process's pause marker: exit now
         self.changes = 0  # bumped on every release or loss, so readers can cache
@@ -60,15 +61,19 @@ class ControlChannel:
             self.changes += 1
         elif topic is Control.HOLD:
             node, replica, generation = payload[:3]
-            self.held[(node, replica)] = generation
+            self.holds.hold((node, replica), generation)
             if self._is_me(node, replica, generation):
                 self.drain_requested = True
+        elif topic is Control.ALIGN:
+            node, replica, generation, limit = payload[:4]
+            self.holds.align((node, replica), generation, limit)
         elif topic is Control.RESUME:
             node, replica, generation = payload[:3]
-            if self.held.get((node, replica)) == generation:
-                del self.held[(node, replica)]
+            self.holds.resume((node, replica), generation)
         elif topic is Control.DISMISS:
-            if self._is_me(*payload[:3]):
+            node, replica, generation = payload[:3]
+            self.holds.dismissed((node, replica), generation)
+            if self._is_me(node, replica, generation):
                 self.dismissed = True
         elif topic is Control.GONE:
             if len(payload) < 4 or (payload[2], payload[3]) == (self._config.node, self._config.replica):

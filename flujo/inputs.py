@@ -78,6 +78,10 @@ class InputPort:
         """Every sender has paused or ended: nothing more will come until a successor runs."""
         return len(self._ended_senders | self._paused_senders) >= self.config.senders
 
+    def complete_through(self, seq: int) -> bool:
+        """Every sequence number up to ``seq`` has arrived (or was given up on) and was delivered."""
+        return self._expected > seq and not (self._held_order and self._held_order[0] <= seq)
+
     @property
     def exhausted(self) -> bool:
         """Every sender ended and every item was taken."""
@@ -141,8 +145,9 @@ class InputPort:
             if not self._keep_newest:
                 return  # drop-newest: the queue is full, this one goes
             self.ready.popleft()  # drop-oldest: the oldest waiting item makes room
-        if not self._reorder:
+        if not self._reorder:  # one sender: in order already
             self.ready.append(message)
+            self._expected = message.seq + 1
             return
         seq = message.seq
         if seq > self._last_seen.get(message.replica, -1):
@@ -199,9 +204,11 @@ class Join:
     """
 
     def __init__(self, ports: list[InputPort], mode: str, wait: Waiter, flush: Flusher = lambda: None,
-                 holding: Callable[[], bool] = lambda: False, draining: Callable[[], bool] = lambda: False) -> None:
+                 holding: Callable[[], bool] = lambda: False, draining: Callable[[], bool] = lambda: False,
+                 limit: Callable[[], int | None] = lambda: None) -> None:
         self.ports = ports
         self._draining = draining  # whether this replica is held: it ends (Drained) when its senders pause
+        self._limit = limit  # a held zip: the sequence number its senders pause after, once agreed
         self._flush = flush  # before blocking on input, what the node holds back must go
         self._holding = holding  # whether it holds anything back
         self._zip = mode == "zip" and len(ports) > 1
@@ -292,8 +299,14 @@ class Join:
             return newest, None, [message.item for message in heads]
 
     def _quiet_and_empty(self, port: InputPort) -> bool:
-        """While draining: every sender of the port paused or ended, and nothing is left in it."""
-        if not self._draining() or not port.quiet:
+        """While draining: nothing more can come to this process on the port (every sender
+        paused or ended, or, for a zip, everything up to the agreed limit is in), and
+        nothing is left in it. A sender of a zip may get nothing past the limit for a long
+        time (its replicated upstream deals elsewhere): the limit, not its pause, decides."""
+        if not self._draining():
+            return False
+        limit = self._limit()
+        if not port.quiet and (limit is None or not port.complete_through(limit)):
             return False
         port.take_held()
         return not port.ready

@@ -7,12 +7,14 @@ replica with room, so a busy replica is skipped instead of waited on.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator
 
 import zmq
 
 from flujo.config import OutputConfig
+from flujo.holds import Holds
 from flujo.protocol import NOBLOCK, Codec, MessageKind, send_message
 
 Waiter = Callable[[Iterable[zmq.Socket]], None]
@@ -24,6 +26,9 @@ BLOCKING_SEND_MS = 200
 #: the queue has room (then every item goes alone, at once).
 BATCH_ITEMS = 16
 BATCH_BYTES = 16 * 1024
+#: While a zip replica drains, a sender already past the agreed limit keeps at most this
+#: much in memory (then it blocks; holds/docs/PROTOCOL.md section 8).
+HOLD_BACK_BYTES = 256 * 1024 * 1024
 
 
 class _Batch:
@@ -43,15 +48,18 @@ class _Batch:
     @property
     def full(self) -> bool:
         return len(self.bodies) >= BATCH_ITEMS or self.size >= BATCH_BYTES
+
+
 IsReleased = Callable[[str, str, int], bool]
-Held = Mapping[tuple[str, int], int]  # (node, replica) being restarted gracefully -> generation
+#: The sequence number end of stream counts as: past any pause limit.
+END_SEQ = sys.maxsize
 
 
 class OutputEdge:
     """Sends to every replica of one downstream node's input port."""
 
     def __init__(self, context: zmq.Context, config: OutputConfig, is_released: IsReleased, codec: Codec,
-                 held: Held | None = None) -> None:
+                 holds: Holds | None = None) -> None:
         self.config = config
         self.port = config.port
         self.target = config.target
@@ -68,8 +76,12 @@ class OutputEdge:
         self._next = 0  # round-robin start for dealing
         self._drops = config.policy != "block"  # a realtime reader: never wait, drop the newest
         self._codec = codec
-        self._held = held if held is not None else {}  # the control channel's, updated in place
+        self._holds = holds if holds is not None else Holds()  # the control channel's, updated in place
         self._paused: dict[int, int] = {}  # replica index -> generation its pause marker was sent for
+        self._reported: dict[int, tuple[int, int]] = {}  # replica index -> (generation, position reported)
+        self._last_seq = -1  # single reader: the highest sequence number handed to it (sent or batched)
+        self._held_back: list[tuple[list[Any], int]] = []  # (frames, items) for a zip replica's successor
+        self._held_back_bytes = 0
         self._pause_marker = codec.marker(MessageKind.PAUSE, 0)
         self.sending = False  # inside one of this edge's send loops (not re-entered from a wait)
         self.batch: _Batch | None = None  # small items held while the single reader is busy
@@ -85,21 +97,19 @@ class OutputEdge:
     def released(self) -> bool:
         return not self.live_replicas()
 
-    def deal(self, frames: list[Any], wait: Waiter, seq: int | None = None) -> bool:
-        """Send to one live replica, blocking (with ``wait``) while all are full.
-
-        ``seq`` marks a data item that may join a batch. Returns False when every replica
-        has been released (the message is dropped).
-        """
+    def deal(self, frames: list[Any], wait: Waiter, seq: int, batchable: bool = False) -> bool:
+        """Send the message numbered ``seq`` to one live replica, blocking (with ``wait``) while
+        all are full. ``batchable``: a small data item that may join a batch. Returns False
+        when every replica has been released (the message is dropped)."""
         self.sending = True  # (never nested: a plain flag, on the per-item path)
         try:
-            if self._held:  # a graceful restart somewhere in the flow (rare): pause what it concerns
+            if self._holds:  # a graceful restart somewhere in the flow (rare): pause what it concerns
                 self._send_pauses(wait)
             if self._drops:
-                return self._offer(frames)
+                return self._offer(frames, seq, wait)
             if len(self.sockets) == 1:
-                return self._deal_single(frames, wait, seq)
-            return self._deal_replicas(frames, wait)
+                return self._deal_single(frames, wait, seq, batchable)
+            return self._deal_replicas(frames, wait, seq)
         finally:
             self.sending = False
 
@@ -114,29 +124,94 @@ class OutputEdge:
             self.sending = outer
 
     # -- graceful restarts (docs/PROTOCOL.md, section 8) ------------------------------------
-    def is_held(self, index: int) -> bool:
-        """That downstream replica is being restarted: send it nothing until its successor runs."""
-        return (self.target, index) in self._held
-
     def pause_held(self, wait: Waiter) -> None:
-        """Between items, or while waiting: pause the held replicas that have no marker yet."""
-        if self._held and not self.sending:
+        """Between items, or while waiting: pause the held replicas that are due a marker, and
+        report this sender's position to a held zip replica (also in the middle of a send to
+        it: the zip may need the other ports' items before it reads this one)."""
+        if not self._holds:
+            if self._held_back and not self.sending:  # resumed: what was kept back goes first
+                with self._busy():
+                    self._send_held_back(wait)
+            return
+        if self.config.aligned:
+            for index in range(len(self.sockets)):
+                generation = self._holds.generation.get((self.target, index))
+                if generation is not None:
+                    self._limit(index, generation)  # reports, once per hold
+        if not self.sending:
             with self._busy():
                 self._send_pauses(wait)
 
     def _send_pauses(self, wait: Waiter) -> None:
-        """Send a pause marker to every held replica that has not had one for this hold: behind
-        everything sent to it before, so once it has the marker it has all of that."""
         for index in range(len(self.sockets)):
-            generation = self._held.get((self.target, index))
-            if generation is not None and self._paused.get(index) != generation:
-                self._paused[index] = generation
-                self._send_to(index, self._pause_marker, wait)
+            generation = self._holds.generation.get((self.target, index))
+            if generation is None or self._paused.get(index) == generation:
+                continue
+            if not self.config.aligned:
+                self._pause(index, generation, wait)
+            elif self._limit(index, generation) <= self._last_seq and (self.target, index) in self._holds.limit:
+                self._pause(index, generation, wait)  # sent everything up to the agreed limit
+
+    def _must_wait(self, index: int, seq: int, wait: Waiter) -> bool:
+        """Whether the message numbered ``seq`` must wait for that replica's successor; pauses
+        the replica first when that is due."""
+        key = (self.target, index)
+        generation = self._holds.generation.get(key)
+        if generation is None:
+            return False
+        if self.config.aligned:
+            if seq <= self._limit(index, generation):
+                return False  # still for the draining process: its zip gets whole sequence numbers
+            if key not in self._holds.limit:
+                return True  # past our position: wait for the agreed limit, unpaused
+        self._pause(index, generation, wait)
+        return True
+
+    def _limit(self, index: int, generation: int) -> int:
+        """A zip replica's pause limit; until the launcher announces it, this sender's own
+        position, reported once per hold."""
+        limit = self._holds.limit.get((self.target, index))
+        if limit is not None:
+            return limit
+        reported = self._reported.get(index)
+        if reported is None or reported[0] != generation:
+            reported = self._reported[index] = (generation, self._last_seq)
+            self._holds.report_position(self.target, index, self.config.target_port, self._last_seq)
+        return reported[1]
+
+    def _pause(self, index: int, generation: int, wait: Waiter) -> None:
+        """A pause marker, once per hold, behind everything sent to that replica before (for a
+        zip, the batch too: its items are within the limit; otherwise it waits for the successor)."""
+        if self._paused.get(index) != generation:
+            self._paused[index] = generation
+            batch = self.batch
+            if self.config.aligned and batch is not None:
+                self.batch = None
+                self._send_to(0, self._codec.batch(batch.first_seq, batch.bodies), wait, len(batch.bodies))
+            self._send_to(index, self._pause_marker, wait)
+
+    def _hold_back(self, frames: list[Any], items: int) -> bool:
+        """Keep a message for the held zip replica's successor instead of blocking, while its
+        draining process may still need other senders to catch up (see flujo/holds.py)."""
+        key = (self.target, 0)
+        if (not self.config.aligned or key not in self._holds.limit or key in self._holds.drained
+                or self._held_back_bytes >= HOLD_BACK_BYTES):
+            return False
+        self._held_back.append((frames, items))
+        self._held_back_bytes += sum(memoryview(frame).nbytes for frame in frames)
+        return True
+
+    def _send_held_back(self, wait: Waiter) -> None:
+        while self._held_back:
+            frames, items = self._held_back.pop(0)
+            self._held_back_bytes -= sum(memoryview(frame).nbytes for frame in frames)
+            self._send_to(0, frames, wait, items)
 
     def pause_all(self, wait: Waiter) -> list[int]:
         """This replica hands over: what it holds back, then a pause marker, to every replica
         that still reads. Returns those replicas, whose confirmations the launcher awaits."""
         with self._busy():
+            self._send_held_back(wait)
             batch, self.batch = self.batch, None
             if batch is not None:
                 self._send_to(0, self._codec.batch(batch.first_seq, batch.bodies), wait, len(batch.bodies))
@@ -155,53 +230,59 @@ class OutputEdge:
                 wait([socket])  # timed out: look at commands (released? stopped?), then try again
         return False
 
-    def _deal_single(self, frames: list[Any], wait: Waiter, seq: int | None) -> bool:
-        batchable = seq is not None and len(frames) == 2
+    # -- dealing ----------------------------------------------------------------------------
+    def _deal_single(self, frames: list[Any], wait: Waiter, seq: int, batchable: bool) -> bool:
         batch = self.batch
         if batch is not None:
-            if batchable and batch.accepts(seq):  # type: ignore[arg-type]
+            if batchable and not self._holds and batch.accepts(seq):
                 batch.add(frames[1])
+                self._last_seq = seq
                 if batch.full:
                     self.flush(wait)
                 return True
             self.flush(wait)  # keep the order: what waits goes first
-        elif batchable and not self._held:
+        elif batchable and not self._holds and not self._held_back:
+            self._last_seq = seq
             try:
                 send_message(self.sockets[0], frames, NOBLOCK)
                 self.sent += 1
-                return True
             except zmq.Again:  # the reader is busy: start a batch
-                self.batch = _Batch(seq, frames[1])  # type: ignore[arg-type]
-                return True
-        return self._send_blocking(frames, wait, 1)
+                self.batch = _Batch(seq, frames[1])
+            return True
+        return self._send_blocking(frames, wait, 1, seq)
 
     def flush(self, wait: Waiter) -> None:
         """Send the waiting batch, if any (blocking while the reader's queue is full)."""
         batch, self.batch = self.batch, None
         if batch is not None:
             with self._busy():
-                self._send_blocking(self._codec.batch(batch.first_seq, batch.bodies), wait, len(batch.bodies))
+                frames = self._codec.batch(batch.first_seq, batch.bodies)
+                self._send_blocking(frames, wait, len(batch.bodies), batch.first_seq + len(batch.bodies) - 1)
 
-    def _send_blocking(self, frames: list[Any], wait: Waiter, items: int) -> bool:
+    def _send_blocking(self, frames: list[Any], wait: Waiter, items: int, seq: int) -> bool:
         """One reader: block in the send itself, looking at commands between timeouts. While
         the reader is held, wait (backpressure) until its successor runs."""
-        while self.is_held(0):
+        if seq > self._last_seq:
+            self._last_seq = seq
+        while self._holds and self._must_wait(0, seq, wait):
             if self._is_released(self.target, self.config.target_port, 0):
                 return False
-            self._send_pauses(wait)
-            wait(())  # only commands: the resume
+            if self._hold_back(frames, items):
+                return True
+            wait(())  # only commands: the limit, or the resume
+        if self._held_back:
+            self._send_held_back(wait)
         return self._send_to(0, frames, wait, items)
 
-    def _deal_replicas(self, frames: list[Any], wait: Waiter) -> bool:
+    def _deal_replicas(self, frames: list[Any], wait: Waiter, seq: int) -> bool:
         sockets = self.sockets
         while True:
             live = self.live_replicas()
             if not live:
                 return False
-            if self._held:
-                live = [index for index in live if not self.is_held(index)]
+            if self._holds:
+                live = [index for index in live if not self._must_wait(index, seq, wait)]
                 if not live:
-                    self._send_pauses(wait)
                     wait(())  # every live replica is held: wait for a resume
                     continue
             count = len(live)
@@ -216,10 +297,10 @@ class OutputEdge:
                 return True
             wait([sockets[index] for index in live])
 
-    def _offer(self, frames: list[Any]) -> bool:
+    def _offer(self, frames: list[Any], seq: int, wait: Waiter) -> bool:
         """Send to a live replica with room, or drop the item (counted): a realtime reader never waits."""
         for index in self.live_replicas():
-            if self._held and self.is_held(index):
+            if self._holds and self._must_wait(index, seq, wait):
                 continue  # a held realtime reader misses what comes meanwhile (counted)
             try:
                 send_message(self.sockets[index], frames, NOBLOCK)
@@ -234,9 +315,11 @@ class OutputEdge:
         """Send to every live replica (used for end of stream); a held one gets it from its successor."""
         with self._busy():
             for index in range(len(self.sockets)):
-                while self.is_held(index) and not self._is_released(self.target, self.config.target_port, index):
-                    self._send_pauses(wait)
+                while (self._holds and self._must_wait(index, END_SEQ, wait)
+                       and not self._is_released(self.target, self.config.target_port, index)):
                     wait(())
+                if self._held_back:
+                    self._send_held_back(wait)
                 self._send_to(index, frames, wait)
 
     def close(self, linger_ms: int = 0) -> None:

@@ -56,6 +56,8 @@ class Control(bytes, enum.Enum):
     GONE = b"gone"  # payload [node, replica(, to_node, to_replica)]: count that sender as ended (it exited),
     # for every reader, or only for the named replica (a restarted reader whose sender already finished)
     HOLD = b"hold"  # payload [node, replica, generation]: senders pause that replica; that process drains
+    ALIGN = b"align"  # payload [node, replica, generation, seq]: senders of that held zip replica pause
+    # after seq, the highest position they reported (until then they send nothing past their own)
     RESUME = b"resume"  # payload [node, replica, generation]: its successor runs: senders send to it again
     DISMISS = b"dismiss"  # payload [node, replica, generation]: every reader has that drained process's
     # pause marker: it may exit
@@ -72,6 +74,8 @@ class Status(str, enum.Enum):
     STATS = "stats"  # payload {counter: value}
     DRAINED = "drained"  # payload {"stats", "readers": [[node, replica, port], ...]}: a held replica took
     # every item its senders sent before pausing, closed, and sent a pause marker to those readers
+    POSITION = "position"  # payload [node, replica, port, seq]: the highest sequence number this sender
+    # has sent (or batched) to that held zip replica's port; it sends nothing further until "align"
     PAUSE_SEEN = "pause-seen"  # payload [port, sender_node, sender_replica]: that sender's pause marker arrived
 
 

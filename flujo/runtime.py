@@ -75,7 +75,7 @@ class NodeRuntime:
         self.ports = [InputPort(context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause)
                       for port in config.inputs]
         self._released_ports: set[str] = set()
-        self.edges = [OutputEdge(context, edge, control.is_released, self.codec, control.held)
+        self.edges = [OutputEdge(context, edge, control.is_released, self.codec, control.holds)
                       for edge in config.outputs]
         self._seen_changes = 0
         error: BaseException | None = None
@@ -145,8 +145,9 @@ class NodeRuntime:
 
     def _consume_inputs(self, node: Node) -> None:
         control = self.control
+        me = (self.config.node, self.config.replica)
         join = Join(self.ports, self.config.join, self._wait_readable, self._flush_batches, self._holding_batches,
-                    lambda: control.drain_requested)
+                    lambda: control.drain_requested, lambda: control.holds.limit.get(me))
         call = self._calling_convention(node)
         emits = self.config.kind == "processor"
         skip_errors = self.config.on_error == "skip"
@@ -222,19 +223,21 @@ class NodeRuntime:
             skip = self.codec.marker(MessageKind.SKIP, seq)
             for edge in self.edges:
                 if edge.port in frames_by_port:
-                    edge.deal(frames_by_port[edge.port], self._wait_writable, seq)
+                    frames = frames_by_port[edge.port]
+                    edge.deal(frames, self._wait_writable, seq, len(frames) == 2)
                 else:
-                    edge.deal(skip, self._wait_writable)
+                    edge.deal(skip, self._wait_writable, seq)
         else:
             data = result is not None
             frames = self.codec.encode(seq, result) if data else self.codec.marker(MessageKind.SKIP, seq)
+            batchable = data and len(frames) == 2  # small: no array frames
             skip = None
             for edge in self.edges:
                 if edge.port == "out":
-                    edge.deal(frames, self._wait_writable, seq if data else None)
+                    edge.deal(frames, self._wait_writable, seq, batchable)
                 else:
                     skip = skip or self.codec.marker(MessageKind.SKIP, seq)
-                    edge.deal(skip, self._wait_writable)
+                    edge.deal(skip, self._wait_writable, seq)
         self.items_out += 1
 
     def _release_port(self, port: InputPort) -> None:

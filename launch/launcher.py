@@ -220,7 +220,10 @@ class Launcher:
                 replica.restart_requested = True
                 replica.hold = replica.config.generation
                 replica.pause_seen.clear()
+                replica.positions.clear()
+                replica.limit = None
                 self._publish(Control.HOLD, *replica.key, replica.hold)
+                self._align_holds()
                 self._start_grace(replica)
                 return
             self._restart_queue.pop(0)
@@ -393,10 +396,17 @@ class Launcher:
         elif kind is Status.FINISHED:
             replica.finished = True
             replica.sample.update(payload or {}, time.monotonic())
+            self._align_holds()
         elif kind is Status.DRAINED:
             replica.drained = payload
             replica.sample.update(payload["stats"], time.monotonic())
             self._dismiss_drained()
+        elif kind is Status.POSITION:
+            target, target_replica, port, seq = payload[:4]
+            held = self.replicas.get((target, target_replica))
+            if held is not None and held.hold is not None:
+                held.positions[(node, index, port)] = seq
+                self._align_holds()
         elif kind is Status.PAUSE_SEEN:
             port, sender, sender_replica = payload[:3]
             if (sender, sender_replica) in self.replicas:
@@ -406,6 +416,24 @@ class Launcher:
             replica.error = payload
             for line in payload.get("traceback", "").rstrip("\n").splitlines():
                 self._relay.line(replica.config.label, line)  # the failure itself is judged at its exit
+
+    def _align_holds(self) -> None:
+        """Once every live sender of a held zip replica has said how far it has sent, tell them
+        all to pause after the highest of those: no sequence number is split by the restart."""
+        for replica in self.replicas.values():
+            if replica.hold is None or replica.limit is not None or not replica.aligned:
+                continue
+            senders = [(port.source, index, port.port) for port in replica.config.inputs
+                       for index in range(port.senders)]
+            waiting = [key for key in senders if key not in replica.positions and self._sends(*key[:2])]
+            if not waiting:
+                replica.limit = max(replica.positions.values(), default=-1)
+                self._publish(Control.ALIGN, *replica.key, replica.hold, replica.limit)
+
+    def _sends(self, node: str, index: int) -> bool:
+        """That replica can still send: not ended, nor dead for good."""
+        sender = self.replicas[(node, index)]
+        return not sender.finished and (sender.exit_code is None or sender.restarting)
 
     def _dismiss_drained(self) -> None:
         """Let each drained process exit once every reader it paused has confirmed (or stopped reading)."""
@@ -431,6 +459,7 @@ class Launcher:
             self._respawn(replica)
             return
         self._dismiss_drained()  # a reader that exits no longer holds up a drained sender
+        self._align_holds()  # nor a sender that exits an agreement on where to pause
         if replica.restart_requested:  # it ended its stream while draining: nothing to restart
             replica.restart_requested = False
             self._continue_restarts(replica, ended=True)

@@ -64,7 +64,8 @@ def plan(flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]] | Non
         outputs = tuple(
             OutputConfig(port=port.source_port, target=reader.name, target_port=port.port,
                          endpoints=tuple(bound[(reader.name, port.port, r)] for r in range(reader.replicas)),
-                         hwm=flow.queue_of(reader), policy=reader.policy)
+                         hwm=flow.queue_of(reader), policy=reader.policy,
+                         aligned=reader.join == "zip" and len(reader.inputs) > 1)
             for reader, port in flow.downstream(node.name))
         for replica in range(node.replicas):
             inputs = tuple(

@@ -32,6 +32,14 @@ class Replica:
     pause_seen: set[tuple[str, int, str]] = field(default_factory=set)  # readers (node, replica, port)
     # that confirmed the held process's pause marker
     dismissed: bool = False  # told to exit: every reader has its pause marker
+    positions: dict[tuple[str, int, str], int] = field(default_factory=dict)  # a held zip replica:
+    # (sender node, sender replica, port) -> highest sequence number that sender has sent it
+    limit: int | None = None  # the pause limit announced to its senders
+
+    @property
+    def aligned(self) -> bool:
+        """It zips several ports: its senders agree on where to pause before it drains."""
+        return self.config.join == "zip" and len(self.config.inputs) > 1
     grace_started: bool = False  # the stop ladder runs for this process
     escalated: str = ""  # the signal the ladder had to send, if any
 

@@ -29,5 +29,5 @@ def restart_mid_stream(flow: FlowRunner, manifest_body: str, node: str, out: str
     assert launcher.returncode == 0, stderr
     for label in labels:
         assert f'restarting node "{label}": draining it first' in stderr
-    assert "before it had drained" not in stderr and "did not drain" not in stderr
+    assert "before it had drained" not in stderr and "did not drain" not in stderr, stderr
     return read_lines(out), stdout, stderr

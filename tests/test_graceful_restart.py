@@ -113,3 +113,29 @@ def test_a_node_that_does_not_drain_in_time_is_restarted_anyway(flow: FlowRunner
     assert 'node "work" exited with status -15 before it had drained; restarting it' in stderr
     values = read_lines(out)
     assert values == sorted(set(values))  # at most once: maybe a gap, never a duplicate or a swap
+
+
+def test_restarting_a_zip_keeps_every_pair(flow: FlowRunner) -> None:
+    # One input of the zip lags the other (jitter), so at the restart its senders stand at
+    # different sequence numbers: they agree on a common one before pausing.
+    out, n = flow.path("out.jsonl"), 2000
+    values, _, _ = restart_mid_stream(flow, f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Gated"
+        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
+        [nodes.lagging]
+        run = "{{nodes}}:jitter"
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.squares]
+        run = "{{nodes}}:square"
+        inputs = ["numbers"]
+        [nodes.pair]
+        run = "{{nodes}}:add"
+        inputs = {{ a = "lagging", b = "squares" }}
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["pair"]
+        args = {{ path = "{out}" }}
+    """, "pair", out)
+    assert values == [i + i * i for i in range(n)]

@@ -60,13 +60,14 @@ def test_manifest_sample_runs_the_whole_clip(flow: FlowRunner) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_counts_are_the_same_from_run_to_run_even_across_a_detector_restart(flow: FlowRunner) -> None:
-    frames = "200"
+def test_counts_are_the_same_from_run_to_run_even_across_restarts(flow: FlowRunner) -> None:
+    frames = "250"
     done = _run_script(flow, "--source", str(CLIP), "--out", str(flow.folder / "first"), "--max-frames", frames)
     assert done.returncode == 0, done.stderr
     first = _counts(flow.folder / "first" / "counts.jsonl")
-    assert len(first) == 200
-    # Again, restarting both detector replicas (gracefully, one by one) mid-run.
+    assert len(first) == 250
+    # Again, restarting both detector replicas and the annotator (a zip of three inputs)
+    # gracefully, one by one, mid-run.
     out = flow.folder / "second"
     second_run = subprocess.Popen([sys.executable, str(SAMPLE / "people_counter.py"), "--name", flow.name,
                                    "--source", str(CLIP), "--out", str(out), "--max-frames", frames],
@@ -76,10 +77,14 @@ def test_counts_are_the_same_from_run_to_run_even_across_a_detector_restart(flow
     poll_for(lambda: line_count(str(out / "counts.jsonl")) >= 30, timeout=60)
     reply = flow.command("restart", "detector", "--flow", flow.name)
     assert reply.returncode == 0 and reply.stdout.strip() == "restarting detector.0, detector.1", reply
+    assert flow.command("restart", "annotator", "--flow", flow.name).returncode == 0
     _, stderr = second_run.communicate(timeout=90)
     assert second_run.returncode == 0, stderr
-    assert 'restarting node "detector.1": draining it first' in stderr and "before it had drained" not in stderr
+    for label in ("detector.0", "detector.1", "annotator"):
+        assert f'restarting node "{label}": draining it first' in stderr
+    assert "before it had drained" not in stderr
     assert _counts(out / "counts.jsonl") == first  # every frame, in order, counted the same
+    assert _video_facts(out / "people_counter.mp4")[0] == 250  # and every frame drawn
 
 
 @pytest.mark.timeout(120)
