@@ -180,9 +180,15 @@ STATUS_COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "items/s", "q
 
 def status_row(node: dict) -> tuple[str, ...]:
     """One replica's row of the status table (also used by the live view)."""
-    return (node["label"], node["state"], str(node["pid"] or ""), str(node["restarts"]), str(node["items_in"]),
+    return (node["label"], node["state"], process_id(node), str(node["restarts"]), str(node["items_in"]),
             str(node["items_out"]), f"{node['rate']:.1f}", f"{node['queue']:.0%}", f"{node['busy']:.0%}",
             str(node.get("dropped", 0)))
+
+
+def process_id(node: dict) -> str:
+    """The replica's pid, and "@host" when it runs on another host."""
+    pid = str(node.get("pid") or "")
+    return f"{pid}@{node['host']}" if node.get("host") else pid
 
 
 def format_status(nodes: list[dict]) -> str:

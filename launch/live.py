@@ -173,7 +173,7 @@ def render_status(status: dict) -> Table:
         table.add_row(
             _label(node),
             shown_state,
-            _integer(node.get("pid")),
+            _integer(node.get("pid")) + (f"@{node['host']}" if node.get("host") else ""),
             _integer(node.get("restarts")),
             _integer(node.get("items_in")),
             _integer(node.get("items_out")),

@@ -132,6 +132,8 @@ def test_status_tells_where_each_node_runs(flow: FlowRunner, hosts: tuple[Host, 
     on_b = hosts[1].pids()
     assert replicas["where.0"]["pid"] in on_b and replicas["where.1"]["pid"] in on_b  # pids as the agent saw them
     assert replicas["sink"]["pid"] in hosts[0].pids()
+    table = flow.command("status", "--flow", flow.name).stdout
+    assert f'{replicas["where.1"]["pid"]}@b' in table and f'{replicas["sink"]["pid"]}@' not in table
     assert flow.command("stop", "--flow", flow.name).returncode == 0
     _, stderr = launcher.communicate(timeout=30)
     assert launcher.returncode == 0, stderr
