@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
 import zmq
@@ -27,7 +28,7 @@ BLOCKING_SEND_MS = 200
 BATCH_ITEMS = 16
 BATCH_BYTES = 16 * 1024
 #: While a zip replica drains, a sender already past the agreed limit keeps at most this
-#: much in memory (then it blocks; holds/docs/PROTOCOL.md section 8).
+#: much in memory, then blocks (flujo/holds.py; docs/PROTOCOL.md, section 8).
 HOLD_BACK_BYTES = 256 * 1024 * 1024
 
 
@@ -48,6 +49,10 @@ class _Batch:
     @property
     def full(self) -> bool:
         return len(self.bodies) >= BATCH_ITEMS or self.size >= BATCH_BYTES
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.bodies) - 1
 
 
 IsReleased = Callable[[str, str, int], bool]
@@ -80,7 +85,7 @@ class OutputEdge:
         self._paused: dict[int, int] = {}  # replica index -> generation its pause marker was sent for
         self._reported: dict[int, tuple[int, int]] = {}  # replica index -> (generation, position reported)
         self._last_seq = -1  # single reader: the highest sequence number handed to it (sent or batched)
-        self._held_back: list[tuple[list[Any], int]] = []  # (frames, items) for a zip replica's successor
+        self._held_back: deque[tuple[list[Any], int]] = deque()  # (frames, items) for a zip replica's successor
         self._held_back_bytes = 0
         self._pause_marker = codec.marker(MessageKind.PAUSE, 0)
         self.sending = False  # inside one of this edge's send loops (not re-entered from a wait)
@@ -184,10 +189,8 @@ class OutputEdge:
         zip, the batch too: its items are within the limit; otherwise it waits for the successor)."""
         if self._paused.get(index) != generation:
             self._paused[index] = generation
-            batch = self.batch
-            if self.config.aligned and batch is not None:
-                self.batch = None
-                self._send_to(0, self._codec.batch(batch.first_seq, batch.bodies), wait, len(batch.bodies))
+            if self.config.aligned:
+                self._send_batch_now(wait)
             self._send_to(index, self._pause_marker, wait)
 
     def _hold_back(self, frames: list[Any], items: int) -> bool:
@@ -203,18 +206,22 @@ class OutputEdge:
 
     def _send_held_back(self, wait: Waiter) -> None:
         while self._held_back:
-            frames, items = self._held_back.pop(0)
+            frames, items = self._held_back.popleft()
             self._held_back_bytes -= sum(memoryview(frame).nbytes for frame in frames)
             self._send_to(0, frames, wait, items)
+
+    def _send_batch_now(self, wait: Waiter) -> None:
+        """Send the waiting batch to the single reader, held or not."""
+        batch, self.batch = self.batch, None
+        if batch is not None:
+            self._send_to(0, self._codec.batch(batch.first_seq, batch.bodies), wait, len(batch.bodies))
 
     def pause_all(self, wait: Waiter) -> list[int]:
         """This replica hands over: what it holds back, then a pause marker, to every replica
         that still reads. Returns those replicas, whose confirmations the launcher awaits."""
         with self._busy():
             self._send_held_back(wait)
-            batch, self.batch = self.batch, None
-            if batch is not None:
-                self._send_to(0, self._codec.batch(batch.first_seq, batch.bodies), wait, len(batch.bodies))
+            self._send_batch_now(wait)
             return [index for index in range(len(self.sockets)) if self._send_to(index, self._pause_marker, wait)]
 
     def _send_to(self, index: int, frames: list[Any], wait: Waiter, items: int = 0) -> bool:
@@ -257,7 +264,7 @@ class OutputEdge:
         if batch is not None:
             with self._busy():
                 frames = self._codec.batch(batch.first_seq, batch.bodies)
-                self._send_blocking(frames, wait, len(batch.bodies), batch.first_seq + len(batch.bodies) - 1)
+                self._send_blocking(frames, wait, len(batch.bodies), batch.last_seq)
 
     def _send_blocking(self, frames: list[Any], wait: Waiter, items: int, seq: int) -> bool:
         """One reader: block in the send itself, looking at commands between timeouts. While

@@ -498,8 +498,8 @@ class Launcher:
     def _continue_restarts(self, replica: Replica, ended: bool = False) -> None:
         """A restarted replica is back (subscribed and ready), or ended instead: its senders
         resume, and the next replica restarts."""
-        if not ended and not (replica.ready and replica.subscribed):
-            return
+        if not ended and (replica.restart_requested or not (replica.ready and replica.subscribed)):
+            return  # still the draining process (its subscription may show up again), or not back yet
         if replica.hold is not None:
             self._publish(Control.RESUME, *replica.key, replica.hold)
             replica.hold = None
