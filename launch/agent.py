@@ -7,6 +7,7 @@ killed with SIGKILL leaves no orphan on other hosts either.
 """
 from __future__ import annotations
 
+import hmac
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ from typing import IO, Any
 
 import zmq
 
-from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, pack, unpack
+from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, TOKEN_ENV, pack, unpack
 from flujo.launch.process import NodeProcess
 from flujo.launch.timers import Timers
 
@@ -69,6 +70,7 @@ class Agent:
 
     def __init__(self, bind: str, log: IO[str] | None = None) -> None:
         self.bind = bind
+        self._token = os.environ.get(TOKEN_ENV, "")  # launchers must present it, when set
         self._log = log or sys.stdout
         self._launchers: dict[bytes, _Launcher] = {}
         self._timers = Timers()
@@ -85,6 +87,9 @@ class Agent:
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             router.bind(self.bind)
+            if not self._token:
+                self._say(f"warning: no {TOKEN_ENV} set: any launcher that reaches this port can start "
+                          "processes here")
             self._say(f"listening on {router.getsockopt_string(zmq.LAST_ENDPOINT)}")
             self._router, self._outbox = router, outbox
             self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
@@ -119,6 +124,10 @@ class Agent:
         if launcher is not None:
             launcher.heard = time.monotonic()
         if kind == "hello":
+            if not hmac.compare_digest(str(payload.get("token", "")).encode(), self._token.encode()):
+                self._say(f'refused flow "{payload.get("flow")}": wrong or missing {TOKEN_ENV}')
+                self._send(identity, "refused", {"error": f"wrong or missing {TOKEN_ENV}"})
+                return
             self._launchers[identity] = _Launcher(identity, payload["flow"], time.monotonic())
             self._say(f'serving flow "{payload["flow"]}"')
             self._send(identity, "welcome", {"host": socket.gethostname(), "pid": os.getpid()})

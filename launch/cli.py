@@ -169,6 +169,9 @@ def agent(bind: str) -> None:
     Run one on every host that a manifest's [hosts] table names, with the flow's code at the
     same path as on the launcher's host. Nodes started here end when the agent ends, and
     when their launcher falls silent (killed, or its host lost) for a few seconds.
+
+    With FLUJO_AGENT_TOKEN set, only launchers with the same FLUJO_AGENT_TOKEN are served.
+    The channel is not encrypted: keep agents on trusted networks.
     """
     from flujo.launch.agent import Agent
 

@@ -7,12 +7,13 @@ from agents are handled in the launcher's own loop (``AgentLink.handle``): no th
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from typing import Any, Callable
 
 import zmq
 
-from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT, pack, unpack
+from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT, TOKEN_ENV, pack, unpack
 from flujo.launch.manifest import HostSpec
 from flujo.launch.process import OutputRelay
 
@@ -64,8 +65,9 @@ class AgentLink:
 
     # -- before the flow starts: blocking requests -------------------------------------------
     def introduce(self, flow: str) -> None:
-        """Say hello; raises AgentError when no agent answers in time."""
-        self.send("hello", {"flow": flow})
+        """Say hello (with this environment's token); raises AgentError when no agent answers
+        in time, or it refuses."""
+        self.send("hello", {"flow": flow, "token": os.environ.get(TOKEN_ENV, "")})
         self._expect("welcome")
 
     def free_ports(self, count: int) -> list[int]:
@@ -80,6 +82,8 @@ class AgentLink:
                 self.heard = time.monotonic()
                 if kind == wanted:
                     return payload
+                if kind == "refused":
+                    raise AgentError(f'the agent at {self.host.agent} refused: {payload["error"]}')
         raise AgentError(f'no agent answers at {self.host.agent} within {CONNECT_TIMEOUT:g} s '
                          f'(start one on host "{self.host.name}": flujo-launch agent --bind {self.host.agent})')
 

@@ -12,6 +12,8 @@ from typing import Iterator
 
 import pytest
 
+from flujo.launch.agent_wire import TOKEN_ENV
+
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from netns import Host, can_make_namespaces, make_hosts, remove_hosts
@@ -61,6 +63,7 @@ class Agent:
 
 @pytest.fixture
 def agent(hosts: tuple[Host, Host], flow: FlowRunner) -> Iterator[Agent]:
+    flow.env[TOKEN_ENV] = f"secret-{flow.name}"  # the agent and this test's launchers share it
     running = Agent(hosts[1], flow.env)
     yield running
     running.kill()
@@ -181,3 +184,17 @@ def test_a_lost_host_fails_the_flow_with_a_clear_message(
     assert 'node "where.0" failed: host "b" lost' in stderr
     values = [item["n"] for item in read_lines(out)]
     assert values == sorted(set(values))  # what arrived is in order, without duplicates
+
+
+@pytest.mark.timeout(40)
+def test_an_agent_refuses_a_launcher_without_its_token(
+        flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
+    flow.env[TOKEN_ENV] = "not-the-secret"
+    manifest = _manifest(flow, hosts, CHAIN.format(n=10, out=flow.path("out.jsonl"), sink_extra=""))
+    result = flow.start(manifest, prefix=hosts[0].command())
+    _, stderr = result.communicate(timeout=30)
+    assert result.returncode == 2
+    assert f"[hosts.b]: the agent at tcp://{hosts[1].address}:{AGENT_PORT} refused: wrong or missing " \
+           f"{TOKEN_ENV}" in stderr
+    assert not os.path.exists(flow.path("out.jsonl"))  # no node ran
+    assert f'refused flow "{flow.name}"' in agent.output()
