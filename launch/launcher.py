@@ -29,6 +29,7 @@ import zmq
 from flujo.commands import ANNOUNCEMENT, logs_folder, running_flows, runs_folder
 from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from flujo.launch.errors import EXIT_BAD_MANIFEST, EXIT_NODE_FAILED
+from flujo.launch.handover import Handovers
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan, ports_needed
@@ -67,7 +68,7 @@ class Launcher:
         self._history: list[list[bytes]] = []  # state-changing commands, replayed to late subscribers
         self._failures: list[str] = []
         self._timers = Timers()
-        self._restart_queue: list[Replica] = []  # `flujo-launch restart`: one replica at a time
+        self._handovers = Handovers(self.replicas, self._publish, self._say, self._start_grace)
         self._links: dict[str, AgentLink] = {}  # host name -> its agent, for nodes on other hosts
 
     # -- public ----------------------------------------------------------------------------
@@ -105,7 +106,7 @@ class Launcher:
             announcement.write_text(json.dumps({"flow": self.flow.name, "pid": os.getpid(),
                                                 "endpoint": f"ipc://{run_dir / 'commands'}"}))
             self._context = context
-            self.replicas = {key: Replica(config) for key, config in configs.items()}
+            self.replicas.update((key, Replica(config)) for key, config in configs.items())
             for replica in self.replicas.values():
                 spec = self.flow.nodes[replica.config.node]
                 replica.budget = RestartBudget(spec.restart, spec.max_restarts, spec.restart_window)
@@ -203,30 +204,9 @@ class Launcher:
                 self._start_grace(replica)
 
     def restart(self, node: str) -> list[str]:
-        """Restart the node's replicas one after the other; the rest of the flow runs on."""
-        replicas = [r for r in self.replicas.values() if r.config.node == node and r.exit_code is None]
-        self._restart_queue.extend(replicas)
-        if self._restart_queue and self._restart_queue[0] in replicas:
-            self._restart_next()
-        return [replica.config.label for replica in replicas]
-
-    def _restart_next(self) -> None:
-        """Hold the next replica to restart: its senders pause it, it drains and hands over
-        (docs/PROTOCOL.md, section 8); past its stop_timeout the stop ladder ends it."""
-        while self._restart_queue:
-            replica = self._restart_queue[0]
-            if replica.exit_code is None and replica.process is not None and not replica.finished:
-                self._say(f'restarting node "{replica.config.label}": draining it first')
-                replica.restart_requested = True
-                replica.hold = replica.config.generation
-                replica.pause_seen.clear()
-                replica.positions.clear()
-                replica.limit = None
-                self._publish(Control.HOLD, *replica.key, replica.hold)
-                self._align_holds()
-                self._start_grace(replica)
-                return
-            self._restart_queue.pop(0)
+        """Replace the node's replicas one after the other, each drained first; the rest of
+        the flow runs on. Returns the replicas' labels."""
+        return self._handovers.restart(node)
 
     # -- spawning --------------------------------------------------------------------------
     def _spawn_all(self) -> None:
@@ -375,7 +355,7 @@ class Launcher:
                 replica.subscribed = True
                 for frames in self._history:  # bring this replica up to date
                     self._control.send_multipart(frames)
-                self._continue_restarts(replica)
+                self._handovers.back(replica)
         self._start_when_ready()
 
     def _on_status(self, kind: Status, node: str, index: int, payload: Any) -> None:
@@ -385,70 +365,30 @@ class Launcher:
         if kind is Status.READY:
             replica.ready = True
             self._start_when_ready()
-            self._continue_restarts(replica)
+            self._handovers.back(replica)
         elif kind is Status.ENDING:
             self._start_grace(replica)
         elif kind is Status.RELEASED:
             self._release(replica, payload or [port.port for port in replica.config.inputs])
-            self._dismiss_drained()
+            self._handovers.progress()
         elif kind is Status.STATS:
             replica.sample.update(payload, time.monotonic())
         elif kind is Status.FINISHED:
             replica.finished = True
             replica.sample.update(payload or {}, time.monotonic())
-            self._align_holds()
+            self._handovers.progress()
         elif kind is Status.DRAINED:
             replica.drained = payload
             replica.sample.update(payload["stats"], time.monotonic())
-            self._dismiss_drained()
+            self._handovers.progress()
         elif kind is Status.POSITION:
-            target, target_replica, port, seq = payload[:4]
-            held = self.replicas.get((target, target_replica))
-            if held is not None and held.hold is not None:
-                held.positions[(node, index, port)] = seq
-                self._align_holds()
+            self._handovers.on_position(replica.key, payload)
         elif kind is Status.PAUSE_SEEN:
-            port, sender, sender_replica = payload[:3]
-            if (sender, sender_replica) in self.replicas:
-                self.replicas[(sender, sender_replica)].pause_seen.add((node, index, port))
-                self._dismiss_drained()
+            self._handovers.on_pause_seen(replica.key, payload)
         elif kind is Status.ERROR:
             replica.error = payload
             for line in payload.get("traceback", "").rstrip("\n").splitlines():
                 self._relay.line(replica.config.label, line)  # the failure itself is judged at its exit
-
-    def _align_holds(self) -> None:
-        """Once every live sender of a held zip replica has said how far it has sent, tell them
-        all to pause after the highest of those: no sequence number is split by the restart."""
-        for replica in self.replicas.values():
-            if replica.hold is None or replica.limit is not None or not replica.aligned:
-                continue
-            senders = [(port.source, index, port.port) for port in replica.config.inputs
-                       for index in range(port.senders)]
-            waiting = [key for key in senders if key not in replica.positions and self._sends(*key[:2])]
-            if not waiting:
-                replica.limit = max(replica.positions.values(), default=-1)
-                self._publish(Control.ALIGN, *replica.key, replica.hold, replica.limit)
-
-    def _sends(self, node: str, index: int) -> bool:
-        """That replica can still send: not ended, nor dead for good."""
-        sender = self.replicas[(node, index)]
-        return not sender.finished and (sender.exit_code is None or sender.restarting)
-
-    def _dismiss_drained(self) -> None:
-        """Let each drained process exit once every reader it paused has confirmed (or stopped reading)."""
-        for replica in self.replicas.values():
-            if replica.drained is not None and not replica.dismissed and replica.exit_code is None and all(
-                    self._has_pause(replica, *reader) for reader in replica.drained["readers"]):
-                replica.dismissed = True
-                self._publish(Control.DISMISS, *replica.key, replica.config.generation)
-
-    def _has_pause(self, sender: Replica, node: str, index: int, port: str) -> bool:
-        if (node, index, port) in sender.pause_seen:
-            return True
-        reader = self.replicas.get((node, index))
-        return (reader is None or port in reader.released_ports
-                or (reader.exit_code is not None and not reader.restarting))
 
     def _on_exit(self, replica: Replica, code: int) -> None:
         replica.exit_code = code
@@ -458,11 +398,10 @@ class Launcher:
                           "restarting it (what its queues held may be lost)")
             self._respawn(replica)
             return
-        self._dismiss_drained()  # a reader that exits no longer holds up a drained sender
-        self._align_holds()  # nor a sender that exits an agreement on where to pause
+        self._handovers.progress()  # an exit may be what a handover waited for
         if replica.restart_requested:  # it ended its stream while draining: nothing to restart
             replica.restart_requested = False
-            self._continue_restarts(replica, ended=True)
+            self._handovers.back(replica, ended=True)
         if self._should_restart(replica, code):
             return
         self._release(replica, [port.port for port in replica.config.inputs])
@@ -494,18 +433,6 @@ class Launcher:
         replica.restarting = True
         self._timers.after(delay, lambda: self._respawn(replica))
         return True
-
-    def _continue_restarts(self, replica: Replica, ended: bool = False) -> None:
-        """A restarted replica is back (subscribed and ready), or ended instead: its senders
-        resume, and the next replica restarts."""
-        if not ended and (replica.restart_requested or not (replica.ready and replica.subscribed)):
-            return  # still the draining process (its subscription may show up again), or not back yet
-        if replica.hold is not None:
-            self._publish(Control.RESUME, *replica.key, replica.hold)
-            replica.hold = None
-        if self._restart_queue and self._restart_queue[0] is replica:
-            self._restart_queue.pop(0)
-            self._restart_next()
 
     def _start_grace(self, replica: Replica) -> None:
         """The replica should end soon: give it stop_timeout, then SIGTERM, then SIGKILL."""
