@@ -224,8 +224,9 @@ class Launcher:
         cwd = str(self.flow.base_dir / spec.cwd) if spec.cwd else str(self.flow.base_dir)
         key = replica.key
         if spec.host is not None:  # its agent starts it, with that host's Python, at the same path
-            remote = self._links[spec.host].spawn(config.label, list(spec.command) if spec.command else None,
-                                                  env, cwd, on_exit=lambda code: self._on_remote_exit(key, remote, code))
+            command = list(spec.command) if spec.command else None
+            remote = self._links[spec.host].spawn(config.label, command, env, cwd,
+                                                  on_exit=lambda code: self._on_remote_exit(key, remote, code))
             return remote
         argv = [sys.executable, "-m", "flujo.node"] if spec.run else list(spec.command or ())
         process = NodeProcess(config.label, argv, {**os.environ, **env}, cwd, self._relay,

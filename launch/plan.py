@@ -76,6 +76,6 @@ def plan(flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]] | Non
             configs[(node.name, replica)] = NodeConfig(
                 flow=flow.name, node=node.name, replica=replica, replicas=node.replicas, kind=node.kind,
                 control=endpoints.control, status=endpoints.status, inputs=inputs, outputs=outputs,
-                join=node.join, keyword_ports=node.keyword_ports, on_error=node.on_error, restart=node.restart, run=node.run,
-                base_dir=str(flow.base_dir), args=node.args)
+                join=node.join, keyword_ports=node.keyword_ports, on_error=node.on_error, restart=node.restart,
+                run=node.run, base_dir=str(flow.base_dir), args=node.args)
     return endpoints, configs

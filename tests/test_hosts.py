@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -198,3 +199,26 @@ def test_an_agent_refuses_a_launcher_without_its_token(
            f"{TOKEN_ENV}" in stderr
     assert not os.path.exists(flow.path("out.jsonl"))  # no node ran
     assert f'refused flow "{flow.name}"' in agent.output()
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_node_on_the_other_host_restarts_by_policy(
+        flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
+    out, n, gate = flow.path("out.jsonl"), 3000, Path(flow.path("gate"))
+    body = CHAIN.format(n=n, out=out, sink_extra="").replace(
+        '    host = "b"\n', '    host = "b"\n    restart = "on-failure"\n')
+    body = body.replace('"{nodes}:Paced"', '"{nodes}:Gated"')
+    body = body.replace("pause = 0.0005 }", f'pause = 0.0005, gate = "{gate}" }}')
+    launcher = flow.start(_manifest(flow, hosts, body), prefix=hosts[0].command())
+    poll_for(lambda: line_count(out) >= 300, timeout=30)
+    victim = flow.replicas()["where.1"]["pid"]
+    assert victim in hosts[1].pids()
+    os.kill(victim, signal.SIGKILL)  # the agent sees it die and tells the launcher
+    poll_for(lambda: flow.replicas().get("where.1", {}).get("restarts") == 1, timeout=20)
+    assert flow.replicas()["where.1"]["pid"] in hosts[1].pids()  # started again on host B
+    gate.touch()  # the stream may end now
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    assert 'node "where.1" exited with status -9; restarting' in stderr
+    values = [item["n"] for item in read_lines(out)]
+    assert values == sorted(set(values)) and values[-1] == n - 1  # in order, no duplicates, to the end

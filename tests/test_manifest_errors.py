@@ -65,7 +65,8 @@ CASES = {
     "bad stop timeout": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\nstop_timeout = -1',
                          ['node "a"', 'field "stop_timeout"', "positive number of seconds"]),
     "bad policy": ('[nodes.a]\nrun = "flujo.nodes.basic:Count"\n[nodes.b]\nrun = "flujo.nodes.basic:Print"\n'
-                   'inputs = ["a"]\npolicy = "drop-newst"', ['node "b"', 'field "policy"', 'did you mean "drop-newest"']),
+                   'inputs = ["a"]\npolicy = "drop-newst"',
+                   ['node "b"', 'field "policy"', 'did you mean "drop-newest"']),
     "bad queue": ('queue = 0\n[nodes.a]\nrun = "flujo.nodes.basic:Count"', ['field "queue"', "at least 1"]),
     "unknown host": ('host = "10.0.0.1"\n[hosts.edge]\naddress = "10.0.0.2"\n'
                      '[nodes.a]\nrun = "flujo.nodes.basic:Count"\nhost = "egde"',
