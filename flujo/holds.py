@@ -21,14 +21,10 @@ class Holds:
     """Which replicas are held (generation of their draining process), and their pause limits."""
 
     def __init__(self, report_position: PositionReporter = lambda node, replica, port, seq: None) -> None:
-        self.generation: dict[Key, int] = {}
+        self.generation: dict[Key, int] = {}  # only ever changed in place: output edges keep a reference
         self.limit: dict[Key, int] = {}  # zip replicas: senders pause after this sequence number
         self.drained: set[Key] = set()  # the draining process has everything: senders may block again
         self.report_position = report_position
-
-    def __bool__(self) -> bool:
-        """Any hold at all: the per-item path checks this alone."""
-        return bool(self.generation)
 
     def hold(self, key: Key, generation: int) -> None:
         if self.generation.get(key) != generation:

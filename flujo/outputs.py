@@ -82,6 +82,7 @@ class OutputEdge:
         self._drops = config.policy != "block"  # a realtime reader: never wait, drop the newest
         self._codec = codec
         self._holds = holds if holds is not None else Holds()  # the control channel's, updated in place
+        self._held = self._holds.generation  # the same dict: "any hold?" costs no call on the per-item path
         self._paused: dict[int, int] = {}  # replica index -> generation its pause marker was sent for
         self._reported: dict[int, tuple[int, int]] = {}  # replica index -> (generation, position reported)
         self._last_seq = -1  # single reader: the highest sequence number handed to it (sent or batched)
@@ -108,7 +109,7 @@ class OutputEdge:
         when every replica has been released (the message is dropped)."""
         self.sending = True  # (never nested: a plain flag, on the per-item path)
         try:
-            if self._holds:  # a graceful restart somewhere in the flow (rare): pause what it concerns
+            if self._held:  # a graceful restart somewhere in the flow (rare): pause what it concerns
                 self._send_pauses(wait)
             if self._drops:
                 return self._offer(frames, seq, wait)
@@ -133,7 +134,7 @@ class OutputEdge:
         """Between items, or while waiting: pause the held replicas that are due a marker, and
         report this sender's position to a held zip replica (also in the middle of a send to
         it: the zip may need the other ports' items before it reads this one)."""
-        if not self._holds:
+        if not self._held:
             if self._held_back and not self.sending:  # resumed: what was kept back goes first
                 with self._busy():
                     self._send_held_back(wait)
@@ -241,14 +242,14 @@ class OutputEdge:
     def _deal_single(self, frames: list[Any], wait: Waiter, seq: int, batchable: bool) -> bool:
         batch = self.batch
         if batch is not None:
-            if batchable and not self._holds and batch.accepts(seq):
+            if batchable and not self._held and batch.accepts(seq):
                 batch.add(frames[1])
                 self._last_seq = seq
                 if batch.full:
                     self.flush(wait)
                 return True
             self.flush(wait)  # keep the order: what waits goes first
-        elif batchable and not self._holds and not self._held_back:
+        elif batchable and not self._held and not self._held_back:
             self._last_seq = seq
             try:
                 send_message(self.sockets[0], frames, NOBLOCK)
@@ -271,7 +272,7 @@ class OutputEdge:
         the reader is held, wait (backpressure) until its successor runs."""
         if seq > self._last_seq:
             self._last_seq = seq
-        while self._holds and self._must_wait(0, seq, wait):
+        while self._held and self._must_wait(0, seq, wait):
             if self._is_released(self.target, self.config.target_port, 0):
                 return False
             if self._hold_back(frames, items):
@@ -287,7 +288,7 @@ class OutputEdge:
             live = self.live_replicas()
             if not live:
                 return False
-            if self._holds:
+            if self._held:
                 live = [index for index in live if not self._must_wait(index, seq, wait)]
                 if not live:
                     wait(())  # every live replica is held: wait for a resume
@@ -307,7 +308,7 @@ class OutputEdge:
     def _offer(self, frames: list[Any], seq: int, wait: Waiter) -> bool:
         """Send to a live replica with room, or drop the item (counted): a realtime reader never waits."""
         for index in self.live_replicas():
-            if self._holds and self._must_wait(index, seq, wait):
+            if self._held and self._must_wait(index, seq, wait):
                 continue  # a held realtime reader misses what comes meanwhile (counted)
             try:
                 send_message(self.sockets[index], frames, NOBLOCK)
@@ -322,7 +323,7 @@ class OutputEdge:
         """Send to every live replica (used for end of stream); a held one gets it from its successor."""
         with self._busy():
             for index in range(len(self.sockets)):
-                while (self._holds and self._must_wait(index, END_SEQ, wait)
+                while (self._held and self._must_wait(index, END_SEQ, wait)
                        and not self._is_released(self.target, self.config.target_port, index)):
                     wait(())
                 if self._held_back:
