@@ -23,6 +23,7 @@ class InputConfig:
     source_port: str  # upstream output port
     senders: int  # upstream replicas: one end-of-stream marker expected from each
     policy: str = "block"  # "block" | "drop-newest" | "drop-oldest" (see docs/PROTOCOL.md)
+    shm: bool = False  # this port accepts shared-memory descriptors from its senders
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class OutputConfig:
     hwm: int
     policy: str = "block"  # the reader's: "block" waits for room; "drop-*": a full queue drops
     aligned: bool = False  # the reader zips several ports: a graceful restart agrees on where to pause
+    shm: bool = False  # large arrays go as shared-memory descriptors (same host, reader accepts them)
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
@@ -58,6 +60,10 @@ class NodeConfig:
     base_dir: str = "."  # folder that relative "file.py:attr" paths start from
     args: dict[str, Any] = field(default_factory=dict)
     protocol: int = 1
+    shm_run: str = ""  # the flow run's id, in its shared-memory segment names ("" : no shared memory)
+    shm_release: str = ""  # where this replica binds its release socket (it has shared-memory outputs)
+    shm_owners: dict[str, str] = field(default_factory=dict)  # "node.replica" -> release endpoint, for
+    # every replica whose segments may reach this one (also through processors that send arrays on)
 
     @property
     def label(self) -> str:

@@ -37,6 +37,7 @@ class ControlChannel:
         self.drain_requested = False  # this very process is held: take what is queued, hand over, exit
         self.dismissed = False  # every reader has this drained process's pause marker: exit now
         self.changes = 0  # bumped on every release or loss, so readers can cache
+        self.exited: list[tuple[str, int]] = []  # processes that ended since last looked at (shared memory)
 
     def pending(self) -> bool:
         return bool(self.commands.getsockopt(EVENTS) & POLLIN)
@@ -75,6 +76,9 @@ class ControlChannel:
             self.holds.dismissed((node, replica), generation)
             if self._is_me(node, replica, generation):
                 self.dismissed = True
+        elif topic is Control.EXITED:
+            self.exited.append((payload[0], payload[1]))
+            self.changes += 1
         elif topic is Control.GONE:
             if len(payload) < 4 or (payload[2], payload[3]) == (self._config.node, self._config.replica):
                 self.gone.add((payload[0], payload[1]))

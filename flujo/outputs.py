@@ -93,6 +93,7 @@ class OutputEdge:
         self.batch: _Batch | None = None  # small items held while the single reader is busy
         self.sent = 0
         self.dropped = 0
+        self.last_reader: int | None = None  # the replica the last dealt message went to (None: dropped)
 
     def live_replicas(self) -> list[int]:
         """Downstream replicas that still read."""
@@ -111,6 +112,7 @@ class OutputEdge:
         try:
             if self._held:  # a graceful restart somewhere in the flow (rare): pause what it concerns
                 self._send_pauses(wait)
+            self.last_reader = None
             if self._drops:
                 return self._offer(frames, seq, wait)
             if len(self.sockets) == 1:
@@ -202,6 +204,7 @@ class OutputEdge:
                 or self._held_back_bytes >= HOLD_BACK_BYTES):
             return False
         self._held_back.append((frames, items))
+        self.last_reader = 0
         self._held_back_bytes += sum(memoryview(frame).nbytes for frame in frames)
         return True
 
@@ -233,6 +236,8 @@ class OutputEdge:
             try:
                 send_message(socket, frames)
                 self.sent += items
+                if items:  # (a pause marker says nothing about where data went)
+                    self.last_reader = index
                 return True
             except zmq.Again:
                 wait([socket])  # timed out: look at commands (released? stopped?), then try again
@@ -245,12 +250,14 @@ class OutputEdge:
             if batchable and not self._held and batch.accepts(seq):
                 batch.add(frames[1])
                 self._last_seq = seq
+                self.last_reader = 0
                 if batch.full:
                     self.flush(wait)
                 return True
             self.flush(wait)  # keep the order: what waits goes first
         elif batchable and not self._held and not self._held_back:
             self._last_seq = seq
+            self.last_reader = 0
             try:
                 send_message(self.sockets[0], frames, NOBLOCK)
                 self.sent += 1
@@ -302,6 +309,7 @@ class OutputEdge:
                     continue
                 self._next = (self._next + offset + 1) % count
                 self.sent += 1
+                self.last_reader = index
                 return True
             wait([sockets[index] for index in live])
 
@@ -313,6 +321,7 @@ class OutputEdge:
             try:
                 send_message(self.sockets[index], frames, NOBLOCK)
                 self.sent += 1
+                self.last_reader = index
                 return True
             except zmq.Again:
                 continue

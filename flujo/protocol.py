@@ -20,6 +20,8 @@ import msgpack
 import numpy as np
 import zmq
 
+from flujo.shm_wire import SHM_EXT_CODE, DescriptorError
+
 PROTOCOL_VERSION = 1
 ARRAY_EXT_CODE = 1
 #: Environment variable through which the launcher hands a node its JSON configuration.
@@ -61,6 +63,7 @@ class Control(bytes, enum.Enum):
     RESUME = b"resume"  # payload [node, replica, generation]: its successor runs: senders send to it again
     DISMISS = b"dismiss"  # payload [node, replica, generation]: every reader has that drained process's
     # pause marker: it may exit
+    EXITED = b"exited"  # payload [node, replica]: that process ended (any way): its shared-memory holds return
 
 
 class Status(str, enum.Enum):
@@ -104,14 +107,22 @@ class Codec:
         self._frames: Sequence[Any] = ()
         self._packer = msgpack.Packer(default=self._pack_extension, use_bin_type=True)
         self._header_packer = msgpack.Packer(use_bin_type=True)
+        # Shared memory (flujo/shm.py): the pool arrays go into on shared-memory edges, and
+        # what maps the descriptors this node accepts. None: inline frames only.
+        self.shm_pool: Any = None
+        self.shm_reader: Any = None
+        self._use_shm = False
+        self._sender: tuple[str, int] = ("", 0)
 
     # -- encoding -----------------------------------------------------------------------
     def header(self, kind: MessageKind, seq: int) -> bytes:
         return self._header_packer.pack((PROTOCOL_VERSION, int(kind), seq, self._node, self._replica))
 
-    def encode(self, seq: int, item: Any) -> list[Any]:
-        """Frames for one item; array buffers are referenced, not copied."""
+    def encode(self, seq: int, item: Any, shm: bool = False) -> list[Any]:
+        """Frames for one item; array buffers are referenced, not copied. ``shm``: large arrays
+        go as shared-memory descriptors (the pool is set)."""
         self._buffers = []
+        self._use_shm = shm
         body = self._packer.pack(item)
         return [self.header(MessageKind.DATA, seq), body, *self._buffers]
 
@@ -129,6 +140,10 @@ class Codec:
         if isinstance(value, np.ndarray):
             if value.dtype.hasobject:
                 raise TypeError("numpy arrays of Python objects cannot be sent; use a numeric dtype")
+            if self._use_shm:
+                descriptor = self.shm_pool.pack(value)
+                if descriptor is not None:
+                    return descriptor
             array = np.ascontiguousarray(value)
             self._buffers.append(array)
             meta = msgpack.packb((len(self._buffers) + 1, array.dtype.str, array.shape))
@@ -177,10 +192,18 @@ class Codec:
         if len(frames) < 2:
             raise ProtocolError("data message without a body frame")
         self._frames = frames
+        self._sender = (message.sender, message.replica)
         message.item = msgpack.unpackb(_buffer(frames[1]), ext_hook=self._unpack_extension, strict_map_key=False)
         self._frames = ()
 
     def _unpack_extension(self, code: int, data: bytes) -> Any:
+        if code == SHM_EXT_CODE:
+            if self.shm_reader is None:
+                raise ProtocolError("shared-memory descriptor on a port that does not accept them")
+            try:
+                return self.shm_reader.view(data, self._sender)
+            except DescriptorError as error:
+                raise ProtocolError(str(error)) from None
         if code != ARRAY_EXT_CODE:
             return msgpack.ExtType(code, data)
         index, dtype, shape = msgpack.unpackb(data)

@@ -30,6 +30,9 @@ from flujo.control import ControlChannel
 from flujo.inputs import SKIP, Drained, InputPort, Join
 from flujo.outputs import OutputEdge
 from flujo.protocol import Codec, Message, MessageKind, Status
+from flujo.shm import SharedMemoryReader, SlotPool, install
+
+_NO_ITEM = object()  # an output port the result does not address
 
 POLL_INTERVAL_MS = 500  # upper bound on a blocking wait; every wait also wakes on control
 STATS_INTERVAL = 0.5  # seconds between two stats reports to the launcher
@@ -77,6 +80,7 @@ class NodeRuntime:
         self._released_ports: set[str] = set()
         self.edges = [OutputEdge(context, edge, control.is_released, self.codec, control.holds)
                       for edge in config.outputs]
+        self.pool, self.shm_reader = self._shared_memory(context)
         self._seen_changes = 0
         error: BaseException | None = None
         node: Node | None = None
@@ -105,17 +109,53 @@ class NodeRuntime:
             control.report_error(error)
         if drained:  # a successor continues this stream, from where this process hands over
             self._hand_over()
+            self._close_shared_memory()
             return 0 if error is None else 1
         if error is not None and config.restart != "no":
             # A successor continues this stream: no end of stream. What is still queued
             # gets a moment to leave, at most once (docs/PROTOCOL.md, delivery guarantee).
             for edge in self.edges:
                 edge.close(linger_ms=1000)
+            if self.pool is not None:
+                self.pool.close()  # what is in flight is lost with this process (at most once)
             return 1
         self._release_ports(*(port.name for port in self.ports))
         # Also after a failure: what this node already sent must reach its readers.
         self._end_outputs()
+        self._close_shared_memory()
         return 0 if error is None else 1
+
+    # -- shared memory (flujo/shm.py) --------------------------------------------------------
+    def _shared_memory(self, context: zmq.Context) -> tuple[SlotPool | None, SharedMemoryReader | None]:
+        config = self.config
+        reader = None
+        senders = {port.source for port in config.inputs if port.shm}
+        if config.shm_run and senders:
+            reader = self.codec.shm_reader = SharedMemoryReader(context, config.shm_run, config.node,
+                                                                config.replica, senders, config.shm_owners)
+        pool = None
+        shm_edges = [edge for edge in config.outputs if edge.shm]
+        if config.shm_run and config.shm_release and shm_edges:
+            base = sum(edge.hwm * len(edge.endpoints) for edge in shm_edges) + 2
+            pool = self.codec.shm_pool = SlotPool(context, config.shm_run, config.node, config.replica,
+                                                  config.shm_release, base, reader)
+            pool.wait = lambda sockets: self._poll(sockets, zmq.POLLIN)
+            install(pool)
+        return pool, reader
+
+    def _close_shared_memory(self) -> None:
+        """Readers first hand back what they hold; a sender waits until its readers have let go
+        of its slots (or exited) before it unlinks them."""
+        reader, pool = self.shm_reader, self.pool
+        if reader is not None:
+            reader.close()
+        if pool is not None:
+            pool.collect_releases()
+            while pool.held:
+                self._poll([pool.release_socket], zmq.POLLIN)
+                pool.collect_releases()
+            pool.close()
+            install(None)
 
     def _produce(self, node: Node) -> None:
         control = self.control
@@ -181,6 +221,10 @@ class NodeRuntime:
                     self.busy += clock() - started
             if emits:
                 self._emit(seq, result)
+            step = items = result = None  # the arrays of this item: their shared memory may go back
+            reader = self.shm_reader
+            if reader is not None and reader.pending:
+                reader.flush()
 
     def _end_outputs(self) -> None:
         if not self.edges:
@@ -215,29 +259,37 @@ class NodeRuntime:
         return lambda port, items: function(**{port: items[0]})
 
     def _emit(self, seq: int, result: Any) -> None:
-        """Send one result (or a SKIP marker for None) on every output edge."""
+        """Send one result (or a SKIP marker for None) on every output edge. A value is encoded
+        once per port (twice when some edges take shared memory and others inline arrays)."""
         if not self.edges:
             return
-        if isinstance(result, Outputs):
-            frames_by_port = {port: self.codec.encode(seq, value) for port, value in result.items()}
-            skip = self.codec.marker(MessageKind.SKIP, seq)
-            for edge in self.edges:
-                if edge.port in frames_by_port:
-                    frames = frames_by_port[edge.port]
-                    edge.deal(frames, self._wait_writable, seq, len(frames) == 2)
-                else:
-                    edge.deal(skip, self._wait_writable, seq)
-        else:
-            data = result is not None
-            frames = self.codec.encode(seq, result) if data else self.codec.marker(MessageKind.SKIP, seq)
-            batchable = data and len(frames) == 2  # small: no array frames
-            skip = None
-            for edge in self.edges:
-                if edge.port == "out":
-                    edge.deal(frames, self._wait_writable, seq, batchable)
-                else:
-                    skip = skip or self.codec.marker(MessageKind.SKIP, seq)
-                    edge.deal(skip, self._wait_writable, seq)
+        pool, codec, wait = self.pool, self.codec, self._wait_writable
+        outputs = result if isinstance(result, Outputs) else None
+        encoded: dict[tuple[str, bool], tuple[list[Any], list[Any]]] = {}
+        skip = None
+        for edge in self.edges:
+            if outputs is not None:
+                value = outputs.get(edge.port, _NO_ITEM)
+            else:
+                value = result if result is not None and edge.port == "out" else _NO_ITEM
+            if value is _NO_ITEM:
+                skip = skip or codec.marker(MessageKind.SKIP, seq)
+                edge.deal(skip, wait, seq)
+                continue
+            shm = pool is not None and edge.config.shm
+            found = encoded.get((edge.port, shm))
+            if found is None:
+                if shm:
+                    pool.start_message()
+                frames = codec.encode(seq, value, shm)
+                found = encoded[(edge.port, shm)] = (frames, pool.take_packed() if shm else [])
+            frames, packed = found
+            if edge.deal(frames, wait, seq, len(frames) == 2) and packed and edge.last_reader is not None:
+                pool.dealt(packed, (edge.target, edge.last_reader))
+        if pool is not None:
+            for frames, packed in encoded.values():
+                if packed:
+                    pool.settle(packed)
         self.items_out += 1
 
     def _release_port(self, port: InputPort) -> None:
@@ -281,6 +333,7 @@ class NodeRuntime:
             "dropped_sent": {f"{edge.target}/{edge.config.target_port}": edge.dropped for edge in self.edges},
             "received": {port.name: port.received for port in self.ports},
             "sent": {f"{edge.target}/{edge.config.target_port}": edge.sent for edge in self.edges},
+            **({"shm": self.pool.stats()} if self.pool is not None else {}),
         }
 
     # -- waiting ---------------------------------------------------------------------------
@@ -294,6 +347,10 @@ class NodeRuntime:
                 for port in self.ports:
                     if port.config.source == node:
                         port.sender_ended(replica)
+            while control.exited:
+                node, replica = control.exited.pop()
+                if self.pool is not None:
+                    self.pool.reader_exited(node, replica)
 
     def _poll(self, sockets: Iterable[zmq.Socket], event: int) -> None:
         commands = self.control.commands
@@ -320,6 +377,8 @@ class NodeRuntime:
 
     def _wait_readable(self, sockets: Iterable[zmq.Socket]) -> None:
         self._flush_batches()
+        if self.shm_reader is not None and self.shm_reader.pending:
+            self.shm_reader.flush()
         if self.control.stop_requested or self._nobody_reads:
             raise StopReading
         self._poll(sockets, zmq.POLLIN)

@@ -32,13 +32,14 @@ from flujo.launch.errors import EXIT_BAD_MANIFEST, EXIT_NODE_FAILED
 from flujo.launch.handover import Handovers
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
-from flujo.launch.plan import plan, ports_needed
+from flujo.launch.plan import plan, ports_needed, run_id
 from flujo.launch.process import NodeProcess, OutputRelay, plain_lines
 from flujo.launch.remote import AgentError, AgentLink, RemoteProcess
 from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
 from flujo.launch.timers import Timers
 from flujo.protocol import CONFIG_ENV, Control, Status, control_frames, identity_topic, parse_status
+from flujo.shm_wire import cleanup_flow_segments, cleanup_process_segments
 
 EXIT_KILLED = 130
 LIVE_REFRESH_PER_SECOND = 4
@@ -77,6 +78,7 @@ class Launcher:
             self._say(f"a flow named \"{self.flow.name}\" is already running; give this one another [flow] name")
             return EXIT_NODE_FAILED
         run_dir = Path(tempfile.mkdtemp(prefix="flujo-"))
+        self.run_id = run_id(run_dir)  # names its shared-memory segments
         announcement = runs_folder() / self.flow.name / ANNOUNCEMENT
         context = zmq.Context()
         wakeup_read, wakeup_write = os.pipe()
@@ -133,6 +135,7 @@ class Launcher:
                 self._relay.close()
             context.destroy(linger=0)
             shutil.rmtree(run_dir, ignore_errors=True)
+            cleanup_flow_segments(self.run_id)
 
     def _connect_agents(self, context: zmq.Context) -> dict[str, list[int]]:
         """Reach the agent of every other host the flow uses, and get free ports there."""
@@ -393,6 +396,10 @@ class Launcher:
 
     def _on_exit(self, replica: Replica, code: int) -> None:
         replica.exit_code = code
+        # Its shared memory: senders take back what it held, its own segments go.
+        self._publish(Control.EXITED, *replica.key)
+        if isinstance(replica.process, NodeProcess):
+            cleanup_process_segments(self.run_id, *replica.key, replica.process.pid)
         if replica.restart_requested and not replica.finished:
             if replica.drained is None:
                 self._say(f'node "{replica.config.label}" exited with status {code} before it had drained; '

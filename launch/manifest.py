@@ -69,6 +69,7 @@ class NodeSpec:
     restart_window: float = 60.0  # ... within this many seconds, else the node counts as failed
     stop_timeout: float = 10.0  # grace after a stop before SIGTERM, then as long again before SIGKILL
     host: str | None = None  # a [hosts] entry: the node runs there; None: on the launcher's machine
+    shm: bool | None = None  # its inputs accept shared-memory arrays; None: Python nodes do, commands not
     kind: str = ""  # producer | processor | consumer, resolved during validation
 
 
@@ -81,6 +82,7 @@ class FlowSpec:
     transport: str = "ipc"
     host: str = "127.0.0.1"  # the launcher's address for tcp endpoints (reachable from every host)
     hosts: dict[str, HostSpec] = field(default_factory=dict)
+    shm: bool = True  # arrays between nodes on this host may go through shared memory
 
     @property
     def base_dir(self) -> Path:
@@ -95,6 +97,13 @@ class FlowSpec:
 
     def queue_of(self, node: NodeSpec) -> int:
         return node.queue if node.queue is not None else self.queue
+
+    def shared_memory(self, sender: NodeSpec, reader: NodeSpec) -> bool:
+        """Whether arrays on that edge go through shared memory: both ends on this host (ipc),
+        not turned off for the flow, and the reader accepts descriptors."""
+        accepts = reader.shm if reader.shm is not None else reader.run is not None
+        return (self.shm and accepts and self.transport == "ipc" and sender.host is None
+                and reader.host is None)
 
 
 # -- field checks: each returns an error message or None -----------------------------------
@@ -145,6 +154,10 @@ def _port_number(value: Any) -> str | None:
     return None
 
 
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+
+
 def _inputs(value: Any) -> str | None:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return None
@@ -154,14 +167,14 @@ def _inputs(value: Any) -> str | None:
 
 
 FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
-    "name": _string, "queue": _count, "transport": _one_of(TRANSPORTS), "host": _string,
+    "name": _string, "queue": _count, "transport": _one_of(TRANSPORTS), "host": _string, "shm": _flag,
 }
 NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "run": _string, "command": _string_list, "args": _table, "inputs": _inputs, "join": _one_of(JOINS),
     "replicas": _count, "queue": _count, "env": _string_table, "cwd": _string, "outputs": _string_list,
     "on_error": _one_of(ERROR_POLICIES), "policy": _one_of(QUEUE_POLICIES),
     "restart": _one_of(RESTART_POLICIES), "max_restarts": _count,
-    "restart_window": _seconds, "stop_timeout": _seconds, "host": _string,
+    "restart_window": _seconds, "stop_timeout": _seconds, "host": _string, "shm": _flag,
 }
 HOST_FIELDS: dict[str, Callable[[Any], str | None]] = {"address": _string, "agent_port": _port_number}
 SECTIONS = ("flow", "hosts", "nodes")
@@ -225,7 +238,7 @@ class _Validator:
         flow = FlowSpec(name=settings.get("name", self.path.stem), path=self.path, nodes=nodes,
                         queue=settings.get("queue", DEFAULT_QUEUE),
                         transport=settings.get("transport", "ipc"), host=settings.get("host", "127.0.0.1"),
-                        hosts=hosts)
+                        hosts=hosts, shm=settings.get("shm", True))
         self.placement(flow, "transport" in settings)
         if not self.problems:
             self.graph(flow)
@@ -244,7 +257,7 @@ class _Validator:
             return spec
         good = self.fields(table, NODE_FIELDS, name, f"[nodes.{name}]")
         for key in ("run", "command", "args", "join", "replicas", "queue", "env", "cwd", "outputs", "on_error",
-                    "policy", "restart", "max_restarts", "restart_window", "stop_timeout", "host"):
+                    "policy", "restart", "max_restarts", "restart_window", "stop_timeout", "host", "shm"):
             if key in good:
                 setattr(spec, key, good[key])
         if ("run" in table) == ("command" in table):

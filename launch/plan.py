@@ -38,6 +38,11 @@ class EndpointAllocator:
             return f"tcp://{address}:{probe.getsockname()[1]}"
 
 
+def run_id(run_dir: Path) -> str:
+    """The flow run's id, as its shared-memory segments are named (flujo/shm_wire.py)."""
+    return run_dir.name.removeprefix("flujo-").replace("-", "_")
+
+
 def ports_needed(flow: FlowSpec) -> dict[str, int]:
     """How many input endpoints each other host binds: one per input port per replica."""
     needed: dict[str, int] = {}
@@ -59,23 +64,34 @@ def plan(flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]] | Non
         for port_index, port in enumerate(node.inputs):
             for replica in range(node.replicas):
                 bound[(node.name, port.port, replica)] = allocate(f"n{index}.p{port_index}.r{replica}", node.host)
+    # A replica with shared-memory outputs binds a release socket: its readers hand slots back there.
+    releases: dict[tuple[str, int], str] = {}
+    for index, node in enumerate(flow.nodes.values()):
+        if any(flow.shared_memory(node, reader) for reader, _ in flow.downstream(node.name)):
+            for replica in range(node.replicas):
+                releases[(node.name, replica)] = allocate(f"n{index}.r{replica}.release")
+    owners = {f"{node}.{replica}": endpoint for (node, replica), endpoint in releases.items()}
     configs = {}
     for node in flow.nodes.values():
         outputs = tuple(
             OutputConfig(port=port.source_port, target=reader.name, target_port=port.port,
                          endpoints=tuple(bound[(reader.name, port.port, r)] for r in range(reader.replicas)),
                          hwm=flow.queue_of(reader), policy=reader.policy,
-                         aligned=reader.join == "zip" and len(reader.inputs) > 1)
+                         aligned=reader.join == "zip" and len(reader.inputs) > 1,
+                         shm=flow.shared_memory(node, reader))
             for reader, port in flow.downstream(node.name))
         for replica in range(node.replicas):
             inputs = tuple(
                 InputConfig(port=port.port, endpoint=bound[(node.name, port.port, replica)],
                             hwm=flow.queue_of(node), source=port.source, source_port=port.source_port,
-                            senders=flow.nodes[port.source].replicas, policy=node.policy)
+                            senders=flow.nodes[port.source].replicas, policy=node.policy,
+                            shm=flow.shared_memory(flow.nodes[port.source], node))
                 for port in node.inputs)
             configs[(node.name, replica)] = NodeConfig(
                 flow=flow.name, node=node.name, replica=replica, replicas=node.replicas, kind=node.kind,
                 control=endpoints.control, status=endpoints.status, inputs=inputs, outputs=outputs,
                 join=node.join, keyword_ports=node.keyword_ports, on_error=node.on_error, restart=node.restart,
-                run=node.run, base_dir=str(flow.base_dir), args=node.args)
+                run=node.run, base_dir=str(flow.base_dir), args=node.args,
+                shm_run=run_id(run_dir), shm_release=releases.get((node.name, replica), ""),
+                shm_owners=owners if any(port.shm for port in inputs) else {})
     return endpoints, configs

@@ -1,0 +1,471 @@
+"""Shared memory for arrays between nodes on one host: the sender's slot pool and the reader's maps.
+
+One pool per node replica (not per edge): a result is encoded once and dealt to every
+output edge, so one slot serves a fan-out, counted once per reader that got it. Each slot
+is its own segment (flujo/shm_wire.py), created when first needed and grown when an array
+does not fit, so an idle or fast flow maps little memory.
+
+Life of a slot: free -> taken (by ``frame_buffer`` or to copy an array in) -> sent (one
+hold per reader replica it was dealt to) -> free again once every hold is released *and*
+no array of the sender's own still points into it. Readers release by a message on the
+sender's release socket when the last numpy view of the array dies (a finalizer on the
+view's base), so an array kept past the call stays valid: its slot stays pinned.
+
+The pool holds ``base`` slots (the output edges' queues, plus two), and may grow to twice
+that while readers pin frames; when even those are taken for ``PIN_GRACE`` seconds, an
+array goes inline (copied into a zmq frame) and ``frame_buffer`` hands out ordinary memory:
+a reader keeping frames can slow its sender, never deadlock it.
+
+A reader whose process exits (the launcher publishes "exited") gives its holds back; such
+slots are retired (unlinked, remade under a new name) rather than reused, since a view of
+them may still live in a process downstream.
+
+A processor that sends on an array it received (a shared-memory view from upstream) sends
+the same descriptor on, and first tells the segment's owner that each new reader holds it
+too (a release with count +1, on the same socket as its own later release, so the owner
+never sees the slot free in between); those readers release to the owner directly. A frame
+crosses a chain of nodes without a copy, and no node waits on another's releases.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import secrets
+import signal
+import time
+import weakref
+from collections import deque
+from typing import Any, Callable, Iterable
+
+import msgpack
+import numpy as np
+import zmq
+
+from flujo.shm_wire import (HEADER, HEADER_SIZE, MAGIC, MIN_SHM_BYTES, SHM_DIR, DescriptorError, pack_descriptor,
+                            parse_releases, release_frame, segment_name, unpack_descriptor)
+
+#: Seconds a sender waits for a slot beyond ``base`` (pinned frames) before it grows the pool
+#: or, at twice ``base``, falls back to inline frames.
+PIN_GRACE = 0.25
+PAGE = mmap.PAGESIZE
+Waiter = Callable[[Iterable[zmq.Socket]], None]
+ReaderKey = tuple[str, int]  # (reader node, reader replica)
+
+
+def _root(array: np.ndarray) -> np.ndarray:
+    """The array that owns the buffer every view of ``array`` points into."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+class _Slot:
+    """One segment of the pool."""
+
+    __slots__ = ("index", "version", "name", "mmap", "view", "address", "capacity", "token", "generation",
+                 "local", "sending", "holders", "retire")
+
+    def __init__(self, index: int) -> None:
+        self.index, self.version = index, 0
+        self.name = ""
+        self.mmap: mmap.mmap | None = None
+        self.view: memoryview | None = None
+        self.address = self.capacity = self.token = self.generation = 0
+        self.local = 0  # the sender's own live arrays in it (0 or 1: one per take)
+        self.sending = False  # in the message being dealt: holds are not counted yet
+        self.holders: dict[ReaderKey, int] = {}
+        self.retire = False  # a reader that held it exited: a fresh segment before reuse
+
+    @property
+    def free(self) -> bool:
+        return not self.local and not self.sending and not self.holders
+
+
+class _Forwarded:
+    """A received shared-memory array being sent on: its readers are announced to the owner."""
+
+    __slots__ = ("root", "descriptor")
+
+    def __init__(self, root: np.ndarray, descriptor: tuple[Any, ...]) -> None:
+        self.root, self.descriptor = root, descriptor  # root: keeps our own hold until settled
+
+
+class SlotPool:
+    """A node replica's shared-memory slots for the arrays it sends (see the module docstring)."""
+
+    def __init__(self, context: zmq.Context, run_id: str, node: str, replica: int, release_endpoint: str,
+                 base: int, reader: "SharedMemoryReader | None" = None) -> None:
+        self._run_id, self._node, self._replica = run_id, node, replica
+        self._pid = os.getpid()
+        self.base, self.limit = base, 2 * base
+        self._slots: list[_Slot] = []
+        self._by_name: dict[str, _Slot] = {}
+        self._free: deque[_Slot] = deque()  # oldest freed first: the longest time between reuses
+        self._by_root: dict[int, _Slot] = {}  # id(root array's base) -> slot, while the sender's array lives
+        self._packed: list[Any] = []  # slots and forwarded arrays in the message being encoded
+        self._reader = reader
+        self.release_socket = context.socket(zmq.PULL)
+        self.release_socket.rcvhwm = 0  # releases are tiny and must never be dropped
+        self.release_socket.linger = 0
+        self.release_socket.bind(release_endpoint)
+        self.wait: Waiter = lambda sockets: None  # set by the runtime: polls, applying commands meanwhile
+        self.inline_fallbacks = 0  # arrays sent inline because every slot was pinned
+        self.copies = 0  # arrays copied into a slot (not born there)
+
+    # -- getting a slot -------------------------------------------------------------------
+    def frame_buffer(self, shape: tuple[int, ...] | int, dtype: Any = np.uint8) -> np.ndarray:
+        """A writable array in a free slot; send it as (part of) an item and it crosses without a copy."""
+        dtype = np.dtype(dtype)
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        slot = self._take(nbytes) if nbytes >= MIN_SHM_BYTES else None
+        if slot is None:
+            return np.empty(shape, dtype)
+        return self._local_array(slot, nbytes, dtype).reshape(shape)
+
+    def _local_array(self, slot: _Slot, nbytes: int, dtype: np.dtype) -> np.ndarray:
+        assert slot.view is not None
+        array = np.frombuffer(slot.view[HEADER_SIZE:HEADER_SIZE + nbytes], dtype=dtype)
+        slot.local = 1
+        key = id(array.base)
+        self._by_root[key] = slot
+        weakref.finalize(array.base, self._local_gone, slot, slot.generation, key)
+        return array
+
+    def _local_gone(self, slot: _Slot, generation: int, key: int) -> None:
+        if self._by_root.get(key) is slot:
+            del self._by_root[key]
+        if slot.generation == generation:
+            slot.local = 0
+            if slot.free:
+                self._free.append(slot)
+
+    def _take(self, nbytes: int) -> _Slot | None:
+        """A free slot of at least ``nbytes``, waiting for readers' releases while all are taken;
+        None when every slot stayed pinned (the caller falls back to ordinary memory)."""
+        self.collect_releases()
+        slot = self._pop_free()
+        if slot is None and len(self._slots) < self.base:
+            slot = self._new_slot()
+        deadline = None
+        while slot is None:
+            now = time.monotonic()
+            deadline = deadline or now + PIN_GRACE
+            if now >= deadline:
+                if len(self._slots) >= self.limit:
+                    self.inline_fallbacks += 1
+                    return None
+                slot = self._new_slot()
+                break
+            self.wait([self.release_socket])
+            self.collect_releases()
+            slot = self._pop_free()
+        if slot.retire:
+            slot.retire = False
+            self._unmap(slot)
+        if slot.capacity < nbytes:
+            self._remap(slot, nbytes)
+        slot.generation += 1
+        HEADER.pack_into(slot.mmap, 0, MAGIC, slot.token, slot.generation, slot.capacity)  # type: ignore[arg-type]
+        return slot
+
+    def _pop_free(self) -> _Slot | None:
+        while self._free:
+            slot = self._free.popleft()
+            if slot.free:  # (a slot may be queued twice; skip the stale entry)
+                return slot
+        return None
+
+    def _new_slot(self) -> _Slot:
+        slot = _Slot(len(self._slots))
+        self._slots.append(slot)
+        return slot
+
+    def _remap(self, slot: _Slot, nbytes: int) -> None:
+        """Give the slot a fresh segment of at least ``nbytes`` (also to retire a reclaimed one)."""
+        self._unmap(slot)
+        slot.version += 1
+        slot.name = segment_name(self._run_id, self._node, self._replica, self._pid, slot.index, slot.version)
+        size = -(-(HEADER_SIZE + nbytes) // PAGE) * PAGE
+        fd = os.open(SHM_DIR / slot.name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            slot.mmap = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        slot.view = memoryview(slot.mmap)
+        slot.address = _address(np.frombuffer(slot.view, np.uint8, count=1)) + HEADER_SIZE
+        slot.capacity = size - HEADER_SIZE
+        slot.token = secrets.randbits(63)
+        self._by_name[slot.name] = slot
+
+    def _unmap(self, slot: _Slot) -> None:
+        if not slot.name:
+            return
+        self._by_name.pop(slot.name, None)
+        try:
+            os.unlink(SHM_DIR / slot.name)
+        except FileNotFoundError:
+            pass
+        slot.view = slot.mmap = None  # (closed when no array points into it any more)
+        slot.capacity = 0
+
+    # -- encoding ---------------------------------------------------------------------------
+    def pack(self, array: np.ndarray) -> msgpack.ExtType | None:
+        """The descriptor of ``array`` placed in shared memory (where it already lives, or copied
+        into a slot), or None to send it inline (small, or every slot pinned)."""
+        if array.nbytes < MIN_SHM_BYTES:
+            return None
+        contiguous = array.flags.c_contiguous
+        if contiguous:
+            root = _root(array)
+            slot = self._by_root.get(id(root.base))
+            if slot is not None and slot.view is not None:  # born here: no copy
+                self._packed.append(slot)
+                slot.sending = True
+                return pack_descriptor(slot.name, HEADER_SIZE + _address(array) - slot.address, array.dtype.str,
+                                       array.shape, slot.index, slot.generation, slot.token)
+            if self._reader is not None:
+                found = self._reader.locate(array, root)
+                if found is not None:  # received from upstream: send its descriptor on
+                    self._packed.append(_Forwarded(root, found))
+                    return pack_descriptor(*found)
+        slot = self._take(array.nbytes)
+        if slot is None:
+            return None
+        self.copies += 1
+        target = self._local_array(slot, array.nbytes, array.dtype).reshape(array.shape)
+        np.copyto(target, array, casting="no")
+        self._packed.append(slot)
+        slot.sending = True
+        return pack_descriptor(slot.name, HEADER_SIZE, array.dtype.str, array.shape, slot.index, slot.generation,
+                               slot.token)
+
+    def start_message(self) -> None:
+        self._packed = []
+
+    def take_packed(self) -> list[Any]:
+        """What the message just encoded refers to; ``dealt``/``settle`` account for it."""
+        packed, self._packed = self._packed, []
+        return packed
+
+    def dealt(self, packed: list[Any], reader: ReaderKey) -> None:
+        """The message went to that reader replica: one hold on everything it refers to."""
+        for entry in packed:
+            if isinstance(entry, _Slot):
+                entry.holders[reader] = entry.holders.get(reader, 0) + 1
+            else:
+                assert self._reader is not None
+                self._reader.retain(entry.descriptor[0], entry.descriptor[5], reader)
+
+    def settle(self, packed: list[Any]) -> None:
+        """Every edge has had the message: what nobody holds is free again; the owners of
+        forwarded arrays hear of their new readers now, before our own release."""
+        for entry in packed:
+            if isinstance(entry, _Slot):
+                entry.sending = False
+                if entry.free:
+                    self._free.append(entry)
+        if self._reader is not None and self._reader.pending:
+            self._reader.flush()
+
+    # -- releases ---------------------------------------------------------------------------
+    def collect_releases(self) -> None:
+        """Apply every release message already received."""
+        socket = self.release_socket
+        while True:
+            try:
+                frame = socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            for name, generation, node, replica, change in parse_releases(frame):
+                slot = self._by_name.get(name)
+                if slot is None or slot.generation != generation:
+                    continue  # stale (the slot was reused or retired) or forged: ignored
+                # A reader's release may overtake the retain that announced it (they come from
+                # different processes): counts may go below zero until both have arrived.
+                count = slot.holders.get((node, replica), 0) + change
+                if count:
+                    slot.holders[(node, replica)] = count
+                else:
+                    slot.holders.pop((node, replica), None)
+                    if slot.free:
+                        self._free.append(slot)
+
+    def reader_exited(self, node: str, replica: int) -> None:
+        """That reader's process is gone: its holds return; its slots are retired, not reused."""
+        reader = (node, replica)
+        for slot in self._slots:
+            if slot.holders.pop(reader, None) is not None:
+                slot.retire = True  # a fresh segment on next use: a view downstream may live on
+                if slot.free:
+                    self._free.append(slot)
+
+    def stats(self) -> dict[str, int]:
+        """Slots made, arrays copied into a slot, arrays sent inline because every slot was pinned."""
+        return {"slots": len(self._slots), "copies": self.copies, "inline": self.inline_fallbacks}
+
+    @property
+    def held(self) -> int:
+        """Slots some reader still holds."""
+        return sum(1 for slot in self._slots if slot.holders)
+
+    def close(self) -> None:
+        """Unlink every segment (readers keep what they map)."""
+        for slot in self._slots:
+            self._unmap(slot)
+        self.release_socket.close(linger=0)
+
+    def unlink_all(self) -> None:
+        """From a signal handler: only remove the names."""
+        for slot in list(self._slots):
+            if slot.name:
+                try:
+                    os.unlink(SHM_DIR / slot.name)
+                except OSError:
+                    pass
+
+
+class SharedMemoryReader:
+    """Maps the segments descriptors name (read-only) and releases each array when its views die."""
+
+    MAX_MAPPED = 256  # segments kept mapped for reuse (a mapping lives on while views use it)
+
+    def __init__(self, context: zmq.Context, run_id: str, node: str, replica: int, senders: set[str],
+                 owners: dict[str, str]) -> None:
+        self._context = context
+        self._run_id, self._me = run_id, (node, replica)
+        self._senders = senders  # upstream nodes whose descriptors this node accepts
+        self._owners = owners  # "node.replica" -> release endpoint of every pool in the flow
+        self._sockets: dict[str, zmq.Socket] = {}
+        self._maps: dict[str, tuple[mmap.mmap, memoryview, int]] = {}  # name -> (map, view, address)
+        self._live: dict[int, tuple[Any, ...]] = {}  # id(root base) -> descriptor fields, while views live
+        self.pending: deque[tuple[str, list[Any]]] = deque()  # (owner, release entry)
+        self.refused = 0
+
+    def view(self, data: bytes, sender: tuple[str, int]) -> np.ndarray:
+        """The read-only array a descriptor from ``sender`` names; raises DescriptorError."""
+        if sender[0] not in self._senders:
+            raise DescriptorError(f"{sender[0]}.{sender[1]} may not send shared-memory descriptors to this node")
+        segment, offset, dtype, shape, slot, generation, token = unpack_descriptor(data, self._run_id)
+        owner = _owner(segment)
+        if owner not in self._owners:
+            raise DescriptorError(f"shared-memory segment {segment} belongs to no sender of this flow")
+        mapped, view, _ = self._map(segment)
+        magic, header_token, header_generation, capacity = HEADER.unpack_from(mapped, 0)
+        if magic != MAGIC or header_token != token:
+            raise DescriptorError(f"shared-memory segment {segment} does not match the descriptor (forged?)")
+        if header_generation != generation:
+            raise DescriptorError(f"stale shared-memory descriptor for {segment} (slot reused)")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if offset + nbytes > HEADER_SIZE + capacity or offset + nbytes > len(view):
+            raise DescriptorError(f"shared-memory descriptor reaches past the end of {segment}")
+        array = np.frombuffer(view[offset:offset + nbytes], dtype=dtype)
+        key = id(array.base)
+        self._live[key] = (segment, offset, dtype.str, shape, slot, generation, token)
+        weakref.finalize(array.base, self._done, key, owner, segment, generation)
+        return array.reshape(shape)
+
+    def _done(self, key: int, owner: str, segment: str, generation: int) -> None:
+        self._live.pop(key, None)
+        self.pending.append((owner, [segment, generation, *self._me, -1]))
+
+    def retain(self, segment: str, generation: int, reader: ReaderKey) -> None:
+        """This node sent a received array on to ``reader``: its owner counts that hold too."""
+        self.pending.append((_owner(segment), [segment, generation, *reader, 1]))
+
+    def locate(self, array: np.ndarray, root: np.ndarray) -> tuple[Any, ...] | None:
+        """Descriptor fields of ``array`` if it is (part of) a received shared-memory array."""
+        fields = self._live.get(id(root.base))
+        if fields is None:
+            return None
+        segment, offset = fields[0], fields[1]
+        offset += _address(array) - _address(root)
+        return (segment, offset, array.dtype.str, array.shape, *fields[4:])
+
+    def _map(self, segment: str) -> tuple[mmap.mmap, memoryview, int]:
+        found = self._maps.get(segment)
+        if found is not None:
+            return found
+        try:
+            fd = os.open(SHM_DIR / segment, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as error:
+            raise DescriptorError(f"shared-memory segment {segment} cannot be opened: {error.strerror}") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size < HEADER_SIZE:
+                raise DescriptorError(f"shared-memory segment {segment} is too small")
+            mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        if len(self._maps) >= self.MAX_MAPPED:
+            self._maps.pop(next(iter(self._maps)))  # oldest: its views keep it mapped while they live
+        view = memoryview(mapped)
+        found = self._maps[segment] = (mapped, view, 0)
+        return found
+
+    def flush(self) -> None:
+        """Send the releases of arrays no longer used, one message per sender."""
+        by_owner: dict[str, list[list[Any]]] = {}
+        pending = self.pending
+        while pending:
+            owner, entry = pending.popleft()
+            by_owner.setdefault(owner, []).append(entry)
+        for owner, entries in by_owner.items():
+            socket = self._sockets.get(owner)
+            if socket is None:
+                socket = self._sockets[owner] = self._context.socket(zmq.PUSH)
+                socket.sndhwm = 0
+                socket.linger = 0  # an owner that is gone no longer needs them
+                socket.connect(self._owners[owner])
+            try:
+                socket.send(release_frame(entries), zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # (no limit is set: only when the owner is gone, which no longer needs them)
+
+    def close(self) -> None:
+        self.flush()
+        for socket in self._sockets.values():
+            socket.close(linger=200)
+
+
+def _owner(segment: str) -> str:
+    """"node.replica" of the process that made a segment (its name was checked)."""
+    parts = segment.split(".")
+    return f"{parts[2]}.{parts[3]}"
+
+
+# -- the process's pool, for the frame_buffer API ------------------------------------------------
+_pool: SlotPool | None = None
+
+
+def install(pool: SlotPool | None) -> None:
+    """Make ``pool`` the one ``frame_buffer`` draws from; a SIGTERM (the launcher died) unlinks it."""
+    global _pool
+    _pool = pool
+    if pool is not None:
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum: int, frame: Any) -> None:
+            pool.unlink_all()
+            signal.signal(signal.SIGTERM, previous if callable(previous) else signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, on_term)
+
+
+def frame_buffer(shape: tuple[int, ...] | int, dtype: Any = np.uint8) -> np.ndarray:
+    """A writable array for an output item. On a shared-memory edge it lives in a slot, so it
+    crosses to the readers without a copy; elsewhere it is ordinary memory. Write it, send it,
+    and do not write it again after sending (readers may be looking at it)."""
+    if _pool is None:
+        dtype = np.dtype(dtype)
+        return np.empty(shape, dtype)
+    return _pool.frame_buffer(shape, dtype)
+
+
+__all__ = ["SlotPool", "SharedMemoryReader", "frame_buffer", "install", "DescriptorError"]
