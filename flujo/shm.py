@@ -113,6 +113,8 @@ class SlotPool:
         self.release_socket.linger = 0
         self.release_socket.bind(release_endpoint)
         self.wait: Waiter = lambda sockets: None  # set by the runtime: polls, applying commands meanwhile
+        self._starved = False  # every slot stayed pinned through the last wait: do not wait again
+        # until a release comes (a reader keeping frames would otherwise cost a wait per item)
         self.inline_fallbacks = 0  # arrays sent inline because every slot was pinned
         self.copies = 0  # arrays copied into a slot (not born there)
 
@@ -155,8 +157,9 @@ class SlotPool:
         while slot is None:
             now = time.monotonic()
             deadline = deadline or now + PIN_GRACE
-            if now >= deadline:
+            if now >= deadline or self._starved:
                 if len(self._slots) >= self.limit:
+                    self._starved = True
                     self.inline_fallbacks += 1
                     return None
                 slot = self._new_slot()
@@ -282,6 +285,7 @@ class SlotPool:
                 frame = socket.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            self._starved = False
             for name, generation, node, replica, change in parse_releases(frame):
                 slot = self._by_name.get(name)
                 if slot is None or slot.generation != generation:

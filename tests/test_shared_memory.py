@@ -1,0 +1,296 @@
+"""Arrays between nodes on one host go through shared memory (flujo/shm.py): every frame intact
+and in order, kept frames unchanged, nothing left in /dev/shm however the flow ends, and the
+inline fallback wherever shared memory cannot or must not be used."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from conftest import FlowRunner, poll_for
+from flow_nodes import line_count
+from shm_nodes import read
+
+SHM_NODES = Path(__file__).parent / "shm_nodes.py"
+SHM = Path("/dev/shm")
+pytestmark = pytest.mark.timeout(90)
+
+
+def segments() -> set[str]:
+    return {name for name in os.listdir(SHM) if name.startswith("flujo.")}
+
+
+@pytest.fixture
+def shm_flow(flow: FlowRunner):
+    """The flow fixture, and after the test: no segment of this test's flows left in /dev/shm."""
+    before = segments()
+    yield flow
+    flow.cleanup()
+    poll_for(lambda: not (segments() - before), timeout=10)
+
+
+def manifest(flow: FlowRunner, body: str, settings: str = "") -> Path:
+    return flow.manifest(body.replace("{shm_nodes}", str(SHM_NODES)), flow=settings)
+
+
+def assert_all_frames(out: str, n: int, shared: bool = True) -> None:
+    items, closing = read(out)
+    assert [line[0] for line in items] == list(range(n))  # every frame, in order
+    assert all(line[1] for line in items), [line[0] for line in items if not line[1]][:5]
+    assert all(line[2] is shared for line in items), "expected shared memory" if shared else "expected inline"
+    assert closing is not None and closing[2] == [], f"kept frames changed: {closing}"
+
+
+def test_chain_moves_every_frame_through_shared_memory(shm_flow: FlowRunner) -> None:
+    out, n = shm_flow.path("out.jsonl"), 300
+    result = shm_flow.run(manifest(shm_flow, f"""
+        [nodes.frames]
+        run = "{{shm_nodes}}:Frames"
+        args = {{ n = {n} }}
+        [nodes.pass]
+        run = "{{shm_nodes}}:Pass"
+        inputs = ["frames"]
+        [nodes.check]
+        run = "{{shm_nodes}}:Check"
+        inputs = ["pass"]
+        args = {{ path = "{out}", keep = 20 }}
+    """))
+    assert result.returncode == 0, result.stderr
+    assert_all_frames(out, n)
+
+
+def test_frames_kept_past_the_call_stay_unchanged(shm_flow: FlowRunner) -> None:
+    # The sink keeps every frame: far more than the pool's slots, so the pool grows to its
+    # bound and then falls back to inline frames; none of the kept ones may change.
+    out, n = shm_flow.path("out.jsonl"), 120
+    result = shm_flow.run(manifest(shm_flow, f"""
+        [nodes.frames]
+        run = "{{shm_nodes}}:Frames"
+        args = {{ n = {n}, born = false }}
+        [nodes.invert]
+        run = "{{shm_nodes}}:Invert"
+        inputs = ["frames"]
+        [nodes.check]
+        run = "{{shm_nodes}}:Check"
+        inputs = ["invert"]
+        args = {{ path = "{out}", keep = -1 }}
+    """, "queue = 4"))
+    assert result.returncode == 0, result.stderr
+    items, closing = read(out)
+    assert [line[0] for line in items] == list(range(n)) and all(line[1] for line in items)
+    assert any(line[2] for line in items) and closing == ["kept", n, []]
+
+
+def test_fan_out_and_replicas_get_every_frame(shm_flow: FlowRunner) -> None:
+    n = 200
+    outs = [shm_flow.path(f"out{k}.jsonl") for k in range(3)]
+    readers = "".join(f"""
+        [nodes.check{k}]
+        run = "{{shm_nodes}}:Check"
+        inputs = ["pass"]
+        args = {{ path = "{outs[k]}", keep = 5 }}
+    """ for k in range(3))
+    result = shm_flow.run(manifest(shm_flow, f"""
+        [nodes.frames]
+        run = "{{shm_nodes}}:Frames"
+        args = {{ n = {n} }}
+        [nodes.pass]
+        run = "{{shm_nodes}}:Pass"
+        inputs = ["frames"]
+        replicas = 2
+    """ + readers))
+    assert result.returncode == 0, result.stderr
+    for out in outs:
+        assert_all_frames(out, n)
+
+
+def test_zip_pairs_frames_from_shared_memory(shm_flow: FlowRunner) -> None:
+    out, n = shm_flow.path("out.jsonl"), 150
+    result = shm_flow.run(manifest(shm_flow, f"""
+        [nodes.frames]
+        run = "{{shm_nodes}}:Frames"
+        args = {{ n = {n} }}
+        [nodes.a]
+        run = "{{shm_nodes}}:Pass"
+        inputs = ["frames"]
+        [nodes.b]
+        run = "{{shm_nodes}}:Invert"
+        inputs = ["frames"]
+        [nodes.check]
+        run = "{{shm_nodes}}:Check"
+        inputs = {{ a = "a", b = "b" }}
+        args = {{ path = "{out}" }}
+    """))
+    assert result.returncode == 0, result.stderr
+    items, _ = read(out)
+    assert [line[0] for line in items] == [i for i in range(n) for _ in range(2)]
+    assert all(line[1] and line[2] for line in items)
+
+
+@pytest.mark.parametrize("settings, reader_shm, why", [
+    ('transport = "tcp"', "", "tcp edge"),
+    ("shm = false", "", "turned off for the flow"),
+    ("", "shm = false", "turned off for the reader"),
+])
+def test_inline_fallback(shm_flow: FlowRunner, settings: str, reader_shm: str, why: str) -> None:
+    out, n = shm_flow.path("out.jsonl"), 60
+    result = shm_flow.run(manifest(shm_flow, f"""
+        [nodes.frames]
+        run = "{{shm_nodes}}:Frames"
+        args = {{ n = {n} }}
+        [nodes.check]
+        run = "{{shm_nodes}}:Check"
+        inputs = ["frames"]
+        args = {{ path = "{out}", keep = 5 }}
+        {reader_shm}
+    """, settings))
+    assert result.returncode == 0, result.stderr
+    assert_all_frames(out, n, shared=False)
+
+
+def test_a_command_node_gets_inline_arrays(tmp_path: Path) -> None:
+    from flujo.launch.manifest import validate
+    from flujo.launch.plan import plan
+    flow = validate({"nodes": {
+        "frames": {"run": f"{SHM_NODES}:Frames", "args": {"n": 1}},
+        "foreign": {"command": ["cat"], "inputs": ["frames"]},
+        "python": {"run": f"{SHM_NODES}:Check", "inputs": ["frames"], "args": {"path": "x"}},
+        "declared": {"command": ["cat"], "inputs": ["frames"], "shm": True},
+    }}, tmp_path / "m.toml", "m.toml")
+    _, configs = plan(flow, tmp_path / "flujo-run1")
+    edges = {edge.target: edge.shm for edge in configs[("frames", 0)].outputs}
+    assert edges == {"foreign": False, "python": True, "declared": True}
+    assert configs[("frames", 0)].shm_release and configs[("python", 0)].shm_owners
+    assert not configs[("foreign", 0)].inputs[0].shm and configs[("python", 0)].inputs[0].shm
+
+
+def test_stop_drains_and_leaves_no_segment(shm_flow: FlowRunner) -> None:
+    out = shm_flow.path("out.jsonl")
+    launcher = shm_flow.start(manifest(shm_flow, f"""
+        [nodes.frames]
+        run = "{{shm_nodes}}:Frames"
+        args = {{ n = 100000, pause = 0.002 }}
+        [nodes.pass]
+        run = "{{shm_nodes}}:Pass"
+        inputs = ["frames"]
+        [nodes.check]
+        run = "{{shm_nodes}}:Check"
+        inputs = ["pass"]
+        args = {{ path = "{out}", keep = 3 }}
+    """))
+    poll_for(lambda: line_count(out) >= 50, timeout=30)
+    assert shm_flow.command("stop", "--flow", shm_flow.name).returncode == 0
+    launcher.communicate(timeout=30)
+    assert launcher.returncode == 0
+    items, closing = read(out)
+    assert [line[0] for line in items] == list(range(len(items))) and all(line[1] and line[2] for line in items)
+    assert closing is not None and closing[2] == []
+
+
+def test_memory_stays_bounded_under_a_slow_consumer(shm_flow: FlowRunner) -> None:
+    out, queue = shm_flow.path("out.jsonl"), 4
+    before = segments()
+    launcher = shm_flow.start(manifest(shm_flow, f"""
+        [nodes.frames]
+        run = "{{shm_nodes}}:Frames"
+        args = {{ n = 100000 }}
+        [nodes.check]
+        run = "{{shm_nodes}}:Check"
+        inputs = ["frames"]
+        args = {{ path = "{out}", delay = 0.02 }}
+    """, f"queue = {queue}"))
+    poll_for(lambda: line_count(out) >= 60, timeout=30)
+    made = segments() - before
+    assert 0 < len(made) <= 2 * (queue + 2), sorted(made)  # the pool's bound, nothing more
+    assert shm_flow.command("stop", "--flow", shm_flow.name).returncode == 0
+    launcher.communicate(timeout=30)
+    assert launcher.returncode == 0
+
+
+def pids_of(flow: FlowRunner, label: str) -> int:
+    return poll_for(lambda: flow.replicas().get(label, {}).get("pid"), timeout=20)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("victim", ["check", "frames", "launcher"])
+def test_sigkill_leaves_no_segment(shm_flow: FlowRunner, victim: str) -> None:
+    out = shm_flow.path("out.jsonl")
+    launcher = shm_flow.start(manifest(shm_flow, f"""
+        [nodes.frames]
+        run = "{{shm_nodes}}:Frames"
+        args = {{ n = 100000, pause = 0.002 }}
+        [nodes.pass]
+        run = "{{shm_nodes}}:Pass"
+        inputs = ["frames"]
+        [nodes.check]
+        run = "{{shm_nodes}}:Check"
+        inputs = ["pass"]
+        args = {{ path = "{out}", keep = 3 }}
+    """))
+    poll_for(lambda: line_count(out) >= 30, timeout=30)
+    assert segments()  # frames are in flight through shared memory
+    if victim == "launcher":
+        os.kill(launcher.pid, signal.SIGKILL)
+    else:
+        os.kill(pids_of(shm_flow, victim), signal.SIGKILL)
+    launcher.communicate(timeout=40)  # the flow fails and ends; the fixture checks /dev/shm
+
+
+def test_a_crashed_reader_gives_its_slots_back(shm_flow: FlowRunner) -> None:
+    # The sink is killed mid-stream and restarted by policy: the producer gets back the
+    # slots the dead process held and goes on in shared memory to the end.
+    out, n = shm_flow.path("out.jsonl"), 400
+    gate = shm_flow.path("gate")
+    launcher = shm_flow.start(manifest(shm_flow, f"""
+        [nodes.frames]
+        run = "{{shm_nodes}}:Frames"
+        args = {{ n = {n}, pause = 0.003, gate = "{gate}" }}
+        [nodes.check]
+        run = "{{shm_nodes}}:Check"
+        inputs = ["frames"]
+        args = {{ path = "{out}", keep = 3 }}
+        restart = "on-failure"
+    """, "queue = 4"))
+    poll_for(lambda: line_count(out) >= 50, timeout=30)
+    os.kill(pids_of(shm_flow, "check"), signal.SIGKILL)
+    poll_for(lambda: shm_flow.replicas().get("check", {}).get("restarts") == 1, timeout=30)
+    Path(gate).touch()
+    launcher.communicate(timeout=60)
+    items, _ = read(out)
+    seen = [line[0] for line in items]
+    assert seen == sorted(seen) and seen[-1] == n - 1  # at most once around the crash, in order
+    assert all(line[1] for line in items)
+    assert all(line[2] for line in items[-50:])  # still shared memory after the crash
+
+
+def test_forged_and_stale_descriptors_are_refused(tmp_path: Path) -> None:
+    from flujo.shm import SharedMemoryReader, SlotPool
+    from flujo.shm_wire import DescriptorError, SHM_EXT_CODE
+    context = zmq.Context()
+    try:
+        endpoint = f"ipc://{tmp_path / 'release'}"
+        pool = SlotPool(context, "testrun", "src", 0, endpoint, base=2)
+        reader = SharedMemoryReader(context, "testrun", "dst", 0, {"src"}, {"src.0": endpoint})
+        try:
+            ext = pool.pack(np.full((512, 512), 7, np.uint8))
+            assert ext is not None and ext.code == SHM_EXT_CODE
+            view = reader.view(ext.data, ("src", 0))
+            assert (view == 7).all() and not view.flags.writeable
+            fields = msgpack.unpackb(ext.data)
+            for index, value in ((6, fields[6] ^ 1), (5, fields[5] + 1), (0, "/etc/passwd"), (1, 10 ** 9)):
+                forged = list(fields)
+                forged[index] = value
+                with pytest.raises(DescriptorError):
+                    reader.view(msgpack.packb(forged), ("src", 0))
+            with pytest.raises(DescriptorError):
+                reader.view(ext.data, ("intruder", 0))  # not a sender of this node
+        finally:
+            pool.close()
+            reader.close()
+    finally:
+        context.destroy(linger=0)
+    assert not [name for name in os.listdir(SHM) if name.startswith("flujo.testrun.")]
