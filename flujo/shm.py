@@ -113,6 +113,7 @@ class SlotPool:
         self.release_socket.linger = 0
         self.release_socket.bind(release_endpoint)
         self.wait: Waiter = lambda sockets: None  # set by the runtime: polls, applying commands meanwhile
+        self._exited: set[ReaderKey] = set()  # readers whose process ended (until they release again)
         self._starved = False  # every slot stayed pinned through the last wait: do not wait again
         # until a release comes (a reader keeping frames would otherwise cost a wait per item)
         self.inline_fallbacks = 0  # arrays sent inline because every slot was pinned
@@ -292,6 +293,8 @@ class SlotPool:
                     continue  # stale (the slot was reused or retired) or forged: ignored
                 # A reader's release may overtake the retain that announced it (they come from
                 # different processes): counts may go below zero until both have arrived.
+                if change < 0:
+                    self._exited.discard((node, replica))  # a live process of that replica released
                 count = slot.holders.get((node, replica), 0) + change
                 if count:
                     slot.holders[(node, replica)] = count
@@ -303,6 +306,7 @@ class SlotPool:
     def reader_exited(self, node: str, replica: int) -> None:
         """That reader's process is gone: its holds return; its slots are retired, not reused."""
         reader = (node, replica)
+        self._exited.add(reader)
         for slot in self._slots:
             if slot.holders.pop(reader, None) is not None:
                 slot.retire = True  # a fresh segment on next use: a view downstream may live on
@@ -315,8 +319,11 @@ class SlotPool:
 
     @property
     def held(self) -> int:
-        """Slots some reader still holds."""
-        return sum(1 for slot in self._slots if slot.holders)
+        """Slots that a running reader still holds (holds announced for a reader that has
+        exited, or releases whose announcement never came, do not count)."""
+        exited = self._exited
+        return sum(1 for slot in self._slots
+                   if any(count > 0 and key not in exited for key, count in slot.holders.items()))
 
     def close(self) -> None:
         """Unlink every segment (readers keep what they map)."""
