@@ -113,6 +113,7 @@ class SlotPool:
         self.release_socket.linger = 0
         self.release_socket.bind(release_endpoint)
         self.wait: Waiter = lambda sockets: None  # set by the runtime: polls, applying commands meanwhile
+        self._retired: list[str] = []  # segments of retired slots, unlinked at close
         self._exited: set[ReaderKey] = set()  # readers whose process ended (until they release again)
         self._starved = False  # every slot stayed pinned through the last wait: do not wait again
         # until a release comes (a reader keeping frames would otherwise cost a wait per item)
@@ -168,9 +169,11 @@ class SlotPool:
             self.wait([self.release_socket])
             self.collect_releases()
             slot = self._pop_free()
-        if slot.retire:
+        if slot.retire:  # its segment may still be named in descriptors in flight: unlinked at close
             slot.retire = False
-            self._unmap(slot)
+            self._retired.append(slot.name)
+            self._by_name.pop(slot.name, None)
+            slot.name, slot.view, slot.mmap, slot.capacity = "", None, None, 0
         if slot.capacity < nbytes:
             self._remap(slot, nbytes)
         slot.generation += 1
@@ -329,16 +332,20 @@ class SlotPool:
         """Unlink every segment (readers keep what they map)."""
         for slot in self._slots:
             self._unmap(slot)
+        for name in self._retired:
+            try:
+                os.unlink(SHM_DIR / name)
+            except FileNotFoundError:
+                pass
         self.release_socket.close(linger=0)
 
     def unlink_all(self) -> None:
         """From a signal handler: only remove the names."""
-        for slot in list(self._slots):
-            if slot.name:
-                try:
-                    os.unlink(SHM_DIR / slot.name)
-                except OSError:
-                    pass
+        for name in [slot.name for slot in self._slots if slot.name] + self._retired:
+            try:
+                os.unlink(SHM_DIR / name)
+            except OSError:
+                pass
 
 
 class SharedMemoryReader:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from flujo.api import Consumer, Processor, Producer
+from flujo.shm import frame_buffer
 
 #: Codec per file extension; each of these was checked to write and read back with this
 #: OpenCV build (H.264 "avc1" is not available in the pip wheels, so ".mp4" uses MPEG-4 part 2).
@@ -106,8 +107,18 @@ class VideoReader(Producer):
                 return False
         return True
 
+    def _decode(self) -> tuple[bool, np.ndarray | None]:
+        """Decode the next frame straight into a frame buffer (shared memory on a shared-memory
+        edge) once its shape is known; OpenCV allocates anew when the shape changes."""
+        shape = getattr(self, "_shape", None)
+        buffer = frame_buffer(shape, np.uint8) if shape is not None else None
+        ok, frame = self._capture.read(buffer) if buffer is not None else self._capture.read()
+        if ok and frame is not None:
+            self._shape = frame.shape
+        return ok, frame
+
     def _read(self) -> np.ndarray | None:
-        ok, frame = self._capture.read()
+        ok, frame = self._decode()
         attempts = 0
         while not ok and self.live and attempts < self.reconnect:
             attempts += 1
@@ -117,7 +128,7 @@ class VideoReader(Producer):
                 self._capture = open_capture(self.source)
             except OSError:
                 continue
-            ok, frame = self._capture.read()
+            ok, frame = self._decode()
         return frame if ok else None
 
     def produce(self) -> Iterator[dict[str, Any]]:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from flujo.api import Processor
+from flujo.shm import frame_buffer
 
 
 def track_color(track_id: int) -> tuple[int, int, int]:
@@ -45,7 +46,8 @@ class Annotator(Processor):
 
     def process(self, frame: dict[str, Any], tracks: dict[str, Any] | None = None,
                 counts: dict[str, Any] | None = None) -> dict[str, Any]:
-        image = np.array(frame["frame"], copy=True)  # arrays arrive read-only
+        image = frame_buffer(frame["frame"].shape, frame["frame"].dtype)  # arrays arrive read-only: draw on a
+        np.copyto(image, frame["frame"])  # copy, in shared memory when the next edge is
         height, width = image.shape[:2]
         font = max(0.4, width / 1600)
         index = int(frame.get("index", 0))
