@@ -56,11 +56,13 @@ def _inline_table(table: dict[str, Any]) -> str:
 
 
 def manifest_text(cfg: dict[str, Any], name: str, stages: int = 1, replicas: int = 1, queue: int = 16,
-                  transport: str = "ipc", profile: bool = False) -> str:
-    """The manifest of producer -> ``stages`` x ``replicas`` processors -> consumer."""
+                  transport: str = "ipc", profile: bool = False, shm: bool = True, readers: int = 1) -> str:
+    """The manifest of producer -> ``stages`` x ``replicas`` processors -> consumer (``readers``
+    consumers reading the last stage: a fan-out; the first writes the result)."""
     prefix = "Profiled" if profile else "Bench"
     args = _inline_table(cfg)
-    lines = ["[flow]", f'name = "{name}"', f"queue = {queue}", f'transport = "{transport}"', ""]
+    lines = ["[flow]", f'name = "{name}"', f"queue = {queue}", f'transport = "{transport}"',
+             f"shm = {_toml_value(shm)}", ""]
     lines += ["[nodes.source]", f'run = {_toml_value(f"{NODES_FILE}:{prefix}Producer")}', f"args = {args}", ""]
     upstream = "source"
     for stage in range(stages):
@@ -70,16 +72,22 @@ def manifest_text(cfg: dict[str, Any], name: str, stages: int = 1, replicas: int
         upstream = node
     lines += ["[nodes.sink]", f'run = {_toml_value(f"{NODES_FILE}:{prefix}Consumer")}',
               f'inputs = ["{upstream}"]', f"args = {args}", ""]
+    for reader in range(1, readers):
+        extra = _inline_table({**cfg, "result": f"{cfg['result']}.{reader}"})
+        lines += [f"[nodes.sink{reader}]", f'run = {_toml_value(f"{NODES_FILE}:{prefix}Consumer")}',
+                  f'inputs = ["{upstream}"]', f"args = {extra}", ""]
     text = "\n".join(lines)
     tomllib.loads(text)  # fail here, not in the launcher, if the writer above is wrong
     return text
 
 
 def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, stages: int = 1, replicas: int = 1,
-              queue: int = 16, transport: str = "ipc", profile: bool = False) -> RunOutput:
+              queue: int = 16, transport: str = "ipc", profile: bool = False, shm: bool = True,
+              readers: int = 1) -> RunOutput:
     """Run the chain once with ``flujo-launch``; fresh processes every time."""
     manifest = workdir / "manifest.toml"
-    manifest.write_text(manifest_text(cfg, f"bench-{cfg['workload']}", stages, replicas, queue, transport, profile))
+    manifest.write_text(manifest_text(cfg, f"bench-{cfg['workload']}", stages, replicas, queue, transport, profile,
+                                      shm, readers))
     env = dict(os.environ)
     launch = time.monotonic_ns()
     code = run_command([*launcher(), str(manifest)], timeout, cwd=workdir, env=env, log=workdir / "flujo.log")

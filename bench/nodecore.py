@@ -10,6 +10,7 @@ Flujo node processes, multiprocessing children and the videoflow driver alike.
 A run is described by a plain ``cfg`` dict (it must survive JSON, TOML and pickling):
 
     workload      "small" | "frame" | "latency" | "cpu" | "backpressure" | "startup"
+    shm_born      (Flujo) frames and latency payloads live in a shared-memory frame buffer
     n             items to produce
     sizes         payload sizes in bytes ("latency"), sent one size after the other
     rates         items per second for each size ("latency"; 0 = as fast as possible)
@@ -49,6 +50,18 @@ def frame() -> np.ndarray:
     if _FRAME is None:
         _FRAME = (np.arange(np.prod(FRAME_SHAPE), dtype=np.uint32) % 251).astype(np.uint8).reshape(FRAME_SHAPE)
     return _FRAME
+
+
+def born_in_shm(cfg: dict[str, Any], array: np.ndarray) -> np.ndarray:
+    """``array``, or with ``cfg["shm_born"]`` (Flujo only) a copy of it in a Flujo frame buffer:
+    the data is born in shared memory and sent again and again without a copy, as the
+    baselines send one preallocated buffer again and again."""
+    if not cfg.get("shm_born"):
+        return array
+    from flujo.shm import frame_buffer  # only inside Flujo nodes
+    buffer = frame_buffer(array.shape, array.dtype)
+    buffer[...] = array
+    return buffer
 
 
 def rss_bytes() -> int:
@@ -99,7 +112,7 @@ def produce_items(cfg: dict[str, Any]) -> Iterator[Any]:
         for i in range(n):
             yield {"i": i, "t": time.time(), "name": "abc", "v": 1.5}
     elif workload == "frame":
-        image = frame()
+        image = born_in_shm(cfg, frame())
         for i in range(n):
             yield {"i": i, "frame": image}
     elif workload == "latency":
@@ -113,7 +126,7 @@ def produce_items(cfg: dict[str, Any]) -> Iterator[Any]:
             yield {"i": i, "ts": time.monotonic_ns(), "payload": warm, "warmup": True}
             i += 1
         for size, rate, count in zip(cfg["sizes"], cfg["rates"], cfg["counts"]):
-            payload = np.full(size, 7, dtype=np.uint8)
+            payload = born_in_shm(cfg, np.full(size, 7, dtype=np.uint8))
             period_ns = int(1e9 / rate) if rate else 0
             for _ in range(count):
                 if period_ns:
@@ -207,8 +220,9 @@ class NodeReport:
         folder = self.cfg.get("report_dir")
         if not folder:
             return
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         data = {"role": self.role, "pid": os.getpid(), "rss_open": self.rss_open,
-                "max_rss": max_rss_bytes(), "sent_ns": self.sent_ns}
+                "max_rss": max_rss_bytes(), "sent_ns": self.sent_ns, "cpu_s": usage.ru_utime + usage.ru_stime}
         _write_json(Path(folder) / f"{self.role}-{os.getpid()}.json", data)
 
 

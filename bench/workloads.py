@@ -44,6 +44,8 @@ def _systems(names: list[str]) -> list[Variant]:
     """Variants of the plain chain for the named systems."""
     table = {
         "flujo": Variant("flujo", flujo_chain.run_chain),
+        "flujo-born": Variant("flujo born in shm", flujo_chain.run_chain, cfg={"shm_born": True}),
+        "flujo-inline": Variant("flujo inline", flujo_chain.run_chain, {"shm": False}),
         "flujo-tcp": Variant("flujo-tcp", flujo_chain.run_chain, {"transport": "tcp"}),
         "raw-ipc": Variant("pyzmq-ipc", raw_zmq.run_chain, {"transport": "ipc"}),
         "raw-tcp": Variant("pyzmq-tcp", raw_zmq.run_chain, {"transport": "tcp"}),
@@ -121,14 +123,16 @@ class SmallItems(Workload):
 class Frames(Workload):
     name = "frame"
     title = "1080p BGR frames (uint8 1080x1920x3, 6.2 MB), 2 hops"
-    what = "one preallocated frame sent again and again, in a dict {'i': i, 'frame': array}"
+    what = ("one preallocated frame sent again and again, in a dict {'i': i, 'frame': array}; \"flujo\" "
+            "copies it into shared memory per item, \"flujo born in shm\" preallocates it in a frame buffer, "
+            "\"flujo inline\" turns shared memory off (shm = false); CPU: user + system ms per frame in each process")
 
     def cfg(self) -> dict[str, Any]:
         return {"workload": "frame", "n": 100 if self.quick else 600}
 
     def variants(self) -> list[Variant]:
-        names = ["flujo", "raw-ipc"] if self.quick else \
-            ["flujo", "flujo-tcp", "raw-ipc", "raw-tcp", "mp", "videoflow"]
+        names = ["flujo", "flujo-born", "flujo-inline", "raw-ipc"] if self.quick else \
+            ["flujo", "flujo-born", "flujo-inline", "flujo-tcp", "raw-ipc", "raw-tcp", "mp", "videoflow"]
         variants = _systems(names)
         for v in variants:
             if v.label in ("videoflow", "mp.Queue"):
@@ -138,12 +142,57 @@ class Frames(Workload):
     def metrics(self, out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
         _check_count(out, cfg)
         fps = throughput(out.result)
-        return {"frames/s": fps, "GB/s": fps * FRAME_BYTES / 1e9}
+        return {"frames/s": fps, "GB/s": fps * FRAME_BYTES / 1e9, **_cpu_per_item(out, cfg)}
 
     def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
-        rows = [[label, m.get("frames/s"), m.get("GB/s"), runs[label], _ratio_columns(medians, "frames/s", label)]
+        rows = [[label, m.get("frames/s"), m.get("GB/s"), *[m.get(f"{r} CPU ms") for r in ROLES], runs[label],
+                 _ratio_columns(medians, "frames/s", label)]
                 for label, m in medians.items()]
-        return markdown_table(["system", "frames/s", "GB/s", "runs", "flujo ÷ system"], rows)
+        return markdown_table(["system", "frames/s", "GB/s", *[f"{r} CPU ms" for r in ROLES], "runs",
+                               "flujo ÷ system"], rows)
+
+
+ROLES = ("producer", "processor", "consumer")
+
+
+def _cpu_per_item(out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
+    """CPU milliseconds per item in each role (summed over a role's processes; whole process
+    lifetime, start-up included)."""
+    totals: dict[str, float] = {}
+    for report in out.reports:
+        if "cpu_s" in report:
+            totals[report["role"]] = totals.get(report["role"], 0.0) + report["cpu_s"]
+    return {f"{role} CPU ms": seconds * 1000 / max(1, int(cfg["n"])) for role, seconds in totals.items()}
+
+
+class FanOut(Workload):
+    name = "fanout"
+    title = "1080p frames fanned out to 3 readers, and through 2 processor replicas"
+    what = ("the frame workload's items; \"3 readers\": producer -> processor -> 3 consumers (frames/s at "
+            "one of them, every one gets every frame); \"2 replicas\": producer -> 2 processor replicas -> "
+            "consumer; shared memory (frames born in shm) against shm = false and raw pyzmq ipc")
+
+    def cfg(self) -> dict[str, Any]:
+        return {"workload": "frame", "n": 100 if self.quick else 400}
+
+    def variants(self) -> list[Variant]:
+        born = {"shm_born": True}
+        return [
+            Variant("flujo shm, 3 readers", flujo_chain.run_chain, {"readers": 3}, cfg=born),
+            Variant("flujo inline, 3 readers", flujo_chain.run_chain, {"readers": 3, "shm": False}),
+            Variant("flujo shm, 2 replicas", flujo_chain.run_chain, {"replicas": 2}, cfg=born),
+            Variant("flujo inline, 2 replicas", flujo_chain.run_chain, {"replicas": 2, "shm": False}),
+            Variant("pyzmq-ipc, 2 replicas", raw_zmq.run_chain, {"transport": "ipc", "replicas": 2}),
+        ]
+
+    def metrics(self, out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
+        _check_count(out, cfg)
+        return {"frames/s": throughput(out.result), **_cpu_per_item(out, cfg)}
+
+    def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
+        rows = [[label, m.get("frames/s"), *[m.get(f"{r} CPU ms") for r in ROLES], runs[label]]
+                for label, m in medians.items()]
+        return markdown_table(["system", "frames/s", *[f"{r} CPU ms (all)" for r in ROLES], "runs"], rows)
 
 
 # -- 3: latency --------------------------------------------------------------------------------
@@ -158,7 +207,8 @@ class Latency(Workload):
                 "counts": [100, 100, 50] if self.quick else [1000, 1000, 400]}
 
     def variants(self) -> list[Variant]:
-        return _systems(QUICK_TRIO[:2] if self.quick else ["flujo", "raw-ipc", "raw-tcp", "mp"])
+        return _systems(["flujo", "flujo-born", "raw-ipc"] if self.quick
+                        else ["flujo", "flujo-born", "flujo-inline", "raw-ipc", "raw-tcp", "mp"])
 
     def metrics(self, out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
         _check_count(out, cfg)
@@ -275,7 +325,8 @@ class Startup(Workload):
         return markdown_table(["system", "to first item (s)", "whole run (s)", "runs", "flujo ÷ system"], rows)
 
 
-WORKLOADS: dict[str, type[Workload]] = {w.name: w for w in (SmallItems, Frames, Latency, Scaling, Backpressure, Startup)}
+WORKLOADS: dict[str, type[Workload]] = {w.name: w for w in (SmallItems, Frames, FanOut, Latency, Scaling, Backpressure,
+                                                            Startup)}
 
 
 def _check_count(out: RunOutput, cfg: dict[str, Any]) -> None:
