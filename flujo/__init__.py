@@ -1,7 +1,10 @@
 """Flujo: stream processing where every node is an OS process and ZeroMQ carries the data."""
 from flujo.api import Consumer, Node, Outputs, Processor, Producer, consumer, processor, producer
 
-__all__ = ["Consumer", "Flow", "Node", "Outputs", "Processor", "Producer", "consumer", "processor", "producer"]
+from flujo.shm import frame_buffer
+
+__all__ = ["Consumer", "Flow", "Node", "Outputs", "Processor", "Producer", "consumer", "frame_buffer", "processor",
+           "producer"]
 
 
 def __getattr__(name: str) -> object:

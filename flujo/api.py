@@ -51,6 +51,13 @@ class Node:
     def close(self) -> None:
         """Free resources. Called once after the last item, also when the node fails."""
 
+    def frame_buffer(self, shape: Any, dtype: Any = "uint8") -> Any:
+        """A writable numpy array for an output item, in shared memory when this node's
+        outputs use it (see :func:`flujo.shm.frame_buffer`): sent, it crosses without a copy.
+        Do not write it again once sent."""
+        from flujo.shm import frame_buffer
+        return frame_buffer(shape, dtype)
+
 
 class Producer(Node):
     """Brings data into a flow. Has no inputs."""

@@ -40,7 +40,7 @@ class Frames(Producer):
         for i in range(self.n):
             if self.pause:
                 time.sleep(self.pause)
-            frame = frame_buffer(SHAPE, np.uint8) if self.born else np.empty(SHAPE, np.uint8)
+            frame = self.frame_buffer(SHAPE, np.uint8) if self.born else np.empty(SHAPE, np.uint8)
             frame[...] = pattern(i)
             yield {"i": i, "frame": frame}
         while self.gate is not None and not self.gate.exists():

@@ -294,3 +294,25 @@ def test_forged_and_stale_descriptors_are_refused(tmp_path: Path) -> None:
     finally:
         context.destroy(linger=0)
     assert not [name for name in os.listdir(SHM) if name.startswith("flujo.testrun.")]
+
+
+@pytest.mark.parametrize("node", ["pass", "check"])
+def test_graceful_restart_keeps_every_frame(shm_flow: FlowRunner, node: str) -> None:
+    from restarting import restart_mid_stream
+    out, n = shm_flow.path("out.jsonl"), 600
+    lines, _, _ = restart_mid_stream(shm_flow, f"""
+        [nodes.frames]
+        run = "{SHM_NODES}:Frames"
+        args = {{ n = {n}, pause = 0.001, gate = "{{gate}}" }}
+        [nodes.pass]
+        run = "{SHM_NODES}:Pass"
+        inputs = ["frames"]
+        [nodes.check]
+        run = "{SHM_NODES}:Check"
+        inputs = ["pass"]
+        args = {{ path = "{out}", keep = 3 }}
+    """, node, out, after=100)
+    items = [line for line in lines if line[0] != "kept"]
+    assert [line[0] for line in items] == list(range(n))  # every frame, once, in order
+    assert all(line[1] and line[2] for line in items)
+    assert all(line[2] == [] for line in lines if line[0] == "kept")
