@@ -361,6 +361,7 @@ class SharedMemoryReader:
         self._owners = owners  # "node.replica" -> release endpoint of every pool in the flow
         self._sockets: dict[str, zmq.Socket] = {}
         self._maps: dict[str, tuple[mmap.mmap, memoryview, int]] = {}  # name -> (map, view, address)
+        self._versions: dict[str, str] = {}  # slot (name without its version) -> the name mapped
         self._live: dict[int, tuple[Any, ...]] = {}  # id(root base) -> descriptor fields, while views live
         self.pending: deque[tuple[str, list[Any]]] = deque()  # (owner, release entry)
         self.refused = 0
@@ -420,10 +421,18 @@ class SharedMemoryReader:
             mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
         finally:
             os.close(fd)
+        # A newer version of a slot replaces the older (grown or retired): an unlinked segment's
+        # memory is only freed once nobody maps it, so the cache must not hold it.
+        slot = segment.rsplit(".", 1)[0]
+        older = self._versions.pop(slot, None)
+        if older is not None:
+            self._maps.pop(older, None)
+        self._versions[slot] = segment
         if len(self._maps) >= self.MAX_MAPPED:
-            self._maps.pop(next(iter(self._maps)))  # oldest: its views keep it mapped while they live
-        view = memoryview(mapped)
-        found = self._maps[segment] = (mapped, view, 0)
+            oldest = next(iter(self._maps))  # its views keep it mapped while they live
+            self._maps.pop(oldest)
+            self._versions.pop(oldest.rsplit(".", 1)[0], None)
+        found = self._maps[segment] = (mapped, memoryview(mapped), 0)
         return found
 
     def flush(self) -> None:
