@@ -136,7 +136,9 @@ class NodeRuntime:
         pool = None
         shm_edges = [edge for edge in config.outputs if edge.shm]
         if config.shm_run and config.shm_release and shm_edges:
-            base = sum(edge.hwm * len(edge.endpoints) for edge in shm_edges) + 2
+            # As many frames as the edges' queues hold at both ends (a ZeroMQ pipe holds the send
+            # and the receive high-water mark), plus the one being written and the one being read.
+            base = sum(2 * edge.hwm * len(edge.endpoints) for edge in shm_edges) + 2
             pool = self.codec.shm_pool = SlotPool(context, config.shm_run, config.node, config.replica,
                                                   config.shm_release, base, reader)
             pool.wait = lambda sockets: self._poll(sockets, zmq.POLLIN)

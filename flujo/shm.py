@@ -11,7 +11,8 @@ no array of the sender's own still points into it. Readers release by a message 
 sender's release socket when the last numpy view of the array dies (a finalizer on the
 view's base), so an array kept past the call stays valid: its slot stays pinned.
 
-The pool holds ``base`` slots (the output edges' queues, plus two), and may grow to twice
+The pool holds ``base`` slots (what the output edges' queues hold: send and receive
+high-water marks, per reader replica; plus two), and may grow to twice
 that while readers pin frames; when even those are taken for ``PIN_GRACE`` seconds, an
 array goes inline (copied into a zmq frame) and ``frame_buffer`` hands out ordinary memory:
 a reader keeping frames can slow its sender, never deadlock it.
