@@ -62,7 +62,7 @@ def manifest_text(cfg: dict[str, Any], name: str, stages: int = 1, replicas: int
     prefix = "Profiled" if profile else "Bench"
     args = _inline_table(cfg)
     lines = ["[flow]", f'name = "{name}"', f"queue = {queue}", f'transport = "{transport}"',
-             f"shm = {_toml_value(shm)}", ""]
+             *([] if shm else ["shm = false"]), ""]
     lines += ["[nodes.source]", f'run = {_toml_value(f"{NODES_FILE}:{prefix}Producer")}', f"args = {args}", ""]
     upstream = "source"
     for stage in range(stages):
