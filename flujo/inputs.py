@@ -6,13 +6,14 @@ the other ports stay unread and their senders feel the backpressure.
 from __future__ import annotations
 
 import heapq
+import sys
 from collections import deque
 from typing import Any, Callable, Iterable
 
 import zmq
 
 from flujo.config import InputConfig
-from flujo.protocol import NOBLOCK, Codec, Message, MessageKind
+from flujo.protocol import NOBLOCK, Codec, Message, MessageKind, ProtocolError
 
 #: Returned by a join for a sequence number that carries no item (filtered upstream).
 SKIP = object()
@@ -68,6 +69,7 @@ class InputPort:
         self._on_paused = on_paused  # told of every pause marker (the reader confirms it)
         self.ready: deque[Message] = deque()  # in order, ready for the join
         self.received = 0
+        self.refused = 0  # messages that broke the protocol (e.g. a stale shared-memory descriptor)
 
     @property
     def senders_done(self) -> bool:
@@ -93,6 +95,10 @@ class InputPort:
             message = self._codec.receive(self.socket, flags)
         except zmq.Again:
             return False
+        except ProtocolError as error:  # refused and counted; the node reads on
+            self.refused += 1
+            print(f"port {self.name}: refused a message: {error}", file=sys.stderr, flush=True)
+            return True
         self._accept(message)
         return True
 

@@ -332,6 +332,7 @@ class NodeRuntime:
             "items_in": self.items_in, "items_out": self.items_out, "busy": self.busy, "errors": self.errors,
             "late": sum(port.late for port in self.ports), "next_seq": self.next_seq,
             "dropped": sum(port.dropped for port in self.ports),
+            "refused": sum(port.refused for port in self.ports),
             "dropped_sent": {f"{edge.target}/{edge.config.target_port}": edge.dropped for edge in self.edges},
             "received": {port.name: port.received for port in self.ports},
             "sent": {f"{edge.target}/{edge.config.target_port}": edge.sent for edge in self.edges},

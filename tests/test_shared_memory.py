@@ -323,3 +323,56 @@ def test_graceful_restart_keeps_every_frame(shm_flow: FlowRunner, node: str) -> 
     assert [line[0] for line in items] == list(range(n))  # every frame, once, in order
     assert all(line[1] and line[2] for line in items)
     assert all(line[2] == [] for line in lines if line[0] == "kept")
+
+
+def test_a_killed_sender_costs_only_its_frames_in_flight(shm_flow: FlowRunner) -> None:
+    # The producer is killed and restarted by policy; the launcher unlinks the dead process's
+    # segments at once: descriptors still queued for them are refused (counted), the reader
+    # lives on, and what arrives stays intact and in order.
+    out, gate = shm_flow.path("out.jsonl"), shm_flow.path("gate")
+    launcher = shm_flow.start(manifest(shm_flow, f"""
+        [nodes.frames]
+        run = "{{shm_nodes}}:Frames"
+        args = {{ n = 300, pause = 0.002, gate = "{gate}" }}
+        restart = "on-failure"
+        [nodes.pass]
+        run = "{{shm_nodes}}:Pass"
+        inputs = ["frames"]
+        [nodes.check]
+        run = "{{shm_nodes}}:Check"
+        inputs = ["pass"]
+        args = {{ path = "{out}", keep = 3, delay = 0.005 }}
+    """, "queue = 8"))
+    poll_for(lambda: line_count(out) >= 40, timeout=30)
+    os.kill(pids_of(shm_flow, "frames"), signal.SIGKILL)
+    poll_for(lambda: shm_flow.replicas().get("frames", {}).get("restarts") == 1, timeout=30)
+    poll_for(lambda: line_count(out) >= 80, timeout=30)
+    Path(gate).touch()
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    items, closing = read(out)
+    assert all(line[1] for line in items) and closing is not None and closing[2] == []
+    assert len(items) >= 80
+
+
+def test_a_port_refuses_descriptors_it_does_not_accept_and_reads_on(tmp_path: Path) -> None:
+    from flujo.config import InputConfig
+    from flujo.inputs import InputPort
+    from flujo.protocol import Codec
+    from flujo.shm_wire import pack_descriptor
+    context = zmq.Context()
+    endpoint = f"ipc://{tmp_path / 'in'}"
+    port = InputPort(context, InputConfig("in", endpoint, 4, "up", "out", 1), Codec("me", 0), False, lambda p: None)
+    sender = context.socket(zmq.PUSH)
+    try:
+        sender.connect(endpoint)
+        codec = Codec("up", 0)
+        forged = pack_descriptor("flujo.x.up.0.1.0.1", 64, "|u1", (4,), 0, 1, 1)
+        for frames in (codec.encode(0, {"frame": forged}), codec.encode(1, {"ok": True})):
+            sender.send_multipart(frames)
+        assert port.receive() and port.refused == 1 and not port.ready  # refused, not delivered
+        assert port.receive() and [message.item for message in port.ready] == [{"ok": True}]
+    finally:
+        sender.close(linger=0)
+        port.close()
+        context.destroy(linger=0)
