@@ -38,6 +38,7 @@ POLL_INTERVAL_MS = 500  # upper bound on a blocking wait; every wait also wakes 
 STATS_INTERVAL = 0.5  # seconds between two stats reports to the launcher
 CONTROL_INTERVAL = 0.002  # a busy node looks at commands this often, not after every item
 BATCH_WAIT = 0.005  # seconds a batch of small items may wait for more while the reader is busy
+HANDOVER_SHM_WAIT = 2.0  # seconds a drained process waits for readers to release its shared memory
 
 
 _END = object()  # the producer's generator is exhausted
@@ -109,7 +110,9 @@ class NodeRuntime:
             control.report_error(error)
         if drained:  # a successor continues this stream, from where this process hands over
             self._hand_over()
-            self._close_shared_memory()
+            # Readers have everything sent before the pause; one keeping frames must not hold
+            # up the successor for long (what they keep stays mapped after the unlink).
+            self._close_shared_memory(HANDOVER_SHM_WAIT)
             return 0 if error is None else 1
         if error is not None and config.restart != "no":
             # A successor continues this stream: no end of stream. What is still queued
@@ -145,15 +148,17 @@ class NodeRuntime:
             install(pool)
         return pool, reader
 
-    def _close_shared_memory(self) -> None:
+    def _close_shared_memory(self, limit: float | None = None) -> None:
         """Readers first hand back what they hold; a sender waits until its readers have let go
-        of its slots (or exited) before it unlinks them."""
+        of its slots (or exited), at most ``limit`` seconds, before it unlinks them: a
+        descriptor still on its way (sent on by a processor) names a segment that must exist."""
         reader, pool = self.shm_reader, self.pool
         if reader is not None:
             reader.close()
         if pool is not None:
             pool.collect_releases()
-            while pool.held:
+            deadline = None if limit is None else time.monotonic() + limit
+            while pool.held and (deadline is None or time.monotonic() < deadline):
                 self._poll([pool.release_socket], zmq.POLLIN)
                 pool.collect_releases()
             pool.close()

@@ -303,6 +303,24 @@ def test_forged_and_stale_descriptors_are_refused(tmp_path: Path) -> None:
     assert not [name for name in os.listdir(SHM) if name.startswith("flujo.testrun.")]
 
 
+def test_graceful_restart_of_a_producer_whose_frames_a_reader_keeps(shm_flow: FlowRunner) -> None:
+    # The sink keeps frames until it closes: the drained producer may not wait for them.
+    from restarting import restart_mid_stream
+    out = shm_flow.path("out.jsonl")
+    lines, _, _ = restart_mid_stream(shm_flow, f"""
+        [nodes.frames]
+        run = "{SHM_NODES}:Frames"
+        args = {{ n = 300, pause = 0.001, gate = "{{gate}}" }}
+        [nodes.check]
+        run = "{SHM_NODES}:Check"
+        inputs = ["frames"]
+        args = {{ path = "{out}", keep = 5 }}
+    """, "frames", out, after=100)
+    items = [line for line in lines if line[0] != "kept"]
+    assert len(items) >= 400 and all(line[1] and line[2] for line in items)  # the successor starts over
+    assert all(line[2] == [] for line in lines if line[0] == "kept")
+
+
 @pytest.mark.parametrize("node", ["pass", "check"])
 def test_graceful_restart_keeps_every_frame(shm_flow: FlowRunner, node: str) -> None:
     from restarting import restart_mid_stream
