@@ -39,6 +39,9 @@ STATS_INTERVAL = 0.5  # seconds between two stats reports to the launcher
 CONTROL_INTERVAL = 0.002  # a busy node looks at commands this often, not after every item
 BATCH_WAIT = 0.005  # seconds a batch of small items may wait for more while the reader is busy
 HANDOVER_SHM_WAIT = 2.0  # seconds a drained process waits for readers to release its shared memory
+#: Seconds an ending process waits for that, well within the launcher's stop timeout (10 s by
+#: default): a reader keeping a frame until it closes must not make its sender overstay.
+END_SHM_WAIT = 5.0
 
 
 _END = object()  # the producer's generator is exhausted
@@ -125,7 +128,7 @@ class NodeRuntime:
         self._release_ports(*(port.name for port in self.ports))
         # Also after a failure: what this node already sent must reach its readers.
         self._end_outputs()
-        self._close_shared_memory()
+        self._close_shared_memory(END_SHM_WAIT)
         return 0 if error is None else 1
 
     # -- shared memory (flujo/shm.py) --------------------------------------------------------
@@ -148,7 +151,7 @@ class NodeRuntime:
             install(pool)
         return pool, reader
 
-    def _close_shared_memory(self, limit: float | None = None) -> None:
+    def _close_shared_memory(self, limit: float) -> None:
         """Readers first hand back what they hold; a sender waits until its readers have let go
         of its slots (or exited), at most ``limit`` seconds, before it unlinks them: a
         descriptor still on its way (sent on by a processor) names a segment that must exist."""
@@ -157,8 +160,8 @@ class NodeRuntime:
             reader.close()
         if pool is not None:
             pool.collect_releases()
-            deadline = None if limit is None else time.monotonic() + limit
-            while pool.held and (deadline is None or time.monotonic() < deadline):
+            deadline = time.monotonic() + limit
+            while pool.held and time.monotonic() < deadline:
                 self._poll([pool.release_socket], zmq.POLLIN)
                 pool.collect_releases()
             pool.close()
