@@ -33,6 +33,7 @@ import mmap
 import os
 import secrets
 import signal
+import sys
 import time
 import weakref
 from collections import deque
@@ -118,7 +119,8 @@ class SlotPool:
         self._exited: set[ReaderKey] = set()  # readers whose process ended (until they release again)
         self._starved = False  # every slot stayed pinned through the last wait: do not wait again
         # until a release comes (a reader keeping frames would otherwise cost a wait per item)
-        self.inline_fallbacks = 0  # arrays sent inline because every slot was pinned
+        self.inline_fallbacks = 0  # arrays sent inline because every slot was pinned (or no room)
+        self.no_room = False  # /dev/shm refused a segment once (said once on stderr)
         self.copies = 0  # arrays copied into a slot (not born there)
 
     # -- getting a slot -------------------------------------------------------------------
@@ -176,7 +178,16 @@ class SlotPool:
             self._by_name.pop(slot.name, None)
             slot.name, slot.view, slot.mmap, slot.capacity = "", None, None, 0
         if slot.capacity < nbytes:
-            self._remap(slot, nbytes)
+            try:
+                self._remap(slot, nbytes)
+            except OSError as error:  # no room in /dev/shm: this array goes inline
+                if not self.no_room:
+                    print(f"flujo: shared memory unavailable ({error.strerror}); sending arrays inline",
+                          file=sys.stderr, flush=True)
+                self.no_room = True
+                self.inline_fallbacks += 1
+                self._free.append(slot)
+                return None
         slot.generation += 1
         HEADER.pack_into(slot.mmap, 0, MAGIC, slot.token, slot.generation, slot.capacity)  # type: ignore[arg-type]
         return slot
@@ -199,10 +210,17 @@ class SlotPool:
         slot.version += 1
         slot.name = segment_name(self._run_id, self._node, self._replica, self._pid, slot.index, slot.version)
         size = -(-(HEADER_SIZE + nbytes) // PAGE) * PAGE
-        fd = os.open(SHM_DIR / slot.name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        path = SHM_DIR / slot.name
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
-            os.ftruncate(fd, size)
+            # Reserve the memory now: a full /dev/shm (a container's 64 MB) then fails here,
+            # not as a SIGBUS when the array is written.
+            os.posix_fallocate(fd, 0, size)
             slot.mmap = mmap.mmap(fd, size)
+        except OSError:
+            os.unlink(path)
+            slot.name = ""
+            raise
         finally:
             os.close(fd)
         slot.view = memoryview(slot.mmap)

@@ -394,3 +394,22 @@ def test_a_port_refuses_descriptors_it_does_not_accept_and_reads_on(tmp_path: Pa
         sender.close(linger=0)
         port.close()
         context.destroy(linger=0)
+
+
+def test_a_full_dev_shm_falls_back_to_inline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flujo import shm
+
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shm.os, "posix_fallocate", full)
+    context = zmq.Context()
+    pool = shm.SlotPool(context, "testrun", "src", 0, f"ipc://{tmp_path / 'release'}", base=2)
+    try:
+        assert pool.pack(np.zeros((512, 512), np.uint8)) is None  # inline, no crash
+        assert pool.frame_buffer((512, 512)).flags.writeable  # ordinary memory
+        assert pool.no_room and pool.inline_fallbacks == 2
+    finally:
+        pool.close()
+        context.destroy(linger=0)
+    assert not [name for name in os.listdir(SHM) if name.startswith("flujo.testrun.")]
