@@ -26,10 +26,14 @@ class Handovers:
         self._queue: list[Replica] = []
 
     def restart(self, node: str) -> list[str]:
-        """Queue the node's live replicas; returns their labels."""
+        """Queue the node's live replicas; returns their labels. A replica already queued, or
+        draining now, is not queued again: requests that arrive while a restart runs merge
+        into it (its successor starts after every one of them)."""
         replicas = [r for r in self._replicas.values() if r.config.node == node and r.exit_code is None]
-        self._queue.extend(replicas)
-        if self._queue and self._queue[0] in replicas:
+        first = not self._queue
+        queued = {id(replica) for replica in self._queue}
+        self._queue.extend(replica for replica in replicas if id(replica) not in queued)
+        if first and self._queue:
             self._hold_next()
         return [replica.config.label for replica in replicas]
 
