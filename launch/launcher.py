@@ -585,8 +585,8 @@ class Launcher:
 
 
 def _clear_logs(folder: Path) -> None:
-    """Remove the log files an earlier run of this flow left in ``folder``: plain files named
-    ``*.log`` or ``*.log.N``, nothing else (no links followed, no folder removed)."""
+    """Remove the log files an earlier run of this flow left in ``folder``: entries named
+    ``*.log`` or ``*.log.N`` that are not folders (a link is removed, never followed)."""
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
@@ -594,5 +594,5 @@ def _clear_logs(folder: Path) -> None:
     for entry in entries:
         stem, _, rotation = entry.name.rpartition(".log")
         if stem and (rotation == "" or rotation[1:].isdigit() and rotation[:1] == ".") and \
-                entry.is_file(follow_symlinks=False):
+                not entry.is_dir(follow_symlinks=False):
             os.unlink(entry.path)
