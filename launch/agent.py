@@ -25,8 +25,6 @@ from flujo.launch.reaper import Reaper
 from flujo.launch.timers import Timers
 
 _INBOX = "inproc://agent-inbox"
-#: After SIGTERM, a silent launcher's processes get this long before SIGKILL.
-KILL_GRACE = 2.0
 
 
 @dataclass
@@ -175,8 +173,7 @@ class Agent:
             elif not launcher.ending and now - launcher.heard > HEARTBEAT_TIMEOUT:
                 self._say(f'the launcher of flow "{launcher.flow}" has been silent for {HEARTBEAT_TIMEOUT:g} s: '
                           f"ending its {len(alive)} processes")
-                self._end(launcher, signal.SIGTERM)
-                self._timers.after(KILL_GRACE, lambda launcher=launcher: self._end(launcher, signal.SIGKILL))
+                self._end(launcher, signal.SIGKILL)  # orphans: nobody is left to drain to
             elif not launcher.ending:
                 self._send(identity, "heartbeat")
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
