@@ -12,6 +12,7 @@ import html
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 from flujo.launch.manifest import FlowSpec, NodeSpec
 
@@ -58,9 +59,14 @@ class Picture:
 
 
 def _code(spec: NodeSpec) -> str:
+    """What runs, briefly: the bundled library's prefix and folders of files are left out."""
     if spec.run:
+        target, _, attribute = spec.run.rpartition(":")
+        if target.endswith(".py"):
+            return f"{PurePath(target).name}:{attribute}"
         return spec.run.removeprefix(_LIBRARY)
-    return " ".join(spec.command or [])
+    command = list(spec.command or [])
+    return " ".join([PurePath(command[0]).name, *command[1:]]) if command else ""
 
 
 def _box(spec: NodeSpec) -> Box:
@@ -158,7 +164,7 @@ def to_dot(flow: FlowSpec) -> str:
     """A Graphviz digraph: `dot -Tsvg` draws it."""
     picture = describe(flow)
     lines = [f"digraph {_dot_string(flow.name)} {{",
-             f'    graph [rankdir=LR, label={_dot_string(picture.title)}, labelloc=t, fontname="Helvetica", '
+             f'    graph [rankdir=LR, newrank=true, label={_dot_string(picture.title)}, labelloc=t, fontname="Helvetica", '
              "fontsize=12, nodesep=0.3, ranksep=0.5];",
              '    node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12];',
              '    edge [fontname="Helvetica", fontsize=10, color="#555555"];']
