@@ -359,7 +359,11 @@ class Launcher:
             ended = self._ended(node)
             if ended:
                 return {"ok": False, "error": f'node "{node}" has already ended ({ended}): nothing to restart'}
-            return {"ok": True, "restarting": self.restart(node)}
+            labels = self.restart(node)
+            if not labels:
+                states = ", ".join(sorted({r.state for r in self.replicas.values() if r.config.node == node}))
+                return {"ok": False, "error": f'node "{node}" has no running process to restart ({states})'}
+            return {"ok": True, "restarting": labels}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
     def _ended(self, node: str) -> str:
