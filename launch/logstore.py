@@ -36,9 +36,17 @@ def logs_root(flow: str) -> Path:
     return runs_folder() / flow / "logs"
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second and its text: one strftime a second
+
+
 def stamp(when: float) -> str:
     """``when`` (seconds since the epoch) as the fixed-width UTC time that starts each log line."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when % 1 * 1e6):06d}Z"
+    global _second
+    whole = int(when)
+    second = _second  # one read: threads may replace it meanwhile
+    if second[0] != whole:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{second[1]}.{int((when - whole) * 1e6):06d}Z"
 
 
 def parse_stamp(text: str) -> datetime:
