@@ -67,21 +67,12 @@ class _ManifestOrCommand(click.Group):
 
 
 def _looks_like_manifest(word: str) -> bool:
-    """A path rather than a subcommand: it exists, or it ends in .toml, or it names a folder."""
+    """A path rather than a subcommand: it exists, ends in .toml, or has a folder in it."""
     return Path(word).exists() or word.endswith(".toml") or "/" in word
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("flujo")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 @click.group(cls=_ManifestOrCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), "--version", prog_name="flujo-launch", message="%(prog)s %(version)s")
+@click.version_option(package_name="flujo", prog_name="flujo-launch", message="%(prog)s %(version)s")
 def main() -> None:
     """Run and steer Flujo flows: flujo-launch MANIFEST.toml"""
 
