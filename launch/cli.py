@@ -134,7 +134,7 @@ def check(manifest: str) -> None:
 
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
-@click.option("-f", "--format", "output_format", type=click.Choice(["mermaid", "dot", "svg", "html"]),
+@click.option("--format", "output_format", type=click.Choice(["mermaid", "dot", "svg", "html"]),
               default="mermaid", show_default=True, help="Mermaid or DOT text, an SVG (Graphviz), an HTML page.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of standard output.")
 def graph(manifest: str, output_format: str, output: str | None) -> None:
