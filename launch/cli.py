@@ -294,9 +294,13 @@ def _size(path: Path) -> int:
 
 
 @main.command(name="ls")
-def list_flows() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print each flow's announcement as JSON.")
+def list_flows(as_json: bool) -> None:
     """List the running flows: name, launcher pid, start time, nodes and processes."""
     flows = running_flows()
+    if as_json:
+        click.echo(json.dumps([flows[name] for name in sorted(flows)], indent=2))
+        return
     if not flows:
         click.echo("no flow is running")
         return

@@ -116,6 +116,8 @@ def test_ls_lists_every_running_flow(flow: FlowRunner) -> None:
     for row in rows.values():  # FLOW PID DATE TIME UP NODES PROCESSES MANIFEST
         assert row[5:7] == ["2", "2"]
     assert rows[flow.name][7] == str(flow.folder / "manifest.toml")
+    announced = {entry["flow"]: entry for entry in json.loads(flow.command("ls", "--json").stdout)}
+    assert announced[f"{flow.name}-b"]["pid"] == second.pid and announced[flow.name]["processes"] == 2
     Path(gate).touch()
     assert first.wait(timeout=20) == 0 and second.wait(timeout=20) == 0
     assert flow.command("ls").stdout.strip() == "no flow is running"
