@@ -65,8 +65,7 @@ def _code(spec: NodeSpec) -> str:
         if target.endswith(".py"):
             return f"{PurePath(target).name}:{attribute}"
         return spec.run.removeprefix(_LIBRARY)
-    command = list(spec.command or [])
-    return " ".join([PurePath(command[0]).name, *command[1:]]) if command else ""
+    return " ".join(PurePath(word).name if "/" in word else word for word in spec.command or [])
 
 
 def _box(spec: NodeSpec) -> Box:

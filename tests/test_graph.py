@@ -49,6 +49,9 @@ FEATURES = textwrap.dedent(f"""
     run = "flujo.nodes.basic:Print"
     inputs = ["camera", "pair"]
     join = "merge"
+    [nodes.tap]
+    command = ["python3", "/opt/tools/tap.py", "--fast"]
+    inputs = ["pair"]
 """)
 
 
@@ -82,28 +85,30 @@ def test_mermaid_shows_nodes_edges_ports_joins_hosts_and_policies(features: Path
         'n_split -->|"odd → b"| n_pair',
         "n_camera --> n_either",
         "n_pair --> n_either",
+        "n_pair --> n_tap",
     ]
+    assert 'n_tap[/"<b>tap</b><br/>consumer · python3 tap.py --fast"/]:::consumer' in lines
 
 
 def test_dot_is_valid_graphviz_with_every_node_and_edge(features: Path) -> None:
     dot_text = _graph(features, "--format", "dot")
     nodes = re.findall(r'^\s*"([\w-]+)" \[label=', dot_text, re.MULTILINE)
     edges = re.findall(r'^\s*"([\w-]+)" -> "([\w-]+)"', dot_text, re.MULTILINE)
-    assert nodes == ["camera", "split", "pair", "either", "detect"]  # grouped by host
+    assert nodes == ["camera", "split", "pair", "either", "tap", "detect"]  # grouped by host
     assert edges == [("camera", "detect"), ("detect", "split"), ("split", "pair"), ("split", "pair"),
-                     ("camera", "either"), ("pair", "either")]
+                     ("camera", "either"), ("pair", "either"), ("pair", "tap")]
     assert 'label="gpu (10.0.0.2)"' in dot_text and "peripheries=2" in dot_text
     if shutil.which("dot") is None:
         pytest.skip("Graphviz's dot is not installed (.ci/run installs it)")
     laid_out = json.loads(subprocess.run(["dot", "-Tjson"], input=dot_text, capture_output=True, text=True,
                                          check=True).stdout)
     drawn = {item["name"] for item in laid_out["objects"] if "nodes" not in item}
-    assert drawn == {"camera", "detect", "split", "pair", "either"}
+    assert drawn == {"camera", "detect", "split", "pair", "either", "tap"}
     clusters = [item for item in laid_out["objects"] if "nodes" in item]
     assert sorted(cluster["label"] for cluster in clusters) == ["gpu (10.0.0.2)", "launcher's host"]
-    assert len(laid_out["edges"]) == 6
+    assert len(laid_out["edges"]) == 7
     labels = sorted(edge.get("label", "") for edge in laid_out["edges"])
-    assert labels == ["", "", "", "even → a", "odd → b", "queue 2, drop-oldest"]
+    assert labels == ["", "", "", "", "even → a", "odd → b", "queue 2, drop-oldest"]
 
 
 def test_svg_of_the_people_counter(tmp_path: Path) -> None:
