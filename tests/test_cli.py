@@ -142,7 +142,8 @@ def test_stop_and_restart_of_an_ended_node_say_so(flow: FlowRunner) -> None:
         args = {{ path = "{flow.path('b.jsonl')}" }}
     """)
     launcher = flow.start(manifest)
-    poll_for(lambda: flow.replicas().get("first_sink", {}).get("state") == "exited", timeout=20)
+    poll_for(lambda: {label: node["state"] for label, node in flow.replicas().items()
+                      if label in ("brief", "first_sink")} == {"brief": "exited", "first_sink": "exited"}, timeout=20)
     restarted = flow.command("restart", "brief")
     assert restarted.returncode == 1
     assert 'node "brief" has already ended (exit status 0): nothing to restart' in restarted.stderr
