@@ -1,9 +1,12 @@
 """Talking to a running launcher from another process: where it announces itself, and the request format.
 
-A launcher writes ``<runs>/<flow>/launcher.json`` ({"pid", "endpoint", "flow"}) while it runs,
-where ``<runs>`` is ``$FLUJO_RUNS`` or ``<tmp>/flujo-<uid>/runs``. Every folder of that chain
-that Flujo makes is its user's alone (mode 0700); one that is a symbolic link or belongs to
-someone else is refused, never used: another user could read node output or plant links. Requests go to that
+A launcher writes ``<runs>/<flow>/launcher.json`` while it runs ({"flow", "pid", "endpoint",
+"started" (UTC), "manifest", "nodes", "processes", "metrics" (its URL, or null)}), where
+``<runs>`` is ``$FLUJO_RUNS`` or ``<tmp>/flujo-<uid>/runs``; its node logs are kept under
+``<runs>/<flow>/logs/`` (flujo.launch.logstore). Every folder of that chain that Flujo
+makes is its user's alone (mode 0700); one that is a symbolic link or belongs to someone
+else is refused, never used: another user could read node output or plant links.
+Requests go to that
 endpoint over REQ/REP as one msgpack map ``{"command": name, ...}``; the reply is a msgpack
 map with ``"ok": true`` and the command's fields, or ``"ok": false`` and ``"error"``.
 """
@@ -38,11 +41,6 @@ def _private_root() -> Path | None:
 def runs_folder() -> Path:
     configured = os.environ.get("FLUJO_RUNS")
     return Path(configured) if configured else _private_root() / "runs"  # type: ignore[operator]
-
-
-def logs_folder(flow: str) -> Path:
-    """Where a flow's per-node log files are kept (they outlive the run)."""
-    return runs_folder() / flow / "logs"
 
 
 def private_folder(path: Path, create: bool = True) -> bool:
@@ -84,6 +82,8 @@ def private_runs_folder(flow: str | None = None, create: bool = True) -> Path:
         return runs
     private_folder(runs / flow, create)
     return runs / flow
+
+
 
 
 def _alive(pid: int) -> bool:

@@ -1,5 +1,5 @@
 """The runs folder is the user's alone: created private, never reached through a link or
-someone else's folder; logs are 0600; the launcher removes nothing but its own log files."""
+someone else's folder; logs are 0600."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FlowRunner
-from flujo.launch.launcher import _clear_logs
+from flujo.launch.process import OutputRelay
 
 FLOW = """
     [nodes.numbers]
@@ -40,11 +40,13 @@ def test_folders_are_private_and_logs_0600(flow: FlowRunner) -> None:
     os.chmod(root, 0o755)
     result = flow.run(flow.manifest(FLOW))
     assert result.returncode == 0, result.stderr
-    folders = [root, root / "runs", root / "runs" / flow.name, root / "runs" / flow.name / "logs"]
-    assert [oct(_mode(folder)) for folder in folders] == [oct(0o700)] * 4
-    logs = sorted((root / "runs" / flow.name / "logs").iterdir())
-    assert [path.name for path in logs] == ["sink.log"]  # the only node that printed
-    assert oct(_mode(logs[0])) == oct(0o600) and "2" in logs[0].read_text()
+    logs = root / "runs" / flow.name / "logs"
+    run = (logs / "latest").resolve()
+    folders = [root, root / "runs", root / "runs" / flow.name, logs, run]
+    assert [oct(_mode(folder)) for folder in folders] == [oct(0o700)] * 5
+    files = sorted(path for path in run.iterdir() if path.suffix == ".log")
+    assert [path.name for path in files] == ["sink.log"]  # the only node that printed
+    assert oct(_mode(files[0])) == oct(0o600) and "2" in files[0].read_text()
 
 
 def test_a_planted_symlink_is_refused(flow: FlowRunner) -> None:
@@ -70,26 +72,28 @@ def test_someone_elses_folder_is_refused(flow: FlowRunner) -> None:
     assert list(root.iterdir()) == []
 
 
-def test_a_planted_log_link_is_not_followed(flow: FlowRunner) -> None:
-    victim = Path(flow.path("victim.txt"))
-    victim.write_text("someone's file\n")
+def test_a_planted_logs_link_is_refused(flow: FlowRunner) -> None:
+    victim = Path(flow.path("victim"))
+    victim.mkdir()
     logs = Path(flow.path("runs")) / flow.name / "logs"
-    logs.mkdir(parents=True)
-    (logs / "sink.log").symlink_to(victim)
+    logs.parent.mkdir(parents=True)
+    logs.symlink_to(victim)
     result = flow.run(flow.manifest(FLOW))
-    assert result.returncode == 0, result.stderr
-    assert victim.read_text() == "someone's file\n"
-    assert not (logs / "sink.log").is_symlink() and "2" in (logs / "sink.log").read_text()
+    assert result.returncode == 1
+    assert f"refusing to use {logs}: it is a symbolic link" in result.stderr
+    assert list(victim.iterdir()) == []
 
 
-def test_old_logs_are_removed_file_by_file(tmp_path: Path) -> None:
+def test_a_log_file_is_never_opened_through_a_link(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's file\n")
     logs = tmp_path / "logs"
-    (logs / "keep").mkdir(parents=True)
-    for name in ("a.log", "a.log.1", "b.log.3", "notes.txt", "a.logbook", "keep/c.log"):
-        (logs / name).write_text("x")
-    elsewhere = tmp_path / "elsewhere.log"
-    elsewhere.write_text("not ours")
-    (logs / "link.log").symlink_to(elsewhere)
-    _clear_logs(logs)
-    assert sorted(path.name for path in logs.iterdir()) == ["a.logbook", "keep", "notes.txt"]
-    assert (logs / "keep" / "c.log").exists() and elsewhere.read_text() == "not ours"
+    logs.mkdir()
+    (logs / "sink.log").symlink_to(victim)
+    relay = OutputRelay(lambda label, text: None, logs)
+    try:
+        with pytest.raises(OSError):
+            relay.line("sink", "a line")
+    finally:
+        relay.close()
+    assert victim.read_text() == "someone's file\n"
