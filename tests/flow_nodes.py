@@ -231,3 +231,18 @@ class FailsInOpen(Consumer):
 
     def consume(self, item: Any) -> None:
         pass
+
+
+class SpawnsChild(Producer):
+    """Starts a child process that ignores SIGTERM (a helper daemon, say), then yields nothing for ever."""
+
+    def open(self) -> None:
+        import subprocess
+        import sys
+        self._child = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                                        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+
+    def produce(self) -> Iterable[int]:
+        while True:
+            time.sleep(0.05)
+            yield None

@@ -33,22 +33,29 @@ def _reaper_of(pid: int) -> psutil.Process:
     return children[0]
 
 
-def test_launcher_sigkill_leaves_no_process(flow: FlowRunner, record_property) -> None:
+@pytest.mark.parametrize("parent", [
+    'command = ["sh", "wrapper.sh"]',  # a command node: sh runs python (the flow never starts: sh is not ready)
+    'run = "{nodes}:SpawnsChild"',  # a Python node that started a child: the flow runs
+])
+def test_launcher_sigkill_leaves_no_process(flow: FlowRunner, parent: str, record_property) -> None:
     Path(flow.path("wrapper.sh")).write_text(WRAPPER)
-    manifest = flow.manifest("""
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest(f"""
         [nodes.stubborn]
-        run = "{nodes}:Stubborn"
-        args = { ignore_sigterm = true }
+        run = "{{nodes}}:Stubborn"
+        args = {{ ignore_sigterm = true }}
         [nodes.sink]
-        run = "{nodes}:Collect"
+        run = "{{nodes}}:Collect"
         inputs = ["stubborn"]
-        args = { path = "/dev/null" }
-        [nodes.wrapper]
-        command = ["sh", "wrapper.sh"]
+        args = {{ path = "{out}" }}
+        [nodes.parent]
+        {parent}
     """)
     launcher = flow.start(manifest)
-    # launcher, stubborn, sink, sh and its python child (which inherits the node's environment)
+    # launcher, stubborn, sink, the parent node and its python child (which inherits the node's environment)
     processes = poll_for(lambda: len(found := flow_processes(flow.name)) == 5 and found, timeout=20)
+    if "SpawnsChild" in parent:
+        poll_for(lambda: Path(out).exists() and Path(out).read_text().count("\n") == 3, timeout=20)  # running
     reaper = _reaper_of(launcher.pid)
     assert any("time.sleep(600)" in " ".join(p.cmdline()) for p in processes)  # the wrapper's child runs
     os.kill(launcher.pid, signal.SIGKILL)
