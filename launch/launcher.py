@@ -120,11 +120,11 @@ class Launcher:
             metrics_url = self._serve_metrics()
             if metrics_url is False:
                 return EXIT_BAD_MANIFEST  # nothing started
-            announcement.write_text(json.dumps({"flow": self.flow.name, "pid": os.getpid(),
-                                                "endpoint": f"ipc://{run_dir / 'commands'}",
-                                                "started": stamp(time.time()), "manifest": str(self.flow.path),
-                                                "nodes": len(self.flow.nodes), "processes": len(configs),
-                                                "metrics": metrics_url}))
+            _write_whole(announcement, json.dumps({"flow": self.flow.name, "pid": os.getpid(),
+                                                   "endpoint": f"ipc://{run_dir / 'commands'}",
+                                                   "started": stamp(time.time()), "manifest": str(self.flow.path),
+                                                   "nodes": len(self.flow.nodes), "processes": len(configs),
+                                                   "metrics": metrics_url}))
             self._context = context
             self.replicas.update((key, Replica(config)) for key, config in configs.items())
             for replica in self.replicas.values():
@@ -633,3 +633,11 @@ class Launcher:
         self._messages.write(f"flujo-launch: {self.flow.name}: {text}\n")
         self._messages.flush()
 
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write a file readers see whole or not at all (a reader may look at any moment), mode 0600."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    os.replace(partial, path)
