@@ -27,6 +27,7 @@ import msgpack
 import zmq
 
 from flujo.commands import ANNOUNCEMENT, logs_folder, running_flows, runs_folder
+from flujo.curve import FlowContext, KeyPair
 from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from flujo.launch.errors import EXIT_BAD_MANIFEST, EXIT_NODE_FAILED
 from flujo.launch.handover import Handovers
@@ -78,7 +79,12 @@ class Launcher:
             return EXIT_NODE_FAILED
         run_dir = Path(tempfile.mkdtemp(prefix="flujo-"))
         announcement = runs_folder() / self.flow.name / ANNOUNCEMENT
-        context = zmq.Context()
+        # A fresh key pair per run: every tcp socket of the flow uses CURVE with it (flujo/curve.py).
+        flow_keys = KeyPair.generate() if self.flow.secure else None
+        if self.flow.transport == "tcp" and not flow_keys:
+            self._say("warning: insecure = true: this flow's tcp traffic is neither encrypted nor authenticated; "
+                      "anyone on the network can read it and inject into it")
+        context = FlowContext(flow_keys)
         wakeup_read, wakeup_write = os.pipe()
         os.set_blocking(wakeup_write, False)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -89,7 +95,7 @@ class Launcher:
             except AgentError as error:
                 self._say(str(error))
                 return EXIT_BAD_MANIFEST  # nothing started
-            endpoints, configs = plan(self.flow, run_dir, remote_ports)
+            endpoints, configs = plan(self.flow, run_dir, remote_ports, flow_keys)
             self._control = context.socket(zmq.XPUB)
             self._control.setsockopt(zmq.XPUB_VERBOSE, 1)
             self._control.linger = 0
