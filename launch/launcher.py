@@ -35,7 +35,7 @@ from flujo.launch.manifest import FlowSpec
 from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan, ports_needed
 from flujo.launch.process import NodeProcess, OutputRelay, plain_lines
-from flujo.launch.remote import AgentError, AgentLink, RemoteProcess
+from flujo.launch.remote import AgentError, AgentLink, RemoteProcess, agent_keys
 from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
 from flujo.launch.timers import Timers
@@ -145,8 +145,10 @@ class Launcher:
         needed = ports_needed(self.flow)
         ports = {}
         for name in dict.fromkeys(spec.host for spec in self.flow.nodes.values() if spec.host):
-            link = self._links[name] = AgentLink(context, self.flow.hosts[name], lambda: getattr(self, "_relay", None))
+            host = self.flow.hosts[name]
             try:
+                keys = agent_keys(self.flow, host)
+                link = self._links[name] = AgentLink(context, host, lambda: getattr(self, "_relay", None), keys)
                 link.introduce(self.flow.name)
                 if needed.get(name):
                     ports[name] = link.free_ports(needed[name])

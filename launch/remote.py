@@ -7,14 +7,16 @@ from agents are handled in the launcher's own loop (``AgentLink.handle``): no th
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from typing import Any, Callable
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT, TOKEN_ENV, pack, unpack
-from flujo.launch.manifest import HostSpec
+from flujo.curve import KeyPair, make_client
+from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT, pack, unpack
+from flujo.launch.keys import KNOWN_HOSTS, KeyFileError, keys_folder, known_host_key, load_identity
+from flujo.launch.manifest import FlowSpec, HostSpec
 from flujo.launch.process import OutputRelay
 
 #: The exit status a process on a lost host is given: it cannot be known.
@@ -51,12 +53,20 @@ class RemoteProcess:
 
 
 class AgentLink:
-    """A DEALER connected to one host's agent."""
+    """A DEALER connected to one host's agent: over CURVE when ``keys`` (this launcher's key
+    pair and the agent's public key) are given, in clear otherwise (an insecure flow)."""
 
-    def __init__(self, context: zmq.Context, host: HostSpec, relay: Callable[[], OutputRelay | None]) -> None:
+    def __init__(self, context: zmq.Context, host: HostSpec, relay: Callable[[], OutputRelay | None],
+                 keys: tuple[KeyPair, bytes] | None) -> None:
         self.host = host
         self.socket = context.socket(zmq.DEALER)
         self.socket.linger = 1000  # a last "bye" should reach a live agent
+        if keys is not None:
+            make_client(self.socket, *keys)
+        self._handshake = self.socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                                         | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                                                         | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        self._failure = 0  # the first failed handshake's event, if any
         self.socket.connect(host.agent)
         self._relay = relay
         self._processes: dict[int, RemoteProcess] = {}
@@ -65,9 +75,8 @@ class AgentLink:
 
     # -- before the flow starts: blocking requests -------------------------------------------
     def introduce(self, flow: str) -> None:
-        """Say hello (with this environment's token); raises AgentError when no agent answers
-        in time, or it refuses."""
-        self.send("hello", {"flow": flow, "token": os.environ.get(TOKEN_ENV, "")})
+        """Say hello; raises AgentError when no agent answers in time, or the secure handshake fails."""
+        self.send("hello", {"flow": flow})
         self._expect("welcome")
 
     def free_ports(self, count: int) -> list[int]:
@@ -77,15 +86,32 @@ class AgentLink:
     def _expect(self, wanted: str) -> Any:
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while (left := deadline - time.monotonic()) > 0:
-            if self.socket.poll(int(left * 1000) + 1):
+            if self._handshake_failed():
+                break
+            if self.socket.poll(min(int(left * 1000) + 1, 50)):
                 kind, payload = unpack(self.socket.recv())
                 self.heard = time.monotonic()
                 if kind == wanted:
                     return payload
                 if kind == "refused":
                     raise AgentError(f'the agent at {self.host.agent} refused: {payload["error"]}')
+        failure = self._handshake_failed()
+        if failure == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            raise AgentError(f"the agent at {self.host.agent} does not know this launcher's key: add it "
+                             "(`flujo-launch keys` prints it) to that host's authorized_keys")
+        if failure:
+            raise AgentError(f"the secure handshake with {self.host.agent} failed: the agent's key is not the "
+                             "one this launcher expects ([hosts] key or known_hosts), or the agent runs --insecure "
+                             "while the flow does not (or the reverse)")
         raise AgentError(f'no agent answers at {self.host.agent} within {CONNECT_TIMEOUT:g} s '
                          f'(start one on host "{self.host.name}": flujo-launch agent --bind {self.host.agent})')
+
+    def _handshake_failed(self) -> int:
+        """The first handshake failure the connection has met (a zmq event), or 0."""
+        while self._handshake.poll(0):
+            event = recv_monitor_message(self._handshake)["event"]
+            self._failure = self._failure or event
+        return self._failure
 
     # -- while it runs: messages handled in the launcher's loop ------------------------------
     def spawn(self, label: str, argv: list[str] | None, env: dict[str, str], cwd: str,
@@ -150,4 +176,28 @@ class AgentLink:
 
     def close(self) -> None:
         self.send("bye")
+        self.socket.disable_monitor()
+        self._handshake.close(linger=0)
         self.socket.close()
+
+
+def agent_keys(flow: FlowSpec, host: HostSpec) -> tuple[KeyPair, bytes] | None:
+    """This launcher's key pair and the agent's public key, for a secure flow (None: insecure).
+
+    Raises AgentError naming what is missing and how to provide it."""
+    if not flow.secure:
+        return None
+    folder = keys_folder()
+    try:
+        identity = load_identity(folder)
+    except KeyFileError as error:
+        raise AgentError(str(error)) from None
+    if identity is None:
+        raise AgentError(f"this launcher has no key pair in {folder}: run `flujo-launch keys`, then add the public "
+                         f'key it prints to the authorized_keys of host "{host.name}"\'s agent')
+    agent_key = host.key.encode("ascii") if host.key else known_host_key(folder, host.address, host.agent_port)
+    if agent_key is None:
+        raise AgentError(f'no key known for the agent of host "{host.name}" ({host.agent}): add key = "..." (the '
+                         f'key the agent prints when it starts) to [hosts.{host.name}], or a line '
+                         f'"{host.address}:{host.agent_port} KEY" to {folder / KNOWN_HOSTS}')
+    return identity, agent_key
