@@ -20,7 +20,7 @@ from typing import IO, Any
 import zmq
 
 from flujo.curve import Gatekeeper, make_server
-from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, pack, unpack
+from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, pack, unpack
 from flujo.launch.keys import AUTHORIZED_KEYS, KeyFileError, authorized_keys, load_identity
 from flujo.launch.process import NodeProcess
 from flujo.launch.timers import Timers
@@ -37,6 +37,7 @@ class _Launcher:
     identity: bytes
     flow: str
     heard: float
+    timeout: float  # silent this long, it is gone: its processes would be orphans
     processes: dict[int, NodeProcess] = field(default_factory=dict)  # token -> process
     ending: bool = False
 
@@ -156,7 +157,9 @@ class Agent:
         if launcher is not None:
             launcher.heard = time.monotonic()
         if kind == "hello":  # only an authorized launcher gets this far: CURVE and ZAP checked its key
-            self._launchers[identity] = _Launcher(identity, payload["flow"], time.monotonic())
+            timeout = payload.get("timeout")
+            timeout = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_HOST_TIMEOUT
+            self._launchers[identity] = _Launcher(identity, payload["flow"], time.monotonic(), timeout)
             self._say(f'serving flow "{payload["flow"]}"')
             self._send(identity, "welcome", {"host": socket.gethostname(), "pid": os.getpid()})
         elif launcher is None:
@@ -169,6 +172,8 @@ class Agent:
             process = launcher.processes.get(payload["token"])
             if process is not None:
                 process.signal(payload["signum"])
+        elif kind == "heartbeat":
+            self._send(identity, "heartbeat", payload)  # echoed: the launcher measures the round trip
         elif kind == "bye":
             self._end(launcher, signal.SIGKILL)
 
@@ -190,19 +195,17 @@ class Agent:
         self._send(identity, "started", {"token": token, "pid": process.pid})
 
     def _heartbeat(self) -> None:
-        """Tell each launcher this host lives; end the processes of launchers gone silent."""
+        """End the processes of launchers gone silent; forget launchers whose processes all ended."""
         now = time.monotonic()
         for identity, launcher in list(self._launchers.items()):
             alive = [p for p in launcher.processes.values() if p.returncode is None]
             if launcher.ending and not alive:
                 del self._launchers[identity]  # everything of it has ended: forget it
-            elif not launcher.ending and now - launcher.heard > HEARTBEAT_TIMEOUT:
-                self._say(f'the launcher of flow "{launcher.flow}" has been silent for {HEARTBEAT_TIMEOUT:g} s: '
+            elif not launcher.ending and now - launcher.heard > launcher.timeout:
+                self._say(f'the launcher of flow "{launcher.flow}" has been silent for {launcher.timeout:g} s: '
                           f"ending its {len(alive)} processes")
                 self._end(launcher, signal.SIGTERM)
                 self._timers.after(KILL_GRACE, lambda launcher=launcher: self._end(launcher, signal.SIGKILL))
-            elif not launcher.ending:
-                self._send(identity, "heartbeat")
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
 
     def _end(self, launcher: _Launcher, signum: int) -> None:

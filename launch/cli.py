@@ -155,6 +155,8 @@ def status(flow_name: str | None, as_json: bool) -> None:
     click.echo(format_status(reply["nodes"]))
     if reply.get("bottleneck"):
         click.echo(f"bottleneck: {reply['bottleneck']}")
+    for host in reply.get("hosts", ()):
+        click.echo(f"host {host_line(host)}")
 
 
 main.add_command(status, name="ps")
@@ -220,6 +222,16 @@ def status_row(node: dict) -> tuple[str, ...]:
     return (node["label"], node["state"], process_id(node), str(node["restarts"]), str(node["items_in"]),
             str(node["items_out"]), f"{node['rate']:.1f}", f"{node['queue']:.0%}", f"{node['busy']:.0%}",
             str(node.get("dropped", 0)))
+
+
+def host_line(host: dict) -> str:
+    """One other host's link: its state, how long it has been silent when not connected, the round trip."""
+    text = f"{host['name']}: {host['state']}"
+    if host["state"] != "connected":
+        text += f" (silent for {host['silent']:g} s)"
+    if host.get("rtt_ms") is not None:
+        text += f", rtt {host['rtt_ms']:g} ms"
+    return text
 
 
 def process_id(node: dict) -> str:

@@ -28,7 +28,7 @@ import zmq
 
 from flujo.commands import ANNOUNCEMENT, logs_folder, running_flows, runs_folder
 from flujo.curve import FlowContext, KeyPair
-from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
+from flujo.launch.agent_wire import HEARTBEAT_INTERVAL
 from flujo.launch.errors import EXIT_BAD_MANIFEST, EXIT_NODE_FAILED
 from flujo.launch.handover import Handovers
 from flujo.launch.manifest import FlowSpec
@@ -159,21 +159,19 @@ class Launcher:
         return ports
 
     def _heartbeat(self) -> None:
-        """Tell each agent this launcher lives; a silent agent's host counts as lost."""
+        """Heartbeats to each agent (hellos to lost ones); a host silent past its timeout is lost."""
         for link in self._links.values():
-            if link.lost:
-                continue
-            link.send("heartbeat")
-            if link.silent():
+            link.beat()
+            if not link.lost and link.silent():
                 self._host_lost(link)
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
 
     def _host_lost(self, link: AgentLink) -> None:
-        reason = f'host "{link.host.name}" lost: its agent sent nothing for {HEARTBEAT_TIMEOUT:g} s'
-        self._say(reason)
+        reason = f'host "{link.host.name}" lost: its agent sent nothing for {link.host.timeout:g} s'
+        self._say(f"{reason}; its nodes count as crashed")
         for replica in self.replicas.values():
             if self.flow.nodes[replica.config.node].host == link.host.name and replica.exit_code is None:
-                replica.budget, replica.restart_requested, replica.error = None, False, {"message": reason}
+                replica.error = {"message": reason}  # the reason given if no restart follows
         link.lose()  # each of its processes exits now, as far as this launcher is concerned
 
     @contextlib.contextmanager
@@ -338,8 +336,12 @@ class Launcher:
         samples = {key: replica.sample for key, replica in self.replicas.items()}
         fills = {name: queue_fill(self.flow, name, samples) for name in self.flow.nodes}
         dropped = {name: drops(self.flow, name, samples) for name in self.flow.nodes}
+        now = time.monotonic()
+        hosts = [{"name": name, "state": link.state, "silent": round(now - link.heard, 1),
+                  "rtt_ms": None if link.rtt is None else round(link.rtt * 1000, 2)}
+                 for name, link in self._links.items()]
         return {"flow": self.flow.name, "started": self._started, "stopping": self._stopping,
-                "bottleneck": bottleneck(self.flow, samples), "nodes": [
+                "hosts": hosts, "bottleneck": bottleneck(self.flow, samples), "nodes": [
                     {"label": r.config.label, "node": r.config.node, "replica": r.config.replica,
                      "host": self.flow.nodes[r.config.node].host,
                      "pid": r.process.pid if r.process else None, "exit_code": r.exit_code,

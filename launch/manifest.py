@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from flujo.api import declared_kind, declared_outputs
 from flujo.loader import LoadError, load_target
+from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT
 from flujo.launch.errors import ManifestError, Problem, did_you_mean
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -43,6 +44,7 @@ class HostSpec:
     address: str  # where its nodes bind their inputs, and its agent listens
     agent_port: int = DEFAULT_AGENT_PORT
     key: str | None = None  # the agent's CURVE public key (else looked up in known_hosts)
+    timeout: float = DEFAULT_HOST_TIMEOUT  # silent this long (a link cut), its nodes count as crashed
 
     @property
     def agent(self) -> str:
@@ -183,7 +185,7 @@ NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "restart_window": _seconds, "stop_timeout": _seconds, "host": _string,
 }
 HOST_FIELDS: dict[str, Callable[[Any], str | None]] = {"address": _string, "agent_port": _port_number,
-                                                      "key": _curve_key}
+                                                      "key": _curve_key, "timeout": _seconds}
 SECTIONS = ("flow", "hosts", "nodes")
 
 
@@ -300,7 +302,7 @@ class _Validator:
                 self.problem(f"{where} needs the address its agent listens on and its nodes bind", field_name="address")
             elif "address" in good:
                 hosts[name] = HostSpec(name, good["address"], good.get("agent_port", DEFAULT_AGENT_PORT),
-                                       good.get("key"))
+                                       good.get("key"), good.get("timeout", DEFAULT_HOST_TIMEOUT))
         return hosts
 
     def placement(self, flow: FlowSpec, transport_given: bool) -> None:

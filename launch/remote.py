@@ -14,13 +14,15 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from flujo.curve import KeyPair, make_client
-from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT, pack, unpack
+from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_INTERVAL, pack, unpack
 from flujo.launch.keys import KNOWN_HOSTS, KeyFileError, keys_folder, known_host_key, load_identity
 from flujo.launch.manifest import FlowSpec, HostSpec
 from flujo.launch.process import OutputRelay
 
 #: The exit status a process on a lost host is given: it cannot be known.
 EXIT_HOST_LOST = -1
+#: A host silent for this long is shown as partitioned (the flow waits for it, up to its timeout).
+PARTITIONED_AFTER = 3 * HEARTBEAT_INTERVAL
 _tokens = itertools.count(1)
 
 
@@ -70,14 +72,22 @@ class AgentLink:
         self.socket.connect(host.agent)
         self._relay = relay
         self._processes: dict[int, RemoteProcess] = {}
+        self._waiting: list[dict[str, Any]] = []  # spawn requests made while the host was lost
+        self.flow = ""
         self.heard = time.monotonic()
         self.lost = False
+        self.rtt: float | None = None  # seconds, from the last heartbeat the agent echoed
 
     # -- before the flow starts: blocking requests -------------------------------------------
     def introduce(self, flow: str) -> None:
         """Say hello; raises AgentError when no agent answers in time, or the secure handshake fails."""
-        self.send("hello", {"flow": flow})
+        self.flow = flow
+        self._hello()
         self._expect("welcome")
+
+    def _hello(self) -> None:
+        # The agent ends this flow's processes after ``timeout`` s without a word from us.
+        self._send("hello", {"flow": self.flow, "timeout": self.host.timeout})
 
     def free_ports(self, count: int) -> list[int]:
         self.send("ports", {"address": self.host.address, "count": count})
@@ -118,7 +128,11 @@ class AgentLink:
               on_exit: Callable[[int], None]) -> RemoteProcess:
         process = RemoteProcess(self, label, on_exit)
         self._processes[process.token] = process
-        self.send("spawn", {"token": process.token, "label": label, "argv": argv, "env": env, "cwd": cwd})
+        request = {"token": process.token, "label": label, "argv": argv, "env": env, "cwd": cwd}
+        if self.lost:
+            self._waiting.append(request)  # started there once the host is back
+        else:
+            self.send("spawn", request)
         return process
 
     def handle(self) -> None:
@@ -130,7 +144,11 @@ class AgentLink:
                 return
             self.heard = time.monotonic()
             kind, payload = unpack(frame)
-            if kind == "line":
+            if kind == "welcome" and self.lost:
+                self._back()
+            elif kind == "heartbeat" and isinstance(payload, dict) and isinstance(payload.get("sent"), float):
+                self.rtt = self.heard - payload["sent"]
+            elif kind == "line":
                 relay = self._relay()
                 if relay is not None:
                     relay.line(payload["label"], payload["text"])
@@ -154,21 +172,48 @@ class AgentLink:
             if self.socket.poll(int(left * 1000) + 1):
                 self.handle()
 
+    def beat(self) -> None:
+        """Every heartbeat interval: a heartbeat the agent echoes (round-trip time), or, while
+        the host is lost, a new hello, so a returning agent takes this flow on again."""
+        if self.lost:
+            self._hello()
+        else:
+            self.send("heartbeat", {"sent": time.monotonic()})
+
+    @property
+    def state(self) -> str:
+        """connected, partitioned (silent for a few heartbeats: the flow waits) or lost."""
+        if self.lost:
+            return "lost"
+        return "partitioned" if time.monotonic() - self.heard > PARTITIONED_AFTER else "connected"
+
     def silent(self) -> bool:
-        """True once the agent has sent nothing (not even a heartbeat) for too long."""
-        return time.monotonic() - self.heard > HEARTBEAT_TIMEOUT
+        """True once the agent has sent nothing (not even a heartbeat) for the host's timeout."""
+        return time.monotonic() - self.heard > self.host.timeout
 
     def lose(self) -> list[RemoteProcess]:
-        """The host is gone: its processes count as exited; returns those that were running."""
+        """The host is gone: its processes count as crashed (the restart policy decides, and a
+        restarted replica starts there when the host is back); returns those that were running."""
+        self._send("bye")  # if the agent hears this later, it ends what it still runs for us
         self.lost = True
         running = [process for process in self._processes.values() if process.returncode is None]
         for process in running:
             process.exited(EXIT_HOST_LOST)
         return running
 
+    def _back(self) -> None:
+        """The agent answered a hello after the host was lost: start what waited for it."""
+        self.lost = False
+        waiting, self._waiting = self._waiting, []
+        for request in waiting:
+            if self._processes[request["token"]].returncode is None:
+                self.send("spawn", request)
+
     def send(self, kind: str, payload: Any = None) -> None:
-        if self.lost:
-            return
+        if not self.lost:
+            self._send(kind, payload)
+
+    def _send(self, kind: str, payload: Any = None) -> None:
         try:
             self.socket.send(pack(kind, payload), zmq.NOBLOCK)
         except zmq.Again:

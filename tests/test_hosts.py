@@ -87,21 +87,25 @@ def agent(hosts: tuple[Host, Host], flow: FlowRunner) -> Iterator[Agent]:
     running.process.communicate(timeout=10)
 
 
-def _body(hosts: tuple[Host, Host], nodes: str, agent_key: str = "") -> str:
+def _body(hosts: tuple[Host, Host], nodes: str, agent_key: str = "", timeout: float | None = None) -> str:
     """The manifest after [flow]: host B, then the nodes; the launcher's address is host A's."""
     launcher_host, other = hosts
     key = f'key = "{agent_key}"' if agent_key else ""
+    host_timeout = f"timeout = {timeout}" if timeout is not None else ""
     return f"""
         host = "{launcher_host.address}"
         [hosts.b]
         address = "{other.address}"
         agent_port = {AGENT_PORT}
         {key}
+        {host_timeout}
     """ + nodes
 
 
-def _manifest(flow: FlowRunner, hosts: tuple[Host, Host], nodes: str, agent: Agent | None = None):
-    return flow.manifest(_body(hosts, nodes, agent.key.public.decode() if agent else ""), flow="queue = 4")
+def _manifest(flow: FlowRunner, hosts: tuple[Host, Host], nodes: str, agent: Agent | None = None,
+              timeout: float | None = None):
+    key = agent.key.public.decode() if agent else ""
+    return flow.manifest(_body(hosts, nodes, key, timeout), flow="queue = 4")
 
 
 CHAIN = """
@@ -166,7 +170,7 @@ def test_status_tells_where_each_node_runs(flow: FlowRunner, hosts: tuple[Host, 
 def test_killing_the_launcher_ends_the_nodes_on_the_other_host(
         flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
     out = flow.path("out.jsonl")
-    manifest = _manifest(flow, hosts, CHAIN.format(n=10 ** 7, out=out, sink_extra=""), agent)
+    manifest = _manifest(flow, hosts, CHAIN.format(n=10 ** 7, out=out, sink_extra=""), agent, timeout=3)
     launcher = flow.start(manifest, prefix=hosts[0].command())
     poll_for(lambda: line_count(out) >= 100, timeout=30)
     nodes_on_b = hosts[1].pids() - {agent.process.pid}  # (`ip netns exec` execs: the agent keeps its pid)
@@ -196,13 +200,13 @@ def test_an_unreachable_agent_stops_the_launch_before_anything_starts(
 def test_a_lost_host_fails_the_flow_with_a_clear_message(
         flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
     out = flow.path("out.jsonl")
-    manifest = _manifest(flow, hosts, CHAIN.format(n=10 ** 7, out=out, sink_extra=""), agent)
+    manifest = _manifest(flow, hosts, CHAIN.format(n=10 ** 7, out=out, sink_extra=""), agent, timeout=3)
     launcher = flow.start(manifest, prefix=hosts[0].command())
     poll_for(lambda: line_count(out) >= 100, timeout=30)
     agent.kill()  # the host goes away: its agent and, with it, its nodes
     _, stderr = launcher.communicate(timeout=40)
     assert launcher.returncode == 1
-    assert 'host "b" lost: its agent sent nothing for 5 s' in stderr
+    assert 'host "b" lost: its agent sent nothing for 3 s; its nodes count as crashed' in stderr
     assert 'node "where.0" failed: host "b" lost' in stderr
     values = [item["n"] for item in read_lines(out)]
     assert values == sorted(set(values))  # what arrived is in order, without duplicates
