@@ -70,7 +70,8 @@ def test_launcher_sigkill_leaves_no_process(flow: FlowRunner, parent: str, recor
 def test_agent_sigkill_leaves_no_process(tmp_path: Path) -> None:
     Path(tmp_path / "wrapper.sh").write_text(WRAPPER)
     marker = f"agent-test-{os.getpid()}-{time.monotonic_ns()}"
-    agent = subprocess.Popen([sys.executable, "-m", "flujo.launch", "agent", "--bind", "tcp://127.0.0.1:0"],
+    agent = subprocess.Popen([sys.executable, "-m", "flujo.launch", "agent", "--bind", "tcp://127.0.0.1:0",
+                              "--insecure"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     context = zmq.Context()
     try:
@@ -82,7 +83,7 @@ def test_agent_sigkill_leaves_no_process(tmp_path: Path) -> None:
         dealer = context.socket(zmq.DEALER)
         dealer.linger = 0
         dealer.connect(endpoint)
-        dealer.send(pack("hello", {"flow": "orphans", "token": ""}))
+        dealer.send(pack("hello", {"flow": "orphans"}))
         assert dealer.poll(10_000) and unpack(dealer.recv())[0] == "welcome"
         for token, argv in ((1, ["sh", "wrapper.sh"]),
                             (2, [sys.executable, "-c", "import signal, time; "
