@@ -26,13 +26,14 @@ class Handovers:
         self._queue: list[Replica] = []
 
     def restart(self, node: str) -> list[str]:
-        """Queue the node's live replicas; returns their labels. A replica already queued, or
-        draining now, is not queued again: requests that arrive while a restart runs merge
-        into it (its successor starts after every one of them)."""
+        """Queue the node's live replicas; returns their labels. A request that arrives while a
+        restart of the same node runs merges into it: each replica is replaced once, by a
+        process started after every one of those requests."""
         replicas = [r for r in self._replicas.values() if r.config.node == node and r.exit_code is None]
+        if any(replica.config.node == node for replica in self._queue):
+            return [replica.config.label for replica in replicas]  # merged into the restart under way
         first = not self._queue
-        queued = {id(replica) for replica in self._queue}
-        self._queue.extend(replica for replica in replicas if id(replica) not in queued)
+        self._queue.extend(replicas)
         if first and self._queue:
             self._hold_next()
         return [replica.config.label for replica in replicas]
