@@ -56,13 +56,15 @@ def _inline_table(table: dict[str, Any]) -> str:
 
 
 def manifest_text(cfg: dict[str, Any], name: str, stages: int = 1, replicas: int = 1, queue: int = 16,
-                  transport: str = "ipc", profile: bool = False, shm: bool = True, readers: int = 1) -> str:
-    """The manifest of producer -> ``stages`` x ``replicas`` processors -> consumer (``readers``
-    consumers reading the last stage: a fan-out; the first writes the result)."""
+                  transport: str = "ipc", profile: bool = False, insecure: bool = False, shm: bool = True,
+                  readers: int = 1) -> str:
+    """The manifest of producer -> ``stages`` x ``replicas`` processors -> consumer (tcp: CURVE
+    unless ``insecure``; ``readers`` consumers reading the last stage: a fan-out, the first
+    writes the result)."""
     prefix = "Profiled" if profile else "Bench"
     args = _inline_table(cfg)
     lines = ["[flow]", f'name = "{name}"', f"queue = {queue}", f'transport = "{transport}"',
-             *([] if shm else ["shm = false"]), ""]
+             f"insecure = {_toml_value(insecure)}", *([] if shm else ["shm = false"]), ""]
     lines += ["[nodes.source]", f'run = {_toml_value(f"{NODES_FILE}:{prefix}Producer")}', f"args = {args}", ""]
     upstream = "source"
     for stage in range(stages):
@@ -82,12 +84,12 @@ def manifest_text(cfg: dict[str, Any], name: str, stages: int = 1, replicas: int
 
 
 def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, stages: int = 1, replicas: int = 1,
-              queue: int = 16, transport: str = "ipc", profile: bool = False, shm: bool = True,
-              readers: int = 1) -> RunOutput:
+              queue: int = 16, transport: str = "ipc", profile: bool = False, insecure: bool = False,
+              shm: bool = True, readers: int = 1) -> RunOutput:
     """Run the chain once with ``flujo-launch``; fresh processes every time."""
     manifest = workdir / "manifest.toml"
     manifest.write_text(manifest_text(cfg, f"bench-{cfg['workload']}", stages, replicas, queue, transport, profile,
-                                      shm, readers))
+                                      insecure, shm, readers))
     env = dict(os.environ)
     launch = time.monotonic_ns()
     code = run_command([*launcher(), str(manifest)], timeout, cwd=workdir, env=env, log=workdir / "flujo.log")

@@ -46,7 +46,8 @@ def _systems(names: list[str]) -> list[Variant]:
         "flujo": Variant("flujo", flujo_chain.run_chain),
         "flujo-born": Variant("flujo born in shm", flujo_chain.run_chain, cfg={"shm_born": True}),
         "flujo-inline": Variant("flujo inline", flujo_chain.run_chain, {"shm": False}),
-        "flujo-tcp": Variant("flujo-tcp", flujo_chain.run_chain, {"transport": "tcp"}),
+        "flujo-tcp": Variant("flujo-tcp", flujo_chain.run_chain, {"transport": "tcp"}),  # CURVE, the default
+        "flujo-tcp-plain": Variant("flujo-tcp-plain", flujo_chain.run_chain, {"transport": "tcp", "insecure": True}),
         "raw-ipc": Variant("pyzmq-ipc", raw_zmq.run_chain, {"transport": "ipc"}),
         "raw-tcp": Variant("pyzmq-tcp", raw_zmq.run_chain, {"transport": "tcp"}),
         "mp": Variant("mp.Queue", mp_queue.run_chain),
@@ -103,7 +104,7 @@ class SmallItems(Workload):
 
     def variants(self) -> list[Variant]:
         names = ["flujo", "raw-ipc", "videoflow"] if self.quick else \
-            ["flujo", "flujo-tcp", "raw-ipc", "raw-tcp", "mp", "videoflow"]
+            ["flujo", "flujo-tcp", "flujo-tcp-plain", "raw-ipc", "raw-tcp", "mp", "videoflow"]
         variants = _systems(names)
         for v in variants:
             if v.label == "videoflow":  # ~15x slower: fewer items for the same run time
@@ -132,7 +133,8 @@ class Frames(Workload):
 
     def variants(self) -> list[Variant]:
         names = ["flujo", "flujo-born", "flujo-inline", "raw-ipc"] if self.quick else \
-            ["flujo", "flujo-born", "flujo-inline", "flujo-tcp", "raw-ipc", "raw-tcp", "mp", "videoflow"]
+            ["flujo", "flujo-born", "flujo-inline", "flujo-tcp", "flujo-tcp-plain", "raw-ipc", "raw-tcp", "mp",
+             "videoflow"]
         variants = _systems(names)
         for v in variants:
             if v.label in ("videoflow", "mp.Queue"):

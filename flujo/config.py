@@ -39,6 +39,10 @@ class OutputConfig:
     aligned: bool = False  # the reader zips several ports: a graceful restart agrees on where to pause
     shm: bool = False  # large arrays go as shared-memory descriptors (same host, reader accepts them)
 
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if key in cls.__slots__}
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     flow: str
@@ -59,6 +63,7 @@ class NodeConfig:
     run: str | None = None  # "module:attr" or "file.py:attr", for Python nodes
     base_dir: str = "."  # folder that relative "file.py:attr" paths start from
     args: dict[str, Any] = field(default_factory=dict)
+    curve: dict[str, str] | None = None  # the flow key pair: tcp sockets use CURVE (flujo/curve.py)
     protocol: int = 1
     shm_run: str = ""  # the flow run's id, in its shared-memory segment names ("" : no shared memory)
     shm_release: str = ""  # where this replica binds its release socket (it has shared-memory outputs)
@@ -78,9 +83,11 @@ class NodeConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "NodeConfig":
-        data = json.loads(text)
-        data["inputs"] = tuple(InputConfig(**item) for item in data.get("inputs", ()))
-        data["outputs"] = tuple(OutputConfig(**{**item, "endpoints": tuple(item["endpoints"])})
+        """Parse the configuration; fields this version does not know are ignored
+        (docs/PROTOCOL.md, section 2), so a newer launcher can add some."""
+        data = _known(cls, json.loads(text))
+        data["inputs"] = tuple(InputConfig(**_known(InputConfig, item)) for item in data.get("inputs", ()))
+        data["outputs"] = tuple(OutputConfig(**{**_known(OutputConfig, item), "endpoints": tuple(item["endpoints"])})
                                 for item in data.get("outputs", ()))
         return cls(**data)
 

@@ -1,13 +1,12 @@
 """`flujo-launch agent`: runs on another host and starts the node processes launchers ask for.
 
 One agent serves any number of launchers (flows) at once. It starts each process as the
-launcher would locally (own session, ended with the agent), relays its output lines and
+launcher would locally (own session and process group, killed with the agent by its reaper), relays its output lines and
 exit status, and ends a launcher's processes when that launcher falls silent: a launcher
 killed with SIGKILL leaves no orphan on other hosts either.
 """
 from __future__ import annotations
 
-import hmac
 import os
 import signal
 import socket
@@ -15,12 +14,17 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import zmq
 
-from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, TOKEN_ENV, pack, unpack
-from flujo.launch.process import NodeProcess
+from flujo.curve import Gatekeeper, make_server
+from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, pack, unpack
+from flujo.launch.lifeline import TOKEN_BYTES, LifelineListener
+from flujo.launch.keys import AUTHORIZED_KEYS, KeyFileError, authorized_keys, load_identity
+from flujo.launch.process import NodeProcess, local_argv
+from flujo.launch.reaper import Reaper
 from flujo.launch.timers import Timers
 
 _INBOX = "inproc://agent-inbox"
@@ -35,6 +39,8 @@ class _Launcher:
     identity: bytes
     flow: str
     heard: float
+    timeout: float  # silent this long, it is gone: its processes would be orphans
+    lifeline: str | None = None  # the token of its lifeline: when that connection closes, it died
     processes: dict[int, NodeProcess] = field(default_factory=dict)  # token -> process
     ending: bool = False
 
@@ -65,16 +71,45 @@ class _LineForwarder:
         self._outbox.send(self._identity, pack("line", {"label": label, "text": text}))
 
 
-class Agent:
-    """Serves launchers on ``bind`` (a tcp endpoint) until SIGINT or SIGTERM."""
+class AgentSetupError(Exception):
+    """The agent cannot serve safely (no key pair, nobody authorized); the message says how to fix it."""
 
-    def __init__(self, bind: str, log: IO[str] | None = None) -> None:
+
+class Agent:
+    """Serves launchers on ``bind`` (a tcp endpoint) until SIGINT or SIGTERM.
+
+    Closed by default: it speaks CURVE with its key pair from ``keys`` and serves only the
+    launchers whose public keys are in ``keys``/authorized_keys. ``insecure`` serves anyone
+    who reaches the port, in clear text (for flows with ``insecure = true``)."""
+
+    def __init__(self, bind: str, keys: Path, insecure: bool = False, log: IO[str] | None = None) -> None:
         self.bind = bind
-        self._token = os.environ.get(TOKEN_ENV, "")  # launchers must present it, when set
+        self._keys, self._insecure = keys, insecure
         self._log = log or sys.stdout
         self._launchers: dict[bytes, _Launcher] = {}
         self._timers = Timers()
         self._stopping = False
+
+    def _secure(self, context: zmq.Context, router: zmq.Socket) -> Gatekeeper | None:
+        """Make ``router`` a CURVE server that admits only authorized launchers."""
+        if self._insecure:
+            self._say("warning: --insecure: anyone who reaches this port can start processes here, and "
+                      "everything travels in clear text")
+            return None
+        try:
+            identity, allowed = load_identity(self._keys), authorized_keys(self._keys)
+        except KeyFileError as error:
+            raise AgentSetupError(str(error)) from None
+        if identity is None:
+            raise AgentSetupError(f"no key pair in {self._keys}: run `flujo-launch keys` on this host first")
+        if not allowed:
+            raise AgentSetupError(f"no launcher may use this agent: add each launcher's public key (run "
+                                  f"`flujo-launch keys` on its host) to {self._keys / AUTHORIZED_KEYS}, one per line")
+        make_server(router, identity)
+        gatekeeper = Gatekeeper(context, allowed)
+        gatekeeper.start()
+        self._say(f"key: {identity.public.decode()}  (serving {len(allowed)} authorized launcher key(s))")
+        return gatekeeper
 
     def run(self) -> int:
         context = zmq.Context()
@@ -85,18 +120,19 @@ class Agent:
         inbox.bind(_INBOX)
         outbox = _Outbox(context)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+        self._reaper = Reaper()  # kills every node's process group if this agent dies, however
+        gatekeeper = None
         try:
+            gatekeeper = self._secure(context, router)
             router.bind(self.bind)
-            if not self._token:
-                self._say(f"warning: no {TOKEN_ENV} set: any launcher that reaches this port can start "
-                          "processes here")
+            self._lifelines = LifelineListener(_host_of(self.bind), self._on_lifeline_closed)
             self._say(f"listening on {router.getsockopt_string(zmq.LAST_ENDPOINT)}")
             self._router, self._outbox = router, outbox
             self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
-            poller = zmq.Poller()
-            poller.register(router, zmq.POLLIN)
-            poller.register(inbox, zmq.POLLIN)
             while not self._stopping:
+                poller = zmq.Poller()  # anew each time: lifelines come and go
+                for source in (router, inbox, *self._lifelines.sockets()):
+                    poller.register(source, zmq.POLLIN)
                 events = dict(poller.poll(min(self._timers.timeout_ms() or 500, 500)))
                 self._timers.run_due()
                 if router in events:
@@ -104,6 +140,9 @@ class Agent:
                     self._on_request(identity, *unpack(frame))
                 if inbox in events:
                     _forward_all(inbox, router)
+                for source in self._lifelines.sockets():
+                    if source in events or source.fileno() in events:
+                        self._lifelines.readable(source)
             return 0
         finally:
             for launcher in self._launchers.values():
@@ -114,7 +153,12 @@ class Agent:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             outbox.close()
+            if hasattr(self, "_lifelines"):
+                self._lifelines.close()
+            if gatekeeper is not None:
+                gatekeeper.stop()
             context.destroy(linger=0)
+            self._reaper.close()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stopping = True
@@ -123,14 +167,18 @@ class Agent:
         launcher = self._launchers.get(identity)
         if launcher is not None:
             launcher.heard = time.monotonic()
-        if kind == "hello":
-            if not hmac.compare_digest(str(payload.get("token", "")).encode(), self._token.encode()):
-                self._say(f'refused flow "{payload.get("flow")}": wrong or missing {TOKEN_ENV}')
-                self._send(identity, "refused", {"error": f"wrong or missing {TOKEN_ENV}"})
-                return
-            self._launchers[identity] = _Launcher(identity, payload["flow"], time.monotonic())
+        if kind == "hello":  # only an authorized launcher gets this far: CURVE and ZAP checked its key
+            timeout = payload.get("timeout")
+            timeout = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_HOST_TIMEOUT
+            lifeline = payload.get("lifeline")
+            lifeline = lifeline if isinstance(lifeline, str) and len(lifeline) == 2 * TOKEN_BYTES else None
+            self._launchers[identity] = _Launcher(identity, payload["flow"], time.monotonic(), timeout, lifeline)
+            welcome = {"host": socket.gethostname(), "pid": os.getpid()}
+            if lifeline:
+                self._lifelines.expect(lifeline)
+                welcome["lifeline"] = self._lifelines.port
             self._say(f'serving flow "{payload["flow"]}"')
-            self._send(identity, "welcome", {"host": socket.gethostname(), "pid": os.getpid()})
+            self._send(identity, "welcome", welcome)
         elif launcher is None:
             return  # not introduced (or already ended): ignore
         elif kind == "ports":
@@ -141,20 +189,24 @@ class Agent:
             process = launcher.processes.get(payload["token"])
             if process is not None:
                 process.signal(payload["signum"])
+        elif kind == "heartbeat":
+            self._send(identity, "heartbeat", payload)  # echoed: the launcher measures the round trip
         elif kind == "bye":
             self._end(launcher, signal.SIGKILL)
 
     def _spawn(self, launcher: _Launcher, request: dict[str, Any]) -> None:
         token, label = request["token"], request["label"]
-        argv = request["argv"] or [sys.executable, "-m", "flujo.node"]
+        # A command's python3 is the agent's own interpreter, as on the launcher's host.
+        argv = local_argv(request["argv"]) if request["argv"] else [sys.executable, "-m", "flujo.node"]
         outbox, identity = self._outbox, launcher.identity
 
-        def exited(code: int) -> None:
+        def exited(pid: int, code: int) -> None:
             outbox.send(identity, pack("exit", {"token": token, "code": code}))
 
         try:
             process = NodeProcess(label, argv, {**os.environ, **request["env"]}, request["cwd"],
-                                  _LineForwarder(outbox, identity), on_exit=exited)  # type: ignore[arg-type]
+                                  _LineForwarder(outbox, identity), on_exit=exited,  # type: ignore[arg-type]
+                                  reaper=self._reaper)
         except OSError as error:
             self._send(identity, "failed", {"token": token, "error": f"{type(error).__name__}: {error}"})
             return
@@ -162,20 +214,28 @@ class Agent:
         self._send(identity, "started", {"token": token, "pid": process.pid})
 
     def _heartbeat(self) -> None:
-        """Tell each launcher this host lives; end the processes of launchers gone silent."""
+        """End the processes of launchers gone silent; forget launchers whose processes all ended."""
         now = time.monotonic()
         for identity, launcher in list(self._launchers.items()):
             alive = [p for p in launcher.processes.values() if p.returncode is None]
             if launcher.ending and not alive:
                 del self._launchers[identity]  # everything of it has ended: forget it
-            elif not launcher.ending and now - launcher.heard > HEARTBEAT_TIMEOUT:
-                self._say(f'the launcher of flow "{launcher.flow}" has been silent for {HEARTBEAT_TIMEOUT:g} s: '
+            elif not launcher.ending and now - launcher.heard > launcher.timeout:
+                self._say(f'the launcher of flow "{launcher.flow}" has been silent for {launcher.timeout:g} s: '
                           f"ending its {len(alive)} processes")
                 self._end(launcher, signal.SIGTERM)
                 self._timers.after(KILL_GRACE, lambda launcher=launcher: self._end(launcher, signal.SIGKILL))
-            elif not launcher.ending:
-                self._send(identity, "heartbeat")
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
+
+    def _on_lifeline_closed(self, token: str) -> None:
+        """A launcher's lifeline closed: the launcher has died (a cut link closes nothing)."""
+        for launcher in self._launchers.values():
+            if launcher.lifeline == token and not launcher.ending:
+                alive = sum(1 for p in launcher.processes.values() if p.returncode is None)
+                self._say(f'the launcher of flow "{launcher.flow}" has gone (its lifeline closed): '
+                          f"ending its {alive} processes")
+                self._end(launcher, signal.SIGTERM)
+                self._timers.after(KILL_GRACE, lambda launcher=launcher: self._end(launcher, signal.SIGKILL))
 
     def _end(self, launcher: _Launcher, signum: int) -> None:
         launcher.ending = True
@@ -189,6 +249,11 @@ class Agent:
     def _say(self, text: str) -> None:
         self._log.write(f"flujo-agent: {text}\n")
         self._log.flush()
+
+
+def _host_of(endpoint: str) -> str:
+    """The address part of ``tcp://ADDRESS:PORT``."""
+    return endpoint.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
 
 
 def _forward_all(inbox: zmq.Socket, router: zmq.Socket) -> None:
