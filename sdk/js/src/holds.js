@@ -1,0 +1,44 @@
+// Graceful restarts in progress, as a node's control channel learns of them (docs/PROTOCOL.md, section 8).
+// Mirrors flujo/holds.py: a held replica gets nothing more from its senders after their pause
+// marker; for a zip replica the senders first agree where to pause (report a position, then
+// pause after the limit the launcher announces).
+
+/** @typedef {string} Key  "node\u0000replica" */
+export const key = (node, replica) => `${node}\u0000${replica}`;
+
+export class Holds {
+  /** @param {(node: string, replica: number, port: string, seq: number) => void} reportPosition */
+  constructor(reportPosition = () => {}) {
+    /** @type {Map<Key, number>} held replica -> generation of its draining process */
+    this.generation = new Map();
+    /** @type {Map<Key, number>} zip replicas: senders pause after this sequence number */
+    this.limit = new Map();
+    /** @type {Set<Key>} the draining process has everything: senders may block again */
+    this.drained = new Set();
+    this.reportPosition = reportPosition;
+  }
+
+  hold(k, generation) {
+    if (this.generation.get(k) !== generation) {
+      this.generation.set(k, generation);
+      this.limit.delete(k);
+      this.drained.delete(k);
+    }
+  }
+
+  align(k, generation, limit) {
+    if (this.generation.get(k) === generation) this.limit.set(k, limit);
+  }
+
+  dismissed(k, generation) {
+    if (this.generation.get(k) === generation) this.drained.add(k);
+  }
+
+  resume(k, generation) {
+    if (this.generation.get(k) === generation) {
+      this.generation.delete(k);
+      this.limit.delete(k);
+      this.drained.delete(k);
+    }
+  }
+}
