@@ -33,8 +33,8 @@ static int convert(flujo_node *node, const flujo_event *event, bool keep_frame) 
     uint64_t sum = 0;
     uint8_t low = 255, high = 0;
     for (size_t i = 0; i < pixels; i++, in += 3) {
-        /* OpenCV's fixed-point BT.601 weights (B 1868, G 9617, R 4899, over 2^14), rounded */
-        uint8_t y = (uint8_t)((in[0] * 1868u + in[1] * 9617u + in[2] * 4899u + (1u << 13)) >> 14);
+        /* OpenCV's fixed-point BT.601 weights (B 3735, G 19235, R 9798, over 2^15), rounded */
+        uint8_t y = (uint8_t)((in[0] * 3735u + in[1] * 19235u + in[2] * 9798u + (1u << 14)) >> 15);
         gray[i] = y;
         sum += y;
         low = y < low ? y : low;

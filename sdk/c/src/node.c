@@ -571,7 +571,6 @@ static void report_error(flujo_node *node) {
     pack_string(&packer, "traceback"), pack_string(&packer, node->failure);
     node_report(node, "error", &payload);
     msgpack_sbuffer_destroy(&payload);
-    node_log(node, "%s", node->failure);
 }
 
 /* Graceful restart: PAUSE behind everything sent, report drained, wait to be dismissed. */

@@ -1,0 +1,231 @@
+"""The C node library (sdk/c) in real flows: replicas, order, zips, stops, errors, graceful restarts, frames."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FlowRunner, poll_for
+from flow_nodes import line_count, read_lines
+from restarting import restart_mid_stream
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).parent.parent
+SDK = ROOT / "sdk" / "c"
+BUILD = SDK / "build"
+CLIP = ROOT / "samples" / "data" / "vtest.avi"
+
+
+@pytest.fixture(scope="session")
+def c_nodes() -> Path:
+    """Builds the library and its examples once per session. CI installs the toolchain, so a
+    missing compiler or header fails the tests rather than skipping them."""
+    if shutil.which("make") is None or shutil.which("cc") is None:
+        pytest.fail("make and a C compiler are needed to build sdk/c (CI installs them: .ci/run)")
+    done = subprocess.run(["make", "-s", "-C", str(SDK)], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        pytest.fail(f"make -C sdk/c failed (libzmq3-dev and libmsgpack-dev installed?):\n{done.stdout}{done.stderr}")
+    return BUILD
+
+
+def test_a_replicated_c_processor_behind_a_replicated_node_keeps_the_order(flow: FlowRunner, c_nodes: Path) -> None:
+    # Both C replicas read from both replicas of a jittering Python node: each restores
+    # order on its input, and the C sink restores it again behind the two C replicas.
+    out, n = flow.path("out.jsonl"), 3000
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = {{ n = {n} }}
+        [nodes.spread]
+        run = "{{nodes}}:jitter"
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.work]
+        command = ["{c_nodes}/identity"]
+        inputs = ["spread"]
+        replicas = 2
+        [nodes.sink]
+        command = ["{c_nodes}/sink"]
+        inputs = ["work"]
+        args = {{ path = "{out}" }}
+    """, flow="queue = 8")
+    result = flow.run(manifest, timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert read_lines(out) == list(range(n))
+
+
+def test_a_c_processor_passes_skips_and_the_python_nodes_batches(flow: FlowRunner, c_nodes: Path) -> None:
+    # keep_even sends SKIP for odd numbers: the C node passes the gaps on (not as items); the
+    # slow C sink keeps queues full, so the Python producer sends batches to the C node.
+    out, n = flow.path("out.jsonl"), 2000
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = {{ n = {n} }}
+        [nodes.even]
+        run = "{{nodes}}:keep_even"
+        inputs = ["numbers"]
+        [nodes.work]
+        command = ["{c_nodes}/identity"]
+        inputs = ["even"]
+        [nodes.sink]
+        command = ["{c_nodes}/sink"]
+        inputs = ["work"]
+        args = {{ path = "{out}" }}
+    """, flow="queue = 4")
+    result = flow.run(manifest, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert read_lines(out) == list(range(0, n, 2))
+
+
+def test_a_c_consumer_zips_two_ports(flow: FlowRunner, c_nodes: Path) -> None:
+    out, n = flow.path("out.jsonl"), 500
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = {{ n = {n} }}
+        [nodes.squares]
+        run = "{{nodes}}:square"
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.sink]
+        command = ["{c_nodes}/sink"]
+        inputs = {{ a = "numbers", b = "squares" }}
+        args = {{ path = "{out}" }}
+    """)
+    result = flow.run(manifest)
+    assert result.returncode == 0, result.stderr
+    assert read_lines(out) == [[i, i * i] for i in range(n)]
+
+
+def test_stopping_a_flow_through_c_nodes_delivers_everything_produced(flow: FlowRunner, c_nodes: Path) -> None:
+    out, report = flow.path("out.jsonl"), flow.path("produced.json")
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "{{nodes}}:CountingProducer"
+        args = {{ report = "{report}" }}
+        [nodes.work]
+        command = ["{c_nodes}/identity"]
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.sink]
+        command = ["{c_nodes}/sink"]
+        inputs = ["work"]
+        args = {{ path = "{out}" }}
+    """, flow="queue = 8")
+    launcher = flow.start(manifest)
+    poll_for(lambda: line_count(out) >= 500, timeout=30)
+    assert flow.command("stop", "--flow", flow.name).returncode == 0
+    _, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 0, stderr
+    produced = __import__("json").loads(Path(report).read_text())["produced"]
+    assert read_lines(out) == list(range(produced))  # exactly once, in order, up to the stop
+
+
+def test_a_failing_c_node_reports_its_error_and_the_flow_drains(flow: FlowRunner, c_nodes: Path) -> None:
+    # gray refuses items that are not frames: the error reaches the launcher, the node exits 1.
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = {{ n = 100 }}
+        [nodes.gray]
+        command = ["{c_nodes}/gray"]
+        inputs = ["numbers"]
+        [nodes.sink]
+        command = ["{c_nodes}/sink"]
+        inputs = ["gray"]
+    """)
+    result = flow.run(manifest)
+    assert result.returncode == 1
+    assert 'node "gray" failed: item 0: expected a map with "frame": an HxWx3 |u1 (BGR) array' in result.stderr
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_restarting_a_c_processor_loses_nothing(flow: FlowRunner, c_nodes: Path, replicas: int) -> None:
+    out, n = flow.path("out.jsonl"), 3000
+    values, _, _ = restart_mid_stream(flow, f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Gated"
+        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
+        [nodes.work]
+        command = ["{c_nodes}/identity"]
+        inputs = ["numbers"]
+        replicas = {replicas}
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["work"]
+        args = {{ path = "{out}" }}
+    """, "work", out)
+    assert values == list(range(n))  # every item, once, in order
+
+
+def test_restarting_a_c_consumer_loses_nothing(flow: FlowRunner, c_nodes: Path) -> None:
+    out, n = flow.path("out.jsonl"), 2000
+    values, _, _ = restart_mid_stream(flow, f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Gated"
+        args = {{ n = {n}, pause = 0.0002, gate = "{{gate}}" }}
+        [nodes.sink]
+        command = ["{c_nodes}/sink"]
+        inputs = ["numbers"]
+        args = {{ path = "{out}" }}
+    """, "sink", out)
+    assert values == list(range(n))
+
+
+def test_restarting_a_c_zip_keeps_every_pair(flow: FlowRunner, c_nodes: Path) -> None:
+    # One input lags the other, so at the restart its senders stand at different sequence
+    # numbers: they agree on one (position, align) and the C zip drains up to it.
+    out, n = flow.path("out.jsonl"), 2000
+    values, _, _ = restart_mid_stream(flow, f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Gated"
+        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
+        [nodes.lagging]
+        run = "{{nodes}}:jitter"
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.squares]
+        run = "{{nodes}}:square"
+        inputs = ["numbers"]
+        [nodes.sink]
+        command = ["{c_nodes}/sink"]
+        inputs = {{ a = "lagging", b = "squares" }}
+        args = {{ path = "{out}" }}
+    """, "sink", out)
+    assert values == [[i, i * i] for i in range(n)]
+
+
+def test_c_gray_converts_the_clip_as_opencv_does(flow: FlowRunner, c_nodes: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    out, frames = flow.path("out.jsonl"), 20
+    manifest = flow.manifest(f"""
+        [nodes.video]
+        run = "flujo.nodes.video:VideoReader"
+        args = {{ source = "{CLIP}", max_frames = {frames} }}
+        [nodes.gray]
+        command = ["{c_nodes}/gray"]
+        inputs = ["video"]
+        replicas = 2
+        [nodes.sink]
+        command = ["{c_nodes}/sink"]
+        inputs = ["gray"]
+        args = {{ path = "{out}" }}
+    """)
+    result = flow.run(manifest, timeout=60)
+    assert result.returncode == 0, result.stderr
+    items = read_lines(out)
+    assert [item["index"] for item in items] == list(range(frames))
+    capture = cv2.VideoCapture(str(CLIP))
+    for item in items:
+        ok, bgr = capture.read()
+        assert ok
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        assert item["frame"] == {"dtype": "|u1", "shape": list(gray.shape), "sum": int(gray.sum(dtype=np.uint64))}
+        assert item["gray_mean"] == pytest.approx(float(gray.mean()))
+        assert (item["gray_min"], item["gray_max"]) == (int(gray.min()), int(gray.max()))
+        assert item["width"] == gray.shape[1] and item["height"] == gray.shape[0]
