@@ -28,7 +28,7 @@ NODE = "under_test"  # the node under test, replica 0
 SOURCE = "up"  # its upstream node (the bench's senders are replicas 0..senders-1 of it)
 INPUT_PORT = "in"
 OUTPUT_PORT = "out"
-FLOW = "conformance"
+FLOW = f"conformance-{os.getpid()}"  # unique: several kits may run on one machine
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ def handshake(bench: Bench, checks: Checks, generation: int = 0, start: bool = T
 def quiet_before_input(bench: Bench, checks: Checks, window: float) -> None:
     bench.idle(window)
     early = [(reader.key, message.kind.name, message.seq) for reader in bench.readers for message in reader.messages]
-    checks.clause("4", "sends nothing before start and its first input", not early,
+    checks.clause("4", "sends nothing before ready, start and its first input", not early,
                   "no message on any output before the node was given input", f"received {early}")
 
 
