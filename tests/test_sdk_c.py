@@ -1,8 +1,10 @@
 """The C node library (sdk/c) in real flows: replicas, order, zips, stops, errors, graceful restarts, frames."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +124,7 @@ def test_stopping_a_flow_through_c_nodes_delivers_everything_produced(flow: Flow
     assert flow.command("stop", "--flow", flow.name).returncode == 0
     _, stderr = launcher.communicate(timeout=30)
     assert launcher.returncode == 0, stderr
-    produced = __import__("json").loads(Path(report).read_text())["produced"]
+    produced = json.loads(Path(report).read_text())["produced"]
     assert read_lines(out) == list(range(produced))  # exactly once, in order, up to the stop
 
 
@@ -229,3 +231,14 @@ def test_c_gray_converts_the_clip_as_opencv_does(flow: FlowRunner, c_nodes: Path
         assert item["gray_mean"] == pytest.approx(float(gray.mean()))
         assert (item["gray_min"], item["gray_max"]) == (int(gray.min()), int(gray.max()))
         assert item["width"] == gray.shape[1] and item["height"] == gray.shape[0]
+
+
+@pytest.mark.parametrize("kind, program", [("processor", "identity"), ("consumer", "sink")])
+def test_the_c_examples_pass_the_conformance_kit_at_the_restartable_level(c_nodes: Path, kind: str,
+                                                                          program: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "flujo.conformance", "--level", "restartable", "--kind", kind,
+                           "--args", json.dumps({"fail_on": "flujo-conformance:fail"}), "--",
+                           str(c_nodes / program)], capture_output=True, text=True, timeout=300)
+    failed = [line for line in done.stdout.splitlines() if line.startswith("FAIL")]
+    assert done.returncode == 0 and not failed, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "Level reached: restartable" in done.stdout

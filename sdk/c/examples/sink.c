@@ -1,5 +1,6 @@
 /* A consumer writing every item it gets as one JSON line, to the file args.path (default: stdout).
- * Arrays are written as {"dtype": ..., "shape": [...], "sum": ...} (the sum of their bytes). */
+ * Arrays are written as {"dtype": ..., "shape": [...], "sum": ...} (the sum of their bytes).
+ * With args { fail_on = "TEXT" }, an item equal to that string fails as user code would. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -71,8 +72,15 @@ int main(void) {
         flujo_fail(node, "cannot open %s for writing", path);
         return flujo_close(node);
     }
+    const char *fail_on = flujo_arg_string(node, "fail_on", NULL);
     const flujo_event *event;
     while ((event = flujo_next(node))->type == FLUJO_INPUT) {
+        const msgpack_object *first = &event->values[0];
+        if (fail_on && first->type == MSGPACK_OBJECT_STR && first->via.str.size == strlen(fail_on) &&
+            memcmp(first->via.str.ptr, fail_on, first->via.str.size) == 0) {
+            flujo_fail(node, "cannot handle item %lld", (long long)event->seq);
+            continue;
+        }
         if (event->count > 1) fputc('[', out); /* a zip: one value per port */
         for (int i = 0; i < event->count; i++) {
             if (i) fputs(", ", out);

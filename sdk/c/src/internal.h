@@ -108,8 +108,10 @@ struct flujo_node {
     int nports;
     output_edge *edges;
     int nedges;
-    hold *holds;
+    hold *holds;             /* graceful restarts in progress; nholds 0 almost always */
     int nholds;
+    hold *resumed;           /* per replica ever resumed: the highest generation (in `generation`) */
+    int nresumed;
     bool ready_sent, started, stop_requested, drain_requested, dismissed, nobody_reads;
     uint64_t items_in, items_out, errors, refused;
     double busy;

@@ -126,15 +126,23 @@ static void release_all_ports(flujo_node *node) {
 
 /* -- holds (graceful restarts in progress, section 8) -------------------------------------- */
 
+static hold *find_in(hold *list, int count, const char *target, int replica);
+
 hold *holds_find(flujo_node *node, const char *target, int replica) {
-    for (int i = 0; i < node->nholds; i++)
-        if (node->holds[i].replica == replica && strcmp(node->holds[i].node, target) == 0) return &node->holds[i];
+    return node->nholds ? find_in(node->holds, node->nholds, target, replica) : NULL;
+}
+
+static hold *find_in(hold *list, int count, const char *target, int replica) {
+    for (int i = 0; i < count; i++)
+        if (list[i].replica == replica && strcmp(list[i].node, target) == 0) return &list[i];
     return NULL;
 }
 
-/* Every command is replayed to a replica that (re)subscribes: a hold of a generation already
- * resumed must not hold again, so only a newer generation starts a hold. */
+/* The launcher replays its whole history to every new subscriber, hold and resume included:
+ * a hold of a generation already resumed is over (generations only grow) and is ignored. */
 static void hold_start(flujo_node *node, const char *target, int replica, int64_t generation) {
+    hold *resumed = find_in(node->resumed, node->nresumed, target, replica);
+    if (resumed && generation <= resumed->generation) return;
     hold *h = holds_find(node, target, replica);
     if (h && h->generation == generation) return;
     if (!h) {
@@ -145,6 +153,16 @@ static void hold_start(flujo_node *node, const char *target, int replica, int64_
     }
     h->generation = generation;
     h->has_limit = h->drained = false;
+}
+
+static void note_resumed(flujo_node *node, const char *target, int replica, int64_t generation) {
+    hold *resumed = find_in(node->resumed, node->nresumed, target, replica);
+    if (!resumed) {
+        node->resumed = realloc(node->resumed, (size_t)(node->nresumed + 1) * sizeof *node->resumed);
+        resumed = &node->resumed[node->nresumed++];
+        *resumed = (hold){.node = strdup(target), .replica = replica, .generation = -1};
+    }
+    if (generation > resumed->generation) resumed->generation = generation;
 }
 
 static void hold_end(flujo_node *node, hold *h) {
@@ -216,10 +234,8 @@ static void apply_command(flujo_node *node, const char *topic, size_t length, co
             return;
         bool me = strcmp(who, node->name) == 0 && replica == node->replica && generation == node->generation;
         hold *h = holds_find(node, who, (int)replica);
+        if (TOPIC("resume")) note_resumed(node, who, (int)replica, generation);
         if (TOPIC("hold")) {
-            /* a replayed hold whose resume this node already saw: a successor generation runs */
-            if (!h && generation < node->generation && strcmp(who, node->name) == 0 && replica == node->replica)
-                return;
             hold_start(node, who, (int)replica, generation);
             if (me) node->drain_requested = true;
         } else if (!h || h->generation != generation) {
@@ -650,7 +666,9 @@ int flujo_close(flujo_node *node) {
     if (node->reporter) zmq_close(node->reporter);
     if (node->context) zmq_ctx_term(node->context);
     for (int i = 0; i < node->nholds; i++) free(node->holds[i].node);
+    for (int i = 0; i < node->nresumed; i++) free(node->resumed[i].node);
     free(node->holds);
+    free(node->resumed);
     free(node->ports);
     free(node->edges);
     free(node->event_messages);

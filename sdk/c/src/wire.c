@@ -464,6 +464,7 @@ static const array_ref *find_ref(const flujo_event *event, const msgpack_object 
     const flujo_node *node = (const flujo_node *)((const char *)event - offsetof(flujo_node, event));
     for (int v = 0; v < event->count; v++) {
         const message *m = node->event_messages[v];
+        if (object == &event->values[v]) object = &m->item; /* the event's copy of a top-level value */
         for (int i = 0; m && i < m->narrays; i++)
             if (m->arrays[i].object == object) return &m->arrays[i];
     }
