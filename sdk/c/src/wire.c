@@ -199,12 +199,14 @@ static void close_frames(zmq_msg_t *frames, int count) {
     free(frames);
 }
 
-/* One BATCH: each item goes on as a DATA message of its own, numbered on from `seq`. */
+/* One BATCH: each item goes on as a DATA message of its own, numbered on from `seq`; all of
+ * them or, when one is malformed, none. */
 static const char *accept_batch(flujo_node *node, input_port *port, int64_t seq, int replica, zmq_msg_t *body) {
     msgpack_zone zone;
     msgpack_object items;
     size_t offset = 0;
     const char *problem = NULL;
+    queue decoded = {0};
     msgpack_zone_init(&zone, 1024);
     if (msgpack_unpack(zmq_msg_data(body), zmq_msg_size(body), &offset, &zone, &items) != MSGPACK_UNPACK_SUCCESS ||
         items.type != MSGPACK_OBJECT_ARRAY) {
@@ -221,7 +223,12 @@ static const char *accept_batch(flujo_node *node, input_port *port, int64_t seq,
         memcpy(zmq_msg_data(&frames[0]), buffer.data, buffer.size);
         msgpack_sbuffer_destroy(&buffer);
         message *m = decode_item(KIND_DATA, seq + i, replica, frames, 1, false, &problem);
-        if (m) port_accept(node, port, m);
+        if (m) queue_push(&decoded, m);
+    }
+    message *m;
+    while ((m = queue_pop(&decoded))) {
+        if (problem) message_free(m);
+        else port_accept(node, port, m);
     }
     msgpack_zone_destroy(&zone);
     return problem;
