@@ -72,9 +72,10 @@ class NodeConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "NodeConfig":
-        data = json.loads(text)
-        data["inputs"] = tuple(InputConfig(**item) for item in data.get("inputs", ()))
-        data["outputs"] = tuple(OutputConfig(**{**item, "endpoints": tuple(item["endpoints"])})
+        """Parse a configuration; fields this version does not know are ignored (later versions add some)."""
+        data = _known(cls, json.loads(text))
+        data["inputs"] = tuple(InputConfig(**_known(InputConfig, item)) for item in data.get("inputs", ()))
+        data["outputs"] = tuple(OutputConfig(**{**_known(OutputConfig, item), "endpoints": tuple(item["endpoints"])})
                                 for item in data.get("outputs", ()))
         return cls(**data)
 
@@ -84,3 +85,8 @@ class NodeConfig:
             return cls.from_json(os.environ[CONFIG_ENV])
         except KeyError:
             raise SystemExit(f"flujo node: no configuration; the launcher sets {CONFIG_ENV}") from None
+
+
+def _known(kind: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``data`` that the dataclass ``kind`` has."""
+    return {name: value for name, value in data.items() if name in kind.__slots__}
