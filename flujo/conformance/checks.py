@@ -19,13 +19,16 @@ class Outcome:
     section: str
     title: str
     level: str
-    passed: bool | None  # None: does not apply to this kind of node
+    passed: bool | None  # None: does not apply to this kind of node, or a note
     expected: str = ""
     seen: str = ""
+    note: bool = False
 
     def line(self) -> str:
-        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[self.passed]
+        verdict = "note" if self.note else {True: "PASS", False: "FAIL", None: "n/a "}[self.passed]
         text = f"{verdict}  §{self.section:<5} {self.title}"
+        if self.note:
+            text += f": {self.seen}"
         if self.passed is False:
             text += f"\n        expected: {self.expected}\n        seen:     {self.seen}"
         return text
@@ -51,6 +54,10 @@ class Checks:
         self.outcomes.append(outcome)
         if not passed:
             raise ClauseFailed(outcome)
+
+    def note(self, section: str, title: str, seen: str) -> None:
+        """A measurement that does not decide a level."""
+        self.outcomes.append(Outcome(section, title, self.level, None, "", seen, note=True))
 
     def not_applicable(self, section: str, title: str, why: str) -> None:
         self.outcomes.append(Outcome(section, title, self.level, None, "", why))

@@ -59,8 +59,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     return options
 
 
-def run_scenario(scenario: Scenario, options: argparse.Namespace, out: IO[str]) -> list[Outcome]:
-    """One scenario on a fresh bench; its outcomes, printed as they come."""
+def run_scenario(scenario: Scenario, options: argparse.Namespace, out: IO[str],
+                 shown: set[tuple[str, str]] | None = None) -> list[Outcome]:
+    """One scenario on a fresh bench; its outcomes, printed as they come (a clause that passed
+    already, in ``shown``, is not printed again: every scenario repeats the handshake)."""
+    shown = set() if shown is None else shown
     outcomes: list[Outcome] = []
     out.write(f"== {scenario.name} ({scenario.level})\n")
     if options.kind == "consumer" and scenario.name in PROCESSOR_ONLY:
@@ -72,6 +75,9 @@ def run_scenario(scenario: Scenario, options: argparse.Namespace, out: IO[str]) 
     class Printing(list):
         def append(self, outcome: Outcome) -> None:
             super().append(outcome)
+            if outcome.passed is True and (outcome.section, outcome.title) in shown:
+                return
+            shown.add((outcome.section, outcome.title))
             out.write(outcome.line() + "\n")
             out.flush()
 
@@ -124,10 +130,11 @@ def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
         return int(exit.code or 0)
     wanted = LEVELS.index(options.level)
     outcomes: list[Outcome] = []
+    shown: set[tuple[str, str]] = set()
     for scenario in SCENARIOS:
         if LEVELS.index(scenario.level) > wanted or (options.only and scenario.name not in options.only):
             continue
-        outcomes += run_scenario(scenario, options, out)
+        outcomes += run_scenario(scenario, options, out, shown)
     reached = level_reached(outcomes, wanted)
     passed = sum(o.passed is True for o in outcomes)
     failed = sum(o.passed is False for o in outcomes)

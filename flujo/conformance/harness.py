@@ -28,6 +28,8 @@ NODE = "under_test"  # the node under test, replica 0
 SOURCE = "up"  # its upstream node (the bench's senders are replicas 0..senders-1 of it)
 INPUT_PORT = "in"
 OUTPUT_PORT = "out"
+#: A field no version defines, in the configuration and each of its inputs and outputs: nodes ignore it.
+UNKNOWN_FIELD = "x-conformance-unknown"
 FLOW = f"conformance-{os.getpid()}"  # unique: several kits may run on one machine
 
 
@@ -67,6 +69,15 @@ class Reader:
         self.violations: list[str] = []  # malformed messages, as the decoder described them
         self.codec = Codec("bench", 0)
         self.paused = False  # take nothing more for now (a reader under backpressure)
+
+    def rebind(self, context: zmq.Context) -> None:
+        """A successor process of this reader: a new socket bound at the same endpoint."""
+        hwm = self.socket.rcvhwm
+        self.socket.close(linger=0)
+        self.socket = context.socket(zmq.PULL)
+        self.socket.linger = 0
+        self.socket.rcvhwm = hwm
+        self.socket.bind(self.endpoint)
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -174,15 +185,16 @@ class Bench:
             endpoints = [f"ipc://{folder}/{edge.target}.{edge.target_port}.r{index}" for index in range(edge.replicas)]
             self.readers += [Reader(self.context, edge, index, endpoint, hwm) for index, endpoint in enumerate(endpoints)]
             outputs.append({"port": OUTPUT_PORT, "target": edge.target, "target_port": edge.target_port,
-                            "hwm": hwm, "policy": "block", "aligned": edge.aligned, "endpoints": endpoints})
+                            "hwm": hwm, "policy": "block", "aligned": edge.aligned, "endpoints": endpoints,
+                            UNKNOWN_FIELD: 1})
         self.config: dict[str, Any] = {
             "protocol": 1, "flow": FLOW, "node": NODE, "replica": 0, "replicas": 1, "kind": kind,
             "control": f"ipc://{folder}/control", "status": f"ipc://{folder}/status",
             "inputs": [{"port": INPUT_PORT, "endpoint": input_endpoint, "hwm": hwm, "source": SOURCE,
-                        "source_port": OUTPUT_PORT, "senders": senders, "policy": "block"}],
+                        "source_port": OUTPUT_PORT, "senders": senders, "policy": "block", UNKNOWN_FIELD: 1}],
             "outputs": outputs, "join": "zip", "keyword_ports": False, "on_error": "fail", "restart": restart,
             "seq_start": 0, "generation": 0, "run": None, "base_dir": os.getcwd(), "args": {},
-            **(extra or {}),
+            UNKNOWN_FIELD: {"from": "a later protocol version"}, **(extra or {}),
         }
         self.senders = [Sender(self.context, replica, input_endpoint, timeout) for replica in range(senders)]
         self.reports: list[Report] = []

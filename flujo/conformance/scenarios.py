@@ -6,6 +6,7 @@ says something must NOT happen watches for ``window`` seconds.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -32,6 +33,8 @@ def handshake(bench: Bench, checks: Checks, generation: int = 0, start: bool = T
     bench.spawn(generation)
     identity = bench.identity.decode()
     bench.wait(lambda: bench.subscribed() or bench.exited())
+    checks.clause("2", "starts from FLUJO_NODE_CONFIG (fields it does not know are ignored)", not bench.exited(),
+                  "the node running and connecting", f"the node exited with status {bench.exit_code()}")
     checks.clause("4", f"subscribes to its identity topic {identity!r}", bench.subscribed(),
                   f"a subscription to {identity!r} within {bench.timeout:g} s",
                   _exit_or(bench, f"subscriptions {bench.subscriptions!r}"))
@@ -276,8 +279,12 @@ def order(bench: Bench, checks: Checks, window: float) -> None:
     checks.clause("2", "expects one EOS from each sender replica 0..senders-1", not bench.has_report("released")
                   and not any(reader.has(EOS) for reader in bench.readers), "no release and no EOS while sender 2 "
                   "has neither ended nor gone", f"reports {bench.report_kinds()}")
+    bench.publish(Control.GONE, SOURCE, 2, "another-node", 0)
+    bench.idle(window)
+    checks.clause("4", "a `gone` addressed to another reader is not for it", not bench.has_report("released"),
+                  "no release after gone [up, 2, another-node, 0]", f"reports {bench.report_kinds()}")
     bench.publish(Control.GONE, SOURCE, 2)
-    end_of_stream(bench, checks)
+    end_of_stream(bench, checks, cause="once every sender ended or is gone")
 
 
 def fanout_and_stats(bench: Bench, checks: Checks, window: float) -> None:
@@ -472,10 +479,14 @@ def hold_reader(bench: Bench, checks: Checks, window: float) -> None:
     checks.clause("8.2", "sends nothing more to a held reader (a single reader: it waits)", not after,
                   "nothing after PAUSE until resume", f"received {after}")
     bench.publish(Control.DISMISS, *target, 0)
+    reader.rebind(bench.context)  # the reader's successor binds the same endpoint
+    resumed = time.monotonic()
     bench.publish(Control.RESUME, *target, 0)
     wait_outputs(bench, reader, 10)
-    checks.clause("8.6", "after resume the successor gets the rest", output_seqs(reader) == list(range(10)),
-                  "seqs 0..9", f"seqs {seq_list(output_seqs(reader))}")
+    checks.clause("8.6", "after resume the reader's successor (same endpoint) gets the rest",
+                  output_seqs(reader) == list(range(10)), "seqs 0..9", f"seqs {seq_list(output_seqs(reader))}")
+    checks.note("1", "reconnect to a restarted reader (set the reconnect interval to 10 ms)",
+                f"first item {1000 * (reader.items()[5].at - resumed):.0f} ms after resume")
     pauses = len(reader.of_kind(PAUSE))
     bench.publish(Control.HOLD, *target, 0, keep=False)  # as a replay of the history would deliver it
     bench.idle(window)  # time to apply it before the next items
@@ -493,6 +504,7 @@ def hold_reader(bench: Bench, checks: Checks, window: float) -> None:
     checks.clause("8.2", "EOS for a held reader waits for its successor", not reader.has(EOS),
                   "no EOS while the reader is held", f"messages {[m.kind.name for m in reader.messages[-3:]]}")
     bench.publish(Control.DISMISS, *target, 1)
+    reader.rebind(bench.context)
     bench.publish(Control.RESUME, *target, 1)
     end_of_stream(bench, checks)
 
@@ -530,6 +542,69 @@ def aligned(bench: Bench, checks: Checks, window: float) -> None:
     end_of_stream(bench, checks)
 
 
+def sender_restart(bench: Bench, checks: Checks, window: float) -> None:
+    """One of its senders is restarted gracefully: the node confirms the PAUSE (pause-seen), and
+    counts the paused sender as past nothing it has not delivered: the successor may fill a gap."""
+    handshake(bench, checks)
+    s0, s1 = bench.senders
+    reader = bench.readers[0] if bench.readers else None
+    sent = send_items(bench, [0, 2], sender=0)
+    sent.update(send_items(bench, [1, 3], sender=1))
+    if reader is not None:
+        wait_outputs(bench, reader, 4)
+    bench.publish(Control.HOLD, SOURCE, 1, 0)  # sender 1 drains: what it had, then PAUSE
+    sent.update(send_items(bench, [5], sender=1))
+    s1.pause()
+    _wait_report(bench, "pause-seen")
+    seen = [r.payload for r in bench.reports_of("pause-seen")]
+    checks.clause("8.4", "reports pause-seen [port, sender_node, sender_replica] for a sender's PAUSE",
+                  seen[:1] == [[INPUT_PORT, SOURCE, 1]], f"[[{INPUT_PORT!r}, {SOURCE!r}, 1]]",
+                  _exit_or(bench, f"{seen}"))
+    sent.update(send_items(bench, [6], sender=0))
+    if reader is not None:
+        bench.idle(window)
+        checks.clause("8.4", "a paused sender is past nothing not yet delivered: the gap before its last "
+                      "item waits for its successor", output_seqs(reader) == [0, 1, 2, 3],
+                      "seqs 0..3 only: 4 may still come from sender 1's successor", f"seqs {output_seqs(reader)}")
+    bench.publish(Control.DISMISS, SOURCE, 1, 0)
+    bench.publish(Control.RESUME, SOURCE, 1, 0)  # its successor runs: the same socket stands for it
+    sent.update(send_items(bench, [4, 7], sender=1))
+    sent.update(send_items(bench, [8], sender=0))
+    s0.eos()
+    s1.eos()
+    if reader is not None:
+        bench.wait(lambda: reader.has(EOS) or bench.exited())
+        check_identity(checks, reader, sent, "DATA across a sender's restart")
+    end_of_stream(bench, checks)
+    counters = bench.reports_of("finished")[0].payload
+    checks.clause("5", "finished counts every item once", counters.get("items_in") == len(sent),
+                  f"items_in {len(sent)}", f"counters {counters}")
+
+
+def aligned_idle(bench: Bench, checks: Checks, window: float) -> None:
+    """Hold of an aligned reader before anything was sent: position -1, PAUSE on align -1."""
+    handshake(bench, checks)
+    reader = bench.readers[0]
+    target = (reader.edge.target, reader.index)
+    bench.publish(Control.HOLD, *target, 0)
+    _wait_report(bench, "position")
+    positions = [r.payload for r in bench.reports_of("position")]
+    checks.clause("8", "position before anything was sent is -1", positions[:1] == [[*target, INPUT_PORT, -1]],
+                  f"[{[*target, INPUT_PORT, -1]}]", _exit_or(bench, f"{positions}"))
+    bench.publish(Control.ALIGN, *target, 0, -1)
+    bench.wait(lambda: reader.has(PAUSE) or bench.exited())
+    checks.clause("8", "align -1: PAUSE at once, while it waits for input", reader.has(PAUSE),
+                  "PAUSE", _exit_or(bench, f"messages {[m.kind.name for m in reader.messages]}"))
+    bench.publish(Control.DISMISS, *target, 0)
+    reader.rebind(bench.context)
+    bench.publish(Control.RESUME, *target, 0)
+    sent = send_items(bench, range(5))
+    bench.senders[0].eos()
+    bench.wait(lambda: reader.has(EOS) or bench.exited())
+    check_identity(checks, reader, sent)
+    end_of_stream(bench, checks)
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("lifecycle", "basic", lifecycle),
     Scenario("stop", "basic", stop),
@@ -540,8 +615,10 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("error", "full", error),
     Scenario("crash", "full", crash, restart="on-failure"),
     Scenario("drain", "restartable", drain, senders=2),
+    Scenario("sender restart", "restartable", sender_restart, senders=2),
     Scenario("hold reader", "restartable", hold_reader),
     Scenario("aligned reader", "restartable", aligned, edges=(Edge(aligned=True),)),
+    Scenario("aligned, nothing sent", "restartable", aligned_idle, edges=(Edge(aligned=True),)),
 )
 #: Scenarios about a node's outputs; a consumer has none.
-PROCESSOR_ONLY = {"readers released", "hold reader", "aligned reader"}
+PROCESSOR_ONLY = {"readers released", "hold reader", "aligned reader", "aligned, nothing sent"}
