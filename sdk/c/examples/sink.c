@@ -3,6 +3,7 @@
  * With args { fail_on = "TEXT" }, an item equal to that string fails as user code would. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <flujo_node.h>
@@ -18,6 +19,25 @@ static void write_string(FILE *out, const char *text, size_t size) {
     fputc('"', out);
 }
 
+/* Shortest exact form, with a point so that readers see a float; NaN and infinities as Python writes them. */
+static void write_float(FILE *out, double value) {
+    char text[40];
+    if (value != value) {
+        fputs("NaN", out);
+        return;
+    }
+    if (value > 1.7976931348623157e308 || value < -1.7976931348623157e308) {
+        fputs(value > 0 ? "Infinity" : "-Infinity", out);
+        return;
+    }
+    for (int digits = 15; digits <= 17; digits++) { /* the fewest digits that read back exactly */
+        snprintf(text, sizeof text, "%.*g", digits, value);
+        if (strtod(text, NULL) == value) break;
+    }
+    fputs(text, out);
+    if (!strpbrk(text, ".e")) fputs(".0", out);
+}
+
 static void write_json(FILE *out, const flujo_event *event, const msgpack_object *o) {
     flujo_array array;
     switch (o->type) {
@@ -26,7 +46,7 @@ static void write_json(FILE *out, const flujo_event *event, const msgpack_object
     case MSGPACK_OBJECT_POSITIVE_INTEGER: fprintf(out, "%" PRIu64, o->via.u64); break;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: fprintf(out, "%" PRId64, o->via.i64); break;
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: fprintf(out, "%.17g", o->via.f64); break;
+    case MSGPACK_OBJECT_FLOAT64: write_float(out, o->via.f64); break;
     case MSGPACK_OBJECT_STR: write_string(out, o->via.str.ptr, o->via.str.size); break;
     case MSGPACK_OBJECT_BIN: fprintf(out, "{\"bytes\": %" PRIu32 "}", o->via.bin.size); break;
     case MSGPACK_OBJECT_ARRAY:
