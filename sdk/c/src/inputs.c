@@ -197,6 +197,7 @@ static bool quiet_and_empty(flujo_node *node, input_port *port) {
 
 /* Waits for input on `sockets` (and commands). JOIN_STOP_READING when told to stop. */
 static int wait_readable(flujo_node *node, void **sockets, int count) {
+    for (int e = 0; e < node->nedges; e++) edge_flush(node, &node->edges[e]); /* what waits must go first */
     if (node->stop_requested || node->nobody_reads) return JOIN_STOP_READING;
     node_wait(node, sockets, count, ZMQ_POLLIN);
     return JOIN_ITEM;

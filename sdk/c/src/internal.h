@@ -14,6 +14,9 @@
 #define CONTROL_INTERVAL 0.002    /* a busy node looks at its commands this often */
 #define HOLD_BACK_BYTES (256u << 20) /* a paused zip reader's items kept in memory at most */
 #define END_SEQ INT64_MAX         /* the sequence number end of stream counts as: past any limit */
+#define BATCH_ITEMS 16            /* a batch of small items for a busy reader: at most this many, */
+#define BATCH_BYTES (16 * 1024)   /* this many bytes, */
+#define BATCH_WAIT 0.005          /* or this many seconds */
 
 enum { KIND_DATA = 0, KIND_SKIP = 1, KIND_EOS = 2, KIND_BATCH = 3, KIND_PAUSE = 4 };
 enum { POLICY_BLOCK = 0, POLICY_DROP_NEWEST = 1, POLICY_DROP_OLDEST = 2 };
@@ -66,6 +69,7 @@ typedef struct outgoing {
     int nframes;
     zmq_msg_t *frames;
     size_t bytes;
+    int items;               /* what it counts for in the "sent" stats: DATA and SKIP 1, BATCH n */
     struct outgoing *next;
 } outgoing;
 
@@ -85,6 +89,10 @@ typedef struct output_edge {
     outgoing *held_back, *held_back_tail; /* kept for a held zip reader's successor */
     size_t held_back_bytes;
     bool sending;            /* inside a send to this edge: a wait must not slip a PAUSE in */
+    msgpack_sbuffer batch;   /* bodies of small items waiting while the single reader is busy */
+    int batched;             /* how many; numbered batch_seq, batch_seq + 1, ... */
+    int64_t batch_seq;
+    double batch_since;
     int64_t answered;        /* sequence number of the last result sent here */
     uint64_t sent, dropped;
 } output_edge;
@@ -170,5 +178,7 @@ void edge_pause_held(flujo_node *node, output_edge *edge);
 int edge_pause_all(flujo_node *node, output_edge *edge, int *readers);
 void edge_broadcast(flujo_node *node, output_edge *edge, const outgoing *out);
 bool edge_all_released(const output_edge *edge);
+void edge_flush(flujo_node *node, output_edge *edge);
+void edge_flush_stale(flujo_node *node, output_edge *edge, double now);
 
 #endif

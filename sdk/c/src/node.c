@@ -317,7 +317,10 @@ static void after_item(flujo_node *node) {
     node->next_control = now + CONTROL_INTERVAL;
     if (control_pending(node)) apply_control(node);
     if (now >= node->next_report) report_stats(node, "stats");
-    for (int e = 0; e < node->nedges; e++) edge_pause_held(node, &node->edges[e]);
+    for (int e = 0; e < node->nedges; e++) {
+        edge_flush_stale(node, &node->edges[e], now); /* a batch waits a few milliseconds at most */
+        edge_pause_held(node, &node->edges[e]);
+    }
 }
 
 /* -- configuration (section 2) ------------------------------------------------------------- */

@@ -33,6 +33,7 @@ int edge_open(flujo_node *node, output_edge *edge, const json_value *config) {
     edge->position = calloc((size_t)edge->n, sizeof *edge->position);
     edge->last_seq = -1;
     edge->answered = -1;
+    msgpack_sbuffer_init(&edge->batch);
     for (int i = 0; i < edge->n; i++) {
         const json_value *endpoint = endpoints->items[i];
         int linger = 0, reconnect = 10; /* ms: a restarted replica is found again quickly */
@@ -61,6 +62,7 @@ void edge_close(output_edge *edge, int linger_ms) {
         edge->held_back = out->next;
         outgoing_free(out);
     }
+    msgpack_sbuffer_destroy(&edge->batch);
     free(edge->sockets);
     free(edge->released);
     free(edge->paused);
@@ -87,6 +89,58 @@ static bool send_to(flujo_node *node, output_edge *edge, int index, outgoing *ou
     return false;
 }
 
+/* -- batches of small items ------------------------------------------------------------------- */
+
+/* The waiting batch as one BATCH message: a msgpack array of the bodies. */
+static outgoing *take_batch(flujo_node *node, output_edge *edge, int *items) {
+    unsigned char prefix[3];
+    size_t length = 1;
+    *items = edge->batched;
+    if (edge->batched < 16) {
+        prefix[0] = (unsigned char)(0x90 | edge->batched);
+    } else {
+        prefix[0] = 0xdc, prefix[1] = (unsigned char)(edge->batched >> 8), prefix[2] = (unsigned char)edge->batched;
+        length = 3;
+    }
+    outgoing *out = outgoing_marker(node, KIND_BATCH, edge->batch_seq);
+    out->items = edge->batched;
+    out->frames = realloc(out->frames, 2 * sizeof *out->frames);
+    out->nframes = 2;
+    zmq_msg_init_size(&out->frames[1], length + edge->batch.size);
+    memcpy(zmq_msg_data(&out->frames[1]), prefix, length);
+    memcpy((char *)zmq_msg_data(&out->frames[1]) + length, edge->batch.data, edge->batch.size);
+    edge->batch.size = 0;
+    edge->batched = 0;
+    return out;
+}
+
+/* Sends the waiting batch to the single reader, held or not (its items are within any limit). */
+static void send_batch_now(flujo_node *node, output_edge *edge) {
+    if (!edge->batched) return;
+    int items;
+    outgoing *out = take_batch(node, edge, &items);
+    send_to(node, edge, 0, out, items);
+    outgoing_free(out);
+}
+
+static bool send_single(flujo_node *node, output_edge *edge, const outgoing *out, int64_t seq, int items);
+
+void edge_flush(flujo_node *node, output_edge *edge) {
+    if (!edge->batched) return;
+    bool outer = edge->sending;
+    int items;
+    int64_t last = edge->batch_seq + edge->batched - 1;
+    outgoing *out = take_batch(node, edge, &items);
+    edge->sending = true;
+    send_single(node, edge, out, last, items);
+    edge->sending = outer;
+    outgoing_free(out);
+}
+
+void edge_flush_stale(flujo_node *node, output_edge *edge, double now) {
+    if (edge->batched && now - edge->batch_since >= BATCH_WAIT) edge_flush(node, edge);
+}
+
 /* -- graceful restarts ------------------------------------------------------------------------ */
 
 /* A zip replica's pause limit; until the launcher announces it, this sender's own position,
@@ -104,6 +158,7 @@ static int64_t limit_of(flujo_node *node, output_edge *edge, int index, const ho
 static void pause_replica(flujo_node *node, output_edge *edge, int index, int64_t generation) {
     if (edge->paused[index] == generation) return;
     edge->paused[index] = generation;
+    if (edge->aligned) send_batch_now(node, edge);
     outgoing *marker = outgoing_marker(node, KIND_PAUSE, 0);
     send_to(node, edge, index, marker, 0);
     outgoing_free(marker);
@@ -135,11 +190,12 @@ static bool must_wait(flujo_node *node, output_edge *edge, int index, int64_t se
 
 /* Keeps a message for a held zip replica's successor instead of blocking, while its draining
  * process may still need other senders to catch up (blocking would stop a shared upstream). */
-static bool hold_back(flujo_node *node, output_edge *edge, const outgoing *out) {
+static bool hold_back(flujo_node *node, output_edge *edge, const outgoing *out, int items) {
     hold *h = holds_find(node, edge->target, 0);
     if (!edge->aligned || !h || !h->has_limit || h->drained || edge->held_back_bytes >= HOLD_BACK_BYTES)
         return false;
     outgoing *copy = outgoing_copy(out);
+    copy->items = items;
     if (edge->held_back_tail) edge->held_back_tail->next = copy;
     else edge->held_back = copy;
     edge->held_back_tail = copy;
@@ -153,7 +209,7 @@ static void send_held_back(flujo_node *node, output_edge *edge) {
         edge->held_back = out->next;
         if (!edge->held_back) edge->held_back_tail = NULL;
         edge->held_back_bytes -= out->bytes;
-        send_to(node, edge, 0, out, 1);
+        send_to(node, edge, 0, out, out->items);
         outgoing_free(out);
     }
 }
@@ -183,6 +239,7 @@ int edge_pause_all(flujo_node *node, output_edge *edge, int *readers) {
     int count = 0;
     edge->sending = true;
     send_held_back(node, edge);
+    send_batch_now(node, edge);
     outgoing *marker = outgoing_marker(node, KIND_PAUSE, 0);
     for (int i = 0; i < edge->n; i++)
         if (send_to(node, edge, i, marker, 0)) readers[count++] = i;
@@ -194,15 +251,42 @@ int edge_pause_all(flujo_node *node, output_edge *edge, int *readers) {
 /* -- dealing ---------------------------------------------------------------------------------- */
 
 /* One reader: wait while it is held (its successor gets the item), then send. */
-static bool send_single(flujo_node *node, output_edge *edge, const outgoing *out, int64_t seq) {
+static bool send_single(flujo_node *node, output_edge *edge, const outgoing *out, int64_t seq, int items) {
     if (seq > edge->last_seq) edge->last_seq = seq;
     while (node->nholds && must_wait(node, edge, 0, seq)) {
         if (edge->released[0]) return false;
-        if (hold_back(node, edge, out)) return true;
+        if (hold_back(node, edge, out, items)) return true;
         node_wait(node, NULL, 0, 0); /* only commands: the limit, or the resume */
     }
     if (edge->held_back) send_held_back(node, edge);
-    return send_to(node, edge, 0, (outgoing *)out, 1);
+    return send_to(node, edge, 0, (outgoing *)out, items);
+}
+
+/* One reader, with batches: a small item the reader has no room for waits in a batch. */
+static bool deal_single(flujo_node *node, output_edge *edge, const outgoing *out, int64_t seq) {
+    bool small = out->nframes == 2 && out->items == 1 && !node->nholds; /* DATA without arrays */
+    if (edge->batched) {
+        if (small && seq == edge->batch_seq + edge->batched) {
+            msgpack_sbuffer_write(&edge->batch, zmq_msg_data(&out->frames[1]), zmq_msg_size(&out->frames[1]));
+            edge->batched++;
+            edge->last_seq = seq;
+            if (edge->batched >= BATCH_ITEMS || edge->batch.size >= BATCH_BYTES) edge_flush(node, edge);
+            return true;
+        }
+        edge_flush(node, edge); /* keep the order: what waits goes first */
+    } else if (small && !edge->held_back && !edge->released[0]) {
+        edge->last_seq = seq;
+        if (outgoing_send(edge->sockets[0], (outgoing *)out, ZMQ_DONTWAIT) == 0) {
+            edge->sent++;
+        } else { /* the reader is busy: start a batch */
+            msgpack_sbuffer_write(&edge->batch, zmq_msg_data(&out->frames[1]), zmq_msg_size(&out->frames[1]));
+            edge->batched = 1;
+            edge->batch_seq = seq;
+            edge->batch_since = flujo_clock();
+        }
+        return true;
+    }
+    return send_single(node, edge, out, seq, 1);
 }
 
 /* Several replicas: the first live one, in round-robin order, whose queue has room. */
@@ -255,7 +339,7 @@ bool edge_deal(flujo_node *node, output_edge *edge, const outgoing *out, int64_t
     edge->sending = true;
     if (node->nholds) send_pauses(node, edge); /* a graceful restart somewhere (rare) */
     if (edge->policy != POLICY_BLOCK) sent = offer(node, edge, out, seq);
-    else if (edge->n == 1) sent = send_single(node, edge, out, seq);
+    else if (edge->n == 1) sent = deal_single(node, edge, out, seq);
     else sent = send_replicas(node, edge, out, seq);
     edge->sending = false;
     return sent;
@@ -263,6 +347,7 @@ bool edge_deal(flujo_node *node, output_edge *edge, const outgoing *out, int64_t
 
 /* End of stream to every live replica; a held one gets it from its successor. */
 void edge_broadcast(flujo_node *node, output_edge *edge, const outgoing *out) {
+    edge_flush(node, edge);
     edge->sending = true;
     for (int i = 0; i < edge->n; i++) {
         while (node->nholds && must_wait(node, edge, i, END_SEQ) && !edge->released[i]) node_wait(node, NULL, 0, 0);

@@ -342,12 +342,14 @@ outgoing *outgoing_marker(flujo_node *node, int kind, int64_t seq) {
     outgoing *out = outgoing_new(1);
     set_frame(&out->frames[0], header.data, header.size);
     msgpack_sbuffer_destroy(&header);
+    out->items = kind == KIND_SKIP;
     return out;
 }
 
 outgoing *outgoing_copy(const outgoing *source) {
     outgoing *out = outgoing_new(source->nframes);
     out->bytes = source->bytes;
+    out->items = source->items;
     for (int i = 0; i < source->nframes; i++) {
         zmq_msg_init(&out->frames[i]);
         zmq_msg_copy(&out->frames[i], (zmq_msg_t *)&source->frames[i]); /* shares the data, no copy */
@@ -385,6 +387,7 @@ static void free_buffer(void *data, void *hint) {
 
 outgoing *item_to_outgoing(flujo_node *node, flujo_item *item, int64_t seq) {
     outgoing *out = outgoing_new(2 + item->narrays);
+    out->items = 1;
     msgpack_sbuffer header;
     msgpack_sbuffer_init(&header);
     pack_header(&header, KIND_DATA, seq, node->name, node->replica);
