@@ -318,3 +318,52 @@ def test_a_c_node_refuses_forged_messages_and_keeps_the_good_ones(tmp_path: Path
         process.kill()
         process.wait()
         context.destroy(linger=0)
+
+
+def test_a_c_producer_feeds_a_c_merge(flow: FlowRunner, c_nodes: Path) -> None:
+    # A C producer and a Python one into a C sink merging both ports: every item of each, in order.
+    out, n, m = flow.path("out.jsonl"), 1000, 400
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        command = ["{c_nodes}/count"]
+        args = {{ n = {n} }}
+        [nodes.tagged]
+        run = "{{nodes}}:Tagged"
+        args = {{ tag = "b", n = {m} }}
+        [nodes.sink]
+        command = ["{c_nodes}/sink"]
+        inputs = ["numbers", "tagged"]
+        join = "merge"
+        args = {{ path = "{out}" }}
+    """)
+    result = flow.run(manifest)
+    assert result.returncode == 0, result.stderr
+    values = read_lines(out)
+    assert [v for v in values if isinstance(v, int)] == list(range(n))
+    assert [v for v in values if isinstance(v, dict)] == [{"source": "b", "i": i} for i in range(m)]
+    assert len(values) == n + m
+
+
+def test_restarting_a_c_producer_continues_its_numbering(flow: FlowRunner, c_nodes: Path) -> None:
+    # The drained process hands over after its last item; its successor (numbering its items on
+    # from the drained one's next_seq) counts from 0 again: nothing lost, nothing twice.
+    out, n = flow.path("out.jsonl"), 1500
+    launcher = flow.start(flow.manifest(f"""
+        [nodes.numbers]
+        command = ["{c_nodes}/count"]
+        args = {{ n = {n}, pause = 0.001 }}
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["numbers"]
+        args = {{ path = "{out}" }}
+    """, flow="queue = 4"))
+    poll_for(lambda: line_count(out) >= 300, timeout=30)
+    assert flow.command("restart", "numbers", "--flow", flow.name).returncode == 0
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    assert 'restarting node "numbers": draining it first' in stderr
+    assert "did not drain" not in stderr and "before it had drained" not in stderr, stderr
+    values = read_lines(out)
+    assert values[-n:] == list(range(n))
+    first_run = values[:-n]
+    assert len(first_run) >= 300 and first_run == list(range(len(first_run)))
