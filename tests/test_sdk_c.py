@@ -367,3 +367,28 @@ def test_restarting_a_c_producer_continues_its_numbering(flow: FlowRunner, c_nod
     assert values[-n:] == list(range(n))
     first_run = values[:-n]
     assert len(first_run) >= 300 and first_run == list(range(len(first_run)))
+
+
+def test_a_realtime_c_reader_and_its_c_sender_drop_rather_than_wait(flow: FlowRunner, c_nodes: Path) -> None:
+    # The sink reads "drop-oldest": the C sender in front of it never blocks (an item finding
+    # the queue full is dropped, counted) and the sink drops its oldest waiting items. What
+    # arrives is in order and never twice, and the flow ends cleanly.
+    out, n = flow.path("out.jsonl"), 3000
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = {{ n = {n} }}
+        [nodes.work]
+        command = ["{c_nodes}/identity"]
+        inputs = ["numbers"]
+        [nodes.sink]
+        command = ["{c_nodes}/sink"]
+        inputs = ["work"]
+        policy = "drop-oldest"
+        queue = 2
+        args = {{ path = "{out}" }}
+    """)
+    result = flow.run(manifest)
+    assert result.returncode == 0, result.stderr
+    values = read_lines(out)
+    assert values == sorted(set(values)) and set(values) <= set(range(n)) and len(values) >= 10
