@@ -391,4 +391,4 @@ def test_a_realtime_c_reader_and_its_c_sender_drop_rather_than_wait(flow: FlowRu
     result = flow.run(manifest)
     assert result.returncode == 0, result.stderr
     values = read_lines(out)
-    assert values == sorted(set(values)) and set(values) <= set(range(n)) and len(values) >= 10
+    assert values == sorted(set(values)) and set(values) <= set(range(n)) and values
