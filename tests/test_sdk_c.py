@@ -392,3 +392,47 @@ def test_a_realtime_c_reader_and_its_c_sender_drop_rather_than_wait(flow: FlowRu
     assert result.returncode == 0, result.stderr
     values = read_lines(out)
     assert values == sorted(set(values)) and set(values) <= set(range(n)) and values
+
+
+def test_restarting_the_reader_of_a_c_sender_loses_nothing(flow: FlowRunner, c_nodes: Path) -> None:
+    # The C node is the sender here: it pauses the held Python sink, waits, and resumes.
+    out, n = flow.path("out.jsonl"), 2000
+    values, _, _ = restart_mid_stream(flow, f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Gated"
+        args = {{ n = {n}, gate = "{{gate}}" }}
+        [nodes.work]
+        command = ["{c_nodes}/identity"]
+        inputs = ["numbers"]
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["work"]
+        args = {{ path = "{out}", delay = 0.0005 }}
+    """, "sink", out)
+    assert values == list(range(n))
+
+
+def test_restarting_a_zip_fed_by_a_c_sender_keeps_every_pair(flow: FlowRunner, c_nodes: Path) -> None:
+    # The C node is one of the zip's senders: it reports its position, keeps back what is past
+    # the agreed limit, pauses there, and sends what it kept back to the successor first.
+    out, n = flow.path("out.jsonl"), 2000
+    values, _, _ = restart_mid_stream(flow, f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Gated"
+        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
+        [nodes.lagging]
+        run = "{{nodes}}:jitter"
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.same]
+        command = ["{c_nodes}/identity"]
+        inputs = ["numbers"]
+        [nodes.pair]
+        run = "{{nodes}}:add"
+        inputs = {{ a = "lagging", b = "same" }}
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["pair"]
+        args = {{ path = "{out}" }}
+    """, "pair", out)
+    assert values == [2 * i for i in range(n)]
