@@ -307,7 +307,9 @@ export class Join {
         if (await port.receiveNow()) continue;
         await rt.flush();  // about to wait: what this node holds back must go now
       }
-      if (port.socket.readable && port._pending === null) {
+      // (Never ask a socket whether it is readable while a receive is in flight: asking
+      // consumes the edge-triggered signal that receive waits for, and it would never return.)
+      if (port._pending === null && port.socket.readable) {
         await port.pull();
       } else {
         await rt.wait([port.pull()]);  // only this port: the others feel backpressure

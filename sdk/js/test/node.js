@@ -1,0 +1,44 @@
+// A JavaScript node for the tests (tests/test_sdk_js.py); args.role says what it does:
+//   square     numbers -> their squares (SKIP for anything else)
+//   fail_at    passes numbers on, throws at args.at
+//   arrays     {i, data: array} -> {i, sum, nbytes, dtype, shape, data: the same array sent back}
+//   add        zips ports a and b: a + b
+//   count      a producer of 0..args.n-1, args.pause ms apart, then waits for the file args.gate
+//   collect    appends items as JSON lines to args.path (arrays summarised as [first, nbytes])
+import { appendFileSync, existsSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { connect, NDArray } from "../index.js";
+
+const node = await connect();
+const { role } = node.args;
+const summary = (item) => (item && item.data instanceof NDArray)
+  ? { ...item, data: [Number(item.data.data[0]), item.data.data.byteLength] } : item;
+let produced = 0;
+
+for await (const event of node) {
+  if (event.type === "stop") continue;
+  if (role === "square") {
+    if (typeof event.item === "number") await node.send("out", event.item * event.item);
+  } else if (role === "fail_at") {
+    if (event.item === node.args.at) throw new Error(`cannot handle ${event.item}`);
+    await node.send("out", event.item);
+  } else if (role === "arrays") {
+    const { i, data } = event.item;
+    let sum = 0;
+    for (const value of data.data) sum += Number(value);
+    await node.send("out", { i, sum, nbytes: data.data.byteLength, dtype: data.dtype, shape: data.shape, data });
+  } else if (role === "add") {
+    await node.send("out", event.items.a + event.items.b);
+  } else if (role === "count") {
+    if (produced < node.args.n) {
+      if (node.args.pause) await sleep(node.args.pause);
+      await node.send("out", produced++);
+    } else if (node.args.gate && !existsSync(node.args.gate)) {
+      await sleep(5);  // nothing this time: the stream stays open until the gate exists
+    } else {
+      break;
+    }
+  } else if (role === "collect") {
+    appendFileSync(node.args.path, JSON.stringify(summary(event.item)) + "\n");
+  }
+}

@@ -1,0 +1,311 @@
+"""The JavaScript node library (sdk/js) in real flows: order, replicas, arrays, zips, stops, errors,
+graceful restarts. CI installs Node.js and the library's npm packages (.ci/run): when they are
+missing these tests fail, they do not skip."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import FlowRunner, poll_for
+from flow_nodes import line_count, read_lines
+from restarting import restart_mid_stream
+
+pytestmark = pytest.mark.timeout(120)
+
+SDK = Path(__file__).parent.parent / "sdk" / "js"
+TEST_NODE = SDK / "test" / "node.js"
+PROCESSOR = SDK / "examples" / "processor.js"
+CONSUMER = SDK / "examples" / "consumer.js"
+
+
+def js(script: Path, **args: object) -> str:
+    """Manifest lines running a JavaScript node with these args."""
+    pairs = ", ".join(f"{name} = {_toml(value)}" for name, value in args.items())
+    return f'command = ["node", "{script}"]\nargs = {{ {pairs} }}'
+
+
+def _toml(value: object) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def test_node_and_the_npm_packages_are_installed() -> None:
+    assert shutil.which("node"), "Node.js is missing: .ci/run installs it"
+    done = subprocess.run(["node", "-e", 'import("zeromq").then(z => import("@msgpack/msgpack")).then(() => 0)'],
+                          cwd=SDK, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, f"run `npm ci` in sdk/js: {done.stderr}"
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_examples_square_and_collect_every_item_in_order(flow: FlowRunner, replicas: int) -> None:
+    out, n = flow.path("out.jsonl"), 3000
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = {{ n = {n} }}
+        [nodes.square]
+        command = ["node", "{PROCESSOR}"]
+        inputs = ["numbers"]
+        replicas = {replicas}
+        [nodes.sink]
+        command = ["node", "{CONSUMER}"]
+        inputs = ["square"]
+        args = {{ path = "{out}" }}
+    """, flow="queue = 4")
+    result = flow.run(manifest, timeout=60)
+    assert result.returncode == 0, result.stderr
+    # The sink reads from several replicas of the processor: it restores the order.
+    assert read_lines(out) == [i * i for i in range(n)]
+
+
+def test_a_js_processor_behind_a_replicated_node_restores_the_order(flow: FlowRunner) -> None:
+    out, n = flow.path("out.jsonl"), 2000
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = {{ n = {n} }}
+        [nodes.spread]
+        run = "{{nodes}}:jitter"
+        inputs = ["numbers"]
+        replicas = 3
+        [nodes.square]
+        {js(TEST_NODE, role="square")}
+        inputs = ["spread"]
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["square"]
+        args = {{ path = "{out}" }}
+    """, flow="queue = 4")
+    result = flow.run(manifest, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert read_lines(out) == [i * i for i in range(n)]
+
+
+def test_filtered_items_travel_as_skips_and_a_zip_pairs_them(flow: FlowRunner) -> None:
+    # keep_even sends SKIP for odd numbers; the JS zip gets one call per number present on both ports.
+    out, n = flow.path("out.jsonl"), 1000
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = {{ n = {n} }}
+        [nodes.even]
+        run = "{{nodes}}:keep_even"
+        inputs = ["numbers"]
+        [nodes.same]
+        run = "{{nodes}}:jitter"
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.add]
+        {js(TEST_NODE, role="add")}
+        inputs = {{ a = "even", b = "same" }}
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["add"]
+        args = {{ path = "{out}" }}
+    """)
+    result = flow.run(manifest, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert read_lines(out) == [2 * i for i in range(0, n, 2)]
+
+
+def test_arrays_arrive_as_typed_views_and_go_back_unchanged(flow: FlowRunner, tmp_path: Path) -> None:
+    out, n = flow.path("out.jsonl"), 6
+    manifest = flow.manifest(f"""
+        [nodes.arrays]
+        run = "{{nodes}}:BigArrays"
+        args = {{ report = "{tmp_path / 'report.json'}", n = {n}, mb = 1 }}
+        [nodes.stats]
+        {js(TEST_NODE, role="arrays")}
+        inputs = ["arrays"]
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["stats"]
+        args = {{ path = "{out}" }}
+    """)
+    result = flow.run(manifest, timeout=60)
+    assert result.returncode == 0, result.stderr
+    size = 1024 * 1024
+    # Collect summarises the array sent back as [first byte, size]: the bytes came through whole.
+    assert read_lines(out) == [{"i": i, "sum": (i % 256) * size, "nbytes": size, "dtype": "|u1",
+                                "shape": [size], "data": [i % 256, size]} for i in range(n)]
+
+
+def test_a_js_producer_feeds_a_js_consumer(flow: FlowRunner) -> None:
+    out, n = flow.path("out.jsonl"), 500
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        {js(TEST_NODE, role="count", n=n)}
+        [nodes.square]
+        run = "{{nodes}}:square"
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.sink]
+        {js(TEST_NODE, role="collect", path=out)}
+        inputs = ["square"]
+    """)
+    result = flow.run(manifest, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert read_lines(out) == [i * i for i in range(n)]
+
+
+def test_stop_mid_stream_ends_cleanly_with_nothing_lost_before_it(flow: FlowRunner) -> None:
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Paced"
+        args = {{ n = 100000, pause = 0.001 }}
+        [nodes.square]
+        command = ["node", "{PROCESSOR}"]
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.sink]
+        command = ["node", "{CONSUMER}"]
+        inputs = ["square"]
+        args = {{ path = "{out}" }}
+    """)
+    launcher = flow.start(manifest)
+    poll_for(lambda: line_count(out) >= 100, timeout=30)
+    assert flow.command("stop", "--flow", flow.name).returncode == 0
+    _, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 0, stderr
+    values = read_lines(out)
+    assert 100 <= len(values) < 100000
+    assert values == [i * i for i in range(len(values))]  # everything produced before the stop, in order
+
+
+def test_stopping_only_the_js_processor_drains_the_flow(flow: FlowRunner) -> None:
+    # `stop square`: the JS node stops reading, ends its stream; its producer sees it released.
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Paced"
+        args = {{ n = 100000, pause = 0.001 }}
+        [nodes.square]
+        {js(TEST_NODE, role="square")}
+        inputs = ["numbers"]
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["square"]
+        args = {{ path = "{out}" }}
+    """)
+    launcher = flow.start(manifest)
+    poll_for(lambda: line_count(out) >= 50, timeout=30)
+    assert flow.command("stop", "square", "--flow", flow.name).returncode == 0
+    _, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 0, stderr
+    values = read_lines(out)
+    assert values == [i * i for i in range(len(values))] and len(values) >= 50
+
+
+def test_an_error_in_js_code_fails_the_node_and_delivers_what_it_sent(flow: FlowRunner) -> None:
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = {{ n = 1000 }}
+        [nodes.check]
+        {js(TEST_NODE, role="fail_at", at=40)}
+        inputs = ["numbers"]
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["check"]
+        args = {{ path = "{out}" }}
+    """)
+    result = flow.run(manifest, timeout=60)
+    assert result.returncode != 0
+    assert "Error: cannot handle 40" in result.stderr
+    assert read_lines(out) == list(range(40))  # everything before the failing item, nothing after
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_restarting_a_js_processor_mid_stream_loses_nothing(flow: FlowRunner, replicas: int) -> None:
+    out, n = flow.path("out.jsonl"), 3000
+    values, _, _ = restart_mid_stream(flow, f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Gated"
+        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
+        [nodes.work]
+        command = ["node", "{PROCESSOR}"]
+        inputs = ["numbers"]
+        replicas = {replicas}
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["work"]
+        args = {{ path = "{out}" }}
+    """, "work", out)
+    assert values == [i * i for i in range(n)]  # every item, once, in order
+
+
+def test_restarting_a_js_consumer_mid_stream_loses_nothing(flow: FlowRunner) -> None:
+    out, n = flow.path("out.jsonl"), 2000
+    values, _, _ = restart_mid_stream(flow, f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Gated"
+        args = {{ n = {n}, pause = 0.0002, gate = "{{gate}}" }}
+        [nodes.sink]
+        command = ["node", "{CONSUMER}"]
+        inputs = ["numbers"]
+        args = {{ path = "{out}" }}
+    """, "sink", out)
+    assert values == list(range(n))
+
+
+def test_restarting_a_js_node_behind_a_replicated_node_keeps_the_order(flow: FlowRunner) -> None:
+    out, n = flow.path("out.jsonl"), 2000
+    values, _, _ = restart_mid_stream(flow, f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Gated"
+        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
+        [nodes.spread]
+        run = "{{nodes}}:jitter"
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.work]
+        command = ["node", "{PROCESSOR}"]
+        inputs = ["spread"]
+        replicas = 2
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["work"]
+        args = {{ path = "{out}" }}
+    """, "work", out, after=200)
+    assert values == [i * i for i in range(n)]
+
+
+def test_restarting_a_js_zip_keeps_every_pair(flow: FlowRunner) -> None:
+    out, n = flow.path("out.jsonl"), 2000
+    values, _, _ = restart_mid_stream(flow, f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Gated"
+        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
+        [nodes.lag]
+        run = "{{nodes}}:jitter"
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.add]
+        {js(TEST_NODE, role="add")}
+        inputs = {{ a = "numbers", b = "lag" }}
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["add"]
+        args = {{ path = "{out}" }}
+    """, "add", out, after=200)
+    assert values == [2 * i for i in range(n)]
+
+
+def test_restarting_a_js_producer_continues_its_stream(flow: FlowRunner) -> None:
+    out, n = flow.path("out.jsonl"), 1500
+    values, _, _ = restart_mid_stream(flow, f"""
+        [nodes.numbers]
+        {js(TEST_NODE, role="count", n=n, pause=1, gate="{gate}")}
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["numbers"]
+        args = {{ path = "{out}" }}
+    """, "numbers", out)
+    # The new process produces its stream again from the start; what the first one produced arrived whole.
+    assert values[-n:] == list(range(n))
+    first_run = values[:-n]
+    assert len(first_run) >= 300 and first_run == list(range(len(first_run)))
