@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -436,3 +438,36 @@ def test_restarting_a_zip_fed_by_a_c_sender_keeps_every_pair(flow: FlowRunner, c
         args = {{ path = "{out}" }}
     """, "pair", out)
     assert values == [2 * i for i in range(n)]
+
+
+@pytest.mark.parametrize("victim", ["work.1", "sink"])
+def test_a_killed_c_node_restarts_by_policy_and_the_flow_ends(flow: FlowRunner, c_nodes: Path, victim: str) -> None:
+    # At most once across a crash: the items queued in the killed process may be lost, but
+    # nothing comes twice or out of order, and the stream reaches its end.
+    out, n = flow.path("out.jsonl"), 1500
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Paced"
+        args = {{ n = {n}, pause = 0.001 }}
+        [nodes.work]
+        command = ["{c_nodes}/identity"]
+        inputs = ["numbers"]
+        replicas = 2
+        restart = "on-failure"
+        [nodes.sink]
+        command = ["{c_nodes}/sink"]
+        inputs = ["work"]
+        restart = "on-failure"
+        args = {{ path = "{out}" }}
+    """, flow="queue = 4")
+    launcher = flow.start(manifest)
+    poll_for(lambda: line_count(out) >= 300, timeout=30)
+    pid = flow.replicas()[victim]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    poll_for(lambda: flow.replicas().get(victim, {}).get("restarts") == 1, timeout=20)
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    assert f'node "{victim}" exited with status -9; restarting' in stderr
+    values = read_lines(out)
+    assert values == sorted(set(values)) and values[-1] == n - 1
+    print(f"SIGKILL of C {victim}: {n - len(values)} items lost")
