@@ -471,3 +471,25 @@ def test_a_killed_c_node_restarts_by_policy_and_the_flow_ends(flow: FlowRunner, 
     values = read_lines(out)
     assert values == sorted(set(values)) and values[-1] == n - 1
     print(f"SIGKILL of C {victim}: {n - len(values)} items lost")
+
+
+def test_c_gray_statistics_only(flow: FlowRunner, c_nodes: Path) -> None:
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest(f"""
+        [nodes.video]
+        run = "flujo.nodes.video:VideoReader"
+        args = {{ source = "{CLIP}", max_frames = 5 }}
+        [nodes.gray]
+        command = ["{c_nodes}/gray"]
+        inputs = ["video"]
+        args = {{ frame = false }}
+        [nodes.sink]
+        command = ["{c_nodes}/sink"]
+        inputs = ["gray"]
+        args = {{ path = "{out}" }}
+    """)
+    result = flow.run(manifest)
+    assert result.returncode == 0, result.stderr
+    items = read_lines(out)
+    assert [item["index"] for item in items] == list(range(5))
+    assert all("frame" not in item and 0 < item["gray_mean"] < 255 for item in items)

@@ -62,6 +62,7 @@ typedef struct flujo_event {
     int count;                     /* values: 1, or one per input port for a zip */
     const char *const *ports;      /* the port of each value */
     const msgpack_object *values;  /* the items, valid until the next flujo_next() */
+    flujo_node *owner;             /* private: the node the event belongs to */
 } flujo_event;
 
 /* A received or outgoing numpy-style array: C order, `dtype` is numpy's type string. */
@@ -99,7 +100,7 @@ void flujo_fail(flujo_node *node, const char *format, ...) __attribute__((format
 
 const char *flujo_node_name(const flujo_node *node);
 int flujo_replica(const flujo_node *node);
-/* The manifest's `args` table: a string / number argument, or the fallback when absent. */
+/* The manifest's `args` table: a string / number (or boolean: 1, 0) argument, or the fallback. */
 const char *flujo_arg_string(const flujo_node *node, const char *name, const char *fallback);
 double flujo_arg_number(const flujo_node *node, const char *name, double fallback);
 

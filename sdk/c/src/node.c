@@ -385,6 +385,7 @@ flujo_node *flujo_init(void) {
     for (int i = 0; i < values; i++) node->value_ports[i] = node->nports ? node->ports[i].name : NULL;
     node->event.values = node->values;
     node->event.ports = node->value_ports;
+    node->event.owner = node;
     node->next_report = flujo_clock() + STATS_INTERVAL;
     node->stopped = false;
     return node;
@@ -399,7 +400,9 @@ const char *flujo_arg_string(const flujo_node *node, const char *name, const cha
 }
 
 double flujo_arg_number(const flujo_node *node, const char *name, double fallback) {
-    return json_number(json_get(node->config, "args"), name, fallback);
+    const json_value *value = json_get(json_get(node->config, "args"), name);
+    if (value && value->type == JSON_BOOL) return value->boolean ? 1 : 0;
+    return value && value->type == JSON_NUMBER ? value->number : fallback;
 }
 
 /* -- events ------------------------------------------------------------------------------------ */
@@ -443,7 +446,8 @@ static void finish_event(flujo_node *node) {
 }
 
 static const flujo_event *stop_event(flujo_node *node, flujo_stop_cause cause) {
-    node->event = (flujo_event){.type = FLUJO_STOP, .cause = cause, .values = node->values, .ports = node->value_ports};
+    node->event = (flujo_event){.type = FLUJO_STOP, .cause = cause, .values = node->values, .ports = node->value_ports,
+                                .owner = node};
     node->stopped = true;
     node_report(node, "ending", NULL);
     return &node->event;

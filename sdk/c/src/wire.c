@@ -471,7 +471,7 @@ int flujo_item_pack_array(flujo_item *item, const void *data, size_t nbytes, con
 }
 
 static const array_ref *find_ref(const flujo_event *event, const msgpack_object *object) {
-    const flujo_node *node = (const flujo_node *)((const char *)event - offsetof(flujo_node, event));
+    const flujo_node *node = event->owner;
     for (int v = 0; v < event->count; v++) {
         const message *m = node->event_messages[v];
         if (object == &event->values[v]) object = &m->item; /* the event's copy of a top-level value */
