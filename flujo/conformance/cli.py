@@ -85,7 +85,7 @@ def run_scenario(scenario: Scenario, options: argparse.Namespace, out: IO[str],
     folder = Path(tempfile.mkdtemp(prefix="flujo-conform-"))
     extra = {"args": options.args, **({"run": options.run} if options.run else {})}
     bench = Bench(options.command, folder, options.kind, options.timeout, senders=scenario.senders,
-                  edges=scenario.edges, restart=scenario.restart, extra=extra)
+                  edges=scenario.edges, restart=scenario.restart, replica=scenario.replica, extra=extra)
     checks = Checks(scenario.level, printed)
     try:
         scenario.run(bench, checks, options.window)

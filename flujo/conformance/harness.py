@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import msgpack
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from flujo.protocol import (CONFIG_ENV, Codec, Control, Message, MessageKind, ProtocolError, control_frames,
                             identity_topic, send_message)
@@ -59,8 +60,10 @@ class Received:
 class Reader:
     """A downstream replica: a bound PULL socket and what arrived on it, in arrival order."""
 
-    def __init__(self, context: zmq.Context, edge: Edge, index: int, endpoint: str, hwm: int) -> None:
+    def __init__(self, context: zmq.Context, edge: Edge, index: int, endpoint: str, hwm: int,
+                 sender_replica: int = 0) -> None:
         self.edge, self.index, self.endpoint = edge, index, endpoint
+        self.sender_replica = sender_replica  # the replica number the node under test must send as
         self.socket = context.socket(zmq.PULL)
         self.socket.linger = 0
         self.socket.rcvhwm = hwm
@@ -70,14 +73,27 @@ class Reader:
         self.codec = Codec("bench", 0)
         self.paused = False  # take nothing more for now (a reader under backpressure)
 
-    def rebind(self, context: zmq.Context) -> None:
-        """A successor process of this reader: a new socket bound at the same endpoint."""
+    def rebind(self, context: zmq.Context, timeout: float) -> float | None:
+        """A successor process of this reader: a new socket bound at the same endpoint. Returns
+        the seconds until the node's PUSH connected to it again, None when it did not within
+        ``timeout``. (Messages sent before that could go into the pipe to the closed socket,
+        which a real successor, started only after its predecessor exited, never meets.)"""
         hwm = self.socket.rcvhwm
+        closed = time.monotonic()
         self.socket.close(linger=0)
         self.socket = context.socket(zmq.PULL)
         self.socket.linger = 0
         self.socket.rcvhwm = hwm
-        self.socket.bind(self.endpoint)
+        monitor = self.socket.get_monitor_socket(zmq.EVENT_ACCEPTED)
+        try:
+            self.socket.bind(self.endpoint)
+            if not monitor.poll(int(timeout * 1000)):
+                return None
+            recv_monitor_message(monitor)
+            return time.monotonic() - closed
+        finally:
+            self.socket.disable_monitor()
+            monitor.close(linger=0)
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -163,12 +179,13 @@ class Bench:
     """The launcher and the neighbours of one node under test, for one scenario."""
 
     def __init__(self, command: Sequence[str], folder: Path, kind: str, timeout: float, *, senders: int = 1,
-                 edges: Sequence[Edge] = (Edge(),), restart: str = "no", hwm: int = 16,
+                 edges: Sequence[Edge] = (Edge(),), restart: str = "no", hwm: int = 16, replica: int = 0,
                  extra: dict[str, Any] | None = None) -> None:
         self.command = list(command)
         self.folder = folder
         self.kind = kind
         self.timeout = timeout
+        self.replica = replica  # the node under test is this replica of `replica + 1`
         self.context = zmq.Context()
         self.control = self.context.socket(zmq.XPUB)
         self.control.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, also repeated ones
@@ -177,18 +194,20 @@ class Bench:
         self.status = self.context.socket(zmq.PULL)
         self.status.linger = 0
         self.status.bind(f"ipc://{folder}/status")
-        input_endpoint = f"ipc://{folder}/{NODE}.{INPUT_PORT}.r0"
+        input_endpoint = f"ipc://{folder}/{NODE}.{INPUT_PORT}.r{replica}"
         edges = edges if kind == "processor" else ()
         self.readers: list[Reader] = []
         outputs = []
         for edge in edges:
             endpoints = [f"ipc://{folder}/{edge.target}.{edge.target_port}.r{index}" for index in range(edge.replicas)]
-            self.readers += [Reader(self.context, edge, index, endpoint, hwm) for index, endpoint in enumerate(endpoints)]
+            self.readers += [Reader(self.context, edge, index, endpoint, hwm, replica)
+                             for index, endpoint in enumerate(endpoints)]
             outputs.append({"port": OUTPUT_PORT, "target": edge.target, "target_port": edge.target_port,
                             "hwm": hwm, "policy": "block", "aligned": edge.aligned, "endpoints": endpoints,
                             UNKNOWN_FIELD: 1})
         self.config: dict[str, Any] = {
-            "protocol": 1, "flow": FLOW, "node": NODE, "replica": 0, "replicas": 1, "kind": kind,
+            "protocol": 1, "flow": FLOW, "node": NODE, "replica": replica, "replicas": replica + 1,
+            "kind": kind,
             "control": f"ipc://{folder}/control", "status": f"ipc://{folder}/status",
             "inputs": [{"port": INPUT_PORT, "endpoint": input_endpoint, "hwm": hwm, "source": SOURCE,
                         "source_port": OUTPUT_PORT, "senders": senders, "policy": "block", UNKNOWN_FIELD: 1}],
@@ -257,7 +276,7 @@ class Bench:
 
     @property
     def identity(self) -> bytes:
-        return identity_topic(NODE, 0)
+        return identity_topic(NODE, self.replica)
 
     def subscribed(self) -> bool:
         return self.identity in self.subscriptions
@@ -317,11 +336,11 @@ class Bench:
                 self.reports.append(Report("<malformed>", f"{type(error).__name__}: {error}", self.generation))
                 continue
             self.reports.append(Report(str(kind), payload, self.generation))
-            if (node, replica) != (NODE, 0):
+            if (node, replica) != (NODE, self.replica):
                 self.reports.append(Report("<misaddressed>", [kind, node, replica], self.generation))
             if kind == "released" and isinstance(payload, list):
                 for port in payload:  # the launcher publishes every release
-                    self.publish(Control.RELEASED, NODE, 0, port)
+                    self.publish(Control.RELEASED, NODE, self.replica, port)
 
     def wait(self, condition: Callable[[], object], timeout: float | None = None) -> bool:
         """Pump events until ``condition()`` holds; False after ``timeout`` (default: the clause timeout)."""
