@@ -3,8 +3,10 @@ graceful restarts. CI installs Node.js and the library's npm packages (.ci/run):
 missing these tests fail, they do not skip."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,17 @@ def test_node_and_the_npm_packages_are_installed() -> None:
     done = subprocess.run(["node", "-e", 'import("zeromq").then(z => import("@msgpack/msgpack")).then(() => 0)'],
                           cwd=SDK, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, f"run `npm ci` in sdk/js: {done.stderr}"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind, role", [("processor", "identity"), ("consumer", "take")])
+def test_js_nodes_pass_the_conformance_kit_at_the_restartable_level(kind: str, role: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "flujo.conformance", "--level", "restartable", "--kind", kind,
+                           "--args", json.dumps({"role": role, "fail_on": "flujo-conformance:fail"}), "--",
+                           "node", str(TEST_NODE)], capture_output=True, text=True, timeout=280)
+    failed = [line for line in done.stdout.splitlines() if line.startswith("FAIL")]
+    assert done.returncode == 0 and not failed, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "Level reached: restartable" in done.stdout
 
 
 @pytest.mark.parametrize("replicas", [1, 3])

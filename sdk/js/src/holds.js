@@ -15,10 +15,15 @@ export class Holds {
     this.limit = new Map();
     /** @type {Set<Key>} the draining process has everything: senders may block again */
     this.drained = new Set();
+    /** @type {Map<Key, number>} the highest generation resumed, per replica */
+    this.resumed = new Map();
     this.reportPosition = reportPosition;
   }
 
   hold(k, generation) {
+    // The launcher replays its whole history to a new subscriber: a hold of a generation
+    // already resumed is over (generations only grow) and must not pause the successor.
+    if (generation <= (this.resumed.get(k) ?? -1)) return;
     if (this.generation.get(k) !== generation) {
       this.generation.set(k, generation);
       this.limit.delete(k);
@@ -35,6 +40,7 @@ export class Holds {
   }
 
   resume(k, generation) {
+    if (generation > (this.resumed.get(k) ?? -1)) this.resumed.set(k, generation);
     if (this.generation.get(k) === generation) {
       this.generation.delete(k);
       this.limit.delete(k);

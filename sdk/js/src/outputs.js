@@ -344,6 +344,7 @@ export class OutputEdge {
   /** Close the sockets; ``lingerMs`` lets what is queued leave first (at most once). */
   close(lingerMs = 0) {
     for (const socket of this.sockets) {
+      if (socket.closed) continue;
       socket.linger = lingerMs;
       socket.close();
     }

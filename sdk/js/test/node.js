@@ -5,6 +5,9 @@
 //   add        zips ports a and b: a + b
 //   count      a producer of 0..args.n-1, args.pause ms apart, then waits for the file args.gate
 //   collect    appends items as JSON lines to args.path (arrays summarised as [first, nbytes])
+//   identity   sends every item on unchanged (a zip: the first port's value); fails on args.fail_on
+//   take       a consumer that takes every item; fails on args.fail_on
+// (identity and take are what the conformance kit drives: python -m flujo.conformance)
 import { appendFileSync, existsSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { connect, NDArray } from "../index.js";
@@ -17,7 +20,14 @@ let produced = 0;
 
 for await (const event of node) {
   if (event.type === "stop") continue;
-  if (role === "square") {
+  if (node.args.fail_on !== undefined && Object.values(event.items).includes(node.args.fail_on)) {
+    throw new Error(`failing on ${JSON.stringify(node.args.fail_on)}, as asked`);
+  }
+  if (role === "identity") {
+    await node.send("out", event.port === null ? event.item[0] : event.item);
+  } else if (role === "take") {
+    // nothing to do with it
+  } else if (role === "square") {
     if (typeof event.item === "number") await node.send("out", event.item * event.item);
   } else if (role === "fail_at") {
     if (event.item === node.args.at) throw new Error(`cannot handle ${event.item}`);
