@@ -1,11 +1,15 @@
-"""Nodes in other languages: the small-item chain through a C or JavaScript processor, next to Python's.
+"""Nodes in other languages next to their Python equivalents, same run.
 
-    python -m bench --only foreign [--quick]
+    python -m bench --only foreign,foreign-gray [--quick]
 
-The chain is the small-item workload's (Python producer -> processor -> Python consumer); only
-the processor changes, so the numbers compare per-item costs of the node libraries on the same
-wire. Each entry of PROCESSORS is one language: a manifest command running an identity
-processor, and how to get it ready (built once per benchmark run). Append one to add a language.
+Each chain is a Flujo workload's (Python producer -> processor -> Python consumer); only the
+processor changes, so the numbers compare the node libraries on the same wire:
+
+* foreign: the small-item chain through an identity processor. Each entry of PROCESSORS is one
+  language: a manifest command running its identity processor, and how to get it ready (built
+  once per benchmark run). Append one to add a language.
+* foreign-gray: 1080p BGR frames through sdk/c's `gray` (grayscale and statistics) and through
+  its Python equivalent (OpenCV, bench/foreign_nodes.py:Gray).
 """
 from __future__ import annotations
 
@@ -48,16 +52,20 @@ PROCESSORS: list[ForeignProcessor] = [
 
 
 def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, command: list[str] | None = None,
-              queue: int = 16) -> RunOutput:
-    """The Flujo small-item chain, its processor replaced by ``command`` (None: the Python one)."""
-    if command is None:
-        return flujo_chain.run_chain(cfg, workdir, timeout, queue=queue)
+              run: str | None = None, queue: int = 16) -> RunOutput:
+    """A Flujo chain, its processor replaced by ``command`` or the Python node ``run`` (neither:
+    the benchmark's own Python identity processor)."""
     python_processor = f'run = {flujo_chain._toml_value(f"{flujo_chain.NODES_FILE}:BenchProcessor")}'
-    text = flujo_chain.manifest_text(cfg, f"bench-{cfg['workload']}", queue=queue)
+    # A name of its own: flows of the same name cannot run at once on one machine.
+    text = flujo_chain.manifest_text(cfg, f"bench-foreign-{os.getpid()}-{workdir.name}", queue=queue)
     if python_processor not in text:
         raise BenchError("bench/flujo_chain.py writes its processor differently: update bench/foreign.py")
+    if command is not None:
+        text = text.replace(python_processor, f"command = {flujo_chain._toml_value(command)}")
+    elif run is not None:
+        text = text.replace(python_processor, f"run = {flujo_chain._toml_value(run)}")
     manifest = workdir / "manifest.toml"
-    manifest.write_text(text.replace(python_processor, f"command = {flujo_chain._toml_value(command)}"))
+    manifest.write_text(text)
     launch = time.monotonic_ns()
     code = run_command([*flujo_chain.launcher(), str(manifest)], timeout, cwd=workdir, env=dict(os.environ),
                        log=workdir / "flujo.log")
@@ -93,3 +101,29 @@ class ForeignProcessors(Workload):
         rows = [[label, m.get("items/s"), runs[label], _ratio(m.get("items/s"), python)]
                 for label, m in medians.items()]
         return markdown_table(["processor", "items/s", "runs", "÷ Python processor"], rows)
+
+
+class ForeignGray(Workload):
+    name = "foreign-gray"
+    title = "1080p BGR frames, 2 hops, through a grayscale-and-statistics processor: C vs Python (OpenCV)"
+    what = ("the 'frame' workload's items {'i', 'frame'} through sdk/c's `gray` and its Python equivalent "
+            "(cv2.cvtColor, cv2.minMaxLoc, np.mean); each sends the gray frame on; frames/s at the consumer")
+
+    def cfg(self) -> dict[str, Any]:
+        return {"workload": "frame", "n": 100 if self.quick else 600}
+
+    def variants(self) -> list[Variant]:
+        python = f"{Path(__file__).resolve().parent / 'foreign_nodes.py'}:Gray"
+        return [Variant("gray-python", run_chain, {"run": python}),
+                Variant("gray-c", run_chain, {"command": [str(ROOT / "sdk" / "c" / "build" / "gray")]},
+                        skip=build_c())]
+
+    def metrics(self, out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
+        _check_count(out, cfg)
+        return {"frames/s": throughput(out.result)}
+
+    def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
+        python = medians.get("gray-python", {}).get("frames/s")
+        rows = [[label, m.get("frames/s"), runs[label], _ratio(m.get("frames/s"), python)]
+                for label, m in medians.items()]
+        return markdown_table(["processor", "frames/s", "runs", "÷ Python (OpenCV)"], rows)

@@ -307,6 +307,7 @@ def medians_of(runs: list[dict[str, Any]]) -> tuple[dict[str, dict[str, float]],
 
 
 # Processors in other languages (bench/foreign.py builds on the classes above).
-from bench.foreign import ForeignProcessors  # noqa: E402
+from bench.foreign import ForeignGray, ForeignProcessors  # noqa: E402
 
 WORKLOADS[ForeignProcessors.name] = ForeignProcessors
+WORKLOADS[ForeignGray.name] = ForeignGray
