@@ -493,3 +493,31 @@ def test_c_gray_statistics_only(flow: FlowRunner, c_nodes: Path) -> None:
     items = read_lines(out)
     assert [item["index"] for item in items] == list(range(5))
     assert all("frame" not in item and 0 < item["gray_mean"] < 255 for item in items)
+
+
+def test_a_python_reader_gets_the_arrays_a_c_node_sends(flow: FlowRunner, c_nodes: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    out, frames = flow.path("out.jsonl"), 10
+    manifest = flow.manifest(f"""
+        [nodes.video]
+        run = "flujo.nodes.video:VideoReader"
+        args = {{ source = "{CLIP}", max_frames = {frames} }}
+        [nodes.gray]
+        command = ["{c_nodes}/gray"]
+        inputs = ["video"]
+        [nodes.check]
+        run = "{Path(__file__).parent / 'sdk_c_nodes.py'}:ArraySummary"
+        inputs = ["gray"]
+        args = {{ path = "{out}" }}
+    """)
+    result = flow.run(manifest, timeout=60)
+    assert result.returncode == 0, result.stderr
+    capture = cv2.VideoCapture(str(CLIP))
+    expected = []
+    for index in range(frames):
+        gray = cv2.cvtColor(capture.read()[1], cv2.COLOR_BGR2GRAY)
+        expected.append({"index": index, "dtype": "|u1", "shape": list(gray.shape),
+                         "sum": int(gray.sum(dtype=np.uint64)), "writeable": False, "gray_mean": float(gray.mean())})
+    got = read_lines(out)
+    assert [{**g, "gray_mean": round(g["gray_mean"], 9)} for g in got] == \
+        [{**e, "gray_mean": round(e["gray_mean"], 9)} for e in expected]
