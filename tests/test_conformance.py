@@ -49,6 +49,14 @@ def test_python_consumer_reaches_restartable() -> None:
     assert "Level reached: restartable" in text and status == 0
 
 
+@pytest.mark.timeout(90)
+def test_python_producer_reaches_restartable() -> None:
+    status, text = kit("--level", "restartable", "--kind", "producer", "--", *REFERENCE, "producer")
+    assert failures(text) == [], text
+    assert "Level reached: restartable" in text and status == 0
+    assert "producer drain" in text and "== lifecycle" not in text  # the producers' own scenarios
+
+
 @pytest.mark.timeout(60)
 def test_the_python_reference_runs_through_flujo_node_too() -> None:
     """`--run` hands the configuration a Python reference; the command defaults to python -m flujo.node."""

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m flujo.conformance [--level basic|full|restartable] [--kind processor|consumer]
+    python -m flujo.conformance [--level basic|full|restartable] [--kind processor|consumer|producer]
                                 [--timeout S] [--window S] [--only SCENARIO] -- COMMAND...
 
 The kit plays the launcher (it binds the control XPUB and the status PULL), the upstream
@@ -19,6 +19,8 @@ The node under test, by contract:
 * ``--kind consumer``: takes every item; its ``finished`` counters count them.
 * Either fails on the item ``"flujo-conformance:fail"``, as an exception in its user code
   would (it reports ``error``; the error and crash clauses).
+* ``--kind producer``: produces items (any values) until it is stopped; it has its own
+  scenarios (start, numbering from ``seq_start``, fan-out, stats, drain, held reader).
 
 Levels: **basic** (handshake, DATA/SKIP, EOS, stop, clean exit), **full** (BATCH, arrays,
 order across replicated senders, fan-out and replicas, stats, released readers, errors,
@@ -28,6 +30,7 @@ ones before it. The Python reference nodes::
 
     python -m flujo.conformance --level restartable -- python -m flujo.conformance.reference processor
     python -m flujo.conformance --level restartable --kind consumer -- python -m flujo.conformance.reference consumer
+    python -m flujo.conformance --level restartable --kind producer -- python -m flujo.conformance.reference producer
 
 ``main(argv) -> int`` runs the same from Python; importing this package starts nothing.
 """

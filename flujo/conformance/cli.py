@@ -13,7 +13,7 @@ import zmq
 
 from flujo.conformance.checks import FAIL_ITEM, LEVELS, Checks, ClauseFailed, Outcome
 from flujo.conformance.harness import Bench
-from flujo.conformance.scenarios import PROCESSOR_ONLY, SCENARIOS, Scenario
+from flujo.conformance.scenarios import SCENARIOS, Scenario
 
 DESCRIPTION = f"""\
 Run a Flujo node program as the launcher and its neighbours would, through the clauses of
@@ -21,7 +21,8 @@ docs/PROTOCOL.md, and say which conformance level it reaches.
 
 The node under test must be an identity processor (each DATA item sent on unchanged, SKIP
 as SKIP) or, with --kind consumer, a consumer that takes every item. Either must fail, as
-an exception in user code would, on the item {FAIL_ITEM!r}.
+an exception in user code would, on the item {FAIL_ITEM!r}. With --kind producer, a
+producer that produces items until it is stopped.
 
 Exit status 0 when the requested level is reached, 1 when not, 2 on a usage error."""
 
@@ -30,7 +31,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m flujo.conformance", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--level", choices=LEVELS, default="basic", help="the level to reach (default: basic)")
-    parser.add_argument("--kind", choices=("processor", "consumer"), default="processor",
+    parser.add_argument("--kind", choices=("processor", "consumer", "producer"), default="processor",
                         help="what the node under test is (default: processor)")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds each clause may take before it fails (default: 10)")
@@ -66,9 +67,9 @@ def run_scenario(scenario: Scenario, options: argparse.Namespace, out: IO[str],
     shown = set() if shown is None else shown
     outcomes: list[Outcome] = []
     out.write(f"== {scenario.name} ({scenario.level})\n")
-    if options.kind == "consumer" and scenario.name in PROCESSOR_ONLY:
-        outcomes.append(Outcome("-", f"{scenario.name}: about a node's outputs", scenario.level, None, "",
-                                "a consumer has none"))
+    if options.kind not in scenario.kinds:
+        outcomes.append(Outcome("-", f"{scenario.name}: for a {' or '.join(sorted(scenario.kinds))}",
+                                scenario.level, None))
         out.write(outcomes[-1].line() + "\n")
         return outcomes
 
@@ -134,6 +135,9 @@ def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
     for scenario in SCENARIOS:
         if LEVELS.index(scenario.level) > wanted or (options.only and scenario.name not in options.only):
             continue
+        if options.kind == "producer" and "producer" not in scenario.kinds or (
+                options.kind != "producer" and scenario.kinds == {"producer"}):
+            continue  # another family of scenarios altogether
         outcomes += run_scenario(scenario, options, out, shown)
     reached = level_reached(outcomes, wanted)
     passed = sum(o.passed is True for o in outcomes)

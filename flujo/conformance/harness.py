@@ -71,7 +71,7 @@ class Reader:
         self.messages: list[Received] = []
         self.violations: list[str] = []  # malformed messages, as the decoder described them
         self.codec = Codec("bench", 0)
-        self.paused = False  # take nothing more for now (a reader under backpressure)
+        self.cap: int | None = None  # take no more than this many messages for now (backpressure)
 
     def rebind(self, context: zmq.Context, timeout: float) -> float | None:
         """A successor process of this reader: a new socket bound at the same endpoint. Returns
@@ -99,8 +99,12 @@ class Reader:
     def key(self) -> tuple[str, int, str]:
         return (self.edge.target, self.index, self.edge.target_port)
 
+    @property
+    def taking(self) -> bool:
+        return self.cap is None or len(self.messages) < self.cap
+
     def take(self) -> None:
-        while not self.paused:
+        while self.taking:
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -195,7 +199,8 @@ class Bench:
         self.status.linger = 0
         self.status.bind(f"ipc://{folder}/status")
         input_endpoint = f"ipc://{folder}/{NODE}.{INPUT_PORT}.r{replica}"
-        edges = edges if kind == "processor" else ()
+        edges = edges if kind != "consumer" else ()
+        senders = senders if kind != "producer" else 0
         self.readers: list[Reader] = []
         outputs = []
         for edge in edges:
@@ -210,7 +215,8 @@ class Bench:
             "kind": kind,
             "control": f"ipc://{folder}/control", "status": f"ipc://{folder}/status",
             "inputs": [{"port": INPUT_PORT, "endpoint": input_endpoint, "hwm": hwm, "source": SOURCE,
-                        "source_port": OUTPUT_PORT, "senders": senders, "policy": "block", UNKNOWN_FIELD: 1}],
+                        "source_port": OUTPUT_PORT, "senders": senders, "policy": "block", UNKNOWN_FIELD: 1}]
+            if kind != "producer" else [],
             "outputs": outputs, "join": "zip", "keyword_ports": False, "on_error": "fail", "restart": restart,
             "seq_start": 0, "generation": 0, "run": None, "base_dir": os.getcwd(), "args": {},
             UNKNOWN_FIELD: {"from": "a later protocol version"}, **(extra or {}),
@@ -299,7 +305,7 @@ class Bench:
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.status, zmq.POLLIN)
         for reader in self.readers:
-            if not reader.paused:
+            if reader.taking:
                 poller.register(reader.socket, zmq.POLLIN)
         events = dict(poller.poll(timeout_ms))
         if self.control in events:

@@ -1,15 +1,15 @@
 """The Python runtime's nodes for the kit's contract: ``python -m flujo.conformance.reference KIND``.
 
-``processor`` sends every item on unchanged; ``consumer`` takes every item. Both fail on
-the kit's FAIL_ITEM, as user code raising would.
+``processor`` sends every item on unchanged; ``consumer`` takes every item (both fail on
+the kit's FAIL_ITEM, as user code raising would); ``producer`` produces until stopped.
 """
 from __future__ import annotations
 
 import sys
 from typing import Any
 
-from flujo.api import Consumer, Node, Processor
-from flujo.conformance.checks import FAIL_ITEM
+from flujo.api import Consumer, Node, Processor, Producer
+from flujo.conformance.checks import FAIL_ITEM, small_item
 from flujo.config import NodeConfig
 from flujo.runtime import NodeRuntime
 
@@ -27,7 +27,15 @@ class Taker(Consumer):
             raise RuntimeError("told to fail by the conformance kit")
 
 
-NODES: dict[str, type[Node]] = {"processor": Identity, "consumer": Taker}
+class Endless(Producer):
+    def produce(self) -> Any:
+        count = 0
+        while True:
+            yield small_item(count)
+            count += 1
+
+
+NODES: dict[str, type[Node]] = {"processor": Identity, "consumer": Taker, "producer": Endless}
 
 
 def main(argv: list[str]) -> int:

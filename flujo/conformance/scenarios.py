@@ -25,6 +25,7 @@ class Scenario:
     edges: tuple[Edge, ...] = (Edge(),)
     restart: str = "no"
     replica: int = 0  # the node under test is this replica of replica + 1
+    kinds: frozenset[str] = frozenset({"processor", "consumer"})
 
 
 # -- steps every scenario shares ---------------------------------------------------------------
@@ -111,12 +112,15 @@ def end_of_stream(bench: Bench, checks: Checks, readers: list[Reader] | None = N
     """After the input's EOS: released, EOS on every output replica, finished, stay up until
     released, exit 0."""
     readers = bench.readers if readers is None else readers
-    bench.wait(lambda: bench.has_report("released") or bench.exited())
-    released = bench.reports_of("released")
-    checks.clause("7.1", f"reports its input port released {cause}",
-                  any(INPUT_PORT in (report.payload or []) for report in released),
-                  f"a \"released\" report naming [{INPUT_PORT!r}]",
-                  _exit_or(bench, f"released reports {[r.payload for r in released]}"))
+    if bench.config["inputs"]:
+        bench.wait(lambda: bench.has_report("released") or bench.exited())
+        released = bench.reports_of("released")
+        checks.clause("7.1", f"reports its input port released {cause}",
+                      any(INPUT_PORT in (report.payload or []) for report in released),
+                      f"a \"released\" report naming [{INPUT_PORT!r}]",
+                      _exit_or(bench, f"released reports {[r.payload for r in released]}"))
+    for reader in readers:
+        reader.cap = None  # take everything up to the EOS
     if readers:
         bench.wait(lambda: all(reader.has(EOS) for reader in readers) or bench.exited())
         without = [reader.key for reader in readers if not reader.has(EOS)]
@@ -132,8 +136,7 @@ def end_of_stream(bench: Bench, checks: Checks, readers: list[Reader] | None = N
                   bool(finished) and isinstance(finished[0].payload, dict),
                   "a \"finished\" report with a map", _exit_or(bench, f"reports {bench.report_kinds()}"))
     kinds = [kind for kind in bench.report_kinds() if kind not in ("stats", "ready")]
-    order_ok = kinds.index("released") < kinds.index("finished") and (
-        "ending" not in kinds or kinds.index("ending") < kinds.index("finished"))
+    order_ok = all(kinds.index(kind) < kinds.index("finished") for kind in ("released", "ending") if kind in kinds)
     checks.clause("5", "reports in order: ready, released, ending, finished", order_ok,
                   "released (and ending, if sent) before finished", f"reports {kinds}")
     if readers:
@@ -612,20 +615,182 @@ def aligned_idle(bench: Bench, checks: Checks, window: float) -> None:
     end_of_stream(bench, checks)
 
 
+# -- producers ---------------------------------------------------------------------------------------
+#: A producer never ends by itself: readers take this many items, then hold back (backpressure).
+PRODUCER_CAP = 40
+
+
+def consecutive(seqs: list[int], first: int) -> bool:
+    return seqs == list(range(first, first + len(seqs)))
+
+
+def produce_and_stop(bench: Bench, checks: Checks, window: float) -> None:
+    """A producer waits for start, numbers its items from seq_start, stops on stop."""
+    for reader in bench.readers:
+        reader.cap = PRODUCER_CAP
+    handshake(bench, checks, start=False)
+    reader = bench.readers[0]
+    bench.idle(window)
+    checks.clause("4", "a producer produces nothing before start", not reader.messages,
+                  "no message before start", f"{len(reader.messages)} messages")
+    bench.publish(Control.START)
+    wait_outputs(bench, reader, 20)
+    seqs = output_seqs(reader)
+    checks.clause("6", "numbers its items 0, 1, 2, … from seq_start", len(seqs) >= 20 and consecutive(seqs, 0),
+                  "at least 20 items numbered 0, 1, 2, …", _exit_or(bench, f"seqs {seq_list(seqs)}"))
+    bench.publish(Control.STOP, NODE)
+    end_of_stream(bench, checks)
+    seqs = output_seqs(reader)
+    checks.clause("6", "every item numbered once, consecutively, up to its EOS", consecutive(seqs, 0),
+                  "0, 1, 2, … without a gap", f"seqs {seq_list(seqs)}")
+
+
+def producer_fanout(bench: Bench, checks: Checks, window: float) -> None:
+    """Replica 1 of a producer starting at seq_start 1000: fan-out, replicas, stats keyed by edge."""
+    for reader in bench.readers:
+        reader.cap = PRODUCER_CAP
+    bench.config["seq_start"] = 1000
+    handshake(bench, checks)
+    side = next(r for r in bench.readers if r.edge.target == "side")
+    down = [r for r in bench.readers if r.edge.target == "down"]
+
+    def stats_out(count: int) -> Any:
+        found = [r.payload for r in bench.reports_of("stats")
+                 if isinstance(r.payload, dict) and r.payload.get("items_out", -1) >= count]
+        return found[-1] if found else None
+
+    wait_outputs(bench, side, 10)
+    bench.wait(lambda: stats_out(10) is not None or bench.exited(), max(bench.timeout, 3.0))
+    checks.clause("5", "a producer reports stats while it runs (every 0.5 s)", stats_out(10) is not None,
+                  "a stats report with items_out >= 10", _exit_or(bench, f"{len(bench.reports_of('stats'))} stats"))
+    bench.publish(Control.STOP, NODE)
+    for reader in bench.readers:
+        reader.cap = None
+    bench.wait(lambda: all(reader.has(EOS) for reader in bench.readers) or bench.exited())
+    seqs = output_seqs(side)
+    checks.clause("6", "numbers its items from seq_start", bool(seqs) and consecutive(seqs, 1000),
+                  "1000, 1001, …", f"seqs {seq_list(seqs)}")
+    by_seq = {m.seq: m.item for m in side.items()}
+    dealt = sorted(m.seq for r in down for m in r.items())
+    changed = [m.seq for r in down for m in r.items() if m.seq in by_seq and not same(by_seq[m.seq], m.item)]
+    checks.clause("6", "fan-out: every node gets every item; replicas: each item to exactly one of them",
+                  dealt == seqs and not changed, f"down.0 + down.1 = side's {seq_list(seqs)}",
+                  f"down: {seq_list(dealt)}, differing items {changed[:5]}")
+    count = len(seqs)
+    bench.wait(lambda: stats_out(count) is not None or bench.exited())
+    final = stats_out(count) or {}
+    expected = {"down/in": count, "side/in": count}
+    checks.clause("5", "stats: sent is cumulative, keyed by downstream \"node/port\"", final.get("sent") == expected,
+                  f"sent {expected}", f"sent {final.get('sent')}")
+    bench.publish(Control.RELEASED, "down", 0, "in")
+    bench.publish(Control.RELEASED, "side", 0, "in")
+    end_of_stream(bench, checks, readers=[down[1]])
+
+
+def producer_released(bench: Bench, checks: Checks, window: float) -> None:
+    """A producer whose every reader is released stops producing and ends."""
+    bench.readers[0].cap = PRODUCER_CAP
+    handshake(bench, checks)
+    reader = bench.readers[0]
+    wait_outputs(bench, reader, 5)
+    bench.publish(Control.RELEASED, reader.edge.target, 0, reader.edge.target_port)
+    reader.cap = None
+    bench.wait(lambda: bench.has_report("finished") or bench.exited())
+    checks.clause("7.4", "a producer stops once every reader is released, and reports finished",
+                  bench.has_report("finished"), "a \"finished\" report", _exit_or(bench, f"{bench.report_kinds()}"))
+    expect_exit(bench, checks, 0, "7.4", "then exits 0")
+
+
+def producer_drain(bench: Bench, checks: Checks, window: float) -> None:
+    """A held producer stops at the next item, PAUSE to its readers, drained with next_seq; its
+    successor numbers on from there."""
+    bench.readers[0].cap = PRODUCER_CAP
+    handshake(bench, checks)
+    reader = bench.readers[0]
+    wait_outputs(bench, reader, 5)
+    bench.publish(Control.HOLD, NODE, bench.replica, 0)
+    reader.cap = None
+    _wait_report(bench, "drained")
+    drained = bench.reports_of("drained")
+    payload = drained[0].payload if drained else None
+    checks.clause("8.3", "a held producer stops producing and reports drained",
+                  isinstance(payload, dict) and isinstance(payload.get("stats"), dict),
+                  "a \"drained\" report {\"stats\": map, \"readers\": [...]}", _exit_or(bench, f"{bench.report_kinds()}"))
+    bench.wait(lambda: reader.has(PAUSE) or bench.exited())
+    before = [m.seq for m in reader.messages[:_first(reader, PAUSE)] if m.kind in (DATA, SKIP)] \
+        if reader.has(PAUSE) else []
+    checks.clause("8.3", "sends PAUSE (not EOS) behind its last item, names the reader in drained",
+                  bool(before) and not reader.has(EOS) and payload.get("readers") == [list(reader.key)],
+                  f"PAUSE after the items, readers {[list(reader.key)]}",
+                  f"PAUSE {reader.has(PAUSE)}, EOS {reader.has(EOS)}, readers {payload.get('readers')}")
+    next_seq = payload["stats"].get("next_seq")
+    checks.clause("8.6", "drained stats: next_seq is the number after its last item", next_seq == before[-1] + 1,
+                  f"next_seq {before[-1] + 1}", f"next_seq {next_seq}")
+    bench.idle(window)
+    checks.clause("8.5", "waits for dismiss before it exits", not bench.exited(),
+                  f"still running {window:g} s after drained", f"exited with status {bench.exit_code()}")
+    bench.publish(Control.DISMISS, NODE, bench.replica, 0)
+    expect_exit(bench, checks, 0, "8.5", "exits 0 once dismissed")
+    bench.config["seq_start"] = next_seq  # as the launcher starts the successor
+    reader.cap = len(reader.messages) + PRODUCER_CAP
+    handshake(bench, checks, generation=1, start=False)  # start comes with the replayed history
+    bench.publish(Control.RESUME, NODE, bench.replica, 0)
+    wait_outputs(bench, reader, len(before) + 5)
+    after = [m.seq for m in reader.messages[_first(reader, PAUSE) + 1:] if m.kind in (DATA, SKIP)]
+    checks.clause("8.6", "the successor numbers on from seq_start (the drained next_seq)",
+                  bool(after) and consecutive(after, next_seq), f"{next_seq}, {next_seq + 1}, …",
+                  _exit_or(bench, f"seqs {seq_list(after)}"))
+    bench.publish(Control.STOP, NODE)
+    end_of_stream(bench, checks)
+
+
+def producer_hold_reader(bench: Bench, checks: Checks, window: float) -> None:
+    """A producer's reader is restarted gracefully: PAUSE, nothing until resume, then on without a gap."""
+    reader = bench.readers[0]
+    reader.cap = PRODUCER_CAP
+    handshake(bench, checks)
+    target = (reader.edge.target, reader.index)
+    wait_outputs(bench, reader, 5)
+    bench.publish(Control.HOLD, *target, 0)
+    reader.cap = None
+    bench.wait(lambda: reader.has(PAUSE) or bench.exited())
+    checks.clause("8.2", "a producer sends PAUSE to a held reader", reader.has(PAUSE), "PAUSE",
+                  _exit_or(bench, f"{len(reader.messages)} messages, no PAUSE"))
+    bench.idle(window)
+    after = reader.messages[_first(reader, PAUSE) + 1:]
+    checks.clause("8.2", "and nothing more until resume (its only reader: it waits)", not after,
+                  "nothing after PAUSE", f"{len(after)} messages")
+    bench.publish(Control.DISMISS, *target, 0)
+    reader.rebind(bench.context, bench.timeout)
+    reader.cap = len(reader.messages) + PRODUCER_CAP
+    bench.publish(Control.RESUME, *target, 0)
+    wait_outputs(bench, reader, len(reader.items()) + 5)
+    seqs = output_seqs(reader)
+    checks.clause("8.6", "after resume it goes on where it paused: no gap, nothing twice", consecutive(seqs, 0),
+                  "0, 1, 2, … across the PAUSE", f"seqs {seq_list(seqs)}")
+    bench.publish(Control.STOP, NODE)
+    end_of_stream(bench, checks)
+
+
+_PROCESSOR, _PRODUCER = frozenset({"processor"}), frozenset({"producer"})
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("lifecycle", "basic", lifecycle),
     Scenario("stop", "basic", stop),
     Scenario("batches and arrays", "full", batches_and_arrays),
     Scenario("order", "full", order, senders=3),
     Scenario("fan-out and stats", "full", fanout_and_stats, edges=(Edge("down", 2), Edge("side", 1)), replica=1),
-    Scenario("readers released", "full", readers_released),
+    Scenario("readers released", "full", readers_released, kinds=_PROCESSOR),
     Scenario("error", "full", error),
     Scenario("crash", "full", crash, restart="on-failure"),
     Scenario("drain", "restartable", drain, senders=2, replica=1),
     Scenario("sender restart", "restartable", sender_restart, senders=2),
-    Scenario("hold reader", "restartable", hold_reader),
-    Scenario("aligned reader", "restartable", aligned, edges=(Edge(aligned=True),)),
-    Scenario("aligned, nothing sent", "restartable", aligned_idle, edges=(Edge(aligned=True),)),
+    Scenario("hold reader", "restartable", hold_reader, kinds=_PROCESSOR),
+    Scenario("aligned reader", "restartable", aligned, edges=(Edge(aligned=True),), kinds=_PROCESSOR),
+    Scenario("aligned, nothing sent", "restartable", aligned_idle, edges=(Edge(aligned=True),), kinds=_PROCESSOR),
+    Scenario("produce and stop", "basic", produce_and_stop, kinds=_PRODUCER),
+    Scenario("producer fan-out and stats", "full", producer_fanout, edges=(Edge("down", 2), Edge("side", 1)),
+             replica=1, kinds=_PRODUCER),
+    Scenario("producer readers released", "full", producer_released, kinds=_PRODUCER),
+    Scenario("producer drain", "restartable", producer_drain, replica=1, kinds=_PRODUCER),
+    Scenario("producer hold reader", "restartable", producer_hold_reader, kinds=_PRODUCER),
 )
-#: Scenarios about a node's outputs; a consumer has none.
-PROCESSOR_ONLY = {"readers released", "hold reader", "aligned reader", "aligned, nothing sent"}
