@@ -46,8 +46,18 @@ def build_c() -> str | None:
     return None if done.returncode == 0 else f"make -C sdk/c failed: {done.stderr[-300:]}"
 
 
+def ready_js() -> str | None:
+    """sdk/js needs Node.js and its npm packages (`npm ci` in sdk/js, as .ci/run does)."""
+    if shutil.which("node") is None:
+        return "no Node.js"
+    if not (ROOT / "sdk" / "js" / "node_modules" / "zeromq").is_dir():
+        return "sdk/js has no node_modules: run `npm ci` in sdk/js"
+    return None
+
+
 PROCESSORS: list[ForeignProcessor] = [
     ForeignProcessor("flujo-c", [str(ROOT / "sdk" / "c" / "build" / "identity")], build_c),
+    ForeignProcessor("flujo-js", ["node", str(ROOT / "sdk" / "js" / "examples" / "identity.js")], ready_js),
 ]
 
 
@@ -80,7 +90,7 @@ class ForeignProcessors(Workload):
     name = "foreign"
     title = "Small items, 2 hops, through a processor in another language"
     what = ('the "small" workload (Python producer and consumer) with the identity processor written in '
-            'Python, C (sdk/c) and other languages; items/s at the consumer')
+            'Python, C (sdk/c), JavaScript (sdk/js) and other languages; items/s at the consumer')
 
     def cfg(self) -> dict[str, Any]:
         return {"workload": "small", "n": 10_000 if self.quick else 100_000}

@@ -41,11 +41,13 @@ def test_node_and_the_npm_packages_are_installed() -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("kind, role", [("processor", "identity"), ("consumer", "take")])
-def test_js_nodes_pass_the_conformance_kit_at_the_restartable_level(kind: str, role: str) -> None:
+@pytest.mark.parametrize("kind, script, role", [("processor", SDK / "examples" / "identity.js", None),
+                                               ("consumer", TEST_NODE, "take")])
+def test_js_nodes_pass_the_conformance_kit_at_the_restartable_level(kind: str, script: Path, role: str | None) -> None:
+    args = {"fail_on": "flujo-conformance:fail", **({"role": role} if role else {})}
     done = subprocess.run([sys.executable, "-m", "flujo.conformance", "--level", "restartable", "--kind", kind,
-                           "--args", json.dumps({"role": role, "fail_on": "flujo-conformance:fail"}), "--",
-                           "node", str(TEST_NODE)], capture_output=True, text=True, timeout=280)
+                           "--args", json.dumps(args), "--", "node", str(script)],
+                          capture_output=True, text=True, timeout=280)
     failed = [line for line in done.stdout.splitlines() if line.startswith("FAIL")]
     assert done.returncode == 0 and not failed, done.stdout[-3000:] + done.stderr[-2000:]
     assert "Level reached: restartable" in done.stdout

@@ -225,6 +225,12 @@ export class OutputEdge {
 
   /** Send to that replica, held or not, waiting while its queue is full; false when it was released. */
   async _sendTo(index, frames, rt, items = 0) {
+    const socket = this.sockets[index];
+    if (this._inFlight[index] === null && socket.writable && !this.released_(index)) {
+      await socket.send(frames);  // room for it: goes at once (only this code sends on this socket)
+      this.sent += items;
+      return true;
+    }
     while (this._inFlight[index] !== null) {  // (only after a release: never for a live reader)
       if (this.released_(index)) return false;
       await rt.wait([this._inFlight[index]]);
@@ -263,7 +269,8 @@ export class OutputEdge {
     } else if (batchable && !this._held.size && !this._heldBack.length) {
       this._lastSeq = seq;
       if (this._writable(0)) {
-        await this._sendTo(0, frames, rt, 1);
+        await this.sockets[0].send(frames);  // room for it: goes at once
+        this.sent += 1;
       } else {
         this.batch = new Batch(seq, frames[1]);  // the reader is busy: start a batch
       }
@@ -295,6 +302,7 @@ export class OutputEdge {
   }
 
   async _dealReplicas(frames, rt, seq) {
+    const sockets = this.sockets;
     for (;;) {
       let live = this.liveReplicas();
       if (!live.length) return false;
@@ -312,7 +320,9 @@ export class OutputEdge {
         const index = live[(this._next + offset) % count];
         if (!this._writable(index)) continue;
         this._next = (this._next + offset + 1) % count;
-        return this._sendTo(index, frames, rt, 1);
+        await sockets[index].send(frames);  // room for it: goes at once
+        this.sent += 1;
+        return true;
       }
       await rt.wait(live.map((index) => this._inFlight[index]).filter(Boolean), FULL_RETRY_MS);
     }
@@ -322,7 +332,11 @@ export class OutputEdge {
   async _offer(frames, seq, rt) {
     for (const index of this.liveReplicas()) {
       if (this._held.size && await this._mustWait(index, seq, rt)) continue;  // a held realtime reader misses these
-      if (this._writable(index)) return this._sendTo(index, frames, rt, 1);
+      if (this._writable(index)) {
+        await this.sockets[index].send(frames);
+        this.sent += 1;
+        return true;
+      }
     }
     this.dropped += 1;
     return true;

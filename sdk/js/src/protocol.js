@@ -104,13 +104,26 @@ export class Codec {
 
   /** @param {number} kind @param {number} seq */
   header(kind, seq) {
-    return Buffer.from(this._plain.encode([PROTOCOL_VERSION, kind, seq, this.node, this.replica]));
+    // [1, kind, seq, node, replica] by hand: fixarray(5), two positive fixints, seq, then a
+    // tail that never changes (msgpack of node and replica). One small buffer per message.
+    const tail = this._headerTail ??= Buffer.from(this._plain.encode([this.node, this.replica])).subarray(1);
+    let head;
+    if (seq < 0x80) head = [0x95, PROTOCOL_VERSION, kind, seq];
+    else if (seq < 0x100) head = [0x95, PROTOCOL_VERSION, kind, 0xcc, seq];
+    else if (seq < 0x10000) head = [0x95, PROTOCOL_VERSION, kind, 0xcd, seq >> 8, seq & 0xff];
+    else if (seq < 0x100000000) head = [0x95, PROTOCOL_VERSION, kind, 0xce, seq >>> 24, (seq >>> 16) & 0xff, (seq >>> 8) & 0xff, seq & 0xff];
+    else return Buffer.from(this._plain.encode([PROTOCOL_VERSION, kind, seq, this.node, this.replica]));
+    const header = Buffer.allocUnsafe(head.length + tail.length);
+    header.set(head, 0);
+    header.set(tail, head.length);
+    return header;
   }
 
   /** Frames of one item; array buffers are referenced, not copied. */
   encode(seq, item) {
     this._buffers = [];
-    const body = Buffer.from(this._encoder.encode(item));
+    const encoded = this._encoder.encode(item);
+    const body = Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
     const frames = [this.header(Kind.DATA, seq), body];
     for (const buffer of this._buffers) frames.push(Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength));
     this._buffers = [];
