@@ -147,6 +147,14 @@ void node_log(flujo_node *node, const char *format, ...) __attribute__((format(p
 hold *holds_find(flujo_node *node, const char *target, int replica);
 void report_position(flujo_node *node, output_edge *edge, int index, int64_t seq);
 
+/* control.c */
+void pack_stats(flujo_node *node, msgpack_packer *packer);
+void report_stats(flujo_node *node, const char *kind);
+void report_error(flujo_node *node);
+void release_all_ports(flujo_node *node);
+void apply_control(flujo_node *node);
+bool control_pending(flujo_node *node);
+
 /* wire.c */
 void pack_string(msgpack_packer *packer, const char *text);
 void pack_header(msgpack_sbuffer *buffer, int kind, int64_t seq, const char *node, int replica);
