@@ -235,7 +235,7 @@ def test_c_gray_converts_the_clip_as_opencv_does(flow: FlowRunner, c_nodes: Path
         assert item["width"] == gray.shape[1] and item["height"] == gray.shape[0]
 
 
-@pytest.mark.parametrize("kind, program", [("processor", "identity"), ("consumer", "sink")])
+@pytest.mark.parametrize("kind, program", [("processor", "identity"), ("consumer", "sink"), ("producer", "count")])
 def test_the_c_examples_pass_the_conformance_kit_at_the_restartable_level(c_nodes: Path, kind: str,
                                                                           program: str) -> None:
     done = subprocess.run([sys.executable, "-m", "flujo.conformance", "--level", "restartable", "--kind", kind,
