@@ -22,7 +22,7 @@ import msgpack
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from flujo.protocol import (CONFIG_ENV, Codec, Control, Message, MessageKind, ProtocolError, control_frames,
+from flujo.protocol import (CONFIG_ENV, Codec, Control, MessageKind, ProtocolError, control_frames,
                             identity_topic, send_message)
 
 NODE = "under_test"  # the node under test, replica 0
