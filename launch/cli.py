@@ -18,7 +18,7 @@ import click
 from flujo.commands import CommandError, find_flow, request, running_flows, runs_folder
 from flujo.launch import logstore
 from flujo.launch.errors import ManifestError
-from flujo.launch.manifest import DEFAULT_AGENT_PORT, FlowSpec, load_manifest
+from flujo.launch.manifest import FlowSpec, load_manifest
 
 _GROUP_OPTIONS = ("-h", "--help", "--version")
 
@@ -356,27 +356,63 @@ def status(flow_name: str | None, as_json: bool) -> None:
     click.echo(format_status(reply["nodes"]))
     if reply.get("bottleneck"):
         click.echo(f"bottleneck: {reply['bottleneck']}")
+    for host in reply.get("hosts", ()):
+        click.echo(f"host {host_line(host)}")
 
 
 main.add_command(status, name="ps")
 
 
+_keys_option = click.option("--keys", "keys_dir", type=click.Path(file_okay=False), default=None,
+                            help="Folder of the key pair and trust files (default: $FLUJO_HOME or ~/.config/flujo).")
+
+
 @main.command()
-@click.option("--bind", default=f"tcp://0.0.0.0:{DEFAULT_AGENT_PORT}", show_default=True,
+@click.option("--bind", required=True, metavar="tcp://ADDRESS:PORT",
               help="Where launchers reach this agent: the address and agent_port of this host's [hosts] entry.")
-def agent(bind: str) -> None:
+@_keys_option
+@click.option("--insecure", is_flag=True, help="Serve anyone who reaches the port, in clear text (warns).")
+def agent(bind: str, keys_dir: str | None, insecure: bool) -> None:
     """Serve launchers on other hosts: start the nodes they place on this host.
 
     Run one on every host that a manifest's [hosts] table names, with the flow's code at the
     same path as on the launcher's host. Nodes started here end when the agent ends, and
-    when their launcher falls silent (killed, or its host lost) for a few seconds.
+    when their launcher falls silent (killed, or its host lost).
 
-    With FLUJO_AGENT_TOKEN set, only launchers with the same FLUJO_AGENT_TOKEN are served.
-    The channel is not encrypted: keep agents on trusted networks.
+    Closed by default: the agent speaks CURVE with this host's key pair (flujo-launch keys) and
+    serves only the launchers whose public keys are listed in authorized_keys in the keys folder.
+    It prints its own public key: put it in the manifest's [hosts.NAME] key, or in the
+    launcher's known_hosts.
     """
-    from flujo.launch.agent import Agent
+    from flujo.launch.agent import Agent, AgentSetupError
+    from flujo.launch.keys import keys_folder
 
-    sys.exit(Agent(bind).run())
+    try:
+        sys.exit(Agent(bind, Path(keys_dir) if keys_dir else keys_folder(), insecure).run())
+    except AgentSetupError as error:
+        click.echo(f"flujo-agent: {error}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@_keys_option
+def keys(keys_dir: str | None) -> None:
+    """Make this user's CURVE key pair (once) and print its public key.
+
+    A launcher presents it to agents (add it to their authorized_keys); an agent serves with it
+    (put it in the manifest's [hosts.NAME] key, or the launcher's known_hosts).
+    """
+    from flujo.launch.keys import AUTHORIZED_KEYS, KNOWN_HOSTS, KeyFileError, create_identity, keys_folder
+
+    folder = Path(keys_dir) if keys_dir else keys_folder()
+    try:
+        identity, new = create_identity(folder)
+    except KeyFileError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    click.echo(f"{'created' if new else 'existing'} key pair in {folder}")
+    click.echo(f"public key: {identity.public.decode()}")
+    click.echo(f"trust files: {folder / AUTHORIZED_KEYS} (on agents), {folder / KNOWN_HOSTS} (on launchers)")
 
 
 STATUS_COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped")
@@ -387,6 +423,16 @@ def status_row(node: dict) -> tuple[str, ...]:
     return (node["label"], node["state"], process_id(node), str(node["restarts"]), str(node["items_in"]),
             str(node["items_out"]), f"{node['rate']:.1f}", f"{node['queue']:.0%}", f"{node['busy']:.0%}",
             str(node.get("dropped", 0)))
+
+
+def host_line(host: dict) -> str:
+    """One other host's link: its state, how long it has been silent when not connected, the round trip."""
+    text = f"{host['name']}: {host['state']}"
+    if host["state"] != "connected":
+        text += f" (silent for {host['silent']:g} s)"
+    if host.get("rtt_ms") is not None:
+        text += f", rtt {host['rtt_ms']:g} ms"
+    return text
 
 
 def process_id(node: dict) -> str:

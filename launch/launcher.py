@@ -27,7 +27,8 @@ import msgpack
 import zmq
 
 from flujo.commands import ANNOUNCEMENT, running_flows, runs_folder
-from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
+from flujo.curve import FlowContext, KeyPair
+from flujo.launch.agent_wire import HEARTBEAT_INTERVAL
 from flujo.launch.errors import EXIT_BAD_MANIFEST, EXIT_NODE_FAILED
 from flujo.launch.handover import Handovers
 from flujo.launch.manifest import FlowSpec
@@ -35,7 +36,7 @@ from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan, ports_needed
 from flujo.launch.logstore import new_run, stamp
 from flujo.launch.process import NodeProcess, OutputRelay, local_argv, plain_lines
-from flujo.launch.remote import AgentError, AgentLink, RemoteProcess
+from flujo.launch.remote import AgentError, AgentLink, RemoteProcess, agent_keys
 from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
 from flujo.launch.timers import Timers
@@ -82,7 +83,12 @@ class Launcher:
             return EXIT_NODE_FAILED
         run_dir = Path(tempfile.mkdtemp(prefix="flujo-"))
         announcement = runs_folder() / self.flow.name / ANNOUNCEMENT
-        context = zmq.Context()
+        # A fresh key pair per run: every tcp socket of the flow uses CURVE with it (flujo/curve.py).
+        flow_keys = KeyPair.generate() if self.flow.secure else None
+        if self.flow.transport == "tcp" and not flow_keys:
+            self._say("warning: insecure = true: this flow's tcp traffic is neither encrypted nor authenticated; "
+                      "anyone on the network can read it and inject into it")
+        context = FlowContext(flow_keys)
         wakeup_read, wakeup_write = os.pipe()
         os.set_blocking(wakeup_write, False)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -93,7 +99,7 @@ class Launcher:
             except AgentError as error:
                 self._say(str(error))
                 return EXIT_BAD_MANIFEST  # nothing started
-            endpoints, configs = plan(self.flow, run_dir, remote_ports)
+            endpoints, configs = plan(self.flow, run_dir, remote_ports, flow_keys)
             self._control = context.socket(zmq.XPUB)
             self._control.setsockopt(zmq.XPUB_VERBOSE, 1)
             self._control.linger = 0
@@ -152,8 +158,10 @@ class Launcher:
         needed = ports_needed(self.flow)
         ports = {}
         for name in dict.fromkeys(spec.host for spec in self.flow.nodes.values() if spec.host):
-            link = self._links[name] = AgentLink(context, self.flow.hosts[name], lambda: getattr(self, "_relay", None))
+            host = self.flow.hosts[name]
             try:
+                keys = agent_keys(self.flow, host)
+                link = self._links[name] = AgentLink(context, host, lambda: getattr(self, "_relay", None), keys)
                 link.introduce(self.flow.name)
                 if needed.get(name):
                     ports[name] = link.free_ports(needed[name])
@@ -181,21 +189,19 @@ class Launcher:
         return url
 
     def _heartbeat(self) -> None:
-        """Tell each agent this launcher lives; a silent agent's host counts as lost."""
+        """Heartbeats to each agent (hellos to lost ones); a host silent past its timeout is lost."""
         for link in self._links.values():
-            if link.lost:
-                continue
-            link.send("heartbeat")
-            if link.silent():
+            link.beat()
+            if not link.lost and link.silent():
                 self._host_lost(link)
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
 
     def _host_lost(self, link: AgentLink) -> None:
-        reason = f'host "{link.host.name}" lost: its agent sent nothing for {HEARTBEAT_TIMEOUT:g} s'
-        self._say(reason)
+        reason = f'host "{link.host.name}" lost: its agent sent nothing for {link.host.timeout:g} s'
+        self._say(f"{reason}; its nodes count as crashed")
         for replica in self.replicas.values():
             if self.flow.nodes[replica.config.node].host == link.host.name and replica.exit_code is None:
-                replica.budget, replica.restart_requested, replica.error = None, False, {"message": reason}
+                replica.error = {"message": reason}  # the reason given if no restart follows
         link.lose()  # each of its processes exits now, as far as this launcher is concerned
 
     @contextlib.contextmanager
@@ -379,8 +385,12 @@ class Launcher:
         samples = {key: replica.sample for key, replica in self.replicas.items()}
         fills = {name: queue_fill(self.flow, name, samples) for name in self.flow.nodes}
         dropped = {name: drops(self.flow, name, samples) for name in self.flow.nodes}
+        now = time.monotonic()
+        hosts = [{"name": name, "state": link.state, "silent": round(now - link.heard, 1),
+                  "rtt_ms": None if link.rtt is None else round(link.rtt * 1000, 2)}
+                 for name, link in self._links.items()]
         return {"flow": self.flow.name, "started": self._started, "stopping": self._stopping,
-                "bottleneck": bottleneck(self.flow, samples), "nodes": [
+                "hosts": hosts, "bottleneck": bottleneck(self.flow, samples), "nodes": [
                     {"label": r.config.label, "node": r.config.node, "replica": r.config.replica,
                      "host": self.flow.nodes[r.config.node].host,
                      "pid": r.process.pid if r.process else None, "exit_code": r.exit_code,
