@@ -28,3 +28,7 @@ class ArraySummary(Consumer):
 
     def close(self) -> None:
         self.file.close()
+
+
+def as_text(number: int) -> str:
+    return str(number)

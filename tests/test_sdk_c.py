@@ -521,3 +521,28 @@ def test_a_python_reader_gets_the_arrays_a_c_node_sends(flow: FlowRunner, c_node
     got = read_lines(out)
     assert [{**g, "gray_mean": round(g["gray_mean"], 9)} for g in got] == \
         [{**e, "gray_mean": round(e["gray_mean"], 9)} for e in expected]
+
+
+def test_a_c_node_skips_the_item_it_fails_on_when_told_to(flow: FlowRunner, c_nodes: Path) -> None:
+    out, n = flow.path("out.jsonl"), 50
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = {{ n = {n} }}
+        [nodes.text]
+        run = "{Path(__file__).parent / 'sdk_c_nodes.py'}:as_text"
+        inputs = ["numbers"]
+        [nodes.work]
+        command = ["{c_nodes}/identity"]
+        inputs = ["text"]
+        on_error = "skip"
+        args = {{ fail_on = "7" }}
+        [nodes.sink]
+        command = ["{c_nodes}/sink"]
+        inputs = ["work"]
+        args = {{ path = "{out}" }}
+    """)
+    result = flow.run(manifest)
+    assert result.returncode == 0, result.stderr
+    assert read_lines(out) == [str(i) for i in range(n) if i != 7]
+    assert "skipped item 7: cannot handle item 7" in result.stdout + result.stderr
