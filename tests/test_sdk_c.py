@@ -546,3 +546,21 @@ def test_a_c_node_skips_the_item_it_fails_on_when_told_to(flow: FlowRunner, c_no
     assert result.returncode == 0, result.stderr
     assert read_lines(out) == [str(i) for i in range(n) if i != 7]
     assert "skipped item 7: cannot handle item 7" in result.stdout + result.stderr
+
+
+def test_c_nodes_read_their_configuration_whatever_its_characters(flow: FlowRunner, c_nodes: Path) -> None:
+    # The launcher's JSON escapes non-ASCII characters (\u00f1, surrogate pairs): the path must
+    # come out as written.
+    out = flow.path("sal ñandú ☃ 😀 \"q\".jsonl")
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        command = ["{c_nodes}/count"]
+        args = {{ n = 3 }}
+        [nodes.sink]
+        command = ["{c_nodes}/sink"]
+        inputs = ["numbers"]
+        args = {{ path = {json.dumps(out, ensure_ascii=False)} }}
+    """)
+    result = flow.run(manifest)
+    assert result.returncode == 0, result.stderr
+    assert read_lines(out) == [0, 1, 2]
