@@ -9,6 +9,19 @@
 
 #include <flujo_node.h>
 
+/* OpenCV's fixed-point BT.601 weights (B 3735, G 19235, R 9798, over 2^15, rounded), per byte value */
+static struct {
+    uint32_t b[256], g[256], r[256];
+} weights;
+
+static void init_weights(void) {
+    for (uint32_t v = 0; v < 256; v++) {
+        weights.b[v] = v * 3735u;
+        weights.g[v] = v * 19235u;
+        weights.r[v] = v * 9798u + (1u << 14);
+    }
+}
+
 static void release(void *data, void *hint) {
     (void)hint;
     free(data);
@@ -30,16 +43,16 @@ static int convert(flujo_node *node, const flujo_event *event, bool keep_frame) 
     size_t pixels = (size_t)(bgr.shape[0] * bgr.shape[1]);
     const uint8_t *in = bgr.data;
     uint8_t *gray = malloc(pixels ? pixels : 1);
-    uint64_t sum = 0;
-    uint8_t low = 255, high = 0;
+    uint64_t histogram[256] = {0}, sum = 0;
     for (size_t i = 0; i < pixels; i++, in += 3) {
-        /* OpenCV's fixed-point BT.601 weights (B 3735, G 19235, R 9798, over 2^15), rounded */
-        uint8_t y = (uint8_t)((in[0] * 3735u + in[1] * 19235u + in[2] * 9798u + (1u << 14)) >> 15);
+        uint8_t y = (uint8_t)((weights.b[in[0]] + weights.g[in[1]] + weights.r[in[2]]) >> 15);
         gray[i] = y;
-        sum += y;
-        low = y < low ? y : low;
-        high = y > high ? y : high;
+        histogram[y]++; /* mean, min and max from the histogram: no branch per pixel */
     }
+    int low = 0, high = 255;
+    while (low < 255 && !histogram[low]) low++;
+    while (high > 0 && !histogram[high]) high--;
+    for (int v = 0; v < 256; v++) sum += (uint64_t)v * histogram[v];
     flujo_item *out = flujo_item_new();
     msgpack_packer *packer = flujo_item_packer(out);
     msgpack_pack_map(packer, item->via.map.size + 3 - (keep_frame ? 0 : 1));
@@ -67,6 +80,7 @@ int main(void) {
     flujo_node *node = flujo_init();
     if (!node) return 1;
     bool keep_frame = flujo_arg_number(node, "frame", 1) != 0;
+    init_weights();
     const flujo_event *event;
     while ((event = flujo_next(node))->type == FLUJO_INPUT)
         if (convert(node, event, keep_frame) != 0 && *flujo_error(node)) flujo_fail(node, "%s", flujo_error(node));
