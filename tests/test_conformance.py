@@ -138,3 +138,31 @@ def test_items_compare_with_their_types() -> None:
     assert not same(np.zeros(3, "<f4"), np.zeros(3, "<f8"))
     assert same(np.arange(4).reshape(2, 2), np.arange(4).reshape(2, 2))
     assert FAIL_ITEM == "flujo-conformance:fail"  # the contract other languages implement
+
+
+def test_a_hold_replayed_after_its_resume_is_over() -> None:
+    """The launcher replays hold [X, r, g] to every node when anyone subscribes; once resumed it is void."""
+    from flujo.holds import Holds
+
+    holds = Holds()
+    holds.hold(("x", 0), 3)
+    holds.resume(("x", 0), 3)
+    holds.hold(("x", 0), 3)  # the replay
+    assert holds.generation == {}
+    holds.hold(("x", 0), 4)  # the successor's own restart is a new hold
+    assert holds.generation == {("x", 0): 4}
+
+
+def test_configuration_fields_a_version_does_not_know_are_ignored() -> None:
+    import json
+
+    from flujo.config import NodeConfig
+
+    text = json.dumps({"flow": "f", "node": "n", "replica": 0, "replicas": 1, "kind": "processor",
+                       "control": "ipc://c", "status": "ipc://s", "later": {"x": 1},
+                       "inputs": [{"port": "in", "endpoint": "ipc://i", "hwm": 4, "source": "u",
+                                   "source_port": "out", "senders": 2, "later": 1}],
+                       "outputs": [{"port": "out", "target": "d", "target_port": "in", "hwm": 4,
+                                    "endpoints": ["ipc://o"], "later": 1}]})
+    config = NodeConfig.from_json(text)
+    assert config.inputs[0].senders == 2 and config.outputs[0].endpoints == ("ipc://o",)
