@@ -67,6 +67,8 @@ def wait_outputs(bench: Bench, reader: Reader, count: int) -> bool:
 
 def check_identity(checks: Checks, reader: Reader, expected: dict[int, Any], title: str = "DATA") -> None:
     """Every DATA item came out unchanged with its number, every SKIP as SKIP, once each, in order."""
+    checks.clause("3", "every message it sends decodes: header [1, kind, seq, node, replica], msgpack body",
+                  not reader.violations, "well-formed messages", f"{reader.violations[:3]}")
     got = {message.seq: message for message in reader.items()}
     wrong = [(seq, describe(expected[seq]), describe(got[seq].item))
              for seq in sorted(expected) if expected[seq] is not None and seq in got
