@@ -113,6 +113,9 @@ def end_of_stream(bench: Bench, checks: Checks, readers: list[Reader] | None = N
         without = [reader.key for reader in readers if not reader.has(EOS)]
         checks.clause("7.2", "sends EOS to every downstream replica", not without,
                       f"EOS on {[reader.key for reader in readers]}", exit_or(bench, f"no EOS on {without}"))
+        broken = [violation for reader in readers for violation in reader.violations]
+        checks.clause("3", "every message it sends decodes: header [1, kind, seq, node, replica], msgpack body",
+                      not broken, "well-formed messages", f"{broken[:3]}")
         late = [reader.key for reader in readers
                 if any(message.kind in (DATA, SKIP) for message in reader.messages[first_index(reader, EOS):])]
         checks.clause("7.2", "EOS comes behind the last item", not late, "nothing after EOS",
