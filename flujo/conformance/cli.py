@@ -6,6 +6,7 @@ import json
 import shutil
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import IO, Sequence
 
@@ -97,6 +98,11 @@ def run_scenario(scenario: Scenario, options: argparse.Namespace, out: IO[str],
                           scenario.level, False, f"the node to take input within {options.timeout:g} s",
                           "a send to its input port timed out")
         printed.append(outcome)
+        _tail(bench, out)
+    except Exception as error:  # a fault of the kit itself: say so, and judge no level on it
+        printed.append(Outcome("-", "the kit could not go on (a fault in the kit: please report it)",
+                               scenario.level, False, "no exception in the kit",
+                               "".join(traceback.format_exception(error)).rstrip()))
         _tail(bench, out)
     finally:
         bench.close()
