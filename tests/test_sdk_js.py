@@ -4,6 +4,7 @@ missing these tests fail, they do not skip."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -324,3 +325,82 @@ def test_restarting_a_js_producer_continues_its_stream(flow: FlowRunner) -> None
     assert values[-n:] == list(range(n))
     first_run = values[:-n]
     assert len(first_run) >= 300 and first_run == list(range(len(first_run)))
+
+
+def test_a_js_node_refuses_forged_messages_and_keeps_the_good_ones(tmp_path: Path) -> None:
+    """Malformed headers, bodies and array references are refused and counted, never handed on."""
+    import msgpack
+    import zmq
+
+    def header(kind: int, seq: int, version: int = 1) -> bytes:
+        return msgpack.packb([version, kind, seq, "up", 0])
+
+    def array_ref(frame: int, dtype: str, shape: list[int]) -> msgpack.ExtType:
+        return msgpack.ExtType(1, msgpack.packb([frame, dtype, shape]))
+
+    endpoint = lambda name: f"ipc://{tmp_path}/{name}"  # noqa: E731
+    context = zmq.Context()
+    control, status = context.socket(zmq.XPUB), context.socket(zmq.PULL)
+    control.bind(endpoint("control"))
+    status.bind(endpoint("status"))
+    reader = context.socket(zmq.PULL)
+    reader.bind(endpoint("reader"))
+    config = {"protocol": 1, "flow": "forged", "node": "work", "replica": 0, "replicas": 1, "kind": "processor",
+              "control": endpoint("control"), "status": endpoint("status"), "generation": 0,
+              "inputs": [{"port": "in", "endpoint": endpoint("in"), "hwm": 100, "source": "up",
+                          "source_port": "out", "senders": 1}],
+              "outputs": [{"port": "out", "target": "down", "target_port": "in", "hwm": 100, "aligned": False,
+                           "endpoints": [endpoint("reader")]}]}
+    process = subprocess.Popen(["node", str(SDK / "examples" / "identity.js")],
+                               env={"PATH": os.environ["PATH"], "FLUJO_NODE_CONFIG": json.dumps(config)},
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        def report() -> list:
+            assert status.poll(10_000), "no report from the node"
+            return msgpack.unpackb(status.recv())
+
+        assert report()[0] == "ready"
+        sender = context.socket(zmq.PUSH)
+        sender.connect(endpoint("in"))
+        good = msgpack.packb({"a": array_ref(2, "<i4", [3])})
+        forged = [
+            [b"\xc1"],  # not msgpack
+            [msgpack.packb([1, 0])],  # a header too short
+            [header(0, 0, version=2), msgpack.packb(1)],  # another protocol version
+            [header(9, 0), msgpack.packb(1)],  # an unknown kind
+            [header(0, 0)],  # DATA without a body
+            [header(0, 0), b"\xc1"],  # a body that is not msgpack
+            [header(0, 0), msgpack.packb(array_ref(5, "<i4", [3])), bytes(12)],  # no frame 5
+            [header(0, 0), msgpack.packb(array_ref(2, "<i4", [4])), bytes(12)],  # 16 bytes announced, 12 sent
+            [header(0, 0), msgpack.packb(array_ref(2, "<q4", [3])), bytes(12)],  # no such dtype
+            [msgpack.packb([1, 0, 0, "up", 7]), msgpack.packb(1)],  # a sender replica that does not exist
+            [msgpack.packb([1, 0, 0, "elsewhere", 0]), msgpack.packb(1)],  # a node that does not feed this port
+            [header(3, 0), msgpack.packb([1, array_ref(2, "<i4", [3])]), bytes(12)],  # an array in a BATCH
+            [header(3, 0), msgpack.packb(5)],  # a BATCH whose body is not a list
+        ]
+        for frames in forged:
+            sender.send_multipart(frames)
+        sender.send_multipart([header(0, 0), good, (7).to_bytes(4, "little") * 3])
+        sender.send_multipart([header(2, 0)])  # end of stream
+        assert reader.poll(10_000)
+        first = reader.recv_multipart()
+        head = msgpack.unpackb(first[0])
+        assert head[:3] == [1, 0, 0] and head[3:5] == ["work", 0]
+        assert msgpack.unpackb(first[1])["a"] == array_ref(2, "<i4", [3])
+        assert first[2] == (7).to_bytes(4, "little") * 3  # the array went back whole
+        assert reader.poll(10_000)
+        assert msgpack.unpackb(reader.recv_multipart()[0])[1] == 2  # then EOS: the forged ones never came out
+        reports = {}
+        while "finished" not in reports:
+            kind, _, _, payload = report()
+            reports[kind] = payload
+        assert reports["released"] == ["in"]
+        assert reports["finished"]["refused"] == len(forged)
+        assert reports["finished"]["items_in"] == 1 and reports["finished"]["sent"] == {"down/in": 1}
+        control.send_multipart([b"released", msgpack.packb(["down", 0, "in"])])
+        assert process.wait(timeout=10) == 0
+        assert process.stderr.read().count('port "in" refused message') == len(forged)
+    finally:
+        process.kill()
+        process.wait()
+        context.destroy(linger=0)

@@ -63,7 +63,7 @@ function dtypeOf(data) {
 
 function itemSize(dtype) {
   const size = Number(dtype.slice(2));
-  if (!/^[<>|=][a-zA-Z]\d+$/.test(dtype) || !(size > 0)) throw new ProtocolError(`bad dtype ${JSON.stringify(dtype)}`);
+  if (!/^[<>|=][biufcmMSUV]\d+$/.test(dtype) || !(size > 0)) throw new ProtocolError(`bad dtype ${JSON.stringify(dtype)}`);
   return size;
 }
 
@@ -179,7 +179,7 @@ export class Codec {
     const message = { kind, seq, sender, replica, item: undefined };
     if (kind === Kind.DATA || kind === Kind.BATCH) {
       if (frames.length < 2) throw new ProtocolError("data message without a body frame");
-      this._frames = frames;
+      this._frames = kind === Kind.BATCH ? null : frames;  // a batch never carries arrays
       try {
         message.item = this._decoder.decode(frames[1]);
       } catch (error) {
@@ -196,6 +196,7 @@ export class Codec {
     const meta = this._plainDecoder.decode(data);
     if (!Array.isArray(meta) || meta.length < 3) throw new ProtocolError("malformed array reference");
     const [index, dtype, shape] = meta;
+    if (this._frames === null) throw new ProtocolError("an array in a batch (batches carry small items only)");
     if (!Number.isInteger(index) || index < 2 || index >= this._frames.length) {
       throw new ProtocolError(`array refers to frame ${index}, message has ${this._frames.length}`);
     }
