@@ -186,7 +186,7 @@ export class InputPort {
     } catch (error) {
       if (!(error instanceof ProtocolError)) throw error;
       this.refused += 1;
-      if (this.refused <= 100 || this.refused % 1000 === 0)  // a flood is not logged line by line {
+      if (this.refused <= 100 || this.refused % 1000 === 0) {  // a flood is not logged line by line
         console.error(`flujo: port "${this.name}" refused message ${this.refused}: ${error.message}`);
       }
       return;
