@@ -564,3 +564,31 @@ def test_c_nodes_read_their_configuration_whatever_its_characters(flow: FlowRunn
     result = flow.run(manifest)
     assert result.returncode == 0, result.stderr
     assert read_lines(out) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda config: config["inputs"][0].update(endpoint="bogus://nowhere"), 'cannot bind input "in" to bogus://nowhere'),
+    (lambda config: config["outputs"][0].update(endpoints=["bogus://x"]), 'cannot connect output "out" to bogus://x'),
+    (lambda config: config.pop("control"), "lacks node, control or status"),
+    (lambda config: config.update(kind="processor", inputs=[]), "needs inputs"),
+])
+def test_a_c_node_with_a_bad_configuration_says_why_and_exits(tmp_path: Path, c_nodes: Path, change, message) -> None:
+    config = {"protocol": 1, "flow": "bad", "node": "work", "replica": 0, "replicas": 1, "kind": "processor",
+              "control": f"ipc://{tmp_path}/control", "status": f"ipc://{tmp_path}/status",
+              "inputs": [{"port": "in", "endpoint": f"ipc://{tmp_path}/in", "hwm": 10, "source": "up",
+                          "source_port": "out", "senders": 1}],
+              "outputs": [{"port": "out", "target": "down", "target_port": "in", "hwm": 10,
+                           "endpoints": [f"ipc://{tmp_path}/down"]}]}
+    change(config)
+    done = subprocess.run([str(c_nodes / "identity")], env={"FLUJO_NODE_CONFIG": json.dumps(config)},
+                          capture_output=True, text=True, timeout=10)
+    assert done.returncode == 1
+    assert message in done.stderr and "flujo node work" in done.stderr
+
+
+def test_a_c_node_without_a_configuration_says_so(c_nodes: Path) -> None:
+    done = subprocess.run([str(c_nodes / "sink")], env={}, capture_output=True, text=True, timeout=10)
+    assert done.returncode == 1 and "no configuration; the launcher sets FLUJO_NODE_CONFIG" in done.stderr
+    done = subprocess.run([str(c_nodes / "sink")], env={"FLUJO_NODE_CONFIG": "{\"node\": "}, capture_output=True,
+                          text=True, timeout=10)
+    assert done.returncode == 1 and "FLUJO_NODE_CONFIG is not a JSON object" in done.stderr

@@ -69,7 +69,11 @@ flujo_node *flujo_init(void) {
     flujo_node *node = calloc(1, sizeof *node);
     node->stopped = true; /* until it is set up: flujo_close only frees */
     node->config = json_parse(text, node->error, sizeof node->error);
-    if (!node->config || node->config->type != JSON_OBJECT) return init_failed(node, "FLUJO_NODE_CONFIG is not a JSON object");
+    if (!node->config || node->config->type != JSON_OBJECT) {
+        char why[400];
+        snprintf(why, sizeof why, "FLUJO_NODE_CONFIG is not a JSON object: %s", node->config ? "" : node->error);
+        return init_failed(node, why);
+    }
     const json_value *config = node->config;
     if (json_number(config, "protocol", 1) != PROTOCOL_VERSION) return init_failed(node, "protocol version not supported");
     node->flow = json_string(config, "flow", "");
@@ -105,9 +109,15 @@ flujo_node *flujo_init(void) {
     int nports = node->nports, nedges = node->nedges;
     node->nports = node->nedges = 0; /* counted up as they open, so a failure closes what opened */
     for (int i = 0; i < nports; i++, node->nports++)
-        if (port_open(node, &node->ports[i], inputs->items[i]) != 0) return init_failed(node, node->error);
+        if (port_open(node, &node->ports[i], inputs->items[i]) != 0) {
+            port_close(&node->ports[i]); /* every socket must be closed, or the context never ends */
+            return init_failed(node, node->error);
+        }
     for (int i = 0; i < nedges; i++, node->nedges++)
-        if (edge_open(node, &node->edges[i], outputs->items[i]) != 0) return init_failed(node, node->error);
+        if (edge_open(node, &node->edges[i], outputs->items[i]) != 0) {
+            edge_close(&node->edges[i], 0);
+            return init_failed(node, node->error);
+        }
     if ((node->role == ROLE_PRODUCER) != (node->nports == 0))
         return init_failed(node, node->nports ? "a producer has no inputs" : "a processor or consumer needs inputs");
     int values = node->zip && node->nports > 1 ? node->nports : 1;
