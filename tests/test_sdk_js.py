@@ -235,6 +235,27 @@ def test_an_error_in_js_code_fails_the_node_and_delivers_what_it_sent(flow: Flow
     assert read_lines(out) == list(range(40))  # everything before the failing item, nothing after
 
 
+def test_on_error_skip_skips_the_failing_item_and_goes_on(flow: FlowRunner) -> None:
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = {{ n = 100 }}
+        [nodes.check]
+        {js(TEST_NODE, role="fail_at", at=40, catch=True)}
+        inputs = ["numbers"]
+        on_error = "skip"
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["check"]
+        args = {{ path = "{out}" }}
+    """)
+    result = flow.run(manifest, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "skipped item 40: Error: cannot handle 40" in result.stdout  # the node's own output, labelled
+    assert read_lines(out) == [i for i in range(100) if i != 40]
+
+
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_restarting_a_js_processor_mid_stream_loses_nothing(flow: FlowRunner, replicas: int) -> None:
     out, n = flow.path("out.jsonl"), 3000

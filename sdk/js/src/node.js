@@ -187,14 +187,27 @@ export class FlujoNode {
     this._sendTime += performance.now() - started;
   }
 
-  /** The node failed: report the error, end as docs/PROTOCOL.md section 7.5 says, exit 1. */
+  /**
+   * User code failed. With the manifest's ``on_error = "skip"`` and an item being handled, the
+   * item is skipped (counted, logged; downstream gets a SKIP for it) and the loop goes on:
+   * call this from a catch inside the loop. Otherwise the error is reported, the node ends as
+   * docs/PROTOCOL.md section 7.5 says, and the process exits 1.
+   * @returns {Promise<boolean>} true when the item was skipped and the loop may go on
+   */
   async fail(error) {
-    if (this._error !== null || this._phase === "finished") return;
+    if (this.config.on_error === "skip" && this._current !== null && this._phase === "running" &&
+        this.kind !== "producer") {
+      this.errors += 1;
+      console.error(`skipped item ${this._current.seq}:`, error);
+      return true;
+    }
+    if (this._error !== null || this._phase === "finished") return false;
     this._error = error;
     this.errors += 1;
     console.error(`node "${this.name}" failed:`, error);
     if (this._phase === "running" || this._phase === "leaving") this._stop("stop");
     await this._finish();
+    return false;
   }
 
   // -- events --------------------------------------------------------------------------------

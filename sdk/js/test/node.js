@@ -30,8 +30,13 @@ for await (const event of node) {
   } else if (role === "square") {
     if (typeof event.item === "number") await node.send("out", event.item * event.item);
   } else if (role === "fail_at") {
-    if (event.item === node.args.at) throw new Error(`cannot handle ${event.item}`);
-    await node.send("out", event.item);
+    try {
+      if (event.item === node.args.at) throw new Error(`cannot handle ${event.item}`);
+      await node.send("out", event.item);
+    } catch (error) {
+      if (!node.args.catch) throw error;
+      await node.fail(error);  // with on_error = "skip": counted, the item skipped, the loop goes on
+    }
   } else if (role === "arrays") {
     const { i, data } = event.item;
     let sum = 0;
