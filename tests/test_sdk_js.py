@@ -126,6 +126,28 @@ def test_filtered_items_travel_as_skips_and_a_zip_pairs_them(flow: FlowRunner) -
     assert read_lines(out) == [2 * i for i in range(0, n, 2)]
 
 
+def test_a_js_merge_takes_every_item_of_both_inputs_in_each_ones_order(flow: FlowRunner) -> None:
+    out, n = flow.path("out.jsonl"), 500
+    manifest = flow.manifest(f"""
+        [nodes.a]
+        run = "{{nodes}}:Tagged"
+        args = {{ tag = "a", n = {n} }}
+        [nodes.b]
+        run = "{{nodes}}:Tagged"
+        args = {{ tag = "b", n = {2 * n} }}
+        [nodes.sink]
+        {js(TEST_NODE, role="collect", path=out)}
+        inputs = ["a", "b"]
+        join = "merge"
+    """)
+    result = flow.run(manifest, timeout=60)
+    assert result.returncode == 0, result.stderr
+    items = read_lines(out)
+    assert [item["i"] for item in items if item["source"] == "a"] == list(range(n))
+    assert [item["i"] for item in items if item["source"] == "b"] == list(range(2 * n))
+    assert len(items) == 3 * n
+
+
 def test_arrays_arrive_as_typed_views_and_go_back_unchanged(flow: FlowRunner, tmp_path: Path) -> None:
     out, n = flow.path("out.jsonl"), 6
     manifest = flow.manifest(f"""
