@@ -85,7 +85,7 @@ def run_scenario(scenario: Scenario, options: argparse.Namespace, out: IO[str],
 
     printed: list[Outcome] = Printing()
     folder = Path(tempfile.mkdtemp(prefix="flujo-conform-"))
-    extra = {"args": options.args, **({"run": options.run} if options.run else {})}
+    extra = {"args": options.args, "on_error": scenario.on_error, **({"run": options.run} if options.run else {})}
     bench = Bench(options.command, folder, options.kind, options.timeout, senders=scenario.senders,
                   edges=scenario.edges, restart=scenario.restart, replica=scenario.replica, extra=extra)
     checks = Checks(scenario.level, printed)

@@ -23,6 +23,7 @@ class Scenario:
     edges: tuple[Edge, ...] = (Edge(),)
     restart: str = "no"
     replica: int = 0  # the node under test is this replica of replica + 1
+    on_error: str = "fail"
     kinds: frozenset[str] = frozenset({"processor", "consumer"})
 
 
@@ -35,6 +36,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("fan-out and stats", "full", streams.fanout_and_stats, edges=(Edge("down", 2), Edge("side", 1)), replica=1),
     Scenario("readers released", "full", streams.readers_released, kinds=_PROCESSOR),
     Scenario("error", "full", streams.error),
+    Scenario("error skipped", "full", streams.error_skipped, on_error="skip"),
     Scenario("crash", "full", streams.crash, restart="on-failure"),
     Scenario("drain", "restartable", restarts.drain, senders=2, replica=1),
     Scenario("sender restart", "restartable", restarts.sender_restart, senders=2),

@@ -219,6 +219,25 @@ def error(bench: Bench, checks: Checks, window: float) -> None:
     expect_exit(bench, checks, 1, "7.5", "exits 1")
 
 
+def error_skipped(bench: Bench, checks: Checks, window: float) -> None:
+    """on_error = "skip": the item user code fails on becomes a SKIP, counted; the stream goes on."""
+    handshake(bench, checks)
+    sent = send_items(bench, range(5))
+    bench.senders[0].data(5, FAIL_ITEM)
+    sent[5] = None  # expected out: a SKIP
+    sent.update(send_items(bench, range(6, 10)))
+    bench.senders[0].eos()
+    if bench.readers:
+        reader = bench.readers[0]
+        bench.wait(lambda: reader.has(EOS) or bench.exited())
+        check_identity(checks, reader, sent, "on_error = \"skip\"")
+    end_of_stream(bench, checks)
+    counters = bench.reports_of("finished")[0].payload
+    checks.clause("5", "on_error = \"skip\": the failed item counts in items_in (and in errors, when reported)",
+                  counters.get("items_in") == len(sent) and counters.get("errors", 1) == 1,
+                  f"items_in {len(sent)}, errors 1", f"counters {counters}")
+
+
 def crash(bench: Bench, checks: Checks, window: float) -> None:
     """User code fails under a restart policy: error, then no EOS, no released, no finished."""
     handshake(bench, checks)
