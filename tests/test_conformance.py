@@ -118,6 +118,7 @@ def test_a_program_that_exits_at_once_is_reported_with_its_status() -> None:
 def test_usage_errors_exit_2() -> None:
     assert main([], out=io.StringIO()) == 2
     assert main(["--only", "nonsense", "--", "true"], out=io.StringIO()) == 2
+    assert main(["--", "/no/such/node"], out=io.StringIO()) == 2
 
 
 def test_level_reached_needs_every_lower_level() -> None:

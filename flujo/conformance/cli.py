@@ -50,6 +50,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         command = [sys.executable, "-m", "flujo.node"]
     if not command:
         parser.error("give the node's command after --, e.g. -- ./my-node")
+    if shutil.which(command[0]) is None:
+        parser.error(f"cannot run {command[0]!r}: not found, or not executable")
     options.command = command
     try:
         options.args = json.loads(options.args)
