@@ -92,6 +92,26 @@ def test_a_broken_node_fails_on_the_right_clause(fault: str, level: str, section
     assert time.monotonic() - started < 30  # a clause times out, the kit never hangs
 
 
+PRODUCER = str(Path(__file__).parent / "conformance_broken_producer.py")
+PRODUCER_SCENARIOS = ["--only", "produce and stop", "--only", "producer fan-out and stats"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("fault", "section", "title"), [
+    ("", None, None),  # the fixture itself passes
+    ("--no-start", "4", "a producer produces nothing before start"),
+    ("--from-zero", "6", "numbers its items from seq_start"),
+])
+def test_a_broken_producer_fails_on_the_right_clause(fault: str, section: str | None, title: str | None) -> None:
+    status, text = kit("--kind", "producer", "--level", "full", "--timeout", "3", *PRODUCER_SCENARIOS,
+                       "--", sys.executable, PRODUCER, *([fault] if fault else []))
+    found = failures(text)
+    if section is None:
+        assert status == 0 and not found, text
+    else:
+        assert status == 1 and found and found[0] == (section, title), text
+
+
 @pytest.mark.timeout(60)
 def test_a_broken_node_fails_its_level() -> None:
     status, text = kit("--timeout", "3", "--", sys.executable, BROKEN, "--ignore-skip")
