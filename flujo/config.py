@@ -37,6 +37,10 @@ class OutputConfig:
     policy: str = "block"  # the reader's: "block" waits for room; "drop-*": a full queue drops
     aligned: bool = False  # the reader zips several ports: a graceful restart agrees on where to pause
 
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if key in cls.__slots__}
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     flow: str
@@ -73,7 +77,8 @@ class NodeConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "NodeConfig":
-        """Parse a configuration; fields this version does not know are ignored (later versions add some)."""
+        """Parse the configuration; fields this version does not know are ignored
+        (docs/PROTOCOL.md, section 2), so a newer launcher can add some."""
         data = _known(cls, json.loads(text))
         data["inputs"] = tuple(InputConfig(**_known(InputConfig, item)) for item in data.get("inputs", ()))
         data["outputs"] = tuple(OutputConfig(**{**_known(OutputConfig, item), "endpoints": tuple(item["endpoints"])})
@@ -86,8 +91,3 @@ class NodeConfig:
             return cls.from_json(os.environ[CONFIG_ENV])
         except KeyError:
             raise SystemExit(f"flujo node: no configuration; the launcher sets {CONFIG_ENV}") from None
-
-
-def _known(kind: type, data: dict[str, Any]) -> dict[str, Any]:
-    """The fields of ``data`` that the dataclass ``kind`` has."""
-    return {name: value for name, value in data.items() if name in kind.__slots__}
