@@ -31,6 +31,7 @@ int port_open(flujo_node *node, input_port *port, const json_value *config) {
     int linger = 0;
     zmq_setsockopt(port->socket, ZMQ_RCVHWM, &port->hwm, sizeof port->hwm);
     zmq_setsockopt(port->socket, ZMQ_LINGER, &linger, sizeof linger);
+    if (security_before_bind(node, port->socket, endpoint) != 0) return -1;
     if (zmq_bind(port->socket, endpoint) != 0) {
         snprintf(node->error, sizeof node->error, "cannot bind input \"%s\" to %s: %s", port->name, endpoint,
                  zmq_strerror(zmq_errno()));

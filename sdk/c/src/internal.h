@@ -2,6 +2,7 @@
 #ifndef FLUJO_INTERNAL_H
 #define FLUJO_INTERNAL_H
 
+#include <pthread.h>
 #include <zmq.h>
 
 #include "flujo_node.h"
@@ -133,6 +134,12 @@ struct flujo_node {
     const char **value_ports;
     bool in_event, answered, stopped;
     double event_since;
+    /* security (section 11): the flow key, a ZAP handler thread when a tcp input is bound */
+    bool secure, zap_running;
+    char curve_public[41], curve_secret[41];
+    uint8_t curve_public_key[32];
+    void *zap;
+    pthread_t zap_thread;
     /* failure */
     bool failed, item_failed;
     char *failure;
@@ -154,6 +161,12 @@ void report_error(flujo_node *node);
 void release_all_ports(flujo_node *node);
 void apply_control(flujo_node *node);
 bool control_pending(flujo_node *node);
+
+/* security.c */
+int security_load(flujo_node *node);
+int security_before_bind(flujo_node *node, void *socket, const char *endpoint);
+void security_before_connect(flujo_node *node, void *socket, const char *endpoint);
+void security_close(flujo_node *node);
 
 /* wire.c */
 void pack_string(msgpack_packer *packer, const char *text);

@@ -88,6 +88,7 @@ flujo_node *flujo_init(void) {
     node->skip_errors = strcmp(json_string(config, "on_error", "fail"), "skip") == 0;
     node->restart_policy = strcmp(json_string(config, "restart", "no"), "no") != 0;
     if (!node->name || !control || !status) return init_failed(node, "the configuration lacks node, control or status");
+    if (security_load(node) != 0) return init_failed(node, node->error);
     node->context = zmq_ctx_new();
     /* control first: commands sent while the sockets are made are not missed */
     char identity[300];
@@ -99,6 +100,8 @@ flujo_node *flujo_init(void) {
     zmq_setsockopt(node->commands, ZMQ_SUBSCRIBE, identity, strlen(identity));
     node->reporter = zmq_socket(node->context, ZMQ_PUSH);
     zmq_setsockopt(node->reporter, ZMQ_LINGER, &status_linger, sizeof status_linger);
+    security_before_connect(node, node->commands, control);
+    security_before_connect(node, node->reporter, status);
     if (zmq_connect(node->commands, control) != 0 || zmq_connect(node->reporter, status) != 0)
         return init_failed(node, "cannot connect to the launcher's control or status endpoint");
     const json_value *inputs = json_get(config, "inputs"), *outputs = json_get(config, "outputs");
@@ -402,6 +405,7 @@ int flujo_close(flujo_node *node) {
     if (node->commands) zmq_close(node->commands);
     if (node->reporter) zmq_close(node->reporter);
     if (node->context) zmq_ctx_term(node->context);
+    security_close(node); /* the context's end ended the ZAP handler */
     for (int i = 0; i < node->nholds; i++) free(node->holds[i].node);
     for (int i = 0; i < node->nresumed; i++) free(node->resumed[i].node);
     free(node->holds);

@@ -42,6 +42,7 @@ int edge_open(flujo_node *node, output_edge *edge, const json_value *config) {
         zmq_setsockopt(edge->sockets[i], ZMQ_SNDHWM, &edge->hwm, sizeof edge->hwm);
         zmq_setsockopt(edge->sockets[i], ZMQ_LINGER, &linger, sizeof linger); /* we wait for release instead */
         zmq_setsockopt(edge->sockets[i], ZMQ_RECONNECT_IVL, &reconnect, sizeof reconnect);
+        if (endpoint->type == JSON_STRING) security_before_connect(node, edge->sockets[i], endpoint->string);
         if (endpoint->type != JSON_STRING || zmq_connect(edge->sockets[i], endpoint->string) != 0) {
             snprintf(node->error, sizeof node->error, "cannot connect output \"%s\" to %s", edge->port,
                      endpoint->type == JSON_STRING ? endpoint->string : "(not a string)");
