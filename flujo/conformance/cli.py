@@ -101,6 +101,8 @@ def run_scenario(scenario: Scenario, options: argparse.Namespace, out: IO[str],
                           "a send to its input port timed out")
         printed.append(outcome)
         _tail(bench, out)
+    except BrokenPipeError:
+        raise  # whoever read the output has gone
     except Exception as error:  # a fault of the kit itself: say so, and judge no level on it
         printed.append(Outcome("-", "the kit could not go on (a fault in the kit: please report it)",
                                scenario.level, False, "no exception in the kit",

@@ -10,7 +10,7 @@ from typing import Any
 from flujo.conformance.checks import Checks, same, seq_list
 from flujo.conformance.harness import NODE, Bench
 from flujo.conformance.steps import (DATA, EOS, PAUSE, SKIP, end_of_stream, exit_or, expect_exit, first_index,
-                                     handshake, output_seqs, wait_outputs, wait_report)
+                                     handshake, latest_stats, output_seqs, wait_outputs, wait_report)
 from flujo.protocol import Control
 
 
@@ -74,12 +74,11 @@ def producer_fanout(bench: Bench, checks: Checks, window: float) -> None:
     checks.clause("6", "fan-out: every node gets every item; replicas: each item to exactly one of them",
                   dealt == seqs and not changed, f"down.0 + down.1 = side's {seq_list(seqs)}",
                   f"down: {seq_list(dealt)}, differing items {changed[:5]}")
-    count = len(seqs)
-    bench.wait(lambda: stats_out(count) is not None or bench.exited())
-    final = stats_out(count) or {}
-    expected = {"down/in": count, "side/in": count}
-    checks.clause("5", "stats: sent is cumulative, keyed by downstream \"node/port\"", final.get("sent") == expected,
-                  f"sent {expected}", f"sent {final.get('sent')}")
+    expected = {"down/in": len(seqs), "side/in": len(seqs)}
+    bench.wait(lambda: latest_stats(bench).get("sent") == expected or bench.exited())
+    checks.clause("5", "stats: sent is cumulative, keyed by downstream \"node/port\"",
+                  latest_stats(bench).get("sent") == expected, f"sent {expected} in its latest report",
+                  f"sent {latest_stats(bench).get('sent')}")
     bench.publish(Control.RELEASED, "down", 0, "in")
     bench.publish(Control.RELEASED, "side", 0, "in")
     end_of_stream(bench, checks, readers=[down[1]])

@@ -24,16 +24,17 @@ def handshake(bench: Bench, checks: Checks, generation: int = 0, start: bool = T
     checks.clause("4", f"subscribes to its identity topic {identity!r}", bench.subscribed(),
                   f"a subscription to {identity!r} within {bench.timeout:g} s",
                   exit_or(bench, f"subscriptions {bench.subscriptions!r}"))
-    checks.clause("4", "subscribes to every topic (\"\") too", b"" in bench.subscriptions,
-                  "a subscription to \"\" (commands such as start and stop are not addressed to it)",
-                  f"subscriptions {bench.subscriptions!r}")
+    subscriptions = bench.subscriptions
+    checks.clause("4", "subscribes to every topic (\"\") before its identity topic",
+                  b"" in subscriptions and subscriptions.index(b"") < subscriptions.index(bench.identity),
+                  "a subscription to \"\" first (commands such as start and stop are not addressed to it; the "
+                  "identity subscription tells the launcher the node will miss none)", f"subscriptions {subscriptions!r}")
     bench.wait(lambda: bench.has_report("ready") or bench.exited())
     kinds = [kind for kind in bench.report_kinds() if kind != "stats"]
     checks.clause("5", "reports ready first", kinds[:1] == ["ready"],
                   "a \"ready\" report before any other", exit_or(bench, f"reports {kinds}"))
     if start:
         bench.publish(Control.START)  # every replica ready: as the launcher does
-        bench.idle(0.0)
 
 
 def quiet_before_input(bench: Bench, checks: Checks, window: float) -> None:
@@ -55,6 +56,12 @@ def send_items(bench: Bench, seqs: Iterable[int], make: Callable[[int], Any] = s
             sent[seq] = make(seq)
             bench.senders[sender].data(seq, sent[seq])
     return sent
+
+
+def latest_stats(bench: Bench) -> dict[str, Any]:
+    """The counters of the node's latest stats report ({} before any)."""
+    found = [report.payload for report in bench.reports_of("stats") if isinstance(report.payload, dict)]
+    return found[-1] if found else {}
 
 
 def output_seqs(reader: Reader) -> list[int]:
