@@ -7,7 +7,13 @@ const node = await connect();
 const failOn = node.args.fail_on;
 for await (const event of node) {
   if (event.type !== "item") continue;
-  const value = event.port === null ? event.item[0] : event.item;
-  if (failOn !== undefined && value === failOn) throw new Error(`failing on ${JSON.stringify(failOn)}, as asked`);
-  await node.send("out", value);
+  try {
+    const value = event.port === null ? event.item[0] : event.item;
+    if (failOn !== undefined && value === failOn) throw new Error(`failing on ${JSON.stringify(failOn)}, as asked`);
+    await node.send("out", value);
+  } catch (error) {
+    // on_error = "skip" in the manifest: the item is skipped and counted, the loop goes on;
+    // otherwise the node fails (error reported, stream ended, exit status 1).
+    if (!(await node.fail(error))) break;
+  }
 }

@@ -139,10 +139,13 @@ export class InputPort {
     return this._pending;
   }
 
-  /** Take one message if one is waiting, without waiting; false when none was. */
+  /** Take one message if one is waiting, without waiting; false when none was (a receive then
+   * stays in flight). No readiness query: on this path a ZMQ_EVENTS call costs more than a receive. */
   async receiveNow() {
-    if (this._pending !== null || !this.socket.readable) return false;
-    return this.pull();
+    if (this._pending !== null) return false;
+    this.pull();
+    await null;  // a receive that found a message has resolved, and its callback run, by now
+    return this._pending === null;
   }
 
   /** Take every message already queued on the socket; true if any arrived. */
@@ -307,13 +310,8 @@ export class Join {
         if (await port.receiveNow()) continue;
         await rt.flush();  // about to wait: what this node holds back must go now
       }
-      // (Never ask a socket whether it is readable while a receive is in flight: asking
-      // consumes the edge-triggered signal that receive waits for, and it would never return.)
-      if (port._pending === null && port.socket.readable) {
-        await port.pull();
-      } else {
-        await rt.wait([port.pull()]);  // only this port: the others feel backpressure
-      }
+      if (await port.receiveNow()) continue;
+      await rt.wait([port.pull()]);  // only this port: the others feel backpressure
     }
     return true;
   }

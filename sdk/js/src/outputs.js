@@ -91,7 +91,8 @@ export class OutputEdge {
     return this.liveReplicas().length === 0;
   }
 
-  /** Whether a message can go to that replica now, without waiting. */
+  /** Whether a message can go to that replica now, without waiting. Never asked while a send is
+   * in flight on it: the query would consume the edge-triggered wake-up that send waits for. */
   _writable(index) {
     return this._inFlight[index] === null && this.sockets[index].writable;
   }
@@ -225,34 +226,39 @@ export class OutputEdge {
 
   /** Send to that replica, held or not, waiting while its queue is full; false when it was released. */
   async _sendTo(index, frames, rt, items = 0) {
-    const socket = this.sockets[index];
-    if (this._inFlight[index] === null && socket.writable && !this.released_(index)) {
-      await socket.send(frames);  // room for it: goes at once (only this code sends on this socket)
-      this.sent += items;
-      return true;
-    }
-    while (this._inFlight[index] !== null) {  // (only after a release: never for a live reader)
+    if (!(await this._afterInFlight(index, rt))) return false;
+    if (await this._trySend(index, frames, items)) return true;
+    return this._afterInFlight(index, rt);  // false: released meanwhile (the message stays unread)
+  }
+
+  /** Wait until nothing is in flight on that socket; false when its reader was released. */
+  async _afterInFlight(index, rt) {
+    for (;;) {
       if (this.released_(index)) return false;
-      await rt.wait([this._inFlight[index]]);
+      const inFlight = this._inFlight[index];
+      if (inFlight === null) return true;
+      await rt.wait([inFlight]);
     }
-    if (this.released_(index)) return false;
+  }
+
+  /**
+   * Start sending on that socket (nothing may be in flight on it): true when the message went
+   * at once; otherwise it stays in flight, queued behind nothing, and goes when there is room.
+   * No readiness query before: on the per-item path a ZMQ_EVENTS call costs more than a send.
+   */
+  async _trySend(index, frames, items) {
+    const socket = this.sockets[index];
     let done = false;
-    const writable = this.sockets[index].writable;  // then the send goes at once (only this code sends on it)
-    const sending = this.sockets[index].send(frames).then(() => {
+    this._inFlight[index] = socket.send(frames).then(() => {
       done = true;
       this._inFlight[index] = null;
+      this.sent += items;
     }, (error) => {
       this._inFlight[index] = null;
-      if (!this.sockets[index].closed) throw error;
+      if (!socket.closed) throw error;
     });
-    this._inFlight[index] = sending;
-    if (writable) await sending;
-    while (!done) {
-      if (this.released_(index)) return false;  // it will not read this: leave it in flight
-      await rt.wait([sending]);
-    }
-    this.sent += items;
-    return true;
+    await null;  // a send that could go at once has resolved, and its callback run, by now
+    return done;
   }
 
   // -- dealing ---------------------------------------------------------------------------------
@@ -266,11 +272,10 @@ export class OutputEdge {
         return true;
       }
       await this.flush(rt);  // keep the order: what waits goes first
-    } else if (batchable && !this._held.size && !this._heldBack.length) {
+    } else if (batchable && !this._held.size && !this._heldBack.length && !this.released_(0)) {
       this._lastSeq = seq;
-      if (this._writable(0)) {
-        await this.sockets[0].send(frames);  // room for it: goes at once
-        this.sent += 1;
+      if (this._inFlight[0] === null) {
+        await this._trySend(0, frames, 1);  // gone, or in flight until the reader has room
       } else {
         this.batch = new Batch(seq, frames[1]);  // the reader is busy: start a batch
       }
@@ -302,7 +307,6 @@ export class OutputEdge {
   }
 
   async _dealReplicas(frames, rt, seq) {
-    const sockets = this.sockets;
     for (;;) {
       let live = this.liveReplicas();
       if (!live.length) return false;
@@ -320,8 +324,7 @@ export class OutputEdge {
         const index = live[(this._next + offset) % count];
         if (!this._writable(index)) continue;
         this._next = (this._next + offset + 1) % count;
-        await sockets[index].send(frames);  // room for it: goes at once
-        this.sent += 1;
+        await this._trySend(index, frames, 1);  // room for it: goes at once
         return true;
       }
       await rt.wait(live.map((index) => this._inFlight[index]).filter(Boolean), FULL_RETRY_MS);
@@ -333,8 +336,7 @@ export class OutputEdge {
     for (const index of this.liveReplicas()) {
       if (this._held.size && await this._mustWait(index, seq, rt)) continue;  // a held realtime reader misses these
       if (this._writable(index)) {
-        await this.sockets[index].send(frames);
-        this.sent += 1;
+        await this._trySend(index, frames, 1);
         return true;
       }
     }

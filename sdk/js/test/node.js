@@ -21,7 +21,9 @@ let produced = 0;
 for await (const event of node) {
   if (event.type === "stop") continue;
   if (node.args.fail_on !== undefined && Object.values(event.items).includes(node.args.fail_on)) {
-    throw new Error(`failing on ${JSON.stringify(node.args.fail_on)}, as asked`);
+    // As user code failing on an item would: skipped with on_error = "skip", else the node fails.
+    if (await node.fail(new Error(`failing on ${JSON.stringify(node.args.fail_on)}, as asked`))) continue;
+    break;
   }
   if (role === "identity") {
     await node.send("out", event.port === null ? event.item[0] : event.item);
