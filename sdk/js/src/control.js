@@ -6,17 +6,21 @@
 import * as zmq from "zeromq";
 import { Holds, key } from "./holds.js";
 import { identityTopic, parseControl, statusFrame } from "./protocol.js";
+import { clientOptions } from "./security.js";
 
 export class ControlChannel {
-  /** @param {import("./config.js").NodeConfig} config */
-  constructor(config) {
+  /**
+   * @param {import("./config.js").NodeConfig} config
+   * @param {import("./security.js").KeyPair | null} keys  the flow key of a secure flow
+   */
+  constructor(config, keys = null) {
     this.config = config;
-    this.commands = new zmq.Subscriber({ linger: 0 });
+    this.commands = new zmq.Subscriber({ linger: 0, ...clientOptions(keys, config.control) });
     this.commands.subscribe("");
     // The launcher's XPUB sees this second subscription arrive: this node will miss no command.
     this.commands.subscribe(identityTopic(config.node, config.replica));
     this.commands.connect(config.control);
-    this.reporter = new zmq.Push({ linger: 2000 });  // status is small and the launcher always reads it
+    this.reporter = new zmq.Push({ linger: 2000, ...clientOptions(keys, config.status) });  // status is small and the launcher always reads it
     this.reporter.connect(config.status);
     this._reports = Promise.resolve();
     /** @type {Buffer[][]} received, not yet applied */

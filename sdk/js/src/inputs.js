@@ -6,6 +6,7 @@
 // so a zip waiting for one port leaves the others unread and their senders feel backpressure.
 import * as zmq from "zeromq";
 import { Kind, ProtocolError } from "./protocol.js";
+import { serverOptions } from "./security.js";
 
 /** Returned by a join for a sequence number that carries no item (filtered upstream). */
 export const SKIP = Symbol("skip");
@@ -71,11 +72,12 @@ export class InputPort {
    * @param {import("./protocol.js").Codec} codec
    * @param {(port: InputPort) => void} onEnded  told once, when the last sender has ended
    * @param {(port: InputPort, message: object) => void} onPaused  told of every pause marker
+   * @param {import("./security.js").KeyPair | null} keys  the flow key of a secure flow
    */
-  constructor(config, codec, onEnded, onPaused) {
+  constructor(config, codec, onEnded, onPaused, keys = null) {
     this.config = config;
     this.name = config.port;
-    this.socket = new zmq.Pull({ receiveHighWaterMark: config.hwm, linger: 0 });
+    this.socket = new zmq.Pull({ receiveHighWaterMark: config.hwm, linger: 0, ...serverOptions(keys, config.endpoint) });
     // Realtime ports read eagerly and keep at most `hwm` waiting (see flujo/inputs.py).
     this._keep = config.policy !== "block" ? config.hwm : 0;
     this._keepNewest = config.policy === "drop-oldest";

@@ -17,6 +17,7 @@ import { Drained, InputPort, Join, SKIP } from "./inputs.js";
 import { OutputEdge } from "./outputs.js";
 import { key } from "./holds.js";
 import { Codec, Kind } from "./protocol.js";
+import { flowKeys, Gatekeeper } from "./security.js";
 
 const POLL_INTERVAL_MS = 500;  // upper bound on a wait; every wait also wakes on control
 const STATS_INTERVAL_MS = 500;  // between two stats reports to the launcher
@@ -64,6 +65,7 @@ export class FlujoNode {
     this.busy = 0;  // seconds in user code (between an event and the next call)
     this.nextSeq = config.seq_start;  // producers: the next item's sequence number
     this._phase = "new";  // new -> running -> stopping -> finishing -> finished
+    this._gatekeeper = null;  // the ZAP handler of a secure flow with tcp inputs
     this._current = null;  // {seq, ports: Set} of the event being handled
     this._yieldedAt = 0;
     this._sendTime = 0;
@@ -84,13 +86,18 @@ export class FlujoNode {
 
   async _open(catchErrors) {
     const config = this.config;
-    this.control = new ControlChannel(config);
+    const keys = flowKeys(config);  // a secure flow: CURVE on every tcp socket (PROTOCOL.md section 11)
+    if (keys !== null && config.inputs.some((port) => port.endpoint.startsWith("tcp://"))) {
+      this._gatekeeper = new Gatekeeper(keys);  // admits only the flow key, before any input binds
+      await this._gatekeeper.start();
+    }
+    this.control = new ControlChannel(config, keys);
     this.codec = new Codec(config.node, config.replica);
     this.ports = config.inputs.map((port) => new InputPort(port, this.codec, (p) => this._releasePorts(p.name),
-      (p, message) => this.control.report("pause-seen", [p.name, message.sender, message.replica])));
+      (p, message) => this.control.report("pause-seen", [p.name, message.sender, message.replica]), keys));
     for (const port of this.ports) await port.bind();
     this.edges = config.outputs.map((edge) => new OutputEdge(edge, (node, port, replica) =>
-      this.control.isReleased(node, port, replica), this.codec, this.control.holds));
+      this.control.isReleased(node, port, replica), this.codec, this.control.holds, keys));
     // What the join and the output edges call to wait, flush and learn about restarts.
     this._in = {
       wait: (pending) => this._waitReadable(pending),
@@ -304,6 +311,7 @@ export class FlujoNode {
     for (const port of this.ports) port.close();
     for (const edge of this.edges) edge.close();
     await control.close();
+    this._gatekeeper?.close();
     if (this._onError) {
       process.off("uncaughtException", this._onError);
       process.off("unhandledRejection", this._onError);

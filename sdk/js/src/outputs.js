@@ -7,6 +7,7 @@
 import * as zmq from "zeromq";
 import { Kind } from "./protocol.js";
 import { Holds, key } from "./holds.js";
+import { clientOptions } from "./security.js";
 
 /** While a reader's queue is full, small items wait in a batch of at most this many items or bytes. */
 export const BATCH_ITEMS = 16;
@@ -39,8 +40,9 @@ export class OutputEdge {
    * @param {(node: string, port: string, replica: number) => boolean} isReleased
    * @param {import("./protocol.js").Codec} codec
    * @param {Holds} holds  the control channel's, updated in place
+   * @param {import("./security.js").KeyPair | null} keys  the flow key of a secure flow
    */
-  constructor(config, isReleased, codec, holds = new Holds()) {
+  constructor(config, isReleased, codec, holds = new Holds(), keys = null) {
     this.config = config;
     this.port = config.port;
     this.target = config.target;
@@ -49,6 +51,7 @@ export class OutputEdge {
         sendHighWaterMark: config.hwm,
         linger: 0,  // the node waits for downstream's release instead of lingering
         reconnectInterval: 10,  // ms; a restarted replica is found again quickly
+        ...clientOptions(keys, endpoint),
       });
       socket.connect(endpoint);
       return socket;
