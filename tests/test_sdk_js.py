@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket as socket_module
 import subprocess
 import sys
@@ -532,3 +533,103 @@ def test_a_js_node_refuses_forged_messages_and_keeps_the_good_ones(tmp_path: Pat
         process.kill()
         process.wait()
         context.destroy(linger=0)
+
+
+def test_a_realtime_js_reader_and_its_js_sender_drop_rather_than_wait(flow: FlowRunner) -> None:
+    # The sink reads "drop-oldest": the JS sender never blocks (an item finding the queue full
+    # is dropped, counted) and the JS sink drops its oldest waiting items. What arrives is in
+    # order and never twice, and the flow ends cleanly.
+    out, n = flow.path("out.jsonl"), 3000
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "flujo.nodes.basic:Count"
+        args = {{ n = {n} }}
+        [nodes.work]
+        command = ["node", "{SDK / "examples" / "identity.js"}"]
+        inputs = ["numbers"]
+        [nodes.sink]
+        {js(TEST_NODE, role="collect", path=out)}
+        inputs = ["work"]
+        policy = "drop-oldest"
+        queue = 2
+    """)
+    result = flow.run(manifest, timeout=60)
+    assert result.returncode == 0, result.stderr
+    values = read_lines(out)
+    assert values == sorted(set(values)) and set(values) <= set(range(n)) and values
+
+
+def test_restarting_the_reader_of_a_js_sender_loses_nothing(flow: FlowRunner) -> None:
+    # The JS node is the sender here: it pauses the held Python sink, waits, and resumes.
+    out, n = flow.path("out.jsonl"), 2000
+    values, _, _ = restart_mid_stream(flow, f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Gated"
+        args = {{ n = {n}, gate = "{{gate}}" }}
+        [nodes.work]
+        command = ["node", "{SDK / "examples" / "identity.js"}"]
+        inputs = ["numbers"]
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["work"]
+        args = {{ path = "{out}", delay = 0.0005 }}
+    """, "sink", out)
+    assert values == list(range(n))
+
+
+def test_restarting_a_zip_fed_by_a_js_sender_keeps_every_pair(flow: FlowRunner) -> None:
+    # The JS node is one of the zip's senders: it reports its position, keeps back what is past
+    # the agreed limit, pauses there, and sends what it kept back to the successor first.
+    out, n = flow.path("out.jsonl"), 2000
+    values, _, _ = restart_mid_stream(flow, f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Gated"
+        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
+        [nodes.lagging]
+        run = "{{nodes}}:jitter"
+        inputs = ["numbers"]
+        replicas = 2
+        [nodes.same]
+        command = ["node", "{SDK / "examples" / "identity.js"}"]
+        inputs = ["numbers"]
+        [nodes.pair]
+        run = "{{nodes}}:add"
+        inputs = {{ a = "lagging", b = "same" }}
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["pair"]
+        args = {{ path = "{out}" }}
+    """, "pair", out)
+    assert values == [2 * i for i in range(n)]
+
+
+@pytest.mark.parametrize("victim", ["work.1", "sink"])
+def test_a_killed_js_node_restarts_by_policy_and_the_flow_ends(flow: FlowRunner, victim: str) -> None:
+    # At most once across a crash: the items queued in the killed process may be lost, but
+    # nothing comes twice or out of order, and the stream reaches its end.
+    out, n = flow.path("out.jsonl"), 1500
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Paced"
+        args = {{ n = {n}, pause = 0.001 }}
+        [nodes.work]
+        command = ["node", "{SDK / "examples" / "identity.js"}"]
+        inputs = ["numbers"]
+        replicas = 2
+        restart = "on-failure"
+        [nodes.sink]
+        {js(TEST_NODE, role="collect", path=out)}
+        inputs = ["work"]
+        restart = "on-failure"
+    """, flow="queue = 4")
+    launcher = flow.start(manifest)
+    poll_for(lambda: line_count(out) >= 300, timeout=30)
+    pid = flow.replicas()[victim]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    poll_for(lambda: flow.replicas().get(victim, {}).get("restarts") == 1, timeout=20)
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    assert f'node "{victim}" exited with status -9; restarting' in stderr
+    values = read_lines(out)
+    assert values == sorted(set(values)) and values[-1] == n - 1
+    print(f"SIGKILL of JS {victim}: {n - len(values)} items lost")
