@@ -16,7 +16,9 @@ import pytest
 
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
+from netns import can_make_namespaces
 from restarting import restart_mid_stream
+from test_hosts import _body as hosts_body, agent, hosts  # noqa: F401 (fixtures: two hosts, an agent on B)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -633,3 +635,27 @@ def test_a_killed_js_node_restarts_by_policy_and_the_flow_ends(flow: FlowRunner,
     values = read_lines(out)
     assert values == sorted(set(values)) and values[-1] == n - 1
     print(f"SIGKILL of JS {victim}: {n - len(values)} items lost")
+
+
+@pytest.mark.skipif(can_make_namespaces() is not None, reason=can_make_namespaces() or "")
+def test_a_js_node_on_another_host_restarts_without_loss(flow: FlowRunner, hosts, agent) -> None:
+    # Host B runs the JS replicas through its agent: a secure tcp flow (CURVE with the flow key,
+    # the JS node's ZAP handler admitting its Python senders), restarted gracefully mid-stream.
+    out, n = flow.path("out.jsonl"), 2000
+    body = f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Gated"
+        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
+        [nodes.work]
+        command = ["node", "{PROCESSOR}"]
+        inputs = ["numbers"]
+        replicas = 2
+        host = "b"
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["work"]
+        args = {{ path = "{out}" }}
+    """
+    values, _, _ = restart_mid_stream(flow, hosts_body(hosts, body, agent.key.public.decode()), "work", out,
+                                      prefix=hosts[0].command())
+    assert values == [i * i for i in range(n)]
