@@ -136,6 +136,7 @@ export class FlujoNode {
       if (error instanceof Drained) {
         event = this._stop("restart");
       } else if (error instanceof StopReading) {
+        if (this._phase !== "running") return { done: true, value: undefined };  // failed meanwhile: ended
         event = this._stop(this.control.stopRequested ? "stop" : "released");
       } else {
         throw error;
@@ -395,6 +396,9 @@ export class FlujoNode {
   }
 
   async _waitReadable(pending) {
+    // The node failed (an error thrown from a callback of yours) while the loop waited for input:
+    // it has ended, and the loop must too.
+    if (this._phase !== "running") throw new StopReading();
     await this._flushBatches();
     if (this.control.stopRequested || this._nobodyReads) throw new StopReading();
     await this._poll(pending);
