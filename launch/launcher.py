@@ -38,6 +38,7 @@ from flujo.launch.process import NodeProcess, OutputRelay, plain_lines
 from flujo.launch.remote import AgentError, AgentLink, RemoteProcess, agent_keys
 from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
+from flujo.launch.ssh import SshAgent, start_agent
 from flujo.launch.timers import Timers
 from flujo.protocol import CONFIG_ENV, Control, Status, control_frames, identity_topic, parse_status
 
@@ -71,6 +72,7 @@ class Launcher:
         self._timers = Timers()
         self._handovers = Handovers(self.replicas, self._publish, self._say, self._start_grace)
         self._links: dict[str, AgentLink] = {}  # host name -> its agent, for nodes on other hosts
+        self._ssh_agents: list[SshAgent] = []  # agents this launcher started over ssh, ended with it
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -138,6 +140,8 @@ class Launcher:
             if hasattr(self, "_relay"):
                 self._relay.close()
             context.destroy(linger=0)
+            for ssh_agent in self._ssh_agents:
+                ssh_agent.close()  # the session ends: its agent ends what it still runs
             shutil.rmtree(run_dir, ignore_errors=True)
 
     def _connect_agents(self, context: zmq.Context) -> dict[str, list[int]]:
@@ -147,7 +151,12 @@ class Launcher:
         for name in dict.fromkeys(spec.host for spec in self.flow.nodes.values() if spec.host):
             host = self.flow.hosts[name]
             try:
-                keys = agent_keys(self.flow, host)
+                if host.ssh:  # started here and now; its port and key come over ssh
+                    ssh_agent = start_agent(self.flow, host)
+                    self._ssh_agents.append(ssh_agent)
+                    host, keys = ssh_agent.host, ssh_agent.keys
+                else:
+                    keys = agent_keys(self.flow, host)
                 link = self._links[name] = AgentLink(context, host, lambda: getattr(self, "_relay", None), keys)
                 link.introduce(self.flow.name)
                 if needed.get(name):

@@ -1,0 +1,223 @@
+"""Agents started for the launcher over ssh: ``[hosts.NAME] ssh = "user@host"``.
+
+For such a host the launcher runs, through the system's ``ssh`` client (so the user's SSH keys,
+agent, ~/.ssh/config and known hosts apply)::
+
+    ssh -T -o BatchMode=yes user@host exec PYTHON -m flujo.launch agent --session \\
+        --bind tcp://ADDRESS:PORT --authorize LAUNCHER_KEY
+
+``FLUJO_SSH_COMMAND`` replaces ``ssh`` and its options, like git's GIT_SSH_COMMAND, for example
+``ssh -i ~/.ssh/edge -p 2222 -o StrictHostKeyChecking=accept-new``; the options above come after it,
+so options it sets win (the first value of an ``-o`` option is the one ssh uses).
+
+PYTHON is the launcher's own interpreter path (``sys.executable``) unless ``[hosts.NAME] python``
+names another: a flow's code must already sit at the same path on every host, and a virtual
+environment at the same path is the same convention for Flujo itself, whereas a bare ``python3``
+on the host's PATH seldom has Flujo installed (never a virtual environment's).
+
+The CURVE identities are exchanged over that ssh channel, so no key needs setting up on either
+side and no known_hosts entry is needed: the agent makes a key pair for this session only and
+prints its public key, which the launcher reads from the session's output; the launcher makes
+one for this run and names its public key with ``--authorize``. Public keys are not secret (one
+cannot speak for a key without its secret half, which never leaves its process); what matters
+is that each side gets the other's genuine key, and ssh guarantees that: it has authenticated
+the host (its host key) and the user (their SSH key), and what travels in the session is
+encrypted and integrity-protected. The agent serves that one launcher key and nobody else.
+
+The agent lives as long as the session: when the launcher ends, or is killed, the session's
+standard input closes and the agent ends every process it started (``--session``). ssh runs in
+its own session, so a Ctrl-C at the terminal reaches only the launcher, which stops the flow in
+order before it closes the session.
+
+``sync = true`` first copies the flow's folder (the manifest's folder) to the same path on the
+host: with rsync when the launcher's machine has it (only changed files travel), else as a tar
+stream through the same ssh command. (Not ``scp -r``: scp spells ssh's ``-p PORT`` as ``-P``,
+so a FLUJO_SSH_COMMAND could not be reused as it is, and it nests the folder when the target
+exists.) ``__pycache__`` folders are left out.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from flujo.curve import KeyPair, is_public_key
+from flujo.launch.manifest import FlowSpec, HostSpec
+from flujo.launch.remote import AgentError
+
+SSH_COMMAND_ENV = "FLUJO_SSH_COMMAND"
+#: ssh logs in and Python starts Flujo within this time, or the flow does not start.
+START_TIMEOUT = 60.0
+#: When the launcher ends, the agent gets this long to end its processes before ssh is killed.
+CLOSE_TIMEOUT = 10.0
+_KEY_PREFIX = "flujo-agent: key: "
+_LISTENING_PREFIX = "flujo-agent: listening on "
+_EXCLUDED = "__pycache__"
+
+
+def ssh_command() -> list[str]:
+    """The ssh client and the user's options: $FLUJO_SSH_COMMAND, or plain ``ssh``."""
+    configured = os.environ.get(SSH_COMMAND_ENV, "").strip()
+    return shlex.split(configured) if configured else ["ssh"]
+
+
+def _ssh(host: HostSpec, remote_command: list[str]) -> list[str]:
+    # -T: no terminal (the agent's output is read line by line; a closed stdin is its end);
+    # BatchMode: never wait for a password nobody can type (the launcher owns the terminal).
+    assert host.ssh is not None
+    return [*ssh_command(), "-T", "-o", "BatchMode=yes", host.ssh, shlex.join(remote_command)]
+
+
+def _failure(host: HostSpec, what: str, code: int, output: str) -> AgentError:
+    """An error carrying the ssh client's (or the remote command's) own words."""
+    text = output.strip() or "(no message)"
+    hint = ""
+    if code == 255:
+        hint = " (ssh could not connect or log in: check the address, the user and the SSH keys)"
+    elif code in (126, 127) or "No module named" in text:
+        hint = (f" (is Flujo installed there at {host.python or sys.executable}? set [hosts.{host.name}] python "
+                "to the interpreter that has it)")
+    return AgentError(f"{what} over ssh to {host.ssh} failed with status {code}{hint}: {text}")
+
+
+def sync_folder(host: HostSpec, folder: Path) -> None:
+    """Copy ``folder`` to the same path on ``host`` through its ssh; raises AgentError."""
+    assert host.ssh is not None
+    path = str(folder)
+    if shutil.which("rsync"):
+        command = ["rsync", "-a", f"--exclude={_EXCLUDED}", "-e", shlex.join(ssh_command()),
+                   f"--rsync-path=mkdir -p {shlex.quote(path)} && rsync", f"{path}/", f"{host.ssh}:{path}/"]
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              start_new_session=True)
+        if done.returncode != 0:
+            raise _failure(host, f"copying {path} with rsync", done.returncode, done.stderr)
+        return
+    unpack = ["sh", "-c", f"mkdir -p {shlex.quote(path)} && exec tar -C {shlex.quote(path)} -xf -"]
+    with subprocess.Popen(["tar", "-C", path, f"--exclude={_EXCLUDED}", "-cf", "-", "."], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, start_new_session=True) as packing:
+        done = subprocess.run(_ssh(host, unpack), stdin=packing.stdout, capture_output=True, text=True,
+                              start_new_session=True)
+        assert packing.stdout is not None and packing.stderr is not None
+        packing.stdout.close()
+        packing_errors = packing.stderr.read().decode(errors="replace")
+    if done.returncode != 0:  # first: a failed login also makes tar fail, on a broken pipe
+        raise _failure(host, f"copying {path}", done.returncode, done.stderr)
+    if packing.returncode != 0:
+        raise AgentError(f"copying {path}: tar failed with status {packing.returncode}: {packing_errors.strip()}")
+
+
+class SshAgent:
+    """``flujo-launch agent --session`` on a host, run through ssh for this launcher alone.
+
+    ``start`` returns once the agent listens; ``host`` and ``keys`` then say where to reach it
+    and with which keys (see the module docstring). ``close`` ends the session and, with it,
+    the agent and everything it started."""
+
+    def __init__(self, flow: FlowSpec, host: HostSpec) -> None:
+        self._spec = host
+        self.launcher_key = KeyPair.generate() if flow.secure else None
+        python = host.python or sys.executable
+        remote = [python, "-m", "flujo.launch", "agent", "--session", "--bind", f"tcp://{host.address}:{host.agent_port}"]
+        remote += ["--authorize", self.launcher_key.public.decode()] if self.launcher_key else ["--insecure"]
+        self.command = _ssh(host, ["exec", *remote])
+        self._lines: collections.deque[str] = collections.deque(maxlen=200)  # what the session said, last first out
+        self._said = threading.Condition()
+        self._process: subprocess.Popen[str] | None = None
+        self._readers: list[threading.Thread] = []
+        self.host: HostSpec = host  # once started: the port it listens on, and its key
+        self.agent_key: bytes | None = None
+
+    @property
+    def keys(self) -> tuple[KeyPair, bytes] | None:
+        """This launcher's key pair and the agent's public key (None for an insecure flow)."""
+        if self.launcher_key is None:
+            return None
+        assert self.agent_key is not None
+        return self.launcher_key, self.agent_key
+
+    def start(self) -> None:
+        """Log in, start the agent, learn its port and key; raises AgentError with ssh's words."""
+        # Its own session: a terminal's Ctrl-C goes to the launcher, which stops the flow first.
+        self._process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+        for stream in (self._process.stdout, self._process.stderr):
+            reader = threading.Thread(target=self._read, args=(stream,), daemon=True, name=f"ssh {self._spec.name}")
+            reader.start()
+            self._readers.append(reader)
+        deadline = time.monotonic() + START_TIMEOUT
+        with self._said:
+            while (endpoint := self._said_line(_LISTENING_PREFIX)) is None:
+                finished = self._process.poll() is not None and not any(r.is_alive() for r in self._readers)
+                left = deadline - time.monotonic()
+                if finished or left <= 0:
+                    break
+                self._said.wait(min(left, 0.5))
+        if endpoint is None:
+            code = self._process.poll()
+            self.close()
+            if code is None:
+                raise AgentError(f"the agent started over ssh to {self._spec.ssh} did not say it listens within "
+                                 f"{START_TIMEOUT:g} s: {self._output()}")
+            raise _failure(self._spec, "starting the agent", code, self._output())
+        port = int(endpoint.rsplit(":", 1)[1])
+        key = self._said_line(_KEY_PREFIX)
+        if self.launcher_key is not None:
+            key = (key or "").split()[0] if key else ""
+            if not is_public_key(key):
+                self.close()
+                raise AgentError(f"the agent started over ssh to {self._spec.ssh} told no valid key: {self._output()}")
+            self.agent_key = key.encode("ascii")
+        self.host = replace(self._spec, agent_port=port, key=self.agent_key.decode() if self.agent_key else None)
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            with self._said:
+                self._lines.append(line.rstrip("\n"))
+                self._said.notify_all()
+        with self._said:
+            self._said.notify_all()
+
+    def _said_line(self, prefix: str) -> str | None:
+        """The rest of the first line the agent printed that starts with ``prefix``."""
+        for line in self._lines:
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+        return None
+
+    def _output(self) -> str:
+        with self._said:
+            return "\n".join(self._lines)
+
+    def close(self) -> None:
+        """Close the session's input: the agent ends its processes and exits, then ssh does."""
+        if self._process is None:
+            return
+        process, self._process = self._process, None
+        if process.stdin is not None:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
+        try:
+            process.wait(CLOSE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()  # the channel closes with it: the agent still sees its input end
+            process.wait()
+        for reader in self._readers:
+            reader.join(1.0)
+
+
+def start_agent(flow: FlowSpec, host: HostSpec) -> SshAgent:
+    """Copy the flow's folder if ``sync``, then start ``host``'s agent over ssh; raises AgentError."""
+    if host.sync:
+        sync_folder(host, flow.base_dir)
+    agent = SshAgent(flow, host)
+    agent.start()
+    return agent

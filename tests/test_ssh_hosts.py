@@ -1,0 +1,273 @@
+"""Agents started over ssh: the launcher in host A logs in to an sshd in host B and starts the agent itself.
+
+Each test runs Debian's sshd inside host B's network namespace, with a host key, a client key
+and an authorized_keys made for the test (root logs in with the test's key only). The launcher
+reaches it through FLUJO_SSH_COMMAND, as a user would point ssh at a key and a known-hosts file.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import FlowRunner, poll_for
+from flow_nodes import line_count, read_lines
+from netns import Host, can_make_namespaces, make_hosts, remove_hosts
+
+SSHD = "/usr/sbin/sshd"
+_why_not = can_make_namespaces() or (None if os.path.exists(SSHD) else f"no {SSHD} (Debian's openssh-server)")
+pytestmark = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
+
+
+@dataclass
+class Sshd:
+    """An sshd serving in ``host``'s namespace on ``port``; ``log`` collects what it says."""
+
+    host: Host
+    port: int
+    folder: Path
+    process: subprocess.Popen
+    log: list[str] = field(default_factory=list)
+
+    def ssh_command(self, key: str = "client_key") -> str:
+        """FLUJO_SSH_COMMAND for this server: the test's key, its own known-hosts file, no user config."""
+        return (f"ssh -F none -i {self.folder / key} -o IdentitiesOnly=yes -p {self.port} "
+                f"-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={self.folder / 'known_hosts'}")
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30)
+
+
+@contextmanager
+def running_sshd(host: Host, folder: Path, mount_namespace: Path | None = None) -> Iterator[Sshd]:
+    """sshd in ``host``'s network namespace (and in ``mount_namespace``'s view of the files, if given)."""
+    folder.mkdir(mode=0o700)
+    for key in ("host_key", "client_key", "stranger_key"):
+        _keygen(folder / key)
+    (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())  # not the stranger's
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # Debian's sshd needs its privilege separation folder
+    port = random.randint(20000, 60000)  # the namespace is this test's alone: any port is free there
+    (folder / "sshd_config").write_text(f"""
+Port {port}
+ListenAddress {host.address}
+HostKey {folder / 'host_key'}
+PidFile none
+PermitRootLogin prohibit-password
+AuthorizedKeysFile {folder / 'authorized_keys'}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+""")
+    command = host.command(SSHD, "-D", "-e", "-f", str(folder / "sshd_config"))
+    if mount_namespace is not None:
+        command = ["nsenter", f"--mount={mount_namespace}", "--", *command]
+    process = subprocess.Popen(command,
+                               stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sshd = Sshd(host, port, folder, process)
+
+    def read() -> None:
+        for line in process.stderr:  # type: ignore[union-attr]
+            sshd.log.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        poll_for(lambda: any("Server listening on" in line for line in sshd.log) or process.poll() is not None,
+                 timeout=20)
+        assert process.poll() is None, "".join(sshd.log)
+        yield sshd
+    finally:
+        process.kill()
+        process.wait()
+        reader.join(5)
+
+
+@pytest.fixture
+def hosts() -> Iterator[tuple[Host, Host]]:
+    first, second = make_hosts()
+    try:
+        yield first, second
+    finally:
+        for host in (first, second):  # whatever a failed test left there
+            for pid in host.pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        remove_hosts(first, second)
+
+
+@pytest.fixture
+def sshd(hosts: tuple[Host, Host], tmp_path: Path) -> Iterator[Sshd]:
+    with running_sshd(hosts[1], tmp_path / "sshd") as server:
+        yield server
+
+
+CHAIN = """
+    host = "{launcher}"
+    [hosts.b]
+    address = "{remote}"
+    ssh = "root@{remote}"
+    {host_extra}
+    [nodes.numbers]
+    run = "{{nodes}}:Paced"
+    args = {{ n = {n}, pause = 0.0005 }}
+    [nodes.where]
+    run = "{where}"
+    inputs = ["numbers"]
+    replicas = 2
+    host = "b"
+    [nodes.sink]
+    run = "{{nodes}}:Collect"
+    inputs = ["where"]
+    args = {{ path = "{out}" }}
+"""
+
+
+def _manifest(flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd, n: int, host_extra: str = "",
+              where: str = "{nodes}:where") -> Path:
+    # The launcher has no Flujo keys at all: an agent started over ssh needs none.
+    flow.env.update(FLUJO_HOME=str(flow.folder / "empty-home"), FLUJO_SSH_COMMAND=sshd.ssh_command())
+    body = CHAIN.format(launcher=hosts[0].address, remote=hosts[1].address, n=n, out=flow.path("out.jsonl"),
+                        host_extra=host_extra, where=where)
+    return flow.manifest(body, flow="queue = 4")
+
+
+def _only_sshd_left(host: Host, sshd: Sshd) -> bool:
+    return host.pids() == {sshd.process.pid}  # (`ip netns exec` execs: sshd keeps its pid)
+
+
+@pytest.mark.timeout(120)
+def test_one_command_runs_the_flow_with_an_agent_started_over_ssh(
+        flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd) -> None:
+    n = 2000
+    result = flow.start(_manifest(flow, hosts, sshd, n), prefix=hosts[0].command())
+    _, stderr = result.communicate(timeout=90)
+    assert result.returncode == 0, stderr + "".join(sshd.log)
+    items = read_lines(flow.path("out.jsonl"))
+    assert [item["n"] for item in items] == list(range(n))  # every item, in order
+    assert {item["net"] for item in items} == {hosts[1].namespace_inode()}  # worked on in host B
+    assert os.stat("/proc/self/ns/net").st_ino != hosts[1].namespace_inode()
+    assert any("Accepted publickey for root" in line for line in sshd.log)  # it came in through sshd
+    assert not (flow.folder / "empty-home").exists()  # no Flujo key pair was needed, nor made
+    poll_for(lambda: _only_sshd_left(hosts[1], sshd), timeout=15)  # the agent and its nodes ended
+
+
+@pytest.mark.timeout(120)
+def test_killing_the_launcher_closes_the_session_and_the_agent_ends_its_nodes(
+        flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd) -> None:
+    out = flow.path("out.jsonl")
+    launcher = flow.start(_manifest(flow, hosts, sshd, 10 ** 7), prefix=hosts[0].command())
+    poll_for(lambda: line_count(out) >= 100, timeout=60)
+    started_there = hosts[1].pids() - {sshd.process.pid}
+    assert len(started_there) >= 3  # at least the session, the agent and its two nodes' ... processes
+    os.killpg(launcher.pid, signal.SIGKILL)  # the launcher's group only: ssh runs in its own session
+    launcher.communicate()
+    # The host timeout is 30 s: ending within 15 s shows the closed session ended them, not silence.
+    poll_for(lambda: _only_sshd_left(hosts[1], sshd), timeout=15)
+    poll_for(lambda: not hosts[0].pids(), timeout=15)  # nor an ssh client left behind here
+
+
+def _failed_launch(flow: FlowRunner, hosts: tuple[Host, Host], manifest: Path) -> str:
+    result = flow.start(manifest, prefix=hosts[0].command())
+    _, stderr = result.communicate(timeout=60)
+    assert result.returncode == 2, stderr
+    assert f"{manifest}: [hosts.b]: " in stderr
+    assert not os.path.exists(flow.path("out.jsonl"))  # no node ran
+    return stderr
+
+
+@pytest.mark.timeout(120)
+def test_ssh_failures_stop_the_launch_with_the_ssh_clients_own_words(
+        flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd) -> None:
+    manifest = _manifest(flow, hosts, sshd, 10)
+    flow.env["FLUJO_SSH_COMMAND"] = sshd.ssh_command().replace(f"-p {sshd.port}", f"-p {sshd.port + 1}")
+    stderr = _failed_launch(flow, hosts, manifest)
+    assert f"over ssh to root@{hosts[1].address} failed with status 255" in stderr
+    assert "Connection refused" in stderr
+
+    flow.env["FLUJO_SSH_COMMAND"] = sshd.ssh_command("stranger_key")  # a key root's authorized_keys lacks
+    stderr = _failed_launch(flow, hosts, manifest)
+    assert "Permission denied (publickey)" in stderr and "check the address, the user and the SSH keys" in stderr
+
+    flow.env["FLUJO_SSH_COMMAND"] = sshd.ssh_command()
+    stderr = _failed_launch(flow, hosts, _manifest(flow, hosts, sshd, 10, 'python = "/nowhere/bin/python3"'))
+    assert "failed with status 127" in stderr and "/nowhere/bin/python3: No such file or directory" in stderr
+    assert "is Flujo installed there" in stderr
+    poll_for(lambda: _only_sshd_left(hosts[1], sshd), timeout=15)
+
+
+@contextmanager
+def remote_view(hidden: Path) -> Iterator[Path]:
+    """A mount namespace in which ``hidden`` is an empty tmpfs: the "other host's" filesystem.
+
+    Both network namespaces share this machine's files, so a copy to "the same path" would prove
+    nothing; sshd runs in this mount namespace instead, so everything done over ssh (the copy,
+    the agent, its nodes) sees only what reached it through ssh. Returns the namespace's file
+    (for nsenter --mount)."""
+    folder = Path(tempfile.mkdtemp(prefix="flujo-mnt-"))
+    namespace = folder / "mnt"
+    subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True, timeout=10)
+    try:
+        subprocess.run(["mount", "--make-private", str(folder)], check=True, timeout=10)
+        namespace.touch()
+        subprocess.run(["unshare", f"--mount={namespace}", "--propagation", "private",
+                        "mount", "-t", "tmpfs", "flujo-test-host", str(hidden)], check=True, timeout=10)
+        yield namespace
+    finally:
+        subprocess.run(["umount", str(namespace)], capture_output=True, timeout=10)
+        subprocess.run(["umount", str(folder)], capture_output=True, timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+STAMP = '''
+import os
+
+def where(number):
+    """The number, the network namespace, and the device of the file this code was read from."""
+    return {"n": number, "net": os.stat("/proc/self/ns/net").st_ino, "dev": os.stat(__file__).st_dev}
+'''
+
+
+@pytest.mark.timeout(150)
+def test_sync_copies_the_flow_folder_to_a_host_that_does_not_have_it(
+        flow: FlowRunner, hosts: tuple[Host, Host], tmp_path: Path) -> None:
+    apps = tmp_path / "apps"
+    flow.folder = apps / "counter"  # the flow's folder: its manifest and its code
+    flow.folder.mkdir(parents=True)
+    (flow.folder / "stamp.py").write_text(STAMP)
+    (flow.folder / "__pycache__").mkdir()
+    (flow.folder / "__pycache__" / "junk.pyc").write_bytes(b"left out")
+    with remote_view(apps) as namespace:
+        def there(*argv: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["nsenter", f"--mount={namespace}", "--", *argv], capture_output=True,
+                                  text=True, timeout=10)
+
+        with running_sshd(hosts[1], tmp_path / "sshd", namespace) as server:
+            assert there("test", "-e", str(flow.folder)).returncode == 1  # the "host" lacks the folder
+            manifest = _manifest(flow, hosts, server, 500, "sync = true", where="stamp.py:where")
+            flow.env["FLUJO_SSH_COMMAND"] = server.ssh_command()
+            result = flow.start(manifest, prefix=hosts[0].command())
+            _, stderr = result.communicate(timeout=120)
+            assert result.returncode == 0, stderr + "".join(server.log)
+            items = read_lines(flow.path("out.jsonl"))
+            assert [item["n"] for item in items] == list(range(500))
+            assert {item["net"] for item in items} == {hosts[1].namespace_inode()}
+            copy_device = int(there("stat", "-c", "%d", str(flow.folder / "stamp.py")).stdout)
+            assert {item["dev"] for item in items} == {copy_device}  # the nodes ran the copy ...
+            assert copy_device != os.stat(flow.folder / "stamp.py").st_dev  # ... not this machine's file
+            assert there("cat", str(flow.folder / "manifest.toml")).stdout == manifest.read_text()
+            assert there("test", "-e", str(flow.folder / "__pycache__" / "junk.pyc")).returncode == 1  # left out
+            poll_for(lambda: _only_sshd_left(hosts[1], server), timeout=15)
