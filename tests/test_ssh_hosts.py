@@ -11,6 +11,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -20,13 +21,16 @@ from typing import Iterator
 
 import pytest
 
+from flujo.curve import KeyPair
+from flujo.launch.keys import AUTHORIZED_KEYS, create_identity
+
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from netns import Host, can_make_namespaces, make_hosts, remove_hosts
 
 SSHD = "/usr/sbin/sshd"
 _why_not = can_make_namespaces() or (None if os.path.exists(SSHD) else f"no {SSHD} (Debian's openssh-server)")
-pytestmark = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
+needs_sshd = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
 
 
 @dataclass
@@ -149,6 +153,7 @@ def _only_sshd_left(host: Host, sshd: Sshd) -> bool:
     return host.pids() == {sshd.process.pid}  # (`ip netns exec` execs: sshd keeps its pid)
 
 
+@needs_sshd
 @pytest.mark.timeout(120)
 def test_one_command_runs_the_flow_with_an_agent_started_over_ssh(
         flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd) -> None:
@@ -165,6 +170,7 @@ def test_one_command_runs_the_flow_with_an_agent_started_over_ssh(
     poll_for(lambda: _only_sshd_left(hosts[1], sshd), timeout=15)  # the agent and its nodes ended
 
 
+@needs_sshd
 @pytest.mark.timeout(120)
 def test_killing_the_launcher_closes_the_session_and_the_agent_ends_its_nodes(
         flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd) -> None:
@@ -189,6 +195,7 @@ def _failed_launch(flow: FlowRunner, hosts: tuple[Host, Host], manifest: Path) -
     return stderr
 
 
+@needs_sshd
 @pytest.mark.timeout(120)
 def test_ssh_failures_stop_the_launch_with_the_ssh_clients_own_words(
         flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd) -> None:
@@ -241,6 +248,7 @@ def where(number):
 '''
 
 
+@needs_sshd
 @pytest.mark.timeout(150)
 def test_sync_copies_the_flow_folder_to_a_host_that_does_not_have_it(
         flow: FlowRunner, hosts: tuple[Host, Host], tmp_path: Path) -> None:
@@ -271,3 +279,39 @@ def test_sync_copies_the_flow_folder_to_a_host_that_does_not_have_it(
             assert there("cat", str(flow.folder / "manifest.toml")).stdout == manifest.read_text()
             assert there("test", "-e", str(flow.folder / "__pycache__" / "junk.pyc")).returncode == 1  # left out
             poll_for(lambda: _only_sshd_left(hosts[1], server), timeout=15)
+
+
+def _session_agent(home: Path, *options: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "flujo.launch", "agent", "--session", "--bind",
+                             "tcp://127.0.0.1:0", *options], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "FLUJO_HOME": str(home)})
+
+
+@pytest.mark.timeout(60)
+def test_a_session_agent_has_its_own_key_serves_whom_it_is_told_and_ends_with_its_input(tmp_path: Path) -> None:
+    identity, _ = create_identity(tmp_path)  # this host's own key pair and trusted launcher: not for a session
+    (tmp_path / AUTHORIZED_KEYS).write_text(f"{KeyPair.generate().public.decode()}\n")
+    agent = _session_agent(tmp_path, "--authorize", KeyPair.generate().public.decode())
+    try:
+        first = agent.stdout.readline()  # type: ignore[union-attr]
+        assert first.startswith("flujo-agent: key: ") and "(serving 1 authorized launcher key(s))" in first
+        assert identity.public.decode() not in first  # a key pair made for this session
+        assert agent.stdout.readline().startswith("flujo-agent: listening on tcp://127.0.0.1:")  # type: ignore
+        agent.stdin.close()  # type: ignore[union-attr]  # what a closed ssh session looks like to it
+        assert agent.wait(timeout=20) == 0
+        assert "the session's input closed: ending" in agent.stdout.read()  # type: ignore[union-attr]
+    finally:
+        agent.kill()
+        agent.wait()
+        for stream in (agent.stdin, agent.stdout, agent.stderr):
+            stream.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(60)
+def test_a_session_agent_needs_a_valid_launcher_key(tmp_path: Path) -> None:
+    nobody = _session_agent(tmp_path)
+    _, stderr = nobody.communicate(timeout=20)
+    assert nobody.returncode == 2 and "--session serves only the launcher keys given with --authorize" in stderr
+    garbage = _session_agent(tmp_path, "--authorize", "not-a-key")
+    _, stderr = garbage.communicate(timeout=20)
+    assert garbage.returncode == 2 and "--authorize 'not-a-key': not a public key" in stderr
