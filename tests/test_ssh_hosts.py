@@ -248,10 +248,21 @@ def where(number):
 '''
 
 
+def _without_rsync(flow: FlowRunner, folder: Path) -> None:
+    """Make the launcher's machine look as if it had no rsync: a PATH with tar (and ip) only."""
+    folder.mkdir()
+    (folder / "tar").symlink_to(shutil.which("tar"))  # type: ignore[arg-type]
+    (folder / "ssh").symlink_to(shutil.which("ssh"))  # type: ignore[arg-type]
+    flow.env["PATH"] = f"{folder}:{Path(shutil.which('ip')).parent}"  # type: ignore[arg-type]
+
+
 @needs_sshd
 @pytest.mark.timeout(150)
+@pytest.mark.parametrize("copier", ["rsync", "tar"])
 def test_sync_copies_the_flow_folder_to_a_host_that_does_not_have_it(
-        flow: FlowRunner, hosts: tuple[Host, Host], tmp_path: Path) -> None:
+        flow: FlowRunner, hosts: tuple[Host, Host], tmp_path: Path, copier: str) -> None:
+    if copier == "rsync" and not shutil.which("rsync"):
+        pytest.skip("no rsync here: the tar stream is the copier")
     apps = tmp_path / "apps"
     flow.folder = apps / "counter"  # the flow's folder: its manifest and its code
     flow.folder.mkdir(parents=True)
@@ -267,6 +278,8 @@ def test_sync_copies_the_flow_folder_to_a_host_that_does_not_have_it(
             assert there("test", "-e", str(flow.folder)).returncode == 1  # the "host" lacks the folder
             manifest = _manifest(flow, hosts, server, 500, "sync = true", where="stamp.py:where")
             flow.env["FLUJO_SSH_COMMAND"] = server.ssh_command()
+            if copier == "tar":
+                _without_rsync(flow, tmp_path / "bin")
             result = flow.start(manifest, prefix=hosts[0].command())
             _, stderr = result.communicate(timeout=120)
             assert result.returncode == 0, stderr + "".join(server.log)
