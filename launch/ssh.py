@@ -55,6 +55,8 @@ from flujo.launch.remote import AgentError
 SSH_COMMAND_ENV = "FLUJO_SSH_COMMAND"
 #: ssh logs in and Python starts Flujo within this time, or the flow does not start.
 START_TIMEOUT = 60.0
+#: ssh gives up reaching a host after this long (unless FLUJO_SSH_COMMAND sets ConnectTimeout).
+CONNECT_TIMEOUT = 20.0
 #: When the launcher ends, the agent gets this long to end its processes before ssh is killed.
 CLOSE_TIMEOUT = 10.0
 _KEY_PREFIX = "flujo-agent: key: "
@@ -70,9 +72,11 @@ def ssh_command() -> list[str]:
 
 def _ssh(host: HostSpec, remote_command: list[str]) -> list[str]:
     # -T: no terminal (the agent's output is read line by line; a closed stdin is its end);
-    # BatchMode: never wait for a password nobody can type (the launcher owns the terminal).
+    # BatchMode: never wait for a password nobody can type (the launcher owns the terminal);
+    # ConnectTimeout: an unreachable host is reported by ssh itself, well within START_TIMEOUT.
     assert host.ssh is not None
-    return [*ssh_command(), "-T", "-o", "BatchMode=yes", host.ssh, shlex.join(remote_command)]
+    return [*ssh_command(), "-T", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT:g}", host.ssh,
+            shlex.join(remote_command)]
 
 
 def _failure(host: HostSpec, what: str, code: int, output: str) -> AgentError:
@@ -127,7 +131,7 @@ class SshAgent:
         remote = [python, "-m", "flujo.launch", "agent", "--session", "--bind", f"tcp://{host.address}:{host.agent_port}"]
         remote += ["--authorize", self.launcher_key.public.decode()] if self.launcher_key else ["--insecure"]
         self.command = _ssh(host, ["exec", *remote])
-        self._lines: collections.deque[str] = collections.deque(maxlen=200)  # what the session said, last first out
+        self._lines: collections.deque[str] = collections.deque(maxlen=200)  # the session's last lines
         self._said = threading.Condition()
         self._process: subprocess.Popen[str] | None = None
         self._readers: list[threading.Thread] = []
@@ -159,6 +163,7 @@ class SshAgent:
                 if finished or left <= 0:
                     break
                 self._said.wait(min(left, 0.5))
+            key = (self._said_line(_KEY_PREFIX) or "").partition(" ")[0]  # "KEY  (serving 1 ...)"
         if endpoint is None:
             code = self._process.poll()
             self.close()
@@ -166,15 +171,16 @@ class SshAgent:
                 raise AgentError(f"the agent started over ssh to {self._spec.ssh} did not say it listens within "
                                  f"{START_TIMEOUT:g} s: {self._output()}")
             raise _failure(self._spec, "starting the agent", code, self._output())
-        port = int(endpoint.rsplit(":", 1)[1])
-        key = self._said_line(_KEY_PREFIX)
+        port = endpoint.rpartition(":")[2]
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            self.close()
+            raise AgentError(f"the agent started over ssh to {self._spec.ssh} told no valid endpoint: {self._output()}")
         if self.launcher_key is not None:
-            key = (key or "").split()[0] if key else ""
             if not is_public_key(key):
                 self.close()
                 raise AgentError(f"the agent started over ssh to {self._spec.ssh} told no valid key: {self._output()}")
             self.agent_key = key.encode("ascii")
-        self.host = replace(self._spec, agent_port=port, key=self.agent_key.decode() if self.agent_key else None)
+        self.host = replace(self._spec, agent_port=int(port), key=self.agent_key.decode() if self.agent_key else None)
 
     def _read(self, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]
@@ -185,7 +191,7 @@ class SshAgent:
             self._said.notify_all()
 
     def _said_line(self, prefix: str) -> str | None:
-        """The rest of the first line the agent printed that starts with ``prefix``."""
+        """The rest of the first line the agent printed that starts with ``prefix`` (hold ``_said``)."""
         for line in self._lines:
             if line.startswith(prefix):
                 return line[len(prefix):].strip()
