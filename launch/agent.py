@@ -27,7 +27,7 @@ import zmq
 from flujo.curve import Gatekeeper, KeyPair, make_server
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, pack, unpack
 from flujo.launch.keys import AUTHORIZED_KEYS, KeyFileError, authorized_keys, load_identity
-from flujo.launch.process import NodeProcess
+from flujo.launch.process import NodeProcess, local_argv
 from flujo.launch.timers import Timers
 
 _INBOX = "inproc://agent-inbox"
@@ -199,7 +199,8 @@ class Agent:
 
     def _spawn(self, launcher: _Launcher, request: dict[str, Any]) -> None:
         token, label = request["token"], request["label"]
-        argv = request["argv"] or [sys.executable, "-m", "flujo.node"]
+        # A command's python3 is the agent's own interpreter, as on the launcher's host.
+        argv = local_argv(request["argv"]) if request["argv"] else [sys.executable, "-m", "flujo.node"]
         outbox, identity = self._outbox, launcher.identity
 
         def exited(code: int) -> None:

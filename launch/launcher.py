@@ -26,7 +26,7 @@ from typing import IO, Any, Callable, Iterator
 import msgpack
 import zmq
 
-from flujo.commands import ANNOUNCEMENT, logs_folder, running_flows, runs_folder
+from flujo.commands import ANNOUNCEMENT, running_flows, runs_folder
 from flujo.curve import FlowContext, KeyPair
 from flujo.launch.agent_wire import HEARTBEAT_INTERVAL
 from flujo.launch.errors import EXIT_BAD_MANIFEST, EXIT_NODE_FAILED
@@ -34,7 +34,8 @@ from flujo.launch.handover import Handovers
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan, ports_needed
-from flujo.launch.process import NodeProcess, OutputRelay, plain_lines
+from flujo.launch.logstore import new_run, stamp
+from flujo.launch.process import NodeProcess, OutputRelay, local_argv, plain_lines
 from flujo.launch.remote import AgentError, AgentLink, RemoteProcess, agent_keys
 from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
@@ -54,8 +55,11 @@ class Launcher:
     """Runs one flow to its end. ``run()`` returns the exit status for the command line."""
 
     def __init__(self, flow: FlowSpec, output: IO[str] | None = None, messages: IO[str] | None = None,
-                 json_status: str | None = None, quiet: bool = False) -> None:
+                 json_status: str | None = None, quiet: bool = False, metrics_port: int | None = None,
+                 metrics_address: str = "127.0.0.1") -> None:
         self.flow = flow
+        self._metrics_at = (metrics_address, metrics_port) if metrics_port is not None else None
+        self._metrics: Any = None  # the MetricsServer while one serves
         self._json_status = json_status
         self._quiet = quiet
         self._view: Any = None  # the LiveView while one is shown
@@ -110,18 +114,25 @@ class Launcher:
             self._commands = context.socket(zmq.REP)
             self._commands.linger = 0
             self._commands.bind(f"ipc://{run_dir / 'commands'}")
+            metrics_url = self._serve_metrics()
+            if metrics_url is False:
+                return EXIT_BAD_MANIFEST  # nothing started
             announcement.parent.mkdir(parents=True, exist_ok=True)
             announcement.write_text(json.dumps({"flow": self.flow.name, "pid": os.getpid(),
-                                                "endpoint": f"ipc://{run_dir / 'commands'}"}))
+                                                "endpoint": f"ipc://{run_dir / 'commands'}",
+                                                "started": stamp(time.time()), "manifest": str(self.flow.path),
+                                                "nodes": len(self.flow.nodes), "processes": len(configs),
+                                                "metrics": metrics_url}))
             self._context = context
             self.replicas.update((key, Replica(config)) for key, config in configs.items())
             for replica in self.replicas.values():
                 spec = self.flow.nodes[replica.config.node]
                 replica.budget = RestartBudget(spec.restart, spec.max_restarts, spec.restart_window)
             width = max(len(replica.config.label) for replica in self.replicas.values())
-            shutil.rmtree(logs_folder(self.flow.name), ignore_errors=True)  # this run's logs only
+            labels = [replica.config.label for replica in self.replicas.values()]
+            logs = new_run(self.flow.name, {"manifest": str(self.flow.path), "labels": labels})
             with self._terminal(width) as show:
-                self._relay = OutputRelay(show, logs_folder(self.flow.name))
+                self._relay = OutputRelay(show, logs)
                 self._spawn_all()
                 self._loop(wakeup_read)
                 self._kill_all()  # also waits for the last output lines, while the view still shows them
@@ -136,6 +147,8 @@ class Launcher:
             announcement.unlink(missing_ok=True)
             for link in self._links.values():
                 link.close()
+            if self._metrics is not None:
+                self._metrics.close()
             self._write_json_status()
             if hasattr(self, "_relay"):
                 self._relay.close()
@@ -166,6 +179,23 @@ class Launcher:
         if self._links:
             self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
         return ports
+
+    def _serve_metrics(self) -> str | None | bool:
+        """Start the Prometheus endpoint if asked; its URL, None when not asked, False when it cannot."""
+        if self._metrics_at is None:
+            return None
+        from flujo.launch.exporter import MetricsServer  # prometheus_client loads only when asked for
+
+        address, port = self._metrics_at
+        try:
+            self._metrics = MetricsServer(lambda: self._snapshot, port, address)
+        except OSError as error:
+            self._say(f"cannot serve metrics on {address}:{port}: {error.strerror or error}")
+            return False
+        host = f"[{address}]" if ":" in address else address
+        url = f"http://{host}:{self._metrics.port}/metrics"
+        self._say(f"metrics: {url}")
+        return url
 
     def _heartbeat(self) -> None:
         """Heartbeats to each agent (hellos to lost ones); a host silent past its timeout is lost."""
@@ -243,7 +273,7 @@ class Launcher:
             remote = self._links[spec.host].spawn(config.label, command, env, cwd,
                                                   on_exit=lambda code: self._on_remote_exit(key, remote, code))
             return remote
-        argv = [sys.executable, "-m", "flujo.node"] if spec.run else list(spec.command or ())
+        argv = [sys.executable, "-m", "flujo.node"] if spec.run else local_argv(spec.command or [])
         process = NodeProcess(config.label, argv, {**os.environ, **env}, cwd, self._relay,
                               on_exit=lambda code: self._notify_exit(key, process.pid, code))
         return process
@@ -298,7 +328,7 @@ class Launcher:
         poller.register(wakeup_fd, zmq.POLLIN)
         while any(r.exit_code is None or r.restarting for r in self.replicas.values()):
             timeout = self._timers.timeout_ms()
-            if self._view is not None:  # keep the live table fresh even when nothing happens
+            if self._view is not None or self._metrics is not None:  # fresh even when nothing happens
                 self._refresh_snapshot()
                 timeout = min(timeout, 250) if timeout is not None else 250
             events = dict(poller.poll(timeout))
@@ -331,14 +361,33 @@ class Launcher:
             unknown = [name for name in nodes or () if name not in self.flow.nodes]
             if unknown:
                 return {"ok": False, "error": f'no node named "{unknown[0]}" in flow "{self.flow.name}"'}
-            self.stop(nodes)
-            return {"ok": True, "stopping": nodes or self.flow.producers()}
+            ended = [name for name in nodes or () if self._ended(name)]
+            live = [name for name in nodes or () if name not in ended]
+            if live or not nodes:
+                self.stop(live or None)
+            return {"ok": True, "stopping": live if nodes else self.flow.producers(),
+                    "ended": {name: self._ended(name) for name in ended}}
         if command == "restart":
             node = request.get("node")
             if node not in self.flow.nodes:
                 return {"ok": False, "error": f'no node named "{node}" in flow "{self.flow.name}"'}
-            return {"ok": True, "restarting": self.restart(node)}
+            ended = self._ended(node)
+            if ended:
+                return {"ok": False, "error": f'node "{node}" has already ended ({ended}): nothing to restart'}
+            labels = self.restart(node)
+            if not labels:
+                states = ", ".join(sorted({r.state for r in self.replicas.values() if r.config.node == node}))
+                return {"ok": False, "error": f'node "{node}" has no running process to restart ({states})'}
+            return {"ok": True, "restarting": labels}
         return {"ok": False, "error": f"unknown command {command!r}"}
+
+    def _ended(self, node: str) -> str:
+        """How the node ended (e.g. "exit status 0"), or "" while any of its replicas runs or will restart."""
+        replicas = [r for r in self.replicas.values() if r.config.node == node]
+        if any(r.exit_code is None or r.restarting for r in replicas):
+            return ""
+        codes = sorted({r.exit_code for r in replicas})
+        return f"exit status {', '.join(map(str, codes))}"
 
     def status(self) -> dict[str, Any]:
         """The flow's state, one entry per replica (what `flujo-launch status` shows)."""
@@ -358,6 +407,7 @@ class Launcher:
                      "restarts": r.restarts, "error": (r.error or {}).get("message"),
                      "items_in": r.sample.stats.get("items_in", 0), "items_out": r.sample.stats.get("items_out", 0),
                      "errors": r.sample.stats.get("errors", 0),
+                     **({"rejected": r.sample.stats["rejected"]} if "rejected" in r.sample.stats else {}),
                      "rate": r.sample.rate("items_out" if r.config.kind == "producer" else "items_in"),
                      "queue": fills[r.config.node], "busy": busy_fraction(r.sample),
                      "dropped": dropped[r.config.node]}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 import zmq
@@ -78,6 +79,7 @@ class LoopbackCapture:
 
     def __init__(self) -> None:
         self._socket = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024 * 1024)  # busy machines: drop nothing
         self._socket.bind(("lo", 0))
         self._socket.settimeout(0.2)
         self.data = bytearray()
@@ -135,3 +137,75 @@ def test_a_tcp_flow_shows_no_item_in_clear_on_the_wire(flow: FlowRunner, insecur
     else:
         assert MARKER.encode() not in wire
         assert "warning" not in result.stderr
+
+
+def _node_configs(flow: FlowRunner) -> list[dict]:
+    import json
+
+    from conftest import flow_processes
+
+    configs = []
+    for process in flow_processes(flow.name):
+        text = process.environ().get("FLUJO_NODE_CONFIG")
+        if text:
+            configs.append(json.loads(text))
+    return configs
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("insecure", [False, True])
+def test_strangers_reach_no_socket_of_a_running_tcp_flow(flow: FlowRunner, insecure: bool) -> None:
+    """Forged EOS into a data port, a forged error report into the status channel, and a
+    listener on the control channel: with the wrong key or none, none of it gets anywhere.
+    (The insecure run shows the same attacks do land without CURVE.)"""
+    import msgpack
+
+    from conftest import poll_for
+    from flow_nodes import line_count
+
+    out, gate, n = flow.path("out.jsonl"), Path(flow.path("gate")), 2000
+    manifest = flow.manifest(f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Gated"
+        args = {{ n = {n}, gate = "{gate}", pause = 0.0002 }}
+        [nodes.sink]
+        run = "{{nodes}}:Collect"
+        inputs = ["numbers"]
+        args = {{ path = "{out}" }}
+    """, flow='transport = "tcp"' + ("\ninsecure = true" if insecure else ""))
+    launcher = flow.start(manifest)
+    poll_for(lambda: line_count(out) >= 100, timeout=30)
+    sink = next(config for config in _node_configs(flow) if config["node"] == "sink")
+    public = KeyPair.generate().public if insecure else KeyPair.from_config(sink["curve"]).public
+    context = zmq.Context()
+    try:
+        impostor = KeyPair.generate()
+        listeners = []
+        for keyed in (False, True):
+            data, status, control = (context.socket(kind) for kind in (zmq.PUSH, zmq.PUSH, zmq.SUB))
+            for peer in (data, status, control):
+                peer.linger = 0
+                if keyed and not insecure:  # knows the flow's public key, but not its secret
+                    peer.curve_secretkey, peer.curve_publickey = impostor.secret, impostor.public
+                    peer.curve_serverkey = public
+            control.subscribe(b"")
+            data.connect(sink["inputs"][0]["endpoint"])
+            status.connect(sink["status"])
+            control.connect(sink["control"])
+            data.send_multipart([msgpack.packb([1, 2, 0, "numbers", 0])])  # an EOS that would end the stream
+            status.send(msgpack.packb(["error", "sink", 0, {"message": "forged failure"}]))
+            listeners.append(control)
+        gate.touch()  # the stream may end: its last commands (released, gone) are published
+        _, stderr = launcher.communicate(timeout=30)
+        overheard = sum(1 for control in listeners if control.poll(100))
+    finally:
+        context.destroy(linger=0)
+    items = read_lines(out)
+    landed = launcher.returncode != 0 or "forged failure" in stderr or len(items) < n or overheard
+    if insecure:
+        assert landed, "without CURVE, at least one of the attacks should have landed"
+    else:
+        assert launcher.returncode == 0, stderr
+        assert "forged failure" not in stderr
+        assert items == list(range(n))  # not cut short by the forged EOS
+        assert overheard == 0  # the flow's commands never reached the strangers
