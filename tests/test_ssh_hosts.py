@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import psutil
 import pytest
 
 from flujo.curve import KeyPair
@@ -149,8 +150,18 @@ def _manifest(flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd, n: int, ho
     return flow.manifest(body, flow="queue = 4")
 
 
-def _only_sshd_left(host: Host, sshd: Sshd) -> bool:
-    return host.pids() == {sshd.process.pid}  # (`ip netns exec` execs: sshd keeps its pid)
+def _await_only_sshd_left(host: Host, sshd: Sshd, timeout: float = 15) -> None:
+    """Wait until sshd is the only process in ``host`` (`ip netns exec` execs: sshd keeps its pid)."""
+    try:
+        poll_for(lambda: host.pids() == {sshd.process.pid}, timeout=timeout)
+    except AssertionError:
+        left = {}
+        for pid in host.pids() - {sshd.process.pid}:
+            try:
+                left[pid] = " ".join(psutil.Process(pid).cmdline())
+            except psutil.Error:
+                pass  # ended meanwhile
+        raise AssertionError(f"still running in host {host.namespace}: {left}; sshd said: {''.join(sshd.log)}")
 
 
 @needs_sshd
@@ -167,7 +178,7 @@ def test_one_command_runs_the_flow_with_an_agent_started_over_ssh(
     assert os.stat("/proc/self/ns/net").st_ino != hosts[1].namespace_inode()
     assert any("Accepted publickey for root" in line for line in sshd.log)  # it came in through sshd
     assert not (flow.folder / "empty-home").exists()  # no Flujo key pair was needed, nor made
-    poll_for(lambda: _only_sshd_left(hosts[1], sshd), timeout=15)  # the agent and its nodes ended
+    _await_only_sshd_left(hosts[1], sshd)  # the agent and its nodes ended
 
 
 @needs_sshd
@@ -182,7 +193,7 @@ def test_killing_the_launcher_closes_the_session_and_the_agent_ends_its_nodes(
     os.killpg(launcher.pid, signal.SIGKILL)  # the launcher's group only: ssh runs in its own session
     launcher.communicate()
     # The host timeout is 30 s: ending within 15 s shows the closed session ended them, not silence.
-    poll_for(lambda: _only_sshd_left(hosts[1], sshd), timeout=15)
+    _await_only_sshd_left(hosts[1], sshd)
     poll_for(lambda: not hosts[0].pids(), timeout=15)  # nor an ssh client left behind here
 
 
@@ -213,7 +224,7 @@ def test_ssh_failures_stop_the_launch_with_the_ssh_clients_own_words(
     stderr = _failed_launch(flow, hosts, _manifest(flow, hosts, sshd, 10, 'python = "/nowhere/bin/python3"'))
     assert "failed with status 127" in stderr and "/nowhere/bin/python3: No such file or directory" in stderr
     assert "is Flujo installed there" in stderr
-    poll_for(lambda: _only_sshd_left(hosts[1], sshd), timeout=15)
+    _await_only_sshd_left(hosts[1], sshd)
 
 
 @contextmanager
@@ -291,7 +302,7 @@ def test_sync_copies_the_flow_folder_to_a_host_that_does_not_have_it(
             assert copy_device != os.stat(flow.folder / "stamp.py").st_dev  # ... not this machine's file
             assert there("cat", str(flow.folder / "manifest.toml")).stdout == manifest.read_text()
             assert there("test", "-e", str(flow.folder / "__pycache__" / "junk.pyc")).returncode == 1  # left out
-            poll_for(lambda: _only_sshd_left(hosts[1], server), timeout=15)
+            _await_only_sshd_left(hosts[1], server)
 
 
 def _session_agent(home: Path, *options: str) -> subprocess.Popen:
