@@ -214,10 +214,15 @@ class Launcher:
             link.beat()
             if not link.lost and link.silent():
                 self._host_lost(link)
+        for ssh_agent in self._ssh_agents:  # its agent ended with the session: no need to wait out the timeout
+            link = self._links.get(ssh_agent.host.name)
+            if link is not None and not link.lost and (why := ssh_agent.ended()):
+                self._host_lost(link, why)
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
 
-    def _host_lost(self, link: AgentLink) -> None:
-        reason = f'host "{link.host.name}" lost: its agent sent nothing for {link.host.timeout:g} s'
+    def _host_lost(self, link: AgentLink, why: str | None = None) -> None:
+        why = why or f"its agent sent nothing for {link.host.timeout:g} s"
+        reason = f'host "{link.host.name}" lost: {why}'
         self._say(f"{reason}; its nodes count as crashed")
         for replica in self.replicas.values():
             if self.flow.nodes[replica.config.node].host == link.host.name and replica.exit_code is None:

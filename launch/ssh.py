@@ -201,6 +201,15 @@ class SshAgent:
         with self._said:
             return "\n".join(self._lines)
 
+    def ended(self) -> str | None:
+        """Why the session is over while the flow runs (ssh's status and last words), or None."""
+        code = self._process.poll() if self._process is not None else None
+        if code is None:
+            return None
+        with self._said:
+            last = " / ".join(list(self._lines)[-3:]) or "(no message)"
+        return f"its ssh session to {self._spec.ssh} ended (status {code}): {last}"
+
     def close(self) -> None:
         """Close the session's input: the agent ends its processes and exits, then ssh does."""
         if self._process is None:

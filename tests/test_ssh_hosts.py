@@ -197,6 +197,23 @@ def test_killing_the_launcher_closes_the_session_and_the_agent_ends_its_nodes(
     poll_for(lambda: not hosts[0].pids(), timeout=15)  # nor an ssh client left behind here
 
 
+@needs_sshd
+@pytest.mark.timeout(120)
+def test_a_session_that_ends_mid_flow_loses_the_host_at_once_with_sshs_words(
+        flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd) -> None:
+    out = flow.path("out.jsonl")
+    launcher = flow.start(_manifest(flow, hosts, sshd, 10 ** 7), prefix=hosts[0].command())
+    poll_for(lambda: line_count(out) >= 100, timeout=60)
+    agents = [pid for pid in hosts[1].pids() if "--session" in psutil.Process(pid).cmdline()]
+    assert len(agents) == 1
+    os.kill(agents[0], signal.SIGKILL)  # the agent dies (its reaper ends its nodes); the session ends with it
+    _, stderr = launcher.communicate(timeout=20)  # well before the 30 s host timeout
+    assert launcher.returncode == 1
+    assert f'host "b" lost: its ssh session to root@{hosts[1].address} ended (status ' in stderr
+    assert 'node "where.0" failed: host "b" lost: its ssh session' in stderr
+    _await_only_sshd_left(hosts[1], sshd)
+
+
 def _failed_launch(flow: FlowRunner, hosts: tuple[Host, Host], manifest: Path) -> str:
     result = flow.start(manifest, prefix=hosts[0].command())
     _, stderr = result.communicate(timeout=60)
