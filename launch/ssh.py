@@ -3,8 +3,12 @@
 For such a host the launcher runs, through the system's ``ssh`` client (so the user's SSH keys,
 agent, ~/.ssh/config and known hosts apply)::
 
-    ssh -T -o BatchMode=yes user@host exec PYTHON -m flujo.launch agent --session \\
-        --bind tcp://ADDRESS:PORT --authorize LAUNCHER_KEY
+    ssh -T -o BatchMode=yes -o ConnectTimeout=20 user@host exec PYTHON -m flujo.launch agent \\
+        --session --bind tcp://ADDRESS:PORT --authorize LAUNCHER_KEY
+
+(PORT is the host's agent_port if the manifest gives one, else 0: the agent takes a free port
+and says which.) An ssh failure (no route, refused login, no Flujo there) is an AgentError
+carrying ssh's own words, and nothing starts.
 
 ``FLUJO_SSH_COMMAND`` replaces ``ssh`` and its options, like git's GIT_SSH_COMMAND, for example
 ``ssh -i ~/.ssh/edge -p 2222 -o StrictHostKeyChecking=accept-new``; the options above come after it,
@@ -19,15 +23,18 @@ The CURVE identities are exchanged over that ssh channel, so no key needs settin
 side and no known_hosts entry is needed: the agent makes a key pair for this session only and
 prints its public key, which the launcher reads from the session's output; the launcher makes
 one for this run and names its public key with ``--authorize``. Public keys are not secret (one
-cannot speak for a key without its secret half, which never leaves its process); what matters
-is that each side gets the other's genuine key, and ssh guarantees that: it has authenticated
-the host (its host key) and the user (their SSH key), and what travels in the session is
-encrypted and integrity-protected. The agent serves that one launcher key and nobody else.
+cannot speak for a key without its secret half, which never leaves its process), so it does
+not matter that the launcher's shows in the host's process list; what matters is that each
+side gets the other's genuine key, and ssh guarantees that: it has authenticated the host (its
+host key) and the user (their SSH key), and what travels in the session is encrypted and
+integrity-protected. The agent serves that one launcher key and nobody else; anyone else who
+reaches its port fails the CURVE handshake.
 
 The agent lives as long as the session: when the launcher ends, or is killed, the session's
-standard input closes and the agent ends every process it started (``--session``). ssh runs in
-its own session, so a Ctrl-C at the terminal reaches only the launcher, which stops the flow in
-order before it closes the session.
+standard input closes and the agent ends every process it started (``--session``). A session
+that ends while the flow runs has taken the agent with it: the launcher counts the host as
+lost at once (``SshAgent.ended``). ssh runs in its own session, so a Ctrl-C at the terminal
+reaches only the launcher, which stops the flow in order before it closes the session.
 
 ``sync = true`` first copies the flow's folder (the manifest's folder) to the same path on the
 host: with rsync when the launcher's machine has it (only changed files travel), else as a tar
