@@ -40,7 +40,7 @@ from flujo.launch.reaper import Reaper
 from flujo.launch.remote import AgentError, AgentLink, RemoteProcess, agent_keys
 from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
-from flujo.launch.ssh import SshAgent, start_agent
+from flujo.launch.ssh import SshSessions
 from flujo.launch.timers import Timers
 from flujo.protocol import CONFIG_ENV, Control, Status, control_frames, identity_topic, parse_status
 
@@ -81,7 +81,7 @@ class Launcher:
         self._timers = Timers()
         self._handovers = Handovers(self.replicas, self._publish, self._say, self._start_grace)
         self._links: dict[str, AgentLink] = {}  # host name -> its agent, for nodes on other hosts
-        self._ssh_agents: list[SshAgent] = []  # agents this launcher started over ssh, ended with it
+        self._ssh = SshSessions(flow, self._say)  # agents this launcher starts over ssh, ended with it
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -163,8 +163,7 @@ class Launcher:
             if hasattr(self, "_relay"):
                 self._relay.close()
             context.destroy(linger=0)
-            for ssh_agent in self._ssh_agents:
-                ssh_agent.close()  # the session ends: its agent ends what it still runs
+            self._ssh.close()  # each session ends: its agent ends what it still runs
             shutil.rmtree(run_dir, ignore_errors=True)  # made by mkdtemp above: this run's own
             self._reaper.close()  # every node has exited: kills only what they left behind
 
@@ -176,8 +175,7 @@ class Launcher:
             host = self.flow.hosts[name]
             try:
                 if host.ssh:  # started here and now; its port and key come over ssh
-                    ssh_agent = start_agent(self.flow, host)
-                    self._ssh_agents.append(ssh_agent)
+                    ssh_agent = self._ssh.start(host)
                     host, keys = ssh_agent.host, ssh_agent.keys
                 else:
                     keys = agent_keys(self.flow, host)
@@ -214,10 +212,7 @@ class Launcher:
             link.beat()
             if not link.lost and link.silent():
                 self._host_lost(link)
-        for ssh_agent in self._ssh_agents:  # its agent ended with the session: no need to wait out the timeout
-            link = self._links.get(ssh_agent.host.name)
-            if link is not None and not link.lost and (why := ssh_agent.ended()):
-                self._host_lost(link, why)
+        self._ssh.watch(self._links, self._host_lost)  # a session that ended: lost now, and started again
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
 
     def _host_lost(self, link: AgentLink, why: str | None = None) -> None:

@@ -33,7 +33,7 @@ reaches its port fails the CURVE handshake.
 The agent lives as long as the session: when the launcher ends, or is killed, the session's
 standard input closes and the agent ends every process it started (``--session``). A session
 that ends while the flow runs has taken the agent with it: the launcher counts the host as
-lost at once (``SshAgent.ended``). ssh runs in its own session, so a Ctrl-C at the terminal
+lost at once, and logs in again until a new agent takes the host's nodes back (SshSessions). ssh runs in its own session, so a Ctrl-C at the terminal
 reaches only the launcher, which stops the flow in order before it closes the session.
 
 ``sync = true`` first copies the flow's folder (the manifest's folder) to the same path on the
@@ -54,16 +54,19 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable, Mapping
 
 from flujo.curve import KeyPair, is_public_key
 from flujo.launch.manifest import FlowSpec, HostSpec
-from flujo.launch.remote import AgentError
+from flujo.launch.remote import AgentError, AgentLink
 
 SSH_COMMAND_ENV = "FLUJO_SSH_COMMAND"
 #: ssh logs in and Python starts Flujo within this time, or the flow does not start.
 START_TIMEOUT = 60.0
 #: ssh gives up reaching a host after this long (unless FLUJO_SSH_COMMAND sets ConnectTimeout).
 CONNECT_TIMEOUT = 20.0
+#: A host whose session ended: log in again this often until its agent is back.
+RENEW_INTERVAL = 5.0
 #: When the launcher ends, the agent gets this long to end its processes before ssh is killed.
 CLOSE_TIMEOUT = 10.0
 _KEY_PREFIX = "flujo-agent: key: "
@@ -131,9 +134,9 @@ class SshAgent:
     and with which keys (see the module docstring). ``close`` ends the session and, with it,
     the agent and everything it started."""
 
-    def __init__(self, flow: FlowSpec, host: HostSpec) -> None:
-        self._spec = host
-        self.launcher_key = KeyPair.generate() if flow.secure else None
+    def __init__(self, flow: FlowSpec, host: HostSpec, launcher_key: KeyPair | None = None) -> None:
+        self.spec = host  # as the manifest gives it
+        self.launcher_key = (launcher_key or KeyPair.generate()) if flow.secure else None
         python = host.python or sys.executable
         remote = [python, "-m", "flujo.launch", "agent", "--session", "--bind", f"tcp://{host.address}:{host.agent_port}"]
         remote += ["--authorize", self.launcher_key.public.decode()] if self.launcher_key else ["--insecure"]
@@ -159,7 +162,7 @@ class SshAgent:
         self._process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, text=True, start_new_session=True)
         for stream in (self._process.stdout, self._process.stderr):
-            reader = threading.Thread(target=self._read, args=(stream,), daemon=True, name=f"ssh {self._spec.name}")
+            reader = threading.Thread(target=self._read, args=(stream,), daemon=True, name=f"ssh {self.spec.name}")
             reader.start()
             self._readers.append(reader)
         deadline = time.monotonic() + START_TIMEOUT
@@ -175,19 +178,19 @@ class SshAgent:
             code = self._process.poll()
             self.close()
             if code is None:
-                raise AgentError(f"the agent started over ssh to {self._spec.ssh} did not say it listens within "
+                raise AgentError(f"the agent started over ssh to {self.spec.ssh} did not say it listens within "
                                  f"{START_TIMEOUT:g} s: {self._output()}")
-            raise _failure(self._spec, "starting the agent", code, self._output())
+            raise _failure(self.spec, "starting the agent", code, self._output())
         port = endpoint.rpartition(":")[2]
         if not port.isdigit() or not 0 < int(port) < 65536:
             self.close()
-            raise AgentError(f"the agent started over ssh to {self._spec.ssh} told no valid endpoint: {self._output()}")
+            raise AgentError(f"the agent started over ssh to {self.spec.ssh} told no valid endpoint: {self._output()}")
         if self.launcher_key is not None:
             if not is_public_key(key):
                 self.close()
-                raise AgentError(f"the agent started over ssh to {self._spec.ssh} told no valid key: {self._output()}")
+                raise AgentError(f"the agent started over ssh to {self.spec.ssh} told no valid key: {self._output()}")
             self.agent_key = key.encode("ascii")
-        self.host = replace(self._spec, agent_port=int(port), key=self.agent_key.decode() if self.agent_key else None)
+        self.host = replace(self.spec, agent_port=int(port), key=self.agent_key.decode() if self.agent_key else None)
 
     def _read(self, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]
@@ -215,7 +218,7 @@ class SshAgent:
             return None
         with self._said:
             last = " / ".join(list(self._lines)[-3:]) or "(no message)"
-        return f"its ssh session to {self._spec.ssh} ended (status {code}): {last}"
+        return f"its ssh session to {self.spec.ssh} ended (status {code}): {last}"
 
     def close(self) -> None:
         """Close the session's input: the agent ends its processes and exits, then ssh does."""
@@ -236,10 +239,101 @@ class SshAgent:
             reader.join(1.0)
 
 
-def start_agent(flow: FlowSpec, host: HostSpec) -> SshAgent:
-    """Copy the flow's folder if ``sync``, then start ``host``'s agent over ssh; raises AgentError."""
+def start_agent(flow: FlowSpec, host: HostSpec, launcher_key: KeyPair | None = None) -> SshAgent:
+    """Copy the flow's folder if ``sync``, then start ``host``'s agent over ssh (serving
+    ``launcher_key``, default a new one); raises AgentError."""
     if host.sync:
         sync_folder(host, flow.base_dir)
-    agent = SshAgent(flow, host)
+    agent = SshAgent(flow, host, launcher_key)
     agent.start()
     return agent
+
+
+class _Renewal:
+    """A new session for a host whose session ended, started in a thread: logging in may take
+    ssh's ConnectTimeout, and the launcher's loop must not wait for it."""
+
+    def __init__(self, flow: FlowSpec, ended: SshAgent) -> None:
+        self.agent: SshAgent | None = None
+        self.error: AgentError | None = None
+        self._cancelled = False
+        self._thread = threading.Thread(target=self._run, args=(flow, ended), daemon=True,
+                                        name=f"ssh renewal {ended.host.name}")
+        self._thread.start()
+
+    def _run(self, flow: FlowSpec, ended: SshAgent) -> None:
+        try:
+            # The same launcher key: the link to the host keeps its socket, only the agent's key changes.
+            agent = start_agent(flow, ended.spec, ended.launcher_key)
+        except AgentError as error:
+            self.error = error
+            return
+        if self._cancelled:
+            agent.close()
+        self.agent = agent
+
+    @property
+    def finished(self) -> bool:
+        return not self._thread.is_alive()
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self.finished and self.agent is not None:
+            self.agent.close()
+
+
+class SshSessions:
+    """The agents a launcher starts over ssh, by host name: started, watched, renewed, closed.
+
+    A session that ends while the flow runs has taken its agent and nodes with it: ``watch``
+    counts that host as lost at once, then logs in again every RENEW_INTERVAL until a new agent
+    listens, and points the host's link at it; the launcher's usual hello then has the host's
+    nodes started again there (as their restart policy says)."""
+
+    def __init__(self, flow: FlowSpec, say: Callable[[str], None]) -> None:
+        self._flow, self._say = flow, say
+        self._agents: dict[str, SshAgent] = {}
+        self._renewals: dict[str, _Renewal] = {}
+        self._next_try: dict[str, float] = {}
+
+    def start(self, host: HostSpec) -> SshAgent:
+        """Start ``host``'s agent (after copying the flow if ``sync``); raises AgentError."""
+        agent = self._agents[host.name] = start_agent(self._flow, host)
+        return agent
+
+    def watch(self, links: Mapping[str, AgentLink], lose: Callable[[AgentLink, str], None]) -> None:
+        """Each heartbeat: lose the hosts whose session ended, and start new sessions for them."""
+        for name, agent in self._agents.items():
+            link = links.get(name)
+            why = agent.ended()
+            if link is None or why is None:
+                continue
+            if not link.lost:
+                lose(link, why)
+            self._renew(name, link)
+
+    def _renew(self, name: str, link: AgentLink) -> None:
+        renewal = self._renewals.get(name)
+        if renewal is None:
+            if time.monotonic() >= self._next_try.get(name, 0.0):
+                self._renewals[name] = _Renewal(self._flow, self._agents[name])
+            return
+        if not renewal.finished:
+            return
+        del self._renewals[name]
+        if renewal.agent is None:
+            self._say(f'host "{name}": starting its agent again failed ({renewal.error}); '
+                      f"trying again in {RENEW_INTERVAL:g} s")
+            self._next_try[name] = time.monotonic() + RENEW_INTERVAL
+            return
+        self._agents[name].close()
+        self._agents[name] = renewal.agent
+        self._say(f'host "{name}": its agent started again over ssh')
+        link.repoint(renewal.agent.host, renewal.agent.agent_key)
+
+    def close(self) -> None:
+        """End every session: each agent ends what it still runs."""
+        for renewal in self._renewals.values():
+            renewal.cancel()
+        for agent in self._agents.values():
+            agent.close()

@@ -127,13 +127,14 @@ CHAIN = """
     ssh = "root@{remote}"
     {host_extra}
     [nodes.numbers]
-    run = "{{nodes}}:Paced"
-    args = {{ n = {n}, pause = 0.0005 }}
+    run = "{{nodes}}:{producer}"
+    args = {{ n = {n}, pause = 0.0005 {gate} }}
     [nodes.where]
     run = "{where}"
     inputs = ["numbers"]
     replicas = 2
     host = "b"
+    {where_extra}
     [nodes.sink]
     run = "{{nodes}}:Collect"
     inputs = ["where"]
@@ -142,11 +143,14 @@ CHAIN = """
 
 
 def _manifest(flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd, n: int, host_extra: str = "",
-              where: str = "{nodes}:where") -> Path:
+              where: str = "{nodes}:where", gate: str = "", where_extra: str = "") -> Path:
+    """The chain numbers -> where (2 replicas, on host b over ssh) -> sink; with ``gate``, the
+    stream holds open until that file exists."""
     # The launcher has no Flujo keys at all: an agent started over ssh needs none.
     flow.env.update(FLUJO_HOME=str(flow.folder / "empty-home"), FLUJO_SSH_COMMAND=sshd.ssh_command())
     body = CHAIN.format(launcher=hosts[0].address, remote=hosts[1].address, n=n, out=flow.path("out.jsonl"),
-                        host_extra=host_extra, where=where)
+                        host_extra=host_extra, where=where, producer="Gated" if gate else "Paced",
+                        gate=f', gate = "{gate}"' if gate else "", where_extra=where_extra)
     return flow.manifest(body, flow="queue = 4")
 
 
@@ -204,7 +208,7 @@ def test_a_session_that_ends_mid_flow_loses_the_host_at_once_with_sshs_words(
     out = flow.path("out.jsonl")
     launcher = flow.start(_manifest(flow, hosts, sshd, 10 ** 7), prefix=hosts[0].command())
     poll_for(lambda: line_count(out) >= 100, timeout=60)
-    agents = [pid for pid in hosts[1].pids() if "--session" in psutil.Process(pid).cmdline()]
+    agents = _session_agents(hosts[1])
     assert len(agents) == 1
     os.kill(agents[0], signal.SIGKILL)  # the agent dies (its reaper ends its nodes); the session ends with it
     _, stderr = launcher.communicate(timeout=20)  # well before the 30 s host timeout
@@ -212,6 +216,45 @@ def test_a_session_that_ends_mid_flow_loses_the_host_at_once_with_sshs_words(
     assert f'host "b" lost: its ssh session to root@{hosts[1].address} ended (status ' in stderr
     assert 'node "where.0" failed: host "b" lost: its ssh session' in stderr
     _await_only_sshd_left(hosts[1], sshd)
+
+
+@needs_sshd
+@pytest.mark.timeout(150)
+def test_a_lost_session_is_started_again_and_the_nodes_restart_there_by_policy(
+        flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd) -> None:
+    n, out, gate = 3000, flow.path("out.jsonl"), Path(flow.path("gate"))
+    manifest = _manifest(flow, hosts, sshd, n, gate=str(gate), where_extra='restart = "on-failure"')
+    launcher = flow.start(manifest, prefix=hosts[0].command())
+    poll_for(lambda: line_count(out) >= 300, timeout=60)
+    first_agent = _session_agents(hosts[1])
+    os.kill(first_agent[0], signal.SIGKILL)  # the session ends with its agent
+    poll_for(lambda: all(r["restarts"] == 1 and r["state"] == "running"
+                         for label, r in flow.replicas().items() if label.startswith("where")), timeout=60)
+    second_agent = _session_agents(hosts[1])
+    assert len(second_agent) == 1 and second_agent != first_agent  # a new session, a new agent
+    assert {r["pid"] for label, r in flow.replicas().items() if label.startswith("where")} <= hosts[1].pids()
+    gate.touch()
+    _, stderr = launcher.communicate(timeout=90)
+    assert launcher.returncode == 0, stderr
+    assert 'host "b": its agent started again over ssh' in stderr
+    items = read_lines(out)
+    values = [item["n"] for item in items]
+    assert values == sorted(set(values)) and values[-1] == n - 1  # in order, no duplicates, to the end
+    assert n - len(values) <= n // 2, n - len(values)  # at most once across the crash (PROTOCOL.md section 9)
+    assert {item["net"] for item in items} == {hosts[1].namespace_inode()}
+    _await_only_sshd_left(hosts[1], sshd)
+
+
+def _session_agents(host: Host) -> list[int]:
+    """The pids of the session agents running in ``host``."""
+    found = []
+    for pid in host.pids():
+        try:
+            if "--session" in psutil.Process(pid).cmdline():
+                found.append(pid)
+        except psutil.Error:
+            pass  # ended meanwhile
+    return found
 
 
 def _failed_launch(flow: FlowRunner, hosts: tuple[Host, Host], manifest: Path) -> str:
