@@ -284,6 +284,11 @@ def test_ssh_failures_stop_the_launch_with_the_ssh_clients_own_words(
     stderr = _failed_launch(flow, hosts, _manifest(flow, hosts, sshd, 10, 'python = "/nowhere/bin/python3"'))
     assert "failed with status 127" in stderr and "/nowhere/bin/python3: No such file or directory" in stderr
     assert "is Flujo installed there" in stderr
+    bare = sshd.folder / "bare-python"  # an interpreter that exists but has no Flujo (no site-packages)
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -I -S \"$@\"\n")
+    bare.chmod(0o755)
+    stderr = _failed_launch(flow, hosts, _manifest(flow, hosts, sshd, 10, f'python = "{bare}"'))
+    assert "No module named 'flujo'" in stderr and "is Flujo installed there" in stderr
     _await_only_sshd_left(hosts[1], sshd)
 
 
