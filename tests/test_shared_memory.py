@@ -413,3 +413,29 @@ def test_a_full_dev_shm_falls_back_to_inline(tmp_path: Path, monkeypatch: pytest
         pool.close()
         context.destroy(linger=0)
     assert not [name for name in os.listdir(SHM) if name.startswith("flujo.testrun.")]
+
+
+def test_a_foreign_command_node_gets_inline_frames(shm_flow: FlowRunner) -> None:
+    import json
+    import sys
+    from shm_nodes import SHAPE
+    out, n = shm_flow.path("out.jsonl"), 40
+    sink = Path(__file__).parent / "foreign_frame_sink.py"
+    result = shm_flow.run(manifest(shm_flow, f"""
+        [nodes.frames]
+        run = "{{shm_nodes}}:Frames"
+        args = {{ n = {n} }}
+        [nodes.foreign]
+        command = ["{sys.executable}", "{sink}", "{out}"]
+        inputs = ["frames"]
+        [nodes.check]
+        run = "{{shm_nodes}}:Check"
+        inputs = ["frames"]
+        args = {{ path = "{out}.python" }}
+    """))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in Path(out).read_text().splitlines()]
+    size = SHAPE[0] * SHAPE[1] * SHAPE[2]
+    assert lines == [[i, 1, size, i % 251] for i in range(n)]  # ext type 1, every byte, in order
+    items, _ = read(f"{out}.python")  # the Python reader of the same frames: shared memory
+    assert [line[0] for line in items] == list(range(n)) and all(line[1] and line[2] for line in items)
