@@ -30,6 +30,7 @@ from flujo.commands import ANNOUNCEMENT, logs_folder, running_flows, runs_folder
 from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from flujo.launch.errors import EXIT_BAD_MANIFEST, EXIT_NODE_FAILED
 from flujo.launch.handover import Handovers
+from flujo.launch.lifeline import Lifeline
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan, ports_needed
@@ -70,6 +71,7 @@ class Launcher:
         self._timers = Timers()
         self._handovers = Handovers(self.replicas, self._publish, self._say, self._start_grace)
         self._links: dict[str, AgentLink] = {}  # host name -> its agent, for nodes on other hosts
+        self._lifeline = Lifeline.from_environment()  # started by a program (flujo.Flow): ends with it
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -129,6 +131,8 @@ class Launcher:
             for link in self._links.values():
                 link.close()
             self._write_json_status()
+            if self._lifeline is not None:
+                self._lifeline.close()
             if hasattr(self, "_relay"):
                 self._relay.close()
             context.destroy(linger=0)
@@ -281,6 +285,9 @@ class Launcher:
         for socket in (self._control, self._status, self._exits, self._commands, *links):
             poller.register(socket, zmq.POLLIN)
         poller.register(wakeup_fd, zmq.POLLIN)
+        lifeline = self._lifeline.fd if self._lifeline is not None else None
+        if lifeline is not None:
+            poller.register(lifeline, zmq.POLLIN)
         while any(r.exit_code is None or r.restarting for r in self.replicas.values()):
             timeout = self._timers.timeout_ms()
             if self._view is not None:  # keep the live table fresh even when nothing happens
@@ -291,6 +298,12 @@ class Launcher:
             if wakeup_fd in events:
                 os.read(wakeup_fd, 64)
                 self._handle_interrupts()
+            if lifeline is not None and lifeline in events and self._lifeline.readable():  # type: ignore[union-attr]
+                poller.unregister(lifeline)
+                lifeline = None
+                self._say("the program that started this flow ended: stopping the flow")
+                if not self._stopping:
+                    self.stop()
             if self._control in events:
                 self._on_subscription(self._control.recv())
             if self._status in events:

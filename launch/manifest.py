@@ -163,6 +163,9 @@ NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "restart": _one_of(RESTART_POLICIES), "max_restarts": _count,
     "restart_window": _seconds, "stop_timeout": _seconds, "host": _string,
 }
+#: The node fields that are options of how a node runs (not what it runs, its arguments or its inputs):
+#: the manifest's [nodes.NAME] keys and, the same, the keywords of flujo.Flow.add.
+NODE_OPTIONS: tuple[str, ...] = tuple(key for key in NODE_FIELDS if key not in ("run", "command", "args", "inputs"))
 HOST_FIELDS: dict[str, Callable[[Any], str | None]] = {"address": _string, "agent_port": _port_number}
 SECTIONS = ("flow", "hosts", "nodes")
 
@@ -243,8 +246,7 @@ class _Validator:
             self.problem("must be a table: [nodes.NAME] with run or command", name)
             return spec
         good = self.fields(table, NODE_FIELDS, name, f"[nodes.{name}]")
-        for key in ("run", "command", "args", "join", "replicas", "queue", "env", "cwd", "outputs", "on_error",
-                    "policy", "restart", "max_restarts", "restart_window", "stop_timeout", "host"):
+        for key in ("run", "command", "args", *NODE_OPTIONS):
             if key in good:
                 setattr(spec, key, good[key])
         if ("run" in table) == ("command" in table):
