@@ -22,6 +22,7 @@ import time
 import traceback
 from typing import Any, Callable, Iterable
 
+import msgpack
 import zmq
 
 from flujo.api import Node, Outputs
@@ -58,6 +59,8 @@ class NodeRuntime:
         self._next_report = time.monotonic() + STATS_INTERVAL
         self._next_control = 0.0
         self._nobody_reads = False  # every reader of every output has been released
+        self._length: int | None = None  # items a producer will send, when it knows
+        self._summary: dict[str, Any] | None = None  # what the node reports at its end
 
     def run(self) -> int:
         """Run to the end; returns the process exit status."""
@@ -84,6 +87,8 @@ class NodeRuntime:
         try:
             node = self._make_node()
             node.open()
+            if config.kind == "producer":
+                self._length = _reported(node, "length")
             control.report(Status.READY)
             if config.kind == "producer":
                 self._produce(node)
@@ -101,6 +106,7 @@ class NodeRuntime:
                     node.close()
                 except Exception as failure:
                     error = error or failure
+                self._summary = _reported(node, "summary")
         if error is not None:
             control.report_error(error)
         if drained:  # a successor continues this stream, from where this process hands over
@@ -274,7 +280,10 @@ class NodeRuntime:
         self.control.report(Status.STATS, self._stats())
 
     def _stats(self) -> dict[str, Any]:
+        optional = {key: value for key, value in (("total", self._length), ("summary", self._summary))
+                    if value is not None}
         return {
+            **optional, "generation": self.config.generation, "at": time.time(),
             "items_in": self.items_in, "items_out": self.items_out, "busy": self.busy, "errors": self.errors,
             "late": sum(port.late for port in self.ports), "next_seq": self.next_seq,
             "dropped": sum(port.dropped for port in self.ports),
@@ -326,3 +335,21 @@ class NodeRuntime:
 
     def _wait_writable(self, sockets: Iterable[zmq.Socket]) -> None:
         self._poll(sockets, zmq.POLLOUT)
+
+
+def _reported(node: Node, method: str) -> Any:
+    """What a node's optional reporting hook (``length``, ``summary``) returns; a hook that
+    fails or returns something msgpack cannot carry is reported on stderr and ignored."""
+    hook = getattr(node, method, None)
+    if hook is None:
+        return None
+    try:
+        value = hook()
+        if value is not None:
+            value = dict(value) if method == "summary" else int(value)
+            msgpack.packb(value)
+        return value
+    except Exception as error:
+        print(f"{type(node).__name__}.{method}() failed, ignored: {type(error).__name__}: {error}",
+              file=sys.stderr, flush=True)
+        return None

@@ -223,6 +223,8 @@ class Launcher:
 
     def _spawn(self, replica: Replica) -> NodeProcess | RemoteProcess:
         config = replica.config
+        if replica.started_at is None:
+            replica.started_at = time.time()
         spec = self.flow.nodes[config.node]
         env = {**spec.env, CONFIG_ENV: config.to_json(), "PYTHONUNBUFFERED": "1"}
         cwd = str(self.flow.base_dir / spec.cwd) if spec.cwd else str(self.flow.base_dir)
@@ -339,23 +341,34 @@ class Launcher:
         return {"ok": False, "error": f"unknown command {command!r}"}
 
     def status(self) -> dict[str, Any]:
-        """The flow's state, one entry per replica (what `flujo-launch status` shows)."""
+        """The flow's state, one entry per replica (what `flujo-launch status` shows). Counters
+        add up every process a replica has had, so they never go backwards across restarts."""
         samples = {key: replica.sample for key, replica in self.replicas.items()}
         fills = {name: queue_fill(self.flow, name, samples) for name in self.flow.nodes}
         dropped = {name: drops(self.flow, name, samples) for name in self.flow.nodes}
+        now = time.time()
+        nodes = []
+        for r in self.replicas.values():
+            totals = r.sample.totals
+            rate = r.sample.rate("items_out" if r.config.kind == "producer" else "items_in")
+            total = r.sample.stats.get("total")  # a producer that knows its length
+            left = max(0, total - totals.get("items_out", 0)) if isinstance(total, int) else None
+            nodes.append({
+                "label": r.config.label, "node": r.config.node, "replica": r.config.replica,
+                "host": self.flow.nodes[r.config.node].host,
+                "pid": r.process.pid if r.process else None, "exit_code": r.exit_code,
+                "state": "running" if r.state == "ready" and self._started else r.state,
+                "restarts": r.restarts, "error": (r.error or {}).get("message"),
+                "items_in": totals.get("items_in", 0), "items_out": totals.get("items_out", 0),
+                "errors": totals.get("errors", 0), "rate": rate,
+                "queue": fills[r.config.node], "busy": busy_fraction(r.sample),
+                "dropped": dropped[r.config.node],
+                "total": total, "eta": left / rate if left is not None and rate > 0 and r.exit_code is None else None,
+                "seconds": ((r.ended_at if r.exit_code is not None and r.ended_at else now) - r.started_at
+                            if r.started_at is not None else None),
+                "summary": r.sample.stats.get("summary")})
         return {"flow": self.flow.name, "started": self._started, "stopping": self._stopping,
-                "bottleneck": bottleneck(self.flow, samples), "nodes": [
-                    {"label": r.config.label, "node": r.config.node, "replica": r.config.replica,
-                     "host": self.flow.nodes[r.config.node].host,
-                     "pid": r.process.pid if r.process else None, "exit_code": r.exit_code,
-                     "state": "running" if r.state == "ready" and self._started else r.state,
-                     "restarts": r.restarts, "error": (r.error or {}).get("message"),
-                     "items_in": r.sample.stats.get("items_in", 0), "items_out": r.sample.stats.get("items_out", 0),
-                     "errors": r.sample.stats.get("errors", 0),
-                     "rate": r.sample.rate("items_out" if r.config.kind == "producer" else "items_in"),
-                     "queue": fills[r.config.node], "busy": busy_fraction(r.sample),
-                     "dropped": dropped[r.config.node]}
-                    for r in self.replicas.values()]}
+                "bottleneck": bottleneck(self.flow, samples), "nodes": nodes}
 
     def _write_json_status(self) -> None:
         if self._json_status:
@@ -386,14 +399,14 @@ class Launcher:
             self._release(replica, payload or [port.port for port in replica.config.inputs])
             self._handovers.progress()
         elif kind is Status.STATS:
-            replica.sample.update(payload, time.monotonic())
+            replica.sample.update(payload, time.time())
         elif kind is Status.FINISHED:
             replica.finished = True
-            replica.sample.update(payload or {}, time.monotonic())
+            replica.sample.update(payload or {}, time.time())
             self._handovers.progress()
         elif kind is Status.DRAINED:
             replica.drained = payload
-            replica.sample.update(payload["stats"], time.monotonic())
+            replica.sample.update(payload["stats"], time.time())
             self._handovers.progress()
         elif kind is Status.POSITION:
             self._handovers.on_position(replica.key, payload)
@@ -406,6 +419,7 @@ class Launcher:
 
     def _on_exit(self, replica: Replica, code: int) -> None:
         replica.exit_code = code
+        replica.ended_at = time.time()
         if replica.restart_requested and not replica.finished:
             if replica.drained is None:
                 self._say(f'node "{replica.config.label}" exited with status {code} before it had drained; '

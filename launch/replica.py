@@ -41,6 +41,8 @@ class Replica:
         """It zips several ports: its senders agree on where to pause before it drains."""
         return self.config.join == "zip" and len(self.config.inputs) > 1
     grace_started: bool = False  # the stop ladder runs for this process
+    started_at: float | None = None  # wall clock: its first process started ...
+    ended_at: float | None = None  # ... and its last one exited (for the closing summary)
     escalated: str = ""  # the signal the ladder had to send, if any
 
     @property

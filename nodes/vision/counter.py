@@ -51,6 +51,10 @@ class LineCounter(Processor):
         self._side: dict[int, tuple[int, np.ndarray]] = {}  # id -> (last side, position there)
         self._seen: dict[int, int] = {}
 
+    def summary(self) -> dict[str, int]:
+        """The final counts, for the launcher's closing summary."""
+        return dict(self.total)
+
     def _signed_distance(self, point: np.ndarray, scale: np.ndarray) -> float:
         """Distance from the line in pixels over the frame diagonal; > 0 on the right of p1->p2."""
         a, b, p = self.p1 * scale, self.p2 * scale, point * scale
