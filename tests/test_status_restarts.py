@@ -1,0 +1,107 @@
+"""Status stays true across restarts: counters add up a replica's processes, rates are never
+negative, queue fill compares counters at one instant, the bottleneck is the busy node."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from flujo.launch.manifest import validate
+from flujo.launch.metrics import Sample, bottleneck, busy_fraction, queue_fill
+
+from conftest import NODES, FlowRunner, poll_for
+from flow_nodes import line_count
+
+
+def _report(generation: int, at: float, items: int, busy: float = 0.0, **tables: dict) -> dict:
+    return {"generation": generation, "at": at, "items_in": items, "items_out": items, "busy": busy, **tables}
+
+
+def test_counters_add_up_the_processes_of_a_replica() -> None:
+    sample = Sample()
+    for second in range(4):
+        sample.update(_report(0, second, 100 * second, busy=0.5 * second), 0)
+    sample.update(_report(1, 4.5, 10, busy=0.1), 0)  # restarted: the new process counts from 0
+    assert sample.totals["items_in"] == 310 and sample.stats["items_in"] == 10
+    assert sample.rate("items_in") > 0 and 0 < busy_fraction(sample) <= 1
+    sample.update(_report(0, 4.6, 350), 0)  # a late report of the replaced process
+    assert sample.totals["items_in"] == 310
+    sample.update(_report(1, 5.0, 60, received={"in": 60}), 0)
+    assert sample.totals["items_in"] == 360 and sample.totals["received"] == {"in": 60}
+
+
+def test_queue_fill_compares_counters_at_one_instant() -> None:
+    flow = validate({"nodes": {"a": {"run": "flujo.nodes.basic:Count"},
+                               "b": {"run": "flujo.nodes.basic:Print", "inputs": ["a"], "queue": 10}}},
+                    NODES, "test")
+    sender, receiver = Sample(), Sample()
+    # 1000 items/s with 5 in flight; the sender reports 0.4 s later than the receiver.
+    for tick in range(5):
+        sender.update({"at": tick + 0.4, "sent": {"b/a": 1000 * (tick + 0.4) + 5}}, 0)
+        receiver.update({"at": tick, "received": {"a": 1000 * tick}}, 0)
+    fill = queue_fill(flow, "b", {("a", 0): sender, ("b", 0): receiver})
+    assert fill == pytest.approx(5 / 20)  # capacity: its RCVHWM plus the sender's SNDHWM
+    # Compared report by report, the same flow looked 100% full:
+    assert (sender.stats["sent"]["b/a"] - receiver.stats["received"]["a"]) / 20 > 1
+
+
+def test_the_bottleneck_is_the_busiest_node_also_after_a_restart() -> None:
+    flow = validate({"nodes": {"a": {"run": "flujo.nodes.basic:Count"},
+                               "b": {"run": "flujo.nodes.basic:Print", "inputs": ["a"]}}}, NODES, "test")
+    a, b = Sample(), Sample()
+    for second in range(3):
+        a.update(_report(0, second, 10 * second, busy=0.2 * second), 0)
+        b.update(_report(0, second, 10 * second, busy=0.9 * second), 0)
+    b.update(_report(1, 3, 5, busy=0.9), 0)  # restarted: its busy counter starts again
+    assert bottleneck(flow, {("a", 0): a, ("b", 0): b}) == "b"
+
+
+CHAIN = """
+    [nodes.numbers]
+    run = "{nodes}:Paced"
+    args = { n = 4000, pause = 0.001 }
+    [nodes.work]
+    run = "{nodes}:square"
+    inputs = ["numbers"]
+    restart = "on-failure"
+    [nodes.sink]
+    run = "{nodes}:Collect"
+    inputs = ["work"]
+    args = { path = "OUT" }
+"""
+
+
+@pytest.mark.timeout(90)
+def test_status_across_a_restart_mid_stream(flow: FlowRunner) -> None:
+    out = flow.path("out.jsonl")
+    launcher = flow.start(flow.manifest(CHAIN.replace("OUT", out), flow="queue = 4"))
+    seen: list[dict] = []
+    done = threading.Event()
+
+    def watch() -> None:  # status as a user would poll it, all along
+        while not done.is_set():
+            replica = flow.replicas().get("work")
+            if replica:
+                seen.append(replica)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        poll_for(lambda: line_count(out) >= 800, timeout=30)
+        before = flow.replicas()["work"]
+        os.kill(before["pid"], signal.SIGKILL)
+        poll_for(lambda: flow.replicas()["work"]["restarts"] == 1
+                 and flow.replicas()["work"]["state"] == "running", timeout=30)
+        poll_for(lambda: flow.replicas()["work"]["items_in"] > before["items_in"] + 500, timeout=30)
+        _, stderr = launcher.communicate(timeout=60)
+        assert launcher.returncode == 0, stderr
+    finally:
+        done.set()
+        watcher.join()
+    assert any(entry["restarts"] == 1 for entry in seen) and any(entry["restarts"] == 0 for entry in seen)
+    assert all(entry["rate"] >= 0 for entry in seen), [entry["rate"] for entry in seen if entry["rate"] < 0]
+    counts = [entry["items_in"] for entry in seen]
+    assert counts == sorted(counts), "a counter went backwards"
+    assert all(0 <= entry["queue"] <= 1 for entry in seen)
