@@ -3,16 +3,21 @@
 While the launcher runs attached to a terminal, `LiveView` keeps a table of every node replica
 at the bottom of the screen (refreshed a few times a second from the launcher's ``status()``)
 and prints the nodes' output lines above it, ``label | text``, the same as the plain output.
-`render_status` turns one status dict into that table; it is pure, so tests can render it.
+`render_status` turns one status dict into that table, with a progress bar and the time left
+for producers that know their length; `render_summary` is the closing summary. Both are pure,
+so tests can render them.
 """
 from __future__ import annotations
 
 import threading
+import time
 import zlib
+from collections import deque
 from typing import Any, Callable
 
 from rich import box
-from rich.console import Console
+from rich.console import COLOR_SYSTEMS, Console, ConsoleOptions, RenderResult
+from rich.segment import Segment
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -33,6 +38,11 @@ STATE_STYLES = {
 LABEL_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
                  "bright_green", "bright_yellow", "bright_blue")
 BAR_WIDTH = 10
+PROGRESS_WIDTH = 30
+#: Output lines go to the screen in batches, at most this many times a second: every batch
+#: redraws the table below it once, however many lines it holds, so a chatty node costs a
+#: few redraws a second rather than one per line.
+PRINTS_PER_SECOND = 20
 _BLOCKS = " ▏▎▍▌▋▊▉█"  # eighths of a cell, for the queue bar
 _MISSING = "–"
 
@@ -42,9 +52,12 @@ class LiveView:
     with the nodes' log lines printed above it.
 
     Use it as a context manager around the launcher's run loop and route every output line
-    through `line`. ``status`` is called from the refresh thread; if it raises (for instance
-    while the launcher shuts down, or because it read the replicas mid-change) the last good
-    table stays on screen. On exit the final table is left printed once.
+    through `line`, which only queues the line: a writer thread of its own prints the queue in
+    batches, a limited number of times a second, so a node's output never waits for the
+    terminal or for the table. ``status`` is called from the refresh thread; if it raises (for
+    instance while the launcher shuts down, or because it read the replicas mid-change) the
+    last good table stays on screen. On exit every queued line is printed, then the final
+    table, once, below all of them.
 
     On a console that is not a terminal nothing refreshes: lines are printed as they come and
     the final table once at the end.
@@ -61,58 +74,90 @@ class LiveView:
         self._label_width = label_width
         self._live: Live | None = None
         self._last: Table | None = None  # the last table rendered from a good status
-        self._lock = threading.Lock()  # guards the fields below
-        self._pending: list[Text] = []  # lines waiting to be printed
-        self._printing = False  # one thread prints at a time; the others leave their lines here
+        self._lock = threading.Condition()  # guards the fields below; notified when a line is queued
+        self._pending: deque[tuple[str, str]] = deque()  # lines waiting to be printed
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self._prefixes: dict[tuple[str, int], str] = {}  # (label, width) -> "label | " with its colours
 
     # -- context manager ------------------------------------------------------------------
     def __enter__(self) -> LiveView:
         self._live = Live(console=self.console, refresh_per_second=self._refresh_per_second,
                           transient=False, get_renderable=self._renderable)
         self._live.start()
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_loop, daemon=True, name="live view output")
+        self._writer.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        if self._writer is not None:
+            self._writer.join()  # every queued line is out: the final table goes below them
+            self._writer = None
         live, self._live = self._live, None
-        self._flush()
         if live is not None:
             live.stop()  # renders once more from status(), and leaves that table printed
 
     # -- output lines ---------------------------------------------------------------------
     def line(self, label: str, text: str) -> None:
-        """Print ``label | text`` above the table. Safe to call from several threads at once;
-        lines appear in the order the calls were made."""
+        """Queue ``label | text`` to be printed above the table. Safe to call from several
+        threads at once; lines appear in the order the calls were made. Returns at once."""
         with self._lock:
+            if self._writer is None:  # not shown live (yet, or any more): print it here
+                self._print([(label, text)])
+                return
+            self._pending.append((label, text))
+            if len(self._pending) == 1:
+                self._lock.notify()
+
+    def _write_loop(self) -> None:
+        """The writer thread: print what is queued, then let lines gather for a moment."""
+        while True:
+            with self._lock:
+                while not self._pending and not self._closing:
+                    self._lock.wait()
+                batch = list(self._pending)
+                self._pending.clear()
+                closing = self._closing
+            if batch:
+                self._print(batch)
+            elif closing:
+                return
+            if not closing:
+                time.sleep(1 / PRINTS_PER_SECOND)
+
+    def _print(self, batch: list[tuple[str, str]]) -> None:
+        """One print for many lines: the table below is redrawn once. The lines are formatted
+        here, as text with the terminal's own escape codes, rather than laid out by rich line
+        by line: a chatty node's thousands of lines a second cost next to nothing."""
+        lines = []
+        for label, text in batch:
             self._label_width = max(self._label_width, len(label))
+            if "\x1b" in text:  # keep a node's colours, drop its cursor moves
+                text = self._styled(Text.from_ansi(text, end=""))
+            lines.append(self._prefix(label) + text)
+        try:
+            self.console.print(_Raw("\n".join(lines)), markup=False, highlight=False, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - a terminal gone away must not stop the flow; the logs have it
+            pass
+
+    def _prefix(self, label: str) -> str:
+        key = (label, self._label_width)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
             shown = Text(label.ljust(self._label_width), style=_label_style(label), end="")
             shown.append(" | ", style="dim")
-            shown.append_text(Text.from_ansi(text, end=""))  # keeps a node's colours, drops cursor moves
-            self._pending.append(shown)
-            if self._printing:
-                return  # the thread printing now prints this line too
-            self._printing = True
-        self._flush(owner=True)
+            prefix = self._prefixes[key] = self._styled(shown)
+        return prefix
 
-    def _flush(self, owner: bool = False) -> None:
-        """Print the pending lines. Printing redraws the table below them, so while one thread
-        prints, lines from the others pile up and go out together in the next batch."""
-        if not owner:
-            with self._lock:
-                if self._printing:
-                    return
-                self._printing = True
-        try:
-            while True:
-                with self._lock:
-                    batch, self._pending = self._pending, []
-                    if not batch:
-                        self._printing = False
-                        return
-                self.console.print(Text("\n").join(batch), markup=False, highlight=False)
-        except BaseException:
-            with self._lock:
-                self._printing = False
-            raise
+    def _styled(self, text: Text) -> str:
+        """``text`` with the escape codes of this console's colour system (none without one)."""
+        system = COLOR_SYSTEMS.get(self.console.color_system or "")
+        return "".join(segment.style.render(segment.text, color_system=system) if segment.style and system
+                       else segment.text for segment in text.render(self.console))
 
     # -- the table ------------------------------------------------------------------------
     def _renderable(self) -> Table:
@@ -240,3 +285,14 @@ def _queue(value: Any) -> Text:
     shown = Text(f"{fill:>4.0%} ")
     shown.append(bar.ljust(BAR_WIDTH), style=style)
     return shown
+
+
+class _Raw:
+    """Text already formatted for this terminal (escape codes included), printed as it is."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield Segment(self.text)
+        yield Segment.line()

@@ -214,3 +214,22 @@ class Gated(Producer):
         while not self.gate.exists():
             time.sleep(0.005)
             yield None
+
+
+class Chatty(Producer):
+    """Prints ``lines`` lines as fast as it can, then yields one item; reports how long the
+    printing took in its summary (what a slow terminal would stretch)."""
+
+    def __init__(self, lines: int) -> None:
+        self.lines = lines
+        self.seconds = 0.0
+
+    def produce(self) -> Iterable[int]:
+        began = time.perf_counter()
+        for number in range(self.lines):
+            print(f"line {number} of a chatty node, long enough to look like a real log line", flush=True)
+        self.seconds = time.perf_counter() - began
+        yield 0
+
+    def summary(self) -> dict[str, float]:
+        return {"print_seconds": round(self.seconds, 3)}
