@@ -180,6 +180,8 @@ class Launcher:
         elif self._output.isatty():
             from flujo.launch.live import LiveView  # rich loads only when a terminal will show it
 
+            from flujo.launch.live import render_summary
+
             with LiveView(self.flow.name, lambda: self._snapshot, label_width=width) as view:
                 self._view = view
                 try:
@@ -187,8 +189,12 @@ class Launcher:
                 finally:
                     self._refresh_snapshot(force=True)
                     self._view = None
+            view.console.print(render_summary(self.status()))  # below the final table and every line
         else:
             yield plain_lines(self._output, width)
+            from flujo.launch.live import plain_summary
+
+            self._say("summary:\n  " + "\n  ".join(plain_summary(self.status())))
 
     def _refresh_snapshot(self, force: bool = False) -> None:
         """The live view reads this copy from its own thread, a few times a second."""

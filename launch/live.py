@@ -16,7 +16,7 @@ from collections import deque
 from typing import Any, Callable
 
 from rich import box
-from rich.console import COLOR_SYSTEMS, Console, ConsoleOptions, RenderResult
+from rich.console import COLOR_SYSTEMS, Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.segment import Segment
 from rich.live import Live
 from rich.table import Table
@@ -73,7 +73,7 @@ class LiveView:
         self._refresh_per_second = refresh_per_second
         self._label_width = label_width
         self._live: Live | None = None
-        self._last: Table | None = None  # the last table rendered from a good status
+        self._last: RenderableType | None = None  # the last table rendered from a good status
         self._lock = threading.Condition()  # guards the fields below; notified when a line is queued
         self._pending: deque[tuple[str, str]] = deque()  # lines waiting to be printed
         self._writer: threading.Thread | None = None
@@ -160,7 +160,7 @@ class LiveView:
                        else segment.text for segment in text.render(self.console))
 
     # -- the table ------------------------------------------------------------------------
-    def _renderable(self) -> Table:
+    def _renderable(self) -> RenderableType:
         """Called by the refresh thread: the table for the current status, or the last good one."""
         try:
             status = self._status()
@@ -177,8 +177,16 @@ class LiveView:
         return table
 
 
-def render_status(status: dict) -> Table:
-    """The table of every replica in a launcher status dict. Missing keys show as "–"."""
+def render_status(status: dict) -> RenderableType:
+    """The table of every replica in a launcher status dict (missing keys show as "–"), and
+    under it a progress bar with the time left for each producer that knows its length."""
+    table = _status_table(status)
+    progress = [_progress(node) for node in status.get("nodes") or [] if isinstance(node, dict)
+                and isinstance(node.get("total"), int) and node["total"] > 0 and node.get("state") != "exited"]
+    return Group(table, *progress) if progress else table
+
+
+def _status_table(status: dict) -> Table:
     title = Text(f"flow {status.get('flow') or '?'}", style="bold")
     if status.get("stopping"):
         title.append("  stopping…", style="yellow")
@@ -230,6 +238,45 @@ def render_status(status: dict) -> Table:
     return table
 
 
+def render_summary(status: dict) -> Table:
+    """The closing summary: per node replica its items, time, errors and restarts, and what
+    the node reported at its end (``summary()``, for instance a counter's final counts)."""
+    table = Table(title=Text(f"flow {status.get('flow') or '?'}: summary", style="bold"), box=box.SIMPLE_HEAD,
+                  padding=(0, 1, 0, 0), show_edge=False, title_justify="left")
+    for column, justify in (("node", "left"), ("exit", "right"), ("in", "right"), ("out", "right"),
+                            ("time", "right"), ("errors", "right"), ("restarts", "right"), ("reported", "left")):
+        table.add_column(column, justify=justify, no_wrap=column != "reported")  # type: ignore[arg-type]
+    for node in status.get("nodes") or []:
+        if not isinstance(node, dict):
+            continue
+        code = node.get("exit_code")
+        table.add_row(_label(node), Text(_integer(code), style="" if code in (0, None) else "bold red"),
+                      _integer(node.get("items_in")), _integer(node.get("items_out")), _duration(node.get("seconds")),
+                      _integer(node.get("errors")), _integer(node.get("restarts")), summary_text(node.get("summary")))
+    return table
+
+
+def summary_text(summary: Any) -> str:
+    """A node's reported summary on one line: ``in 13, out 15``."""
+    if not isinstance(summary, dict) or not summary:
+        return ""
+    return ", ".join(f"{key} {_value(value)}" for key, value in summary.items())
+
+
+def plain_summary(status: dict) -> list[str]:
+    """The closing summary as plain lines, for pipes and logs."""
+    lines = []
+    for node in status.get("nodes") or []:
+        if not isinstance(node, dict):
+            continue
+        line = (f"{_label(node)}: exit {_integer(node.get('exit_code'))}, in {_integer(node.get('items_in'))}, "
+                f"out {_integer(node.get('items_out'))}, {_duration(node.get('seconds'))}, "
+                f"errors {_integer(node.get('errors'))}, restarts {_integer(node.get('restarts'))}")
+        reported = summary_text(node.get("summary"))
+        lines.append(f"{line}; {reported}" if reported else line)
+    return lines
+
+
 # -- cells ------------------------------------------------------------------------------------
 MAX_ERROR = 300  # characters of an error shown under the table
 
@@ -255,6 +302,38 @@ def _integer(value: Any) -> str:
         return str(int(value))
     except (TypeError, ValueError):
         return str(value)
+
+
+def _progress(node: dict) -> Text:
+    """``reader  ████████▌        43%  342/795  ETA 0:31``"""
+    total, done = int(node["total"]), int(node.get("items_out") or 0)
+    fraction = min(max(done / total, 0.0), 1.0)
+    eighths = round(fraction * PROGRESS_WIDTH * 8)
+    bar = _BLOCKS[8] * (eighths // 8) + (_BLOCKS[eighths % 8] if eighths % 8 else "")
+    shown = Text(f"{_label(node)}  ")
+    shown.append(bar.ljust(PROGRESS_WIDTH), style="cyan on grey23")
+    shown.append(f" {fraction:>4.0%}  {done}/{total}")
+    eta = node.get("eta")
+    if isinstance(eta, (int, float)):
+        shown.append(f"  ETA {_clock(eta)}")
+    return shown
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _duration(value: Any) -> str:
+    try:
+        return f"{float(value):.1f} s"
+    except (TypeError, ValueError):
+        return _MISSING
+
+
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _number(value: Any) -> str:

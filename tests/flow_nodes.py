@@ -233,3 +233,23 @@ class Chatty(Producer):
 
     def summary(self) -> dict[str, float]:
         return {"print_seconds": round(self.seconds, 3)}
+
+
+class Measured(Paced):
+    """A paced producer that knows its length: the launcher shows progress and an ETA."""
+
+    def length(self) -> int:
+        return self.n
+
+
+class Tally(Consumer):
+    """Counts even and odd numbers; reports the counts as its closing summary."""
+
+    def open(self) -> None:
+        self.counts = {"even": 0, "odd": 0}
+
+    def consume(self, number: int) -> None:
+        self.counts["even" if number % 2 == 0 else "odd"] += 1
+
+    def summary(self) -> dict[str, int]:
+        return self.counts
