@@ -16,7 +16,8 @@ ports; the keywords ``name`` and the manifest's node options (``NODE_OPTIONS``: 
 ``queue``, ``policy``, ``join``, ``on_error``, ``restart``, ``max_restarts``,
 ``restart_window``, ``stop_timeout``, ``host``, ``env``, ``cwd``, ``outputs``) configure the
 node, checked by the manifest's own rules; every other keyword must be an argument of the
-target (a constructor or function parameter), else it is refused by name.
+target (a constructor or function parameter), else it is refused by name. An argument that
+shares its name with an option (or ``name``) goes in ``args={...}``.
 
 A node's name is ``name=`` or, by default, its class or function name in snake_case
 (``VideoReader`` -> ``video_reader``); ``stop``, ``restart`` and ``status`` take the
@@ -370,6 +371,14 @@ class Flow:
             return True
         self._abort()
         return False
+
+    @property
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """Once the flow ended: what each replica reported at its end (``Node.summary()``),
+        by label; replicas that reported nothing are left out."""
+        if self._ended is None:
+            raise RuntimeError(f'flow "{self.name}" has not ended yet: join() first')
+        return {node["label"]: node["summary"] for node in self._ended[1].get("nodes", []) if node.get("summary")}
 
     @property
     def returncode(self) -> int | None:

@@ -43,6 +43,9 @@ PROGRESS_WIDTH = 30
 #: redraws the table below it once, however many lines it holds, so a chatty node costs a
 #: few redraws a second rather than one per line.
 PRINTS_PER_SECOND = 20
+#: Lines queued for a terminal that cannot keep up: beyond this many, the oldest are not shown
+#: (they are in the log files) rather than held in memory or slowing the nodes down.
+MAX_PENDING = 100_000
 _BLOCKS = " ▏▎▍▌▋▊▉█"  # eighths of a cell, for the queue bar
 _MISSING = "–"
 
@@ -78,6 +81,7 @@ class LiveView:
         self._pending: deque[tuple[str, str]] = deque()  # lines waiting to be printed
         self._writer: threading.Thread | None = None
         self._closing = False
+        self._skipped = 0  # lines dropped from the screen since the last batch
         self._prefixes: dict[tuple[str, int], str] = {}  # (label, width) -> "label | " with its colours
 
     # -- context manager ------------------------------------------------------------------
@@ -109,6 +113,9 @@ class LiveView:
             if self._writer is None:  # not shown live (yet, or any more): print it here
                 self._print([(label, text)])
                 return
+            if len(self._pending) >= MAX_PENDING:
+                self._pending.popleft()
+                self._skipped += 1
             self._pending.append((label, text))
             if len(self._pending) == 1:
                 self._lock.notify()
@@ -121,6 +128,10 @@ class LiveView:
                     self._lock.wait()
                 batch = list(self._pending)
                 self._pending.clear()
+                if self._skipped:
+                    note = f"{self._skipped} lines not shown: the terminal fell behind (flujo-launch logs has them)"
+                    batch.insert(0, ("flujo-launch", note))
+                    self._skipped = 0
                 closing = self._closing
             if batch:
                 self._print(batch)

@@ -18,6 +18,7 @@ import pytest
 from flujo import Flow
 from flujo.launch.flow import FlowDefinitionError, FlowError
 from flujo.launch.manifest import NODE_OPTIONS, load_manifest
+from flujo.loader import load_target
 from flujo.nodes.basic import Collect, Count, Map
 
 from conftest import NODES, poll_for
@@ -119,10 +120,14 @@ def test_run_raises_with_the_failing_nodes_message(isolated: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_a_with_block_waits_for_the_end_and_cleans_up(isolated: Path) -> None:
+    tally = load_target(f"{NODES}:Tally")
     with Flow("whole") as flow:
-        flow.add(Collect, flow.add(Map, flow.add(Count, n=50), function=f"{NODES}:square"), path="out.jsonl")
+        squares = flow.add(Map, flow.add(Count, n=50), function=f"{NODES}:square")
+        flow.add(Collect, squares, path="out.jsonl")
+        flow.add(tally, squares)
         flow.start()
     assert flow.returncode == 0
+    assert flow.summaries == {"tally": {"even": 25, "odd": 25}}
     assert (isolated / "out.jsonl").read_text().split() == [str(n * n) for n in range(50)]
 
 
