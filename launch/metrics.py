@@ -49,6 +49,14 @@ class Sample:
     totals: dict[str, Any] = field(default_factory=dict)  # the replica's counters over every process
     history: deque[tuple[float, dict[str, Any]]] = field(default_factory=deque)  # (taken at, totals)
     generation: int = 0
+    #: When each replaced process last reported (see queue_fill).
+    replaced: list[float] = field(default_factory=list)
+    #: As a reader: items presumed lost in replaced processes' input buffers, by port; and how
+    #: many of the replacements that estimate covers, by port.
+    lost: dict[str, float] = field(default_factory=dict)
+    estimated: dict[str, int] = field(default_factory=dict)
+    #: As a reader: items its replaced senders sent but never reported, by port.
+    unreported: dict[str, float] = field(default_factory=dict)
     _base: dict[str, Any] = field(default_factory=dict)
 
     def update(self, stats: dict[str, Any], received_at: float) -> None:
@@ -58,6 +66,8 @@ class Sample:
             if generation < self.generation:
                 return  # a late report of a process already replaced
             self._base, self.generation = _added(self._base, self.stats), generation
+            if self.taken is not None:
+                self.replaced.append(self.taken)
         taken = stats.get("at", received_at)
         if not isinstance(taken, (int, float)):
             taken = received_at
@@ -113,14 +123,37 @@ def queue_fill(flow: FlowSpec, node: str, samples: dict[tuple[str, int], Sample]
         if not times:
             fills.append(0.0)
             continue
+        hwm = flow.queue_of(spec)
+        _estimate_losses(port.port, f"{node}/{port.port}", senders, receivers, hwm)
         when = min(times)
         sent = sum(sample.counter_at(when, "sent", f"{node}/{port.port}") for sample in senders)
         received = sum(sample.counter_at(when, "received", port.port) for sample in receivers)
-        hwm = flow.queue_of(spec)
+        lost = sum(sample.lost.get(port.port, 0.0) for sample in receivers)
+        if any(sample.replaced for sample in senders) and receivers:
+            # A sender killed between two reports sent items it never reported; its readers
+            # received them all the same. What they received beyond what was reported is that.
+            first = receivers[0]
+            first.unreported[port.port] = max(first.unreported.get(port.port, 0.0), received + lost - sent)
+            sent += first.unreported[port.port]
         # Each receiving replica's RCVHWM, plus each sender's SNDHWM towards each of them.
-        capacity = spec.replicas * hwm * (1 + flow.nodes[port.source].replicas)
-        fills.append(min(1.0, max(0.0, (sent - received) / capacity)))
+        capacity = spec.replicas * hwm * (1 + len(senders))
+        fills.append(min(1.0, max(0.0, (sent - received - lost) / capacity)))
     return max(fills, default=0.0)
+
+
+def _estimate_losses(port: str, edge: str, senders: list[Sample], receivers: list[Sample], hwm: int) -> None:
+    """A receiver process that died took its own input buffer with it; what its senders still
+    held for it goes to its successor (ZeroMQ keeps a connecting socket's queue across
+    reconnections). So of what was in flight towards it when it last reported, all beyond
+    its senders' share is lost: left out of the fill from then on, else a queue that was
+    full when its reader died would show full forever."""
+    for receiver in receivers:
+        for when in receiver.replaced[receiver.estimated.get(port, 0):]:
+            in_flight = (sum(sample.counter_at(when, "sent", edge) for sample in senders)
+                         - sum(sample.counter_at(when, "received", port) for sample in receivers)
+                         - sum(sample.lost.get(port, 0.0) for sample in receivers)) / len(receivers)
+            receiver.lost[port] = receiver.lost.get(port, 0.0) + max(0.0, in_flight - hwm * len(senders))
+        receiver.estimated[port] = len(receiver.replaced)
 
 
 def drops(flow: FlowSpec, node: str, samples: dict[tuple[str, int], Sample]) -> int:

@@ -105,3 +105,37 @@ def test_status_across_a_restart_mid_stream(flow: FlowRunner) -> None:
     counts = [entry["items_in"] for entry in seen]
     assert counts == sorted(counts), "a counter went backwards"
     assert all(0 <= entry["queue"] <= 1 for entry in seen)
+
+
+def _edge(queue: int = 10):
+    return validate({"nodes": {"a": {"run": "flujo.nodes.basic:Count"},
+                               "b": {"run": "flujo.nodes.basic:Print", "inputs": ["a"], "queue": queue}}},
+                    NODES, "test")
+
+
+def test_a_reader_killed_with_a_full_queue_does_not_show_full_forever() -> None:
+    sender, receiver = Sample(), Sample()
+    samples = {("a", 0): sender, ("b", 0): receiver}
+    for tick in range(3):  # full: 20 in flight (10 in its own buffer, 10 queued at the sender)
+        sender.update({"generation": 0, "at": tick, "sent": {"b/a": 100 * tick + 20}}, 0)
+        receiver.update({"generation": 0, "at": tick, "received": {"a": 100 * tick}}, 0)
+    assert queue_fill(_edge(), "b", samples) == 1.0
+    # Killed; its buffer (10) is lost; its successor takes the 10 queued and keeps up from then on.
+    for tick in range(3, 6):
+        sender.update({"generation": 0, "at": tick, "sent": {"b/a": 100 * tick + 20}}, 0)
+        receiver.update({"generation": 1, "at": tick, "received": {"a": 100 * tick - 190}}, 0)
+    assert queue_fill(_edge(), "b", samples) == pytest.approx(0.0)
+
+
+def test_a_sender_killed_between_reports_does_not_hide_a_full_queue() -> None:
+    sender, receiver = Sample(), Sample()
+    samples = {("a", 0): sender, ("b", 0): receiver}
+    sender.update({"generation": 0, "at": 0, "sent": {"b/a": 100}}, 0)  # then sent 50 more, unreported
+    receiver.update({"generation": 0, "at": 0, "received": {"a": 100}}, 0)
+    sender.update({"generation": 1, "at": 1, "sent": {"b/a": 0}}, 0)
+    receiver.update({"generation": 0, "at": 1, "received": {"a": 150}}, 0)
+    assert queue_fill(_edge(), "b", samples) == 0.0
+    for tick in range(2, 5):  # the successor sends 100 a second; the reader stays 10 behind: half full
+        sender.update({"generation": 1, "at": tick, "sent": {"b/a": 100 * (tick - 1)}}, 0)
+        receiver.update({"generation": 0, "at": tick, "received": {"a": 150 + 100 * (tick - 1) - 10}}, 0)
+    assert queue_fill(_edge(), "b", samples) == pytest.approx(0.5)  # 0 if the 50 unreported were ignored
