@@ -199,6 +199,9 @@ class Flow:
                 raise FlowDefinitionError(f'node "{name}": input {upstream!r} is not a node of a flow')
             if upstream.flow is not self:
                 raise FlowDefinitionError(f'node "{name}": input "{upstream.node}" belongs to another flow')
+        if not command and _is_interactive(target) and options.get("host"):
+            raise FlowDefinitionError(f'node "{name}": {target.__qualname__} is defined interactively, so it cannot '
+                                      "run on another host; define it in a file present on both")
         table: dict[str, Any] = {"command": [str(word) for word in target]} if command else {"run": _reference(target)}
         table["cwd"] = str(Path(options.pop("cwd", None) or os.getcwd()).resolve())
         if inputs:
@@ -284,9 +287,6 @@ class Flow:
                 pickled = path.parent / f"{path.stem}.{name}.pkl"
                 pickled.write_bytes(cloudpickle.dumps(target))
                 manifest["nodes"][name]["run"] = f"{pickled.resolve()}:{target.__qualname__}"
-                if manifest["nodes"][name].get("host"):
-                    raise FlowDefinitionError(f'node "{name}": defined interactively, so it cannot run on '
-                                              "another host; define it in a file present on both")
         self._validate(manifest, path.resolve())
         path.write_text(f"# Flow {self.name}, written by flujo.Flow.to_manifest\n" + tomli_w.dumps(manifest))
         return path
