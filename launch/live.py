@@ -76,7 +76,8 @@ class LiveView:
         self._refresh_per_second = refresh_per_second
         self._label_width = label_width
         self._live: Live | None = None
-        self._last: RenderableType | None = None  # the last table rendered from a good status
+        self._last: _LaidOut | None = None  # the last table rendered from a good status
+        self._last_until = 0.0  # ... shown until then without asking status() again
         self._lock = threading.Condition()  # guards the fields below; notified when a line is queued
         self._pending: deque[tuple[str, str]] = deque()  # lines waiting to be printed
         self._writer: threading.Thread | None = None
@@ -102,6 +103,7 @@ class LiveView:
             self._writer.join()  # every queued line is out: the final table goes below them
             self._writer = None
         live, self._live = self._live, None
+        self._last_until = 0.0  # the final table shows the final status
         if live is not None:
             live.stop()  # renders once more from status(), and leaves that table printed
 
@@ -172,17 +174,23 @@ class LiveView:
 
     # -- the table ------------------------------------------------------------------------
     def _renderable(self) -> RenderableType:
-        """Called by the refresh thread: the table for the current status, or the last good one."""
+        """The table for the current status, or the last good one. Called by the refresh thread,
+        and for every batch of output lines (which redraws the table below them): so the table
+        is built and laid out at most ``refresh_per_second`` times a second, and reused between."""
+        now = time.monotonic()
+        if self._last is not None and now < self._last_until:
+            return self._last
+        self._last_until = now + 1 / self._refresh_per_second
         try:
             status = self._status()
             if not isinstance(status, dict):
                 raise TypeError(f"status() returned {type(status).__name__}, not a dict")
             if not status.get("flow"):
                 status = {**status, "flow": self.flow_name}
-            table = render_status(status)
+            table = _LaidOut(render_status(status))
         except Exception:
             if self._last is None:
-                self._last = render_status({"flow": self.flow_name, "nodes": []})
+                self._last = _LaidOut(render_status({"flow": self.flow_name, "nodes": []}))
             return self._last
         self._last = table
         return table
@@ -386,3 +394,16 @@ class _Raw:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield Segment(self.text)
         yield Segment.line()
+
+
+class _LaidOut:
+    """A renderable laid out once per width: redrawing it costs no layout."""
+
+    def __init__(self, renderable: RenderableType) -> None:
+        self.renderable = renderable
+        self._segments: tuple[int, list[Segment]] | None = None
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self._segments is None or self._segments[0] != options.max_width:
+            self._segments = (options.max_width, list(console.render(self.renderable, options)))
+        yield from self._segments[1]

@@ -90,11 +90,11 @@ def test_status_across_a_restart_mid_stream(flow: FlowRunner) -> None:
     watcher.start()
     try:
         poll_for(lambda: line_count(out) >= 800, timeout=30)
-        before = flow.replicas()["work"]
+        before = poll_for(lambda: flow.replicas().get("work"))
         os.kill(before["pid"], signal.SIGKILL)
-        poll_for(lambda: flow.replicas()["work"]["restarts"] == 1
-                 and flow.replicas()["work"]["state"] == "running", timeout=30)
-        poll_for(lambda: flow.replicas()["work"]["items_in"] > before["items_in"] + 500, timeout=30)
+        work = lambda: flow.replicas().get("work", {})  # noqa: E731 - {} while a status request fails
+        poll_for(lambda: work().get("restarts") == 1 and work().get("state") == "running", timeout=30)
+        poll_for(lambda: work().get("items_in", 0) > before["items_in"] + 500, timeout=30)
         _, stderr = launcher.communicate(timeout=60)
         assert launcher.returncode == 0, stderr
     finally:
