@@ -94,7 +94,6 @@ def test_status_across_a_restart_mid_stream(flow: FlowRunner) -> None:
         os.kill(before["pid"], signal.SIGKILL)
         work = lambda: flow.replicas().get("work", {})  # noqa: E731 - {} while a status request fails
         poll_for(lambda: work().get("restarts") == 1 and work().get("state") == "running", timeout=30)
-        poll_for(lambda: work().get("items_in", 0) > before["items_in"] + 500, timeout=30)
         _, stderr = launcher.communicate(timeout=60)
         assert launcher.returncode == 0, stderr
     finally:
@@ -104,6 +103,7 @@ def test_status_across_a_restart_mid_stream(flow: FlowRunner) -> None:
     assert all(entry["rate"] >= 0 for entry in seen), [entry["rate"] for entry in seen if entry["rate"] < 0]
     counts = [entry["items_in"] for entry in seen]
     assert counts == sorted(counts), "a counter went backwards"
+    assert counts[-1] > before["items_in"]  # the successor counted on from its predecessor's total
     assert all(0 <= entry["queue"] <= 1 for entry in seen)
 
 
