@@ -225,6 +225,10 @@ class ImageFolderReader(Producer):
         if not self.paths:
             raise FileNotFoundError(f"no images matching {self.pattern!r} in {folder}")
 
+    def length(self) -> int:
+        """The images this reader will emit (progress and ETA)."""
+        return len(self.paths[:self.max_frames])
+
     def produce(self) -> Iterator[dict[str, Any]]:
         for index, path in enumerate(self.paths[:self.max_frames]):
             frame = cv2.imread(path, cv2.IMREAD_COLOR)
