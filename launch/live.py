@@ -18,6 +18,7 @@ from typing import Any, Callable
 from rich import box
 from rich.console import COLOR_SYSTEMS, Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.segment import Segment
+from rich.control import strip_control_codes
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -151,6 +152,8 @@ class LiveView:
             self._label_width = max(self._label_width, len(label))
             if "\x1b" in text:  # keep a node's colours, drop its cursor moves
                 text = self._styled(Text.from_ansi(text, end=""))
+            else:
+                text = strip_control_codes(text)  # a node's \r or \b must not move the cursor under the table
             lines.append(self._prefix(label) + text)
         try:
             self.console.print(_Raw("\n".join(lines)), markup=False, highlight=False, soft_wrap=True)

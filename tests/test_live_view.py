@@ -251,3 +251,12 @@ def test_a_terminal_that_falls_behind_costs_screen_lines_not_memory(monkeypatch)
     output = out.getvalue()
     assert "20 lines not shown: the terminal fell behind" in output
     assert "line 20\n" not in output and all(f"line {n}\n" in output for n in range(21, 31))
+
+
+def test_a_nodes_control_characters_cannot_move_the_cursor() -> None:
+    console, out = terminal()
+    with LiveView("f", lambda: STATUS, console=console) as view:
+        view.line("bar", "50%\r60%\b")
+        view.line("ansi", "\x1b[2J\x1b[31mred\x1b[0m")
+    output = out.getvalue()
+    assert "bar | 50%60%" in output and "\x1b[2J" not in output and "ansi | red" in output
