@@ -1,7 +1,9 @@
 """Talking to a running launcher from another process: where it announces itself, and the request format.
 
-A launcher writes ``<runs>/<flow>/launcher.json`` ({"pid", "endpoint", "flow"}) while it runs,
-where ``<runs>`` is ``$FLUJO_RUNS`` or ``<tmp>/flujo-<uid>/runs``. Requests go to that
+A launcher writes ``<runs>/<flow>/launcher.json`` while it runs ({"flow", "pid", "endpoint",
+"started" (UTC), "manifest", "nodes", "processes", "metrics" (its URL, or null)}), where
+``<runs>`` is ``$FLUJO_RUNS`` or ``<tmp>/flujo-<uid>/runs``; its node logs are kept under
+``<runs>/<flow>/logs/`` (flujo.launch.logstore). Requests go to that
 endpoint over REQ/REP as one msgpack map ``{"command": name, ...}``; the reply is a msgpack
 map with ``"ok": true`` and the command's fields, or ``"ok": false`` and ``"error"``.
 """
@@ -26,11 +28,6 @@ class CommandError(Exception):
 def runs_folder() -> Path:
     configured = os.environ.get("FLUJO_RUNS")
     return Path(configured) if configured else Path(tempfile.gettempdir()) / f"flujo-{os.getuid()}" / "runs"
-
-
-def logs_folder(flow: str) -> Path:
-    """Where a flow's per-node log files are kept (they outlive the run)."""
-    return runs_folder() / flow / "logs"
 
 
 def _alive(pid: int) -> bool:

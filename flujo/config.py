@@ -57,6 +57,7 @@ class NodeConfig:
     run: str | None = None  # "module:attr" or "file.py:attr", for Python nodes
     base_dir: str = "."  # folder that relative "file.py:attr" paths start from
     args: dict[str, Any] = field(default_factory=dict)
+    curve: dict[str, str] | None = None  # the flow key pair: tcp sockets use CURVE (flujo/curve.py)
     protocol: int = 1
 
     @property

@@ -328,10 +328,18 @@ class Flow:
         self._wait_announced()
         return request(self.name, "restart", node=name)["restarting"]
 
-    def status(self) -> dict[str, Any]:
-        """The running flow's state, one entry per node replica."""
+    def status(self, node: str | NodeRef | None = None) -> dict[str, Any]:
+        """The running flow's state, one entry per node replica; for one ``node``, its replicas'
+        counters added up: ``{"node", "items_in", "items_out", "errors", "restarts", "replicas"}``."""
+        name = None if node is None else self._name(node)
         self._wait_announced()
-        return request(self.name, "status")
+        status = request(self.name, "status")
+        if name is None:
+            return status
+        replicas = [entry for entry in status["nodes"] if entry["node"] == name]
+        totals = {key: sum(entry.get(key) or 0 for entry in replicas)
+                  for key in ("items_in", "items_out", "errors", "restarts")}
+        return {"node": name, **totals, "replicas": replicas}
 
     def join(self, timeout: float | None = None) -> dict[str, int]:
         """Wait for the flow to end; returns each replica's exit status by label. Raises

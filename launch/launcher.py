@@ -26,16 +26,18 @@ from typing import IO, Any, Callable, Iterator
 import msgpack
 import zmq
 
-from flujo.commands import ANNOUNCEMENT, logs_folder, running_flows, runs_folder
-from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
+from flujo.commands import ANNOUNCEMENT, running_flows, runs_folder
+from flujo.curve import FlowContext, KeyPair
+from flujo.launch.agent_wire import HEARTBEAT_INTERVAL
 from flujo.launch.errors import EXIT_BAD_MANIFEST, EXIT_NODE_FAILED
 from flujo.launch.handover import Handovers
 from flujo.launch.lifeline import Lifeline
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan, ports_needed
-from flujo.launch.process import NodeProcess, OutputRelay, plain_lines
-from flujo.launch.remote import AgentError, AgentLink, RemoteProcess
+from flujo.launch.logstore import new_run, stamp
+from flujo.launch.process import NodeProcess, OutputRelay, local_argv, plain_lines
+from flujo.launch.remote import AgentError, AgentLink, RemoteProcess, agent_keys
 from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
 from flujo.launch.timers import Timers
@@ -53,8 +55,11 @@ class Launcher:
     """Runs one flow to its end. ``run()`` returns the exit status for the command line."""
 
     def __init__(self, flow: FlowSpec, output: IO[str] | None = None, messages: IO[str] | None = None,
-                 json_status: str | None = None, quiet: bool = False) -> None:
+                 json_status: str | None = None, quiet: bool = False, metrics_port: int | None = None,
+                 metrics_address: str = "127.0.0.1") -> None:
         self.flow = flow
+        self._metrics_at = (metrics_address, metrics_port) if metrics_port is not None else None
+        self._metrics: Any = None  # the MetricsServer while one serves
         self._json_status = json_status
         self._quiet = quiet
         self._view: Any = None  # the LiveView while one is shown
@@ -80,7 +85,12 @@ class Launcher:
             return EXIT_NODE_FAILED
         run_dir = Path(tempfile.mkdtemp(prefix="flujo-"))
         announcement = runs_folder() / self.flow.name / ANNOUNCEMENT
-        context = zmq.Context()
+        # A fresh key pair per run: every tcp socket of the flow uses CURVE with it (flujo/curve.py).
+        flow_keys = KeyPair.generate() if self.flow.secure else None
+        if self.flow.transport == "tcp" and not flow_keys:
+            self._say("warning: insecure = true: this flow's tcp traffic is neither encrypted nor authenticated; "
+                      "anyone on the network can read it and inject into it")
+        context = FlowContext(flow_keys)
         wakeup_read, wakeup_write = os.pipe()
         os.set_blocking(wakeup_write, False)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -91,7 +101,7 @@ class Launcher:
             except AgentError as error:
                 self._say(str(error))
                 return EXIT_BAD_MANIFEST  # nothing started
-            endpoints, configs = plan(self.flow, run_dir, remote_ports)
+            endpoints, configs = plan(self.flow, run_dir, remote_ports, flow_keys)
             self._control = context.socket(zmq.XPUB)
             self._control.setsockopt(zmq.XPUB_VERBOSE, 1)
             self._control.linger = 0
@@ -104,18 +114,25 @@ class Launcher:
             self._commands = context.socket(zmq.REP)
             self._commands.linger = 0
             self._commands.bind(f"ipc://{run_dir / 'commands'}")
+            metrics_url = self._serve_metrics()
+            if metrics_url is False:
+                return EXIT_BAD_MANIFEST  # nothing started
             announcement.parent.mkdir(parents=True, exist_ok=True)
             announcement.write_text(json.dumps({"flow": self.flow.name, "pid": os.getpid(),
-                                                "endpoint": f"ipc://{run_dir / 'commands'}"}))
+                                                "endpoint": f"ipc://{run_dir / 'commands'}",
+                                                "started": stamp(time.time()), "manifest": str(self.flow.path),
+                                                "nodes": len(self.flow.nodes), "processes": len(configs),
+                                                "metrics": metrics_url}))
             self._context = context
             self.replicas.update((key, Replica(config)) for key, config in configs.items())
             for replica in self.replicas.values():
                 spec = self.flow.nodes[replica.config.node]
                 replica.budget = RestartBudget(spec.restart, spec.max_restarts, spec.restart_window)
             width = max(len(replica.config.label) for replica in self.replicas.values())
-            shutil.rmtree(logs_folder(self.flow.name), ignore_errors=True)  # this run's logs only
+            labels = [replica.config.label for replica in self.replicas.values()]
+            logs = new_run(self.flow.name, {"manifest": str(self.flow.path), "labels": labels})
             with self._terminal(width) as show:
-                self._relay = OutputRelay(show, logs_folder(self.flow.name))
+                self._relay = OutputRelay(show, logs)
                 self._spawn_all()
                 self._loop(wakeup_read)
                 self._kill_all()  # also waits for the last output lines, while the view still shows them
@@ -130,6 +147,8 @@ class Launcher:
             announcement.unlink(missing_ok=True)
             for link in self._links.values():
                 link.close()
+            if self._metrics is not None:
+                self._metrics.close()
             self._write_json_status()
             if self._lifeline is not None:
                 self._lifeline.close()
@@ -143,8 +162,10 @@ class Launcher:
         needed = ports_needed(self.flow)
         ports = {}
         for name in dict.fromkeys(spec.host for spec in self.flow.nodes.values() if spec.host):
-            link = self._links[name] = AgentLink(context, self.flow.hosts[name], lambda: getattr(self, "_relay", None))
+            host = self.flow.hosts[name]
             try:
+                keys = agent_keys(self.flow, host)
+                link = self._links[name] = AgentLink(context, host, lambda: getattr(self, "_relay", None), keys)
                 link.introduce(self.flow.name)
                 if needed.get(name):
                     ports[name] = link.free_ports(needed[name])
@@ -154,22 +175,37 @@ class Launcher:
             self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
         return ports
 
+    def _serve_metrics(self) -> str | None | bool:
+        """Start the Prometheus endpoint if asked; its URL, None when not asked, False when it cannot."""
+        if self._metrics_at is None:
+            return None
+        from flujo.launch.exporter import MetricsServer  # prometheus_client loads only when asked for
+
+        address, port = self._metrics_at
+        try:
+            self._metrics = MetricsServer(lambda: self._snapshot, port, address)
+        except OSError as error:
+            self._say(f"cannot serve metrics on {address}:{port}: {error.strerror or error}")
+            return False
+        host = f"[{address}]" if ":" in address else address
+        url = f"http://{host}:{self._metrics.port}/metrics"
+        self._say(f"metrics: {url}")
+        return url
+
     def _heartbeat(self) -> None:
-        """Tell each agent this launcher lives; a silent agent's host counts as lost."""
+        """Heartbeats to each agent (hellos to lost ones); a host silent past its timeout is lost."""
         for link in self._links.values():
-            if link.lost:
-                continue
-            link.send("heartbeat")
-            if link.silent():
+            link.beat()
+            if not link.lost and link.silent():
                 self._host_lost(link)
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
 
     def _host_lost(self, link: AgentLink) -> None:
-        reason = f'host "{link.host.name}" lost: its agent sent nothing for {HEARTBEAT_TIMEOUT:g} s'
-        self._say(reason)
+        reason = f'host "{link.host.name}" lost: its agent sent nothing for {link.host.timeout:g} s'
+        self._say(f"{reason}; its nodes count as crashed")
         for replica in self.replicas.values():
             if self.flow.nodes[replica.config.node].host == link.host.name and replica.exit_code is None:
-                replica.budget, replica.restart_requested, replica.error = None, False, {"message": reason}
+                replica.error = {"message": reason}  # the reason given if no restart follows
         link.lose()  # each of its processes exits now, as far as this launcher is concerned
 
     @contextlib.contextmanager
@@ -240,7 +276,7 @@ class Launcher:
             remote = self._links[spec.host].spawn(config.label, command, env, cwd,
                                                   on_exit=lambda code: self._on_remote_exit(key, remote, code))
             return remote
-        argv = [sys.executable, "-m", "flujo.node"] if spec.run else list(spec.command or ())
+        argv = [sys.executable, "-m", "flujo.node"] if spec.run else local_argv(spec.command or [])
         process = NodeProcess(config.label, argv, {**os.environ, **env}, cwd, self._relay,
                               on_exit=lambda code: self._notify_exit(key, process.pid, code))
         return process
@@ -298,7 +334,7 @@ class Launcher:
             poller.register(lifeline, zmq.POLLIN)
         while any(r.exit_code is None or r.restarting for r in self.replicas.values()):
             timeout = self._timers.timeout_ms()
-            if self._view is not None:  # keep the live table fresh even when nothing happens
+            if self._view is not None or self._metrics is not None:  # fresh even when nothing happens
                 self._refresh_snapshot()
                 timeout = min(timeout, 250) if timeout is not None else 250
             events = dict(poller.poll(timeout))
@@ -337,14 +373,33 @@ class Launcher:
             unknown = [name for name in nodes or () if name not in self.flow.nodes]
             if unknown:
                 return {"ok": False, "error": f'no node named "{unknown[0]}" in flow "{self.flow.name}"'}
-            self.stop(nodes)
-            return {"ok": True, "stopping": nodes or self.flow.producers()}
+            ended = [name for name in nodes or () if self._ended(name)]
+            live = [name for name in nodes or () if name not in ended]
+            if live or not nodes:
+                self.stop(live or None)
+            return {"ok": True, "stopping": live if nodes else self.flow.producers(),
+                    "ended": {name: self._ended(name) for name in ended}}
         if command == "restart":
             node = request.get("node")
             if node not in self.flow.nodes:
                 return {"ok": False, "error": f'no node named "{node}" in flow "{self.flow.name}"'}
-            return {"ok": True, "restarting": self.restart(node)}
+            ended = self._ended(node)
+            if ended:
+                return {"ok": False, "error": f'node "{node}" has already ended ({ended}): nothing to restart'}
+            labels = self.restart(node)
+            if not labels:
+                states = ", ".join(sorted({r.state for r in self.replicas.values() if r.config.node == node}))
+                return {"ok": False, "error": f'node "{node}" has no running process to restart ({states})'}
+            return {"ok": True, "restarting": labels}
         return {"ok": False, "error": f"unknown command {command!r}"}
+
+    def _ended(self, node: str) -> str:
+        """How the node ended (e.g. "exit status 0"), or "" while any of its replicas runs or will restart."""
+        replicas = [r for r in self.replicas.values() if r.config.node == node]
+        if any(r.exit_code is None or r.restarting for r in replicas):
+            return ""
+        codes = sorted({r.exit_code for r in replicas})
+        return f"exit status {', '.join(map(str, codes))}"
 
     def status(self) -> dict[str, Any]:
         """The flow's state, one entry per replica (what `flujo-launch status` shows). Counters
@@ -352,6 +407,10 @@ class Launcher:
         samples = {key: replica.sample for key, replica in self.replicas.items()}
         fills = {name: queue_fill(self.flow, name, samples) for name in self.flow.nodes}
         dropped = {name: drops(self.flow, name, samples) for name in self.flow.nodes}
+        monotonic = time.monotonic()
+        hosts = [{"name": name, "state": link.state, "silent": round(monotonic - link.heard, 1),
+                  "rtt_ms": None if link.rtt is None else round(link.rtt * 1000, 2)}
+                 for name, link in self._links.items()]
         now = time.time()
         nodes = []
         for r in self.replicas.values():
@@ -366,15 +425,16 @@ class Launcher:
                 "state": "running" if r.state == "ready" and self._started else r.state,
                 "restarts": r.restarts, "error": (r.error or {}).get("message"),
                 "items_in": totals.get("items_in", 0), "items_out": totals.get("items_out", 0),
-                "errors": totals.get("errors", 0), "rate": rate,
-                "queue": fills[r.config.node], "busy": busy_fraction(r.sample),
+                "errors": totals.get("errors", 0),
+                **({"rejected": totals["rejected"]} if "rejected" in totals else {}),
+                "rate": rate, "queue": fills[r.config.node], "busy": busy_fraction(r.sample),
                 "dropped": dropped[r.config.node],
                 "total": total, "eta": left / rate if left is not None and rate > 0 and r.exit_code is None else None,
                 "seconds": ((r.ended_at if r.exit_code is not None and r.ended_at else now) - r.started_at
                             if r.started_at is not None else None),
                 "summary": r.sample.stats.get("summary")})
         return {"flow": self.flow.name, "started": self._started, "stopping": self._stopping,
-                "bottleneck": bottleneck(self.flow, samples), "nodes": nodes}
+                "hosts": hosts, "bottleneck": bottleneck(self.flow, samples), "nodes": nodes}
 
     def _write_json_status(self) -> None:
         if self._json_status:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from flujo.api import declared_kind, declared_outputs
 from flujo.loader import LoadError, load_target
+from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT
 from flujo.launch.errors import ManifestError, Problem, did_you_mean
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -42,6 +43,8 @@ class HostSpec:
     name: str
     address: str  # where its nodes bind their inputs, and its agent listens
     agent_port: int = DEFAULT_AGENT_PORT
+    key: str | None = None  # the agent's CURVE public key (else looked up in known_hosts)
+    timeout: float = DEFAULT_HOST_TIMEOUT  # silent this long (a link cut), its nodes count as crashed
 
     @property
     def agent(self) -> str:
@@ -81,10 +84,16 @@ class FlowSpec:
     transport: str = "ipc"
     host: str = "127.0.0.1"  # the launcher's address for tcp endpoints (reachable from every host)
     hosts: dict[str, HostSpec] = field(default_factory=dict)
+    insecure: bool = False  # plain tcp, on purpose: no encryption, no authentication
 
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    @property
+    def secure(self) -> bool:
+        """Whether the flow's tcp sockets use CURVE (every tcp flow, unless ``insecure``)."""
+        return self.transport == "tcp" and not self.insecure
 
     def downstream(self, name: str) -> list[tuple[NodeSpec, InputSpec]]:
         """Every (node, input port) that reads an output of ``name``."""
@@ -123,6 +132,18 @@ def _seconds(value: Any) -> str | None:
     return None
 
 
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _curve_key(value: Any) -> str | None:
+    from flujo.curve import is_public_key  # the manifest's only use of ZeroMQ
+
+    if isinstance(value, str) and is_public_key(value):
+        return None
+    return 'must be a CURVE public key: the 40 characters an agent prints as "key: ..." when it starts'
+
+
 def _table(value: Any) -> str | None:
     return None if isinstance(value, dict) else "must be a table, for example { key = 1 }"
 
@@ -154,7 +175,7 @@ def _inputs(value: Any) -> str | None:
 
 
 FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
-    "name": _string, "queue": _count, "transport": _one_of(TRANSPORTS), "host": _string,
+    "name": _string, "queue": _count, "transport": _one_of(TRANSPORTS), "host": _string, "insecure": _flag,
 }
 NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "run": _string, "command": _string_list, "args": _table, "inputs": _inputs, "join": _one_of(JOINS),
@@ -166,7 +187,8 @@ NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
 #: The node fields that are options of how a node runs (not what it runs, its arguments or its inputs):
 #: the manifest's [nodes.NAME] keys and, the same, the keywords of flujo.Flow.add.
 NODE_OPTIONS: tuple[str, ...] = tuple(key for key in NODE_FIELDS if key not in ("run", "command", "args", "inputs"))
-HOST_FIELDS: dict[str, Callable[[Any], str | None]] = {"address": _string, "agent_port": _port_number}
+HOST_FIELDS: dict[str, Callable[[Any], str | None]] = {"address": _string, "agent_port": _port_number,
+                                                      "key": _curve_key, "timeout": _seconds}
 SECTIONS = ("flow", "hosts", "nodes")
 
 
@@ -228,7 +250,7 @@ class _Validator:
         flow = FlowSpec(name=settings.get("name", self.path.stem), path=self.path, nodes=nodes,
                         queue=settings.get("queue", DEFAULT_QUEUE),
                         transport=settings.get("transport", "ipc"), host=settings.get("host", "127.0.0.1"),
-                        hosts=hosts)
+                        hosts=hosts, insecure=settings.get("insecure", False))
         self.placement(flow, "transport" in settings)
         if not self.problems:
             self.graph(flow)
@@ -281,7 +303,8 @@ class _Validator:
             if "address" not in entry:
                 self.problem(f"{where} needs the address its agent listens on and its nodes bind", field_name="address")
             elif "address" in good:
-                hosts[name] = HostSpec(name, good["address"], good.get("agent_port", DEFAULT_AGENT_PORT))
+                hosts[name] = HostSpec(name, good["address"], good.get("agent_port", DEFAULT_AGENT_PORT),
+                                       good.get("key"), good.get("timeout", DEFAULT_HOST_TIMEOUT))
         return hosts
 
     def placement(self, flow: FlowSpec, transport_given: bool) -> None:

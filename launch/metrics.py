@@ -14,7 +14,7 @@ from flujo.launch.manifest import FlowSpec
 #: Rates are averaged over about this many seconds of reports (nodes report every 0.5 s).
 RATE_WINDOW = 3.0
 #: Counters that add up across the processes of one replica (a restart starts a process at 0).
-COUNTERS = ("items_in", "items_out", "busy", "errors", "late", "dropped")
+COUNTERS = ("items_in", "items_out", "busy", "errors", "late", "dropped", "rejected")
 #: Counters kept per port or per edge, added up the same way.
 COUNTER_TABLES = ("received", "sent", "dropped_sent")
 

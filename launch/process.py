@@ -10,10 +10,14 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
+import time
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import IO, Callable
+
+from flujo.launch.logstore import stamp
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -32,7 +36,8 @@ LOG_BACKUPS = 3
 
 class OutputRelay:
     """Shows every child's output lines, prefixed with its label, and keeps them in one log
-    file per label (``<logs>/<label>.log``, rotated) for `flujo-launch logs`."""
+    file per label (``<logs>/<label>.log``, rotated) for `flujo-launch logs`, each line
+    stamped with the time it was relayed (launch/logstore.py)."""
 
     def __init__(self, show: Callable[[str, str], None], logs: Path, max_bytes: int = LOG_MAX_BYTES) -> None:
         self._show, self._logs, self._max_bytes = show, logs, max_bytes
@@ -46,7 +51,7 @@ class OutputRelay:
             if log is None:
                 log = self._files[label] = RotatingFileHandler(
                     self._logs / f"{label}.log", maxBytes=self._max_bytes, backupCount=LOG_BACKUPS, encoding="utf-8")
-            log.emit(logging.makeLogRecord({"msg": text}))  # the bare line, flushed
+            log.emit(logging.makeLogRecord({"msg": f"{stamp(time.time())} {text}"}))  # flushed
             self._show(label, text)
 
     def close(self) -> None:
@@ -54,6 +59,16 @@ class OutputRelay:
             for log in self._files.values():
                 log.close()
             self._files.clear()
+
+
+#: Interpreter names that, as the first word of a command node, mean the launcher's own Python
+#: (the one that has flujo installed), not whichever one comes first on PATH.
+OWN_PYTHON = ("python", "python3", f"python3.{sys.version_info.minor}")
+
+
+def local_argv(command: list[str]) -> list[str]:
+    """A command node's argv as run on the launcher's host: ``python3`` is this interpreter."""
+    return [sys.executable, *command[1:]] if command and command[0] in OWN_PYTHON else list(command)
 
 
 def plain_lines(stream: IO[str], width: int) -> Callable[[str, str], None]:

@@ -78,6 +78,8 @@ def test_stop_takes_the_reference_add_returned_and_a_wrong_name_lists_the_nodes(
     assert reader.name == "count"
     with pytest.raises(FlowDefinitionError, match=r'no node "reader" \(its nodes: count\)'):
         flow.stop("reader")
+    with pytest.raises(FlowDefinitionError, match=r'no node "reader"'):
+        flow.status("reader")  # checked before it asks a running flow
 
 
 # -- running in this process -------------------------------------------------------------------
@@ -273,4 +275,7 @@ def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
     assert results and set(results.values()) == {0}
     assert {"video_reader", "people_detector.0", "people_detector.1", "video_writer"} <= set(results)
     assert (tmp_path / "out" / "people_counter.mp4").stat().st_size > 0
+    written = re.search(r"video_writer: exit 0, in (\d+),", stderr)  # the closing summary
+    assert written and int(written.group(1)) >= 50, stderr
+    assert re.search(r"line_counter: exit 0, .*; in \d+, out \d+", stderr), stderr
     _assert_all_gone(tmp_path)
