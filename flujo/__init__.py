@@ -1,12 +1,13 @@
 """Flujo: stream processing where every node is an OS process and ZeroMQ carries the data."""
 from flujo.api import Consumer, Node, Outputs, Processor, Producer, consumer, processor, producer
 
-__all__ = ["Consumer", "Flow", "Node", "Outputs", "Processor", "Producer", "consumer", "processor", "producer"]
+__all__ = ["Consumer", "Flow", "FlowDefinitionError", "FlowError", "Node", "Outputs", "Processor", "Producer",
+           "consumer", "processor", "producer"]
 
 
 def __getattr__(name: str) -> object:
     # Flow drives the launcher; loading it on first use keeps the node runtime free of launcher code.
-    if name == "Flow":
-        from flujo.launch.flow import Flow
-        return Flow
+    if name in ("Flow", "FlowError", "FlowDefinitionError"):
+        from flujo.launch import flow
+        return getattr(flow, name)
     raise AttributeError(f"module 'flujo' has no attribute {name!r}")
