@@ -37,6 +37,10 @@ class OutputConfig:
     policy: str = "block"  # the reader's: "block" waits for room; "drop-*": a full queue drops
     aligned: bool = False  # the reader zips several ports: a graceful restart agrees on where to pause
 
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if key in cls.__slots__}
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     flow: str
@@ -73,9 +77,11 @@ class NodeConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "NodeConfig":
-        data = json.loads(text)
-        data["inputs"] = tuple(InputConfig(**item) for item in data.get("inputs", ()))
-        data["outputs"] = tuple(OutputConfig(**{**item, "endpoints": tuple(item["endpoints"])})
+        """Parse the configuration; fields this version does not know are ignored
+        (docs/PROTOCOL.md, section 2), so a newer launcher can add some."""
+        data = _known(cls, json.loads(text))
+        data["inputs"] = tuple(InputConfig(**_known(InputConfig, item)) for item in data.get("inputs", ()))
+        data["outputs"] = tuple(OutputConfig(**{**_known(OutputConfig, item), "endpoints": tuple(item["endpoints"])})
                                 for item in data.get("outputs", ()))
         return cls(**data)
 

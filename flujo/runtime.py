@@ -70,6 +70,9 @@ class NodeRuntime:
         try:
             return self._run(context)
         finally:
+            control = getattr(self, "control", None)
+            if control is not None:
+                control.close()  # its reports (an error above all) go out first, within their linger
             context.destroy(linger=0)
 
     # -- lifecycle -------------------------------------------------------------------------

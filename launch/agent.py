@@ -1,7 +1,7 @@
 """`flujo-launch agent`: runs on another host and starts the node processes launchers ask for.
 
 One agent serves any number of launchers (flows) at once. It starts each process as the
-launcher would locally (own session, ended with the agent), relays its output lines and
+launcher would locally (own session and process group, killed with the agent by its reaper), relays its output lines and
 exit status, and ends a launcher's processes when that launcher falls silent: a launcher
 killed with SIGKILL leaves no orphan on other hosts either.
 """
@@ -23,6 +23,7 @@ from flujo.curve import Gatekeeper, make_server
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, pack, unpack
 from flujo.launch.keys import AUTHORIZED_KEYS, KeyFileError, authorized_keys, load_identity
 from flujo.launch.process import NodeProcess, local_argv
+from flujo.launch.reaper import Reaper
 from flujo.launch.timers import Timers
 
 _INBOX = "inproc://agent-inbox"
@@ -117,6 +118,7 @@ class Agent:
         inbox.bind(_INBOX)
         outbox = _Outbox(context)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+        self._reaper = Reaper()  # kills every node's process group if this agent dies, however
         gatekeeper = None
         try:
             gatekeeper = self._secure(context, router)
@@ -148,6 +150,7 @@ class Agent:
             if gatekeeper is not None:
                 gatekeeper.stop()
             context.destroy(linger=0)
+            self._reaper.close()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stopping = True
@@ -183,12 +186,13 @@ class Agent:
         argv = local_argv(request["argv"]) if request["argv"] else [sys.executable, "-m", "flujo.node"]
         outbox, identity = self._outbox, launcher.identity
 
-        def exited(code: int) -> None:
+        def exited(pid: int, code: int) -> None:
             outbox.send(identity, pack("exit", {"token": token, "code": code}))
 
         try:
             process = NodeProcess(label, argv, {**os.environ, **request["env"]}, request["cwd"],
-                                  _LineForwarder(outbox, identity), on_exit=exited)  # type: ignore[arg-type]
+                                  _LineForwarder(outbox, identity), on_exit=exited,  # type: ignore[arg-type]
+                                  reaper=self._reaper)
         except OSError as error:
             self._send(identity, "failed", {"token": token, "error": f"{type(error).__name__}: {error}"})
             return

@@ -297,7 +297,10 @@ def _size(path: Path) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print each flow's announcement as JSON.")
 def list_flows(as_json: bool) -> None:
     """List the running flows: name, launcher pid, start time, nodes and processes."""
-    flows = running_flows()
+    try:
+        flows = running_flows()
+    except CommandError as error:  # an unsafe runs folder
+        raise click.ClickException(str(error)) from None
     if as_json:
         click.echo(json.dumps([flows[name] for name in sorted(flows)], indent=2))
         return

@@ -26,7 +26,7 @@ from typing import IO, Any, Callable, Iterator
 import msgpack
 import zmq
 
-from flujo.commands import ANNOUNCEMENT, running_flows, runs_folder
+from flujo.commands import ANNOUNCEMENT, UnsafeFolderError, private_runs_folder, running_flows
 from flujo.curve import FlowContext, KeyPair
 from flujo.launch.agent_wire import HEARTBEAT_INTERVAL
 from flujo.launch.errors import EXIT_BAD_MANIFEST, EXIT_NODE_FAILED
@@ -37,6 +37,7 @@ from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan, ports_needed
 from flujo.launch.logstore import new_run, stamp
 from flujo.launch.process import NodeProcess, OutputRelay, local_argv, plain_lines
+from flujo.launch.reaper import Reaper
 from flujo.launch.remote import AgentError, AgentLink, RemoteProcess, agent_keys
 from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
@@ -49,6 +50,10 @@ _EXITS_ENDPOINT = "inproc://exits"
 #: A restarted producer numbers its items from this far past its predecessor's last report,
 #: so that no sequence number is used twice (readers skip the gap).
 SEQ_JUMP = 1 << 24
+#: How long a node's exit (status > 0) waits for its error report, which travels another way.
+ERROR_REPORT_WAIT = 0.5
+#: A node whose inputs ended is stuck once its counters stood still this long (they come twice a second).
+READING_CHECK = 1.0
 
 
 class Launcher:
@@ -80,11 +85,17 @@ class Launcher:
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> int:
-        if self.flow.name in running_flows():
-            self._say(f"a flow named \"{self.flow.name}\" is already running; give this one another [flow] name")
+        try:
+            if self.flow.name in running_flows():
+                self._say(f"a flow named \"{self.flow.name}\" is already running; give this one another [flow] name")
+                return EXIT_NODE_FAILED
+            flow_folder = private_runs_folder(self.flow.name)
+        except UnsafeFolderError as error:
+            self._say(str(error))
             return EXIT_NODE_FAILED
         run_dir = Path(tempfile.mkdtemp(prefix="flujo-"))
-        announcement = runs_folder() / self.flow.name / ANNOUNCEMENT
+        announcement = flow_folder / ANNOUNCEMENT
+        self._reaper = Reaper()  # kills every node's process group if this process dies, however
         # A fresh key pair per run: every tcp socket of the flow uses CURVE with it (flujo/curve.py).
         flow_keys = KeyPair.generate() if self.flow.secure else None
         if self.flow.transport == "tcp" and not flow_keys:
@@ -117,12 +128,11 @@ class Launcher:
             metrics_url = self._serve_metrics()
             if metrics_url is False:
                 return EXIT_BAD_MANIFEST  # nothing started
-            announcement.parent.mkdir(parents=True, exist_ok=True)
-            announcement.write_text(json.dumps({"flow": self.flow.name, "pid": os.getpid(),
-                                                "endpoint": f"ipc://{run_dir / 'commands'}",
-                                                "started": stamp(time.time()), "manifest": str(self.flow.path),
-                                                "nodes": len(self.flow.nodes), "processes": len(configs),
-                                                "metrics": metrics_url}))
+            _write_whole(announcement, json.dumps({"flow": self.flow.name, "pid": os.getpid(),
+                                                   "endpoint": f"ipc://{run_dir / 'commands'}",
+                                                   "started": stamp(time.time()), "manifest": str(self.flow.path),
+                                                   "nodes": len(self.flow.nodes), "processes": len(configs),
+                                                   "metrics": metrics_url}))
             self._context = context
             self.replicas.update((key, Replica(config)) for key, config in configs.items())
             for replica in self.replicas.values():
@@ -155,7 +165,8 @@ class Launcher:
             if hasattr(self, "_relay"):
                 self._relay.close()
             context.destroy(linger=0)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.rmtree(run_dir, ignore_errors=True)  # made by mkdtemp above: this run's own
+            self._reaper.close()  # every node has exited: kills only what they left behind
 
     def _connect_agents(self, context: zmq.Context) -> dict[str, list[int]]:
         """Reach the agent of every other host the flow uses, and get free ports there."""
@@ -247,7 +258,9 @@ class Launcher:
         self._publish(Control.STOP, *names)
         for replica in self.replicas.values():
             if replica.config.node in names:
+                replica.stopped = True
                 self._start_grace(replica)
+        self._watch_readers()
 
     def restart(self, node: str) -> list[str]:
         """Replace the node's replicas one after the other, each drained first; the rest of
@@ -277,9 +290,8 @@ class Launcher:
                                                   on_exit=lambda code: self._on_remote_exit(key, remote, code))
             return remote
         argv = [sys.executable, "-m", "flujo.node"] if spec.run else local_argv(spec.command or [])
-        process = NodeProcess(config.label, argv, {**os.environ, **env}, cwd, self._relay,
-                              on_exit=lambda code: self._notify_exit(key, process.pid, code))
-        return process
+        return NodeProcess(config.label, argv, {**os.environ, **env}, cwd, self._relay,
+                           on_exit=lambda pid, code: self._notify_exit(key, pid, code), reaper=self._reaper)
 
     def _on_remote_exit(self, key: tuple[str, int], process: RemoteProcess, code: int) -> None:
         """Called in the loop when an agent reports an exit (or its host is lost)."""
@@ -309,6 +321,7 @@ class Launcher:
                 if sender.finished or sender.exit_code is not None:
                     self._publish(Control.GONE, port.source, index, *replica.key)
         replica.process = self._spawn(replica)
+        self._watch_readers()  # its senders may have ended meanwhile
 
     def _notify_exit(self, key: tuple[str, int], pid: int, code: int) -> None:
         """Called from a watcher thread: hand the exit to the loop through its own socket."""
@@ -470,6 +483,7 @@ class Launcher:
             replica.finished = True
             replica.sample.update(payload or {}, time.time())
             self._handovers.progress()
+            self._watch_readers()
         elif kind is Status.DRAINED:
             replica.drained = payload
             replica.sample.update(payload["stats"], time.time())
@@ -486,6 +500,8 @@ class Launcher:
     def _on_exit(self, replica: Replica, code: int) -> None:
         replica.exit_code = code
         replica.ended_at = time.time()
+        if code > 0 and replica.error is None and (replica.config.run or replica.subscribed):
+            self._await_error_report(replica)  # a node that speaks the protocol may have said why
         if replica.restart_requested and not replica.finished:
             if replica.drained is None:
                 self._say(f'node "{replica.config.label}" exited with status {code} before it had drained; '
@@ -501,12 +517,23 @@ class Launcher:
         self._release(replica, [port.port for port in replica.config.inputs])
         if replica.config.outputs:
             self._publish(Control.GONE, *replica.key)  # readers count it as ended, if they have not yet
+        self._watch_readers()
+        self._start_when_ready()  # a node that ended before it was ready does not hold the others back
         if replica.escalated:
             self._fail(replica, f"did not end within its stop timeout and needed {replica.escalated}")
         elif replica.error is not None:
             self._fail(replica, replica.error.get("message", "failed"))
         elif code != 0:
             self._fail(replica, f"exited with status {code}")
+
+    def _await_error_report(self, replica: Replica) -> None:
+        """A failing node sends its error report before it exits, but the report comes over the
+        status socket and the exit another way: give the report a moment, so the failure keeps
+        its reason and traceback."""
+        deadline = time.monotonic() + ERROR_REPORT_WAIT
+        while replica.error is None and (left := deadline - time.monotonic()) > 0:
+            if self._status.poll(int(left * 1000) + 1):
+                self._on_status(*parse_status(self._status.recv()))
 
     def _should_restart(self, replica: Replica, code: int) -> bool:
         """Apply the node's restart policy to a death mid-stream; True when a restart is scheduled."""
@@ -528,30 +555,72 @@ class Launcher:
         self._timers.after(delay, lambda: self._respawn(replica))
         return True
 
-    def _start_grace(self, replica: Replica) -> None:
-        """The replica should end soon: give it stop_timeout, then SIGTERM, then SIGKILL."""
-        if replica.grace_started or replica.finished or replica.exit_code is not None:
+    def _start_grace(self, replica: Replica, reading: bool = False) -> None:
+        """The replica should end soon: give it stop_timeout, then SIGTERM, then SIGKILL.
+
+        ``reading``: its inputs have ended or been stopped, and it may still be reading what
+        they sent: the ladder starts once it has taken or sent no item for its stop_timeout
+        (at least READING_CHECK, as it reports its counters twice a second), or when it says
+        it is ending (the plain ladder)."""
+        if replica.finished or replica.exit_code is not None:
             return
-        replica.grace_started = True
+        if replica.grace_started and (reading or not replica.grace_reading or replica.escalated):
+            return
+        replica.grace_started, replica.grace_reading = True, reading
+        ladder = replica.ladder = object()  # a later ladder for the same process supersedes this one
         process, timeout = replica.process, self.flow.nodes[replica.config.node].stop_timeout
+        wait = max(timeout, READING_CHECK) if reading else timeout
+
+        def moved() -> tuple[Any, Any]:
+            return replica.sample.stats.get("items_in"), replica.sample.stats.get("items_out")
+
+        last = moved()
 
         def escalate(signum: int) -> None:
-            if replica.process is not process or replica.finished or replica.exit_code is not None:
+            nonlocal last
+            if replica.process is not process or replica.ladder is not ladder or replica.finished \
+                    or replica.exit_code is not None:
                 return
+            if reading and signum == signal.SIGTERM:
+                if moved() != last:  # still moving items: not stuck
+                    last = moved()
+                    self._timers.after(wait, lambda: escalate(signal.SIGTERM))
+                    return
+                self._say(f'node "{replica.config.label}" moved no item for {wait:g} s after its inputs '
+                          "ended or were stopped: sending SIGTERM")
+            else:
+                doing = "drain" if replica.restart_requested else "end"
+                self._say(f'node "{replica.config.label}" did not {doing} within {timeout:g} s: sending '
+                          f"{signal.Signals(signum).name}")
             name = signal.Signals(signum).name
-            doing = "drain" if replica.restart_requested else "end"
-            self._say(f'node "{replica.config.label}" did not {doing} within {timeout:g} s: sending {name}')
             replica.escalated = name
             process.signal(signum)
             if signum == signal.SIGTERM:
                 self._timers.after(timeout, lambda: escalate(signal.SIGKILL))
 
-        self._timers.after(timeout, lambda: escalate(signal.SIGTERM))
+        self._timers.after(wait, lambda: escalate(signal.SIGTERM))
+
+    def _watch_readers(self) -> None:
+        """Start the stop ladder of every replica whose inputs have all ended or been stopped
+        (any one input of a zip): a node that never reads, or hangs, must not hold the flow."""
+        for replica in self.replicas.values():
+            if replica.config.inputs and not replica.grace_started and replica.exit_code is None \
+                    and not replica.finished and self._inputs_ended(replica):
+                self._start_grace(replica, reading=True)
+
+    def _inputs_ended(self, replica: Replica) -> bool:
+        def ended(sender: Replica) -> bool:
+            return sender.finished or sender.stopped or (sender.exit_code is not None and not sender.restarting)
+
+        ports = [all(ended(self.replicas[(port.source, index)]) for index in range(port.senders))
+                 for port in replica.config.inputs]
+        return all(ports) if replica.config.join == "merge" else any(ports)
 
     def _start_when_ready(self) -> None:
         if self._started or self._stopping:
             return
-        if all(replica.ready and replica.subscribed for replica in self.replicas.values()):
+        if all((replica.ready and replica.subscribed) or (replica.exit_code is not None and not replica.restarting)
+               for replica in self.replicas.values()):
             self._started = True
             self._publish(Control.START)
 
@@ -606,3 +675,12 @@ class Launcher:
             return
         self._messages.write(f"flujo-launch: {self.flow.name}: {text}\n")
         self._messages.flush()
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write a file readers see whole or not at all (a reader may look at any moment), mode 0600."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    os.replace(partial, path)

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from flujo.commands import runs_folder
+from flujo.commands import private_folder, private_runs_folder, runs_folder
 
 KEEP_RUNS = 5
 LATEST = "latest"
@@ -56,11 +56,12 @@ def parse_stamp(text: str) -> datetime:
 def new_run(flow: str, info: dict[str, Any], keep: int = KEEP_RUNS) -> Path:
     """Create this run's log folder, point ``latest`` at it, and drop all but the last ``keep`` runs."""
     root = logs_root(flow)
-    root.mkdir(parents=True, exist_ok=True)
+    private_runs_folder(flow)
+    private_folder(root)  # the user's alone: no link followed, no one else's folder used
     now = time.time()
     run_id = stamp(now).replace("-", "").replace(":", "") + f"-{os.getpid()}"
     folder = root / run_id
-    folder.mkdir()
+    folder.mkdir(mode=0o700)
     (folder / RUN_INFO).write_text(json.dumps({"flow": flow, "started": stamp(now), "pid": os.getpid(), **info}))
     pointer = root / f".{LATEST}.{os.getpid()}"
     pointer.unlink(missing_ok=True)

@@ -1,7 +1,10 @@
 """One OS process of a node replica: spawn it, relay its output with a prefix, report its exit.
 
 Each child runs in its own session (so a terminal's Ctrl-C reaches only the launcher, which
-then stops the flow in order) and asks the kernel to end it if the launcher dies.
+then stops the flow in order), so its process group holds it and every process it starts.
+Nothing of a node outlives it, nor the launcher: when the node exits, whatever is left of its
+group is killed; when the launcher dies, its reaper (launch/reaper.py) kills every group, and
+the kernel's parent-death signal ends the node itself even if the reaper were gone too.
 """
 from __future__ import annotations
 
@@ -17,21 +20,33 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import IO, Callable
 
+from flujo.commands import private_folder
 from flujo.launch.logstore import stamp
+from flujo.launch.reaper import Reaper
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _end_with_parent() -> None:
-    """Runs in the child between fork and exec: SIGTERM it when the launcher dies."""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    """Runs in the child between fork and exec: SIGKILL it when the launcher dies (the
+    launcher's own stop ladder is the graceful way; this is the last resort)."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 #: A node's log file is rotated at this size; the last LOG_BACKUPS rotated files are kept
 #: (``<label>.log.1`` is the newest): a flow that runs for weeks does not fill the disk.
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 3
+
+
+class _PrivateLog(RotatingFileHandler):
+    """A rotated log file only its owner may read (mode 0600), never opened through a symlink."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600)
+        return os.fdopen(descriptor, "a", encoding=self.encoding, errors=self.errors)
 
 
 class OutputRelay:
@@ -43,13 +58,13 @@ class OutputRelay:
         self._show, self._logs, self._max_bytes = show, logs, max_bytes
         self._files: dict[str, RotatingFileHandler] = {}
         self._lock = threading.Lock()
-        logs.mkdir(parents=True, exist_ok=True)
+        private_folder(logs)
 
     def line(self, label: str, text: str) -> None:
         with self._lock:
             log = self._files.get(label)
             if log is None:
-                log = self._files[label] = RotatingFileHandler(
+                log = self._files[label] = _PrivateLog(
                     self._logs / f"{label}.log", maxBytes=self._max_bytes, backupCount=LOG_BACKUPS, encoding="utf-8")
             log.emit(logging.makeLogRecord({"msg": f"{stamp(time.time())} {text}"}))  # flushed
             self._show(label, text)
@@ -80,15 +95,19 @@ def plain_lines(stream: IO[str], width: int) -> Callable[[str, str], None]:
 
 
 class NodeProcess:
-    """A running child; ``on_exit(returncode)`` is called from a watcher thread."""
+    """A running child; ``on_exit(pid, returncode)`` is called from a watcher thread, possibly
+    before the constructor has returned (a child may exit at once)."""
 
     def __init__(self, label: str, argv: list[str], env: dict[str, str], cwd: str,
-                 relay: OutputRelay, on_exit: Callable[[int], None]) -> None:
+                 relay: OutputRelay, on_exit: Callable[[int, int], None], reaper: Reaper | None = None) -> None:
         self.label = label
+        self._reaper = reaper
         self._popen = subprocess.Popen(
             argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_end_with_parent)
         self.pid = self._popen.pid
+        if reaper is not None:
+            reaper.watch(self.pid)  # its process group has the child's pid as its number
         self._reader = threading.Thread(target=self._relay, args=(relay,), daemon=True,
                                         name=f"output {label}")
         self._watcher = threading.Thread(target=self._watch, args=(on_exit,), daemon=True,
@@ -106,8 +125,14 @@ class NodeProcess:
             for raw in self._popen.stdout:
                 relay.line(self.label, raw.decode(errors="replace").rstrip("\n"))
 
-    def _watch(self, on_exit: Callable[[int], None]) -> None:
-        on_exit(self._popen.wait())
+    def _watch(self, on_exit: Callable[[int, int], None]) -> None:
+        code = self._popen.wait()
+        # What the node started and left behind goes with it. The group's number cannot have
+        # been reused while any of its processes lives, so this reaches only the node's own.
+        self.signal(signal.SIGKILL)
+        if self._reaper is not None:
+            self._reaper.forget(self.pid)
+        on_exit(self.pid, code)
 
     def signal(self, signum: int) -> None:
         """Signal the child's whole process group (a command node may have children)."""

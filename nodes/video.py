@@ -12,6 +12,7 @@ Frames arrive read-only in downstream nodes: copy one before drawing on it.
 """
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import time
@@ -170,10 +171,16 @@ class VideoWriter(Consumer):
     as ``"mp4v"``) is given. The size comes
     from the first frame (later frames of another size are resized to it), ``fps`` from
     the argument or the first item. Parent folders are created.
+
+    OpenCV's writer reports no write error (it drops the frame and logs a warning), so this
+    node checks for itself and fails loudly rather than leave a truncated file: the target
+    must be a regular file, the disk must still have room for a whole raw frame before each
+    write, and the file must not be empty at the end.
     """
 
     def __init__(self, path: str, fps: float | None = None, codec: str | None = None) -> None:
         self.path, self.fps, self.codec = path, fps, codec
+        self._target = os.path.abspath(path)
         self._writer: cv2.VideoWriter | H264File | None = None
         self._size: tuple[int, int] | None = None
         self.frames_written = 0
@@ -185,6 +192,8 @@ class VideoWriter(Consumer):
         if codec is None:
             raise ValueError(f"cannot choose a codec for {path}: use one of {sorted(CODECS)} or pass codec=")
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise OSError(f"cannot write video {path}: not a regular file")
         fps = float(self.fps or item.get("fps") or DEFAULT_FPS)
         self._size = (frame.shape[1], frame.shape[0])
         if codec == "h264":
@@ -202,8 +211,18 @@ class VideoWriter(Consumer):
             self._open_writer(item, frame)
         if (frame.shape[1], frame.shape[0]) != self._size:
             frame = cv2.resize(frame, self._size)  # the writer silently drops mismatched frames
+        self._check_room(frame.nbytes)
         self._writer.write(np.ascontiguousarray(frame))
         self.frames_written += 1
+
+    def _check_room(self, needed: int) -> None:
+        """Fail before the disk is full: the writer would drop frames without a word."""
+        disk = os.statvfs(os.path.dirname(self._target))
+        free = disk.f_bavail * disk.f_frsize
+        if free < needed:
+            raise OSError(errno.ENOSPC, f"no space left on the device to write video {self._target} "
+                                        f"({free} bytes free, a frame needs up to {needed}; "
+                                        f"{self.frames_written} frames written)")
 
     def close(self) -> None:
         if self._writer is not None:
@@ -212,6 +231,8 @@ class VideoWriter(Consumer):
                 writer.close()
             else:
                 writer.release()
+            if self.frames_written and not os.path.getsize(self._target):
+                raise OSError(f"video {self._target} is empty after {self.frames_written} frames: the writes failed")
 
 
 class ImageFolderReader(Producer):

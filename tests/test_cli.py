@@ -81,7 +81,7 @@ def test_check_validates_without_running(tmp_path: Path, flow: FlowRunner) -> No
     result = flow.command("check", str(bad))
     assert result.returncode == 2
     problems = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert f'error: {bad}: node "square": field "replicas": must be a whole number of at least 1, got 0' in problems
+    assert f'error: {bad}: node "square": field "replicas": must be a whole number from 1 to 256, got 0' in problems
     assert any('node "square": field "queu": unknown field' in line and 'did you mean "queue"' in line
                for line in problems)
     assert result.stderr.splitlines()[-1] == f"{bad}: 2 problems"

@@ -8,9 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
+import psutil
 import pytest
 
 from flujo.curve import KeyPair
@@ -173,11 +175,16 @@ def test_killing_the_launcher_ends_the_nodes_on_the_other_host(
     manifest = _manifest(flow, hosts, CHAIN.format(n=10 ** 7, out=out, sink_extra=""), agent, timeout=3)
     launcher = flow.start(manifest, prefix=hosts[0].command())
     poll_for(lambda: line_count(out) >= 100, timeout=30)
-    nodes_on_b = hosts[1].pids() - {agent.process.pid}  # (`ip netns exec` execs: the agent keeps its pid)
-    assert len(nodes_on_b) == 2
+    # (`ip netns exec` execs: the agent keeps its pid; its reaper lives as long as it does)
+    agent_own = {agent.process.pid, *(child.pid for child in psutil.Process(agent.process.pid).children()
+                                      if "reaper.py" in " ".join(child.cmdline()))}
+    nodes_on_b = hosts[1].pids() - agent_own
+    assert len(nodes_on_b) == 2 and len(agent_own) == 2
     os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and nothing else: its nodes must end by themselves
+    killed = time.monotonic()
     launcher.communicate()
-    poll_for(lambda: hosts[1].pids() == {agent.process.pid}, timeout=15)
+    poll_for(lambda: hosts[1].pids() == agent_own, timeout=15)
+    print(f"launcher SIGKILL: the nodes on the other host ended {time.monotonic() - killed:.2f} s later")
     assert agent.process.poll() is None  # the agent itself serves on
     assert f'the launcher of flow "{flow.name}" has been silent' in agent.output()
 
