@@ -38,10 +38,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import tomli_w
 
@@ -56,6 +58,8 @@ START_TIMEOUT = 30.0
 #: After an exception in a ``with Flow(...)`` block: how long the flow may take to drain
 #: (beyond the longest stop_timeout) before every node is killed.
 ABORT_GRACE = 5.0
+#: Lines of the launcher's messages kept for a FlowError when the flow could not run.
+MESSAGES_KEPT = 20
 
 
 class FlowDefinitionError(ValueError):
@@ -176,6 +180,8 @@ class Flow:
         self._launcher: subprocess.Popen | None = None
         self._lifeline: int | None = None  # our end of the launcher's lifeline pipe
         self._ended: tuple[dict[str, int], dict[str, Any]] | None = None
+        self._messages: threading.Thread | None = None  # copies the launcher's messages to sys.stderr
+        self._last_messages: deque[str] = deque(maxlen=MESSAGES_KEPT)  # ... and keeps the last ones
 
     # -- definition ------------------------------------------------------------------------
     def add_host(self, name: str, address: str, agent_port: int = 7700) -> None:
@@ -307,7 +313,10 @@ class Flow:
             self._launcher = subprocess.Popen(
                 [sys.executable, "-m", "flujo.launch", "run", str(manifest),
                  "--json-status", str(self._folder / "status.json")],
-                env=env, pass_fds=(read_end,), start_new_session=True)
+                env=env, pass_fds=(read_end,), start_new_session=True, stderr=subprocess.PIPE)
+            self._messages = threading.Thread(target=self._relay_messages, args=(self._launcher.stderr,),
+                                              daemon=True, name=f"flow {self.name} messages")
+            self._messages.start()
         except BaseException:
             self._release()
             raise
@@ -425,8 +434,23 @@ class Flow:
         finally:
             self._finish()
 
+    def _relay_messages(self, stream: IO[bytes]) -> None:
+        """The launcher's messages go on to this program's stderr (a notebook shows them) and
+        the last few are kept for the error raised if the flow could not run."""
+        with stream:
+            for raw in stream:
+                text = raw.decode(errors="replace")
+                self._last_messages.append(text.rstrip("\n"))
+                try:
+                    sys.stderr.write(text)
+                    sys.stderr.flush()
+                except (OSError, ValueError):
+                    pass  # our stderr is closed: keep reading, or the launcher would block
+
     def _finish(self) -> tuple[dict[str, int], dict[str, Any]]:
         """Read the launcher's final status once it has exited, then remove the flow's folder."""
+        if self._messages is not None:
+            self._messages.join(5)  # every message is out before the outcome is told
         if self._ended is None:
             status: dict[str, Any] = {}
             if self._folder is not None and (self._folder / "status.json").exists():
@@ -448,7 +472,9 @@ class Flow:
         elif status:
             reasons = [f"killed (the launcher exited with status {code})"]
         else:
-            reasons = [f"the launcher exited with status {code} before the flow ran (its message is above)"]
+            said = [line for line in self._last_messages if line.strip()]
+            reasons = [f"the launcher exited with status {code} before the flow ran"
+                       + (": " + " / ".join(said[-3:]) if said else "")]
         raise FlowError(f'flow "{self.name}" failed: ' + "; ".join(reasons), results, status)
 
     def _release(self) -> None:

@@ -279,3 +279,18 @@ def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
     assert written and int(written.group(1)) >= 50, stderr
     assert re.search(r"line_counter: exit 0, .*; in \d+, out \d+", stderr), stderr
     _assert_all_gone(tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_a_flow_that_cannot_run_raises_the_launchers_reason(isolated: Path) -> None:
+    first = Flow("twice")
+    first.add(Collect, first.add(Count), path="out.jsonl")  # endless
+    second = Flow("twice")
+    second.add(Collect, second.add(Count, n=3), path="other.jsonl")
+    with first:
+        first.start()
+        first.status()  # it runs, under that name
+        with pytest.raises(FlowError, match=r'flow "twice" failed: the launcher exited with status 1 before the '
+                                            r'flow ran: .*a flow named "twice" is already running'):
+            second.run(timeout=30)
+        first.stop()
