@@ -49,7 +49,7 @@ import tomli_w
 
 from flujo.api import declared_outputs
 from flujo.commands import CommandError, request, running_flows
-from flujo.launch import lifeline
+from flujo.launch import parent
 from flujo.launch.errors import ManifestError, did_you_mean
 from flujo.launch.manifest import NODE_OPTIONS, FlowSpec, validate
 
@@ -178,7 +178,7 @@ class Flow:
         self._interactive: dict[str, Any] = {}  # node name -> target defined interactively
         self._folder: Path | None = None
         self._launcher: subprocess.Popen | None = None
-        self._lifeline: int | None = None  # our end of the launcher's lifeline pipe
+        self._parent_pipe: int | None = None  # our end of the pipe whose closing ends the launcher
         self._ended: tuple[dict[str, int], dict[str, Any]] | None = None
         self._messages: threading.Thread | None = None  # copies the launcher's messages to sys.stderr
         self._last_messages: deque[str] = deque(maxlen=MESSAGES_KEPT)  # ... and keeps the last ones
@@ -307,8 +307,8 @@ class Flow:
         read_end = None
         try:
             manifest = self.to_manifest(self._folder / "manifest.toml")
-            read_end, self._lifeline = os.pipe()  # ours stays here; the kernel closes it when we end
-            env = {**os.environ, lifeline.FD_ENV: str(read_end), lifeline.FOLDER_ENV: str(self._folder)}
+            read_end, self._parent_pipe = os.pipe()  # ours stays here; the kernel closes it when we end
+            env = {**os.environ, parent.FD_ENV: str(read_end), parent.FOLDER_ENV: str(self._folder)}
             # Its own session: a terminal's Ctrl-C reaches this program, which decides what to stop.
             self._launcher = subprocess.Popen(
                 [sys.executable, "-m", "flujo.launch", "run", str(manifest),
@@ -478,9 +478,9 @@ class Flow:
         raise FlowError(f'flow "{self.name}" failed: ' + "; ".join(reasons), results, status)
 
     def _release(self) -> None:
-        if self._lifeline is not None:
-            os.close(self._lifeline)
-            self._lifeline = None
+        if self._parent_pipe is not None:
+            os.close(self._parent_pipe)
+            self._parent_pipe = None
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
 

@@ -31,7 +31,7 @@ from flujo.curve import FlowContext, KeyPair
 from flujo.launch.agent_wire import HEARTBEAT_INTERVAL
 from flujo.launch.errors import EXIT_BAD_MANIFEST, EXIT_NODE_FAILED
 from flujo.launch.handover import Handovers
-from flujo.launch.lifeline import Lifeline
+from flujo.launch.parent import ParentPipe
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan, ports_needed
@@ -81,7 +81,7 @@ class Launcher:
         self._timers = Timers()
         self._handovers = Handovers(self.replicas, self._publish, self._say, self._start_grace)
         self._links: dict[str, AgentLink] = {}  # host name -> its agent, for nodes on other hosts
-        self._lifeline = Lifeline.from_environment()  # started by a program (flujo.Flow): ends with it
+        self._parent = ParentPipe.from_environment()  # started by a program (flujo.Flow): ends with it
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -160,8 +160,8 @@ class Launcher:
             if self._metrics is not None:
                 self._metrics.close()
             self._write_json_status()
-            if self._lifeline is not None:
-                self._lifeline.close()
+            if self._parent is not None:
+                self._parent.close()
             if hasattr(self, "_relay"):
                 self._relay.close()
             context.destroy(linger=0)
@@ -342,9 +342,9 @@ class Launcher:
         for socket in (self._control, self._status, self._exits, self._commands, *links):
             poller.register(socket, zmq.POLLIN)
         poller.register(wakeup_fd, zmq.POLLIN)
-        lifeline = self._lifeline.fd if self._lifeline is not None else None
-        if lifeline is not None:
-            poller.register(lifeline, zmq.POLLIN)
+        parent = self._parent.fd if self._parent is not None else None
+        if parent is not None:
+            poller.register(parent, zmq.POLLIN)
         while any(r.exit_code is None or r.restarting for r in self.replicas.values()):
             timeout = self._timers.timeout_ms()
             if self._view is not None or self._metrics is not None:  # fresh even when nothing happens
@@ -355,9 +355,9 @@ class Launcher:
             if wakeup_fd in events:
                 os.read(wakeup_fd, 64)
                 self._handle_interrupts()
-            if lifeline is not None and lifeline in events and self._lifeline.readable():  # type: ignore[union-attr]
-                poller.unregister(lifeline)
-                lifeline = None
+            if parent is not None and parent in events and self._parent.readable():  # type: ignore[union-attr]
+                poller.unregister(parent)
+                parent = None
                 self._say("the program that started this flow ended: stopping the flow")
                 if not self._stopping:
                     self.stop()

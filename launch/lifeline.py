@@ -1,58 +1,107 @@
-"""A launcher started by a program (``flujo.Flow.start``) must not outlive that program.
+"""Lifelines: how an agent tells a dead launcher from a cut link.
 
-The program keeps the write end of a pipe and hands the read end to the launcher, named in
-the launcher's environment. The kernel closes the write end however the program ends
-(return, exception, SIGKILL), so the read end becomes readable (end of file) exactly then:
-the launcher polls it with its other sockets, stops the flow, and removes the folder the
-program created for it, which nobody else would remove any more.
+Both look the same on the agent channel: silence. But a launcher that dies, however (SIGKILL
+included), has its connections closed by its kernel, while a cut link closes nothing. So each
+launcher also holds one plain TCP connection to each agent it uses, which carries nothing but
+a token at its start. When that connection ends, the agent ends the launcher's processes at
+once; when the link is only cut, it waits up to the host's timeout as usual.
+
+The token travels first in the launcher's ``hello``, over the encrypted agent channel, so only
+that launcher can tie a connection to itself. An observer on the path could read the token
+from the plain connection and open one of its own, whose closing would end that launcher's
+processes: no more than such an observer could do by cutting the link.
 """
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
+import secrets
+import socket
+from typing import Callable
 
-#: The read end of the program's pipe, in the launcher's environment.
-FD_ENV = "FLUJO_LIFELINE_FD"
-#: The folder the program made for this flow (manifest, status, pickled nodes).
-FOLDER_ENV = "FLUJO_LIFELINE_FOLDER"
+TOKEN_BYTES = 16
+
+
+def new_token() -> str:
+    return secrets.token_hex(TOKEN_BYTES)
 
 
 class Lifeline:
-    """The launcher's end of the pipe; ``fd`` turns readable when the program has ended."""
+    """The launcher's end: a connection held open for the launcher's whole life."""
 
-    def __init__(self, fd: int, folder: Path | None) -> None:
-        self.fd, self.folder = fd, folder
-        self.cut = False
-        os.set_inheritable(fd, False)  # the nodes the launcher spawns must not hold it open
-
-    @classmethod
-    def from_environment(cls) -> Lifeline | None:
-        """The lifeline this launcher was given, if any (taken out of the environment, so the
-        nodes do not inherit a stale number)."""
-        fd = os.environ.pop(FD_ENV, None)
-        folder = os.environ.pop(FOLDER_ENV, None)
-        if fd is None:
-            return None
-        try:
-            return cls(int(fd), Path(folder) if folder else None)
-        except (ValueError, OSError):
-            return None  # not a valid descriptor: nothing to watch
-
-    def readable(self) -> bool:
-        """Call when ``fd`` polls readable; True when the program has ended."""
-        if not self.cut:
-            try:
-                self.cut = os.read(self.fd, 64) == b""
-            except OSError:
-                self.cut = True
-        return self.cut
+    def __init__(self, address: str, port: int, token: str, timeout: float = 5.0) -> None:
+        self._socket = socket.create_connection((address, port), timeout=timeout)
+        self._socket.sendall(token.encode("ascii"))
+        self._socket.settimeout(None)
 
     def close(self) -> None:
-        """At the launcher's end: if the program is gone, remove its folder for it."""
-        if self.cut and self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        self._socket.close()
+
+
+class LifelineListener:
+    """The agent's end: accepts lifelines, and reports the token of each one that closes.
+
+    Not threaded: the agent's loop polls ``sockets()`` and calls ``readable(sock)``.
+    """
+
+    def __init__(self, address: str, on_closed: Callable[[str], None]) -> None:
+        self._listener = socket.create_server((address, 0))
+        self._listener.setblocking(False)
+        self._on_closed = on_closed
+        self._expected: set[str] = set()
+        self._tokens: dict[socket.socket, str | None] = {}  # an accepted connection -> its token, once read
+        self._partial: dict[socket.socket, bytes] = {}
+
+    @property
+    def port(self) -> int:
+        return int(self._listener.getsockname()[1])
+
+    def expect(self, token: str) -> None:
+        """A launcher announced this token (over the encrypted channel): its lifeline may come."""
+        self._expected.add(token)
+
+    def sockets(self) -> list[socket.socket]:
+        return [self._listener, *self._tokens]
+
+    def readable(self, sock: socket.socket) -> None:
+        if sock is self._listener:
+            try:
+                connection, _ = self._listener.accept()
+            except BlockingIOError:
+                return
+            connection.setblocking(False)
+            self._tokens[connection] = None
+            self._partial[connection] = b""
+            return
         try:
-            os.close(self.fd)
+            data = sock.recv(64)
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
-            pass
+            data = b""
+        if not data:
+            self._drop(sock)
+            return
+        if self._tokens.get(sock) is None:
+            received = self._partial[sock] + data
+            if len(received) < 2 * TOKEN_BYTES:
+                self._partial[sock] = received
+                return
+            token = received[:2 * TOKEN_BYTES].decode("ascii", "replace")
+            if token not in self._expected:
+                self._drop(sock, report=False)  # not a lifeline any launcher announced
+                return
+            self._expected.discard(token)  # one connection per token
+            self._tokens[sock] = token
+            self._partial.pop(sock, None)
+
+    def _drop(self, sock: socket.socket, report: bool = True) -> None:
+        token = self._tokens.pop(sock, None)
+        self._partial.pop(sock, None)
+        sock.close()
+        if report and token is not None:
+            self._on_closed(token)
+
+    def close(self) -> None:
+        for connection in list(self._tokens):
+            connection.close()
+        self._tokens.clear()
+        self._listener.close()
