@@ -73,7 +73,7 @@ def _print_seconds(status: dict) -> float:
 def test_a_chatty_node_prints_as_fast_on_a_terminal_as_into_a_pipe(flow: FlowRunner, record_property) -> None:
     manifest = flow.manifest(CHATTY)
     pipes, runs = [], []
-    for _ in range(2):  # alternately, so a change in the machine's load hits both alike
+    for _ in range(3):  # alternately, so a change in the machine's load hits both alike; the best of each
         pipes.append(_print_seconds(_launch(flow, manifest, terminal=False)[1]))
         runs.append(_launch(flow, manifest, terminal=True))
     pipe, terminal = min(pipes), min(_print_seconds(status) for _, status in runs)
