@@ -43,6 +43,7 @@ class OutputConfig:
     hwm: int
     policy: str = "block"  # the reader's: "block" waits for room; "drop-*": a full queue drops
     aligned: bool = False  # the reader zips several ports: a graceful restart agrees on where to pause
+    max_message: int = DATA_MAX_MESSAGE  # the reader's limit: a larger frame is an error here, not a silent loss
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:

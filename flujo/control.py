@@ -100,9 +100,10 @@ class ControlChannel:
         self.reporter.send(status_frame(kind, self._config.node, self._config.replica, payload))
 
     def report_error(self, error: BaseException) -> None:
+        limit = self._config.max_control_message // 8  # the report must fit the status socket's limit (UTF-8)
         self.report(Status.ERROR, {
-            "message": f"{type(error).__name__}: {error}",
-            "traceback": "".join(traceback.format_exception(error)),
+            "message": f"{type(error).__name__}: {error}"[:limit // 4],
+            "traceback": "".join(traceback.format_exception(error))[-limit:],
         })
 
     def close(self) -> None:

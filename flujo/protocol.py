@@ -95,8 +95,11 @@ class Message:
 class Codec:
     """Encodes and decodes data messages; one per node (it reuses its packer)."""
 
-    def __init__(self, node: str, replica: int) -> None:
+    def __init__(self, node: str, replica: int, max_message: int | None = None) -> None:
         self._node, self._replica = node, replica
+        #: The smallest frame limit of this node's readers: a larger frame would be dropped with
+        #: its connection there, so encoding it fails here, loudly.
+        self._max_message = max_message if max_message is not None else 1 << 62
         self._buffers: list[Any] = []
         self._packer = msgpack.Packer(default=self._pack_extension, use_bin_type=True)
         self._header_packer = msgpack.Packer(use_bin_type=True)
@@ -109,6 +112,9 @@ class Codec:
         """Frames for one item; array buffers are referenced, not copied."""
         self._buffers = []
         body = self._packer.pack(item)
+        if len(body) > self._max_message:
+            raise ValueError(f"an item of {len(body)} bytes (without its arrays) is over the readers' max_message "
+                             f"of {self._max_message} bytes (raise it in the manifest)")
         return [self.header(MessageKind.DATA, seq), body, *self._buffers]
 
     def batch(self, first_seq: int, bodies: list[bytes]) -> list[bytes]:
@@ -126,6 +132,9 @@ class Codec:
             if value.dtype.hasobject:
                 raise TypeError("numpy arrays of Python objects cannot be sent; use a numeric dtype")
             array = np.ascontiguousarray(value)
+            if array.nbytes > self._max_message:
+                raise ValueError(f"an array of {array.nbytes} bytes is over the readers' max_message of "
+                                 f"{self._max_message} bytes (raise it in the manifest: [flow] max_message)")
             self._buffers.append(array)
             meta = msgpack.packb((len(self._buffers) + 1, array.dtype.str, array.shape))
             return msgpack.ExtType(ARRAY_EXT_CODE, meta)

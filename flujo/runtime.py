@@ -72,7 +72,7 @@ class NodeRuntime:
     def _run(self, context: zmq.Context) -> int:
         config = self.config
         self.control = control = ControlChannel(context, config)
-        self.codec = Codec(config.node, config.replica)
+        self.codec = Codec(config.node, config.replica, min((edge.max_message for edge in config.outputs), default=None))
         self.refusals = RefusalLog(f"flujo: {config.label}")  # refused messages, logged on stderr
         self.ports = [InputPort(context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause,
                                 self.refusals)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import IO, Any, Sequence
+from typing import Any, Callable, Sequence
 
 import msgpack
 import numpy as np
@@ -245,9 +245,10 @@ class RefusalLog:
     logged (random sender names cannot flood the log), and at most ``per_second`` lines a second.
     """
 
-    def __init__(self, where: str, stream: IO[str] | None = None, max_keys: int = 64, per_second: int = 20) -> None:
-        self.where = where
-        self._stream = stream
+    def __init__(self, where: str, write: Callable[[str], None] | None = None, max_keys: int = 64,
+                 per_second: int = 20) -> None:
+        self.where = where  # prefixes each line, when not empty
+        self._write_line = write  # default: the process's stderr
         self._seen: set[tuple[str, str]] = set()
         self._max_keys, self._per_second = max_keys, per_second
         self._window, self._lines = 0, 0
@@ -262,7 +263,7 @@ class RefusalLog:
         if len(self._seen) >= self._max_keys:
             if not self._silenced:
                 self._silenced = True
-                self._write(f"{self.where}: more kinds of refused messages: counted, no longer logged")
+                self._write("more kinds of refused messages: counted, no longer logged")
             return
         now = int(time.monotonic())
         if now != self._window:
@@ -272,14 +273,17 @@ class RefusalLog:
         self._lines += 1
         self._seen.add(key)
         at = f" on {place}" if place else ""
-        self._write(f"{self.where}: refused a message{at} from {error.sender} ({error.code}): {error.reason}; "
+        self._write(f"refused a message{at} from {error.sender} ({error.code}): {error.reason}; "
                     "further ones like it are counted, not logged")
 
     def _write(self, line: str) -> None:
-        stream = self._stream or sys.stderr
+        line = f"{self.where}: {line}" if self.where else line
         try:
-            stream.write(line + "\n")
-            stream.flush()
+            if self._write_line is not None:
+                self._write_line(line)
+            else:
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
         except (OSError, ValueError):
             pass  # nowhere to log: the count still says it
 

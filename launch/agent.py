@@ -19,13 +19,19 @@ from typing import IO, Any
 
 import zmq
 
-from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, TOKEN_ENV, pack, unpack
+from flujo.config import CONTROL_MAX_MESSAGE
+from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, TOKEN_ENV, pack
+from flujo.wire_check import ProtocolError, RefusalLog, check_agent_request
 from flujo.launch.process import NodeProcess
 from flujo.launch.timers import Timers
 
 _INBOX = "inproc://agent-inbox"
 #: After SIGTERM, a silent launcher's processes get this long before SIGKILL.
 KILL_GRACE = 2.0
+#: Requests that may wait per peer (ZMQ_RCVHWM): with the frame limit, what a peer can make this hold.
+REQUESTS_QUEUED = 64
+#: A node's output line longer than this (characters) is cut before it goes to the launcher.
+MAX_LINE = 64 * 1024
 
 
 @dataclass
@@ -62,25 +68,33 @@ class _LineForwarder:
         self._outbox, self._identity = outbox, identity
 
     def line(self, label: str, text: str) -> None:
+        if len(text) > MAX_LINE:  # every message must fit the launcher's frame limit
+            text = text[:MAX_LINE] + f" [... {len(text) - MAX_LINE} more characters]"
         self._outbox.send(self._identity, pack("line", {"label": label, "text": text}))
 
 
 class Agent:
     """Serves launchers on ``bind`` (a tcp endpoint) until SIGINT or SIGTERM."""
 
-    def __init__(self, bind: str, log: IO[str] | None = None) -> None:
+    def __init__(self, bind: str, log: IO[str] | None = None, max_message: int = CONTROL_MAX_MESSAGE) -> None:
         self.bind = bind
         self._token = os.environ.get(TOKEN_ENV, "")  # launchers must present it, when set
         self._log = log or sys.stdout
         self._launchers: dict[bytes, _Launcher] = {}
         self._timers = Timers()
         self._stopping = False
+        self._max_message = max_message
+        self._refusals = RefusalLog("", self._say)
 
     def run(self) -> int:
         context = zmq.Context()
         router = context.socket(zmq.ROUTER)
         router.linger = 0
         router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a launcher that went away: drop, never block
+        # Anyone who reaches the port can send, before any token is checked: a larger frame drops
+        # its connection unread, and few wait per peer, so memory stays bounded.
+        router.maxmsgsize = self._max_message
+        router.rcvhwm = REQUESTS_QUEUED
         inbox = context.socket(zmq.PULL)
         inbox.bind(_INBOX)
         outbox = _Outbox(context)
@@ -100,8 +114,7 @@ class Agent:
                 events = dict(poller.poll(min(self._timers.timeout_ms() or 500, 500)))
                 self._timers.run_due()
                 if router in events:
-                    identity, frame = router.recv_multipart()
-                    self._on_request(identity, *unpack(frame))
+                    self._receive(router)
                 if inbox in events:
                     _forward_all(inbox, router)
             return 0
@@ -115,6 +128,16 @@ class Agent:
                 signal.signal(signum, handler)
             outbox.close()
             context.destroy(linger=0)
+
+    def _receive(self, router: zmq.Socket) -> None:
+        """One request, checked first (flujo/wire_check.py): a malformed one is logged and ignored."""
+        frames = router.recv_multipart()
+        try:
+            identity, kind, payload = check_agent_request(frames)
+        except ProtocolError as refused:
+            self._refusals.refused(refused)
+            return
+        self._on_request(identity, kind, payload)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stopping = True
@@ -134,7 +157,10 @@ class Agent:
         elif launcher is None:
             return  # not introduced (or already ended): ignore
         elif kind == "ports":
-            self._send(identity, "ports", free_ports(payload["address"], payload["count"]))
+            try:
+                self._send(identity, "ports", free_ports(payload["address"], payload["count"]))
+            except OSError as error:  # an address this host does not have
+                self._send(identity, "refused", {"error": f"no free ports on {payload['address']!r}: {error}"})
         elif kind == "spawn":
             self._spawn(launcher, payload)
         elif kind == "signal":

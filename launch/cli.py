@@ -178,14 +178,15 @@ def agent(bind: str) -> None:
     sys.exit(Agent(bind).run())
 
 
-STATUS_COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped")
+STATUS_COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped",
+                  "rejected")
 
 
 def status_row(node: dict) -> tuple[str, ...]:
     """One replica's row of the status table (also used by the live view)."""
     return (node["label"], node["state"], process_id(node), str(node["restarts"]), str(node["items_in"]),
             str(node["items_out"]), f"{node['rate']:.1f}", f"{node['queue']:.0%}", f"{node['busy']:.0%}",
-            str(node.get("dropped", 0)))
+            str(node.get("dropped", 0)), str(node.get("rejected", 0)))
 
 
 def process_id(node: dict) -> str:

@@ -38,7 +38,8 @@ from flujo.launch.remote import AgentError, AgentLink, RemoteProcess
 from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
 from flujo.launch.timers import Timers
-from flujo.protocol import CONFIG_ENV, Control, Status, control_frames, identity_topic, parse_status
+from flujo.protocol import CONFIG_ENV, Control, ProtocolError, Status, control_frames, identity_topic
+from flujo.wire_check import RefusalLog, check_command, check_status
 
 EXIT_KILLED = 130
 LIVE_REFRESH_PER_SECOND = 4
@@ -70,6 +71,7 @@ class Launcher:
         self._timers = Timers()
         self._handovers = Handovers(self.replicas, self._publish, self._say, self._start_grace)
         self._links: dict[str, AgentLink] = {}  # host name -> its agent, for nodes on other hosts
+        self._refusals = RefusalLog("", self._say)  # malformed or forged messages on its sockets
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -93,14 +95,17 @@ class Launcher:
             self._control = context.socket(zmq.XPUB)
             self._control.setsockopt(zmq.XPUB_VERBOSE, 1)
             self._control.linger = 0
+            self._control.maxmsgsize = self.flow.max_control_message
             self._control.bind(endpoints.control)
             self._status = context.socket(zmq.PULL)
             self._status.linger = 0
+            self._status.maxmsgsize = self.flow.max_control_message
             self._status.bind(endpoints.status)
             self._exits = context.socket(zmq.PULL)
             self._exits.bind(_EXITS_ENDPOINT)
             self._commands = context.socket(zmq.REP)
             self._commands.linger = 0
+            self._commands.maxmsgsize = self.flow.max_control_message
             self._commands.bind(f"ipc://{run_dir / 'commands'}")
             announcement.parent.mkdir(parents=True, exist_ok=True)
             announcement.write_text(json.dumps({"flow": self.flow.name, "pid": os.getpid(),
@@ -139,7 +144,8 @@ class Launcher:
         needed = ports_needed(self.flow)
         ports = {}
         for name in dict.fromkeys(spec.host for spec in self.flow.nodes.values() if spec.host):
-            link = self._links[name] = AgentLink(context, self.flow.hosts[name], lambda: getattr(self, "_relay", None))
+            link = self._links[name] = AgentLink(context, self.flow.hosts[name], lambda: getattr(self, "_relay", None),
+                                                 self.flow.max_control_message)
             try:
                 link.introduce(self.flow.name)
                 if needed.get(name):
@@ -294,17 +300,40 @@ class Launcher:
             if self._control in events:
                 self._on_subscription(self._control.recv())
             if self._status in events:
-                self._on_status(*parse_status(self._status.recv()))
+                self._receive_status()
             if self._exits in events:
                 node, index, pid, code = msgpack.unpackb(self._exits.recv())
                 replica = self.replicas[(node, index)]
                 if replica.process is not None and replica.process.pid == pid:  # not an earlier process
                     self._on_exit(replica, code)
             if self._commands in events:
-                self._commands.send(msgpack.packb(self._on_command(msgpack.unpackb(self._commands.recv()))))
+                self._receive_command()
             for socket, link in links.items():
                 if socket in events:
                     link.handle()
+
+    # -- untrusted sockets: whatever arrives is checked (flujo/wire_check.py), bad frames logged and ignored
+    def _receive_status(self) -> None:
+        frames = self._status.recv_multipart()
+        try:
+            kind, node, index, payload = check_status(frames)
+            self._on_status(Status(kind), node, index, payload)
+        except ProtocolError as refused:
+            self._refusals.refused(refused, "the status socket")
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+            # Well-formed but impossible here (a forged report): ignored, like a malformed one.
+            self._refusals.refused(ProtocolError("status", f"report could not be applied ({type(error).__name__}: "
+                                                           f"{str(error)[:80]})"), "the status socket")
+
+    def _receive_command(self) -> None:
+        """Every request gets exactly one reply (a REP socket), an error for a malformed one."""
+        frames = self._commands.recv_multipart()
+        try:
+            reply = self._on_command(check_command(frames))
+        except ProtocolError as refused:
+            self._refusals.refused(refused, "the command socket")
+            reply = {"ok": False, "error": f"malformed command: {refused.reason}"}
+        self._commands.send(msgpack.packb(reply))
 
     # -- commands from other processes (flujo-launch stop/status, Flow.stop) ---------------
     def _on_command(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -341,7 +370,8 @@ class Launcher:
                      "errors": r.sample.stats.get("errors", 0),
                      "rate": r.sample.rate("items_out" if r.config.kind == "producer" else "items_in"),
                      "queue": fills[r.config.node], "busy": busy_fraction(r.sample),
-                     "dropped": dropped[r.config.node]}
+                     "dropped": dropped[r.config.node], "rejected": r.sample.stats.get("rejected", 0),
+                     "rejected_by": r.sample.stats.get("rejected_by", {})}
                     for r in self.replicas.values()]}
 
     def _write_json_status(self) -> None:

@@ -13,7 +13,9 @@ from typing import Any, Callable
 
 import zmq
 
-from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT, TOKEN_ENV, pack, unpack
+from flujo.config import CONTROL_MAX_MESSAGE
+from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT, TOKEN_ENV, pack
+from flujo.wire_check import ProtocolError, RefusalLog, check_agent_reply
 from flujo.launch.manifest import HostSpec
 from flujo.launch.process import OutputRelay
 
@@ -53,10 +55,13 @@ class RemoteProcess:
 class AgentLink:
     """A DEALER connected to one host's agent."""
 
-    def __init__(self, context: zmq.Context, host: HostSpec, relay: Callable[[], OutputRelay | None]) -> None:
+    def __init__(self, context: zmq.Context, host: HostSpec, relay: Callable[[], OutputRelay | None],
+                 max_message: int = CONTROL_MAX_MESSAGE) -> None:
         self.host = host
         self.socket = context.socket(zmq.DEALER)
         self.socket.linger = 1000  # a last "bye" should reach a live agent
+        self.socket.maxmsgsize = max_message
+        self._refusals = RefusalLog(f"flujo-launch: host {host.name}")
         self.socket.connect(host.agent)
         self._relay = relay
         self._processes: dict[int, RemoteProcess] = {}
@@ -78,8 +83,10 @@ class AgentLink:
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while (left := deadline - time.monotonic()) > 0:
             if self.socket.poll(int(left * 1000) + 1):
-                kind, payload = unpack(self.socket.recv())
-                self.heard = time.monotonic()
+                reply = self._receive()
+                if reply is None:
+                    continue
+                kind, payload = reply
                 if kind == wanted:
                     return payload
                 if kind == "refused":
@@ -99,11 +106,12 @@ class AgentLink:
         """Apply every message the agent has sent."""
         while True:
             try:
-                frame = self.socket.recv(zmq.NOBLOCK)
+                reply = self._receive(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self.heard = time.monotonic()
-            kind, payload = unpack(frame)
+            if reply is None:
+                continue
+            kind, payload = reply
             if kind == "line":
                 relay = self._relay()
                 if relay is not None:
@@ -121,6 +129,18 @@ class AgentLink:
                     process.exited(127)
                 else:
                     process.exited(payload["code"])
+
+    def _receive(self, flags: int = 0) -> tuple[str, Any] | None:
+        """One message from the agent, checked; None for a malformed one (logged, ignored)."""
+        frames = self.socket.recv_multipart(flags)
+        self.heard = time.monotonic()
+        try:
+            if len(frames) != 1:
+                raise ProtocolError("frames", f"message of {len(frames)} frames (1 expected)", self.host.agent)
+            return check_agent_reply(frames[0], self.host.agent)
+        except ProtocolError as refused:
+            self._refusals.refused(refused)
+            return None
 
     def pump_until(self, done: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
