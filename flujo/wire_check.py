@@ -217,13 +217,13 @@ class DataCheck:
 
     def _out_of_order(self, kind: int, seq: int, sender: str, replica: int) -> ProtocolError:
         who, floor, name = describe_sender(sender, replica), self._floor[replica], _KIND_NAMES[kind]
+        if not 0 <= seq < SEQ_LIMIT:
+            return ProtocolError("seq", f"sequence number {seq} out of range (0 to 2^62)", who)
         if floor == _ENDED:
             return ProtocolError("ended", f"{name} {seq} after that sender's end of stream", who)
         if seq <= floor:
             return ProtocolError("order", f"{name} {seq} does not move forward (last from that sender: {floor})",
                                  who)
-        if seq >= SEQ_LIMIT or seq < 0:
-            return ProtocolError("seq", f"sequence number {seq} out of range", who)
         return ProtocolError("jump", f"{name} {seq} jumps {seq - floor} past that sender's last ({floor}; "
                                      f"at most {MAX_SEQ_ADVANCE})", who)
 

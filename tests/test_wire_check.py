@@ -1,0 +1,285 @@
+"""The receiver's rules (flujo/wire_check.py) on bytes, without sockets: a table of bad messages,
+each refused for the right reason, and the legitimate messages around them still accepted."""
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+
+from flujo.protocol import Codec, MessageKind
+from flujo.wire_check import (MAX_FRAMES, MAX_SEQ_ADVANCE, RESTART_SEQ_JUMP, DataCheck, ProtocolError, RefusalLog,
+                              check_agent_reply, check_agent_request, check_command, check_control, check_status)
+
+SOURCE, SENDERS = "up", 2  # the port under test reads node "up", which has 2 replicas
+LAST = 10  # each sender replica has sent up to this sequence number before the bad message
+
+
+def header(version=1, kind=0, seq=LAST + 1, sender=SOURCE, replica=0, *more) -> bytes:
+    return msgpack.packb([version, kind, seq, sender, replica, *more])
+
+
+def ext(code: int, data) -> bytes:
+    """A body holding one msgpack extension value (ext 8 format: any type code, -128..127)."""
+    data = data if isinstance(data, bytes) else msgpack.packb(data)
+    return b"\xc7" + bytes((len(data),)) + code.to_bytes(1, "big", signed=True) + data
+
+
+def array_body(index=2, dtype="|u1", shape=(4,)) -> bytes:
+    return ext(1, [index, dtype, list(shape) if isinstance(shape, tuple) else shape])
+
+
+def primed() -> DataCheck:
+    """A port's check after DATA 0..LAST from both sender replicas."""
+    check = DataCheck(SOURCE, SENDERS)
+    codec = Codec(SOURCE, 0)
+    for replica in range(SENDERS):
+        codec = Codec(SOURCE, replica)
+        for seq in range(LAST + 1):
+            codec.decode(codec.encode(seq, {"i": seq}), check)
+    return check
+
+
+FOUR = b"\x00\x01\x02\x03"
+BAD: dict[str, tuple[list[bytes], str]] = {  # name -> (frames, the rule it breaks)
+    "empty header frame": ([b""], "header"),
+    "header not msgpack": ([b"\xc1\x00garbage"], "header"),
+    "header truncated": ([header()[:-2], msgpack.packb(1)], "header"),
+    "header an int": ([msgpack.packb(42)], "header"),
+    "header a map": ([msgpack.packb({"v": 1})], "header"),
+    "header of 4 fields": ([msgpack.packb([1, 0, 11, SOURCE]), msgpack.packb(1)], "header"),
+    "header over 4 KB": ([header(1, 0, 11, SOURCE, 0, "x" * 5000), msgpack.packb(1)], "header"),
+    "version 2": ([header(version=2), msgpack.packb(1)], "version"),
+    "version as string": ([header(version="1"), msgpack.packb(1)], "version"),
+    "version true": ([header(version=True), msgpack.packb(1)], "version"),
+    "kind 9": ([header(kind=9), msgpack.packb(1)], "kind"),
+    "kind -5": ([header(kind=-5), msgpack.packb(1)], "kind"),
+    "kind as string": ([header(kind="0"), msgpack.packb(1)], "kind"),
+    "kind nil": ([header(kind=None), msgpack.packb(1)], "kind"),
+    "seq as string": ([header(seq="11"), msgpack.packb(1)], "seq"),
+    "seq float": ([header(seq=11.0), msgpack.packb(1)], "seq"),
+    "seq true": ([header(seq=True), msgpack.packb(1)], "seq"),
+    "seq negative": ([header(seq=-1), msgpack.packb(1)], "seq"),
+    "seq 2^64-1": ([header(seq=2 ** 64 - 1), msgpack.packb(1)], "seq"),
+    "EOS seq negative": ([header(kind=2, seq=-3)], "seq"),
+    "seq 10^9 jump": ([header(seq=10 ** 9), msgpack.packb(1)], "jump"),
+    "SKIP seq jump": ([header(kind=1, seq=LAST + MAX_SEQ_ADVANCE + 1)], "jump"),
+    "seq repeated": ([header(seq=LAST), msgpack.packb(1)], "order"),
+    "seq backwards": ([header(seq=3, replica=1), msgpack.packb(1)], "order"),
+    "SKIP backwards": ([header(kind=1, seq=0)], "order"),
+    "sender unknown": ([header(sender="nobody"), msgpack.packb(1)], "sender"),
+    "sender an int": ([header(sender=7), msgpack.packb(1)], "sender"),
+    "sender nil": ([header(sender=None), msgpack.packb(1)], "sender"),
+    "replica = senders": ([header(replica=SENDERS), msgpack.packb(1)], "sender"),
+    "replica -1": ([header(replica=-1), msgpack.packb(1)], "sender"),
+    "replica as string": ([header(replica="0"), msgpack.packb(1)], "sender"),
+    "EOS from nobody": ([header(kind=2, seq=0, sender="nobody", replica=7)], "sender"),
+    "EOS from replica 7": ([header(kind=2, seq=0, replica=7)], "sender"),
+    "PAUSE from nobody": ([header(kind=4, seq=0, sender="nobody")], "sender"),
+    "DATA without body": ([header()], "frames"),
+    "BATCH without body": ([header(kind=3)], "frames"),
+    "SKIP with a body": ([header(kind=1), msgpack.packb(1)], "frames"),
+    "EOS with a body": ([header(kind=2, seq=0), msgpack.packb(1)], "frames"),
+    "body not msgpack": ([header(), b"\xc1"], "body"),
+    "body empty": ([header(), b""], "body"),
+    "body truncated": ([header(), msgpack.packb("a string")[:-2]], "body"),
+    "body with trailing bytes": ([header(), msgpack.packb(1) + msgpack.packb(2)], "body"),
+    "body 2000 levels deep": ([header(), b"\x91" * 2000 + b"\x00"], "body"),
+    "body map with list key": ([header(), b"\x81\x91\x00\x00"], "body"),
+    "body array claims 2^31 items": ([header(), b"\xdd\x7f\xff\xff\xff"], "body"),
+    "ext type 5": ([header(), ext(5, b"xyz")], "ext"),
+    "ext type -2": ([header(), ext(-2, b"xyz")], "ext"),
+    "bad timestamp ext": ([header(), ext(-1, b"\x01\x02\x03")], "body"),
+    "array meta not msgpack": ([header(), ext(1, b"\xc1"), FOUR], "array"),
+    "array meta of 2 fields": ([header(), ext(1, [2, "|u1"]), FOUR], "array"),
+    "array meta a map": ([header(), ext(1, {"i": 2}), FOUR], "array"),
+    "array frame index 0": ([header(), array_body(index=0), FOUR], "array"),
+    "array frame index 1": ([header(), array_body(index=1), FOUR], "array"),
+    "array frame index -1": ([header(), array_body(index=-1), FOUR], "array"),
+    "array frame index past end": ([header(), array_body(index=3), FOUR], "array"),
+    "array frame index string": ([header(), array_body(index="2"), FOUR], "array"),
+    "array frame used twice": ([header(), msgpack.packb([msgpack.ExtType(1, msgpack.packb([2, "|u1", [4]]))] * 2),
+                                FOUR], "array"),
+    "array frame unreferenced": ([header(), array_body(), FOUR, FOUR], "array"),
+    "array frame missing": ([header(), array_body()], "array"),
+    "dtype object": ([header(), array_body(dtype="|O"), FOUR * 2], "array"),
+    "dtype unicode": ([header(), array_body(dtype="<U1", shape=(1,)), FOUR], "array"),
+    "dtype void": ([header(), array_body(dtype="|V4", shape=(1,)), FOUR], "array"),
+    "dtype datetime": ([header(), array_body(dtype="<M8[s]", shape=(1,)), FOUR * 2], "array"),
+    "dtype structured": ([header(), array_body(dtype=[["a", "<u4"]], shape=(1,)), FOUR], "array"),
+    "dtype an int": ([header(), array_body(dtype=5), FOUR], "array"),
+    "shape negative": ([header(), array_body(shape=(-1,)), FOUR], "array"),
+    "shape negative pair": ([header(), array_body(shape=(-2, -2)), FOUR], "array"),
+    "shape too small for bytes": ([header(), array_body(shape=(2,)), FOUR], "array"),
+    "shape too large for bytes": ([header(), array_body(shape=(1000, 1000)), FOUR], "array"),
+    "shape not a list": ([header(), array_body(shape="4"), FOUR], "array"),
+    "shape of floats": ([header(), array_body(shape=[4.0]), FOUR], "array"),
+    "shape 40 dimensions": ([header(), array_body(shape=[1] * 40), b"\x00"], "array"),
+    "shape with bytes not a multiple": ([header(), array_body(dtype="<f4", shape=(1,)), b"\x00\x01\x02"], "array"),
+    "too many frames": ([header(), msgpack.packb(1), *[b""] * MAX_FRAMES], "frames"),
+    "BATCH body a string": ([header(kind=3), msgpack.packb("abcdef")], "batch"),
+    "BATCH body a map": ([header(kind=3), msgpack.packb({"a": 1})], "batch"),
+    "BATCH body empty": ([header(kind=3), msgpack.packb([])], "batch"),
+    "BATCH with an array": ([header(kind=3), msgpack.packb([msgpack.ExtType(1, msgpack.packb([2, "|u1", [4]]))])],
+                            "batch"),
+    "BATCH with array frames": ([header(kind=3), msgpack.packb([1]), FOUR], "frames"),
+    "BATCH with ext type 5": ([header(kind=3), msgpack.packb([msgpack.ExtType(5, b"x")])], "ext"),
+    "BATCH running past the jump bound": ([header(kind=3, seq=LAST + MAX_SEQ_ADVANCE), msgpack.packb([1, 2, 3])],
+                                          "jump"),
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_message_is_refused_for_its_reason(name: str) -> None:
+    frames, rule = BAD[name]
+    check = primed()
+    with pytest.raises(ProtocolError) as refused:
+        Codec("reader", 0).decode(frames, check)
+    assert refused.value.code == rule, refused.value.reason
+    assert refused.value.reason  # never an empty message
+    # The port goes on: the next legitimate messages from both senders are taken, in order.
+    for replica in range(SENDERS):
+        message = Codec(SOURCE, replica).decode(Codec(SOURCE, replica).encode(LAST + 1, "next"), check)
+        assert (message.seq, message.item, message.replica) == (LAST + 1, "next", replica)
+
+
+def test_the_table_covers_at_least_forty_kinds() -> None:
+    assert len(BAD) >= 40
+    assert {rule for _, rule in BAD.values()} == {"header", "version", "kind", "seq", "jump", "order", "sender",
+                                                  "frames", "body", "ext", "array", "batch"}
+
+
+def test_legitimate_messages_pass_with_their_arrays() -> None:
+    check = DataCheck(SOURCE, 1)
+    codec = Codec(SOURCE, 0)
+    image = np.arange(24, dtype=np.uint16).reshape(2, 3, 4)
+    items = [{"a": image, "b": np.array([True, False]), "c": np.zeros((0, 3), np.float32), "n": [1, "x", None]},
+             np.float64(2.5), None, b"bytes", {1: "int key"}]
+    for seq, item in enumerate(items):
+        frames = [frame.tobytes() if isinstance(frame, np.ndarray) else frame
+                  for frame in codec.encode(seq, item)]
+        decoded = codec.decode(frames, check).item
+        if seq == 0:
+            assert decoded["a"].tolist() == image.tolist() and decoded["a"].dtype == np.uint16
+            assert decoded["c"].shape == (0, 3) and decoded["n"] == [1, "x", None]
+    batch = codec.decode(codec.batch(5, [msgpack.packb(i) for i in range(3)]), check)
+    assert (batch.kind, batch.seq, batch.item) == (MessageKind.BATCH, 5, [0, 1, 2])
+    assert codec.decode(codec.marker(MessageKind.SKIP, 8), check).kind is MessageKind.SKIP
+    big_endian = np.array([1, 2], dtype=">i4")
+    frames = codec.encode(9, big_endian)
+    assert codec.decode([frames[0], frames[1], big_endian.tobytes()], check).item.tolist() == [1, 2]
+
+
+def test_a_refused_message_moves_nothing() -> None:
+    """A bad body at a far sequence number must not make later legitimate numbers look old."""
+    check = primed()
+    with pytest.raises(ProtocolError):
+        Codec("x", 0).decode([header(seq=LAST + 1000), b"\xc1"], check)
+    assert Codec(SOURCE, 0).decode([header(seq=LAST + 1), msgpack.packb(1)], check).seq == LAST + 1
+
+
+def test_restart_jump_and_graceful_restart_are_accepted() -> None:
+    check = primed()
+    codec = Codec(SOURCE, 0)
+    jumped = LAST + 1 + RESTART_SEQ_JUMP  # a producer restarted after a crash
+    assert codec.decode(codec.encode(jumped, 1), check).seq == jumped
+    codec.decode(codec.marker(MessageKind.PAUSE, 0), check)  # its successor may start lower
+    assert codec.decode(codec.encode(LAST + 5, 1), check).seq == LAST + 5
+
+
+def test_nothing_after_end_of_stream() -> None:
+    check = primed()
+    codec = Codec(SOURCE, 1)
+    codec.decode(codec.marker(MessageKind.EOS, 0), check)
+    with pytest.raises(ProtocolError) as refused:
+        codec.decode(codec.encode(LAST + 1, "late"), check)
+    assert refused.value.code == "ended"
+    assert Codec(SOURCE, 0).decode(Codec(SOURCE, 0).encode(LAST + 1, 1), check).seq == LAST + 1  # the other goes on
+
+
+def test_first_message_of_a_sender_may_be_anywhere() -> None:
+    """A restarted reader joins a stream midway: nothing to compare the first number with."""
+    codec = Codec(SOURCE, 0)
+    assert codec.decode(codec.encode(5_000_000_000, 1), DataCheck(SOURCE, 1)).seq == 5_000_000_000
+
+
+def test_refusal_log_is_once_per_sender_and_rule_and_bounded() -> None:
+    lines: list[str] = []
+    log = RefusalLog("node", lines.append, max_keys=3)
+    for _ in range(1000):
+        log.refused(ProtocolError("body", "bad", "up.0"))
+    log.refused(ProtocolError("array", "bad", "up.0"))
+    assert len(lines) == 2 and "up.0" in lines[0] and "(body): bad" in lines[0]
+    for index in range(100):  # random sender names cannot flood the log
+        log.refused(ProtocolError("sender", "who", f"x{index}.0"))
+    assert len(lines) == 4 and "no longer logged" in lines[-1]
+    assert log.counts == {"body": 1000, "array": 1, "sender": 100}
+
+
+CONTROL_BAD = [
+    [b"stop"], [b"stop", b"\xc1"], [b"stop", msgpack.packb("sink")], [b"stop", msgpack.packb([1])],
+    [b"released", msgpack.packb(["n", "0", "in"])], [b"gone", msgpack.packb(["n"])],
+    [b"gone", msgpack.packb(["n", 0, "m", "0"])], [b"hold", msgpack.packb(None)],
+    [b"align", msgpack.packb(["n", 0, 0])], [b"start", msgpack.packb([]), b"extra"],
+]
+
+
+@pytest.mark.parametrize("frames", CONTROL_BAD)
+def test_malformed_control_is_refused(frames: list[bytes]) -> None:
+    with pytest.raises(ProtocolError):
+        check_control(frames)
+
+
+def test_unknown_control_topic_is_ignored_and_good_ones_pass() -> None:
+    assert check_control([b"future", b"\xc1"]) is None
+    assert check_control([b"gone", msgpack.packb(["n", 0, "m", 1])]) == (b"gone", ["n", 0, "m", 1])
+    assert check_control([b"stop", msgpack.packb(["a", "b"])]) == (b"stop", ["a", "b"])
+
+
+STATUS_BAD = [
+    [b""], [b"\xc1"], [msgpack.packb(42)], [msgpack.packb(["ready", "n"])], [msgpack.packb(["bogus", "n", 0, None])],
+    [msgpack.packb([5, "n", 0, None])], [msgpack.packb(["ready", 5, 0, None])], [msgpack.packb(["ready", "n", "0", None])],
+    [msgpack.packb(["stats", "n", 0, {"sent": 5}])], [msgpack.packb(["stats", "n", 0, {"items_in": "x"}])],
+    [msgpack.packb(["error", "n", 0, "boom"])], [msgpack.packb(["drained", "n", 0, {"stats": {}}])],
+    [msgpack.packb(["position", "n", 0, ["a", 0, "p"]])], [msgpack.packb(["released", "n", 0, [1]])],
+    [msgpack.packb(["ready", "n", 0, None]), b"extra"],
+]
+
+
+@pytest.mark.parametrize("frames", STATUS_BAD)
+def test_malformed_status_is_refused(frames: list[bytes]) -> None:
+    with pytest.raises(ProtocolError):
+        check_status(frames)
+
+
+COMMAND_BAD = [[b"\xc1"], [msgpack.packb("status")], [msgpack.packb({"command": 5})],
+               [msgpack.packb({"command": "stop", "nodes": "src"})], [msgpack.packb({"command": "restart", "node": 3})],
+               [msgpack.packb({"command": "status"}), b"x"]]
+
+
+@pytest.mark.parametrize("frames", COMMAND_BAD)
+def test_malformed_command_is_refused(frames: list[bytes]) -> None:
+    with pytest.raises(ProtocolError):
+        check_command(frames)
+
+
+AGENT_BAD = [[b"id"], [b"id", b"\xc1"], [b"id", b"a", b"b"], [b"id", msgpack.packb(42)],
+             [b"id", msgpack.packb(["hello", 5])], [b"id", msgpack.packb(["hello", {"token": "t"}])],
+             [b"id", msgpack.packb(["spawn", {"token": 1, "label": "x", "argv": "sh", "env": {}, "cwd": "/"}])],
+             [b"id", msgpack.packb(["spawn", {"token": 1, "label": "x", "argv": None, "env": {"A": 1}, "cwd": "/"}])],
+             [b"id", msgpack.packb(["signal", {"token": 1, "signum": 0}])],
+             [b"id", msgpack.packb(["ports", {"address": "x", "count": 10 ** 9}])],
+             [b"id", msgpack.packb(["format-disk", None])]]
+
+
+@pytest.mark.parametrize("frames", AGENT_BAD)
+def test_malformed_agent_request_is_refused(frames: list[bytes]) -> None:
+    with pytest.raises(ProtocolError):
+        check_agent_request(frames)
+
+
+def test_agent_messages_that_follow_the_protocol_pass() -> None:
+    assert check_agent_request([b"id", msgpack.packb(["hello", {"flow": "f", "token": ""}])])[1] == "hello"
+    assert check_agent_request([b"id", msgpack.packb(["heartbeat", None])])[1] == "heartbeat"
+    assert check_agent_reply(msgpack.packb(["exit", {"token": 1, "code": 0}]), "a") == ("exit", {"token": 1, "code": 0})
+    with pytest.raises(ProtocolError):
+        check_agent_reply(msgpack.packb(["line", {"label": "x"}]), "a")
