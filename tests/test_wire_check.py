@@ -7,25 +7,17 @@ import numpy as np
 import pytest
 
 from flujo.protocol import Codec, MessageKind
-from flujo.wire_check import (MAX_FRAMES, MAX_SEQ_ADVANCE, RESTART_SEQ_JUMP, DataCheck, ProtocolError, RefusalLog,
-                              check_agent_reply, check_agent_request, check_command, check_control, check_status)
+from flujo.wire_check import (RESTART_SEQ_JUMP, DataCheck, ProtocolError, RefusalLog, check_agent_reply,
+                              check_agent_request, check_command, check_control, check_status)
+from wire_cases import bad_messages
 
 SOURCE, SENDERS = "up", 2  # the port under test reads node "up", which has 2 replicas
 LAST = 10  # each sender replica has sent up to this sequence number before the bad message
+BAD = bad_messages(SOURCE, SENDERS)
 
 
-def header(version=1, kind=0, seq=LAST + 1, sender=SOURCE, replica=0, *more) -> bytes:
-    return msgpack.packb([version, kind, seq, sender, replica, *more])
-
-
-def ext(code: int, data) -> bytes:
-    """A body holding one msgpack extension value (ext 8 format: any type code, -128..127)."""
-    data = data if isinstance(data, bytes) else msgpack.packb(data)
-    return b"\xc7" + bytes((len(data),)) + code.to_bytes(1, "big", signed=True) + data
-
-
-def array_body(index=2, dtype="|u1", shape=(4,)) -> bytes:
-    return ext(1, [index, dtype, list(shape) if isinstance(shape, tuple) else shape])
+def header(version=1, kind=0, seq=LAST + 1, sender=SOURCE, replica=0) -> bytes:
+    return msgpack.packb([version, kind, seq, sender, replica])
 
 
 def primed() -> DataCheck:
@@ -37,95 +29,6 @@ def primed() -> DataCheck:
         for seq in range(LAST + 1):
             codec.decode(codec.encode(seq, {"i": seq}), check)
     return check
-
-
-FOUR = b"\x00\x01\x02\x03"
-BAD: dict[str, tuple[list[bytes], str]] = {  # name -> (frames, the rule it breaks)
-    "empty header frame": ([b""], "header"),
-    "header not msgpack": ([b"\xc1\x00garbage"], "header"),
-    "header truncated": ([header()[:-2], msgpack.packb(1)], "header"),
-    "header an int": ([msgpack.packb(42)], "header"),
-    "header a map": ([msgpack.packb({"v": 1})], "header"),
-    "header of 4 fields": ([msgpack.packb([1, 0, 11, SOURCE]), msgpack.packb(1)], "header"),
-    "header over 4 KB": ([header(1, 0, 11, SOURCE, 0, "x" * 5000), msgpack.packb(1)], "header"),
-    "version 2": ([header(version=2), msgpack.packb(1)], "version"),
-    "version as string": ([header(version="1"), msgpack.packb(1)], "version"),
-    "version true": ([header(version=True), msgpack.packb(1)], "version"),
-    "kind 9": ([header(kind=9), msgpack.packb(1)], "kind"),
-    "kind -5": ([header(kind=-5), msgpack.packb(1)], "kind"),
-    "kind as string": ([header(kind="0"), msgpack.packb(1)], "kind"),
-    "kind nil": ([header(kind=None), msgpack.packb(1)], "kind"),
-    "seq as string": ([header(seq="11"), msgpack.packb(1)], "seq"),
-    "seq float": ([header(seq=11.0), msgpack.packb(1)], "seq"),
-    "seq true": ([header(seq=True), msgpack.packb(1)], "seq"),
-    "seq negative": ([header(seq=-1), msgpack.packb(1)], "seq"),
-    "seq 2^64-1": ([header(seq=2 ** 64 - 1), msgpack.packb(1)], "seq"),
-    "EOS seq negative": ([header(kind=2, seq=-3)], "seq"),
-    "seq 10^9 jump": ([header(seq=10 ** 9), msgpack.packb(1)], "jump"),
-    "SKIP seq jump": ([header(kind=1, seq=LAST + MAX_SEQ_ADVANCE + 1)], "jump"),
-    "seq repeated": ([header(seq=LAST), msgpack.packb(1)], "order"),
-    "seq backwards": ([header(seq=3, replica=1), msgpack.packb(1)], "order"),
-    "SKIP backwards": ([header(kind=1, seq=0)], "order"),
-    "sender unknown": ([header(sender="nobody"), msgpack.packb(1)], "sender"),
-    "sender an int": ([header(sender=7), msgpack.packb(1)], "sender"),
-    "sender nil": ([header(sender=None), msgpack.packb(1)], "sender"),
-    "replica = senders": ([header(replica=SENDERS), msgpack.packb(1)], "sender"),
-    "replica -1": ([header(replica=-1), msgpack.packb(1)], "sender"),
-    "replica as string": ([header(replica="0"), msgpack.packb(1)], "sender"),
-    "EOS from nobody": ([header(kind=2, seq=0, sender="nobody", replica=7)], "sender"),
-    "EOS from replica 7": ([header(kind=2, seq=0, replica=7)], "sender"),
-    "PAUSE from nobody": ([header(kind=4, seq=0, sender="nobody")], "sender"),
-    "DATA without body": ([header()], "frames"),
-    "BATCH without body": ([header(kind=3)], "frames"),
-    "SKIP with a body": ([header(kind=1), msgpack.packb(1)], "frames"),
-    "EOS with a body": ([header(kind=2, seq=0), msgpack.packb(1)], "frames"),
-    "body not msgpack": ([header(), b"\xc1"], "body"),
-    "body empty": ([header(), b""], "body"),
-    "body truncated": ([header(), msgpack.packb("a string")[:-2]], "body"),
-    "body with trailing bytes": ([header(), msgpack.packb(1) + msgpack.packb(2)], "body"),
-    "body 2000 levels deep": ([header(), b"\x91" * 2000 + b"\x00"], "body"),
-    "body map with list key": ([header(), b"\x81\x91\x00\x00"], "body"),
-    "body array claims 2^31 items": ([header(), b"\xdd\x7f\xff\xff\xff"], "body"),
-    "ext type 5": ([header(), ext(5, b"xyz")], "ext"),
-    "ext type -2": ([header(), ext(-2, b"xyz")], "ext"),
-    "bad timestamp ext": ([header(), ext(-1, b"\x01\x02\x03")], "body"),
-    "array meta not msgpack": ([header(), ext(1, b"\xc1"), FOUR], "array"),
-    "array meta of 2 fields": ([header(), ext(1, [2, "|u1"]), FOUR], "array"),
-    "array meta a map": ([header(), ext(1, {"i": 2}), FOUR], "array"),
-    "array frame index 0": ([header(), array_body(index=0), FOUR], "array"),
-    "array frame index 1": ([header(), array_body(index=1), FOUR], "array"),
-    "array frame index -1": ([header(), array_body(index=-1), FOUR], "array"),
-    "array frame index past end": ([header(), array_body(index=3), FOUR], "array"),
-    "array frame index string": ([header(), array_body(index="2"), FOUR], "array"),
-    "array frame used twice": ([header(), msgpack.packb([msgpack.ExtType(1, msgpack.packb([2, "|u1", [4]]))] * 2),
-                                FOUR], "array"),
-    "array frame unreferenced": ([header(), array_body(), FOUR, FOUR], "array"),
-    "array frame missing": ([header(), array_body()], "array"),
-    "dtype object": ([header(), array_body(dtype="|O"), FOUR * 2], "array"),
-    "dtype unicode": ([header(), array_body(dtype="<U1", shape=(1,)), FOUR], "array"),
-    "dtype void": ([header(), array_body(dtype="|V4", shape=(1,)), FOUR], "array"),
-    "dtype datetime": ([header(), array_body(dtype="<M8[s]", shape=(1,)), FOUR * 2], "array"),
-    "dtype structured": ([header(), array_body(dtype=[["a", "<u4"]], shape=(1,)), FOUR], "array"),
-    "dtype an int": ([header(), array_body(dtype=5), FOUR], "array"),
-    "shape negative": ([header(), array_body(shape=(-1,)), FOUR], "array"),
-    "shape negative pair": ([header(), array_body(shape=(-2, -2)), FOUR], "array"),
-    "shape too small for bytes": ([header(), array_body(shape=(2,)), FOUR], "array"),
-    "shape too large for bytes": ([header(), array_body(shape=(1000, 1000)), FOUR], "array"),
-    "shape not a list": ([header(), array_body(shape="4"), FOUR], "array"),
-    "shape of floats": ([header(), array_body(shape=[4.0]), FOUR], "array"),
-    "shape 40 dimensions": ([header(), array_body(shape=[1] * 40), b"\x00"], "array"),
-    "shape with bytes not a multiple": ([header(), array_body(dtype="<f4", shape=(1,)), b"\x00\x01\x02"], "array"),
-    "too many frames": ([header(), msgpack.packb(1), *[b""] * MAX_FRAMES], "frames"),
-    "BATCH body a string": ([header(kind=3), msgpack.packb("abcdef")], "batch"),
-    "BATCH body a map": ([header(kind=3), msgpack.packb({"a": 1})], "batch"),
-    "BATCH body empty": ([header(kind=3), msgpack.packb([])], "batch"),
-    "BATCH with an array": ([header(kind=3), msgpack.packb([msgpack.ExtType(1, msgpack.packb([2, "|u1", [4]]))])],
-                            "batch"),
-    "BATCH with array frames": ([header(kind=3), msgpack.packb([1]), FOUR], "frames"),
-    "BATCH with ext type 5": ([header(kind=3), msgpack.packb([msgpack.ExtType(5, b"x")])], "ext"),
-    "BATCH running past the jump bound": ([header(kind=3, seq=LAST + MAX_SEQ_ADVANCE), msgpack.packb([1, 2, 3])],
-                                          "jump"),
-}
 
 
 @pytest.mark.parametrize("name", BAD)
