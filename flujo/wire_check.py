@@ -239,9 +239,9 @@ def _short(value: Any) -> str:
 
 
 class RefusalLog:
-    """Logs refused messages: the first of each (sender, rule) with its reason, then only counts.
+    """Logs refused messages: the first of each (place, sender, rule) with its reason, then only counts.
 
-    Bounded whatever a peer sends: at most ``max_keys`` distinct (sender, rule) pairs are ever
+    Bounded whatever a peer sends: at most ``max_keys`` distinct (place, sender, rule) are ever
     logged (random sender names cannot flood the log), and at most ``per_second`` lines a second.
     """
 
@@ -249,7 +249,7 @@ class RefusalLog:
                  per_second: int = 20) -> None:
         self.where = where  # prefixes each line, when not empty
         self._write_line = write  # default: the process's stderr
-        self._seen: set[tuple[str, str]] = set()
+        self._seen: set[tuple[str, str, str]] = set()
         self._max_keys, self._per_second = max_keys, per_second
         self._window, self._lines = 0, 0
         self._silenced = False
@@ -257,7 +257,7 @@ class RefusalLog:
 
     def refused(self, error: ProtocolError, place: str = "") -> None:
         self.counts[error.code] = self.counts.get(error.code, 0) + 1
-        key = (error.sender, error.code)
+        key = (place, error.sender, error.code)
         if key in self._seen:
             return
         if len(self._seen) >= self._max_keys:

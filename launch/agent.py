@@ -131,7 +131,10 @@ class Agent:
 
     def _receive(self, router: zmq.Socket) -> None:
         """One request, checked first (flujo/wire_check.py): a malformed one is logged and ignored."""
-        frames = router.recv_multipart()
+        try:
+            frames = router.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
         try:
             identity, kind, payload = check_agent_request(frames)
         except ProtocolError as refused:

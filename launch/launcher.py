@@ -314,7 +314,10 @@ class Launcher:
 
     # -- untrusted sockets: whatever arrives is checked (flujo/wire_check.py), bad frames logged and ignored
     def _receive_status(self) -> None:
-        frames = self._status.recv_multipart()
+        try:
+            frames = self._status.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
         try:
             kind, node, index, payload = check_status(frames)
             self._on_status(Status(kind), node, index, payload)
@@ -327,7 +330,10 @@ class Launcher:
 
     def _receive_command(self) -> None:
         """Every request gets exactly one reply (a REP socket), an error for a malformed one."""
-        frames = self._commands.recv_multipart()
+        try:  # a REP socket may have signalled a request it then discarded (no envelope): never block
+            frames = self._commands.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
         try:
             reply = self._on_command(check_command(frames))
         except ProtocolError as refused:

@@ -83,7 +83,10 @@ class AgentLink:
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while (left := deadline - time.monotonic()) > 0:
             if self.socket.poll(int(left * 1000) + 1):
-                reply = self._receive()
+                try:
+                    reply = self._receive(zmq.NOBLOCK)
+                except zmq.Again:
+                    continue
                 if reply is None:
                     continue
                 kind, payload = reply

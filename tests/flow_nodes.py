@@ -214,3 +214,19 @@ class Gated(Producer):
         while not self.gate.exists():
             time.sleep(0.005)
             yield None
+
+
+class UntilGate(Producer):
+    """Counts 0, 1, 2, ... until the file ``gate`` exists: a stream that lasts as long as a test
+    needs, at most about 64 items per ``pause`` seconds."""
+
+    def __init__(self, gate: str, pause: float = 0.01) -> None:
+        self.gate, self.pause = Path(gate), pause
+
+    def produce(self) -> Iterable[int]:
+        i = 0
+        while i % 64 or not self.gate.exists():
+            yield i
+            i += 1
+            if i % 64 == 0:
+                time.sleep(self.pause)
