@@ -5,7 +5,10 @@ item, lets an invalid value reach user code, or grows without bound; each kind i
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import msgpack
@@ -14,7 +17,9 @@ import pytest
 import zmq
 
 from conftest import FlowRunner, flow_processes, poll_for
-from flow_nodes import read_lines
+from flow_nodes import line_count, read_lines
+from netns import Host
+from test_hosts import AGENT_PORT, CHAIN, Agent, _body, _why_not, agent, hosts  # noqa: F401 - fixtures
 from wire_cases import HEAVY, bad_messages
 
 pytestmark = pytest.mark.timeout(180)
@@ -249,3 +254,63 @@ def test_the_launcher_survives_garbage_on_its_status_and_command_sockets(flow: F
     assert "refused a message on the status socket" in stderr
     assert "refused a message on the command socket" in stderr
     assert len([line for line in stderr.splitlines() if "refused a message" in line]) <= 64
+
+
+HOSTILE_AGENT_PEER = r"""
+import sys, msgpack, numpy, zmq
+endpoint, copies = sys.argv[1], int(sys.argv[2])
+context = zmq.Context()
+garbage = [[b""], [b"\xc1garbage"], [b"two", b"frames"], [msgpack.packb(42)], [msgpack.packb(["hello", 5])],
+           [msgpack.packb(["hello", {"token": "no flow"}])], [msgpack.packb(["format-disk", None])],
+           [msgpack.packb(["spawn", {"token": "1", "argv": 5}])], [msgpack.packb(["signal", {"token": 1}])],
+           [msgpack.packb(["hello", {"flow": "intruder", "token": "wrong"}])], [msgpack.packb([None, None])]]
+peer = context.socket(zmq.DEALER)
+peer.connect(endpoint)
+for frames in garbage:
+    for _ in range(copies):
+        peer.send_multipart(frames)
+peer.close(linger=5_000)
+big = context.socket(zmq.DEALER)  # before any token: one frame of 500 MB
+big.connect(endpoint)
+data = numpy.zeros(500 << 20, numpy.uint8)
+big.send(data, copy=False)
+big.close(linger=20_000)
+context.term()
+print(len(garbage))
+"""
+#: How much the agent's memory may grow while a peer sends it garbage and a 500 MB frame.
+AGENT_RSS_BOUND_MB = 64
+
+
+@pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
+def test_the_agent_survives_garbage_and_a_huge_frame_while_serving_a_flow(
+        flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
+    out, gate, n = flow.path("out.jsonl"), flow.path("gate"), 400
+    body = CHAIN.format(n=n, out=out, sink_extra="").replace('"{nodes}:Paced"', '"{nodes}:Gated"')
+    body = body.replace("pause = 0.0005 }", f'pause = 0.0005, gate = "{gate}" }}')
+    launcher = flow.start(flow.manifest(_body(hosts, body), flow="queue = 4"), prefix=hosts[0].command())
+    poll_for(lambda: line_count(out) >= 100, timeout=30)
+    server = psutil.Process(agent.process.pid)
+    before, peak = rss_mb(server), 0.0
+    peer = subprocess.Popen(hosts[0].command(sys.executable, "-c", HOSTILE_AGENT_PEER,
+                                             f"tcp://{hosts[1].address}:{AGENT_PORT}", "200"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while peer.poll() is None:  # the agent's memory while the peer sends
+            peak = max(peak, rss_mb(server))
+            time.sleep(0.02)
+        kinds = int(peer.communicate(timeout=30)[0])
+    finally:
+        if peer.poll() is None:
+            peer.kill()
+    assert peer.returncode == 0
+    assert peak - before < AGENT_RSS_BOUND_MB, (before, peak)
+    assert agent.process.poll() is None  # the agent lives, and serves the flow on
+    Path(gate).touch()
+    stdout, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    assert [item["n"] for item in read_lines(out)] == list(range(n))
+    log = agent.output()
+    assert kinds >= 10 and "refused a message from" in log
+    assert 'refused flow "intruder"' in log
+    assert len([line for line in log.splitlines() if "refused a message" in line]) <= 64
