@@ -163,7 +163,9 @@ main.add_command(status, name="ps")
 @main.command()
 @click.option("--bind", default=f"tcp://0.0.0.0:{DEFAULT_AGENT_PORT}", show_default=True,
               help="Where launchers reach this agent: the address and agent_port of this host's [hosts] entry.")
-def agent(bind: str) -> None:
+@click.option("--max-message", default="4MB", show_default=True,
+              help="Largest frame accepted from any peer (bytes, or KB/MB/GB): a larger one drops its connection.")
+def agent(bind: str, max_message: str) -> None:
     """Serve launchers on other hosts: start the nodes they place on this host.
 
     Run one on every host that a manifest's [hosts] table names, with the flow's code at the
@@ -174,8 +176,13 @@ def agent(bind: str) -> None:
     The channel is not encrypted: keep agents on trusted networks.
     """
     from flujo.launch.agent import Agent
+    from flujo.launch.manifest import MAX_MESSAGE, MIN_MESSAGE, byte_size
 
-    sys.exit(Agent(bind).run())
+    size = byte_size(max_message)
+    if size is None or not MIN_MESSAGE <= size <= MAX_MESSAGE:
+        raise click.BadParameter(f"{max_message!r} is not a size from {MIN_MESSAGE} bytes to 16GB",
+                                 param_hint="--max-message")
+    sys.exit(Agent(bind, max_message=size).run())
 
 
 STATUS_COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped",

@@ -186,3 +186,34 @@ def test_agent_messages_that_follow_the_protocol_pass() -> None:
     assert check_agent_reply(msgpack.packb(["exit", {"token": 1, "code": 0}]), "a") == ("exit", {"token": 1, "code": 0})
     with pytest.raises(ProtocolError):
         check_agent_reply(msgpack.packb(["line", {"label": "x"}]), "a")
+
+
+def test_size_limits_come_from_the_manifest(tmp_path) -> None:
+    from flujo.launch.errors import ManifestError
+    from flujo.launch.manifest import validate
+    from flujo.launch.plan import plan
+
+    nodes = {"src": {"run": "flujo.nodes.basic:Count", "args": {"n": 1}},
+             "sink": {"run": "flujo.nodes.basic:Print", "inputs": ["src"], "max_message": "512KB"},
+             "log": {"run": "flujo.nodes.basic:Print", "inputs": ["src"]}}
+    flow = validate({"flow": {"name": "f", "max_message": "32MB", "max_control_message": 1 << 20}, "nodes": nodes},
+                    tmp_path / "m.toml", "m.toml")
+    _, configs = plan(flow, tmp_path)
+    assert configs[("sink", 0)].inputs[0].max_message == 512 << 10
+    assert configs[("log", 0)].inputs[0].max_message == 32 << 20
+    assert configs[("log", 0)].max_control_message == 1 << 20
+    assert sorted(edge.max_message for edge in configs[("src", 0)].outputs) == [512 << 10, 32 << 20]
+    with pytest.raises(ManifestError) as bad:
+        validate({"flow": {"name": "f", "max_message": "lots"}, "nodes": {**nodes, "sink": {**nodes["sink"],
+                  "max_message": 10}}}, tmp_path / "m.toml", "m.toml")
+    fields = {(problem.node, problem.field) for problem in bad.value.problems}
+    assert fields == {(None, "max_message"), ("sink", "max_message")}
+
+
+def test_a_sender_fails_loudly_on_a_frame_its_readers_would_drop() -> None:
+    codec = Codec("src", 0, max_message=1024)
+    codec.encode(0, np.zeros(1024, np.uint8))  # at the limit: fine
+    with pytest.raises(ValueError, match="over the readers' max_message of 1024 bytes"):
+        codec.encode(1, np.zeros(1025, np.uint8))
+    with pytest.raises(ValueError, match="max_message"):
+        codec.encode(2, "x" * 2000)
