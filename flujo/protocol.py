@@ -151,20 +151,20 @@ class Codec:
         Raises zmq.Again when nothing arrived (NOBLOCK, or the socket's receive timeout), and
         ProtocolError for a refused message, every frame of which has then been taken off the socket.
         """
-        header = socket.recv(flags)
+        first = socket.recv(flags, copy=False)  # a frame knows whether more follows: cheaper than RCVMORE
+        header = first.bytes
         try:
             kind, seq, sender, replica = check.header(header)
             if kind == DATA or kind == BATCH:
-                # Once the first part of a message is here, all of it is; but a body must follow.
-                if not _get_option(socket, RCVMORE):
+                if not first.more:  # never take the next message's first frame as a body
                     raise ProtocolError("frames", f"{_KINDS[kind].name} without a body frame",
                                         describe_sender(sender, replica))
-                frames = [header, socket.recv(NOBLOCK)]
+                frames = [header, socket.recv(NOBLOCK)]  # once a message's first part is here, all of it is
                 while _get_option(socket, RCVMORE) and len(frames) <= MAX_FRAMES:
                     frames.append(socket.recv(NOBLOCK, copy=False))
                 item = check.body(kind, seq, replica, frames)
             else:
-                if _get_option(socket, RCVMORE):
+                if first.more:
                     raise ProtocolError("frames", f"{_KINDS[kind].name} marker with more than one frame",
                                         describe_sender(sender, replica))
                 check.marker(kind, seq, replica)

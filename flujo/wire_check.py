@@ -52,6 +52,7 @@ DTYPES: dict[str, np.dtype] = {
     for order in (("|",) if code in ("b1", "i1", "u1") else ("<", ">"))
 }
 _KIND_NAMES = ("DATA", "SKIP", "EOS", "BATCH", "PAUSE")
+_unpack = msgpack.unpackb
 _ENDED = SEQ_LIMIT  # a replica's floor after its end of stream: no number is above it
 
 
@@ -85,23 +86,30 @@ class DataCheck:
         # Per sender replica: the next number must be above the floor and at most the ceiling.
         self._floor = [-1] * senders
         self._ceiling = [SEQ_LIMIT - 1] * senders  # nothing heard yet: any number
-        self._frames: Sequence[Any] = ()
+        self._frames: Sequence[Any] = ()  # of the message being decoded, when it has array frames
         self._used: set[int] = set()
         self._batch = False
+        self._ext_hook = self._extension  # bound once: it is passed for every item
 
     def header(self, frame: Any) -> tuple[int, int, str, int]:
         """(kind, seq, sender, replica) of a header frame from a legitimate sender, in order."""
         try:
-            if len(frame) > MAX_HEADER_BYTES:
-                raise ProtocolError("header", f"header of {len(frame)} bytes (at most {MAX_HEADER_BYTES})")
-            header = msgpack.unpackb(frame)
-        except ProtocolError:
-            raise
+            header = _unpack(frame) if len(frame) <= MAX_HEADER_BYTES else None
         except Exception as error:  # msgpack raises several types, all meaning "not msgpack"
             raise ProtocolError("header", f"header is not msgpack ({type(error).__name__})") from None
         if type(header) is not list or len(header) < 5:
-            raise ProtocolError("header", f"header is not an array of 5 fields: {_short(header)}")
-        version, kind, seq, sender, replica = header[0], header[1], header[2], header[3], header[4]
+            raise self._bad_header(frame, header)
+        version, kind, seq, sender, replica = header[:5]
+        # The usual case in few steps (every check is exact: 1 == True, so types are compared too);
+        # the explanations are worked out below only when something is wrong.
+        if (version == 1 and kind == 0 and sender == self.source and type(seq) is int and type(replica) is int
+                and type(version) is int and type(kind) is int and 0 <= replica < self.senders
+                and self._floor[replica] < seq <= self._ceiling[replica]):
+            return 0, seq, sender, replica
+        return self._unusual_header(version, kind, seq, sender, replica)
+
+    def _unusual_header(self, version: Any, kind: Any, seq: Any, sender: Any, replica: Any) -> tuple[int, int, str, int]:
+        """A header that is not a DATA in order from a known sender: checked rule by rule."""
         if version != PROTOCOL_VERSION or type(version) is not int:
             raise ProtocolError("version", f"protocol version {_short(version)} is not supported "
                                            f"(this node speaks {PROTOCOL_VERSION})", describe_sender(sender, replica))
@@ -119,29 +127,45 @@ class DataCheck:
             raise self._out_of_order(kind, seq, sender, replica)
         return kind, seq, sender, replica
 
+    @staticmethod
+    def _bad_header(frame: Any, header: Any) -> ProtocolError:
+        if len(frame) > MAX_HEADER_BYTES:
+            return ProtocolError("header", f"header of {len(frame)} bytes (at most {MAX_HEADER_BYTES})")
+        return ProtocolError("header", f"header is not an array of 5 fields: {_short(header)}")
+
     def body(self, kind: int, seq: int, replica: int, frames: Sequence[Any]) -> Any:
         """The item (DATA) or list of items (BATCH) of a message whose header passed; arrays are
         read-only views on their frames. Only then does the sender's position move."""
+        if kind == DATA and len(frames) == 2:  # the usual case, kept short: an item without arrays
+            body = frames[1]
+            try:  # (an array in it refers to a frame out of range: refused by the extension hook)
+                item = _unpack(body if type(body) is bytes else _buffer(body), ext_hook=self._ext_hook,
+                               strict_map_key=False)
+            except Exception as error:
+                raise self._undecodable(error, replica) from None
+            last = seq
+        else:
+            item, last = self._body_with_frames(kind, seq, replica, frames)
+        self._floor[replica] = last  # inline: this runs for every item
+        ceiling = last + MAX_SEQ_ADVANCE
+        self._ceiling[replica] = ceiling if ceiling < SEQ_LIMIT else SEQ_LIMIT - 1
+        return item
+
+    def _body_with_frames(self, kind: int, seq: int, replica: int, frames: Sequence[Any]) -> tuple[Any, int]:
+        """A BATCH, or a DATA with array frames: (item, the last sequence number it carries)."""
         count = len(frames)
         if kind == BATCH:
             if count != 2:
                 raise ProtocolError("frames", f"BATCH with {count} frames (a BATCH never carries arrays)",
                                     describe_sender(self.source, replica))
             self._batch = True
-        elif count > 2:
-            if count > MAX_FRAMES:
-                raise ProtocolError("frames", f"{count} frames (at most {MAX_FRAMES})",
-                                    describe_sender(self.source, replica))
-            self._used = set()
-        self._frames = frames
+        elif count > MAX_FRAMES:
+            raise ProtocolError("frames", f"{count} frames (at most {MAX_FRAMES})", describe_sender(self.source, replica))
+        self._frames, self._used = frames, set()
         try:
-            item = msgpack.unpackb(_buffer(frames[1]), ext_hook=self._extension, strict_map_key=False)
-        except ProtocolError as error:
-            error.sender = describe_sender(self.source, replica)
-            raise
+            item = _unpack(_buffer(frames[1]), ext_hook=self._ext_hook, strict_map_key=False)
         except Exception as error:
-            raise ProtocolError("body", f"body is not msgpack ({type(error).__name__}: {str(error)[:80]})",
-                                describe_sender(self.source, replica)) from None
+            raise self._undecodable(error, replica) from None
         finally:
             self._frames, self._batch = (), False
         if kind == BATCH:
@@ -151,13 +175,18 @@ class DataCheck:
             last = seq + len(item) - 1
             if last > self._ceiling[replica]:
                 raise self._out_of_order(kind, last, self.source, replica)
-        else:
-            last = seq
-            if count > 2 and len(self._used) != count - 2:
-                raise ProtocolError("array", f"{count - 2 - len(self._used)} of {count - 2} array frames "
-                                             "referred to by no array", describe_sender(self.source, replica))
-        self._advance(replica, last)
-        return item
+            return item, last
+        if len(self._used) != count - 2:
+            raise ProtocolError("array", f"{count - 2 - len(self._used)} of {count - 2} array frames "
+                                         "referred to by no array", describe_sender(self.source, replica))
+        return item, seq
+
+    def _undecodable(self, error: Exception, replica: int) -> ProtocolError:
+        if isinstance(error, ProtocolError):  # from the extension hook
+            error.sender = describe_sender(self.source, replica)
+            return error
+        return ProtocolError("body", f"body is not msgpack ({type(error).__name__}: {str(error)[:80]})",
+                             describe_sender(self.source, replica))
 
     def marker(self, kind: int, seq: int, replica: int) -> None:
         """A SKIP, EOS or PAUSE marker passed: where its sender stands now."""
@@ -171,7 +200,8 @@ class DataCheck:
 
     def _advance(self, replica: int, seq: int) -> None:
         self._floor[replica] = seq
-        self._ceiling[replica] = min(seq + MAX_SEQ_ADVANCE, SEQ_LIMIT - 1)
+        ceiling = seq + MAX_SEQ_ADVANCE
+        self._ceiling[replica] = ceiling if ceiling < SEQ_LIMIT else SEQ_LIMIT - 1
 
     def _extension(self, code: int, data: bytes) -> np.ndarray:
         if code != ARRAY_EXT_CODE:
