@@ -56,11 +56,13 @@ def _inline_table(table: dict[str, Any]) -> str:
 
 
 def manifest_text(cfg: dict[str, Any], name: str, stages: int = 1, replicas: int = 1, queue: int = 16,
-                  transport: str = "ipc", profile: bool = False) -> str:
-    """The manifest of producer -> ``stages`` x ``replicas`` processors -> consumer."""
+                  transport: str = "ipc", profile: bool = False, insecure: bool = False) -> str:
+    """The manifest of producer -> ``stages`` x ``replicas`` processors -> consumer (tcp: CURVE
+    unless ``insecure``)."""
     prefix = "Profiled" if profile else "Bench"
     args = _inline_table(cfg)
-    lines = ["[flow]", f'name = "{name}"', f"queue = {queue}", f'transport = "{transport}"', ""]
+    lines = ["[flow]", f'name = "{name}"', f"queue = {queue}", f'transport = "{transport}"',
+             f"insecure = {_toml_value(insecure)}", ""]
     lines += ["[nodes.source]", f'run = {_toml_value(f"{NODES_FILE}:{prefix}Producer")}', f"args = {args}", ""]
     upstream = "source"
     for stage in range(stages):
@@ -76,10 +78,11 @@ def manifest_text(cfg: dict[str, Any], name: str, stages: int = 1, replicas: int
 
 
 def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, stages: int = 1, replicas: int = 1,
-              queue: int = 16, transport: str = "ipc", profile: bool = False) -> RunOutput:
+              queue: int = 16, transport: str = "ipc", profile: bool = False, insecure: bool = False) -> RunOutput:
     """Run the chain once with ``flujo-launch``; fresh processes every time."""
     manifest = workdir / "manifest.toml"
-    manifest.write_text(manifest_text(cfg, f"bench-{cfg['workload']}", stages, replicas, queue, transport, profile))
+    manifest.write_text(manifest_text(cfg, f"bench-{cfg['workload']}", stages, replicas, queue, transport, profile,
+                                      insecure))
     env = dict(os.environ)
     launch = time.monotonic_ns()
     code = run_command([*launcher(), str(manifest)], timeout, cwd=workdir, env=env, log=workdir / "flujo.log")

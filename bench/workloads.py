@@ -44,7 +44,8 @@ def _systems(names: list[str]) -> list[Variant]:
     """Variants of the plain chain for the named systems."""
     table = {
         "flujo": Variant("flujo", flujo_chain.run_chain),
-        "flujo-tcp": Variant("flujo-tcp", flujo_chain.run_chain, {"transport": "tcp"}),
+        "flujo-tcp": Variant("flujo-tcp", flujo_chain.run_chain, {"transport": "tcp"}),  # CURVE, the default
+        "flujo-tcp-plain": Variant("flujo-tcp-plain", flujo_chain.run_chain, {"transport": "tcp", "insecure": True}),
         "raw-ipc": Variant("pyzmq-ipc", raw_zmq.run_chain, {"transport": "ipc"}),
         "raw-tcp": Variant("pyzmq-tcp", raw_zmq.run_chain, {"transport": "tcp"}),
         "mp": Variant("mp.Queue", mp_queue.run_chain),
@@ -101,7 +102,7 @@ class SmallItems(Workload):
 
     def variants(self) -> list[Variant]:
         names = ["flujo", "raw-ipc", "videoflow"] if self.quick else \
-            ["flujo", "flujo-tcp", "raw-ipc", "raw-tcp", "mp", "videoflow"]
+            ["flujo", "flujo-tcp", "flujo-tcp-plain", "raw-ipc", "raw-tcp", "mp", "videoflow"]
         variants = _systems(names)
         for v in variants:
             if v.label == "videoflow":  # ~15x slower: fewer items for the same run time
@@ -128,7 +129,7 @@ class Frames(Workload):
 
     def variants(self) -> list[Variant]:
         names = ["flujo", "raw-ipc"] if self.quick else \
-            ["flujo", "flujo-tcp", "raw-ipc", "raw-tcp", "mp", "videoflow"]
+            ["flujo", "flujo-tcp", "flujo-tcp-plain", "raw-ipc", "raw-tcp", "mp", "videoflow"]
         variants = _systems(names)
         for v in variants:
             if v.label in ("videoflow", "mp.Queue"):

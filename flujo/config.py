@@ -45,6 +45,10 @@ class OutputConfig:
     aligned: bool = False  # the reader zips several ports: a graceful restart agrees on where to pause
     max_message: int = DATA_MAX_MESSAGE  # the reader's limit: a larger frame is an error here, not a silent loss
 
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if key in cls.__slots__}
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     flow: str
@@ -65,6 +69,7 @@ class NodeConfig:
     run: str | None = None  # "module:attr" or "file.py:attr", for Python nodes
     base_dir: str = "."  # folder that relative "file.py:attr" paths start from
     args: dict[str, Any] = field(default_factory=dict)
+    curve: dict[str, str] | None = None  # the flow key pair: tcp sockets use CURVE (flujo/curve.py)
     protocol: int = 1
     max_control_message: int = CONTROL_MAX_MESSAGE  # bytes, for the control (SUB) socket
 
@@ -81,9 +86,11 @@ class NodeConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "NodeConfig":
-        data = json.loads(text)
-        data["inputs"] = tuple(InputConfig(**item) for item in data.get("inputs", ()))
-        data["outputs"] = tuple(OutputConfig(**{**item, "endpoints": tuple(item["endpoints"])})
+        """Parse the configuration; fields this version does not know are ignored
+        (docs/PROTOCOL.md, section 2), so a newer launcher can add some."""
+        data = _known(cls, json.loads(text))
+        data["inputs"] = tuple(InputConfig(**_known(InputConfig, item)) for item in data.get("inputs", ()))
+        data["outputs"] = tuple(OutputConfig(**{**_known(OutputConfig, item), "endpoints": tuple(item["endpoints"])})
                                 for item in data.get("outputs", ()))
         return cls(**data)
 

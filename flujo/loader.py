@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ def load_target(reference: str, base_dir: str | Path = ".") -> Any:
             module = importlib.import_module(module_name)
         except ImportError as error:
             raise LoadError(f"cannot import module {module_name!r}: {error}") from error
+        except (Exception, SystemExit) as error:  # its own code failed, or exited, while importing
+            raise LoadError(f"module {module_name!r} failed to load: {_describe(error)}") from error
     target: Any = module
     for part in attr.split("."):
         try:
@@ -61,9 +64,22 @@ def _load_file(path: Path) -> Any:
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # SystemExit: a script that exits when imported
         del sys.modules[name]
-        raise LoadError(f"{path} failed to load: {type(error).__name__}: {error}") from error
+        raise LoadError(f"{path} failed to load: {_describe(error)}") from error
     finally:
         sys.path.remove(str(path.parent))
     return module
+
+
+def _describe(error: BaseException) -> str:
+    """One line that says what went wrong, and where in the user's code."""
+    if isinstance(error, SystemExit):
+        text = f"it called sys.exit({error.code!r}) while being imported"
+    else:
+        text = f"{type(error).__name__}: {error}"
+    frames = traceback.extract_tb(error.__traceback__)
+    user = [frame for frame in frames if "importlib" not in frame.filename and frame.filename != __file__]
+    if user:
+        text += f" ({user[-1].filename}, line {user[-1].lineno})"
+    return text

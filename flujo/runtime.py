@@ -26,6 +26,7 @@ import zmq
 
 from flujo.api import Node, Outputs
 from flujo.config import NodeConfig
+from flujo.curve import FlowContext, KeyPair
 from flujo.control import ControlChannel
 from flujo.inputs import SKIP, Drained, InputPort, Join
 from flujo.outputs import OutputEdge
@@ -62,10 +63,14 @@ class NodeRuntime:
 
     def run(self) -> int:
         """Run to the end; returns the process exit status."""
-        context = zmq.Context()
+        # tcp sockets secure themselves with the flow key, when the launcher gave one.
+        context = FlowContext(KeyPair.from_config(self.config.curve))
         try:
             return self._run(context)
         finally:
+            control = getattr(self, "control", None)
+            if control is not None:
+                control.close()  # its reports (an error above all) go out first, within their linger
             context.destroy(linger=0)
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -1,13 +1,12 @@
 """`flujo-launch agent`: runs on another host and starts the node processes launchers ask for.
 
 One agent serves any number of launchers (flows) at once. It starts each process as the
-launcher would locally (own session, ended with the agent), relays its output lines and
+launcher would locally (own session and process group, killed with the agent by its reaper), relays its output lines and
 exit status, and ends a launcher's processes when that launcher falls silent: a launcher
 killed with SIGKILL leaves no orphan on other hosts either.
 """
 from __future__ import annotations
 
-import hmac
 import os
 import signal
 import socket
@@ -15,14 +14,18 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import zmq
 
 from flujo.config import CONTROL_MAX_MESSAGE
-from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, TOKEN_ENV, pack
+from flujo.curve import Gatekeeper, make_server
+from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, pack
+from flujo.launch.keys import AUTHORIZED_KEYS, KeyFileError, authorized_keys, load_identity
+from flujo.launch.process import NodeProcess, local_argv
+from flujo.launch.reaper import Reaper
 from flujo.wire_check import ProtocolError, RefusalLog, check_agent_request
-from flujo.launch.process import NodeProcess
 from flujo.launch.timers import Timers
 
 _INBOX = "inproc://agent-inbox"
@@ -41,6 +44,7 @@ class _Launcher:
     identity: bytes
     flow: str
     heard: float
+    timeout: float  # silent this long, it is gone: its processes would be orphans
     processes: dict[int, NodeProcess] = field(default_factory=dict)  # token -> process
     ending: bool = False
 
@@ -73,18 +77,48 @@ class _LineForwarder:
         self._outbox.send(self._identity, pack("line", {"label": label, "text": text}))
 
 
-class Agent:
-    """Serves launchers on ``bind`` (a tcp endpoint) until SIGINT or SIGTERM."""
+class AgentSetupError(Exception):
+    """The agent cannot serve safely (no key pair, nobody authorized); the message says how to fix it."""
 
-    def __init__(self, bind: str, log: IO[str] | None = None, max_message: int = CONTROL_MAX_MESSAGE) -> None:
+
+class Agent:
+    """Serves launchers on ``bind`` (a tcp endpoint) until SIGINT or SIGTERM.
+
+    Closed by default: it speaks CURVE with its key pair from ``keys`` and serves only the
+    launchers whose public keys are in ``keys``/authorized_keys. ``insecure`` serves anyone
+    who reaches the port, in clear text (for flows with ``insecure = true``)."""
+
+    def __init__(self, bind: str, keys: Path, insecure: bool = False, log: IO[str] | None = None,
+                 max_message: int = CONTROL_MAX_MESSAGE) -> None:
         self.bind = bind
-        self._token = os.environ.get(TOKEN_ENV, "")  # launchers must present it, when set
+        self._keys, self._insecure = keys, insecure
         self._log = log or sys.stdout
         self._launchers: dict[bytes, _Launcher] = {}
         self._timers = Timers()
         self._stopping = False
         self._max_message = max_message
         self._refusals = RefusalLog("", self._say)
+
+    def _secure(self, context: zmq.Context, router: zmq.Socket) -> Gatekeeper | None:
+        """Make ``router`` a CURVE server that admits only authorized launchers."""
+        if self._insecure:
+            self._say("warning: --insecure: anyone who reaches this port can start processes here, and "
+                      "everything travels in clear text")
+            return None
+        try:
+            identity, allowed = load_identity(self._keys), authorized_keys(self._keys)
+        except KeyFileError as error:
+            raise AgentSetupError(str(error)) from None
+        if identity is None:
+            raise AgentSetupError(f"no key pair in {self._keys}: run `flujo-launch keys` on this host first")
+        if not allowed:
+            raise AgentSetupError(f"no launcher may use this agent: add each launcher's public key (run "
+                                  f"`flujo-launch keys` on its host) to {self._keys / AUTHORIZED_KEYS}, one per line")
+        make_server(router, identity)
+        gatekeeper = Gatekeeper(context, allowed)
+        gatekeeper.start()
+        self._say(f"key: {identity.public.decode()}  (serving {len(allowed)} authorized launcher key(s))")
+        return gatekeeper
 
     def run(self) -> int:
         context = zmq.Context()
@@ -99,11 +133,11 @@ class Agent:
         inbox.bind(_INBOX)
         outbox = _Outbox(context)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+        self._reaper = Reaper()  # kills every node's process group if this agent dies, however
+        gatekeeper = None
         try:
+            gatekeeper = self._secure(context, router)
             router.bind(self.bind)
-            if not self._token:
-                self._say(f"warning: no {TOKEN_ENV} set: any launcher that reaches this port can start "
-                          "processes here")
             self._say(f"listening on {router.getsockopt_string(zmq.LAST_ENDPOINT)}")
             self._router, self._outbox = router, outbox
             self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
@@ -127,7 +161,10 @@ class Agent:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             outbox.close()
+            if gatekeeper is not None:
+                gatekeeper.stop()
             context.destroy(linger=0)
+            self._reaper.close()
 
     def _receive(self, router: zmq.Socket) -> None:
         """One request, checked first (flujo/wire_check.py): a malformed one is logged and ignored."""
@@ -149,12 +186,10 @@ class Agent:
         launcher = self._launchers.get(identity)
         if launcher is not None:
             launcher.heard = time.monotonic()
-        if kind == "hello":
-            if not hmac.compare_digest(str(payload.get("token", "")).encode(), self._token.encode()):
-                self._say(f'refused flow "{payload.get("flow")}": wrong or missing {TOKEN_ENV}')
-                self._send(identity, "refused", {"error": f"wrong or missing {TOKEN_ENV}"})
-                return
-            self._launchers[identity] = _Launcher(identity, payload["flow"], time.monotonic())
+        if kind == "hello":  # only an authorized launcher gets this far: CURVE and ZAP checked its key
+            timeout = payload.get("timeout")
+            timeout = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_HOST_TIMEOUT
+            self._launchers[identity] = _Launcher(identity, payload["flow"], time.monotonic(), timeout)
             self._say(f'serving flow "{payload["flow"]}"')
             self._send(identity, "welcome", {"host": socket.gethostname(), "pid": os.getpid()})
         elif launcher is None:
@@ -170,20 +205,24 @@ class Agent:
             process = launcher.processes.get(payload["token"])
             if process is not None:
                 process.signal(payload["signum"])
+        elif kind == "heartbeat":
+            self._send(identity, "heartbeat", payload)  # echoed: the launcher measures the round trip
         elif kind == "bye":
             self._end(launcher, signal.SIGKILL)
 
     def _spawn(self, launcher: _Launcher, request: dict[str, Any]) -> None:
         token, label = request["token"], request["label"]
-        argv = request["argv"] or [sys.executable, "-m", "flujo.node"]
+        # A command's python3 is the agent's own interpreter, as on the launcher's host.
+        argv = local_argv(request["argv"]) if request["argv"] else [sys.executable, "-m", "flujo.node"]
         outbox, identity = self._outbox, launcher.identity
 
-        def exited(code: int) -> None:
+        def exited(pid: int, code: int) -> None:
             outbox.send(identity, pack("exit", {"token": token, "code": code}))
 
         try:
             process = NodeProcess(label, argv, {**os.environ, **request["env"]}, request["cwd"],
-                                  _LineForwarder(outbox, identity), on_exit=exited)  # type: ignore[arg-type]
+                                  _LineForwarder(outbox, identity), on_exit=exited,  # type: ignore[arg-type]
+                                  reaper=self._reaper)
         except OSError as error:
             self._send(identity, "failed", {"token": token, "error": f"{type(error).__name__}: {error}"})
             return
@@ -191,19 +230,17 @@ class Agent:
         self._send(identity, "started", {"token": token, "pid": process.pid})
 
     def _heartbeat(self) -> None:
-        """Tell each launcher this host lives; end the processes of launchers gone silent."""
+        """End the processes of launchers gone silent; forget launchers whose processes all ended."""
         now = time.monotonic()
         for identity, launcher in list(self._launchers.items()):
             alive = [p for p in launcher.processes.values() if p.returncode is None]
             if launcher.ending and not alive:
                 del self._launchers[identity]  # everything of it has ended: forget it
-            elif not launcher.ending and now - launcher.heard > HEARTBEAT_TIMEOUT:
-                self._say(f'the launcher of flow "{launcher.flow}" has been silent for {HEARTBEAT_TIMEOUT:g} s: '
+            elif not launcher.ending and now - launcher.heard > launcher.timeout:
+                self._say(f'the launcher of flow "{launcher.flow}" has been silent for {launcher.timeout:g} s: '
                           f"ending its {len(alive)} processes")
                 self._end(launcher, signal.SIGTERM)
                 self._timers.after(KILL_GRACE, lambda launcher=launcher: self._end(launcher, signal.SIGKILL))
-            elif not launcher.ending:
-                self._send(identity, "heartbeat")
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
 
     def _end(self, launcher: _Launcher, signum: int) -> None:

@@ -3,22 +3,25 @@
 Each message is one frame: a msgpack array ``[kind, payload]``.
 
 launcher -> agent                               agent -> launcher
-    hello     {"flow", "token"}                     welcome   {"host", "pid"}
-                                                    refused   {"error"}    a wrong token
+    hello     {"flow", "timeout"}                   welcome   {"host", "pid"}
     ports     {"address", "count"}                  ports     [port, ...]   free on that address
     spawn     {"token", "label", "argv", "env",     started   {"token", "pid"}
                "cwd"}                               failed    {"token", "error"}   could not start
     signal    {"token", "signum"}                   exit      {"token", "code"}
-    heartbeat nil                                   line      {"label", "text"}    a line of output
-    bye       nil   (end what is left)              heartbeat nil
+    heartbeat {"sent"}                              line      {"label", "text"}    a line of output
+    bye       nil   (end what is left)              heartbeat {"sent"}   the launcher's, echoed
 
-Both sides send a heartbeat every HEARTBEAT_INTERVAL. An agent that hears nothing from a
-launcher for HEARTBEAT_TIMEOUT ends that launcher's processes (they would be orphans); a
-launcher that hears nothing from an agent counts that host as lost.
+The launcher sends a heartbeat every HEARTBEAT_INTERVAL and the agent echoes it (the launcher
+measures the round trip). A link cut shorter than the host's ``timeout`` (the manifest's
+[hosts.NAME] timeout, sent in hello) changes nothing: both sides wait, and the flow's tcp
+connections carry on when the link returns. Past it, the agent ends that launcher's processes
+(they would be orphans), and the launcher counts them as crashed: its restart policy decides,
+and it says hello again every interval, so a returning agent starts them anew.
 
-An agent started with FLUJO_AGENT_TOKEN in its environment serves only launchers whose
-hello carries the same token. The channel is not encrypted: keep agents on trusted
-networks (or tunnels).
+The channel is CURVE (flujo/curve.py): the agent is the server with its own key pair, and
+its ZAP handler admits only the launcher keys in its authorized_keys (launch/keys.py); the
+launcher checks the agent's key (the manifest's [hosts.NAME] key, or known_hosts). A launcher
+the agent does not know fails the handshake before any message is read.
 """
 from __future__ import annotations
 
@@ -26,10 +29,9 @@ from typing import Any
 
 import msgpack
 
-#: The shared secret an agent requires of launchers, and launchers present, when set.
-TOKEN_ENV = "FLUJO_AGENT_TOKEN"
 HEARTBEAT_INTERVAL = 1.0
-HEARTBEAT_TIMEOUT = 5.0
+#: How long a host may stay silent before its nodes count as crashed, unless the manifest says.
+DEFAULT_HOST_TIMEOUT = 30.0
 #: How long a launcher waits for an agent's answer before it starts anything.
 CONNECT_TIMEOUT = 5.0
 

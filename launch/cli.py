@@ -1,42 +1,104 @@
 """The ``flujo-launch`` command line: ``flujo-launch manifest.toml`` runs a flow.
 
 The manifest form is shorthand for ``flujo-launch run manifest.toml``, so commands that act on
-running flows can sit beside it as subcommands.
+running flows can sit beside it as subcommands. Options may come before or after the
+arguments, and a mistyped subcommand gets a suggestion instead of "no such file".
 """
 from __future__ import annotations
 
+import collections
 import json
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import click
 
-from flujo.commands import CommandError, find_flow, logs_folder, request, running_flows, runs_folder
+from flujo.commands import CommandError, find_flow, request, running_flows, runs_folder
+from flujo.launch import logstore
 from flujo.launch.errors import ManifestError
-from flujo.launch.launcher import Launcher
-from flujo.launch.manifest import DEFAULT_AGENT_PORT, load_manifest
+from flujo.launch.manifest import FlowSpec, load_manifest
+
+_GROUP_OPTIONS = ("-h", "--help", "--version")
 
 
 class _ManifestOrCommand(click.Group):
-    """A group whose first argument may be a manifest path instead of a subcommand."""
+    """A group whose first argument may be a manifest path instead of a subcommand, and whose
+    commands take their options anywhere on the line (``flujo-launch -q m.toml``)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
-            args = ["run", *args]
+        if args and not all(arg in _GROUP_OPTIONS for arg in args):
+            position = self._first_argument(args)
+            if position is not None:
+                word = args[position]
+                if _looks_like_manifest(word) and word not in self.commands:
+                    args = ["run", *args]
+                else:  # a command (or a mistyped one) goes in front of the options given before it
+                    args = [word, *args[:position], *args[position + 1:]]
+            elif args[0].startswith("-"):
+                args = ["run", *args]  # run's options without a manifest: run says what is missing
         return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                           list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as error:
+            if error.possibilities:
+                raise  # "No such command 'stpo'. Did you mean 'stop'?"
+            raise click.UsageError(f"No such command {args[0]!r}, nor a manifest file of that name "
+                                   f"(commands: {', '.join(sorted(self.commands))})", ctx) from None
+
+    def _first_argument(self, args: list[str]) -> int | None:
+        """Index of the first word that is neither an option nor an option's value."""
+        takes_value = {name for command in self.commands.values() for param in command.params
+                       if isinstance(param, click.Option) and not param.is_flag and not param.count
+                       for name in param.opts + param.secondary_opts}
+        index = 0
+        while index < len(args):
+            arg = args[index]
+            if arg == "--":
+                return index + 1 if index + 1 < len(args) else None
+            if not arg.startswith("-") or arg == "-":
+                return index
+            index += 2 if arg in takes_value else 1  # "--opt=value" is one word
+        return None
+
+
+def _looks_like_manifest(word: str) -> bool:
+    """A path rather than a subcommand: it exists, ends in .toml, or has a folder in it."""
+    return Path(word).exists() or word.endswith(".toml") or "/" in word
 
 
 @click.group(cls=_ManifestOrCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="flujo", prog_name="flujo-launch", message="%(prog)s %(version)s")
 def main() -> None:
     """Run and steer Flujo flows: flujo-launch MANIFEST.toml"""
+
+
+def _load(manifest: str, consequence: str = ", nothing started") -> FlowSpec:
+    """The validated manifest, or every problem on stderr and exit status 2."""
+    try:
+        return load_manifest(manifest)
+    except ManifestError as error:
+        for problem in error.problems:
+            click.echo(f"error: {problem}", err=True)
+        count = len(error.problems)
+        click.echo(f"{manifest}: {count} problem{'s' if count != 1 else ''}{consequence}", err=True)
+        sys.exit(error.exit_code)
 
 
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--json-status", type=click.Path(dir_okay=False), help="Write the final status of every node here.")
 @click.option("-q", "--quiet", is_flag=True, help="Show no node output nor live table (logs still kept).")
-def run(manifest: str, json_status: str | None, quiet: bool) -> None:
+@click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics (0: a free port, printed).")
+@click.option("--metrics-address", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="Where the metrics endpoint listens (0.0.0.0: every interface).")
+def run(manifest: str, json_status: str | None, quiet: bool, metrics_port: int | None,
+        metrics_address: str) -> None:
     """Validate MANIFEST, start every node, and run the flow until it ends.
 
     On a terminal a live table shows every node; otherwise each output line is prefixed
@@ -45,13 +107,53 @@ def run(manifest: str, json_status: str | None, quiet: bool) -> None:
     Ctrl-C stops the producers and lets the pipes drain; a second Ctrl-C kills every node.
     Exit status: 0 when every node exited 0, 1 when a node failed, 2 for a bad manifest.
     """
+    from flujo.launch.launcher import Launcher
+
+    flow = _load(manifest)
+    sys.exit(Launcher(flow, json_status=json_status, quiet=quiet, metrics_port=metrics_port,
+                      metrics_address=metrics_address).run())
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+def check(manifest: str) -> None:
+    """Validate MANIFEST without starting anything: every problem, or a short summary.
+
+    Exit status: 0 when it would run, 2 when it has problems (each names the file, node and field).
+    """
+    flow = _load(manifest, consequence="")
+    processes = sum(spec.replicas for spec in flow.nodes.values())
+    edges = sum(len(spec.inputs) for spec in flow.nodes.values())
+    kinds = {kind: sum(1 for spec in flow.nodes.values() if spec.kind == kind)
+             for kind in ("producer", "processor", "consumer")}
+    hosts = sorted({spec.host for spec in flow.nodes.values() if spec.host})
+    summary = ", ".join(f"{count} {kind}{'s' if count != 1 else ''}" for kind, count in kinds.items() if count)
+    click.echo(f'{manifest}: ok: flow "{flow.name}": {len(flow.nodes)} nodes ({summary}), '
+               f"{processes} processes, {edges} edges" + (f", hosts: {', '.join(hosts)}" if hosts else ""))
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--format", "output_format", type=click.Choice(["mermaid", "dot", "svg", "html"]),
+              default="mermaid", show_default=True, help="Mermaid or DOT text, an SVG (Graphviz), an HTML page.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of standard output.")
+def graph(manifest: str, output_format: str, output: str | None) -> None:
+    """Draw MANIFEST's graph: nodes, replicas, ports, joins, hosts and queue policies.
+
+    Mermaid text renders in GitHub Markdown; `--format svg` needs Graphviz's dot
+    (apt-get install graphviz); `--format html` draws the Mermaid text in a browser.
+    """
+    from flujo.launch.graph import RENDERERS, GraphvizMissing
+
+    flow = _load(manifest)
     try:
-        flow = load_manifest(manifest)
-    except ManifestError as error:
-        for problem in error.problems:
-            click.echo(f"error: {problem}", err=True)
-        sys.exit(error.exit_code)
-    sys.exit(Launcher(flow, json_status=json_status, quiet=quiet).run())
+        text = RENDERERS[output_format](flow)
+    except GraphvizMissing as error:
+        raise click.ClickException(str(error)) from None
+    if output:
+        Path(output).write_text(text)
+    else:
+        click.echo(text, nl=False)
 
 
 _flow_option = click.option("--flow", "flow_name", help="Which running flow (default: the only one).")
@@ -73,7 +175,13 @@ def stop(nodes: tuple[str, ...], flow_name: str | None) -> None:
     Stopped nodes end their streams; what depends on them alone drains and exits.
     """
     reply = _ask(flow_name, "stop", nodes=list(nodes))
-    click.echo(f"stopping {', '.join(reply['stopping'])}")
+    if reply["stopping"]:
+        click.echo(f"stopping {', '.join(reply['stopping'])}")
+    ended = reply.get("ended") or {}
+    for node, how in ended.items():
+        click.echo(f'Error: node "{node}" has already ended ({how}): nothing to stop', err=True)
+    if ended:
+        sys.exit(1)
 
 
 def _flow_with_logs(flow_name: str | None) -> str:
@@ -83,47 +191,143 @@ def _flow_with_logs(flow_name: str | None) -> str:
     try:
         return find_flow(None)["flow"]
     except CommandError:
-        folders = sorted(path.parent.name for path in runs_folder().glob("*/logs"))
+        folders = sorted(path.parent.name for path in runs_folder().glob("*/logs") if path.is_dir())
         if len(folders) == 1:
             return folders[0]
         raise click.ClickException("name the flow with --flow" + (f" (logs kept for: {', '.join(folders)})"
                                                                   if folders else ": no logs found")) from None
 
 
+def _selected_labels(folder: Path, node: str | None, flow: str) -> list[str]:
+    """The run's labels that NODE names (a node, or one replica "node.N"); every label without NODE."""
+    known = logstore.run_info(folder).get("labels") or logstore.labels_in(folder)
+    if node is None:
+        return sorted(set(known) | set(logstore.labels_in(folder)))
+    chosen = [label for label in known if node in (label, label.split(".")[0])]
+    if not chosen:
+        nodes = sorted({label.split(".")[0] for label in known})
+        raise click.ClickException(f'no node "{node}" in flow "{flow}" (run {folder.name}; nodes: '
+                                   f"{', '.join(nodes)})")
+    return chosen
+
+
+def _show(line: logstore.LogLine, width: int, timestamps: bool, prefix: bool) -> None:
+    parts = []
+    if timestamps:
+        parts.append(line.at or " " * len(logstore.stamp(0)))
+    if prefix:
+        parts.append(f"{line.label:<{width}} |")
+    parts.append(line.text)
+    click.echo(" ".join(parts))
+
+
 @main.command()
 @click.argument("node", required=False)
 @_flow_option
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the flow ends.")
-def logs(node: str | None, flow_name: str | None, follow: bool) -> None:
-    """Print the output of NODE's replicas (default: every node), kept in the flow's run folder."""
+@click.option("-n", "--tail", type=click.IntRange(min=0), metavar="N", help="Only the last N lines.")
+@click.option("--since", metavar="WHEN",
+              help="Only lines from then on: a duration back (30s, 5m, 2h, 1d) or a time (2026-11-26T15:30, local).")
+@click.option("--run", "run_name", metavar="RUN",
+              help="A kept run other than the latest: its name (see --runs), or N for N runs before the latest.")
+@click.option("--runs", "list_runs", is_flag=True, help="List the flow's kept runs, oldest first.")
+@click.option("--no-timestamps", is_flag=True, help="Leave out the time each line was relayed.")
+def logs(node: str | None, flow_name: str | None, follow: bool, tail: int | None, since: str | None,
+         run_name: str | None, list_runs: bool, no_timestamps: bool) -> None:
+    """Print the output of NODE's replicas (default: every node), interleaved by time.
+
+    Each line carries the UTC time the launcher relayed it. The last few runs of each flow
+    are kept (--runs lists them); the latest is shown unless --run picks another.
+    """
     name = _flow_with_logs(flow_name)
-    folder = logs_folder(name)
-
-    def node_files() -> list[Path]:
-        files = sorted(folder.glob("*.log"))
-        return [path for path in files if not node or node in (path.stem, path.stem.rsplit(".", 1)[0])]
-
-    files = node_files()
-    if not files and not follow:
-        raise click.ClickException(f'no logs for node "{node}" in flow "{name}"' if node
-                                   else f'no logs for flow "{name}"')
-    positions: dict[Path, int] = {}
+    if list_runs:
+        for run_id in logstore.runs(name):
+            info = logstore.run_info(logstore.logs_root(name) / run_id)
+            click.echo(f"{run_id}  started {info.get('started', '?')}  {info.get('manifest', '')}")
+        return
+    try:
+        folder = logstore.run_folder(name, run_name)
+        after = logstore.parse_since(since) if since else ""
+    except (LookupError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    labels = _selected_labels(folder, node, name)
+    width = max(map(len, labels), default=0)
+    prefix = len(labels) > 1
+    lines = (line for line in logstore.merged(folder, labels) if line.at >= after)
+    if tail is not None:
+        lines = iter(list(collections.deque(lines, maxlen=tail)) if tail else [])
+    for line in lines:
+        _show(line, width, not no_timestamps, prefix)
+    if not follow:
+        return
+    # Follow: read what each file gains, oldest first; lines of one look are merged by time.
+    positions = {label: _size(folder / f"{label}.log") for label in labels}
     while True:
-        last_pass = not follow or name not in running_flows()  # decided before reading: no line is missed
-        files = node_files()  # a replica's file appears with its first line
-        width = max((len(path.stem) for path in files), default=0)
-        for path in files:
-            positions.setdefault(path, 0)
-            if path.stat().st_size < positions[path]:
-                positions[path] = 0  # rotated since the last look: a new file
-            with path.open() as log:
-                log.seek(positions[path])
-                for text in log:
-                    click.echo(f"{path.stem:<{width}} | {text.rstrip()}" if len(files) > 1 else text.rstrip())
-                positions[path] = log.tell()
+        last_pass = name not in running_flows() or logstore.run_folder(name) != folder  # before reading
+        fresh = []
+        for label in labels:
+            path = folder / f"{label}.log"
+            size = _size(path)
+            if size < positions[label]:
+                positions[label] = 0  # rotated since the last look: a new file
+            if size > positions[label]:
+                with path.open("rb") as log:
+                    log.seek(positions[label])
+                    data = log.read()
+                complete = data[:data.rfind(b"\n") + 1]  # a line being written waits for the next look
+                positions[label] += len(complete)
+                fresh.extend(logstore.parse_line(label, raw)
+                             for raw in complete.decode("utf-8", errors="replace").splitlines())
+        for line in sorted(fresh):
+            if line.at >= after:
+                _show(line, width, not no_timestamps, prefix)
         if last_pass:
             return
-        time.sleep(0.2)  # following a file another process writes: look again shortly
+        time.sleep(0.2)  # following files another process writes: look again shortly
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+@main.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Print each flow's announcement as JSON.")
+def list_flows(as_json: bool) -> None:
+    """List the running flows: name, launcher pid, start time, nodes and processes."""
+    try:
+        flows = running_flows()
+    except CommandError as error:  # an unsafe runs folder
+        raise click.ClickException(str(error)) from None
+    if as_json:
+        click.echo(json.dumps([flows[name] for name in sorted(flows)], indent=2))
+        return
+    if not flows:
+        click.echo("no flow is running")
+        return
+    rows = [("FLOW", "PID", "STARTED", "UP", "NODES", "PROCESSES", "MANIFEST")]
+    now = datetime.now().astimezone()
+    for name, announcement in sorted(flows.items()):
+        started, up = "?", "?"
+        if announcement.get("started"):
+            when = logstore.parse_stamp(announcement["started"]).astimezone()
+            started, up = when.strftime("%Y-%m-%d %H:%M:%S"), _duration((now - when).total_seconds())
+        rows.append((name, str(announcement["pid"]), started, up, str(announcement.get("nodes", "?")),
+                     str(announcement.get("processes", "?")), announcement.get("manifest", "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 @main.command()
@@ -155,34 +359,70 @@ def status(flow_name: str | None, as_json: bool) -> None:
     click.echo(format_status(reply["nodes"]))
     if reply.get("bottleneck"):
         click.echo(f"bottleneck: {reply['bottleneck']}")
+    for host in reply.get("hosts", ()):
+        click.echo(f"host {host_line(host)}")
 
 
 main.add_command(status, name="ps")
 
 
+_keys_option = click.option("--keys", "keys_dir", type=click.Path(file_okay=False), default=None,
+                            help="Folder of the key pair and trust files (default: $FLUJO_HOME or ~/.config/flujo).")
+
+
 @main.command()
-@click.option("--bind", default=f"tcp://0.0.0.0:{DEFAULT_AGENT_PORT}", show_default=True,
+@click.option("--bind", required=True, metavar="tcp://ADDRESS:PORT",
               help="Where launchers reach this agent: the address and agent_port of this host's [hosts] entry.")
+@_keys_option
+@click.option("--insecure", is_flag=True, help="Serve anyone who reaches the port, in clear text (warns).")
 @click.option("--max-message", default="4MB", show_default=True,
               help="Largest frame accepted from any peer (bytes, or KB/MB/GB): a larger one drops its connection.")
-def agent(bind: str, max_message: str) -> None:
+def agent(bind: str, keys_dir: str | None, insecure: bool, max_message: str) -> None:
     """Serve launchers on other hosts: start the nodes they place on this host.
 
     Run one on every host that a manifest's [hosts] table names, with the flow's code at the
     same path as on the launcher's host. Nodes started here end when the agent ends, and
-    when their launcher falls silent (killed, or its host lost) for a few seconds.
+    when their launcher falls silent (killed, or its host lost).
 
-    With FLUJO_AGENT_TOKEN set, only launchers with the same FLUJO_AGENT_TOKEN are served.
-    The channel is not encrypted: keep agents on trusted networks.
+    Closed by default: the agent speaks CURVE with this host's key pair (flujo-launch keys) and
+    serves only the launchers whose public keys are listed in authorized_keys in the keys folder.
+    It prints its own public key: put it in the manifest's [hosts.NAME] key, or in the
+    launcher's known_hosts.
     """
-    from flujo.launch.agent import Agent
+    from flujo.launch.agent import Agent, AgentSetupError
+    from flujo.launch.keys import keys_folder
     from flujo.launch.manifest import MAX_MESSAGE, MIN_MESSAGE, byte_size
 
     size = byte_size(max_message)
     if size is None or not MIN_MESSAGE <= size <= MAX_MESSAGE:
         raise click.BadParameter(f"{max_message!r} is not a size from {MIN_MESSAGE} bytes to 16GB",
                                  param_hint="--max-message")
-    sys.exit(Agent(bind, max_message=size).run())
+    try:
+        sys.exit(Agent(bind, Path(keys_dir) if keys_dir else keys_folder(), insecure, max_message=size).run())
+    except AgentSetupError as error:
+        click.echo(f"flujo-agent: {error}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@_keys_option
+def keys(keys_dir: str | None) -> None:
+    """Make this user's CURVE key pair (once) and print its public key.
+
+    A launcher presents it to agents (add it to their authorized_keys); an agent serves with it
+    (put it in the manifest's [hosts.NAME] key, or the launcher's known_hosts).
+    """
+    from flujo.launch.keys import AUTHORIZED_KEYS, KNOWN_HOSTS, KeyFileError, create_identity, keys_folder
+
+    folder = Path(keys_dir) if keys_dir else keys_folder()
+    try:
+        identity, new = create_identity(folder)
+    except KeyFileError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    click.echo(f"{'created' if new else 'existing'} key pair in {folder}")
+    click.echo(f"public key: {identity.public.decode()}")
+    click.echo(f"trust files: {folder / AUTHORIZED_KEYS} (on agents), {folder / KNOWN_HOSTS} (on launchers)")
 
 
 STATUS_COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped",
@@ -194,6 +434,16 @@ def status_row(node: dict) -> tuple[str, ...]:
     return (node["label"], node["state"], process_id(node), str(node["restarts"]), str(node["items_in"]),
             str(node["items_out"]), f"{node['rate']:.1f}", f"{node['queue']:.0%}", f"{node['busy']:.0%}",
             str(node.get("dropped", 0)), str(node.get("rejected", 0)))
+
+
+def host_line(host: dict) -> str:
+    """One other host's link: its state, how long it has been silent when not connected, the round trip."""
+    text = f"{host['name']}: {host['state']}"
+    if host["state"] != "connected":
+        text += f" (silent for {host['silent']:g} s)"
+    if host.get("rtt_ms") is not None:
+        text += f", rtt {host['rtt_ms']:g} ms"
+    return text
 
 
 def process_id(node: dict) -> str:

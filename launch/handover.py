@@ -26,10 +26,15 @@ class Handovers:
         self._queue: list[Replica] = []
 
     def restart(self, node: str) -> list[str]:
-        """Queue the node's live replicas; returns their labels."""
+        """Queue the node's live replicas; returns their labels. A request that arrives while a
+        restart of the same node runs merges into it: each replica is replaced once, by a
+        process started after every one of those requests."""
         replicas = [r for r in self._replicas.values() if r.config.node == node and r.exit_code is None]
+        if any(replica.config.node == node for replica in self._queue):
+            return [replica.config.label for replica in replicas]  # merged into the restart under way
+        first = not self._queue
         self._queue.extend(replicas)
-        if self._queue and self._queue[0] in replicas:
+        if first and self._queue:
             self._hold_next()
         return [replica.config.label for replica in replicas]
 

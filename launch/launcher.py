@@ -26,15 +26,18 @@ from typing import IO, Any, Callable, Iterator
 import msgpack
 import zmq
 
-from flujo.commands import ANNOUNCEMENT, logs_folder, running_flows, runs_folder
-from flujo.launch.agent_wire import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
+from flujo.commands import ANNOUNCEMENT, UnsafeFolderError, private_runs_folder, running_flows
+from flujo.curve import FlowContext, KeyPair
+from flujo.launch.agent_wire import HEARTBEAT_INTERVAL
 from flujo.launch.errors import EXIT_BAD_MANIFEST, EXIT_NODE_FAILED
 from flujo.launch.handover import Handovers
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan, ports_needed
-from flujo.launch.process import NodeProcess, OutputRelay, plain_lines
-from flujo.launch.remote import AgentError, AgentLink, RemoteProcess
+from flujo.launch.logstore import new_run, stamp
+from flujo.launch.process import NodeProcess, OutputRelay, local_argv, plain_lines
+from flujo.launch.reaper import Reaper
+from flujo.launch.remote import AgentError, AgentLink, RemoteProcess, agent_keys
 from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
 from flujo.launch.timers import Timers
@@ -47,14 +50,21 @@ _EXITS_ENDPOINT = "inproc://exits"
 #: A restarted producer numbers its items from this far past its predecessor's last report,
 #: so that no sequence number is used twice (readers skip the gap).
 SEQ_JUMP = 1 << 24
+#: How long a node's exit (status > 0) waits for its error report, which travels another way.
+ERROR_REPORT_WAIT = 0.5
+#: A node whose inputs ended is stuck once its counters stood still this long (they come twice a second).
+READING_CHECK = 1.0
 
 
 class Launcher:
     """Runs one flow to its end. ``run()`` returns the exit status for the command line."""
 
     def __init__(self, flow: FlowSpec, output: IO[str] | None = None, messages: IO[str] | None = None,
-                 json_status: str | None = None, quiet: bool = False) -> None:
+                 json_status: str | None = None, quiet: bool = False, metrics_port: int | None = None,
+                 metrics_address: str = "127.0.0.1") -> None:
         self.flow = flow
+        self._metrics_at = (metrics_address, metrics_port) if metrics_port is not None else None
+        self._metrics: Any = None  # the MetricsServer while one serves
         self._json_status = json_status
         self._quiet = quiet
         self._view: Any = None  # the LiveView while one is shown
@@ -75,12 +85,23 @@ class Launcher:
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> int:
-        if self.flow.name in running_flows():
-            self._say(f"a flow named \"{self.flow.name}\" is already running; give this one another [flow] name")
+        try:
+            if self.flow.name in running_flows():
+                self._say(f"a flow named \"{self.flow.name}\" is already running; give this one another [flow] name")
+                return EXIT_NODE_FAILED
+            flow_folder = private_runs_folder(self.flow.name)
+        except UnsafeFolderError as error:
+            self._say(str(error))
             return EXIT_NODE_FAILED
         run_dir = Path(tempfile.mkdtemp(prefix="flujo-"))
-        announcement = runs_folder() / self.flow.name / ANNOUNCEMENT
-        context = zmq.Context()
+        announcement = flow_folder / ANNOUNCEMENT
+        self._reaper = Reaper()  # kills every node's process group if this process dies, however
+        # A fresh key pair per run: every tcp socket of the flow uses CURVE with it (flujo/curve.py).
+        flow_keys = KeyPair.generate() if self.flow.secure else None
+        if self.flow.transport == "tcp" and not flow_keys:
+            self._say("warning: insecure = true: this flow's tcp traffic is neither encrypted nor authenticated; "
+                      "anyone on the network can read it and inject into it")
+        context = FlowContext(flow_keys)
         wakeup_read, wakeup_write = os.pipe()
         os.set_blocking(wakeup_write, False)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -91,7 +112,7 @@ class Launcher:
             except AgentError as error:
                 self._say(str(error))
                 return EXIT_BAD_MANIFEST  # nothing started
-            endpoints, configs = plan(self.flow, run_dir, remote_ports)
+            endpoints, configs = plan(self.flow, run_dir, remote_ports, flow_keys)
             self._control = context.socket(zmq.XPUB)
             self._control.setsockopt(zmq.XPUB_VERBOSE, 1)
             self._control.linger = 0
@@ -107,18 +128,24 @@ class Launcher:
             self._commands.linger = 0
             self._commands.maxmsgsize = self.flow.max_control_message
             self._commands.bind(f"ipc://{run_dir / 'commands'}")
-            announcement.parent.mkdir(parents=True, exist_ok=True)
-            announcement.write_text(json.dumps({"flow": self.flow.name, "pid": os.getpid(),
-                                                "endpoint": f"ipc://{run_dir / 'commands'}"}))
+            metrics_url = self._serve_metrics()
+            if metrics_url is False:
+                return EXIT_BAD_MANIFEST  # nothing started
+            _write_whole(announcement, json.dumps({"flow": self.flow.name, "pid": os.getpid(),
+                                                   "endpoint": f"ipc://{run_dir / 'commands'}",
+                                                   "started": stamp(time.time()), "manifest": str(self.flow.path),
+                                                   "nodes": len(self.flow.nodes), "processes": len(configs),
+                                                   "metrics": metrics_url}))
             self._context = context
             self.replicas.update((key, Replica(config)) for key, config in configs.items())
             for replica in self.replicas.values():
                 spec = self.flow.nodes[replica.config.node]
                 replica.budget = RestartBudget(spec.restart, spec.max_restarts, spec.restart_window)
             width = max(len(replica.config.label) for replica in self.replicas.values())
-            shutil.rmtree(logs_folder(self.flow.name), ignore_errors=True)  # this run's logs only
+            labels = [replica.config.label for replica in self.replicas.values()]
+            logs = new_run(self.flow.name, {"manifest": str(self.flow.path), "labels": labels})
             with self._terminal(width) as show:
-                self._relay = OutputRelay(show, logs_folder(self.flow.name))
+                self._relay = OutputRelay(show, logs)
                 self._spawn_all()
                 self._loop(wakeup_read)
                 self._kill_all()  # also waits for the last output lines, while the view still shows them
@@ -133,20 +160,25 @@ class Launcher:
             announcement.unlink(missing_ok=True)
             for link in self._links.values():
                 link.close()
+            if self._metrics is not None:
+                self._metrics.close()
             self._write_json_status()
             if hasattr(self, "_relay"):
                 self._relay.close()
             context.destroy(linger=0)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.rmtree(run_dir, ignore_errors=True)  # made by mkdtemp above: this run's own
+            self._reaper.close()  # every node has exited: kills only what they left behind
 
     def _connect_agents(self, context: zmq.Context) -> dict[str, list[int]]:
         """Reach the agent of every other host the flow uses, and get free ports there."""
         needed = ports_needed(self.flow)
         ports = {}
         for name in dict.fromkeys(spec.host for spec in self.flow.nodes.values() if spec.host):
-            link = self._links[name] = AgentLink(context, self.flow.hosts[name], lambda: getattr(self, "_relay", None),
-                                                 self.flow.max_control_message)
+            host = self.flow.hosts[name]
             try:
+                keys = agent_keys(self.flow, host)
+                link = self._links[name] = AgentLink(context, host, lambda: getattr(self, "_relay", None), keys,
+                                                     self.flow.max_control_message)
                 link.introduce(self.flow.name)
                 if needed.get(name):
                     ports[name] = link.free_ports(needed[name])
@@ -156,22 +188,37 @@ class Launcher:
             self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
         return ports
 
+    def _serve_metrics(self) -> str | None | bool:
+        """Start the Prometheus endpoint if asked; its URL, None when not asked, False when it cannot."""
+        if self._metrics_at is None:
+            return None
+        from flujo.launch.exporter import MetricsServer  # prometheus_client loads only when asked for
+
+        address, port = self._metrics_at
+        try:
+            self._metrics = MetricsServer(lambda: self._snapshot, port, address)
+        except OSError as error:
+            self._say(f"cannot serve metrics on {address}:{port}: {error.strerror or error}")
+            return False
+        host = f"[{address}]" if ":" in address else address
+        url = f"http://{host}:{self._metrics.port}/metrics"
+        self._say(f"metrics: {url}")
+        return url
+
     def _heartbeat(self) -> None:
-        """Tell each agent this launcher lives; a silent agent's host counts as lost."""
+        """Heartbeats to each agent (hellos to lost ones); a host silent past its timeout is lost."""
         for link in self._links.values():
-            if link.lost:
-                continue
-            link.send("heartbeat")
-            if link.silent():
+            link.beat()
+            if not link.lost and link.silent():
                 self._host_lost(link)
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
 
     def _host_lost(self, link: AgentLink) -> None:
-        reason = f'host "{link.host.name}" lost: its agent sent nothing for {HEARTBEAT_TIMEOUT:g} s'
-        self._say(reason)
+        reason = f'host "{link.host.name}" lost: its agent sent nothing for {link.host.timeout:g} s'
+        self._say(f"{reason}; its nodes count as crashed")
         for replica in self.replicas.values():
             if self.flow.nodes[replica.config.node].host == link.host.name and replica.exit_code is None:
-                replica.budget, replica.restart_requested, replica.error = None, False, {"message": reason}
+                replica.error = {"message": reason}  # the reason given if no restart follows
         link.lose()  # each of its processes exits now, as far as this launcher is concerned
 
     @contextlib.contextmanager
@@ -207,7 +254,9 @@ class Launcher:
         self._publish(Control.STOP, *names)
         for replica in self.replicas.values():
             if replica.config.node in names:
+                replica.stopped = True
                 self._start_grace(replica)
+        self._watch_readers()
 
     def restart(self, node: str) -> list[str]:
         """Replace the node's replicas one after the other, each drained first; the rest of
@@ -234,10 +283,9 @@ class Launcher:
             remote = self._links[spec.host].spawn(config.label, command, env, cwd,
                                                   on_exit=lambda code: self._on_remote_exit(key, remote, code))
             return remote
-        argv = [sys.executable, "-m", "flujo.node"] if spec.run else list(spec.command or ())
-        process = NodeProcess(config.label, argv, {**os.environ, **env}, cwd, self._relay,
-                              on_exit=lambda code: self._notify_exit(key, process.pid, code))
-        return process
+        argv = [sys.executable, "-m", "flujo.node"] if spec.run else local_argv(spec.command or [])
+        return NodeProcess(config.label, argv, {**os.environ, **env}, cwd, self._relay,
+                           on_exit=lambda pid, code: self._notify_exit(key, pid, code), reaper=self._reaper)
 
     def _on_remote_exit(self, key: tuple[str, int], process: RemoteProcess, code: int) -> None:
         """Called in the loop when an agent reports an exit (or its host is lost)."""
@@ -267,6 +315,7 @@ class Launcher:
                 if sender.finished or sender.exit_code is not None:
                     self._publish(Control.GONE, port.source, index, *replica.key)
         replica.process = self._spawn(replica)
+        self._watch_readers()  # its senders may have ended meanwhile
 
     def _notify_exit(self, key: tuple[str, int], pid: int, code: int) -> None:
         """Called from a watcher thread: hand the exit to the loop through its own socket."""
@@ -289,7 +338,7 @@ class Launcher:
         poller.register(wakeup_fd, zmq.POLLIN)
         while any(r.exit_code is None or r.restarting for r in self.replicas.values()):
             timeout = self._timers.timeout_ms()
-            if self._view is not None:  # keep the live table fresh even when nothing happens
+            if self._view is not None or self._metrics is not None:  # fresh even when nothing happens
                 self._refresh_snapshot()
                 timeout = min(timeout, 250) if timeout is not None else 250
             events = dict(poller.poll(timeout))
@@ -351,22 +400,45 @@ class Launcher:
             unknown = [name for name in nodes or () if name not in self.flow.nodes]
             if unknown:
                 return {"ok": False, "error": f'no node named "{unknown[0]}" in flow "{self.flow.name}"'}
-            self.stop(nodes)
-            return {"ok": True, "stopping": nodes or self.flow.producers()}
+            ended = [name for name in nodes or () if self._ended(name)]
+            live = [name for name in nodes or () if name not in ended]
+            if live or not nodes:
+                self.stop(live or None)
+            return {"ok": True, "stopping": live if nodes else self.flow.producers(),
+                    "ended": {name: self._ended(name) for name in ended}}
         if command == "restart":
             node = request.get("node")
             if node not in self.flow.nodes:
                 return {"ok": False, "error": f'no node named "{node}" in flow "{self.flow.name}"'}
-            return {"ok": True, "restarting": self.restart(node)}
+            ended = self._ended(node)
+            if ended:
+                return {"ok": False, "error": f'node "{node}" has already ended ({ended}): nothing to restart'}
+            labels = self.restart(node)
+            if not labels:
+                states = ", ".join(sorted({r.state for r in self.replicas.values() if r.config.node == node}))
+                return {"ok": False, "error": f'node "{node}" has no running process to restart ({states})'}
+            return {"ok": True, "restarting": labels}
         return {"ok": False, "error": f"unknown command {command!r}"}
+
+    def _ended(self, node: str) -> str:
+        """How the node ended (e.g. "exit status 0"), or "" while any of its replicas runs or will restart."""
+        replicas = [r for r in self.replicas.values() if r.config.node == node]
+        if any(r.exit_code is None or r.restarting for r in replicas):
+            return ""
+        codes = sorted({r.exit_code for r in replicas})
+        return f"exit status {', '.join(map(str, codes))}"
 
     def status(self) -> dict[str, Any]:
         """The flow's state, one entry per replica (what `flujo-launch status` shows)."""
         samples = {key: replica.sample for key, replica in self.replicas.items()}
         fills = {name: queue_fill(self.flow, name, samples) for name in self.flow.nodes}
         dropped = {name: drops(self.flow, name, samples) for name in self.flow.nodes}
+        now = time.monotonic()
+        hosts = [{"name": name, "state": link.state, "silent": round(now - link.heard, 1),
+                  "rtt_ms": None if link.rtt is None else round(link.rtt * 1000, 2)}
+                 for name, link in self._links.items()]
         return {"flow": self.flow.name, "started": self._started, "stopping": self._stopping,
-                "bottleneck": bottleneck(self.flow, samples), "nodes": [
+                "hosts": hosts, "bottleneck": bottleneck(self.flow, samples), "nodes": [
                     {"label": r.config.label, "node": r.config.node, "replica": r.config.replica,
                      "host": self.flow.nodes[r.config.node].host,
                      "pid": r.process.pid if r.process else None, "exit_code": r.exit_code,
@@ -374,6 +446,7 @@ class Launcher:
                      "restarts": r.restarts, "error": (r.error or {}).get("message"),
                      "items_in": r.sample.stats.get("items_in", 0), "items_out": r.sample.stats.get("items_out", 0),
                      "errors": r.sample.stats.get("errors", 0),
+                     **({"rejected": r.sample.stats["rejected"]} if "rejected" in r.sample.stats else {}),
                      "rate": r.sample.rate("items_out" if r.config.kind == "producer" else "items_in"),
                      "queue": fills[r.config.node], "busy": busy_fraction(r.sample),
                      "dropped": dropped[r.config.node], "rejected": r.sample.stats.get("rejected", 0),
@@ -414,6 +487,7 @@ class Launcher:
             replica.finished = True
             replica.sample.update(payload or {}, time.monotonic())
             self._handovers.progress()
+            self._watch_readers()
         elif kind is Status.DRAINED:
             replica.drained = payload
             replica.sample.update(payload["stats"], time.monotonic())
@@ -429,6 +503,8 @@ class Launcher:
 
     def _on_exit(self, replica: Replica, code: int) -> None:
         replica.exit_code = code
+        if code > 0 and replica.error is None and (replica.config.run or replica.subscribed):
+            self._await_error_report(replica)  # a node that speaks the protocol may have said why
         if replica.restart_requested and not replica.finished:
             if replica.drained is None:
                 self._say(f'node "{replica.config.label}" exited with status {code} before it had drained; '
@@ -444,12 +520,23 @@ class Launcher:
         self._release(replica, [port.port for port in replica.config.inputs])
         if replica.config.outputs:
             self._publish(Control.GONE, *replica.key)  # readers count it as ended, if they have not yet
+        self._watch_readers()
+        self._start_when_ready()  # a node that ended before it was ready does not hold the others back
         if replica.escalated:
             self._fail(replica, f"did not end within its stop timeout and needed {replica.escalated}")
         elif replica.error is not None:
             self._fail(replica, replica.error.get("message", "failed"))
         elif code != 0:
             self._fail(replica, f"exited with status {code}")
+
+    def _await_error_report(self, replica: Replica) -> None:
+        """A failing node sends its error report before it exits, but the report comes over the
+        status socket and the exit another way: give the report a moment, so the failure keeps
+        its reason and traceback."""
+        deadline = time.monotonic() + ERROR_REPORT_WAIT
+        while replica.error is None and (left := deadline - time.monotonic()) > 0:
+            if self._status.poll(int(left * 1000) + 1):
+                self._on_status(*parse_status(self._status.recv()))
 
     def _should_restart(self, replica: Replica, code: int) -> bool:
         """Apply the node's restart policy to a death mid-stream; True when a restart is scheduled."""
@@ -471,30 +558,72 @@ class Launcher:
         self._timers.after(delay, lambda: self._respawn(replica))
         return True
 
-    def _start_grace(self, replica: Replica) -> None:
-        """The replica should end soon: give it stop_timeout, then SIGTERM, then SIGKILL."""
-        if replica.grace_started or replica.finished or replica.exit_code is not None:
+    def _start_grace(self, replica: Replica, reading: bool = False) -> None:
+        """The replica should end soon: give it stop_timeout, then SIGTERM, then SIGKILL.
+
+        ``reading``: its inputs have ended or been stopped, and it may still be reading what
+        they sent: the ladder starts once it has taken or sent no item for its stop_timeout
+        (at least READING_CHECK, as it reports its counters twice a second), or when it says
+        it is ending (the plain ladder)."""
+        if replica.finished or replica.exit_code is not None:
             return
-        replica.grace_started = True
+        if replica.grace_started and (reading or not replica.grace_reading or replica.escalated):
+            return
+        replica.grace_started, replica.grace_reading = True, reading
+        ladder = replica.ladder = object()  # a later ladder for the same process supersedes this one
         process, timeout = replica.process, self.flow.nodes[replica.config.node].stop_timeout
+        wait = max(timeout, READING_CHECK) if reading else timeout
+
+        def moved() -> tuple[Any, Any]:
+            return replica.sample.stats.get("items_in"), replica.sample.stats.get("items_out")
+
+        last = moved()
 
         def escalate(signum: int) -> None:
-            if replica.process is not process or replica.finished or replica.exit_code is not None:
+            nonlocal last
+            if replica.process is not process or replica.ladder is not ladder or replica.finished \
+                    or replica.exit_code is not None:
                 return
+            if reading and signum == signal.SIGTERM:
+                if moved() != last:  # still moving items: not stuck
+                    last = moved()
+                    self._timers.after(wait, lambda: escalate(signal.SIGTERM))
+                    return
+                self._say(f'node "{replica.config.label}" moved no item for {wait:g} s after its inputs '
+                          "ended or were stopped: sending SIGTERM")
+            else:
+                doing = "drain" if replica.restart_requested else "end"
+                self._say(f'node "{replica.config.label}" did not {doing} within {timeout:g} s: sending '
+                          f"{signal.Signals(signum).name}")
             name = signal.Signals(signum).name
-            doing = "drain" if replica.restart_requested else "end"
-            self._say(f'node "{replica.config.label}" did not {doing} within {timeout:g} s: sending {name}')
             replica.escalated = name
             process.signal(signum)
             if signum == signal.SIGTERM:
                 self._timers.after(timeout, lambda: escalate(signal.SIGKILL))
 
-        self._timers.after(timeout, lambda: escalate(signal.SIGTERM))
+        self._timers.after(wait, lambda: escalate(signal.SIGTERM))
+
+    def _watch_readers(self) -> None:
+        """Start the stop ladder of every replica whose inputs have all ended or been stopped
+        (any one input of a zip): a node that never reads, or hangs, must not hold the flow."""
+        for replica in self.replicas.values():
+            if replica.config.inputs and not replica.grace_started and replica.exit_code is None \
+                    and not replica.finished and self._inputs_ended(replica):
+                self._start_grace(replica, reading=True)
+
+    def _inputs_ended(self, replica: Replica) -> bool:
+        def ended(sender: Replica) -> bool:
+            return sender.finished or sender.stopped or (sender.exit_code is not None and not sender.restarting)
+
+        ports = [all(ended(self.replicas[(port.source, index)]) for index in range(port.senders))
+                 for port in replica.config.inputs]
+        return all(ports) if replica.config.join == "merge" else any(ports)
 
     def _start_when_ready(self) -> None:
         if self._started or self._stopping:
             return
-        if all(replica.ready and replica.subscribed for replica in self.replicas.values()):
+        if all((replica.ready and replica.subscribed) or (replica.exit_code is not None and not replica.restarting)
+               for replica in self.replicas.values()):
             self._started = True
             self._publish(Control.START)
 
@@ -549,3 +678,12 @@ class Launcher:
             return
         self._messages.write(f"flujo-launch: {self.flow.name}: {text}\n")
         self._messages.flush()
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write a file readers see whole or not at all (a reader may look at any moment), mode 0600."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    os.replace(partial, path)

@@ -4,6 +4,8 @@ Nothing here starts a process: the launcher only runs a manifest that validated 
 """
 from __future__ import annotations
 
+import inspect
+import math
 import re
 import shutil
 import tomllib
@@ -14,9 +16,18 @@ from typing import Any, Callable
 from flujo.api import declared_kind, declared_outputs
 from flujo.config import CONTROL_MAX_MESSAGE, DATA_MAX_MESSAGE
 from flujo.loader import LoadError, load_target
+from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT
 from flujo.launch.errors import ManifestError, Problem, did_you_mean
 
-NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+#: Node names (also the names of log files and of control topics).
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+#: Flow names (also a folder in the runs folder): no "/", no leading ".", nothing a shell must quote.
+FLOW_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+#: Upper bounds of numbers: past these a value is a mistake, and some (queue) would overflow later.
+MAX_QUEUE = 1_000_000
+MAX_REPLICAS = 256
+MAX_RESTARTS = 1_000_000
+MAX_SECONDS = 7 * 24 * 3600.0
 JOINS = ("zip", "merge")
 RESTART_POLICIES = ("no", "on-failure", "always")
 ERROR_POLICIES = ("fail", "skip")
@@ -43,6 +54,8 @@ class HostSpec:
     name: str
     address: str  # where its nodes bind their inputs, and its agent listens
     agent_port: int = DEFAULT_AGENT_PORT
+    key: str | None = None  # the agent's CURVE public key (else looked up in known_hosts)
+    timeout: float = DEFAULT_HOST_TIMEOUT  # silent this long (a link cut), its nodes count as crashed
 
     @property
     def agent(self) -> str:
@@ -85,10 +98,16 @@ class FlowSpec:
     hosts: dict[str, HostSpec] = field(default_factory=dict)
     max_message: int = DATA_MAX_MESSAGE  # bytes per frame on data sockets (ZMQ_MAXMSGSIZE)
     max_control_message: int = CONTROL_MAX_MESSAGE  # bytes per frame on control, status and command sockets
+    insecure: bool = False  # plain tcp, on purpose: no encryption, no authentication
 
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    @property
+    def secure(self) -> bool:
+        """Whether the flow's tcp sockets use CURVE (every tcp flow, unless ``insecure``)."""
+        return self.transport == "tcp" and not self.insecure
 
     def downstream(self, name: str) -> list[tuple[NodeSpec, InputSpec]]:
         """Every (node, input port) that reads an output of ``name``."""
@@ -109,10 +128,12 @@ def _string(value: Any) -> str | None:
     return None if isinstance(value, str) and value else "must be a non-empty string"
 
 
-def _count(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return f"must be a whole number of at least 1, got {value!r}"
-    return None
+def _count(limit: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            return f"must be a whole number from 1 to {limit:,}, got {value!r}"
+        return None
+    return check
 
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
@@ -125,9 +146,29 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
 
 
 def _seconds(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        return f"must be a positive number of seconds, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_SECONDS \
+            or not math.isfinite(value):
+        return f"must be a positive number of seconds, at most {MAX_SECONDS:g}, got {value!r}"
     return None
+
+
+def _flow_name(value: Any) -> str | None:
+    if isinstance(value, str) and FLOW_NAME_PATTERN.match(value):
+        return None
+    return (f"flow names use letters, digits, _, - and ., start with a letter, digit or _, and have at most "
+            f"64 characters, got {value!r}")
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _curve_key(value: Any) -> str | None:
+    from flujo.curve import is_public_key  # the manifest's only use of ZeroMQ
+
+    if isinstance(value, str) and is_public_key(value):
+        return None
+    return 'must be a CURVE public key: the 40 characters an agent prints as "key: ..." when it starts'
 
 
 def _table(value: Any) -> str | None:
@@ -187,17 +228,19 @@ def _size(value: Any) -> str | None:
 
 
 FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
-    "name": _string, "queue": _count, "transport": _one_of(TRANSPORTS), "host": _string,
+    "name": _flow_name, "queue": _count(MAX_QUEUE), "transport": _one_of(TRANSPORTS), "host": _string,
+    "insecure": _flag,
     "max_message": _size, "max_control_message": _size,
 }
 NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "run": _string, "command": _string_list, "args": _table, "inputs": _inputs, "join": _one_of(JOINS),
-    "replicas": _count, "queue": _count, "env": _string_table, "cwd": _string, "outputs": _string_list,
+    "replicas": _count(MAX_REPLICAS), "queue": _count(MAX_QUEUE), "env": _string_table, "cwd": _string, "outputs": _string_list,
     "on_error": _one_of(ERROR_POLICIES), "policy": _one_of(QUEUE_POLICIES),
-    "restart": _one_of(RESTART_POLICIES), "max_restarts": _count,
+    "restart": _one_of(RESTART_POLICIES), "max_restarts": _count(MAX_RESTARTS),
     "restart_window": _seconds, "stop_timeout": _seconds, "host": _string, "max_message": _size,
 }
-HOST_FIELDS: dict[str, Callable[[Any], str | None]] = {"address": _string, "agent_port": _port_number}
+HOST_FIELDS: dict[str, Callable[[Any], str | None]] = {"address": _string, "agent_port": _port_number,
+                                                      "key": _curve_key, "timeout": _seconds}
 SECTIONS = ("flow", "hosts", "nodes")
 
 
@@ -206,9 +249,13 @@ def load_manifest(path: str | Path) -> FlowSpec:
     path = Path(path)
     file = str(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ManifestError([Problem(file, "no such file")]) from None
+    except OSError as error:
+        raise ManifestError([Problem(file, f"cannot read it: {error.strerror or error}")]) from None
+    except UnicodeDecodeError as error:
+        raise ManifestError([Problem(file, f"not a text file: byte {error.start} is not UTF-8")]) from None
     except tomllib.TOMLDecodeError as error:
         raise ManifestError([Problem(file, f"TOML syntax error: {error}")]) from None
     return validate(data, path.resolve(), file)
@@ -256,18 +303,24 @@ class _Validator:
             nodes_table = {}
         nodes = {name: self.node(name, table) for name, table in nodes_table.items()}
         hosts = self.hosts(data.get("hosts", {}))
-        flow = FlowSpec(name=settings.get("name", self.path.stem), path=self.path, nodes=nodes,
+        name = settings.get("name")
+        if name is None and "name" not in flow_table:
+            name = self.path.stem  # a flow is named after its file unless [flow] name says otherwise
+            if _flow_name(name) is not None:
+                self.problem(f"the file's name {name!r} cannot name the flow (letters, digits, _, - and .): "
+                             "give [flow] a name", field_name="name")
+        flow = FlowSpec(name=name or self.path.stem, path=self.path, nodes=nodes,
                         queue=settings.get("queue", DEFAULT_QUEUE),
                         transport=settings.get("transport", "ipc"), host=settings.get("host", "127.0.0.1"),
-                        hosts=hosts)
+                        hosts=hosts, insecure=settings.get("insecure", False))
         for key in ("max_message", "max_control_message"):
             if key in settings:
                 setattr(flow, key, byte_size(settings[key]))
         self.placement(flow, "transport" in settings)
-        if not self.problems:
-            self.graph(flow)
-        if not self.problems:
+        # Each check runs on what the earlier ones left sound, so one mistake hides no other.
+        if self.graph(flow):
             self.kinds(flow)
+        self.arguments(flow)
         if self.problems:
             raise ManifestError(self.problems)
         return flow
@@ -294,7 +347,10 @@ class _Validator:
                          "this field is for command nodes", name, "outputs")
         if "inputs" in good:
             spec.inputs, spec.keyword_ports = self.inputs(name, good["inputs"])
-        if spec.command and not self.executable(spec):
+        if spec.cwd is not None and not (self.path.parent / spec.cwd).is_dir():
+            self.problem(f'no folder "{spec.cwd}" (relative to the manifest\'s folder {self.path.parent})', name,
+                         "cwd")
+        elif spec.command and not self.executable(spec):
             self.problem(f'no executable "{spec.command[0]}" (looked in PATH and the node\'s folder)', name,
                          "command")
         if spec.run:
@@ -318,7 +374,8 @@ class _Validator:
             if "address" not in entry:
                 self.problem(f"{where} needs the address its agent listens on and its nodes bind", field_name="address")
             elif "address" in good:
-                hosts[name] = HostSpec(name, good["address"], good.get("agent_port", DEFAULT_AGENT_PORT))
+                hosts[name] = HostSpec(name, good["address"], good.get("agent_port", DEFAULT_AGENT_PORT),
+                                       good.get("key"), good.get("timeout", DEFAULT_HOST_TIMEOUT))
         return hosts
 
     def placement(self, flow: FlowSpec, transport_given: bool) -> None:
@@ -357,28 +414,33 @@ class _Validator:
             ports.append(InputSpec(port, source, source_port or "out"))
         return ports, isinstance(value, dict)
 
-    def graph(self, flow: FlowSpec) -> None:
+    def graph(self, flow: FlowSpec) -> bool:
+        """Check that every input names an output; True when the graph is whole and has no cycle."""
+        whole = True
         for node in flow.nodes.values():
             for port in node.inputs:
                 source = flow.nodes.get(port.source)
                 if source is None:
                     self.problem(f'no node named "{port.source}"{did_you_mean(port.source, flow.nodes)}',
                                  node.name, "inputs")
+                    whole = False
                     continue
+                if source.run and source.name not in self.targets:
+                    continue  # its class did not load (reported): its ports are unknown
                 outputs = self.outputs_of(source)
                 if port.source_port not in outputs:
                     self.problem(f'node "{source.name}" has no output port "{port.source_port}" '
                                  f"(it has: {', '.join(outputs)}){did_you_mean(port.source_port, outputs)}",
                                  node.name, "inputs")
-        if not self.problems:
-            self.cycles(flow)
+                    whole = False
+        return whole and not self.cycles(flow)
 
     def outputs_of(self, node: NodeSpec) -> list[str]:
         if node.name in self.targets:
             return list(declared_outputs(self.targets[node.name]))
         return node.outputs
 
-    def cycles(self, flow: FlowSpec) -> None:
+    def cycles(self, flow: FlowSpec) -> bool:
         state: dict[str, int] = {}  # 1 = on the current path, 2 = done
 
         def visit(name: str, path: list[str]) -> bool:
@@ -393,9 +455,7 @@ class _Validator:
             state[name] = 2
             return False
 
-        for name in flow.nodes:
-            if name not in state and visit(name, [name]):
-                return
+        return any(name not in state and visit(name, [name]) for name in flow.nodes)
 
     def kinds(self, flow: FlowSpec) -> None:
         for node in flow.nodes.values():
@@ -419,3 +479,26 @@ class _Validator:
             if node.replicas > 1 and len(node.inputs) > 1:
                 self.problem("a node that joins several inputs runs as one process, so the items of each "
                              "sequence number meet in one place", node.name, "replicas")
+
+    def arguments(self, flow: FlowSpec) -> None:
+        """``args`` must fit the node's constructor (a class) or its keywords (a function), so a
+        typo is found here rather than in every process after the flow has started."""
+        for node in flow.nodes.values():
+            target = self.targets.get(node.name)
+            if target is None:
+                continue
+            try:
+                signature = inspect.signature(target)
+            except (TypeError, ValueError):
+                continue  # a builtin or an extension without a signature: it will say so itself
+            try:
+                if inspect.isclass(target) or "producer" in (node.kind, declared_kind(target)):
+                    signature.bind(**node.args)  # called with exactly these
+                else:
+                    signature.bind_partial(**node.args)  # the items come as the other arguments
+            except TypeError as error:
+                known = [name for name, parameter in signature.parameters.items()
+                         if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
+                hint = "".join(did_you_mean(key, known) for key in node.args if key not in known)[:200]
+                takes = ", ".join(known) or "no arguments"
+                self.problem(f'do not fit "{node.run}": {error}{hint} (it takes: {takes})', node.name, "args")

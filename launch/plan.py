@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flujo.config import InputConfig, NodeConfig, OutputConfig
+from flujo.curve import KeyPair
 from flujo.launch.manifest import FlowSpec
 
 
@@ -48,9 +49,10 @@ def ports_needed(flow: FlowSpec) -> dict[str, int]:
 
 
 def plan(flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]] | None = None,
-         ) -> tuple[Endpoints, dict[tuple[str, int], NodeConfig]]:
+         flow_keys: KeyPair | None = None) -> tuple[Endpoints, dict[tuple[str, int], NodeConfig]]:
     """(launcher endpoints, {(node, replica): config}); ``remote_ports``: free ports on each
-    other host, as many as ``ports_needed`` says."""
+    other host, as many as ``ports_needed`` says; ``flow_keys``: the CURVE key pair every
+    process of a secure flow uses on tcp."""
     allocate = EndpointAllocator(flow, run_dir, remote_ports or {}).allocate
     endpoints = Endpoints(control=allocate("control"), status=allocate("status"))
     # Every input port of every replica binds its own endpoint.
@@ -80,5 +82,6 @@ def plan(flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]] | Non
                 control=endpoints.control, status=endpoints.status, inputs=inputs, outputs=outputs,
                 join=node.join, keyword_ports=node.keyword_ports, on_error=node.on_error, restart=node.restart,
                 run=node.run, base_dir=str(flow.base_dir), args=node.args,
+                curve=flow_keys.to_config() if flow_keys else None,
                 max_control_message=flow.max_control_message)
     return endpoints, configs

@@ -1,7 +1,10 @@
 """One OS process of a node replica: spawn it, relay its output with a prefix, report its exit.
 
 Each child runs in its own session (so a terminal's Ctrl-C reaches only the launcher, which
-then stops the flow in order) and asks the kernel to end it if the launcher dies.
+then stops the flow in order), so its process group holds it and every process it starts.
+Nothing of a node outlives it, nor the launcher: when the node exits, whatever is left of its
+group is killed; when the launcher dies, its reaper (launch/reaper.py) kills every group, and
+the kernel's parent-death signal ends the node itself even if the reaper were gone too.
 """
 from __future__ import annotations
 
@@ -10,18 +13,25 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
+import time
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import IO, Callable
+
+from flujo.commands import private_folder
+from flujo.launch.logstore import stamp
+from flujo.launch.reaper import Reaper
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _end_with_parent() -> None:
-    """Runs in the child between fork and exec: SIGTERM it when the launcher dies."""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    """Runs in the child between fork and exec: SIGKILL it when the launcher dies (the
+    launcher's own stop ladder is the graceful way; this is the last resort)."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 #: A node's log file is rotated at this size; the last LOG_BACKUPS rotated files are kept
@@ -30,23 +40,33 @@ LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 3
 
 
+class _PrivateLog(RotatingFileHandler):
+    """A rotated log file only its owner may read (mode 0600), never opened through a symlink."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600)
+        return os.fdopen(descriptor, "a", encoding=self.encoding, errors=self.errors)
+
+
 class OutputRelay:
     """Shows every child's output lines, prefixed with its label, and keeps them in one log
-    file per label (``<logs>/<label>.log``, rotated) for `flujo-launch logs`."""
+    file per label (``<logs>/<label>.log``, rotated) for `flujo-launch logs`, each line
+    stamped with the time it was relayed (launch/logstore.py)."""
 
     def __init__(self, show: Callable[[str, str], None], logs: Path, max_bytes: int = LOG_MAX_BYTES) -> None:
         self._show, self._logs, self._max_bytes = show, logs, max_bytes
         self._files: dict[str, RotatingFileHandler] = {}
         self._lock = threading.Lock()
-        logs.mkdir(parents=True, exist_ok=True)
+        private_folder(logs)
 
     def line(self, label: str, text: str) -> None:
         with self._lock:
             log = self._files.get(label)
             if log is None:
-                log = self._files[label] = RotatingFileHandler(
+                log = self._files[label] = _PrivateLog(
                     self._logs / f"{label}.log", maxBytes=self._max_bytes, backupCount=LOG_BACKUPS, encoding="utf-8")
-            log.emit(logging.makeLogRecord({"msg": text}))  # the bare line, flushed
+            log.emit(logging.makeLogRecord({"msg": f"{stamp(time.time())} {text}"}))  # flushed
             self._show(label, text)
 
     def close(self) -> None:
@@ -54,6 +74,16 @@ class OutputRelay:
             for log in self._files.values():
                 log.close()
             self._files.clear()
+
+
+#: Interpreter names that, as the first word of a command node, mean the launcher's own Python
+#: (the one that has flujo installed), not whichever one comes first on PATH.
+OWN_PYTHON = ("python", "python3", f"python3.{sys.version_info.minor}")
+
+
+def local_argv(command: list[str]) -> list[str]:
+    """A command node's argv as run on the launcher's host: ``python3`` is this interpreter."""
+    return [sys.executable, *command[1:]] if command and command[0] in OWN_PYTHON else list(command)
 
 
 def plain_lines(stream: IO[str], width: int) -> Callable[[str, str], None]:
@@ -65,15 +95,19 @@ def plain_lines(stream: IO[str], width: int) -> Callable[[str, str], None]:
 
 
 class NodeProcess:
-    """A running child; ``on_exit(returncode)`` is called from a watcher thread."""
+    """A running child; ``on_exit(pid, returncode)`` is called from a watcher thread, possibly
+    before the constructor has returned (a child may exit at once)."""
 
     def __init__(self, label: str, argv: list[str], env: dict[str, str], cwd: str,
-                 relay: OutputRelay, on_exit: Callable[[int], None]) -> None:
+                 relay: OutputRelay, on_exit: Callable[[int, int], None], reaper: Reaper | None = None) -> None:
         self.label = label
+        self._reaper = reaper
         self._popen = subprocess.Popen(
             argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_end_with_parent)
         self.pid = self._popen.pid
+        if reaper is not None:
+            reaper.watch(self.pid)  # its process group has the child's pid as its number
         self._reader = threading.Thread(target=self._relay, args=(relay,), daemon=True,
                                         name=f"output {label}")
         self._watcher = threading.Thread(target=self._watch, args=(on_exit,), daemon=True,
@@ -91,8 +125,14 @@ class NodeProcess:
             for raw in self._popen.stdout:
                 relay.line(self.label, raw.decode(errors="replace").rstrip("\n"))
 
-    def _watch(self, on_exit: Callable[[int], None]) -> None:
-        on_exit(self._popen.wait())
+    def _watch(self, on_exit: Callable[[int, int], None]) -> None:
+        code = self._popen.wait()
+        # What the node started and left behind goes with it. The group's number cannot have
+        # been reused while any of its processes lives, so this reaches only the node's own.
+        self.signal(signal.SIGKILL)
+        if self._reaper is not None:
+            self._reaper.forget(self.pid)
+        on_exit(self.pid, code)
 
     def signal(self, signum: int) -> None:
         """Signal the child's whole process group (a command node may have children)."""

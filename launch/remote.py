@@ -7,20 +7,24 @@ from agents are handled in the launcher's own loop (``AgentLink.handle``): no th
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from typing import Any, Callable
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from flujo.config import CONTROL_MAX_MESSAGE
-from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_TIMEOUT, TOKEN_ENV, pack
+from flujo.curve import KeyPair, make_client
+from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_INTERVAL, pack
+from flujo.launch.keys import KNOWN_HOSTS, KeyFileError, keys_folder, known_host_key, load_identity
+from flujo.launch.manifest import FlowSpec, HostSpec
 from flujo.wire_check import ProtocolError, RefusalLog, check_agent_reply
-from flujo.launch.manifest import HostSpec
 from flujo.launch.process import OutputRelay
 
 #: The exit status a process on a lost host is given: it cannot be known.
 EXIT_HOST_LOST = -1
+#: A host silent for this long is shown as partitioned (the flow waits for it, up to its timeout).
+PARTITIONED_AFTER = 3 * HEARTBEAT_INTERVAL
 _tokens = itertools.count(1)
 
 
@@ -53,27 +57,41 @@ class RemoteProcess:
 
 
 class AgentLink:
-    """A DEALER connected to one host's agent."""
+    """A DEALER connected to one host's agent: over CURVE when ``keys`` (this launcher's key
+    pair and the agent's public key) are given, in clear otherwise (an insecure flow)."""
 
     def __init__(self, context: zmq.Context, host: HostSpec, relay: Callable[[], OutputRelay | None],
-                 max_message: int = CONTROL_MAX_MESSAGE) -> None:
+                 keys: tuple[KeyPair, bytes] | None, max_message: int = CONTROL_MAX_MESSAGE) -> None:
         self.host = host
         self.socket = context.socket(zmq.DEALER)
         self.socket.linger = 1000  # a last "bye" should reach a live agent
         self.socket.maxmsgsize = max_message
         self._refusals = RefusalLog(f"flujo-launch: host {host.name}")
+        if keys is not None:
+            make_client(self.socket, *keys)
+        self._handshake = self.socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                                         | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                                                         | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        self._failure = 0  # the first failed handshake's event, if any
         self.socket.connect(host.agent)
         self._relay = relay
         self._processes: dict[int, RemoteProcess] = {}
+        self._waiting: list[dict[str, Any]] = []  # spawn requests made while the host was lost
+        self.flow = ""
         self.heard = time.monotonic()
         self.lost = False
+        self.rtt: float | None = None  # seconds, from the last heartbeat the agent echoed
 
     # -- before the flow starts: blocking requests -------------------------------------------
     def introduce(self, flow: str) -> None:
-        """Say hello (with this environment's token); raises AgentError when no agent answers
-        in time, or it refuses."""
-        self.send("hello", {"flow": flow, "token": os.environ.get(TOKEN_ENV, "")})
+        """Say hello; raises AgentError when no agent answers in time, or the secure handshake fails."""
+        self.flow = flow
+        self._hello()
         self._expect("welcome")
+
+    def _hello(self) -> None:
+        # The agent ends this flow's processes after ``timeout`` s without a word from us.
+        self._send("hello", {"flow": self.flow, "timeout": self.host.timeout})
 
     def free_ports(self, count: int) -> list[int]:
         self.send("ports", {"address": self.host.address, "count": count})
@@ -82,7 +100,9 @@ class AgentLink:
     def _expect(self, wanted: str) -> Any:
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while (left := deadline - time.monotonic()) > 0:
-            if self.socket.poll(int(left * 1000) + 1):
+            if self._handshake_failed():
+                break
+            if self.socket.poll(min(int(left * 1000) + 1, 50)):
                 try:
                     reply = self._receive(zmq.NOBLOCK)
                 except zmq.Again:
@@ -94,15 +114,34 @@ class AgentLink:
                     return payload
                 if kind == "refused":
                     raise AgentError(f'the agent at {self.host.agent} refused: {payload["error"]}')
+        failure = self._handshake_failed()
+        if failure == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            raise AgentError(f"the agent at {self.host.agent} does not know this launcher's key: add it "
+                             "(`flujo-launch keys` prints it) to that host's authorized_keys")
+        if failure:
+            raise AgentError(f"the secure handshake with {self.host.agent} failed: the agent's key is not the "
+                             "one this launcher expects ([hosts] key or known_hosts), or the agent runs --insecure "
+                             "while the flow does not (or the reverse)")
         raise AgentError(f'no agent answers at {self.host.agent} within {CONNECT_TIMEOUT:g} s '
                          f'(start one on host "{self.host.name}": flujo-launch agent --bind {self.host.agent})')
+
+    def _handshake_failed(self) -> int:
+        """The first handshake failure the connection has met (a zmq event), or 0."""
+        while self._handshake.poll(0):
+            event = recv_monitor_message(self._handshake)["event"]
+            self._failure = self._failure or event
+        return self._failure
 
     # -- while it runs: messages handled in the launcher's loop ------------------------------
     def spawn(self, label: str, argv: list[str] | None, env: dict[str, str], cwd: str,
               on_exit: Callable[[int], None]) -> RemoteProcess:
         process = RemoteProcess(self, label, on_exit)
         self._processes[process.token] = process
-        self.send("spawn", {"token": process.token, "label": label, "argv": argv, "env": env, "cwd": cwd})
+        request = {"token": process.token, "label": label, "argv": argv, "env": env, "cwd": cwd}
+        if self.lost:
+            self._waiting.append(request)  # started there once the host is back
+        else:
+            self.send("spawn", request)
         return process
 
     def handle(self) -> None:
@@ -115,7 +154,11 @@ class AgentLink:
             if reply is None:
                 continue
             kind, payload = reply
-            if kind == "line":
+            if kind == "welcome" and self.lost:
+                self._back()
+            elif kind == "heartbeat" and isinstance(payload, dict) and isinstance(payload.get("sent"), float):
+                self.rtt = self.heard - payload["sent"]
+            elif kind == "line":
                 relay = self._relay()
                 if relay is not None:
                     relay.line(payload["label"], payload["text"])
@@ -151,21 +194,48 @@ class AgentLink:
             if self.socket.poll(int(left * 1000) + 1):
                 self.handle()
 
+    def beat(self) -> None:
+        """Every heartbeat interval: a heartbeat the agent echoes (round-trip time), or, while
+        the host is lost, a new hello, so a returning agent takes this flow on again."""
+        if self.lost:
+            self._hello()
+        else:
+            self.send("heartbeat", {"sent": time.monotonic()})
+
+    @property
+    def state(self) -> str:
+        """connected, partitioned (silent for a few heartbeats: the flow waits) or lost."""
+        if self.lost:
+            return "lost"
+        return "partitioned" if time.monotonic() - self.heard > PARTITIONED_AFTER else "connected"
+
     def silent(self) -> bool:
-        """True once the agent has sent nothing (not even a heartbeat) for too long."""
-        return time.monotonic() - self.heard > HEARTBEAT_TIMEOUT
+        """True once the agent has sent nothing (not even a heartbeat) for the host's timeout."""
+        return time.monotonic() - self.heard > self.host.timeout
 
     def lose(self) -> list[RemoteProcess]:
-        """The host is gone: its processes count as exited; returns those that were running."""
+        """The host is gone: its processes count as crashed (the restart policy decides, and a
+        restarted replica starts there when the host is back); returns those that were running."""
+        self._send("bye")  # if the agent hears this later, it ends what it still runs for us
         self.lost = True
         running = [process for process in self._processes.values() if process.returncode is None]
         for process in running:
             process.exited(EXIT_HOST_LOST)
         return running
 
+    def _back(self) -> None:
+        """The agent answered a hello after the host was lost: start what waited for it."""
+        self.lost = False
+        waiting, self._waiting = self._waiting, []
+        for request in waiting:
+            if self._processes[request["token"]].returncode is None:
+                self.send("spawn", request)
+
     def send(self, kind: str, payload: Any = None) -> None:
-        if self.lost:
-            return
+        if not self.lost:
+            self._send(kind, payload)
+
+    def _send(self, kind: str, payload: Any = None) -> None:
         try:
             self.socket.send(pack(kind, payload), zmq.NOBLOCK)
         except zmq.Again:
@@ -173,4 +243,28 @@ class AgentLink:
 
     def close(self) -> None:
         self.send("bye")
+        self.socket.disable_monitor()
+        self._handshake.close(linger=0)
         self.socket.close()
+
+
+def agent_keys(flow: FlowSpec, host: HostSpec) -> tuple[KeyPair, bytes] | None:
+    """This launcher's key pair and the agent's public key, for a secure flow (None: insecure).
+
+    Raises AgentError naming what is missing and how to provide it."""
+    if not flow.secure:
+        return None
+    folder = keys_folder()
+    try:
+        identity = load_identity(folder)
+    except KeyFileError as error:
+        raise AgentError(str(error)) from None
+    if identity is None:
+        raise AgentError(f"this launcher has no key pair in {folder}: run `flujo-launch keys`, then add the public "
+                         f'key it prints to the authorized_keys of host "{host.name}"\'s agent')
+    agent_key = host.key.encode("ascii") if host.key else known_host_key(folder, host.address, host.agent_port)
+    if agent_key is None:
+        raise AgentError(f'no key known for the agent of host "{host.name}" ({host.agent}): add key = "..." (the '
+                         f'key the agent prints when it starts) to [hosts.{host.name}], or a line '
+                         f'"{host.address}:{host.agent_port} KEY" to {folder / KNOWN_HOSTS}')
+    return identity, agent_key

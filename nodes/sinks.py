@@ -62,13 +62,19 @@ class JsonLinesSink(Consumer):
     def consume(self, item: Any) -> None:
         line = json.dumps(to_json(_select(item, self.fields, self.exclude)), separators=(",", ":"),
                           allow_nan=False)
-        self._file.write(line + "\n")
-        self._file.flush()
+        try:  # every line is written through at once: a full disk fails the very item it could not keep
+            self._file.write(line + "\n")
+            self._file.flush()
+        except OSError as error:
+            raise OSError(error.errno, f"cannot write {os.path.abspath(self.path)}: {error.strerror}") from None
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError as error:
+                raise OSError(error.errno, f"cannot write {os.path.abspath(self.path)}: {error.strerror}") from None
 
 
 def compact(value: Any, depth: int = 0) -> str:

@@ -12,6 +12,7 @@ Frames arrive read-only in downstream nodes: copy one before drawing on it.
 """
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import time
@@ -21,10 +22,11 @@ import cv2
 import numpy as np
 
 from flujo.api import Consumer, Processor, Producer
+from flujo.nodes.h264 import H264File
 
-#: Codec per file extension; each of these was checked to write and read back with this
-#: OpenCV build (H.264 "avc1" is not available in the pip wheels, so ".mp4" uses MPEG-4 part 2).
-CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
+#: Codec per file extension; each was checked to write and read back. "h264" is written with
+#: PyAV (flujo.nodes.h264), since OpenCV's pip wheels cannot encode H.264; the others with OpenCV.
+CODECS = {".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".avi": "MJPG", ".mkv": "h264"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: Frame rate assumed when neither the source nor the arguments give one.
 DEFAULT_FPS = 25.0
@@ -153,15 +155,22 @@ class VideoReader(Producer):
 class VideoWriter(Consumer):
     """Writes frame items (key ``"frame"``) to a video file.
 
-    The codec follows the extension (``.mp4``/``.mov`` -> mp4v, ``.avi`` -> MJPG,
-    ``.mkv`` -> XVID) unless ``codec`` (a four-character code) is given. The size comes
+    The codec follows the extension (``.mp4``/``.mov``/``.mkv`` -> H.264, which browsers
+    play, ``.avi`` -> MJPG) unless ``codec`` (``"h264"`` or an OpenCV four-character code such
+    as ``"mp4v"``) is given. The size comes
     from the first frame (later frames of another size are resized to it), ``fps`` from
     the argument or the first item. Parent folders are created.
+
+    OpenCV's writer reports no write error (it drops the frame and logs a warning), so this
+    node checks for itself and fails loudly rather than leave a truncated file: the target
+    must be a regular file, the disk must still have room for a whole raw frame before each
+    write, and the file must not be empty at the end.
     """
 
     def __init__(self, path: str, fps: float | None = None, codec: str | None = None) -> None:
         self.path, self.fps, self.codec = path, fps, codec
-        self._writer: cv2.VideoWriter | None = None
+        self._target = os.path.abspath(path)
+        self._writer: cv2.VideoWriter | H264File | None = None
         self._size: tuple[int, int] | None = None
         self.frames_written = 0
 
@@ -172,8 +181,13 @@ class VideoWriter(Consumer):
         if codec is None:
             raise ValueError(f"cannot choose a codec for {path}: use one of {sorted(CODECS)} or pass codec=")
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise OSError(f"cannot write video {path}: not a regular file")
         fps = float(self.fps or item.get("fps") or DEFAULT_FPS)
         self._size = (frame.shape[1], frame.shape[0])
+        if codec == "h264":
+            self._writer = H264File(path, fps, self._size)
+            return
         self._writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), fps, self._size)
         if not self._writer.isOpened():
             raise OSError(f"cannot write video {path} with codec {codec!r}")
@@ -186,13 +200,28 @@ class VideoWriter(Consumer):
             self._open_writer(item, frame)
         if (frame.shape[1], frame.shape[0]) != self._size:
             frame = cv2.resize(frame, self._size)  # the writer silently drops mismatched frames
+        self._check_room(frame.nbytes)
         self._writer.write(np.ascontiguousarray(frame))
         self.frames_written += 1
 
+    def _check_room(self, needed: int) -> None:
+        """Fail before the disk is full: the writer would drop frames without a word."""
+        disk = os.statvfs(os.path.dirname(self._target))
+        free = disk.f_bavail * disk.f_frsize
+        if free < needed:
+            raise OSError(errno.ENOSPC, f"no space left on the device to write video {self._target} "
+                                        f"({free} bytes free, a frame needs up to {needed}; "
+                                        f"{self.frames_written} frames written)")
+
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            if isinstance(writer, H264File):
+                writer.close()
+            else:
+                writer.release()
+            if self.frames_written and not os.path.getsize(self._target):
+                raise OSError(f"video {self._target} is empty after {self.frames_written} frames: the writes failed")
 
 
 class ImageFolderReader(Producer):

@@ -216,6 +216,38 @@ class Gated(Producer):
             yield None
 
 
+class NeverReads(Consumer):
+    """Takes its first item and then hangs in consume: it never reads again nor reports ending."""
+
+    def consume(self, item: Any) -> None:
+        time.sleep(3600)
+
+
+class FailsInOpen(Consumer):
+    """Fails while allocating its resources, before it is ready."""
+
+    def open(self) -> None:
+        raise RuntimeError("camera 7 is not connected")
+
+    def consume(self, item: Any) -> None:
+        pass
+
+
+class SpawnsChild(Producer):
+    """Starts a child process that ignores SIGTERM (a helper daemon, say), then yields nothing for ever."""
+
+    def open(self) -> None:
+        import subprocess
+        import sys
+        self._child = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                                        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+
+    def produce(self) -> Iterable[int]:
+        while True:
+            time.sleep(0.05)
+            yield None
+
+
 class UntilGate(Producer):
     """Counts 0, 1, 2, ... until the file ``gate`` exists: a stream that lasts as long as a test
     needs, at most about 64 items per ``pause`` seconds."""

@@ -22,6 +22,13 @@ class Host:
         done = subprocess.run(["ip", "netns", "pids", self.namespace], capture_output=True, text=True)
         return {int(pid) for pid in done.stdout.split()}
 
+    def cut(self) -> None:
+        """Unplug this host: its end of the link goes down, and every packet is lost."""
+        _ip("-n", self.namespace, "link", "set", "veth0", "down")
+
+    def mend(self) -> None:
+        _ip("-n", self.namespace, "link", "set", "veth0", "up")
+
     def namespace_inode(self) -> int:
         return os.stat(f"/run/netns/{self.namespace}").st_ino
 

@@ -8,12 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
+import psutil
 import pytest
 
-from flujo.launch.agent_wire import TOKEN_ENV
+from flujo.curve import KeyPair
+from flujo.launch.keys import AUTHORIZED_KEYS, create_identity
 
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
@@ -41,16 +44,23 @@ def hosts() -> Iterator[tuple[Host, Host]]:
 
 
 class Agent:
-    """`flujo-launch agent` in a host's namespace, started and ended by the test."""
+    """`flujo-launch agent` in a host's namespace, started and ended by the test.
 
-    def __init__(self, host: Host, env: dict[str, str]) -> None:
-        self.host = host
+    The agent's keys live in their own folder (its host's ~/.config/flujo); it trusts the
+    launcher key of this test's launchers (theirs is in the flow's FLUJO_HOME)."""
+
+    def __init__(self, host: Host, env: dict[str, str], home: Path, *options: str) -> None:
+        self.host, self.home = host, home
+        self.key, _ = create_identity(home)
         self.process = subprocess.Popen(
             host.command(sys.executable, "-m", "flujo.launch", "agent", "--bind",
-                         f"tcp://{host.address}:{AGENT_PORT}"),
+                         f"tcp://{host.address}:{AGENT_PORT}", "--keys", str(home), *options),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        self.lines = [self.process.stdout.readline()]  # type: ignore[union-attr]
-        assert "listening on" in self.lines[0], self.lines
+        self.lines = []
+        while not self.lines or "listening on" not in self.lines[-1]:
+            line = self.process.stdout.readline()  # type: ignore[union-attr]
+            assert line, "".join(self.lines)
+            self.lines.append(line)
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -62,28 +72,42 @@ class Agent:
         return "".join(self.lines) + rest
 
 
+def launcher_key(flow: FlowRunner) -> KeyPair:
+    """This test's launchers' key pair (made on first use), in the flow's own FLUJO_HOME."""
+    flow.env["FLUJO_HOME"] = str(flow.folder / "launcher-home")
+    return create_identity(flow.folder / "launcher-home")[0]
+
+
 @pytest.fixture
 def agent(hosts: tuple[Host, Host], flow: FlowRunner) -> Iterator[Agent]:
-    flow.env[TOKEN_ENV] = f"secret-{flow.name}"  # the agent and this test's launchers share it
-    running = Agent(hosts[1], flow.env)
+    home = flow.folder / "agent-home"
+    home.mkdir(mode=0o700)
+    (home / AUTHORIZED_KEYS).write_text(f"{launcher_key(flow).public.decode()} the test's launcher\n")
+    running = Agent(hosts[1], flow.env, home)
     yield running
     running.kill()
     running.process.communicate(timeout=10)
 
 
-def _body(hosts: tuple[Host, Host], nodes: str) -> str:
+def _body(hosts: tuple[Host, Host], nodes: str, agent_key: str = "", timeout: float | None = None) -> str:
     """The manifest after [flow]: host B, then the nodes; the launcher's address is host A's."""
     launcher_host, other = hosts
+    key = f'key = "{agent_key}"' if agent_key else ""
+    host_timeout = f"timeout = {timeout}" if timeout is not None else ""
     return f"""
         host = "{launcher_host.address}"
         [hosts.b]
         address = "{other.address}"
         agent_port = {AGENT_PORT}
+        {key}
+        {host_timeout}
     """ + nodes
 
 
-def _manifest(flow: FlowRunner, hosts: tuple[Host, Host], nodes: str):
-    return flow.manifest(_body(hosts, nodes), flow="queue = 4")
+def _manifest(flow: FlowRunner, hosts: tuple[Host, Host], nodes: str, agent: Agent | None = None,
+              timeout: float | None = None):
+    key = agent.key.public.decode() if agent else ""
+    return flow.manifest(_body(hosts, nodes, key, timeout), flow="queue = 4")
 
 
 CHAIN = """
@@ -115,19 +139,20 @@ def test_nodes_on_another_host_run_there_and_restart_without_loss(
     """
     body = CHAIN.format(n=n, out=out, sink_extra="").replace('"{nodes}:Paced"', '"{nodes}:Gated"')
     body = body.replace("pause = 0.0005 }", 'pause = 0.0005, gate = "{gate}" }') + printer
-    items, stdout, _ = restart_mid_stream(flow, _body(hosts, body), "where", out, prefix=hosts[0].command())
+    items, stdout, _ = restart_mid_stream(flow, _body(hosts, body, agent.key.public.decode()), "where", out,
+                                          prefix=hosts[0].command())
     assert [item["n"] for item in items] == list(range(n))  # every item, in order, across the restart
     assert {item["net"] for item in items} == {hosts[1].namespace_inode()}  # all worked on host B
     assert os.stat("/proc/self/ns/net").st_ino != hosts[1].namespace_inode()
     assert f"show    | {n - 1}" in stdout  # output of a node on host B, relayed
-    logs = flow.command("logs", "show", "--flow", flow.name)
+    logs = flow.command("logs", "show", "--flow", flow.name, "--no-timestamps")
     assert logs.returncode == 0 and logs.stdout.splitlines() == [str(i) for i in range(n)]
     assert f'serving flow "{flow.name}"' in agent.output()
 
 
 def test_status_tells_where_each_node_runs(flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
     out = flow.path("out.jsonl")
-    launcher = flow.start(_manifest(flow, hosts, CHAIN.format(n=10 ** 7, out=out, sink_extra="")),
+    launcher = flow.start(_manifest(flow, hosts, CHAIN.format(n=10 ** 7, out=out, sink_extra=""), agent),
                           prefix=hosts[0].command())
     poll_for(lambda: line_count(out) >= 10, timeout=30)
     replicas = flow.replicas()
@@ -147,14 +172,19 @@ def test_status_tells_where_each_node_runs(flow: FlowRunner, hosts: tuple[Host, 
 def test_killing_the_launcher_ends_the_nodes_on_the_other_host(
         flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
     out = flow.path("out.jsonl")
-    manifest = _manifest(flow, hosts, CHAIN.format(n=10 ** 7, out=out, sink_extra=""))
+    manifest = _manifest(flow, hosts, CHAIN.format(n=10 ** 7, out=out, sink_extra=""), agent, timeout=3)
     launcher = flow.start(manifest, prefix=hosts[0].command())
     poll_for(lambda: line_count(out) >= 100, timeout=30)
-    nodes_on_b = hosts[1].pids() - {agent.process.pid}  # (`ip netns exec` execs: the agent keeps its pid)
-    assert len(nodes_on_b) == 2
+    # (`ip netns exec` execs: the agent keeps its pid; its reaper lives as long as it does)
+    agent_own = {agent.process.pid, *(child.pid for child in psutil.Process(agent.process.pid).children()
+                                      if "reaper.py" in " ".join(child.cmdline()))}
+    nodes_on_b = hosts[1].pids() - agent_own
+    assert len(nodes_on_b) == 2 and len(agent_own) == 2
     os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and nothing else: its nodes must end by themselves
+    killed = time.monotonic()
     launcher.communicate()
-    poll_for(lambda: hosts[1].pids() == {agent.process.pid}, timeout=15)
+    poll_for(lambda: hosts[1].pids() == agent_own, timeout=15)
+    print(f"launcher SIGKILL: the nodes on the other host ended {time.monotonic() - killed:.2f} s later")
     assert agent.process.poll() is None  # the agent itself serves on
     assert f'the launcher of flow "{flow.name}" has been silent' in agent.output()
 
@@ -162,7 +192,9 @@ def test_killing_the_launcher_ends_the_nodes_on_the_other_host(
 @pytest.mark.timeout(40)
 def test_an_unreachable_agent_stops_the_launch_before_anything_starts(
         flow: FlowRunner, hosts: tuple[Host, Host]) -> None:
-    manifest = _manifest(flow, hosts, CHAIN.format(n=10, out=flow.path("out.jsonl"), sink_extra=""))
+    launcher_key(flow)
+    body = _body(hosts, CHAIN.format(n=10, out=flow.path("out.jsonl"), sink_extra=""), KeyPair.generate().public.decode())
+    manifest = flow.manifest(body, flow="queue = 4")
     result = flow.start(manifest, prefix=hosts[0].command())
     _, stderr = result.communicate(timeout=30)
     assert result.returncode == 2
@@ -175,30 +207,65 @@ def test_an_unreachable_agent_stops_the_launch_before_anything_starts(
 def test_a_lost_host_fails_the_flow_with_a_clear_message(
         flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
     out = flow.path("out.jsonl")
-    manifest = _manifest(flow, hosts, CHAIN.format(n=10 ** 7, out=out, sink_extra=""))
+    manifest = _manifest(flow, hosts, CHAIN.format(n=10 ** 7, out=out, sink_extra=""), agent, timeout=3)
     launcher = flow.start(manifest, prefix=hosts[0].command())
     poll_for(lambda: line_count(out) >= 100, timeout=30)
     agent.kill()  # the host goes away: its agent and, with it, its nodes
     _, stderr = launcher.communicate(timeout=40)
     assert launcher.returncode == 1
-    assert 'host "b" lost: its agent sent nothing for 5 s' in stderr
+    assert 'host "b" lost: its agent sent nothing for 3 s; its nodes count as crashed' in stderr
     assert 'node "where.0" failed: host "b" lost' in stderr
     values = [item["n"] for item in read_lines(out)]
     assert values == sorted(set(values))  # what arrived is in order, without duplicates
 
 
-@pytest.mark.timeout(40)
-def test_an_agent_refuses_a_launcher_without_its_token(
-        flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
-    flow.env[TOKEN_ENV] = "not-the-secret"
-    manifest = _manifest(flow, hosts, CHAIN.format(n=10, out=flow.path("out.jsonl"), sink_extra=""))
+def _refused_launch(flow: FlowRunner, hosts: tuple[Host, Host], agent_key: str) -> str:
+    manifest = flow.manifest(_body(hosts, CHAIN.format(n=10, out=flow.path("out.jsonl"), sink_extra=""), agent_key))
     result = flow.start(manifest, prefix=hosts[0].command())
     _, stderr = result.communicate(timeout=30)
-    assert result.returncode == 2
-    assert f"[hosts.b]: the agent at tcp://{hosts[1].address}:{AGENT_PORT} refused: wrong or missing " \
-           f"{TOKEN_ENV}" in stderr
+    assert result.returncode == 2, stderr
+    assert f"{manifest}: [hosts.b]: " in stderr
     assert not os.path.exists(flow.path("out.jsonl"))  # no node ran
-    assert f'refused flow "{flow.name}"' in agent.output()
+    return stderr
+
+
+@pytest.mark.timeout(60)
+def test_an_agent_refuses_a_launcher_it_does_not_know(flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
+    flow.env["FLUJO_HOME"] = str(flow.folder / "stranger-home")  # this launcher has a key the agent never saw
+    create_identity(flow.folder / "stranger-home")
+    stderr = _refused_launch(flow, hosts, agent.key.public.decode())
+    assert f"the agent at tcp://{hosts[1].address}:{AGENT_PORT} does not know this launcher's key" in stderr
+    assert "serving flow" not in agent.output()
+
+
+@pytest.mark.timeout(60)
+def test_a_launcher_refuses_an_agent_whose_key_is_not_the_expected_one(
+        flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
+    stderr = _refused_launch(flow, hosts, KeyPair.generate().public.decode())  # a key of someone else
+    assert "the secure handshake with" in stderr and "agent's key is not the one this launcher expects" in stderr
+    assert "serving flow" not in agent.output()
+
+
+@pytest.mark.timeout(30)
+def test_a_secure_flow_needs_the_agent_key_and_a_launcher_key(flow: FlowRunner, hosts: tuple[Host, Host]) -> None:
+    flow.env["FLUJO_HOME"] = str(flow.folder / "empty-home")
+    stderr = _refused_launch(flow, hosts, "")
+    assert "this launcher has no key pair" in stderr and "flujo-launch keys" in stderr
+    launcher_key(flow)
+    stderr = _refused_launch(flow, hosts, "")
+    assert 'no key known for the agent of host "b"' in stderr and "known_hosts" in stderr
+
+
+def test_an_agent_without_keys_or_trusted_launchers_does_not_serve(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "flujo.launch", "agent", "--bind", "tcp://127.0.0.1:0", "--keys", str(tmp_path)]
+    no_keys = subprocess.run(command, capture_output=True, text=True, timeout=20)
+    assert no_keys.returncode == 2 and f"no key pair in {tmp_path}" in no_keys.stderr
+    create_identity(tmp_path)
+    nobody = subprocess.run(command, capture_output=True, text=True, timeout=20)
+    assert nobody.returncode == 2 and "no launcher may use this agent" in nobody.stderr
+    (tmp_path / AUTHORIZED_KEYS).write_text("not-a-key\n")
+    garbage = subprocess.run(command, capture_output=True, text=True, timeout=20)
+    assert garbage.returncode == 2 and "entry 1: 'not-a-key' is not a public key" in garbage.stderr
 
 
 @pytest.mark.timeout(60)
@@ -209,7 +276,7 @@ def test_a_killed_node_on_the_other_host_restarts_by_policy(
         '    host = "b"\n', '    host = "b"\n    restart = "on-failure"\n')
     body = body.replace('"{nodes}:Paced"', '"{nodes}:Gated"')
     body = body.replace("pause = 0.0005 }", f'pause = 0.0005, gate = "{gate}" }}')
-    launcher = flow.start(_manifest(flow, hosts, body), prefix=hosts[0].command())
+    launcher = flow.start(_manifest(flow, hosts, body, agent), prefix=hosts[0].command())
     poll_for(lambda: line_count(out) >= 300, timeout=30)
     victim = flow.replicas()["where.1"]["pid"]
     assert victim in hosts[1].pids()

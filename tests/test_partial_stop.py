@@ -110,7 +110,8 @@ def test_status_shows_rates_queues_busy_and_the_bottleneck(flow: FlowRunner) -> 
         return rows if ok and float(rows[5][6]) > 0 else None
 
     rows = poll_for(settled, timeout=20)
-    assert rows[1] == ["node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped", "rejected"]
+    assert rows[1] == ["node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped",
+                       "rejected"]
     by_label = {row[0]: row for row in rows[2:5]}
     assert set(by_label) == {"numbers", "square.0", "square.1"} and rows[5][0] == "slow"
     slow = rows[5]
@@ -164,10 +165,10 @@ def test_logs_are_kept_per_node_and_can_be_followed(flow: FlowRunner) -> None:
         inputs = ["square"]
     """)
     launcher = flow.start(manifest)
-    printer_log = Path(flow.env["FLUJO_RUNS"]) / flow.name / "logs" / "printer.log"
+    printer_log = Path(flow.env["FLUJO_RUNS"]) / flow.name / "logs" / "latest" / "printer.log"
     poll_for(lambda: line_count(str(printer_log)) == 30, timeout=20)
     follower = subprocess.Popen([sys.executable, "-c", "from flujo.launch.cli import main; main()", "logs", "printer",
-                                 "-f", "--flow", flow.name], stdout=subprocess.PIPE, text=True, env=flow.env)
+                                 "-f", "--flow", flow.name, "--no-timestamps"], stdout=subprocess.PIPE, text=True, env=flow.env)
     flow.running.append(follower)
     assert follower.stdout.readline().strip() == "0"  # type: ignore[union-attr]  # following a running flow
     Path(gate).touch()  # now the stream may end, and the follower with it
@@ -176,7 +177,7 @@ def test_logs_are_kept_per_node_and_can_be_followed(flow: FlowRunner) -> None:
     rest = follower.stdout.read()  # type: ignore[union-attr]  # (communicate would skip what readline buffered)
     assert follower.wait(timeout=20) == 0
     assert rest.split() == [str(n * n) for n in range(1, 30)]
-    afterwards = flow.command("logs", "printer", "--flow", flow.name)
+    afterwards = flow.command("logs", "printer", "--flow", flow.name, "--no-timestamps")
     assert afterwards.stdout.split() == [str(n * n) for n in range(30)]
     missing = flow.command("logs", "nobody", "--flow", flow.name)
-    assert missing.returncode == 1 and 'no logs for node "nobody"' in missing.stderr
+    assert missing.returncode == 1 and f'no node "nobody" in flow "{flow.name}"' in missing.stderr

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from flujo.nodes.h264 import H264File
 from flujo.nodes.video import Crop, ImageFolderReader, ImageFolderWriter, Resize, VideoReader, VideoWriter
 from flujo.testing import drive
 
@@ -73,6 +74,36 @@ def test_writer_writes_a_playable_file(tmp_path, extension):
     assert len(read) == 12
     assert read[0].shape == (synthetic.HEIGHT, synthetic.WIDTH, 3)
     assert np.abs(read[6].astype(int) - items[6]["frame"]).mean() < 6
+
+
+@pytest.mark.parametrize("extension", [".mp4", ".mkv"])
+def test_writer_makes_h264_that_browsers_play(tmp_path, extension):
+    import av
+
+    path = tmp_path / f"video{extension}"
+    drive(VideoWriter(str(path)), synthetic.frame_items(12))
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        # H.264 in 4:2:0: the pairing every browser decodes (MPEG-4 part 2 plays in none).
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+        assert sum(1 for _ in container.decode(stream)) == 12
+
+
+def test_writer_keeps_odd_sizes_playable(tmp_path):
+    items = [{**item, "frame": item["frame"][:239, :319]} for item in synthetic.frame_items(3)]
+    drive(VideoWriter(str(tmp_path / "odd.mp4")), items)
+    capture = cv2.VideoCapture(str(tmp_path / "odd.mp4"))
+    assert capture.read()[1].shape == (238, 318, 3)  # 4:2:0 needs even sizes: one row and column dropped
+
+
+@pytest.mark.parametrize("where", ["missing-folder", "/dev/full"])
+def test_h264_write_errors_raise_naming_the_path(tmp_path, where):
+    path = str(tmp_path / where / "x.mp4") if where == "missing-folder" else where
+    with pytest.raises(OSError, match=f"cannot (write|finish) video {path}"):
+        video = H264File(path, 10.0, (320, 240))
+        for item in synthetic.frame_items(30):
+            video.write(item["frame"])
+        video.close()
 
 
 def test_writer_errors_name_the_path(tmp_path):

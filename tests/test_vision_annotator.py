@@ -45,3 +45,22 @@ def test_counts_port_is_optional_and_trails_are_bounded():
     assert tuple(out["frame"][200, 160]) != (0, 255, 255)  # no counts, no line
     node.process(frame=inputs(20, 0)["frame"], tracks={"tracks": []})
     assert node._trails == {}  # ids unseen for longer than the trail are forgotten
+
+
+def _arrow_side(line: list) -> str:
+    """Which side of a vertical counting line the "in" arrow's head is drawn on."""
+    node = Annotator(trail=0)
+    node.open()
+    ports = inputs(0, 40)
+    ports["counts"] = {**ports["counts"], "line": line}
+    image = node.process(frame=ports["frame"], counts=ports["counts"])["frame"]
+    yellow = np.all(image == (0, 255, 255), axis=2)
+    middle_rows = yellow[100:140]  # the arrow crosses the line at mid-height (y = 120)
+    left, right = middle_rows[:, :150].sum(), middle_rows[:, 171:].sum()
+    return "right" if right > left else "left"
+
+
+def test_the_arrow_points_the_way_the_counter_calls_in():
+    # LineCounter's convention: for a line drawn top to bottom, "in" is left to right.
+    assert _arrow_side([[0.5, 0.0], [0.5, 1.0]]) == "right"
+    assert _arrow_side([[0.5, 1.0], [0.5, 0.0]]) == "left"

@@ -24,8 +24,13 @@ def track_color(track_id: int) -> tuple[int, int, int]:
     return int(b * 255), int(g * 255), int(r * 255)
 
 
+#: BGR colour of the counting line and its "in" arrow.
+LINE_COLOR = (0, 255, 255)
+
+
 class Annotator(Processor):
-    """Draws track boxes with ids, short trails, the counting line and the in/out totals.
+    """Draws track boxes with ids, short trails, the counting line with an arrow showing which
+    way counts as "in", and the in/out totals.
 
     Args:
         trail: number of past centroids drawn per track (0: none).
@@ -54,9 +59,7 @@ class Annotator(Processor):
 
         line = self.line or (counts or {}).get("line")
         if line is not None:
-            (x1, y1), (x2, y2) = line
-            cv2.line(image, (round(x1 * width), round(y1 * height)), (round(x2 * width), round(y2 * height)),
-                     (0, 255, 255), self.thickness, cv2.LINE_AA)
+            self._draw_line(image, line, font)
 
         for entry in entries:
             color = track_color(int(entry["id"]))
@@ -77,6 +80,22 @@ class Annotator(Processor):
             _label(image, self.credit, (8, height - 8), font * 0.8, (230, 230, 230))
         return {**frame, "frame": image}
 
+    def _draw_line(self, image: np.ndarray, line: Sequence[Sequence[float]], font: float) -> None:
+        """The counting line, and an arrow across its middle pointing the way that counts as "in"."""
+        height, width = image.shape[:2]
+        start, end = (np.array(point, float) * (width, height) for point in line)
+        cv2.line(image, _pixel(start), _pixel(end), LINE_COLOR, self.thickness, cv2.LINE_AA)
+        direction = (end - start) / max(np.linalg.norm(end - start), 1e-9)
+        # LineCounter: "in" goes from the right-hand side of start->end to its left (y grows down),
+        # i.e. along (dy, -dx).
+        inward = np.array([direction[1], -direction[0]])
+        middle = (start + end) / 2
+        reach = 0.06 * max(width, height)
+        tip = middle + inward * reach
+        cv2.arrowedLine(image, _pixel(middle - inward * reach), _pixel(tip), LINE_COLOR, self.thickness,
+                        cv2.LINE_AA, tipLength=0.3)
+        _label(image, "in", _pixel(tip + inward * 6 + (0, 5)), font, LINE_COLOR)
+
     def _remember(self, entries: list[dict[str, Any]], index: int) -> None:
         if self.trail <= 0:
             return
@@ -87,6 +106,10 @@ class Annotator(Processor):
             self._last_seen[track_id] = index
         for track_id in [t for t, last in self._last_seen.items() if index - last > self.trail]:
             del self._last_seen[track_id], self._trails[track_id]
+
+
+def _pixel(point: np.ndarray) -> tuple[int, int]:
+    return round(float(point[0])), round(float(point[1]))
 
 
 def _label(image: np.ndarray, text: str, origin: tuple[int, int], scale: float, color: tuple[int, int, int]) -> None:

@@ -25,7 +25,7 @@ from flujo.api import Processor
 
 
 class LineCounter(Processor):
-    """Counts tracks whose centroid crosses a line, once per crossing, by direction.
+    """Counts tracks whose centroid crosses a line, by direction: each track once each way.
 
     Args:
         line: ``[[x1, y1], [x2, y2]]`` in normalized coordinates (fractions of the frame's
@@ -36,20 +36,25 @@ class LineCounter(Processor):
         use_predicted: also use positions of tracks not matched in this frame
             (``missed`` > 0); off by default, so only measured positions count.
         forget_after: frames after which the side of an unseen track is forgotten.
+        once_per_direction: count a track at most once each way, so a person dithering
+            at the line, or walking back and forth across it, counts as one "in" and at
+            most one "out" (``False``: every completed crossing counts).
     """
 
     def __init__(self, line: Sequence[Sequence[float]] = ((0.5, 0.0), (0.5, 1.0)), margin: float = 0.01,
-                 use_predicted: bool = False, forget_after: int = 300) -> None:
+                 use_predicted: bool = False, forget_after: int = 300, once_per_direction: bool = True) -> None:
         (x1, y1), (x2, y2) = line
         self.p1, self.p2 = np.array([x1, y1], float), np.array([x2, y2], float)
         if np.allclose(self.p1, self.p2):
             raise ValueError("the counting line needs two distinct points")
         self.margin, self.use_predicted, self.forget_after = float(margin), bool(use_predicted), int(forget_after)
+        self.once_per_direction = bool(once_per_direction)
 
     def open(self) -> None:
         self.total = {"in": 0, "out": 0}
         self._side: dict[int, tuple[int, np.ndarray]] = {}  # id -> (last side, position there)
         self._seen: dict[int, int] = {}
+        self._counted: set[tuple[int, str]] = set()  # (id, direction) already counted
 
     def _signed_distance(self, point: np.ndarray, scale: np.ndarray) -> float:
         """Distance from the line in pixels over the frame diagonal; > 0 on the right of p1->p2."""
@@ -85,11 +90,16 @@ class LineCounter(Processor):
             if previous is not None and previous[0] != side and \
                     self._within_segment((previous[1] + point) / 2, scale):
                 direction = "in" if previous[0] > 0 else "out"
+                if self.once_per_direction and (track_id, direction) in self._counted:
+                    continue
+                self._counted.add((track_id, direction))
                 self.total[direction] += 1
                 crossings.append({"id": track_id, "direction": direction})
         for track_id in [t for t, last in self._seen.items() if index - last > self.forget_after]:
             self._seen.pop(track_id)
             self._side.pop(track_id, None)
+            self._counted.discard((track_id, "in"))
+            self._counted.discard((track_id, "out"))
         return {"index": index, "timestamp": item.get("timestamp", 0.0), "in": self.total["in"],
                 "out": self.total["out"], "crossings": crossings,
                 "line": [self.p1.tolist(), self.p2.tolist()]}

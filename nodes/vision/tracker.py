@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from flujo.api import Processor
 
@@ -85,30 +86,34 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1e-9)
 
 
-def greedy_match(score: np.ndarray, threshold: float, higher_is_better: bool = True) -> list[tuple[int, int]]:
-    """Pairs (row, column) taken best-first while both are free and the score passes ``threshold``.
+#: The centroid gate stops widening after this many missed frames: a track lost for long
+#: must not claim whoever walks by far from where it was last seen.
+_GATE_GROWTH_FRAMES = 3
+#: Cost of a pair the gates forbid: never chosen by the assignment.
+_FORBIDDEN = 1e6
 
-    Ties are broken by row then column, so the result is deterministic.
+
+def assign(cost: np.ndarray) -> list[tuple[int, int]]:
+    """The pairs (row, column) of least total cost, leaving out forbidden ones.
+
+    A global assignment (the Hungarian method, scipy's ``linear_sum_assignment``) rather
+    than best-pair-first: when two people pass close by, best-first takes the one good
+    pair and forces the swap of the other, which is how a track jumps to another person.
     """
-    rows, cols = np.nonzero(score >= threshold if higher_is_better else score <= threshold)
-    values = score[rows, cols]
-    order = np.lexsort((cols, rows, -values if higher_is_better else values))
-    pairs, used_rows, used_cols = [], set(), set()
-    for k in order:
-        row, col = int(rows[k]), int(cols[k])
-        if row not in used_rows and col not in used_cols:
-            pairs.append((row, col))
-            used_rows.add(row)
-            used_cols.add(col)
-    return pairs
+    if cost.size == 0:
+        return []
+    rows, cols = linear_sum_assignment(cost)
+    return sorted((int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] < _FORBIDDEN)
 
 
 class Tracker(Processor):
     """Follows detections from frame to frame and gives each person a stable id.
 
-    Association is greedy by best IoU between predicted track boxes and detections, then,
-    for what is left, by nearest centroid within ``max_distance`` box sizes (the gate widens
-    by 20 % per missed frame, as the prediction grows less certain).
+    Association is one global assignment per frame (least total cost, scipy's
+    ``linear_sum_assignment``) between predicted track boxes and detections: overlapping
+    boxes by IoU first, then nearest centroids within ``max_distance`` box sizes (the gate
+    widens by 20 % per missed frame, as the prediction grows less certain). Confirmed
+    tracks are matched before tentative ones.
 
     Args:
         max_age: frames a confirmed track survives without a matched detection.
@@ -116,17 +121,22 @@ class Tracker(Processor):
         iou_threshold: smallest IoU for a match in the first pass.
         max_distance: centroid distance gate of the second pass, in box sizes (the larger side).
         coasting: also report confirmed tracks not matched in this frame (``missed`` > 0),
-            at their predicted position.
+            at their predicted position, for at most ``coast_frames`` frames (the track
+            itself lives on for ``max_age`` frames, to take its person back).
+        coast_damping: factor applied to an unmatched track's velocity per missed frame.
+        gate_growth: widening of the centroid gate per missed frame (for the first 3).
         position_noise, accel_noise: Kalman measurement and acceleration noise, as
             fractions of the box size.
     """
 
     def __init__(self, max_age: int = 15, min_hits: int = 3, iou_threshold: float = 0.2,
-                 max_distance: float = 1.0, coasting: bool = True,
+                 max_distance: float = 1.0, coasting: bool = True, coast_frames: int = 5,
+                 coast_damping: float = 0.95, gate_growth: float = 0.2,
                  position_noise: float = 0.05, accel_noise: float = 0.02) -> None:
         self.max_age, self.min_hits = int(max_age), int(min_hits)
         self.iou_threshold, self.max_distance = float(iou_threshold), float(max_distance)
-        self.coasting = bool(coasting)
+        self.coasting, self.coast_frames = bool(coasting), int(coast_frames)
+        self.coast_damping, self.gate_growth = float(coast_damping), float(gate_growth)
         self.position_noise, self.accel_noise = float(position_noise), float(accel_noise)
 
     def open(self) -> None:
@@ -134,22 +144,40 @@ class Tracker(Processor):
         self._next_id = 1
         self._last_index: int | None = None
 
+    def _cost(self, tracks: list[_Track], boxes: np.ndarray) -> np.ndarray:
+        """Cost of giving each detection to each track: 1 - IoU (+ half the centroid distance)
+        for overlapping boxes, else 1 + the centroid distance in box sizes within the gate (which widens by 20 % per
+        missed frame, as the prediction grows less certain), else forbidden."""
+        predicted = np.array([track.box for track in tracks]).reshape(-1, 4)
+        overlap = iou_matrix(predicted, boxes)
+        centres = boxes[:, :2] + boxes[:, 2:] / 2
+        cost = np.full((len(tracks), len(boxes)), _FORBIDDEN)
+        for row, track in enumerate(tracks):
+            gate = max(track.w, track.h) * (1 + self.gate_growth * min(track.missed, _GATE_GROWTH_FRAMES))
+            distance = np.linalg.norm(centres - track.state[:2], axis=1) / gate
+            near = distance <= self.max_distance
+            cost[row, near] = 1 + distance[near]
+            overlapping = overlap[row] >= self.iou_threshold
+            # Distance to the predicted centre breaks near-ties of overlap: when two people
+            # pass each other their boxes overlap both tracks alike, but the velocities differ.
+            cost[row, overlapping] = 1 - overlap[row, overlapping] + 0.5 * distance[overlapping]
+        return cost
+
     def _associate(self, boxes: np.ndarray) -> tuple[list[tuple[int, int]], list[int]]:
-        predicted = np.array([track.box for track in self._tracks]).reshape(-1, 4)
-        pairs = greedy_match(iou_matrix(predicted, boxes), self.iou_threshold)
-        free_tracks = [t for t in range(len(self._tracks)) if t not in {p[0] for p in pairs}]
-        free_boxes = [d for d in range(len(boxes)) if d not in {p[1] for p in pairs}]
-        if free_tracks and free_boxes:
-            centres = boxes[free_boxes, :2] + boxes[free_boxes, 2:] / 2
-            distance = np.empty((len(free_tracks), len(free_boxes)))
-            for row, t in enumerate(free_tracks):
-                track = self._tracks[t]
-                gate = max(track.w, track.h) * (1 + 0.2 * track.missed)
-                distance[row] = np.linalg.norm(centres - track.state[:2], axis=1) / gate
-            for row, col in greedy_match(distance, self.max_distance, higher_is_better=False):
-                pairs.append((free_tracks[row], free_boxes[col]))
-        matched = {p[1] for p in pairs}
-        return pairs, [d for d in range(len(boxes)) if d not in matched]
+        """Confirmed tracks choose first, tentative ones share what is left (a matching
+        cascade): a fresh, possibly spurious track never takes a person from an established one."""
+        pairs: list[tuple[int, int]] = []
+        free_boxes = list(range(len(boxes)))
+        for confirmed in (True, False):
+            group = [t for t, track in enumerate(self._tracks) if (track.id is not None) == confirmed]
+            if not group or not free_boxes:
+                continue
+            cost = self._cost([self._tracks[t] for t in group], boxes[free_boxes])
+            chosen = assign(cost)
+            pairs += [(group[row], free_boxes[col]) for row, col in chosen]
+            taken = {free_boxes[col] for _, col in chosen}
+            free_boxes = [d for d in free_boxes if d not in taken]
+        return pairs, free_boxes
 
     def process(self, item: dict[str, Any]) -> dict[str, Any]:
         index = int(item.get("index", 0))
@@ -169,6 +197,9 @@ class Tracker(Processor):
         for t, track in enumerate(self._tracks):
             if t not in matched_tracks:
                 track.missed += steps
+                # Unseen, a person is more likely to have stopped or turned than to keep going:
+                # fading the velocity keeps the predicted box near them, not drifting off.
+                track.state[2:] *= self.coast_damping ** steps
                 cx, cy = track.state[:2]
                 outside = not (0 <= cx < width and 0 <= cy < height)
                 # A tentative track that misses is noise; a confirmed one may be occluded.
@@ -183,7 +214,7 @@ class Tracker(Processor):
         for track in self._tracks:
             if track.id is None and track.hits >= self.min_hits:
                 track.id, self._next_id = self._next_id, self._next_id + 1
-            if track.id is not None and (track.missed == 0 or self.coasting):
+            if track.id is not None and (track.missed == 0 or self.coasting and track.missed <= self.coast_frames):
                 reported.append(_describe(track, index))
         reported.sort(key=lambda entry: entry["id"])
         return {"index": index, "timestamp": item.get("timestamp", 0.0), "width": width, "height": height,
