@@ -272,7 +272,8 @@ class RefusalLog:
     """Logs refused messages: the first of each (place, sender, rule) with its reason, then only counts.
 
     Bounded whatever a peer sends: at most ``max_keys`` distinct (place, sender, rule) are ever
-    logged (random sender names cannot flood the log), and at most ``per_second`` lines a second.
+    logged (random sender names cannot flood the log), and at most ``per_second`` lines a second;
+    lines over that rate wait (at most ``max_keys`` of them) for the next refusal in a later second.
     """
 
     def __init__(self, where: str, write: Callable[[str], None] | None = None, max_keys: int = 64,
@@ -280,6 +281,7 @@ class RefusalLog:
         self.where = where  # prefixes each line, when not empty
         self._write_line = write  # default: the process's stderr
         self._seen: set[tuple[str, str, str]] = set()
+        self._waiting: list[str] = []  # lines over the rate, for the next second
         self._max_keys, self._per_second = max_keys, per_second
         self._window, self._lines = 0, 0
         self._silenced = False
@@ -287,6 +289,11 @@ class RefusalLog:
 
     def refused(self, error: ProtocolError, place: str = "") -> None:
         self.counts[error.code] = self.counts.get(error.code, 0) + 1
+        now = int(time.monotonic())
+        if now != self._window:
+            self._window, self._lines = now, 0
+            while self._waiting and self._lines < self._per_second:
+                self._emit(self._waiting.pop(0))
         key = (place, error.sender, error.code)
         if key in self._seen:
             return
@@ -295,16 +302,18 @@ class RefusalLog:
                 self._silenced = True
                 self._write("more kinds of refused messages: counted, no longer logged")
             return
-        now = int(time.monotonic())
-        if now != self._window:
-            self._window, self._lines = now, 0
-        if self._lines >= self._per_second:
-            return  # logged when this pair comes again after the burst
-        self._lines += 1
         self._seen.add(key)
         at = f" on {place}" if place else ""
-        self._write(f"refused a message{at} from {error.sender} ({error.code}): {error.reason}; "
-                    "further ones like it are counted, not logged")
+        line = (f"refused a message{at} from {error.sender} ({error.code}): {error.reason}; "
+                "further ones like it are counted, not logged")
+        if self._lines < self._per_second:
+            self._emit(line)
+        else:
+            self._waiting.append(line)
+
+    def _emit(self, line: str) -> None:
+        self._lines += 1
+        self._write(line)
 
     def _write(self, line: str) -> None:
         line = f"{self.where}: {line}" if self.where else line

@@ -267,16 +267,20 @@ garbage = [[b""], [b"\xc1garbage"], [b"two", b"frames"], [msgpack.packb(42)], [m
            [msgpack.packb(["spawn", {"token": "1", "argv": 5}])], [msgpack.packb(["signal", {"token": 1}])],
            [msgpack.packb(["hello", {"flow": 5}])], [msgpack.packb([None, None])]]
 peer = context.socket(zmq.DEALER)
+peer.sndtimeo = 2000  # a secure agent never completes the handshake: the queue fills, and that is that
 peer.connect(endpoint)
-for frames in garbage:
-    for _ in range(copies):
-        peer.send_multipart(frames)
-peer.close(linger=5_000)
-big = context.socket(zmq.DEALER)  # before any token: one frame of 500 MB
+try:
+    for frames in garbage:
+        for _ in range(copies):
+            peer.send_multipart(frames)
+except zmq.Again:
+    pass
+peer.close(linger=2_000)
+big = context.socket(zmq.DEALER)  # one frame of 500 MB, from a peer nobody authorized
 big.connect(endpoint)
 data = numpy.zeros(500 << 20, numpy.uint8)
 big.send(data, copy=False)
-big.close(linger=20_000)
+big.close(linger=10_000)
 context.term()
 print(len(garbage))
 """
@@ -325,7 +329,8 @@ def test_the_agent_survives_garbage_and_a_huge_frame_while_serving_a_flow(
         log = agent.output()
         refused = [line for line in log.splitlines() if "refused a message" in line]
         if insecure:
-            assert kinds >= 10 and len(refused) >= 5, log
+            assert kinds >= 10 and any("(frames)" in line for line in refused), log
+            assert any("(agent): message is not msgpack" in line for line in refused), log
         assert len(refused) <= 64
     finally:
         agent.kill()

@@ -217,3 +217,21 @@ def test_a_sender_fails_loudly_on_a_frame_its_readers_would_drop() -> None:
         codec.encode(1, np.zeros(1025, np.uint8))
     with pytest.raises(ValueError, match="max_message"):
         codec.encode(2, "x" * 2000)
+
+
+def test_refusal_log_holds_lines_over_its_rate_for_the_next_second(monkeypatch) -> None:
+    import flujo.wire_check as wire_check
+
+    clock = [100.0]
+    monkeypatch.setattr(wire_check.time, "monotonic", lambda: clock[0])
+    lines: list[str] = []
+    log = RefusalLog("node", lines.append, per_second=2)
+    for index in range(5):
+        log.refused(ProtocolError("body", "bad", f"s{index}.0"))
+    assert len(lines) == 2
+    clock[0] += 1
+    log.refused(ProtocolError("body", "bad", "s0.0"))  # a repeat: nothing new, but the waiting lines go on
+    assert len(lines) == 4
+    clock[0] += 1
+    log.refused(ProtocolError("body", "bad", "s0.0"))
+    assert [line.split(" from ")[1].split()[0] for line in lines] == ["s0.0", "s1.0", "s2.0", "s3.0", "s4.0"]
