@@ -22,6 +22,7 @@ import zmq
 from flujo.config import CONTROL_MAX_MESSAGE
 from flujo.curve import Gatekeeper, make_server
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, pack
+from flujo.launch.lifeline import TOKEN_BYTES, LifelineListener
 from flujo.launch.keys import AUTHORIZED_KEYS, KeyFileError, authorized_keys, load_identity
 from flujo.launch.process import NodeProcess, local_argv
 from flujo.launch.reaper import Reaper
@@ -45,6 +46,7 @@ class _Launcher:
     flow: str
     heard: float
     timeout: float  # silent this long, it is gone: its processes would be orphans
+    lifeline: str | None = None  # the token of its lifeline: when that connection closes, it died
     processes: dict[int, NodeProcess] = field(default_factory=dict)  # token -> process
     ending: bool = False
 
@@ -125,8 +127,8 @@ class Agent:
         router = context.socket(zmq.ROUTER)
         router.linger = 0
         router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a launcher that went away: drop, never block
-        # Anyone who reaches the port can send, before any token is checked: a larger frame drops
-        # its connection unread, and few wait per peer, so memory stays bounded.
+        # Anyone who reaches the port can try (an --insecure agent reads them all): a larger frame
+        # drops its connection unread, and few wait per peer, so memory stays bounded.
         router.maxmsgsize = self._max_message
         router.rcvhwm = REQUESTS_QUEUED
         inbox = context.socket(zmq.PULL)
@@ -138,19 +140,23 @@ class Agent:
         try:
             gatekeeper = self._secure(context, router)
             router.bind(self.bind)
+            self._lifelines = LifelineListener(_host_of(self.bind), self._on_lifeline_closed)
             self._say(f"listening on {router.getsockopt_string(zmq.LAST_ENDPOINT)}")
             self._router, self._outbox = router, outbox
             self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
-            poller = zmq.Poller()
-            poller.register(router, zmq.POLLIN)
-            poller.register(inbox, zmq.POLLIN)
             while not self._stopping:
+                poller = zmq.Poller()  # anew each time: lifelines come and go
+                for source in (router, inbox, *self._lifelines.sockets()):
+                    poller.register(source, zmq.POLLIN)
                 events = dict(poller.poll(min(self._timers.timeout_ms() or 500, 500)))
                 self._timers.run_due()
                 if router in events:
                     self._receive(router)
                 if inbox in events:
                     _forward_all(inbox, router)
+                for source in self._lifelines.sockets():
+                    if source in events or source.fileno() in events:
+                        self._lifelines.readable(source)
             return 0
         finally:
             for launcher in self._launchers.values():
@@ -161,6 +167,8 @@ class Agent:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             outbox.close()
+            if hasattr(self, "_lifelines"):
+                self._lifelines.close()
             if gatekeeper is not None:
                 gatekeeper.stop()
             context.destroy(linger=0)
@@ -189,9 +197,15 @@ class Agent:
         if kind == "hello":  # only an authorized launcher gets this far: CURVE and ZAP checked its key
             timeout = payload.get("timeout")
             timeout = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_HOST_TIMEOUT
-            self._launchers[identity] = _Launcher(identity, payload["flow"], time.monotonic(), timeout)
+            lifeline = payload.get("lifeline")
+            lifeline = lifeline if isinstance(lifeline, str) and len(lifeline) == 2 * TOKEN_BYTES else None
+            self._launchers[identity] = _Launcher(identity, payload["flow"], time.monotonic(), timeout, lifeline)
+            welcome = {"host": socket.gethostname(), "pid": os.getpid()}
+            if lifeline:
+                self._lifelines.expect(lifeline)
+                welcome["lifeline"] = self._lifelines.port
             self._say(f'serving flow "{payload["flow"]}"')
-            self._send(identity, "welcome", {"host": socket.gethostname(), "pid": os.getpid()})
+            self._send(identity, "welcome", welcome)
         elif launcher is None:
             return  # not introduced (or already ended): ignore
         elif kind == "ports":
@@ -243,6 +257,16 @@ class Agent:
                 self._timers.after(KILL_GRACE, lambda launcher=launcher: self._end(launcher, signal.SIGKILL))
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
 
+    def _on_lifeline_closed(self, token: str) -> None:
+        """A launcher's lifeline closed: the launcher has died (a cut link closes nothing)."""
+        for launcher in self._launchers.values():
+            if launcher.lifeline == token and not launcher.ending:
+                alive = sum(1 for p in launcher.processes.values() if p.returncode is None)
+                self._say(f'the launcher of flow "{launcher.flow}" has gone (its lifeline closed): '
+                          f"ending its {alive} processes")
+                self._end(launcher, signal.SIGTERM)
+                self._timers.after(KILL_GRACE, lambda launcher=launcher: self._end(launcher, signal.SIGKILL))
+
     def _end(self, launcher: _Launcher, signum: int) -> None:
         launcher.ending = True
         for process in launcher.processes.values():
@@ -255,6 +279,11 @@ class Agent:
     def _say(self, text: str) -> None:
         self._log.write(f"flujo-agent: {text}\n")
         self._log.flush()
+
+
+def _host_of(endpoint: str) -> str:
+    """The address part of ``tcp://ADDRESS:PORT``."""
+    return endpoint.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
 
 
 def _forward_all(inbox: zmq.Socket, router: zmq.Socket) -> None:
