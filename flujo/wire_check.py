@@ -371,21 +371,16 @@ def _counters(value: Any) -> bool:
 
 
 _STAT_MAPS = ("received", "sent", "dropped_sent", "rejected_by")
+_STAT_NUMBERS = ("items_in", "items_out", "busy", "errors", "late", "next_seq", "dropped", "rejected")
 
 
 def _stats_ok(value: Any) -> bool:
-    """A stats map: numbers, and maps of numbers for the per-port counters."""
+    """A stats map: the counters the launcher computes with have their types (numbers, and maps
+    of numbers per port); other keys are a later version's, and ignored."""
     if type(value) is not dict:
         return False
-    for key, count in value.items():
-        if type(key) is not str:
-            return False
-        if key in _STAT_MAPS:
-            if not _counters(count):
-                return False
-        elif type(count) not in (int, float):
-            return False
-    return True
+    return (all(type(value.get(key, 0)) in (int, float) for key in _STAT_NUMBERS)
+            and all(_counters(value.get(key, {})) for key in _STAT_MAPS))
 
 
 def _status_payload_ok(kind: str, payload: Any) -> bool:

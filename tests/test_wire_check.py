@@ -235,3 +235,8 @@ def test_refusal_log_holds_lines_over_its_rate_for_the_next_second(monkeypatch) 
     clock[0] += 1
     log.refused(ProtocolError("body", "bad", "s0.0"))
     assert [line.split(" from ")[1].split()[0] for line in lines] == ["s0.0", "s1.0", "s2.0", "s3.0", "s4.0"]
+
+
+def test_stats_of_a_later_version_pass_with_their_new_keys() -> None:
+    report = msgpack.packb(["stats", "n", 0, {"items_in": 3, "sent": {"b/in": 3}, "histogram": [1, 2]}])
+    assert check_status([report])[3]["histogram"] == [1, 2]
