@@ -2,7 +2,7 @@
 
 Socket-free, so every rule is unit-tested on bytes (tests/test_wire_check.py). The socket
 side (flujo/protocol.py ``Codec.receive``, the launcher, the agent) calls these checks and
-drops what they refuse. docs/PROTOCOL.md, section 12, is the published form of these rules.
+drops what they refuse. docs/PROTOCOL.md, section 14, is the published form of these rules.
 
 A data message is refused when:
     * it has the wrong number of frames for its kind (DATA and BATCH: a body; markers: none);

@@ -4,6 +4,11 @@ One agent serves any number of launchers (flows) at once. It starts each process
 launcher would locally (own session and process group, killed with the agent by its reaper), relays its output lines and
 exit status, and ends a launcher's processes when that launcher falls silent: a launcher
 killed with SIGKILL leaves no orphan on other hosts either.
+
+With ``--session`` it is one launcher's agent for the life of an ssh session (launch/ssh.py):
+it makes a key pair for this run only and prints its public key, serves only the launcher keys
+given with ``--authorize`` (read over the same session), and ends, with every process it
+started, when its standard input closes (the session ended, whatever ended it).
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from typing import IO, Any
 import zmq
 
 from flujo.config import CONTROL_MAX_MESSAGE
-from flujo.curve import Gatekeeper, make_server
+from flujo.curve import Gatekeeper, KeyPair, make_server
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, pack
 from flujo.launch.lifeline import TOKEN_BYTES, LifelineListener
 from flujo.launch.keys import AUTHORIZED_KEYS, KeyFileError, authorized_keys, load_identity
@@ -87,13 +92,17 @@ class Agent:
     """Serves launchers on ``bind`` (a tcp endpoint) until SIGINT or SIGTERM.
 
     Closed by default: it speaks CURVE with its key pair from ``keys`` and serves only the
-    launchers whose public keys are in ``keys``/authorized_keys. ``insecure`` serves anyone
-    who reaches the port, in clear text (for flows with ``insecure = true``)."""
+    launchers whose public keys are in ``keys``/authorized_keys or ``authorize``. ``insecure``
+    serves anyone who reaches the port, in clear text (for flows with ``insecure = true``).
+    ``session``: a fresh key pair instead of the one in ``keys``, only ``authorize`` served, and
+    the agent ends when its standard input closes."""
 
     def __init__(self, bind: str, keys: Path, insecure: bool = False, log: IO[str] | None = None,
+                 authorize: tuple[bytes, ...] = (), session: bool = False,
                  max_message: int = CONTROL_MAX_MESSAGE) -> None:
         self.bind = bind
         self._keys, self._insecure = keys, insecure
+        self._authorize, self._session = set(authorize), session
         self._log = log or sys.stdout
         self._launchers: dict[bytes, _Launcher] = {}
         self._timers = Timers()
@@ -107,12 +116,17 @@ class Agent:
             self._say("warning: --insecure: anyone who reaches this port can start processes here, and "
                       "everything travels in clear text")
             return None
-        try:
-            identity, allowed = load_identity(self._keys), authorized_keys(self._keys)
-        except KeyFileError as error:
-            raise AgentSetupError(str(error)) from None
+        if self._session:
+            identity, allowed = KeyPair.generate(), set(self._authorize)  # this session's, known to no file
+        else:
+            try:
+                identity, allowed = load_identity(self._keys), authorized_keys(self._keys) | self._authorize
+            except KeyFileError as error:
+                raise AgentSetupError(str(error)) from None
         if identity is None:
             raise AgentSetupError(f"no key pair in {self._keys}: run `flujo-launch keys` on this host first")
+        if not allowed and self._session:
+            raise AgentSetupError("--session serves only the launcher keys given with --authorize: name one")
         if not allowed:
             raise AgentSetupError(f"no launcher may use this agent: add each launcher's public key (run "
                                   f"`flujo-launch keys` on its host) to {self._keys / AUTHORIZED_KEYS}, one per line")
@@ -144,12 +158,18 @@ class Agent:
             self._say(f"listening on {router.getsockopt_string(zmq.LAST_ENDPOINT)}")
             self._router, self._outbox = router, outbox
             self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
+            session_input = sys.stdin.fileno() if self._session else None  # --session: its end is ours
             while not self._stopping:
                 poller = zmq.Poller()  # anew each time: lifelines come and go
                 for source in (router, inbox, *self._lifelines.sockets()):
                     poller.register(source, zmq.POLLIN)
+                if session_input is not None:
+                    poller.register(session_input, zmq.POLLIN)
                 events = dict(poller.poll(min(self._timers.timeout_ms() or 500, 500)))
                 self._timers.run_due()
+                if session_input in events and not os.read(session_input, 4096):
+                    self._say("the session's input closed: ending")
+                    break
                 if router in events:
                     self._receive(router)
                 if inbox in events:
@@ -277,8 +297,11 @@ class Agent:
         self._router.send_multipart([identity, pack(kind, payload)])
 
     def _say(self, text: str) -> None:
-        self._log.write(f"flujo-agent: {text}\n")
-        self._log.flush()
+        try:
+            self._log.write(f"flujo-agent: {text}\n")
+            self._log.flush()
+        except (OSError, ValueError):
+            pass  # nobody reads any more (a session whose ssh ended): the agent ends on its input
 
 
 def _host_of(endpoint: str) -> str:

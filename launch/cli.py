@@ -375,9 +375,15 @@ _keys_option = click.option("--keys", "keys_dir", type=click.Path(file_okay=Fals
               help="Where launchers reach this agent: the address and agent_port of this host's [hosts] entry.")
 @_keys_option
 @click.option("--insecure", is_flag=True, help="Serve anyone who reaches the port, in clear text (warns).")
+@click.option("--authorize", multiple=True, metavar="KEY",
+              help="Also serve the launcher with this public key (may be repeated).")
+@click.option("--session", is_flag=True,
+              help="Serve over an ssh session (how a launcher starts an agent for [hosts] ssh): a new key pair for "
+                   "this run, only --authorize keys served, and the agent ends when its standard input closes.")
 @click.option("--max-message", default="4MB", show_default=True,
               help="Largest frame accepted from any peer (bytes, or KB/MB/GB): a larger one drops its connection.")
-def agent(bind: str, keys_dir: str | None, insecure: bool, max_message: str) -> None:
+def agent(bind: str, keys_dir: str | None, insecure: bool, authorize: tuple[str, ...], session: bool,
+          max_message: str) -> None:
     """Serve launchers on other hosts: start the nodes they place on this host.
 
     Run one on every host that a manifest's [hosts] table names, with the flow's code at the
@@ -388,7 +394,11 @@ def agent(bind: str, keys_dir: str | None, insecure: bool, max_message: str) -> 
     serves only the launchers whose public keys are listed in authorized_keys in the keys folder.
     It prints its own public key: put it in the manifest's [hosts.NAME] key, or in the
     launcher's known_hosts.
+
+    A launcher whose manifest gives the host an ssh destination starts its own agent there
+    (--session); nobody needs to start one by hand then.
     """
+    from flujo.curve import is_public_key
     from flujo.launch.agent import Agent, AgentSetupError
     from flujo.launch.keys import keys_folder
     from flujo.launch.manifest import MAX_MESSAGE, MIN_MESSAGE, byte_size
@@ -397,11 +407,32 @@ def agent(bind: str, keys_dir: str | None, insecure: bool, max_message: str) -> 
     if size is None or not MIN_MESSAGE <= size <= MAX_MESSAGE:
         raise click.BadParameter(f"{max_message!r} is not a size from {MIN_MESSAGE} bytes to 16GB",
                                  param_hint="--max-message")
+    for key in authorize:
+        if not is_public_key(key):
+            click.echo(f"flujo-agent: --authorize {key[:50]!r}: not a public key (the 40 characters "
+                       "`flujo-launch keys` prints)", err=True)
+            sys.exit(2)
     try:
-        sys.exit(Agent(bind, Path(keys_dir) if keys_dir else keys_folder(), insecure, max_message=size).run())
+        folder = Path(keys_dir) if keys_dir else keys_folder()
+        keys = tuple(key.encode("ascii") for key in authorize)
+        sys.exit(Agent(bind, folder, insecure, authorize=keys, session=session, max_message=size).run())
     except AgentSetupError as error:
         click.echo(f"flujo-agent: {error}", err=True)
         sys.exit(2)
+
+
+@main.command(add_help_option=False, context_settings={"ignore_unknown_options": True})
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def conform(arguments: tuple[str, ...]) -> None:
+    """Check a node program against the wire protocol: conform [--level basic|full|restartable] -- COMMAND...
+
+    Runs the program as the launcher and its neighbours would, through every clause of
+    docs/PROTOCOL.md, and prints one line per clause and the level reached (exit 0 when the
+    asked level is reached). `flujo-launch conform --help` lists every option.
+    """
+    from flujo.conformance.cli import main as run_kit
+
+    sys.exit(run_kit(list(arguments)))
 
 
 @main.command()

@@ -248,6 +248,15 @@ class AgentLink:
             if self._processes[request["token"]].returncode is None:
                 self.send("spawn", request)
 
+    def repoint(self, host: HostSpec, agent_key: bytes | None) -> None:
+        """Talk to a new agent for this host from now on (one started anew over ssh: another port
+        and key, the same launcher key); the next hello introduces this flow to it."""
+        self.socket.disconnect(self.host.agent)  # what was queued for the old one goes with it
+        if agent_key is not None:
+            self.socket.curve_serverkey = agent_key
+        self.host = host
+        self.socket.connect(host.agent)
+
     def send(self, kind: str, payload: Any = None) -> None:
         if not self.lost:
             self._send(kind, payload)
