@@ -32,6 +32,7 @@ from flujo.control import ControlChannel
 from flujo.inputs import SKIP, Drained, InputPort, Join
 from flujo.outputs import OutputEdge
 from flujo.protocol import Codec, Message, MessageKind, Status
+from flujo.wire_check import RefusalLog
 
 POLL_INTERVAL_MS = 500  # upper bound on a blocking wait; every wait also wakes on control
 STATS_INTERVAL = 0.5  # seconds between two stats reports to the launcher
@@ -79,8 +80,10 @@ class NodeRuntime:
     def _run(self, context: zmq.Context) -> int:
         config = self.config
         self.control = control = ControlChannel(context, config)
-        self.codec = Codec(config.node, config.replica)
-        self.ports = [InputPort(context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause)
+        self.codec = Codec(config.node, config.replica, min((edge.max_message for edge in config.outputs), default=None))
+        self.refusals = RefusalLog(f"flujo: {config.label}")  # refused messages, logged on stderr
+        self.ports = [InputPort(context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause,
+                                self.refusals)
                       for port in config.inputs]
         self._released_ports: set[str] = set()
         self.edges = [OutputEdge(context, edge, control.is_released, self.codec, control.holds)
@@ -292,6 +295,7 @@ class NodeRuntime:
             "items_in": self.items_in, "items_out": self.items_out, "busy": self.busy, "errors": self.errors,
             "late": sum(port.late for port in self.ports), "next_seq": self.next_seq,
             "dropped": sum(port.dropped for port in self.ports),
+            "rejected": sum(port.rejected for port in self.ports), "rejected_by": dict(self.refusals.counts),
             "dropped_sent": {f"{edge.target}/{edge.config.target_port}": edge.dropped for edge in self.edges},
             "received": {port.name: port.received for port in self.ports},
             "sent": {f"{edge.target}/{edge.config.target_port}": edge.sent for edge in self.edges},

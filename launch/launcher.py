@@ -43,7 +43,8 @@ from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
 from flujo.launch.ssh import SshSessions
 from flujo.launch.timers import Timers
-from flujo.protocol import CONFIG_ENV, Control, Status, control_frames, identity_topic, parse_status
+from flujo.protocol import CONFIG_ENV, Control, ProtocolError, Status, control_frames, identity_topic
+from flujo.wire_check import RefusalLog, check_command, check_status
 
 EXIT_KILLED = 130
 LIVE_REFRESH_PER_SECOND = 4
@@ -83,6 +84,7 @@ class Launcher:
         self._handovers = Handovers(self.replicas, self._publish, self._say, self._start_grace)
         self._links: dict[str, AgentLink] = {}  # host name -> its agent, for nodes on other hosts
         self._parent = ParentPipe.from_environment()  # started by a program (flujo.Flow): ends with it
+        self._refusals = RefusalLog("", self._say)  # malformed or forged messages on its sockets
         self._ssh = SshSessions(flow, self._say)  # agents this launcher starts over ssh, ended with it
 
     # -- public ----------------------------------------------------------------------------
@@ -118,14 +120,17 @@ class Launcher:
             self._control = context.socket(zmq.XPUB)
             self._control.setsockopt(zmq.XPUB_VERBOSE, 1)
             self._control.linger = 0
+            self._control.maxmsgsize = self.flow.max_control_message
             self._control.bind(endpoints.control)
             self._status = context.socket(zmq.PULL)
             self._status.linger = 0
+            self._status.maxmsgsize = self.flow.max_control_message
             self._status.bind(endpoints.status)
             self._exits = context.socket(zmq.PULL)
             self._exits.bind(_EXITS_ENDPOINT)
             self._commands = context.socket(zmq.REP)
             self._commands.linger = 0
+            self._commands.maxmsgsize = self.flow.max_control_message
             self._commands.bind(f"ipc://{run_dir / 'commands'}")
             metrics_url = self._serve_metrics()
             if metrics_url is False:
@@ -183,7 +188,8 @@ class Launcher:
                     host, keys = ssh_agent.host, ssh_agent.keys
                 else:
                     keys = agent_keys(self.flow, host)
-                link = self._links[name] = AgentLink(context, host, lambda: getattr(self, "_relay", None), keys)
+                link = self._links[name] = AgentLink(context, host, lambda: getattr(self, "_relay", None), keys,
+                                                     self.flow.max_control_message)
                 link.introduce(self.flow.name)
                 if needed.get(name):
                     ports[name] = link.free_ports(needed[name])
@@ -373,17 +379,46 @@ class Launcher:
             if self._control in events:
                 self._on_subscription(self._control.recv())
             if self._status in events:
-                self._on_status(*parse_status(self._status.recv()))
+                self._receive_status()
             if self._exits in events:
                 node, index, pid, code = msgpack.unpackb(self._exits.recv())
                 replica = self.replicas[(node, index)]
                 if replica.process is not None and replica.process.pid == pid:  # not an earlier process
                     self._on_exit(replica, code)
             if self._commands in events:
-                self._commands.send(msgpack.packb(self._on_command(msgpack.unpackb(self._commands.recv()))))
+                self._receive_command()
             for socket, link in links.items():
                 if socket in events:
                     link.handle()
+
+    # -- untrusted sockets: whatever arrives is checked (flujo/wire_check.py), bad frames logged and ignored
+    def _receive_status(self) -> None:
+        try:
+            frames = self._status.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            kind, node, index, payload = check_status(frames)
+            self._on_status(Status(kind), node, index, payload)
+        except ProtocolError as refused:
+            self._refusals.refused(refused, "the status socket")
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+            # Well-formed but impossible here (a forged report): ignored, like a malformed one.
+            self._refusals.refused(ProtocolError("status", f"report could not be applied ({type(error).__name__}: "
+                                                           f"{str(error)[:80]})"), "the status socket")
+
+    def _receive_command(self) -> None:
+        """Every request gets exactly one reply (a REP socket), an error for a malformed one."""
+        try:  # a REP socket may have signalled a request it then discarded (no envelope): never block
+            frames = self._commands.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            reply = self._on_command(check_command(frames))
+        except ProtocolError as refused:
+            self._refusals.refused(refused, "the command socket")
+            reply = {"ok": False, "error": f"malformed command: {refused.reason}"}
+        self._commands.send(msgpack.packb(reply))
 
     # -- commands from other processes (flujo-launch stop/status, Flow.stop) ---------------
     def _on_command(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -448,7 +483,7 @@ class Launcher:
                 "restarts": r.restarts, "error": (r.error or {}).get("message"),
                 "items_in": totals.get("items_in", 0), "items_out": totals.get("items_out", 0),
                 "errors": totals.get("errors", 0),
-                **({"rejected": totals["rejected"]} if "rejected" in totals else {}),
+                "rejected": totals.get("rejected", 0), "rejected_by": totals.get("rejected_by", {}),
                 "rate": rate, "queue": fills[r.config.node], "busy": busy_fraction(r.sample),
                 "dropped": dropped[r.config.node],
                 "total": total, "eta": left / rate if left is not None and rate > 0 and r.exit_code is None else None,
@@ -542,7 +577,7 @@ class Launcher:
         deadline = time.monotonic() + ERROR_REPORT_WAIT
         while replica.error is None and (left := deadline - time.monotonic()) > 0:
             if self._status.poll(int(left * 1000) + 1):
-                self._on_status(*parse_status(self._status.recv()))
+                self._receive_status()  # checked like every other report
 
     def _should_restart(self, replica: Replica, code: int) -> bool:
         """Apply the node's restart policy to a death mid-stream; True when a restart is scheduled."""

@@ -241,6 +241,9 @@ def _status_table(status: dict) -> Table:
     table.add_column("items/s", justify="right", no_wrap=True)
     table.add_column("queue", no_wrap=True)
     table.add_column("busy", justify="right", no_wrap=True)
+    rejecting = any(node.get("rejected") for node in nodes)  # refused messages: shown once there are any
+    if rejecting:
+        table.add_column("rejected", justify="right", no_wrap=True, style="red")
     for node in nodes:
         state = str(node.get("state") or _MISSING)
         shown_state = Text(state, style=STATE_STYLES.get(state, ""))
@@ -255,6 +258,7 @@ def _status_table(status: dict) -> Table:
             _number(node.get("rate")),
             _queue(node.get("queue")),
             _percent(node.get("busy")),
+            *([_integer(node.get("rejected"))] if rejecting else []),
             style="bold" if highlight else None,
         )
     return table

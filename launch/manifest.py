@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flujo.api import declared_kind, declared_outputs
+from flujo.config import CONTROL_MAX_MESSAGE, DATA_MAX_MESSAGE
 from flujo.loader import LoadError, load_target
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT
 from flujo.launch.errors import ManifestError, Problem, did_you_mean
@@ -85,6 +86,7 @@ class NodeSpec:
     restart_window: float = 60.0  # ... within this many seconds, else the node counts as failed
     stop_timeout: float = 10.0  # grace after a stop before SIGTERM, then as long again before SIGKILL
     host: str | None = None  # a [hosts] entry: the node runs there; None: on the launcher's machine
+    max_message: int | None = None  # bytes per frame on its input ports; None: the flow's
     kind: str = ""  # producer | processor | consumer, resolved during validation
 
 
@@ -97,6 +99,8 @@ class FlowSpec:
     transport: str = "ipc"
     host: str = "127.0.0.1"  # the launcher's address for tcp endpoints (reachable from every host)
     hosts: dict[str, HostSpec] = field(default_factory=dict)
+    max_message: int = DATA_MAX_MESSAGE  # bytes per frame on data sockets (ZMQ_MAXMSGSIZE)
+    max_control_message: int = CONTROL_MAX_MESSAGE  # bytes per frame on control, status and command sockets
     insecure: bool = False  # plain tcp, on purpose: no encryption, no authentication
 
     @property
@@ -117,6 +121,9 @@ class FlowSpec:
 
     def queue_of(self, node: NodeSpec) -> int:
         return node.queue if node.queue is not None else self.queue
+
+    def max_message_of(self, node: NodeSpec) -> int:
+        return node.max_message if node.max_message is not None else self.max_message
 
 
 # -- field checks: each returns an error message or None -----------------------------------
@@ -205,16 +212,43 @@ def _inputs(value: Any) -> str | None:
     return 'must be a list of node names, or a table of named ports: { a = "node", b = "node/port" }'
 
 
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1 << 10, "KIB": 1 << 10, "MB": 1 << 20, "MIB": 1 << 20, "GB": 1 << 30,
+               "GIB": 1 << 30}
+#: Frame size limits a manifest may set: room for a header, at most what one message may sanely hold.
+MIN_MESSAGE, MAX_MESSAGE = 4096, 1 << 34
+
+
+def byte_size(value: Any) -> int | None:
+    """Bytes from an int or a string like "64MB" (units of 1024: KB, MB, GB); None if not a size."""
+    if type(value) is int:
+        return value
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", value)
+        if match and match.group(2).upper() in _SIZE_UNITS:
+            return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    return None
+
+
+def _size(value: Any) -> str | None:
+    size = byte_size(value)
+    if size is None:
+        return 'must be a size in bytes: a number, or a string like "64MB" (KB, MB, GB: units of 1024)'
+    if not MIN_MESSAGE <= size <= MAX_MESSAGE:
+        return f"must be between {MIN_MESSAGE} bytes and {MAX_MESSAGE >> 30} GB"
+    return None
+
+
 FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "name": _flow_name, "queue": _count(MAX_QUEUE), "transport": _one_of(TRANSPORTS), "host": _string,
     "insecure": _flag,
+    "max_message": _size, "max_control_message": _size,
 }
 NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "run": _string, "command": _string_list, "args": _table, "inputs": _inputs, "join": _one_of(JOINS),
     "replicas": _count(MAX_REPLICAS), "queue": _count(MAX_QUEUE), "env": _string_table, "cwd": _string, "outputs": _string_list,
     "on_error": _one_of(ERROR_POLICIES), "policy": _one_of(QUEUE_POLICIES),
     "restart": _one_of(RESTART_POLICIES), "max_restarts": _count(MAX_RESTARTS),
-    "restart_window": _seconds, "stop_timeout": _seconds, "host": _string,
+    "restart_window": _seconds, "stop_timeout": _seconds, "host": _string, "max_message": _size,
 }
 #: The node fields that are options of how a node runs (not what it runs, its arguments or its inputs):
 #: the manifest's [nodes.NAME] keys and, the same, the keywords of flujo.Flow.add.
@@ -296,6 +330,9 @@ class _Validator:
                         queue=settings.get("queue", DEFAULT_QUEUE),
                         transport=settings.get("transport", "ipc"), host=settings.get("host", "127.0.0.1"),
                         hosts=hosts, insecure=settings.get("insecure", False))
+        for key in ("max_message", "max_control_message"):
+            if key in settings:
+                setattr(flow, key, byte_size(settings[key]))
         self.placement(flow, "transport" in settings)
         # Each check runs on what the earlier ones left sound, so one mistake hides no other.
         if self.graph(flow):
@@ -319,6 +356,8 @@ class _Validator:
         if ("run" in table) == ("command" in table):
             self.problem('give exactly one of "run" (a Python node) or "command" (any executable)', name,
                          "run")
+        if "max_message" in good:
+            spec.max_message = byte_size(good["max_message"])
         if "outputs" in good and "run" in table:
             self.problem("a Python node declares its output ports in its class (the `outputs` attribute); "
                          "this field is for command nodes", name, "outputs")

@@ -16,7 +16,7 @@ RATE_WINDOW = 3.0
 #: Counters that add up across the processes of one replica (a restart starts a process at 0).
 COUNTERS = ("items_in", "items_out", "busy", "errors", "late", "dropped", "rejected")
 #: Counters kept per port or per edge, added up the same way.
-COUNTER_TABLES = ("received", "sent", "dropped_sent")
+COUNTER_TABLES = ("received", "sent", "dropped_sent", "rejected_by")
 
 
 def _added(base: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:

@@ -67,18 +67,21 @@ def plan(flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]] | Non
             OutputConfig(port=port.source_port, target=reader.name, target_port=port.port,
                          endpoints=tuple(bound[(reader.name, port.port, r)] for r in range(reader.replicas)),
                          hwm=flow.queue_of(reader), policy=reader.policy,
-                         aligned=reader.join == "zip" and len(reader.inputs) > 1)
+                         aligned=reader.join == "zip" and len(reader.inputs) > 1,
+                         max_message=flow.max_message_of(reader))
             for reader, port in flow.downstream(node.name))
         for replica in range(node.replicas):
             inputs = tuple(
                 InputConfig(port=port.port, endpoint=bound[(node.name, port.port, replica)],
                             hwm=flow.queue_of(node), source=port.source, source_port=port.source_port,
-                            senders=flow.nodes[port.source].replicas, policy=node.policy)
+                            senders=flow.nodes[port.source].replicas, policy=node.policy,
+                            max_message=flow.max_message_of(node))
                 for port in node.inputs)
             configs[(node.name, replica)] = NodeConfig(
                 flow=flow.name, node=node.name, replica=replica, replicas=node.replicas, kind=node.kind,
                 control=endpoints.control, status=endpoints.status, inputs=inputs, outputs=outputs,
                 join=node.join, keyword_ports=node.keyword_ports, on_error=node.on_error, restart=node.restart,
                 run=node.run, base_dir=str(flow.base_dir), args=node.args,
-                curve=flow_keys.to_config() if flow_keys else None)
+                curve=flow_keys.to_config() if flow_keys else None,
+                max_control_message=flow.max_control_message)
     return endpoints, configs

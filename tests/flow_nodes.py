@@ -285,3 +285,19 @@ class SpawnsChild(Producer):
         while True:
             time.sleep(0.05)
             yield None
+
+
+class UntilGate(Producer):
+    """Counts 0, 1, 2, ... until the file ``gate`` exists: a stream that lasts as long as a test
+    needs, at most about 64 items per ``pause`` seconds."""
+
+    def __init__(self, gate: str, pause: float = 0.01) -> None:
+        self.gate, self.pause = Path(gate), pause
+
+    def produce(self) -> Iterable[int]:
+        i = 0
+        while i % 64 or not self.gate.exists():
+            yield i
+            i += 1
+            if i % 64 == 0:
+                time.sleep(self.pause)
