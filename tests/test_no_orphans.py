@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from conftest import FlowRunner, flow_processes, poll_for
-from flujo.launch.agent_wire import pack, unpack
+from flujo.launch.agent_wire import pack
 from flujo.launch.launcher import Launcher
 from flujo.launch.manifest import load_manifest
 
@@ -84,7 +84,7 @@ def test_agent_sigkill_leaves_no_process(tmp_path: Path) -> None:
         dealer.linger = 0
         dealer.connect(endpoint)
         dealer.send(pack("hello", {"flow": "orphans"}))
-        assert dealer.poll(10_000) and unpack(dealer.recv())[0] == "welcome"
+        assert dealer.poll(10_000) and msgpack.unpackb(dealer.recv())[0] == "welcome"
         for token, argv in ((1, ["sh", "wrapper.sh"]),
                             (2, [sys.executable, "-c", "import signal, time; "
                                  "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])):
