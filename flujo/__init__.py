@@ -3,13 +3,13 @@ from flujo.api import Consumer, Node, Outputs, Processor, Producer, consumer, pr
 
 from flujo.shm import frame_buffer
 
-__all__ = ["Consumer", "Flow", "Node", "Outputs", "Processor", "Producer", "consumer", "frame_buffer", "processor",
-           "producer"]
+__all__ = ["Consumer", "Flow", "FlowDefinitionError", "FlowError", "Node", "Outputs", "Processor", "Producer",
+           "consumer", "frame_buffer", "processor", "producer"]
 
 
 def __getattr__(name: str) -> object:
     # Flow drives the launcher; loading it on first use keeps the node runtime free of launcher code.
-    if name == "Flow":
-        from flujo.launch.flow import Flow
-        return Flow
+    if name in ("Flow", "FlowError", "FlowDefinitionError"):
+        from flujo.launch import flow
+        return getattr(flow, name)
     raise AttributeError(f"module 'flujo' has no attribute {name!r}")

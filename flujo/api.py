@@ -58,6 +58,12 @@ class Node:
         from flujo.shm import frame_buffer
         return frame_buffer(shape, dtype)
 
+    def summary(self) -> Mapping[str, Any] | None:
+        """What this node has to say at the end, for instance a sink's final counts: a small
+        mapping of plain values (numbers, strings), shown in the launcher's closing summary
+        and kept in ``--json-status``. Called once, after ``close()``; None: nothing."""
+        return None
+
 
 class Producer(Node):
     """Brings data into a flow. Has no inputs."""
@@ -67,6 +73,11 @@ class Producer(Node):
     def produce(self) -> Iterable[Any]:
         """Yield the items of the stream; returning ends the stream."""
         raise NotImplementedError
+
+    def length(self) -> int | None:
+        """How many items ``produce()`` will yield, if known (a file's frames): the launcher
+        then shows progress and an estimated time left. Called once, after ``open()``."""
+        return None
 
 
 class Processor(Node):

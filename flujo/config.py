@@ -11,6 +11,12 @@ from typing import Any
 
 from flujo.protocol import CONFIG_ENV
 
+#: Default size limits (ZMQ_MAXMSGSIZE, per frame) of the sockets a node binds or connects:
+#: data ports fit a 4K RGB frame (3840 x 2160 x 3 = 24.9 MB) with room for 4K RGBA or 16-bit
+#: frames; the control plane (control, status, commands, agents) carries small maps.
+DATA_MAX_MESSAGE = 64 * 1024 * 1024
+CONTROL_MAX_MESSAGE = 4 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class InputConfig:
@@ -24,6 +30,7 @@ class InputConfig:
     senders: int  # upstream replicas: one end-of-stream marker expected from each
     policy: str = "block"  # "block" | "drop-newest" | "drop-oldest" (see docs/PROTOCOL.md)
     shm: bool = False  # this port accepts shared-memory descriptors from its senders
+    max_message: int = DATA_MAX_MESSAGE  # bytes: a larger frame is refused (its connection dropped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,7 @@ class OutputConfig:
     policy: str = "block"  # the reader's: "block" waits for room; "drop-*": a full queue drops
     aligned: bool = False  # the reader zips several ports: a graceful restart agrees on where to pause
     shm: bool = False  # large arrays go as shared-memory descriptors (same host, reader accepts them)
+    max_message: int = DATA_MAX_MESSAGE  # the reader's limit: a larger frame is an error here, not a silent loss
 
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key in cls.__slots__}
@@ -69,6 +77,7 @@ class NodeConfig:
     shm_release: str = ""  # where this replica binds its release socket (it has shared-memory outputs)
     shm_owners: dict[str, str] = field(default_factory=dict)  # "node.replica" -> release endpoint, for
     # every replica whose segments may reach this one (also through processors that send arrays on)
+    max_control_message: int = CONTROL_MAX_MESSAGE  # bytes, for the control (SUB) socket
 
     @property
     def label(self) -> str:

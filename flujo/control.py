@@ -13,7 +13,9 @@ import zmq
 
 from flujo.config import NodeConfig
 from flujo.holds import Holds
-from flujo.protocol import EVENTS, POLLIN, Control, Status, identity_topic, parse_control, status_frame
+from flujo.protocol import (EVENTS, POLLIN, Control, ProtocolError, Status, identity_topic, parse_control,
+                            status_frame)
+from flujo.wire_check import RefusalLog
 
 
 class ControlChannel:
@@ -21,6 +23,8 @@ class ControlChannel:
         self._config = config
         self.commands = context.socket(zmq.SUB)
         self.commands.linger = 0
+        self.commands.maxmsgsize = config.max_control_message
+        self._refusals = RefusalLog(f"flujo: {config.label}: control")
         self.commands.subscribe(b"")
         self.commands.subscribe(identity_topic(config.node, config.replica))
         self.commands.connect(config.control)
@@ -49,7 +53,12 @@ class ControlChannel:
                 frames = self.commands.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._apply(*parse_control(frames))
+            try:
+                topic, payload = parse_control(frames)
+            except ProtocolError as refused:  # logged and ignored: a command is all or nothing
+                self._refusals.refused(refused)
+                continue
+            self._apply(topic, payload)
 
     def _apply(self, topic: Control | None, payload: list[Any]) -> None:
         if topic is Control.START:
@@ -95,9 +104,10 @@ class ControlChannel:
         self.reporter.send(status_frame(kind, self._config.node, self._config.replica, payload))
 
     def report_error(self, error: BaseException) -> None:
+        limit = self._config.max_control_message // 8  # the report must fit the status socket's limit (UTF-8)
         self.report(Status.ERROR, {
-            "message": f"{type(error).__name__}: {error}",
-            "traceback": "".join(traceback.format_exception(error)),
+            "message": f"{type(error).__name__}: {error}"[:limit // 4],
+            "traceback": "".join(traceback.format_exception(error))[-limit:],
         })
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ import zmq
 
 from flujo.config import InputConfig
 from flujo.protocol import NOBLOCK, Codec, Message, MessageKind, ProtocolError
+from flujo.wire_check import DataCheck, RefusalLog
 
 #: Returned by a join for a sequence number that carries no item (filtered upstream).
 SKIP = object()
@@ -42,11 +43,13 @@ class InputPort:
 
     def __init__(self, context: zmq.Context, config: InputConfig, codec: Codec, reorder: bool,
                  on_ended: Callable[["InputPort"], None],
-                 on_paused: Callable[["InputPort", Message], None] = lambda port, message: None) -> None:
+                 on_paused: Callable[["InputPort", Message], None] = lambda port, message: None,
+                 refusals: RefusalLog | None = None) -> None:
         self.config = config
         self.name = config.port
         self.socket = context.socket(zmq.PULL)
         self.socket.rcvhwm = config.hwm
+        self.socket.maxmsgsize = config.max_message  # a larger frame drops its connection, unread
         # Realtime ports read eagerly between items and keep at most `hwm` waiting: drop-oldest
         # keeps the newest, drop-newest the oldest. (Socket buffers alone would hold far more
         # small items than the high-water mark, in the kernel.)
@@ -57,6 +60,9 @@ class InputPort:
         self.socket.linger = 0
         self.socket.bind(config.endpoint)
         self._codec = codec
+        self._check = DataCheck(config.source, config.senders)  # what this port accepts (flujo/wire_check.py)
+        self._refusals = refusals or RefusalLog("flujo")
+        self.rejected = 0  # messages refused: malformed, or not from this port's senders in order
         self._reorder = reorder
         self._expected = 0  # next sequence number to deliver when reordering
         self._held: dict[int, Message] = {}  # arrived early, waiting for the gap before them
@@ -69,7 +75,10 @@ class InputPort:
         self._on_paused = on_paused  # told of every pause marker (the reader confirms it)
         self.ready: deque[Message] = deque()  # in order, ready for the join
         self.received = 0
-        self.refused = 0  # messages that broke the protocol (e.g. a stale shared-memory descriptor)
+
+    def accept_shared_memory(self, reader: Any) -> None:
+        """Descriptors of shared-memory arrays from this port's senders are mapped by ``reader``."""
+        self._check.shm_reader = reader
 
     @property
     def senders_done(self) -> bool:
@@ -92,12 +101,12 @@ class InputPort:
     def receive(self, flags: int = 0) -> bool:
         """Take one message (waiting up to the receive timeout); False when none came."""
         try:
-            message = self._codec.receive(self.socket, flags)
+            message = self._codec.receive(self.socket, self._check, flags)
         except zmq.Again:
             return False
-        except ProtocolError as error:  # refused and counted; the node reads on
-            self.refused += 1
-            print(f"port {self.name}: refused a message: {error}", file=sys.stderr, flush=True)
+        except ProtocolError as refused:  # dropped: counted and logged, the stream goes on
+            self.rejected += 1
+            self._refusals.refused(refused, f'port "{self.name}"')
             return True
         self._accept(message)
         return True

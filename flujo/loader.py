@@ -1,7 +1,9 @@
 """Find the class or function a ``run = "..."`` reference names.
 
-Two forms: ``"package.module:attr"`` (imported as usual) and ``"path/to/file.py:attr"``
-(loaded from that file, relative to the manifest's folder). A file is loaded under a
+Three forms: ``"package.module:attr"`` (imported as usual), ``"path/to/file.py:attr"``
+(loaded from that file, relative to the manifest's folder) and ``"path/to/file.pkl:attr"``
+(a class or function pickled by value with cloudpickle: what ``flujo.Flow`` writes for a
+node defined in a notebook or an interactive session, which has no file to load it from). A file is loaded under a
 private module name, so a user's script guarded by ``if __name__ == "__main__"`` can
 define its own node classes and also start the flow.
 """
@@ -30,6 +32,8 @@ def split_reference(reference: str) -> tuple[str, str]:
 def load_target(reference: str, base_dir: str | Path = ".") -> Any:
     """The object ``reference`` names; raises LoadError with the reason."""
     module_name, attr = split_reference(reference)
+    if module_name.endswith(".pkl"):
+        return _load_pickle(Path(base_dir) / module_name)
     if module_name.endswith(".py"):
         module = _load_file(Path(base_dir) / module_name)
     else:
@@ -70,6 +74,20 @@ def _load_file(path: Path) -> Any:
     finally:
         sys.path.remove(str(path.parent))
     return module
+
+
+def _load_pickle(path: Path) -> Any:
+    # A pickle runs code when loaded, exactly as a "file.py" reference does: it is trusted as
+    # the manifest that names it is (flujo.Flow writes both into a folder only its user can read).
+    import cloudpickle  # only flows defined interactively need it
+
+    try:
+        with path.open("rb") as file:
+            return cloudpickle.load(file)
+    except FileNotFoundError:
+        raise LoadError(f"no such file: {path}") from None
+    except Exception as error:
+        raise LoadError(f"{path} failed to load: {type(error).__name__}: {error}") from error
 
 
 def _describe(error: BaseException) -> str:

@@ -20,16 +20,11 @@ import msgpack
 import numpy as np
 import zmq
 
-from flujo.shm_wire import SHM_EXT_CODE, DescriptorError
+from flujo.wire_check import (ARRAY_EXT_CODE, BATCH, DATA, MAX_FRAMES, PROTOCOL_VERSION, DataCheck, ProtocolError,
+                              check_control, check_status, describe_sender)
 
-PROTOCOL_VERSION = 1
-ARRAY_EXT_CODE = 1
 #: Environment variable through which the launcher hands a node its JSON configuration.
 CONFIG_ENV = "FLUJO_NODE_CONFIG"
-
-
-class ProtocolError(Exception):
-    """A message that does not follow the protocol."""
 
 
 class MessageKind(enum.IntEnum):
@@ -101,10 +96,12 @@ class Message:
 class Codec:
     """Encodes and decodes data messages; one per node (it reuses its packer)."""
 
-    def __init__(self, node: str, replica: int) -> None:
+    def __init__(self, node: str, replica: int, max_message: int | None = None) -> None:
         self._node, self._replica = node, replica
+        #: The smallest frame limit of this node's readers: a larger frame would be dropped with
+        #: its connection there, so encoding it fails here, loudly.
+        self._max_message = max_message if max_message is not None else 1 << 62
         self._buffers: list[Any] = []
-        self._frames: Sequence[Any] = ()
         self._packer = msgpack.Packer(default=self._pack_extension, use_bin_type=True)
         self._header_packer = msgpack.Packer(use_bin_type=True)
         # Shared memory (flujo/shm.py): the pool arrays go into on shared-memory edges, and
@@ -112,7 +109,6 @@ class Codec:
         self.shm_pool: Any = None
         self.shm_reader: Any = None
         self._use_shm = False
-        self._sender: tuple[str, int] = ("", 0)
 
     # -- encoding -----------------------------------------------------------------------
     def header(self, kind: MessageKind, seq: int) -> bytes:
@@ -124,6 +120,9 @@ class Codec:
         self._buffers = []
         self._use_shm = shm
         body = self._packer.pack(item)
+        if len(body) > self._max_message:
+            raise ValueError(f"an item of {len(body)} bytes (without its arrays) is over the readers' max_message "
+                             f"of {self._max_message} bytes (raise it in the manifest)")
         return [self.header(MessageKind.DATA, seq), body, *self._buffers]
 
     def batch(self, first_seq: int, bodies: list[bytes]) -> list[bytes]:
@@ -145,6 +144,9 @@ class Codec:
                 if descriptor is not None:
                     return descriptor
             array = np.ascontiguousarray(value)
+            if array.nbytes > self._max_message:
+                raise ValueError(f"an array of {array.nbytes} bytes is over the readers' max_message of "
+                                 f"{self._max_message} bytes (raise it in the manifest: [flow] max_message)")
             self._buffers.append(array)
             meta = msgpack.packb((len(self._buffers) + 1, array.dtype.str, array.shape))
             return msgpack.ExtType(ARRAY_EXT_CODE, meta)
@@ -154,66 +156,72 @@ class Codec:
                         "items are msgpack values and numpy arrays")
 
     # -- decoding -----------------------------------------------------------------------
-    def receive(self, socket: zmq.Socket, flags: int = 0) -> Message:
-        """Receive and decode one message: header and body as bytes (small), arrays in place.
+    def receive(self, socket: zmq.Socket, check: DataCheck, flags: int = 0) -> Message:
+        """Receive, check (flujo/wire_check.py) and decode one message: header and body as bytes
+        (small), arrays in place.
 
-        Raises zmq.Again when nothing arrived (NOBLOCK, or the socket's receive timeout).
+        Raises zmq.Again when nothing arrived (NOBLOCK, or the socket's receive timeout), and
+        ProtocolError for a refused message, every frame of which has then been taken off the socket.
         """
-        header = socket.recv(flags)
-        message = self._message(header)
-        if message.kind is MessageKind.DATA or message.kind is MessageKind.BATCH:
-            # Once the first part of a message is here, all of it is.
-            frames = [header, socket.recv(NOBLOCK)]
-            while _get_option(socket, RCVMORE):
-                frames.append(socket.recv(NOBLOCK, copy=False))
-            self._body(message, frames)
-        return message
-
-    def decode(self, frames: Sequence[Any]) -> Message:
-        """Parse frames (bytes or zmq.Frame); arrays are views on the received frames."""
-        message = self._message(_buffer(frames[0]))
-        if message.kind is MessageKind.DATA or message.kind is MessageKind.BATCH:
-            self._body(message, frames)
-        return message
-
-    def _message(self, frame: Any) -> Message:
-        header = msgpack.unpackb(frame)
-        if not isinstance(header, list) or len(header) < 5:
-            raise ProtocolError(f"malformed header {header!r}")
-        if header[0] != PROTOCOL_VERSION:
-            raise ProtocolError(f"protocol version {header[0]} is not supported (this node speaks {PROTOCOL_VERSION})")
+        first = socket.recv(flags, copy=False)  # a frame knows whether more follows: cheaper than RCVMORE
+        header = first.bytes
         try:
-            kind = _KINDS[header[1]]
-        except (IndexError, TypeError):
-            raise ProtocolError(f"unknown message kind {header[1]!r}") from None
-        return Message(kind, header[2], header[3], header[4])
+            kind, seq, sender, replica = check.header(header)
+            if kind == DATA or kind == BATCH:
+                if not first.more:  # never take the next message's first frame as a body
+                    raise ProtocolError("frames", f"{_KINDS[kind].name} without a body frame",
+                                        describe_sender(sender, replica))
+                frames = [header, socket.recv(NOBLOCK)]  # once a message's first part is here, all of it is
+                while _get_option(socket, RCVMORE) and len(frames) <= MAX_FRAMES:
+                    frames.append(socket.recv(NOBLOCK, copy=False))
+                item = check.body(kind, seq, replica, frames)
+            else:
+                if first.more:
+                    raise ProtocolError("frames", f"{_KINDS[kind].name} marker with more than one frame",
+                                        describe_sender(sender, replica))
+                check.marker(kind, seq, replica)
+                item = None
+        except ProtocolError:
+            _discard_rest(socket)
+            raise
+        return Message(_KINDS[kind], seq, sender, replica, item)
 
-    def _body(self, message: Message, frames: Sequence[Any]) -> None:
-        if len(frames) < 2:
-            raise ProtocolError("data message without a body frame")
-        self._frames = frames
-        self._sender = (message.sender, message.replica)
-        message.item = msgpack.unpackb(_buffer(frames[1]), ext_hook=self._unpack_extension, strict_map_key=False)
-        self._frames = ()
+    def decode(self, frames: Sequence[Any], check: DataCheck | None = None) -> Message:
+        """Check and parse frames (bytes or zmq.Frame); arrays are views on the received frames.
+        Without a port's ``check``, any sender named in the header is believed."""
+        if not frames:
+            raise ProtocolError("frames", "a message without frames")
+        check = check or _believing(_buffer(frames[0]))
+        kind, seq, sender, replica = check.header(_buffer(frames[0]))
+        if kind == DATA or kind == BATCH:
+            if len(frames) < 2:
+                raise ProtocolError("frames", f"{_KINDS[kind].name} without a body frame",
+                                    describe_sender(sender, replica))
+            item = check.body(kind, seq, replica, frames)
+        else:
+            if len(frames) > 1:
+                raise ProtocolError("frames", f"{_KINDS[kind].name} marker with more than one frame",
+                                    describe_sender(sender, replica))
+            check.marker(kind, seq, replica)
+            item = None
+        return Message(_KINDS[kind], seq, sender, replica, item)
 
-    def _unpack_extension(self, code: int, data: bytes) -> Any:
-        if code == SHM_EXT_CODE:
-            if self.shm_reader is None:
-                raise ProtocolError("shared-memory descriptor on a port that does not accept them")
-            try:
-                return self.shm_reader.view(data, self._sender)
-            except DescriptorError as error:
-                raise ProtocolError(str(error)) from None
-        if code != ARRAY_EXT_CODE:
-            return msgpack.ExtType(code, data)
-        index, dtype, shape = msgpack.unpackb(data)
-        try:
-            buffer = _buffer(self._frames[index])
-        except IndexError:
-            raise ProtocolError(f"array refers to frame {index}, message has {len(self._frames)}") from None
-        array = np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape)
-        array.flags.writeable = False  # one contract whatever the transport: copy before writing
-        return array
+
+def _believing(header: Any) -> DataCheck:
+    """A check for whoever the header names as its sender (tools and tests decode without a port)."""
+    try:
+        fields = msgpack.unpackb(header)
+        if type(fields[4]) is int and 0 <= fields[4] < 1024:
+            return DataCheck(fields[3], fields[4] + 1)
+    except Exception:  # noqa: BLE001 - the real check says what is wrong with it
+        pass
+    return DataCheck("", 0)
+
+
+def _discard_rest(socket: zmq.Socket) -> None:
+    """Take the remaining frames of a refused message, so the next receive starts a message."""
+    while _get_option(socket, RCVMORE):
+        socket.recv(NOBLOCK, copy=False)
 
 
 def send_message(socket: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> None:
@@ -239,13 +247,13 @@ def control_frames(topic: Control, *payload: Any) -> list[bytes]:
     return [topic.value, msgpack.packb(list(payload))]
 
 
-def parse_control(frames: Sequence[bytes]) -> tuple[Control | None, list[Any]]:
-    """(topic, payload); topic is None for topics this version does not know (ignore them)."""
-    try:
-        topic = Control(bytes(frames[0]))
-    except ValueError:
+def parse_control(frames: Sequence[Any]) -> tuple[Control | None, list[Any]]:
+    """(topic, payload); topic is None for topics this version does not know (ignore them).
+    Raises ProtocolError for a malformed message of a known topic."""
+    checked = check_control(frames)
+    if checked is None:
         return None, []
-    return topic, msgpack.unpackb(frames[1]) if len(frames) > 1 else []
+    return Control(checked[0]), checked[1]
 
 
 def status_frame(kind: Status, node: str, replica: int, payload: Any = None) -> bytes:
@@ -253,5 +261,6 @@ def status_frame(kind: Status, node: str, replica: int, payload: Any = None) -> 
 
 
 def parse_status(frame: bytes) -> tuple[Status, str, int, Any]:
-    kind, node, replica, payload = msgpack.unpackb(frame)[:4]
+    """A status report; raises ProtocolError for a malformed one."""
+    kind, node, replica, payload = check_status([frame])
     return Status(kind), node, replica, payload

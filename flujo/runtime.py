@@ -22,6 +22,7 @@ import time
 import traceback
 from typing import Any, Callable, Iterable
 
+import msgpack
 import zmq
 
 from flujo.api import Node, Outputs
@@ -32,6 +33,7 @@ from flujo.inputs import SKIP, Drained, InputPort, Join
 from flujo.outputs import OutputEdge
 from flujo.protocol import Codec, Message, MessageKind, Status
 from flujo.shm import SharedMemoryReader, SlotPool, install
+from flujo.wire_check import RefusalLog
 
 _NO_ITEM = object()  # an output port the result does not address
 
@@ -66,6 +68,8 @@ class NodeRuntime:
         self._next_report = time.monotonic() + STATS_INTERVAL
         self._next_control = 0.0
         self._nobody_reads = False  # every reader of every output has been released
+        self._length: int | None = None  # items a producer will send, when it knows
+        self._summary: dict[str, Any] | None = None  # what the node reports at its end
 
     def run(self) -> int:
         """Run to the end; returns the process exit status."""
@@ -83,8 +87,10 @@ class NodeRuntime:
     def _run(self, context: zmq.Context) -> int:
         config = self.config
         self.control = control = ControlChannel(context, config)
-        self.codec = Codec(config.node, config.replica)
-        self.ports = [InputPort(context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause)
+        self.codec = Codec(config.node, config.replica, min((edge.max_message for edge in config.outputs), default=None))
+        self.refusals = RefusalLog(f"flujo: {config.label}")  # refused messages, logged on stderr
+        self.ports = [InputPort(context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause,
+                                self.refusals)
                       for port in config.inputs]
         self._released_ports: set[str] = set()
         self.edges = [OutputEdge(context, edge, control.is_released, self.codec, control.holds)
@@ -97,6 +103,8 @@ class NodeRuntime:
         try:
             node = self._make_node()
             node.open()
+            if config.kind == "producer":
+                self._length = _reported(node, "length")
             control.report(Status.READY)
             if config.kind == "producer":
                 self._produce(node)
@@ -114,6 +122,7 @@ class NodeRuntime:
                     node.close()
                 except Exception as failure:
                     error = error or failure
+                self._summary = _reported(node, "summary")
         if error is not None:
             control.report_error(error)
         if drained:  # a successor continues this stream, from where this process hands over
@@ -144,6 +153,9 @@ class NodeRuntime:
         if config.shm_run and senders:
             reader = self.codec.shm_reader = SharedMemoryReader(context, config.shm_run, config.node,
                                                                 config.replica, senders, config.shm_owners)
+            for port in self.ports:
+                if port.config.shm:
+                    port.accept_shared_memory(reader)
         pool = None
         shm_edges = [edge for edge in config.outputs if edge.shm]
         if config.shm_run and config.shm_release and shm_edges:
@@ -341,11 +353,14 @@ class NodeRuntime:
         self.control.report(Status.STATS, self._stats())
 
     def _stats(self) -> dict[str, Any]:
+        optional = {key: value for key, value in (("total", self._length), ("summary", self._summary))
+                    if value is not None}
         return {
+            **optional, "generation": self.config.generation, "at": time.time(),
             "items_in": self.items_in, "items_out": self.items_out, "busy": self.busy, "errors": self.errors,
             "late": sum(port.late for port in self.ports), "next_seq": self.next_seq,
             "dropped": sum(port.dropped for port in self.ports),
-            "refused": sum(port.refused for port in self.ports),
+            "rejected": sum(port.rejected for port in self.ports), "rejected_by": dict(self.refusals.counts),
             "dropped_sent": {f"{edge.target}/{edge.config.target_port}": edge.dropped for edge in self.edges},
             "received": {port.name: port.received for port in self.ports},
             "sent": {f"{edge.target}/{edge.config.target_port}": edge.sent for edge in self.edges},
@@ -401,3 +416,21 @@ class NodeRuntime:
 
     def _wait_writable(self, sockets: Iterable[zmq.Socket]) -> None:
         self._poll(sockets, zmq.POLLOUT)
+
+
+def _reported(node: Node, method: str) -> Any:
+    """What a node's optional reporting hook (``length``, ``summary``) returns; a hook that
+    fails or returns something msgpack cannot carry is reported on stderr and ignored."""
+    hook = getattr(node, method, None)
+    if hook is None:
+        return None
+    try:
+        value = hook()
+        if value is not None:
+            value = dict(value) if method == "summary" else int(value)
+            msgpack.packb(value)
+        return value
+    except Exception as error:
+        print(f"{type(node).__name__}.{method}() failed, ignored: {type(error).__name__}: {error}",
+              file=sys.stderr, flush=True)
+        return None

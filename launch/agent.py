@@ -24,17 +24,23 @@ from typing import IO, Any
 
 import zmq
 
+from flujo.config import CONTROL_MAX_MESSAGE
 from flujo.curve import Gatekeeper, KeyPair, make_server
-from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, pack, unpack
+from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, pack
 from flujo.launch.lifeline import TOKEN_BYTES, LifelineListener
 from flujo.launch.keys import AUTHORIZED_KEYS, KeyFileError, authorized_keys, load_identity
 from flujo.launch.process import NodeProcess, local_argv
 from flujo.launch.reaper import Reaper
+from flujo.wire_check import ProtocolError, RefusalLog, check_agent_request
 from flujo.launch.timers import Timers
 
 _INBOX = "inproc://agent-inbox"
 #: After SIGTERM, a silent launcher's processes get this long before SIGKILL.
 KILL_GRACE = 2.0
+#: Requests that may wait per peer (ZMQ_RCVHWM): with the frame limit, what a peer can make this hold.
+REQUESTS_QUEUED = 64
+#: A node's output line longer than this (characters) is cut before it goes to the launcher.
+MAX_LINE = 64 * 1024
 
 
 @dataclass
@@ -73,6 +79,8 @@ class _LineForwarder:
         self._outbox, self._identity = outbox, identity
 
     def line(self, label: str, text: str) -> None:
+        if len(text) > MAX_LINE:  # every message must fit the launcher's frame limit
+            text = text[:MAX_LINE] + f" [... {len(text) - MAX_LINE} more characters]"
         self._outbox.send(self._identity, pack("line", {"label": label, "text": text}))
 
 
@@ -90,7 +98,8 @@ class Agent:
     the agent ends when its standard input closes."""
 
     def __init__(self, bind: str, keys: Path, insecure: bool = False, log: IO[str] | None = None,
-                 authorize: tuple[bytes, ...] = (), session: bool = False) -> None:
+                 authorize: tuple[bytes, ...] = (), session: bool = False,
+                 max_message: int = CONTROL_MAX_MESSAGE) -> None:
         self.bind = bind
         self._keys, self._insecure = keys, insecure
         self._authorize, self._session = set(authorize), session
@@ -98,6 +107,8 @@ class Agent:
         self._launchers: dict[bytes, _Launcher] = {}
         self._timers = Timers()
         self._stopping = False
+        self._max_message = max_message
+        self._refusals = RefusalLog("", self._say)
 
     def _secure(self, context: zmq.Context, router: zmq.Socket) -> Gatekeeper | None:
         """Make ``router`` a CURVE server that admits only authorized launchers."""
@@ -130,6 +141,10 @@ class Agent:
         router = context.socket(zmq.ROUTER)
         router.linger = 0
         router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a launcher that went away: drop, never block
+        # Anyone who reaches the port can try (an --insecure agent reads them all): a larger frame
+        # drops its connection unread, and few wait per peer, so memory stays bounded.
+        router.maxmsgsize = self._max_message
+        router.rcvhwm = REQUESTS_QUEUED
         inbox = context.socket(zmq.PULL)
         inbox.bind(_INBOX)
         outbox = _Outbox(context)
@@ -156,8 +171,7 @@ class Agent:
                     self._say("the session's input closed: ending")
                     break
                 if router in events:
-                    identity, frame = router.recv_multipart()
-                    self._on_request(identity, *unpack(frame))
+                    self._receive(router)
                 if inbox in events:
                     _forward_all(inbox, router)
                 for source in self._lifelines.sockets():
@@ -179,6 +193,19 @@ class Agent:
                 gatekeeper.stop()
             context.destroy(linger=0)
             self._reaper.close()
+
+    def _receive(self, router: zmq.Socket) -> None:
+        """One request, checked first (flujo/wire_check.py): a malformed one is logged and ignored."""
+        try:
+            frames = router.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            identity, kind, payload = check_agent_request(frames)
+        except ProtocolError as refused:
+            self._refusals.refused(refused)
+            return
+        self._on_request(identity, kind, payload)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stopping = True
@@ -202,7 +229,10 @@ class Agent:
         elif launcher is None:
             return  # not introduced (or already ended): ignore
         elif kind == "ports":
-            self._send(identity, "ports", free_ports(payload["address"], payload["count"]))
+            try:
+                self._send(identity, "ports", free_ports(payload["address"], payload["count"]))
+            except OSError as error:  # an address this host does not have
+                self._send(identity, "refused", {"error": f"no free ports on {payload['address']!r}: {error}"})
         elif kind == "spawn":
             self._spawn(launcher, payload)
         elif kind == "signal":

@@ -40,6 +40,4 @@ def pack(kind: str, payload: Any = None) -> bytes:
     return msgpack.packb([kind, payload])
 
 
-def unpack(frame: bytes) -> tuple[str, Any]:
-    kind, payload = msgpack.unpackb(frame)[:2]
-    return kind, payload
+# Receivers check what arrives with flujo.wire_check.check_agent_request / check_agent_reply.

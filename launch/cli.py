@@ -380,7 +380,10 @@ _keys_option = click.option("--keys", "keys_dir", type=click.Path(file_okay=Fals
 @click.option("--session", is_flag=True,
               help="Serve over an ssh session (how a launcher starts an agent for [hosts] ssh): a new key pair for "
                    "this run, only --authorize keys served, and the agent ends when its standard input closes.")
-def agent(bind: str, keys_dir: str | None, insecure: bool, authorize: tuple[str, ...], session: bool) -> None:
+@click.option("--max-message", default="4MB", show_default=True,
+              help="Largest frame accepted from any peer (bytes, or KB/MB/GB): a larger one drops its connection.")
+def agent(bind: str, keys_dir: str | None, insecure: bool, authorize: tuple[str, ...], session: bool,
+          max_message: str) -> None:
     """Serve launchers on other hosts: start the nodes they place on this host.
 
     Run one on every host that a manifest's [hosts] table names, with the flow's code at the
@@ -398,7 +401,12 @@ def agent(bind: str, keys_dir: str | None, insecure: bool, authorize: tuple[str,
     from flujo.curve import is_public_key
     from flujo.launch.agent import Agent, AgentSetupError
     from flujo.launch.keys import keys_folder
+    from flujo.launch.manifest import MAX_MESSAGE, MIN_MESSAGE, byte_size
 
+    size = byte_size(max_message)
+    if size is None or not MIN_MESSAGE <= size <= MAX_MESSAGE:
+        raise click.BadParameter(f"{max_message!r} is not a size from {MIN_MESSAGE} bytes to 16GB",
+                                 param_hint="--max-message")
     for key in authorize:
         if not is_public_key(key):
             click.echo(f"flujo-agent: --authorize {key[:50]!r}: not a public key (the 40 characters "
@@ -407,10 +415,24 @@ def agent(bind: str, keys_dir: str | None, insecure: bool, authorize: tuple[str,
     try:
         folder = Path(keys_dir) if keys_dir else keys_folder()
         keys = tuple(key.encode("ascii") for key in authorize)
-        sys.exit(Agent(bind, folder, insecure, authorize=keys, session=session).run())
+        sys.exit(Agent(bind, folder, insecure, authorize=keys, session=session, max_message=size).run())
     except AgentSetupError as error:
         click.echo(f"flujo-agent: {error}", err=True)
         sys.exit(2)
+
+
+@main.command(add_help_option=False, context_settings={"ignore_unknown_options": True})
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def conform(arguments: tuple[str, ...]) -> None:
+    """Check a node program against the wire protocol: conform [--level basic|full|restartable] -- COMMAND...
+
+    Runs the program as the launcher and its neighbours would, through every clause of
+    docs/PROTOCOL.md, and prints one line per clause and the level reached (exit 0 when the
+    asked level is reached). `flujo-launch conform --help` lists every option.
+    """
+    from flujo.conformance.cli import main as run_kit
+
+    sys.exit(run_kit(list(arguments)))
 
 
 @main.command()
@@ -434,14 +456,15 @@ def keys(keys_dir: str | None) -> None:
     click.echo(f"trust files: {folder / AUTHORIZED_KEYS} (on agents), {folder / KNOWN_HOSTS} (on launchers)")
 
 
-STATUS_COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped")
+STATUS_COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped",
+                  "rejected")
 
 
 def status_row(node: dict) -> tuple[str, ...]:
     """One replica's row of the status table (also used by the live view)."""
     return (node["label"], node["state"], process_id(node), str(node["restarts"]), str(node["items_in"]),
             str(node["items_out"]), f"{node['rate']:.1f}", f"{node['queue']:.0%}", f"{node['busy']:.0%}",
-            str(node.get("dropped", 0)))
+            str(node.get("dropped", 0)), str(node.get("rejected", 0)))
 
 
 def host_line(host: dict) -> str:

@@ -31,6 +31,7 @@ from flujo.curve import FlowContext, KeyPair
 from flujo.launch.agent_wire import HEARTBEAT_INTERVAL
 from flujo.launch.errors import EXIT_BAD_MANIFEST, EXIT_NODE_FAILED
 from flujo.launch.handover import Handovers
+from flujo.launch.parent import ParentPipe
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan, ports_needed, run_id
@@ -42,7 +43,8 @@ from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
 from flujo.launch.ssh import SshSessions
 from flujo.launch.timers import Timers
-from flujo.protocol import CONFIG_ENV, Control, Status, control_frames, identity_topic, parse_status
+from flujo.protocol import CONFIG_ENV, Control, ProtocolError, Status, control_frames, identity_topic
+from flujo.wire_check import RefusalLog, check_command, check_status
 from flujo.shm_wire import cleanup_flow_segments, cleanup_process_segments, segment_prefix
 
 EXIT_KILLED = 130
@@ -82,6 +84,8 @@ class Launcher:
         self._timers = Timers()
         self._handovers = Handovers(self.replicas, self._publish, self._say, self._start_grace)
         self._links: dict[str, AgentLink] = {}  # host name -> its agent, for nodes on other hosts
+        self._parent = ParentPipe.from_environment()  # started by a program (flujo.Flow): ends with it
+        self._refusals = RefusalLog("", self._say)  # malformed or forged messages on its sockets
         self._ssh = SshSessions(flow, self._say)  # agents this launcher starts over ssh, ended with it
 
     # -- public ----------------------------------------------------------------------------
@@ -119,14 +123,17 @@ class Launcher:
             self._control = context.socket(zmq.XPUB)
             self._control.setsockopt(zmq.XPUB_VERBOSE, 1)
             self._control.linger = 0
+            self._control.maxmsgsize = self.flow.max_control_message
             self._control.bind(endpoints.control)
             self._status = context.socket(zmq.PULL)
             self._status.linger = 0
+            self._status.maxmsgsize = self.flow.max_control_message
             self._status.bind(endpoints.status)
             self._exits = context.socket(zmq.PULL)
             self._exits.bind(_EXITS_ENDPOINT)
             self._commands = context.socket(zmq.REP)
             self._commands.linger = 0
+            self._commands.maxmsgsize = self.flow.max_control_message
             self._commands.bind(f"ipc://{run_dir / 'commands'}")
             metrics_url = self._serve_metrics()
             if metrics_url is False:
@@ -163,6 +170,8 @@ class Launcher:
             if self._metrics is not None:
                 self._metrics.close()
             self._write_json_status()
+            if self._parent is not None:
+                self._parent.close()
             if hasattr(self, "_relay"):
                 self._relay.close()
             context.destroy(linger=0)
@@ -183,7 +192,8 @@ class Launcher:
                     host, keys = ssh_agent.host, ssh_agent.keys
                 else:
                     keys = agent_keys(self.flow, host)
-                link = self._links[name] = AgentLink(context, host, lambda: getattr(self, "_relay", None), keys)
+                link = self._links[name] = AgentLink(context, host, lambda: getattr(self, "_relay", None), keys,
+                                                     self.flow.max_control_message)
                 link.introduce(self.flow.name)
                 if needed.get(name):
                     ports[name] = link.free_ports(needed[name])
@@ -236,6 +246,8 @@ class Launcher:
         elif self._output.isatty():
             from flujo.launch.live import LiveView  # rich loads only when a terminal will show it
 
+            from flujo.launch.live import render_summary
+
             with LiveView(self.flow.name, lambda: self._snapshot, label_width=width) as view:
                 self._view = view
                 try:
@@ -243,8 +255,12 @@ class Launcher:
                 finally:
                     self._refresh_snapshot(force=True)
                     self._view = None
+            view.console.print(render_summary(self.status()))  # below the final table and every line
         else:
             yield plain_lines(self._output, width)
+            from flujo.launch.live import plain_summary
+
+            self._say("summary:\n  " + "\n  ".join(plain_summary(self.status())))
 
     def _refresh_snapshot(self, force: bool = False) -> None:
         """The live view reads this copy from its own thread, a few times a second."""
@@ -281,6 +297,8 @@ class Launcher:
 
     def _spawn(self, replica: Replica) -> NodeProcess | RemoteProcess:
         config = replica.config
+        if replica.started_at is None:
+            replica.started_at = time.time()
         spec = self.flow.nodes[config.node]
         env = {**spec.env, CONFIG_ENV: config.to_json(), "PYTHONUNBUFFERED": "1"}
         cwd = str(self.flow.base_dir / spec.cwd) if spec.cwd else str(self.flow.base_dir)
@@ -343,6 +361,9 @@ class Launcher:
         for socket in (self._control, self._status, self._exits, self._commands, *links):
             poller.register(socket, zmq.POLLIN)
         poller.register(wakeup_fd, zmq.POLLIN)
+        parent = self._parent.fd if self._parent is not None else None
+        if parent is not None:
+            poller.register(parent, zmq.POLLIN)
         while any(r.exit_code is None or r.restarting for r in self.replicas.values()):
             timeout = self._timers.timeout_ms()
             if self._view is not None or self._metrics is not None:  # fresh even when nothing happens
@@ -353,20 +374,55 @@ class Launcher:
             if wakeup_fd in events:
                 os.read(wakeup_fd, 64)
                 self._handle_interrupts()
+            if parent is not None and parent in events and self._parent.readable():  # type: ignore[union-attr]
+                poller.unregister(parent)
+                parent = None
+                self._say("the program that started this flow ended: stopping the flow")
+                if not self._stopping:
+                    self.stop()
             if self._control in events:
                 self._on_subscription(self._control.recv())
             if self._status in events:
-                self._on_status(*parse_status(self._status.recv()))
+                self._receive_status()
             if self._exits in events:
                 node, index, pid, code = msgpack.unpackb(self._exits.recv())
                 replica = self.replicas[(node, index)]
                 if replica.process is not None and replica.process.pid == pid:  # not an earlier process
                     self._on_exit(replica, code)
             if self._commands in events:
-                self._commands.send(msgpack.packb(self._on_command(msgpack.unpackb(self._commands.recv()))))
+                self._receive_command()
             for socket, link in links.items():
                 if socket in events:
                     link.handle()
+
+    # -- untrusted sockets: whatever arrives is checked (flujo/wire_check.py), bad frames logged and ignored
+    def _receive_status(self) -> None:
+        try:
+            frames = self._status.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            kind, node, index, payload = check_status(frames)
+            self._on_status(Status(kind), node, index, payload)
+        except ProtocolError as refused:
+            self._refusals.refused(refused, "the status socket")
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+            # Well-formed but impossible here (a forged report): ignored, like a malformed one.
+            self._refusals.refused(ProtocolError("status", f"report could not be applied ({type(error).__name__}: "
+                                                           f"{str(error)[:80]})"), "the status socket")
+
+    def _receive_command(self) -> None:
+        """Every request gets exactly one reply (a REP socket), an error for a malformed one."""
+        try:  # a REP socket may have signalled a request it then discarded (no envelope): never block
+            frames = self._commands.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            reply = self._on_command(check_command(frames))
+        except ProtocolError as refused:
+            self._refusals.refused(refused, "the command socket")
+            reply = {"ok": False, "error": f"malformed command: {refused.reason}"}
+        self._commands.send(msgpack.packb(reply))
 
     # -- commands from other processes (flujo-launch stop/status, Flow.stop) ---------------
     def _on_command(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -407,28 +463,39 @@ class Launcher:
         return f"exit status {', '.join(map(str, codes))}"
 
     def status(self) -> dict[str, Any]:
-        """The flow's state, one entry per replica (what `flujo-launch status` shows)."""
+        """The flow's state, one entry per replica (what `flujo-launch status` shows). Counters
+        add up every process a replica has had, so they never go backwards across restarts."""
         samples = {key: replica.sample for key, replica in self.replicas.items()}
         fills = {name: queue_fill(self.flow, name, samples) for name in self.flow.nodes}
         dropped = {name: drops(self.flow, name, samples) for name in self.flow.nodes}
-        now = time.monotonic()
-        hosts = [{"name": name, "state": link.state, "silent": round(now - link.heard, 1),
+        monotonic = time.monotonic()
+        hosts = [{"name": name, "state": link.state, "silent": round(monotonic - link.heard, 1),
                   "rtt_ms": None if link.rtt is None else round(link.rtt * 1000, 2)}
                  for name, link in self._links.items()]
+        now = time.time()
+        nodes = []
+        for r in self.replicas.values():
+            totals = r.sample.totals
+            rate = r.sample.rate("items_out" if r.config.kind == "producer" else "items_in")
+            total = r.sample.stats.get("total")  # a producer that knows its length
+            left = max(0, total - totals.get("items_out", 0)) if isinstance(total, int) else None
+            nodes.append({
+                "label": r.config.label, "node": r.config.node, "replica": r.config.replica,
+                "host": self.flow.nodes[r.config.node].host,
+                "pid": r.process.pid if r.process else None, "exit_code": r.exit_code,
+                "state": "running" if r.state == "ready" and self._started else r.state,
+                "restarts": r.restarts, "error": (r.error or {}).get("message"),
+                "items_in": totals.get("items_in", 0), "items_out": totals.get("items_out", 0),
+                "errors": totals.get("errors", 0),
+                "rejected": totals.get("rejected", 0), "rejected_by": totals.get("rejected_by", {}),
+                "rate": rate, "queue": fills[r.config.node], "busy": busy_fraction(r.sample),
+                "dropped": dropped[r.config.node],
+                "total": total, "eta": left / rate if left is not None and rate > 0 and r.exit_code is None else None,
+                "seconds": ((r.ended_at if r.exit_code is not None and r.ended_at else now) - r.started_at
+                            if r.started_at is not None else None),
+                "summary": r.sample.stats.get("summary")})
         return {"flow": self.flow.name, "started": self._started, "stopping": self._stopping,
-                "hosts": hosts, "bottleneck": bottleneck(self.flow, samples), "nodes": [
-                    {"label": r.config.label, "node": r.config.node, "replica": r.config.replica,
-                     "host": self.flow.nodes[r.config.node].host,
-                     "pid": r.process.pid if r.process else None, "exit_code": r.exit_code,
-                     "state": "running" if r.state == "ready" and self._started else r.state,
-                     "restarts": r.restarts, "error": (r.error or {}).get("message"),
-                     "items_in": r.sample.stats.get("items_in", 0), "items_out": r.sample.stats.get("items_out", 0),
-                     "errors": r.sample.stats.get("errors", 0),
-                     **({"rejected": r.sample.stats["rejected"]} if "rejected" in r.sample.stats else {}),
-                     "rate": r.sample.rate("items_out" if r.config.kind == "producer" else "items_in"),
-                     "queue": fills[r.config.node], "busy": busy_fraction(r.sample),
-                     "dropped": dropped[r.config.node]}
-                    for r in self.replicas.values()]}
+                "hosts": hosts, "bottleneck": bottleneck(self.flow, samples), "nodes": nodes}
 
     def _write_json_status(self) -> None:
         if self._json_status:
@@ -459,15 +526,15 @@ class Launcher:
             self._release(replica, payload or [port.port for port in replica.config.inputs])
             self._handovers.progress()
         elif kind is Status.STATS:
-            replica.sample.update(payload, time.monotonic())
+            replica.sample.update(payload, time.time())
         elif kind is Status.FINISHED:
             replica.finished = True
-            replica.sample.update(payload or {}, time.monotonic())
+            replica.sample.update(payload or {}, time.time())
             self._handovers.progress()
             self._watch_readers()
         elif kind is Status.DRAINED:
             replica.drained = payload
-            replica.sample.update(payload["stats"], time.monotonic())
+            replica.sample.update(payload["stats"], time.time())
             self._handovers.progress()
         elif kind is Status.POSITION:
             self._handovers.on_position(replica.key, payload)
@@ -480,6 +547,7 @@ class Launcher:
 
     def _on_exit(self, replica: Replica, code: int) -> None:
         replica.exit_code = code
+        replica.ended_at = time.time()
         # Its shared memory: senders take back what it held, its own segments go.
         self._publish(Control.EXITED, *replica.key)
         if isinstance(replica.process, NodeProcess):
@@ -517,7 +585,7 @@ class Launcher:
         deadline = time.monotonic() + ERROR_REPORT_WAIT
         while replica.error is None and (left := deadline - time.monotonic()) > 0:
             if self._status.poll(int(left * 1000) + 1):
-                self._on_status(*parse_status(self._status.recv()))
+                self._receive_status()  # checked like every other report
 
     def _should_restart(self, replica: Replica, code: int) -> bool:
         """Apply the node's restart policy to a death mid-stream; True when a restart is scheduled."""

@@ -3,16 +3,22 @@
 While the launcher runs attached to a terminal, `LiveView` keeps a table of every node replica
 at the bottom of the screen (refreshed a few times a second from the launcher's ``status()``)
 and prints the nodes' output lines above it, ``label | text``, the same as the plain output.
-`render_status` turns one status dict into that table; it is pure, so tests can render it.
+`render_status` turns one status dict into that table, with a progress bar and the time left
+for producers that know their length; `render_summary` is the closing summary. Both are pure,
+so tests can render them.
 """
 from __future__ import annotations
 
 import threading
+import time
 import zlib
+from collections import deque
 from typing import Any, Callable
 
 from rich import box
-from rich.console import Console
+from rich.console import COLOR_SYSTEMS, Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.segment import Segment
+from rich.control import strip_control_codes
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -33,6 +39,14 @@ STATE_STYLES = {
 LABEL_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
                  "bright_green", "bright_yellow", "bright_blue")
 BAR_WIDTH = 10
+PROGRESS_WIDTH = 30
+#: Output lines go to the screen in batches, at most this many times a second: every batch
+#: redraws the table below it once, however many lines it holds, so a chatty node costs a
+#: few redraws a second rather than one per line.
+PRINTS_PER_SECOND = 20
+#: Lines queued for a terminal that cannot keep up: beyond this many, the oldest are not shown
+#: (they are in the log files) rather than held in memory or slowing the nodes down.
+MAX_PENDING = 100_000
 _BLOCKS = " ▏▎▍▌▋▊▉█"  # eighths of a cell, for the queue bar
 _MISSING = "–"
 
@@ -42,9 +56,12 @@ class LiveView:
     with the nodes' log lines printed above it.
 
     Use it as a context manager around the launcher's run loop and route every output line
-    through `line`. ``status`` is called from the refresh thread; if it raises (for instance
-    while the launcher shuts down, or because it read the replicas mid-change) the last good
-    table stays on screen. On exit the final table is left printed once.
+    through `line`, which only queues the line: a writer thread of its own prints the queue in
+    batches, a limited number of times a second, so a node's output never waits for the
+    terminal or for the table. ``status`` is called from the refresh thread; if it raises (for
+    instance while the launcher shuts down, or because it read the replicas mid-change) the
+    last good table stays on screen. On exit every queued line is printed, then the final
+    table, once, below all of them.
 
     On a console that is not a terminal nothing refreshes: lines are printed as they come and
     the final table once at the end.
@@ -60,80 +77,138 @@ class LiveView:
         self._refresh_per_second = refresh_per_second
         self._label_width = label_width
         self._live: Live | None = None
-        self._last: Table | None = None  # the last table rendered from a good status
-        self._lock = threading.Lock()  # guards the fields below
-        self._pending: list[Text] = []  # lines waiting to be printed
-        self._printing = False  # one thread prints at a time; the others leave their lines here
+        self._last: _LaidOut | None = None  # the last table rendered from a good status
+        self._last_until = 0.0  # ... shown until then without asking status() again
+        self._lock = threading.Condition()  # guards the fields below; notified when a line is queued
+        self._pending: deque[tuple[str, str]] = deque()  # lines waiting to be printed
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self._skipped = 0  # lines dropped from the screen since the last batch
+        self._prefixes: dict[tuple[str, int], str] = {}  # (label, width) -> "label | " with its colours
 
     # -- context manager ------------------------------------------------------------------
     def __enter__(self) -> LiveView:
         self._live = Live(console=self.console, refresh_per_second=self._refresh_per_second,
                           transient=False, get_renderable=self._renderable)
         self._live.start()
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_loop, daemon=True, name="live view output")
+        self._writer.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        if self._writer is not None:
+            self._writer.join()  # every queued line is out: the final table goes below them
+            self._writer = None
         live, self._live = self._live, None
-        self._flush()
+        self._last_until = 0.0  # the final table shows the final status
         if live is not None:
             live.stop()  # renders once more from status(), and leaves that table printed
 
     # -- output lines ---------------------------------------------------------------------
     def line(self, label: str, text: str) -> None:
-        """Print ``label | text`` above the table. Safe to call from several threads at once;
-        lines appear in the order the calls were made."""
+        """Queue ``label | text`` to be printed above the table. Safe to call from several
+        threads at once; lines appear in the order the calls were made. Returns at once."""
         with self._lock:
+            if self._writer is None:  # not shown live (yet, or any more): print it here
+                self._print([(label, text)])
+                return
+            if len(self._pending) >= MAX_PENDING:
+                self._pending.popleft()
+                self._skipped += 1
+            self._pending.append((label, text))
+            if len(self._pending) == 1:
+                self._lock.notify()
+
+    def _write_loop(self) -> None:
+        """The writer thread: print what is queued, then let lines gather for a moment."""
+        while True:
+            with self._lock:
+                while not self._pending and not self._closing:
+                    self._lock.wait()
+                batch = list(self._pending)
+                self._pending.clear()
+                if self._skipped:
+                    note = f"{self._skipped} lines not shown: the terminal fell behind (flujo-launch logs has them)"
+                    batch.insert(0, ("flujo-launch", note))
+                    self._skipped = 0
+                closing = self._closing
+            if batch:
+                self._print(batch)
+            elif closing:
+                return
+            if not closing:
+                time.sleep(1 / PRINTS_PER_SECOND)
+
+    def _print(self, batch: list[tuple[str, str]]) -> None:
+        """One print for many lines: the table below is redrawn once. The lines are formatted
+        here, as text with the terminal's own escape codes, rather than laid out by rich line
+        by line: a chatty node's thousands of lines a second cost next to nothing."""
+        lines = []
+        for label, text in batch:
             self._label_width = max(self._label_width, len(label))
+            if "\x1b" in text:  # keep a node's colours, drop its cursor moves
+                text = self._styled(Text.from_ansi(text, end=""))
+            else:
+                text = strip_control_codes(text)  # a node's \r or \b must not move the cursor under the table
+            lines.append(self._prefix(label) + text)
+        try:
+            self.console.print(_Raw("\n".join(lines)), markup=False, highlight=False, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - a terminal gone away must not stop the flow; the logs have it
+            pass
+
+    def _prefix(self, label: str) -> str:
+        key = (label, self._label_width)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
             shown = Text(label.ljust(self._label_width), style=_label_style(label), end="")
             shown.append(" | ", style="dim")
-            shown.append_text(Text.from_ansi(text, end=""))  # keeps a node's colours, drops cursor moves
-            self._pending.append(shown)
-            if self._printing:
-                return  # the thread printing now prints this line too
-            self._printing = True
-        self._flush(owner=True)
+            prefix = self._prefixes[key] = self._styled(shown)
+        return prefix
 
-    def _flush(self, owner: bool = False) -> None:
-        """Print the pending lines. Printing redraws the table below them, so while one thread
-        prints, lines from the others pile up and go out together in the next batch."""
-        if not owner:
-            with self._lock:
-                if self._printing:
-                    return
-                self._printing = True
-        try:
-            while True:
-                with self._lock:
-                    batch, self._pending = self._pending, []
-                    if not batch:
-                        self._printing = False
-                        return
-                self.console.print(Text("\n").join(batch), markup=False, highlight=False)
-        except BaseException:
-            with self._lock:
-                self._printing = False
-            raise
+    def _styled(self, text: Text) -> str:
+        """``text`` with the escape codes of this console's colour system (none without one)."""
+        system = COLOR_SYSTEMS.get(self.console.color_system or "")
+        return "".join(segment.style.render(segment.text, color_system=system) if segment.style and system
+                       else segment.text for segment in text.render(self.console))
 
     # -- the table ------------------------------------------------------------------------
-    def _renderable(self) -> Table:
-        """Called by the refresh thread: the table for the current status, or the last good one."""
+    def _renderable(self) -> RenderableType:
+        """The table for the current status, or the last good one. Called by the refresh thread,
+        and for every batch of output lines (which redraws the table below them): so the table
+        is built and laid out at most ``refresh_per_second`` times a second, and reused between."""
+        now = time.monotonic()
+        if self._last is not None and now < self._last_until:
+            return self._last
+        self._last_until = now + 1 / self._refresh_per_second
         try:
             status = self._status()
             if not isinstance(status, dict):
                 raise TypeError(f"status() returned {type(status).__name__}, not a dict")
             if not status.get("flow"):
                 status = {**status, "flow": self.flow_name}
-            table = render_status(status)
+            table = _LaidOut(render_status(status))
         except Exception:
             if self._last is None:
-                self._last = render_status({"flow": self.flow_name, "nodes": []})
+                self._last = _LaidOut(render_status({"flow": self.flow_name, "nodes": []}))
             return self._last
         self._last = table
         return table
 
 
-def render_status(status: dict) -> Table:
-    """The table of every replica in a launcher status dict. Missing keys show as "–"."""
+def render_status(status: dict) -> RenderableType:
+    """The table of every replica in a launcher status dict (missing keys show as "–"), and
+    under it a progress bar with the time left for each producer that knows its length."""
+    table = _status_table(status)
+    progress = [_progress(node) for node in status.get("nodes") or [] if isinstance(node, dict)
+                and isinstance(node.get("total"), int) and node["total"] > 0 and node.get("state") != "exited"]
+    return Group(table, *progress) if progress else table
+
+
+def _status_table(status: dict) -> Table:
     title = Text(f"flow {status.get('flow') or '?'}", style="bold")
     if status.get("stopping"):
         title.append("  stopping…", style="yellow")
@@ -166,6 +241,9 @@ def render_status(status: dict) -> Table:
     table.add_column("items/s", justify="right", no_wrap=True)
     table.add_column("queue", no_wrap=True)
     table.add_column("busy", justify="right", no_wrap=True)
+    rejecting = any(node.get("rejected") for node in nodes)  # refused messages: shown once there are any
+    if rejecting:
+        table.add_column("rejected", justify="right", no_wrap=True, style="red")
     for node in nodes:
         state = str(node.get("state") or _MISSING)
         shown_state = Text(state, style=STATE_STYLES.get(state, ""))
@@ -180,9 +258,49 @@ def render_status(status: dict) -> Table:
             _number(node.get("rate")),
             _queue(node.get("queue")),
             _percent(node.get("busy")),
+            *([_integer(node.get("rejected"))] if rejecting else []),
             style="bold" if highlight else None,
         )
     return table
+
+
+def render_summary(status: dict) -> Table:
+    """The closing summary: per node replica its items, time, errors and restarts, and what
+    the node reported at its end (``summary()``, for instance a counter's final counts)."""
+    table = Table(title=Text(f"flow {status.get('flow') or '?'}: summary", style="bold"), box=box.SIMPLE_HEAD,
+                  padding=(0, 1, 0, 0), show_edge=False, title_justify="left")
+    for column, justify in (("node", "left"), ("exit", "right"), ("in", "right"), ("out", "right"),
+                            ("time", "right"), ("errors", "right"), ("restarts", "right"), ("reported", "left")):
+        table.add_column(column, justify=justify, no_wrap=column != "reported")  # type: ignore[arg-type]
+    for node in status.get("nodes") or []:
+        if not isinstance(node, dict):
+            continue
+        code = node.get("exit_code")
+        table.add_row(_label(node), Text(_integer(code), style="" if code in (0, None) else "bold red"),
+                      _integer(node.get("items_in")), _integer(node.get("items_out")), _duration(node.get("seconds")),
+                      _integer(node.get("errors")), _integer(node.get("restarts")), summary_text(node.get("summary")))
+    return table
+
+
+def summary_text(summary: Any) -> str:
+    """A node's reported summary on one line: ``in 13, out 15``."""
+    if not isinstance(summary, dict) or not summary:
+        return ""
+    return ", ".join(f"{key} {_value(value)}" for key, value in summary.items())
+
+
+def plain_summary(status: dict) -> list[str]:
+    """The closing summary as plain lines, for pipes and logs."""
+    lines = []
+    for node in status.get("nodes") or []:
+        if not isinstance(node, dict):
+            continue
+        line = (f"{_label(node)}: exit {_integer(node.get('exit_code'))}, in {_integer(node.get('items_in'))}, "
+                f"out {_integer(node.get('items_out'))}, {_duration(node.get('seconds'))}, "
+                f"errors {_integer(node.get('errors'))}, restarts {_integer(node.get('restarts'))}")
+        reported = summary_text(node.get("summary"))
+        lines.append(f"{line}; {reported}" if reported else line)
+    return lines
 
 
 # -- cells ------------------------------------------------------------------------------------
@@ -210,6 +328,38 @@ def _integer(value: Any) -> str:
         return str(int(value))
     except (TypeError, ValueError):
         return str(value)
+
+
+def _progress(node: dict) -> Text:
+    """``reader  ████████▌        43%  342/795  ETA 0:31``"""
+    total, done = int(node["total"]), int(node.get("items_out") or 0)
+    fraction = min(max(done / total, 0.0), 1.0)
+    eighths = round(fraction * PROGRESS_WIDTH * 8)
+    bar = _BLOCKS[8] * (eighths // 8) + (_BLOCKS[eighths % 8] if eighths % 8 else "")
+    shown = Text(f"{_label(node)}  ")
+    shown.append(bar.ljust(PROGRESS_WIDTH), style="cyan on grey23")
+    shown.append(f" {fraction:>4.0%}  {done}/{total}")
+    eta = node.get("eta")
+    if isinstance(eta, (int, float)):
+        shown.append(f"  ETA {_clock(eta)}")
+    return shown
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _duration(value: Any) -> str:
+    try:
+        return f"{float(value):.1f} s"
+    except (TypeError, ValueError):
+        return _MISSING
+
+
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _number(value: Any) -> str:
@@ -240,3 +390,27 @@ def _queue(value: Any) -> Text:
     shown = Text(f"{fill:>4.0%} ")
     shown.append(bar.ljust(BAR_WIDTH), style=style)
     return shown
+
+
+class _Raw:
+    """Text already formatted for this terminal (escape codes included), printed as it is."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield Segment(self.text)
+        yield Segment.line()
+
+
+class _LaidOut:
+    """A renderable laid out once per width: redrawing it costs no layout."""
+
+    def __init__(self, renderable: RenderableType) -> None:
+        self.renderable = renderable
+        self._segments: tuple[int, list[Segment]] | None = None
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self._segments is None or self._segments[0] != options.max_width:
+            self._segments = (options.max_width, list(console.render(self.renderable, options)))
+        yield from self._segments[1]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flujo.api import declared_kind, declared_outputs
+from flujo.config import CONTROL_MAX_MESSAGE, DATA_MAX_MESSAGE
 from flujo.loader import LoadError, load_target
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT
 from flujo.launch.errors import ManifestError, Problem, did_you_mean
@@ -86,6 +87,7 @@ class NodeSpec:
     stop_timeout: float = 10.0  # grace after a stop before SIGTERM, then as long again before SIGKILL
     host: str | None = None  # a [hosts] entry: the node runs there; None: on the launcher's machine
     shm: bool | None = None  # its inputs accept shared-memory arrays; None: Python nodes do, commands not
+    max_message: int | None = None  # bytes per frame on its input ports; None: the flow's
     kind: str = ""  # producer | processor | consumer, resolved during validation
 
 
@@ -98,6 +100,8 @@ class FlowSpec:
     transport: str = "ipc"
     host: str = "127.0.0.1"  # the launcher's address for tcp endpoints (reachable from every host)
     hosts: dict[str, HostSpec] = field(default_factory=dict)
+    max_message: int = DATA_MAX_MESSAGE  # bytes per frame on data sockets (ZMQ_MAXMSGSIZE)
+    max_control_message: int = CONTROL_MAX_MESSAGE  # bytes per frame on control, status and command sockets
     insecure: bool = False  # plain tcp, on purpose: no encryption, no authentication
     shm: bool = True  # arrays between nodes on this host may go through shared memory
 
@@ -126,6 +130,9 @@ class FlowSpec:
         accepts = reader.shm if reader.shm is not None else reader.run is not None
         return (self.shm and accepts and self.transport == "ipc" and sender.host is None
                 and reader.host is None)
+
+    def max_message_of(self, node: NodeSpec) -> int:
+        return node.max_message if node.max_message is not None else self.max_message
 
 
 # -- field checks: each returns an error message or None -----------------------------------
@@ -214,17 +221,47 @@ def _inputs(value: Any) -> str | None:
     return 'must be a list of node names, or a table of named ports: { a = "node", b = "node/port" }'
 
 
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1 << 10, "KIB": 1 << 10, "MB": 1 << 20, "MIB": 1 << 20, "GB": 1 << 30,
+               "GIB": 1 << 30}
+#: Frame size limits a manifest may set: room for a header, at most what one message may sanely hold.
+MIN_MESSAGE, MAX_MESSAGE = 4096, 1 << 34
+
+
+def byte_size(value: Any) -> int | None:
+    """Bytes from an int or a string like "64MB" (units of 1024: KB, MB, GB); None if not a size."""
+    if type(value) is int:
+        return value
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", value)
+        if match and match.group(2).upper() in _SIZE_UNITS:
+            return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    return None
+
+
+def _size(value: Any) -> str | None:
+    size = byte_size(value)
+    if size is None:
+        return 'must be a size in bytes: a number, or a string like "64MB" (KB, MB, GB: units of 1024)'
+    if not MIN_MESSAGE <= size <= MAX_MESSAGE:
+        return f"must be between {MIN_MESSAGE} bytes and {MAX_MESSAGE >> 30} GB"
+    return None
+
+
 FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "name": _flow_name, "queue": _count(MAX_QUEUE), "transport": _one_of(TRANSPORTS), "host": _string,
     "insecure": _flag, "shm": _flag,
+    "max_message": _size, "max_control_message": _size,
 }
 NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "run": _string, "command": _string_list, "args": _table, "inputs": _inputs, "join": _one_of(JOINS),
     "replicas": _count(MAX_REPLICAS), "queue": _count(MAX_QUEUE), "env": _string_table, "cwd": _string, "outputs": _string_list,
     "on_error": _one_of(ERROR_POLICIES), "policy": _one_of(QUEUE_POLICIES),
     "restart": _one_of(RESTART_POLICIES), "max_restarts": _count(MAX_RESTARTS),
-    "restart_window": _seconds, "stop_timeout": _seconds, "host": _string, "shm": _flag,
+    "restart_window": _seconds, "stop_timeout": _seconds, "host": _string, "max_message": _size, "shm": _flag,
 }
+#: The node fields that are options of how a node runs (not what it runs, its arguments or its inputs):
+#: the manifest's [nodes.NAME] keys and, the same, the keywords of flujo.Flow.add.
+NODE_OPTIONS: tuple[str, ...] = tuple(key for key in NODE_FIELDS if key not in ("run", "command", "args", "inputs"))
 HOST_FIELDS: dict[str, Callable[[Any], str | None]] = {"address": _string, "agent_port": _port_number,
                                                       "key": _curve_key, "timeout": _seconds,
                                                       "ssh": _ssh_destination, "sync": _flag, "python": _string}
@@ -301,7 +338,11 @@ class _Validator:
         flow = FlowSpec(name=name or self.path.stem, path=self.path, nodes=nodes,
                         queue=settings.get("queue", DEFAULT_QUEUE),
                         transport=settings.get("transport", "ipc"), host=settings.get("host", "127.0.0.1"),
-                        hosts=hosts, insecure=settings.get("insecure", False), shm=settings.get("shm", True))
+                        hosts=hosts, insecure=settings.get("insecure", False),
+                        shm=settings.get("shm", True))
+        for key in ("max_message", "max_control_message"):
+            if key in settings:
+                setattr(flow, key, byte_size(settings[key]))
         self.placement(flow, "transport" in settings)
         # Each check runs on what the earlier ones left sound, so one mistake hides no other.
         if self.graph(flow):
@@ -319,13 +360,14 @@ class _Validator:
             self.problem("must be a table: [nodes.NAME] with run or command", name)
             return spec
         good = self.fields(table, NODE_FIELDS, name, f"[nodes.{name}]")
-        for key in ("run", "command", "args", "join", "replicas", "queue", "env", "cwd", "outputs", "on_error",
-                    "policy", "restart", "max_restarts", "restart_window", "stop_timeout", "host", "shm"):
+        for key in ("run", "command", "args", *NODE_OPTIONS):
             if key in good:
                 setattr(spec, key, good[key])
         if ("run" in table) == ("command" in table):
             self.problem('give exactly one of "run" (a Python node) or "command" (any executable)', name,
                          "run")
+        if "max_message" in good:
+            spec.max_message = byte_size(good["max_message"])
         if "outputs" in good and "run" in table:
             self.problem("a Python node declares its output ports in its class (the `outputs` attribute); "
                          "this field is for command nodes", name, "outputs")

@@ -80,14 +80,15 @@ def plan(flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]] | Non
                          endpoints=tuple(bound[(reader.name, port.port, r)] for r in range(reader.replicas)),
                          hwm=flow.queue_of(reader), policy=reader.policy,
                          aligned=reader.join == "zip" and len(reader.inputs) > 1,
-                         shm=flow.shared_memory(node, reader))
+                         shm=flow.shared_memory(node, reader), max_message=flow.max_message_of(reader))
             for reader, port in flow.downstream(node.name))
         for replica in range(node.replicas):
             inputs = tuple(
                 InputConfig(port=port.port, endpoint=bound[(node.name, port.port, replica)],
                             hwm=flow.queue_of(node), source=port.source, source_port=port.source_port,
                             senders=flow.nodes[port.source].replicas, policy=node.policy,
-                            shm=flow.shared_memory(flow.nodes[port.source], node))
+                            shm=flow.shared_memory(flow.nodes[port.source], node),
+                            max_message=flow.max_message_of(node))
                 for port in node.inputs)
             configs[(node.name, replica)] = NodeConfig(
                 flow=flow.name, node=node.name, replica=replica, replicas=node.replicas, kind=node.kind,
@@ -96,5 +97,6 @@ def plan(flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]] | Non
                 run=node.run, base_dir=str(flow.base_dir), args=node.args,
                 shm_run=run_id(run_dir), shm_release=releases.get((node.name, replica), ""),
                 shm_owners=owners if any(port.shm for port in inputs) else {},
-                curve=flow_keys.to_config() if flow_keys else None)
+                curve=flow_keys.to_config() if flow_keys else None,
+                max_control_message=flow.max_control_message)
     return endpoints, configs

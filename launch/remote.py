@@ -13,11 +13,13 @@ from typing import Any, Callable
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from flujo.config import CONTROL_MAX_MESSAGE
 from flujo.curve import KeyPair, make_client
-from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_INTERVAL, pack, unpack
+from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_INTERVAL, pack
 from flujo.launch.lifeline import Lifeline, new_token
 from flujo.launch.keys import KNOWN_HOSTS, KeyFileError, keys_folder, known_host_key, load_identity
 from flujo.launch.manifest import FlowSpec, HostSpec
+from flujo.wire_check import ProtocolError, RefusalLog, check_agent_reply
 from flujo.launch.process import OutputRelay
 
 #: The exit status a process on a lost host is given: it cannot be known.
@@ -60,10 +62,12 @@ class AgentLink:
     pair and the agent's public key) are given, in clear otherwise (an insecure flow)."""
 
     def __init__(self, context: zmq.Context, host: HostSpec, relay: Callable[[], OutputRelay | None],
-                 keys: tuple[KeyPair, bytes] | None) -> None:
+                 keys: tuple[KeyPair, bytes] | None, max_message: int = CONTROL_MAX_MESSAGE) -> None:
         self.host = host
         self.socket = context.socket(zmq.DEALER)
         self.socket.linger = 1000  # a last "bye" should reach a live agent
+        self.socket.maxmsgsize = max_message
+        self._refusals = RefusalLog(f"flujo-launch: host {host.name}")
         if keys is not None:
             make_client(self.socket, *keys)
         self._handshake = self.socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -115,8 +119,13 @@ class AgentLink:
             if self._handshake_failed():
                 break
             if self.socket.poll(min(int(left * 1000) + 1, 50)):
-                kind, payload = unpack(self.socket.recv())
-                self.heard = time.monotonic()
+                try:
+                    reply = self._receive(zmq.NOBLOCK)
+                except zmq.Again:
+                    continue
+                if reply is None:
+                    continue
+                kind, payload = reply
                 if kind == wanted:
                     return payload
                 if kind == "refused":
@@ -155,11 +164,12 @@ class AgentLink:
         """Apply every message the agent has sent."""
         while True:
             try:
-                frame = self.socket.recv(zmq.NOBLOCK)
+                reply = self._receive(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self.heard = time.monotonic()
-            kind, payload = unpack(frame)
+            if reply is None:
+                continue
+            kind, payload = reply
             if kind == "welcome" and self.lost:
                 self._hold_lifeline(payload)
                 self._back()
@@ -182,6 +192,18 @@ class AgentLink:
                     process.exited(127)
                 else:
                     process.exited(payload["code"])
+
+    def _receive(self, flags: int = 0) -> tuple[str, Any] | None:
+        """One message from the agent, checked; None for a malformed one (logged, ignored)."""
+        frames = self.socket.recv_multipart(flags)
+        self.heard = time.monotonic()
+        try:
+            if len(frames) != 1:
+                raise ProtocolError("frames", f"message of {len(frames)} frames (1 expected)", self.host.agent)
+            return check_agent_reply(frames[0], self.host.agent)
+        except ProtocolError as refused:
+            self._refusals.refused(refused)
+            return None
 
     def pump_until(self, done: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -41,6 +41,8 @@ class Replica:
         """It zips several ports: its senders agree on where to pause before it drains."""
         return self.config.join == "zip" and len(self.config.inputs) > 1
     grace_started: bool = False  # the stop ladder runs for this process
+    started_at: float | None = None  # wall clock: its first process started ...
+    ended_at: float | None = None  # ... and its last one exited (for the closing summary)
     stopped: bool = False  # told to stop (its readers' inputs end)
     grace_reading: bool = False  # ... because its inputs ended; it may still be reading
     ladder: object | None = None  # the ladder in force (a later one supersedes it)

@@ -16,6 +16,9 @@ class Count(Producer):
     def __init__(self, n: int | None = None, start: int = 0) -> None:
         self.n, self.start = n, start
 
+    def length(self) -> int | None:
+        return self.n
+
     def produce(self) -> Iterable[int]:
         number = self.start
         while self.n is None or number < self.start + self.n:
@@ -28,6 +31,9 @@ class Items(Producer):
 
     def __init__(self, items: list[Any]) -> None:
         self.items = items
+
+    def length(self) -> int:
+        return len(self.items)
 
     def produce(self) -> Iterable[Any]:
         yield from self.items

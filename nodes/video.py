@@ -102,6 +102,17 @@ class VideoReader(Producer):
             self._capture.release()
             self._capture = None
 
+    def length(self) -> int | None:
+        """The frames this reader will emit, for a file read once (progress and ETA)."""
+        if self.live or self.loop or self._capture is None:
+            return self.max_frames if self.loop else None
+        frames = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if frames <= 0:
+            return self.max_frames
+        end = min(frames, self.stop) if self.stop is not None else frames
+        count = max(0, end - self.start)
+        return min(count, self.max_frames) if self.max_frames is not None else count
+
     def _skip_to_start(self) -> bool:
         # grab() decodes sequentially: exact where seeking by frame number is not for some codecs.
         for _ in range(self.start):
@@ -253,6 +264,10 @@ class ImageFolderReader(Producer):
                             if path.lower().endswith(IMAGE_EXTENSIONS))
         if not self.paths:
             raise FileNotFoundError(f"no images matching {self.pattern!r} in {folder}")
+
+    def length(self) -> int:
+        """The images this reader will emit (progress and ETA)."""
+        return len(self.paths[:self.max_frames])
 
     def produce(self) -> Iterator[dict[str, Any]]:
         for index, path in enumerate(self.paths[:self.max_frames]):

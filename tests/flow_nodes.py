@@ -216,6 +216,45 @@ class Gated(Producer):
             yield None
 
 
+class Chatty(Producer):
+    """Prints ``lines`` lines as fast as it can, then yields one item; reports how long the
+    printing took in its summary (what a slow terminal would stretch)."""
+
+    def __init__(self, lines: int) -> None:
+        self.lines = lines
+        self.seconds = 0.0
+
+    def produce(self) -> Iterable[int]:
+        began = time.perf_counter()
+        for number in range(self.lines):
+            print(f"line {number} of a chatty node, long enough to look like a real log line", flush=True)
+        self.seconds = time.perf_counter() - began
+        yield 0
+
+    def summary(self) -> dict[str, float]:
+        return {"print_seconds": round(self.seconds, 3)}
+
+
+class Measured(Paced):
+    """A paced producer that knows its length: the launcher shows progress and an ETA."""
+
+    def length(self) -> int:
+        return self.n
+
+
+class Tally(Consumer):
+    """Counts even and odd numbers; reports the counts as its closing summary."""
+
+    def open(self) -> None:
+        self.counts = {"even": 0, "odd": 0}
+
+    def consume(self, number: int) -> None:
+        self.counts["even" if number % 2 == 0 else "odd"] += 1
+
+    def summary(self) -> dict[str, int]:
+        return self.counts
+
+
 class NeverReads(Consumer):
     """Takes its first item and then hangs in consume: it never reads again nor reports ending."""
 
@@ -246,3 +285,19 @@ class SpawnsChild(Producer):
         while True:
             time.sleep(0.05)
             yield None
+
+
+class UntilGate(Producer):
+    """Counts 0, 1, 2, ... until the file ``gate`` exists: a stream that lasts as long as a test
+    needs, at most about 64 items per ``pause`` seconds."""
+
+    def __init__(self, gate: str, pause: float = 0.01) -> None:
+        self.gate, self.pause = Path(gate), pause
+
+    def produce(self) -> Iterable[int]:
+        i = 0
+        while i % 64 or not self.gate.exists():
+            yield i
+            i += 1
+            if i % 64 == 0:
+                time.sleep(self.pause)

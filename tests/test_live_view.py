@@ -221,3 +221,42 @@ def test_launcher_on_a_terminal_shows_the_live_table(flow) -> None:
     assert process.returncode == 0
     assert f"flow {flow.name}" in text and "items/s" in text and "exited" in text
     assert all(f"printer | {n}" in text for n in range(5))
+
+
+
+def test_a_terminal_that_falls_behind_costs_screen_lines_not_memory(monkeypatch) -> None:
+    import flujo.launch.live as live
+
+    monkeypatch.setattr(live, "MAX_PENDING", 10)
+    release, blocked = threading.Event(), threading.Event()
+
+    class SlowTerminal(io.StringIO):
+        stalled = False
+
+        def write(self, text: str) -> int:
+            if self.stalled and "line 0" in text:  # the terminal hangs while the first line goes out
+                blocked.set()
+                release.wait(10)
+            return super().write(text)
+
+    out = SlowTerminal()
+    console = Console(file=out, force_terminal=True, width=100, color_system=None)
+    with LiveView("f", lambda: STATUS, console=console, refresh_per_second=1) as view:
+        out.stalled = True
+        view.line("chatty", "line 0")
+        assert blocked.wait(10)
+        for number in range(1, 31):
+            view.line("chatty", f"line {number}")  # returns at once, though the terminal hangs
+        release.set()
+    output = out.getvalue()
+    assert "20 lines not shown: the terminal fell behind" in output
+    assert "line 20\n" not in output and all(f"line {n}\n" in output for n in range(21, 31))
+
+
+def test_a_nodes_control_characters_cannot_move_the_cursor() -> None:
+    console, out = terminal()
+    with LiveView("f", lambda: STATUS, console=console) as view:
+        view.line("bar", "50%\r60%\b")
+        view.line("ansi", "\x1b[2J\x1b[31mred\x1b[0m")
+    output = out.getvalue()
+    assert "bar | 50%60%" in output and "\x1b[2J" not in output and "ansi | red" in output

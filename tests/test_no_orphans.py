@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from conftest import FlowRunner, flow_processes, poll_for
-from flujo.launch.agent_wire import pack, unpack
+from flujo.launch.agent_wire import pack
 from flujo.launch.launcher import Launcher
 from flujo.launch.manifest import load_manifest
 
@@ -84,7 +84,7 @@ def test_agent_sigkill_leaves_no_process(tmp_path: Path) -> None:
         dealer.linger = 0
         dealer.connect(endpoint)
         dealer.send(pack("hello", {"flow": "orphans"}))
-        assert dealer.poll(10_000) and unpack(dealer.recv())[0] == "welcome"
+        assert dealer.poll(10_000) and msgpack.unpackb(dealer.recv())[0] == "welcome"
         for token, argv in ((1, ["sh", "wrapper.sh"]),
                             (2, [sys.executable, "-c", "import signal, time; "
                                  "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])):
@@ -136,8 +136,10 @@ def test_a_node_that_exits_at_once_hangs_nothing(flow: FlowRunner, monkeypatch: 
         assert code == expected, messages
         if expected:
             assert 'node "quick" failed: exited with status 1' in messages
-        else:
-            assert messages == ""
+        else:  # nothing to say but the closing summary
+            lines = messages.splitlines()
+            assert lines[0] == f"flujo-launch: {flow.name}: summary:" and len(lines) == 2, messages
+            assert lines[1].startswith("  quick: exit 0, in 0, out 0, "), messages
     record_property("seconds_for_20_runs", round(time.monotonic() - started, 2))
 
 

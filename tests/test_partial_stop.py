@@ -110,7 +110,8 @@ def test_status_shows_rates_queues_busy_and_the_bottleneck(flow: FlowRunner) -> 
         return rows if ok and float(rows[5][6]) > 0 else None
 
     rows = poll_for(settled, timeout=20)
-    assert rows[1] == ["node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped"]
+    assert rows[1] == ["node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped",
+                       "rejected"]
     by_label = {row[0]: row for row in rows[2:5]}
     assert set(by_label) == {"numbers", "square.0", "square.1"} and rows[5][0] == "slow"
     slow = rows[5]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,8 @@ def test_manifest_sample_runs_the_whole_clip(flow: FlowRunner) -> None:
     # About a dozen people cross each way in the clip; the counts must be of that order.
     assert 5 <= last["in"] <= 30 and 5 <= last["out"] <= 30, last
     assert all(a["in"] <= b["in"] and a["out"] <= b["out"] for a, b in zip(counts, counts[1:]))
+    # The closing summary prints the final counts, as the counter reported them.
+    assert re.search(rf"counter: exit 0, .*; in {last['in']}, out {last['out']}\n", result.stderr), result.stderr
 
 
 @pytest.mark.timeout(120)
@@ -66,6 +69,7 @@ def test_counts_are_the_same_from_run_to_run_even_across_restarts(flow: FlowRunn
     assert done.returncode == 0, done.stderr
     first = _counts(flow.folder / "first" / "counts.jsonl")
     assert len(first) == 250
+    assert done.stdout.splitlines()[-1] == f"counted {first[-1]['in']} in, {first[-1]['out']} out"
     # Again, restarting both detector replicas and the annotator (a zip of three inputs)
     # gracefully, one by one, mid-run.
     out = flow.folder / "second"

@@ -74,7 +74,7 @@ def test_values_msgpack_cannot_carry_are_refused() -> None:
 
 
 def test_control_and_status_round_trip() -> None:
-    assert parse_control(control_frames(Control.RELEASED, "sink", 2)) == (Control.RELEASED, ["sink", 2])
+    assert parse_control(control_frames(Control.RELEASED, "sink", 2, "in")) == (Control.RELEASED, ["sink", 2, "in"])
     assert parse_control([b"a-future-topic", msgpack.packb([])]) == (None, [])
     assert parse_status(status_frame(Status.ERROR, "n", 1, {"message": "m"})) == (Status.ERROR, "n", 1,
                                                                                  {"message": "m"})

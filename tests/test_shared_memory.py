@@ -388,7 +388,7 @@ def test_a_port_refuses_descriptors_it_does_not_accept_and_reads_on(tmp_path: Pa
         forged = pack_descriptor("flujo.x.up.0.1.0.1", 64, "|u1", (4,), 0, 1, 1)
         for frames in (codec.encode(0, {"frame": forged}), codec.encode(1, {"ok": True})):
             sender.send_multipart(frames)
-        assert port.receive() and port.refused == 1 and not port.ready  # refused, not delivered
+        assert port.receive() and port.rejected == 1 and not port.ready  # refused, not delivered
         assert port.receive() and [message.item for message in port.ready] == [{"ok": True}]
     finally:
         sender.close(linger=0)

@@ -56,6 +56,10 @@ class LineCounter(Processor):
         self._seen: dict[int, int] = {}
         self._counted: set[tuple[int, str]] = set()  # (id, direction) already counted
 
+    def summary(self) -> dict[str, int]:
+        """The final counts, for the launcher's closing summary."""
+        return dict(self.total)
+
     def _signed_distance(self, point: np.ndarray, scale: np.ndarray) -> float:
         """Distance from the line in pixels over the frame diagonal; > 0 on the right of p1->p2."""
         a, b, p = self.p1 * scale, self.p2 * scale, point * scale

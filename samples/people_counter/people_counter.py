@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from flujo import Flow
+from flujo import Flow, FlowError
 from flujo.nodes.sinks import ConsoleSink, JsonLinesSink
 from flujo.nodes.video import VideoReader, VideoWriter
 from flujo.nodes.vision import Annotator, LineCounter, PeopleDetector, Tracker
@@ -46,10 +46,13 @@ def people_counter(source: str, out: str, detectors: int = 2, max_frames: int | 
 @click.option("--name", default="people-counter-py", show_default=True, help="Flow name (one flow per name runs at once).")
 def main(source: str, out: str, detectors: int, max_frames: int | None, name: str) -> None:
     """Count the people crossing the middle of the picture, each way."""
-    results = people_counter(source, out, detectors, max_frames, name).run()
-    failed = {label: code for label, code in results.items() if code != 0}
-    if failed:
-        sys.exit(f"failed: {failed}")
+    flow = people_counter(source, out, detectors, max_frames, name)
+    try:
+        flow.run()
+    except FlowError as error:  # names the node that failed, and why
+        sys.exit(str(error))
+    counts = flow.summaries["counter"]  # what LineCounter.summary() reported at the end
+    print(f"counted {counts['in']} in, {counts['out']} out")
 
 
 if __name__ == "__main__":
