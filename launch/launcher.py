@@ -36,6 +36,7 @@ from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan, ports_needed
 from flujo.launch.logstore import new_run, stamp
 from flujo.launch.process import NodeProcess, OutputRelay, local_argv, plain_lines
+from flujo.launch.ray_engine import RayError, RayLink, RayProcess, place_flow
 from flujo.launch.reaper import Reaper
 from flujo.launch.remote import AgentError, AgentLink, RemoteProcess, agent_keys
 from flujo.launch.replica import Replica
@@ -80,6 +81,7 @@ class Launcher:
         self._timers = Timers()
         self._handovers = Handovers(self.replicas, self._publish, self._say, self._start_grace)
         self._links: dict[str, AgentLink] = {}  # host name -> its agent, for nodes on other hosts
+        self._ray: RayLink | None = None  # the Ray cluster every node is placed on (engine = "ray")
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -107,10 +109,11 @@ class Launcher:
         try:
             try:
                 remote_ports = self._connect_agents(context)
-            except AgentError as error:
+                placed = self._connect_ray(context)
+            except (AgentError, RayError) as error:
                 self._say(str(error))
                 return EXIT_BAD_MANIFEST  # nothing started
-            endpoints, configs = plan(self.flow, run_dir, remote_ports, flow_keys)
+            endpoints, configs = plan(self.flow, run_dir, remote_ports, flow_keys, placed)
             self._control = context.socket(zmq.XPUB)
             self._control.setsockopt(zmq.XPUB_VERBOSE, 1)
             self._control.linger = 0
@@ -155,6 +158,8 @@ class Launcher:
             announcement.unlink(missing_ok=True)
             for link in self._links.values():
                 link.close()
+            if self._ray is not None:
+                self._ray.close()
             if self._metrics is not None:
                 self._metrics.close()
             self._write_json_status()
@@ -181,6 +186,16 @@ class Launcher:
         if self._links:
             self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
         return ports
+
+    def _connect_ray(self, context: zmq.Context) -> dict[tuple[str, int], tuple[str, list[int]]]:
+        """engine = "ray": connect to the cluster and place every replica (launch/ray_engine.py)."""
+        if self.flow.engine != "ray":
+            return {}
+        self._ray = RayLink(context, self.flow.ray_address or os.environ.get("RAY_ADDRESS") or "auto",
+                            self.flow.name, lambda: getattr(self, "_relay", None))
+        if self.flow.host in ("127.0.0.1", "localhost", "::1"):
+            self.flow.host = self._ray.own_address  # where nodes on other machines reach this launcher
+        return place_flow(self._ray, self.flow, self._say)
 
     def _serve_metrics(self) -> str | None | bool:
         """Start the Prometheus endpoint if asked; its URL, None when not asked, False when it cannot."""
@@ -266,12 +281,19 @@ class Launcher:
                 self._say(f'node "{replica.config.label}" could not start: {error}')
                 raise SystemExit(EXIT_NODE_FAILED) from None
 
-    def _spawn(self, replica: Replica) -> NodeProcess | RemoteProcess:
+    def _spawn(self, replica: Replica) -> NodeProcess | RemoteProcess | RayProcess:
         config = replica.config
         spec = self.flow.nodes[config.node]
         env = {**spec.env, CONFIG_ENV: config.to_json(), "PYTHONUNBUFFERED": "1"}
         cwd = str(self.flow.base_dir / spec.cwd) if spec.cwd else str(self.flow.base_dir)
         key = replica.key
+        if self._ray is not None:  # an actor Ray places runs it, with that machine's Python
+            inputs = [port.endpoint for port in config.inputs]
+            bound_at = inputs[0].removeprefix("tcp://").rpartition(":")[0] if inputs else None
+            ray_process = self._ray.spawn(key, spec.resources, bound_at, config.label,
+                                          list(spec.command) if spec.command else None, env, cwd,
+                                          on_exit=lambda code: self._on_remote_exit(key, ray_process, code))
+            return ray_process
         if spec.host is not None:  # its agent starts it, with that host's Python, at the same path
             command = list(spec.command) if spec.command else None
             remote = self._links[spec.host].spawn(config.label, command, env, cwd,
@@ -281,7 +303,7 @@ class Launcher:
         return NodeProcess(config.label, argv, {**os.environ, **env}, cwd, self._relay,
                            on_exit=lambda pid, code: self._notify_exit(key, pid, code), reaper=self._reaper)
 
-    def _on_remote_exit(self, key: tuple[str, int], process: RemoteProcess, code: int) -> None:
+    def _on_remote_exit(self, key: tuple[str, int], process: RemoteProcess | RayProcess, code: int) -> None:
         """Called in the loop when an agent reports an exit (or its host is lost)."""
         replica = self.replicas[key]
         if replica.process is process:
@@ -326,7 +348,9 @@ class Launcher:
     # -- the loop --------------------------------------------------------------------------
     def _loop(self, wakeup_fd: int) -> None:
         poller = zmq.Poller()
-        links = {link.socket: link for link in self._links.values()}
+        links: dict[zmq.Socket, AgentLink | RayLink] = {link.socket: link for link in self._links.values()}
+        if self._ray is not None:
+            links[self._ray.socket] = self._ray
         for socket in (self._control, self._status, self._exits, self._commands, *links):
             poller.register(socket, zmq.POLLIN)
         poller.register(wakeup_fd, zmq.POLLIN)
@@ -405,9 +429,11 @@ class Launcher:
         return {"flow": self.flow.name, "started": self._started, "stopping": self._stopping,
                 "hosts": hosts, "bottleneck": bottleneck(self.flow, samples), "nodes": [
                     {"label": r.config.label, "node": r.config.node, "replica": r.config.replica,
-                     "host": self.flow.nodes[r.config.node].host,
+                     "host": self.flow.nodes[r.config.node].host or getattr(r.process, "machine", None),
                      "pid": r.process.pid if r.process else None, "exit_code": r.exit_code,
-                     "state": "running" if r.state == "ready" and self._started else r.state,
+                     "state": "pending" if getattr(r.process, "pending", None) and r.exit_code is None
+                     else "running" if r.state == "ready" and self._started else r.state,
+                     **({"pending": r.process.pending} if getattr(r.process, "pending", None) else {}),
                      "restarts": r.restarts, "error": (r.error or {}).get("message"),
                      "items_in": r.sample.stats.get("items_in", 0), "items_out": r.sample.stats.get("items_out", 0),
                      "errors": r.sample.stats.get("errors", 0),

@@ -17,6 +17,7 @@ from flujo.api import declared_kind, declared_outputs
 from flujo.loader import LoadError, load_target
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT
 from flujo.launch.errors import ManifestError, Problem, did_you_mean
+from flujo.launch.resources import Resources, resources_from_table
 
 #: Node names (also the names of log files and of control topics).
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -32,6 +33,8 @@ RESTART_POLICIES = ("no", "on-failure", "always")
 ERROR_POLICIES = ("fail", "skip")
 QUEUE_POLICIES = ("block", "drop-newest", "drop-oldest")
 TRANSPORTS = ("ipc", "tcp")
+ENGINES = ("local", "ray")
+PLACEMENTS = ("fail", "wait")
 DEFAULT_QUEUE = 16
 DEFAULT_AGENT_PORT = 7700
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -82,6 +85,8 @@ class NodeSpec:
     restart_window: float = 60.0  # ... within this many seconds, else the node counts as failed
     stop_timeout: float = 10.0  # grace after a stop before SIGTERM, then as long again before SIGKILL
     host: str | None = None  # a [hosts] entry: the node runs there; None: on the launcher's machine
+    resources: Resources = field(default_factory=Resources)  # what each replica asks a cluster engine for
+    placement: str = "fail"  # a cluster that cannot place it: fail before anything starts, or wait
     kind: str = ""  # producer | processor | consumer, resolved during validation
 
 
@@ -95,6 +100,8 @@ class FlowSpec:
     host: str = "127.0.0.1"  # the launcher's address for tcp endpoints (reachable from every host)
     hosts: dict[str, HostSpec] = field(default_factory=dict)
     insecure: bool = False  # plain tcp, on purpose: no encryption, no authentication
+    engine: str = "local"  # local (and [hosts] agents), or ray: every node placed on a Ray cluster
+    ray_address: str | None = None  # what ray.init connects to: HOST:PORT, ray://HOST:PORT or auto
 
     @property
     def base_dir(self) -> Path:
@@ -196,7 +203,7 @@ def _inputs(value: Any) -> str | None:
 
 FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "name": _flow_name, "queue": _count(MAX_QUEUE), "transport": _one_of(TRANSPORTS), "host": _string,
-    "insecure": _flag,
+    "insecure": _flag, "engine": _one_of(ENGINES), "ray_address": _string,
 }
 NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "run": _string, "command": _string_list, "args": _table, "inputs": _inputs, "join": _one_of(JOINS),
@@ -204,6 +211,7 @@ NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "on_error": _one_of(ERROR_POLICIES), "policy": _one_of(QUEUE_POLICIES),
     "restart": _one_of(RESTART_POLICIES), "max_restarts": _count(MAX_RESTARTS),
     "restart_window": _seconds, "stop_timeout": _seconds, "host": _string,
+    "resources": _table, "placement": _one_of(PLACEMENTS),
 }
 HOST_FIELDS: dict[str, Callable[[Any], str | None]] = {"address": _string, "agent_port": _port_number,
                                                       "key": _curve_key, "timeout": _seconds}
@@ -278,8 +286,10 @@ class _Validator:
         flow = FlowSpec(name=name or self.path.stem, path=self.path, nodes=nodes,
                         queue=settings.get("queue", DEFAULT_QUEUE),
                         transport=settings.get("transport", "ipc"), host=settings.get("host", "127.0.0.1"),
-                        hosts=hosts, insecure=settings.get("insecure", False))
+                        hosts=hosts, insecure=settings.get("insecure", False),
+                        engine=settings.get("engine", "local"), ray_address=settings.get("ray_address"))
         self.placement(flow, "transport" in settings)
+        self.engine(flow, "transport" in settings)
         # Each check runs on what the earlier ones left sound, so one mistake hides no other.
         if self.graph(flow):
             self.kinds(flow)
@@ -297,7 +307,7 @@ class _Validator:
             return spec
         good = self.fields(table, NODE_FIELDS, name, f"[nodes.{name}]")
         for key in ("run", "command", "args", "join", "replicas", "queue", "env", "cwd", "outputs", "on_error",
-                    "policy", "restart", "max_restarts", "restart_window", "stop_timeout", "host"):
+                    "policy", "restart", "max_restarts", "restart_window", "stop_timeout", "host", "placement"):
             if key in good:
                 setattr(spec, key, good[key])
         if ("run" in table) == ("command" in table):
@@ -306,6 +316,10 @@ class _Validator:
         if "outputs" in good and "run" in table:
             self.problem("a Python node declares its output ports in its class (the `outputs` attribute); "
                          "this field is for command nodes", name, "outputs")
+        if "resources" in good:
+            spec.resources, problems = resources_from_table(good["resources"])
+            for field_name, message in problems:
+                self.problem(message, name, field_name)
         if "inputs" in good:
             spec.inputs, spec.keyword_ports = self.inputs(name, good["inputs"])
         if spec.cwd is not None and not (self.path.parent / spec.cwd).is_dir():
@@ -357,6 +371,19 @@ class _Validator:
             self.problem(f'node "{remote[0].name}" runs on host "{remote[0].host}", which cannot reach the '
                          f'launcher at {flow.host}: set [flow] host to this machine\'s address on their network',
                          field_name="host")
+
+    def engine(self, flow: FlowSpec, transport_given: bool) -> None:
+        """A flow on Ray places every node there: tcp between them, no [hosts] placement."""
+        if flow.engine != "ray":
+            return
+        for node in flow.nodes.values():
+            if node.host is not None:
+                self.problem('a flow with engine = "ray" places every node on the Ray cluster; remove host',
+                             node.name, "host")
+        if transport_given and flow.transport != "tcp":
+            self.problem('nodes on a Ray cluster talk over tcp; remove transport or set transport = "tcp"',
+                         field_name="transport")
+        flow.transport = "tcp"
 
     def executable(self, spec: NodeSpec) -> bool:
         program = spec.command[0]  # type: ignore[index]
