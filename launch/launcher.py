@@ -288,10 +288,9 @@ class Launcher:
         cwd = str(self.flow.base_dir / spec.cwd) if spec.cwd else str(self.flow.base_dir)
         key = replica.key
         if self._ray is not None:  # an actor Ray places runs it, with that machine's Python
-            inputs = [port.endpoint for port in config.inputs]
-            bound_at = inputs[0].removeprefix("tcp://").rpartition(":")[0] if inputs else None
-            ray_process = self._ray.spawn(key, spec.resources, bound_at, config.label,
+            ray_process = self._ray.spawn(key, spec.resources, len(config.inputs), config.label,
                                           list(spec.command) if spec.command else None, env, cwd,
+                                          on_placed=lambda address, ports: self._placed_at(key, address, ports),
                                           on_exit=lambda code: self._on_remote_exit(key, ray_process, code))
             return ray_process
         if spec.host is not None:  # its agent starts it, with that host's Python, at the same path
@@ -302,6 +301,28 @@ class Launcher:
         argv = [sys.executable, "-m", "flujo.node"] if spec.run else local_argv(spec.command or [])
         return NodeProcess(config.label, argv, {**os.environ, **env}, cwd, self._relay,
                            on_exit=lambda pid, code: self._notify_exit(key, pid, code), reaper=self._reaper)
+
+    def _placed_at(self, key: tuple[str, int], address: str, ports: list[int]) -> dict[str, str]:
+        """A restarted replica's new actor runs on ``address``: if that is another machine, its
+        inputs bind there (at ``ports``), and its senders are told to connect there. Returns the
+        environment to start it with."""
+        replica = self.replicas[key]
+        config = replica.config
+        if config.inputs and not config.inputs[0].endpoint.startswith(f"tcp://{address}:"):
+            free = list(ports)
+            inputs = tuple(dataclasses.replace(port, endpoint=f"tcp://{address}:{free.pop()}") for port in config.inputs)
+            replica.config = dataclasses.replace(config, inputs=inputs)
+            for port in inputs:
+                self._publish(Control.MOVED, *key, port.port, port.endpoint)
+            for sender in self.replicas.values():  # their own restarts connect to the new place
+                sender.config = dataclasses.replace(sender.config, outputs=tuple(
+                    dataclasses.replace(edge, endpoints=tuple(
+                        next((p.endpoint for p in inputs if p.port == edge.target_port), endpoint)
+                        if edge.target == key[0] and index == key[1] else endpoint
+                        for index, endpoint in enumerate(edge.endpoints)))
+                    for edge in sender.config.outputs))
+        spec = self.flow.nodes[key[0]]
+        return {**spec.env, CONFIG_ENV: replica.config.to_json(), "PYTHONUNBUFFERED": "1"}
 
     def _on_remote_exit(self, key: tuple[str, int], process: RemoteProcess | RayProcess, code: int) -> None:
         """Called in the loop when an agent reports an exit (or its host is lost)."""

@@ -16,15 +16,19 @@ node in another language runs the same way.
 A ``RayProcess`` stands in for a local NodeProcess (signal, join, pid, returncode), like
 ``RemoteProcess`` does for agents, so the launcher supervises, restarts and stops nodes the
 same way. A lost Ray node (or a killed actor) is the exit of its process, with status
-``EXIT_HOST_LOST``; a restart places a new actor, wherever Ray finds room.
+``EXIT_HOST_LOST``; a restart places a new actor, wherever Ray finds room. A replica with
+inputs restarted on another machine binds them there, at ports its new actor found free, and
+the launcher tells its senders to connect there (``Control.MOVED``).
 
 Events from the watcher threads (one per process, each blocked in ``ray.get``) reach the
 launcher's loop through one inproc socket (``RayLink.socket``), handled by ``RayLink.handle``.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import queue
 import signal
 import socket
 import sys
@@ -129,6 +133,8 @@ class RayProcess:
         self.pending: str | None = None  # why it waits for a place, while it does
         self.returncode: int | None = None
         self.actor: Any = None
+        self.environment: queue.Queue[dict[str, str]] = queue.Queue()  # what to start it with, once known
+        self.on_placed: Callable[[str, list[int]], dict[str, str]] = lambda address, ports: {}
         self._link, self._on_exit = link, on_exit
 
     def signal(self, signum: int) -> None:
@@ -224,27 +230,29 @@ class RayLink:
                 pass
 
     # -- while it runs --------------------------------------------------------------------------
-    def spawn(self, key: Any, resources: Resources, bound_at: str | None, label: str, argv: list[str] | None,
-              env: dict[str, str], cwd: str, on_exit: Callable[[int], None]) -> RayProcess:
-        """Start a replica's process: on its first actor, or (a restart) on a new one Ray places.
-
-        ``bound_at``: the address its inputs bind on (None: it has no inputs); a new actor
-        placed on another machine cannot bind there, and the process fails to start, saying so."""
+    def spawn(self, key: Any, resources: Resources, ports: int, label: str, argv: list[str] | None,
+              env: dict[str, str], cwd: str, on_placed: Callable[[str, list[int]], dict[str, str]],
+              on_exit: Callable[[int], None]) -> RayProcess:
+        """Start a replica's process: on its first actor (placed before planning) with ``env``,
+        or (a restart) on a new actor wherever Ray places it: then ``on_placed(address, ports)``,
+        in the launcher's loop, gives the environment to start it with (``ports``: as many
+        free ports on that machine as asked, for its inputs, should it have moved)."""
         process = RayProcess(self, label, on_exit)
+        process.on_placed = on_placed
         self._processes[process.token] = process
         first = self._placed.pop(key, None)
         if first is not None:
             process.actor, where = first
             process.machine = where["address"]
+            process.environment.put(env)
         else:
             process.actor = self._new_actor(resources)
             process.pending = f"waiting for a Ray node with {resources.describe()}"
-        threading.Thread(target=self._watch, args=(process, bound_at, label, argv, env, cwd),
+        threading.Thread(target=self._watch, args=(process, ports, label, argv, cwd),
                          name=f"ray-{label}", daemon=True).start()
         return process
 
-    def _watch(self, process: RayProcess, bound_at: str | None, label: str, argv: list[str] | None,
-               env: dict[str, str], cwd: str) -> None:
+    def _watch(self, process: RayProcess, ports: int, label: str, argv: list[str] | None, cwd: str) -> None:
         """One thread per process: place (if needed), start, then relay lines and the exit."""
         sender = self._context.socket(zmq.PUSH)
         sender.connect(self._endpoint)
@@ -256,11 +264,15 @@ class RayLink:
         try:
             actor = process.actor
             try:
-                where = ray.get(actor.where.remote())  # waits while Ray finds it a place
-                tell("placed", where)
-                if bound_at is not None and where["address"] != bound_at:
-                    tell("failed", f'placed on {where["address"]}, but its inputs bind on {bound_at}, where it was '
-                                   "first placed: a replica with inputs restarts only on its first machine")
+                if process.environment.empty():  # a new actor: where did Ray put it?
+                    where = ray.get(actor.where.remote())  # waits while Ray finds it a place
+                    free = ray.get(actor.free_ports.remote(ports)) if ports else []
+                    tell("placed", {**where, "ports": free})
+                env = None
+                while env is None and not self._closing.is_set():
+                    with contextlib.suppress(queue.Empty):
+                        env = process.environment.get(timeout=0.5)
+                if env is None or process.returncode is not None:
                     return
                 started = ray.get(actor.start.remote(label, argv, env, cwd))
                 if "error" in started:
@@ -296,8 +308,10 @@ class RayLink:
             relay = self._relay()
             if kind == "placed":
                 process.machine, process.pending = payload["address"], None
-                if relay is not None and payload.get("gpus"):
-                    relay.line(process.label, f'placed on {payload["address"]} (GPUs {payload["gpus"]})')
+                if relay is not None:
+                    gpus = f' (GPUs {payload["gpus"]})' if payload.get("gpus") else ""
+                    relay.line(process.label, f'placed on {payload["address"]}{gpus}')
+                process.environment.put(process.on_placed(payload["address"], payload["ports"]))
             elif kind == "started":
                 process.pid = payload
             elif kind == "line":
