@@ -50,6 +50,12 @@ if TYPE_CHECKING:
 EXIT_HOST_LOST = -1
 #: How long the launcher waits for the first placement of every replica before it says why not.
 PLACE_TIMEOUT = 60.0
+#: A first placement that takes longer than this is said to be pending.
+PENDING_AFTER = 5.0
+#: An actor Ray cannot reach for this long (without knowing it dead) counts as lost.
+UNREACHABLE_FOR = 10.0
+#: How long the launcher tries to reach the cluster's address before it gives up.
+CONNECT_TIMEOUT = 5.0
 #: How long an actor's ``follow`` waits for news before it answers anyway.
 FOLLOW_WAIT = 1.0
 _tokens = itertools.count(1)
@@ -165,6 +171,7 @@ class RayLink:
         except ImportError:
             raise RayError("Ray is not installed: pip install 'flujo[ray]'") from None
         self._ray = ray
+        _reachable(address)
         try:
             ray.init(address=address, namespace=f"flujo-{flow}", log_to_driver=False, logging_level="ERROR",
                      configure_logging=False)
@@ -194,18 +201,22 @@ class RayLink:
                 problems[key] = reason
         return problems
 
-    def place(self, wanted: dict[Any, tuple[Resources, int, bool]],
+    def place(self, wanted: dict[Any, tuple[Resources, int, bool]], say: Callable[[str], None],
               timeout: float = PLACE_TIMEOUT) -> dict[Any, tuple[str, list[int]]]:
         """Create an actor per replica key (``(resources, ports it binds, wait)``), wait until
-        Ray has placed each (up to ``timeout``, or for ever when it waits), and ask it for its
-        machine's address and free ports there."""
+        Ray has placed each (up to ``timeout``, or for ever when it waits; ``say`` tells which
+        wait), and ask it for its machine's address and free ports there."""
         actors = {key: self._new_actor(resources) for key, (resources, _, _) in wanted.items()}
         places = {}
         deadline = time.monotonic() + timeout
         for key, actor in actors.items():
             try:
+                placed = actor.where.remote()
+                if not self._ray.wait([placed], timeout=PENDING_AFTER)[0]:
+                    say(f'replica {key[0]}.{key[1]} pending: waiting for a Ray node with '
+                        f"{wanted[key][0].describe()} free")
                 left = None if wanted[key][2] else max(0.1, deadline - time.monotonic())
-                where = self._ray.get(actor.where.remote(), timeout=left)
+                where = self._ray.get(placed, timeout=left)
                 ports = self._ray.get(actor.free_ports.remote(wanted[key][1]), timeout=30)
             except self._ray.exceptions.GetTimeoutError:
                 self._kill_all(actors.values())
@@ -279,9 +290,17 @@ class RayLink:
                     tell("failed", f'could not start on {where["address"]}: {started["error"]}')
                     return
                 tell("started", started["pid"])
-                cursor, code = 0, None
+                cursor, code, unreachable = 0, None, 0.0
                 while code is None and not self._closing.is_set():
-                    lines, cursor, code = ray.get(actor.follow.remote(cursor))
+                    try:
+                        lines, cursor, code = ray.get(actor.follow.remote(cursor))
+                        unreachable = 0.0
+                    except _unavailable(ray) as error:  # alive, maybe: a network hiccup is ridden out
+                        unreachable = unreachable or time.monotonic()
+                        if time.monotonic() - unreachable > UNREACHABLE_FOR:
+                            raise error
+                        time.sleep(FOLLOW_WAIT / 2)
+                        continue
                     for text in lines:
                         tell("line", text)
                 if code is not None:
@@ -367,7 +386,24 @@ def place_flow(link: RayLink, flow: "FlowSpec", say: Callable[[str], None]) -> d
         if replica == 0:
             say(f'node "{name}" pending: {reason}; waiting for the cluster to grow (placement = "wait")')
     return link.place({key: (resources, len(flow.nodes[key[0]].inputs), flow.nodes[key[0]].placement == "wait")
-                       for key, resources in wanted.items()})
+                       for key, resources in wanted.items()}, say)
+
+
+def _reachable(address: str) -> None:
+    """Fail fast, and clearly, when nothing listens at a HOST:PORT (Ray itself retries for a minute)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as error:
+        raise RayError(f"cannot connect to the Ray cluster at {address}: {error.strerror or error} "
+                       "(start one with `ray start --head`, or give its address)") from None
+
+
+def _unavailable(ray: Any) -> type[BaseException]:
+    """Ray's error for an actor it cannot reach right now (not known dead), where Ray has one."""
+    return getattr(ray.exceptions, "ActorUnavailableError", ()) or type("_Never", (Exception,), {})
 
 
 def _first_line(error: BaseException) -> str:

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -153,9 +153,9 @@ def test_a_node_no_ray_node_can_hold_stops_the_launch_before_anything_starts(
     out = flow.path("out.jsonl")
     nodes = PINNED.format(n=10, gate=flow.path("gate"), out=out).replace(
         "custom = { worker_only = 0.5 }", "num_gpus = 1, custom = { worker_only = 0.5 }")
-    manifest = _manifest(flow, cluster, nodes)
+    manifest = flow.manifest(nodes, flow="queue = 4")  # engine local: `run --on` places it on Ray
     began = time.monotonic()
-    launcher = flow.start(manifest, prefix=cluster.head.command())
+    launcher = flow.start(manifest, "--on", cluster.address, prefix=cluster.head.command())
     _, stderr = launcher.communicate(timeout=90)
     assert launcher.returncode == 2, stderr
     assert (f'{manifest}: node "where": field "resources": no Ray node has 0.25 CPU, 1 GPU, 0.5 worker_only '
@@ -165,17 +165,35 @@ def test_a_node_no_ray_node_can_hold_stops_the_launch_before_anything_starts(
     print(f"refused in {time.monotonic() - began:.1f} s")
 
 
+#: Another Ray job that holds the gpu_like of both machines until told (a line on stdin) to let
+#: the worker's go; it lets the head's go when it ends.
+class _Lines(list):
+    """Every line of a stream as it comes, read by a thread; ``whole()`` once the stream ended."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self._reader = threading.Thread(target=lambda: self.extend(stream), daemon=True)
+        self._reader.start()
+
+    def whole(self) -> str:
+        self._reader.join(timeout=10)
+        return "".join(self)
+
+
 BLOCKER = """
 import sys, ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as On
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
-here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-@ray.remote(num_cpus=0, resources={"gpu_like": 1}, scheduling_strategy=here)
+@ray.remote(num_cpus=0, resources={"gpu_like": 1})
 class Hold:
     def where(self):
         return ray.util.get_node_ip_address()
-hold = Hold.remote()
-print(ray.get(hold.where.remote()), flush=True)
+holds = [Hold.options(scheduling_strategy=On(node["NodeID"], soft=False)).remote()
+         for node in ray.nodes() if node["Alive"]]
+print(" ".join(sorted(ray.get([hold.where.remote() for hold in holds]))), flush=True)
+sys.stdin.readline()
+ray.kill(next(hold for hold in holds if ray.get(hold.where.remote()) == sys.argv[2]))
+print("freed", flush=True)
 sys.stdin.read()
 """
 
@@ -200,16 +218,24 @@ MOVING = """
 @pytest.mark.timeout(240)
 def test_a_lost_ray_worker_counts_as_a_crash_and_its_replica_comes_back_on_the_head(
         flow: FlowRunner, cluster: RayCluster) -> None:
-    """Runs last: it kills the worker. The head's gpu_like is taken by another Ray job at
-    first, so the node asking for one lands on the worker; once that job ends and the worker
-    dies, the restart policy places the node again, and Ray finds the head."""
+    """Runs last: it kills the worker. Another Ray job holds both machines' gpu_like at first:
+    the node asking for one is pending; the job lets the worker's go, and the node lands on
+    the worker; once the job ends and the worker dies, the restart policy places the node
+    again, and Ray finds the head."""
     out, gate, n = flow.path("out.jsonl"), Path(flow.path("gate")), 3000
-    blocker = subprocess.Popen(cluster.head.command(sys.executable, "-c", BLOCKER, cluster.address),
+    blocker = subprocess.Popen(cluster.head.command(sys.executable, "-c", BLOCKER, cluster.address,
+                                                    cluster.worker.address),
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=cluster.env)
     try:
-        assert blocker.stdout.readline().strip() == cluster.head.address  # type: ignore[union-attr]
+        both = sorted([cluster.head.address, cluster.worker.address])
+        assert blocker.stdout.readline().split() == both  # type: ignore[union-attr]
         launcher = flow.start(_manifest(flow, cluster, MOVING.format(n=n, gate=gate, out=out)),
                               prefix=cluster.head.command())
+        said, shown = _Lines(launcher.stderr), _Lines(launcher.stdout)
+        poll_for(lambda: any("pending" in line for line in said), timeout=60)
+        assert not os.path.exists(out)
+        blocker.stdin.write("free the worker's\n")  # type: ignore[union-attr]
+        blocker.stdin.flush()  # type: ignore[union-attr]
         poll_for(lambda: line_count(out) >= 200, timeout=120)
         first = flow.replicas()["where"]
         assert first["host"] == cluster.worker.address and first["pid"] in cluster.worker.pids()
@@ -225,8 +251,9 @@ def test_a_lost_ray_worker_counts_as_a_crash_and_its_replica_comes_back_on_the_h
     assert moved["host"] == cluster.head.address and moved["pid"] in cluster.head.pids()
     back = time.monotonic() - killed
     gate.touch()
-    stdout, stderr = launcher.communicate(timeout=120)
-    assert launcher.returncode == 0, stderr
+    assert launcher.wait(timeout=120) == 0, "".join(said)
+    stdout, stderr = shown.whole(), said.whole()
+    assert "replica where.0 pending: waiting for a Ray node with 0.25 CPU, 1 gpu_like free" in stderr
     assert 'node "where" exited with status -1; restarting' in stderr
     assert f"its Ray actor or Ray node on {cluster.worker.address} was lost" in stdout
     assert f"placed on {cluster.head.address}" in stdout
