@@ -165,6 +165,41 @@ def test_a_node_no_ray_node_can_hold_stops_the_launch_before_anything_starts(
     print(f"refused in {time.monotonic() - began:.1f} s")
 
 
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "people_counter"
+
+
+@pytest.mark.timeout(240)
+def test_the_people_counter_runs_with_its_detectors_on_the_worker(flow: FlowRunner, cluster: RayCluster) -> None:
+    """The sample's own manifest, unchanged but for its paths, a frame limit and resources."""
+    frames = 60
+    text = (SAMPLE / "manifest.toml").read_text()
+    text = text.replace('name = "people-counter"', f'name = "{flow.name}"\nengine = "ray"\n'
+                                                  f'ray_address = "{cluster.address}"')
+    text = text.replace('"../data/vtest.avi" }', f'"{SAMPLE.parent / "data" / "vtest.avi"}", max_frames = {frames} }}')
+    text = text.replace('"../../out/', f'"{flow.folder}/out/')
+    text = text.replace("replicas = 2 ", "replicas = 2\nresources = { num_cpus = 0.5, custom = { worker_only = 0.5 } }")
+    for node in ("reader", "tracker", "counter", "annotator", "video", "counts", "console"):
+        text = text.replace(f"[nodes.{node}]\n", f"[nodes.{node}]\nresources = {{ num_cpus = 0.1, custom = {{ head_only = 1 }} }}\n")
+    manifest = flow.folder / "manifest.toml"
+    manifest.write_text(text)
+    began = time.monotonic()
+    launcher = flow.start(manifest, prefix=cluster.head.command())
+    said, shown = _Lines(launcher.stderr), _Lines(launcher.stdout)
+    poll_for(lambda: all(flow.replicas().get(f"detector.{i}", {}).get("pid") for i in (0, 1)) or launcher.poll() is not None,
+             timeout=120)
+    replicas = flow.replicas()
+    assert launcher.poll() is None, said.whole()
+    for label in ("detector.0", "detector.1"):
+        assert replicas[label]["host"] == cluster.worker.address and replicas[label]["pid"] in cluster.worker.pids()
+    assert replicas["tracker"]["host"] == cluster.head.address
+    assert launcher.wait(timeout=180) == 0, said.whole()
+    counts = read_lines(f"{flow.folder}/out/counts.jsonl")
+    assert [count["index"] for count in counts] == list(range(frames))  # every frame counted, in order
+    assert Path(f"{flow.folder}/out/people_counter.mp4").stat().st_size > 0
+    print(f"people counter, {frames} frames, detectors on the worker: {time.monotonic() - began:.1f} s; "
+          f"last counts {counts[-1]}; {shown.whole().count(chr(10))} output lines")
+
+
 #: Another Ray job that holds the gpu_like of both machines until told (a line on stdin) to let
 #: the worker's go; it lets the head's go when it ends.
 class _Lines(list):
