@@ -305,3 +305,10 @@ def medians_of(runs: list[dict[str, Any]]) -> tuple[dict[str, dict[str, float]],
     medians = {label: {key: median(m[key] for m in ms if key in m) for key in (ms[0] if ms else {})}
                for label, ms in by_label.items()}
     return medians, {label: len(ms) for label, ms in by_label.items()}
+
+
+# Processors in other languages (bench/foreign.py builds on the classes above).
+from bench.foreign import ForeignGray, ForeignProcessors  # noqa: E402
+
+WORKLOADS[ForeignProcessors.name] = ForeignProcessors
+WORKLOADS[ForeignGray.name] = ForeignGray

@@ -24,9 +24,14 @@ class Holds:
         self.generation: dict[Key, int] = {}  # only ever changed in place: output edges keep a reference
         self.limit: dict[Key, int] = {}  # zip replicas: senders pause after this sequence number
         self.drained: set[Key] = set()  # the draining process has everything: senders may block again
+        self.resumed: dict[Key, int] = {}  # the highest generation resumed, per replica
         self.report_position = report_position
 
     def hold(self, key: Key, generation: int) -> None:
+        # The launcher replays its whole history to a new subscriber: a hold of a generation
+        # already resumed is over (generations only grow) and must not pause the successor.
+        if generation <= self.resumed.get(key, -1):
+            return
         if self.generation.get(key) != generation:
             self.generation[key] = generation
             self.limit.pop(key, None)
@@ -41,6 +46,8 @@ class Holds:
             self.drained.add(key)
 
     def resume(self, key: Key, generation: int) -> None:
+        if generation > self.resumed.get(key, -1):
+            self.resumed[key] = generation
         if self.generation.get(key) == generation:
             del self.generation[key]
             self.limit.pop(key, None)

@@ -4,6 +4,11 @@ One agent serves any number of launchers (flows) at once. It starts each process
 launcher would locally (own session and process group, killed with the agent by its reaper), relays its output lines and
 exit status, and ends a launcher's processes when that launcher falls silent: a launcher
 killed with SIGKILL leaves no orphan on other hosts either.
+
+With ``--session`` it is one launcher's agent for the life of an ssh session (launch/ssh.py):
+it makes a key pair for this run only and prints its public key, serves only the launcher keys
+given with ``--authorize`` (read over the same session), and ends, with every process it
+started, when its standard input closes (the session ended, whatever ended it).
 """
 from __future__ import annotations
 
@@ -19,8 +24,9 @@ from typing import IO, Any
 
 import zmq
 
-from flujo.curve import Gatekeeper, make_server
+from flujo.curve import Gatekeeper, KeyPair, make_server
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, pack, unpack
+from flujo.launch.lifeline import TOKEN_BYTES, LifelineListener
 from flujo.launch.keys import AUTHORIZED_KEYS, KeyFileError, authorized_keys, load_identity
 from flujo.launch.process import NodeProcess, local_argv
 from flujo.launch.reaper import Reaper
@@ -39,6 +45,7 @@ class _Launcher:
     flow: str
     heard: float
     timeout: float  # silent this long, it is gone: its processes would be orphans
+    lifeline: str | None = None  # the token of its lifeline: when that connection closes, it died
     processes: dict[int, NodeProcess] = field(default_factory=dict)  # token -> process
     ending: bool = False
 
@@ -77,12 +84,16 @@ class Agent:
     """Serves launchers on ``bind`` (a tcp endpoint) until SIGINT or SIGTERM.
 
     Closed by default: it speaks CURVE with its key pair from ``keys`` and serves only the
-    launchers whose public keys are in ``keys``/authorized_keys. ``insecure`` serves anyone
-    who reaches the port, in clear text (for flows with ``insecure = true``)."""
+    launchers whose public keys are in ``keys``/authorized_keys or ``authorize``. ``insecure``
+    serves anyone who reaches the port, in clear text (for flows with ``insecure = true``).
+    ``session``: a fresh key pair instead of the one in ``keys``, only ``authorize`` served, and
+    the agent ends when its standard input closes."""
 
-    def __init__(self, bind: str, keys: Path, insecure: bool = False, log: IO[str] | None = None) -> None:
+    def __init__(self, bind: str, keys: Path, insecure: bool = False, log: IO[str] | None = None,
+                 authorize: tuple[bytes, ...] = (), session: bool = False) -> None:
         self.bind = bind
         self._keys, self._insecure = keys, insecure
+        self._authorize, self._session = set(authorize), session
         self._log = log or sys.stdout
         self._launchers: dict[bytes, _Launcher] = {}
         self._timers = Timers()
@@ -94,12 +105,17 @@ class Agent:
             self._say("warning: --insecure: anyone who reaches this port can start processes here, and "
                       "everything travels in clear text")
             return None
-        try:
-            identity, allowed = load_identity(self._keys), authorized_keys(self._keys)
-        except KeyFileError as error:
-            raise AgentSetupError(str(error)) from None
+        if self._session:
+            identity, allowed = KeyPair.generate(), set(self._authorize)  # this session's, known to no file
+        else:
+            try:
+                identity, allowed = load_identity(self._keys), authorized_keys(self._keys) | self._authorize
+            except KeyFileError as error:
+                raise AgentSetupError(str(error)) from None
         if identity is None:
             raise AgentSetupError(f"no key pair in {self._keys}: run `flujo-launch keys` on this host first")
+        if not allowed and self._session:
+            raise AgentSetupError("--session serves only the launcher keys given with --authorize: name one")
         if not allowed:
             raise AgentSetupError(f"no launcher may use this agent: add each launcher's public key (run "
                                   f"`flujo-launch keys` on its host) to {self._keys / AUTHORIZED_KEYS}, one per line")
@@ -123,20 +139,30 @@ class Agent:
         try:
             gatekeeper = self._secure(context, router)
             router.bind(self.bind)
+            self._lifelines = LifelineListener(_host_of(self.bind), self._on_lifeline_closed)
             self._say(f"listening on {router.getsockopt_string(zmq.LAST_ENDPOINT)}")
             self._router, self._outbox = router, outbox
             self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
-            poller = zmq.Poller()
-            poller.register(router, zmq.POLLIN)
-            poller.register(inbox, zmq.POLLIN)
+            session_input = sys.stdin.fileno() if self._session else None  # --session: its end is ours
             while not self._stopping:
+                poller = zmq.Poller()  # anew each time: lifelines come and go
+                for source in (router, inbox, *self._lifelines.sockets()):
+                    poller.register(source, zmq.POLLIN)
+                if session_input is not None:
+                    poller.register(session_input, zmq.POLLIN)
                 events = dict(poller.poll(min(self._timers.timeout_ms() or 500, 500)))
                 self._timers.run_due()
+                if session_input in events and not os.read(session_input, 4096):
+                    self._say("the session's input closed: ending")
+                    break
                 if router in events:
                     identity, frame = router.recv_multipart()
                     self._on_request(identity, *unpack(frame))
                 if inbox in events:
                     _forward_all(inbox, router)
+                for source in self._lifelines.sockets():
+                    if source in events or source.fileno() in events:
+                        self._lifelines.readable(source)
             return 0
         finally:
             for launcher in self._launchers.values():
@@ -147,6 +173,8 @@ class Agent:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             outbox.close()
+            if hasattr(self, "_lifelines"):
+                self._lifelines.close()
             if gatekeeper is not None:
                 gatekeeper.stop()
             context.destroy(linger=0)
@@ -162,9 +190,15 @@ class Agent:
         if kind == "hello":  # only an authorized launcher gets this far: CURVE and ZAP checked its key
             timeout = payload.get("timeout")
             timeout = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_HOST_TIMEOUT
-            self._launchers[identity] = _Launcher(identity, payload["flow"], time.monotonic(), timeout)
+            lifeline = payload.get("lifeline")
+            lifeline = lifeline if isinstance(lifeline, str) and len(lifeline) == 2 * TOKEN_BYTES else None
+            self._launchers[identity] = _Launcher(identity, payload["flow"], time.monotonic(), timeout, lifeline)
+            welcome = {"host": socket.gethostname(), "pid": os.getpid()}
+            if lifeline:
+                self._lifelines.expect(lifeline)
+                welcome["lifeline"] = self._lifelines.port
             self._say(f'serving flow "{payload["flow"]}"')
-            self._send(identity, "welcome", {"host": socket.gethostname(), "pid": os.getpid()})
+            self._send(identity, "welcome", welcome)
         elif launcher is None:
             return  # not introduced (or already ended): ignore
         elif kind == "ports":
@@ -213,6 +247,16 @@ class Agent:
                 self._timers.after(KILL_GRACE, lambda launcher=launcher: self._end(launcher, signal.SIGKILL))
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
 
+    def _on_lifeline_closed(self, token: str) -> None:
+        """A launcher's lifeline closed: the launcher has died (a cut link closes nothing)."""
+        for launcher in self._launchers.values():
+            if launcher.lifeline == token and not launcher.ending:
+                alive = sum(1 for p in launcher.processes.values() if p.returncode is None)
+                self._say(f'the launcher of flow "{launcher.flow}" has gone (its lifeline closed): '
+                          f"ending its {alive} processes")
+                self._end(launcher, signal.SIGTERM)
+                self._timers.after(KILL_GRACE, lambda launcher=launcher: self._end(launcher, signal.SIGKILL))
+
     def _end(self, launcher: _Launcher, signum: int) -> None:
         launcher.ending = True
         for process in launcher.processes.values():
@@ -223,8 +267,16 @@ class Agent:
         self._router.send_multipart([identity, pack(kind, payload)])
 
     def _say(self, text: str) -> None:
-        self._log.write(f"flujo-agent: {text}\n")
-        self._log.flush()
+        try:
+            self._log.write(f"flujo-agent: {text}\n")
+            self._log.flush()
+        except (OSError, ValueError):
+            pass  # nobody reads any more (a session whose ssh ended): the agent ends on its input
+
+
+def _host_of(endpoint: str) -> str:
+    """The address part of ``tcp://ADDRESS:PORT``."""
+    return endpoint.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
 
 
 def _forward_all(inbox: zmq.Socket, router: zmq.Socket) -> None:

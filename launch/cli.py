@@ -395,7 +395,12 @@ _keys_option = click.option("--keys", "keys_dir", type=click.Path(file_okay=Fals
               help="Where launchers reach this agent: the address and agent_port of this host's [hosts] entry.")
 @_keys_option
 @click.option("--insecure", is_flag=True, help="Serve anyone who reaches the port, in clear text (warns).")
-def agent(bind: str, keys_dir: str | None, insecure: bool) -> None:
+@click.option("--authorize", multiple=True, metavar="KEY",
+              help="Also serve the launcher with this public key (may be repeated).")
+@click.option("--session", is_flag=True,
+              help="Serve over an ssh session (how a launcher starts an agent for [hosts] ssh): a new key pair for "
+                   "this run, only --authorize keys served, and the agent ends when its standard input closes.")
+def agent(bind: str, keys_dir: str | None, insecure: bool, authorize: tuple[str, ...], session: bool) -> None:
     """Serve launchers on other hosts: start the nodes they place on this host.
 
     Run one on every host that a manifest's [hosts] table names, with the flow's code at the
@@ -406,12 +411,23 @@ def agent(bind: str, keys_dir: str | None, insecure: bool) -> None:
     serves only the launchers whose public keys are listed in authorized_keys in the keys folder.
     It prints its own public key: put it in the manifest's [hosts.NAME] key, or in the
     launcher's known_hosts.
+
+    A launcher whose manifest gives the host an ssh destination starts its own agent there
+    (--session); nobody needs to start one by hand then.
     """
+    from flujo.curve import is_public_key
     from flujo.launch.agent import Agent, AgentSetupError
     from flujo.launch.keys import keys_folder
 
+    for key in authorize:
+        if not is_public_key(key):
+            click.echo(f"flujo-agent: --authorize {key[:50]!r}: not a public key (the 40 characters "
+                       "`flujo-launch keys` prints)", err=True)
+            sys.exit(2)
     try:
-        sys.exit(Agent(bind, Path(keys_dir) if keys_dir else keys_folder(), insecure).run())
+        folder = Path(keys_dir) if keys_dir else keys_folder()
+        keys = tuple(key.encode("ascii") for key in authorize)
+        sys.exit(Agent(bind, folder, insecure, authorize=keys, session=session).run())
     except AgentSetupError as error:
         click.echo(f"flujo-agent: {error}", err=True)
         sys.exit(2)

@@ -106,9 +106,18 @@ class Flow:
         self._launcher: subprocess.Popen | None = None
 
     # -- definition ------------------------------------------------------------------------
-    def add_host(self, name: str, address: str, agent_port: int = 7700) -> None:
-        """Declare another machine; nodes added with ``host=name`` run there (its agent starts them)."""
-        self._hosts[name] = {"address": address, "agent_port": agent_port}
+    def add_host(self, name: str, address: str, agent_port: int | None = None, *, ssh: str | None = None,
+                 python: str | None = None) -> None:
+        """Declare another machine; nodes added with ``host=name`` run there (its agent starts them).
+
+        ``agent_port``: where its agent listens (default 7700, or any free port for ``ssh``);
+        ``ssh``: "user@host" to have the launcher start the agent there over ssh, with the
+        interpreter ``python`` (default: this one's path), as ``[hosts.NAME]`` in a manifest."""
+        table: dict[str, Any] = {"address": address}
+        for field_name, value in (("agent_port", agent_port), ("ssh", ssh), ("python", python)):
+            if value is not None:
+                table[field_name] = value
+        self._hosts[name] = table
 
     def add(self, target: Any, *inputs: Port, name: str | None = None, replicas: int = 1,
             queue: int | None = None, join: str = "zip", env: dict[str, str] | None = None,

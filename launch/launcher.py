@@ -41,6 +41,7 @@ from flujo.launch.reaper import Reaper
 from flujo.launch.remote import AgentError, AgentLink, RemoteProcess, agent_keys
 from flujo.launch.replica import Replica
 from flujo.launch.restarts import RestartBudget
+from flujo.launch.ssh import SshSessions
 from flujo.launch.timers import Timers
 from flujo.protocol import CONFIG_ENV, Control, Status, control_frames, identity_topic, parse_status
 
@@ -82,6 +83,7 @@ class Launcher:
         self._handovers = Handovers(self.replicas, self._publish, self._say, self._start_grace)
         self._links: dict[str, AgentLink] = {}  # host name -> its agent, for nodes on other hosts
         self._ray: RayLink | None = None  # the Ray cluster every node is placed on (engine = "ray")
+        self._ssh = SshSessions(flow, self._say)  # agents this launcher starts over ssh, ended with it
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -166,6 +168,7 @@ class Launcher:
             if hasattr(self, "_relay"):
                 self._relay.close()
             context.destroy(linger=0)
+            self._ssh.close()  # each session ends: its agent ends what it still runs
             shutil.rmtree(run_dir, ignore_errors=True)  # made by mkdtemp above: this run's own
             self._reaper.close()  # every node has exited: kills only what they left behind
 
@@ -176,7 +179,11 @@ class Launcher:
         for name in dict.fromkeys(spec.host for spec in self.flow.nodes.values() if spec.host):
             host = self.flow.hosts[name]
             try:
-                keys = agent_keys(self.flow, host)
+                if host.ssh:  # started here and now; its port and key come over ssh
+                    ssh_agent = self._ssh.start(host)
+                    host, keys = ssh_agent.host, ssh_agent.keys
+                else:
+                    keys = agent_keys(self.flow, host)
                 link = self._links[name] = AgentLink(context, host, lambda: getattr(self, "_relay", None), keys)
                 link.introduce(self.flow.name)
                 if needed.get(name):
@@ -220,10 +227,12 @@ class Launcher:
             link.beat()
             if not link.lost and link.silent():
                 self._host_lost(link)
+        self._ssh.watch(self._links, self._host_lost)  # a session that ended: lost now, and started again
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
 
-    def _host_lost(self, link: AgentLink) -> None:
-        reason = f'host "{link.host.name}" lost: its agent sent nothing for {link.host.timeout:g} s'
+    def _host_lost(self, link: AgentLink, why: str | None = None) -> None:
+        why = why or f"its agent sent nothing for {link.host.timeout:g} s"
+        reason = f'host "{link.host.name}" lost: {why}'
         self._say(f"{reason}; its nodes count as crashed")
         for replica in self.replicas.values():
             if self.flow.nodes[replica.config.node].host == link.host.name and replica.exit_code is None:

@@ -58,6 +58,9 @@ class HostSpec:
     agent_port: int = DEFAULT_AGENT_PORT
     key: str | None = None  # the agent's CURVE public key (else looked up in known_hosts)
     timeout: float = DEFAULT_HOST_TIMEOUT  # silent this long (a link cut), its nodes count as crashed
+    ssh: str | None = None  # "user@host": the launcher starts the agent itself, over ssh (launch/ssh.py)
+    sync: bool = False  # with ssh: copy the flow's folder to the same path there first
+    python: str | None = None  # with ssh: the interpreter that runs the agent there (default: the launcher's)
 
     @property
     def agent(self) -> str:
@@ -171,6 +174,14 @@ def _curve_key(value: Any) -> str | None:
     return 'must be a CURVE public key: the 40 characters an agent prints as "key: ..." when it starts'
 
 
+def _ssh_destination(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return 'must be where ssh logs in, for example "user@10.0.0.2" (or a Host of ~/.ssh/config)'
+    if value.startswith("-") or any(c.isspace() for c in value):
+        return f'must be one ssh destination such as "user@10.0.0.2", got {value!r}'
+    return None
+
+
 def _table(value: Any) -> str | None:
     return None if isinstance(value, dict) else "must be a table, for example { key = 1 }"
 
@@ -214,7 +225,8 @@ NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "resources": _table, "placement": _one_of(PLACEMENTS),
 }
 HOST_FIELDS: dict[str, Callable[[Any], str | None]] = {"address": _string, "agent_port": _port_number,
-                                                      "key": _curve_key, "timeout": _seconds}
+                                                      "key": _curve_key, "timeout": _seconds,
+                                                      "ssh": _ssh_destination, "sync": _flag, "python": _string}
 SECTIONS = ("flow", "hosts", "nodes")
 
 
@@ -251,13 +263,15 @@ class _Validator:
         self.problems.append(Problem(self.file, message, node, field_name))
 
     def fields(self, table: dict[str, Any], known: dict[str, Callable[[Any], str | None]],
-               node: str | None, where: str) -> dict[str, Any]:
+               node: str | None, where: str, say_where: bool = False) -> dict[str, Any]:
+        """The fields of ``table`` whose values pass their checks; a problem for each other one
+        (its message starts with ``where`` when ``say_where``: a table that is not a node's)."""
         good = {}
         for key, value in table.items():
             if key not in known:
                 self.problem(f"unknown field in {where}{did_you_mean(key, known)}", node, key)
             elif (message := known[key](value)) is not None:
-                self.problem(message, node, key)
+                self.problem(f"{where}: {message}" if say_where else message, node, key)
             else:
                 good[key] = value
         return good
@@ -345,12 +359,22 @@ class _Validator:
             if not isinstance(entry, dict):
                 self.problem(f'{where} must be a table, for example {{ address = "10.0.0.2" }}', field_name=name)
                 continue
-            good = self.fields(entry, HOST_FIELDS, None, where)
+            good = self.fields(entry, HOST_FIELDS, None, where, say_where=True)
             if "address" not in entry:
                 self.problem(f"{where} needs the address its agent listens on and its nodes bind", field_name="address")
-            elif "address" in good:
-                hosts[name] = HostSpec(name, good["address"], good.get("agent_port", DEFAULT_AGENT_PORT),
-                                       good.get("key"), good.get("timeout", DEFAULT_HOST_TIMEOUT))
+            for needs_ssh in ("sync", "python"):
+                if needs_ssh in good and "ssh" not in entry:
+                    self.problem(f'{where}: {needs_ssh} is for agents started over ssh: add ssh = "user@host"',
+                                 field_name=needs_ssh)
+            if "ssh" in good and "key" in good:
+                self.problem(f"{where}: an agent started over ssh makes a new key for each run and tells it over "
+                             "ssh: remove key", field_name="key")
+            if "address" in good:
+                # An agent started over ssh takes any free port (it says which) unless agent_port names one.
+                port = good.get("agent_port", 0 if "ssh" in good else DEFAULT_AGENT_PORT)
+                hosts[name] = HostSpec(name, good["address"], port, good.get("key"),
+                                       good.get("timeout", DEFAULT_HOST_TIMEOUT), good.get("ssh"),
+                                       good.get("sync", False), good.get("python"))
         return hosts
 
     def placement(self, flow: FlowSpec, transport_given: bool) -> None:

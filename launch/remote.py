@@ -15,6 +15,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from flujo.curve import KeyPair, make_client
 from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_INTERVAL, pack, unpack
+from flujo.launch.lifeline import Lifeline, new_token
 from flujo.launch.keys import KNOWN_HOSTS, KeyFileError, keys_folder, known_host_key, load_identity
 from flujo.launch.manifest import FlowSpec, HostSpec
 from flujo.launch.process import OutputRelay
@@ -77,17 +78,32 @@ class AgentLink:
         self.heard = time.monotonic()
         self.lost = False
         self.rtt: float | None = None  # seconds, from the last heartbeat the agent echoed
+        self._lifeline_token = ""
+        self._lifeline: Lifeline | None = None  # closed by our kernel if we die: the agent then ends our nodes
 
     # -- before the flow starts: blocking requests -------------------------------------------
     def introduce(self, flow: str) -> None:
         """Say hello; raises AgentError when no agent answers in time, or the secure handshake fails."""
         self.flow = flow
         self._hello()
-        self._expect("welcome")
+        self._hold_lifeline(self._expect("welcome"))
 
     def _hello(self) -> None:
-        # The agent ends this flow's processes after ``timeout`` s without a word from us.
-        self._send("hello", {"flow": self.flow, "timeout": self.host.timeout})
+        # The agent ends this flow's processes after ``timeout`` s without a word from us, or at
+        # once when the lifeline announced here closes (this launcher died).
+        self._lifeline_token = new_token()
+        self._send("hello", {"flow": self.flow, "timeout": self.host.timeout, "lifeline": self._lifeline_token})
+
+    def _hold_lifeline(self, welcome: Any) -> None:
+        port = welcome.get("lifeline") if isinstance(welcome, dict) else None
+        if self._lifeline is not None:
+            self._lifeline.close()
+            self._lifeline = None
+        if isinstance(port, int):
+            try:
+                self._lifeline = Lifeline(self.host.address, port, self._lifeline_token)
+            except OSError:
+                pass  # the agent still ends our nodes after the host timeout
 
     def free_ports(self, count: int) -> list[int]:
         self.send("ports", {"address": self.host.address, "count": count})
@@ -145,6 +161,7 @@ class AgentLink:
             self.heard = time.monotonic()
             kind, payload = unpack(frame)
             if kind == "welcome" and self.lost:
+                self._hold_lifeline(payload)
                 self._back()
             elif kind == "heartbeat" and isinstance(payload, dict) and isinstance(payload.get("sent"), float):
                 self.rtt = self.heard - payload["sent"]
@@ -209,6 +226,15 @@ class AgentLink:
             if self._processes[request["token"]].returncode is None:
                 self.send("spawn", request)
 
+    def repoint(self, host: HostSpec, agent_key: bytes | None) -> None:
+        """Talk to a new agent for this host from now on (one started anew over ssh: another port
+        and key, the same launcher key); the next hello introduces this flow to it."""
+        self.socket.disconnect(self.host.agent)  # what was queued for the old one goes with it
+        if agent_key is not None:
+            self.socket.curve_serverkey = agent_key
+        self.host = host
+        self.socket.connect(host.agent)
+
     def send(self, kind: str, payload: Any = None) -> None:
         if not self.lost:
             self._send(kind, payload)
@@ -221,6 +247,8 @@ class AgentLink:
 
     def close(self) -> None:
         self.send("bye")
+        if self._lifeline is not None:
+            self._lifeline.close()
         self.socket.disable_monitor()
         self._handshake.close(linger=0)
         self.socket.close()

@@ -109,6 +109,10 @@ def test_nodes_placed_on_other_hosts_round_trip(tmp_path: Path) -> None:
     assert spec.hosts["edge"].agent == "tcp://10.0.0.2:7800" and spec.transport == "tcp"
     with pytest.raises(FlowDefinitionError, match='field "host": no host named "egde"'):
         flow.add(double, numbers, host="egde")
+    flow.add_host("far", "10.0.0.3", ssh="pi@10.0.0.3", python="/opt/flujo/bin/python")
+    flow.add(double, numbers, host="far", name="far_double")
+    far = load_manifest(flow.to_manifest(tmp_path / "far.toml")).hosts["far"]
+    assert (far.ssh, far.python, far.agent_port) == ("pi@10.0.0.3", "/opt/flujo/bin/python", 0)  # any free port
 
 
 SCRIPT = '''

@@ -84,6 +84,18 @@ CASES = {
                              ['field "address"', "[hosts.edge] needs the address"]),
     "bad agent port": ('[hosts.edge]\naddress = "10.0.0.2"\nagent_port = 70000\n'
                        '[nodes.a]\nrun = "flujo.nodes.basic:Count"', ['field "agent_port"', "TCP port number"]),
+    "bad ssh": ('[hosts.edge]\naddress = "10.0.0.2"\nssh = 22\n[nodes.a]\nrun = "flujo.nodes.basic:Count"',
+                ['field "ssh"', '[hosts.edge]: must be where ssh logs in, for example "user@10.0.0.2"']),
+    "ssh option as destination": ('[hosts.edge]\naddress = "10.0.0.2"\nssh = "-oProxyCommand=sh"\n'
+                                  '[nodes.a]\nrun = "flujo.nodes.basic:Count"',
+                                  ['field "ssh"', "[hosts.edge]: must be one ssh destination"]),
+    "sync without ssh": ('[hosts.edge]\naddress = "10.0.0.2"\nsync = true\n[nodes.a]\nrun = "flujo.nodes.basic:Count"',
+                         ['field "sync"', "[hosts.edge]: sync is for agents started over ssh"]),
+    "bad sync": ('[hosts.edge]\naddress = "10.0.0.2"\nssh = "edge"\nsync = "yes"\n'
+                 '[nodes.a]\nrun = "flujo.nodes.basic:Count"', ['field "sync"', "[hosts.edge]: must be true or false"]),
+    "ssh with a key": ('[hosts.edge]\naddress = "10.0.0.2"\nssh = "edge"\nkey = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"\n'
+                       '[nodes.a]\nrun = "flujo.nodes.basic:Count"',
+                       ['field "key"', "[hosts.edge]: an agent started over ssh makes a new key for each run"]),
     "launcher unreachable": ('[hosts.edge]\naddress = "10.0.0.2"\n[nodes.a]\nrun = "flujo.nodes.basic:Count"\n'
                              'host = "edge"', ['field "host"', 'node "a" runs on host "edge"',
                                                "cannot reach the launcher at 127.0.0.1"]),

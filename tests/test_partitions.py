@@ -68,7 +68,7 @@ def test_a_cut_past_the_timeout_restarts_the_host_nodes_when_it_returns(
     try:
         poll_for(lambda: _host_state(flow).get("state") == "lost", timeout=15)
         # The agent, on its side, has ended the launcher's processes after the same timeout.
-        poll_for(lambda: hosts[1].pids() == {agent.process.pid}, timeout=15)
+        poll_for(lambda: hosts[1].pids() == agent.own_pids(), timeout=15)
     finally:
         hosts[1].mend()
     poll_for(lambda: _host_state(flow).get("state") == "connected", timeout=30)

@@ -1,0 +1,52 @@
+"""The catalogue of scenarios: each starts the node under test on a fresh bench and walks it
+through some clauses of docs/PROTOCOL.md, in the order a flow would meet them. A scenario
+stops at its first failed clause.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from flujo.conformance import producers, restarts, streams
+from flujo.conformance.checks import Checks
+from flujo.conformance.harness import Bench, Edge
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named walk through some clauses, at one level, for some kinds of node, on a bench so shaped."""
+
+    name: str
+    level: str
+    run: Callable[[Bench, Checks, float], None]
+    senders: int = 1
+    edges: tuple[Edge, ...] = (Edge(),)
+    restart: str = "no"
+    replica: int = 0  # the node under test is this replica of replica + 1
+    on_error: str = "fail"
+    kinds: frozenset[str] = frozenset({"processor", "consumer"})
+
+
+_PROCESSOR, _PRODUCER = frozenset({"processor"}), frozenset({"producer"})
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("lifecycle", "basic", streams.lifecycle),
+    Scenario("stop", "basic", streams.stop),
+    Scenario("batches and arrays", "full", streams.batches_and_arrays),
+    Scenario("order", "full", streams.order, senders=3),
+    Scenario("fan-out and stats", "full", streams.fanout_and_stats, edges=(Edge("down", 2), Edge("side", 1)), replica=1),
+    Scenario("readers released", "full", streams.readers_released, kinds=_PROCESSOR),
+    Scenario("error", "full", streams.error),
+    Scenario("error skipped", "full", streams.error_skipped, on_error="skip"),
+    Scenario("crash", "full", streams.crash, restart="on-failure"),
+    Scenario("drain", "restartable", restarts.drain, senders=2, replica=1),
+    Scenario("sender restart", "restartable", restarts.sender_restart, senders=2),
+    Scenario("hold reader", "restartable", restarts.hold_reader, kinds=_PROCESSOR),
+    Scenario("aligned reader", "restartable", restarts.aligned, edges=(Edge(aligned=True),), kinds=_PROCESSOR),
+    Scenario("aligned, nothing sent", "restartable", restarts.aligned_idle, edges=(Edge(aligned=True),), kinds=_PROCESSOR),
+    Scenario("produce and stop", "basic", producers.produce_and_stop, kinds=_PRODUCER),
+    Scenario("producer fan-out and stats", "full", producers.producer_fanout, edges=(Edge("down", 2), Edge("side", 1)),
+             replica=1, kinds=_PRODUCER),
+    Scenario("producer readers released", "full", producers.producer_released, kinds=_PRODUCER),
+    Scenario("producer drain", "restartable", producers.producer_drain, replica=1, kinds=_PRODUCER),
+    Scenario("producer hold reader", "restartable", producers.producer_hold_reader, kinds=_PRODUCER),
+)

@@ -1,0 +1,189 @@
+"""The conformance kit: the Python runtime passes every level; broken nodes fail on the right clause."""
+from __future__ import annotations
+
+import io
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import flow_processes
+from flujo.conformance import FAIL_ITEM, main
+from flujo.conformance.checks import Outcome, same
+from flujo.conformance.cli import level_reached
+from flujo.conformance.harness import FLOW
+
+BROKEN = str(Path(__file__).parent / "conformance_broken_node.py")
+REFERENCE = [sys.executable, "-m", "flujo.conformance.reference"]
+
+
+def kit(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    status = main(list(argv), out=out)
+    assert not flow_processes(FLOW), "the kit left a node running"
+    return status, out.getvalue()
+
+
+def failures(text: str) -> list[tuple[str, str]]:
+    """(section, title) of every FAIL line."""
+    return re.findall(r"^FAIL  §(\S+)\s+(.*)$", text, re.MULTILINE)
+
+
+@pytest.mark.timeout(120)
+def test_python_processor_reaches_restartable() -> None:
+    status, text = kit("--level", "restartable", "--", *REFERENCE, "processor")
+    assert failures(text) == [], text
+    assert "Level reached: restartable" in text
+    assert status == 0
+    # Every scenario ran and checked its clauses: none was skipped as not applicable.
+    assert "n/a" not in text
+    assert int(re.search(r"(\d+) clauses passed, 0 failed", text).group(1)) > 150
+
+
+@pytest.mark.timeout(90)
+def test_python_consumer_reaches_restartable() -> None:
+    status, text = kit("--level", "restartable", "--kind", "consumer", "--", *REFERENCE, "consumer")
+    assert failures(text) == [], text
+    assert "Level reached: restartable" in text and status == 0
+
+
+@pytest.mark.timeout(90)
+def test_python_producer_reaches_restartable() -> None:
+    status, text = kit("--level", "restartable", "--kind", "producer", "--", *REFERENCE, "producer")
+    assert failures(text) == [], text
+    assert "Level reached: restartable" in text and status == 0
+    assert "producer drain" in text and "== lifecycle" not in text  # the producers' own scenarios
+
+
+@pytest.mark.timeout(60)
+def test_the_python_reference_runs_through_flujo_node_too() -> None:
+    """`--run` hands the configuration a Python reference; the command defaults to python -m flujo.node."""
+    status, text = kit("--run", "flujo.conformance.reference:Identity")
+    assert status == 0, text
+    assert "Level reached: basic" in text
+
+
+@pytest.mark.timeout(60)
+def test_the_unbroken_fixture_passes_what_its_faults_break() -> None:
+    """So each fault below is what fails, not the fixture itself."""
+    status, text = kit("--level", "restartable", "--only", "lifecycle", "--only", "stop", "--only", "hold reader",
+                       "--", sys.executable, BROKEN)
+    assert failures(text) == [], text
+    assert status == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("fault", "level", "section", "title"), [
+    ("--ignore-skip", "basic", "3", "SKIP: a SKIP in gives a SKIP out"),
+    ("--forget-eos", "basic", "7.2", "sends EOS to every downstream replica"),
+    ("--early", "basic", "4", "sends nothing before ready, start and its first input"),
+    ("--ignore-hold", "restartable", "8.2", "sends PAUSE to a held reader"),
+])
+def test_a_broken_node_fails_on_the_right_clause(fault: str, level: str, section: str, title: str) -> None:
+    started = time.monotonic()
+    only = ["--only", "lifecycle"] if level == "basic" else ["--only", "lifecycle", "--only", "hold reader"]
+    status, text = kit("--level", level, "--timeout", "3", *only, "--", sys.executable, BROKEN, fault)
+    assert status == 1, text
+    found = failures(text)
+    assert found, text
+    assert found[0][0] == section and found[0][1].startswith(title), text
+    assert time.monotonic() - started < 30  # a clause times out, the kit never hangs
+
+
+PRODUCER = str(Path(__file__).parent / "conformance_broken_producer.py")
+PRODUCER_SCENARIOS = ["--only", "produce and stop", "--only", "producer fan-out and stats"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("fault", "section", "title"), [
+    ("", None, None),  # the fixture itself passes
+    ("--no-start", "4", "a producer produces nothing before start"),
+    ("--from-zero", "6", "numbers its items from seq_start"),
+])
+def test_a_broken_producer_fails_on_the_right_clause(fault: str, section: str | None, title: str | None) -> None:
+    status, text = kit("--kind", "producer", "--level", "full", "--timeout", "3", *PRODUCER_SCENARIOS,
+                       "--", sys.executable, PRODUCER, *([fault] if fault else []))
+    found = failures(text)
+    if section is None:
+        assert status == 0 and not found, text
+    else:
+        assert status == 1 and found and found[0] == (section, title), text
+
+
+@pytest.mark.timeout(60)
+def test_a_broken_node_fails_its_level() -> None:
+    status, text = kit("--timeout", "3", "--", sys.executable, BROKEN, "--ignore-skip")
+    assert status == 1
+    assert "Level reached: none (asked for basic)" in text
+
+
+@pytest.mark.timeout(30)
+def test_a_silent_program_fails_the_handshake_fast() -> None:
+    started = time.monotonic()
+    status, text = kit("--timeout", "1", "--", sys.executable, "-c", "import time; time.sleep(60)")
+    assert status == 1
+    assert failures(text)[0] == ("4", "subscribes to its identity topic 'hello:under_test.0'")
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.timeout(30)
+def test_a_program_that_exits_at_once_is_reported_with_its_status() -> None:
+    status, text = kit("--timeout", "2", "--", sys.executable, "-c", "raise SystemExit(3)")
+    assert status == 1
+    assert "the node exited with status 3" in text
+
+
+def test_usage_errors_exit_2() -> None:
+    assert main([], out=io.StringIO()) == 2
+    assert main(["--only", "nonsense", "--", "true"], out=io.StringIO()) == 2
+    assert main(["--", "/no/such/node"], out=io.StringIO()) == 2
+
+
+def test_level_reached_needs_every_lower_level() -> None:
+    def outcome(level: str, passed: bool | None) -> Outcome:
+        return Outcome("1", "x", level, passed)
+
+    assert level_reached([outcome("basic", True), outcome("full", True)], 2) == 2
+    assert level_reached([outcome("basic", True), outcome("full", False), outcome("restartable", True)], 2) == 0
+    assert level_reached([outcome("basic", False), outcome("full", True)], 1) == -1
+    assert level_reached([outcome("basic", True), outcome("full", None)], 1) == 1
+
+
+def test_items_compare_with_their_types() -> None:
+    import numpy as np
+
+    assert same({"a": [1, b"x"]}, {"a": [1, b"x"]})
+    assert not same(True, 1) and not same(1, 1.0) and not same(b"x", "x")
+    assert not same(np.zeros(3, "<f4"), np.zeros(3, "<f8"))
+    assert same(np.arange(4).reshape(2, 2), np.arange(4).reshape(2, 2))
+    assert FAIL_ITEM == "flujo-conformance:fail"  # the contract other languages implement
+
+
+def test_a_hold_replayed_after_its_resume_is_over() -> None:
+    """The launcher replays hold [X, r, g] to every node when anyone subscribes; once resumed it is void."""
+    from flujo.holds import Holds
+
+    holds = Holds()
+    holds.hold(("x", 0), 3)
+    holds.resume(("x", 0), 3)
+    holds.hold(("x", 0), 3)  # the replay
+    assert holds.generation == {}
+    holds.hold(("x", 0), 4)  # the successor's own restart is a new hold
+    assert holds.generation == {("x", 0): 4}
+
+
+def test_configuration_fields_a_version_does_not_know_are_ignored() -> None:
+    import json
+
+    from flujo.config import NodeConfig
+
+    text = json.dumps({"flow": "f", "node": "n", "replica": 0, "replicas": 1, "kind": "processor",
+                       "control": "ipc://c", "status": "ipc://s", "later": {"x": 1},
+                       "inputs": [{"port": "in", "endpoint": "ipc://i", "hwm": 4, "source": "u",
+                                   "source_port": "out", "senders": 2, "later": 1}],
+                       "outputs": [{"port": "out", "target": "d", "target_port": "in", "hwm": 4,
+                                    "endpoints": ["ipc://o"], "later": 1}]})
+    config = NodeConfig.from_json(text)
+    assert config.inputs[0].senders == 2 and config.outputs[0].endpoints == ("ipc://o",)
