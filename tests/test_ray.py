@@ -1,7 +1,8 @@
 """Nodes placed on a Ray cluster: a Ray head in one network namespace, a Ray worker in another.
 
 The worker has a custom resource the head lacks (``worker_only``), so a node asking for it
-must land there, and the reverse (``head_only``); both have one ``gpu_like``, which the failure test uses to move a node from
+must land there, and the reverse (``head_only``); the worker also says it has a GPU (Ray
+takes its word: no GPU is used); both have one ``gpu_like``, which the failure test uses to move a node from
 the worker to the head. The launcher runs on the head's machine and connects to the head.
 One cluster serves every test of the module (starting one takes about 25 s here); the test
 that kills the worker runs last.
@@ -90,7 +91,7 @@ def cluster() -> Iterator[RayCluster]:
         took = cluster.start_node(head, "--head", "--port", str(RAY_PORT), "--include-dashboard=false",
                                   "--temp-dir", cluster.temp, "--resources", '{"gpu_like": 1, "head_only": 10}')
         took_worker = cluster.start_node(worker, "--address", cluster.address,
-                                         "--resources", '{"gpu_like": 1, "worker_only": 1}')
+                                         "--num-gpus", "1", "--resources", '{"gpu_like": 1, "worker_only": 1}')
         print(f"Ray head up in {took:.1f} s, worker in {took_worker:.1f} s")
         yield cluster
     finally:
@@ -108,10 +109,10 @@ PINNED = """
     args = {{ n = {n}, pause = 0.001, gate = "{gate}" }}
     resources = {{ num_cpus = 0.25 }}
     [nodes.where]
-    run = "{{nodes}}:where"
+    run = "{{nodes}}:where_gpus"
     inputs = ["numbers"]
     replicas = 2
-    resources = {{ num_cpus = 0.25, custom = {{ worker_only = 0.5 }} }}
+    resources = {{ num_cpus = 0.25, num_gpus = 0.5, custom = {{ worker_only = 0.5 }} }}
     [nodes.sink]
     run = "{{nodes}}:Collect"
     inputs = ["where"]
@@ -137,13 +138,22 @@ def test_nodes_pinned_by_resources_land_where_asked_and_deliver_every_item(
             assert replicas[label]["pid"] in on_worker
         table = flow.command("status", "--flow", flow.name).stdout
         assert f'{replicas["where.0"]["pid"]}@{cluster.worker.address}' in table
+        # A graceful restart: each successor is a new actor, placed where the resources are
+        # (the worker again, once its predecessor has ended and freed them).
+        restarted = flow.command("restart", "where", "--flow", flow.name)
+        assert restarted.returncode == 0, restarted.stderr
+        poll_for(lambda: all(r["restarts"] == 1 and r["state"] == "running"
+                             for label, r in flow.replicas().items() if label.startswith("where")), timeout=90)
+        assert {r["host"] for label, r in flow.replicas().items() if label.startswith("where")} \
+            == {cluster.worker.address}
     finally:
         gate.touch()
     _, stderr = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, stderr
     items = read_lines(out)
-    assert [item["n"] for item in items] == list(range(n))  # every item, in order
+    assert [item["n"] for item in items] == list(range(n))  # every item, in order, across the restart
     assert {item["net"] for item in items} == {cluster.worker.namespace_inode()}
+    assert {item["gpus"] for item in items} == {"0"}  # the GPU Ray gave each replica's actor
     print(f"flow on Ray: {time.monotonic() - began:.1f} s from launch to end")
 
 
@@ -152,15 +162,15 @@ def test_a_node_no_ray_node_can_hold_stops_the_launch_before_anything_starts(
         flow: FlowRunner, cluster: RayCluster) -> None:
     out = flow.path("out.jsonl")
     nodes = PINNED.format(n=10, gate=flow.path("gate"), out=out).replace(
-        "custom = { worker_only = 0.5 }", "num_gpus = 1, custom = { worker_only = 0.5 }")
+        "num_gpus = 0.5,", "num_gpus = 2,")
     manifest = flow.manifest(nodes, flow="queue = 4")  # engine local: `run --on` places it on Ray
     began = time.monotonic()
     launcher = flow.start(manifest, "--on", cluster.address, prefix=cluster.head.command())
     _, stderr = launcher.communicate(timeout=90)
     assert launcher.returncode == 2, stderr
-    assert (f'{manifest}: node "where": field "resources": no Ray node has 0.25 CPU, 1 GPU, 0.5 worker_only '
+    assert (f'{manifest}: node "where": field "resources": no Ray node has 0.25 CPU, 2 GPU, 0.5 worker_only '
             f"(cluster: ") in stderr
-    assert f"{cluster.worker.address}: 2 CPU" in stderr and "nothing started" in stderr
+    assert f"{cluster.worker.address}: 2 CPU, 1 GPU" in stderr and "nothing started" in stderr
     assert not os.path.exists(out)  # no node ran
     print(f"refused in {time.monotonic() - began:.1f} s")
 
