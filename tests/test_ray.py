@@ -175,6 +175,31 @@ def test_a_node_no_ray_node_can_hold_stops_the_launch_before_anything_starts(
     print(f"refused in {time.monotonic() - began:.1f} s")
 
 
+@pytest.mark.timeout(180)
+def test_placement_wait_waits_for_a_ray_node_that_can_hold_the_node(flow: FlowRunner, cluster: RayCluster) -> None:
+    out, gate, n = flow.path("out.jsonl"), Path(flow.path("gate")), 200
+    nodes = PINNED.format(n=n, gate=gate, out=out).replace(
+        "custom = { worker_only = 0.5 } }", 'custom = { later = 0.5 } }\n    placement = "wait"')
+    launcher = flow.start(_manifest(flow, cluster, nodes), prefix=cluster.head.command())
+    said = _Lines(launcher.stderr)
+    try:
+        poll_for(lambda: any('node "where" pending: no Ray node has 0.25 CPU, 0.5 GPU, 0.5 later' in line
+                             for line in said), timeout=60)
+        assert not os.path.exists(out) and launcher.poll() is None
+        cluster.start_node(cluster.head, "--address", cluster.address, "--num-gpus", "1", "--resources", '{"later": 1}')
+        third = cluster.processes[-1]  # a third Ray node, with what the node waits for
+        try:
+            poll_for(lambda: line_count(out) >= 20, timeout=120)
+        finally:
+            gate.touch()
+            third.terminate()  # `ray start --block` ends the Ray processes it started
+            third.wait(timeout=30)
+    finally:
+        gate.touch()
+    assert launcher.wait(timeout=60) == 0, said.whole()
+    assert [item["n"] for item in read_lines(out)] == list(range(n))
+
+
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "people_counter"
 
 
@@ -234,7 +259,7 @@ class Hold:
     def where(self):
         return ray.util.get_node_ip_address()
 holds = [Hold.options(scheduling_strategy=On(node["NodeID"], soft=False)).remote()
-         for node in ray.nodes() if node["Alive"]]
+         for node in ray.nodes() if node["Alive"] and node["Resources"].get("gpu_like")]
 print(" ".join(sorted(ray.get([hold.where.remote() for hold in holds]))), flush=True)
 sys.stdin.readline()
 ray.kill(next(hold for hold in holds if ray.get(hold.where.remote()) == sys.argv[2]))
