@@ -60,6 +60,9 @@ CONNECT_TIMEOUT = 5.0
 FOLLOW_WAIT = 1.0
 _tokens = itertools.count(1)
 _events = itertools.count(1)
+#: Output lines an actor keeps for a launcher that has not fetched them (older ones are dropped, counted).
+MAX_UNREAD_LINES = 10_000
+
 
 class RayError(Exception):
     """Ray is missing, the cluster cannot be reached, or a node cannot be placed: nothing starts."""
@@ -72,7 +75,8 @@ class NodeHost:
     def __init__(self) -> None:
         from flujo.launch.reaper import Reaper
 
-        self._lines: list[str] = []
+        self._lines: list[str] = []  # not yet fetched by ``follow``
+        self._dropped = 0  # lines dropped since the last ``follow``
         self._code: int | None = None
         self._changed = threading.Condition()
         self._process: Any = None
@@ -107,6 +111,10 @@ class NodeHost:
     def line(self, label: str, text: str) -> None:  # the NodeProcess relay interface
         with self._changed:
             self._lines.append(text)
+            if len(self._lines) > MAX_UNREAD_LINES:  # a launcher that cannot keep up: keep the newest
+                dropped = len(self._lines) - MAX_UNREAD_LINES // 2
+                del self._lines[:dropped]
+                self._dropped += dropped
             self._changed.notify_all()
 
     def _exited(self, pid: int, code: int) -> None:
@@ -114,14 +122,17 @@ class NodeHost:
             self._code = code
             self._changed.notify_all()
 
-    def follow(self, cursor: int) -> tuple[list[str], int, int | None]:
-        """Output lines from ``cursor`` on, the next cursor, and the exit status once known
-        (after every line); waits up to FOLLOW_WAIT for news."""
+    def follow(self) -> tuple[list[str], int | None]:
+        """The output lines not fetched yet, and the exit status once known (after every
+        line); waits up to FOLLOW_WAIT for news."""
         with self._changed:
-            if len(self._lines) <= cursor and self._code is None:
+            if not self._lines and self._code is None:
                 self._changed.wait(FOLLOW_WAIT)
-            lines = self._lines[cursor:]
-            return lines, cursor + len(lines), self._code
+            lines, self._lines = self._lines, []
+            if self._dropped:
+                lines.insert(0, f"({self._dropped} output lines dropped here: the launcher fell behind)")
+                self._dropped = 0
+            return lines, self._code
 
     def signal(self, signum: int) -> None:
         if self._process is not None and self._process.returncode is None:
@@ -290,10 +301,10 @@ class RayLink:
                     tell("failed", f'could not start on {where["address"]}: {started["error"]}')
                     return
                 tell("started", started["pid"])
-                cursor, code, unreachable = 0, None, 0.0
+                code, unreachable = None, 0.0
                 while code is None and not self._closing.is_set():
                     try:
-                        lines, cursor, code = ray.get(actor.follow.remote(cursor))
+                        lines, code = ray.get(actor.follow.remote())
                         unreachable = 0.0
                     except _unavailable(ray) as error:  # alive, maybe: a network hiccup is ridden out
                         unreachable = unreachable or time.monotonic()
