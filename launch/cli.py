@@ -91,8 +91,8 @@ def _load(manifest: str, consequence: str = ", nothing started") -> FlowSpec:
 
 def _place_on(flow: FlowSpec, manifest: str, engine: str) -> None:
     """``run --on``: the flow's nodes go to a Ray cluster, whatever the manifest's engine."""
-    if engine != "ray" and not engine.startswith("ray://") and ":" not in engine:
-        click.echo(f"error: --on {engine}: give ray, ray://HOST:PORT or HOST:PORT", err=True)
+    if engine not in ("ray", "auto") and not engine.startswith("ray://") and ":" not in engine:
+        click.echo(f"error: --on {engine}: give ray, auto, HOST:PORT or ray://HOST:PORT", err=True)
         sys.exit(EXIT_BAD_MANIFEST)
     hosted = [name for name, node in flow.nodes.items() if node.host is not None]
     if hosted:
@@ -112,9 +112,10 @@ def _place_on(flow: FlowSpec, manifest: str, engine: str) -> None:
               help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics (0: a free port, printed).")
 @click.option("--metrics-address", default="127.0.0.1", show_default=True, metavar="ADDRESS",
               help="Where the metrics endpoint listens (0.0.0.0: every interface).")
-@click.option("--on", "engine", metavar="ray|ray://HOST:PORT|HOST:PORT",
-              help="Place every node on a Ray cluster: ray://HOST:10001 (Ray Client), HOST:6379 (the head, "
-                   "from a machine of the cluster), or ray (the manifest's ray_address, else RAY_ADDRESS or auto).")
+@click.option("--on", "engine", metavar="ray|auto|HOST:PORT",
+              help="Place every node on a Ray cluster: HOST:6379 (its head; run from a machine of the cluster), "
+                   "auto (the cluster this machine is part of), or ray (the manifest's ray_address, else "
+                   "RAY_ADDRESS or auto). ray://HOST:10001 (Ray Client) connects but does not work yet.")
 def run(manifest: str, json_status: str | None, quiet: bool, metrics_port: int | None,
         metrics_address: str, engine: str | None) -> None:
     """Validate MANIFEST, start every node, and run the flow until it ends.
