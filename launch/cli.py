@@ -434,6 +434,20 @@ def agent(bind: str, keys_dir: str | None, insecure: bool, authorize: tuple[str,
         sys.exit(2)
 
 
+@main.command(add_help_option=False, context_settings={"ignore_unknown_options": True})
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def conform(arguments: tuple[str, ...]) -> None:
+    """Check a node program against the wire protocol: conform [--level basic|full|restartable] -- COMMAND...
+
+    Runs the program as the launcher and its neighbours would, through every clause of
+    docs/PROTOCOL.md, and prints one line per clause and the level reached (exit 0 when the
+    asked level is reached). `flujo-launch conform --help` lists every option.
+    """
+    from flujo.conformance.cli import main as run_kit
+
+    sys.exit(run_kit(list(arguments)))
+
+
 @main.command()
 @_keys_option
 def keys(keys_dir: str | None) -> None:

@@ -8,6 +8,7 @@ import stat
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from conftest import FlowRunner, poll_for
@@ -178,3 +179,21 @@ def test_python3_in_a_command_node_is_the_launchers_interpreter(flow: FlowRunner
     assert "the wrong python3" not in result.stdout + result.stderr
     assert [line.split("|", 1)[1].strip() for line in result.stdout.splitlines() if line.startswith("sink")] == [
         f"#{n}: {n}" for n in range(5)]  # the protocol-only sink, run by this Python, printed every item
+
+
+@pytest.mark.timeout(60)
+def test_conform_runs_the_kit_on_a_node_program_and_passes_its_verdict_on() -> None:
+    """`flujo-launch conform` is the conformance kit: the hello sample's protocol-only sink
+    reaches the basic level as a consumer, and the same sink is refused as a processor."""
+    import subprocess
+    import sys
+
+    sink = Path(__file__).resolve().parent.parent / "samples" / "hello" / "sink.py"
+    command = [sys.executable, "-m", "flujo.launch", "conform", "--level", "basic"]
+    good = subprocess.run([*command, "--kind", "consumer", "--", sys.executable, str(sink)],
+                          capture_output=True, text=True, timeout=50)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "Level reached: basic (asked for basic)" in good.stdout
+    wrong = subprocess.run([*command, "--kind", "processor", "--", sys.executable, str(sink)],
+                           capture_output=True, text=True, timeout=50)
+    assert wrong.returncode == 1 and "Level reached: none" in wrong.stdout

@@ -34,6 +34,10 @@ UNKNOWN_FIELD = "x-conformance-unknown"
 FLOW = f"conformance-{os.getpid()}"  # unique: several kits may run on one machine
 
 
+#: After a node's exit is first seen, how long its last reports get to arrive.
+EXIT_SETTLE = 0.1
+
+
 @dataclass(frozen=True)
 class Edge:
     """One output edge of the node under test: a downstream node with some replicas."""
@@ -189,6 +193,7 @@ class Bench:
         self.folder = folder
         self.kind = kind
         self.timeout = timeout
+        self._exit_settled = False  # the reports sent just before the exit have been taken
         self.replica = replica  # the node under test is this replica of `replica + 1`
         self.context = zmq.Context()
         self.control = self.context.socket(zmq.XPUB)
@@ -353,6 +358,11 @@ class Bench:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             if condition():
+                if not self._exit_settled and self.exit_code() is not None:
+                    # A report or message sent just before the exit may still be in flight when
+                    # the exit is seen: take it before the caller judges.
+                    self._exit_settled = True
+                    self.idle(EXIT_SETTLE)
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
