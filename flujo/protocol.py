@@ -58,6 +58,8 @@ class Control(bytes, enum.Enum):
     RESUME = b"resume"  # payload [node, replica, generation]: its successor runs: senders send to it again
     DISMISS = b"dismiss"  # payload [node, replica, generation]: every reader has that drained process's
     # pause marker: it may exit
+    MOVED = b"moved"  # payload [node, replica, port, endpoint]: that replica's input port binds there now
+    # (restarted on another machine): its senders connect there instead
 
 
 class Status(str, enum.Enum):
