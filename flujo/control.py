@@ -40,7 +40,8 @@ class ControlChannel:
         self.holds = Holds(lambda node, replica, port, seq: self.report(Status.POSITION, [node, replica, port, seq]))
         self.drain_requested = False  # this very process is held: take what is queued, hand over, exit
         self.dismissed = False  # every reader has this drained process's pause marker: exit now
-        self.changes = 0  # bumped on every release or loss, so readers can cache
+        self.moved: dict[tuple[str, str, int], str] = {}  # (node, port, replica) -> where it binds now
+        self.changes = 0  # bumped on every release, loss or move, so readers can cache
         self.exited: list[tuple[str, int]] = []  # processes that ended since last looked at (shared memory)
 
     def pending(self) -> bool:
@@ -87,6 +88,10 @@ class ControlChannel:
                 self.dismissed = True
         elif topic is Control.EXITED:
             self.exited.append((payload[0], payload[1]))
+            self.changes += 1
+        elif topic is Control.MOVED:
+            node, replica, port, endpoint = payload[:4]
+            self.moved[(node, port, replica)] = endpoint
             self.changes += 1
         elif topic is Control.GONE:
             if len(payload) < 4 or (payload[2], payload[3]) == (self._config.node, self._config.replica):

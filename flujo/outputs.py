@@ -69,6 +69,7 @@ class OutputEdge:
         self.port = config.port
         self.target = config.target
         self.sockets: list[zmq.Socket] = []
+        self._endpoints = list(config.endpoints)
         for endpoint in config.endpoints:
             socket = context.socket(zmq.PUSH)
             socket.sndhwm = config.hwm
@@ -94,6 +95,17 @@ class OutputEdge:
         self.sent = 0
         self.dropped = 0
         self.last_reader: int | None = None  # the replica the last dealt message went to (None: dropped)
+
+    def follow(self, moved: dict[tuple[str, str, int], str]) -> None:
+        """Connect to readers restarted on another machine (Control.MOVED) instead of their old place;
+        what was queued for the old place is lost with the process that was there."""
+        for index, socket in enumerate(self.sockets):
+            endpoint = moved.get((self.target, self.config.target_port, index))
+            if endpoint is not None and endpoint != self._endpoints[index]:
+                with contextlib.suppress(zmq.ZMQError):
+                    socket.disconnect(self._endpoints[index])
+                socket.connect(endpoint)
+                self._endpoints[index] = endpoint
 
     def live_replicas(self) -> list[int]:
         """Downstream replicas that still read."""

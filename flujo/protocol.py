@@ -59,6 +59,8 @@ class Control(bytes, enum.Enum):
     DISMISS = b"dismiss"  # payload [node, replica, generation]: every reader has that drained process's
     # pause marker: it may exit
     EXITED = b"exited"  # payload [node, replica]: that process ended (any way): its shared-memory holds return
+    MOVED = b"moved"  # payload [node, replica, port, endpoint]: that replica's input port binds there now
+    # (restarted on another machine): its senders connect there instead
 
 
 class Status(str, enum.Enum):

@@ -374,6 +374,9 @@ class NodeRuntime:
         if control.changes != self._seen_changes:
             self._seen_changes = control.changes
             self._nobody_reads = bool(self.edges) and all(edge.released for edge in self.edges)
+            if control.moved:
+                for edge in self.edges:
+                    edge.follow(control.moved)
             for node, replica in control.gone:
                 for port in self.ports:
                     if port.config.source == node:

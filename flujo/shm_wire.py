@@ -1,4 +1,4 @@
-"""The wire format of shared-memory arrays (docs/PROTOCOL.md, section 15).
+"""The wire format of shared-memory arrays (docs/PROTOCOL.md, section 16).
 
 An array on a shared-memory edge travels as a descriptor in the message body instead of
 a buffer frame: msgpack ext type 2 whose data is the msgpack array

@@ -349,6 +349,7 @@ CONTROL_PAYLOADS: dict[bytes, tuple[type, ...]] = {
     b"start": (), b"released": (str, int, str), b"gone": (str, int), b"hold": _NODE_REPLICA_GENERATION,
     b"align": (str, int, int, int), b"resume": _NODE_REPLICA_GENERATION, b"dismiss": _NODE_REPLICA_GENERATION,
     b"exited": (str, int),
+    b"moved": (str, int, str, str),
 }
 
 

@@ -17,7 +17,7 @@ import click
 
 from flujo.commands import CommandError, find_flow, request, running_flows, runs_folder
 from flujo.launch import logstore
-from flujo.launch.errors import ManifestError
+from flujo.launch.errors import EXIT_BAD_MANIFEST, ManifestError
 from flujo.launch.manifest import FlowSpec, load_manifest
 
 _GROUP_OPTIONS = ("-h", "--help", "--version")
@@ -89,6 +89,21 @@ def _load(manifest: str, consequence: str = ", nothing started") -> FlowSpec:
         sys.exit(error.exit_code)
 
 
+def _place_on(flow: FlowSpec, manifest: str, engine: str) -> None:
+    """``run --on``: the flow's nodes go to a Ray cluster, whatever the manifest's engine."""
+    if engine not in ("ray", "auto") and not engine.startswith("ray://") and ":" not in engine:
+        click.echo(f"error: --on {engine}: give ray, auto, HOST:PORT or ray://HOST:PORT", err=True)
+        sys.exit(EXIT_BAD_MANIFEST)
+    hosted = [name for name, node in flow.nodes.items() if node.host is not None]
+    if hosted:
+        click.echo(f'error: {manifest}: node "{hosted[0]}": field "host": --on places every node on the Ray '
+                   "cluster; remove host", err=True)
+        sys.exit(EXIT_BAD_MANIFEST)
+    flow.engine, flow.transport = "ray", "tcp"
+    if engine != "ray":
+        flow.ray_address = engine
+
+
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--json-status", type=click.Path(dir_okay=False), help="Write the final status of every node here.")
@@ -97,8 +112,12 @@ def _load(manifest: str, consequence: str = ", nothing started") -> FlowSpec:
               help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics (0: a free port, printed).")
 @click.option("--metrics-address", default="127.0.0.1", show_default=True, metavar="ADDRESS",
               help="Where the metrics endpoint listens (0.0.0.0: every interface).")
+@click.option("--on", "engine", metavar="ray|auto|HOST:PORT",
+              help="Place every node on a Ray cluster: HOST:6379 (its head; run from a machine of the cluster), "
+                   "auto (the cluster this machine is part of), or ray (the manifest's ray_address, else "
+                   "RAY_ADDRESS or auto). ray://HOST:10001 (Ray Client) connects but does not work yet.")
 def run(manifest: str, json_status: str | None, quiet: bool, metrics_port: int | None,
-        metrics_address: str) -> None:
+        metrics_address: str, engine: str | None) -> None:
     """Validate MANIFEST, start every node, and run the flow until it ends.
 
     On a terminal a live table shows every node; otherwise each output line is prefixed
@@ -110,6 +129,8 @@ def run(manifest: str, json_status: str | None, quiet: bool, metrics_port: int |
     from flujo.launch.launcher import Launcher
 
     flow = _load(manifest)
+    if engine is not None:
+        _place_on(flow, manifest, engine)
     sys.exit(Launcher(flow, json_status=json_status, quiet=quiet, metrics_port=metrics_port,
                       metrics_address=metrics_address).run())
 

@@ -37,6 +37,7 @@ from flujo.launch.metrics import bottleneck, busy_fraction, drops, queue_fill
 from flujo.launch.plan import plan, ports_needed, run_id
 from flujo.launch.logstore import new_run, stamp
 from flujo.launch.process import NodeProcess, OutputRelay, local_argv, plain_lines
+from flujo.launch.ray_engine import RayError, RayLink, RayProcess, place_flow
 from flujo.launch.reaper import Reaper
 from flujo.launch.remote import AgentError, AgentLink, RemoteProcess, agent_keys
 from flujo.launch.replica import Replica
@@ -86,6 +87,7 @@ class Launcher:
         self._links: dict[str, AgentLink] = {}  # host name -> its agent, for nodes on other hosts
         self._parent = ParentPipe.from_environment()  # started by a program (flujo.Flow): ends with it
         self._refusals = RefusalLog("", self._say)  # malformed or forged messages on its sockets
+        self._ray: RayLink | None = None  # the Ray cluster every node is placed on (engine = "ray")
         self._ssh = SshSessions(flow, self._say)  # agents this launcher starts over ssh, ended with it
 
     # -- public ----------------------------------------------------------------------------
@@ -116,10 +118,11 @@ class Launcher:
         try:
             try:
                 remote_ports = self._connect_agents(context)
-            except AgentError as error:
+                placed = self._connect_ray(context)
+            except (AgentError, RayError) as error:
                 self._say(str(error))
                 return EXIT_BAD_MANIFEST  # nothing started
-            endpoints, configs = plan(self.flow, run_dir, remote_ports, flow_keys)
+            endpoints, configs = plan(self.flow, run_dir, remote_ports, flow_keys, placed)
             self._control = context.socket(zmq.XPUB)
             self._control.setsockopt(zmq.XPUB_VERBOSE, 1)
             self._control.linger = 0
@@ -167,6 +170,8 @@ class Launcher:
             announcement.unlink(missing_ok=True)
             for link in self._links.values():
                 link.close()
+            if self._ray is not None:
+                self._ray.close()
             if self._metrics is not None:
                 self._metrics.close()
             self._write_json_status()
@@ -202,6 +207,16 @@ class Launcher:
         if self._links:
             self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
         return ports
+
+    def _connect_ray(self, context: zmq.Context) -> dict[tuple[str, int], tuple[str, list[int]]]:
+        """engine = "ray": connect to the cluster and place every replica (launch/ray_engine.py)."""
+        if self.flow.engine != "ray":
+            return {}
+        self._ray = RayLink(context, self.flow.ray_address or os.environ.get("RAY_ADDRESS") or "auto",
+                            self.flow.name, lambda: getattr(self, "_relay", None))
+        if self.flow.host in ("127.0.0.1", "localhost", "::1"):
+            self.flow.host = self._ray.own_address  # where nodes on other machines reach this launcher
+        return place_flow(self._ray, self.flow, self._say)
 
     def _serve_metrics(self) -> str | None | bool:
         """Start the Prometheus endpoint if asked; its URL, None when not asked, False when it cannot."""
@@ -295,7 +310,7 @@ class Launcher:
                 self._say(f'node "{replica.config.label}" could not start: {error}')
                 raise SystemExit(EXIT_NODE_FAILED) from None
 
-    def _spawn(self, replica: Replica) -> NodeProcess | RemoteProcess:
+    def _spawn(self, replica: Replica) -> NodeProcess | RemoteProcess | RayProcess:
         config = replica.config
         if replica.started_at is None:
             replica.started_at = time.time()
@@ -303,6 +318,12 @@ class Launcher:
         env = {**spec.env, CONFIG_ENV: config.to_json(), "PYTHONUNBUFFERED": "1"}
         cwd = str(self.flow.base_dir / spec.cwd) if spec.cwd else str(self.flow.base_dir)
         key = replica.key
+        if self._ray is not None:  # an actor Ray places runs it, with that machine's Python
+            ray_process = self._ray.spawn(key, spec.resources, len(config.inputs), config.label,
+                                          list(spec.command) if spec.command else None, env, cwd,
+                                          on_placed=lambda address, ports: self._placed_at(key, address, ports),
+                                          on_exit=lambda code: self._on_remote_exit(key, ray_process, code))
+            return ray_process
         if spec.host is not None:  # its agent starts it, with that host's Python, at the same path
             command = list(spec.command) if spec.command else None
             remote = self._links[spec.host].spawn(config.label, command, env, cwd,
@@ -312,7 +333,29 @@ class Launcher:
         return NodeProcess(config.label, argv, {**os.environ, **env}, cwd, self._relay,
                            on_exit=lambda pid, code: self._notify_exit(key, pid, code), reaper=self._reaper)
 
-    def _on_remote_exit(self, key: tuple[str, int], process: RemoteProcess, code: int) -> None:
+    def _placed_at(self, key: tuple[str, int], address: str, ports: list[int]) -> dict[str, str]:
+        """A restarted replica's new actor runs on ``address``: if that is another machine, its
+        inputs bind there (at ``ports``), and its senders are told to connect there. Returns the
+        environment to start it with."""
+        replica = self.replicas[key]
+        config = replica.config
+        if config.inputs and not config.inputs[0].endpoint.startswith(f"tcp://{address}:"):
+            free = list(ports)
+            inputs = tuple(dataclasses.replace(port, endpoint=f"tcp://{address}:{free.pop()}") for port in config.inputs)
+            replica.config = dataclasses.replace(config, inputs=inputs)
+            for port in inputs:
+                self._publish(Control.MOVED, *key, port.port, port.endpoint)
+            for sender in self.replicas.values():  # their own restarts connect to the new place
+                sender.config = dataclasses.replace(sender.config, outputs=tuple(
+                    dataclasses.replace(edge, endpoints=tuple(
+                        next((p.endpoint for p in inputs if p.port == edge.target_port), endpoint)
+                        if edge.target == key[0] and index == key[1] else endpoint
+                        for index, endpoint in enumerate(edge.endpoints)))
+                    for edge in sender.config.outputs))
+        spec = self.flow.nodes[key[0]]
+        return {**spec.env, CONFIG_ENV: replica.config.to_json(), "PYTHONUNBUFFERED": "1"}
+
+    def _on_remote_exit(self, key: tuple[str, int], process: RemoteProcess | RayProcess, code: int) -> None:
         """Called in the loop when an agent reports an exit (or its host is lost)."""
         replica = self.replicas[key]
         if replica.process is process:
@@ -357,7 +400,9 @@ class Launcher:
     # -- the loop --------------------------------------------------------------------------
     def _loop(self, wakeup_fd: int) -> None:
         poller = zmq.Poller()
-        links = {link.socket: link for link in self._links.values()}
+        links: dict[zmq.Socket, AgentLink | RayLink] = {link.socket: link for link in self._links.values()}
+        if self._ray is not None:
+            links[self._ray.socket] = self._ray
         for socket in (self._control, self._status, self._exits, self._commands, *links):
             poller.register(socket, zmq.POLLIN)
         poller.register(wakeup_fd, zmq.POLLIN)
@@ -478,12 +523,15 @@ class Launcher:
             totals = r.sample.totals
             rate = r.sample.rate("items_out" if r.config.kind == "producer" else "items_in")
             total = r.sample.stats.get("total")  # a producer that knows its length
+            pending = getattr(r.process, "pending", None)  # a Ray placement waiting for room
             left = max(0, total - totals.get("items_out", 0)) if isinstance(total, int) else None
             nodes.append({
                 "label": r.config.label, "node": r.config.node, "replica": r.config.replica,
-                "host": self.flow.nodes[r.config.node].host,
+                "host": self.flow.nodes[r.config.node].host or getattr(r.process, "machine", None),
                 "pid": r.process.pid if r.process else None, "exit_code": r.exit_code,
-                "state": "running" if r.state == "ready" and self._started else r.state,
+                "state": "pending" if pending and r.exit_code is None
+                else "running" if r.state == "ready" and self._started else r.state,
+                **({"pending": pending} if pending else {}),
                 "restarts": r.restarts, "error": (r.error or {}).get("message"),
                 "items_in": totals.get("items_in", 0), "items_out": totals.get("items_out", 0),
                 "errors": totals.get("errors", 0),

@@ -29,6 +29,7 @@ STATE_STYLES = {
     "starting": "dim",
     "ready": "dim",
     "restarting": "yellow",
+    "pending": "yellow",  # waiting for a cluster to place it
     "draining": "yellow",
     "released": "cyan",
     "finished": "cyan",

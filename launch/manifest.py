@@ -18,6 +18,7 @@ from flujo.config import CONTROL_MAX_MESSAGE, DATA_MAX_MESSAGE
 from flujo.loader import LoadError, load_target
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT
 from flujo.launch.errors import ManifestError, Problem, did_you_mean
+from flujo.launch.resources import Resources, resources_from_table
 
 #: Node names (also the names of log files and of control topics).
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -33,6 +34,8 @@ RESTART_POLICIES = ("no", "on-failure", "always")
 ERROR_POLICIES = ("fail", "skip")
 QUEUE_POLICIES = ("block", "drop-newest", "drop-oldest")
 TRANSPORTS = ("ipc", "tcp")
+ENGINES = ("local", "ray")
+PLACEMENTS = ("fail", "wait")
 DEFAULT_QUEUE = 16
 DEFAULT_AGENT_PORT = 7700
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -88,6 +91,8 @@ class NodeSpec:
     host: str | None = None  # a [hosts] entry: the node runs there; None: on the launcher's machine
     shm: bool | None = None  # its inputs accept shared-memory arrays; None: Python nodes do, commands not
     max_message: int | None = None  # bytes per frame on its input ports; None: the flow's
+    resources: Resources = field(default_factory=Resources)  # what each replica asks a cluster engine for
+    placement: str = "fail"  # a cluster that cannot place it: fail before anything starts, or wait
     kind: str = ""  # producer | processor | consumer, resolved during validation
 
 
@@ -104,6 +109,8 @@ class FlowSpec:
     max_control_message: int = CONTROL_MAX_MESSAGE  # bytes per frame on control, status and command sockets
     insecure: bool = False  # plain tcp, on purpose: no encryption, no authentication
     shm: bool = True  # arrays between nodes on this host may go through shared memory
+    engine: str = "local"  # local (and [hosts] agents), or ray: every node placed on a Ray cluster
+    ray_address: str | None = None  # what ray.init connects to: HOST:PORT, ray://HOST:PORT or auto
 
     @property
     def base_dir(self) -> Path:
@@ -128,8 +135,8 @@ class FlowSpec:
         """Whether arrays on that edge go through shared memory: both ends on this host (ipc),
         not turned off for the flow, and the reader accepts descriptors."""
         accepts = reader.shm if reader.shm is not None else reader.run is not None
-        return (self.shm and accepts and self.transport == "ipc" and sender.host is None
-                and reader.host is None)
+        return (self.shm and accepts and self.transport == "ipc" and self.engine == "local"
+                and sender.host is None and reader.host is None)
 
     def max_message_of(self, node: NodeSpec) -> int:
         return node.max_message if node.max_message is not None else self.max_message
@@ -249,7 +256,7 @@ def _size(value: Any) -> str | None:
 
 FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "name": _flow_name, "queue": _count(MAX_QUEUE), "transport": _one_of(TRANSPORTS), "host": _string,
-    "insecure": _flag, "shm": _flag,
+    "insecure": _flag, "engine": _one_of(ENGINES), "ray_address": _string, "shm": _flag,
     "max_message": _size, "max_control_message": _size,
 }
 NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
@@ -258,6 +265,7 @@ NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "on_error": _one_of(ERROR_POLICIES), "policy": _one_of(QUEUE_POLICIES),
     "restart": _one_of(RESTART_POLICIES), "max_restarts": _count(MAX_RESTARTS),
     "restart_window": _seconds, "stop_timeout": _seconds, "host": _string, "max_message": _size, "shm": _flag,
+    "resources": _table, "placement": _one_of(PLACEMENTS),
 }
 #: The node fields that are options of how a node runs (not what it runs, its arguments or its inputs):
 #: the manifest's [nodes.NAME] keys and, the same, the keywords of flujo.Flow.add.
@@ -339,11 +347,13 @@ class _Validator:
                         queue=settings.get("queue", DEFAULT_QUEUE),
                         transport=settings.get("transport", "ipc"), host=settings.get("host", "127.0.0.1"),
                         hosts=hosts, insecure=settings.get("insecure", False),
-                        shm=settings.get("shm", True))
+                        shm=settings.get("shm", True),
+                        engine=settings.get("engine", "local"), ray_address=settings.get("ray_address"))
         for key in ("max_message", "max_control_message"):
             if key in settings:
                 setattr(flow, key, byte_size(settings[key]))
         self.placement(flow, "transport" in settings)
+        self.engine(flow, "transport" in settings)
         # Each check runs on what the earlier ones left sound, so one mistake hides no other.
         if self.graph(flow):
             self.kinds(flow)
@@ -371,6 +381,10 @@ class _Validator:
         if "outputs" in good and "run" in table:
             self.problem("a Python node declares its output ports in its class (the `outputs` attribute); "
                          "this field is for command nodes", name, "outputs")
+        if "resources" in good:
+            spec.resources, problems = resources_from_table(good["resources"])
+            for field_name, message in problems:
+                self.problem(message, name, field_name)
         if "inputs" in good:
             spec.inputs, spec.keyword_ports = self.inputs(name, good["inputs"])
         if spec.cwd is not None and not (self.path.parent / spec.cwd).is_dir():
@@ -432,6 +446,19 @@ class _Validator:
             self.problem(f'node "{remote[0].name}" runs on host "{remote[0].host}", which cannot reach the '
                          f'launcher at {flow.host}: set [flow] host to this machine\'s address on their network',
                          field_name="host")
+
+    def engine(self, flow: FlowSpec, transport_given: bool) -> None:
+        """A flow on Ray places every node there: tcp between them, no [hosts] placement."""
+        if flow.engine != "ray":
+            return
+        for node in flow.nodes.values():
+            if node.host is not None:
+                self.problem('a flow with engine = "ray" places every node on the Ray cluster; remove host',
+                             node.name, "host")
+        if transport_given and flow.transport != "tcp":
+            self.problem('nodes on a Ray cluster talk over tcp; remove transport or set transport = "tcp"',
+                         field_name="transport")
+        flow.transport = "tcp"
 
     def executable(self, spec: NodeSpec) -> bool:
         program = spec.command[0]  # type: ignore[index]

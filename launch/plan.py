@@ -2,7 +2,8 @@
 
 Endpoints are ipc sockets in the run's private folder by default, or loopback/host tcp
 ports chosen at run time when the manifest says ``transport = "tcp"``. A node on another
-host binds on that host's address, at a port its agent found free there.
+host binds on that host's address, at a port its agent found free there; a replica placed
+on a Ray cluster, on its machine's address, at a port its actor found free there.
 """
 from __future__ import annotations
 
@@ -24,11 +25,16 @@ class Endpoints:
 
 
 class EndpointAllocator:
-    def __init__(self, flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]]) -> None:
+    def __init__(self, flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]],
+                 placed: dict[tuple[str, int], tuple[str, list[int]]]) -> None:
         self._flow, self._run_dir = flow, run_dir
         self._remote_ports = {host: list(ports) for host, ports in remote_ports.items()}
+        self._placed = {key: (address, list(ports)) for key, (address, ports) in placed.items()}
 
-    def allocate(self, name: str, host: str | None = None) -> str:
+    def allocate(self, name: str, host: str | None = None, replica: tuple[str, int] | None = None) -> str:
+        if replica is not None and replica in self._placed:
+            address, ports = self._placed[replica]
+            return f"tcp://{address}:{ports.pop()}"
         if host is not None:
             return f"tcp://{self._flow.hosts[host].address}:{self._remote_ports[host].pop()}"
         if self._flow.transport == "ipc":
@@ -54,18 +60,21 @@ def ports_needed(flow: FlowSpec) -> dict[str, int]:
 
 
 def plan(flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]] | None = None,
-         flow_keys: KeyPair | None = None) -> tuple[Endpoints, dict[tuple[str, int], NodeConfig]]:
+         flow_keys: KeyPair | None = None, placed: dict[tuple[str, int], tuple[str, list[int]]] | None = None,
+         ) -> tuple[Endpoints, dict[tuple[str, int], NodeConfig]]:
     """(launcher endpoints, {(node, replica): config}); ``remote_ports``: free ports on each
     other host, as many as ``ports_needed`` says; ``flow_keys``: the CURVE key pair every
-    process of a secure flow uses on tcp."""
-    allocate = EndpointAllocator(flow, run_dir, remote_ports or {}).allocate
+    process of a secure flow uses on tcp; ``placed``: for replicas placed on a cluster, their
+    machine's address and one free port there per input port."""
+    allocate = EndpointAllocator(flow, run_dir, remote_ports or {}, placed or {}).allocate
     endpoints = Endpoints(control=allocate("control"), status=allocate("status"))
     # Every input port of every replica binds its own endpoint.
     bound: dict[tuple[str, str, int], str] = {}
     for index, node in enumerate(flow.nodes.values()):
         for port_index, port in enumerate(node.inputs):
             for replica in range(node.replicas):
-                bound[(node.name, port.port, replica)] = allocate(f"n{index}.p{port_index}.r{replica}", node.host)
+                bound[(node.name, port.port, replica)] = allocate(f"n{index}.p{port_index}.r{replica}", node.host,
+                                                                     (node.name, replica))
     # A replica with shared-memory outputs binds a release socket: its readers hand slots back there.
     releases: dict[tuple[str, int], str] = {}
     for index, node in enumerate(flow.nodes.values()):

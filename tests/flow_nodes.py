@@ -198,6 +198,11 @@ def where(number: int) -> dict[str, int]:
     return {"n": number, "net": os.stat("/proc/self/ns/net").st_ino}
 
 
+def where_gpus(number: int) -> dict[str, Any]:
+    """``where``, and the GPUs the process was given (CUDA_VISIBLE_DEVICES)."""
+    return {**where(number), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
 class Gated(Producer):
     """Counts to n, ``pause`` seconds apart, then holds its stream open until the file
     ``gate`` exists: a test decides when the stream may end. It yields None meanwhile, so

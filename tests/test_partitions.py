@@ -61,8 +61,9 @@ def test_a_link_cut_shorter_than_the_timeout_loses_nothing(
 @pytest.mark.timeout(120)
 def test_a_cut_past_the_timeout_restarts_the_host_nodes_when_it_returns(
         flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
-    n = 3000
-    launcher, out, gate = _start(flow, hosts, agent, n, timeout=3, restart="on-failure")
+    # An endless stream, stopped once the restarted nodes have carried plenty: a finite one
+    # could have sent all its remaining items into the dead connections' buffers meanwhile.
+    launcher, out, _ = _start(flow, hosts, agent, 10 ** 7, timeout=3, restart="on-failure")
     poll_for(lambda: line_count(out) >= 300, timeout=30)
     hosts[1].cut()
     try:
@@ -75,12 +76,13 @@ def test_a_cut_past_the_timeout_restarts_the_host_nodes_when_it_returns(
     poll_for(lambda: all(r["restarts"] == 1 and r["state"] == "running"
                          for label, r in flow.replicas().items() if label.startswith("where")), timeout=30)
     assert {r["pid"] for label, r in flow.replicas().items() if label.startswith("where")} <= hosts[1].pids()
-    gate.touch()
+    back = line_count(out)
+    poll_for(lambda: line_count(out) >= back + 500, timeout=30)  # the restarted nodes carry the stream
+    assert flow.command("stop", "--flow", flow.name).returncode == 0
     _, stderr = launcher.communicate(timeout=90)
     assert launcher.returncode == 0, stderr
     assert 'host "b" lost: its agent sent nothing for 3 s; its nodes count as crashed' in stderr
     values = [item["n"] for item in read_lines(out)]
-    assert values == sorted(set(values)) and values[-1] == n - 1  # in order, no duplicates, to the end
     # At most once across a crash (PROTOCOL.md section 9): what the lost processes and the tcp
-    # buffers towards them held is gone; for 3,000 small items at 1 kHz that was about 1,100 here.
-    assert n - len(values) <= n // 2, n - len(values)
+    # buffers towards them held is gone, nothing is duplicated, and the order is kept.
+    assert values == sorted(set(values)) and len(values) >= back + 500
