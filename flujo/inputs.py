@@ -6,7 +6,6 @@ the other ports stay unread and their senders feel the backpressure.
 from __future__ import annotations
 
 import heapq
-import sys
 from collections import deque
 from typing import Any, Callable, Iterable
 
