@@ -29,6 +29,8 @@ crosses a chain of nodes without a copy, and no node waits on another's releases
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import mmap
 import os
 import secrets
@@ -37,14 +39,26 @@ import sys
 import time
 import weakref
 from collections import deque
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import msgpack
 import numpy as np
 import zmq
 
-from flujo.shm_wire import (HEADER, HEADER_SIZE, MAGIC, MIN_SHM_BYTES, SHM_DIR, DescriptorError, pack_descriptor,
-                            parse_releases, release_frame, segment_name, unpack_descriptor)
+from flujo.shm_wire import (
+    HEADER,
+    HEADER_SIZE,
+    MAGIC,
+    MIN_SHM_BYTES,
+    SHM_DIR,
+    DescriptorError,
+    pack_descriptor,
+    parse_releases,
+    release_frame,
+    segment_name,
+    unpack_descriptor,
+)
 
 #: Seconds a sender waits for a slot beyond ``base`` (pinned frames) before it grows the pool
 #: or, at twice ``base``, falls back to inline frames.
@@ -68,8 +82,21 @@ def _address(array: np.ndarray) -> int:
 class _Slot:
     """One segment of the pool."""
 
-    __slots__ = ("index", "version", "name", "mmap", "view", "address", "capacity", "token", "generation",
-                 "local", "sending", "holders", "retire")
+    __slots__ = (
+        "address",
+        "capacity",
+        "generation",
+        "holders",
+        "index",
+        "local",
+        "mmap",
+        "name",
+        "retire",
+        "sending",
+        "token",
+        "version",
+        "view",
+    )
 
     def __init__(self, index: int) -> None:
         self.index, self.version = index, 0
@@ -90,7 +117,7 @@ class _Slot:
 class _Forwarded:
     """A received shared-memory array being sent on: its readers are announced to the owner."""
 
-    __slots__ = ("root", "descriptor")
+    __slots__ = ("descriptor", "root")
 
     def __init__(self, root: np.ndarray, descriptor: tuple[Any, ...]) -> None:
         self.root, self.descriptor = root, descriptor  # root: keeps our own hold until settled
@@ -100,7 +127,7 @@ class SlotPool:
     """A node replica's shared-memory slots for the arrays it sends (see the module docstring)."""
 
     def __init__(self, context: zmq.Context, run_id: str, node: str, replica: int, release_endpoint: str,
-                 base: int, reader: "SharedMemoryReader | None" = None) -> None:
+                 base: int, reader: SharedMemoryReader | None = None) -> None:
         self._run_id, self._node, self._replica = run_id, node, replica
         self._pid = os.getpid()
         self.base, self.limit = base, 2 * base
@@ -128,7 +155,7 @@ class SlotPool:
         """A writable array in a free slot; send it as (part of) an item and it crosses without a copy."""
         dtype = np.dtype(dtype)
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         slot = self._take(nbytes) if nbytes >= MIN_SHM_BYTES else None
         if slot is None:
             return np.empty(shape, dtype)
@@ -233,10 +260,8 @@ class SlotPool:
         if not slot.name:
             return
         self._by_name.pop(slot.name, None)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(SHM_DIR / slot.name)
-        except FileNotFoundError:
-            pass
         slot.view = slot.mmap = None  # (closed when no array points into it any more)
         slot.capacity = 0
 
@@ -289,15 +314,15 @@ class SlotPool:
                 self._reader.retain(entry.descriptor[0], entry.descriptor[5], reader)
 
     def settle(self, packed: list[Any]) -> None:
-        """Every edge has had the message: what nobody holds is free again; the owners of
-        forwarded arrays hear of their new readers now, before our own release."""
+        """Every edge has had the message: what nobody holds is free again. The owners of
+        forwarded arrays hear of their new readers with the runtime's next flush of releases,
+        in the same message as (and before) our own release: one message per item, sent after
+        the item went on, so it does not compete with the readers' wake-up."""
         for entry in packed:
             if isinstance(entry, _Slot):
                 entry.sending = False
                 if entry.free:
                     self._free.append(entry)
-        if self._reader is not None and self._reader.pending:
-            self._reader.flush()
 
     # -- releases ---------------------------------------------------------------------------
     def collect_releases(self) -> None:
@@ -352,19 +377,15 @@ class SlotPool:
         for slot in self._slots:
             self._unmap(slot)
         for name in self._retired:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(SHM_DIR / name)
-            except FileNotFoundError:
-                pass
         self.release_socket.close(linger=0)
 
     def unlink_all(self) -> None:
         """From a signal handler: only remove the names."""
         for name in [slot.name for slot in self._slots if slot.name] + self._retired:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(SHM_DIR / name)
-            except OSError:
-                pass
 
 
 class SharedMemoryReader:
@@ -399,7 +420,7 @@ class SharedMemoryReader:
             raise DescriptorError(f"shared-memory segment {segment} does not match the descriptor (forged?)")
         if header_generation != generation:
             raise DescriptorError(f"stale shared-memory descriptor for {segment} (slot reused)")
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize  # (Python ints: no overflow for a forged shape)
         if offset + nbytes > HEADER_SIZE + capacity or offset + nbytes > len(view):
             raise DescriptorError(f"shared-memory descriptor reaches past the end of {segment}")
         array = np.frombuffer(view[offset:offset + nbytes], dtype=dtype)
@@ -468,10 +489,9 @@ class SharedMemoryReader:
                 socket.sndhwm = 0
                 socket.linger = 0  # an owner that is gone no longer needs them
                 socket.connect(self._owners[owner])
-            try:
+            # (Again only when the owner is gone, which no longer needs them: no limit is set.)
+            with contextlib.suppress(zmq.Again):
                 socket.send(release_frame(entries), zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # (no limit is set: only when the owner is gone, which no longer needs them)
 
     def close(self) -> None:
         self.flush()
@@ -514,4 +534,4 @@ def frame_buffer(shape: tuple[int, ...] | int, dtype: Any = np.uint8) -> np.ndar
     return _pool.frame_buffer(shape, dtype)
 
 
-__all__ = ["SlotPool", "SharedMemoryReader", "frame_buffer", "install", "DescriptorError"]
+__all__ = ["DescriptorError", "SharedMemoryReader", "SlotPool", "frame_buffer", "install"]
