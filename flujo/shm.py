@@ -443,7 +443,10 @@ class SharedMemoryReader:
         if fields is None:
             return None
         segment, offset = fields[0], fields[1]
-        offset += _address(array) - _address(root)
+        # The whole array as received (the usual case) starts where it did: no address arithmetic.
+        whole = (array is root or array.base is root) and array.nbytes == root.nbytes and array.flags.c_contiguous
+        if not whole:
+            offset += _address(array) - _address(root)
         return (segment, offset, array.dtype.str, array.shape, *fields[4:])
 
     def _map(self, segment: str) -> tuple[mmap.mmap, memoryview, int]:
