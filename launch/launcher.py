@@ -40,7 +40,7 @@ from flujo.launch.process import NodeProcess, OutputRelay, local_argv, plain_lin
 from flujo.launch.ray_engine import RayError, RayLink, RayProcess, place_flow
 from flujo.launch.reaper import Reaper
 from flujo.launch.remote import AgentError, AgentLink, RemoteProcess, agent_keys
-from flujo.launch.replica import Replica
+from flujo.launch.replica import Replica, ReplicaState
 from flujo.launch.restarts import RestartBudget
 from flujo.launch.ssh import SshSessions
 from flujo.launch.timers import Timers
@@ -147,10 +147,10 @@ class Launcher:
                                                    "nodes": len(self.flow.nodes), "processes": len(configs),
                                                    "metrics": metrics_url}))
             self._context = context
-            self.replicas.update((key, Replica(config)) for key, config in configs.items())
-            for replica in self.replicas.values():
-                spec = self.flow.nodes[replica.config.node]
-                replica.budget = RestartBudget(spec.restart, spec.max_restarts, spec.restart_window)
+            for key, config in configs.items():
+                spec = self.flow.nodes[config.node]
+                self.replicas[key] = Replica(config, RestartBudget(spec.restart, spec.max_restarts,
+                                                                   spec.restart_window))
             width = max(len(replica.config.label) for replica in self.replicas.values())
             labels = [replica.config.label for replica in self.replicas.values()]
             logs = new_run(self.flow.name, {"manifest": str(self.flow.path), "labels": labels})
@@ -250,7 +250,7 @@ class Launcher:
         self._say(f"{reason}; its nodes count as crashed")
         for replica in self.replicas.values():
             if self.flow.nodes[replica.config.node].host == link.host.name and replica.exit_code is None:
-                replica.error = {"message": reason}  # the reason given if no restart follows
+                replica.failed_with({"message": reason})  # the reason given if no restart follows
         link.lose()  # each of its processes exits now, as far as this launcher is concerned
 
     @contextlib.contextmanager
@@ -292,7 +292,7 @@ class Launcher:
         self._publish(Control.STOP, *names)
         for replica in self.replicas.values():
             if replica.config.node in names:
-                replica.stopped = True
+                replica.stop_requested()
                 self._start_grace(replica)
         self._watch_readers()
 
@@ -305,7 +305,7 @@ class Launcher:
     def _spawn_all(self) -> None:
         for replica in self.replicas.values():
             try:
-                replica.process = self._spawn(replica)
+                replica.spawned(self._spawn(replica))
             except OSError as error:
                 self._say(f'node "{replica.config.label}" could not start: {error}')
                 raise SystemExit(EXIT_NODE_FAILED) from None
@@ -368,21 +368,15 @@ class Launcher:
         if config.kind == "producer":
             next_seq = replica.sample.stats.get("next_seq", seq_start)
             # A drained producer reported its next number exactly; a dead one may have sent more.
-            seq_start = next_seq if replica.drained is not None else next_seq + SEQ_JUMP
-        replica.config = dataclasses.replace(config, seq_start=seq_start, generation=config.generation + 1)
-        replica.subscribed = replica.ready = replica.finished = replica.grace_started = False
-        replica.restarting = replica.restart_requested = replica.dismissed = False
-        replica.drained = None
-        replica.released_ports.clear()
-        replica.exit_code, replica.error, replica.escalated = None, None, ""
-        replica.restarts += 1
+            seq_start = next_seq if replica.current.drained is not None else next_seq + SEQ_JUMP
+        replica.respawning(dataclasses.replace(config, seq_start=seq_start, generation=config.generation + 1))
         # Senders that already ended their stream towards the dead process will not send it again.
         for port in replica.config.inputs:
             for index in range(port.senders):
                 sender = self.replicas[(port.source, index)]
                 if sender.finished or sender.exit_code is not None:
                     self._publish(Control.GONE, port.source, index, *replica.key)
-        replica.process = self._spawn(replica)
+        replica.spawned(self._spawn(replica))
         self._watch_readers()  # its senders may have ended meanwhile
 
     def _notify_exit(self, key: tuple[str, int], pid: int, code: int) -> None:
@@ -409,7 +403,7 @@ class Launcher:
         parent = self._parent.fd if self._parent is not None else None
         if parent is not None:
             poller.register(parent, zmq.POLLIN)
-        while any(r.exit_code is None or r.restarting for r in self.replicas.values()):
+        while not all(r.ended_for_good for r in self.replicas.values()):
             timeout = self._timers.timeout_ms()
             if self._view is not None or self._metrics is not None:  # fresh even when nothing happens
                 self._refresh_snapshot()
@@ -502,7 +496,7 @@ class Launcher:
     def _ended(self, node: str) -> str:
         """How the node ended (e.g. "exit status 0"), or "" while any of its replicas runs or will restart."""
         replicas = [r for r in self.replicas.values() if r.config.node == node]
-        if any(r.exit_code is None or r.restarting for r in replicas):
+        if not all(r.ended_for_good for r in replicas):
             return ""
         codes = sorted({r.exit_code for r in replicas})
         return f"exit status {', '.join(map(str, codes))}"
@@ -554,7 +548,7 @@ class Launcher:
             return  # an unsubscription
         for replica in self.replicas.values():
             if message[1:] == identity_topic(*replica.key):
-                replica.subscribed = True
+                replica.subscribed()
                 for frames in self._history:  # bring this replica up to date
                     self._control.send_multipart(frames)
                 self._handovers.back(replica)
@@ -565,7 +559,7 @@ class Launcher:
         if replica is None:
             return
         if kind is Status.READY:
-            replica.ready = True
+            replica.became_ready()
             self._start_when_ready()
             self._handovers.back(replica)
         elif kind is Status.ENDING:
@@ -576,12 +570,12 @@ class Launcher:
         elif kind is Status.STATS:
             replica.sample.update(payload, time.time())
         elif kind is Status.FINISHED:
-            replica.finished = True
+            replica.finished_stream()
             replica.sample.update(payload or {}, time.time())
             self._handovers.progress()
             self._watch_readers()
         elif kind is Status.DRAINED:
-            replica.drained = payload
+            replica.drained(payload)
             replica.sample.update(payload["stats"], time.time())
             self._handovers.progress()
         elif kind is Status.POSITION:
@@ -589,28 +583,27 @@ class Launcher:
         elif kind is Status.PAUSE_SEEN:
             self._handovers.on_pause_seen(replica.key, payload)
         elif kind is Status.ERROR:
-            replica.error = payload
+            replica.failed_with(payload)
             for line in payload.get("traceback", "").rstrip("\n").splitlines():
                 self._relay.line(replica.config.label, line)  # the failure itself is judged at its exit
 
     def _on_exit(self, replica: Replica, code: int) -> None:
-        replica.exit_code = code
+        was = replica.exited(code)
         replica.ended_at = time.time()
         # Its shared memory: senders take back what it held, its own segments go.
         self._publish(Control.EXITED, *replica.key)
         if isinstance(replica.process, NodeProcess):
             cleanup_process_segments(self.run_id, *replica.key, replica.process.pid)
-        if code > 0 and replica.error is None and (replica.config.run or replica.subscribed):
+        if code > 0 and replica.error is None and (replica.config.run or replica.current.subscribed):
             self._await_error_report(replica)  # a node that speaks the protocol may have said why
-        if replica.restart_requested and not replica.finished:
-            if replica.drained is None:
+        if replica.restarting:  # it was draining for a graceful restart: its successor starts now
+            if replica.current.drained is None:
                 self._say(f'node "{replica.config.label}" exited with status {code} before it had drained; '
                           "restarting it (what its queues held may be lost)")
             self._respawn(replica)
             return
         self._handovers.progress()  # an exit may be what a handover waited for
-        if replica.restart_requested:  # it ended its stream while draining: nothing to restart
-            replica.restart_requested = False
+        if was is ReplicaState.DRAINING:  # it ended its stream while draining: nothing to restart
             self._handovers.back(replica, ended=True)
         if self._should_restart(replica, code):
             return
@@ -619,8 +612,8 @@ class Launcher:
             self._publish(Control.GONE, *replica.key)  # readers count it as ended, if they have not yet
         self._watch_readers()
         self._start_when_ready()  # a node that ended before it was ready does not hold the others back
-        if replica.escalated:
-            self._fail(replica, f"did not end within its stop timeout and needed {replica.escalated}")
+        if replica.current.escalated:
+            self._fail(replica, f"did not end within its stop timeout and needed {replica.current.escalated}")
         elif replica.error is not None:
             self._fail(replica, replica.error.get("message", "failed"))
         elif code != 0:
@@ -638,7 +631,7 @@ class Launcher:
     def _should_restart(self, replica: Replica, code: int) -> bool:
         """Apply the node's restart policy to a death mid-stream; True when a restart is scheduled."""
         budget = replica.budget
-        if replica.finished or replica.escalated or budget is None or not budget.wants_restart(code):
+        if replica.finished or replica.current.escalated or budget is None or not budget.wants_restart(code):
             return False
         if self._failures:
             return False  # the flow is already stopping because of a failure
@@ -651,7 +644,7 @@ class Launcher:
             return False
         self._say(f'node "{label}" exited with status {code}; restarting in {delay:.1f} s '
                   f"(restart {budget.total})")
-        replica.restarting = True
+        replica.restart_scheduled()
         self._timers.after(delay, lambda: self._respawn(replica))
         return True
 
@@ -662,12 +655,12 @@ class Launcher:
         they sent: the ladder starts once it has taken or sent no item for its stop_timeout
         (at least READING_CHECK, as it reports its counters twice a second), or when it says
         it is ending (the plain ladder)."""
-        if replica.finished or replica.exit_code is not None:
+        record = replica.current
+        if record.finished or record.exit_code is not None:
             return
-        if replica.grace_started and (reading or not replica.grace_reading or replica.escalated):
+        if record.grace_started and (reading or not record.grace_reading or record.escalated):
             return
-        replica.grace_started, replica.grace_reading = True, reading
-        ladder = replica.ladder = object()  # a later ladder for the same process supersedes this one
+        ladder = replica.grace_started(reading)  # a later ladder for the same process supersedes this one
         process, timeout = replica.process, self.flow.nodes[replica.config.node].stop_timeout
         wait = max(timeout, READING_CHECK) if reading else timeout
 
@@ -678,8 +671,8 @@ class Launcher:
 
         def escalate(signum: int) -> None:
             nonlocal last
-            if replica.process is not process or replica.ladder is not ladder or replica.finished \
-                    or replica.exit_code is not None:
+            if replica.current is not record or record.ladder is not ladder or record.finished \
+                    or record.exit_code is not None:
                 return
             if reading and signum == signal.SIGTERM:
                 if moved() != last:  # still moving items: not stuck
@@ -689,11 +682,11 @@ class Launcher:
                 self._say(f'node "{replica.config.label}" moved no item for {wait:g} s after its inputs '
                           "ended or were stopped: sending SIGTERM")
             else:
-                doing = "drain" if replica.restart_requested else "end"
+                doing = "drain" if replica.draining else "end"
                 self._say(f'node "{replica.config.label}" did not {doing} within {timeout:g} s: sending '
                           f"{signal.Signals(signum).name}")
             name = signal.Signals(signum).name
-            replica.escalated = name
+            replica.escalated(name)
             process.signal(signum)
             if signum == signal.SIGTERM:
                 self._timers.after(timeout, lambda: escalate(signal.SIGKILL))
@@ -704,13 +697,14 @@ class Launcher:
         """Start the stop ladder of every replica whose inputs have all ended or been stopped
         (any one input of a zip): a node that never reads, or hangs, must not hold the flow."""
         for replica in self.replicas.values():
-            if replica.config.inputs and not replica.grace_started and replica.exit_code is None \
-                    and not replica.finished and self._inputs_ended(replica):
+            record = replica.current
+            if replica.config.inputs and not record.grace_started and record.exit_code is None \
+                    and not record.finished and self._inputs_ended(replica):
                 self._start_grace(replica, reading=True)
 
     def _inputs_ended(self, replica: Replica) -> bool:
         def ended(sender: Replica) -> bool:
-            return sender.finished or sender.stopped or (sender.exit_code is not None and not sender.restarting)
+            return sender.finished or sender.stopped or sender.ended_for_good
 
         ports = [all(ended(self.replicas[(port.source, index)]) for index in range(port.senders))
                  for port in replica.config.inputs]
@@ -719,15 +713,13 @@ class Launcher:
     def _start_when_ready(self) -> None:
         if self._started or self._stopping:
             return
-        if all((replica.ready and replica.subscribed) or (replica.exit_code is not None and not replica.restarting)
-               for replica in self.replicas.values()):
+        if all(replica.started for replica in self.replicas.values()):
             self._started = True
             self._publish(Control.START)
 
     def _release(self, replica: Replica, ports: list[str]) -> None:
         for port in ports:
-            if port not in replica.released_ports:
-                replica.released_ports.add(port)
+            if replica.released_port(port):
                 self._publish(Control.RELEASED, *replica.key, port)
 
     def _fail(self, replica: Replica, reason: str) -> None:
