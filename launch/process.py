@@ -8,6 +8,7 @@ the kernel's parent-death signal ends the node itself even if the reaper were go
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -16,13 +17,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
-from flujo.commands import private_folder
 from flujo.launch.logstore import stamp
 from flujo.launch.reaper import Reaper
+from flujo.launch.runs import private_folder
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -136,10 +138,8 @@ class NodeProcess:
 
     def signal(self, signum: int) -> None:
         """Signal the child's whole process group (a command node may have children)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def join(self, timeout: float = 5.0) -> None:
         """Wait until the child is reaped and every output line has been relayed."""
