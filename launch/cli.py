@@ -12,6 +12,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -182,7 +183,7 @@ def graph(manifest: str, output_format: str, output: str | None) -> None:
 _flow_option = click.option("--flow", "flow_name", help="Which running flow (default: the only one).")
 
 
-def _ask(flow_name: str | None, command: str, **fields: object) -> dict:
+def _ask(flow_name: str | None, command: str, **fields: Any) -> dict:
     try:
         return request(flow_name, command, **fields)
     except CommandError as error:

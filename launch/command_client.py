@@ -18,7 +18,7 @@ from flujo.launch.runs import CommandError, find_flow
 def request(flow: str | None, command: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
     """Send one command to a running launcher and return its reply."""
     announcement = find_flow(flow)
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     socket = context.socket(zmq.REQ)
     socket.linger = 0
     socket.rcvtimeo = socket.sndtimeo = int(timeout * 1000)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import logging
 import os
 import signal
@@ -45,7 +46,7 @@ LOG_BACKUPS = 3
 class _PrivateLog(RotatingFileHandler):
     """A rotated log file only its owner may read (mode 0600), never opened through a symlink."""
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    def _open(self) -> io.TextIOWrapper:
         descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                              | os.O_CLOEXEC, 0o600)
         return os.fdopen(descriptor, "a", encoding=self.encoding, errors=self.errors)
