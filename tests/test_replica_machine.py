@@ -435,3 +435,26 @@ def test_ports_needed_counts_input_ports_times_replicas_per_other_host(tmp_path:
     _, configs = plan(flow, tmp_path, remote_ports={"gpu": list(range(7000, 7005))})
     bound = sorted(port.endpoint for key in [("z", 0), ("y", 0), ("y", 1), ("y", 2)] for port in configs[key].inputs)
     assert bound == sorted(f"tcp://10.0.0.2:{p}" for p in range(7000, 7005))
+
+
+def test_a_queued_replica_that_died_before_its_turn_is_skipped() -> None:
+    first, second, third = running("p", 0), running("p", 1), running("p", 2)
+    flow = Flow(first, second, third)
+    flow.handovers.restart("p")
+    second.exited(1)  # dies (for good) while the first drains
+    first.exited(0)
+    first.respawning(first.config)
+    first.spawned(FakeProcess())
+    first.became_ready()
+    first.subscribed()
+    flow.handovers.back(first)
+    assert flow.published == [(Control.HOLD, "p", 0, 0), (Control.RESUME, "p", 0, 0), (Control.HOLD, "p", 2, 0)]
+    assert second.state is S.FAILED and third.state is S.DRAINING
+
+
+def test_back_of_a_replica_that_was_not_held_changes_nothing() -> None:
+    first, other = running("p", 0), running("q", 0)
+    flow = Flow(first, other)
+    flow.handovers.restart("p")
+    flow.handovers.back(other)
+    assert flow.published == [(Control.HOLD, "p", 0, 0)] and first.state is S.DRAINING
