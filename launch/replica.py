@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from flujo.config import NodeConfig
 from flujo.launch.metrics import Sample
@@ -57,16 +57,6 @@ class InvalidTransition(RuntimeError):
     def __init__(self, label: str, state: ReplicaState, event: str) -> None:
         super().__init__(f'replica "{label}": event "{event}" is not valid in state "{state}"')
         self.label, self.state, self.event = label, state, event
-
-
-class Process(Protocol):
-    """What the launcher needs of a node process, local, remote or on a Ray cluster."""
-
-    pid: int | None
-
-    def signal(self, signum: int) -> None: ...
-
-    def join(self, timeout: float = 5.0) -> None: ...
 
 
 @dataclass
