@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flujo.launch.replica import Hold, Key, Replica, ReplicaState
+from flujo.launch.replica import Key, Replica, ReplicaState
 from flujo.protocol import Control
 
 #: The states in which a replica's process can be held for a graceful restart.
@@ -46,9 +46,8 @@ class Handovers:
             replica = self._queue[0]
             if replica.state in HOLDABLE and replica.process is not None and not replica.finished:
                 self._say(f'restarting node "{replica.config.label}": draining it first')
-                replica.drain()
-                replica.hold = Hold(replica.config.generation)
-                self._publish(Control.HOLD, *replica.key, replica.hold.generation)
+                hold = replica.drain()
+                self._publish(Control.HOLD, *replica.key, hold.generation)
                 self.progress()
                 self._start_grace(replica)
                 return
@@ -81,8 +80,7 @@ class Handovers:
         if not ended and (replica.draining or not replica.listening):
             return  # still the draining process (its subscription may show up again), or not back yet
         if replica.hold is not None:
-            self._publish(Control.RESUME, *replica.key, replica.hold.generation)
-            replica.hold = None
+            self._publish(Control.RESUME, *replica.key, replica.resumed())
         if self._queue and self._queue[0] is replica:
             self._queue.pop(0)
             self._hold_next()

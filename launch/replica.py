@@ -188,13 +188,16 @@ class Replica:
             raise InvalidTransition(self.config.label, self._state, event)
         self._state = to
 
-    def spawned(self, process: Any) -> None:
-        """A new process runs for it: the first one, or a successor (a fresh record either way)."""
+    def spawned(self, process: Any, at: float) -> None:
+        """A new process runs for it since ``at`` (wall clock): the first one, or a successor
+        (a fresh record either way)."""
         first = self._state is ReplicaState.STARTING and self._record.process is None
         if not first and self._state is not ReplicaState.RESTARTING:
             raise InvalidTransition(self.config.label, self._state, "spawned")
         self._state = ReplicaState.STARTING
         self._record = ProcessRecord(process=process)
+        if self.started_at is None:
+            self.started_at = at
 
     def respawning(self, config: NodeConfig) -> None:
         """Its next process is about to start with ``config``: the counters of a restart move on."""
@@ -228,20 +231,31 @@ class Replica:
         if self._state in (ReplicaState.STARTING, ReplicaState.READY, ReplicaState.RELEASED):
             self._state = ReplicaState.FINISHED
 
-    def drain(self) -> None:
-        """A graceful restart takes it: it drains, and is replaced when its process exits."""
+    def drain(self) -> Hold:
+        """A graceful restart takes it: it is held and drains, and is replaced when its process exits."""
         if self._record.process is None or self._record.finished:
             raise InvalidTransition(self.config.label, self._state, "drain")
         self._move("drain", {ReplicaState.STARTING, ReplicaState.READY, ReplicaState.RELEASED},
                    ReplicaState.DRAINING)
+        self.hold = Hold(self.config.generation)
+        return self.hold
 
-    def exited(self, code: int) -> ReplicaState:
-        """Its process ended with ``code``; returns the state it was in. A draining process that
-        had not finished its stream goes straight to RESTARTING (its successor starts at once)."""
+    def resumed(self) -> int:
+        """Its successor runs (or it ended instead of draining): the hold ends; returns the generation held."""
+        if self.hold is None:
+            raise InvalidTransition(self.config.label, self._state, "resumed")
+        generation, self.hold = self.hold.generation, None
+        return generation
+
+    def exited(self, code: int, at: float) -> ReplicaState:
+        """Its process ended with ``code`` at ``at`` (wall clock); returns the state it was in. A
+        draining process that had not finished its stream goes straight to RESTARTING (its
+        successor starts at once)."""
         before = self._state
         if before not in LIVE:
             raise InvalidTransition(self.config.label, before, "exited")
         self._record.exit_code = code
+        self.ended_at = at
         if before is ReplicaState.DRAINING and not self._record.finished:
             self._state = ReplicaState.RESTARTING
         else:

@@ -37,7 +37,7 @@ class Spawner:
     def spawn_all(self) -> None:
         for replica in self._replicas.values():
             try:
-                replica.spawned(self._spawn(replica))
+                replica.spawned(self._spawn(replica), time.time())
             except OSError as error:
                 raise LaunchError(EXIT_NODE_FAILED, f'node "{replica.config.label}" could not start: {error}') \
                     from None
@@ -57,12 +57,10 @@ class Spawner:
                 sender = self._replicas[(port.source, index)]
                 if sender.finished or sender.exit_code is not None:
                     self._channels.publish(Control.GONE, port.source, index, *replica.key)
-        replica.spawned(self._spawn(replica))
+        replica.spawned(self._spawn(replica), time.time())
 
     def _spawn(self, replica: Replica) -> Any:
         config = replica.config
-        if replica.started_at is None:
-            replica.started_at = time.time()
         spec = self._flow.nodes[config.node]
         env = {**spec.env, CONFIG_ENV: config.to_json(), "PYTHONUNBUFFERED": "1"}
         cwd = str(self._flow.base_dir / spec.cwd) if spec.cwd else str(self._flow.base_dir)

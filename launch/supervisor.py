@@ -134,8 +134,7 @@ class Supervisor:
             self._on_exit(replica, code)
 
     def _on_exit(self, replica: Replica, code: int) -> None:
-        was = replica.exited(code)
-        replica.ended_at = time.time()
+        was = replica.exited(code, time.time())
         # Its shared memory: senders take back what it held, its own segments go.
         self._channels.publish(Control.EXITED, *replica.key)
         if isinstance(replica.process, NodeProcess):

@@ -45,9 +45,9 @@ def replica_in(state: ReplicaState, **kwargs: Any) -> Replica:
     """A replica brought to ``state`` by events only."""
     replica = Replica(config(**kwargs))
     if state is S.STARTING:
-        replica.spawned(FakeProcess())
+        replica.spawned(FakeProcess(), 0.0)
         return replica
-    replica.spawned(FakeProcess())
+    replica.spawned(FakeProcess(), 0.0)
     steps = {
         S.READY: ["ready"], S.RELEASED: ["ready", "released"], S.FINISHED: ["ready", "finished"],
         S.DRAINING: ["ready", "drain"], S.EXITED: ["ready", "exit0"], S.FAILED: ["ready", "exit1"],
@@ -55,7 +55,7 @@ def replica_in(state: ReplicaState, **kwargs: Any) -> Replica:
     }[state]
     for step in steps:
         {"ready": replica.became_ready, "drain": replica.drain, "finished": replica.finished_stream,
-         "exit0": lambda: replica.exited(0), "exit1": lambda: replica.exited(1),
+         "exit0": lambda: replica.exited(0, 0.0), "exit1": lambda: replica.exited(1, 0.0),
          "schedule": replica.restart_scheduled,
          "released": lambda: [replica.released_port(p.port) for p in replica.config.inputs]}[step]()
     assert replica.state is state
@@ -114,8 +114,8 @@ TRANSITIONS = [
 def test_transition(before: ReplicaState, event: str, after: ReplicaState | None) -> None:
     replica = replica_in(before, inputs=(("a", 1),))
     act = {"ready": replica.became_ready, "finished": replica.finished_stream, "drain": replica.drain,
-           "exit0": lambda: replica.exited(0), "exit1": lambda: replica.exited(1),
-           "schedule": replica.restart_scheduled, "spawned": lambda: replica.spawned(FakeProcess()),
+           "exit0": lambda: replica.exited(0, 0.0), "exit1": lambda: replica.exited(1, 0.0),
+           "schedule": replica.restart_scheduled, "spawned": lambda: replica.spawned(FakeProcess(), 0.0),
            "respawning": lambda: replica.respawning(replica.config)}[event]
     if after is None:
         with pytest.raises(InvalidTransition, match=f'replica "n": event ".*" is not valid in state "{before}"'):
@@ -129,7 +129,7 @@ def test_transition(before: ReplicaState, event: str, after: ReplicaState | None
 def test_draining_process_that_finished_its_stream_ends_for_good() -> None:
     replica = replica_in(S.DRAINING)
     replica.finished_stream()
-    assert replica.exited(0) is S.DRAINING  # the state it was in, for the launcher's hand-over
+    assert replica.exited(0, 0.0) is S.DRAINING  # the state it was in, for the launcher's hand-over
     assert replica.state is S.EXITED and replica.ended_for_good
 
 
@@ -169,11 +169,11 @@ def test_respawn_replaces_every_fact_of_the_dead_process() -> None:
     replica.drained({"readers": [], "stats": {}})
     replica.dismissed()
     replica.stop_requested()
-    replica.exited(1)
+    replica.exited(1, 0.0)
     replica.restart_scheduled()
     replica.respawning(config(inputs=(("a", 1),), generation=1))
     second = FakeProcess()
-    replica.spawned(second)
+    replica.spawned(second, 0.0)
     record = replica.current
     assert replica.state is S.STARTING and replica.process is second is not first
     assert (record.subscribed, record.ready, record.finished, record.exit_code, record.error, record.drained,
@@ -227,9 +227,9 @@ def test_restart_holds_one_replica_at_a_time_and_resumes_when_its_successor_runs
     assert flow.said == ['restarting node "p.0": draining it first']
     flow.handovers.back(first)  # still the draining process: nothing moves
     assert flow.topics() == [Control.HOLD]
-    first.exited(0)
+    first.exited(0, 0.0)
     first.respawning(first.config)
-    first.spawned(FakeProcess())
+    first.spawned(FakeProcess(), 0.0)
     flow.handovers.back(first)  # successor not ready yet
     assert flow.topics() == [Control.HOLD]
     first.became_ready()
@@ -265,7 +265,7 @@ def test_a_held_replica_that_ends_its_stream_hands_the_turn_on() -> None:
     flow = Flow(first, second)
     flow.handovers.restart("p")
     first.finished_stream()
-    first.exited(0)
+    first.exited(0, 0.0)
     flow.handovers.back(first, ended=True)
     assert flow.published[1:] == [(Control.RESUME, "p", 0, 0), (Control.HOLD, "p", 1, 0)]
 
@@ -297,15 +297,15 @@ def test_a_sender_that_ended_is_not_waited_for_when_aligning() -> None:
 
 def test_no_sender_left_aligns_at_minus_one() -> None:
     flow, a, b, _z = zip_flow()
-    a.exited(1)
-    b.exited(0)
+    a.exited(1, 0.0)
+    b.exited(0, 0.0)
     flow.handovers.restart("z")
     assert flow.published == [(Control.HOLD, "z", 0, 0), (Control.ALIGN, "z", 0, 0, -1)]
 
 
 def test_a_dead_sender_that_will_restart_is_waited_for() -> None:
     flow, a, b, _z = zip_flow()
-    a.exited(1)
+    a.exited(1, 0.0)
     a.restart_scheduled()
     flow.handovers.restart("z")
     flow.handovers.on_position(b.key, ["z", 0, "b", 4])
@@ -357,7 +357,7 @@ def test_a_reader_that_stopped_reading_needs_no_pause_marker(reader_gone: str) -
     if reader_gone == "released":
         r1.released_port("p")
     elif reader_gone == "ended":
-        r1.exited(0)
+        r1.exited(0, 0.0)
     else:
         del flow.replicas[r1.key]
     flow.handovers.progress()
@@ -367,7 +367,7 @@ def test_a_reader_that_stopped_reading_needs_no_pause_marker(reader_gone: str) -
 def test_a_reader_that_will_restart_still_needs_its_pause_marker() -> None:
     flow, _p, r0, r1 = drained_sender()
     flow.handovers.on_pause_seen(r0.key, ["p", "p", 0])
-    r1.exited(1)
+    r1.exited(1, 0.0)
     r1.restart_scheduled()
     flow.handovers.progress()
     assert Control.DISMISS not in flow.topics()
@@ -381,9 +381,9 @@ def test_a_pause_seen_from_an_unknown_sender_is_ignored() -> None:
 
 def test_a_process_that_exited_is_not_dismissed() -> None:
     flow, p, r0, r1 = drained_sender()
-    p.exited(1)
-    r0.exited(0)
-    r1.exited(0)
+    p.exited(1, 0.0)
+    r0.exited(0, 0.0)
+    r1.exited(0, 0.0)
     flow.handovers.progress()
     assert Control.DISMISS not in flow.topics()
 
@@ -441,10 +441,10 @@ def test_a_queued_replica_that_died_before_its_turn_is_skipped() -> None:
     first, second, third = running("p", 0), running("p", 1), running("p", 2)
     flow = Flow(first, second, third)
     flow.handovers.restart("p")
-    second.exited(1)  # dies (for good) while the first drains
-    first.exited(0)
+    second.exited(1, 0.0)  # dies (for good) while the first drains
+    first.exited(0, 0.0)
     first.respawning(first.config)
-    first.spawned(FakeProcess())
+    first.spawned(FakeProcess(), 0.0)
     first.became_ready()
     first.subscribed()
     flow.handovers.back(first)
@@ -458,3 +458,18 @@ def test_back_of_a_replica_that_was_not_held_changes_nothing() -> None:
     flow.handovers.restart("p")
     flow.handovers.back(other)
     assert flow.published == [(Control.HOLD, "p", 0, 0)] and first.state is S.DRAINING
+
+
+def test_times_span_every_process_and_a_hold_ends_with_its_generation() -> None:
+    replica = Replica(config(generation=4))
+    replica.spawned(FakeProcess(), 1.0)
+    replica.became_ready()
+    hold = replica.drain()
+    assert replica.hold is hold and hold.generation == 4
+    replica.exited(0, 2.0)
+    replica.respawning(config(generation=5))
+    replica.spawned(FakeProcess(), 3.0)
+    assert (replica.started_at, replica.ended_at) == (1.0, 2.0)  # the first start, the last exit
+    assert replica.resumed() == 4 and replica.hold is None
+    with pytest.raises(InvalidTransition):
+        replica.resumed()
