@@ -182,7 +182,7 @@ class RayLink:
         except ImportError:
             raise RayError("Ray is not installed: pip install 'flujo[ray]'") from None
         self._ray = ray
-        _reachable(address)
+        local = _reachable(address)
         try:
             ray.init(address=address, namespace=f"flujo-{flow}", log_to_driver=False, logging_level="ERROR",
                      configure_logging=False)
@@ -190,7 +190,11 @@ class RayLink:
             raise RayError(f"cannot connect to the Ray cluster at {address}: {error}") from None
         self.address = address
         #: This machine's address as the cluster sees it: where the launcher's sockets can be reached.
-        self.own_address: str = ray.util.get_node_ip_address()
+        #: A driver on a machine of the cluster has its Ray node's address. A Ray Client driver
+        #: (ray://) has none: Ray would guess from the route to a public address (127.0.0.1
+        #: where there is none), so it is the address this machine reached the head from.
+        self.own_address: str = (local if address.startswith("ray://") and local
+                                 else ray.util.get_node_ip_address())
         self._actor_class = ray.remote(NodeHost)
         self._relay = relay
         self._endpoint = f"inproc://ray-events-{id(self)}"
@@ -400,13 +404,15 @@ def place_flow(link: RayLink, flow: "FlowSpec", say: Callable[[str], None]) -> d
                        for key, resources in wanted.items()}, say)
 
 
-def _reachable(address: str) -> None:
-    """Fail fast, and clearly, when nothing listens at a HOST:PORT (Ray itself retries for a minute)."""
+def _reachable(address: str) -> str | None:
+    """Fail fast, and clearly, when nothing listens at a HOST:PORT (Ray itself retries for a
+    minute); the local address this machine reached it from (None for "auto" and the like)."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
-        return  # "auto", or a form Ray resolves itself
+        return None  # "auto", or a form Ray resolves itself
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT) as connection:
+            return str(connection.getsockname()[0])
     except OSError as error:
         raise RayError(f"cannot connect to the Ray cluster at {address}: {error.strerror or error} "
                        "(start one with `ray start --head`, or give its address)") from None

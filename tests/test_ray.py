@@ -32,6 +32,8 @@ _why_not = can_make_namespaces()
 pytestmark = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
 
 RAY_PORT = 6379
+#: The head's Ray Client server (ray://HOST:PORT): a driver that is not a machine of the cluster.
+CLIENT_PORT = 10001
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
 #: Modest on a shared 2-core machine: logical CPUs only (Ray does not pin them), a small object store.
 NODE_OPTIONS = ["--num-cpus", "2", "--object-store-memory", str(80 * 2**20), "--disable-usage-stats", "--block"]
@@ -44,6 +46,7 @@ class RayCluster:
     def __init__(self, head: Host, worker: Host) -> None:
         self.head, self.worker = head, worker
         self.address = f"{head.address}:{RAY_PORT}"
+        self.client_address = f"ray://{head.address}:{CLIENT_PORT}"
         self.temp = tempfile.mkdtemp(prefix="fr-", dir="/tmp")  # Ray's socket paths must stay short
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **FAST_HEALTH_CHECKS}
         self.processes: list[subprocess.Popen] = []
@@ -89,7 +92,7 @@ def cluster() -> Iterator[RayCluster]:
     cluster = RayCluster(head, worker)
     try:
         took = cluster.start_node(head, "--head", "--port", str(RAY_PORT), "--include-dashboard=false",
-                                  "--temp-dir", cluster.temp, "--resources", '{"gpu_like": 1, "head_only": 10}')
+                                  "--ray-client-server-port", str(CLIENT_PORT), "--temp-dir", cluster.temp, "--resources", '{"gpu_like": 1, "head_only": 10}')
         took_worker = cluster.start_node(worker, "--address", cluster.address,
                                          "--num-gpus", "1", "--resources", '{"gpu_like": 1, "worker_only": 1}')
         print(f"Ray head up in {took:.1f} s, worker in {took_worker:.1f} s")
@@ -99,8 +102,8 @@ def cluster() -> Iterator[RayCluster]:
         remove_hosts(head, worker)
 
 
-def _manifest(flow: FlowRunner, cluster: RayCluster, nodes: str) -> Path:
-    return flow.manifest(nodes, flow=f'queue = 4\nengine = "ray"\nray_address = "{cluster.address}"')
+def _manifest(flow: FlowRunner, cluster: RayCluster, nodes: str, address: str | None = None) -> Path:
+    return flow.manifest(nodes, flow=f'queue = 4\nengine = "ray"\nray_address = "{address or cluster.address}"')
 
 
 PINNED = """
@@ -155,6 +158,33 @@ def test_nodes_pinned_by_resources_land_where_asked_and_deliver_every_item(
     assert {item["net"] for item in items} == {cluster.worker.namespace_inode()}
     assert {item["gpus"] for item in items} == {"0"}  # the GPU Ray gave each replica's actor
     print(f"flow on Ray: {time.monotonic() - began:.1f} s from launch to end")
+
+
+@pytest.mark.timeout(240)
+def test_a_flow_runs_through_ray_client(flow: FlowRunner, cluster: RayCluster) -> None:
+    """``--on ray://HEAD:10001``: the launcher is a Ray Client driver (its Ray calls go through
+    the head's client server), yet nodes land where asked and every item arrives in order."""
+    out, gate, n = flow.path("out.jsonl"), Path(flow.path("gate")), 300
+    manifest = flow.manifest(PINNED.format(n=n, gate=gate, out=out), flow="queue = 4")
+    began = time.monotonic()
+    launcher = flow.start(manifest, "--on", cluster.client_address, prefix=cluster.head.command())
+    said = _Lines(launcher.stderr)
+    try:
+        poll_for(lambda: line_count(out) >= 20 or launcher.poll() is not None, timeout=120)
+        assert launcher.poll() is None, said.whole()
+        replicas = flow.replicas()
+        on_worker = cluster.worker.pids()
+        for label in ("where.0", "where.1"):
+            assert replicas[label]["host"] == cluster.worker.address
+            assert replicas[label]["pid"] in on_worker
+        assert replicas["sink"]["host"] in (cluster.head.address, cluster.worker.address)
+    finally:
+        gate.touch()
+    assert launcher.wait(timeout=120) == 0, said.whole()
+    items = read_lines(out)
+    assert [item["n"] for item in items] == list(range(n))
+    assert {item["net"] for item in items} == {cluster.worker.namespace_inode()}
+    print(f"flow through Ray Client: {time.monotonic() - began:.1f} s from launch to end")
 
 
 @pytest.mark.timeout(120)
