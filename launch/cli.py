@@ -382,6 +382,9 @@ def status(flow_name: str | None, as_json: bool) -> None:
         click.echo(f"bottleneck: {reply['bottleneck']}")
     for host in reply.get("hosts", ()):
         click.echo(f"host {host_line(host)}")
+    for node in reply["nodes"]:  # a replica a cluster has not placed yet, and why
+        if node.get("pending"):
+            click.echo(f"{node['label']} pending: {node['pending']}")
 
 
 main.add_command(status, name="ps")

@@ -213,9 +213,24 @@ def test_placement_wait_waits_for_a_ray_node_that_can_hold_the_node(flow: FlowRu
     launcher = flow.start(_manifest(flow, cluster, nodes), prefix=cluster.head.command())
     said = _Lines(launcher.stderr)
     try:
-        poll_for(lambda: any('node "where" pending: no Ray node has 0.25 CPU, 0.5 GPU, 0.5 later' in line
-                             for line in said), timeout=60)
-        assert not os.path.exists(out) and launcher.poll() is None
+        reason = "no Ray node has 0.25 CPU, 0.5 GPU, 0.5 later (cluster: "
+        poll_for(lambda: any(f'node "where" pending: {reason}' in line for line in said), timeout=60)
+        # The rest of the flow is up meanwhile, and status says which replicas wait, and why.
+        poll_for(lambda: flow.replicas().get("sink", {}).get("pid") or launcher.poll() is not None, timeout=60)
+        assert launcher.poll() is None, said.whole()
+        replicas = flow.replicas()
+        for label in ("where.0", "where.1"):
+            assert replicas[label]["state"] == "pending" and replicas[label]["pending"].startswith(reason)
+            assert replicas[label]["pid"] is None and replicas[label]["host"] is None
+        sink = replicas["sink"]
+        assert sink["state"] != "pending" and "pending" not in sink
+        assert sink["host"] in (cluster.head.address, cluster.worker.address)
+        table = flow.command("status", "--flow", flow.name).stdout
+        assert f'{sink["pid"]}@{sink["host"]}' in table  # where each placed replica runs
+        states = {words[0]: words[1] for words in map(str.split, table.splitlines()[2:6])}  # the table's rows
+        assert states["where.0"] == states["where.1"] == "pending" and states["sink"] != "pending"
+        assert f"where.0 pending: {reason}" in table and f"where.1 pending: {reason}" in table
+        assert line_count(out) == 0 and launcher.poll() is None  # no item moves without them
         cluster.start_node(cluster.head, "--address", cluster.address, "--num-gpus", "1", "--resources", '{"later": 1}')
         third = cluster.processes[-1]  # a third Ray node, with what the node waits for
         try:
@@ -228,6 +243,27 @@ def test_placement_wait_waits_for_a_ray_node_that_can_hold_the_node(flow: FlowRu
         gate.touch()
     assert launcher.wait(timeout=60) == 0, said.whole()
     assert [item["n"] for item in read_lines(out)] == list(range(n))
+    assert {item["net"] for item in read_lines(out)} == {cluster.head.namespace_inode()}  # the third node's
+
+
+@pytest.mark.timeout(120)
+def test_a_flow_stopped_while_a_node_is_pending_ends_cleanly(flow: FlowRunner, cluster: RayCluster) -> None:
+    """A replica Ray never placed has nothing to end: `stop` ends it at once, with status 0."""
+    out = flow.path("out.jsonl")
+    nodes = PINNED.format(n=10, gate=flow.path("gate"), out=out).replace(
+        "custom = { worker_only = 0.5 } }", 'custom = { nowhere = 1 } }\n    placement = "wait"')
+    launcher = flow.start(_manifest(flow, cluster, nodes), prefix=cluster.head.command())
+    poll_for(lambda: flow.replicas().get("where.1", {}).get("state") == "pending" or launcher.poll() is not None,
+             timeout=60)
+    assert launcher.poll() is None, launcher.communicate()[1]
+    began = time.monotonic()
+    assert flow.command("stop", "--flow", flow.name).returncode == 0
+    stdout, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    assert stdout.count("ended before a Ray node could hold it (it was pending)") == 2
+    assert "was lost" not in stdout and "SIGTERM" not in stderr
+    assert line_count(out) == 0
+    print(f"stopped in {time.monotonic() - began:.1f} s with two replicas pending")
 
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "people_counter"
