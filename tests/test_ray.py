@@ -71,6 +71,11 @@ class RayCluster:
                 pass
         return time.monotonic() - began
 
+    def start_worker(self) -> float:
+        """The worker's Ray node (again, after a test killed it)."""
+        return self.start_node(self.worker, "--address", self.address,
+                               "--num-gpus", "1", "--resources", '{"gpu_like": 1, "worker_only": 1}')
+
     def kill(self, host: Host) -> None:
         for pid in host.pids():
             try:
@@ -92,9 +97,9 @@ def cluster() -> Iterator[RayCluster]:
     cluster = RayCluster(head, worker)
     try:
         took = cluster.start_node(head, "--head", "--port", str(RAY_PORT), "--include-dashboard=false",
-                                  "--ray-client-server-port", str(CLIENT_PORT), "--temp-dir", cluster.temp, "--resources", '{"gpu_like": 1, "head_only": 10}')
-        took_worker = cluster.start_node(worker, "--address", cluster.address,
-                                         "--num-gpus", "1", "--resources", '{"gpu_like": 1, "worker_only": 1}')
+                                  "--ray-client-server-port", str(CLIENT_PORT), "--temp-dir", cluster.temp,
+                                  "--resources", '{"gpu_like": 1, "head_only": 10}')
+        took_worker = cluster.start_worker()
         print(f"Ray head up in {took:.1f} s, worker in {took_worker:.1f} s")
         yield cluster
     finally:
@@ -352,24 +357,37 @@ MOVING = """
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("through", ["head", "client"])
 def test_a_lost_ray_worker_counts_as_a_crash_and_its_replica_comes_back_on_the_head(
-        flow: FlowRunner, cluster: RayCluster) -> None:
-    """Runs last: it kills the worker. Another Ray job holds both machines' gpu_like at first:
-    the node asking for one is pending; the job lets the worker's go, and the node lands on
-    the worker; once the job ends and the worker dies, the restart policy places the node
-    again, and Ray finds the head."""
+        flow: FlowRunner, cluster: RayCluster, through: str) -> None:
+    """Runs last: it kills the worker (and starts it again first if an earlier run did).
+    Another Ray job holds both machines' gpu_like at first: the node asking for one is
+    pending; the job lets the worker's go, and the node lands on the worker; once the job
+    ends and the worker dies, the restart policy places the node again, and Ray finds the
+    head. ``head``: the launcher connects to the head (HOST:6379) and the node waits with
+    placement = "fail" (the launch waits, up to a minute). ``client``: through Ray Client
+    (ray://) with placement = "wait": the rest of the flow is up meanwhile, and status shows
+    the node pending; once placed on the worker its inputs move there."""
+    if not cluster.worker.pids():
+        print(f"worker started again in {cluster.start_worker():.1f} s")
     out, gate, n = flow.path("out.jsonl"), Path(flow.path("gate")), 3000
+    nodes = MOVING.format(n=n, gate=gate, out=out)
+    if through == "client":
+        nodes = nodes.replace('restart = "on-failure"', 'restart = "on-failure"\n    placement = "wait"')
+    address = cluster.client_address if through == "client" else cluster.address
     blocker = subprocess.Popen(cluster.head.command(sys.executable, "-c", BLOCKER, cluster.address,
                                                     cluster.worker.address),
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=cluster.env)
     try:
         both = sorted([cluster.head.address, cluster.worker.address])
         assert blocker.stdout.readline().split() == both  # type: ignore[union-attr]
-        launcher = flow.start(_manifest(flow, cluster, MOVING.format(n=n, gate=gate, out=out)),
-                              prefix=cluster.head.command())
+        launcher = flow.start(_manifest(flow, cluster, nodes, address), prefix=cluster.head.command())
         said, shown = _Lines(launcher.stderr), _Lines(launcher.stdout)
         poll_for(lambda: any("pending" in line for line in said), timeout=60)
-        assert not os.path.exists(out)
+        if through == "client":
+            poll_for(lambda: flow.replicas().get("where", {}).get("state") == "pending", timeout=30)
+            assert flow.replicas()["where"]["pending"] == "waiting for a Ray node with 0.25 CPU, 1 gpu_like free"
+        assert line_count(out) == 0
         blocker.stdin.write("free the worker's\n")  # type: ignore[union-attr]
         blocker.stdin.flush()  # type: ignore[union-attr]
         poll_for(lambda: line_count(out) >= 200, timeout=120)
@@ -393,6 +411,8 @@ def test_a_lost_ray_worker_counts_as_a_crash_and_its_replica_comes_back_on_the_h
     assert 'node "where" exited with status -1; restarting' in stderr
     assert f"its Ray actor or Ray node on {cluster.worker.address} was lost" in stdout
     assert f"placed on {cluster.head.address}" in stdout
+    if through == "client":  # first placed (late) on the worker, then again on the head
+        assert stdout.index(f"placed on {cluster.worker.address}") < stdout.index(f"placed on {cluster.head.address}")
     print(next(line for line in stdout.splitlines() if "was lost" in line))
     items = read_lines(out)
     values = [item["n"] for item in items]
