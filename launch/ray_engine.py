@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import queue
 import signal
@@ -34,11 +35,11 @@ import socket
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import zmq
-
 
 from flujo.launch.resources import Resources, unplaceable
 
@@ -142,7 +143,7 @@ class NodeHost:
 class RayProcess:
     """A node process that a Ray actor runs and watches."""
 
-    def __init__(self, link: "RayLink", label: str, on_exit: Callable[[int], None]) -> None:
+    def __init__(self, link: RayLink, label: str, on_exit: Callable[[int], None]) -> None:
         self.label = label
         self.token = next(_tokens)
         self.pid: int | None = None  # known once the actor says it started
@@ -191,7 +192,7 @@ class RayLink:
         self._ray = ray
         local = _reachable(address)
         try:
-            ray.init(address=address, namespace=f"flujo-{flow}", log_to_driver=False, logging_level="ERROR",
+            ray.init(address=address, namespace=f"flujo-{flow}", log_to_driver=False, logging_level=logging.ERROR,
                      configure_logging=False)
         except Exception as error:  # ConnectionError, RuntimeError, ValueError: Ray's own words say why
             raise RayError(f"cannot connect to the Ray cluster at {address}: {error}") from None
@@ -271,10 +272,8 @@ class RayLink:
 
     def _kill_all(self, actors: Any) -> None:
         for actor in actors:
-            try:
+            with contextlib.suppress(Exception):
                 self._ray.kill(actor)
-            except Exception:
-                pass
 
     # -- while it runs --------------------------------------------------------------------------
     def spawn(self, key: Any, resources: Resources, ports: int, label: str, argv: list[str] | None,
@@ -414,10 +413,8 @@ class RayLink:
         self._kill_all([actor for actor, _ in [*self._placed.values(), *self._waiting.values()]])
         self._kill_all([process.actor for process in self._processes.values() if process.actor is not None])
         self.socket.close(linger=0)
-        try:
+        with contextlib.suppress(Exception):
             self._ray.shutdown()
-        except Exception:
-            pass
 
 
 def place_flow(link: RayLink, flow: FlowSpec, say: Callable[[str], None]) -> dict[Any, tuple[str, list[int]]]:

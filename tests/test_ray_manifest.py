@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import FlowRunner
+
 from flujo.launch.errors import ManifestError
 from flujo.launch.manifest import load_manifest
 from flujo.launch.resources import Resources, parse_memory, unplaceable
@@ -100,9 +100,8 @@ def test_the_live_view_says_why_a_replica_is_pending() -> None:
             "items_in": 0, "items_out": 0, "rate": 0.0, "queue": 0.0, "busy": 0.0,
             "pending": "no Ray node has 1 GPU (cluster: 10.0.0.1: 4 CPU)"}
     console = Console(width=120, record=True)
-    console.print(render_status({"flow": "f", "started": False, "nodes": [node, {**node, "label": "det.0",
-                                                                                  "state": "running", "pid": 7,
-                                                                                  "host": "10.0.0.2", "pending": None}]}))
+    placed = {**node, "label": "det.0", "state": "running", "pid": 7, "host": "10.0.0.2", "pending": None}
+    console.print(render_status({"flow": "f", "started": False, "nodes": [node, placed]}))
     shown = console.export_text()
     assert "det.1 pending: no Ray node has 1 GPU (cluster: 10.0.0.1: 4 CPU)" in shown
     assert "det.0 pending" not in shown and "7@10.0.0.2" in shown
