@@ -666,6 +666,9 @@ class Launcher:
             return
         if replica.grace_started and (reading or not replica.grace_reading or replica.escalated):
             return
+        if getattr(replica.process, "pending", None):  # its cluster never placed it: nothing to end gracefully
+            replica.process.withdraw()  # type: ignore[union-attr]
+            return
         replica.grace_started, replica.grace_reading = True, reading
         ladder = replica.ladder = object()  # a later ladder for the same process supersedes this one
         process, timeout = replica.process, self.flow.nodes[replica.config.node].stop_timeout
