@@ -115,10 +115,11 @@ def _place_on(flow: FlowSpec, manifest: str, engine: str) -> None:
               help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics (0: a free port, printed).")
 @click.option("--metrics-address", default="127.0.0.1", show_default=True, metavar="ADDRESS",
               help="Where the metrics endpoint listens (0.0.0.0: every interface).")
-@click.option("--on", "engine", metavar="ray|auto|HOST:PORT",
+@click.option("--on", "engine", metavar="ray|auto|HOST:PORT|ray://HOST:PORT",
               help="Place every node on a Ray cluster: HOST:6379 (its head; run from a machine of the cluster), "
-                   "auto (the cluster this machine is part of), or ray (the manifest's ray_address, else "
-                   "RAY_ADDRESS or auto). ray://HOST:10001 (Ray Client) connects but does not work yet.")
+                   "ray://HOST:10001 (through Ray Client, from another machine the cluster's machines can "
+                   "reach), auto (the cluster this machine is part of), or ray (the manifest's ray_address, "
+                   "else RAY_ADDRESS or auto).")
 def run(manifest: str, json_status: str | None, quiet: bool, metrics_port: int | None,
         metrics_address: str, engine: str | None) -> None:
     """Validate MANIFEST, start every node, and run the flow until it ends.
@@ -385,6 +386,9 @@ def status(flow_name: str | None, as_json: bool) -> None:
         click.echo(f"bottleneck: {reply['bottleneck']}")
     for host in reply.get("hosts", ()):
         click.echo(f"host {host_line(host)}")
+    for node in reply["nodes"]:  # a replica a cluster has not placed yet, and why
+        if node.get("pending"):
+            click.echo(f"{node['label']} pending: {node['pending']}")
 
 
 main.add_command(status, name="ps")

@@ -31,6 +31,9 @@ class StopLadder:
             return
         if record.grace_started and (reading or not record.grace_reading or record.escalated):
             return
+        if getattr(record.process, "pending", None):  # its cluster never placed it: nothing to end gracefully
+            record.process.withdraw()
+            return
         ladder = replica.grace_started(reading)  # a later ladder for the same process supersedes this one
         process, timeout = record.process, self._flow.nodes[replica.config.node].stop_timeout
         wait = max(timeout, READING_CHECK) if reading else timeout

@@ -236,6 +236,10 @@ def _status_table(status: dict) -> Table:
             if error:
                 caption.append(": ")
                 caption.append(_one_line(str(error)), style="red")
+        elif state == ReplicaState.PENDING and node.get("pending"):  # why a cluster has not placed it yet
+            caption.append("\n" if caption else "")
+            caption.append(f"{node_label(node)} pending: ", style=STATE_STYLES[state])
+            caption.append(_one_line(str(node["pending"])))
     table = Table(title=title, caption=caption or None, box=box.SIMPLE_HEAD, padding=0,
                   show_edge=False, title_justify="left", caption_justify="left")
     columns = shown_columns(nodes, compact=True)  # the one table definition (launch/status_table.py)
