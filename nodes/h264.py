@@ -45,7 +45,7 @@ class H264File:
         # OpenCV's BGR -> I420 (YUV 4:2:0, BT.601) is about twice as fast as letting FFmpeg
         # convert a bgr24 frame, and as close to the source when decoded (measured on the
         # bundled clip: 1.3 against 2.1 levels of mean error at crf 10).
-        planes = cv2.cvtColor(frame[:height, :width], cv2.COLOR_BGR2YUV_I420)
+        planes = np.asarray(cv2.cvtColor(frame[:height, :width], cv2.COLOR_BGR2YUV_I420), np.uint8)
         picture = self._av.VideoFrame.from_ndarray(planes, format="yuv420p")
         self._mux(self._stream.encode(picture))
 
