@@ -88,8 +88,9 @@ def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, stages: int = 
               shm: bool = True, readers: int = 1) -> RunOutput:
     """Run the chain once with ``flujo-launch``; fresh processes every time."""
     manifest = workdir / "manifest.toml"
-    manifest.write_text(manifest_text(cfg, f"bench-{cfg['workload']}", stages, replicas, queue, transport, profile,
-                                      insecure, shm, readers))
+    # The flow's name carries this process's id: engineers sharing a machine can bench at once.
+    name = f"bench-{cfg['workload']}-{os.getpid()}"
+    manifest.write_text(manifest_text(cfg, name, stages, replicas, queue, transport, profile, insecure, shm, readers))
     env = dict(os.environ)
     launch = time.monotonic_ns()
     code = run_command([*launcher(), str(manifest)], timeout, cwd=workdir, env=env, log=workdir / "flujo.log")

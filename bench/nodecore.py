@@ -214,16 +214,24 @@ class NodeReport:
     def __init__(self, cfg: dict[str, Any], role: str) -> None:
         self.cfg, self.role = cfg, role
         self.rss_open = rss_bytes()
+        self.cpu_open = _cpu_seconds()  # start-up (imports, sockets) is not the per-item cost
         self.sent_ns: list[int] = []  # producer send times ("backpressure" only)
 
     def write(self) -> None:
         folder = self.cfg.get("report_dir")
         if not folder:
             return
-        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = _cpu_seconds()
         data = {"role": self.role, "pid": os.getpid(), "rss_open": self.rss_open,
-                "max_rss": max_rss_bytes(), "sent_ns": self.sent_ns, "cpu_s": usage.ru_utime + usage.ru_stime}
+                "max_rss": max_rss_bytes(), "sent_ns": self.sent_ns, "cpu_s": cpu,
+                "cpu_run_s": cpu - self.cpu_open}
         _write_json(Path(folder) / f"{self.role}-{os.getpid()}.json", data)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (all its threads) so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def tracked_items(cfg: dict[str, Any], report: NodeReport) -> Iterator[Any]:

@@ -21,6 +21,7 @@ reader with +1 (to the segment's owner, before its own release of it).
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import struct
@@ -97,19 +98,33 @@ def unpack_descriptor(data: bytes, run_id: str) -> tuple[str, int, np.dtype, tup
     if not isinstance(fields, list) or len(fields) != 7:
         raise DescriptorError("shared-memory descriptor must be a 7-element array")
     segment, offset, dtype_text, shape, slot, generation, token = fields
-    if not isinstance(segment, str) or not _NAME.match(segment) or not segment.startswith(segment_prefix(run_id)):
+    if not isinstance(segment, str) or not _segment_of_run(segment, run_id):
         raise DescriptorError(f"shared-memory segment {segment!r} does not belong to this flow run")
-    if not all(_whole(value) for value in (offset, slot, generation, token)) or offset < HEADER_SIZE:
+    if not (_whole(offset) and _whole(slot) and _whole(generation) and _whole(token)) or offset < HEADER_SIZE:
         raise DescriptorError("shared-memory descriptor has a bad offset, slot, generation or token")
-    try:
-        dtype = np.dtype(dtype_text) if isinstance(dtype_text, str) else None
-    except TypeError:
-        dtype = None
-    if dtype is None or dtype.kind not in ARRAY_KINDS:
+    dtype = _dtype(dtype_text) if isinstance(dtype_text, str) else None
+    if dtype is None:
         raise DescriptorError(f"shared-memory descriptor has an unsupported dtype {dtype_text!r}")
     if not isinstance(shape, list) or len(shape) > 32 or not all(_whole(size) for size in shape):
         raise DescriptorError(f"shared-memory descriptor has a bad shape {shape!r}")
     return segment, offset, dtype, tuple(shape), slot, generation, token
+
+
+# A reader sees the same few segment names and dtypes again and again: checking each once
+# keeps a descriptor's parse to about a microsecond (bounded caches: a forger cannot grow them).
+@functools.lru_cache(maxsize=1024)
+def _segment_of_run(segment: str, run_id: str) -> bool:
+    return bool(_NAME.match(segment)) and segment.startswith(segment_prefix(run_id))
+
+
+@functools.lru_cache(maxsize=64)
+def _dtype(text: str) -> np.dtype | None:
+    """The numeric dtype ``text`` names, or None (unknown, or Python objects, strings...)."""
+    try:
+        dtype = np.dtype(text)
+    except TypeError:
+        return None
+    return dtype if dtype.kind in ARRAY_KINDS else None
 
 
 def release_frame(entries: list[list[Any]]) -> bytes:
@@ -124,7 +139,7 @@ def parse_releases(frame: bytes) -> list[tuple[str, int, str, int, int]]:
         return []
     if not isinstance(entries, list):
         return []
-    return [tuple(entry) for entry in entries  # type: ignore[misc]
+    return [tuple(entry) for entry in entries
             if isinstance(entry, list) and len(entry) == 5 and isinstance(entry[0], str) and _whole(entry[1])
             and isinstance(entry[2], str) and _whole(entry[3]) and entry[4] in (-1, 1)]
 

@@ -138,3 +138,20 @@ def test_resize_and_crop_keep_fields():
     assert np.array_equal(right_half["frame"], item["frame"][:, 160:])
     clipped = drive(Crop(x=300, y=0, w=100, h=10), [item])[0]
     assert clipped["frame"].shape == (10, 20, 3)
+
+
+@pytest.mark.timeout(30)
+def test_h264_keeps_colours_in_bgr_order(tmp_path):
+    # Blue, green, red and grey quarters: a channel swap or a wrong YUV conversion shows at once.
+    frame = np.zeros((96, 128, 3), np.uint8)
+    frame[:48, :64] = (255, 0, 0)
+    frame[:48, 64:] = (0, 255, 0)
+    frame[48:, :64] = (0, 0, 255)
+    frame[48:, 64:] = (128, 128, 128)
+    path = tmp_path / "colours.mp4"
+    drive(VideoWriter(str(path)), [{"frame": frame, "index": i, "fps": 10.0} for i in range(3)])
+    capture = cv2.VideoCapture(str(path))
+    decoded = capture.read()[1]
+    for rows, columns in ((slice(8, 40), slice(8, 56)), (slice(8, 40), slice(72, 120)),
+                          (slice(56, 88), slice(8, 56)), (slice(56, 88), slice(72, 120))):
+        assert np.abs(decoded[rows, columns].astype(int) - frame[rows, columns]).mean() < 8

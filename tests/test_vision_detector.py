@@ -74,3 +74,18 @@ def test_background_detector_tracker_counter_count_the_synthetic_clip_exactly(tm
     counts = run(LineCounter(), tracks)
     assert (counts[-1]["in"], counts[-1]["out"]) == (synthetic.CROSSINGS["in"], synthetic.CROSSINGS["out"])
     assert {entry["id"] for item in tracks for entry in item["tracks"]} == {1, 2, 3, 4}
+
+
+@pytest.mark.timeout(60)
+def test_vision_nodes_load_only_their_own_module():
+    # Each node process imports one class: the counter must not pay for the tracker's SciPy.
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom flujo.nodes.vision import LineCounter\nprint('scipy' in sys.modules)\n"
+            "from flujo.nodes.vision import Tracker\nprint('scipy' in sys.modules)\n"
+            "try:\n    from flujo.nodes.vision import Nope\nexcept ImportError as error:\n    print(error)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:2] == ["False", "True"]
+    assert "Nope" in done.stdout.splitlines()[2]
