@@ -91,7 +91,7 @@ class NodeConfig:
         return json.dumps(data)
 
     @classmethod
-    def from_json(cls, text: str) -> "NodeConfig":
+    def from_json(cls, text: str) -> NodeConfig:
         """Parse the configuration; fields this version does not know are ignored
         (docs/PROTOCOL.md, section 2), so a newer launcher can add some."""
         data = _known(cls, json.loads(text))
@@ -101,7 +101,7 @@ class NodeConfig:
         return cls(**data)
 
     @classmethod
-    def from_environment(cls) -> "NodeConfig":
+    def from_environment(cls) -> NodeConfig:
         try:
             return cls.from_json(os.environ[CONFIG_ENV])
         except KeyError:

@@ -21,8 +21,9 @@ not hold the flow key (its connection fails the handshake; nothing it sends reac
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import zmq
 import zmq.utils.z85

@@ -6,7 +6,8 @@ what it would see in a flow: tuples become lists and arrays arrive read-only.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from flujo.api import Node, Outputs
 from flujo.protocol import Codec

@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -112,7 +113,8 @@ class DataCheck:
             return 0, seq, sender, replica
         return self._unusual_header(version, kind, seq, sender, replica)
 
-    def _unusual_header(self, version: Any, kind: Any, seq: Any, sender: Any, replica: Any) -> tuple[int, int, str, int]:
+    def _unusual_header(self, version: Any, kind: Any, seq: Any, sender: Any,
+                        replica: Any) -> tuple[int, int, str, int]:
         """A header that is not a DATA in order from a known sender: checked rule by rule."""
         if version != PROTOCOL_VERSION or type(version) is not int:
             raise ProtocolError("version", f"protocol version {_short(version)} is not supported "
@@ -124,7 +126,7 @@ class DataCheck:
         if type(seq) is not int:
             raise ProtocolError("seq", f"sequence number {_short(seq)} is not an integer",
                                 describe_sender(sender, replica))
-        if kind == EOS or kind == PAUSE:
+        if kind in (EOS, PAUSE):
             if not 0 <= seq < SEQ_LIMIT:
                 raise ProtocolError("seq", f"sequence number {seq} out of range", describe_sender(sender, replica))
         elif not self._floor[replica] < seq <= self._ceiling[replica]:
@@ -165,7 +167,8 @@ class DataCheck:
                                     describe_sender(self.source, replica))
             self._batch = True
         elif count > MAX_FRAMES:
-            raise ProtocolError("frames", f"{count} frames (at most {MAX_FRAMES})", describe_sender(self.source, replica))
+            raise ProtocolError("frames", f"{count} frames (at most {MAX_FRAMES})",
+                                describe_sender(self.source, replica))
         self._frames, self._used = frames, set()
         try:
             item = _unpack(_buffer(frames[1]), ext_hook=self._ext_hook, strict_map_key=False)
@@ -341,7 +344,7 @@ class RefusalLog:
 def _shape_ok(payload: Any, types: tuple[type, ...]) -> bool:
     """A list whose first fields have exactly these types (later fields are ignored)."""
     return (type(payload) is list and len(payload) >= len(types)
-            and all(type(value) is kind for value, kind in zip(payload, types)))
+            and all(type(value) is kind for value, kind in zip(payload, types, strict=False)))
 
 
 _NODE_REPLICA_GENERATION = (str, int, int)

@@ -27,12 +27,12 @@ import zmq
 from flujo.config import CONTROL_MAX_MESSAGE
 from flujo.curve import Gatekeeper, KeyPair, make_server
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, pack
-from flujo.launch.lifeline import TOKEN_BYTES, LifelineListener
 from flujo.launch.keys import AUTHORIZED_KEYS, KeyFileError, authorized_keys, load_identity
+from flujo.launch.lifeline import TOKEN_BYTES, LifelineListener
 from flujo.launch.process import NodeProcess, local_argv
 from flujo.launch.reaper import Reaper
-from flujo.wire_check import ProtocolError, RefusalLog, check_agent_request
 from flujo.launch.timers import Timers
+from flujo.wire_check import ProtocolError, RefusalLog, check_agent_request
 
 _INBOX = "inproc://agent-inbox"
 #: After SIGTERM, a silent launcher's processes get this long before SIGKILL.

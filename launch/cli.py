@@ -339,7 +339,7 @@ def list_flows(as_json: bool) -> None:
                      str(announcement.get("processes", "?")), announcement.get("manifest", "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def _duration(seconds: float) -> str:

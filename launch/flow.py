@@ -82,7 +82,7 @@ class FlowError(RuntimeError):
 class Port:
     """An output port of a node in a flow; what ``add`` takes as an input."""
 
-    flow: "Flow"
+    flow: Flow
     node: str
     port: str = "out"
 
@@ -474,7 +474,8 @@ class Flow:
         code = self._launcher.returncode if self._launcher is not None else None
         if code == 0:
             return results
-        failed = [node for node in status.get("nodes", []) if node.get("error") or node.get("exit_code") not in (0, None)]
+        failed = [node for node in status.get("nodes", [])
+                  if node.get("error") or node.get("exit_code") not in (0, None)]
         if failed:
             reasons = [f'node "{node["label"]}" failed: '
                        f'{node.get("error") or "exited with status " + str(node.get("exit_code"))}' for node in failed]

@@ -163,8 +163,8 @@ def to_dot(flow: FlowSpec) -> str:
     """A Graphviz digraph: `dot -Tsvg` draws it."""
     picture = describe(flow)
     lines = [f"digraph {_dot_string(flow.name)} {{",
-             f'    graph [rankdir=LR, newrank=true, label={_dot_string(picture.title)}, labelloc=t, fontname="Helvetica", '
-             "fontsize=12, nodesep=0.3, ranksep=0.5];",
+             f"    graph [rankdir=LR, newrank=true, label={_dot_string(picture.title)}, labelloc=t, "
+             'fontname="Helvetica", fontsize=12, nodesep=0.3, ranksep=0.5];',
              '    node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12];',
              '    edge [fontname="Helvetica", fontsize=10, color="#555555"];']
     for number, (host, boxes) in enumerate(picture.groups.items()):

@@ -9,16 +9,17 @@ import math
 import re
 import shutil
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from flujo.api import declared_kind, declared_outputs
 from flujo.config import CONTROL_MAX_MESSAGE, DATA_MAX_MESSAGE
-from flujo.loader import LoadError, load_target
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT
 from flujo.launch.errors import ManifestError, Problem, did_you_mean
 from flujo.launch.resources import Resources, resources_from_table
+from flujo.loader import LoadError, load_target
 
 #: Node names (also the names of log files and of control topics).
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -510,10 +511,10 @@ class _Validator:
             state[name] = 1
             for port in flow.nodes[name].inputs:
                 if state.get(port.source) == 1:
-                    cycle = path[path.index(port.source):] + [port.source] if port.source in path else [name]
+                    cycle = [*path[path.index(port.source):], port.source] if port.source in path else [name]
                     self.problem(f"the inputs form a cycle: {' <- '.join(cycle)}", name, "inputs")
                     return True
-                if port.source not in state and visit(port.source, path + [port.source]):
+                if port.source not in state and visit(port.source, [*path, port.source]):
                     return True
             state[name] = 2
             return False

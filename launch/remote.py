@@ -6,9 +6,11 @@ from agents are handled in the launcher's own loop (``AgentLink.handle``): no th
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -16,11 +18,11 @@ from zmq.utils.monitor import recv_monitor_message
 from flujo.config import CONTROL_MAX_MESSAGE
 from flujo.curve import KeyPair, make_client
 from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_INTERVAL, pack
-from flujo.launch.lifeline import Lifeline, new_token
 from flujo.launch.keys import KNOWN_HOSTS, KeyFileError, keys_folder, known_host_key, load_identity
+from flujo.launch.lifeline import Lifeline, new_token
 from flujo.launch.manifest import FlowSpec, HostSpec
-from flujo.wire_check import ProtocolError, RefusalLog, check_agent_reply
 from flujo.launch.process import OutputRelay
+from flujo.wire_check import ProtocolError, RefusalLog, check_agent_reply
 
 #: The exit status a process on a lost host is given: it cannot be known.
 EXIT_HOST_LOST = -1
@@ -36,7 +38,7 @@ class AgentError(Exception):
 class RemoteProcess:
     """A node process on another host, started by its agent."""
 
-    def __init__(self, link: "AgentLink", label: str, on_exit: Callable[[int], None]) -> None:
+    def __init__(self, link: AgentLink, label: str, on_exit: Callable[[int], None]) -> None:
         self.label = label
         self.token = next(_tokens)
         self.pid: int | None = None  # known once the agent says it started
@@ -104,10 +106,9 @@ class AgentLink:
             self._lifeline.close()
             self._lifeline = None
         if isinstance(port, int):
-            try:
+            # Without a lifeline, the agent still ends our nodes after the host timeout.
+            with contextlib.suppress(OSError):
                 self._lifeline = Lifeline(self.host.address, port, self._lifeline_token)
-            except OSError:
-                pass  # the agent still ends our nodes after the host timeout
 
     def free_ports(self, count: int) -> list[int]:
         self.send("ports", {"address": self.host.address, "count": count})
@@ -262,10 +263,9 @@ class AgentLink:
             self._send(kind, payload)
 
     def _send(self, kind: str, payload: Any = None) -> None:
-        try:
+        # zmq.Again: a thousand messages queued for an agent that does not read: it is being lost.
+        with contextlib.suppress(zmq.Again):
             self.socket.send(pack(kind, payload), zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # a thousand messages queued for an agent that does not read: it is being lost
 
     def close(self) -> None:
         self.send("bye")

@@ -9,6 +9,7 @@ that kills the worker runs last.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -18,11 +19,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from netns import Host, can_make_namespaces, make_hosts, remove_hosts
@@ -62,18 +63,14 @@ class RayCluster:
         deadline = began + 90
         while not any("Ray runtime started" in line for line in seen):
             assert time.monotonic() < deadline and process.poll() is None, "".join(seen)
-            try:
+            with contextlib.suppress(queue.Empty):
                 seen.append(lines.get(timeout=1))
-            except queue.Empty:
-                pass
         return time.monotonic() - began
 
     def kill(self, host: Host) -> None:
         for pid in host.pids():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def close(self) -> None:
         for host in (self.head, self.worker):
@@ -214,14 +211,15 @@ def test_the_people_counter_runs_with_its_detectors_on_the_worker(flow: FlowRunn
     text = text.replace('"../../out/', f'"{flow.folder}/out/')
     text = text.replace("replicas = 2 ", "replicas = 2\nresources = { num_cpus = 0.5, custom = { worker_only = 0.5 } }")
     for node in ("reader", "tracker", "counter", "annotator", "video", "counts", "console"):
-        text = text.replace(f"[nodes.{node}]\n", f"[nodes.{node}]\nresources = {{ num_cpus = 0.1, custom = {{ head_only = 1 }} }}\n")
+        on_head = "resources = { num_cpus = 0.1, custom = { head_only = 1 } }"
+        text = text.replace(f"[nodes.{node}]\n", f"[nodes.{node}]\n{on_head}\n")
     manifest = flow.folder / "manifest.toml"
     manifest.write_text(text)
     began = time.monotonic()
     launcher = flow.start(manifest, prefix=cluster.head.command())
     said, shown = _Lines(launcher.stderr), _Lines(launcher.stdout)
-    poll_for(lambda: all(flow.replicas().get(f"detector.{i}", {}).get("pid") for i in (0, 1)) or launcher.poll() is not None,
-             timeout=120)
+    poll_for(lambda: all(flow.replicas().get(f"detector.{i}", {}).get("pid") for i in (0, 1))
+             or launcher.poll() is not None, timeout=120)
     replicas = flow.replicas()
     assert launcher.poll() is None, said.whole()
     for label in ("detector.0", "detector.1"):

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import FlowRunner
+
 from flujo.launch.errors import ManifestError
 from flujo.launch.manifest import load_manifest
 from flujo.launch.resources import Resources, parse_memory, unplaceable

@@ -7,8 +7,9 @@ import shutil
 import sys
 import tempfile
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 import zmq
 
@@ -145,7 +146,7 @@ def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
     for scenario in SCENARIOS:
         if LEVELS.index(scenario.level) > wanted or (options.only and scenario.name not in options.only):
             continue
-        if options.kind == "producer" and "producer" not in scenario.kinds or (
+        if (options.kind == "producer" and "producer" not in scenario.kinds) or (
                 options.kind != "producer" and scenario.kinds == {"producer"}):
             continue  # another family of scenarios altogether
         outcomes += run_scenario(scenario, options, out, shown)

@@ -9,21 +9,31 @@ sleeps for synchronisation: a broken node fails a clause after its timeout, neve
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import msgpack
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from flujo.protocol import (CONFIG_ENV, Codec, Control, MessageKind, ProtocolError, control_frames,
-                            identity_topic, send_message)
+from flujo.protocol import (
+    CONFIG_ENV,
+    Codec,
+    Control,
+    MessageKind,
+    ProtocolError,
+    control_frames,
+    identity_topic,
+    send_message,
+)
 
 NODE = "under_test"  # the node under test, replica 0
 SOURCE = "up"  # its upstream node (the bench's senders are replicas 0..senders-1 of it)
@@ -233,7 +243,7 @@ class Bench:
         self.process: subprocess.Popen | None = None
         self.generation = 0
         self.log_path = folder / "node.log"
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - the node's log for the bench's life; close() closes it
         self.exit_codes: list[int] = []
 
     # -- the node's process ----------------------------------------------------------------
@@ -255,15 +265,11 @@ class Bench:
         """End the node's process group (the program and anything it started)."""
         process = self.process
         if process is not None and process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if process is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
 
     def close(self) -> None:
         self.kill()

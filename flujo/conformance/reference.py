@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from flujo.api import Consumer, Node, Processor, Producer
-from flujo.conformance.checks import FAIL_ITEM, small_item
 from flujo.config import NodeConfig
+from flujo.conformance.checks import FAIL_ITEM, small_item
 from flujo.runtime import NodeRuntime
 
 

@@ -6,8 +6,22 @@ from typing import Any
 
 from flujo.conformance.checks import Checks, same, seq_list
 from flujo.conformance.harness import INPUT_PORT, NODE, SOURCE, Bench, Reader
-from flujo.conformance.steps import (DATA, EOS, PAUSE, SKIP, check_identity, end_of_stream, exit_or, expect_exit,
-                                     first_index, handshake, output_seqs, send_items, wait_outputs, wait_report)
+from flujo.conformance.steps import (
+    DATA,
+    EOS,
+    PAUSE,
+    SKIP,
+    check_identity,
+    end_of_stream,
+    exit_or,
+    expect_exit,
+    first_index,
+    handshake,
+    output_seqs,
+    send_items,
+    wait_outputs,
+    wait_report,
+)
 from flujo.protocol import Control
 
 
@@ -72,7 +86,7 @@ def drain(bench: Bench, checks: Checks, window: float) -> None:
 
 
 def check_identity_unordered(checks: Checks, reader: Reader, expected: dict[int, Any]) -> None:
-    got = [m for m in reader.items()]
+    got = list(reader.items())
     seqs = sorted(m.seq for m in got)
     wrong = [m.seq for m in got if m.seq in expected and not same(expected[m.seq], m.item)]
     checks.clause("8.6", "across the restart every item came out once, unchanged", seqs == sorted(expected)

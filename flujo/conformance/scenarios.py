@@ -4,8 +4,8 @@ stops at its first failed clause.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from flujo.conformance import producers, restarts, streams
 from flujo.conformance.checks import Checks
@@ -33,7 +33,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("stop", "basic", streams.stop),
     Scenario("batches and arrays", "full", streams.batches_and_arrays),
     Scenario("order", "full", streams.order, senders=3),
-    Scenario("fan-out and stats", "full", streams.fanout_and_stats, edges=(Edge("down", 2), Edge("side", 1)), replica=1),
+    Scenario("fan-out and stats", "full", streams.fanout_and_stats, edges=(Edge("down", 2), Edge("side", 1)),
+             replica=1),
     Scenario("readers released", "full", streams.readers_released, kinds=_PROCESSOR),
     Scenario("error", "full", streams.error),
     Scenario("error skipped", "full", streams.error_skipped, on_error="skip"),
@@ -42,7 +43,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("sender restart", "restartable", restarts.sender_restart, senders=2),
     Scenario("hold reader", "restartable", restarts.hold_reader, kinds=_PROCESSOR),
     Scenario("aligned reader", "restartable", restarts.aligned, edges=(Edge(aligned=True),), kinds=_PROCESSOR),
-    Scenario("aligned, nothing sent", "restartable", restarts.aligned_idle, edges=(Edge(aligned=True),), kinds=_PROCESSOR),
+    Scenario("aligned, nothing sent", "restartable", restarts.aligned_idle, edges=(Edge(aligned=True),),
+             kinds=_PROCESSOR),
     Scenario("produce and stop", "basic", producers.produce_and_stop, kinds=_PRODUCER),
     Scenario("producer fan-out and stats", "full", producers.producer_fanout, edges=(Edge("down", 2), Edge("side", 1)),
              replica=1, kinds=_PRODUCER),
