@@ -139,10 +139,11 @@ class FlowSocket(zmq.Socket):
     """A socket that secures itself with its context's flow key on tcp endpoints."""
 
     def bind(self, addr: str) -> Any:
-        keys = getattr(self.context, "flow_keys", None)
-        if keys is not None and is_tcp(addr) and self.mechanism == zmq.NULL:
-            self.context.gatekeeper.start()
-            make_server(self, keys)
+        context = self.context
+        if isinstance(context, FlowContext) and context.flow_keys is not None and is_tcp(addr) \
+                and self.mechanism == zmq.NULL:
+            context.gatekeeper.start()
+            make_server(self, context.flow_keys)
         return super().bind(addr)
 
     def connect(self, addr: str) -> Any:

@@ -10,8 +10,10 @@ import collections
 import json
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -19,6 +21,7 @@ from flujo.commands import CommandError, find_flow, request, running_flows, runs
 from flujo.launch import logstore
 from flujo.launch.errors import EXIT_BAD_MANIFEST, ManifestError
 from flujo.launch.manifest import FlowSpec, load_manifest
+from flujo.vocab import NodeKind
 
 _GROUP_OPTIONS = ("-h", "--help", "--version")
 
@@ -146,7 +149,7 @@ def check(manifest: str) -> None:
     processes = sum(spec.replicas for spec in flow.nodes.values())
     edges = sum(len(spec.inputs) for spec in flow.nodes.values())
     kinds = {kind: sum(1 for spec in flow.nodes.values() if spec.kind == kind)
-             for kind in ("producer", "processor", "consumer")}
+             for kind in NodeKind}
     hosts = sorted({spec.host for spec in flow.nodes.values() if spec.host})
     summary = ", ".join(f"{count} {kind}{'s' if count != 1 else ''}" for kind, count in kinds.items() if count)
     click.echo(f'{manifest}: ok: flow "{flow.name}": {len(flow.nodes)} nodes ({summary}), '
@@ -180,7 +183,7 @@ def graph(manifest: str, output_format: str, output: str | None) -> None:
 _flow_option = click.option("--flow", "flow_name", help="Which running flow (default: the only one).")
 
 
-def _ask(flow_name: str | None, command: str, **fields: object) -> dict:
+def _ask(flow_name: str | None, command: str, **fields: Any) -> dict:
     try:
         return request(flow_name, command, **fields)
     except CommandError as error:
@@ -274,7 +277,7 @@ def logs(node: str | None, flow_name: str | None, follow: bool, tail: int | None
     labels = _selected_labels(folder, node, name)
     width = max(map(len, labels), default=0)
     prefix = len(labels) > 1
-    lines = (line for line in logstore.merged(folder, labels) if line.at >= after)
+    lines: Iterator[logstore.LogLine] = (line for line in logstore.merged(folder, labels) if line.at >= after)
     if tail is not None:
         lines = iter(list(collections.deque(lines, maxlen=tail)) if tail else [])
     for line in lines:
@@ -285,7 +288,7 @@ def logs(node: str | None, flow_name: str | None, follow: bool, tail: int | None
     positions = {label: _size(folder / f"{label}.log") for label in labels}
     while True:
         last_pass = name not in running_flows() or logstore.run_folder(name) != folder  # before reading
-        fresh = []
+        fresh: list[logstore.LogLine] = []
         for label in labels:
             path = folder / f"{label}.log"
             size = _size(path)

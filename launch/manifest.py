@@ -9,8 +9,9 @@ import math
 import re
 import shutil
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT
 from flujo.launch.errors import ManifestError, Problem, did_you_mean
 from flujo.launch.resources import Resources, resources_from_table
 from flujo.loader import LoadError, load_target
+from flujo.vocab import ErrorPolicy, Join, NodeKind, QueuePolicy, RestartPolicy
 
 #: Node names (also the names of log files and of control topics).
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -30,10 +32,10 @@ MAX_QUEUE = 1_000_000
 MAX_REPLICAS = 256
 MAX_RESTARTS = 1_000_000
 MAX_SECONDS = 7 * 24 * 3600.0
-JOINS = ("zip", "merge")
-RESTART_POLICIES = ("no", "on-failure", "always")
-ERROR_POLICIES = ("fail", "skip")
-QUEUE_POLICIES = ("block", "drop-newest", "drop-oldest")
+#: Node fields whose value is one of a closed vocabulary: the manifest spells a member's value.
+NODE_VOCABULARIES: dict[str, type[StrEnum]] = {
+    "join": Join, "on_error": ErrorPolicy, "policy": QueuePolicy, "restart": RestartPolicy,
+}
 TRANSPORTS = ("ipc", "tcp")
 ENGINES = ("local", "ray")
 PLACEMENTS = ("fail", "wait")
@@ -77,15 +79,15 @@ class NodeSpec:
     args: dict[str, Any] = field(default_factory=dict)
     inputs: list[InputSpec] = field(default_factory=list)
     keyword_ports: bool = False  # inputs given as a table of named ports
-    join: str = "zip"
+    join: Join = Join.ZIP
     replicas: int = 1
     queue: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     outputs: list[str] = field(default_factory=lambda: ["out"])
-    on_error: str = "fail"
-    policy: str = "block"  # what a full input queue does: wait, or drop the newest or the oldest item
-    restart: str = "no"
+    on_error: ErrorPolicy = ErrorPolicy.FAIL
+    policy: QueuePolicy = QueuePolicy.BLOCK  # what a full input queue does: wait, or drop the newest or oldest
+    restart: RestartPolicy = RestartPolicy.NO
     max_restarts: int = 5  # at most this many restarts ...
     restart_window: float = 60.0  # ... within this many seconds, else the node counts as failed
     stop_timeout: float = 10.0  # grace after a stop before SIGTERM, then as long again before SIGKILL
@@ -94,7 +96,9 @@ class NodeSpec:
     max_message: int | None = None  # bytes per frame on its input ports; None: the flow's
     resources: Resources = field(default_factory=Resources)  # what each replica asks a cluster engine for
     placement: str = "fail"  # a cluster that cannot place it: fail before anything starts, or wait
-    kind: str = ""  # producer | processor | consumer, resolved during validation
+    # Resolved during validation, from the code or from the node's place in the graph (the default
+    # is never seen outside: a flow whose kinds cannot be resolved does not validate).
+    kind: NodeKind = NodeKind.PROCESSOR
 
 
 @dataclass
@@ -127,7 +131,7 @@ class FlowSpec:
         return [(node, port) for node in self.nodes.values() for port in node.inputs if port.source == name]
 
     def producers(self) -> list[str]:
-        return [name for name, node in self.nodes.items() if node.kind == "producer"]
+        return [name for name, node in self.nodes.items() if node.kind == NodeKind.PRODUCER]
 
     def queue_of(self, node: NodeSpec) -> int:
         return node.queue if node.queue is not None else self.queue
@@ -156,12 +160,14 @@ def _count(limit: int) -> Callable[[Any], str | None]:
     return check
 
 
-def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+def _one_of(choices: Iterable[str]) -> Callable[[Any], str | None]:
+    allowed = tuple(choices)
+
     def check(value: Any) -> str | None:
-        if value in choices:
+        if value in allowed:
             return None
-        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
-        return f"must be one of {', '.join(choices)}, got {value!r}{hint}"
+        hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
+        return f"must be one of {', '.join(allowed)}, got {value!r}{hint}"
     return check
 
 
@@ -261,10 +267,10 @@ FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "max_message": _size, "max_control_message": _size,
 }
 NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
-    "run": _string, "command": _string_list, "args": _table, "inputs": _inputs, "join": _one_of(JOINS),
-    "replicas": _count(MAX_REPLICAS), "queue": _count(MAX_QUEUE), "env": _string_table, "cwd": _string, "outputs": _string_list,
-    "on_error": _one_of(ERROR_POLICIES), "policy": _one_of(QUEUE_POLICIES),
-    "restart": _one_of(RESTART_POLICIES), "max_restarts": _count(MAX_RESTARTS),
+    "run": _string, "command": _string_list, "args": _table, "inputs": _inputs, "join": _one_of(Join),
+    "replicas": _count(MAX_REPLICAS), "queue": _count(MAX_QUEUE), "env": _string_table, "cwd": _string,
+    "outputs": _string_list, "on_error": _one_of(ErrorPolicy), "policy": _one_of(QueuePolicy),
+    "restart": _one_of(RestartPolicy), "max_restarts": _count(MAX_RESTARTS),
     "restart_window": _seconds, "stop_timeout": _seconds, "host": _string, "max_message": _size, "shm": _flag,
     "resources": _table, "placement": _one_of(PLACEMENTS),
 }
@@ -373,7 +379,7 @@ class _Validator:
         good = self.fields(table, NODE_FIELDS, name, f"[nodes.{name}]")
         for key in ("run", "command", "args", *NODE_OPTIONS):
             if key in good:
-                setattr(spec, key, good[key])
+                setattr(spec, key, NODE_VOCABULARIES[key](good[key]) if key in NODE_VOCABULARIES else good[key])
         if ("run" in table) == ("command" in table):
             self.problem('give exactly one of "run" (a Python node) or "command" (any executable)', name,
                          "run")
@@ -433,7 +439,7 @@ class _Validator:
         """Nodes on other hosts need tcp everywhere and a launcher address those hosts reach."""
         remote = [node for node in flow.nodes.values() if node.host is not None]
         for node in remote:
-            if node.host not in flow.hosts:
+            if node.host is not None and node.host not in flow.hosts:
                 known = f" (declared: {', '.join(flow.hosts)})" if flow.hosts else " (add a [hosts.NAME] table)"
                 self.problem(f'no host named "{node.host}"{did_you_mean(node.host, flow.hosts)}{known}',
                              node.name, "host")
@@ -525,19 +531,20 @@ class _Validator:
         for node in flow.nodes.values():
             declared = declared_kind(self.targets[node.name]) if node.name in self.targets else None
             feeds = flow.downstream(node.name)
-            if declared == "producer" and node.inputs:
+            if declared == NodeKind.PRODUCER and node.inputs:
                 self.problem(f'"{node.run}" is a producer, which takes no inputs', node.name, "inputs")
-            elif declared in ("processor", "consumer") and not node.inputs:
+            elif declared in (NodeKind.PROCESSOR, NodeKind.CONSUMER) and not node.inputs:
                 self.problem(f'"{node.run}" is a {declared}, which needs inputs', node.name, "inputs")
-            if declared == "consumer" and feeds:
+            if declared == NodeKind.CONSUMER and feeds:
                 readers = ", ".join(f'"{reader.name}"' for reader, _ in feeds)
                 self.problem(f'"{node.run}" is a consumer, which sends nothing on, yet {readers} reads it',
                              node.name, "run")
-            node.kind = declared or ("producer" if not node.inputs else "processor" if feeds else "consumer")
-            if node.on_error == "skip" and node.kind == "producer":
+            node.kind = declared or (NodeKind.PRODUCER if not node.inputs
+                                     else NodeKind.PROCESSOR if feeds else NodeKind.CONSUMER)
+            if node.on_error == ErrorPolicy.SKIP and node.kind == NodeKind.PRODUCER:
                 self.problem('a producer cannot skip an item its generator failed on: use on_error = "fail" '
                              'and a restart policy', node.name, "on_error")
-            if node.replicas > 1 and node.kind == "producer":
+            if node.replicas > 1 and node.kind == NodeKind.PRODUCER:
                 self.problem("a producer runs as one process (its items form one numbered sequence)",
                              node.name, "replicas")
             if node.replicas > 1 and len(node.inputs) > 1:
@@ -556,7 +563,7 @@ class _Validator:
             except (TypeError, ValueError):
                 continue  # a builtin or an extension without a signature: it will say so itself
             try:
-                if inspect.isclass(target) or "producer" in (node.kind, declared_kind(target)):
+                if inspect.isclass(target) or NodeKind.PRODUCER in (node.kind, declared_kind(target)):
                     signature.bind(**node.args)  # called with exactly these
                 else:
                     signature.bind_partial(**node.args)  # the items come as the other arguments

@@ -126,6 +126,7 @@ def producer_drain(bench: Bench, checks: Checks, window: float) -> None:
                   isinstance(payload, dict) and isinstance(payload.get("stats"), dict),
                   "a \"drained\" report {\"stats\": map, \"readers\": [...]}",
                   exit_or(bench, f"{bench.report_kinds()}"))
+    assert isinstance(payload, dict)  # else the clause above ended the scenario
     bench.wait(lambda: reader.has(PAUSE) or bench.exited())
     before = [m.seq for m in reader.messages[:first_index(reader, PAUSE)] if m.kind in (DATA, SKIP)] \
         if reader.has(PAUSE) else []

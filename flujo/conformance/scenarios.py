@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from flujo.conformance import producers, restarts, streams
 from flujo.conformance.checks import Checks
 from flujo.conformance.harness import Bench, Edge
+from flujo.vocab import ErrorPolicy, NodeKind, RestartPolicy
 
 
 @dataclass(frozen=True)
@@ -21,13 +22,13 @@ class Scenario:
     run: Callable[[Bench, Checks, float], None]
     senders: int = 1
     edges: tuple[Edge, ...] = (Edge(),)
-    restart: str = "no"
+    restart: RestartPolicy = RestartPolicy.NO
     replica: int = 0  # the node under test is this replica of replica + 1
-    on_error: str = "fail"
-    kinds: frozenset[str] = frozenset({"processor", "consumer"})
+    on_error: ErrorPolicy = ErrorPolicy.FAIL
+    kinds: frozenset[NodeKind] = frozenset({NodeKind.PROCESSOR, NodeKind.CONSUMER})
 
 
-_PROCESSOR, _PRODUCER = frozenset({"processor"}), frozenset({"producer"})
+_PROCESSOR, _PRODUCER = frozenset({NodeKind.PROCESSOR}), frozenset({NodeKind.PRODUCER})
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("lifecycle", "basic", streams.lifecycle),
     Scenario("stop", "basic", streams.stop),
@@ -37,8 +38,8 @@ SCENARIOS: tuple[Scenario, ...] = (
              replica=1),
     Scenario("readers released", "full", streams.readers_released, kinds=_PROCESSOR),
     Scenario("error", "full", streams.error),
-    Scenario("error skipped", "full", streams.error_skipped, on_error="skip"),
-    Scenario("crash", "full", streams.crash, restart="on-failure"),
+    Scenario("error skipped", "full", streams.error_skipped, on_error=ErrorPolicy.SKIP),
+    Scenario("crash", "full", streams.crash, restart=RestartPolicy.ON_FAILURE),
     Scenario("drain", "restartable", restarts.drain, senders=2, replica=1),
     Scenario("sender restart", "restartable", restarts.sender_restart, senders=2),
     Scenario("hold reader", "restartable", restarts.hold_reader, kinds=_PROCESSOR),

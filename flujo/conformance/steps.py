@@ -49,7 +49,7 @@ def quiet_before_input(bench: Bench, checks: Checks, window: float) -> None:
 def send_items(bench: Bench, seqs: Iterable[int], make: Callable[[int], Any] = small_item,
                skips: frozenset[int] = frozenset(), sender: int = 0) -> dict[int, Any]:
     """Send DATA (or SKIP for the numbers in ``skips``); returns what each number carried (None: SKIP)."""
-    sent = {}
+    sent: dict[int, Any] = {}
     for seq in seqs:
         if seq in skips:
             bench.senders[sender].skip(seq)
