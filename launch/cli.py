@@ -20,7 +20,7 @@ import click
 from flujo.commands import CommandError, find_flow, request, running_flows, runs_folder
 from flujo.launch import logstore
 from flujo.launch.errors import EXIT_BAD_MANIFEST, ManifestError
-from flujo.launch.manifest import FlowSpec, load_manifest
+from flujo.launch.manifest import Engine, FlowSpec, Transport, load_manifest
 from flujo.vocab import NodeKind
 
 _GROUP_OPTIONS = ("-h", "--help", "--version")
@@ -102,8 +102,8 @@ def _place_on(flow: FlowSpec, manifest: str, engine: str) -> None:
         click.echo(f'error: {manifest}: node "{hosted[0]}": field "host": --on places every node on the Ray '
                    "cluster; remove host", err=True)
         sys.exit(EXIT_BAD_MANIFEST)
-    flow.engine, flow.transport = "ray", "tcp"
-    if engine != "ray":
+    flow.engine, flow.transport = Engine.RAY, Transport.TCP
+    if engine != Engine.RAY:
         flow.ray_address = engine
 
 

@@ -32,13 +32,34 @@ MAX_QUEUE = 1_000_000
 MAX_REPLICAS = 256
 MAX_RESTARTS = 1_000_000
 MAX_SECONDS = 7 * 24 * 3600.0
+
+
+# The launcher's own vocabularies (the node runtime's are in flujo/vocab.py).
+class Transport(StrEnum):
+    """How the flow's sockets reach each other."""
+
+    IPC = "ipc"  # Unix domain sockets: every node on the launcher's machine
+    TCP = "tcp"  # any host; CURVE-encrypted unless the flow is insecure
+
+
+class Engine(StrEnum):
+    """What starts and places the flow's nodes."""
+
+    LOCAL = "local"  # the launcher, and the agents of [hosts]
+    RAY = "ray"  # a Ray cluster (launch/ray_engine.py)
+
+
+class Placement(StrEnum):
+    """What becomes of a node a cluster cannot place now."""
+
+    FAIL = "fail"  # the flow fails before anything starts
+    WAIT = "wait"  # it is pending until the cluster grows
+
+
 #: Node fields whose value is one of a closed vocabulary: the manifest spells a member's value.
 NODE_VOCABULARIES: dict[str, type[StrEnum]] = {
-    "join": Join, "on_error": ErrorPolicy, "policy": QueuePolicy, "restart": RestartPolicy,
+    "join": Join, "on_error": ErrorPolicy, "policy": QueuePolicy, "restart": RestartPolicy, "placement": Placement,
 }
-TRANSPORTS = ("ipc", "tcp")
-ENGINES = ("local", "ray")
-PLACEMENTS = ("fail", "wait")
 DEFAULT_QUEUE = 16
 DEFAULT_AGENT_PORT = 7700
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -95,7 +116,7 @@ class NodeSpec:
     shm: bool | None = None  # its inputs accept shared-memory arrays; None: Python nodes do, commands not
     max_message: int | None = None  # bytes per frame on its input ports; None: the flow's
     resources: Resources = field(default_factory=Resources)  # what each replica asks a cluster engine for
-    placement: str = "fail"  # a cluster that cannot place it: fail before anything starts, or wait
+    placement: Placement = Placement.FAIL  # a cluster that cannot place it: fail before anything starts, or wait
     # Resolved during validation, from the code or from the node's place in the graph (the default
     # is never seen outside: a flow whose kinds cannot be resolved does not validate).
     kind: NodeKind = NodeKind.PROCESSOR
@@ -107,14 +128,14 @@ class FlowSpec:
     path: Path
     nodes: dict[str, NodeSpec]
     queue: int = DEFAULT_QUEUE
-    transport: str = "ipc"
+    transport: Transport = Transport.IPC
     host: str = "127.0.0.1"  # the launcher's address for tcp endpoints (reachable from every host)
     hosts: dict[str, HostSpec] = field(default_factory=dict)
     max_message: int = DATA_MAX_MESSAGE  # bytes per frame on data sockets (ZMQ_MAXMSGSIZE)
     max_control_message: int = CONTROL_MAX_MESSAGE  # bytes per frame on control, status and command sockets
     insecure: bool = False  # plain tcp, on purpose: no encryption, no authentication
     shm: bool = True  # arrays between nodes on this host may go through shared memory
-    engine: str = "local"  # local (and [hosts] agents), or ray: every node placed on a Ray cluster
+    engine: Engine = Engine.LOCAL
     ray_address: str | None = None  # what ray.init connects to: HOST:PORT, ray://HOST:PORT or auto
 
     @property
@@ -124,7 +145,7 @@ class FlowSpec:
     @property
     def secure(self) -> bool:
         """Whether the flow's tcp sockets use CURVE (every tcp flow, unless ``insecure``)."""
-        return self.transport == "tcp" and not self.insecure
+        return self.transport == Transport.TCP and not self.insecure
 
     def downstream(self, name: str) -> list[tuple[NodeSpec, InputSpec]]:
         """Every (node, input port) that reads an output of ``name``."""
@@ -140,7 +161,7 @@ class FlowSpec:
         """Whether arrays on that edge go through shared memory: both ends on this host (ipc),
         not turned off for the flow, and the reader accepts descriptors."""
         accepts = reader.shm if reader.shm is not None else reader.run is not None
-        return (self.shm and accepts and self.transport == "ipc" and self.engine == "local"
+        return (self.shm and accepts and self.transport == Transport.IPC and self.engine == Engine.LOCAL
                 and sender.host is None and reader.host is None)
 
     def max_message_of(self, node: NodeSpec) -> int:
@@ -262,8 +283,8 @@ def _size(value: Any) -> str | None:
 
 
 FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
-    "name": _flow_name, "queue": _count(MAX_QUEUE), "transport": _one_of(TRANSPORTS), "host": _string,
-    "insecure": _flag, "engine": _one_of(ENGINES), "ray_address": _string, "shm": _flag,
+    "name": _flow_name, "queue": _count(MAX_QUEUE), "transport": _one_of(Transport), "host": _string,
+    "insecure": _flag, "engine": _one_of(Engine), "ray_address": _string, "shm": _flag,
     "max_message": _size, "max_control_message": _size,
 }
 NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
@@ -272,7 +293,7 @@ NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "outputs": _string_list, "on_error": _one_of(ErrorPolicy), "policy": _one_of(QueuePolicy),
     "restart": _one_of(RestartPolicy), "max_restarts": _count(MAX_RESTARTS),
     "restart_window": _seconds, "stop_timeout": _seconds, "host": _string, "max_message": _size, "shm": _flag,
-    "resources": _table, "placement": _one_of(PLACEMENTS),
+    "resources": _table, "placement": _one_of(Placement),
 }
 #: The node fields that are options of how a node runs (not what it runs, its arguments or its inputs):
 #: the manifest's [nodes.NAME] keys and, the same, the keywords of flujo.Flow.add.
@@ -352,10 +373,11 @@ class _Validator:
                              "give [flow] a name", field_name="name")
         flow = FlowSpec(name=name or self.path.stem, path=self.path, nodes=nodes,
                         queue=settings.get("queue", DEFAULT_QUEUE),
-                        transport=settings.get("transport", "ipc"), host=settings.get("host", "127.0.0.1"),
+                        transport=Transport(settings.get("transport", Transport.IPC)),
+                        host=settings.get("host", "127.0.0.1"),
                         hosts=hosts, insecure=settings.get("insecure", False),
                         shm=settings.get("shm", True),
-                        engine=settings.get("engine", "local"), ray_address=settings.get("ray_address"))
+                        engine=Engine(settings.get("engine", Engine.LOCAL)), ray_address=settings.get("ray_address"))
         for key in ("max_message", "max_control_message"):
             if key in settings:
                 setattr(flow, key, byte_size(settings[key]))
@@ -445,10 +467,10 @@ class _Validator:
                              node.name, "host")
         if not remote:
             return
-        if transport_given and flow.transport != "tcp":
+        if transport_given and flow.transport != Transport.TCP:
             self.problem(f'node "{remote[0].name}" runs on host "{remote[0].host}": nodes on other hosts '
                          'talk over tcp; remove transport or set transport = "tcp"', field_name="transport")
-        flow.transport = "tcp"
+        flow.transport = Transport.TCP
         if flow.host in LOOPBACK:
             self.problem(f'node "{remote[0].name}" runs on host "{remote[0].host}", which cannot reach the '
                          f'launcher at {flow.host}: set [flow] host to this machine\'s address on their network',
@@ -456,16 +478,16 @@ class _Validator:
 
     def engine(self, flow: FlowSpec, transport_given: bool) -> None:
         """A flow on Ray places every node there: tcp between them, no [hosts] placement."""
-        if flow.engine != "ray":
+        if flow.engine != Engine.RAY:
             return
         for node in flow.nodes.values():
             if node.host is not None:
                 self.problem('a flow with engine = "ray" places every node on the Ray cluster; remove host',
                              node.name, "host")
-        if transport_given and flow.transport != "tcp":
+        if transport_given and flow.transport != Transport.TCP:
             self.problem('nodes on a Ray cluster talk over tcp; remove transport or set transport = "tcp"',
                          field_name="transport")
-        flow.transport = "tcp"
+        flow.transport = Transport.TCP
 
     def executable(self, spec: NodeSpec) -> bool:
         program = spec.command[0]  # type: ignore[index]

@@ -13,7 +13,7 @@ from flujo.api import Node, Producer, declared_kind, processor
 from flujo.config import CONFIG_ENV, InputConfig, NodeConfig, OutputConfig
 from flujo.launch.agent_wire import AgentReply, AgentRequest, pack
 from flujo.launch.errors import ManifestError
-from flujo.launch.manifest import validate
+from flujo.launch.manifest import Engine, Placement, Transport, validate
 from flujo.testing import drive
 from flujo.vocab import ErrorPolicy, Join, NodeKind, QueuePolicy, RestartPolicy, zips_several
 from flujo.wire_check import ProtocolError, check_agent_reply, check_agent_request
@@ -70,6 +70,12 @@ def test_the_manifest_gives_enum_members_and_refuses_other_spellings(tmp_path: P
         NodeKind.PRODUCER, RestartPolicy.ALWAYS, Join.ZIP, QueuePolicy.BLOCK)
     assert type(src.restart) is RestartPolicy and type(join.join) is Join and type(join.policy) is QueuePolicy
     assert (join.kind, join.on_error) == (NodeKind.CONSUMER, ErrorPolicy.SKIP) and type(join.kind) is NodeKind
+    assert (flow.transport, flow.engine, src.placement) == (Transport.IPC, Engine.LOCAL, Placement.FAIL)
+    data["flow"] = {"transport": "tcp", "engine": "ray"}
+    data["nodes"]["src"]["placement"] = "wait"
+    flow = validate(data, tmp_path / "m.toml", "m.toml")
+    assert flow.transport is Transport.TCP and flow.engine is Engine.RAY
+    assert flow.nodes["src"].placement is Placement.WAIT
     data["nodes"]["join"]["policy"] = "drop_newest"
     with pytest.raises(ManifestError) as caught:
         validate(data, tmp_path / "m.toml", "m.toml")
