@@ -48,10 +48,11 @@ from typing import IO, Any
 import tomli_w
 
 from flujo.api import declared_outputs
-from flujo.commands import CommandError, request, running_flows
 from flujo.launch import parent
+from flujo.launch.command_client import request
 from flujo.launch.errors import ManifestError, did_you_mean
 from flujo.launch.manifest import NODE_OPTIONS, FlowSpec, validate
+from flujo.launch.runs import CommandError, running_flows
 
 #: How long ``start`` waits for the launcher to announce itself.
 START_TIMEOUT = 30.0
