@@ -1,6 +1,5 @@
 """Flujo: stream processing where every node is an OS process and ZeroMQ carries the data."""
 from flujo.api import Consumer, Node, Outputs, Processor, Producer, consumer, processor, producer
-
 from flujo.shm import frame_buffer
 
 __all__ = ["Consumer", "Flow", "FlowDefinitionError", "FlowError", "Node", "Outputs", "Processor", "Producer",

@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+from flujo.vocab import NodeKind
 
 
 class Outputs(dict):
@@ -41,7 +44,7 @@ class Outputs(dict):
 class Node:
     """Base of every node. Subclasses take their manifest ``args`` as constructor keywords."""
 
-    kind: ClassVar[str] = ""
+    kind: ClassVar[NodeKind | None] = None  # None: the node's place in the graph decides
     #: Names of the output ports this node can send to; "out" is the default port.
     outputs: ClassVar[tuple[str, ...]] = ("out",)
 
@@ -68,7 +71,7 @@ class Node:
 class Producer(Node):
     """Brings data into a flow. Has no inputs."""
 
-    kind = "producer"
+    kind = NodeKind.PRODUCER
 
     def produce(self) -> Iterable[Any]:
         """Yield the items of the stream; returning ends the stream."""
@@ -83,7 +86,7 @@ class Producer(Node):
 class Processor(Node):
     """Reads items and writes one result (or none) per input item."""
 
-    kind = "processor"
+    kind = NodeKind.PROCESSOR
 
     def process(self, *items: Any, **ports: Any) -> Any:
         """Return the output for one input item (or one aligned set of items)."""
@@ -93,18 +96,17 @@ class Processor(Node):
 class Consumer(Node):
     """Reads items and sends nothing on."""
 
-    kind = "consumer"
+    kind = NodeKind.CONSUMER
 
     def consume(self, *items: Any, **ports: Any) -> None:
         """Handle one input item (or one aligned set of items)."""
         raise NotImplementedError
 
 
-NODE_KINDS = ("producer", "processor", "consumer")
 _KIND_ATTRIBUTE = "__flujo_kind__"
 
 
-def _mark(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _mark(kind: NodeKind) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         setattr(function, _KIND_ATTRIBUTE, kind)
         return function
@@ -114,28 +116,28 @@ def _mark(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 def producer(function: Callable[..., Iterable[Any]]) -> Callable[..., Iterable[Any]]:
     """Mark a function returning an iterable (usually a generator) as a producer."""
-    return _mark("producer")(function)
+    return _mark(NodeKind.PRODUCER)(function)
 
 
 def processor(function: Callable[..., Any]) -> Callable[..., Any]:
     """Mark a function as a processor: called once per item, its result is sent on."""
-    return _mark("processor")(function)
+    return _mark(NodeKind.PROCESSOR)(function)
 
 
 def consumer(function: Callable[..., Any]) -> Callable[..., Any]:
     """Mark a function as a consumer: called once per item, its result is ignored."""
-    return _mark("consumer")(function)
+    return _mark(NodeKind.CONSUMER)(function)
 
 
-def declared_kind(target: Any) -> str | None:
+def declared_kind(target: Any) -> NodeKind | None:
     """The kind a class or function declares, or None when the graph decides."""
     if inspect.isclass(target) and issubclass(target, Node):
-        return target.kind or None
+        return target.kind
     kind = getattr(target, _KIND_ATTRIBUTE, None)
     if kind:
-        return kind
+        return NodeKind(kind)
     if inspect.isgeneratorfunction(target):
-        return "producer"
+        return NodeKind.PRODUCER
     return None
 
 
@@ -164,14 +166,14 @@ class _FunctionConsumer(Consumer):
         self.consume = functools.partial(function, **args) if args else function  # type: ignore[method-assign]
 
 
-_FUNCTION_WRAPPERS: dict[str, type[Node]] = {
-    "producer": _FunctionProducer,
-    "processor": _FunctionProcessor,
-    "consumer": _FunctionConsumer,
+_FUNCTION_WRAPPERS: dict[NodeKind, Callable[[Any, Mapping[str, Any]], Node]] = {
+    NodeKind.PRODUCER: _FunctionProducer,
+    NodeKind.PROCESSOR: _FunctionProcessor,
+    NodeKind.CONSUMER: _FunctionConsumer,
 }
 
 
-def instantiate(target: Any, kind: str, args: Mapping[str, Any]) -> Node:
+def instantiate(target: Any, kind: NodeKind, args: Mapping[str, Any]) -> Node:
     """Build the node object for ``target`` (a Node class or a function) playing ``kind``.
 
     Classes receive ``args`` as constructor keywords; functions receive them as extra
@@ -180,7 +182,8 @@ def instantiate(target: Any, kind: str, args: Mapping[str, Any]) -> Node:
     if inspect.isclass(target):
         if not issubclass(target, Node):
             raise TypeError(f"{target.__qualname__} is not a flujo Producer, Processor or Consumer")
-        return target(**args)
+        node_class: Callable[..., Node] = target
+        return node_class(**args)
     if not callable(target):
         raise TypeError(f"{target!r} is neither a node class nor a function")
     return _FUNCTION_WRAPPERS[kind](target, args)

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from flujo.protocol import CONFIG_ENV
+from flujo.vocab import ErrorPolicy, Join, NodeKind, QueuePolicy, RestartPolicy
 
 #: Default size limits (ZMQ_MAXMSGSIZE, per frame) of the sockets a node binds or connects:
 #: data ports fit a 4K RGB frame (3840 x 2160 x 3 = 24.9 MB) with room for 4K RGBA or 16-bit
@@ -28,7 +31,7 @@ class InputConfig:
     source: str  # upstream node name
     source_port: str  # upstream output port
     senders: int  # upstream replicas: one end-of-stream marker expected from each
-    policy: str = "block"  # "block" | "drop-newest" | "drop-oldest" (see docs/PROTOCOL.md)
+    policy: QueuePolicy = QueuePolicy.BLOCK  # what a full queue does (see docs/PROTOCOL.md)
     shm: bool = False  # this port accepts shared-memory descriptors from its senders
     max_message: int = DATA_MAX_MESSAGE  # bytes: a larger frame is refused (its connection dropped)
 
@@ -42,13 +45,27 @@ class OutputConfig:
     target_port: str
     endpoints: tuple[str, ...]
     hwm: int
-    policy: str = "block"  # the reader's: "block" waits for room; "drop-*": a full queue drops
+    policy: QueuePolicy = QueuePolicy.BLOCK  # the reader's: BLOCK waits for room; DROP_*: a full queue drops
     aligned: bool = False  # the reader zips several ports: a graceful restart agrees on where to pause
     shm: bool = False  # large arrays go as shared-memory descriptors (same host, reader accepts them)
     max_message: int = DATA_MAX_MESSAGE  # the reader's limit: a larger frame is an error here, not a silent loss
 
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in data.items() if key in cls.__slots__}
+
+def _known(fields: Collection[str], data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that are among ``fields`` (a newer launcher may send more)."""
+    return {key: value for key, value in data.items() if key in fields}
+
+
+def _vocabulary(data: dict[str, Any], enums: Mapping[str, type[StrEnum]]) -> dict[str, Any]:
+    """``data`` with the values of closed vocabularies as their enum members (a value this version
+    does not know is a ValueError that names it)."""
+    return {key: enums[key](value) if key in enums else value for key, value in data.items()}
+
+
+_NODE_ENUMS: dict[str, type[StrEnum]] = {
+    "kind": NodeKind, "join": Join, "on_error": ErrorPolicy, "restart": RestartPolicy,
+}
+_PORT_ENUMS: dict[str, type[StrEnum]] = {"policy": QueuePolicy}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +74,15 @@ class NodeConfig:
     node: str
     replica: int
     replicas: int
-    kind: str  # producer | processor | consumer
+    kind: NodeKind
     control: str  # launcher's PUB endpoint (connect a SUB)
     status: str  # launcher's PULL endpoint (connect a PUSH)
     inputs: tuple[InputConfig, ...] = ()
     outputs: tuple[OutputConfig, ...] = ()
-    join: str = "zip"
+    join: Join = Join.ZIP
     keyword_ports: bool = False  # named ports in the manifest: items are passed as keyword arguments
-    on_error: str = "fail"  # "skip": an item whose processing raises is counted, logged and skipped
-    restart: str = "no"  # the launcher's restart policy: "on-failure" or "always" restart a failed node
+    on_error: ErrorPolicy = ErrorPolicy.FAIL  # SKIP: an item whose processing raises is counted, logged and skipped
+    restart: RestartPolicy = RestartPolicy.NO  # the launcher's: ON_FAILURE or ALWAYS restart a failed node
     seq_start: int = 0  # producers: first sequence number (a restarted producer continues past the last)
     generation: int = 0  # how many processes ran this replica before this one (restarts)
     run: str | None = None  # "module:attr" or "file.py:attr", for Python nodes
@@ -91,18 +108,24 @@ class NodeConfig:
         return json.dumps(data)
 
     @classmethod
-    def from_json(cls, text: str) -> "NodeConfig":
+    def from_json(cls, text: str) -> NodeConfig:
         """Parse the configuration; fields this version does not know are ignored
         (docs/PROTOCOL.md, section 2), so a newer launcher can add some."""
-        data = _known(cls, json.loads(text))
-        data["inputs"] = tuple(InputConfig(**_known(InputConfig, item)) for item in data.get("inputs", ()))
-        data["outputs"] = tuple(OutputConfig(**{**_known(OutputConfig, item), "endpoints": tuple(item["endpoints"])})
-                                for item in data.get("outputs", ()))
+        data = _vocabulary(_known(cls.__slots__, json.loads(text)), _NODE_ENUMS)
+        data["inputs"] = tuple(InputConfig(**_vocabulary(_known(InputConfig.__slots__, item), _PORT_ENUMS))
+                               for item in data.get("inputs", ()))
+        data["outputs"] = tuple(
+            OutputConfig(**{**_vocabulary(_known(OutputConfig.__slots__, item), _PORT_ENUMS),
+                            "endpoints": tuple(item["endpoints"])})
+            for item in data.get("outputs", ()))
         return cls(**data)
 
     @classmethod
-    def from_environment(cls) -> "NodeConfig":
+    def from_environment(cls) -> NodeConfig:
+        text = os.environ.get(CONFIG_ENV)
+        if text is None:
+            raise SystemExit(f"flujo node: no configuration; the launcher sets {CONFIG_ENV}")
         try:
-            return cls.from_json(os.environ[CONFIG_ENV])
-        except KeyError:
-            raise SystemExit(f"flujo node: no configuration; the launcher sets {CONFIG_ENV}") from None
+            return cls.from_json(text)
+        except (ValueError, KeyError, TypeError) as error:  # not JSON, a field missing, a value unknown
+            raise SystemExit(f"flujo node: bad configuration in {CONFIG_ENV}: {error!r}") from None

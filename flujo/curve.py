@@ -21,8 +21,9 @@ not hold the flow key (its connection fails the handshake; nothing it sends reac
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import zmq
 import zmq.utils.z85
@@ -138,10 +139,11 @@ class FlowSocket(zmq.Socket):
     """A socket that secures itself with its context's flow key on tcp endpoints."""
 
     def bind(self, addr: str) -> Any:
-        keys = getattr(self.context, "flow_keys", None)
-        if keys is not None and is_tcp(addr) and self.mechanism == zmq.NULL:
-            self.context.gatekeeper.start()
-            make_server(self, keys)
+        context = self.context
+        if isinstance(context, FlowContext) and context.flow_keys is not None and is_tcp(addr) \
+                and self.mechanism == zmq.NULL:
+            context.gatekeeper.start()
+            make_server(self, context.flow_keys)
         return super().bind(addr)
 
     def connect(self, addr: str) -> Any:

@@ -6,9 +6,10 @@ what it would see in a flow: tuples become lists and arrays arrive read-only.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from flujo.api import Node, Outputs
+from flujo.api import Consumer, Node, Outputs, Processor, Producer
 from flujo.protocol import Codec
 
 
@@ -31,18 +32,20 @@ def drive(node: Node, items: Iterable[Any] = (), *, through_wire: bool = True) -
     sent: list[Any] = []
     node.open()
     try:
-        if node.kind == "producer":
+        if isinstance(node, Producer):
             sent = [convert(item) for item in node.produce() if item is not None]
-        elif node.kind == "processor":
+        elif isinstance(node, Processor):
             for item in items:
-                result = node.process(convert(item))  # type: ignore[attr-defined]
+                result = node.process(convert(item))
                 if isinstance(result, Outputs):
                     sent.append(Outputs({port: convert(value) for port, value in result.items()}))
                 elif result is not None:
                     sent.append(convert(result))
-        else:
+        elif isinstance(node, Consumer):
             for item in items:
-                node.consume(convert(item))  # type: ignore[attr-defined]
+                node.consume(convert(item))
+        else:
+            raise TypeError(f"{type(node).__qualname__} is not a Producer, Processor or Consumer")
     finally:
         node.close()
     return sent

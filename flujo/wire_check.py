@@ -21,11 +21,14 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import msgpack
 import numpy as np
 
+from flujo.launch.agent_wire import AgentReply, AgentRequest
 from flujo.shm_wire import SHM_EXT_CODE, DescriptorError
 
 PROTOCOL_VERSION = 1
@@ -112,7 +115,8 @@ class DataCheck:
             return 0, seq, sender, replica
         return self._unusual_header(version, kind, seq, sender, replica)
 
-    def _unusual_header(self, version: Any, kind: Any, seq: Any, sender: Any, replica: Any) -> tuple[int, int, str, int]:
+    def _unusual_header(self, version: Any, kind: Any, seq: Any, sender: Any,
+                        replica: Any) -> tuple[int, int, str, int]:
         """A header that is not a DATA in order from a known sender: checked rule by rule."""
         if version != PROTOCOL_VERSION or type(version) is not int:
             raise ProtocolError("version", f"protocol version {_short(version)} is not supported "
@@ -124,7 +128,7 @@ class DataCheck:
         if type(seq) is not int:
             raise ProtocolError("seq", f"sequence number {_short(seq)} is not an integer",
                                 describe_sender(sender, replica))
-        if kind == EOS or kind == PAUSE:
+        if kind in (EOS, PAUSE):
             if not 0 <= seq < SEQ_LIMIT:
                 raise ProtocolError("seq", f"sequence number {seq} out of range", describe_sender(sender, replica))
         elif not self._floor[replica] < seq <= self._ceiling[replica]:
@@ -165,7 +169,8 @@ class DataCheck:
                                     describe_sender(self.source, replica))
             self._batch = True
         elif count > MAX_FRAMES:
-            raise ProtocolError("frames", f"{count} frames (at most {MAX_FRAMES})", describe_sender(self.source, replica))
+            raise ProtocolError("frames", f"{count} frames (at most {MAX_FRAMES})",
+                                describe_sender(self.source, replica))
         self._frames, self._used = frames, set()
         try:
             item = _unpack(_buffer(frames[1]), ext_hook=self._ext_hook, strict_map_key=False)
@@ -341,7 +346,7 @@ class RefusalLog:
 def _shape_ok(payload: Any, types: tuple[type, ...]) -> bool:
     """A list whose first fields have exactly these types (later fields are ignored)."""
     return (type(payload) is list and len(payload) >= len(types)
-            and all(type(value) is kind for value, kind in zip(payload, types)))
+            and all(type(value) is kind for value, kind in zip(payload, types, strict=False)))
 
 
 _NODE_REPLICA_GENERATION = (str, int, int)
@@ -470,54 +475,56 @@ def _argv_ok(value: Any) -> bool:
     return value is None or (type(value) is list and all(type(word) is str for word in value))
 
 
-_AGENT_REQUESTS = {  # launcher -> agent: kind -> payload check
-    "hello": lambda p: type(p) is dict and type(p.get("flow")) is str and type(p.get("token", "")) is str,
-    "ports": lambda p: type(p) is dict and type(p.get("address")) is str and type(p.get("count")) is int
+_AGENT_REQUESTS: dict[AgentRequest, Callable[[Any], bool]] = {  # launcher -> agent: kind -> payload check
+    AgentRequest.HELLO: lambda p: type(p) is dict and type(p.get("flow")) is str and type(p.get("token", "")) is str,
+    AgentRequest.PORTS: lambda p: type(p) is dict and type(p.get("address")) is str and type(p.get("count")) is int
     and 0 <= p["count"] <= 4096,
-    "spawn": lambda p: type(p) is dict and type(p.get("token")) is int and type(p.get("label")) is str
+    AgentRequest.SPAWN: lambda p: type(p) is dict and type(p.get("token")) is int and type(p.get("label")) is str
     and _argv_ok(p.get("argv")) and _str_map(p.get("env")) and type(p.get("cwd")) is str,
-    "signal": lambda p: type(p) is dict and type(p.get("token")) is int and type(p.get("signum")) is int
+    AgentRequest.SIGNAL: lambda p: type(p) is dict and type(p.get("token")) is int and type(p.get("signum")) is int
     and 0 < p["signum"] < 65,
-    "heartbeat": lambda p: True,
-    "bye": lambda p: True,
+    AgentRequest.HEARTBEAT: lambda p: True,
+    AgentRequest.BYE: lambda p: True,
 }
-_AGENT_REPLIES = {  # agent -> launcher
-    "welcome": lambda p: type(p) is dict,
-    "refused": lambda p: type(p) is dict and type(p.get("error")) is str,
-    "ports": lambda p: type(p) is list and all(type(port) is int and 0 < port < 65536 for port in p),
-    "started": lambda p: type(p) is dict and type(p.get("token")) is int and type(p.get("pid")) is int,
-    "failed": lambda p: type(p) is dict and type(p.get("token")) is int and type(p.get("error")) is str,
-    "exit": lambda p: type(p) is dict and type(p.get("token")) is int and type(p.get("code")) is int,
-    "line": lambda p: type(p) is dict and type(p.get("label")) is str and type(p.get("text")) is str,
-    "heartbeat": lambda p: True,
+_AGENT_REPLIES: dict[AgentReply, Callable[[Any], bool]] = {  # agent -> launcher
+    AgentReply.WELCOME: lambda p: type(p) is dict,
+    AgentReply.REFUSED: lambda p: type(p) is dict and type(p.get("error")) is str,
+    AgentReply.PORTS: lambda p: type(p) is list and all(type(port) is int and 0 < port < 65536 for port in p),
+    AgentReply.STARTED: lambda p: type(p) is dict and type(p.get("token")) is int and type(p.get("pid")) is int,
+    AgentReply.FAILED: lambda p: type(p) is dict and type(p.get("token")) is int and type(p.get("error")) is str,
+    AgentReply.EXIT: lambda p: type(p) is dict and type(p.get("token")) is int and type(p.get("code")) is int,
+    AgentReply.LINE: lambda p: type(p) is dict and type(p.get("label")) is str and type(p.get("text")) is str,
+    AgentReply.HEARTBEAT: lambda p: True,
 }
+_Kind = TypeVar("_Kind", bound=StrEnum)
 
 
-def _check_agent_message(frame: Any, checks: dict[str, Any], who: str) -> tuple[str, Any]:
+def _check_agent_message(frame: Any, checks: Mapping[_Kind, Callable[[Any], bool]], vocabulary: type[_Kind],
+                         who: str) -> tuple[_Kind, Any]:
     try:
         message = msgpack.unpackb(frame)
     except Exception:
         raise ProtocolError("agent", "message is not msgpack", who) from None
     if type(message) is not list or len(message) < 2 or type(message[0]) is not str:
         raise ProtocolError("agent", f"message is not [kind, payload]: {_short(message)}", who)
-    kind, payload = message[0], message[1]
-    check = checks.get(kind)
-    if check is None:
-        raise ProtocolError("agent", f"unknown message kind {_short(kind)}", who)
-    if not check(payload):
+    try:
+        kind, payload = vocabulary(message[0]), message[1]
+    except ValueError:
+        raise ProtocolError("agent", f"unknown message kind {_short(message[0])}", who) from None
+    if not checks[kind](payload):
         raise ProtocolError("agent", f"{kind} payload {_short(payload)} is malformed", who)
     return kind, payload
 
 
-def check_agent_request(frames: Sequence[Any]) -> tuple[bytes, str, Any]:
+def check_agent_request(frames: Sequence[Any]) -> tuple[bytes, AgentRequest, Any]:
     """(identity, kind, payload) of a request on the agent's ROUTER socket; raises ProtocolError."""
     if len(frames) != 2:
         raise ProtocolError("frames", f"request of {len(frames) - 1} frames (1 expected)",
                             _short(bytes(frames[0])) if frames else "?")
     identity = bytes(frames[0])
-    return (identity, *_check_agent_message(frames[1], _AGENT_REQUESTS, _short(identity)))
+    return (identity, *_check_agent_message(frames[1], _AGENT_REQUESTS, AgentRequest, _short(identity)))
 
 
-def check_agent_reply(frame: Any, who: str) -> tuple[str, Any]:
+def check_agent_reply(frame: Any, who: str) -> tuple[AgentReply, Any]:
     """(kind, payload) of a message from an agent; raises ProtocolError."""
-    return _check_agent_message(frame, _AGENT_REPLIES, who)
+    return _check_agent_message(frame, _AGENT_REPLIES, AgentReply, who)

@@ -12,6 +12,7 @@ started, when its standard input closes (the session ended, whatever ended it).
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -26,13 +27,13 @@ import zmq
 
 from flujo.config import CONTROL_MAX_MESSAGE
 from flujo.curve import Gatekeeper, KeyPair, make_server
-from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, pack
-from flujo.launch.lifeline import TOKEN_BYTES, LifelineListener
+from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, AgentReply, AgentRequest, pack
 from flujo.launch.keys import AUTHORIZED_KEYS, KeyFileError, authorized_keys, load_identity
+from flujo.launch.lifeline import TOKEN_BYTES, LifelineListener
 from flujo.launch.process import NodeProcess, local_argv
 from flujo.launch.reaper import Reaper
-from flujo.wire_check import ProtocolError, RefusalLog, check_agent_request
 from flujo.launch.timers import Timers
+from flujo.wire_check import ProtocolError, RefusalLog, check_agent_request
 
 _INBOX = "inproc://agent-inbox"
 #: After SIGTERM, a silent launcher's processes get this long before SIGKILL.
@@ -81,7 +82,7 @@ class _LineForwarder:
     def line(self, label: str, text: str) -> None:
         if len(text) > MAX_LINE:  # every message must fit the launcher's frame limit
             text = text[:MAX_LINE] + f" [... {len(text) - MAX_LINE} more characters]"
-        self._outbox.send(self._identity, pack("line", {"label": label, "text": text}))
+        self._outbox.send(self._identity, pack(AgentReply.LINE, {"label": label, "text": text}))
 
 
 class AgentSetupError(Exception):
@@ -116,6 +117,7 @@ class Agent:
             self._say("warning: --insecure: anyone who reaches this port can start processes here, and "
                       "everything travels in clear text")
             return None
+        identity: KeyPair | None
         if self._session:
             identity, allowed = KeyPair.generate(), set(self._authorize)  # this session's, known to no file
         else:
@@ -167,7 +169,7 @@ class Agent:
                     poller.register(session_input, zmq.POLLIN)
                 events = dict(poller.poll(min(self._timers.timeout_ms() or 500, 500)))
                 self._timers.run_due()
-                if session_input in events and not os.read(session_input, 4096):
+                if session_input is not None and session_input in events and not os.read(session_input, 4096):
                     self._say("the session's input closed: ending")
                     break
                 if router in events:
@@ -210,11 +212,11 @@ class Agent:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stopping = True
 
-    def _on_request(self, identity: bytes, kind: str, payload: Any) -> None:
+    def _on_request(self, identity: bytes, kind: AgentRequest, payload: Any) -> None:
         launcher = self._launchers.get(identity)
         if launcher is not None:
             launcher.heard = time.monotonic()
-        if kind == "hello":  # only an authorized launcher gets this far: CURVE and ZAP checked its key
+        if kind == AgentRequest.HELLO:  # only an authorized launcher gets this far: CURVE and ZAP checked its key
             timeout = payload.get("timeout")
             timeout = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_HOST_TIMEOUT
             lifeline = payload.get("lifeline")
@@ -225,23 +227,23 @@ class Agent:
                 self._lifelines.expect(lifeline)
                 welcome["lifeline"] = self._lifelines.port
             self._say(f'serving flow "{payload["flow"]}"')
-            self._send(identity, "welcome", welcome)
+            self._send(identity, AgentReply.WELCOME, welcome)
         elif launcher is None:
             return  # not introduced (or already ended): ignore
-        elif kind == "ports":
+        elif kind == AgentRequest.PORTS:
             try:
-                self._send(identity, "ports", free_ports(payload["address"], payload["count"]))
+                self._send(identity, AgentReply.PORTS, free_ports(payload["address"], payload["count"]))
             except OSError as error:  # an address this host does not have
-                self._send(identity, "refused", {"error": f"no free ports on {payload['address']!r}: {error}"})
-        elif kind == "spawn":
+                self._send(identity, AgentReply.REFUSED, {"error": f"no free ports on {payload['address']!r}: {error}"})
+        elif kind == AgentRequest.SPAWN:
             self._spawn(launcher, payload)
-        elif kind == "signal":
+        elif kind == AgentRequest.SIGNAL:
             process = launcher.processes.get(payload["token"])
             if process is not None:
                 process.signal(payload["signum"])
-        elif kind == "heartbeat":
-            self._send(identity, "heartbeat", payload)  # echoed: the launcher measures the round trip
-        elif kind == "bye":
+        elif kind == AgentRequest.HEARTBEAT:
+            self._send(identity, AgentReply.HEARTBEAT, payload)  # echoed: the launcher measures the round trip
+        elif kind == AgentRequest.BYE:
             self._end(launcher, signal.SIGKILL)
 
     def _spawn(self, launcher: _Launcher, request: dict[str, Any]) -> None:
@@ -251,17 +253,17 @@ class Agent:
         outbox, identity = self._outbox, launcher.identity
 
         def exited(pid: int, code: int) -> None:
-            outbox.send(identity, pack("exit", {"token": token, "code": code}))
+            outbox.send(identity, pack(AgentReply.EXIT, {"token": token, "code": code}))
 
         try:
             process = NodeProcess(label, argv, {**os.environ, **request["env"]}, request["cwd"],
                                   _LineForwarder(outbox, identity), on_exit=exited,  # type: ignore[arg-type]
                                   reaper=self._reaper)
         except OSError as error:
-            self._send(identity, "failed", {"token": token, "error": f"{type(error).__name__}: {error}"})
+            self._send(identity, AgentReply.FAILED, {"token": token, "error": f"{type(error).__name__}: {error}"})
             return
         launcher.processes[token] = process
-        self._send(identity, "started", {"token": token, "pid": process.pid})
+        self._send(identity, AgentReply.STARTED, {"token": token, "pid": process.pid})
 
     def _heartbeat(self) -> None:
         """End the processes of launchers gone silent; forget launchers whose processes all ended."""
@@ -274,7 +276,7 @@ class Agent:
                 self._say(f'the launcher of flow "{launcher.flow}" has been silent for {launcher.timeout:g} s: '
                           f"ending its {len(alive)} processes")
                 self._end(launcher, signal.SIGTERM)
-                self._timers.after(KILL_GRACE, lambda launcher=launcher: self._end(launcher, signal.SIGKILL))
+                self._timers.after(KILL_GRACE, functools.partial(self._end, launcher, signal.SIGKILL))
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
 
     def _on_lifeline_closed(self, token: str) -> None:
@@ -285,7 +287,7 @@ class Agent:
                 self._say(f'the launcher of flow "{launcher.flow}" has gone (its lifeline closed): '
                           f"ending its {alive} processes")
                 self._end(launcher, signal.SIGTERM)
-                self._timers.after(KILL_GRACE, lambda launcher=launcher: self._end(launcher, signal.SIGKILL))
+                self._timers.after(KILL_GRACE, functools.partial(self._end, launcher, signal.SIGKILL))
 
     def _end(self, launcher: _Launcher, signum: int) -> None:
         launcher.ending = True
@@ -293,7 +295,7 @@ class Agent:
             if process.returncode is None:
                 process.signal(signum)
 
-    def _send(self, identity: bytes, kind: str, payload: Any = None) -> None:
+    def _send(self, identity: bytes, kind: AgentReply, payload: Any = None) -> None:
         self._router.send_multipart([identity, pack(kind, payload)])
 
     def _say(self, text: str) -> None:

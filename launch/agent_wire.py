@@ -10,6 +10,7 @@ launcher -> agent                               agent -> launcher
     signal    {"token", "signum"}                   exit      {"token", "code"}
     heartbeat {"sent"}                              line      {"label", "text"}    a line of output
     bye       nil   (end what is left)              heartbeat {"sent"}   the launcher's, echoed
+                                                    refused   {"error"}  a request it cannot serve
 
 The launcher sends a heartbeat every HEARTBEAT_INTERVAL and the agent echoes it (the launcher
 measures the round trip). A link cut shorter than the host's ``timeout`` (the manifest's
@@ -25,6 +26,7 @@ the agent does not know fails the handshake before any message is read.
 """
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import msgpack
@@ -36,7 +38,31 @@ DEFAULT_HOST_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 5.0
 
 
-def pack(kind: str, payload: Any = None) -> bytes:
+class AgentRequest(StrEnum):
+    """The kinds of message a launcher sends an agent."""
+
+    HELLO = "hello"
+    PORTS = "ports"
+    SPAWN = "spawn"
+    SIGNAL = "signal"
+    HEARTBEAT = "heartbeat"
+    BYE = "bye"
+
+
+class AgentReply(StrEnum):
+    """The kinds of message an agent sends a launcher."""
+
+    WELCOME = "welcome"
+    REFUSED = "refused"  # a request it cannot serve, {"error"}
+    PORTS = "ports"
+    STARTED = "started"
+    FAILED = "failed"
+    EXIT = "exit"
+    LINE = "line"
+    HEARTBEAT = "heartbeat"
+
+
+def pack(kind: AgentRequest | AgentReply, payload: Any = None) -> bytes:
     return msgpack.packb([kind, payload])
 
 

@@ -10,6 +10,7 @@ import collections
 import json
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ import click
 from flujo.launch import logstore
 from flujo.launch.command_client import request
 from flujo.launch.errors import EXIT_BAD_MANIFEST, ManifestError
-from flujo.launch.manifest import FlowSpec, load_manifest
+from flujo.launch.manifest import Engine, FlowSpec, Transport, load_manifest
 from flujo.launch.runs import CommandError, find_flow, running_flows, runs_folder
 from flujo.launch.status_table import format_status, host_line
+from flujo.vocab import NodeKind
 
 _GROUP_OPTIONS = ("-h", "--help", "--version")
 
@@ -102,8 +104,8 @@ def _place_on(flow: FlowSpec, manifest: str, engine: str) -> None:
         click.echo(f'error: {manifest}: node "{hosted[0]}": field "host": --on places every node on the Ray '
                    "cluster; remove host", err=True)
         sys.exit(EXIT_BAD_MANIFEST)
-    flow.engine, flow.transport = "ray", "tcp"
-    if engine != "ray":
+    flow.engine, flow.transport = Engine.RAY, Transport.TCP
+    if engine != Engine.RAY:
         flow.ray_address = engine
 
 
@@ -150,7 +152,7 @@ def check(manifest: str) -> None:
     processes = sum(spec.replicas for spec in flow.nodes.values())
     edges = sum(len(spec.inputs) for spec in flow.nodes.values())
     kinds = {kind: sum(1 for spec in flow.nodes.values() if spec.kind == kind)
-             for kind in ("producer", "processor", "consumer")}
+             for kind in NodeKind}
     hosts = sorted({spec.host for spec in flow.nodes.values() if spec.host})
     summary = ", ".join(f"{count} {kind}{'s' if count != 1 else ''}" for kind, count in kinds.items() if count)
     click.echo(f'{manifest}: ok: flow "{flow.name}": {len(flow.nodes)} nodes ({summary}), '
@@ -278,7 +280,7 @@ def logs(node: str | None, flow_name: str | None, follow: bool, tail: int | None
     labels = _selected_labels(folder, node, name)
     width = max(map(len, labels), default=0)
     prefix = len(labels) > 1
-    lines = (line for line in logstore.merged(folder, labels) if line.at >= after)
+    lines: Iterator[logstore.LogLine] = (line for line in logstore.merged(folder, labels) if line.at >= after)
     if tail is not None:
         lines = iter(list(collections.deque(lines, maxlen=tail)) if tail else [])
     for line in lines:
@@ -289,7 +291,7 @@ def logs(node: str | None, flow_name: str | None, follow: bool, tail: int | None
     positions = {label: _size(folder / f"{label}.log") for label in labels}
     while True:
         last_pass = name not in running_flows() or logstore.run_folder(name) != folder  # before reading
-        fresh = []
+        fresh: list[logstore.LogLine] = []
         for label in labels:
             path = folder / f"{label}.log"
             size = _size(path)
@@ -343,7 +345,7 @@ def list_flows(as_json: bool) -> None:
                      str(announcement.get("processes", "?")), announcement.get("manifest", "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def _duration(seconds: float) -> str:

@@ -6,7 +6,8 @@ never mutates), so a scrape costs the launcher loop nothing and never races it.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import start_http_server
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
@@ -67,10 +68,10 @@ class StatusCollector(Collector):
         yield up
         nodes = {entry["node"]: entry for entry in replicas}  # these are per node: each replica repeats them
         for field, kind, name, documentation in NODE_METRICS:
-            family = kind(name, documentation, labels=NODE_LABELS)
+            per_node = kind(name, documentation, labels=NODE_LABELS)
             for node, entry in nodes.items():
-                family.add_metric([flow, node], float(entry.get(field, 0)))
-            yield family
+                per_node.add_metric([flow, node], float(entry.get(field, 0)))
+            yield per_node
         started = GaugeMetricFamily("flujo_flow_started", "1 once every node is ready and the producers run.",
                                     labels=["flow"])
         started.add_metric([flow], 1.0 if status.get("started") else 0.0)

@@ -48,11 +48,11 @@ from typing import IO, Any
 import tomli_w
 
 from flujo.api import declared_outputs
-from flujo.launch.command_client import request
-from flujo.launch.runs import CommandError, running_flows
 from flujo.launch import parent
+from flujo.launch.command_client import request
 from flujo.launch.errors import ManifestError, did_you_mean
 from flujo.launch.manifest import NODE_OPTIONS, FlowSpec, validate
+from flujo.launch.runs import CommandError, running_flows
 
 #: How long ``start`` waits for the launcher to announce itself.
 START_TIMEOUT = 30.0
@@ -83,7 +83,7 @@ class FlowError(RuntimeError):
 class Port:
     """An output port of a node in a flow; what ``add`` takes as an input."""
 
-    flow: "Flow"
+    flow: Flow
     node: str
     port: str = "out"
 
@@ -475,7 +475,8 @@ class Flow:
         code = self._launcher.returncode if self._launcher is not None else None
         if code == 0:
             return results
-        failed = [node for node in status.get("nodes", []) if node.get("error") or node.get("exit_code") not in (0, None)]
+        failed = [node for node in status.get("nodes", [])
+                  if node.get("error") or node.get("exit_code") not in (0, None)]
         if failed:
             reasons = [f'node "{node["label"]}" failed: '
                        f'{node.get("error") or "exited with status " + str(node.get("exit_code"))}' for node in failed]

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from flujo.launch.manifest import FlowSpec, NodeSpec
+from flujo.vocab import ErrorPolicy, NodeKind, QueuePolicy, RestartPolicy
 
 FORMATS = ("mermaid", "dot", "svg", "html")
 LOCAL_HOST = "launcher's host"
 #: Mermaid's ESM build, loaded by the HTML page (the page needs the network once to draw).
 MERMAID_SCRIPT = "https://cdn.jsdelivr.net/npm/mermaid@11/dist/mermaid.esm.min.mjs"
-_FILL = {"producer": "#d8f0d8", "processor": "#dbe8f7", "consumer": "#fbe3c8"}
+_FILL = {NodeKind.PRODUCER: "#d8f0d8", NodeKind.PROCESSOR: "#dbe8f7", NodeKind.CONSUMER: "#fbe3c8"}
 _LIBRARY = "flujo.nodes."
 
 
@@ -35,7 +36,7 @@ class Box:
     id: str
     title: str  # the node's name, with "×N" when replicated
     details: list[str]
-    kind: str
+    kind: NodeKind
     replicas: int
 
 
@@ -73,9 +74,9 @@ def _box(spec: NodeSpec) -> Box:
     if len(spec.inputs) > 1:
         details.append(f"{spec.join} of {len(spec.inputs)} inputs")
     policies = []
-    if spec.on_error != "fail":
+    if spec.on_error != ErrorPolicy.FAIL:
         policies.append(f"on_error {spec.on_error}")
-    if spec.restart != "no":
+    if spec.restart != RestartPolicy.NO:
         policies.append(f"restart {spec.restart}")
     if policies:
         details.append(", ".join(policies))
@@ -92,7 +93,7 @@ def _arrow_label(flow: FlowSpec, spec: NodeSpec, port_index: int) -> str:
         parts.append(port.port)
     if spec.queue is not None and spec.queue != flow.queue:
         parts.append(f"queue {spec.queue}")
-    if spec.policy != "block":
+    if spec.policy != QueuePolicy.BLOCK:
         parts.append(spec.policy)
     return ", ".join(parts)
 
@@ -120,7 +121,7 @@ def _mermaid_id(name: str) -> str:
     return "n_" + name.replace("-", "_")
 
 
-_MERMAID_SHAPES = {"producer": ("([", "])"), "processor": ("[", "]"), "consumer": ("[/", "/]")}
+_MERMAID_SHAPES = {NodeKind.PRODUCER: ("([", "])"), NodeKind.PROCESSOR: ("[", "]"), NodeKind.CONSUMER: ("[/", "/]")}
 
 
 def to_mermaid(flow: FlowSpec) -> str:
@@ -133,7 +134,7 @@ def to_mermaid(flow: FlowSpec) -> str:
             lines.append(f'    subgraph host_{number}["{_mermaid_text(host)}"]')
             indent = "        "
         for box in boxes:
-            opening, closing = _MERMAID_SHAPES.get(box.kind, ("[", "]"))
+            opening, closing = _MERMAID_SHAPES[box.kind]
             label = "<br/>".join([f"<b>{_mermaid_text(box.title)}</b>", *map(_mermaid_text, box.details)])
             lines.append(f'{indent}{_mermaid_id(box.id)}{opening}"{label}"{closing}:::{box.kind}')
         if picture.grouped:
@@ -155,7 +156,7 @@ def _dot_box(box: Box, indent: str) -> str:
     details = "".join(f'<br/><font point-size="10">{html.escape(line)}</font>' for line in box.details)
     label = f"<<b>{html.escape(box.title)}</b>{details}>"
     extra = ", peripheries=2" if box.replicas > 1 else ""  # a stack of processes
-    return (f'{indent}{_dot_string(box.id)} [label={label}, fillcolor="{_FILL.get(box.kind, "#eeeeee")}"'
+    return (f'{indent}{_dot_string(box.id)} [label={label}, fillcolor="{_FILL[box.kind]}"'
             f"{extra}];")
 
 
@@ -163,8 +164,8 @@ def to_dot(flow: FlowSpec) -> str:
     """A Graphviz digraph: `dot -Tsvg` draws it."""
     picture = describe(flow)
     lines = [f"digraph {_dot_string(flow.name)} {{",
-             f'    graph [rankdir=LR, newrank=true, label={_dot_string(picture.title)}, labelloc=t, fontname="Helvetica", '
-             "fontsize=12, nodesep=0.3, ranksep=0.5];",
+             f"    graph [rankdir=LR, newrank=true, label={_dot_string(picture.title)}, labelloc=t, "
+             'fontname="Helvetica", fontsize=12, nodesep=0.3, ranksep=0.5];',
              '    node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12];',
              '    edge [fontname="Helvetica", fontsize=10, color="#555555"];']
     for number, (host, boxes) in enumerate(picture.groups.items()):

@@ -56,7 +56,8 @@ def load_identity(folder: Path) -> KeyPair | None:
     try:
         public, secret = zmq.auth.load_certificate(str(secret_file))
     except (OSError, ValueError) as error:
-        raise KeyFileError(f"{secret_file}: not a key pair ({error}); move it away and run `flujo-launch keys`")
+        raise KeyFileError(
+            f"{secret_file}: not a key pair ({error}); move it away and run `flujo-launch keys`") from error
     if secret is None:
         raise KeyFileError(f"{secret_file}: holds no secret key; move it away and run `flujo-launch keys`")
     return KeyPair(public, secret)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 TOKEN_BYTES = 16
 

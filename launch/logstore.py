@@ -18,10 +18,11 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from flujo.launch.runs import private_folder, private_runs_folder, runs_folder
 
@@ -50,7 +51,7 @@ def stamp(when: float) -> str:
 
 
 def parse_stamp(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def new_run(flow: str, info: dict[str, Any], keep: int = KEEP_RUNS) -> Path:
@@ -156,7 +157,7 @@ def merged(folder: Path, labels: Iterable[str]) -> Iterator[LogLine]:
 def parse_since(text: str, now: datetime | None = None) -> str:
     """``--since``: a duration back from now (``90s``, ``5m``, ``2h``, ``1d``, ``1h30m``) or an ISO
     time (local time unless it names its zone); returns the stamp to compare lines with."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     parts = re.findall(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", text.strip())
     if parts and re.fullmatch(r"(\s*\d+(?:\.\d+)?\s*(ms|s|m|h|d))+\s*", text):
         units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}

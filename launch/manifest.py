@@ -9,16 +9,19 @@ import math
 import re
 import shutil
 import tomllib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from flujo.api import declared_kind, declared_outputs
 from flujo.config import CONTROL_MAX_MESSAGE, DATA_MAX_MESSAGE
-from flujo.loader import LoadError, load_target
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT
 from flujo.launch.errors import ManifestError, Problem, did_you_mean
 from flujo.launch.resources import Resources, resources_from_table
+from flujo.loader import LoadError, load_target
+from flujo.vocab import ErrorPolicy, Join, NodeKind, QueuePolicy, RestartPolicy
 
 #: Node names (also the names of log files and of control topics).
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -29,13 +32,34 @@ MAX_QUEUE = 1_000_000
 MAX_REPLICAS = 256
 MAX_RESTARTS = 1_000_000
 MAX_SECONDS = 7 * 24 * 3600.0
-JOINS = ("zip", "merge")
-RESTART_POLICIES = ("no", "on-failure", "always")
-ERROR_POLICIES = ("fail", "skip")
-QUEUE_POLICIES = ("block", "drop-newest", "drop-oldest")
-TRANSPORTS = ("ipc", "tcp")
-ENGINES = ("local", "ray")
-PLACEMENTS = ("fail", "wait")
+
+
+# The launcher's own vocabularies (the node runtime's are in flujo/vocab.py).
+class Transport(StrEnum):
+    """How the flow's sockets reach each other."""
+
+    IPC = "ipc"  # Unix domain sockets: every node on the launcher's machine
+    TCP = "tcp"  # any host; CURVE-encrypted unless the flow is insecure
+
+
+class Engine(StrEnum):
+    """What starts and places the flow's nodes."""
+
+    LOCAL = "local"  # the launcher, and the agents of [hosts]
+    RAY = "ray"  # a Ray cluster (launch/ray_engine.py)
+
+
+class Placement(StrEnum):
+    """What becomes of a node a cluster cannot place now."""
+
+    FAIL = "fail"  # the flow fails before anything starts
+    WAIT = "wait"  # it is pending until the cluster grows
+
+
+#: Node fields whose value is one of a closed vocabulary: the manifest spells a member's value.
+NODE_VOCABULARIES: dict[str, type[StrEnum]] = {
+    "join": Join, "on_error": ErrorPolicy, "policy": QueuePolicy, "restart": RestartPolicy, "placement": Placement,
+}
 DEFAULT_QUEUE = 16
 DEFAULT_AGENT_PORT = 7700
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -76,15 +100,15 @@ class NodeSpec:
     args: dict[str, Any] = field(default_factory=dict)
     inputs: list[InputSpec] = field(default_factory=list)
     keyword_ports: bool = False  # inputs given as a table of named ports
-    join: str = "zip"
+    join: Join = Join.ZIP
     replicas: int = 1
     queue: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     outputs: list[str] = field(default_factory=lambda: ["out"])
-    on_error: str = "fail"
-    policy: str = "block"  # what a full input queue does: wait, or drop the newest or the oldest item
-    restart: str = "no"
+    on_error: ErrorPolicy = ErrorPolicy.FAIL
+    policy: QueuePolicy = QueuePolicy.BLOCK  # what a full input queue does: wait, or drop the newest or oldest
+    restart: RestartPolicy = RestartPolicy.NO
     max_restarts: int = 5  # at most this many restarts ...
     restart_window: float = 60.0  # ... within this many seconds, else the node counts as failed
     stop_timeout: float = 10.0  # grace after a stop before SIGTERM, then as long again before SIGKILL
@@ -92,8 +116,10 @@ class NodeSpec:
     shm: bool | None = None  # its inputs accept shared-memory arrays; None: Python nodes do, commands not
     max_message: int | None = None  # bytes per frame on its input ports; None: the flow's
     resources: Resources = field(default_factory=Resources)  # what each replica asks a cluster engine for
-    placement: str = "fail"  # a cluster that cannot place it: fail before anything starts, or wait
-    kind: str = ""  # producer | processor | consumer, resolved during validation
+    placement: Placement = Placement.FAIL  # a cluster that cannot place it: fail before anything starts, or wait
+    # Resolved during validation, from the code or from the node's place in the graph (the default
+    # is never seen outside: a flow whose kinds cannot be resolved does not validate).
+    kind: NodeKind = NodeKind.PROCESSOR
 
 
 @dataclass
@@ -102,14 +128,14 @@ class FlowSpec:
     path: Path
     nodes: dict[str, NodeSpec]
     queue: int = DEFAULT_QUEUE
-    transport: str = "ipc"
+    transport: Transport = Transport.IPC
     host: str = "127.0.0.1"  # the launcher's address for tcp endpoints (reachable from every host)
     hosts: dict[str, HostSpec] = field(default_factory=dict)
     max_message: int = DATA_MAX_MESSAGE  # bytes per frame on data sockets (ZMQ_MAXMSGSIZE)
     max_control_message: int = CONTROL_MAX_MESSAGE  # bytes per frame on control, status and command sockets
     insecure: bool = False  # plain tcp, on purpose: no encryption, no authentication
     shm: bool = True  # arrays between nodes on this host may go through shared memory
-    engine: str = "local"  # local (and [hosts] agents), or ray: every node placed on a Ray cluster
+    engine: Engine = Engine.LOCAL
     ray_address: str | None = None  # what ray.init connects to: HOST:PORT, ray://HOST:PORT or auto
 
     @property
@@ -119,14 +145,14 @@ class FlowSpec:
     @property
     def secure(self) -> bool:
         """Whether the flow's tcp sockets use CURVE (every tcp flow, unless ``insecure``)."""
-        return self.transport == "tcp" and not self.insecure
+        return self.transport == Transport.TCP and not self.insecure
 
     def downstream(self, name: str) -> list[tuple[NodeSpec, InputSpec]]:
         """Every (node, input port) that reads an output of ``name``."""
         return [(node, port) for node in self.nodes.values() for port in node.inputs if port.source == name]
 
     def producers(self) -> list[str]:
-        return [name for name, node in self.nodes.items() if node.kind == "producer"]
+        return [name for name, node in self.nodes.items() if node.kind == NodeKind.PRODUCER]
 
     def queue_of(self, node: NodeSpec) -> int:
         return node.queue if node.queue is not None else self.queue
@@ -135,7 +161,7 @@ class FlowSpec:
         """Whether arrays on that edge go through shared memory: both ends on this host (ipc),
         not turned off for the flow, and the reader accepts descriptors."""
         accepts = reader.shm if reader.shm is not None else reader.run is not None
-        return (self.shm and accepts and self.transport == "ipc" and self.engine == "local"
+        return (self.shm and accepts and self.transport == Transport.IPC and self.engine == Engine.LOCAL
                 and sender.host is None and reader.host is None)
 
     def max_message_of(self, node: NodeSpec) -> int:
@@ -155,12 +181,14 @@ def _count(limit: int) -> Callable[[Any], str | None]:
     return check
 
 
-def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+def _one_of(choices: Iterable[str]) -> Callable[[Any], str | None]:
+    allowed = tuple(choices)
+
     def check(value: Any) -> str | None:
-        if value in choices:
+        if value in allowed:
             return None
-        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
-        return f"must be one of {', '.join(choices)}, got {value!r}{hint}"
+        hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
+        return f"must be one of {', '.join(allowed)}, got {value!r}{hint}"
     return check
 
 
@@ -255,17 +283,17 @@ def _size(value: Any) -> str | None:
 
 
 FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
-    "name": _flow_name, "queue": _count(MAX_QUEUE), "transport": _one_of(TRANSPORTS), "host": _string,
-    "insecure": _flag, "engine": _one_of(ENGINES), "ray_address": _string, "shm": _flag,
+    "name": _flow_name, "queue": _count(MAX_QUEUE), "transport": _one_of(Transport), "host": _string,
+    "insecure": _flag, "engine": _one_of(Engine), "ray_address": _string, "shm": _flag,
     "max_message": _size, "max_control_message": _size,
 }
 NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
-    "run": _string, "command": _string_list, "args": _table, "inputs": _inputs, "join": _one_of(JOINS),
-    "replicas": _count(MAX_REPLICAS), "queue": _count(MAX_QUEUE), "env": _string_table, "cwd": _string, "outputs": _string_list,
-    "on_error": _one_of(ERROR_POLICIES), "policy": _one_of(QUEUE_POLICIES),
-    "restart": _one_of(RESTART_POLICIES), "max_restarts": _count(MAX_RESTARTS),
+    "run": _string, "command": _string_list, "args": _table, "inputs": _inputs, "join": _one_of(Join),
+    "replicas": _count(MAX_REPLICAS), "queue": _count(MAX_QUEUE), "env": _string_table, "cwd": _string,
+    "outputs": _string_list, "on_error": _one_of(ErrorPolicy), "policy": _one_of(QueuePolicy),
+    "restart": _one_of(RestartPolicy), "max_restarts": _count(MAX_RESTARTS),
     "restart_window": _seconds, "stop_timeout": _seconds, "host": _string, "max_message": _size, "shm": _flag,
-    "resources": _table, "placement": _one_of(PLACEMENTS),
+    "resources": _table, "placement": _one_of(Placement),
 }
 #: The node fields that are options of how a node runs (not what it runs, its arguments or its inputs):
 #: the manifest's [nodes.NAME] keys and, the same, the keywords of flujo.Flow.add.
@@ -345,10 +373,11 @@ class _Validator:
                              "give [flow] a name", field_name="name")
         flow = FlowSpec(name=name or self.path.stem, path=self.path, nodes=nodes,
                         queue=settings.get("queue", DEFAULT_QUEUE),
-                        transport=settings.get("transport", "ipc"), host=settings.get("host", "127.0.0.1"),
+                        transport=Transport(settings.get("transport", Transport.IPC)),
+                        host=settings.get("host", "127.0.0.1"),
                         hosts=hosts, insecure=settings.get("insecure", False),
                         shm=settings.get("shm", True),
-                        engine=settings.get("engine", "local"), ray_address=settings.get("ray_address"))
+                        engine=Engine(settings.get("engine", Engine.LOCAL)), ray_address=settings.get("ray_address"))
         for key in ("max_message", "max_control_message"):
             if key in settings:
                 setattr(flow, key, byte_size(settings[key]))
@@ -372,7 +401,7 @@ class _Validator:
         good = self.fields(table, NODE_FIELDS, name, f"[nodes.{name}]")
         for key in ("run", "command", "args", *NODE_OPTIONS):
             if key in good:
-                setattr(spec, key, good[key])
+                setattr(spec, key, NODE_VOCABULARIES[key](good[key]) if key in NODE_VOCABULARIES else good[key])
         if ("run" in table) == ("command" in table):
             self.problem('give exactly one of "run" (a Python node) or "command" (any executable)', name,
                          "run")
@@ -432,16 +461,16 @@ class _Validator:
         """Nodes on other hosts need tcp everywhere and a launcher address those hosts reach."""
         remote = [node for node in flow.nodes.values() if node.host is not None]
         for node in remote:
-            if node.host not in flow.hosts:
+            if node.host is not None and node.host not in flow.hosts:
                 known = f" (declared: {', '.join(flow.hosts)})" if flow.hosts else " (add a [hosts.NAME] table)"
                 self.problem(f'no host named "{node.host}"{did_you_mean(node.host, flow.hosts)}{known}',
                              node.name, "host")
         if not remote:
             return
-        if transport_given and flow.transport != "tcp":
+        if transport_given and flow.transport != Transport.TCP:
             self.problem(f'node "{remote[0].name}" runs on host "{remote[0].host}": nodes on other hosts '
                          'talk over tcp; remove transport or set transport = "tcp"', field_name="transport")
-        flow.transport = "tcp"
+        flow.transport = Transport.TCP
         if flow.host in LOOPBACK:
             self.problem(f'node "{remote[0].name}" runs on host "{remote[0].host}", which cannot reach the '
                          f'launcher at {flow.host}: set [flow] host to this machine\'s address on their network',
@@ -449,16 +478,16 @@ class _Validator:
 
     def engine(self, flow: FlowSpec, transport_given: bool) -> None:
         """A flow on Ray places every node there: tcp between them, no [hosts] placement."""
-        if flow.engine != "ray":
+        if flow.engine != Engine.RAY:
             return
         for node in flow.nodes.values():
             if node.host is not None:
                 self.problem('a flow with engine = "ray" places every node on the Ray cluster; remove host',
                              node.name, "host")
-        if transport_given and flow.transport != "tcp":
+        if transport_given and flow.transport != Transport.TCP:
             self.problem('nodes on a Ray cluster talk over tcp; remove transport or set transport = "tcp"',
                          field_name="transport")
-        flow.transport = "tcp"
+        flow.transport = Transport.TCP
 
     def executable(self, spec: NodeSpec) -> bool:
         program = spec.command[0]  # type: ignore[index]
@@ -510,10 +539,10 @@ class _Validator:
             state[name] = 1
             for port in flow.nodes[name].inputs:
                 if state.get(port.source) == 1:
-                    cycle = path[path.index(port.source):] + [port.source] if port.source in path else [name]
+                    cycle = [*path[path.index(port.source):], port.source] if port.source in path else [name]
                     self.problem(f"the inputs form a cycle: {' <- '.join(cycle)}", name, "inputs")
                     return True
-                if port.source not in state and visit(port.source, path + [port.source]):
+                if port.source not in state and visit(port.source, [*path, port.source]):
                     return True
             state[name] = 2
             return False
@@ -524,19 +553,20 @@ class _Validator:
         for node in flow.nodes.values():
             declared = declared_kind(self.targets[node.name]) if node.name in self.targets else None
             feeds = flow.downstream(node.name)
-            if declared == "producer" and node.inputs:
+            if declared == NodeKind.PRODUCER and node.inputs:
                 self.problem(f'"{node.run}" is a producer, which takes no inputs', node.name, "inputs")
-            elif declared in ("processor", "consumer") and not node.inputs:
+            elif declared in (NodeKind.PROCESSOR, NodeKind.CONSUMER) and not node.inputs:
                 self.problem(f'"{node.run}" is a {declared}, which needs inputs', node.name, "inputs")
-            if declared == "consumer" and feeds:
+            if declared == NodeKind.CONSUMER and feeds:
                 readers = ", ".join(f'"{reader.name}"' for reader, _ in feeds)
                 self.problem(f'"{node.run}" is a consumer, which sends nothing on, yet {readers} reads it',
                              node.name, "run")
-            node.kind = declared or ("producer" if not node.inputs else "processor" if feeds else "consumer")
-            if node.on_error == "skip" and node.kind == "producer":
+            node.kind = declared or (NodeKind.PRODUCER if not node.inputs
+                                     else NodeKind.PROCESSOR if feeds else NodeKind.CONSUMER)
+            if node.on_error == ErrorPolicy.SKIP and node.kind == NodeKind.PRODUCER:
                 self.problem('a producer cannot skip an item its generator failed on: use on_error = "fail" '
                              'and a restart policy', node.name, "on_error")
-            if node.replicas > 1 and node.kind == "producer":
+            if node.replicas > 1 and node.kind == NodeKind.PRODUCER:
                 self.problem("a producer runs as one process (its items form one numbered sequence)",
                              node.name, "replicas")
             if node.replicas > 1 and len(node.inputs) > 1:
@@ -555,7 +585,7 @@ class _Validator:
             except (TypeError, ValueError):
                 continue  # a builtin or an extension without a signature: it will say so itself
             try:
-                if inspect.isclass(target) or "producer" in (node.kind, declared_kind(target)):
+                if inspect.isclass(target) or NodeKind.PRODUCER in (node.kind, declared_kind(target)):
                     signature.bind(**node.args)  # called with exactly these
                 else:
                     signature.bind_partial(**node.args)  # the items come as the other arguments

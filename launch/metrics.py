@@ -10,7 +10,6 @@ from typing import Any
 
 from flujo.launch.manifest import FlowSpec
 
-
 #: Rates are averaged over about this many seconds of reports (nodes report every 0.5 s).
 RATE_WINDOW = 3.0
 #: Counters that add up across the processes of one replica (a restart starts a process at 0).

@@ -8,6 +8,7 @@ program created for it, which nobody else would remove any more.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -52,7 +53,5 @@ class ParentPipe:
         """At the launcher's end: if the program is gone, remove its folder for it."""
         if self.cut and self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
-        try:
+        with contextlib.suppress(OSError):
             os.close(self.fd)
-        except OSError:
-            pass

@@ -3,15 +3,16 @@
 Each node runs in a process group of its own. The parent starts one reaper, in a session of its
 own (a signal to the parent's group does not reach it), and tells it through a pipe which process
 groups to kill: ``+PGID`` when a node starts, ``-PGID`` when its group is gone (and ``uPREFIX``:
-shared-memory segments to unlink afterwards). The reaper reads nothing else; when the pipe closes (the parent exited, however it died, even by SIGKILL) it
-sends SIGKILL to every group it still knows, which reaches a node that ignores SIGTERM and every
-child a node started, and exits.
+shared-memory segments to unlink afterwards). The reaper reads nothing else; when the pipe closes
+(the parent exited, however it died, even by SIGKILL) it sends SIGKILL to every group it still
+knows, which reaches a node that ignores SIGTERM and every child a node started, and exits.
 
 This file runs as a script with only the standard library (``python -I -S reaper.py``), so it
 starts in a few milliseconds and depends on nothing that could fail to import.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -49,10 +50,9 @@ class Reaper:
     def _send(self, line: str) -> None:
         with self._lock:
             if self._write_end >= 0:
-                try:
+                # BrokenPipeError: the reaper is gone; the kernel's parent-death signal remains.
+                with contextlib.suppress(BrokenPipeError):
                     os.write(self._write_end, line.encode())
-                except BrokenPipeError:  # the reaper is gone: the kernel's parent-death signal remains
-                    pass
 
     def close(self, timeout: float = 5.0) -> None:
         """Kill whatever is still registered (the parent is done with every node) and end the reaper."""
@@ -60,10 +60,8 @@ class Reaper:
             if self._write_end >= 0:
                 os.close(self._write_end)
                 self._write_end = -1
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def _serve(stream: int) -> None:
@@ -92,10 +90,8 @@ def _serve(stream: int) -> None:
             elif line[:1] == b"-":
                 groups.discard(pgid)
     for pgid in groups:
-        try:
+        with contextlib.suppress(OSError):  # already gone
             os.killpg(pgid, signal.SIGKILL)
-        except OSError:  # already gone
-            pass
     _unlink_segments(prefixes)
 
 
@@ -109,10 +105,8 @@ def _unlink_segments(prefixes: set[str]) -> None:
         return
     for name in names:
         if any(name.startswith(prefix) for prefix in prefixes):
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(os.path.join("/dev/shm", name))
-            except OSError:
-                pass
 
 
 if __name__ == "__main__":

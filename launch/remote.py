@@ -6,21 +6,23 @@ from agents are handled in the launcher's own loop (``AgentLink.handle``): no th
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from flujo.config import CONTROL_MAX_MESSAGE
 from flujo.curve import KeyPair, make_client
-from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_INTERVAL, pack
-from flujo.launch.lifeline import Lifeline, new_token
+from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_INTERVAL, AgentReply, AgentRequest, pack
 from flujo.launch.keys import KNOWN_HOSTS, KeyFileError, keys_folder, known_host_key, load_identity
+from flujo.launch.lifeline import Lifeline, new_token
 from flujo.launch.manifest import FlowSpec, HostSpec
-from flujo.wire_check import ProtocolError, RefusalLog, check_agent_reply
 from flujo.launch.process import OutputRelay
+from flujo.wire_check import ProtocolError, RefusalLog, check_agent_reply
 
 #: The exit status a process on a lost host is given: it cannot be known.
 EXIT_HOST_LOST = -1
@@ -36,7 +38,7 @@ class AgentError(Exception):
 class RemoteProcess:
     """A node process on another host, started by its agent."""
 
-    def __init__(self, link: "AgentLink", label: str, on_exit: Callable[[int], None]) -> None:
+    def __init__(self, link: AgentLink, label: str, on_exit: Callable[[int], None]) -> None:
         self.label = label
         self.token = next(_tokens)
         self.pid: int | None = None  # known once the agent says it started
@@ -45,7 +47,7 @@ class RemoteProcess:
 
     def signal(self, signum: int) -> None:
         if self.returncode is None:
-            self._link.send("signal", {"token": self.token, "signum": signum})
+            self._link.send(AgentRequest.SIGNAL, {"token": self.token, "signum": signum})
 
     def join(self, timeout: float = 5.0) -> None:
         """Wait until the agent reports the exit (every output line came before it)."""
@@ -90,13 +92,14 @@ class AgentLink:
         """Say hello; raises AgentError when no agent answers in time, or the secure handshake fails."""
         self.flow = flow
         self._hello()
-        self._hold_lifeline(self._expect("welcome"))
+        self._hold_lifeline(self._expect(AgentReply.WELCOME))
 
     def _hello(self) -> None:
         # The agent ends this flow's processes after ``timeout`` s without a word from us, or at
         # once when the lifeline announced here closes (this launcher died).
         self._lifeline_token = new_token()
-        self._send("hello", {"flow": self.flow, "timeout": self.host.timeout, "lifeline": self._lifeline_token})
+        self._send(AgentRequest.HELLO,
+                   {"flow": self.flow, "timeout": self.host.timeout, "lifeline": self._lifeline_token})
 
     def _hold_lifeline(self, welcome: Any) -> None:
         port = welcome.get("lifeline") if isinstance(welcome, dict) else None
@@ -104,16 +107,15 @@ class AgentLink:
             self._lifeline.close()
             self._lifeline = None
         if isinstance(port, int):
-            try:
+            # Without a lifeline, the agent still ends our nodes after the host timeout.
+            with contextlib.suppress(OSError):
                 self._lifeline = Lifeline(self.host.address, port, self._lifeline_token)
-            except OSError:
-                pass  # the agent still ends our nodes after the host timeout
 
     def free_ports(self, count: int) -> list[int]:
-        self.send("ports", {"address": self.host.address, "count": count})
-        return list(self._expect("ports"))
+        self.send(AgentRequest.PORTS, {"address": self.host.address, "count": count})
+        return list(self._expect(AgentReply.PORTS))
 
-    def _expect(self, wanted: str) -> Any:
+    def _expect(self, wanted: AgentReply) -> Any:
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while (left := deadline - time.monotonic()) > 0:
             if self._handshake_failed():
@@ -128,7 +130,7 @@ class AgentLink:
                 kind, payload = reply
                 if kind == wanted:
                     return payload
-                if kind == "refused":
+                if kind == AgentReply.REFUSED:
                     raise AgentError(f'the agent at {self.host.agent} refused: {payload["error"]}')
         failure = self._handshake_failed()
         if failure == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
@@ -157,7 +159,7 @@ class AgentLink:
         if self.lost:
             self._waiting.append(request)  # started there once the host is back
         else:
-            self.send("spawn", request)
+            self.send(AgentRequest.SPAWN, request)
         return process
 
     def handle(self) -> None:
@@ -170,22 +172,22 @@ class AgentLink:
             if reply is None:
                 continue
             kind, payload = reply
-            if kind == "welcome" and self.lost:
+            if kind == AgentReply.WELCOME and self.lost:
                 self._hold_lifeline(payload)
                 self._back()
-            elif kind == "heartbeat" and isinstance(payload, dict) and isinstance(payload.get("sent"), float):
+            elif kind == AgentReply.HEARTBEAT and isinstance(payload, dict) and isinstance(payload.get("sent"), float):
                 self.rtt = self.heard - payload["sent"]
-            elif kind == "line":
+            elif kind == AgentReply.LINE:
                 relay = self._relay()
                 if relay is not None:
                     relay.line(payload["label"], payload["text"])
-            elif kind in ("started", "exit", "failed"):
+            elif kind in (AgentReply.STARTED, AgentReply.EXIT, AgentReply.FAILED):
                 process = self._processes.get(payload["token"])
                 if process is None:
                     continue
-                if kind == "started":
+                if kind == AgentReply.STARTED:
                     process.pid = payload["pid"]
-                elif kind == "failed":
+                elif kind == AgentReply.FAILED:
                     relay = self._relay()
                     if relay is not None:
                         relay.line(process.label, f'could not start on host "{self.host.name}": {payload["error"]}')
@@ -193,7 +195,7 @@ class AgentLink:
                 else:
                     process.exited(payload["code"])
 
-    def _receive(self, flags: int = 0) -> tuple[str, Any] | None:
+    def _receive(self, flags: int = 0) -> tuple[AgentReply, Any] | None:
         """One message from the agent, checked; None for a malformed one (logged, ignored)."""
         frames = self.socket.recv_multipart(flags)
         self.heard = time.monotonic()
@@ -217,7 +219,7 @@ class AgentLink:
         if self.lost:
             self._hello()
         else:
-            self.send("heartbeat", {"sent": time.monotonic()})
+            self.send(AgentRequest.HEARTBEAT, {"sent": time.monotonic()})
 
     @property
     def state(self) -> str:
@@ -233,7 +235,7 @@ class AgentLink:
     def lose(self) -> list[RemoteProcess]:
         """The host is gone: its processes count as crashed (the restart policy decides, and a
         restarted replica starts there when the host is back); returns those that were running."""
-        self._send("bye")  # if the agent hears this later, it ends what it still runs for us
+        self._send(AgentRequest.BYE)  # if the agent hears this later, it ends what it still runs for us
         self.lost = True
         running = [process for process in self._processes.values() if process.returncode is None]
         for process in running:
@@ -246,7 +248,7 @@ class AgentLink:
         waiting, self._waiting = self._waiting, []
         for request in waiting:
             if self._processes[request["token"]].returncode is None:
-                self.send("spawn", request)
+                self.send(AgentRequest.SPAWN, request)
 
     def repoint(self, host: HostSpec, agent_key: bytes | None) -> None:
         """Talk to a new agent for this host from now on (one started anew over ssh: another port
@@ -257,18 +259,17 @@ class AgentLink:
         self.host = host
         self.socket.connect(host.agent)
 
-    def send(self, kind: str, payload: Any = None) -> None:
+    def send(self, kind: AgentRequest, payload: Any = None) -> None:
         if not self.lost:
             self._send(kind, payload)
 
-    def _send(self, kind: str, payload: Any = None) -> None:
-        try:
+    def _send(self, kind: AgentRequest, payload: Any = None) -> None:
+        # zmq.Again: a thousand messages queued for an agent that does not read: it is being lost.
+        with contextlib.suppress(zmq.Again):
             self.socket.send(pack(kind, payload), zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # a thousand messages queued for an agent that does not read: it is being lost
 
     def close(self) -> None:
-        self.send("bye")
+        self.send(AgentRequest.BYE)
         if self._lifeline is not None:
             self._lifeline.close()
         self.socket.disable_monitor()

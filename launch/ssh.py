@@ -33,8 +33,9 @@ reaches its port fails the CURVE handshake.
 The agent lives as long as the session: when the launcher ends, or is killed, the session's
 standard input closes and the agent ends every process it started (``--session``). A session
 that ends while the flow runs has taken the agent with it: the launcher counts the host as
-lost at once, and logs in again until a new agent takes the host's nodes back (SshSessions). ssh runs in its own session, so a Ctrl-C at the terminal
-reaches only the launcher, which stops the flow in order before it closes the session.
+lost at once, and logs in again until a new agent takes the host's nodes back (SshSessions).
+ssh runs in its own session, so a Ctrl-C at the terminal reaches only the launcher, which stops
+the flow in order before it closes the session.
 
 ``sync = true`` first copies the flow's folder (the manifest's folder) to the same path on the
 host: with rsync when the launcher's machine has it (only changed files travel), else as a tar
@@ -45,6 +46,7 @@ exists.) ``__pycache__`` folders are left out.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import shlex
 import shutil
@@ -52,9 +54,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Mapping
 
 from flujo.curve import KeyPair, is_public_key
 from flujo.launch.manifest import FlowSpec, HostSpec
@@ -226,10 +228,8 @@ class SshAgent:
             return
         process, self._process = self._process, None
         if process.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 process.stdin.close()
-            except OSError:
-                pass
         try:
             process.wait(CLOSE_TIMEOUT)
         except subprocess.TimeoutExpired:

@@ -18,7 +18,7 @@ import msgpack
 import zmq
 
 DATA, SKIP, EOS, BATCH, PAUSE = 0, 1, 2, 3, 4
-faults = set(arg.lstrip("-") for arg in sys.argv[1:])
+faults = {arg.lstrip("-") for arg in sys.argv[1:]}
 
 config = json.loads(os.environ["FLUJO_NODE_CONFIG"])
 node, replica = config["node"], config["replica"]
@@ -79,18 +79,18 @@ def apply(topic, payload):
     elif topic == b"gone" and payload[0] == port["source"]:
         ended.add(payload[1])
     elif topic == b"hold" and "ignore-hold" not in faults:
-        target, index, generation = payload[:3]
+        target, _index, generation = payload[:3]
         if generation > resumed.get(target, -1) and held.get(target) != generation:
             held[target] = generation
-            for name, port_name, socket in outputs:
+            for name, _port_name, socket in outputs:
                 if name == target:
                     socket.send_multipart([header(PAUSE, 0)])
     elif topic == b"resume":
-        target, index, generation = payload[:3]
+        target, _index, generation = payload[:3]
         resumed[target] = max(generation, resumed.get(target, -1))
         if held.get(target) == generation:
             del held[target]
-            for name, port_name, socket in outputs:
+            for name, _port_name, socket in outputs:
                 if name == target:
                     for frames in waiting.pop(target, []):
                         socket.send_multipart(frames)

@@ -16,7 +16,7 @@ import msgpack
 import zmq
 
 DATA, EOS = 0, 2
-faults = set(arg.lstrip("-") for arg in sys.argv[1:])
+faults = {arg.lstrip("-") for arg in sys.argv[1:]}
 config = json.loads(os.environ["FLUJO_NODE_CONFIG"])
 node, replica = config["node"], config["replica"]
 context = zmq.Context()

@@ -1,8 +1,8 @@
 """Restart a node of a running flow mid-stream, by command, and let the flow end afterwards."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines

@@ -16,7 +16,7 @@ class ArraySummary(Consumer):
         self.path = path
 
     def open(self) -> None:
-        self.file = open(self.path, "a")
+        self.file = open(self.path, "a")  # noqa: SIM115 - open for the node's life; close() closes it
 
     def consume(self, item: dict[str, Any]) -> None:
         frame = item["frame"]

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
-from typing import Any, Iterable
-
 import mmap
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from flujo.api import Consumer, Processor, Producer

@@ -77,7 +77,7 @@ def render(index: int, seed: int = 0) -> np.ndarray:
     for figure in FIGURES:
         box = figure.box(index)
         if box is not None:
-            x, y, w, h = (int(round(v)) for v in box)
+            x, y, w, h = (round(v) for v in box)
             cv2.rectangle(frame, (x, y), (x + w - 1, y + h - 1), figure.color, -1)
     ox, oy, ow, oh = OCCLUDER
     cv2.rectangle(frame, (ox, oy), (ox + ow - 1, oy + oh - 1), (90, 90, 90), -1)

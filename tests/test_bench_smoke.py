@@ -8,7 +8,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` lives at the repository root
 
-from bench import harness, raw_zmq  # noqa: E402
+from bench import harness, raw_zmq
 
 
 def test_raw_pyzmq_chain_moves_every_small_item(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import FlowRunner, poll_for
+
 from flujo.launch.cli import main
 
 SIMPLE = """

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import flow_processes
+
 from flujo.conformance import FAIL_ITEM, main
 from flujo.conformance.checks import Outcome, same
 from flujo.conformance.cli import level_reached

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import zmq
-
 from conftest import FlowRunner
 from flow_nodes import read_lines
+
 from flujo.curve import FlowContext, KeyPair, is_public_key
 
 
@@ -41,7 +41,8 @@ def test_members_talk_and_strangers_are_refused_and_counted() -> None:
         # A stranger that knows the server's public key but holds another key pair, and a plain peer.
         wrong = stranger_context.socket(zmq.PUSH)
         impostor = KeyPair.generate()
-        wrong.curve_secretkey, wrong.curve_publickey, wrong.curve_serverkey = impostor.secret, impostor.public, keys.public
+        wrong.curve_secretkey, wrong.curve_publickey = impostor.secret, impostor.public
+        wrong.curve_serverkey = keys.public
         plain = stranger_context.socket(zmq.PUSH)
         for peer, text in ((wrong, b"forged"), (plain, b"plain")):
             peer.linger = 0
@@ -159,7 +160,6 @@ def test_strangers_reach_no_socket_of_a_running_tcp_flow(flow: FlowRunner, insec
     listener on the control channel: with the wrong key or none, none of it gets anywhere.
     (The insecure run shows the same attacks do land without CURVE.)"""
     import msgpack
-
     from conftest import poll_for
     from flow_nodes import line_count
 

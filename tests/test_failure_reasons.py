@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import synthetic
 from conftest import FlowRunner
+
 from flujo.nodes.sinks import JsonLinesSink
 from flujo.nodes.video import VideoWriter
 from flujo.testing import drive
@@ -83,7 +83,8 @@ def test_video_writer_on_a_full_disk_fails_loudly(tiny_disk: Path) -> None:
     path = tiny_disk / "out.avi"
     writer = VideoWriter(str(path))
     noise = np.random.default_rng(0).integers(0, 255, (20, synthetic.HEIGHT, synthetic.WIDTH, 3), dtype=np.uint8)
-    items = [{**item, "frame": frame} for item, frame in zip(synthetic.frame_items(20), noise)]  # hard to compress
+    # Noise is hard to compress.
+    items = [{**item, "frame": frame} for item, frame in zip(synthetic.frame_items(20), noise, strict=True)]
     with pytest.raises(OSError, match=f"no space left on the device to write video {path}") as caught:
         drive(writer, items)
     assert caught.value.errno == 28

@@ -7,13 +7,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import FlowRunner, flow_processes
 
 from flujo import Flow
 from flujo.launch.flow import FlowDefinitionError
 from flujo.launch.manifest import load_manifest
 from flujo.nodes.basic import Collect, Count, Items, Print
-
-from conftest import FlowRunner, flow_processes
 
 
 def double(number: int) -> int:
@@ -60,7 +59,7 @@ def test_unknown_output_port_is_refused_with_a_suggestion() -> None:
     from flow_nodes import Split
     flow = Flow("f")
     split = flow.add(Split, flow.add(Count))
-    with pytest.raises(FlowDefinitionError, match='no output port "evn".*did you mean "even"'):
+    with pytest.raises(FlowDefinitionError, match=r'no output port "evn".*did you mean "even"'):
         split.output("evn")
 
 
@@ -71,7 +70,7 @@ def test_functions_must_be_loadable_by_another_process() -> None:
 
 
 def test_arguments_must_fit_in_a_manifest() -> None:
-    with pytest.raises(FlowDefinitionError, match='argument "items" = .* cannot be written'):
+    with pytest.raises(FlowDefinitionError, match=r'argument "items" = .* cannot be written'):
         Flow("f").add(Items, items=[object()])
 
 

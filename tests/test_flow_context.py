@@ -14,14 +14,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import NODES, poll_for
 
 from flujo import Flow
 from flujo.launch.flow import FlowDefinitionError, FlowError
 from flujo.launch.manifest import NODE_OPTIONS, load_manifest
 from flujo.loader import load_target
 from flujo.nodes.basic import Collect, Count, Map
-
-from conftest import NODES, poll_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,8 +33,9 @@ def double(number: int, factor: int = 2) -> int:
 def test_an_unknown_keyword_is_refused_by_name_never_taken_as_an_argument() -> None:
     flow = Flow("f")
     numbers = flow.add(Count, n=3)
-    with pytest.raises(FlowDefinitionError, match=r'node "double": unknown keyword "on_eror" '
-                                                  r'\(did you mean "on_error"\?\).*argument of double \(takes: number, factor\)'):
+    with pytest.raises(FlowDefinitionError,
+                       match=r'node "double": unknown keyword "on_eror" \(did you mean "on_error"\?\)'
+                             r'.*argument of double \(takes: number, factor\)'):
         flow.add(double, numbers, on_eror="skip")
     with pytest.raises(FlowDefinitionError, match=r'unknown keyword "sourc".*takes: n, start'):
         flow.add(Count, sourc="x")
@@ -68,7 +68,7 @@ def test_command_nodes(tmp_path: Path) -> None:
     spec = load_manifest(flow.to_manifest(tmp_path / "commands.toml"))
     assert spec.nodes["flow_nodes"].command == [sys.executable, str(NODES)]
     assert spec.nodes["flow_nodes"].outputs == ["even", "odd"]
-    with pytest.raises(FlowDefinitionError, match='unknown keyword "factor".*a command'):
+    with pytest.raises(FlowDefinitionError, match=r'unknown keyword "factor".*a command'):
         flow.add([sys.executable, str(NODES)], numbers, factor=2)
 
 
@@ -135,13 +135,12 @@ def test_a_with_block_waits_for_the_end_and_cleans_up(isolated: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_an_exception_in_a_with_block_stops_the_flow(isolated: Path) -> None:
-    with pytest.raises(ZeroDivisionError):
-        with Flow("broken") as flow:
-            flow.add(Collect, flow.add(Count), path="out.jsonl")  # endless
-            flow.start()
-            poll_for(lambda: len((isolated / "out.jsonl").read_text().split()) >= 20
-                     if (isolated / "out.jsonl").exists() else False, timeout=30)
-            1 / 0
+    with pytest.raises(ZeroDivisionError), Flow("broken") as flow:
+        flow.add(Collect, flow.add(Count), path="out.jsonl")  # endless
+        flow.start()
+        poll_for(lambda: len((isolated / "out.jsonl").read_text().split()) >= 20
+                 if (isolated / "out.jsonl").exists() else False, timeout=30)
+        raise ZeroDivisionError("user code failed in the with block")
     assert flow.returncode == 0  # stopped in order: the producer stopped, the pipes drained
     lines = (isolated / "out.jsonl").read_text().split()
     assert lines == [str(n) for n in range(len(lines))]

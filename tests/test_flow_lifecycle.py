@@ -7,7 +7,6 @@ import signal
 from pathlib import Path
 
 import psutil
-
 from conftest import FlowRunner, flow_processes, poll_for
 from flow_nodes import line_count, read_lines
 
@@ -144,7 +143,7 @@ def test_killing_the_launcher_leaves_no_node_behind(flow: FlowRunner) -> None:
     assert len(nodes) == 4
     os.kill(launcher.pid, signal.SIGKILL)
     launcher.communicate(timeout=5)
-    gone, alive = psutil.wait_procs(nodes, timeout=5)
+    _gone, alive = psutil.wait_procs(nodes, timeout=5)
     assert not alive
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from restarting import restart_mid_stream

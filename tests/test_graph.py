@@ -74,7 +74,8 @@ def test_mermaid_shows_nodes_edges_ports_joins_hosts_and_policies(features: Path
     assert lines[:4] == ["---", 'title: flow "features" · queue 16 per input · block when full unless marked',
                          "---", "flowchart LR"]
     assert 'subgraph host_1["gpu (10.0.0.2)"]' in lines and "subgraph host_0[\"launcher's host\"]" in lines
-    assert 'n_detect["<b>detect ×3</b><br/>processor · flow_nodes.py:square<br/>restart on-failure"]:::processor' in lines
+    detect = 'n_detect["<b>detect ×3</b><br/>processor · flow_nodes.py:square<br/>restart on-failure"]:::processor'
+    assert detect in lines
     assert 'n_camera(["<b>camera</b><br/>producer · basic:Count"]):::producer' in lines
     assert any(line.startswith('n_either[/"<b>either</b><br/>consumer · basic:Print<br/>merge of 2 inputs"/]')
                for line in lines)

@@ -15,14 +15,14 @@ import msgpack
 import psutil
 import pytest
 import zmq
-
-from flujo.launch.keys import AUTHORIZED_KEYS
-
 from conftest import FlowRunner, flow_processes, poll_for
 from flow_nodes import line_count, read_lines
 from netns import Host
-from test_hosts import AGENT_PORT, CHAIN, Agent, _body, _why_not, hosts, launcher_key  # noqa: F401 - a fixture
+from test_hosts import AGENT_PORT, CHAIN, Agent, _body, _why_not, launcher_key
+from test_hosts import hosts as hosts  # a fixture: pytest finds it by name here
 from wire_cases import HEAVY, bad_messages
+
+from flujo.launch.keys import AUTHORIZED_KEYS
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -195,7 +195,7 @@ def test_a_frame_over_the_limit_drops_its_connection_not_the_node(flow: FlowRunn
         context.destroy(linger=0)
     assert rss_mb(sink) - before < 32
     Path(gate).touch()
-    stdout, stderr = launcher.communicate(timeout=60)
+    _stdout, stderr = launcher.communicate(timeout=60)
     assert launcher.returncode == 0, stderr
     assert read_lines(out) == list(range(500))
 
@@ -250,7 +250,7 @@ def test_the_launcher_survives_garbage_on_its_status_and_command_sockets(flow: F
     replicas = flow.replicas()  # still answering, still running
     assert replicas["sink"]["state"] == "running" and replicas["src"]["state"] == "running"
     Path(gate).touch()
-    stdout, stderr = launcher.communicate(timeout=60)
+    _stdout, stderr = launcher.communicate(timeout=60)
     assert launcher.returncode == 0, stderr
     assert read_lines(out) == list(range(200))
     assert "refused a message on the status socket" in stderr
@@ -327,7 +327,7 @@ def test_the_agent_survives_garbage_and_a_huge_frame_while_serving_a_flow(
         assert peak - before < AGENT_RSS_BOUND_MB, (before, peak)
         assert agent.process.poll() is None  # the agent lives, and serves the flow on
         Path(gate).touch()
-        stdout, stderr = launcher.communicate(timeout=60)
+        _stdout, stderr = launcher.communicate(timeout=60)
         assert launcher.returncode == 0, stderr
         assert [item["n"] for item in read_lines(out)] == list(range(n))
         log = agent.output()

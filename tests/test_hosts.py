@@ -4,24 +4,24 @@ The launcher runs in host A, `flujo-launch agent` in host B; the manifest places
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
-
-from flujo.curve import KeyPair
-from flujo.launch.keys import AUTHORIZED_KEYS, create_identity
-
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from netns import Host, can_make_namespaces, make_hosts, remove_hosts
 from restarting import restart_mid_stream
+
+from flujo.curve import KeyPair
+from flujo.launch.keys import AUTHORIZED_KEYS, create_identity
 
 AGENT_PORT = 7700  # each test's namespaces are its own: no other agent there
 _why_not = can_make_namespaces()
@@ -36,10 +36,8 @@ def hosts() -> Iterator[tuple[Host, Host]]:
     finally:
         for host in (first, second):  # whatever a failed test left there
             for pid in host.pids():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         remove_hosts(first, second)
 
 
@@ -197,7 +195,8 @@ def test_killing_the_launcher_ends_the_nodes_on_the_other_host(
 def test_an_unreachable_agent_stops_the_launch_before_anything_starts(
         flow: FlowRunner, hosts: tuple[Host, Host]) -> None:
     launcher_key(flow)
-    body = _body(hosts, CHAIN.format(n=10, out=flow.path("out.jsonl"), sink_extra=""), KeyPair.generate().public.decode())
+    stranger = KeyPair.generate().public.decode()
+    body = _body(hosts, CHAIN.format(n=10, out=flow.path("out.jsonl"), sink_extra=""), stranger)
     manifest = flow.manifest(body, flow="queue = 4")
     result = flow.start(manifest, prefix=hosts[0].command())
     _, stderr = result.communicate(timeout=30)

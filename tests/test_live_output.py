@@ -15,12 +15,11 @@ import termios
 from pathlib import Path
 
 import pytest
+from conftest import FlowRunner
 from rich.console import Console
 
 from flujo.launch.live import plain_summary, render_status, render_summary
 from flujo.nodes.vision import LineCounter
-
-from conftest import FlowRunner
 
 ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 

@@ -157,7 +157,7 @@ def test_lines_from_several_threads() -> None:
             start.wait()
             for i in range(per_thread):
                 view.line(f"node{n}", f"line {n}-{i}")
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     with LiveView("people-counter", lambda: STATUS, console=console, refresh_per_second=50) as view:

@@ -3,12 +3,12 @@ kept per run (the last few), and a node that printed nothing is not an error."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
 from conftest import FlowRunner
+
 from flujo.launch import logstore
 
 PRINTERS = """
@@ -39,9 +39,9 @@ def _parsed(stdout: str) -> list[tuple[datetime, str, str]]:
 
 def test_logs_are_stamped_interleaved_by_time_and_filtered(flow: FlowRunner) -> None:
     manifest = flow.manifest(PRINTERS)
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     assert flow.run(manifest).returncode == 0
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     result = flow.command("logs", "--flow", flow.name)
     assert result.returncode == 0, result.stderr
     rows = _parsed(result.stdout)

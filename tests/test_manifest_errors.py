@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import NODES, FlowRunner
+
 from flujo.config import NodeConfig
 from flujo.launch.errors import ManifestError
 from flujo.launch.manifest import load_manifest
@@ -93,7 +93,8 @@ CASES = {
                          ['field "sync"', "[hosts.edge]: sync is for agents started over ssh"]),
     "bad sync": ('[hosts.edge]\naddress = "10.0.0.2"\nssh = "edge"\nsync = "yes"\n'
                  '[nodes.a]\nrun = "flujo.nodes.basic:Count"', ['field "sync"', "[hosts.edge]: must be true or false"]),
-    "ssh with a key": ('[hosts.edge]\naddress = "10.0.0.2"\nssh = "edge"\nkey = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"\n'
+    "ssh with a key": ('[hosts.edge]\naddress = "10.0.0.2"\nssh = "edge"\n'
+                       'key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"\n'
                        '[nodes.a]\nrun = "flujo.nodes.basic:Count"',
                        ['field "key"', "[hosts.edge]: an agent started over ssh makes a new key for each run"]),
     "launcher unreachable": ('[hosts.edge]\naddress = "10.0.0.2"\n[nodes.a]\nrun = "flujo.nodes.basic:Count"\n'

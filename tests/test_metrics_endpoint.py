@@ -7,9 +7,9 @@ import socket
 import urllib.request
 from pathlib import Path
 
+from conftest import FlowRunner, poll_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import FlowRunner, poll_for
 from flujo.launch.runs import ANNOUNCEMENT
 
 N = 300

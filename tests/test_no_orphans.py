@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import msgpack
 import psutil
 import pytest
 import zmq
-
 from conftest import FlowRunner, flow_processes, poll_for
+
 from flujo.launch.agent_wire import pack
 from flujo.launch.launcher import Launcher
 from flujo.launch.manifest import load_manifest

@@ -1,17 +1,16 @@
 """Order restoring on an input port: exact without losses, never stalled by a loss."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import zmq
+from conftest import FlowRunner
+from flow_nodes import read_lines
 
 from flujo.config import InputConfig
 from flujo.inputs import InputPort
 from flujo.protocol import Codec, Message, MessageKind
-
-from conftest import FlowRunner
-from flow_nodes import read_lines
 
 
 @pytest.fixture

@@ -168,7 +168,8 @@ def test_logs_are_kept_per_node_and_can_be_followed(flow: FlowRunner) -> None:
     printer_log = Path(flow.env["FLUJO_RUNS"]) / flow.name / "logs" / "latest" / "printer.log"
     poll_for(lambda: line_count(str(printer_log)) == 30, timeout=20)
     follower = subprocess.Popen([sys.executable, "-c", "from flujo.launch.cli import main; main()", "logs", "printer",
-                                 "-f", "--flow", flow.name, "--no-timestamps"], stdout=subprocess.PIPE, text=True, env=flow.env)
+                                 "-f", "--flow", flow.name, "--no-timestamps"],
+                                stdout=subprocess.PIPE, text=True, env=flow.env)
     flow.running.append(follower)
     assert follower.stdout.readline().strip() == "0"  # type: ignore[union-attr]  # following a running flow
     Path(gate).touch()  # now the stream may end, and the follower with it

@@ -10,11 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from netns import Host
-from test_hosts import CHAIN, Agent, _manifest, agent, hosts, pytestmark  # noqa: F401  (fixtures, skip rule)
+from test_hosts import CHAIN, Agent, _manifest
+
+# Fixtures and the skip rule: pytest finds them by name here.
+from test_hosts import agent as agent
+from test_hosts import hosts as hosts
+from test_hosts import pytestmark as pytestmark
 
 
 def _start(flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent, n: int, timeout: float,

@@ -1,6 +1,7 @@
 """The main job on the real clip and on another video: it finishes, keeps every frame, counts stably."""
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-
 import synthetic
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count
@@ -57,7 +57,7 @@ def test_manifest_sample_runs_the_whole_clip(flow: FlowRunner) -> None:
     last = counts[-1]
     # About a dozen people cross each way in the clip; the counts must be of that order.
     assert 5 <= last["in"] <= 30 and 5 <= last["out"] <= 30, last
-    assert all(a["in"] <= b["in"] and a["out"] <= b["out"] for a, b in zip(counts, counts[1:]))
+    assert all(a["in"] <= b["in"] and a["out"] <= b["out"] for a, b in itertools.pairwise(counts))
     # The closing summary prints the final counts, as the counter reported them.
     assert re.search(rf"counter: exit 0, .*; in {last['in']}, out {last['out']}\n", result.stderr), result.stderr
 

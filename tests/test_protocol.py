@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 import zmq
 
-from flujo.protocol import (Codec, Control, MessageKind, ProtocolError, Status, control_frames, parse_control,
-                            parse_status, status_frame)
+from flujo.protocol import (
+    Codec,
+    Control,
+    MessageKind,
+    ProtocolError,
+    Status,
+    control_frames,
+    parse_control,
+    parse_status,
+    status_frame,
+)
 
 
 def test_item_with_arrays_round_trips_without_copies() -> None:

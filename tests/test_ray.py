@@ -282,8 +282,8 @@ def test_the_people_counter_runs_with_its_detectors_on_the_worker(flow: FlowRunn
     text = text.replace('"../../out/', f'"{flow.folder}/out/')
     text = text.replace("replicas = 2 ", "replicas = 2\nresources = { num_cpus = 0.5, custom = { worker_only = 0.5 } }")
     for node in ("reader", "tracker", "counter", "annotator", "video", "counts", "console"):
-        text = text.replace(f"[nodes.{node}]\n",
-                            f"[nodes.{node}]\nresources = {{ num_cpus = 0.1, custom = {{ head_only = 1 }} }}\n")
+        on_head = "resources = { num_cpus = 0.1, custom = { head_only = 1 } }"
+        text = text.replace(f"[nodes.{node}]\n", f"[nodes.{node}]\n{on_head}\n")
     manifest = flow.folder / "manifest.toml"
     manifest.write_text(text)
     began = time.monotonic()

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import FlowRunner
 from flow_nodes import read_lines
 

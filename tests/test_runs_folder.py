@@ -7,8 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from conftest import FlowRunner
+
 from flujo.launch.process import OutputRelay
 
 FLOW = """

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import FlowRunner
 from flow_nodes import read_lines
 

@@ -1,6 +1,7 @@
 """The C node library (sdk/c) in real flows: replicas, order, zips, stops, errors, graceful restarts, frames."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from netns import can_make_namespaces
 from restarting import restart_mid_stream
-from test_hosts import _body as hosts_body, agent, hosts  # noqa: F401 (fixtures: two hosts, an agent on B)
+from test_hosts import _body as hosts_body
+from test_hosts import agent as agent  # fixtures (two hosts, an agent on B): pytest finds them by name here
+from test_hosts import hosts as hosts
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -660,10 +662,8 @@ def test_a_secure_c_node_admits_only_the_flow_key(tmp_path: Path, c_nodes: Path)
 
         forged = msgpack.packb([1, 0, 0, "up", 0]), msgpack.packb("forged")
         for intruder in (sender(None), sender(zmq.curve_keypair())):
-            try:
+            with contextlib.suppress(zmq.Again):  # no handshake, no pipe: nothing could even be queued
                 intruder.send_multipart(forged, zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # no handshake, no pipe: nothing could even be queued
         member = sender((public, secret))
         member.send_multipart([msgpack.packb([1, 0, 0, "up", 0]), msgpack.packb("good")])
         member.send_multipart([msgpack.packb([1, 2, 0, "up", 0])])

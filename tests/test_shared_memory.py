@@ -12,7 +12,6 @@ import numpy as np
 import psutil
 import pytest
 import zmq
-
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count
 from shm_nodes import read
@@ -276,7 +275,7 @@ def test_a_crashed_reader_gives_its_slots_back(shm_flow: FlowRunner) -> None:
 
 def test_forged_and_stale_descriptors_are_refused(tmp_path: Path) -> None:
     from flujo.shm import SharedMemoryReader, SlotPool
-    from flujo.shm_wire import DescriptorError, SHM_EXT_CODE
+    from flujo.shm_wire import SHM_EXT_CODE, DescriptorError
     context = zmq.Context()
     try:
         endpoint = f"ipc://{tmp_path / 'release'}"
@@ -418,6 +417,7 @@ def test_a_full_dev_shm_falls_back_to_inline(tmp_path: Path, monkeypatch: pytest
 def test_a_foreign_command_node_gets_inline_frames(shm_flow: FlowRunner) -> None:
     import json
     import sys
+
     from shm_nodes import SHAPE
     out, n = shm_flow.path("out.jsonl"), 40
     sink = Path(__file__).parent / "foreign_frame_sink.py"

@@ -4,10 +4,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from synthetic import run
 
 from flujo.nodes.sinks import ConsoleSink, JsonLinesSink
-
-from synthetic import run
 
 
 def test_json_lines_one_valid_line_per_item_with_arrays_converted(tmp_path):

@@ -14,20 +14,19 @@ import subprocess
 import sys
 import tempfile
 import threading
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
-
-from flujo.curve import KeyPair
-from flujo.launch.keys import AUTHORIZED_KEYS, create_identity
-
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from netns import Host, can_make_namespaces, make_hosts, remove_hosts
+
+from flujo.curve import KeyPair
+from flujo.launch.keys import AUTHORIZED_KEYS, create_identity
 
 SSHD = "/usr/sbin/sshd"
 _why_not = can_make_namespaces() or (None if os.path.exists(SSHD) else f"no {SSHD} (Debian's openssh-server)")
@@ -107,10 +106,8 @@ def hosts() -> Iterator[tuple[Host, Host]]:
     finally:
         for host in (first, second):  # whatever a failed test left there
             for pid in host.pids():
-                try:
+                with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         remove_hosts(first, second)
 
 
@@ -158,14 +155,13 @@ def _await_only_sshd_left(host: Host, sshd: Sshd, timeout: float = 15) -> None:
     """Wait until sshd is the only process in ``host`` (`ip netns exec` execs: sshd keeps its pid)."""
     try:
         poll_for(lambda: host.pids() == {sshd.process.pid}, timeout=timeout)
-    except AssertionError:
+    except AssertionError as error:
         left = {}
         for pid in host.pids() - {sshd.process.pid}:
-            try:
+            with suppress(psutil.Error):  # ended meanwhile
                 left[pid] = " ".join(psutil.Process(pid).cmdline())
-            except psutil.Error:
-                pass  # ended meanwhile
-        raise AssertionError(f"still running in host {host.namespace}: {left}; sshd said: {''.join(sshd.log)}")
+        said = "".join(sshd.log)
+        raise AssertionError(f"still running in host {host.namespace}: {left}; sshd said: {said}") from error
 
 
 @needs_sshd

@@ -7,12 +7,11 @@ import signal
 import threading
 
 import pytest
+from conftest import NODES, FlowRunner, poll_for
+from flow_nodes import line_count
 
 from flujo.launch.manifest import validate
 from flujo.launch.metrics import Sample, bottleneck, busy_fraction, queue_fill
-
-from conftest import NODES, FlowRunner, poll_for
-from flow_nodes import line_count
 
 
 def _report(generation: int, at: float, items: int, busy: float = 0.0, **tables: dict) -> dict:

@@ -5,7 +5,6 @@ import os
 import signal
 
 import pytest
-
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 

@@ -6,12 +6,11 @@ import os
 import cv2
 import numpy as np
 import pytest
+import synthetic
 
 from flujo.nodes.h264 import H264File
 from flujo.nodes.video import Crop, ImageFolderReader, ImageFolderWriter, Resize, VideoReader, VideoWriter
 from flujo.testing import drive
-
-import synthetic
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +50,11 @@ def test_reader_relative_path_and_missing_file(clip, tmp_path, monkeypatch):
     monkeypatch.chdir(os.path.dirname(clip))
     assert len(drive(VideoReader(os.path.basename(clip), max_frames=2))) == 2
     missing = tmp_path / "nope" / "missing.mp4"
-    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.mp4"):
         drive(VideoReader(str(missing)))
     not_video = tmp_path / "text.avi"
     not_video.write_text("not a video")
-    with pytest.raises(OSError, match="text.avi"):
+    with pytest.raises(OSError, match=r"text\.avi"):
         drive(VideoReader(str(not_video)))
 
 
@@ -107,7 +106,7 @@ def test_h264_write_errors_raise_naming_the_path(tmp_path, where):
 
 
 def test_writer_errors_name_the_path(tmp_path):
-    with pytest.raises(ValueError, match="video.xyz"):
+    with pytest.raises(ValueError, match=r"video\.xyz"):
         drive(VideoWriter(str(tmp_path / "video.xyz")), synthetic.frame_items(1))
 
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 import synthetic
+
 from flujo.nodes.video import VideoReader
 from flujo.testing import drive
 
@@ -44,5 +44,5 @@ def test_reader_takes_frames_from_an_http_stream(served: str) -> None:
 
 def test_an_unreachable_stream_is_named_in_the_error(served: str) -> None:
     missing = served.replace("clip.mp4", "nothing-here.mp4")
-    with pytest.raises(OSError, match="cannot open video stream http://127.0.0.1:.*/nothing-here.mp4"):
+    with pytest.raises(OSError, match=r"cannot open video stream http://127\.0\.0\.1:.*/nothing-here\.mp4"):
         drive(VideoReader(missing, reconnect=0))

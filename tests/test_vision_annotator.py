@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+import synthetic
 
 from flujo.nodes.vision import Annotator
 from flujo.nodes.vision.annotator import track_color
-
-import synthetic
 
 
 def inputs(index: int, x: float) -> dict:

@@ -5,12 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import synthetic
+from synthetic import run
 
 from flujo.nodes.video import VideoReader
 from flujo.nodes.vision import LineCounter, PeopleDetector, Tracker
-
-import synthetic
-from synthetic import run
 
 CLIP = Path(__file__).resolve().parents[1] / "samples" / "data" / "vtest.avi"
 

@@ -1,16 +1,16 @@
 """Tracker and line counter on ground-truth detections with noise, drops and an occlusion."""
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 import numpy as np
 import pytest
+import synthetic
+from synthetic import run
 
 from flujo.nodes.vision import LineCounter, Tracker
 from flujo.nodes.vision.tracker import assign, iou_matrix
-
-import synthetic
-from synthetic import run
 
 #: Detector misses on top of the occlusion: figure 1 for 4 frames, figure 2 for 3.
 DROPS = {1: range(40, 44), 2: range(30, 33)}
@@ -129,7 +129,7 @@ def test_a_coasting_box_stays_near_its_person_and_is_reported_briefly():
     assert [index for index, _ in coasting] == [30, 31, 32, 33, 34]  # then hidden, though still alive
     # Undamped, the box would run on at A's 4 px a frame; the fading velocity falls behind that.
     ahead = [entry["centroid"][0] - last_seen for _, entry in coasting]
-    assert ahead[-1] < 4 * 5 - 1 and all(b - a < 4 for a, b in zip(ahead, ahead[1:]))
+    assert ahead[-1] < 4 * 5 - 1 and all(b - a < 4 for a, b in itertools.pairwise(ahead))
 
 
 def test_counter_counts_the_known_crossings():
@@ -155,7 +155,8 @@ def test_jitter_on_the_line_counts_once():
     assert (counts[-1]["in"], counts[-1]["out"]) == (1, 0)
     assert [c["crossings"] for c in counts if c["crossings"]] == [[{"id": 7, "direction": "in"}]]
     # Without the dead band the same jitter would count five times.
-    naive = run(LineCounter(margin=0.0, once_per_direction=False), [tracks_item(i, {7: (x, 100)}) for i, x in enumerate(JITTER)])
+    naive = run(LineCounter(margin=0.0, once_per_direction=False),
+                [tracks_item(i, {7: (x, 100)}) for i, x in enumerate(JITTER)])
     assert naive[-1]["in"] + naive[-1]["out"] == 5
 
 

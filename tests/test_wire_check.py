@@ -5,11 +5,20 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 import pytest
+from wire_cases import bad_messages
 
 from flujo.protocol import Codec, MessageKind
-from flujo.wire_check import (RESTART_SEQ_JUMP, DataCheck, ProtocolError, RefusalLog, check_agent_reply,
-                              check_agent_request, check_command, check_control, check_status)
-from wire_cases import bad_messages
+from flujo.wire_check import (
+    RESTART_SEQ_JUMP,
+    DataCheck,
+    ProtocolError,
+    RefusalLog,
+    check_agent_reply,
+    check_agent_request,
+    check_command,
+    check_control,
+    check_status,
+)
 
 SOURCE, SENDERS = "up", 2  # the port under test reads node "up", which has 2 replicas
 LAST = 10  # each sender replica has sent up to this sequence number before the bad message
@@ -140,7 +149,8 @@ def test_unknown_control_topic_is_ignored_and_good_ones_pass() -> None:
 
 STATUS_BAD = [
     [b""], [b"\xc1"], [msgpack.packb(42)], [msgpack.packb(["ready", "n"])], [msgpack.packb(["bogus", "n", 0, None])],
-    [msgpack.packb([5, "n", 0, None])], [msgpack.packb(["ready", 5, 0, None])], [msgpack.packb(["ready", "n", "0", None])],
+    [msgpack.packb([5, "n", 0, None])], [msgpack.packb(["ready", 5, 0, None])],
+    [msgpack.packb(["ready", "n", "0", None])],
     [msgpack.packb(["stats", "n", 0, {"sent": 5}])], [msgpack.packb(["stats", "n", 0, {"items_in": "x"}])],
     [msgpack.packb(["error", "n", 0, "boom"])], [msgpack.packb(["drained", "n", 0, {"stats": {}}])],
     [msgpack.packb(["position", "n", 0, ["a", 0, "p"]])], [msgpack.packb(["released", "n", 0, [1]])],

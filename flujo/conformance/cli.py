@@ -7,14 +7,16 @@ import shutil
 import sys
 import tempfile
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 import zmq
 
 from flujo.conformance.checks import FAIL_ITEM, LEVELS, Checks, ClauseFailed, Outcome
 from flujo.conformance.harness import Bench
 from flujo.conformance.scenarios import SCENARIOS, Scenario
+from flujo.vocab import NodeKind
 
 DESCRIPTION = f"""\
 Run a Flujo node program as the launcher and its neighbours would, through the clauses of
@@ -32,7 +34,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m flujo.conformance", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--level", choices=LEVELS, default="basic", help="the level to reach (default: basic)")
-    parser.add_argument("--kind", choices=("processor", "consumer", "producer"), default="processor",
+    parser.add_argument("--kind", type=NodeKind, choices=(NodeKind.PROCESSOR, NodeKind.CONSUMER, NodeKind.PRODUCER),
+                        default=NodeKind.PROCESSOR,
                         help="what the node under test is (default: processor)")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds each clause may take before it fails (default: 10)")
@@ -67,7 +70,7 @@ def run_scenario(scenario: Scenario, options: argparse.Namespace, out: IO[str],
                  shown: set[tuple[str, str]] | None = None) -> list[Outcome]:
     """One scenario on a fresh bench; its outcomes, printed as they come (a clause that passed
     already, in ``shown``, is not printed again: every scenario repeats the handshake)."""
-    shown = set() if shown is None else shown
+    already: set[tuple[str, str]] = set() if shown is None else shown
     outcomes: list[Outcome] = []
     out.write(f"== {scenario.name} ({scenario.level})\n")
     if options.kind not in scenario.kinds:
@@ -79,9 +82,9 @@ def run_scenario(scenario: Scenario, options: argparse.Namespace, out: IO[str],
     class Printing(list):
         def append(self, outcome: Outcome) -> None:
             super().append(outcome)
-            if outcome.passed is True and (outcome.section, outcome.title) in shown:
+            if outcome.passed is True and (outcome.section, outcome.title) in already:
                 return
-            shown.add((outcome.section, outcome.title))
+            already.add((outcome.section, outcome.title))
             out.write(outcome.line() + "\n")
             out.flush()
 
@@ -145,8 +148,8 @@ def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
     for scenario in SCENARIOS:
         if LEVELS.index(scenario.level) > wanted or (options.only and scenario.name not in options.only):
             continue
-        if options.kind == "producer" and "producer" not in scenario.kinds or (
-                options.kind != "producer" and scenario.kinds == {"producer"}):
+        if (options.kind == NodeKind.PRODUCER and NodeKind.PRODUCER not in scenario.kinds) or (
+                options.kind != NodeKind.PRODUCER and scenario.kinds == {NodeKind.PRODUCER}):
             continue  # another family of scenarios altogether
         outcomes += run_scenario(scenario, options, out, shown)
     reached = level_reached(outcomes, wanted)

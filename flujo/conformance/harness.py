@@ -9,21 +9,32 @@ sleeps for synchronisation: a broken node fails a clause after its timeout, neve
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import msgpack
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from flujo.protocol import (CONFIG_ENV, Codec, Control, MessageKind, ProtocolError, control_frames,
-                            identity_topic, send_message)
+from flujo.protocol import (
+    CONFIG_ENV,
+    Codec,
+    Control,
+    MessageKind,
+    ProtocolError,
+    control_frames,
+    identity_topic,
+    send_message,
+)
+from flujo.vocab import ErrorPolicy, Join, NodeKind, QueuePolicy, RestartPolicy
 
 NODE = "under_test"  # the node under test, replica 0
 SOURCE = "up"  # its upstream node (the bench's senders are replicas 0..senders-1 of it)
@@ -186,8 +197,9 @@ class Report:
 class Bench:
     """The launcher and the neighbours of one node under test, for one scenario."""
 
-    def __init__(self, command: Sequence[str], folder: Path, kind: str, timeout: float, *, senders: int = 1,
-                 edges: Sequence[Edge] = (Edge(),), restart: str = "no", hwm: int = 16, replica: int = 0,
+    def __init__(self, command: Sequence[str], folder: Path, kind: NodeKind, timeout: float, *, senders: int = 1,
+                 edges: Sequence[Edge] = (Edge(),), restart: RestartPolicy = RestartPolicy.NO, hwm: int = 16,
+                 replica: int = 0,
                  extra: dict[str, Any] | None = None) -> None:
         self.command = list(command)
         self.folder = folder
@@ -204,8 +216,8 @@ class Bench:
         self.status.linger = 0
         self.status.bind(f"ipc://{folder}/status")
         input_endpoint = f"ipc://{folder}/{NODE}.{INPUT_PORT}.r{replica}"
-        edges = edges if kind != "consumer" else ()
-        senders = senders if kind != "producer" else 0
+        edges = edges if kind != NodeKind.CONSUMER else ()
+        senders = senders if kind != NodeKind.PRODUCER else 0
         self.readers: list[Reader] = []
         outputs = []
         for edge in edges:
@@ -213,16 +225,18 @@ class Bench:
             self.readers += [Reader(self.context, edge, index, endpoint, hwm, replica)
                              for index, endpoint in enumerate(endpoints)]
             outputs.append({"port": OUTPUT_PORT, "target": edge.target, "target_port": edge.target_port,
-                            "hwm": hwm, "policy": "block", "aligned": edge.aligned, "endpoints": endpoints,
+                            "hwm": hwm, "policy": QueuePolicy.BLOCK, "aligned": edge.aligned, "endpoints": endpoints,
                             UNKNOWN_FIELD: 1})
         self.config: dict[str, Any] = {
             "protocol": 1, "flow": FLOW, "node": NODE, "replica": replica, "replicas": replica + 1,
             "kind": kind,
             "control": f"ipc://{folder}/control", "status": f"ipc://{folder}/status",
             "inputs": [{"port": INPUT_PORT, "endpoint": input_endpoint, "hwm": hwm, "source": SOURCE,
-                        "source_port": OUTPUT_PORT, "senders": senders, "policy": "block", UNKNOWN_FIELD: 1}]
-            if kind != "producer" else [],
-            "outputs": outputs, "join": "zip", "keyword_ports": False, "on_error": "fail", "restart": restart,
+                        "source_port": OUTPUT_PORT, "senders": senders, "policy": QueuePolicy.BLOCK,
+                        UNKNOWN_FIELD: 1}]
+            if kind != NodeKind.PRODUCER else [],
+            "outputs": outputs, "join": Join.ZIP, "keyword_ports": False, "on_error": ErrorPolicy.FAIL,
+            "restart": restart,
             "seq_start": 0, "generation": 0, "run": None, "base_dir": os.getcwd(), "args": {},
             UNKNOWN_FIELD: {"from": "a later protocol version"}, **(extra or {}),
         }
@@ -233,7 +247,7 @@ class Bench:
         self.process: subprocess.Popen | None = None
         self.generation = 0
         self.log_path = folder / "node.log"
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - the node's log for the bench's life; close() closes it
         self.exit_codes: list[int] = []
 
     # -- the node's process ----------------------------------------------------------------
@@ -255,15 +269,11 @@ class Bench:
         """End the node's process group (the program and anything it started)."""
         process = self.process
         if process is not None and process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if process is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
 
     def close(self) -> None:
         self.kill()

@@ -9,10 +9,22 @@ from typing import Any
 
 from flujo.conformance.checks import Checks, same, seq_list
 from flujo.conformance.harness import NODE, Bench
-from flujo.conformance.steps import (DATA, EOS, PAUSE, SKIP, end_of_stream, exit_or, expect_exit, first_index,
-                                     handshake, latest_stats, output_seqs, wait_outputs, wait_report)
+from flujo.conformance.steps import (
+    DATA,
+    EOS,
+    PAUSE,
+    SKIP,
+    end_of_stream,
+    exit_or,
+    expect_exit,
+    first_index,
+    handshake,
+    latest_stats,
+    output_seqs,
+    wait_outputs,
+    wait_report,
+)
 from flujo.protocol import Control
-
 
 #: Items a reader takes before it holds back.
 PRODUCER_CAP = 40
@@ -112,7 +124,9 @@ def producer_drain(bench: Bench, checks: Checks, window: float) -> None:
     payload = drained[0].payload if drained else None
     checks.clause("8.3", "a held producer stops producing and reports drained",
                   isinstance(payload, dict) and isinstance(payload.get("stats"), dict),
-                  "a \"drained\" report {\"stats\": map, \"readers\": [...]}", exit_or(bench, f"{bench.report_kinds()}"))
+                  "a \"drained\" report {\"stats\": map, \"readers\": [...]}",
+                  exit_or(bench, f"{bench.report_kinds()}"))
+    assert isinstance(payload, dict)  # else the clause above ended the scenario
     bench.wait(lambda: reader.has(PAUSE) or bench.exited())
     before = [m.seq for m in reader.messages[:first_index(reader, PAUSE)] if m.kind in (DATA, SKIP)] \
         if reader.has(PAUSE) else []

@@ -9,9 +9,10 @@ import sys
 from typing import Any
 
 from flujo.api import Consumer, Node, Processor, Producer
-from flujo.conformance.checks import FAIL_ITEM, small_item
 from flujo.config import NodeConfig
+from flujo.conformance.checks import FAIL_ITEM, small_item
 from flujo.runtime import NodeRuntime
+from flujo.vocab import NodeKind
 
 
 class Identity(Processor):
@@ -35,14 +36,15 @@ class Endless(Producer):
             count += 1
 
 
-NODES: dict[str, type[Node]] = {"processor": Identity, "consumer": Taker, "producer": Endless}
+NODES: dict[NodeKind, type[Node]] = {NodeKind.PROCESSOR: Identity, NodeKind.CONSUMER: Taker,
+                                     NodeKind.PRODUCER: Endless}
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in NODES:
         print(f"usage: python -m flujo.conformance.reference {{{'|'.join(NODES)}}}", file=sys.stderr)
         return 2
-    return NodeRuntime(NodeConfig.from_environment(), NODES[argv[0]]).run()
+    return NodeRuntime(NodeConfig.from_environment(), NODES[NodeKind(argv[0])]).run()
 
 
 if __name__ == "__main__":

@@ -6,8 +6,22 @@ from typing import Any
 
 from flujo.conformance.checks import Checks, same, seq_list
 from flujo.conformance.harness import INPUT_PORT, NODE, SOURCE, Bench, Reader
-from flujo.conformance.steps import (DATA, EOS, PAUSE, SKIP, check_identity, end_of_stream, exit_or, expect_exit,
-                                     first_index, handshake, output_seqs, send_items, wait_outputs, wait_report)
+from flujo.conformance.steps import (
+    DATA,
+    EOS,
+    PAUSE,
+    SKIP,
+    check_identity,
+    end_of_stream,
+    exit_or,
+    expect_exit,
+    first_index,
+    handshake,
+    output_seqs,
+    send_items,
+    wait_outputs,
+    wait_report,
+)
 from flujo.protocol import Control
 
 
@@ -31,6 +45,7 @@ def drain(bench: Bench, checks: Checks, window: float) -> None:
     checks.clause("8.3", "drains once every sender has paused, and reports drained",
                   isinstance(payload, dict) and isinstance(payload.get("stats"), dict), "a \"drained\" report "
                   "{\"stats\": map, \"readers\": [...]}", exit_or(bench, f"reports {bench.report_kinds()}"))
+    assert isinstance(payload, dict)  # else the clause above ended the scenario
     expected_readers = [list(r.key) for r in bench.readers]
     checks.clause("8.3", "drained names the readers it sent PAUSE to, with their port",
                   sorted(payload.get("readers") or []) == sorted(expected_readers), f"readers {expected_readers}",
@@ -72,7 +87,7 @@ def drain(bench: Bench, checks: Checks, window: float) -> None:
 
 
 def check_identity_unordered(checks: Checks, reader: Reader, expected: dict[int, Any]) -> None:
-    got = [m for m in reader.items()]
+    got = list(reader.items())
     seqs = sorted(m.seq for m in got)
     wrong = [m.seq for m in got if m.seq in expected and not same(expected[m.seq], m.item)]
     checks.clause("8.6", "across the restart every item came out once, unchanged", seqs == sorted(expected)
@@ -101,6 +116,7 @@ def hold_reader(bench: Bench, checks: Checks, window: float) -> None:
     reconnected = reader.rebind(bench.context, bench.timeout)  # its successor binds the same endpoint
     checks.clause("1", "reconnects to a restarted reader's endpoint", reconnected is not None,
                   f"a connection to the new socket within {bench.timeout:g} s", "none")
+    assert reconnected is not None  # else the clause above ended the scenario
     checks.note("1", "reconnect interval (10 ms recommended)",
                 f"connected {1000 * reconnected:.0f} ms after the reader's socket closed")
     bench.publish(Control.RESUME, *target, 0)

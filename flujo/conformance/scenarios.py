@@ -4,12 +4,13 @@ stops at its first failed clause.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from flujo.conformance import producers, restarts, streams
 from flujo.conformance.checks import Checks
 from flujo.conformance.harness import Bench, Edge
+from flujo.vocab import ErrorPolicy, NodeKind, RestartPolicy
 
 
 @dataclass(frozen=True)
@@ -21,28 +22,30 @@ class Scenario:
     run: Callable[[Bench, Checks, float], None]
     senders: int = 1
     edges: tuple[Edge, ...] = (Edge(),)
-    restart: str = "no"
+    restart: RestartPolicy = RestartPolicy.NO
     replica: int = 0  # the node under test is this replica of replica + 1
-    on_error: str = "fail"
-    kinds: frozenset[str] = frozenset({"processor", "consumer"})
+    on_error: ErrorPolicy = ErrorPolicy.FAIL
+    kinds: frozenset[NodeKind] = frozenset({NodeKind.PROCESSOR, NodeKind.CONSUMER})
 
 
-_PROCESSOR, _PRODUCER = frozenset({"processor"}), frozenset({"producer"})
+_PROCESSOR, _PRODUCER = frozenset({NodeKind.PROCESSOR}), frozenset({NodeKind.PRODUCER})
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("lifecycle", "basic", streams.lifecycle),
     Scenario("stop", "basic", streams.stop),
     Scenario("batches and arrays", "full", streams.batches_and_arrays),
     Scenario("order", "full", streams.order, senders=3),
-    Scenario("fan-out and stats", "full", streams.fanout_and_stats, edges=(Edge("down", 2), Edge("side", 1)), replica=1),
+    Scenario("fan-out and stats", "full", streams.fanout_and_stats, edges=(Edge("down", 2), Edge("side", 1)),
+             replica=1),
     Scenario("readers released", "full", streams.readers_released, kinds=_PROCESSOR),
     Scenario("error", "full", streams.error),
-    Scenario("error skipped", "full", streams.error_skipped, on_error="skip"),
-    Scenario("crash", "full", streams.crash, restart="on-failure"),
+    Scenario("error skipped", "full", streams.error_skipped, on_error=ErrorPolicy.SKIP),
+    Scenario("crash", "full", streams.crash, restart=RestartPolicy.ON_FAILURE),
     Scenario("drain", "restartable", restarts.drain, senders=2, replica=1),
     Scenario("sender restart", "restartable", restarts.sender_restart, senders=2),
     Scenario("hold reader", "restartable", restarts.hold_reader, kinds=_PROCESSOR),
     Scenario("aligned reader", "restartable", restarts.aligned, edges=(Edge(aligned=True),), kinds=_PROCESSOR),
-    Scenario("aligned, nothing sent", "restartable", restarts.aligned_idle, edges=(Edge(aligned=True),), kinds=_PROCESSOR),
+    Scenario("aligned, nothing sent", "restartable", restarts.aligned_idle, edges=(Edge(aligned=True),),
+             kinds=_PROCESSOR),
     Scenario("produce and stop", "basic", producers.produce_and_stop, kinds=_PRODUCER),
     Scenario("producer fan-out and stats", "full", producers.producer_fanout, edges=(Edge("down", 2), Edge("side", 1)),
              replica=1, kinds=_PRODUCER),

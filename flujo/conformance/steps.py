@@ -5,7 +5,8 @@ clause timeout, and a clause that something must NOT happen watches for ``window
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from flujo.conformance.checks import Checks, describe, same, seq_list, small_item
 from flujo.conformance.harness import INPUT_PORT, NODE, Bench, Reader
@@ -28,7 +29,8 @@ def handshake(bench: Bench, checks: Checks, generation: int = 0, start: bool = T
     checks.clause("4", "subscribes to every topic (\"\") before its identity topic",
                   b"" in subscriptions and subscriptions.index(b"") < subscriptions.index(bench.identity),
                   "a subscription to \"\" first (commands such as start and stop are not addressed to it; the "
-                  "identity subscription tells the launcher the node will miss none)", f"subscriptions {subscriptions!r}")
+                  "identity subscription tells the launcher the node will miss none)",
+                  f"subscriptions {subscriptions!r}")
     bench.wait(lambda: bench.has_report("ready") or bench.exited())
     kinds = [kind for kind in bench.report_kinds() if kind != "stats"]
     checks.clause("5", "reports ready first", kinds[:1] == ["ready"],
@@ -47,7 +49,7 @@ def quiet_before_input(bench: Bench, checks: Checks, window: float) -> None:
 def send_items(bench: Bench, seqs: Iterable[int], make: Callable[[int], Any] = small_item,
                skips: frozenset[int] = frozenset(), sender: int = 0) -> dict[int, Any]:
     """Send DATA (or SKIP for the numbers in ``skips``); returns what each number carried (None: SKIP)."""
-    sent = {}
+    sent: dict[int, Any] = {}
     for seq in seqs:
         if seq in skips:
             bench.senders[sender].skip(seq)

@@ -5,9 +5,20 @@ from typing import Any
 
 from flujo.conformance.checks import FAIL_ITEM, Checks, array_item, describe, same, seq_list, small_item
 from flujo.conformance.harness import INPUT_PORT, NODE, SOURCE, Bench
-from flujo.conformance.steps import (EOS, check_identity, end_of_stream, exit_or, expect_exit, handshake,
-                                     latest_stats, output_seqs, quiet_before_input, send_items, wait_outputs,
-                                     wait_report)
+from flujo.conformance.steps import (
+    EOS,
+    check_identity,
+    end_of_stream,
+    exit_or,
+    expect_exit,
+    handshake,
+    latest_stats,
+    output_seqs,
+    quiet_before_input,
+    send_items,
+    wait_outputs,
+    wait_report,
+)
 from flujo.protocol import Control
 
 
@@ -43,14 +54,14 @@ def batches_and_arrays(bench: Bench, checks: Checks, window: float) -> None:
     """Arrays (ext type 1, one frame each) and BATCH messages, mixed with DATA and SKIP."""
     handshake(bench, checks)
     sender = bench.senders[0]
-    sent = send_items(bench, range(0, 9), make=array_item)
+    sent = send_items(bench, range(9), make=array_item)
     batch = [small_item(seq) for seq in range(9, 25)]
     sender.batch(9, batch)
-    sent.update(zip(range(9, 25), batch))
+    sent.update(zip(range(9, 25), batch, strict=True))
     sent.update(send_items(bench, range(25, 28), skips=frozenset({26})))
     batch = [small_item(seq) for seq in range(28, 33)]
     sender.batch(28, batch)
-    sent.update(zip(range(28, 33), batch))
+    sent.update(zip(range(28, 33), batch, strict=True))
     sender.eos()
     if bench.readers:
         reader = bench.readers[0]
@@ -80,7 +91,7 @@ def order(bench: Bench, checks: Checks, window: float) -> None:
     """Three replicated senders (replicas 0..2 of the source): order restored, a gap waits while a
     live sender may fill it and is given up once all have gone past it; one EOS from each, or `gone`."""
     handshake(bench, checks)
-    s0, s1, s2 = bench.senders
+    s0, s1, _s2 = bench.senders
     reader = bench.readers[0] if bench.readers else None
     sent: dict[int, Any] = {}
     if reader is not None:
@@ -114,9 +125,9 @@ def order(bench: Bench, checks: Checks, window: float) -> None:
         checks.clause("6", "a gap is given up once every live sender has gone past it (the lost item)",
                       seqs[30:] == [31, 32, 33], "31, 32, 33 out without 30, before any EOS",
                       f"seqs after 29: {seqs[30:]}")
-        check_identity(checks, reader, {seq: item for seq, item in sent.items()}, "DATA across senders")
+        check_identity(checks, reader, dict(sent.items()), "DATA across senders")
     else:
-        for index, sender in enumerate(bench.senders):
+        for index in range(len(bench.senders)):
             sent.update(send_items(bench, [index], sender=index))
     s0.eos()
     s1.eos()

@@ -43,7 +43,8 @@ def people_counter(source: str, out: str, detectors: int = 2, max_frames: int | 
 @click.option("--out", default="out", show_default=True, help="Folder for the annotated video and the counts.")
 @click.option("--detectors", default=2, show_default=True, help="Detector replicas (processes).")
 @click.option("--max-frames", type=int, help="Stop after this many frames.")
-@click.option("--name", default="people-counter-py", show_default=True, help="Flow name (one flow per name runs at once).")
+@click.option("--name", default="people-counter-py", show_default=True,
+              help="Flow name (one flow per name runs at once).")
 def main(source: str, out: str, detectors: int, max_frames: int | None, name: str) -> None:
     """Count the people crossing the middle of the picture, each way."""
     flow = people_counter(source, out, detectors, max_frames, name)

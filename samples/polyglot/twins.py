@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,7 +30,7 @@ class Counts(Consumer):
         totals = self.totals
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 body = json.dumps(totals).encode()
                 self.send_response(200 if self.path in ("/", "/counts") else 404)
                 self.send_header("content-type", "application/json")
