@@ -4,7 +4,9 @@ A node is written once and runs in its own OS process; the runtime calls, in ord
 
     open()                      allocate resources (models, files, devices)
     produce() / process() / consume()
-    close()                     free them (always called, also after an error)
+    close(reason)               free them (always called, also after an error); ``reason``
+                                says why (:class:`flujo.closing.CloseReason`); ``close()``
+                                without a parameter works too
 
 * ``Producer.produce()`` is a generator: every value it yields becomes one item. Yielding
   ``None`` sends nothing but lets the runtime see its commands (a live source with no new
@@ -27,7 +29,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+from flujo.closing import CloseReason
+from flujo.vocab import NodeKind
 
 
 class Outputs(dict):
@@ -48,8 +54,11 @@ class Node:
     def open(self) -> None:
         """Allocate resources. Called once in the node's process, before the first item."""
 
-    def close(self) -> None:
-        """Free resources. Called once after the last item, also when the node fails."""
+    def close(self, reason: CloseReason = CloseReason.END_OF_STREAM) -> None:
+        """Free resources. Called once after the last item, also when the node fails;
+        ``reason`` says why the node is closing: ``"end-of-stream"``, ``"stop"``,
+        ``"restart"`` (a graceful restart: a successor continues) or ``"failure"`` (user code
+        raised). A subclass may define ``close(self)`` without it."""
 
     def frame_buffer(self, shape: Any, dtype: Any = "uint8") -> Any:
         """A writable numpy array for an output item, in shared memory when this node's
@@ -68,7 +77,7 @@ class Node:
 class Producer(Node):
     """Brings data into a flow. Has no inputs."""
 
-    kind = "producer"
+    kind = NodeKind.PRODUCER
 
     def produce(self) -> Iterable[Any]:
         """Yield the items of the stream; returning ends the stream."""
@@ -83,7 +92,7 @@ class Producer(Node):
 class Processor(Node):
     """Reads items and writes one result (or none) per input item."""
 
-    kind = "processor"
+    kind = NodeKind.PROCESSOR
 
     def process(self, *items: Any, **ports: Any) -> Any:
         """Return the output for one input item (or one aligned set of items)."""
@@ -93,14 +102,14 @@ class Processor(Node):
 class Consumer(Node):
     """Reads items and sends nothing on."""
 
-    kind = "consumer"
+    kind = NodeKind.CONSUMER
 
     def consume(self, *items: Any, **ports: Any) -> None:
         """Handle one input item (or one aligned set of items)."""
         raise NotImplementedError
 
 
-NODE_KINDS = ("producer", "processor", "consumer")
+NODE_KINDS = tuple(NodeKind)
 _KIND_ATTRIBUTE = "__flujo_kind__"
 
 
@@ -114,17 +123,17 @@ def _mark(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 def producer(function: Callable[..., Iterable[Any]]) -> Callable[..., Iterable[Any]]:
     """Mark a function returning an iterable (usually a generator) as a producer."""
-    return _mark("producer")(function)
+    return _mark(NodeKind.PRODUCER)(function)
 
 
 def processor(function: Callable[..., Any]) -> Callable[..., Any]:
     """Mark a function as a processor: called once per item, its result is sent on."""
-    return _mark("processor")(function)
+    return _mark(NodeKind.PROCESSOR)(function)
 
 
 def consumer(function: Callable[..., Any]) -> Callable[..., Any]:
     """Mark a function as a consumer: called once per item, its result is ignored."""
-    return _mark("consumer")(function)
+    return _mark(NodeKind.CONSUMER)(function)
 
 
 def declared_kind(target: Any) -> str | None:
@@ -135,7 +144,7 @@ def declared_kind(target: Any) -> str | None:
     if kind:
         return kind
     if inspect.isgeneratorfunction(target):
-        return "producer"
+        return NodeKind.PRODUCER
     return None
 
 
@@ -165,9 +174,9 @@ class _FunctionConsumer(Consumer):
 
 
 _FUNCTION_WRAPPERS: dict[str, type[Node]] = {
-    "producer": _FunctionProducer,
-    "processor": _FunctionProcessor,
-    "consumer": _FunctionConsumer,
+    NodeKind.PRODUCER: _FunctionProducer,
+    NodeKind.PROCESSOR: _FunctionProcessor,
+    NodeKind.CONSUMER: _FunctionConsumer,
 }
 
 

@@ -13,15 +13,26 @@ the status channel (nodes PUSH -> launcher PULL) carries one msgpack array
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import msgpack
 import numpy as np
 import zmq
 
-from flujo.wire_check import (ARRAY_EXT_CODE, BATCH, DATA, MAX_FRAMES, PROTOCOL_VERSION, DataCheck, ProtocolError,
-                              check_control, check_status, describe_sender)
+from flujo.wire_check import (
+    ARRAY_EXT_CODE,
+    BATCH,
+    DATA,
+    MAX_FRAMES,
+    PROTOCOL_VERSION,
+    DataCheck,
+    ProtocolError,
+    check_control,
+    check_status,
+    describe_sender,
+)
 
 #: Environment variable through which the launcher hands a node its JSON configuration.
 CONFIG_ENV = "FLUJO_NODE_CONFIG"
@@ -215,7 +226,7 @@ def _believing(header: Any) -> DataCheck:
         fields = msgpack.unpackb(header)
         if type(fields[4]) is int and 0 <= fields[4] < 1024:
             return DataCheck(fields[3], fields[4] + 1)
-    except Exception:  # noqa: BLE001 - the real check says what is wrong with it
+    except Exception:
         pass
     return DataCheck("", 0)
 
