@@ -30,9 +30,8 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
-from flujo.closing import CloseReason
 from flujo.vocab import NodeKind
 
 
@@ -54,11 +53,14 @@ class Node:
     def open(self) -> None:
         """Allocate resources. Called once in the node's process, before the first item."""
 
-    def close(self, reason: CloseReason = CloseReason.END_OF_STREAM) -> None:
-        """Free resources. Called once after the last item, also when the node fails;
-        ``reason`` says why the node is closing: ``"end-of-stream"``, ``"stop"``,
-        ``"restart"`` (a graceful restart: a successor continues) or ``"failure"`` (user code
-        raised). A subclass may define ``close(self)`` without it."""
+    def close(self) -> None:
+        """Free resources. Called once after the last item, also when the node fails.
+
+        A subclass that wants to know why declares ``close(self, reason: CloseReason =
+        CloseReason.END_OF_STREAM)`` (:mod:`flujo.closing`): ``"end-of-stream"``, ``"stop"``,
+        ``"restart"`` (a graceful restart: a successor continues) or ``"failure"`` (user
+        code raised). The runtime looks at the signature once and passes the reason only
+        to a ``close`` that takes it."""
 
     def frame_buffer(self, shape: Any, dtype: Any = "uint8") -> Any:
         """A writable numpy array for an output item, in shared memory when this node's
@@ -189,7 +191,8 @@ def instantiate(target: Any, kind: str, args: Mapping[str, Any]) -> Node:
     if inspect.isclass(target):
         if not issubclass(target, Node):
             raise TypeError(f"{target.__qualname__} is not a flujo Producer, Processor or Consumer")
-        return target(**args)
+        return cast(Callable[..., Node], target)(**args)  # subclasses take their manifest args
     if not callable(target):
         raise TypeError(f"{target!r} is neither a node class nor a function")
-    return _FUNCTION_WRAPPERS[kind](target, args)
+    wrapper = cast(Callable[[Any, Mapping[str, Any]], Node], _FUNCTION_WRAPPERS[kind])
+    return wrapper(target, args)

@@ -144,10 +144,9 @@ class ControlState:
             node, replica, port, endpoint = payload[:4]
             self.moved[(node, port, replica)] = endpoint
             self.changes += 1
-        elif topic is Control.GONE:
-            if len(payload) < 4 or (payload[2], payload[3]) == self._me:
-                self.gone.add((payload[0], payload[1]))
-                self.changes += 1
+        elif topic is Control.GONE and (len(payload) < 4 or (payload[2], payload[3]) == self._me):
+            self.gone.add((payload[0], payload[1]))  # for every reader, or for this one
+            self.changes += 1
 
     def _is_me(self, node: str, replica: int, generation: int) -> bool:
         return (node, replica) == self._me and generation == self._generation

@@ -118,7 +118,8 @@ class Join:
                 if any(port.ready for port in ports):
                     continue  # held items were taken
                 # Look at every port (no short-circuit): a busy port must not hide another's end.
-                if not any([port.receive_available() for port in ports if not port.senders_done]):
+                got = [port.receive_available() for port in ports if not port.senders_done]
+                if not any(got):
                     self.waiting_on = [port for port in ports if not port.senders_done]
                     return WAIT
 

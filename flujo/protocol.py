@@ -74,7 +74,7 @@ class Control(bytes, enum.Enum):
     # (restarted on another machine): its senders connect there instead
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """What a node reports to the launcher on the status channel."""
 
     READY = "ready"  # sockets are bound and connected, node opened
@@ -180,11 +180,11 @@ class Codec:
         header = first.bytes
         try:
             kind, seq, sender, replica = check.header(header)
-            if kind == DATA or kind == BATCH:
+            if kind in (DATA, BATCH):
                 if not first.more:  # never take the next message's first frame as a body
                     raise ProtocolError("frames", f"{_KINDS[kind].name} without a body frame",
                                         describe_sender(sender, replica))
-                frames = [header, socket.recv(NOBLOCK)]  # once a message's first part is here, all of it is
+                frames: list[Any] = [header, socket.recv(NOBLOCK)]  # once a message's first part is here, all of it is
                 while _get_option(socket, RCVMORE) and len(frames) <= MAX_FRAMES:
                     frames.append(socket.recv(NOBLOCK, copy=False))
                 item = check.body(kind, seq, replica, frames)
@@ -206,7 +206,7 @@ class Codec:
             raise ProtocolError("frames", "a message without frames")
         check = check or _believing(_buffer(frames[0]))
         kind, seq, sender, replica = check.header(_buffer(frames[0]))
-        if kind == DATA or kind == BATCH:
+        if kind in (DATA, BATCH):
             if len(frames) < 2:
                 raise ProtocolError("frames", f"{_KINDS[kind].name} without a body frame",
                                     describe_sender(sender, replica))

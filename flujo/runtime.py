@@ -21,7 +21,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import zmq
@@ -32,6 +32,7 @@ from flujo.config import NodeConfig
 from flujo.control import ControlChannel
 from flujo.curve import FlowContext, KeyPair
 from flujo.inputs import SKIP, WAIT, Drained, InputPort, Join
+from flujo.joins import Step
 from flujo.outputs import OutputEdge
 from flujo.port_queue import PortQueue
 from flujo.protocol import POLLIN, Codec, Message, MessageKind, Status
@@ -98,7 +99,8 @@ class NodeRuntime:
         self.control = control = ControlChannel(context, config)
         self.state = state = control.state
         self.lifecycle = lifecycle = state.lifecycle
-        self.codec = Codec(config.node, config.replica, min((edge.max_message for edge in config.outputs), default=None))
+        max_message = min((edge.max_message for edge in config.outputs), default=None)
+        self.codec = Codec(config.node, config.replica, max_message)
         self.refusals = RefusalLog(f"flujo: {config.label}")  # refused messages, logged on stderr
         self.ports = [InputPort(context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause,
                                 self.refusals)
@@ -254,7 +256,7 @@ class NodeRuntime:
                 step = join.next()
             if step is None:
                 return
-            seq, port, items = step  # type: ignore[misc]
+            seq, port, items = cast(Step, step)
             self.items_in += 1
             if items is SKIP:
                 result = None
@@ -322,8 +324,8 @@ class NodeRuntime:
         if not self.config.keyword_ports:
             return lambda port, items: function(*items)
         if zips_several(self.config.join, len(names)):
-            return lambda port, items: function(**dict(zip(names, items)))
-        return lambda port, items: function(**{port: items[0]})
+            return lambda port, items: function(**dict(zip(names, items, strict=False)))
+        return lambda port, items: function(**{cast(str, port): items[0]})
 
     def _emit(self, seq: int, result: Any) -> None:
         """Send one result (or a SKIP marker for None) on every output edge. A value is encoded
@@ -354,7 +356,7 @@ class NodeRuntime:
             if edge.deal(frames, seq, len(frames) == 2) and packed and edge.last_reader is not None:
                 pool.dealt(packed, (edge.target, edge.last_reader))  # type: ignore[union-attr]
         if pool is not None:
-            for frames, packed in encoded.values():
+            for _frames, packed in encoded.values():
                 if packed:
                     pool.settle(packed)
         self.items_out += 1

@@ -12,6 +12,7 @@ from typing import Any
 from flujo.api import Node, Outputs
 from flujo.closing import CloseReason, closer
 from flujo.protocol import Codec
+from flujo.vocab import NodeKind
 
 
 def wire(item: Any, codec: Codec | None = None) -> Any:
@@ -35,9 +36,9 @@ def drive(node: Node, items: Iterable[Any] = (), *, through_wire: bool = True) -
     reason = CloseReason.FAILURE
     node.open()
     try:
-        if node.kind == "producer":
-            sent = [convert(item) for item in node.produce() if item is not None]
-        elif node.kind == "processor":
+        if node.kind == NodeKind.PRODUCER:
+            sent = [convert(item) for item in node.produce() if item is not None]  # type: ignore[attr-defined]
+        elif node.kind == NodeKind.PROCESSOR:
             for item in items:
                 result = node.process(convert(item))  # type: ignore[attr-defined]
                 if isinstance(result, Outputs):

@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FlowRunner, poll_for
+from flow_nodes import line_count, read_lines
+from restarting import restart_mid_stream
 
 from flujo import Consumer, Processor
 from flujo.closing import CloseReason, closer
 from flujo.testing import drive
-
-from conftest import FlowRunner, poll_for
-from flow_nodes import line_count, read_lines
-from restarting import restart_mid_stream
 
 NODES = Path(__file__).with_name("close_nodes.py")
 
@@ -73,7 +72,8 @@ class Plain(Processor):
 
 class Told(Consumer):
     def __init__(self, fail: bool = False) -> None:
-        self.fail, self.reasons = fail, []  # type: list[CloseReason]
+        self.fail = fail
+        self.reasons: list[CloseReason] = []
 
     def consume(self, item: Any) -> None:
         if self.fail:

@@ -5,12 +5,12 @@ A scripted port stands in for the socket: each receive takes the next message of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from flujo.config import InputConfig
-from flujo.joins import SKIP, WAIT, Drained, Join
+from flujo.joins import SKIP, WAIT, Drained, Join, Step
 from flujo.port_queue import PortQueue
 from flujo.protocol import NOBLOCK, Message, MessageKind
 from flujo.vocab import Join as JoinMode
@@ -151,7 +151,7 @@ def drain(join: Join, limit: int = 20) -> list[Any]:
         if step is None or step is WAIT:
             steps.append("end" if step is None else "wait")
             return steps
-        seq, port, items = step  # type: ignore[misc]
+        seq, port, items = cast(Step, step)
         steps.append((seq, port, "skip" if items is SKIP else items))
     return steps
 

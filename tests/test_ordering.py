@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import FlowRunner
+from flow_nodes import read_lines
 
 from flujo.config import InputConfig
 from flujo.port_queue import PortQueue
 from flujo.protocol import Message, MessageKind
-
-from conftest import FlowRunner
-from flow_nodes import read_lines
 
 
 @pytest.fixture
