@@ -261,3 +261,30 @@ def test_merge_drains_once_every_port_is_quiet_or_exhausted() -> None:
     assert steps[-1] == "drained" and len(steps) == 3
     still = ScriptedPort("c", [data(0)])
     assert drain(Join([ScriptedPort("a", [marker(EOS)]), still], JoinMode.MERGE, View(draining=True)))[-1] == "wait"
+
+
+def test_a_bare_queue_has_no_source() -> None:
+    port = PortQueue(config(), reorder=False)
+    assert not port.receive() and not port.receive_available()
+
+
+def test_an_item_sent_twice_while_held_is_kept_once() -> None:
+    port = PortQueue(config(senders=2), reorder=True)
+    port.accept(data(2, replica=1))
+    port.accept(data(2, replica=1))  # (a duplicate; a sender never does this, the queue copes)
+    port.accept(data(0, replica=0))
+    port.accept(data(1, replica=0))
+    assert [message.seq for message in port.ready] == [0, 1, 2]
+
+
+def test_a_realtime_port_gives_what_it_took_without_receiving_again() -> None:
+    port = ScriptedPort(inbox=[data(0), data(1)], policy=QueuePolicy.DROP_NEWEST)
+    assert drain(Join([port], JoinMode.ZIP, View()))[:2] == [(0, "in", [0]), (1, "in", [1])]
+    assert port.receives[:3] == ["noblock", "noblock", "noblock"]  # all taken by the first refresh
+
+
+def test_a_draining_merge_delivers_what_waited_for_a_gap_before_it_waits() -> None:
+    gap = ScriptedPort("a", [data(1, replica=1), marker(PAUSE, replica=0), marker(PAUSE, replica=1)], senders=2)
+    gap.receive_available()
+    open_port = ScriptedPort("b", [])
+    assert drain(Join([gap, open_port], JoinMode.MERGE, View(draining=True))) == [(0, "a", [1]), "wait"]
