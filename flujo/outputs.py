@@ -135,11 +135,17 @@ class OutputEdge:
             generation = pauses.pause_due(index)
             if generation is None:
                 continue
-            if self.config.aligned and self.batch is not None:
-                return False  # the batch must go first: between items, where it may block
+            if self._is_released(self.target, self.config.target_port, index):
+                pauses.paused(index, generation)  # reads no more: nothing to pause
+                continue
             try:
-                if not self._is_released(self.target, self.config.target_port, index):
-                    send_message(self.sockets[index], self._pause_marker, NOBLOCK)
+                if self.config.aligned and self.batch is not None:  # its items are within the limit: first
+                    batch = self.batch
+                    send_message(self.sockets[0], self._codec.batch(batch.first_seq, batch.bodies), NOBLOCK)
+                    self.batch = None
+                    self.sent += len(batch.bodies)
+                    self.last_reader = 0
+                send_message(self.sockets[index], self._pause_marker, NOBLOCK)
             except zmq.Again:
                 return False
             pauses.paused(index, generation)
