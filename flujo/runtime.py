@@ -4,7 +4,7 @@
     2. producers wait for the start command; everyone then loops over items
     3. inputs end (every sender's end of stream, or a zip port ran dry, or a stop command):
        report "released" so upstream stops sending here
-    4. ``close()``; send end of stream on every output to every downstream replica
+    4. ``close(reason)`` (flujo/closing.py); send end of stream on every output to every downstream replica
     5. wait until each downstream replica has confirmed (released) before closing sockets:
        a PUSH socket closed right after its last message can lose its tail
     6. exit 0; or, when user code raised, report the error with its traceback, still end the
@@ -12,7 +12,7 @@
        will restart sends no end of stream: its successor continues the stream.
 
 A graceful restart replaces steps 3-5: the held replica takes everything its senders sent
-before their pause markers, ``close()``s, sends a pause marker instead of end of stream,
+before their pause markers, ``close("restart")``s, sends a pause marker instead of end of stream,
 and exits once the launcher says every reader has it (docs/PROTOCOL.md, section 8).
 """
 from __future__ import annotations
