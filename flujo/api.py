@@ -4,7 +4,9 @@ A node is written once and runs in its own OS process; the runtime calls, in ord
 
     open()                      allocate resources (models, files, devices)
     produce() / process() / consume()
-    close()                     free them (always called, also after an error)
+    close(reason)               free them (always called, also after an error); ``reason``
+                                says why (:class:`flujo.closing.CloseReason`); ``close()``
+                                without a parameter works too
 
 * ``Producer.produce()`` is a generator: every value it yields becomes one item. Yielding
   ``None`` sends nothing but lets the runtime see its commands (a live source with no new
@@ -28,7 +30,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from flujo.vocab import NodeKind
 
@@ -52,7 +54,13 @@ class Node:
         """Allocate resources. Called once in the node's process, before the first item."""
 
     def close(self) -> None:
-        """Free resources. Called once after the last item, also when the node fails."""
+        """Free resources. Called once after the last item, also when the node fails.
+
+        A subclass that wants to know why declares ``close(self, reason: CloseReason =
+        CloseReason.END_OF_STREAM)`` (:mod:`flujo.closing`): ``"end-of-stream"``, ``"stop"``,
+        ``"restart"`` (a graceful restart: a successor continues) or ``"failure"`` (user
+        code raised). The runtime looks at the signature once and passes the reason only
+        to a ``close`` that takes it."""
 
     def frame_buffer(self, shape: Any, dtype: Any = "uint8") -> Any:
         """A writable numpy array for an output item, in shared memory when this node's
@@ -186,4 +194,5 @@ def instantiate(target: Any, kind: NodeKind, args: Mapping[str, Any]) -> Node:
         return node_class(**args)
     if not callable(target):
         raise TypeError(f"{target!r} is neither a node class nor a function")
-    return _FUNCTION_WRAPPERS[kind](target, args)
+    wrapper = cast(Callable[[Any, Mapping[str, Any]], Node], _FUNCTION_WRAPPERS[kind])
+    return wrapper(target, args)

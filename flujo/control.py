@@ -12,13 +12,14 @@ from typing import Any
 import zmq
 
 from flujo.config import NodeConfig
-from flujo.holds import Holds
-from flujo.protocol import (EVENTS, POLLIN, Control, ProtocolError, Status, identity_topic, parse_control,
-                            status_frame)
+from flujo.control_state import ControlState, InvalidTransition
+from flujo.protocol import EVENTS, POLLIN, ProtocolError, Status, identity_topic, parse_control, status_frame
 from flujo.wire_check import RefusalLog
 
 
 class ControlChannel:
+    """The sockets of the control plane; what the commands mean is :class:`ControlState`'s."""
+
     def __init__(self, context: zmq.Context, config: NodeConfig) -> None:
         self._config = config
         self.commands = context.socket(zmq.SUB)
@@ -31,18 +32,7 @@ class ControlChannel:
         self.reporter = context.socket(zmq.PUSH)
         self.reporter.linger = 2000  # status is small and the launcher always reads it
         self.reporter.connect(config.status)
-        self.started = False
-        self.stop_requested = False
-        self.released: set[tuple[str, str, int]] = set()  # (node, port, replica) that reads no more
-        self.gone: set[tuple[str, int]] = set()  # replicas that died without end of stream
-        # Replicas being restarted gracefully, shared with the output edges (they pause those
-        # replicas); empty almost always.
-        self.holds = Holds(lambda node, replica, port, seq: self.report(Status.POSITION, [node, replica, port, seq]))
-        self.drain_requested = False  # this very process is held: take what is queued, hand over, exit
-        self.dismissed = False  # every reader has this drained process's pause marker: exit now
-        self.moved: dict[tuple[str, str, int], str] = {}  # (node, port, replica) -> where it binds now
-        self.changes = 0  # bumped on every release, loss or move, so readers can cache
-        self.exited: list[tuple[str, int]] = []  # processes that ended since last looked at (shared memory)
+        self.state = ControlState(config.node, config.replica, config.generation, self.report)
 
     def pending(self) -> bool:
         return bool(self.commands.getsockopt(EVENTS) & POLLIN)
@@ -56,54 +46,11 @@ class ControlChannel:
                 return
             try:
                 topic, payload = parse_control(frames)
+                self.state.apply(topic, payload)
             except ProtocolError as refused:  # logged and ignored: a command is all or nothing
                 self._refusals.refused(refused)
-                continue
-            self._apply(topic, payload)
-
-    def _apply(self, topic: Control | None, payload: list[Any]) -> None:
-        if topic is Control.START:
-            self.started = True
-        elif topic is Control.STOP:
-            if self._config.node in payload:
-                self.stop_requested = True
-        elif topic is Control.RELEASED:
-            self.released.add((payload[0], payload[2], payload[1]))
-            self.changes += 1
-        elif topic is Control.HOLD:
-            node, replica, generation = payload[:3]
-            self.holds.hold((node, replica), generation)
-            if self._is_me(node, replica, generation):
-                self.drain_requested = True
-        elif topic is Control.ALIGN:
-            node, replica, generation, limit = payload[:4]
-            self.holds.align((node, replica), generation, limit)
-        elif topic is Control.RESUME:
-            node, replica, generation = payload[:3]
-            self.holds.resume((node, replica), generation)
-        elif topic is Control.DISMISS:
-            node, replica, generation = payload[:3]
-            self.holds.dismissed((node, replica), generation)
-            if self._is_me(node, replica, generation):
-                self.dismissed = True
-        elif topic is Control.EXITED:
-            self.exited.append((payload[0], payload[1]))
-            self.changes += 1
-        elif topic is Control.MOVED:
-            node, replica, port, endpoint = payload[:4]
-            self.moved[(node, port, replica)] = endpoint
-            self.changes += 1
-        elif topic is Control.GONE:
-            if len(payload) < 4 or (payload[2], payload[3]) == (self._config.node, self._config.replica):
-                self.gone.add((payload[0], payload[1]))
-                self.changes += 1
-
-    def _is_me(self, node: str, replica: int, generation: int) -> bool:
-        config = self._config
-        return (node, replica, generation) == (config.node, config.replica, config.generation)
-
-    def is_released(self, node: str, port: str, replica: int) -> bool:
-        return (node, port, replica) in self.released
+            except InvalidTransition as refused:  # out of order: logged and ignored, the phase stays
+                self._refusals.refused(ProtocolError("order", str(refused)))
 
     def report(self, kind: Status, payload: Any = None) -> None:
         self.reporter.send(status_frame(kind, self._config.node, self._config.replica, payload))

@@ -10,7 +10,7 @@ would stop a shared upstream from feeding the senders that still lag behind the 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 Key = tuple[str, int]  # (node, replica)
 #: Reports a sender's position towards a held zip replica: (node, replica, port, last sequence number).

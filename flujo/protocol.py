@@ -13,15 +13,26 @@ the status channel (nodes PUSH -> launcher PULL) carries one msgpack array
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import msgpack
 import numpy as np
 import zmq
 
-from flujo.wire_check import (ARRAY_EXT_CODE, BATCH, DATA, MAX_FRAMES, PROTOCOL_VERSION, DataCheck, ProtocolError,
-                              check_control, check_status, describe_sender)
+from flujo.wire_check import (
+    ARRAY_EXT_CODE,
+    BATCH,
+    DATA,
+    MAX_FRAMES,
+    PROTOCOL_VERSION,
+    DataCheck,
+    ProtocolError,
+    check_control,
+    check_status,
+    describe_sender,
+)
 
 #: Environment variable through which the launcher hands a node its JSON configuration.
 CONFIG_ENV = "FLUJO_NODE_CONFIG"
@@ -63,7 +74,7 @@ class Control(bytes, enum.Enum):
     # (restarted on another machine): its senders connect there instead
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """What a node reports to the launcher on the status channel."""
 
     READY = "ready"  # sockets are bound and connected, node opened
@@ -169,11 +180,11 @@ class Codec:
         header = first.bytes
         try:
             kind, seq, sender, replica = check.header(header)
-            if kind == DATA or kind == BATCH:
+            if kind in (DATA, BATCH):
                 if not first.more:  # never take the next message's first frame as a body
                     raise ProtocolError("frames", f"{_KINDS[kind].name} without a body frame",
                                         describe_sender(sender, replica))
-                frames = [header, socket.recv(NOBLOCK)]  # once a message's first part is here, all of it is
+                frames: list[Any] = [header, socket.recv(NOBLOCK)]  # once a message's first part is here, all of it is
                 while _get_option(socket, RCVMORE) and len(frames) <= MAX_FRAMES:
                     frames.append(socket.recv(NOBLOCK, copy=False))
                 item = check.body(kind, seq, replica, frames)
@@ -195,7 +206,7 @@ class Codec:
             raise ProtocolError("frames", "a message without frames")
         check = check or _believing(_buffer(frames[0]))
         kind, seq, sender, replica = check.header(_buffer(frames[0]))
-        if kind == DATA or kind == BATCH:
+        if kind in (DATA, BATCH):
             if len(frames) < 2:
                 raise ProtocolError("frames", f"{_KINDS[kind].name} without a body frame",
                                     describe_sender(sender, replica))
@@ -215,7 +226,7 @@ def _believing(header: Any) -> DataCheck:
         fields = msgpack.unpackb(header)
         if type(fields[4]) is int and 0 <= fields[4] < 1024:
             return DataCheck(fields[3], fields[4] + 1)
-    except Exception:  # noqa: BLE001 - the real check says what is wrong with it
+    except Exception:
         pass
     return DataCheck("", 0)
 

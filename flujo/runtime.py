@@ -4,7 +4,7 @@
     2. producers wait for the start command; everyone then loops over items
     3. inputs end (every sender's end of stream, or a zip port ran dry, or a stop command):
        report "released" so upstream stops sending here
-    4. ``close()``; send end of stream on every output to every downstream replica
+    4. ``close(reason)`` (flujo/closing.py); send end of stream on every output to every downstream replica
     5. wait until each downstream replica has confirmed (released) before closing sockets:
        a PUSH socket closed right after its last message can lose its tail
     6. exit 0; or, when user code raised, report the error with its traceback, still end the
@@ -12,7 +12,7 @@
        will restart sends no end of stream: its successor continues the stream.
 
 A graceful restart replaces steps 3-5: the held replica takes everything its senders sent
-before their pause markers, ``close()``s, sends a pause marker instead of end of stream,
+before their pause markers, ``close("restart")``s, sends a pause marker instead of end of stream,
 and exits once the launcher says every reader has it (docs/PROTOCOL.md, section 8).
 """
 from __future__ import annotations
@@ -20,22 +20,28 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import msgpack
 import zmq
 
 from flujo.api import Node, Outputs
+from flujo.closing import CloseReason, closer
 from flujo.config import NodeConfig
-from flujo.curve import FlowContext, KeyPair
 from flujo.control import ControlChannel
-from flujo.inputs import SKIP, Drained, InputPort, Join
+from flujo.curve import FlowContext, KeyPair
+from flujo.inputs import SKIP, WAIT, Drained, InputPort, Join
+from flujo.joins import Step
 from flujo.outputs import OutputEdge
-from flujo.protocol import Codec, Message, MessageKind, Status
+from flujo.port_queue import PortQueue
+from flujo.protocol import POLLIN, Codec, Message, MessageKind, Status
 from flujo.shm import SharedMemoryReader, SlotPool, install
+from flujo.vocab import ErrorPolicy, NodeKind, RestartPolicy, zips_several
 from flujo.wire_check import RefusalLog
 
 _NO_ITEM = object()  # an output port the result does not address
+POLLOUT = int(zmq.POLLOUT)
 
 POLL_INTERVAL_MS = 500  # upper bound on a blocking wait; every wait also wakes on control
 STATS_INTERVAL = 0.5  # seconds between two stats reports to the launcher
@@ -50,12 +56,15 @@ END_SHM_WAIT = 5.0
 _END = object()  # the producer's generator is exhausted
 
 
-class StopReading(Exception):
-    """This replica must read no more: told to stop, or nobody downstream reads any more."""
-
-
 class NodeRuntime:
-    """Runs one replica of a node, given its configuration and a factory for the node object."""
+    """Runs one replica of a node, given its configuration and a factory for the node object.
+
+    Waiting only waits: ``_wait_on`` polls, takes in the commands that woke it (state only)
+    and tells the launcher how the node is; it never sends on a data edge and never raises.
+    What a node does besides moving items (flushing batches, pausing held readers, sending
+    what was kept back) runs at explicit points: between items (``_between_items``) and
+    before each wait of the node's own loops (``_housekeeping``).
+    """
 
     def __init__(self, config: NodeConfig, make_node: Callable[[], Node]) -> None:
         self.config = config
@@ -68,6 +77,7 @@ class NodeRuntime:
         self._next_report = time.monotonic() + STATS_INTERVAL
         self._next_control = 0.0
         self._nobody_reads = False  # every reader of every output has been released
+        self._stopped = False  # the loop ended on a stop (or with nobody reading), not at the end of its input
         self._length: int | None = None  # items a producer will send, when it knows
         self._summary: dict[str, Any] | None = None  # what the node reports at its end
 
@@ -87,13 +97,17 @@ class NodeRuntime:
     def _run(self, context: zmq.Context) -> int:
         config = self.config
         self.control = control = ControlChannel(context, config)
-        self.codec = Codec(config.node, config.replica, min((edge.max_message for edge in config.outputs), default=None))
+        self.state = state = control.state
+        self.lifecycle = lifecycle = state.lifecycle
+        max_message = min((edge.max_message for edge in config.outputs), default=None)
+        self.codec = Codec(config.node, config.replica, max_message)
         self.refusals = RefusalLog(f"flujo: {config.label}")  # refused messages, logged on stderr
         self.ports = [InputPort(context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause,
                                 self.refusals)
                       for port in config.inputs]
         self._released_ports: set[str] = set()
-        self.edges = [OutputEdge(context, edge, control.is_released, self.codec, control.holds)
+        self.edges = [OutputEdge(context, edge, state.is_released, self.codec, state.holds, self._wait_writable,
+                                 self._idle)
                       for edge in config.outputs]
         self.pool, self.shm_reader = self._shared_memory(context)
         self._seen_changes = 0
@@ -103,12 +117,12 @@ class NodeRuntime:
         try:
             node = self._make_node()
             node.open()
-            if config.kind == "producer":
+            if config.kind == NodeKind.PRODUCER:
                 self._length = _reported(node, "length")
             control.report(Status.READY)
-            if config.kind == "producer":
+            if config.kind == NodeKind.PRODUCER:
                 self._produce(node)
-                drained = control.drain_requested
+                drained = lifecycle.drain_requested
             else:
                 self._consume_inputs(node)
         except Drained:
@@ -119,7 +133,7 @@ class NodeRuntime:
             if node is not None:
                 control.report(Status.ENDING)
                 try:
-                    node.close()
+                    closer(node.close)(self._close_reason(error, drained))
                 except Exception as failure:
                     error = error or failure
                 self._summary = _reported(node, "summary")
@@ -131,7 +145,7 @@ class NodeRuntime:
             # up the successor for long (what they keep stays mapped after the unlink).
             self._close_shared_memory(HANDOVER_SHM_WAIT)
             return 0 if error is None else 1
-        if error is not None and config.restart != "no":
+        if error is not None and config.restart != RestartPolicy.NO:
             # A successor continues this stream: no end of stream. What is still queued
             # gets a moment to leave, at most once (docs/PROTOCOL.md, delivery guarantee).
             for edge in self.edges:
@@ -144,6 +158,13 @@ class NodeRuntime:
         self._end_outputs()
         self._close_shared_memory(END_SHM_WAIT)
         return 0 if error is None else 1
+
+    def _close_reason(self, error: BaseException | None, drained: bool) -> CloseReason:
+        if error is not None:
+            return CloseReason.FAILURE
+        if drained:
+            return CloseReason.RESTART
+        return CloseReason.STOP if self._stopped else CloseReason.END_OF_STREAM
 
     # -- shared memory (flujo/shm.py) --------------------------------------------------------
     def _shared_memory(self, context: zmq.Context) -> tuple[SlotPool | None, SharedMemoryReader | None]:
@@ -164,7 +185,7 @@ class NodeRuntime:
             base = sum(2 * edge.hwm * len(edge.endpoints) for edge in shm_edges) + 2
             pool = self.codec.shm_pool = SlotPool(context, config.shm_run, config.node, config.replica,
                                                   config.shm_release, base, reader)
-            pool.wait = lambda sockets: self._poll(sockets, zmq.POLLIN)
+            pool.wait = lambda sockets: self._wait_on(sockets)
             install(pool)
         return pool, reader
 
@@ -179,16 +200,18 @@ class NodeRuntime:
             pool.collect_releases()
             deadline = time.monotonic() + limit
             while pool.held and time.monotonic() < deadline:
-                self._poll([pool.release_socket], zmq.POLLIN)
+                self._wait_on([pool.release_socket])
                 pool.collect_releases()
             pool.close()
             install(None)
 
     def _produce(self, node: Node) -> None:
-        control = self.control
-        while not control.started and not control.stop_requested and not control.drain_requested:
-            self._wait()
-        if control.stop_requested or control.drain_requested:
+        lifecycle = self.lifecycle
+        while not lifecycle.started:
+            self._housekeeping()
+            self._wait_on(())
+        if lifecycle.stop_requested or lifecycle.drain_requested:
+            self._stopped = lifecycle.stop_requested
             return
         stream = iter(node.produce())  # type: ignore[attr-defined]
         clock = time.perf_counter
@@ -202,8 +225,9 @@ class NodeRuntime:
                 if item is not None:  # None: nothing this time (a live source), but commands still count
                     self._emit(self.next_seq, item)
                     self.next_seq += 1
-                self._after_item()
-                if control.stop_requested or control.drain_requested or self._nobody_reads:
+                self._between_items()
+                if lifecycle.stop_requested or lifecycle.drain_requested or self._nobody_reads:
+                    self._stopped = not lifecycle.drain_requested
                     break
         finally:
             close = getattr(stream, "close", None)
@@ -211,25 +235,28 @@ class NodeRuntime:
                 close()
 
     def _consume_inputs(self, node: Node) -> None:
-        control = self.control
-        me = (self.config.node, self.config.replica)
-        join = Join(self.ports, self.config.join, self._wait_readable, self._flush_batches, self._holding_batches,
-                    lambda: control.drain_requested, lambda: control.holds.limit.get(me))
+        lifecycle = self.lifecycle
+        join = Join(self.ports, self.config.join, self)
         call = self._calling_convention(node)
-        emits = self.config.kind == "processor"
-        skip_errors = self.config.on_error == "skip"
+        emits = self.config.kind == NodeKind.PROCESSOR
+        skip_errors = self.config.on_error == ErrorPolicy.SKIP
         clock = time.perf_counter
         while True:
-            self._after_item()
-            if control.stop_requested:
+            self._between_items()
+            if lifecycle.stop_requested:
+                self._stopped = True
                 return
-            try:
+            step = join.next()
+            while step is WAIT:  # nothing to read yet: housekeeping, then wait for the ports it needs
+                self._before_waiting()
+                if lifecycle.stop_requested or self._nobody_reads:
+                    self._stopped = True
+                    return
+                self._wait_on([port.socket for port in join.waiting_on])  # type: ignore[attr-defined]
                 step = join.next()
-            except StopReading:
-                return
             if step is None:
                 return
-            seq, port, items = step
+            seq, port, items = cast(Step, step)
             self.items_in += 1
             if items is SKIP:
                 result = None
@@ -259,38 +286,53 @@ class NodeRuntime:
             return
         end = self.codec.marker(MessageKind.EOS, 0)
         for edge in self.edges:
-            edge.flush(self._wait_writable)
-            edge.broadcast(end, self._wait_writable)
+            edge.flush()
+            edge.broadcast(end)
         self.control.report(Status.FINISHED, self._stats())
         while not all(edge.released for edge in self.edges):
-            self._wait()
+            self._housekeeping()
+            self._wait_on(())
 
     def _hand_over(self) -> None:
         """Graceful restart: a pause marker behind everything sent, then wait to be dismissed."""
         readers = []
         for edge in self.edges:
-            for index in edge.pause_all(self._wait_writable):
+            for index in edge.pause_all():
                 readers.append([edge.target, index, edge.config.target_port])
         self.control.report(Status.DRAINED, {"stats": self._stats(), "readers": readers})
-        while not self.control.dismissed:
-            self._wait()
+        while not self.lifecycle.dismissed:
+            self._wait_on(())
+
+    # -- what a join asks of its node (flujo/joins.py, JoinView) ----------------------------
+    @property
+    def holding_output(self) -> bool:
+        return any(edge.batch is not None for edge in self.edges)
+
+    @property
+    def draining(self) -> bool:
+        return self.lifecycle.drain_requested
+
+    @property
+    def drain_limit(self) -> int | None:
+        return self.state.drain_limit
 
     # -- items -----------------------------------------------------------------------------
     def _calling_convention(self, node: Node) -> Callable[[str | None, list[Any]], Any]:
-        function = node.process if self.config.kind == "processor" else node.consume  # type: ignore[attr-defined]
+        kind = self.config.kind
+        function = node.process if kind == NodeKind.PROCESSOR else node.consume  # type: ignore[attr-defined]
         names = [port.port for port in self.config.inputs]
         if not self.config.keyword_ports:
             return lambda port, items: function(*items)
-        if self.config.join == "zip" and len(names) > 1:
-            return lambda port, items: function(**dict(zip(names, items)))
-        return lambda port, items: function(**{port: items[0]})
+        if zips_several(self.config.join, len(names)):
+            return lambda port, items: function(**dict(zip(names, items, strict=False)))
+        return lambda port, items: function(**{cast(str, port): items[0]})
 
     def _emit(self, seq: int, result: Any) -> None:
         """Send one result (or a SKIP marker for None) on every output edge. A value is encoded
         once per port (twice when some edges take shared memory and others inline arrays)."""
         if not self.edges:
             return
-        pool, codec, wait = self.pool, self.codec, self._wait_writable
+        pool, codec = self.pool, self.codec
         outputs = result if isinstance(result, Outputs) else None
         encoded: dict[tuple[str, bool], tuple[list[Any], list[Any]]] = {}
         skip = None
@@ -301,29 +343,29 @@ class NodeRuntime:
                 value = result if result is not None and edge.port == "out" else _NO_ITEM
             if value is _NO_ITEM:
                 skip = skip or codec.marker(MessageKind.SKIP, seq)
-                edge.deal(skip, wait, seq)
+                edge.deal(skip, seq)
                 continue
             shm = pool is not None and edge.config.shm
             found = encoded.get((edge.port, shm))
             if found is None:
                 if shm:
-                    pool.start_message()
+                    pool.start_message()  # type: ignore[union-attr]
                 frames = codec.encode(seq, value, shm)
-                found = encoded[(edge.port, shm)] = (frames, pool.take_packed() if shm else [])
+                found = encoded[(edge.port, shm)] = (frames, pool.take_packed() if shm else [])  # type: ignore[union-attr]
             frames, packed = found
-            if edge.deal(frames, wait, seq, len(frames) == 2) and packed and edge.last_reader is not None:
-                pool.dealt(packed, (edge.target, edge.last_reader))
+            if edge.deal(frames, seq, len(frames) == 2) and packed and edge.last_reader is not None:
+                pool.dealt(packed, (edge.target, edge.last_reader))  # type: ignore[union-attr]
         if pool is not None:
-            for frames, packed in encoded.values():
+            for _frames, packed in encoded.values():
                 if packed:
                     pool.settle(packed)
         self.items_out += 1
 
-    def _release_port(self, port: InputPort) -> None:
+    def _release_port(self, port: PortQueue) -> None:
         """Its senders all ended: tell them, so each may close (a merge may read on elsewhere)."""
         self._release_ports(port.name)
 
-    def _confirm_pause(self, port: InputPort, message: Message) -> None:
+    def _confirm_pause(self, port: PortQueue, message: Message) -> None:
         """A sender's pause marker arrived: the launcher lets that sender exit once all its readers have it."""
         self.control.report(Status.PAUSE_SEEN, [port.name, message.sender, message.replica])
 
@@ -333,20 +375,34 @@ class NodeRuntime:
             self._released_ports.update(names)
             self.control.report(Status.RELEASED, list(names))
 
-
-    def _after_item(self) -> None:
-        """Between two items: now and then, apply control commands and report stats."""
+    # -- housekeeping, at explicit points ---------------------------------------------------
+    def _between_items(self) -> None:
+        """Between two items: now and then, take in commands, report stats, send aged batches,
+        pause held readers and send what was kept back for a successor."""
         now = time.monotonic()
         if now >= self._next_control:
             self._next_control = now + CONTROL_INTERVAL
             if self.control.pending():
-                self._apply_control()
+                self._take_commands()
             if now >= self._next_report:
                 self._report_stats()
             for edge in self.edges:  # a batch waits a few milliseconds at most
                 if edge.batch is not None and now - edge.batch.since >= BATCH_WAIT:
-                    edge.flush(self._wait_writable)
-                edge.pause_held(self._wait_writable)
+                    edge.flush()
+                edge.between_items()
+
+    def _before_waiting(self) -> None:
+        """The loop is about to wait for input: what this node holds back must go now."""
+        for edge in self.edges:
+            edge.flush()
+        if self.shm_reader is not None and self.shm_reader.pending:
+            self.shm_reader.flush()
+        self._housekeeping()
+
+    def _housekeeping(self) -> None:
+        """Before one of the node's own waits: a waiting node still pauses held readers."""
+        for edge in self.edges:
+            edge.between_items()
 
     def _report_stats(self) -> None:
         self._next_report = time.monotonic() + STATS_INTERVAL
@@ -368,57 +424,49 @@ class NodeRuntime:
         }
 
     # -- waiting ---------------------------------------------------------------------------
-    def _apply_control(self) -> None:
-        control = self.control
-        control.handle_pending()
-        if control.changes != self._seen_changes:
-            self._seen_changes = control.changes
+    def _take_commands(self) -> None:
+        """Apply the commands received, and follow what they change: readers released or moved,
+        senders gone, processes exited, holds (whose zip replicas need this sender's position)."""
+        state = self.state
+        self.control.handle_pending()
+        if state.changes != self._seen_changes:
+            self._seen_changes = state.changes
             self._nobody_reads = bool(self.edges) and all(edge.released for edge in self.edges)
-            if control.moved:
-                for edge in self.edges:
-                    edge.follow(control.moved)
-            for node, replica in control.gone:
+            for edge in self.edges:
+                if state.moved:
+                    edge.follow(state.moved)
+                edge.pauses.report_positions()  # a status report: a held zip waits for every position
+            for node, replica in state.gone:
                 for port in self.ports:
                     if port.config.source == node:
                         port.sender_ended(replica)
-            while control.exited:
-                node, replica = control.exited.pop()
+            while state.exited:
+                node, replica = state.exited.pop()
                 if self.pool is not None:
                     self.pool.reader_exited(node, replica)
 
-    def _poll(self, sockets: Iterable[zmq.Socket], event: int) -> None:
+    def _wait_on(self, sockets: Iterable[zmq.Socket], event: int = POLLIN) -> None:
+        """Wait until a socket is ready for ``event``, a command comes, or the poll interval
+        passes; take in the commands, and tell the launcher how this node is when that is due."""
         commands = self.control.commands
-        ready = zmq.zmq_poll([(socket, event) for socket in sockets] + [(commands, zmq.POLLIN)],
-                             POLL_INTERVAL_MS)
+        ready = zmq.zmq_poll([(socket, event) for socket in sockets] + [(commands, POLLIN)], POLL_INTERVAL_MS)
         if any(socket is commands for socket, _ in ready):
-            self._apply_control()
+            self._take_commands()
         if time.monotonic() >= self._next_report:  # a waiting node still says how it is
             self._report_stats()
-        for edge in self.edges:  # a held reader must get its pause marker even while this node waits
-            edge.pause_held(self._wait_writable)
-
-    def _wait(self) -> None:
-        """Wait for a control message (or the poll interval)."""
-        self._poll((), zmq.POLLIN)
-
-    def _holding_batches(self) -> bool:
-        return any(edge.batch is not None for edge in self.edges)
-
-    def _flush_batches(self) -> None:
-        """Send every waiting batch: the node is about to wait for input."""
-        for edge in self.edges:
-            edge.flush(self._wait_writable)
-
-    def _wait_readable(self, sockets: Iterable[zmq.Socket]) -> None:
-        self._flush_batches()
-        if self.shm_reader is not None and self.shm_reader.pending:
-            self.shm_reader.flush()
-        if self.control.stop_requested or self._nobody_reads:
-            raise StopReading
-        self._poll(sockets, zmq.POLLIN)
 
     def _wait_writable(self, sockets: Iterable[zmq.Socket]) -> None:
-        self._poll(sockets, zmq.POLLOUT)
+        """An edge waits for room on its sockets."""
+        self._wait_on(sockets, POLLOUT)
+
+    def _idle(self, waiting: OutputEdge) -> None:
+        """An edge waits for a command while a held reader keeps it from sending: the held
+        readers of the other edges get their pause markers meanwhile, when they can go without
+        waiting (a held merge replica fed by two of this node's edges drains only with both)."""
+        self._wait_on(())
+        for edge in self.edges:
+            if edge is not waiting:
+                edge.offer_pauses()
 
 
 def _reported(node: Node, method: str) -> Any:

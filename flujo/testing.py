@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from flujo.api import Consumer, Node, Outputs, Processor, Producer
+from flujo.closing import CloseReason, closer
 from flujo.protocol import Codec
 
 
@@ -21,7 +22,8 @@ def wire(item: Any, codec: Codec | None = None) -> Any:
 
 
 def drive(node: Node, items: Iterable[Any] = (), *, through_wire: bool = True) -> list[Any]:
-    """Open ``node``, feed it ``items`` (ignored by producers), close it; return its outputs.
+    """Open ``node``, feed it ``items`` (ignored by producers), close it (``close(reason)`` with
+    "end-of-stream", or "failure" when it raised); return its outputs.
 
     Producers return what they yielded; processors what they returned, with ``None``
     ("no output") left out; consumers return an empty list. An item that is a dict with
@@ -30,6 +32,7 @@ def drive(node: Node, items: Iterable[Any] = (), *, through_wire: bool = True) -
     codec = Codec("test", 0)
     convert = (lambda value: wire(value, codec)) if through_wire else (lambda value: value)
     sent: list[Any] = []
+    reason = CloseReason.FAILURE
     node.open()
     try:
         if isinstance(node, Producer):
@@ -46,6 +49,7 @@ def drive(node: Node, items: Iterable[Any] = (), *, through_wire: bool = True) -
                 node.consume(convert(item))
         else:
             raise TypeError(f"{type(node).__qualname__} is not a Producer, Processor or Consumer")
+        reason = CloseReason.END_OF_STREAM
     finally:
-        node.close()
+        closer(node.close)(reason)
     return sent
