@@ -1,6 +1,7 @@
 """Fixtures that run real flows in real processes, and prove none is left behind."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -9,12 +10,16 @@ import sys
 import textwrap
 import time
 import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import psutil
 import pytest
+
+from manifests import nodes_toml
 
 HERE = Path(__file__).parent
 NODES = HERE / "flow_nodes.py"  # node classes the test manifests use
@@ -64,9 +69,11 @@ class FlowRunner:
         # Each test's launchers announce themselves in their own folder: tests never see each other.
         self.env = {**os.environ, "FLUJO_RUNS": str(folder / "runs")}
 
-    def manifest(self, body: str, flow: str = "") -> Path:
-        """A manifest with a unique flow name; ``{nodes}`` stands for the test nodes file."""
-        text = f'[flow]\nname = "{self.name}"\n{flow}\n' + textwrap.dedent(body).replace("{nodes}", str(NODES))
+    def manifest(self, body: str | Mapping[str, Mapping[str, object]], flow: str = "") -> Path:
+        """A manifest with a unique flow name; ``{nodes}`` stands for the test nodes file.
+        ``body`` is TOML text, or node name -> fields (rendered by manifests.nodes_toml)."""
+        text = body if isinstance(body, str) else nodes_toml(body)
+        text = f'[flow]\nname = "{self.name}"\n{flow}\n' + textwrap.dedent(text).replace("{nodes}", str(NODES))
         path = self.folder / "manifest.toml"
         path.write_text(text)
         return path
@@ -117,6 +124,35 @@ class FlowRunner:
                 orphans.append(f"{process.pid} {' '.join(process.cmdline())}")
                 process.kill()
         return orphans
+
+
+@pytest.fixture(autouse=True)
+def _private_flujo_folders(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs folder and key folder of this test's own, so that tests running side by side
+    (pytest -n) never see each other's flows or share a key pair being written."""
+    home = tmp_path_factory.mktemp("flujo-home")
+    monkeypatch.setenv("FLUJO_RUNS", str(home / "runs"))
+    monkeypatch.setenv("FLUJO_HOME", str(home / "keys"))
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (made if missing), held across processes."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_c_sdk(timeout: float = 300) -> subprocess.CompletedProcess:
+    """``make -C sdk/c``, one build at a time: test workers running side by side share the
+    build folder, and make is not safe to run twice at once in the same folder."""
+    sdk = HERE.parent / "sdk" / "c"
+    (sdk / "build").mkdir(exist_ok=True)
+    with _locked(sdk / "build" / ".lock"):
+        return subprocess.run(["make", "-s", "-C", str(sdk)], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

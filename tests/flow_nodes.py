@@ -306,3 +306,44 @@ class UntilGate(Producer):
             i += 1
             if i % 64 == 0:
                 time.sleep(self.pause)
+
+
+class Reporting(Producer):
+    """Counts to n, ``pause`` seconds apart, writing to ``progress`` how many items it has handed
+    over so far: a test reads how far the source got without asking the clock."""
+
+    def __init__(self, n: int, progress: str, pause: float = 0.0) -> None:
+        self.n, self.progress, self.pause = n, Path(progress), pause
+
+    def produce(self) -> Iterable[int]:
+        for i in range(self.n):
+            if self.pause:
+                time.sleep(self.pause)
+            self.progress.write_text(str(i))  # item i is being handed over (i done before it)
+            yield i
+        self.progress.write_text(str(self.n))
+
+
+def progress(path: str) -> int:
+    """What a Reporting producer has written so far (0 before it started)."""
+    try:
+        return int(Path(path).read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+class HoldsFirst(Collect):
+    """Collect that holds its first item until the file ``gate`` exists, having touched the
+    file ``held`` to say so: a consumer as slow as a test needs, on cue."""
+
+    def __init__(self, path: str, gate: str, held: str) -> None:
+        super().__init__(path)
+        self.gate, self.held, self.first = Path(gate), Path(held), True
+
+    def consume(self, item: Any) -> None:
+        if self.first:
+            self.first = False
+            self.held.touch()
+            while not self.gate.exists():
+                time.sleep(0.005)
+        super().consume(item)

@@ -4,7 +4,6 @@ CI builds sdk/c and installs sdk/js's packages (.ci/run): when they are missing 
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import FlowRunner, poll_for
+from conftest import FlowRunner, build_c_sdk, poll_for
 from flow_nodes import read_lines
 
 pytestmark = pytest.mark.timeout(240)
@@ -24,7 +23,7 @@ CLIP = ROOT / "samples" / "data" / "vtest.avi"
 
 @pytest.fixture(scope="module")
 def c_built() -> None:
-    done = subprocess.run(["make", "-s", "-C", str(ROOT / "sdk" / "c")], capture_output=True, text=True, timeout=180)
+    done = build_c_sdk(timeout=180)
     assert done.returncode == 0, f"sdk/c does not build: {done.stderr[-2000:]}"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FlowRunner, poll_for
+from conftest import FlowRunner, build_c_sdk, poll_for
 from flow_nodes import line_count, read_lines
 from netns import can_make_namespaces
 from restarting import restart_mid_stream
@@ -33,7 +33,7 @@ def c_nodes() -> Path:
     missing compiler or header fails the tests rather than skipping them."""
     if shutil.which("make") is None or shutil.which("cc") is None:
         pytest.fail("make and a C compiler are needed to build sdk/c (CI installs them: .ci/run)")
-    done = subprocess.run(["make", "-s", "-C", str(SDK)], capture_output=True, text=True, timeout=300)
+    done = build_c_sdk()
     if done.returncode != 0:
         pytest.fail(f"make -C sdk/c failed (libzmq3-dev and libmsgpack-dev installed?):\n{done.stdout}{done.stderr}")
     return BUILD
