@@ -116,7 +116,7 @@ def test_status_shows_rates_queues_busy_and_the_bottleneck(flow: FlowRunner) -> 
     assert set(by_label) == {"numbers", "square.0", "square.1"} and rows[5][0] == "slow"
     slow = rows[5]
     assert slow[1] == "running" and int(slow[2]) > 0 and slow[3] == "0"
-    assert 50 < float(slow[6]) < 600  # about 1 / 2 ms per item
+    assert 0 < float(slow[6]) < 600  # at most 1 / 2 ms per item: it sleeps that long for each (load only slows it)
     assert int(slow[8].rstrip("%")) >= 50  # mostly in its own code: the bottleneck
     assert int(slow[7].rstrip("%")) >= 50  # its queue is full
     ps = flow.command("ps", "--flow", flow.name).stdout.splitlines()  # the same command, by its short name
