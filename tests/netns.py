@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -55,6 +58,22 @@ def make_hosts() -> tuple[Host, Host]:
         remove_hosts(first, second)
         raise
     return first, second
+
+
+@contextmanager
+def two_hosts() -> Iterator[tuple[Host, Host]]:
+    """Two hosts for the length of a test; whatever a failed test left running in them is killed."""
+    first, second = make_hosts()
+    try:
+        yield first, second
+    finally:
+        for host in (first, second):
+            for pid in host.pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        remove_hosts(first, second)
 
 
 def remove_hosts(*hosts: Host) -> None:

@@ -20,7 +20,7 @@ from flujo.launch.keys import AUTHORIZED_KEYS, create_identity
 
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
-from netns import Host, can_make_namespaces, make_hosts, remove_hosts
+from netns import Host, can_make_namespaces, two_hosts
 from restarting import restart_mid_stream
 
 AGENT_PORT = 7700  # each test's namespaces are its own: no other agent there
@@ -30,17 +30,8 @@ pytestmark = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
 
 @pytest.fixture
 def hosts() -> Iterator[tuple[Host, Host]]:
-    first, second = make_hosts()
-    try:
-        yield first, second
-    finally:
-        for host in (first, second):  # whatever a failed test left there
-            for pid in host.pids():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        remove_hosts(first, second)
+    with two_hosts() as pair:
+        yield pair
 
 
 class Agent:

@@ -27,7 +27,7 @@ from flujo.launch.keys import AUTHORIZED_KEYS, create_identity
 
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
-from netns import Host, can_make_namespaces, make_hosts, remove_hosts
+from netns import Host, can_make_namespaces, two_hosts
 
 SSHD = "/usr/sbin/sshd"
 _why_not = can_make_namespaces() or (None if os.path.exists(SSHD) else f"no {SSHD} (Debian's openssh-server)")
@@ -101,17 +101,8 @@ StrictModes no
 
 @pytest.fixture
 def hosts() -> Iterator[tuple[Host, Host]]:
-    first, second = make_hosts()
-    try:
-        yield first, second
-    finally:
-        for host in (first, second):  # whatever a failed test left there
-            for pid in host.pids():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        remove_hosts(first, second)
+    with two_hosts() as pair:
+        yield pair
 
 
 @pytest.fixture
