@@ -310,17 +310,18 @@ class UntilGate(Producer):
 
 class Reporting(Producer):
     """Counts to n, ``pause`` seconds apart, writing to ``progress`` how many items it has handed
-    over so far: a test reads how far the source got without asking the clock."""
+    over so far: a test reads how far the source got without asking the clock. With ``pad``,
+    each item is {"i": i, "pad": pad bytes}: few of them fit in the sockets' buffers."""
 
-    def __init__(self, n: int, progress: str, pause: float = 0.0) -> None:
-        self.n, self.progress, self.pause = n, Path(progress), pause
+    def __init__(self, n: int, progress: str, pause: float = 0.0, pad: int = 0) -> None:
+        self.n, self.progress, self.pause, self.pad = n, Path(progress), pause, pad
 
-    def produce(self) -> Iterable[int]:
+    def produce(self) -> Iterable[int | dict[str, Any]]:
         for i in range(self.n):
             if self.pause:
                 time.sleep(self.pause)
             self.progress.write_text(str(i))  # item i is being handed over (i done before it)
-            yield i
+            yield {"i": i, "pad": b"x" * self.pad} if self.pad else i
         self.progress.write_text(str(self.n))
 
 
@@ -346,4 +347,4 @@ class HoldsFirst(Collect):
             self.held.touch()
             while not self.gate.exists():
                 time.sleep(0.005)
-        super().consume(item)
+        super().consume(item["i"] if isinstance(item, dict) else item)

@@ -17,10 +17,10 @@ from manifests import collect, node
 PRODUCED = 400
 
 
-def _run(flow: FlowRunner, policy: str, slow: dict, pause: float) -> tuple[subprocess.Popen, dict[str, str]]:
+def _run(flow: FlowRunner, policy: str, slow: dict, **camera: object) -> tuple[subprocess.Popen, dict[str, str]]:
     files = {name: flow.path(name) for name in ("out.jsonl", "status.json", "progress", "gate", "held")}
     manifest = flow.manifest({
-        "camera": node("{nodes}:Reporting", args={"n": PRODUCED, "progress": files["progress"], "pause": pause}),
+        "camera": node("{nodes}:Reporting", args={"n": PRODUCED, "progress": files["progress"], **camera}),
         "slow": {**slow, "policy": policy, "queue": 2},
     })
     return flow.start(manifest, "--json-status", files["status.json"]), files
@@ -37,14 +37,14 @@ def _ended(launcher: subprocess.Popen, files: dict[str, str]) -> tuple[list[int]
 @pytest.mark.parametrize("policy", ["drop-newest", "drop-oldest"])
 def test_a_full_queue_drops_and_the_source_keeps_its_pace(flow: FlowRunner, policy: str) -> None:
     out = flow.path("out.jsonl")
-    slow = collect("camera", out, delay=0.02)  # 10 times slower than the camera
-    launcher, files = _run(flow, policy, slow, pause=0.002)
+    slow = collect("camera", out, delay=0.05)  # 50 times slower than the camera
+    launcher, files = _run(flow, policy, slow, pause=0.001)
     poll_for(lambda: progress(files["progress"]) == PRODUCED, timeout=30)
     assert line_count(out) < PRODUCED / 3  # the whole stream left the camera long before the consumer took it
     received, dropped = _ended(launcher, files)
     assert received == sorted(set(received))  # in order, no duplicates
     assert dropped + len(received) == PRODUCED  # every item arrived or was counted as dropped
-    assert 5 < len(received) < PRODUCED / 3
+    assert 3 <= len(received) < PRODUCED / 3  # at least the item in hand and a full queue of 2
     if policy == "drop-oldest":
         assert received[-1] == PRODUCED - 1  # the newest item is kept to the end
 
