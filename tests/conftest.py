@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +20,9 @@ from typing import Callable, Sequence
 
 import psutil
 import pytest
+from click.testing import CliRunner
+
+from flujo.launch.cli import main
 
 from manifests import nodes_toml
 
@@ -50,6 +55,9 @@ def flow_processes(flow_name: str) -> list[psutil.Process]:
             if process.status() != psutil.STATUS_ZOMBIE:
                 found.append(process)
     return found
+
+
+_IN_PROCESS = threading.Lock()
 
 
 @dataclass
@@ -92,11 +100,17 @@ class FlowRunner:
         self.running.append(process)
         return process
 
-    def command(self, *args: str, timeout: float = 20) -> Result:
-        """Run ``flujo-launch ARGS`` (stop, status, ...) against this test's flows."""
-        done = subprocess.run([sys.executable, "-c", "from flujo.launch.cli import main; main()", *args],
-                              capture_output=True, text=True, env=self.env, timeout=timeout)
-        return Result(done.returncode, done.stdout, done.stderr)
+    def command(self, *args: str) -> Result:
+        """Run ``flujo-launch ARGS`` (stop, status, ...) against this test's flows, in this
+        process: tests poll status often, and a Python process for each look costs a core
+        on a loaded machine. (test_cli runs the installed command itself.) One at a time: the
+        runner swaps sys.stdout and os.environ, and tests may poll from a thread."""
+        with _IN_PROCESS:
+            done = CliRunner().invoke(main, list(args), env=self.env)
+        stderr = done.stderr
+        if done.exception is not None and not isinstance(done.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(done.exception))
+        return Result(done.exit_code, done.stdout, stderr)
 
     def replicas(self) -> dict[str, dict]:
         """This test's running flow, by replica label, from `flujo-launch status --json` ({} when not running)."""
