@@ -45,6 +45,12 @@ def node(run: str, inputs: object = None, args: Mapping[str, object] | None = No
     return {"run": run, "inputs": [inputs] if isinstance(inputs, str) else inputs, **fields, "args": _args(args)}
 
 
+def program(command: list[str], inputs: object = None, args: Mapping[str, object] | None = None,
+            **fields: object) -> Node:
+    """A node that runs a program (``command``), in any language."""
+    return {"command": command, **node("", inputs, args, **fields), "run": None}
+
+
 def count(n: int | None = None, **fields: object) -> Node:
     """flujo.nodes.basic:Count, endless when ``n`` is None."""
     return node(COUNT, args={"n": n}, **fields)

@@ -16,7 +16,8 @@ import pytest
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from netns import can_make_namespaces
-from restarting import restart_mid_stream
+from manifests import program
+from restarting import chain, restart_mid_stream, zip_behind_a_lagging_input
 from sdk_checks import admits_only_the_flow_key
 from test_hosts import _body as hosts_body, agent, hosts  # noqa: F401 (fixtures: two hosts, an agent on B)
 
@@ -506,18 +507,8 @@ def test_a_realtime_js_reader_and_its_js_sender_drop_rather_than_wait(flow: Flow
 def test_restarting_the_reader_of_a_js_sender_loses_nothing(flow: FlowRunner) -> None:
     # The JS node is the sender here: it pauses the held Python sink, waits, and resumes.
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Gated"
-        args = {{ n = {n}, gate = "{{gate}}" }}
-        [nodes.work]
-        command = ["node", "{SDK / "examples" / "identity.js"}"]
-        inputs = ["numbers"]
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["work"]
-        args = {{ path = "{out}", delay = 0.0005 }}
-    """, "sink", out)
+    body = chain(n, out, program(["node", str(SDK / "examples" / "identity.js")]), pause=None, delay=0.0005)
+    values, _, _ = restart_mid_stream(flow, body, "sink", out)
     assert values == list(range(n))
 
 
@@ -525,25 +516,8 @@ def test_restarting_a_zip_fed_by_a_js_sender_keeps_every_pair(flow: FlowRunner) 
     # The JS node is one of the zip's senders: it reports its position, keeps back what is past
     # the agreed limit, pauses there, and sends what it kept back to the successor first.
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Gated"
-        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
-        [nodes.lagging]
-        run = "{{nodes}}:jitter"
-        inputs = ["numbers"]
-        replicas = 2
-        [nodes.same]
-        command = ["node", "{SDK / "examples" / "identity.js"}"]
-        inputs = ["numbers"]
-        [nodes.pair]
-        run = "{{nodes}}:add"
-        inputs = {{ a = "lagging", b = "same" }}
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["pair"]
-        args = {{ path = "{out}" }}
-    """, "pair", out)
+    body = zip_behind_a_lagging_input(n, out, "same", program(["node", str(SDK / "examples" / "identity.js")]))
+    values, _, _ = restart_mid_stream(flow, body, "pair", out)
     assert values == [2 * i for i in range(n)]
 
 
