@@ -12,13 +12,16 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
-from flujo.commands import CommandError, find_flow, request, running_flows, runs_folder
 from flujo.launch import logstore
+from flujo.launch.command_client import request
 from flujo.launch.errors import EXIT_BAD_MANIFEST, ManifestError
 from flujo.launch.manifest import FlowSpec, load_manifest
+from flujo.launch.runs import CommandError, find_flow, running_flows, runs_folder
+from flujo.launch.status_table import format_status, host_line
 
 _GROUP_OPTIONS = ("-h", "--help", "--version")
 
@@ -112,10 +115,11 @@ def _place_on(flow: FlowSpec, manifest: str, engine: str) -> None:
               help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics (0: a free port, printed).")
 @click.option("--metrics-address", default="127.0.0.1", show_default=True, metavar="ADDRESS",
               help="Where the metrics endpoint listens (0.0.0.0: every interface).")
-@click.option("--on", "engine", metavar="ray|auto|HOST:PORT",
+@click.option("--on", "engine", metavar="ray|auto|HOST:PORT|ray://HOST:PORT",
               help="Place every node on a Ray cluster: HOST:6379 (its head; run from a machine of the cluster), "
-                   "auto (the cluster this machine is part of), or ray (the manifest's ray_address, else "
-                   "RAY_ADDRESS or auto). ray://HOST:10001 (Ray Client) connects but does not work yet.")
+                   "ray://HOST:10001 (through Ray Client, from another machine the cluster's machines can "
+                   "reach), auto (the cluster this machine is part of), or ray (the manifest's ray_address, "
+                   "else RAY_ADDRESS or auto).")
 def run(manifest: str, json_status: str | None, quiet: bool, metrics_port: int | None,
         metrics_address: str, engine: str | None) -> None:
     """Validate MANIFEST, start every node, and run the flow until it ends.
@@ -180,7 +184,7 @@ def graph(manifest: str, output_format: str, output: str | None) -> None:
 _flow_option = click.option("--flow", "flow_name", help="Which running flow (default: the only one).")
 
 
-def _ask(flow_name: str | None, command: str, **fields: object) -> dict:
+def _ask(flow_name: str | None, command: str, **fields: Any) -> dict:
     try:
         return request(flow_name, command, **fields)
     except CommandError as error:
@@ -382,6 +386,9 @@ def status(flow_name: str | None, as_json: bool) -> None:
         click.echo(f"bottleneck: {reply['bottleneck']}")
     for host in reply.get("hosts", ()):
         click.echo(f"host {host_line(host)}")
+    for node in reply["nodes"]:  # a replica a cluster has not placed yet, and why
+        if node.get("pending"):
+            click.echo(f"{node['label']} pending: {node['pending']}")
 
 
 main.add_command(status, name="ps")
@@ -475,37 +482,3 @@ def keys(keys_dir: str | None) -> None:
     click.echo(f"{'created' if new else 'existing'} key pair in {folder}")
     click.echo(f"public key: {identity.public.decode()}")
     click.echo(f"trust files: {folder / AUTHORIZED_KEYS} (on agents), {folder / KNOWN_HOSTS} (on launchers)")
-
-
-STATUS_COLUMNS = ("node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped",
-                  "rejected")
-
-
-def status_row(node: dict) -> tuple[str, ...]:
-    """One replica's row of the status table (also used by the live view)."""
-    return (node["label"], node["state"], process_id(node), str(node["restarts"]), str(node["items_in"]),
-            str(node["items_out"]), f"{node['rate']:.1f}", f"{node['queue']:.0%}", f"{node['busy']:.0%}",
-            str(node.get("dropped", 0)), str(node.get("rejected", 0)))
-
-
-def host_line(host: dict) -> str:
-    """One other host's link: its state, how long it has been silent when not connected, the round trip."""
-    text = f"{host['name']}: {host['state']}"
-    if host["state"] != "connected":
-        text += f" (silent for {host['silent']:g} s)"
-    if host.get("rtt_ms") is not None:
-        text += f", rtt {host['rtt_ms']:g} ms"
-    return text
-
-
-def process_id(node: dict) -> str:
-    """The replica's pid, and "@host" when it runs on another host."""
-    pid = str(node.get("pid") or "")
-    return f"{pid}@{node['host']}" if node.get("host") else pid
-
-
-def format_status(nodes: list[dict]) -> str:
-    rows = [STATUS_COLUMNS, *(status_row(node) for node in nodes)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(STATUS_COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(width) if i < 2 else cell.rjust(width)
-                               for i, (cell, width) in enumerate(zip(row, widths))) for row in rows)

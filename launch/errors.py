@@ -2,13 +2,23 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 #: Exit status for a manifest that cannot run (nothing was started).
 EXIT_BAD_MANIFEST = 2
 #: Exit status for a flow in which some node failed.
 EXIT_NODE_FAILED = 1
+#: Exit status when a second interrupt killed every node.
+EXIT_KILLED = 130
+
+
+class LaunchError(Exception):
+    """The launch ends with exit status ``code``; ``message`` says why ("" when it was said already)."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

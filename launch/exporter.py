@@ -12,6 +12,8 @@ from prometheus_client import start_http_server
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from flujo.launch.replica import ReplicaState
+
 REPLICA_LABELS = ["flow", "node", "replica", "host"]
 NODE_LABELS = ["flow", "node"]
 
@@ -61,7 +63,7 @@ class StatusCollector(Collector):
                                labels=[*REPLICA_LABELS, "state"])
         for entry in replicas:
             up.add_metric([*replica_labels(entry), entry.get("state", "")],
-                          1.0 if entry.get("state") == "running" else 0.0)
+                          1.0 if entry.get("state") == ReplicaState.RUNNING else 0.0)
         yield up
         nodes = {entry["node"]: entry for entry in replicas}  # these are per node: each replica repeats them
         for field, kind, name, documentation in NODE_METRICS:

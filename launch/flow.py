@@ -48,7 +48,8 @@ from typing import IO, Any
 import tomli_w
 
 from flujo.api import declared_outputs
-from flujo.commands import CommandError, request, running_flows
+from flujo.launch.command_client import request
+from flujo.launch.runs import CommandError, running_flows
 from flujo.launch import parent
 from flujo.launch.errors import ManifestError, did_you_mean
 from flujo.launch.manifest import NODE_OPTIONS, FlowSpec, validate

@@ -13,28 +13,33 @@ import threading
 import time
 import zlib
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rich import box
 from rich.console import COLOR_SYSTEMS, Console, ConsoleOptions, Group, RenderableType, RenderResult
-from rich.segment import Segment
 from rich.control import strip_control_codes
 from rich.live import Live
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
+from flujo.launch.replica import ReplicaState
+from flujo.launch.status_table import MISSING, Column, integer, shown_columns
+from flujo.launch.status_table import label as node_label
+
 #: How each replica state is shown.
-STATE_STYLES = {
-    "running": "green",
-    "starting": "dim",
-    "ready": "dim",
-    "restarting": "yellow",
-    "pending": "yellow",  # waiting for a cluster to place it
-    "draining": "yellow",
-    "released": "cyan",
-    "finished": "cyan",
-    "exited": "dim",
-    "failed": "bold red",
+STATE_STYLES: dict[str, str] = {
+    ReplicaState.RUNNING: "green",
+    ReplicaState.STARTING: "dim",
+    ReplicaState.READY: "dim",
+    ReplicaState.RESTARTING: "yellow",
+    ReplicaState.PENDING: "yellow",  # waiting for a cluster to place it
+    ReplicaState.DRAINING: "yellow",
+    ReplicaState.RELEASED: "cyan",
+    ReplicaState.FINISHED: "cyan",
+    ReplicaState.EXITED: "dim",
+    ReplicaState.FAILED: "bold red",
 }
 #: Colours for the labels of output lines, picked by a stable hash of the label.
 LABEL_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
@@ -49,7 +54,6 @@ PRINTS_PER_SECOND = 20
 #: (they are in the log files) rather than held in memory or slowing the nodes down.
 MAX_PENDING = 100_000
 _BLOCKS = " ▏▎▍▌▋▊▉█"  # eighths of a cell, for the queue bar
-_MISSING = "–"
 
 
 class LiveView:
@@ -158,7 +162,7 @@ class LiveView:
             lines.append(self._prefix(label) + text)
         try:
             self.console.print(_Raw("\n".join(lines)), markup=False, highlight=False, soft_wrap=True)
-        except Exception:  # noqa: BLE001 - a terminal gone away must not stop the flow; the logs have it
+        except Exception:
             pass
 
     def _prefix(self, label: str) -> str:
@@ -205,7 +209,8 @@ def render_status(status: dict) -> RenderableType:
     under it a progress bar with the time left for each producer that knows its length."""
     table = _status_table(status)
     progress = [_progress(node) for node in status.get("nodes") or [] if isinstance(node, dict)
-                and isinstance(node.get("total"), int) and node["total"] > 0 and node.get("state") != "exited"]
+                and isinstance(node.get("total"), int) and node["total"] > 0
+                and node.get("state") != ReplicaState.EXITED]
     return Group(table, *progress) if progress else table
 
 
@@ -224,45 +229,39 @@ def _status_table(status: dict) -> Table:
         caption.append(f"bottleneck: {bottleneck}")
     for node in nodes:
         error, state, code = node.get("error"), node.get("state"), node.get("exit_code")
-        if state == "failed" or (error and state == "restarting"):
+        if state == ReplicaState.FAILED or (error and state == ReplicaState.RESTARTING):
             caption.append("\n" if caption else "")
-            exit_code = f" (exit {code})" if state == "failed" and code is not None else ""
-            caption.append(f"{_label(node)} {state}{exit_code}", style=STATE_STYLES[state])
+            exit_code = f" (exit {code})" if state == ReplicaState.FAILED and code is not None else ""
+            caption.append(f"{node_label(node)} {state}{exit_code}", style=STATE_STYLES[state])
             if error:
                 caption.append(": ")
                 caption.append(_one_line(str(error)), style="red")
+        elif state == ReplicaState.PENDING and node.get("pending"):  # why a cluster has not placed it yet
+            caption.append("\n" if caption else "")
+            caption.append(f"{node_label(node)} pending: ", style=STATE_STYLES[state])
+            caption.append(_one_line(str(node["pending"])))
     table = Table(title=title, caption=caption or None, box=box.SIMPLE_HEAD, padding=0,
                   show_edge=False, title_justify="left", caption_justify="left")
-    table.add_column("node", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("pid", justify="right", no_wrap=True)
-    table.add_column("restarts", justify="right", no_wrap=True)
-    table.add_column("in", justify="right", no_wrap=True)
-    table.add_column("out", justify="right", no_wrap=True)
-    table.add_column("items/s", justify="right", no_wrap=True)
-    table.add_column("queue", no_wrap=True)
-    table.add_column("busy", justify="right", no_wrap=True)
-    rejecting = any(node.get("rejected") for node in nodes)  # refused messages: shown once there are any
-    if rejecting:
-        table.add_column("rejected", justify="right", no_wrap=True, style="red")
+    columns = shown_columns(nodes, compact=True)  # the one table definition (launch/status_table.py)
+    for column in columns:
+        table.add_column(column.title, justify=column.justify, no_wrap=True,
+                         style="red" if column.field == "rejected" else None)
     for node in nodes:
-        state = str(node.get("state") or _MISSING)
-        shown_state = Text(state, style=STATE_STYLES.get(state, ""))
         highlight = bool(bottleneck) and node.get("node", node.get("label")) == bottleneck
-        table.add_row(
-            _label(node),
-            shown_state,
-            _integer(node.get("pid")) + (f"@{node['host']}" if node.get("host") else ""),
-            _integer(node.get("restarts")),
-            _integer(node.get("items_in")),
-            _integer(node.get("items_out")),
-            _number(node.get("rate")),
-            _queue(node.get("queue")),
-            _percent(node.get("busy")),
-            *([_integer(node.get("rejected"))] if rejecting else []),
-            style="bold" if highlight else None,
-        )
+        table.add_row(*(_cell(column, node) for column in columns), style="bold" if highlight else None)
     return table
+
+
+def _cell(column: Column, node: dict) -> Text:
+    """A status table cell, drawn: the state in its colour, the queue as a bar, busy by how busy."""
+    if column.field == "state":
+        state = column.cell(node)
+        return Text(state, style=STATE_STYLES.get(state, ""))
+    if column.field == "queue":
+        return _queue(node.get("queue"))
+    if column.field == "busy":
+        return _percent(node.get("busy"))
+    return Text(column.cell(node))
 
 
 def render_summary(status: dict) -> Table:
@@ -277,9 +276,9 @@ def render_summary(status: dict) -> Table:
         if not isinstance(node, dict):
             continue
         code = node.get("exit_code")
-        table.add_row(_label(node), Text(_integer(code), style="" if code in (0, None) else "bold red"),
-                      _integer(node.get("items_in")), _integer(node.get("items_out")), _duration(node.get("seconds")),
-                      _integer(node.get("errors")), _integer(node.get("restarts")), summary_text(node.get("summary")))
+        table.add_row(node_label(node), Text(integer(code), style="" if code in (0, None) else "bold red"),
+                      integer(node.get("items_in")), integer(node.get("items_out")), _duration(node.get("seconds")),
+                      integer(node.get("errors")), integer(node.get("restarts")), summary_text(node.get("summary")))
     return table
 
 
@@ -296,9 +295,9 @@ def plain_summary(status: dict) -> list[str]:
     for node in status.get("nodes") or []:
         if not isinstance(node, dict):
             continue
-        line = (f"{_label(node)}: exit {_integer(node.get('exit_code'))}, in {_integer(node.get('items_in'))}, "
-                f"out {_integer(node.get('items_out'))}, {_duration(node.get('seconds'))}, "
-                f"errors {_integer(node.get('errors'))}, restarts {_integer(node.get('restarts'))}")
+        line = (f"{node_label(node)}: exit {integer(node.get('exit_code'))}, in {integer(node.get('items_in'))}, "
+                f"out {integer(node.get('items_out'))}, {_duration(node.get('seconds'))}, "
+                f"errors {integer(node.get('errors'))}, restarts {integer(node.get('restarts'))}")
         reported = summary_text(node.get("summary"))
         lines.append(f"{line}; {reported}" if reported else line)
     return lines
@@ -307,9 +306,6 @@ def plain_summary(status: dict) -> list[str]:
 # -- cells ------------------------------------------------------------------------------------
 MAX_ERROR = 300  # characters of an error shown under the table
 
-
-def _label(node: dict) -> str:
-    return str(node.get("label") or node.get("node") or "?")
 
 
 def _one_line(text: str) -> str:
@@ -322,14 +318,6 @@ def _label_style(label: str) -> str:
     return LABEL_COLOURS[zlib.crc32(node.encode()) % len(LABEL_COLOURS)]
 
 
-def _integer(value: Any) -> str:
-    if value is None or isinstance(value, bool):
-        return _MISSING
-    try:
-        return str(int(value))
-    except (TypeError, ValueError):
-        return str(value)
-
 
 def _progress(node: dict) -> Text:
     """``reader  ████████▌        43%  342/795  ETA 0:31``"""
@@ -337,7 +325,7 @@ def _progress(node: dict) -> Text:
     fraction = min(max(done / total, 0.0), 1.0)
     eighths = round(fraction * PROGRESS_WIDTH * 8)
     bar = _BLOCKS[8] * (eighths // 8) + (_BLOCKS[eighths % 8] if eighths % 8 else "")
-    shown = Text(f"{_label(node)}  ")
+    shown = Text(f"{node_label(node)}  ")
     shown.append(bar.ljust(PROGRESS_WIDTH), style="cyan on grey23")
     shown.append(f" {fraction:>4.0%}  {done}/{total}")
     eta = node.get("eta")
@@ -356,25 +344,19 @@ def _duration(value: Any) -> str:
     try:
         return f"{float(value):.1f} s"
     except (TypeError, ValueError):
-        return _MISSING
+        return MISSING
 
 
 def _value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _number(value: Any) -> str:
-    try:
-        return f"{float(value):.1f}"
-    except (TypeError, ValueError):
-        return _MISSING
-
 
 def _percent(value: Any) -> Text:
     try:
         fraction = float(value)
     except (TypeError, ValueError):
-        return Text(_MISSING)
+        return Text(MISSING)
     style = "red" if fraction >= 0.9 else "yellow" if fraction >= 0.6 else ""
     return Text(f"{fraction:.0%}", style=style)
 
@@ -384,7 +366,7 @@ def _queue(value: Any) -> Text:
     try:
         fill = min(max(float(value), 0.0), 1.0)
     except (TypeError, ValueError):
-        return Text(_MISSING)
+        return Text(MISSING)
     eighths = round(fill * BAR_WIDTH * 8)
     bar = _BLOCKS[8] * (eighths // 8) + (_BLOCKS[eighths % 8] if eighths % 8 else "")
     style = "red" if fill >= 0.9 else "yellow" if fill >= 0.5 else "green"

@@ -1,6 +1,6 @@
 """Where node output is kept, one folder per run, and how `flujo-launch logs` reads it back.
 
-Layout, under the flow's folder (``<runs>/<flow>/``, see flujo.commands)::
+Layout, under the flow's folder (``<runs>/<flow>/``, see flujo.launch.runs)::
 
     logs/20261126T153316.123456Z-4242/    one run: <label>.log (rotated: .log.1 is the newest backup)
     logs/20261126T153316.123456Z-4242/run.json   {"flow", "manifest", "started", "pid", "labels"}
@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from flujo.commands import private_folder, private_runs_folder, runs_folder
+from flujo.launch.runs import private_folder, private_runs_folder, runs_folder
 
 KEEP_RUNS = 5
 LATEST = "latest"

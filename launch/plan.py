@@ -14,6 +14,7 @@ from pathlib import Path
 from flujo.config import InputConfig, NodeConfig, OutputConfig
 from flujo.curve import KeyPair
 from flujo.launch.manifest import FlowSpec
+from flujo.vocab import zips_several
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class Endpoints:
 
 
 class EndpointAllocator:
+    """Hands out endpoints: a Ray placement's port, another host's free port, an ipc path in the
+    run's folder, or a loopback tcp port free right now."""
+
     def __init__(self, flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]],
                  placed: dict[tuple[str, int], tuple[str, list[int]]]) -> None:
         self._flow, self._run_dir = flow, run_dir
@@ -32,6 +36,7 @@ class EndpointAllocator:
         self._placed = {key: (address, list(ports)) for key, (address, ports) in placed.items()}
 
     def allocate(self, name: str, host: str | None = None, replica: tuple[str, int] | None = None) -> str:
+        """The endpoint for ``name`` (its ipc file name), bound on ``host`` or by ``replica`` if given."""
         if replica is not None and replica in self._placed:
             address, ports = self._placed[replica]
             return f"tcp://{address}:{ports.pop()}"
@@ -88,7 +93,7 @@ def plan(flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]] | Non
             OutputConfig(port=port.source_port, target=reader.name, target_port=port.port,
                          endpoints=tuple(bound[(reader.name, port.port, r)] for r in range(reader.replicas)),
                          hwm=flow.queue_of(reader), policy=reader.policy,
-                         aligned=reader.join == "zip" and len(reader.inputs) > 1,
+                         aligned=zips_several(reader.join, len(reader.inputs)),
                          shm=flow.shared_memory(node, reader), max_message=flow.max_message_of(reader))
             for reader, port in flow.downstream(node.name))
         for replica in range(node.replicas):

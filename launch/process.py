@@ -8,7 +8,9 @@ the kernel's parent-death signal ends the node itself even if the reaper were go
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import logging
 import os
 import signal
@@ -16,13 +18,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
-from flujo.commands import private_folder
 from flujo.launch.logstore import stamp
 from flujo.launch.reaper import Reaper
+from flujo.launch.runs import private_folder
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -43,7 +46,7 @@ LOG_BACKUPS = 3
 class _PrivateLog(RotatingFileHandler):
     """A rotated log file only its owner may read (mode 0600), never opened through a symlink."""
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    def _open(self) -> io.TextIOWrapper:
         descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                              | os.O_CLOEXEC, 0o600)
         return os.fdopen(descriptor, "a", encoding=self.encoding, errors=self.errors)
@@ -136,10 +139,8 @@ class NodeProcess:
 
     def signal(self, signum: int) -> None:
         """Signal the child's whole process group (a command node may have children)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def join(self, timeout: float = 5.0) -> None:
         """Wait until the child is reaped and every output line has been relayed."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import queue
 import signal
@@ -34,11 +35,11 @@ import socket
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import zmq
-
 
 from flujo.launch.resources import Resources, unplaceable
 
@@ -142,7 +143,7 @@ class NodeHost:
 class RayProcess:
     """A node process that a Ray actor runs and watches."""
 
-    def __init__(self, link: "RayLink", label: str, on_exit: Callable[[int], None]) -> None:
+    def __init__(self, link: RayLink, label: str, on_exit: Callable[[int], None]) -> None:
         self.label = label
         self.token = next(_tokens)
         self.pid: int | None = None  # known once the actor says it started
@@ -158,10 +159,17 @@ class RayProcess:
         if self.returncode is not None:
             return
         if self.actor is None or self.pid is None:
-            if signum == signal.SIGKILL:  # not started yet: it never will be
+            # Not started yet: it never will be. One still waiting for a place has nothing to
+            # end gracefully either, so a stop ends it at once.
+            if signum == signal.SIGKILL or (self.pending is not None and signum in (signal.SIGTERM, signal.SIGINT)):
                 self._link.abandon(self)
             return
         self.actor.signal.remote(signum)
+
+    def withdraw(self) -> None:
+        """It is told to end before Ray ever placed it: it ends, with status 0 (it had nothing to do)."""
+        if self.returncode is None:
+            self._link.abandon(self, 0, "ended before a Ray node could hold it (it was pending)")
 
     def join(self, timeout: float = 5.0) -> None:
         self._link.pump_until(lambda: self.returncode is not None, timeout)
@@ -182,15 +190,19 @@ class RayLink:
         except ImportError:
             raise RayError("Ray is not installed: pip install 'flujo[ray]'") from None
         self._ray = ray
-        _reachable(address)
+        local = _reachable(address)
         try:
-            ray.init(address=address, namespace=f"flujo-{flow}", log_to_driver=False, logging_level="ERROR",
+            ray.init(address=address, namespace=f"flujo-{flow}", log_to_driver=False, logging_level=logging.ERROR,
                      configure_logging=False)
         except Exception as error:  # ConnectionError, RuntimeError, ValueError: Ray's own words say why
             raise RayError(f"cannot connect to the Ray cluster at {address}: {error}") from None
         self.address = address
         #: This machine's address as the cluster sees it: where the launcher's sockets can be reached.
-        self.own_address: str = ray.util.get_node_ip_address()
+        #: A driver on a machine of the cluster has its Ray node's address. A Ray Client driver
+        #: (ray://) has none: Ray would guess from the route to a public address (127.0.0.1
+        #: where there is none), so it is the address this machine reached the head from.
+        self.own_address: str = (local if address.startswith("ray://") and local
+                                 else ray.util.get_node_ip_address())
         self._actor_class = ray.remote(NodeHost)
         self._relay = relay
         self._endpoint = f"inproc://ray-events-{id(self)}"
@@ -199,6 +211,7 @@ class RayLink:
         self.socket.bind(self._endpoint)
         self._processes: dict[int, RayProcess] = {}
         self._placed: dict[Any, tuple[Any, dict[str, Any]]] = {}  # replica key -> first actor and its place
+        self._waiting: dict[Any, tuple[Any, str]] = {}  # replica key -> first actor, not placed yet, and why
         self._closing = threading.Event()
 
     # -- before the flow starts ---------------------------------------------------------------
@@ -213,22 +226,35 @@ class RayLink:
         return problems
 
     def place(self, wanted: dict[Any, tuple[Resources, int, bool]], say: Callable[[str], None],
+              known: dict[Any, str] | None = None,
               timeout: float = PLACE_TIMEOUT) -> dict[Any, tuple[str, list[int]]]:
-        """Create an actor per replica key (``(resources, ports it binds, wait)``), wait until
-        Ray has placed each (up to ``timeout``, or for ever when it waits; ``say`` tells which
-        wait), and ask it for its machine's address and free ports there."""
+        """Create an actor per replica key (``(resources, ports it binds, wait)``) and, for each
+        Ray has placed, ask it for its machine's address and free ports there.
+
+        A replica that waits (``wait``) and is not placed within PENDING_AFTER (or that no Ray
+        node could hold yet: ``known`` says why) is left pending: its actor is kept, and
+        ``spawn`` starts it once Ray places it, while the rest of the flow is up (and its
+        status says why it waits). Any other replica is waited for up to ``timeout``."""
+        known = known or {}
         actors = {key: self._new_actor(resources) for key, (resources, _, _) in wanted.items()}
+        asked = {key: actor.where.remote() for key, actor in actors.items() if key not in known}
+        placed_soon = set(self._ray.wait(list(asked.values()), num_returns=len(asked), timeout=PENDING_AFTER)[0]) \
+            if asked else set()
         places = {}
         deadline = time.monotonic() + timeout
         for key, actor in actors.items():
+            resources, ports, wait = wanted[key]
+            if key in known or (wait and asked[key] not in placed_soon):
+                reason = known.get(key) or f"waiting for a Ray node with {resources.describe()} free"
+                self._waiting[key] = (actor, reason)
+                if key not in known:
+                    say(f"replica {key[0]}.{key[1]} pending: {reason}")
+                continue
             try:
-                placed = actor.where.remote()
-                if not self._ray.wait([placed], timeout=PENDING_AFTER)[0]:
-                    say(f'replica {key[0]}.{key[1]} pending: waiting for a Ray node with '
-                        f"{wanted[key][0].describe()} free")
-                left = None if wanted[key][2] else max(0.1, deadline - time.monotonic())
-                where = self._ray.get(placed, timeout=left)
-                ports = self._ray.get(actor.free_ports.remote(wanted[key][1]), timeout=30)
+                if asked[key] not in placed_soon:
+                    say(f"replica {key[0]}.{key[1]} pending: waiting for a Ray node with {resources.describe()} free")
+                where = self._ray.get(asked[key], timeout=max(0.1, deadline - time.monotonic()))
+                free = self._ray.get(actor.free_ports.remote(ports), timeout=30)
             except self._ray.exceptions.GetTimeoutError:
                 self._kill_all(actors.values())
                 raise RayError(f"replica {key[0]}.{key[1]} was not placed within {timeout:g} s "
@@ -237,7 +263,7 @@ class RayLink:
                 self._kill_all(actors.values())
                 raise RayError(f"replica {key[0]}.{key[1]} could not be placed: {error}") from None
             self._placed[key] = (actor, where)
-            places[key] = (where["address"], ports)
+            places[key] = (where["address"], free)
         return places
 
     def _new_actor(self, resources: Resources) -> Any:
@@ -246,10 +272,8 @@ class RayLink:
 
     def _kill_all(self, actors: Any) -> None:
         for actor in actors:
-            try:
+            with contextlib.suppress(Exception):
                 self._ray.kill(actor)
-            except Exception:
-                pass
 
     # -- while it runs --------------------------------------------------------------------------
     def spawn(self, key: Any, resources: Resources, ports: int, label: str, argv: list[str] | None,
@@ -262,19 +286,21 @@ class RayLink:
         process = RayProcess(self, label, on_exit)
         process.on_placed = on_placed
         self._processes[process.token] = process
-        first = self._placed.pop(key, None)
+        first, waiting = self._placed.pop(key, None), self._waiting.pop(key, None)
         if first is not None:
             process.actor, where = first
             process.machine = where["address"]
             process.environment.put(env)
+        elif waiting is not None:  # its first actor, still waiting for a place
+            process.actor, process.pending = waiting
         else:
             process.actor = self._new_actor(resources)
-            process.pending = f"waiting for a Ray node with {resources.describe()}"
-        threading.Thread(target=self._watch, args=(process, ports, label, argv, cwd),
+        threading.Thread(target=self._watch, args=(process, resources, ports, label, argv, cwd),
                          name=f"ray-{label}", daemon=True).start()
         return process
 
-    def _watch(self, process: RayProcess, ports: int, label: str, argv: list[str] | None, cwd: str) -> None:
+    def _watch(self, process: RayProcess, resources: Resources, ports: int, label: str, argv: list[str] | None,
+               cwd: str) -> None:
         """One thread per process: place (if needed), start, then relay lines and the exit."""
         sender = self._context.socket(zmq.PUSH)
         sender.connect(self._endpoint)
@@ -287,7 +313,11 @@ class RayLink:
             actor = process.actor
             try:
                 if process.environment.empty():  # a new actor: where did Ray put it?
-                    where = ray.get(actor.where.remote())  # waits while Ray finds it a place
+                    asked = actor.where.remote()
+                    if process.pending is None and not ray.wait([asked], timeout=PENDING_AFTER)[0]:
+                        tell("pending", unplaceable(resources, ray.nodes())
+                             or f"waiting for a Ray node with {resources.describe()} free")
+                    where = ray.get(asked)  # waits while Ray finds it a place
                     free = ray.get(actor.free_ports.remote(ports)) if ports else []
                     tell("placed", {**where, "ports": free})
                 env = None
@@ -333,10 +363,14 @@ class RayLink:
                 return
             token, _, kind, payload = msgpack.unpackb(frame)
             process = self._processes.get(token)
-            if process is None:
-                continue
+            if process is None or (process.returncode is not None and kind != "line"):
+                continue  # one it gave up on (abandoned) reports its actor's death: not news
             relay = self._relay()
-            if kind == "placed":
+            if kind == "pending":
+                process.pending = payload
+                if relay is not None:
+                    relay.line(process.label, f"pending: {payload}")
+            elif kind == "placed":
                 process.machine, process.pending = payload["address"], None
                 if relay is not None:
                     gpus = f' (GPUs {payload["gpus"]})' if payload.get("gpus") else ""
@@ -364,28 +398,31 @@ class RayLink:
             if self.socket.poll(int(left * 1000) + 1):
                 self.handle()
 
-    def abandon(self, process: RayProcess) -> None:
+    def abandon(self, process: RayProcess, code: int = EXIT_HOST_LOST, why: str = "") -> None:
         """A process that never started is not wanted any more (the flow is ending)."""
         self._kill_all([process.actor])
-        process.exited(EXIT_HOST_LOST)
+        relay = self._relay()
+        if why and relay is not None:
+            relay.line(process.label, why)
+        process.pending = None
+        process.exited(code)
 
     def close(self) -> None:
         """Kill every actor left (their node processes die with them) and leave the cluster."""
         self._closing.set()
-        self._kill_all([actor for actor, _ in self._placed.values()])
+        self._kill_all([actor for actor, _ in [*self._placed.values(), *self._waiting.values()]])
         self._kill_all([process.actor for process in self._processes.values() if process.actor is not None])
         self.socket.close(linger=0)
-        try:
+        with contextlib.suppress(Exception):
             self._ray.shutdown()
-        except Exception:
-            pass
 
 
-def place_flow(link: RayLink, flow: "FlowSpec", say: Callable[[str], None]) -> dict[Any, tuple[str, list[int]]]:
-    """Place every replica of the flow on the cluster, before anything starts.
+def place_flow(link: RayLink, flow: FlowSpec, say: Callable[[str], None]) -> dict[Any, tuple[str, list[int]]]:
+    """Place every replica of the flow on the cluster, before anything starts; where each is.
 
     A node no live Ray node could hold raises RayError naming it (``placement = "fail"``, the
-    default), or is said to be pending and waited for (``placement = "wait"``)."""
+    default). With ``placement = "wait"`` it is said to be pending, and is left out: the flow
+    starts without it (its senders wait for it), and it starts once Ray places it."""
     wanted = {(name, replica): spec.resources for name, spec in flow.nodes.items()
               for replica in range(spec.replicas)}
     problems = link.check(wanted)
@@ -397,16 +434,18 @@ def place_flow(link: RayLink, flow: "FlowSpec", say: Callable[[str], None]) -> d
         if replica == 0:
             say(f'node "{name}" pending: {reason}; waiting for the cluster to grow (placement = "wait")')
     return link.place({key: (resources, len(flow.nodes[key[0]].inputs), flow.nodes[key[0]].placement == "wait")
-                       for key, resources in wanted.items()}, say)
+                       for key, resources in wanted.items()}, say, known=problems)
 
 
-def _reachable(address: str) -> None:
-    """Fail fast, and clearly, when nothing listens at a HOST:PORT (Ray itself retries for a minute)."""
+def _reachable(address: str) -> str | None:
+    """Fail fast, and clearly, when nothing listens at a HOST:PORT (Ray itself retries for a
+    minute); the local address this machine reached it from (None for "auto" and the like)."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
-        return  # "auto", or a form Ray resolves itself
+        return None  # "auto", or a form Ray resolves itself
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT) as connection:
+            return str(connection.getsockname()[0])
     except OSError as error:
         raise RayError(f"cannot connect to the Ray cluster at {address}: {error.strerror or error} "
                        "(start one with `ray start --head`, or give its address)") from None

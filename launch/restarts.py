@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from flujo.vocab import RestartPolicy
+
 FIRST_DELAY = 0.1  # seconds before the first restart
 MAX_DELAY = 10.0  # back-off ceiling
 
@@ -24,7 +26,7 @@ class RestartBudget:
 
     def wants_restart(self, exit_code: int) -> bool:
         """Whether the policy restarts a replica that died with ``exit_code`` mid-stream."""
-        return self.policy == "always" or (self.policy == "on-failure" and exit_code != 0)
+        return self.policy == RestartPolicy.ALWAYS or (self.policy == RestartPolicy.ON_FAILURE and exit_code != 0)
 
     def next_delay(self, now: float) -> float | None:
         """Record a restart at ``now`` and return its delay, or None when the cap is reached."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import FlowRunner, poll_for
-from flujo.commands import ANNOUNCEMENT
+from flujo.launch.runs import ANNOUNCEMENT
 
 N = 300
 

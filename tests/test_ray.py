@@ -9,6 +9,7 @@ that kills the worker runs last.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -18,11 +19,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from netns import Host, can_make_namespaces, make_hosts, remove_hosts
@@ -32,6 +33,8 @@ _why_not = can_make_namespaces()
 pytestmark = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
 
 RAY_PORT = 6379
+#: The head's Ray Client server (ray://HOST:PORT): a driver that is not a machine of the cluster.
+CLIENT_PORT = 10001
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
 #: Modest on a shared 2-core machine: logical CPUs only (Ray does not pin them), a small object store.
 NODE_OPTIONS = ["--num-cpus", "2", "--object-store-memory", str(80 * 2**20), "--disable-usage-stats", "--block"]
@@ -44,6 +47,7 @@ class RayCluster:
     def __init__(self, head: Host, worker: Host) -> None:
         self.head, self.worker = head, worker
         self.address = f"{head.address}:{RAY_PORT}"
+        self.client_address = f"ray://{head.address}:{CLIENT_PORT}"
         self.temp = tempfile.mkdtemp(prefix="fr-", dir="/tmp")  # Ray's socket paths must stay short
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **FAST_HEALTH_CHECKS}
         self.processes: list[subprocess.Popen] = []
@@ -62,18 +66,19 @@ class RayCluster:
         deadline = began + 90
         while not any("Ray runtime started" in line for line in seen):
             assert time.monotonic() < deadline and process.poll() is None, "".join(seen)
-            try:
+            with contextlib.suppress(queue.Empty):
                 seen.append(lines.get(timeout=1))
-            except queue.Empty:
-                pass
         return time.monotonic() - began
+
+    def start_worker(self) -> float:
+        """The worker's Ray node (again, after a test killed it)."""
+        return self.start_node(self.worker, "--address", self.address,
+                               "--num-gpus", "1", "--resources", '{"gpu_like": 1, "worker_only": 1}')
 
     def kill(self, host: Host) -> None:
         for pid in host.pids():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def close(self) -> None:
         for host in (self.head, self.worker):
@@ -89,9 +94,9 @@ def cluster() -> Iterator[RayCluster]:
     cluster = RayCluster(head, worker)
     try:
         took = cluster.start_node(head, "--head", "--port", str(RAY_PORT), "--include-dashboard=false",
-                                  "--temp-dir", cluster.temp, "--resources", '{"gpu_like": 1, "head_only": 10}')
-        took_worker = cluster.start_node(worker, "--address", cluster.address,
-                                         "--num-gpus", "1", "--resources", '{"gpu_like": 1, "worker_only": 1}')
+                                  "--ray-client-server-port", str(CLIENT_PORT), "--temp-dir", cluster.temp,
+                                  "--resources", '{"gpu_like": 1, "head_only": 10}')
+        took_worker = cluster.start_worker()
         print(f"Ray head up in {took:.1f} s, worker in {took_worker:.1f} s")
         yield cluster
     finally:
@@ -99,8 +104,8 @@ def cluster() -> Iterator[RayCluster]:
         remove_hosts(head, worker)
 
 
-def _manifest(flow: FlowRunner, cluster: RayCluster, nodes: str) -> Path:
-    return flow.manifest(nodes, flow=f'queue = 4\nengine = "ray"\nray_address = "{cluster.address}"')
+def _manifest(flow: FlowRunner, cluster: RayCluster, nodes: str, address: str | None = None) -> Path:
+    return flow.manifest(nodes, flow=f'queue = 4\nengine = "ray"\nray_address = "{address or cluster.address}"')
 
 
 PINNED = """
@@ -157,6 +162,33 @@ def test_nodes_pinned_by_resources_land_where_asked_and_deliver_every_item(
     print(f"flow on Ray: {time.monotonic() - began:.1f} s from launch to end")
 
 
+@pytest.mark.timeout(240)
+def test_a_flow_runs_through_ray_client(flow: FlowRunner, cluster: RayCluster) -> None:
+    """``--on ray://HEAD:10001``: the launcher is a Ray Client driver (its Ray calls go through
+    the head's client server), yet nodes land where asked and every item arrives in order."""
+    out, gate, n = flow.path("out.jsonl"), Path(flow.path("gate")), 300
+    manifest = flow.manifest(PINNED.format(n=n, gate=gate, out=out), flow="queue = 4")
+    began = time.monotonic()
+    launcher = flow.start(manifest, "--on", cluster.client_address, prefix=cluster.head.command())
+    said = _Lines(launcher.stderr)
+    try:
+        poll_for(lambda: line_count(out) >= 20 or launcher.poll() is not None, timeout=120)
+        assert launcher.poll() is None, said.whole()
+        replicas = flow.replicas()
+        on_worker = cluster.worker.pids()
+        for label in ("where.0", "where.1"):
+            assert replicas[label]["host"] == cluster.worker.address
+            assert replicas[label]["pid"] in on_worker
+        assert replicas["sink"]["host"] in (cluster.head.address, cluster.worker.address)
+    finally:
+        gate.touch()
+    assert launcher.wait(timeout=120) == 0, said.whole()
+    items = read_lines(out)
+    assert [item["n"] for item in items] == list(range(n))
+    assert {item["net"] for item in items} == {cluster.worker.namespace_inode()}
+    print(f"flow through Ray Client: {time.monotonic() - began:.1f} s from launch to end")
+
+
 @pytest.mark.timeout(120)
 def test_a_node_no_ray_node_can_hold_stops_the_launch_before_anything_starts(
         flow: FlowRunner, cluster: RayCluster) -> None:
@@ -183,9 +215,24 @@ def test_placement_wait_waits_for_a_ray_node_that_can_hold_the_node(flow: FlowRu
     launcher = flow.start(_manifest(flow, cluster, nodes), prefix=cluster.head.command())
     said = _Lines(launcher.stderr)
     try:
-        poll_for(lambda: any('node "where" pending: no Ray node has 0.25 CPU, 0.5 GPU, 0.5 later' in line
-                             for line in said), timeout=60)
-        assert not os.path.exists(out) and launcher.poll() is None
+        reason = "no Ray node has 0.25 CPU, 0.5 GPU, 0.5 later (cluster: "
+        poll_for(lambda: any(f'node "where" pending: {reason}' in line for line in said), timeout=60)
+        # The rest of the flow is up meanwhile, and status says which replicas wait, and why.
+        poll_for(lambda: flow.replicas().get("sink", {}).get("pid") or launcher.poll() is not None, timeout=60)
+        assert launcher.poll() is None, said.whole()
+        replicas = flow.replicas()
+        for label in ("where.0", "where.1"):
+            assert replicas[label]["state"] == "pending" and replicas[label]["pending"].startswith(reason)
+            assert replicas[label]["pid"] is None and replicas[label]["host"] is None
+        sink = replicas["sink"]
+        assert sink["state"] != "pending" and "pending" not in sink
+        assert sink["host"] in (cluster.head.address, cluster.worker.address)
+        table = flow.command("status", "--flow", flow.name).stdout
+        assert f'{sink["pid"]}@{sink["host"]}' in table  # where each placed replica runs
+        states = {words[0]: words[1] for words in map(str.split, table.splitlines()[2:6])}  # the table's rows
+        assert states["where.0"] == states["where.1"] == "pending" and states["sink"] != "pending"
+        assert f"where.0 pending: {reason}" in table and f"where.1 pending: {reason}" in table
+        assert line_count(out) == 0 and launcher.poll() is None  # no item moves without them
         cluster.start_node(cluster.head, "--address", cluster.address, "--num-gpus", "1", "--resources", '{"later": 1}')
         third = cluster.processes[-1]  # a third Ray node, with what the node waits for
         try:
@@ -198,6 +245,27 @@ def test_placement_wait_waits_for_a_ray_node_that_can_hold_the_node(flow: FlowRu
         gate.touch()
     assert launcher.wait(timeout=60) == 0, said.whole()
     assert [item["n"] for item in read_lines(out)] == list(range(n))
+    assert {item["net"] for item in read_lines(out)} == {cluster.head.namespace_inode()}  # the third node's
+
+
+@pytest.mark.timeout(120)
+def test_a_flow_stopped_while_a_node_is_pending_ends_cleanly(flow: FlowRunner, cluster: RayCluster) -> None:
+    """A replica Ray never placed has nothing to end: `stop` ends it at once, with status 0."""
+    out = flow.path("out.jsonl")
+    nodes = PINNED.format(n=10, gate=flow.path("gate"), out=out).replace(
+        "custom = { worker_only = 0.5 } }", 'custom = { nowhere = 1 } }\n    placement = "wait"')
+    launcher = flow.start(_manifest(flow, cluster, nodes), prefix=cluster.head.command())
+    poll_for(lambda: flow.replicas().get("where.1", {}).get("state") == "pending" or launcher.poll() is not None,
+             timeout=60)
+    assert launcher.poll() is None, launcher.communicate()[1]
+    began = time.monotonic()
+    assert flow.command("stop", "--flow", flow.name).returncode == 0
+    stdout, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    assert stdout.count("ended before a Ray node could hold it (it was pending)") == 2
+    assert "was lost" not in stdout and "SIGTERM" not in stderr
+    assert line_count(out) == 0
+    print(f"stopped in {time.monotonic() - began:.1f} s with two replicas pending")
 
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "people_counter"
@@ -214,14 +282,15 @@ def test_the_people_counter_runs_with_its_detectors_on_the_worker(flow: FlowRunn
     text = text.replace('"../../out/', f'"{flow.folder}/out/')
     text = text.replace("replicas = 2 ", "replicas = 2\nresources = { num_cpus = 0.5, custom = { worker_only = 0.5 } }")
     for node in ("reader", "tracker", "counter", "annotator", "video", "counts", "console"):
-        text = text.replace(f"[nodes.{node}]\n", f"[nodes.{node}]\nresources = {{ num_cpus = 0.1, custom = {{ head_only = 1 }} }}\n")
+        text = text.replace(f"[nodes.{node}]\n",
+                            f"[nodes.{node}]\nresources = {{ num_cpus = 0.1, custom = {{ head_only = 1 }} }}\n")
     manifest = flow.folder / "manifest.toml"
     manifest.write_text(text)
     began = time.monotonic()
     launcher = flow.start(manifest, prefix=cluster.head.command())
     said, shown = _Lines(launcher.stderr), _Lines(launcher.stdout)
-    poll_for(lambda: all(flow.replicas().get(f"detector.{i}", {}).get("pid") for i in (0, 1)) or launcher.poll() is not None,
-             timeout=120)
+    poll_for(lambda: all(flow.replicas().get(f"detector.{i}", {}).get("pid") for i in (0, 1))
+             or launcher.poll() is not None, timeout=120)
     replicas = flow.replicas()
     assert launcher.poll() is None, said.whole()
     for label in ("detector.0", "detector.1"):
@@ -285,37 +354,61 @@ MOVING = """
 """
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("through", ["head", "client"])
 def test_a_lost_ray_worker_counts_as_a_crash_and_its_replica_comes_back_on_the_head(
-        flow: FlowRunner, cluster: RayCluster) -> None:
-    """Runs last: it kills the worker. Another Ray job holds both machines' gpu_like at first:
-    the node asking for one is pending; the job lets the worker's go, and the node lands on
-    the worker; once the job ends and the worker dies, the restart policy places the node
-    again, and Ray finds the head."""
+        flow: FlowRunner, cluster: RayCluster, through: str) -> None:
+    """Runs last: it kills the worker (and starts it again first if an earlier run did).
+    Another Ray job holds both machines' gpu_like at first: the node asking for one is
+    pending; the job lets the worker's go, and the node lands on the worker; once the job
+    ends and the worker dies, the restart policy places the node again, and Ray finds the
+    head. ``head``: the launcher connects to the head (HOST:6379) and the node waits with
+    placement = "fail" (the launch waits, up to a minute). ``client``: through Ray Client
+    (ray://) with placement = "wait": the rest of the flow is up meanwhile, and status shows
+    the node pending; once placed on the worker its inputs move there."""
+    if not cluster.worker.pids():
+        print(f"worker started again in {cluster.start_worker():.1f} s")
     out, gate, n = flow.path("out.jsonl"), Path(flow.path("gate")), 3000
+    nodes = MOVING.format(n=n, gate=gate, out=out)
+    if through == "client":
+        nodes = nodes.replace('restart = "on-failure"', 'restart = "on-failure"\n    placement = "wait"')
+    address = cluster.client_address if through == "client" else cluster.address
     blocker = subprocess.Popen(cluster.head.command(sys.executable, "-c", BLOCKER, cluster.address,
                                                     cluster.worker.address),
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=cluster.env)
     try:
         both = sorted([cluster.head.address, cluster.worker.address])
         assert blocker.stdout.readline().split() == both  # type: ignore[union-attr]
-        launcher = flow.start(_manifest(flow, cluster, MOVING.format(n=n, gate=gate, out=out)),
-                              prefix=cluster.head.command())
+        launcher = flow.start(_manifest(flow, cluster, nodes, address), prefix=cluster.head.command())
         said, shown = _Lines(launcher.stderr), _Lines(launcher.stdout)
-        poll_for(lambda: any("pending" in line for line in said), timeout=60)
-        assert not os.path.exists(out)
+        try:
+            poll_for(lambda: any("pending" in line for line in said), timeout=120)  # Ray Client: slow on a busy box
+        except AssertionError:
+            raise AssertionError(f"not said to be pending: {''.join(said)}; {''.join(shown)}") from None
+        if through == "client":
+            poll_for(lambda: flow.replicas().get("where", {}).get("state") == "pending", timeout=30)
+            assert flow.replicas()["where"]["pending"] == "waiting for a Ray node with 0.25 CPU, 1 gpu_like free"
+        assert line_count(out) == 0
         blocker.stdin.write("free the worker's\n")  # type: ignore[union-attr]
         blocker.stdin.flush()  # type: ignore[union-attr]
         poll_for(lambda: line_count(out) >= 200, timeout=120)
         first = flow.replicas()["where"]
         assert first["host"] == cluster.worker.address and first["pid"] in cluster.worker.pids()
+        if through == "client":  # the worker dies while the head's gpu_like is still held
+            cluster.kill(cluster.worker)
+            killed = time.monotonic()
+            poll_for(lambda: flow.replicas().get("where", {}).get("restarts") == 1, timeout=60)
+            noticed = time.monotonic() - killed
+            poll_for(lambda: flow.replicas()["where"]["state"] == "pending", timeout=30)  # the restart waits
+            assert flow.replicas()["where"]["pending"] == "waiting for a Ray node with 0.25 CPU, 1 gpu_like free"
     finally:
         blocker.kill()  # its actor ends with it: the head's gpu_like is free
         blocker.communicate(timeout=30)
-    cluster.kill(cluster.worker)  # the worker machine dies: its raylet, its actors, its node processes
-    killed = time.monotonic()
-    poll_for(lambda: flow.replicas().get("where", {}).get("restarts") == 1, timeout=60)
-    noticed = time.monotonic() - killed
+    if through == "head":
+        cluster.kill(cluster.worker)  # the worker machine dies: its raylet, its actors, its node processes
+        killed = time.monotonic()
+        poll_for(lambda: flow.replicas().get("where", {}).get("restarts") == 1, timeout=60)
+        noticed = time.monotonic() - killed
     poll_for(lambda: flow.replicas()["where"]["state"] == "running", timeout=60)
     moved = flow.replicas()["where"]
     assert moved["host"] == cluster.head.address and moved["pid"] in cluster.head.pids()
@@ -327,7 +420,11 @@ def test_a_lost_ray_worker_counts_as_a_crash_and_its_replica_comes_back_on_the_h
     assert 'node "where" exited with status -1; restarting' in stderr
     assert f"its Ray actor or Ray node on {cluster.worker.address} was lost" in stdout
     assert f"placed on {cluster.head.address}" in stdout
+    if through == "client":  # first placed (late) on the worker, then again on the head
+        assert stdout.index(f"placed on {cluster.worker.address}") < stdout.index(f"placed on {cluster.head.address}")
     print(next(line for line in stdout.splitlines() if "was lost" in line))
+    logs = flow.command("logs", "where", "--flow", flow.name, "--no-timestamps").stdout  # kept as for local nodes
+    assert "was lost" in logs and f"placed on {cluster.head.address}" in logs
     items = read_lines(out)
     values = [item["n"] for item in items]
     assert values == sorted(set(values)) and values[-1] == n - 1  # in order, no duplicates, to the end

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import FlowRunner
+
 from flujo.launch.errors import ManifestError
 from flujo.launch.manifest import load_manifest
 from flujo.launch.resources import Resources, parse_memory, unplaceable
@@ -89,3 +89,19 @@ def test_run_on_a_cluster_that_does_not_answer_starts_nothing(flow: FlowRunner) 
     assert launcher.returncode == 2, stderr
     assert "cannot connect to the Ray cluster at 127.0.0.1:1" in stderr
     assert not Path(out).exists()
+
+
+def test_the_live_view_says_why_a_replica_is_pending() -> None:
+    from rich.console import Console
+
+    from flujo.launch.live import render_status
+
+    node = {"label": "det.1", "node": "det", "state": "pending", "pid": None, "host": None, "restarts": 0,
+            "items_in": 0, "items_out": 0, "rate": 0.0, "queue": 0.0, "busy": 0.0,
+            "pending": "no Ray node has 1 GPU (cluster: 10.0.0.1: 4 CPU)"}
+    console = Console(width=120, record=True)
+    placed = {**node, "label": "det.0", "state": "running", "pid": 7, "host": "10.0.0.2", "pending": None}
+    console.print(render_status({"flow": "f", "started": False, "nodes": [node, placed]}))
+    shown = console.export_text()
+    assert "det.1 pending: no Ray node has 1 GPU (cluster: 10.0.0.1: 4 CPU)" in shown
+    assert "det.0 pending" not in shown and "7@10.0.0.2" in shown

@@ -1,4 +1,4 @@
-"""Talking to a running launcher from another process: where it announces itself, and the request format.
+"""Where running launchers announce themselves, and where their runs are kept.
 
 A launcher writes ``<runs>/<flow>/launcher.json`` while it runs ({"flow", "pid", "endpoint",
 "started" (UTC), "manifest", "nodes", "processes", "metrics" (its URL, or null)}), where
@@ -6,12 +6,11 @@ A launcher writes ``<runs>/<flow>/launcher.json`` while it runs ({"flow", "pid",
 ``<runs>/<flow>/logs/`` (flujo.launch.logstore). Every folder of that chain that Flujo
 makes is its user's alone (mode 0700); one that is a symbolic link or belongs to someone
 else is refused, never used: another user could read node output or plant links.
-Requests go to that
-endpoint over REQ/REP as one msgpack map ``{"command": name, ...}``; the reply is a msgpack
-map with ``"ok": true`` and the command's fields, or ``"ok": false`` and ``"error"``.
+Commands go to the announced endpoint (launch/command_client.py, launch/command_table.py).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -19,14 +18,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import msgpack
-import zmq
-
 ANNOUNCEMENT = "launcher.json"
 
 
 class CommandError(Exception):
-    """No launcher to talk to, or it refused the request."""
+    """No launcher to talk to, or it refused the request (``code``: the launcher's error code, if it answered)."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class UnsafeFolderError(CommandError):
@@ -39,8 +39,11 @@ def _private_root() -> Path | None:
 
 
 def runs_folder() -> Path:
+    """``$FLUJO_RUNS``, or ``<tmp>/flujo-<uid>/runs``."""
     configured = os.environ.get("FLUJO_RUNS")
-    return Path(configured) if configured else _private_root() / "runs"  # type: ignore[operator]
+    if configured:
+        return Path(configured)
+    return Path(tempfile.gettempdir()) / f"flujo-{os.getuid()}" / "runs"
 
 
 def private_folder(path: Path, create: bool = True) -> bool:
@@ -49,10 +52,8 @@ def private_folder(path: Path, create: bool = True) -> bool:
     Returns whether it exists; raises UnsafeFolderError for a symbolic link, something that is
     not a folder, or a folder owned by someone else."""
     if create:
-        try:
+        with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -84,6 +85,13 @@ def private_runs_folder(flow: str | None = None, create: bool = True) -> Path:
     return runs / flow
 
 
+def announce(path: Path, fields: dict[str, Any]) -> None:
+    """Write an announcement readers see whole or not at all (a reader may look at any moment), mode 0600."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(json.dumps(fields))
+    os.replace(partial, path)
 
 
 def _alive(pid: int) -> bool:
@@ -126,22 +134,3 @@ def find_flow(name: str | None) -> dict[str, Any]:
     raise CommandError(f"several flows are running ({', '.join(sorted(flows))}): name one with --flow")
 
 
-def request(flow: str | None, command: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
-    """Send one command to a running launcher and return its reply."""
-    announcement = find_flow(flow)
-    context = zmq.Context.instance()
-    socket = context.socket(zmq.REQ)
-    socket.linger = 0
-    socket.rcvtimeo = socket.sndtimeo = int(timeout * 1000)
-    try:
-        socket.connect(announcement["endpoint"])
-        socket.send(msgpack.packb({"command": command, **fields}))
-        try:
-            reply = msgpack.unpackb(socket.recv())
-        except zmq.Again:
-            raise CommandError(f'flow "{announcement["flow"]}" did not answer within {timeout} s') from None
-    finally:
-        socket.close()
-    if not reply.get("ok"):
-        raise CommandError(reply.get("error", "refused"))
-    return reply
