@@ -276,8 +276,10 @@ def test_a_killed_node_on_the_other_host_restarts_by_policy(
     victim = flow.replicas()["where.1"]["pid"]
     assert victim in hosts[1].pids()
     os.kill(victim, signal.SIGKILL)  # the agent sees it die and tells the launcher
-    poll_for(lambda: flow.replicas().get("where.1", {}).get("restarts") == 1, timeout=20)
-    assert flow.replicas()["where.1"]["pid"] in hosts[1].pids()  # started again on host B
+    # restarts counts the respawn at once; the pid is known once the new process has started
+    successor = poll_for(lambda: (where := flow.replicas().get("where.1", {})).get("restarts") == 1
+                         and where.get("pid") and where, timeout=20)
+    assert successor["pid"] in hosts[1].pids()  # started again on host B
     gate.touch()  # the stream may end now
     _, stderr = launcher.communicate(timeout=60)
     assert launcher.returncode == 0, stderr
