@@ -1,6 +1,7 @@
 """Two "hosts" on one machine: network namespaces joined by a veth pair, made and removed by tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -69,10 +70,8 @@ def two_hosts() -> Iterator[tuple[Host, Host]]:
     finally:
         for host in (first, second):
             for pid in host.pids():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         remove_hosts(first, second)
 
 
