@@ -1,20 +1,30 @@
 """Fixtures that run real flows in real processes, and prove none is left behind."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import traceback
 import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import psutil
 import pytest
+from click.testing import CliRunner
+
+from flujo.launch.cli import main
+
+from manifests import nodes_toml
 
 HERE = Path(__file__).parent
 NODES = HERE / "flow_nodes.py"  # node classes the test manifests use
@@ -47,6 +57,9 @@ def flow_processes(flow_name: str) -> list[psutil.Process]:
     return found
 
 
+_IN_PROCESS = threading.Lock()
+
+
 @dataclass
 class Result:
     returncode: int
@@ -64,9 +77,11 @@ class FlowRunner:
         # Each test's launchers announce themselves in their own folder: tests never see each other.
         self.env = {**os.environ, "FLUJO_RUNS": str(folder / "runs")}
 
-    def manifest(self, body: str, flow: str = "") -> Path:
-        """A manifest with a unique flow name; ``{nodes}`` stands for the test nodes file."""
-        text = f'[flow]\nname = "{self.name}"\n{flow}\n' + textwrap.dedent(body).replace("{nodes}", str(NODES))
+    def manifest(self, body: str | Mapping[str, Mapping[str, object]], flow: str = "") -> Path:
+        """A manifest with a unique flow name; ``{nodes}`` stands for the test nodes file.
+        ``body`` is TOML text, or node name -> fields (rendered by manifests.nodes_toml)."""
+        text = body if isinstance(body, str) else nodes_toml(body)
+        text = f'[flow]\nname = "{self.name}"\n{flow}\n' + textwrap.dedent(text).replace("{nodes}", str(NODES))
         path = self.folder / "manifest.toml"
         path.write_text(text)
         return path
@@ -85,11 +100,17 @@ class FlowRunner:
         self.running.append(process)
         return process
 
-    def command(self, *args: str, timeout: float = 20) -> Result:
-        """Run ``flujo-launch ARGS`` (stop, status, ...) against this test's flows."""
-        done = subprocess.run([sys.executable, "-c", "from flujo.launch.cli import main; main()", *args],
-                              capture_output=True, text=True, env=self.env, timeout=timeout)
-        return Result(done.returncode, done.stdout, done.stderr)
+    def command(self, *args: str) -> Result:
+        """Run ``flujo-launch ARGS`` (stop, status, ...) against this test's flows, in this
+        process: tests poll status often, and a Python process for each look costs a core
+        on a loaded machine. (test_cli runs the installed command itself.) One at a time: the
+        runner swaps sys.stdout and os.environ, and tests may poll from a thread."""
+        with _IN_PROCESS:
+            done = CliRunner().invoke(main, list(args), env=self.env)
+        stderr = done.stderr
+        if done.exception is not None and not isinstance(done.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(done.exception))
+        return Result(done.exit_code, done.stdout, stderr)
 
     def replicas(self) -> dict[str, dict]:
         """This test's running flow, by replica label, from `flujo-launch status --json` ({} when not running)."""
@@ -119,9 +140,52 @@ class FlowRunner:
         return orphans
 
 
+@pytest.fixture(autouse=True)
+def _private_flujo_folders(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs folder and key folder of this test's own, so that tests running side by side
+    (pytest -n) never see each other's flows or share a key pair being written."""
+    home = tmp_path_factory.mktemp("flujo-home")
+    monkeypatch.setenv("FLUJO_RUNS", str(home / "runs"))
+    monkeypatch.setenv("FLUJO_HOME", str(home / "keys"))
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (made if missing), held across processes."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_c_sdk(timeout: float = 300) -> subprocess.CompletedProcess:
+    """``make -C sdk/c``, one build at a time: test workers running side by side share the
+    build folder, and make is not safe to run twice at once in the same folder."""
+    sdk = HERE.parent / "sdk" / "c"
+    (sdk / "build").mkdir(exist_ok=True)
+    with _locked(sdk / "build" / ".lock"):
+        return subprocess.run(["make", "-s", "-C", str(sdk)], capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture
 def flow(tmp_path: Path):
     runner = FlowRunner(tmp_path)
     yield runner
     orphans = runner.cleanup()
     assert not orphans, f"processes left behind: {orphans}"
+
+
+#: Test files whose tests share one costly thing and run one after another on one worker under
+#: `pytest -n N --dist loadgroup` (.ci/run): the Ray cluster of test_ray.py (module fixture, two
+#: network namespaces and a few hundred MB: one at a time is what 2 cores can carry).
+TOGETHER = {"test_ray.py": "ray"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = TOGETHER.get(item.path.name)
+        if group and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))

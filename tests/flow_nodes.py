@@ -307,3 +307,45 @@ class UntilGate(Producer):
             i += 1
             if i % 64 == 0:
                 time.sleep(self.pause)
+
+
+class Reporting(Producer):
+    """Counts to n, ``pause`` seconds apart, writing to ``progress`` how many items it has handed
+    over so far: a test reads how far the source got without asking the clock. With ``pad``,
+    each item is {"i": i, "pad": pad bytes}: few of them fit in the sockets' buffers."""
+
+    def __init__(self, n: int, progress: str, pause: float = 0.0, pad: int = 0) -> None:
+        self.n, self.progress, self.pause, self.pad = n, Path(progress), pause, pad
+
+    def produce(self) -> Iterable[int | dict[str, Any]]:
+        for i in range(self.n):
+            if self.pause:
+                time.sleep(self.pause)
+            self.progress.write_text(str(i))  # item i is being handed over (i done before it)
+            yield {"i": i, "pad": b"x" * self.pad} if self.pad else i
+        self.progress.write_text(str(self.n))
+
+
+def progress(path: str) -> int:
+    """What a Reporting producer has written so far (0 before it started)."""
+    try:
+        return int(Path(path).read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+class HoldsFirst(Collect):
+    """Collect that holds its first item until the file ``gate`` exists, having touched the
+    file ``held`` to say so: a consumer as slow as a test needs, on cue."""
+
+    def __init__(self, path: str, gate: str, held: str) -> None:
+        super().__init__(path)
+        self.gate, self.held, self.first = Path(gate), Path(held), True
+
+    def consume(self, item: Any) -> None:
+        if self.first:
+            self.first = False
+            self.held.touch()
+            while not self.gate.exists():
+                time.sleep(0.005)
+        super().consume(item["i"] if isinstance(item, dict) else item)

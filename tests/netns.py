@@ -1,10 +1,14 @@
 """Two "hosts" on one machine: network namespaces joined by a veth pair, made and removed by tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -55,6 +59,20 @@ def make_hosts() -> tuple[Host, Host]:
         remove_hosts(first, second)
         raise
     return first, second
+
+
+@contextmanager
+def two_hosts() -> Iterator[tuple[Host, Host]]:
+    """Two hosts for the length of a test; whatever a failed test left running in them is killed."""
+    first, second = make_hosts()
+    try:
+        yield first, second
+    finally:
+        for host in (first, second):
+            for pid in host.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        remove_hosts(first, second)
 
 
 def remove_hosts(*hosts: Host) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -102,27 +103,26 @@ class LoopbackCapture:
         return bytes(self.data)
 
 
-MARKER = "flujo-plaintext-marker"
-
-
 def _tagged_flow(flow: FlowRunner, extra: str) -> tuple:
-    out = flow.path("out.jsonl")
+    """A tcp flow whose items carry a marker of this test's own: the capture sees every flow on
+    the loopback interface (other tests', running alongside), and only this one may carry it."""
+    out, marker = flow.path("out.jsonl"), f"plaintext-marker-{uuid.uuid4().hex}"
     manifest = flow.manifest(f"""
         [nodes.words]
         run = "{{nodes}}:Tagged"
-        args = {{ tag = "{MARKER}", n = 200 }}
+        args = {{ tag = "{marker}", n = 200 }}
         [nodes.sink]
         run = "{{nodes}}:Collect"
         inputs = ["words"]
         args = {{ path = "{out}" }}
     """, flow=f'transport = "tcp"\n{extra}')
-    return manifest, out
+    return manifest, out, marker.encode()
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("insecure", [False, True])
 def test_a_tcp_flow_shows_no_item_in_clear_on_the_wire(flow: FlowRunner, insecure: bool) -> None:
-    manifest, out = _tagged_flow(flow, "insecure = true" if insecure else "")
+    manifest, out, marker = _tagged_flow(flow, "insecure = true" if insecure else "")
     capture = LoopbackCapture()
     try:
         result = flow.run(manifest)
@@ -133,10 +133,10 @@ def test_a_tcp_flow_shows_no_item_in_clear_on_the_wire(flow: FlowRunner, insecur
     assert len(wire) > 20_000  # the capture saw the flow's traffic
     if insecure:
         # The same capture reads the items when the flow opts out: the check above can fail.
-        assert MARKER.encode() in wire
+        assert marker in wire
         assert "insecure = true" in result.stderr and "neither encrypted nor authenticated" in result.stderr
     else:
-        assert MARKER.encode() not in wire
+        assert marker not in wire
         assert "warning" not in result.stderr
 
 

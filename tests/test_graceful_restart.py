@@ -4,40 +4,23 @@ from __future__ import annotations
 import pytest
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
-from restarting import restart_mid_stream
+from manifests import collect, node
+from restarting import chain, gated, restart_mid_stream, zip_behind_a_lagging_input
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_restarting_a_processor_loses_nothing(flow: FlowRunner, replicas: int) -> None:
     out, n = flow.path("out.jsonl"), 3000
-    values, _, _ = restart_mid_stream(flow, f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Gated"
-        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
-        [nodes.work]
-        run = "{{nodes}}:square"
-        inputs = ["numbers"]
-        replicas = {replicas}
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["work"]
-        args = {{ path = "{out}" }}
-    """, "work", out)
+    work = node("{nodes}:square", replicas=replicas)
+    values, _, _ = restart_mid_stream(flow, chain(n, out, work), "work", out)
     assert values == [i * i for i in range(n)]  # every item, once, in order
 
 
 def test_restarting_the_consumer_loses_nothing(flow: FlowRunner) -> None:
     # The slow sink keeps its queue full: the drain has items to take, some in batches.
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Gated"
-        args = {{ n = {n}, gate = "{{gate}}" }}
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["numbers"]
-        args = {{ path = "{out}", delay = 0.0005 }}
-    """, "sink", out)
+    values, _, _ = restart_mid_stream(flow, {"numbers": gated(n), "sink": collect("numbers", out, delay=0.0005)},
+                                      "sink", out)
     assert values == list(range(n))
 
 
@@ -45,37 +28,17 @@ def test_restarting_behind_a_replicated_node_keeps_the_order(flow: FlowRunner) -
     # Both replicas of "work" read from both replicas of "spread": each drains items that were
     # waiting for a gap, and the sink still gets every item in order.
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Gated"
-        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
-        [nodes.spread]
-        run = "{{nodes}}:jitter"
-        inputs = ["numbers"]
-        replicas = 2
-        [nodes.work]
-        run = "{{nodes}}:square"
-        inputs = ["spread"]
-        replicas = 2
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["work"]
-        args = {{ path = "{out}" }}
-    """, "work", out, after=200)
+    values, _, _ = restart_mid_stream(flow, {
+        "numbers": gated(n, 0.0005), "spread": node("{nodes}:jitter", "numbers", replicas=2),
+        "work": node("{nodes}:square", "spread", replicas=2), "sink": collect("work", out),
+    }, "work", out, after=200)
     assert values == [i * i for i in range(n)]
 
 
 def test_a_restarted_producer_continues_its_numbering(flow: FlowRunner) -> None:
     out, n = flow.path("out.jsonl"), 1500
-    values, _, _ = restart_mid_stream(flow, f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Gated"
-        args = {{ n = {n}, pause = 0.001, gate = "{{gate}}" }}
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["numbers"]
-        args = {{ path = "{out}" }}
-    """, "numbers", out)
+    values, _, _ = restart_mid_stream(flow, {"numbers": gated(n, 0.001), "sink": collect("numbers", out)},
+                                      "numbers", out)
     # The new process produces its stream again from the start; everything the first one
     # produced before it stopped arrived, without a gap.
     assert values[-n:] == list(range(n))
@@ -118,23 +81,6 @@ def test_restarting_a_zip_keeps_every_pair(flow: FlowRunner) -> None:
     # One input of the zip lags the other (jitter), so at the restart its senders stand at
     # different sequence numbers: they agree on a common one before pausing.
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Gated"
-        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
-        [nodes.lagging]
-        run = "{{nodes}}:jitter"
-        inputs = ["numbers"]
-        replicas = 2
-        [nodes.squares]
-        run = "{{nodes}}:square"
-        inputs = ["numbers"]
-        [nodes.pair]
-        run = "{{nodes}}:add"
-        inputs = {{ a = "lagging", b = "squares" }}
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["pair"]
-        args = {{ path = "{out}" }}
-    """, "pair", out)
+    values, _, _ = restart_mid_stream(flow, zip_behind_a_lagging_input(n, out, "squares", node("{nodes}:square")),
+                                      "pair", out)
     assert values == [i + i * i for i in range(n)]

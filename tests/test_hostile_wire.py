@@ -247,7 +247,8 @@ def test_the_launcher_survives_garbage_on_its_status_and_command_sockets(flow: F
         poll_for(lambda: flow.replicas(), timeout=10)  # the launcher did not block on it
     finally:
         context.destroy(linger=0)
-    replicas = flow.replicas()  # still answering, still running
+    # Still answering (a look may time out while it works through the refusals), still running.
+    replicas = poll_for(lambda: (found := flow.replicas()) and {"sink", "src"} <= set(found) and found, timeout=10)
     assert replicas["sink"]["state"] == "running" and replicas["src"]["state"] == "running"
     Path(gate).touch()
     _stdout, stderr = launcher.communicate(timeout=60)

@@ -4,24 +4,24 @@ The launcher runs in host A, `flujo-launch agent` in host B; the manifest places
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import pytest
-from conftest import FlowRunner, poll_for
-from flow_nodes import line_count, read_lines
-from netns import Host, can_make_namespaces, make_hosts, remove_hosts
-from restarting import restart_mid_stream
 
 from flujo.curve import KeyPair
 from flujo.launch.keys import AUTHORIZED_KEYS, create_identity
+
+from conftest import FlowRunner, poll_for
+from flow_nodes import line_count, read_lines
+from netns import Host, can_make_namespaces, two_hosts
+from restarting import restart_mid_stream
 
 AGENT_PORT = 7700  # each test's namespaces are its own: no other agent there
 _why_not = can_make_namespaces()
@@ -30,15 +30,8 @@ pytestmark = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
 
 @pytest.fixture
 def hosts() -> Iterator[tuple[Host, Host]]:
-    first, second = make_hosts()
-    try:
-        yield first, second
-    finally:
-        for host in (first, second):  # whatever a failed test left there
-            for pid in host.pids():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        remove_hosts(first, second)
+    with two_hosts() as pair:
+        yield pair
 
 
 class Agent:
@@ -195,8 +188,7 @@ def test_killing_the_launcher_ends_the_nodes_on_the_other_host(
 def test_an_unreachable_agent_stops_the_launch_before_anything_starts(
         flow: FlowRunner, hosts: tuple[Host, Host]) -> None:
     launcher_key(flow)
-    stranger = KeyPair.generate().public.decode()
-    body = _body(hosts, CHAIN.format(n=10, out=flow.path("out.jsonl"), sink_extra=""), stranger)
+    body = _body(hosts, CHAIN.format(n=10, out=flow.path("out.jsonl"), sink_extra=""), KeyPair.generate().public.decode())
     manifest = flow.manifest(body, flow="queue = 4")
     result = flow.start(manifest, prefix=hosts[0].command())
     _, stderr = result.communicate(timeout=30)
@@ -284,8 +276,10 @@ def test_a_killed_node_on_the_other_host_restarts_by_policy(
     victim = flow.replicas()["where.1"]["pid"]
     assert victim in hosts[1].pids()
     os.kill(victim, signal.SIGKILL)  # the agent sees it die and tells the launcher
-    poll_for(lambda: flow.replicas().get("where.1", {}).get("restarts") == 1, timeout=20)
-    assert flow.replicas()["where.1"]["pid"] in hosts[1].pids()  # started again on host B
+    # restarts counts the respawn at once; the pid is known once the new process has started
+    successor = poll_for(lambda: (where := flow.replicas().get("where.1", {})).get("restarts") == 1
+                         and where.get("pid") and where, timeout=20)
+    assert successor["pid"] in hosts[1].pids()  # started again on host B
     gate.touch()  # the stream may end now
     _, stderr = launcher.communicate(timeout=60)
     assert launcher.returncode == 0, stderr

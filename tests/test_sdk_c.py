@@ -1,25 +1,24 @@
 """The C node library (sdk/c) in real flows: replicas, order, zips, stops, errors, graceful restarts, frames."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket as socket_module
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FlowRunner, poll_for
+
+from conftest import FlowRunner, build_c_sdk, poll_for
 from flow_nodes import line_count, read_lines
 from netns import can_make_namespaces
-from restarting import restart_mid_stream
-from test_hosts import _body as hosts_body
-from test_hosts import agent as agent  # fixtures (two hosts, an agent on B): pytest finds them by name here
-from test_hosts import hosts as hosts
+from manifests import program
+from restarting import chain, restart_mid_stream, zip_behind_a_lagging_input
+from sdk_checks import admits_only_the_flow_key
+from test_hosts import _body as hosts_body, agent, hosts  # noqa: F401 (fixtures: two hosts, an agent on B)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,7 +34,7 @@ def c_nodes() -> Path:
     missing compiler or header fails the tests rather than skipping them."""
     if shutil.which("make") is None or shutil.which("cc") is None:
         pytest.fail("make and a C compiler are needed to build sdk/c (CI installs them: .ci/run)")
-    done = subprocess.run(["make", "-s", "-C", str(SDK)], capture_output=True, text=True, timeout=300)
+    done = build_c_sdk()
     if done.returncode != 0:
         pytest.fail(f"make -C sdk/c failed (libzmq3-dev and libmsgpack-dev installed?):\n{done.stdout}{done.stderr}")
     return BUILD
@@ -404,18 +403,8 @@ def test_a_realtime_c_reader_and_its_c_sender_drop_rather_than_wait(flow: FlowRu
 def test_restarting_the_reader_of_a_c_sender_loses_nothing(flow: FlowRunner, c_nodes: Path) -> None:
     # The C node is the sender here: it pauses the held Python sink, waits, and resumes.
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Gated"
-        args = {{ n = {n}, gate = "{{gate}}" }}
-        [nodes.work]
-        command = ["{c_nodes}/identity"]
-        inputs = ["numbers"]
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["work"]
-        args = {{ path = "{out}", delay = 0.0005 }}
-    """, "sink", out)
+    body = chain(n, out, program([str(c_nodes / "identity")]), pause=None, delay=0.0005)
+    values, _, _ = restart_mid_stream(flow, body, "sink", out)
     assert values == list(range(n))
 
 
@@ -423,25 +412,8 @@ def test_restarting_a_zip_fed_by_a_c_sender_keeps_every_pair(flow: FlowRunner, c
     # The C node is one of the zip's senders: it reports its position, keeps back what is past
     # the agreed limit, pauses there, and sends what it kept back to the successor first.
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Gated"
-        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
-        [nodes.lagging]
-        run = "{{nodes}}:jitter"
-        inputs = ["numbers"]
-        replicas = 2
-        [nodes.same]
-        command = ["{c_nodes}/identity"]
-        inputs = ["numbers"]
-        [nodes.pair]
-        run = "{{nodes}}:add"
-        inputs = {{ a = "lagging", b = "same" }}
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["pair"]
-        args = {{ path = "{out}" }}
-    """, "pair", out)
+    body = zip_behind_a_lagging_input(n, out, "same", program([str(c_nodes / "identity")]))
+    values, _, _ = restart_mid_stream(flow, body, "pair", out)
     assert values == [2 * i for i in range(n)]
 
 
@@ -620,63 +592,8 @@ def test_c_nodes_in_a_secure_tcp_flow(flow: FlowRunner, c_nodes: Path) -> None:
     assert read_lines(out) == list(range(n))
 
 
-def test_a_secure_c_node_admits_only_the_flow_key(tmp_path: Path, c_nodes: Path) -> None:
-    """Over tcp a C node's input takes only CURVE clients presenting the flow key: a plain
-    client and one with another key never get an item in."""
-    import msgpack
-    import zmq
-
-    public, secret = zmq.curve_keypair()
-    context = zmq.Context()
-    ports = []
-
-    def server(kind: int) -> zmq.Socket:  # the launcher's side: CURVE servers with the flow key
-        socket = context.socket(kind)
-        socket.curve_server, socket.curve_secretkey = True, secret
-        ports.append(socket.bind_to_random_port("tcp://127.0.0.1"))
-        return socket
-
-    control, status, reader = server(zmq.XPUB), server(zmq.PULL), server(zmq.PULL)
-    with socket_module.socket() as probe:  # a free port for the node's input
-        probe.bind(("127.0.0.1", 0))
-        input_port = probe.getsockname()[1]
-    endpoint = f"tcp://127.0.0.1:{input_port}"
-    config = {"protocol": 1, "flow": "secure", "node": "work", "replica": 0, "replicas": 1, "kind": "processor",
-              "control": f"tcp://127.0.0.1:{ports[0]}", "status": f"tcp://127.0.0.1:{ports[1]}",
-              "curve": {"public": public.decode(), "secret": secret.decode()},
-              "inputs": [{"port": "in", "endpoint": endpoint, "hwm": 100, "source": "up", "source_port": "out",
-                          "senders": 1}],
-              "outputs": [{"port": "out", "target": "down", "target_port": "in", "hwm": 100,
-                           "endpoints": [f"tcp://127.0.0.1:{ports[2]}"]}]}
-    process = subprocess.Popen([str(c_nodes / "identity")], env={"FLUJO_NODE_CONFIG": json.dumps(config)})
-    try:
-        assert status.poll(10_000) and msgpack.unpackb(status.recv())[0] == "ready"
-
-        def sender(keys: tuple[bytes, bytes] | None) -> zmq.Socket:
-            socket = context.socket(zmq.PUSH)
-            socket.linger = 0
-            if keys:
-                socket.curve_serverkey, (socket.curve_publickey, socket.curve_secretkey) = public, keys
-            socket.connect(endpoint)
-            return socket
-
-        forged = msgpack.packb([1, 0, 0, "up", 0]), msgpack.packb("forged")
-        for intruder in (sender(None), sender(zmq.curve_keypair())):
-            with contextlib.suppress(zmq.Again):  # no handshake, no pipe: nothing could even be queued
-                intruder.send_multipart(forged, zmq.NOBLOCK)
-        member = sender((public, secret))
-        member.send_multipart([msgpack.packb([1, 0, 0, "up", 0]), msgpack.packb("good")])
-        member.send_multipart([msgpack.packb([1, 2, 0, "up", 0])])
-        assert reader.poll(10_000)
-        assert msgpack.unpackb(reader.recv_multipart()[1]) == "good"
-        assert reader.poll(10_000)
-        assert msgpack.unpackb(reader.recv_multipart()[0])[1] == 2  # EOS next: nothing forged came through
-        control.send_multipart([b"released", msgpack.packb(["down", 0, "in"])])
-        assert process.wait(timeout=10) == 0
-    finally:
-        process.kill()
-        process.wait()
-        context.destroy(linger=0)
+def test_a_secure_c_node_admits_only_the_flow_key(c_nodes: Path) -> None:
+    admits_only_the_flow_key([str(c_nodes / "identity")], {})
 
 
 @pytest.mark.skipif(can_make_namespaces() is not None, reason=can_make_namespaces() or "")

@@ -14,19 +14,20 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import pytest
-from conftest import FlowRunner, poll_for
-from flow_nodes import line_count, read_lines
-from netns import Host, can_make_namespaces, make_hosts, remove_hosts
 
 from flujo.curve import KeyPair
 from flujo.launch.keys import AUTHORIZED_KEYS, create_identity
+
+from conftest import FlowRunner, poll_for
+from flow_nodes import line_count, read_lines
+from netns import Host, can_make_namespaces, two_hosts
 
 SSHD = "/usr/sbin/sshd"
 _why_not = can_make_namespaces() or (None if os.path.exists(SSHD) else f"no {SSHD} (Debian's openssh-server)")
@@ -100,15 +101,8 @@ StrictModes no
 
 @pytest.fixture
 def hosts() -> Iterator[tuple[Host, Host]]:
-    first, second = make_hosts()
-    try:
-        yield first, second
-    finally:
-        for host in (first, second):  # whatever a failed test left there
-            for pid in host.pids():
-                with suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        remove_hosts(first, second)
+    with two_hosts() as pair:
+        yield pair
 
 
 @pytest.fixture
@@ -155,13 +149,14 @@ def _await_only_sshd_left(host: Host, sshd: Sshd, timeout: float = 15) -> None:
     """Wait until sshd is the only process in ``host`` (`ip netns exec` execs: sshd keeps its pid)."""
     try:
         poll_for(lambda: host.pids() == {sshd.process.pid}, timeout=timeout)
-    except AssertionError as error:
+    except AssertionError:
         left = {}
         for pid in host.pids() - {sshd.process.pid}:
-            with suppress(psutil.Error):  # ended meanwhile
+            try:
                 left[pid] = " ".join(psutil.Process(pid).cmdline())
-        said = "".join(sshd.log)
-        raise AssertionError(f"still running in host {host.namespace}: {left}; sshd said: {said}") from error
+            except psutil.Error:
+                pass  # ended meanwhile
+        raise AssertionError(f"still running in host {host.namespace}: {left}; sshd said: {''.join(sshd.log)}")
 
 
 @needs_sshd
