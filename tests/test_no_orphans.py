@@ -52,7 +52,12 @@ def test_launcher_sigkill_leaves_no_process(flow: FlowRunner, parent: str, recor
     """)
     launcher = flow.start(manifest)
     # launcher, stubborn, sink, the parent node and its python child (which inherits the node's environment)
-    processes = poll_for(lambda: len(found := flow_processes(flow.name)) == 5 and found, timeout=20)
+    # (polled until the child has exec'd: right after the fork it still shows its parent's command line)
+    def all_running() -> list | None:
+        found = flow_processes(flow.name)
+        return found if len(found) == 5 and any("time.sleep(600)" in " ".join(p.cmdline()) for p in found) else None
+
+    processes = poll_for(all_running, timeout=20)
     if "SpawnsChild" in parent:
         poll_for(lambda: Path(out).exists() and Path(out).read_text().count("\n") == 3, timeout=20)  # running
     reaper = _reaper_of(launcher.pid)
