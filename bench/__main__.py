@@ -43,7 +43,7 @@ def machine() -> dict[str, Any]:
     try:
         from importlib.metadata import version
         videoflow = version("videoflow")
-    except Exception:  # noqa: BLE001
+    except Exception:
         videoflow = None
     return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
             "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(), "numpy": numpy.__version__,
@@ -75,7 +75,7 @@ def _run_variant(workload: Workload, variant: Variant, rep: int, scratch: Path) 
     started = time.monotonic()
     try:
         record["metrics"] = run_once(workload, variant, scratch)
-    except Exception as error:  # noqa: BLE001 - a failed run is a row, not the end of the benchmark
+    except Exception as error:
         record["error"] = f"{type(error).__name__}: {error}"
     record["seconds"] = round(time.monotonic() - started, 2)
     shown = record.get("metrics") or {"error": record.get("error", "")[:120]}

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import cProfile
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 # Loaded by file path from a scratch folder: make the repository importable for `bench`.
 _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-from flujo.api import Consumer, Processor, Producer  # noqa: E402
-
 from bench import nodecore  # noqa: E402
+from flujo.api import Consumer, Processor, Producer  # noqa: E402
 
 
 class BenchProducer(Producer):

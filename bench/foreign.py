@@ -18,9 +18,10 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench import flujo_chain
 from bench.harness import BenchError, RunOutput, collect, markdown_table, run_command, throughput

@@ -1,6 +1,7 @@
 """Timing, statistics, process hygiene and table printing shared by all benchmark runners."""
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -9,9 +10,10 @@ import socket
 import statistics
 import subprocess
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 #: Baseline processes are started fresh from an empty interpreter, like Flujo's nodes.
 MP_CONTEXT = mp.get_context("spawn")
@@ -42,7 +44,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(q / 100.0 * len(ordered) + 0.5)) - 1))
+    rank = max(0, min(len(ordered) - 1, round(q / 100.0 * len(ordered) + 0.5) - 1))
     return float(ordered[rank])
 
 
@@ -85,7 +87,7 @@ class ProcessSet:
         if proc.exitcode != 0:
             raise BenchError(f"{proc.name} exited with code {proc.exitcode}")
 
-    def __enter__(self) -> "ProcessSet":
+    def __enter__(self) -> ProcessSet:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -109,18 +111,15 @@ def run_command(cmd: Sequence[str], timeout: float, cwd: Path | None = None,
 
     Returns the exit code; output goes to ``log`` (or is discarded).
     """
-    out = open(log, "wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
+    with open(log, "wb") if log else contextlib.nullcontext(subprocess.DEVNULL) as out:
+        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         try:
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise BenchError(f"{Path(cmd[0]).name} did not finish within {timeout:.0f} s") from None
-    finally:
-        _stop_group(proc)
-        if log:
-            out.close()  # type: ignore[union-attr]
+        finally:
+            _stop_group(proc)
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
@@ -137,10 +136,8 @@ def _stop_group(proc: subprocess.Popen) -> None:
         if sig is signal.SIGTERM:
             # Leader gone; give stragglers in the group a moment, then make sure.
             time.sleep(0.05)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(1.0)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def free_tcp_port() -> int:
@@ -197,7 +194,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     lines = []
     for index, row in enumerate(cells):
         lines.append("| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                       for i, (c, w) in enumerate(zip(row, widths))) + " |")
+                                       for i, (c, w) in enumerate(zip(row, widths, strict=False))) + " |")
         if index == 0:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)

@@ -31,8 +31,9 @@ import json
 import os
 import resource
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -125,7 +126,7 @@ def produce_items(cfg: dict[str, Any]) -> Iterator[Any]:
             _sleep_until(next_ns)
             yield {"i": i, "ts": time.monotonic_ns(), "payload": warm, "warmup": True}
             i += 1
-        for size, rate, count in zip(cfg["sizes"], cfg["rates"], cfg["counts"]):
+        for size, rate, count in zip(cfg["sizes"], cfg["rates"], cfg["counts"], strict=False):
             payload = born_in_shm(cfg, np.full(size, 7, dtype=np.uint8))
             period_ns = int(1e9 / rate) if rate else 0
             for _ in range(count):

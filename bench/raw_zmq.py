@@ -14,8 +14,9 @@ nothing either.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -108,7 +109,8 @@ def processor_main(cfg: dict[str, Any], in_ep: str, out_eps: list[str], hwm: int
     report = nodecore.NodeReport(cfg, "processor")
     nodecore.node_ready(cfg)
     codec = Codec()
-    process: Callable[[Any], Any] = lambda item: nodecore.process_item(cfg, item)
+    def process(item: Any) -> Any:
+        return nodecore.process_item(cfg, item)
     seq, eos = 0, 0
     while eos < eos_needed:
         kind, item = codec.recv(pull)

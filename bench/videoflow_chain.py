@@ -22,7 +22,7 @@ def available() -> str | None:
     """None when videoflow imports, else the reason it cannot run."""
     try:
         import videoflow.core  # noqa: F401
-    except Exception as error:  # noqa: BLE001 - any import failure disqualifies it
+    except Exception as error:
         return f"videoflow not importable: {error}"
     return None
 

@@ -7,13 +7,13 @@ every system alike; tables report the median over repetitions.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench import flujo_chain, mp_queue, raw_zmq, videoflow_chain
-from bench.harness import (BenchError, RunOutput, markdown_table, max_in_flight, median, percentile,
-                           throughput)
+from bench.harness import BenchError, RunOutput, markdown_table, max_in_flight, median, percentile, throughput
 from bench.nodecore import FRAME_SHAPE, expected_items
 
 FRAME_BYTES = FRAME_SHAPE[0] * FRAME_SHAPE[1] * FRAME_SHAPE[2]
@@ -255,7 +255,7 @@ class Scaling(Workload):
 
     def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
         rows = []
-        for label in [l[:-3] for l in medians if l.endswith(" x1")]:
+        for label in [name[:-3] for name in medians if name.endswith(" x1")]:
             one = medians.get(f"{label} x1", {}).get("items/s")
             two = medians.get(f"{label} x2", {}).get("items/s")
             rows.append([label, one, two, _ratio(two, one), runs.get(f"{label} x1", 0)])
@@ -295,7 +295,8 @@ class Backpressure(Workload):
     def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
         rows = []
         for label, m in medians.items():
-            arrays = [None if m.get(f"{r} MB") is None else m[f"{r} MB"] / 4 for r in ("producer", "processor", "consumer")]
+            roles = ("producer", "processor", "consumer")
+            arrays = [None if m.get(f"{r} MB") is None else m[f"{r} MB"] / 4 for r in roles]
             rows.append([label, m.get("producer MB"), arrays[0], m.get("processor MB"), arrays[1],
                          m.get("consumer MB"), arrays[2], m.get("max in flight"), m.get("items/s"), runs[label]])
         return markdown_table(["system", "producer MB", "(arrays)", "processor MB", "(arrays)", "consumer MB",

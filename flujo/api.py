@@ -194,5 +194,4 @@ def instantiate(target: Any, kind: NodeKind, args: Mapping[str, Any]) -> Node:
         return node_class(**args)
     if not callable(target):
         raise TypeError(f"{target!r} is neither a node class nor a function")
-    wrapper = cast(Callable[[Any, Mapping[str, Any]], Node], _FUNCTION_WRAPPERS[kind])
-    return wrapper(target, args)
+    return _FUNCTION_WRAPPERS[kind](target, args)

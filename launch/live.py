@@ -9,6 +9,7 @@ so tests can render them.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import zlib
@@ -155,15 +156,11 @@ class LiveView:
         lines = []
         for label, text in batch:
             self._label_width = max(self._label_width, len(label))
-            if "\x1b" in text:  # keep a node's colours, drop its cursor moves
-                text = self._styled(Text.from_ansi(text, end=""))
-            else:
-                text = strip_control_codes(text)  # a node's \r or \b must not move the cursor under the table
-            lines.append(self._prefix(label) + text)
-        try:
+            # Keep a node's colours but drop its cursor moves: a \r or \b must not move the cursor under the table.
+            shown = self._styled(Text.from_ansi(text, end="")) if "\x1b" in text else strip_control_codes(text)
+            lines.append(self._prefix(label) + shown)
+        with contextlib.suppress(Exception):
             self.console.print(_Raw("\n".join(lines)), markup=False, highlight=False, soft_wrap=True)
-        except Exception:
-            pass
 
     def _prefix(self, label: str) -> str:
         key = (label, self._label_width)
@@ -335,7 +332,7 @@ def _progress(node: dict) -> Text:
 
 
 def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 

@@ -56,7 +56,8 @@ class H264File:
         try:
             self._mux(self._stream.encode(None))
         finally:
-            container, self._container = self._container, None
+            container = self._container
+            self._container = None  # type: ignore[assignment]  # closed: close() again does nothing
             try:
                 container.close()
             except (self._av.FFmpegError, OSError) as error:

@@ -5,7 +5,8 @@ import base64
 import json
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -52,16 +53,17 @@ class JsonLinesSink(Consumer):
     def __init__(self, path: str, fields: Sequence[str] | None = None,
                  exclude: Sequence[str] = ("frame",), append: bool = False) -> None:
         self.path, self.fields, self.exclude, self.append = path, fields, tuple(exclude), append
-        self._file = None
+        self._file: TextIO | None = None
 
     def open(self) -> None:
         path = os.path.abspath(self.path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        self._file = open(path, "a" if self.append else "w", encoding="utf-8")
+        self._file = open(path, "a" if self.append else "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def consume(self, item: Any) -> None:
         line = json.dumps(to_json(_select(item, self.fields, self.exclude)), separators=(",", ":"),
                           allow_nan=False)
+        assert self._file is not None, "consume() before open()"
         try:  # every line is written through at once: a full disk fails the very item it could not keep
             self._file.write(line + "\n")
             self._file.flush()

@@ -16,7 +16,8 @@ import errno
 import glob
 import os
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -113,19 +114,22 @@ class VideoReader(Producer):
         count = max(0, end - self.start)
         return min(count, self.max_frames) if self.max_frames is not None else count
 
+    @property
+    def _opened(self) -> cv2.VideoCapture:
+        if self._capture is None:
+            raise RuntimeError("VideoReader read before open()")
+        return self._capture
+
     def _skip_to_start(self) -> bool:
         # grab() decodes sequentially: exact where seeking by frame number is not for some codecs.
-        for _ in range(self.start):
-            if not self._capture.grab():
-                return False
-        return True
+        return all(self._opened.grab() for _ in range(self.start))
 
     def _decode(self) -> tuple[bool, np.ndarray | None]:
         """Decode the next frame straight into a frame buffer (shared memory on a shared-memory
         edge) once its shape is known; OpenCV allocates anew when the shape changes."""
         shape = getattr(self, "_shape", None)
         buffer = frame_buffer(shape, np.uint8) if shape is not None else None
-        ok, frame = self._capture.read(buffer) if buffer is not None else self._capture.read()
+        ok, frame = self._opened.read(buffer) if buffer is not None else self._opened.read()
         if ok and frame is not None:
             self._shape = frame.shape
         return ok, frame
@@ -136,7 +140,7 @@ class VideoReader(Producer):
         while not ok and self.live and attempts < self.reconnect:
             attempts += 1
             time.sleep(1.0)
-            self._capture.release()
+            self._opened.release()
             try:
                 self._capture = open_capture(self.source)
             except OSError:
@@ -155,7 +159,7 @@ class VideoReader(Producer):
             if frame is None:
                 if not self.loop or self.live or emitted == 0:
                     return
-                self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                self._opened.set(cv2.CAP_PROP_POS_FRAMES, 0)
                 position = self.start
                 if not self._skip_to_start():
                     return
@@ -210,9 +214,11 @@ class VideoWriter(Consumer):
         if codec == "h264":
             self._writer = H264File(path, fps, self._size)
             return
-        self._writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), fps, self._size)
-        if not self._writer.isOpened():
+        fourcc = cv2.VideoWriter_fourcc(*codec)  # type: ignore[attr-defined]  # absent from OpenCV's stubs
+        writer = cv2.VideoWriter(path, fourcc, fps, self._size)
+        if not writer.isOpened():
             raise OSError(f"cannot write video {path} with codec {codec!r}")
+        self._writer = writer
 
     def consume(self, item: dict[str, Any]) -> None:
         frame = np.asarray(item["frame"])
@@ -223,6 +229,7 @@ class VideoWriter(Consumer):
         if (frame.shape[1], frame.shape[0]) != self._size:
             frame = cv2.resize(frame, self._size)  # the writer silently drops mismatched frames
         self._check_room(frame.nbytes)
+        assert self._writer is not None  # opened just above
         self._writer.write(np.ascontiguousarray(frame))
         self.frames_written += 1
 
@@ -315,6 +322,7 @@ class Resize(Processor):
             return int(self.width), int(self.height)
         if self.width is not None:
             return int(self.width), max(1, round(height * self.width / width))
+        assert self.height is not None  # the constructor requires one of the three
         return max(1, round(width * self.height / height)), int(self.height)
 
     def process(self, item: dict[str, Any]) -> dict[str, Any]:

@@ -12,19 +12,17 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import psutil
 import pytest
 from click.testing import CliRunner
+from manifests import nodes_toml
 
 from flujo.launch.cli import main
-
-from manifests import nodes_toml
 
 HERE = Path(__file__).parent
 NODES = HERE / "flow_nodes.py"  # node classes the test manifests use
@@ -51,9 +49,9 @@ def flow_processes(flow_name: str) -> list[psutil.Process]:
             cmdline = " ".join(process.info["cmdline"] or [])
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if marker in env.get("FLUJO_NODE_CONFIG", "") or f"flujo-test-flow={flow_name}" in cmdline:
-            if process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
+        ours = marker in env.get("FLUJO_NODE_CONFIG", "") or f"flujo-test-flow={flow_name}" in cmdline
+        if ours and process.status() != psutil.STATUS_ZOMBIE:
+            found.append(process)
     return found
 
 

@@ -9,19 +9,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
-
-from flujo.curve import KeyPair
-from flujo.launch.keys import AUTHORIZED_KEYS, create_identity
-
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from netns import Host, can_make_namespaces, two_hosts
 from restarting import restart_mid_stream
+
+from flujo.curve import KeyPair
+from flujo.launch.keys import AUTHORIZED_KEYS, create_identity
 
 AGENT_PORT = 7700  # each test's namespaces are its own: no other agent there
 _why_not = can_make_namespaces()
@@ -188,7 +187,8 @@ def test_killing_the_launcher_ends_the_nodes_on_the_other_host(
 def test_an_unreachable_agent_stops_the_launch_before_anything_starts(
         flow: FlowRunner, hosts: tuple[Host, Host]) -> None:
     launcher_key(flow)
-    body = _body(hosts, CHAIN.format(n=10, out=flow.path("out.jsonl"), sink_extra=""), KeyPair.generate().public.decode())
+    chain = CHAIN.format(n=10, out=flow.path("out.jsonl"), sink_extra="")
+    body = _body(hosts, chain, KeyPair.generate().public.decode())
     manifest = flow.manifest(body, flow="queue = 4")
     result = flow.start(manifest, prefix=hosts[0].command())
     _, stderr = result.communicate(timeout=30)

@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import FlowRunner, build_c_sdk, poll_for
 from flow_nodes import read_lines
 
@@ -66,11 +65,11 @@ def test_the_polyglot_sample_gets_every_frame_right(flow: FlowRunner, c_built: N
     lines = read_lines(out)
     assert [line["index"] for line in lines] == list(range(frames))  # every frame, once, in order
 
-    from flujo.nodes.vision import PeopleDetector
     from flujo.nodes.video import frame_item
+    from flujo.nodes.vision import PeopleDetector
     detector = PeopleDetector()
     detector.open()
-    for index, (line, frame) in enumerate(zip(lines, clip_frames(frames))):
+    for index, (line, frame) in enumerate(zip(lines, clip_frames(frames), strict=False)):
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)  # what the C node computes, by OpenCV and numpy
         assert line["gray_min"] == int(gray.min()) and line["gray_max"] == int(gray.max()), index
         assert line["gray_mean"] == pytest.approx(float(np.mean(gray)), rel=1e-12), index
@@ -99,7 +98,7 @@ def test_the_js_node_serves_the_counts_while_the_flow_runs(flow: FlowRunner, c_b
     assert 5 <= seen["frames"] < frames  # served mid-stream
     assert seen["last"]["index"] == seen["frames"] - 1
     assert seen["people"] >= seen["people_max"] >= 0
-    stdout, stderr = launcher.communicate(timeout=120)
+    _stdout, stderr = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, stderr
     lines = read_lines(out)
     assert [line["index"] for line in lines] == list(range(frames))

@@ -12,14 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
-from netns import can_make_namespaces
 from manifests import program
+from netns import can_make_namespaces
 from restarting import chain, restart_mid_stream, zip_behind_a_lagging_input
 from sdk_checks import admits_only_the_flow_key
-from test_hosts import _body as hosts_body, agent, hosts  # noqa: F401 (fixtures: two hosts, an agent on B)
+from test_hosts import _body as hosts_body
 
 pytestmark = pytest.mark.timeout(120)
 

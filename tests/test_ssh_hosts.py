@@ -6,6 +6,7 @@ reaches it through FLUJO_SSH_COMMAND, as a user would point ssh at a key and a k
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -14,20 +15,19 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
-
-from flujo.curve import KeyPair
-from flujo.launch.keys import AUTHORIZED_KEYS, create_identity
-
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from netns import Host, can_make_namespaces, two_hosts
+
+from flujo.curve import KeyPair
+from flujo.launch.keys import AUTHORIZED_KEYS, create_identity
 
 SSHD = "/usr/sbin/sshd"
 _why_not = can_make_namespaces() or (None if os.path.exists(SSHD) else f"no {SSHD} (Debian's openssh-server)")
@@ -152,11 +152,10 @@ def _await_only_sshd_left(host: Host, sshd: Sshd, timeout: float = 15) -> None:
     except AssertionError:
         left = {}
         for pid in host.pids() - {sshd.process.pid}:
-            try:
+            with contextlib.suppress(psutil.Error):  # ended meanwhile
                 left[pid] = " ".join(psutil.Process(pid).cmdline())
-            except psutil.Error:
-                pass  # ended meanwhile
-        raise AssertionError(f"still running in host {host.namespace}: {left}; sshd said: {''.join(sshd.log)}")
+        raise AssertionError(
+            f"still running in host {host.namespace}: {left}; sshd said: {''.join(sshd.log)}") from None
 
 
 @needs_sshd

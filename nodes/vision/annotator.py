@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import colorsys
 from collections import deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np

@@ -17,7 +17,8 @@ The counter keeps per-track state: run it with ``replicas = 1``.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

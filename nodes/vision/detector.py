@@ -44,7 +44,8 @@ scored 0.1-0.9) go while walkers score 1.1-5. Expect 3-7 detections a frame.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -53,8 +54,9 @@ from flujo.api import Processor
 
 #: Per method and model: window size and the score below which boxes are dropped.
 _HOG_MODELS = {
-    "daimler": ((48, 96), cv2.HOGDescriptor_getDaimlerPeopleDetector, 1.0),
-    "default": ((64, 128), cv2.HOGDescriptor_getDefaultPeopleDetector, 0.3),
+    # OpenCV's type stubs lack the static-method aliases that its 4.x wheels define.
+    "daimler": ((48, 96), cv2.HOGDescriptor_getDaimlerPeopleDetector, 1.0),  # type: ignore[attr-defined]
+    "default": ((64, 128), cv2.HOGDescriptor_getDefaultPeopleDetector, 0.3),  # type: ignore[attr-defined]
 }
 _DEFAULT_MIN_SCORE = {"haar": 0.0, "background": 0.0}
 
@@ -124,7 +126,7 @@ class PeopleDetector(Processor):
                                           cv2.HOGDescriptor_L2Hys, 0.2, True, self.levels, False)
             self._hog.setSVMDetector(weights())
         elif self.method == "haar":
-            path = cv2.data.haarcascades + "haarcascade_fullbody.xml"
+            path = cv2.data.haarcascades + "haarcascade_fullbody.xml"  # type: ignore[attr-defined]
             self._cascade = cv2.CascadeClassifier(path)
             if self._cascade.empty():
                 raise OSError(f"cannot load the Haar cascade {path}")

@@ -103,7 +103,7 @@ def assign(cost: np.ndarray) -> list[tuple[int, int]]:
     if cost.size == 0:
         return []
     rows, cols = linear_sum_assignment(cost)
-    return sorted((int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] < _FORBIDDEN)
+    return sorted((int(r), int(c)) for r, c in zip(rows, cols, strict=False) if cost[r, c] < _FORBIDDEN)
 
 
 class Tracker(Processor):
@@ -214,7 +214,7 @@ class Tracker(Processor):
         for track in self._tracks:
             if track.id is None and track.hits >= self.min_hits:
                 track.id, self._next_id = self._next_id, self._next_id + 1
-            if track.id is not None and (track.missed == 0 or self.coasting and track.missed <= self.coast_frames):
+            if track.id is not None and (track.missed == 0 or (self.coasting and track.missed <= self.coast_frames)):
                 reported.append(_describe(track, index))
         reported.sort(key=lambda entry: entry["id"])
         return {"index": index, "timestamp": item.get("timestamp", 0.0), "width": width, "height": height,
