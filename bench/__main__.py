@@ -1,11 +1,12 @@
 """``python -m bench``: run the workloads for Flujo and its baselines, print medians and ratios.
 
-    python -m bench --quick                 # 3 repetitions, small N, fewer baselines (under a minute)
-    python -m bench                         # 5 repetitions, runs of ~1-3 s each (about 13 minutes)
-    python -m bench --only small,frame      # some workloads only
-    python -m bench --json results.json     # also save every run and the medians
-    python -m bench --profile               # cProfile the Flujo small-item chain's nodes
+python -m bench --quick                 # 3 repetitions, small N, fewer baselines (under a minute)
+python -m bench                         # 5 repetitions, runs of ~1-3 s each (about 13 minutes)
+python -m bench --only small,frame      # some workloads only
+python -m bench --json results.json     # also save every run and the medians
+python -m bench --profile               # cProfile the Flujo small-item chain's nodes
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,13 +43,22 @@ def machine() -> dict[str, Any]:
         pass
     try:
         from importlib.metadata import version
+
         videoflow = version("videoflow")
     except Exception:
         videoflow = None
-    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(), "numpy": numpy.__version__,
-            "msgpack": ".".join(map(str, msgpack.version)), "videoflow": videoflow,
-            "kernel": platform.release(), "loadavg_start": os.getloadavg()[0]}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "pyzmq": zmq.__version__,
+        "libzmq": zmq.zmq_version(),
+        "numpy": numpy.__version__,
+        "msgpack": ".".join(map(str, msgpack.version)),
+        "videoflow": videoflow,
+        "kernel": platform.release(),
+        "loadavg_start": os.getloadavg()[0],
+    }
 
 
 def run_workload(workload: Workload, reps: int, scratch: Path, flujo_missing: str | None) -> dict[str, Any]:
@@ -62,9 +72,16 @@ def run_workload(workload: Workload, reps: int, scratch: Path, flujo_missing: st
         for variant in variants:
             runs.append(_run_variant(workload, variant, rep, scratch))
     medians, counts = medians_of(runs)
-    return {"title": workload.title, "what": workload.what, "cfg": workload.cfg(), "runs": runs,
-            "medians": medians, "counts": counts, "table": workload.table(medians, counts),
-            "errors": sorted({f"{r['system']}: {r['error']}" for r in runs if "error" in r})}
+    return {
+        "title": workload.title,
+        "what": workload.what,
+        "cfg": workload.cfg(),
+        "runs": runs,
+        "medians": medians,
+        "counts": counts,
+        "table": workload.table(medians, counts),
+        "errors": sorted({f"{r['system']}: {r['error']}" for r in runs if "error" in r}),
+    }
 
 
 def _run_variant(workload: Workload, variant: Variant, rep: int, scratch: Path) -> dict[str, Any]:
@@ -131,8 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         if flujo_missing:
             print(f"Flujo rows skipped: {flujo_missing}", file=sys.stderr)
         started = time.monotonic()
-        report: dict[str, Any] = {"mode": "quick" if args.quick else "full", "reps": reps, "machine": info,
-                                  "date": datetime.datetime.now().isoformat(timespec="seconds"), "workloads": {}}
+        report: dict[str, Any] = {
+            "mode": "quick" if args.quick else "full",
+            "reps": reps,
+            "machine": info,
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "workloads": {},
+        }
         for name in names:
             workload = WORKLOADS[name](quick=args.quick)
             print(f"{workload.title} ...", file=sys.stderr)
@@ -148,17 +170,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"scratch kept in {scratch}", file=sys.stderr)
         else:
             import shutil
+
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 def render(report: dict[str, Any]) -> str:
     """The whole report as Markdown."""
     m = report["machine"]
-    lines = [f"# Flujo benchmark ({report['mode']}, {report['reps']} repetitions, medians)", "",
-             f"{report['date']}; {m['nproc']} x {m['cpu']}; Python {m['python']}, pyzmq {m['pyzmq']}, "
-             f"libzmq {m['libzmq']}, numpy {m['numpy']}, msgpack {m['msgpack']}, videoflow {m['videoflow']}; "
-             f"load average {m['loadavg_start']:.2f} at start, {m.get('loadavg_end', float('nan')):.2f} at end; "
-             f"{report.get('seconds', 0):.0f} s in all.", ""]
+    lines = [
+        f"# Flujo benchmark ({report['mode']}, {report['reps']} repetitions, medians)",
+        "",
+        f"{report['date']}; {m['nproc']} x {m['cpu']}; Python {m['python']}, pyzmq {m['pyzmq']}, "
+        f"libzmq {m['libzmq']}, numpy {m['numpy']}, msgpack {m['msgpack']}, videoflow {m['videoflow']}; "
+        f"load average {m['loadavg_start']:.2f} at start, {m.get('loadavg_end', float('nan')):.2f} at end; "
+        f"{report.get('seconds', 0):.0f} s in all.",
+        "",
+    ]
     for name, w in report["workloads"].items():
         lines += [f"## {name}: {w['title']}", "", w["what"] + ".", "", w["table"], ""]
         for error in w["errors"]:

@@ -4,6 +4,7 @@ They do exactly what the baselines' nodes do (see ``bench/nodecore.py``): the ma
 passes the run's ``cfg`` dict as ``args``. ``Profiled*`` variants wrap a node in cProfile
 and write ``<role>.prof`` into the run folder, for ``python -m bench --profile``.
 """
+
 from __future__ import annotations
 
 import cProfile

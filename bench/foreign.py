@@ -11,6 +11,7 @@ processor changes, so the numbers compare the node libraries on the same wire:
 * foreign-gray: 1080p BGR frames through sdk/c's `gray` (grayscale and statistics) and through
   its Python equivalent (OpenCV, bench/foreign_nodes.py:Gray).
 """
+
 from __future__ import annotations
 
 import functools
@@ -62,11 +63,17 @@ PROCESSORS: list[ForeignProcessor] = [
 ]
 
 
-def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, command: list[str] | None = None,
-              run: str | None = None, queue: int = 16) -> RunOutput:
+def run_chain(
+    cfg: dict[str, Any],
+    workdir: Path,
+    timeout: float,
+    command: list[str] | None = None,
+    run: str | None = None,
+    queue: int = 16,
+) -> RunOutput:
     """A Flujo chain, its processor replaced by ``command`` or the Python node ``run`` (neither:
     the benchmark's own Python identity processor)."""
-    python_processor = f'run = {flujo_chain._toml_value(f"{flujo_chain.NODES_FILE}:BenchProcessor")}'
+    python_processor = f"run = {flujo_chain._toml_value(f'{flujo_chain.NODES_FILE}:BenchProcessor')}"
     # A name of its own: flows of the same name cannot run at once on one machine.
     text = flujo_chain.manifest_text(cfg, f"bench-foreign-{os.getpid()}-{workdir.name}", queue=queue)
     if python_processor not in text:
@@ -78,8 +85,9 @@ def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, command: list[
     manifest = workdir / "manifest.toml"
     manifest.write_text(text)
     launch = time.monotonic_ns()
-    code = run_command([*flujo_chain.launcher(), str(manifest)], timeout, cwd=workdir, env=dict(os.environ),
-                       log=workdir / "flujo.log")
+    code = run_command(
+        [*flujo_chain.launcher(), str(manifest)], timeout, cwd=workdir, env=dict(os.environ), log=workdir / "flujo.log"
+    )
     wall = (time.monotonic_ns() - launch) / 1e9
     if code != 0:
         tail = (workdir / "flujo.log").read_text(errors="replace")[-600:]
@@ -90,8 +98,10 @@ def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, command: list[
 class ForeignProcessors(Workload):
     name = "foreign"
     title = "Small items, 2 hops, through a processor in another language"
-    what = ('the "small" workload (Python producer and consumer) with the identity processor written in '
-            'Python, C (sdk/c), JavaScript (sdk/js) and other languages; items/s at the consumer')
+    what = (
+        'the "small" workload (Python producer and consumer) with the identity processor written in '
+        "Python, C (sdk/c), JavaScript (sdk/js) and other languages; items/s at the consumer"
+    )
 
     def cfg(self) -> dict[str, Any]:
         return {"workload": "small", "n": 10_000 if self.quick else 100_000}
@@ -99,8 +109,9 @@ class ForeignProcessors(Workload):
     def variants(self) -> list[Variant]:
         variants = [Variant(PYTHON_LABEL, run_chain)]
         for processor in PROCESSORS:
-            variants.append(Variant(processor.label, run_chain, {"command": processor.command},
-                                    skip=processor.prepare()))
+            variants.append(
+                Variant(processor.label, run_chain, {"command": processor.command}, skip=processor.prepare())
+            )
         return variants
 
     def metrics(self, out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
@@ -109,25 +120,29 @@ class ForeignProcessors(Workload):
 
     def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
         python = medians.get(PYTHON_LABEL, {}).get("items/s")
-        rows = [[label, m.get("items/s"), runs[label], _ratio(m.get("items/s"), python)]
-                for label, m in medians.items()]
+        rows = [
+            [label, m.get("items/s"), runs[label], _ratio(m.get("items/s"), python)] for label, m in medians.items()
+        ]
         return markdown_table(["processor", "items/s", "runs", "÷ Python processor"], rows)
 
 
 class ForeignGray(Workload):
     name = "foreign-gray"
     title = "1080p BGR frames, 2 hops, through a grayscale-and-statistics processor: C vs Python (OpenCV)"
-    what = ("the 'frame' workload's items {'i', 'frame'} through sdk/c's `gray` and its Python equivalent "
-            "(cv2.cvtColor, cv2.minMaxLoc, np.mean); each sends the gray frame on; frames/s at the consumer")
+    what = (
+        "the 'frame' workload's items {'i', 'frame'} through sdk/c's `gray` and its Python equivalent "
+        "(cv2.cvtColor, cv2.minMaxLoc, np.mean); each sends the gray frame on; frames/s at the consumer"
+    )
 
     def cfg(self) -> dict[str, Any]:
         return {"workload": "frame", "n": 100 if self.quick else 600}
 
     def variants(self) -> list[Variant]:
         python = f"{Path(__file__).resolve().parent / 'foreign_nodes.py'}:Gray"
-        return [Variant("gray-python", run_chain, {"run": python}),
-                Variant("gray-c", run_chain, {"command": [str(ROOT / "sdk" / "c" / "build" / "gray")]},
-                        skip=build_c())]
+        return [
+            Variant("gray-python", run_chain, {"run": python}),
+            Variant("gray-c", run_chain, {"command": [str(ROOT / "sdk" / "c" / "build" / "gray")]}, skip=build_c()),
+        ]
 
     def metrics(self, out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
         _check_count(out, cfg)
@@ -135,6 +150,7 @@ class ForeignGray(Workload):
 
     def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
         python = medians.get("gray-python", {}).get("frames/s")
-        rows = [[label, m.get("frames/s"), runs[label], _ratio(m.get("frames/s"), python)]
-                for label, m in medians.items()]
+        rows = [
+            [label, m.get("frames/s"), runs[label], _ratio(m.get("frames/s"), python)] for label, m in medians.items()
+        ]
         return markdown_table(["processor", "frames/s", "runs", "÷ Python (OpenCV)"], rows)

@@ -1,4 +1,5 @@
 """Python equivalents of the nodes in other languages, for bench/foreign.py (loaded by file path)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Timing, statistics, process hygiene and table printing shared by all benchmark runners."""
+
 from __future__ import annotations
 
 import contextlib
@@ -105,15 +106,21 @@ class ProcessSet:
                 proc.join(1.0)
 
 
-def run_command(cmd: Sequence[str], timeout: float, cwd: Path | None = None,
-                env: dict[str, str] | None = None, log: Path | None = None) -> int:
+def run_command(
+    cmd: Sequence[str],
+    timeout: float,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> int:
     """Run ``cmd`` in its own process group; on timeout or interrupt, stop the whole group.
 
     Returns the exit code; output goes to ``log`` (or is discarded).
     """
     with open(log, "wb") if log else contextlib.nullcontext(subprocess.DEVNULL) as out:
-        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            list(cmd), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -193,8 +200,13 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for index, row in enumerate(cells):
-        lines.append("| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                       for i, (c, w) in enumerate(zip(row, widths, strict=False))) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))
+            )
+            + " |"
+        )
         if index == 0:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 producer -> q1 -> processor replica(s) -> q2 -> consumer; every queue has ``maxsize``
 items at most. The end of stream is one ``None`` per reader of a queue.
 """
+
 from __future__ import annotations
 
 import time
@@ -55,8 +56,9 @@ def consumer_main(cfg: dict[str, Any], in_q: Any, expected: int, writers: int) -
     report.write()
 
 
-def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, stages: int = 1, replicas: int = 1,
-              maxsize: int = 16) -> RunOutput:
+def run_chain(
+    cfg: dict[str, Any], workdir: Path, timeout: float, stages: int = 1, replicas: int = 1, maxsize: int = 16
+) -> RunOutput:
     """Run producer -> ``stages`` x ``replicas`` processors -> consumer once, in fresh processes."""
     cfg = with_barrier(cfg, workdir, stages * replicas + 1)
     queues = [MP_CONTEXT.Queue(maxsize) for _ in range(stages + 1)]

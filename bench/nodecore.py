@@ -25,6 +25,7 @@ A run is described by a plain ``cfg`` dict (it must survive JSON, TOML and pickl
     ready_count   its sockets/queues are set up; the producer waits for this many files.
                   Flujo's launcher has its own barrier (producers start when all are ready).
 """
+
 from __future__ import annotations
 
 import json
@@ -60,6 +61,7 @@ def born_in_shm(cfg: dict[str, Any], array: np.ndarray) -> np.ndarray:
     if not cfg.get("shm_born"):
         return array
     from flujo.shm import frame_buffer  # only inside Flujo nodes
+
     buffer = frame_buffer(array.shape, array.dtype)
     buffer[...] = array
     return buffer
@@ -200,9 +202,13 @@ class Recorder:
             time.sleep(self.sleep_s)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "first_ns": self.first_ns, "last_ns": self.last_ns,
-                "latencies": {str(k): v for k, v in self.latencies.items()},
-                "arrivals": self.arrivals}
+        return {
+            "count": self.count,
+            "first_ns": self.first_ns,
+            "last_ns": self.last_ns,
+            "latencies": {str(k): v for k, v in self.latencies.items()},
+            "arrivals": self.arrivals,
+        }
 
     def write(self) -> None:
         """Write the result file (atomically: the harness may read it as soon as it exists)."""
@@ -223,9 +229,15 @@ class NodeReport:
         if not folder:
             return
         cpu = _cpu_seconds()
-        data = {"role": self.role, "pid": os.getpid(), "rss_open": self.rss_open,
-                "max_rss": max_rss_bytes(), "sent_ns": self.sent_ns, "cpu_s": cpu,
-                "cpu_run_s": cpu - self.cpu_open}
+        data = {
+            "role": self.role,
+            "pid": os.getpid(),
+            "rss_open": self.rss_open,
+            "max_rss": max_rss_bytes(),
+            "sent_ns": self.sent_ns,
+            "cpu_s": cpu,
+            "cpu_run_s": cpu - self.cpu_open,
+        }
         _write_json(Path(folder) / f"{self.role}-{os.getpid()}.json", data)
 
 

@@ -11,6 +11,7 @@ A processor decodes the item, calls the processor function and sends the result;
 unchanged array goes out as a view of the received frame, so forwarding it copies
 nothing either.
 """
+
 from __future__ import annotations
 
 import time
@@ -96,8 +97,7 @@ def producer_main(cfg: dict[str, Any], out_eps: list[str], hwm: int, done: Any) 
     ctx.term()
 
 
-def processor_main(cfg: dict[str, Any], in_ep: str, out_eps: list[str], hwm: int, eos_needed: int,
-                   done: Any) -> None:
+def processor_main(cfg: dict[str, Any], in_ep: str, out_eps: list[str], hwm: int, eos_needed: int, done: Any) -> None:
     """Receive, apply the processor function, send on; end after ``eos_needed`` end-of-streams."""
     ctx = zmq.Context()
     pull = _socket(ctx, zmq.PULL, hwm)
@@ -109,8 +109,10 @@ def processor_main(cfg: dict[str, Any], in_ep: str, out_eps: list[str], hwm: int
     report = nodecore.NodeReport(cfg, "processor")
     nodecore.node_ready(cfg)
     codec = Codec()
+
     def process(item: Any) -> Any:
         return nodecore.process_item(cfg, item)
+
     seq, eos = 0, 0
     while eos < eos_needed:
         kind, item = codec.recv(pull)
@@ -151,8 +153,15 @@ def consumer_main(cfg: dict[str, Any], in_ep: str, hwm: int, expected: int, eos_
     ctx.term()
 
 
-def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, transport: str = "ipc",
-              stages: int = 1, replicas: int = 1, hwm: int = 16) -> RunOutput:
+def run_chain(
+    cfg: dict[str, Any],
+    workdir: Path,
+    timeout: float,
+    transport: str = "ipc",
+    stages: int = 1,
+    replicas: int = 1,
+    hwm: int = 16,
+) -> RunOutput:
     """Run producer -> ``stages`` x ``replicas`` processors -> consumer once, in fresh processes."""
 
     def endpoint(name: str) -> str:
@@ -168,12 +177,14 @@ def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float, transport: str
     launch = time.monotonic_ns()
     with ProcessSet() as procs:
         done = MP_CONTEXT.Event()
-        consumer = procs.start(consumer_main, cfg, layers[-1][0], hwm, nodecore.expected_items(cfg), upstream_count[-1],
-                               name="consumer")
+        consumer = procs.start(
+            consumer_main, cfg, layers[-1][0], hwm, nodecore.expected_items(cfg), upstream_count[-1], name="consumer"
+        )
         for s in range(stages):
             for r, ep in enumerate(layers[s]):
-                procs.start(processor_main, cfg, ep, layers[s + 1], hwm, upstream_count[s], done,
-                            name=f"processor{s}.{r}")
+                procs.start(
+                    processor_main, cfg, ep, layers[s + 1], hwm, upstream_count[s], done, name=f"processor{s}.{r}"
+                )
         procs.start(producer_main, cfg, layers[0], hwm, done, name="producer")
         procs.wait(consumer, timeout)
         done.set()

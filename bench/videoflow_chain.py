@@ -6,6 +6,7 @@ batch engine, which blocks on full queues instead of dropping items like the rea
 engine does, so every item is counted. videoflow itself appends a metadata consumer
 process to every flow; it is part of what is being measured.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,13 @@ def run_chain(cfg: dict[str, Any], workdir: Path, timeout: float) -> RunOutput:
     repo = Path(__file__).resolve().parents[1]
     env = {**__import__("os").environ, "PYTHONPATH": str(repo)}
     launch = time.monotonic_ns()
-    code = run_command([sys.executable, "-m", "bench.videoflow_chain", str(config)], timeout,
-                       cwd=workdir, env=env, log=workdir / "videoflow.log")
+    code = run_command(
+        [sys.executable, "-m", "bench.videoflow_chain", str(config)],
+        timeout,
+        cwd=workdir,
+        env=env,
+        log=workdir / "videoflow.log",
+    )
     wall = (time.monotonic_ns() - launch) / 1e9
     if code != 0:
         tail = (workdir / "videoflow.log").read_text(errors="replace")[-400:]

@@ -4,6 +4,7 @@ Every run starts fresh processes. Within a repetition all variants of a workload
 back to back (Flujo first, then each baseline), so slow phases of a noisy machine hit
 every system alike; tables report the median over repetitions.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -103,8 +104,11 @@ class SmallItems(Workload):
         return {"workload": "small", "n": 10_000 if self.quick else 100_000}
 
     def variants(self) -> list[Variant]:
-        names = ["flujo", "raw-ipc", "videoflow"] if self.quick else \
-            ["flujo", "flujo-tcp", "flujo-tcp-plain", "raw-ipc", "raw-tcp", "mp", "videoflow"]
+        names = (
+            ["flujo", "raw-ipc", "videoflow"]
+            if self.quick
+            else ["flujo", "flujo-tcp", "flujo-tcp-plain", "raw-ipc", "raw-tcp", "mp", "videoflow"]
+        )
         variants = _systems(names)
         for v in variants:
             if v.label == "videoflow":  # ~15x slower: fewer items for the same run time
@@ -116,25 +120,41 @@ class SmallItems(Workload):
         return {"items/s": throughput(out.result)}
 
     def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
-        rows = [[label, m.get("items/s"), runs[label], _ratio_columns(medians, "items/s", label)]
-                for label, m in medians.items()]
+        rows = [
+            [label, m.get("items/s"), runs[label], _ratio_columns(medians, "items/s", label)]
+            for label, m in medians.items()
+        ]
         return markdown_table(["system", "items/s", "runs", "flujo ÷ system"], rows)
 
 
 class Frames(Workload):
     name = "frame"
     title = "1080p BGR frames (uint8 1080x1920x3, 6.2 MB), 2 hops"
-    what = ("one preallocated frame sent again and again, in a dict {'i': i, 'frame': array}; \"flujo\" "
-            "copies it into shared memory per item, \"flujo born in shm\" preallocates it in a frame buffer, "
-            "\"flujo inline\" turns shared memory off (shm = false); CPU: user + system ms per frame in each process")
+    what = (
+        "one preallocated frame sent again and again, in a dict {'i': i, 'frame': array}; \"flujo\" "
+        'copies it into shared memory per item, "flujo born in shm" preallocates it in a frame buffer, '
+        '"flujo inline" turns shared memory off (shm = false); CPU: user + system ms per frame in each process'
+    )
 
     def cfg(self) -> dict[str, Any]:
         return {"workload": "frame", "n": 100 if self.quick else 600}
 
     def variants(self) -> list[Variant]:
-        names = ["flujo", "flujo-born", "flujo-inline", "raw-ipc"] if self.quick else \
-            ["flujo", "flujo-born", "flujo-inline", "flujo-tcp", "flujo-tcp-plain", "raw-ipc", "raw-tcp", "mp",
-             "videoflow"]
+        names = (
+            ["flujo", "flujo-born", "flujo-inline", "raw-ipc"]
+            if self.quick
+            else [
+                "flujo",
+                "flujo-born",
+                "flujo-inline",
+                "flujo-tcp",
+                "flujo-tcp-plain",
+                "raw-ipc",
+                "raw-tcp",
+                "mp",
+                "videoflow",
+            ]
+        )
         variants = _systems(names)
         for v in variants:
             if v.label in ("videoflow", "mp.Queue"):
@@ -147,11 +167,20 @@ class Frames(Workload):
         return {"frames/s": fps, "GB/s": fps * FRAME_BYTES / 1e9, **_cpu_per_item(out, cfg)}
 
     def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
-        rows = [[label, m.get("frames/s"), m.get("GB/s"), *[m.get(f"{r} CPU ms") for r in ROLES], runs[label],
-                 _ratio_columns(medians, "frames/s", label)]
-                for label, m in medians.items()]
-        return markdown_table(["system", "frames/s", "GB/s", *[f"{r} CPU ms" for r in ROLES], "runs",
-                               "flujo ÷ system"], rows)
+        rows = [
+            [
+                label,
+                m.get("frames/s"),
+                m.get("GB/s"),
+                *[m.get(f"{r} CPU ms") for r in ROLES],
+                runs[label],
+                _ratio_columns(medians, "frames/s", label),
+            ]
+            for label, m in medians.items()
+        ]
+        return markdown_table(
+            ["system", "frames/s", "GB/s", *[f"{r} CPU ms" for r in ROLES], "runs", "flujo ÷ system"], rows
+        )
 
 
 ROLES = ("producer", "processor", "consumer")
@@ -170,9 +199,11 @@ def _cpu_per_item(out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
 class FanOut(Workload):
     name = "fanout"
     title = "1080p frames fanned out to 3 readers, and through 2 processor replicas"
-    what = ("the frame workload's items; \"3 readers\": producer -> processor -> 3 consumers (frames/s at "
-            "one of them, every one gets every frame); \"2 replicas\": producer -> 2 processor replicas -> "
-            "consumer; shared memory (frames born in shm) against shm = false and raw pyzmq ipc")
+    what = (
+        'the frame workload\'s items; "3 readers": producer -> processor -> 3 consumers (frames/s at '
+        'one of them, every one gets every frame); "2 replicas": producer -> 2 processor replicas -> '
+        "consumer; shared memory (frames born in shm) against shm = false and raw pyzmq ipc"
+    )
 
     def cfg(self) -> dict[str, Any]:
         return {"workload": "frame", "n": 100 if self.quick else 400}
@@ -192,8 +223,10 @@ class FanOut(Workload):
         return {"frames/s": throughput(out.result), **_cpu_per_item(out, cfg)}
 
     def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
-        rows = [[label, m.get("frames/s"), *[m.get(f"{r} CPU ms") for r in ROLES], runs[label]]
-                for label, m in medians.items()]
+        rows = [
+            [label, m.get("frames/s"), *[m.get(f"{r} CPU ms") for r in ROLES], runs[label]]
+            for label, m in medians.items()
+        ]
         return markdown_table(["system", "frames/s", *[f"{r} CPU ms (all)" for r in ROLES], "runs"], rows)
 
 
@@ -201,16 +234,26 @@ class FanOut(Workload):
 class Latency(Workload):
     name = "latency"
     title = "Latency per hop at a fixed rate (2 hops; (arrival - send) / 2)"
-    what = ("8 B, 4 KB and 4 MB uint8 arrays, one size after the other, paced by the producer at "
-            "500, 500 and 100 items/s, after 100 unrecorded warm-up items")
+    what = (
+        "8 B, 4 KB and 4 MB uint8 arrays, one size after the other, paced by the producer at "
+        "500, 500 and 100 items/s, after 100 unrecorded warm-up items"
+    )
 
     def cfg(self) -> dict[str, Any]:
-        return {"workload": "latency", "sizes": LATENCY_SIZES, "rates": LATENCY_RATES, "warmup": LATENCY_WARMUP,
-                "counts": [100, 100, 50] if self.quick else [1000, 1000, 400]}
+        return {
+            "workload": "latency",
+            "sizes": LATENCY_SIZES,
+            "rates": LATENCY_RATES,
+            "warmup": LATENCY_WARMUP,
+            "counts": [100, 100, 50] if self.quick else [1000, 1000, 400],
+        }
 
     def variants(self) -> list[Variant]:
-        return _systems(["flujo", "flujo-born", "raw-ipc"] if self.quick
-                        else ["flujo", "flujo-born", "flujo-inline", "raw-ipc", "raw-tcp", "mp"])
+        return _systems(
+            ["flujo", "flujo-born", "raw-ipc"]
+            if self.quick
+            else ["flujo", "flujo-born", "flujo-inline", "raw-ipc", "raw-tcp", "mp"]
+        )
 
     def metrics(self, out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
         _check_count(out, cfg)
@@ -275,8 +318,10 @@ class Backpressure(Workload):
     def variants(self) -> list[Variant]:
         variants = _systems(QUICK_TRIO[:1] if self.quick else QUICK_TRIO)
         for v in variants:
-            v.options = {**v.options, ("maxsize" if v.label == "mp.Queue" else
-                                       "queue" if v.label == "flujo" else "hwm"): self.queue}
+            v.options = {
+                **v.options,
+                ("maxsize" if v.label == "mp.Queue" else "queue" if v.label == "flujo" else "hwm"): self.queue,
+            }
         return variants
 
     def metrics(self, out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
@@ -297,10 +342,35 @@ class Backpressure(Workload):
         for label, m in medians.items():
             roles = ("producer", "processor", "consumer")
             arrays = [None if m.get(f"{r} MB") is None else m[f"{r} MB"] / 4 for r in roles]
-            rows.append([label, m.get("producer MB"), arrays[0], m.get("processor MB"), arrays[1],
-                         m.get("consumer MB"), arrays[2], m.get("max in flight"), m.get("items/s"), runs[label]])
-        return markdown_table(["system", "producer MB", "(arrays)", "processor MB", "(arrays)", "consumer MB",
-                               "(arrays)", "max arrays in flight", "items/s", "runs"], rows)
+            rows.append(
+                [
+                    label,
+                    m.get("producer MB"),
+                    arrays[0],
+                    m.get("processor MB"),
+                    arrays[1],
+                    m.get("consumer MB"),
+                    arrays[2],
+                    m.get("max in flight"),
+                    m.get("items/s"),
+                    runs[label],
+                ]
+            )
+        return markdown_table(
+            [
+                "system",
+                "producer MB",
+                "(arrays)",
+                "processor MB",
+                "(arrays)",
+                "consumer MB",
+                "(arrays)",
+                "max arrays in flight",
+                "items/s",
+                "runs",
+            ],
+            rows,
+        )
 
 
 # -- 6: start-up ----------------------------------------------------------------------------------
@@ -323,13 +393,22 @@ class Startup(Workload):
         return {"first item s": (out.result["first_ns"] - out.launch_ns) / 1e9, "whole run s": out.wall_s}
 
     def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
-        rows = [[label, m.get("first item s"), m.get("whole run s"), runs[label],
-                 _ratio_columns(medians, "first item s", label)] for label, m in medians.items()]
+        rows = [
+            [
+                label,
+                m.get("first item s"),
+                m.get("whole run s"),
+                runs[label],
+                _ratio_columns(medians, "first item s", label),
+            ]
+            for label, m in medians.items()
+        ]
         return markdown_table(["system", "to first item (s)", "whole run (s)", "runs", "flujo ÷ system"], rows)
 
 
-WORKLOADS: dict[str, type[Workload]] = {w.name: w for w in (SmallItems, Frames, FanOut, Latency, Scaling, Backpressure,
-                                                            Startup)}
+WORKLOADS: dict[str, type[Workload]] = {
+    w.name: w for w in (SmallItems, Frames, FanOut, Latency, Scaling, Backpressure, Startup)
+}
 
 
 def _check_count(out: RunOutput, cfg: dict[str, Any]) -> None:
@@ -342,8 +421,12 @@ def run_once(workload: Workload, variant: Variant, scratch: Path) -> dict[str, f
     """One fresh run of one variant; returns its metrics."""
     workdir = Path(tempfile.mkdtemp(prefix=f"{workload.name}-", dir=scratch))
     (workdir / "reports").mkdir()
-    cfg = {**workload.cfg(), **variant.cfg, "result": str(workdir / "result.json"),
-           "report_dir": str(workdir / "reports")}
+    cfg = {
+        **workload.cfg(),
+        **variant.cfg,
+        "result": str(workdir / "result.json"),
+        "report_dir": str(workdir / "reports"),
+    }
     out = variant.runner(cfg, workdir, workload.timeout(), **variant.options)
     return workload.metrics(out, cfg)
 
@@ -355,8 +438,10 @@ def medians_of(runs: list[dict[str, Any]]) -> tuple[dict[str, dict[str, float]],
         by_label.setdefault(run["system"], [])
         if "metrics" in run:
             by_label[run["system"]].append(run["metrics"])
-    medians = {label: {key: median(m[key] for m in ms if key in m) for key in (ms[0] if ms else {})}
-               for label, ms in by_label.items()}
+    medians = {
+        label: {key: median(m[key] for m in ms if key in m) for key in (ms[0] if ms else {})}
+        for label, ms in by_label.items()
+    }
     return medians, {label: len(ms) for label, ms in by_label.items()}
 
 

@@ -25,12 +25,13 @@ Items are values msgpack can carry (None, bool, int, float, str, bytes, lists, d
 and numpy arrays, nested freely. Arrays cross process boundaries without copies and
 arrive read-only: copy one before writing into it.
 """
+
 from __future__ import annotations
 
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from flujo.vocab import NodeKind
 
@@ -67,6 +68,7 @@ class Node:
         outputs use it (see :func:`flujo.shm.frame_buffer`): sent, it crosses without a copy.
         Do not write it again once sent."""
         from flujo.shm import frame_buffer
+
         return frame_buffer(shape, dtype)
 
     def summary(self) -> Mapping[str, Any] | None:

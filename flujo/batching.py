@@ -4,6 +4,7 @@ While a single reader's queue is full, small items (no arrays) wait in a batch, 
 message: past the per-message cost, and no slower when the queue has room (then every item
 goes alone, at once). flujo/outputs.py decides when a batch starts and when it goes.
 """
+
 from __future__ import annotations
 
 #: A batch holds at most this many items or bytes.

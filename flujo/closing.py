@@ -3,6 +3,7 @@
 A node's ``close(reason)`` learns why its process is ending, as dora-rs tells its nodes;
 a node written with a plain ``close()`` keeps working (its signature is looked at once).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -27,11 +28,13 @@ def closer(close: Callable[..., Any]) -> Callable[[CloseReason], Any]:
         parameters = inspect.signature(close).parameters.values()
     except (TypeError, ValueError):  # a builtin without a signature: call it as before
         return lambda reason: close()
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                  inspect.Parameter.VAR_POSITIONAL)
+    positional = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.VAR_POSITIONAL,
+    )
     if any(parameter.kind in positional for parameter in parameters):
         return close
-    if any(parameter.name == "reason" or parameter.kind is inspect.Parameter.VAR_KEYWORD
-           for parameter in parameters):
+    if any(parameter.name == "reason" or parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
         return lambda reason: close(reason=reason)
     return lambda reason: close()

@@ -2,6 +2,7 @@
 
 Node code never invents endpoints: everything it binds or connects to is in here.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,7 +64,10 @@ def _vocabulary(data: dict[str, Any], enums: Mapping[str, type[StrEnum]]) -> dic
 
 
 _NODE_ENUMS: dict[str, type[StrEnum]] = {
-    "kind": NodeKind, "join": Join, "on_error": ErrorPolicy, "restart": RestartPolicy,
+    "kind": NodeKind,
+    "join": Join,
+    "on_error": ErrorPolicy,
+    "restart": RestartPolicy,
 }
 _PORT_ENUMS: dict[str, type[StrEnum]] = {"policy": QueuePolicy}
 
@@ -112,12 +116,19 @@ class NodeConfig:
         """Parse the configuration; fields this version does not know are ignored
         (docs/PROTOCOL.md, section 2), so a newer launcher can add some."""
         data = _vocabulary(_known(cls.__slots__, json.loads(text)), _NODE_ENUMS)
-        data["inputs"] = tuple(InputConfig(**_vocabulary(_known(InputConfig.__slots__, item), _PORT_ENUMS))
-                               for item in data.get("inputs", ()))
+        data["inputs"] = tuple(
+            InputConfig(**_vocabulary(_known(InputConfig.__slots__, item), _PORT_ENUMS))
+            for item in data.get("inputs", ())
+        )
         data["outputs"] = tuple(
-            OutputConfig(**{**_vocabulary(_known(OutputConfig.__slots__, item), _PORT_ENUMS),
-                            "endpoints": tuple(item["endpoints"])})
-            for item in data.get("outputs", ()))
+            OutputConfig(
+                **{
+                    **_vocabulary(_known(OutputConfig.__slots__, item), _PORT_ENUMS),
+                    "endpoints": tuple(item["endpoints"]),
+                }
+            )
+            for item in data.get("outputs", ())
+        )
         return cls(**data)
 
     @classmethod

@@ -4,6 +4,7 @@ The node subscribes to every topic, plus a topic naming itself: the launcher's X
 that second subscription arrive and so knows this node will not miss the start command
 (the "slow joiner" handshake, without sleeps).
 """
+
 from __future__ import annotations
 
 import traceback
@@ -57,10 +58,13 @@ class ControlChannel:
 
     def report_error(self, error: BaseException) -> None:
         limit = self._config.max_control_message // 8  # the report must fit the status socket's limit (UTF-8)
-        self.report(Status.ERROR, {
-            "message": f"{type(error).__name__}: {error}"[:limit // 4],
-            "traceback": "".join(traceback.format_exception(error))[-limit:],
-        })
+        self.report(
+            Status.ERROR,
+            {
+                "message": f"{type(error).__name__}: {error}"[: limit // 4],
+                "traceback": "".join(traceback.format_exception(error))[-limit:],
+            },
+        )
 
     def close(self) -> None:
         self.commands.close(linger=0)

@@ -12,6 +12,7 @@ Two parts:
 The launcher replays its whole history to a new subscriber, so an event repeated (a second
 start, a hold already being drained) is normal and changes nothing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -95,8 +96,7 @@ class Lifecycle:
 class ControlState:
     """Every control command applied, for the replica ``(node, replica)`` of ``generation``."""
 
-    def __init__(self, node: str, replica: int, generation: int,
-                 report: Reporter = lambda kind, payload: None) -> None:
+    def __init__(self, node: str, replica: int, generation: int, report: Reporter = lambda kind, payload: None) -> None:
         self._me = (node, replica)
         self._generation = generation
         self.lifecycle = Lifecycle()

@@ -18,6 +18,7 @@ What this protects (docs/PROTOCOL.md, section "Security"): the content of items,
 reports on the network, from anyone on the path; and the flow's sockets from any peer that does
 not hold the flow key (its connection fails the handshake; nothing it sends reaches a node).
 """
+
 from __future__ import annotations
 
 import threading
@@ -140,8 +141,12 @@ class FlowSocket(zmq.Socket):
 
     def bind(self, addr: str) -> Any:
         context = self.context
-        if isinstance(context, FlowContext) and context.flow_keys is not None and is_tcp(addr) \
-                and self.mechanism == zmq.NULL:
+        if (
+            isinstance(context, FlowContext)
+            and context.flow_keys is not None
+            and is_tcp(addr)
+            and self.mechanism == zmq.NULL
+        ):
             context.gatekeeper.start()
             make_server(self, context.flow_keys)
         return super().bind(addr)

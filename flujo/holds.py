@@ -8,6 +8,7 @@ then announces, the highest position reported. A sender that has paused keeps wh
 next in memory, without blocking, until the draining process has everything: blocking
 would stop a shared upstream from feeding the senders that still lag behind the limit.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -5,6 +5,7 @@ the other ports stay unread and their senders feel the backpressure. What the po
 with a message (order, drops, ends and pauses) is flujo/port_queue.py's; how ports are
 joined is flujo/joins.py's.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -28,10 +29,16 @@ BLOCKING_RECEIVE_MS = 200
 class InputPort(PortQueue):
     """One input port: its PULL socket, checked and decoded messages into its queue."""
 
-    def __init__(self, context: zmq.Context, config: InputConfig, codec: Codec, reorder: bool,
-                 on_ended: Callable[[PortQueue], None],
-                 on_paused: Callable[[PortQueue, Message], None] = lambda port, message: None,
-                 refusals: RefusalLog | None = None) -> None:
+    def __init__(
+        self,
+        context: zmq.Context,
+        config: InputConfig,
+        codec: Codec,
+        reorder: bool,
+        on_ended: Callable[[PortQueue], None],
+        on_paused: Callable[[PortQueue, Message], None] = lambda port, message: None,
+        refusals: RefusalLog | None = None,
+    ) -> None:
         super().__init__(config, reorder, on_ended, on_paused)
         self.socket = context.socket(zmq.PULL)
         self.socket.rcvhwm = config.hwm

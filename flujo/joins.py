@@ -6,6 +6,7 @@ node's loop then does its housekeeping and waits (flujo/runtime.py). Only a sing
 join needs may block in its receive (the source's own short timeout, GIL released): cheaper
 than a poll and a failed receive per item.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

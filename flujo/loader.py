@@ -7,6 +7,7 @@ node defined in a notebook or an interactive session, which has no file to load 
 private module name, so a user's script guarded by ``if __name__ == "__main__"`` can
 define its own node classes and also start the flow.
 """
+
 from __future__ import annotations
 
 import hashlib

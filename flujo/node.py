@@ -3,6 +3,7 @@
 The launcher starts one such process per replica, with the configuration in the
 ``FLUJO_NODE_CONFIG`` environment variable (JSON, see docs/PROTOCOL.md).
 """
+
 from __future__ import annotations
 
 import sys

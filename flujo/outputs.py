@@ -9,6 +9,7 @@ pauses in flujo/pausing.py. An edge waits only through the two callables the run
 it: ``wait(sockets)`` (for room on a socket, or a command) and ``idle()`` (for a command,
 while a held reader makes it wait); neither sends on any edge, so an edge is never re-entered.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,9 +45,16 @@ def _no_wait(sockets: Iterable[zmq.Socket]) -> None:
 class OutputEdge:
     """Sends to every replica of one downstream node's input port."""
 
-    def __init__(self, context: zmq.Context, config: OutputConfig, is_released: IsReleased, codec: Codec,
-                 holds: Holds | None = None, wait: Waiter = _no_wait,
-                 idle: Callable[[OutputEdge], None] = lambda edge: None) -> None:
+    def __init__(
+        self,
+        context: zmq.Context,
+        config: OutputConfig,
+        is_released: IsReleased,
+        codec: Codec,
+        holds: Holds | None = None,
+        wait: Waiter = _no_wait,
+        idle: Callable[[OutputEdge], None] = lambda edge: None,
+    ) -> None:
         self.config = config
         self.port = config.port
         self.target = config.target
@@ -90,8 +98,11 @@ class OutputEdge:
 
     def live_replicas(self) -> list[int]:
         """Downstream replicas that still read."""
-        return [index for index in range(len(self.sockets))
-                if not self._is_released(self.target, self.config.target_port, index)]
+        return [
+            index
+            for index in range(len(self.sockets))
+            if not self._is_released(self.target, self.config.target_port, index)
+        ]
 
     @property
     def released(self) -> bool:
@@ -298,8 +309,11 @@ class OutputEdge:
     def broadcast(self, frames: list[Any]) -> None:
         """Send to every live replica (used for end of stream); a held one gets it from its successor."""
         for index in range(len(self.sockets)):
-            while (self._held and self._must_wait(index, END_SEQ)
-                   and not self._is_released(self.target, self.config.target_port, index)):
+            while (
+                self._held
+                and self._must_wait(index, END_SEQ)
+                and not self._is_released(self.target, self.config.target_port, index)
+            ):
                 self._idle(self)
             if self._held_back:
                 self._send_held_back()

@@ -7,6 +7,7 @@ position once per hold, sends nothing past it until the launcher announces the l
 pauses after the limit and keeps what comes next back for the successor (in memory, up to a
 bound) instead of blocking. flujo/outputs.py does the sending; this class decides.
 """
+
 from __future__ import annotations
 
 from flujo.holds import Holds
@@ -84,5 +85,6 @@ class PauseDecisions:
         draining process may still need other senders to catch up (the limit is agreed, the
         process is not yet dismissed), up to HOLD_BACK_BYTES."""
         key = (self.target, 0)
-        return (self.aligned and key in self.holds.limit and key not in self.holds.drained
-                and held_bytes < HOLD_BACK_BYTES)
+        return (
+            self.aligned and key in self.holds.limit and key not in self.holds.drained and held_bytes < HOLD_BACK_BYTES
+        )

@@ -8,6 +8,7 @@ it processes), so an item may go ahead of a gap once every live sender has gone 
 the gap: nothing can fill it any more (an item was lost with a crashed or restarted
 sender, or dropped). Without losses that never happens and the order is exact.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -22,9 +23,13 @@ from flujo.vocab import QueuePolicy
 class PortQueue:
     """Messages of one input port, in order, ready for the join; counts what it drops and gives up on."""
 
-    def __init__(self, config: InputConfig, reorder: bool,
-                 on_ended: Callable[[PortQueue], None] = lambda port: None,
-                 on_paused: Callable[[PortQueue, Message], None] = lambda port, message: None) -> None:
+    def __init__(
+        self,
+        config: InputConfig,
+        reorder: bool,
+        on_ended: Callable[[PortQueue], None] = lambda port: None,
+        on_paused: Callable[[PortQueue, Message], None] = lambda port, message: None,
+    ) -> None:
         self.config = config
         self.name = config.port
         # Realtime ports read eagerly between items and keep at most `hwm` waiting: drop-oldest
@@ -167,5 +172,6 @@ class PortQueue:
     def _senders_past(self, seq: int) -> bool:
         """True when no live sender can still send anything at or below ``seq``."""
         ended = self._ended_senders
-        return all(replica in ended or self._last_seen.get(replica, -1) >= seq
-                   for replica in range(self.config.senders))
+        return all(
+            replica in ended or self._last_seen.get(replica, -1) >= seq for replica in range(self.config.senders)
+        )

@@ -10,6 +10,7 @@ The control channel (launcher PUB -> nodes SUB) carries [topic, msgpack payload]
 the status channel (nodes PUSH -> launcher PULL) carries one msgpack array
 [kind, node, replica, payload].
 """
+
 from __future__ import annotations
 
 import enum
@@ -50,8 +51,9 @@ class MessageKind(enum.IntEnum):
 
 _KINDS = tuple(MessageKind)  # header value -> kind, without the cost of an enum call per message
 # Plain ints: on the per-message path, flag-enum arithmetic costs more than the call it decorates.
-SNDMORE, NOBLOCK, RCVMORE, EVENTS, POLLIN = (int(flag) for flag in (zmq.SNDMORE, zmq.NOBLOCK, zmq.RCVMORE,
-                                                                  zmq.EVENTS, zmq.POLLIN))
+SNDMORE, NOBLOCK, RCVMORE, EVENTS, POLLIN = (
+    int(flag) for flag in (zmq.SNDMORE, zmq.NOBLOCK, zmq.RCVMORE, zmq.EVENTS, zmq.POLLIN)
+)
 _get_option = zmq.backend.Socket.get  # without the wrapper that turns results into enums
 
 
@@ -134,8 +136,10 @@ class Codec:
         self._use_shm = shm
         body = self._packer.pack(item)
         if len(body) > self._max_message:
-            raise ValueError(f"an item of {len(body)} bytes (without its arrays) is over the readers' max_message "
-                             f"of {self._max_message} bytes (raise it in the manifest)")
+            raise ValueError(
+                f"an item of {len(body)} bytes (without its arrays) is over the readers' max_message "
+                f"of {self._max_message} bytes (raise it in the manifest)"
+            )
         return [self.header(MessageKind.DATA, seq), body, *self._buffers]
 
     def batch(self, first_seq: int, bodies: list[bytes]) -> list[bytes]:
@@ -158,15 +162,18 @@ class Codec:
                     return descriptor
             array = np.ascontiguousarray(value)
             if array.nbytes > self._max_message:
-                raise ValueError(f"an array of {array.nbytes} bytes is over the readers' max_message of "
-                                 f"{self._max_message} bytes (raise it in the manifest: [flow] max_message)")
+                raise ValueError(
+                    f"an array of {array.nbytes} bytes is over the readers' max_message of "
+                    f"{self._max_message} bytes (raise it in the manifest: [flow] max_message)"
+                )
             self._buffers.append(array)
             meta = msgpack.packb((len(self._buffers) + 1, array.dtype.str, array.shape))
             return msgpack.ExtType(ARRAY_EXT_CODE, meta)
         if isinstance(value, np.generic):
             return value.item()
-        raise TypeError(f"cannot send a value of type {type(value).__name__}: "
-                        "items are msgpack values and numpy arrays")
+        raise TypeError(
+            f"cannot send a value of type {type(value).__name__}: items are msgpack values and numpy arrays"
+        )
 
     # -- decoding -----------------------------------------------------------------------
     def receive(self, socket: zmq.Socket, check: DataCheck, flags: int = 0) -> Message:
@@ -182,16 +189,20 @@ class Codec:
             kind, seq, sender, replica = check.header(header)
             if kind in (DATA, BATCH):
                 if not first.more:  # never take the next message's first frame as a body
-                    raise ProtocolError("frames", f"{_KINDS[kind].name} without a body frame",
-                                        describe_sender(sender, replica))
+                    raise ProtocolError(
+                        "frames", f"{_KINDS[kind].name} without a body frame", describe_sender(sender, replica)
+                    )
                 frames: list[Any] = [header, socket.recv(NOBLOCK)]  # once a message's first part is here, all of it is
                 while _get_option(socket, RCVMORE) and len(frames) <= MAX_FRAMES:
                     frames.append(socket.recv(NOBLOCK, copy=False))
                 item = check.body(kind, seq, replica, frames)
             else:
                 if first.more:
-                    raise ProtocolError("frames", f"{_KINDS[kind].name} marker with more than one frame",
-                                        describe_sender(sender, replica))
+                    raise ProtocolError(
+                        "frames",
+                        f"{_KINDS[kind].name} marker with more than one frame",
+                        describe_sender(sender, replica),
+                    )
                 check.marker(kind, seq, replica)
                 item = None
         except ProtocolError:
@@ -208,13 +219,15 @@ class Codec:
         kind, seq, sender, replica = check.header(_buffer(frames[0]))
         if kind in (DATA, BATCH):
             if len(frames) < 2:
-                raise ProtocolError("frames", f"{_KINDS[kind].name} without a body frame",
-                                    describe_sender(sender, replica))
+                raise ProtocolError(
+                    "frames", f"{_KINDS[kind].name} without a body frame", describe_sender(sender, replica)
+                )
             item = check.body(kind, seq, replica, frames)
         else:
             if len(frames) > 1:
-                raise ProtocolError("frames", f"{_KINDS[kind].name} marker with more than one frame",
-                                    describe_sender(sender, replica))
+                raise ProtocolError(
+                    "frames", f"{_KINDS[kind].name} marker with more than one frame", describe_sender(sender, replica)
+                )
             check.marker(kind, seq, replica)
             item = None
         return Message(_KINDS[kind], seq, sender, replica, item)

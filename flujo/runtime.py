@@ -15,6 +15,7 @@ A graceful restart replaces steps 3-5: the held replica takes everything its sen
 before their pause markers, ``close("restart")``s, sends a pause marker instead of end of stream,
 and exits once the launcher says every reader has it (docs/PROTOCOL.md, section 8).
 """
+
 from __future__ import annotations
 
 import sys
@@ -102,13 +103,17 @@ class NodeRuntime:
         max_message = min((edge.max_message for edge in config.outputs), default=None)
         self.codec = Codec(config.node, config.replica, max_message)
         self.refusals = RefusalLog(f"flujo: {config.label}")  # refused messages, logged on stderr
-        self.ports = [InputPort(context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause,
-                                self.refusals)
-                      for port in config.inputs]
+        self.ports = [
+            InputPort(
+                context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause, self.refusals
+            )
+            for port in config.inputs
+        ]
         self._released_ports: set[str] = set()
-        self.edges = [OutputEdge(context, edge, state.is_released, self.codec, state.holds, self._wait_writable,
-                                 self._idle)
-                      for edge in config.outputs]
+        self.edges = [
+            OutputEdge(context, edge, state.is_released, self.codec, state.holds, self._wait_writable, self._idle)
+            for edge in config.outputs
+        ]
         self.pool, self.shm_reader = self._shared_memory(context)
         self._seen_changes = 0
         error: BaseException | None = None
@@ -172,8 +177,9 @@ class NodeRuntime:
         reader = None
         senders = {port.source for port in config.inputs if port.shm}
         if config.shm_run and senders:
-            reader = self.codec.shm_reader = SharedMemoryReader(context, config.shm_run, config.node,
-                                                                config.replica, senders, config.shm_owners)
+            reader = self.codec.shm_reader = SharedMemoryReader(
+                context, config.shm_run, config.node, config.replica, senders, config.shm_owners
+            )
             for port in self.ports:
                 if port.config.shm:
                     port.accept_shared_memory(reader)
@@ -183,8 +189,9 @@ class NodeRuntime:
             # As many frames as the edges' queues hold at both ends (a ZeroMQ pipe holds the send
             # and the receive high-water mark), plus the one being written and the one being read.
             base = sum(2 * edge.hwm * len(edge.endpoints) for edge in shm_edges) + 2
-            pool = self.codec.shm_pool = SlotPool(context, config.shm_run, config.node, config.replica,
-                                                  config.shm_release, base, reader)
+            pool = self.codec.shm_pool = SlotPool(
+                context, config.shm_run, config.node, config.replica, config.shm_release, base, reader
+            )
             pool.wait = lambda sockets: self._wait_on(sockets)
             install(pool)
         return pool, reader
@@ -268,8 +275,11 @@ class NodeRuntime:
                     if not skip_errors:
                         raise
                     self.errors += 1  # skipped, as the manifest asks; downstream gets a SKIP marker
-                    print(f"skipped item {seq}: {''.join(traceback.format_exception(error))}".rstrip(),
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"skipped item {seq}: {''.join(traceback.format_exception(error))}".rstrip(),
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     result = None
                 finally:
                     self.busy += clock() - started
@@ -409,14 +419,22 @@ class NodeRuntime:
         self.control.report(Status.STATS, self._stats())
 
     def _stats(self) -> dict[str, Any]:
-        optional = {key: value for key, value in (("total", self._length), ("summary", self._summary))
-                    if value is not None}
+        optional = {
+            key: value for key, value in (("total", self._length), ("summary", self._summary)) if value is not None
+        }
         return {
-            **optional, "generation": self.config.generation, "at": time.time(),
-            "items_in": self.items_in, "items_out": self.items_out, "busy": self.busy, "errors": self.errors,
-            "late": sum(port.late for port in self.ports), "next_seq": self.next_seq,
+            **optional,
+            "generation": self.config.generation,
+            "at": time.time(),
+            "items_in": self.items_in,
+            "items_out": self.items_out,
+            "busy": self.busy,
+            "errors": self.errors,
+            "late": sum(port.late for port in self.ports),
+            "next_seq": self.next_seq,
             "dropped": sum(port.dropped for port in self.ports),
-            "rejected": sum(port.rejected for port in self.ports), "rejected_by": dict(self.refusals.counts),
+            "rejected": sum(port.rejected for port in self.ports),
+            "rejected_by": dict(self.refusals.counts),
             "dropped_sent": {f"{edge.target}/{edge.config.target_port}": edge.dropped for edge in self.edges},
             "received": {port.name: port.received for port in self.ports},
             "sent": {f"{edge.target}/{edge.config.target_port}": edge.sent for edge in self.edges},
@@ -482,6 +500,9 @@ def _reported(node: Node, method: str) -> Any:
             msgpack.packb(value)
         return value
     except Exception as error:
-        print(f"{type(node).__name__}.{method}() failed, ignored: {type(error).__name__}: {error}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{type(node).__name__}.{method}() failed, ignored: {type(error).__name__}: {error}",
+            file=sys.stderr,
+            flush=True,
+        )
         return None

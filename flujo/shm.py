@@ -27,6 +27,7 @@ too (a release with count +1, on the same socket as its own later release, so th
 never sees the slot free in between); those readers release to the owner directly. A frame
 crosses a chain of nodes without a copy, and no node waits on another's releases.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -126,8 +127,16 @@ class _Forwarded:
 class SlotPool:
     """A node replica's shared-memory slots for the arrays it sends (see the module docstring)."""
 
-    def __init__(self, context: zmq.Context, run_id: str, node: str, replica: int, release_endpoint: str,
-                 base: int, reader: SharedMemoryReader | None = None) -> None:
+    def __init__(
+        self,
+        context: zmq.Context,
+        run_id: str,
+        node: str,
+        replica: int,
+        release_endpoint: str,
+        base: int,
+        reader: SharedMemoryReader | None = None,
+    ) -> None:
         self._run_id, self._node, self._replica = run_id, node, replica
         self._pid = os.getpid()
         self.base, self.limit = base, 2 * base
@@ -166,7 +175,7 @@ class SlotPool:
 
     def _local_array(self, slot: _Slot, nbytes: int, dtype: np.dtype) -> np.ndarray:
         assert slot.view is not None
-        array = np.frombuffer(slot.view[HEADER_SIZE:HEADER_SIZE + nbytes], dtype=dtype)
+        array = np.frombuffer(slot.view[HEADER_SIZE : HEADER_SIZE + nbytes], dtype=dtype)
         slot.local = 1
         key = id(array.base)
         self._by_root[key] = slot
@@ -212,8 +221,11 @@ class SlotPool:
                 self._remap(slot, nbytes)
             except OSError as error:  # no room in /dev/shm: this array goes inline
                 if not self.no_room:
-                    print(f"flujo: shared memory unavailable ({error.strerror}); sending arrays inline",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"flujo: shared memory unavailable ({error.strerror}); sending arrays inline",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 self.no_room = True
                 self.inline_fallbacks += 1
                 self._free.append(slot)
@@ -281,8 +293,15 @@ class SlotPool:
             if slot is not None and slot.view is not None:  # born here: no copy
                 self._packed.append(slot)
                 slot.sending = True
-                return pack_descriptor(slot.name, HEADER_SIZE + _address(array) - slot.address, array.dtype.str,
-                                       array.shape, slot.index, slot.generation, slot.token)
+                return pack_descriptor(
+                    slot.name,
+                    HEADER_SIZE + _address(array) - slot.address,
+                    array.dtype.str,
+                    array.shape,
+                    slot.index,
+                    slot.generation,
+                    slot.token,
+                )
             if self._reader is not None:
                 found = self._reader.locate(array, root)
                 if found is not None:  # received from upstream: send its descriptor on
@@ -296,8 +315,9 @@ class SlotPool:
         np.copyto(target, array, casting="no")
         self._packed.append(slot)
         slot.sending = True
-        return pack_descriptor(slot.name, HEADER_SIZE, array.dtype.str, array.shape, slot.index, slot.generation,
-                               slot.token)
+        return pack_descriptor(
+            slot.name, HEADER_SIZE, array.dtype.str, array.shape, slot.index, slot.generation, slot.token
+        )
 
     def start_message(self) -> None:
         self._packed = []
@@ -372,8 +392,9 @@ class SlotPool:
         """Slots that a running reader still holds (holds announced for a reader that has
         exited, or releases whose announcement never came, do not count)."""
         exited = self._exited
-        return sum(1 for slot in self._slots
-                   if any(count > 0 and key not in exited for key, count in slot.holders.items()))
+        return sum(
+            1 for slot in self._slots if any(count > 0 and key not in exited for key, count in slot.holders.items())
+        )
 
     def close(self) -> None:
         """Unlink every segment (readers keep what they map)."""
@@ -396,8 +417,9 @@ class SharedMemoryReader:
 
     MAX_MAPPED = 256  # segments kept mapped for reuse (a mapping lives on while views use it)
 
-    def __init__(self, context: zmq.Context, run_id: str, node: str, replica: int, senders: set[str],
-                 owners: dict[str, str]) -> None:
+    def __init__(
+        self, context: zmq.Context, run_id: str, node: str, replica: int, senders: set[str], owners: dict[str, str]
+    ) -> None:
         self._context = context
         self._run_id, self._me = run_id, (node, replica)
         self._senders = senders  # upstream nodes whose descriptors this node accepts
@@ -426,7 +448,7 @@ class SharedMemoryReader:
         nbytes = math.prod(shape) * dtype.itemsize  # (Python ints: no overflow for a forged shape)
         if offset + nbytes > HEADER_SIZE + capacity or offset + nbytes > len(view):
             raise DescriptorError(f"shared-memory descriptor reaches past the end of {segment}")
-        array = np.frombuffer(view[offset:offset + nbytes], dtype=dtype)
+        array = np.frombuffer(view[offset : offset + nbytes], dtype=dtype)
         key = id(array.base)
         self._live[key] = (segment, offset, dtype.str, shape, slot, generation, token)
         weakref.finalize(array.base, self._done, key, owner, segment, generation)
@@ -506,7 +528,7 @@ class SharedMemoryReader:
 
 
 def _owner(segment: str) -> str:
-    """"node.replica" of the process that made a segment (its name was checked)."""
+    """ "node.replica" of the process that made a segment (its name was checked)."""
     parts = segment.split(".")
     return f"{parts[2]}.{parts[3]}"
 

@@ -19,6 +19,7 @@ done with the array, as a release message on the sender's release socket:
 ``change`` is -1 for a release; a node that sends a received array on announces each new
 reader with +1 (to the segment's owner, before its own release of it).
 """
+
 from __future__ import annotations
 
 import functools
@@ -84,8 +85,9 @@ def _unlink_matching(prefix: str) -> int:
     return count
 
 
-def pack_descriptor(segment: str, offset: int, dtype: str, shape: tuple[int, ...], slot: int,
-                    generation: int, token: int) -> msgpack.ExtType:
+def pack_descriptor(
+    segment: str, offset: int, dtype: str, shape: tuple[int, ...], slot: int, generation: int, token: int
+) -> msgpack.ExtType:
     return msgpack.ExtType(SHM_EXT_CODE, msgpack.packb([segment, offset, dtype, list(shape), slot, generation, token]))
 
 
@@ -139,9 +141,17 @@ def parse_releases(frame: bytes) -> list[tuple[str, int, str, int, int]]:
         return []
     if not isinstance(entries, list):
         return []
-    return [tuple(entry) for entry in entries
-            if isinstance(entry, list) and len(entry) == 5 and isinstance(entry[0], str) and _whole(entry[1])
-            and isinstance(entry[2], str) and _whole(entry[3]) and entry[4] in (-1, 1)]
+    return [
+        tuple(entry)
+        for entry in entries
+        if isinstance(entry, list)
+        and len(entry) == 5
+        and isinstance(entry[0], str)
+        and _whole(entry[1])
+        and isinstance(entry[2], str)
+        and _whole(entry[3])
+        and entry[4] in (-1, 1)
+    ]
 
 
 def _whole(value: Any) -> bool:

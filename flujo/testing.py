@@ -4,6 +4,7 @@
 what it sent, with every item passed through the wire codec first, so a node sees exactly
 what it would see in a flow: tuples become lists and arrays arrive read-only.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

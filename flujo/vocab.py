@@ -5,6 +5,7 @@ manifests, in node configurations and on the wire: ``NodeKind.PRODUCER == "produ
 against the members, never against bare strings, and a typo is an AttributeError instead of a branch
 that silently never runs.
 """
+
 from __future__ import annotations
 
 from enum import StrEnum

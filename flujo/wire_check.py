@@ -16,6 +16,7 @@ A data message is refused when:
       frame's byte count; a frame no array refers to is refused too;
     * a BATCH body is not a non-empty list of plain items (no arrays, no extensions).
 """
+
 from __future__ import annotations
 
 import math
@@ -109,25 +110,38 @@ class DataCheck:
         version, kind, seq, sender, replica = header[:5]
         # The usual case in few steps (every check is exact: 1 == True, so types are compared too);
         # the explanations are worked out below only when something is wrong.
-        if (version == 1 and kind == 0 and sender == self.source and type(seq) is int and type(replica) is int
-                and type(version) is int and type(kind) is int and 0 <= replica < self.senders
-                and self._floor[replica] < seq <= self._ceiling[replica]):
+        if (
+            version == 1
+            and kind == 0
+            and sender == self.source
+            and type(seq) is int
+            and type(replica) is int
+            and type(version) is int
+            and type(kind) is int
+            and 0 <= replica < self.senders
+            and self._floor[replica] < seq <= self._ceiling[replica]
+        ):
             return 0, seq, sender, replica
         return self._unusual_header(version, kind, seq, sender, replica)
 
-    def _unusual_header(self, version: Any, kind: Any, seq: Any, sender: Any,
-                        replica: Any) -> tuple[int, int, str, int]:
+    def _unusual_header(
+        self, version: Any, kind: Any, seq: Any, sender: Any, replica: Any
+    ) -> tuple[int, int, str, int]:
         """A header that is not a DATA in order from a known sender: checked rule by rule."""
         if version != PROTOCOL_VERSION or type(version) is not int:
-            raise ProtocolError("version", f"protocol version {_short(version)} is not supported "
-                                           f"(this node speaks {PROTOCOL_VERSION})", describe_sender(sender, replica))
+            raise ProtocolError(
+                "version",
+                f"protocol version {_short(version)} is not supported (this node speaks {PROTOCOL_VERSION})",
+                describe_sender(sender, replica),
+            )
         if type(kind) is not int or not 0 <= kind <= PAUSE:
             raise ProtocolError("kind", f"unknown message kind {_short(kind)}", describe_sender(sender, replica))
         if sender != self.source or type(replica) is not int or not 0 <= replica < self.senders:
             raise self._stranger(sender, replica)
         if type(seq) is not int:
-            raise ProtocolError("seq", f"sequence number {_short(seq)} is not an integer",
-                                describe_sender(sender, replica))
+            raise ProtocolError(
+                "seq", f"sequence number {_short(seq)} is not an integer", describe_sender(sender, replica)
+            )
         if kind in (EOS, PAUSE):
             if not 0 <= seq < SEQ_LIMIT:
                 raise ProtocolError("seq", f"sequence number {seq} out of range", describe_sender(sender, replica))
@@ -148,8 +162,9 @@ class DataCheck:
         if kind == DATA and len(frames) == 2:  # the usual case, kept short: an item without arrays
             body = frames[1]
             try:  # (an array in it refers to a frame out of range: refused by the extension hook)
-                item = _unpack(body if type(body) is bytes else _buffer(body), ext_hook=self._ext_hook,
-                               strict_map_key=False)
+                item = _unpack(
+                    body if type(body) is bytes else _buffer(body), ext_hook=self._ext_hook, strict_map_key=False
+                )
             except Exception as error:
                 raise self._undecodable(error, replica) from None
             last = seq
@@ -165,12 +180,16 @@ class DataCheck:
         count = len(frames)
         if kind == BATCH:
             if count != 2:
-                raise ProtocolError("frames", f"BATCH with {count} frames (a BATCH never carries arrays)",
-                                    describe_sender(self.source, replica))
+                raise ProtocolError(
+                    "frames",
+                    f"BATCH with {count} frames (a BATCH never carries arrays)",
+                    describe_sender(self.source, replica),
+                )
             self._batch = True
         elif count > MAX_FRAMES:
-            raise ProtocolError("frames", f"{count} frames (at most {MAX_FRAMES})",
-                                describe_sender(self.source, replica))
+            raise ProtocolError(
+                "frames", f"{count} frames (at most {MAX_FRAMES})", describe_sender(self.source, replica)
+            )
         self._frames, self._used = frames, set()
         try:
             item = _unpack(_buffer(frames[1]), ext_hook=self._ext_hook, strict_map_key=False)
@@ -180,23 +199,32 @@ class DataCheck:
             self._frames, self._batch = (), False
         if kind == BATCH:
             if type(item) is not list or not item:
-                raise ProtocolError("batch", f"BATCH body is not a non-empty list: {_short(item)}",
-                                    describe_sender(self.source, replica))
+                raise ProtocolError(
+                    "batch",
+                    f"BATCH body is not a non-empty list: {_short(item)}",
+                    describe_sender(self.source, replica),
+                )
             last = seq + len(item) - 1
             if last > self._ceiling[replica]:
                 raise self._out_of_order(kind, last, self.source, replica)
             return item, last
         if len(self._used) != count - 2:
-            raise ProtocolError("array", f"{count - 2 - len(self._used)} of {count - 2} array frames "
-                                         "referred to by no array", describe_sender(self.source, replica))
+            raise ProtocolError(
+                "array",
+                f"{count - 2 - len(self._used)} of {count - 2} array frames referred to by no array",
+                describe_sender(self.source, replica),
+            )
         return item, seq
 
     def _undecodable(self, error: Exception, replica: int) -> ProtocolError:
         if isinstance(error, ProtocolError):  # from the extension hook
             error.sender = describe_sender(self.source, replica)
             return error
-        return ProtocolError("body", f"body is not msgpack ({type(error).__name__}: {str(error)[:80]})",
-                             describe_sender(self.source, replica))
+        return ProtocolError(
+            "body",
+            f"body is not msgpack ({type(error).__name__}: {str(error)[:80]})",
+            describe_sender(self.source, replica),
+        )
 
     def marker(self, kind: int, seq: int, replica: int) -> None:
         """A SKIP, EOS or PAUSE marker passed: where its sender stands now."""
@@ -232,22 +260,30 @@ class DataCheck:
         index, dtype_name, shape = meta
         frames = self._frames
         if type(index) is not int or not 2 <= index < len(frames):
-            raise ProtocolError("array", f"array frame index {_short(index)} out of range "
-                                         f"(this message has array frames 2..{len(frames) - 1})")
+            raise ProtocolError(
+                "array",
+                f"array frame index {_short(index)} out of range (this message has array frames 2..{len(frames) - 1})",
+            )
         if index in self._used:
             raise ProtocolError("array", f"array frame {index} used twice")
         self._used.add(index)
         dtype = DTYPES.get(dtype_name) if type(dtype_name) is str else None
         if dtype is None:
             raise ProtocolError("array", f"array dtype {_short(dtype_name)} is not a plain numeric or bool type")
-        if (type(shape) is not list or len(shape) > MAX_ARRAY_DIMENSIONS
-                or not all(type(size) is int and size >= 0 for size in shape)):
+        if (
+            type(shape) is not list
+            or len(shape) > MAX_ARRAY_DIMENSIONS
+            or not all(type(size) is int and size >= 0 for size in shape)
+        ):
             raise ProtocolError("array", f"array shape {_short(shape)} is not a list of non-negative ints")
         buffer = _buffer(frames[index])
         size = len(buffer) if not isinstance(buffer, memoryview) else buffer.nbytes
         if math.prod(shape) * dtype.itemsize != size:
-            raise ProtocolError("array", f"array of shape {shape} and dtype {dtype_name} needs "
-                                         f"{math.prod(shape) * dtype.itemsize} bytes, its frame has {size}")
+            raise ProtocolError(
+                "array",
+                f"array of shape {shape} and dtype {dtype_name} needs "
+                f"{math.prod(shape) * dtype.itemsize} bytes, its frame has {size}",
+            )
         array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
         array.flags.writeable = False  # one contract whatever the transport: copy before writing
         return array
@@ -255,10 +291,12 @@ class DataCheck:
     def _stranger(self, sender: Any, replica: Any) -> ProtocolError:
         who = describe_sender(sender, replica)
         if sender != self.source:
-            return ProtocolError("sender", f"sender {_short(sender)} is not this port's upstream node "
-                                           f"{self.source!r}", who)
-        return ProtocolError("sender", f"sender replica {_short(replica)} does not exist "
-                                       f"({self.source!r} has {self.senders})", who)
+            return ProtocolError(
+                "sender", f"sender {_short(sender)} is not this port's upstream node {self.source!r}", who
+            )
+        return ProtocolError(
+            "sender", f"sender replica {_short(replica)} does not exist ({self.source!r} has {self.senders})", who
+        )
 
     def _out_of_order(self, kind: int, seq: int, sender: str, replica: int) -> ProtocolError:
         who, floor, name = describe_sender(sender, replica), self._floor[replica], _KIND_NAMES[kind]
@@ -267,10 +305,12 @@ class DataCheck:
         if floor == _ENDED:
             return ProtocolError("ended", f"{name} {seq} after that sender's end of stream", who)
         if seq <= floor:
-            return ProtocolError("order", f"{name} {seq} does not move forward (last from that sender: {floor})",
-                                 who)
-        return ProtocolError("jump", f"{name} {seq} jumps {seq - floor} past that sender's last ({floor}; "
-                                     f"at most {MAX_SEQ_ADVANCE})", who)
+            return ProtocolError("order", f"{name} {seq} does not move forward (last from that sender: {floor})", who)
+        return ProtocolError(
+            "jump",
+            f"{name} {seq} jumps {seq - floor} past that sender's last ({floor}; at most {MAX_SEQ_ADVANCE})",
+            who,
+        )
 
 
 def _buffer(frame: Any) -> Any:
@@ -291,8 +331,9 @@ class RefusalLog:
     lines over that rate wait (at most ``max_keys`` of them) for the next refusal in a later second.
     """
 
-    def __init__(self, where: str, write: Callable[[str], None] | None = None, max_keys: int = 64,
-                 per_second: int = 20) -> None:
+    def __init__(
+        self, where: str, write: Callable[[str], None] | None = None, max_keys: int = 64, per_second: int = 20
+    ) -> None:
         self.where = where  # prefixes each line, when not empty
         self._write_line = write  # default: the process's stderr
         self._seen: set[tuple[str, str, str]] = set()
@@ -319,8 +360,10 @@ class RefusalLog:
             return
         self._seen.add(key)
         at = f" on {place}" if place else ""
-        line = (f"refused a message{at} from {error.sender} ({error.code}): {error.reason}; "
-                "further ones like it are counted, not logged")
+        line = (
+            f"refused a message{at} from {error.sender} ({error.code}): {error.reason}; "
+            "further ones like it are counted, not logged"
+        )
         if self._lines < self._per_second:
             self._emit(line)
         else:
@@ -345,14 +388,22 @@ class RefusalLog:
 # -- control plane: the same care for the launcher's and the agent's sockets -------------------------
 def _shape_ok(payload: Any, types: tuple[type, ...]) -> bool:
     """A list whose first fields have exactly these types (later fields are ignored)."""
-    return (type(payload) is list and len(payload) >= len(types)
-            and all(type(value) is kind for value, kind in zip(payload, types, strict=False)))
+    return (
+        type(payload) is list
+        and len(payload) >= len(types)
+        and all(type(value) is kind for value, kind in zip(payload, types, strict=False))
+    )
 
 
 _NODE_REPLICA_GENERATION = (str, int, int)
 CONTROL_PAYLOADS: dict[bytes, tuple[type, ...]] = {
-    b"start": (), b"released": (str, int, str), b"gone": (str, int), b"hold": _NODE_REPLICA_GENERATION,
-    b"align": (str, int, int, int), b"resume": _NODE_REPLICA_GENERATION, b"dismiss": _NODE_REPLICA_GENERATION,
+    b"start": (),
+    b"released": (str, int, str),
+    b"gone": (str, int),
+    b"hold": _NODE_REPLICA_GENERATION,
+    b"align": (str, int, int, int),
+    b"resume": _NODE_REPLICA_GENERATION,
+    b"dismiss": _NODE_REPLICA_GENERATION,
     b"exited": (str, int),
     b"moved": (str, int, str, str),
 }
@@ -377,14 +428,14 @@ def check_control(frames: Sequence[Any]) -> tuple[bytes, list[Any]] | None:
         if ok and topic == b"gone" and len(payload) >= 4:
             ok = _shape_ok(payload, (str, int, str, int))
     if not ok:
-        raise ProtocolError("control", f"{topic.decode(errors='replace')} payload {_short(payload)} is malformed",
-                            "launcher")
+        raise ProtocolError(
+            "control", f"{topic.decode(errors='replace')} payload {_short(payload)} is malformed", "launcher"
+        )
     return topic, payload
 
 
 def _counters(value: Any) -> bool:
-    return type(value) is dict and all(type(key) is str and type(count) in (int, float)
-                                       for key, count in value.items())
+    return type(value) is dict and all(type(key) is str and type(count) in (int, float) for key, count in value.items())
 
 
 _STAT_MAPS = ("received", "sent", "dropped_sent", "rejected_by")
@@ -396,8 +447,9 @@ def _stats_ok(value: Any) -> bool:
     of numbers per port); other keys are a later version's, and ignored."""
     if type(value) is not dict:
         return False
-    return (all(type(value.get(key, 0)) in (int, float) for key in _STAT_NUMBERS)
-            and all(_counters(value.get(key, {})) for key in _STAT_MAPS))
+    return all(type(value.get(key, 0)) in (int, float) for key in _STAT_NUMBERS) and all(
+        _counters(value.get(key, {})) for key in _STAT_MAPS
+    )
 
 
 def _status_payload_ok(kind: str, payload: Any) -> bool:
@@ -410,12 +462,16 @@ def _status_payload_ok(kind: str, payload: Any) -> bool:
     if kind == "stats":
         return _stats_ok(payload)
     if kind == "error":
-        return (type(payload) is dict and type(payload.get("message")) is str
-                and type(payload.get("traceback", "")) is str)
+        return (
+            type(payload) is dict and type(payload.get("message")) is str and type(payload.get("traceback", "")) is str
+        )
     if kind == "drained":
-        return (type(payload) is dict and _stats_ok(payload.get("stats"))
-                and type(payload.get("readers")) is list
-                and all(_shape_ok(reader, (str, int, str)) for reader in payload["readers"]))
+        return (
+            type(payload) is dict
+            and _stats_ok(payload.get("stats"))
+            and type(payload.get("readers")) is list
+            and all(_shape_ok(reader, (str, int, str)) for reader in payload["readers"])
+        )
     if kind == "position":
         return _shape_ok(payload, (str, int, str, int))
     if kind == "pause-seen":
@@ -457,12 +513,12 @@ def check_command(frames: Sequence[Any]) -> dict[str, Any]:
     except Exception:
         raise ProtocolError("command", "command is not msgpack") from None
     if type(request) is not dict or type(request.get("command")) is not str:
-        raise ProtocolError("command", f"command is not a map with a \"command\" string: {_short(request)}")
+        raise ProtocolError("command", f'command is not a map with a "command" string: {_short(request)}')
     nodes = request.get("nodes")
     if nodes is not None and not (type(nodes) is list and all(type(name) is str for name in nodes)):
-        raise ProtocolError("command", f"\"nodes\" is not a list of names: {_short(nodes)}")
+        raise ProtocolError("command", f'"nodes" is not a list of names: {_short(nodes)}')
     if "node" in request and type(request["node"]) is not str:
-        raise ProtocolError("command", f"\"node\" is not a name: {_short(request['node'])}")
+        raise ProtocolError("command", f'"node" is not a name: {_short(request["node"])}')
     return request
 
 
@@ -477,12 +533,20 @@ def _argv_ok(value: Any) -> bool:
 
 _AGENT_REQUESTS: dict[AgentRequest, Callable[[Any], bool]] = {  # launcher -> agent: kind -> payload check
     AgentRequest.HELLO: lambda p: type(p) is dict and type(p.get("flow")) is str and type(p.get("token", "")) is str,
-    AgentRequest.PORTS: lambda p: type(p) is dict and type(p.get("address")) is str and type(p.get("count")) is int
-    and 0 <= p["count"] <= 4096,
-    AgentRequest.SPAWN: lambda p: type(p) is dict and type(p.get("token")) is int and type(p.get("label")) is str
-    and _argv_ok(p.get("argv")) and _str_map(p.get("env")) and type(p.get("cwd")) is str,
-    AgentRequest.SIGNAL: lambda p: type(p) is dict and type(p.get("token")) is int and type(p.get("signum")) is int
-    and 0 < p["signum"] < 65,
+    AgentRequest.PORTS: lambda p: (
+        type(p) is dict and type(p.get("address")) is str and type(p.get("count")) is int and 0 <= p["count"] <= 4096
+    ),
+    AgentRequest.SPAWN: lambda p: (
+        type(p) is dict
+        and type(p.get("token")) is int
+        and type(p.get("label")) is str
+        and _argv_ok(p.get("argv"))
+        and _str_map(p.get("env"))
+        and type(p.get("cwd")) is str
+    ),
+    AgentRequest.SIGNAL: lambda p: (
+        type(p) is dict and type(p.get("token")) is int and type(p.get("signum")) is int and 0 < p["signum"] < 65
+    ),
     AgentRequest.HEARTBEAT: lambda p: True,
     AgentRequest.BYE: lambda p: True,
 }
@@ -499,8 +563,9 @@ _AGENT_REPLIES: dict[AgentReply, Callable[[Any], bool]] = {  # agent -> launcher
 _Kind = TypeVar("_Kind", bound=StrEnum)
 
 
-def _check_agent_message(frame: Any, checks: Mapping[_Kind, Callable[[Any], bool]], vocabulary: type[_Kind],
-                         who: str) -> tuple[_Kind, Any]:
+def _check_agent_message(
+    frame: Any, checks: Mapping[_Kind, Callable[[Any], bool]], vocabulary: type[_Kind], who: str
+) -> tuple[_Kind, Any]:
     try:
         message = msgpack.unpackb(frame)
     except Exception:
@@ -519,8 +584,9 @@ def _check_agent_message(frame: Any, checks: Mapping[_Kind, Callable[[Any], bool
 def check_agent_request(frames: Sequence[Any]) -> tuple[bytes, AgentRequest, Any]:
     """(identity, kind, payload) of a request on the agent's ROUTER socket; raises ProtocolError."""
     if len(frames) != 2:
-        raise ProtocolError("frames", f"request of {len(frames) - 1} frames (1 expected)",
-                            _short(bytes(frames[0])) if frames else "?")
+        raise ProtocolError(
+            "frames", f"request of {len(frames) - 1} frames (1 expected)", _short(bytes(frames[0])) if frames else "?"
+        )
     identity = bytes(frames[0])
     return (identity, *_check_agent_message(frames[1], _AGENT_REQUESTS, AgentRequest, _short(identity)))
 

@@ -1,4 +1,5 @@
 """``python -m flujo.launch`` is ``flujo-launch``."""
+
 from flujo.launch.cli import main
 
 main()

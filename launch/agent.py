@@ -10,6 +10,7 @@ it makes a key pair for this run only and prints its public key, serves only the
 given with ``--authorize`` (read over the same session), and ends, with every process it
 started, when its standard input closes (the session ended, whatever ended it).
 """
+
 from __future__ import annotations
 
 import functools
@@ -98,9 +99,16 @@ class Agent:
     ``session``: a fresh key pair instead of the one in ``keys``, only ``authorize`` served, and
     the agent ends when its standard input closes."""
 
-    def __init__(self, bind: str, keys: Path, insecure: bool = False, log: IO[str] | None = None,
-                 authorize: tuple[bytes, ...] = (), session: bool = False,
-                 max_message: int = CONTROL_MAX_MESSAGE) -> None:
+    def __init__(
+        self,
+        bind: str,
+        keys: Path,
+        insecure: bool = False,
+        log: IO[str] | None = None,
+        authorize: tuple[bytes, ...] = (),
+        session: bool = False,
+        max_message: int = CONTROL_MAX_MESSAGE,
+    ) -> None:
         self.bind = bind
         self._keys, self._insecure = keys, insecure
         self._authorize, self._session = set(authorize), session
@@ -114,8 +122,10 @@ class Agent:
     def _secure(self, context: zmq.Context, router: zmq.Socket) -> Gatekeeper | None:
         """Make ``router`` a CURVE server that admits only authorized launchers."""
         if self._insecure:
-            self._say("warning: --insecure: anyone who reaches this port can start processes here, and "
-                      "everything travels in clear text")
+            self._say(
+                "warning: --insecure: anyone who reaches this port can start processes here, and "
+                "everything travels in clear text"
+            )
             return None
         identity: KeyPair | None
         if self._session:
@@ -130,8 +140,10 @@ class Agent:
         if not allowed and self._session:
             raise AgentSetupError("--session serves only the launcher keys given with --authorize: name one")
         if not allowed:
-            raise AgentSetupError(f"no launcher may use this agent: add each launcher's public key (run "
-                                  f"`flujo-launch keys` on its host) to {self._keys / AUTHORIZED_KEYS}, one per line")
+            raise AgentSetupError(
+                f"no launcher may use this agent: add each launcher's public key (run "
+                f"`flujo-launch keys` on its host) to {self._keys / AUTHORIZED_KEYS}, one per line"
+            )
         make_server(router, identity)
         gatekeeper = Gatekeeper(context, allowed)
         gatekeeper.start()
@@ -256,9 +268,15 @@ class Agent:
             outbox.send(identity, pack(AgentReply.EXIT, {"token": token, "code": code}))
 
         try:
-            process = NodeProcess(label, argv, {**os.environ, **request["env"]}, request["cwd"],
-                                  _LineForwarder(outbox, identity), on_exit=exited,  # type: ignore[arg-type]
-                                  reaper=self._reaper)
+            process = NodeProcess(
+                label,
+                argv,
+                {**os.environ, **request["env"]},
+                request["cwd"],
+                _LineForwarder(outbox, identity),  # type: ignore[arg-type]  # duck-typed: has the relay's methods
+                on_exit=exited,
+                reaper=self._reaper,
+            )
         except OSError as error:
             self._send(identity, AgentReply.FAILED, {"token": token, "error": f"{type(error).__name__}: {error}"})
             return
@@ -273,8 +291,10 @@ class Agent:
             if launcher.ending and not alive:
                 del self._launchers[identity]  # everything of it has ended: forget it
             elif not launcher.ending and now - launcher.heard > launcher.timeout:
-                self._say(f'the launcher of flow "{launcher.flow}" has been silent for {launcher.timeout:g} s: '
-                          f"ending its {len(alive)} processes")
+                self._say(
+                    f'the launcher of flow "{launcher.flow}" has been silent for {launcher.timeout:g} s: '
+                    f"ending its {len(alive)} processes"
+                )
                 self._end(launcher, signal.SIGTERM)
                 self._timers.after(KILL_GRACE, functools.partial(self._end, launcher, signal.SIGKILL))
         self._timers.after(HEARTBEAT_INTERVAL, self._heartbeat)
@@ -284,8 +304,10 @@ class Agent:
         for launcher in self._launchers.values():
             if launcher.lifeline == token and not launcher.ending:
                 alive = sum(1 for p in launcher.processes.values() if p.returncode is None)
-                self._say(f'the launcher of flow "{launcher.flow}" has gone (its lifeline closed): '
-                          f"ending its {alive} processes")
+                self._say(
+                    f'the launcher of flow "{launcher.flow}" has gone (its lifeline closed): '
+                    f"ending its {alive} processes"
+                )
                 self._end(launcher, signal.SIGTERM)
                 self._timers.after(KILL_GRACE, functools.partial(self._end, launcher, signal.SIGKILL))
 

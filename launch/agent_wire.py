@@ -24,6 +24,7 @@ its ZAP handler admits only the launcher keys in its authorized_keys (launch/key
 launcher checks the agent's key (the manifest's [hosts.NAME] key, or known_hosts). A launcher
 the agent does not know fails the handshake before any message is read.
 """
+
 from __future__ import annotations
 
 from enum import StrEnum

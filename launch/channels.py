@@ -10,6 +10,7 @@ Every command that changes the flow's state (start, stop, released, gone, ...) i
 replayed to a replica when its subscription arrives, so a node that connects late, or is
 restarted, sees the same flow as everyone else. That replaces any sleep for slow joiners.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,8 +30,15 @@ StatusHandler = Callable[[Status, str, int, Any], None]
 class Channels:
     """The control, status, exits and command sockets of one flow run."""
 
-    def __init__(self, context: zmq.Context, control: str, status: str, commands: str, max_message: int,
-                 say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        context: zmq.Context,
+        control: str,
+        status: str,
+        commands: str,
+        max_message: int,
+        say: Callable[[str], None],
+    ) -> None:
         self._context = context
         self.control = context.socket(zmq.XPUB)
         self.control.setsockopt(zmq.XPUB_VERBOSE, 1)
@@ -102,8 +110,10 @@ class Channels:
             self._refusals.refused(refused, "the status socket")
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
             # Well-formed but impossible here (a forged report): ignored, like a malformed one.
-            self._refusals.refused(ProtocolError("status", f"report could not be applied ({type(error).__name__}: "
-                                                           f"{str(error)[:80]})"), "the status socket")
+            self._refusals.refused(
+                ProtocolError("status", f"report could not be applied ({type(error).__name__}: {str(error)[:80]})"),
+                "the status socket",
+            )
 
     def wait_for_status(self, seconds: float) -> bool:
         return bool(self.status.poll(int(seconds * 1000) + 1))

@@ -4,6 +4,7 @@ The manifest form is shorthand for ``flujo-launch run manifest.toml``, so comman
 running flows can sit beside it as subcommands. Options may come before or after the
 arguments, and a mistyped subcommand gets a suggestion instead of "no such file".
 """
+
 from __future__ import annotations
 
 import collections
@@ -40,26 +41,34 @@ class _ManifestOrCommand(click.Group):
                 if _looks_like_manifest(word) and word not in self.commands:
                     args = ["run", *args]
                 else:  # a command (or a mistyped one) goes in front of the options given before it
-                    args = [word, *args[:position], *args[position + 1:]]
+                    args = [word, *args[:position], *args[position + 1 :]]
             elif args[0].startswith("-"):
                 args = ["run", *args]  # run's options without a manifest: run says what is missing
         return super().parse_args(ctx, args)
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
-                                                                           list[str]]:
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
         try:
             return super().resolve_command(ctx, args)
         except click.exceptions.NoSuchCommand as error:
             if error.possibilities:
                 raise  # "No such command 'stpo'. Did you mean 'stop'?"
-            raise click.UsageError(f"No such command {args[0]!r}, nor a manifest file of that name "
-                                   f"(commands: {', '.join(sorted(self.commands))})", ctx) from None
+            raise click.UsageError(
+                f"No such command {args[0]!r}, nor a manifest file of that name "
+                f"(commands: {', '.join(sorted(self.commands))})",
+                ctx,
+            ) from None
 
     def _first_argument(self, args: list[str]) -> int | None:
         """Index of the first word that is neither an option nor an option's value."""
-        takes_value = {name for command in self.commands.values() for param in command.params
-                       if isinstance(param, click.Option) and not param.is_flag and not param.count
-                       for name in param.opts + param.secondary_opts}
+        takes_value = {
+            name
+            for command in self.commands.values()
+            for param in command.params
+            if isinstance(param, click.Option) and not param.is_flag and not param.count
+            for name in param.opts + param.secondary_opts
+        }
         index = 0
         while index < len(args):
             arg = args[index]
@@ -101,8 +110,11 @@ def _place_on(flow: FlowSpec, manifest: str, engine: str) -> None:
         sys.exit(EXIT_BAD_MANIFEST)
     hosted = [name for name, node in flow.nodes.items() if node.host is not None]
     if hosted:
-        click.echo(f'error: {manifest}: node "{hosted[0]}": field "host": --on places every node on the Ray '
-                   "cluster; remove host", err=True)
+        click.echo(
+            f'error: {manifest}: node "{hosted[0]}": field "host": --on places every node on the Ray '
+            "cluster; remove host",
+            err=True,
+        )
         sys.exit(EXIT_BAD_MANIFEST)
     flow.engine, flow.transport = Engine.RAY, Transport.TCP
     if engine != Engine.RAY:
@@ -113,17 +125,36 @@ def _place_on(flow: FlowSpec, manifest: str, engine: str) -> None:
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--json-status", type=click.Path(dir_okay=False), help="Write the final status of every node here.")
 @click.option("-q", "--quiet", is_flag=True, help="Show no node output nor live table (logs still kept).")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
-              help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics (0: a free port, printed).")
-@click.option("--metrics-address", default="127.0.0.1", show_default=True, metavar="ADDRESS",
-              help="Where the metrics endpoint listens (0.0.0.0: every interface).")
-@click.option("--on", "engine", metavar="ray|auto|HOST:PORT|ray://HOST:PORT",
-              help="Place every node on a Ray cluster: HOST:6379 (its head; run from a machine of the cluster), "
-                   "ray://HOST:10001 (through Ray Client, from another machine the cluster's machines can "
-                   "reach), auto (the cluster this machine is part of), or ray (the manifest's ray_address, "
-                   "else RAY_ADDRESS or auto).")
-def run(manifest: str, json_status: str | None, quiet: bool, metrics_port: int | None,
-        metrics_address: str, engine: str | None) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics (0: a free port, printed).",
+)
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDRESS",
+    help="Where the metrics endpoint listens (0.0.0.0: every interface).",
+)
+@click.option(
+    "--on",
+    "engine",
+    metavar="ray|auto|HOST:PORT|ray://HOST:PORT",
+    help="Place every node on a Ray cluster: HOST:6379 (its head; run from a machine of the cluster), "
+    "ray://HOST:10001 (through Ray Client, from another machine the cluster's machines can "
+    "reach), auto (the cluster this machine is part of), or ray (the manifest's ray_address, "
+    "else RAY_ADDRESS or auto).",
+)
+def run(
+    manifest: str,
+    json_status: str | None,
+    quiet: bool,
+    metrics_port: int | None,
+    metrics_address: str,
+    engine: str | None,
+) -> None:
     """Validate MANIFEST, start every node, and run the flow until it ends.
 
     On a terminal a live table shows every node; otherwise each output line is prefixed
@@ -137,8 +168,11 @@ def run(manifest: str, json_status: str | None, quiet: bool, metrics_port: int |
     flow = _load(manifest)
     if engine is not None:
         _place_on(flow, manifest, engine)
-    sys.exit(Launcher(flow, json_status=json_status, quiet=quiet, metrics_port=metrics_port,
-                      metrics_address=metrics_address).run())
+    sys.exit(
+        Launcher(
+            flow, json_status=json_status, quiet=quiet, metrics_port=metrics_port, metrics_address=metrics_address
+        ).run()
+    )
 
 
 @main.command()
@@ -151,18 +185,25 @@ def check(manifest: str) -> None:
     flow = _load(manifest, consequence="")
     processes = sum(spec.replicas for spec in flow.nodes.values())
     edges = sum(len(spec.inputs) for spec in flow.nodes.values())
-    kinds = {kind: sum(1 for spec in flow.nodes.values() if spec.kind == kind)
-             for kind in NodeKind}
+    kinds = {kind: sum(1 for spec in flow.nodes.values() if spec.kind == kind) for kind in NodeKind}
     hosts = sorted({spec.host for spec in flow.nodes.values() if spec.host})
     summary = ", ".join(f"{count} {kind}{'s' if count != 1 else ''}" for kind, count in kinds.items() if count)
-    click.echo(f'{manifest}: ok: flow "{flow.name}": {len(flow.nodes)} nodes ({summary}), '
-               f"{processes} processes, {edges} edges" + (f", hosts: {', '.join(hosts)}" if hosts else ""))
+    click.echo(
+        f'{manifest}: ok: flow "{flow.name}": {len(flow.nodes)} nodes ({summary}), '
+        f"{processes} processes, {edges} edges" + (f", hosts: {', '.join(hosts)}" if hosts else "")
+    )
 
 
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
-@click.option("--format", "output_format", type=click.Choice(["mermaid", "dot", "svg", "html"]),
-              default="mermaid", show_default=True, help="Mermaid or DOT text, an SVG (Graphviz), an HTML page.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["mermaid", "dot", "svg", "html"]),
+    default="mermaid",
+    show_default=True,
+    help="Mermaid or DOT text, an SVG (Graphviz), an HTML page.",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of standard output.")
 def graph(manifest: str, output_format: str, output: str | None) -> None:
     """Draw MANIFEST's graph: nodes, replicas, ports, joins, hosts and queue policies.
@@ -221,8 +262,9 @@ def _flow_with_logs(flow_name: str | None) -> str:
         folders = sorted(path.parent.name for path in runs_folder().glob("*/logs") if path.is_dir())
         if len(folders) == 1:
             return folders[0]
-        raise click.ClickException("name the flow with --flow" + (f" (logs kept for: {', '.join(folders)})"
-                                                                  if folders else ": no logs found")) from None
+        raise click.ClickException(
+            "name the flow with --flow" + (f" (logs kept for: {', '.join(folders)})" if folders else ": no logs found")
+        ) from None
 
 
 def _selected_labels(folder: Path, node: str | None, flow: str) -> list[str]:
@@ -233,8 +275,7 @@ def _selected_labels(folder: Path, node: str | None, flow: str) -> list[str]:
     chosen = [label for label in known if node in (label, label.split(".")[0])]
     if not chosen:
         nodes = sorted({label.split(".")[0] for label in known})
-        raise click.ClickException(f'no node "{node}" in flow "{flow}" (run {folder.name}; nodes: '
-                                   f"{', '.join(nodes)})")
+        raise click.ClickException(f'no node "{node}" in flow "{flow}" (run {folder.name}; nodes: {", ".join(nodes)})')
     return chosen
 
 
@@ -253,14 +294,29 @@ def _show(line: logstore.LogLine, width: int, timestamps: bool, prefix: bool) ->
 @_flow_option
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the flow ends.")
 @click.option("-n", "--tail", type=click.IntRange(min=0), metavar="N", help="Only the last N lines.")
-@click.option("--since", metavar="WHEN",
-              help="Only lines from then on: a duration back (30s, 5m, 2h, 1d) or a time (2026-11-26T15:30, local).")
-@click.option("--run", "run_name", metavar="RUN",
-              help="A kept run other than the latest: its name (see --runs), or N for N runs before the latest.")
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="Only lines from then on: a duration back (30s, 5m, 2h, 1d) or a time (2026-11-26T15:30, local).",
+)
+@click.option(
+    "--run",
+    "run_name",
+    metavar="RUN",
+    help="A kept run other than the latest: its name (see --runs), or N for N runs before the latest.",
+)
 @click.option("--runs", "list_runs", is_flag=True, help="List the flow's kept runs, oldest first.")
 @click.option("--no-timestamps", is_flag=True, help="Leave out the time each line was relayed.")
-def logs(node: str | None, flow_name: str | None, follow: bool, tail: int | None, since: str | None,
-         run_name: str | None, list_runs: bool, no_timestamps: bool) -> None:
+def logs(
+    node: str | None,
+    flow_name: str | None,
+    follow: bool,
+    tail: int | None,
+    since: str | None,
+    run_name: str | None,
+    list_runs: bool,
+    no_timestamps: bool,
+) -> None:
     """Print the output of NODE's replicas (default: every node), interleaved by time.
 
     Each line carries the UTC time the launcher relayed it. The last few runs of each flow
@@ -301,10 +357,11 @@ def logs(node: str | None, flow_name: str | None, follow: bool, tail: int | None
                 with path.open("rb") as log:
                     log.seek(positions[label])
                     data = log.read()
-                complete = data[:data.rfind(b"\n") + 1]  # a line being written waits for the next look
+                complete = data[: data.rfind(b"\n") + 1]  # a line being written waits for the next look
                 positions[label] += len(complete)
-                fresh.extend(logstore.parse_line(label, raw)
-                             for raw in complete.decode("utf-8", errors="replace").splitlines())
+                fresh.extend(
+                    logstore.parse_line(label, raw) for raw in complete.decode("utf-8", errors="replace").splitlines()
+                )
         for line in sorted(fresh):
             if line.at >= after:
                 _show(line, width, not no_timestamps, prefix)
@@ -341,8 +398,17 @@ def list_flows(as_json: bool) -> None:
         if announcement.get("started"):
             when = logstore.parse_stamp(announcement["started"]).astimezone()
             started, up = when.strftime("%Y-%m-%d %H:%M:%S"), _duration((now - when).total_seconds())
-        rows.append((name, str(announcement["pid"]), started, up, str(announcement.get("nodes", "?")),
-                     str(announcement.get("processes", "?")), announcement.get("manifest", "")))
+        rows.append(
+            (
+                name,
+                str(announcement["pid"]),
+                started,
+                up,
+                str(announcement.get("nodes", "?")),
+                str(announcement.get("processes", "?")),
+                announcement.get("manifest", ""),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -396,24 +462,42 @@ def status(flow_name: str | None, as_json: bool) -> None:
 main.add_command(status, name="ps")
 
 
-_keys_option = click.option("--keys", "keys_dir", type=click.Path(file_okay=False), default=None,
-                            help="Folder of the key pair and trust files (default: $FLUJO_HOME or ~/.config/flujo).")
+_keys_option = click.option(
+    "--keys",
+    "keys_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of the key pair and trust files (default: $FLUJO_HOME or ~/.config/flujo).",
+)
 
 
 @main.command()
-@click.option("--bind", required=True, metavar="tcp://ADDRESS:PORT",
-              help="Where launchers reach this agent: the address and agent_port of this host's [hosts] entry.")
+@click.option(
+    "--bind",
+    required=True,
+    metavar="tcp://ADDRESS:PORT",
+    help="Where launchers reach this agent: the address and agent_port of this host's [hosts] entry.",
+)
 @_keys_option
 @click.option("--insecure", is_flag=True, help="Serve anyone who reaches the port, in clear text (warns).")
-@click.option("--authorize", multiple=True, metavar="KEY",
-              help="Also serve the launcher with this public key (may be repeated).")
-@click.option("--session", is_flag=True,
-              help="Serve over an ssh session (how a launcher starts an agent for [hosts] ssh): a new key pair for "
-                   "this run, only --authorize keys served, and the agent ends when its standard input closes.")
-@click.option("--max-message", default="4MB", show_default=True,
-              help="Largest frame accepted from any peer (bytes, or KB/MB/GB): a larger one drops its connection.")
-def agent(bind: str, keys_dir: str | None, insecure: bool, authorize: tuple[str, ...], session: bool,
-          max_message: str) -> None:
+@click.option(
+    "--authorize", multiple=True, metavar="KEY", help="Also serve the launcher with this public key (may be repeated)."
+)
+@click.option(
+    "--session",
+    is_flag=True,
+    help="Serve over an ssh session (how a launcher starts an agent for [hosts] ssh): a new key pair for "
+    "this run, only --authorize keys served, and the agent ends when its standard input closes.",
+)
+@click.option(
+    "--max-message",
+    default="4MB",
+    show_default=True,
+    help="Largest frame accepted from any peer (bytes, or KB/MB/GB): a larger one drops its connection.",
+)
+def agent(
+    bind: str, keys_dir: str | None, insecure: bool, authorize: tuple[str, ...], session: bool, max_message: str
+) -> None:
     """Serve launchers on other hosts: start the nodes they place on this host.
 
     Run one on every host that a manifest's [hosts] table names, with the flow's code at the
@@ -435,12 +519,16 @@ def agent(bind: str, keys_dir: str | None, insecure: bool, authorize: tuple[str,
 
     size = byte_size(max_message)
     if size is None or not MIN_MESSAGE <= size <= MAX_MESSAGE:
-        raise click.BadParameter(f"{max_message!r} is not a size from {MIN_MESSAGE} bytes to 16GB",
-                                 param_hint="--max-message")
+        raise click.BadParameter(
+            f"{max_message!r} is not a size from {MIN_MESSAGE} bytes to 16GB", param_hint="--max-message"
+        )
     for key in authorize:
         if not is_public_key(key):
-            click.echo(f"flujo-agent: --authorize {key[:50]!r}: not a public key (the 40 characters "
-                       "`flujo-launch keys` prints)", err=True)
+            click.echo(
+                f"flujo-agent: --authorize {key[:50]!r}: not a public key (the 40 characters "
+                "`flujo-launch keys` prints)",
+                err=True,
+            )
             sys.exit(2)
     try:
         folder = Path(keys_dir) if keys_dir else keys_folder()

@@ -5,6 +5,7 @@ map ``{"command": name, ...}``; the reply is a msgpack map with ``"ok": true`` a
 fields, or ``"ok": false``, ``"error"`` (a sentence) and ``"code"`` (launch/command_table.py;
 docs/PROTOCOL.md, section 17).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -5,6 +5,7 @@ announces (launch/runs.py); the reply is a msgpack map, ``{"ok": true, ...reply 
 ``{"ok": false, "code": CODE, "error": SENTENCE}``. docs/PROTOCOL.md (section 17) documents this
 table: keep them in step (tests/test_command_table.py checks that it names every command and code).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -96,18 +97,33 @@ def _restart(flow: Controlled, request: dict[str, Any]) -> dict[str, Any]:
     return {"restarting": labels}
 
 
-COMMANDS: dict[str, Command] = {command.name: command for command in (
-    Command("status", arguments="none",
+COMMANDS: dict[str, Command] = {
+    command.name: command
+    for command in (
+        Command(
+            "status",
+            arguments="none",
             reply="the flow's state: flow, started, stopping, hosts, bottleneck, nodes (one map per replica)",
-            errors=(), run=_status),
-    Command("stop", arguments='"nodes": list of node names (optional; none or empty: every producer, the whole flow)',
+            errors=(),
+            run=_status,
+        ),
+        Command(
+            "stop",
+            arguments='"nodes": list of node names (optional; none or empty: every producer, the whole flow)',
             reply='"stopping": the nodes told to stop; "ended": {node: how it ended} for named nodes that had '
-                  "already ended (not stopped again)",
-            errors=(ErrorCode.UNKNOWN_NODE,), run=_stop),
-    Command("restart", arguments='"node": a node name',
+            "already ended (not stopped again)",
+            errors=(ErrorCode.UNKNOWN_NODE,),
+            run=_stop,
+        ),
+        Command(
+            "restart",
+            arguments='"node": a node name',
             reply='"restarting": the labels of the replicas that will be replaced, one after the other',
-            errors=(ErrorCode.UNKNOWN_NODE, ErrorCode.ALREADY_ENDED, ErrorCode.NOTHING_TO_RESTART), run=_restart),
-)}
+            errors=(ErrorCode.UNKNOWN_NODE, ErrorCode.ALREADY_ENDED, ErrorCode.NOTHING_TO_RESTART),
+            run=_restart,
+        ),
+    )
+}
 
 
 def answer(flow: Controlled, request: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """What a person sees of a flow run: the launcher's messages, node output (a live table on a
 terminal, prefixed lines otherwise), the closing summary, and the Prometheus endpoint; all of
 them read a snapshot of the status refreshed a few times a second."""
+
 from __future__ import annotations
 
 import contextlib
@@ -55,8 +56,9 @@ class Display:
         try:
             self._metrics = MetricsServer(lambda: self._snapshot, port, address)
         except OSError as error:
-            raise LaunchError(EXIT_BAD_MANIFEST, f"cannot serve metrics on {address}:{port}: "
-                                                 f"{error.strerror or error}") from None
+            raise LaunchError(
+                EXIT_BAD_MANIFEST, f"cannot serve metrics on {address}:{port}: {error.strerror or error}"
+            ) from None
         host = f"[{address}]" if ":" in address else address
         url = f"http://{host}:{self._metrics.port}/metrics"
         self.say(f"metrics: {url}")

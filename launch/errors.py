@@ -1,4 +1,5 @@
 """Errors the launcher shows to people: each names the file, the node and the field."""
+
 from __future__ import annotations
 
 import difflib

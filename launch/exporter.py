@@ -4,6 +4,7 @@ prometheus_client serves the text format from its own thread; at each scrape the
 reads the launcher's latest status snapshot (a dict the loop replaces a few times a second,
 never mutates), so a scrape costs the launcher loop nothing and never races it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -60,11 +61,16 @@ class StatusCollector(Collector):
             for entry in replicas:
                 gauge.add_metric(replica_labels(entry), float(entry.get(field, 0.0)))
             yield gauge
-        up = GaugeMetricFamily("flujo_replica_up", "1 while the replica's process runs the flow, else 0.",
-                               labels=[*REPLICA_LABELS, "state"])
+        up = GaugeMetricFamily(
+            "flujo_replica_up",
+            "1 while the replica's process runs the flow, else 0.",
+            labels=[*REPLICA_LABELS, "state"],
+        )
         for entry in replicas:
-            up.add_metric([*replica_labels(entry), entry.get("state", "")],
-                          1.0 if entry.get("state") == ReplicaState.RUNNING else 0.0)
+            up.add_metric(
+                [*replica_labels(entry), entry.get("state", "")],
+                1.0 if entry.get("state") == ReplicaState.RUNNING else 0.0,
+            )
         yield up
         nodes = {entry["node"]: entry for entry in replicas}  # these are per node: each replica repeats them
         for field, kind, name, documentation in NODE_METRICS:
@@ -72,8 +78,9 @@ class StatusCollector(Collector):
             for node, entry in nodes.items():
                 per_node.add_metric([flow, node], float(entry.get(field, 0)))
             yield per_node
-        started = GaugeMetricFamily("flujo_flow_started", "1 once every node is ready and the producers run.",
-                                    labels=["flow"])
+        started = GaugeMetricFamily(
+            "flujo_flow_started", "1 once every node is ready and the producers run.", labels=["flow"]
+        )
         started.add_metric([flow], 1.0 if status.get("started") else 0.0)
         yield started
 

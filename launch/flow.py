@@ -27,6 +27,7 @@ Every ``add`` validates the graph so far with the manifest's own rules, so misus
 where the flow is defined, not when it runs. Cycles cannot be written: a node's inputs
 must exist before it.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -103,8 +104,10 @@ class NodeRef(Port):
     def output(self, name: str) -> Port:
         outputs = self.flow._outputs[self.node]
         if name not in outputs:
-            raise FlowDefinitionError(f'node "{self.node}" has no output port "{name}" '
-                                      f"(it has: {', '.join(outputs)}){did_you_mean(name, outputs)}")
+            raise FlowDefinitionError(
+                f'node "{self.node}" has no output port "{name}" '
+                f"(it has: {', '.join(outputs)}){did_you_mean(name, outputs)}"
+            )
         return Port(self.flow, self.node, name)
 
     def __str__(self) -> str:
@@ -124,8 +127,9 @@ def _reference(target: Any) -> str:
     referred to through ``__main__`` until ``start`` pickles it)."""
     qualname = getattr(target, "__qualname__", "")
     if not callable(target) or not qualname or "<" in qualname:
-        raise FlowDefinitionError(f"{target!r} is not a module-level class or function, so another "
-                                  "process cannot load it")
+        raise FlowDefinitionError(
+            f"{target!r} is not a module-level class or function, so another process cannot load it"
+        )
     if _is_interactive(target):
         return f"__main__:{qualname}"
     module = sys.modules.get(target.__module__)
@@ -151,8 +155,11 @@ def _arguments_of(target: Any) -> list[str] | None:
         return None
     if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
         return None
-    return [parameter.name for parameter in parameters
-            if parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    return [
+        parameter.name
+        for parameter in parameters
+        if parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
 
 
 class Flow:
@@ -185,8 +192,15 @@ class Flow:
         self._last_messages: deque[str] = deque(maxlen=MESSAGES_KEPT)  # ... and keeps the last ones
 
     # -- definition ------------------------------------------------------------------------
-    def add_host(self, name: str, address: str, agent_port: int | None = None, *, ssh: str | None = None,
-                 python: str | None = None) -> None:
+    def add_host(
+        self,
+        name: str,
+        address: str,
+        agent_port: int | None = None,
+        *,
+        ssh: str | None = None,
+        python: str | None = None,
+    ) -> None:
         """Declare another machine; nodes added with ``host=name`` run there (its agent starts them).
 
         ``agent_port``: where its agent listens (default 7700, or any free port for ``ssh``);
@@ -206,8 +220,9 @@ class Flow:
             raise FlowDefinitionError(f'flow "{self.name}" already has a node named "{name}"')
         ports = {key: value for key, value in keywords.items() if isinstance(value, Port)}
         options = {key: value for key, value in keywords.items() if key in NODE_OPTIONS and key not in ports}
-        args = self._arguments(name, target, {key: value for key, value in keywords.items()
-                                              if key not in ports and key not in options})
+        args = self._arguments(
+            name, target, {key: value for key, value in keywords.items() if key not in ports and key not in options}
+        )
         if inputs and ports:
             raise FlowDefinitionError(f'node "{name}": give inputs either positionally or as named ports, not both')
         for upstream in [*inputs, *ports.values()]:
@@ -216,8 +231,10 @@ class Flow:
             if upstream.flow is not self:
                 raise FlowDefinitionError(f'node "{name}": input "{upstream.node}" belongs to another flow')
         if not command and _is_interactive(target) and options.get("host"):
-            raise FlowDefinitionError(f'node "{name}": {target.__qualname__} is defined interactively, so it cannot '
-                                      "run on another host; define it in a file present on both")
+            raise FlowDefinitionError(
+                f'node "{name}": {target.__qualname__} is defined interactively, so it cannot '
+                "run on another host; define it in a file present on both"
+            )
         table: dict[str, Any] = {"command": [str(word) for word in target]} if command else {"run": _reference(target)}
         table["cwd"] = str(Path(options.pop("cwd", None) or os.getcwd()).resolve())
         if inputs:
@@ -250,7 +267,8 @@ class Flow:
                 takes = f"takes: {', '.join(accepted)}" if accepted else "takes no arguments"
                 raise FlowDefinitionError(
                     f'node "{node}": unknown keyword "{key}"{did_you_mean(key, [*NODE_OPTIONS, *accepted])}: '
-                    f"not a node option ({', '.join(NODE_OPTIONS)}) nor an argument of {what} ({takes})")
+                    f"not a node option ({', '.join(NODE_OPTIONS)}) nor an argument of {what} ({takes})"
+                )
             args[key] = value
         return args
 
@@ -268,8 +286,10 @@ class Flow:
             try:
                 tomli_w.dumps({key: value})
             except TypeError:
-                raise FlowDefinitionError(f'node "{node}": argument "{key}" = {value!r} cannot be written to a '
-                                          "manifest (use strings, numbers, booleans, lists and tables)") from None
+                raise FlowDefinitionError(
+                    f'node "{node}": argument "{key}" = {value!r} cannot be written to a '
+                    "manifest (use strings, numbers, booleans, lists and tables)"
+                ) from None
             checked[key] = value
         return checked
 
@@ -321,11 +341,26 @@ class Flow:
             env = {**os.environ, parent.FD_ENV: str(read_end), parent.FOLDER_ENV: str(self._folder)}
             # Its own session: a terminal's Ctrl-C reaches this program, which decides what to stop.
             self._launcher = subprocess.Popen(
-                [sys.executable, "-m", "flujo.launch", "run", str(manifest),
-                 "--json-status", str(self._folder / "status.json")],
-                env=env, pass_fds=(read_end,), start_new_session=True, stderr=subprocess.PIPE)
-            self._messages = threading.Thread(target=self._relay_messages, args=(self._launcher.stderr,),
-                                              daemon=True, name=f"flow {self.name} messages")
+                [
+                    sys.executable,
+                    "-m",
+                    "flujo.launch",
+                    "run",
+                    str(manifest),
+                    "--json-status",
+                    str(self._folder / "status.json"),
+                ],
+                env=env,
+                pass_fds=(read_end,),
+                start_new_session=True,
+                stderr=subprocess.PIPE,
+            )
+            self._messages = threading.Thread(
+                target=self._relay_messages,
+                args=(self._launcher.stderr,),
+                daemon=True,
+                name=f"flow {self.name} messages",
+            )
             self._messages.start()
         except BaseException:
             self._release()
@@ -356,8 +391,10 @@ class Flow:
         if name is None:
             return status
         replicas = [entry for entry in status["nodes"] if entry["node"] == name]
-        totals = {key: sum(entry.get(key) or 0 for entry in replicas)
-                  for key in ("items_in", "items_out", "errors", "restarts")}
+        totals = {
+            key: sum(entry.get(key) or 0 for entry in replicas)
+            for key in ("items_in", "items_out", "errors", "restarts")
+        }
         return {"node": name, **totals, "replicas": replicas}
 
     def join(self, timeout: float | None = None) -> dict[str, int]:
@@ -475,17 +512,23 @@ class Flow:
         code = self._launcher.returncode if self._launcher is not None else None
         if code == 0:
             return results
-        failed = [node for node in status.get("nodes", [])
-                  if node.get("error") or node.get("exit_code") not in (0, None)]
+        failed = [
+            node for node in status.get("nodes", []) if node.get("error") or node.get("exit_code") not in (0, None)
+        ]
         if failed:
-            reasons = [f'node "{node["label"]}" failed: '
-                       f'{node.get("error") or "exited with status " + str(node.get("exit_code"))}' for node in failed]
+            reasons = [
+                f'node "{node["label"]}" failed: '
+                f"{node.get('error') or 'exited with status ' + str(node.get('exit_code'))}"
+                for node in failed
+            ]
         elif status:
             reasons = [f"killed (the launcher exited with status {code})"]
         else:
             said = [line for line in self._last_messages if line.strip()]
-            reasons = [f"the launcher exited with status {code} before the flow ran"
-                       + (": " + " / ".join(said[-3:]) if said else "")]
+            reasons = [
+                f"the launcher exited with status {code} before the flow ran"
+                + (": " + " / ".join(said[-3:]) if said else "")
+            ]
         raise FlowError(f'flow "{self.name}" failed: ' + "; ".join(reasons), results, status)
 
     def _release(self) -> None:
@@ -501,8 +544,10 @@ class Flow:
                 raise FlowDefinitionError(f'node "{node.node}" belongs to another flow')
             return node.node
         if node not in self._nodes:
-            raise FlowDefinitionError(f'flow "{self.name}" has no node "{node}"{did_you_mean(node, self._nodes)} '
-                                      f"(its nodes: {', '.join(self._nodes)})")
+            raise FlowDefinitionError(
+                f'flow "{self.name}" has no node "{node}"{did_you_mean(node, self._nodes)} '
+                f"(its nodes: {', '.join(self._nodes)})"
+            )
         return node
 
     def _wait_announced(self) -> None:

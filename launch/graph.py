@@ -6,6 +6,7 @@ it joins several inputs, its restart and error policies, which host runs it, and
 arrow the ports it links and the receiving queue's size and policy where they differ from
 the flow's default (the title states the default).
 """
+
 from __future__ import annotations
 
 import html
@@ -156,18 +157,19 @@ def _dot_box(box: Box, indent: str) -> str:
     details = "".join(f'<br/><font point-size="10">{html.escape(line)}</font>' for line in box.details)
     label = f"<<b>{html.escape(box.title)}</b>{details}>"
     extra = ", peripheries=2" if box.replicas > 1 else ""  # a stack of processes
-    return (f'{indent}{_dot_string(box.id)} [label={label}, fillcolor="{_FILL[box.kind]}"'
-            f"{extra}];")
+    return f'{indent}{_dot_string(box.id)} [label={label}, fillcolor="{_FILL[box.kind]}"{extra}];'
 
 
 def to_dot(flow: FlowSpec) -> str:
     """A Graphviz digraph: `dot -Tsvg` draws it."""
     picture = describe(flow)
-    lines = [f"digraph {_dot_string(flow.name)} {{",
-             f"    graph [rankdir=LR, newrank=true, label={_dot_string(picture.title)}, labelloc=t, "
-             'fontname="Helvetica", fontsize=12, nodesep=0.3, ranksep=0.5];',
-             '    node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12];',
-             '    edge [fontname="Helvetica", fontsize=10, color="#555555"];']
+    lines = [
+        f"digraph {_dot_string(flow.name)} {{",
+        f"    graph [rankdir=LR, newrank=true, label={_dot_string(picture.title)}, labelloc=t, "
+        'fontname="Helvetica", fontsize=12, nodesep=0.3, ranksep=0.5];',
+        '    node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12];',
+        '    edge [fontname="Helvetica", fontsize=10, color="#555555"];',
+    ]
     for number, (host, boxes) in enumerate(picture.groups.items()):
         indent = "    "
         if picture.grouped:
@@ -188,8 +190,10 @@ def to_svg(flow: FlowSpec) -> str:
     """The DOT graph drawn by Graphviz's `dot` (Debian: apt-get install graphviz)."""
     dot = shutil.which("dot")
     if dot is None:
-        raise GraphvizMissing("SVG output needs Graphviz's `dot` program (Debian: apt-get install graphviz); "
-                              "--format html draws the graph in a browser instead")
+        raise GraphvizMissing(
+            "SVG output needs Graphviz's `dot` program (Debian: apt-get install graphviz); "
+            "--format html draws the graph in a browser instead"
+        )
     done = subprocess.run([dot, "-Tsvg"], input=to_dot(flow), capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise GraphvizMissing(f"dot failed: {done.stderr.strip()}")

@@ -6,6 +6,7 @@ the drained process exits once its readers have its pause marker (dismiss), and 
 senders resume once the successor runs. The launcher respawns the process; this class
 decides when each step may go.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -21,8 +22,13 @@ HOLDABLE = frozenset({ReplicaState.STARTING, ReplicaState.READY, ReplicaState.RE
 class Handovers:
     """Graceful restarts in progress, one replica at a time."""
 
-    def __init__(self, replicas: dict[Key, Replica], publish: Callable[..., None], say: Callable[[str], None],
-                 start_grace: Callable[[Replica], None]) -> None:
+    def __init__(
+        self,
+        replicas: dict[Key, Replica],
+        publish: Callable[..., None],
+        say: Callable[[str], None],
+        start_grace: Callable[[Replica], None],
+    ) -> None:
         self._replicas = replicas
         self._publish, self._say, self._start_grace = publish, say, start_grace
         self._queue: list[Replica] = []
@@ -93,8 +99,9 @@ class Handovers:
             hold = replica.hold
             if hold is None or hold.limit is not None or not replica.aligned:
                 continue
-            senders = [(port.source, index, port.port) for port in replica.config.inputs
-                       for index in range(port.senders)]
+            senders = [
+                (port.source, index, port.port) for port in replica.config.inputs for index in range(port.senders)
+            ]
             if all(key in hold.positions or not self._replicas[key[:2]].sends for key in senders):
                 hold.limit = max(hold.positions.values(), default=-1)
                 self._publish(Control.ALIGN, *replica.key, hold.generation, hold.limit)
@@ -103,8 +110,12 @@ class Handovers:
         """Let each drained process exit once every reader it paused has confirmed (or stopped reading)."""
         for replica in self._replicas.values():
             process = replica.current
-            if process.drained is not None and not process.dismissed and process.exit_code is None and all(
-                    self._has_pause(replica, *reader) for reader in process.drained["readers"]):
+            if (
+                process.drained is not None
+                and not process.dismissed
+                and process.exit_code is None
+                and all(self._has_pause(replica, *reader) for reader in process.drained["readers"])
+            ):
                 replica.dismissed()
                 self._publish(Control.DISMISS, *replica.key, replica.config.generation)
 

@@ -1,5 +1,6 @@
 """The flow's other hosts and its Ray cluster: connect before planning, keep the links alive,
 and count a host that falls silent as lost (its nodes as crashed)."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,14 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 class Hosts:
     """Agent links by host name, the Ray link (engine = "ray"), and the ssh sessions started for them."""
 
-    def __init__(self, flow: FlowSpec, replicas: dict[Key, Replica], timers: Timers, say: Callable[[str], None],
-                 relay: Callable[[], OutputRelay | None]) -> None:
+    def __init__(
+        self,
+        flow: FlowSpec,
+        replicas: dict[Key, Replica],
+        timers: Timers,
+        say: Callable[[str], None],
+        relay: Callable[[], OutputRelay | None],
+    ) -> None:
         self._flow, self._replicas, self._timers, self._say, self._relay = flow, replicas, timers, say, relay
         self.links: dict[str, AgentLink] = {}  # host name -> its agent, for nodes on other hosts
         self.ray: RayLink | None = None  # the Ray cluster every node is placed on (engine = "ray")
@@ -67,8 +74,9 @@ class Hosts:
         """engine = "ray": connect to the cluster and place every replica (launch/ray_engine.py)."""
         if self._flow.engine != "ray":
             return {}
-        self.ray = RayLink(context, self._flow.ray_address or os.environ.get("RAY_ADDRESS") or "auto",
-                           self._flow.name, self._relay)
+        self.ray = RayLink(
+            context, self._flow.ray_address or os.environ.get("RAY_ADDRESS") or "auto", self._flow.name, self._relay
+        )
         if self._flow.host in LOOPBACK:
             self._flow.host = self.ray.own_address  # where nodes on other machines reach this launcher
         return place_flow(self.ray, self._flow, self._say)
@@ -101,9 +109,15 @@ class Hosts:
     def states(self) -> list[dict[str, Any]]:
         """Each agent link's state, for the status snapshot."""
         monotonic = time.monotonic()
-        return [{"name": name, "state": link.state, "silent": round(monotonic - link.heard, 1),
-                 "rtt_ms": None if link.rtt is None else round(link.rtt * 1000, 2)}
-                for name, link in self.links.items()]
+        return [
+            {
+                "name": name,
+                "state": link.state,
+                "silent": round(monotonic - link.heard, 1),
+                "rtt_ms": None if link.rtt is None else round(link.rtt * 1000, 2),
+            }
+            for name, link in self.links.items()
+        ]
 
     def close(self) -> None:
         for link in self.links.values():

@@ -12,6 +12,7 @@ One folder per user (``$FLUJO_HOME``, default ``~/.config/flujo``), mode 0700::
 ``flujo-launch keys`` makes the key pair and prints the public key to hand to the other side.
 Lines starting with ``#`` and blank lines are ignored everywhere.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,7 +58,8 @@ def load_identity(folder: Path) -> KeyPair | None:
         public, secret = zmq.auth.load_certificate(str(secret_file))
     except (OSError, ValueError) as error:
         raise KeyFileError(
-            f"{secret_file}: not a key pair ({error}); move it away and run `flujo-launch keys`") from error
+            f"{secret_file}: not a key pair ({error}); move it away and run `flujo-launch keys`"
+        ) from error
     if secret is None:
         raise KeyFileError(f"{secret_file}: holds no secret key; move it away and run `flujo-launch keys`")
     return KeyPair(public, secret)
@@ -76,8 +78,10 @@ def authorized_keys(folder: Path) -> set[bytes]:
     keys = set()
     for number, fields in enumerate(_entries(path), 1):
         if not is_public_key(fields[0]):
-            raise KeyFileError(f"{path}, entry {number}: {fields[0][:50]!r} is not a public key "
-                               "(the 40 characters `flujo-launch keys` prints)")
+            raise KeyFileError(
+                f"{path}, entry {number}: {fields[0][:50]!r} is not a public key "
+                "(the 40 characters `flujo-launch keys` prints)"
+            )
         keys.add(fields[0].encode("ascii"))
     return keys
 

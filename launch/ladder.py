@@ -1,4 +1,5 @@
 """The stop ladder: a replica that should end gets its stop_timeout, then SIGTERM, then SIGKILL."""
+
 from __future__ import annotations
 
 import signal
@@ -45,20 +46,28 @@ class StopLadder:
 
         def escalate(signum: int) -> None:
             nonlocal last
-            if replica.current is not record or record.ladder is not ladder or record.finished \
-                    or record.exit_code is not None:
+            if (
+                replica.current is not record
+                or record.ladder is not ladder
+                or record.finished
+                or record.exit_code is not None
+            ):
                 return
             if reading and signum == signal.SIGTERM:
                 if moved() != last:  # still moving items: not stuck
                     last = moved()
                     self._timers.after(wait, lambda: escalate(signal.SIGTERM))
                     return
-                self._say(f'node "{replica.config.label}" moved no item for {wait:g} s after its inputs '
-                          "ended or were stopped: sending SIGTERM")
+                self._say(
+                    f'node "{replica.config.label}" moved no item for {wait:g} s after its inputs '
+                    "ended or were stopped: sending SIGTERM"
+                )
             else:
                 doing = "drain" if replica.draining else "end"
-                self._say(f'node "{replica.config.label}" did not {doing} within {timeout:g} s: sending '
-                          f"{signal.Signals(signum).name}")
+                self._say(
+                    f'node "{replica.config.label}" did not {doing} within {timeout:g} s: sending '
+                    f"{signal.Signals(signum).name}"
+                )
             replica.escalated(signal.Signals(signum).name)
             process.signal(signum)
             if signum == signal.SIGTERM:

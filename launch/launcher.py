@@ -8,6 +8,7 @@ spawner.py (processes), handover.py (graceful restarts), replica.py (the life-cy
 command_table.py (commands), snapshot.py (status), hosts.py (agents, Ray), display.py (what a
 person sees), signals.py (Ctrl-C).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,16 @@ from flujo.shm_wire import cleanup_flow_segments, segment_prefix
 class Launcher:
     """Runs one flow to its end. ``run()`` returns the exit status for the command line."""
 
-    def __init__(self, flow: FlowSpec, output: IO[str] | None = None, messages: IO[str] | None = None,
-                 json_status: str | None = None, quiet: bool = False, metrics_port: int | None = None,
-                 metrics_address: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        flow: FlowSpec,
+        output: IO[str] | None = None,
+        messages: IO[str] | None = None,
+        json_status: str | None = None,
+        quiet: bool = False,
+        metrics_port: int | None = None,
+        metrics_address: str = "127.0.0.1",
+    ) -> None:
         self.flow = flow
         self._metrics_at = (metrics_address, metrics_port) if metrics_port is not None else None
         self._json_status = json_status
@@ -73,9 +81,13 @@ class Launcher:
     def status(self) -> dict[str, Any]:
         """The flow's state, one entry per replica (launch/snapshot.py)."""
         supervisor = self._supervisor
-        return flow_status(self.flow, self.replicas, self._hosts.states(),
-                           supervisor is not None and supervisor.started,
-                           supervisor is not None and supervisor.stopping)
+        return flow_status(
+            self.flow,
+            self.replicas,
+            self._hosts.states(),
+            supervisor is not None and supervisor.started,
+            supervisor is not None and supervisor.stopping,
+        )
 
     # -- what commands act on (launch/command_table.py) --------------------------------------------
     @property
@@ -113,8 +125,10 @@ class Launcher:
     def _run(self) -> None:
         try:
             if self.flow.name in running_flows():
-                raise LaunchError(EXIT_NODE_FAILED, f"a flow named \"{self.flow.name}\" is already running; "
-                                                    "give this one another [flow] name")
+                raise LaunchError(
+                    EXIT_NODE_FAILED,
+                    f'a flow named "{self.flow.name}" is already running; give this one another [flow] name',
+                )
             flow_folder = private_runs_folder(self.flow.name)
         except UnsafeFolderError as error:
             raise LaunchError(EXIT_NODE_FAILED, str(error)) from None
@@ -126,8 +140,10 @@ class Launcher:
         # A fresh key pair per run: every tcp socket of the flow uses CURVE with it (flujo/curve.py).
         flow_keys = KeyPair.generate() if self.flow.secure else None
         if self.flow.transport == "tcp" and not flow_keys:
-            self._say("warning: insecure = true: this flow's tcp traffic is neither encrypted nor authenticated; "
-                      "anyone on the network can read it and inject into it")
+            self._say(
+                "warning: insecure = true: this flow's tcp traffic is neither encrypted nor authenticated; "
+                "anyone on the network can read it and inject into it"
+            )
         context = FlowContext(flow_keys)
         try:
             with Interrupts() as interrupts:
@@ -150,17 +166,36 @@ class Launcher:
             cleanup_flow_segments(flow_run)
             reaper.close()  # every node has exited: kills only what they left behind
 
-    def _start(self, context: zmq.Context, run_dir: Path, flow_run: str, flow_keys: KeyPair | None,
-               announcement: Path, reaper: Reaper, interrupts: Interrupts) -> None:
+    def _start(
+        self,
+        context: zmq.Context,
+        run_dir: Path,
+        flow_run: str,
+        flow_keys: KeyPair | None,
+        announcement: Path,
+        reaper: Reaper,
+        interrupts: Interrupts,
+    ) -> None:
         remote_ports, placed = self._hosts.connect(context)  # LaunchError: nothing started
         endpoints, configs = plan(self.flow, run_dir, remote_ports, flow_keys, placed)
         commands = f"ipc://{run_dir / 'commands'}"
-        channels = Channels(context, endpoints.control, endpoints.status, commands, self.flow.max_control_message,
-                            self._say)
+        channels = Channels(
+            context, endpoints.control, endpoints.status, commands, self.flow.max_control_message, self._say
+        )
         metrics_url = self._display.serve_metrics(*self._metrics_at) if self._metrics_at is not None else None
-        announce(announcement, {"flow": self.flow.name, "pid": os.getpid(), "endpoint": commands,
-                                "started": stamp(time.time()), "manifest": str(self.flow.path),
-                                "nodes": len(self.flow.nodes), "processes": len(configs), "metrics": metrics_url})
+        announce(
+            announcement,
+            {
+                "flow": self.flow.name,
+                "pid": os.getpid(),
+                "endpoint": commands,
+                "started": stamp(time.time()),
+                "manifest": str(self.flow.path),
+                "nodes": len(self.flow.nodes),
+                "processes": len(configs),
+                "metrics": metrics_url,
+            },
+        )
         for key, config in configs.items():
             spec = self.flow.nodes[config.node]
             self.replicas[key] = Replica(config, RestartBudget(spec.restart, spec.max_restarts, spec.restart_window))
@@ -168,8 +203,9 @@ class Launcher:
         logs = new_run(self.flow.name, {"manifest": str(self.flow.path), "labels": labels})
         with self._display.terminal(max(map(len, labels)), self.status) as show:
             self._relay = OutputRelay(show, logs)
-            self._supervisor = Supervisor(self.flow, self.replicas, channels, self._hosts, self._timers, self._say,
-                                          self._relay, reaper, flow_run)
+            self._supervisor = Supervisor(
+                self.flow, self.replicas, channels, self._hosts, self._timers, self._say, self._relay, reaper, flow_run
+            )
             self._supervisor.spawn_all()
             self._loop(self._supervisor, channels, interrupts)
             self._kill_all()  # also waits for the last output lines, while the view still shows them

@@ -11,6 +11,7 @@ that launcher can tie a connection to itself. An observer on the path could read
 from the plain connection and open one of its own, whose closing would end that launcher's
 processes: no more than such an observer could do by cutting the link.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -85,7 +86,7 @@ class LifelineListener:
             if len(received) < 2 * TOKEN_BYTES:
                 self._partial[sock] = received
                 return
-            token = received[:2 * TOKEN_BYTES].decode("ascii", "replace")
+            token = received[: 2 * TOKEN_BYTES].decode("ascii", "replace")
             if token not in self._expected:
                 self._drop(sock, report=False)  # not a lifeline any launcher announced
                 return

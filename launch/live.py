@@ -7,6 +7,7 @@ and prints the nodes' output lines above it, ``label | text``, the same as the p
 for producers that know their length; `render_summary` is the closing summary. Both are pure,
 so tests can render them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,18 @@ STATE_STYLES: dict[str, str] = {
     ReplicaState.FAILED: "bold red",
 }
 #: Colours for the labels of output lines, picked by a stable hash of the label.
-LABEL_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
-                 "bright_green", "bright_yellow", "bright_blue")
+LABEL_COLOURS = (
+    "cyan",
+    "magenta",
+    "green",
+    "yellow",
+    "blue",
+    "bright_cyan",
+    "bright_magenta",
+    "bright_green",
+    "bright_yellow",
+    "bright_blue",
+)
 BAR_WIDTH = 10
 PROGRESS_WIDTH = 30
 #: Output lines go to the screen in batches, at most this many times a second: every batch
@@ -73,8 +84,15 @@ class LiveView:
     the final table once at the end.
     """
 
-    def __init__(self, flow_name: str, status: Callable[[], dict], console: Console | None = None,
-                 refresh_per_second: float = 4.0, *, label_width: int = 0) -> None:
+    def __init__(
+        self,
+        flow_name: str,
+        status: Callable[[], dict],
+        console: Console | None = None,
+        refresh_per_second: float = 4.0,
+        *,
+        label_width: int = 0,
+    ) -> None:
         """``label_width``: pad output labels to at least this many characters (they are
         padded to the widest label seen so far in any case)."""
         self.flow_name = flow_name
@@ -94,8 +112,12 @@ class LiveView:
 
     # -- context manager ------------------------------------------------------------------
     def __enter__(self) -> LiveView:
-        self._live = Live(console=self.console, refresh_per_second=self._refresh_per_second,
-                          transient=False, get_renderable=self._renderable)
+        self._live = Live(
+            console=self.console,
+            refresh_per_second=self._refresh_per_second,
+            transient=False,
+            get_renderable=self._renderable,
+        )
         self._live.start()
         self._closing = False
         self._writer = threading.Thread(target=self._write_loop, daemon=True, name="live view output")
@@ -174,8 +196,10 @@ class LiveView:
     def _styled(self, text: Text) -> str:
         """``text`` with the escape codes of this console's colour system (none without one)."""
         system = COLOR_SYSTEMS.get(self.console.color_system or "")
-        return "".join(segment.style.render(segment.text, color_system=system) if segment.style and system
-                       else segment.text for segment in text.render(self.console))
+        return "".join(
+            segment.style.render(segment.text, color_system=system) if segment.style and system else segment.text
+            for segment in text.render(self.console)
+        )
 
     # -- the table ------------------------------------------------------------------------
     def _renderable(self) -> RenderableType:
@@ -205,9 +229,14 @@ def render_status(status: dict) -> RenderableType:
     """The table of every replica in a launcher status dict (missing keys show as "–"), and
     under it a progress bar with the time left for each producer that knows its length."""
     table = _status_table(status)
-    progress = [_progress(node) for node in status.get("nodes") or [] if isinstance(node, dict)
-                and isinstance(node.get("total"), int) and node["total"] > 0
-                and node.get("state") != ReplicaState.EXITED]
+    progress = [
+        _progress(node)
+        for node in status.get("nodes") or []
+        if isinstance(node, dict)
+        and isinstance(node.get("total"), int)
+        and node["total"] > 0
+        and node.get("state") != ReplicaState.EXITED
+    ]
     return Group(table, *progress) if progress else table
 
 
@@ -237,12 +266,20 @@ def _status_table(status: dict) -> Table:
             caption.append("\n" if caption else "")
             caption.append(f"{node_label(node)} pending: ", style=STATE_STYLES[state])
             caption.append(_one_line(str(node["pending"])))
-    table = Table(title=title, caption=caption or None, box=box.SIMPLE_HEAD, padding=0,
-                  show_edge=False, title_justify="left", caption_justify="left")
+    table = Table(
+        title=title,
+        caption=caption or None,
+        box=box.SIMPLE_HEAD,
+        padding=0,
+        show_edge=False,
+        title_justify="left",
+        caption_justify="left",
+    )
     columns = shown_columns(nodes, compact=True)  # the one table definition (launch/status_table.py)
     for column in columns:
-        table.add_column(column.title, justify=column.justify, no_wrap=True,
-                         style="red" if column.field == "rejected" else None)
+        table.add_column(
+            column.title, justify=column.justify, no_wrap=True, style="red" if column.field == "rejected" else None
+        )
     for node in nodes:
         highlight = bool(bottleneck) and node.get("node", node.get("label")) == bottleneck
         table.add_row(*(_cell(column, node) for column in columns), style="bold" if highlight else None)
@@ -264,18 +301,38 @@ def _cell(column: Column, node: dict) -> Text:
 def render_summary(status: dict) -> Table:
     """The closing summary: per node replica its items, time, errors and restarts, and what
     the node reported at its end (``summary()``, for instance a counter's final counts)."""
-    table = Table(title=Text(f"flow {status.get('flow') or '?'}: summary", style="bold"), box=box.SIMPLE_HEAD,
-                  padding=(0, 1, 0, 0), show_edge=False, title_justify="left")
-    for column, justify in (("node", "left"), ("exit", "right"), ("in", "right"), ("out", "right"),
-                            ("time", "right"), ("errors", "right"), ("restarts", "right"), ("reported", "left")):
+    table = Table(
+        title=Text(f"flow {status.get('flow') or '?'}: summary", style="bold"),
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        show_edge=False,
+        title_justify="left",
+    )
+    for column, justify in (
+        ("node", "left"),
+        ("exit", "right"),
+        ("in", "right"),
+        ("out", "right"),
+        ("time", "right"),
+        ("errors", "right"),
+        ("restarts", "right"),
+        ("reported", "left"),
+    ):
         table.add_column(column, justify=justify, no_wrap=column != "reported")  # type: ignore[arg-type]
     for node in status.get("nodes") or []:
         if not isinstance(node, dict):
             continue
         code = node.get("exit_code")
-        table.add_row(node_label(node), Text(integer(code), style="" if code in (0, None) else "bold red"),
-                      integer(node.get("items_in")), integer(node.get("items_out")), _duration(node.get("seconds")),
-                      integer(node.get("errors")), integer(node.get("restarts")), summary_text(node.get("summary")))
+        table.add_row(
+            node_label(node),
+            Text(integer(code), style="" if code in (0, None) else "bold red"),
+            integer(node.get("items_in")),
+            integer(node.get("items_out")),
+            _duration(node.get("seconds")),
+            integer(node.get("errors")),
+            integer(node.get("restarts")),
+            summary_text(node.get("summary")),
+        )
     return table
 
 
@@ -292,9 +349,11 @@ def plain_summary(status: dict) -> list[str]:
     for node in status.get("nodes") or []:
         if not isinstance(node, dict):
             continue
-        line = (f"{node_label(node)}: exit {integer(node.get('exit_code'))}, in {integer(node.get('items_in'))}, "
-                f"out {integer(node.get('items_out'))}, {_duration(node.get('seconds'))}, "
-                f"errors {integer(node.get('errors'))}, restarts {integer(node.get('restarts'))}")
+        line = (
+            f"{node_label(node)}: exit {integer(node.get('exit_code'))}, in {integer(node.get('items_in'))}, "
+            f"out {integer(node.get('items_out'))}, {_duration(node.get('seconds'))}, "
+            f"errors {integer(node.get('errors'))}, restarts {integer(node.get('restarts'))}"
+        )
         reported = summary_text(node.get("summary"))
         lines.append(f"{line}; {reported}" if reported else line)
     return lines
@@ -304,16 +363,14 @@ def plain_summary(status: dict) -> list[str]:
 MAX_ERROR = 300  # characters of an error shown under the table
 
 
-
 def _one_line(text: str) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= MAX_ERROR else text[:MAX_ERROR - 1] + "…"
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
 
 
 def _label_style(label: str) -> str:
     node = label.split(".", 1)[0]  # replicas of one node share a colour
     return LABEL_COLOURS[zlib.crc32(node.encode()) % len(LABEL_COLOURS)]
-
 
 
 def _progress(node: dict) -> Text:
@@ -346,7 +403,6 @@ def _duration(value: Any) -> str:
 
 def _value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
 
 
 def _percent(value: Any) -> Text:

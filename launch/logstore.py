@@ -10,6 +10,7 @@ Every line is written as ``<UTC time> <text>``, stamped when the launcher relays
 (``2026-11-26T15:33:16.123456Z``: fixed width, so lines sort by time as text). The last
 KEEP_RUNS runs are kept; older ones are removed when a new run starts.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -78,8 +79,9 @@ def runs(flow: str) -> list[str]:
     root = logs_root(flow)
     if not root.is_dir():
         return []
-    return sorted(path.name for path in root.iterdir() if path.is_dir() and not path.is_symlink()
-                  and (path / RUN_INFO).exists())
+    return sorted(
+        path.name for path in root.iterdir() if path.is_dir() and not path.is_symlink() and (path / RUN_INFO).exists()
+    )
 
 
 def run_folder(flow: str, run: str | None = None) -> Path:
@@ -118,8 +120,9 @@ class LogLine:
 
 def _files_of(folder: Path, label: str) -> list[Path]:
     """The label's log file and its rotated backups, oldest first."""
-    backups = sorted(folder.glob(f"{glob_escape(label)}.log.*"), key=lambda p: -int(p.suffix[1:]) if
-                     p.suffix[1:].isdigit() else 0)
+    backups = sorted(
+        folder.glob(f"{glob_escape(label)}.log.*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0
+    )
     current = folder / f"{label}.log"
     return [*backups, *([current] if current.exists() else [])]
 
@@ -136,7 +139,7 @@ def labels_in(folder: Path) -> list[str]:
 def parse_line(label: str, raw: str) -> LogLine:
     raw = raw.rstrip("\n")
     if len(raw) > _STAMP_LENGTH and raw[_STAMP_LENGTH] == " " and raw[_STAMP_LENGTH - 1] == "Z":
-        return LogLine(raw[:_STAMP_LENGTH], label, raw[_STAMP_LENGTH + 1:])
+        return LogLine(raw[:_STAMP_LENGTH], label, raw[_STAMP_LENGTH + 1 :])
     if len(raw) == _STAMP_LENGTH and raw.endswith("Z"):
         return LogLine(raw, label, "")
     return LogLine("", label, raw)  # not written by this version: no time
@@ -166,8 +169,9 @@ def parse_since(text: str, now: datetime | None = None) -> str:
         try:
             start = datetime.fromisoformat(text.strip())
         except ValueError:
-            raise ValueError(f"--since {text!r}: give a duration such as 30s, 5m, 2h, 1d, "
-                             "or a time such as 2026-11-26T15:30:00") from None
+            raise ValueError(
+                f"--since {text!r}: give a duration such as 30s, 5m, 2h, 1d, or a time such as 2026-11-26T15:30:00"
+            ) from None
         if start.tzinfo is None:
             start = start.astimezone()  # the local time of this machine
     return stamp(start.timestamp())

@@ -2,6 +2,7 @@
 
 Nothing here starts a process: the launcher only runs a manifest that validated whole.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -58,7 +59,11 @@ class Placement(StrEnum):
 
 #: Node fields whose value is one of a closed vocabulary: the manifest spells a member's value.
 NODE_VOCABULARIES: dict[str, type[StrEnum]] = {
-    "join": Join, "on_error": ErrorPolicy, "policy": QueuePolicy, "restart": RestartPolicy, "placement": Placement,
+    "join": Join,
+    "on_error": ErrorPolicy,
+    "policy": QueuePolicy,
+    "restart": RestartPolicy,
+    "placement": Placement,
 }
 DEFAULT_QUEUE = 16
 DEFAULT_AGENT_PORT = 7700
@@ -161,8 +166,14 @@ class FlowSpec:
         """Whether arrays on that edge go through shared memory: both ends on this host (ipc),
         not turned off for the flow, and the reader accepts descriptors."""
         accepts = reader.shm if reader.shm is not None else reader.run is not None
-        return (self.shm and accepts and self.transport == Transport.IPC and self.engine == Engine.LOCAL
-                and sender.host is None and reader.host is None)
+        return (
+            self.shm
+            and accepts
+            and self.transport == Transport.IPC
+            and self.engine == Engine.LOCAL
+            and sender.host is None
+            and reader.host is None
+        )
 
     def max_message_of(self, node: NodeSpec) -> int:
         return node.max_message if node.max_message is not None else self.max_message
@@ -178,6 +189,7 @@ def _count(limit: int) -> Callable[[Any], str | None]:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
             return f"must be a whole number from 1 to {limit:,}, got {value!r}"
         return None
+
     return check
 
 
@@ -189,12 +201,17 @@ def _one_of(choices: Iterable[str]) -> Callable[[Any], str | None]:
             return None
         hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
         return f"must be one of {', '.join(allowed)}, got {value!r}{hint}"
+
     return check
 
 
 def _seconds(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_SECONDS \
-            or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 < value <= MAX_SECONDS
+        or not math.isfinite(value)
+    ):
         return f"must be a positive number of seconds, at most {MAX_SECONDS:g}, got {value!r}"
     return None
 
@@ -202,8 +219,10 @@ def _seconds(value: Any) -> str | None:
 def _flow_name(value: Any) -> str | None:
     if isinstance(value, str) and FLOW_NAME_PATTERN.match(value):
         return None
-    return (f"flow names use letters, digits, _, - and ., start with a letter, digit or _, and have at most "
-            f"64 characters, got {value!r}")
+    return (
+        f"flow names use letters, digits, _, - and ., start with a letter, digit or _, and have at most "
+        f"64 characters, got {value!r}"
+    )
 
 
 def _flag(value: Any) -> str | None:
@@ -256,8 +275,16 @@ def _inputs(value: Any) -> str | None:
     return 'must be a list of node names, or a table of named ports: { a = "node", b = "node/port" }'
 
 
-_SIZE_UNITS = {"": 1, "B": 1, "KB": 1 << 10, "KIB": 1 << 10, "MB": 1 << 20, "MIB": 1 << 20, "GB": 1 << 30,
-               "GIB": 1 << 30}
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 1 << 10,
+    "KIB": 1 << 10,
+    "MB": 1 << 20,
+    "MIB": 1 << 20,
+    "GB": 1 << 30,
+    "GIB": 1 << 30,
+}
 #: Frame size limits a manifest may set: room for a header, at most what one message may sanely hold.
 MIN_MESSAGE, MAX_MESSAGE = 4096, 1 << 34
 
@@ -283,24 +310,52 @@ def _size(value: Any) -> str | None:
 
 
 FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
-    "name": _flow_name, "queue": _count(MAX_QUEUE), "transport": _one_of(Transport), "host": _string,
-    "insecure": _flag, "engine": _one_of(Engine), "ray_address": _string, "shm": _flag,
-    "max_message": _size, "max_control_message": _size,
+    "name": _flow_name,
+    "queue": _count(MAX_QUEUE),
+    "transport": _one_of(Transport),
+    "host": _string,
+    "insecure": _flag,
+    "engine": _one_of(Engine),
+    "ray_address": _string,
+    "shm": _flag,
+    "max_message": _size,
+    "max_control_message": _size,
 }
 NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
-    "run": _string, "command": _string_list, "args": _table, "inputs": _inputs, "join": _one_of(Join),
-    "replicas": _count(MAX_REPLICAS), "queue": _count(MAX_QUEUE), "env": _string_table, "cwd": _string,
-    "outputs": _string_list, "on_error": _one_of(ErrorPolicy), "policy": _one_of(QueuePolicy),
-    "restart": _one_of(RestartPolicy), "max_restarts": _count(MAX_RESTARTS),
-    "restart_window": _seconds, "stop_timeout": _seconds, "host": _string, "max_message": _size, "shm": _flag,
-    "resources": _table, "placement": _one_of(Placement),
+    "run": _string,
+    "command": _string_list,
+    "args": _table,
+    "inputs": _inputs,
+    "join": _one_of(Join),
+    "replicas": _count(MAX_REPLICAS),
+    "queue": _count(MAX_QUEUE),
+    "env": _string_table,
+    "cwd": _string,
+    "outputs": _string_list,
+    "on_error": _one_of(ErrorPolicy),
+    "policy": _one_of(QueuePolicy),
+    "restart": _one_of(RestartPolicy),
+    "max_restarts": _count(MAX_RESTARTS),
+    "restart_window": _seconds,
+    "stop_timeout": _seconds,
+    "host": _string,
+    "max_message": _size,
+    "shm": _flag,
+    "resources": _table,
+    "placement": _one_of(Placement),
 }
 #: The node fields that are options of how a node runs (not what it runs, its arguments or its inputs):
 #: the manifest's [nodes.NAME] keys and, the same, the keywords of flujo.Flow.add.
 NODE_OPTIONS: tuple[str, ...] = tuple(key for key in NODE_FIELDS if key not in ("run", "command", "args", "inputs"))
-HOST_FIELDS: dict[str, Callable[[Any], str | None]] = {"address": _string, "agent_port": _port_number,
-                                                      "key": _curve_key, "timeout": _seconds,
-                                                      "ssh": _ssh_destination, "sync": _flag, "python": _string}
+HOST_FIELDS: dict[str, Callable[[Any], str | None]] = {
+    "address": _string,
+    "agent_port": _port_number,
+    "key": _curve_key,
+    "timeout": _seconds,
+    "ssh": _ssh_destination,
+    "sync": _flag,
+    "python": _string,
+}
 SECTIONS = ("flow", "hosts", "nodes")
 
 
@@ -336,8 +391,14 @@ class _Validator:
     def problem(self, message: str, node: str | None = None, field_name: str | None = None) -> None:
         self.problems.append(Problem(self.file, message, node, field_name))
 
-    def fields(self, table: dict[str, Any], known: dict[str, Callable[[Any], str | None]],
-               node: str | None, where: str, say_where: bool = False) -> dict[str, Any]:
+    def fields(
+        self,
+        table: dict[str, Any],
+        known: dict[str, Callable[[Any], str | None]],
+        node: str | None,
+        where: str,
+        say_where: bool = False,
+    ) -> dict[str, Any]:
         """The fields of ``table`` whose values pass their checks; a problem for each other one
         (its message starts with ``where`` when ``say_where``: a table that is not a node's)."""
         good = {}
@@ -353,7 +414,7 @@ class _Validator:
     def flow(self, data: dict[str, Any]) -> FlowSpec:
         for key in data:
             if key not in SECTIONS:
-                self.problem(f'unknown section [{key}]{did_you_mean(key, SECTIONS)}')
+                self.problem(f"unknown section [{key}]{did_you_mean(key, SECTIONS)}")
         flow_table = data.get("flow", {})
         if not isinstance(flow_table, dict):
             self.problem("[flow] must be a table", field_name="flow")
@@ -369,15 +430,23 @@ class _Validator:
         if name is None and "name" not in flow_table:
             name = self.path.stem  # a flow is named after its file unless [flow] name says otherwise
             if _flow_name(name) is not None:
-                self.problem(f"the file's name {name!r} cannot name the flow (letters, digits, _, - and .): "
-                             "give [flow] a name", field_name="name")
-        flow = FlowSpec(name=name or self.path.stem, path=self.path, nodes=nodes,
-                        queue=settings.get("queue", DEFAULT_QUEUE),
-                        transport=Transport(settings.get("transport", Transport.IPC)),
-                        host=settings.get("host", "127.0.0.1"),
-                        hosts=hosts, insecure=settings.get("insecure", False),
-                        shm=settings.get("shm", True),
-                        engine=Engine(settings.get("engine", Engine.LOCAL)), ray_address=settings.get("ray_address"))
+                self.problem(
+                    f"the file's name {name!r} cannot name the flow (letters, digits, _, - and .): give [flow] a name",
+                    field_name="name",
+                )
+        flow = FlowSpec(
+            name=name or self.path.stem,
+            path=self.path,
+            nodes=nodes,
+            queue=settings.get("queue", DEFAULT_QUEUE),
+            transport=Transport(settings.get("transport", Transport.IPC)),
+            host=settings.get("host", "127.0.0.1"),
+            hosts=hosts,
+            insecure=settings.get("insecure", False),
+            shm=settings.get("shm", True),
+            engine=Engine(settings.get("engine", Engine.LOCAL)),
+            ray_address=settings.get("ray_address"),
+        )
         for key in ("max_message", "max_control_message"):
             if key in settings:
                 setattr(flow, key, byte_size(settings[key]))
@@ -403,13 +472,16 @@ class _Validator:
             if key in good:
                 setattr(spec, key, NODE_VOCABULARIES[key](good[key]) if key in NODE_VOCABULARIES else good[key])
         if ("run" in table) == ("command" in table):
-            self.problem('give exactly one of "run" (a Python node) or "command" (any executable)', name,
-                         "run")
+            self.problem('give exactly one of "run" (a Python node) or "command" (any executable)', name, "run")
         if "max_message" in good:
             spec.max_message = byte_size(good["max_message"])
         if "outputs" in good and "run" in table:
-            self.problem("a Python node declares its output ports in its class (the `outputs` attribute); "
-                         "this field is for command nodes", name, "outputs")
+            self.problem(
+                "a Python node declares its output ports in its class (the `outputs` attribute); "
+                "this field is for command nodes",
+                name,
+                "outputs",
+            )
         if "resources" in good:
             spec.resources, problems = resources_from_table(good["resources"])
             for field_name, message in problems:
@@ -417,11 +489,9 @@ class _Validator:
         if "inputs" in good:
             spec.inputs, spec.keyword_ports = self.inputs(name, good["inputs"])
         if spec.cwd is not None and not (self.path.parent / spec.cwd).is_dir():
-            self.problem(f'no folder "{spec.cwd}" (relative to the manifest\'s folder {self.path.parent})', name,
-                         "cwd")
+            self.problem(f'no folder "{spec.cwd}" (relative to the manifest\'s folder {self.path.parent})', name, "cwd")
         elif spec.command and not self.executable(spec):
-            self.problem(f'no executable "{spec.command[0]}" (looked in PATH and the node\'s folder)', name,
-                         "command")
+            self.problem(f'no executable "{spec.command[0]}" (looked in PATH and the node\'s folder)', name, "command")
         if spec.run:
             try:
                 self.targets[name] = load_target(spec.run, self.path.parent)
@@ -444,17 +514,29 @@ class _Validator:
                 self.problem(f"{where} needs the address its agent listens on and its nodes bind", field_name="address")
             for needs_ssh in ("sync", "python"):
                 if needs_ssh in good and "ssh" not in entry:
-                    self.problem(f'{where}: {needs_ssh} is for agents started over ssh: add ssh = "user@host"',
-                                 field_name=needs_ssh)
+                    self.problem(
+                        f'{where}: {needs_ssh} is for agents started over ssh: add ssh = "user@host"',
+                        field_name=needs_ssh,
+                    )
             if "ssh" in good and "key" in good:
-                self.problem(f"{where}: an agent started over ssh makes a new key for each run and tells it over "
-                             "ssh: remove key", field_name="key")
+                self.problem(
+                    f"{where}: an agent started over ssh makes a new key for each run and tells it over "
+                    "ssh: remove key",
+                    field_name="key",
+                )
             if "address" in good:
                 # An agent started over ssh takes any free port (it says which) unless agent_port names one.
                 port = good.get("agent_port", 0 if "ssh" in good else DEFAULT_AGENT_PORT)
-                hosts[name] = HostSpec(name, good["address"], port, good.get("key"),
-                                       good.get("timeout", DEFAULT_HOST_TIMEOUT), good.get("ssh"),
-                                       good.get("sync", False), good.get("python"))
+                hosts[name] = HostSpec(
+                    name,
+                    good["address"],
+                    port,
+                    good.get("key"),
+                    good.get("timeout", DEFAULT_HOST_TIMEOUT),
+                    good.get("ssh"),
+                    good.get("sync", False),
+                    good.get("python"),
+                )
         return hosts
 
     def placement(self, flow: FlowSpec, transport_given: bool) -> None:
@@ -463,18 +545,24 @@ class _Validator:
         for node in remote:
             if node.host is not None and node.host not in flow.hosts:
                 known = f" (declared: {', '.join(flow.hosts)})" if flow.hosts else " (add a [hosts.NAME] table)"
-                self.problem(f'no host named "{node.host}"{did_you_mean(node.host, flow.hosts)}{known}',
-                             node.name, "host")
+                self.problem(
+                    f'no host named "{node.host}"{did_you_mean(node.host, flow.hosts)}{known}', node.name, "host"
+                )
         if not remote:
             return
         if transport_given and flow.transport != Transport.TCP:
-            self.problem(f'node "{remote[0].name}" runs on host "{remote[0].host}": nodes on other hosts '
-                         'talk over tcp; remove transport or set transport = "tcp"', field_name="transport")
+            self.problem(
+                f'node "{remote[0].name}" runs on host "{remote[0].host}": nodes on other hosts '
+                'talk over tcp; remove transport or set transport = "tcp"',
+                field_name="transport",
+            )
         flow.transport = Transport.TCP
         if flow.host in LOOPBACK:
-            self.problem(f'node "{remote[0].name}" runs on host "{remote[0].host}", which cannot reach the '
-                         f'launcher at {flow.host}: set [flow] host to this machine\'s address on their network',
-                         field_name="host")
+            self.problem(
+                f'node "{remote[0].name}" runs on host "{remote[0].host}", which cannot reach the '
+                f"launcher at {flow.host}: set [flow] host to this machine's address on their network",
+                field_name="host",
+            )
 
     def engine(self, flow: FlowSpec, transport_given: bool) -> None:
         """A flow on Ray places every node there: tcp between them, no [hosts] placement."""
@@ -482,11 +570,14 @@ class _Validator:
             return
         for node in flow.nodes.values():
             if node.host is not None:
-                self.problem('a flow with engine = "ray" places every node on the Ray cluster; remove host',
-                             node.name, "host")
+                self.problem(
+                    'a flow with engine = "ray" places every node on the Ray cluster; remove host', node.name, "host"
+                )
         if transport_given and flow.transport != Transport.TCP:
-            self.problem('nodes on a Ray cluster talk over tcp; remove transport or set transport = "tcp"',
-                         field_name="transport")
+            self.problem(
+                'nodes on a Ray cluster talk over tcp; remove transport or set transport = "tcp"',
+                field_name="transport",
+            )
         flow.transport = Transport.TCP
 
     def executable(self, spec: NodeSpec) -> bool:
@@ -513,17 +604,21 @@ class _Validator:
             for port in node.inputs:
                 source = flow.nodes.get(port.source)
                 if source is None:
-                    self.problem(f'no node named "{port.source}"{did_you_mean(port.source, flow.nodes)}',
-                                 node.name, "inputs")
+                    self.problem(
+                        f'no node named "{port.source}"{did_you_mean(port.source, flow.nodes)}', node.name, "inputs"
+                    )
                     whole = False
                     continue
                 if source.run and source.name not in self.targets:
                     continue  # its class did not load (reported): its ports are unknown
                 outputs = self.outputs_of(source)
                 if port.source_port not in outputs:
-                    self.problem(f'node "{source.name}" has no output port "{port.source_port}" '
-                                 f"(it has: {', '.join(outputs)}){did_you_mean(port.source_port, outputs)}",
-                                 node.name, "inputs")
+                    self.problem(
+                        f'node "{source.name}" has no output port "{port.source_port}" '
+                        f"(it has: {', '.join(outputs)}){did_you_mean(port.source_port, outputs)}",
+                        node.name,
+                        "inputs",
+                    )
                     whole = False
         return whole and not self.cycles(flow)
 
@@ -539,7 +634,7 @@ class _Validator:
             state[name] = 1
             for port in flow.nodes[name].inputs:
                 if state.get(port.source) == 1:
-                    cycle = [*path[path.index(port.source):], port.source] if port.source in path else [name]
+                    cycle = [*path[path.index(port.source) :], port.source] if port.source in path else [name]
                     self.problem(f"the inputs form a cycle: {' <- '.join(cycle)}", name, "inputs")
                     return True
                 if port.source not in state and visit(port.source, [*path, port.source]):
@@ -559,19 +654,30 @@ class _Validator:
                 self.problem(f'"{node.run}" is a {declared}, which needs inputs', node.name, "inputs")
             if declared == NodeKind.CONSUMER and feeds:
                 readers = ", ".join(f'"{reader.name}"' for reader, _ in feeds)
-                self.problem(f'"{node.run}" is a consumer, which sends nothing on, yet {readers} reads it',
-                             node.name, "run")
-            node.kind = declared or (NodeKind.PRODUCER if not node.inputs
-                                     else NodeKind.PROCESSOR if feeds else NodeKind.CONSUMER)
+                self.problem(
+                    f'"{node.run}" is a consumer, which sends nothing on, yet {readers} reads it', node.name, "run"
+                )
+            node.kind = declared or (
+                NodeKind.PRODUCER if not node.inputs else NodeKind.PROCESSOR if feeds else NodeKind.CONSUMER
+            )
             if node.on_error == ErrorPolicy.SKIP and node.kind == NodeKind.PRODUCER:
-                self.problem('a producer cannot skip an item its generator failed on: use on_error = "fail" '
-                             'and a restart policy', node.name, "on_error")
+                self.problem(
+                    'a producer cannot skip an item its generator failed on: use on_error = "fail" '
+                    "and a restart policy",
+                    node.name,
+                    "on_error",
+                )
             if node.replicas > 1 and node.kind == NodeKind.PRODUCER:
-                self.problem("a producer runs as one process (its items form one numbered sequence)",
-                             node.name, "replicas")
+                self.problem(
+                    "a producer runs as one process (its items form one numbered sequence)", node.name, "replicas"
+                )
             if node.replicas > 1 and len(node.inputs) > 1:
-                self.problem("a node that joins several inputs runs as one process, so the items of each "
-                             "sequence number meet in one place", node.name, "replicas")
+                self.problem(
+                    "a node that joins several inputs runs as one process, so the items of each "
+                    "sequence number meet in one place",
+                    node.name,
+                    "replicas",
+                )
 
     def arguments(self, flow: FlowSpec) -> None:
         """``args`` must fit the node's constructor (a class) or its keywords (a function), so a
@@ -590,8 +696,11 @@ class _Validator:
                 else:
                     signature.bind_partial(**node.args)  # the items come as the other arguments
             except TypeError as error:
-                known = [name for name, parameter in signature.parameters.items()
-                         if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
+                known = [
+                    name
+                    for name, parameter in signature.parameters.items()
+                    if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+                ]
                 hint = "".join(did_you_mean(key, known) for key in node.args if key not in known)[:200]
                 takes = ", ".join(known) or "no arguments"
                 self.problem(f'do not fit "{node.run}": {error}{hint} (it takes: {takes})', node.name, "args")

@@ -2,6 +2,7 @@
 
 Pure functions of the reports, so they can be tested without processes.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -115,8 +116,9 @@ def queue_fill(flow: FlowSpec, node: str, samples: dict[tuple[str, int], Sample]
     spec = flow.nodes[node]
     fills = []
     for port in spec.inputs:
-        senders = [samples[(port.source, r)] for r in range(flow.nodes[port.source].replicas)
-                   if (port.source, r) in samples]
+        senders = [
+            samples[(port.source, r)] for r in range(flow.nodes[port.source].replicas) if (port.source, r) in samples
+        ]
         receivers = [samples[(node, r)] for r in range(spec.replicas) if (node, r) in samples]
         times = [sample.taken for sample in senders + receivers if sample.taken is not None]
         if not times:
@@ -147,10 +149,12 @@ def _estimate_losses(port: str, edge: str, senders: list[Sample], receivers: lis
     its senders' share is lost: left out of the fill from then on, else a queue that was
     full when its reader died would show full forever."""
     for receiver in receivers:
-        for when in receiver.replaced[receiver.estimated.get(port, 0):]:
-            in_flight = (sum(sample.counter_at(when, "sent", edge) for sample in senders)
-                         - sum(sample.counter_at(when, "received", port) for sample in receivers)
-                         - sum(sample.lost.get(port, 0.0) for sample in receivers)) / len(receivers)
+        for when in receiver.replaced[receiver.estimated.get(port, 0) :]:
+            in_flight = (
+                sum(sample.counter_at(when, "sent", edge) for sample in senders)
+                - sum(sample.counter_at(when, "received", port) for sample in receivers)
+                - sum(sample.lost.get(port, 0.0) for sample in receivers)
+            ) / len(receivers)
             receiver.lost[port] = receiver.lost.get(port, 0.0) + max(0.0, in_flight - hwm * len(senders))
         receiver.estimated[port] = len(receiver.replaced)
 
@@ -160,8 +164,11 @@ def drops(flow: FlowSpec, node: str, samples: dict[tuple[str, int], Sample]) -> 
     spec = flow.nodes[node]
     total = sum(samples[(node, r)].totals.get("dropped", 0) for r in range(spec.replicas) if (node, r) in samples)
     for port in spec.inputs:
-        total += sum(samples[(port.source, r)].totals.get("dropped_sent", {}).get(f"{node}/{port.port}", 0)
-                     for r in range(flow.nodes[port.source].replicas) if (port.source, r) in samples)
+        total += sum(
+            samples[(port.source, r)].totals.get("dropped_sent", {}).get(f"{node}/{port.port}", 0)
+            for r in range(flow.nodes[port.source].replicas)
+            if (port.source, r) in samples
+        )
     return total
 
 

@@ -6,6 +6,7 @@ the launcher's environment. The kernel closes the write end however the program 
 the launcher polls it with its other sockets, stops the flow, and removes the folder the
 program created for it, which nobody else would remove any more.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ ports chosen at run time when the manifest says ``transport = "tcp"``. A node on
 host binds on that host's address, at a port its agent found free there; a replica placed
 on a Ray cluster, on its machine's address, at a port its actor found free there.
 """
+
 from __future__ import annotations
 
 import socket
@@ -29,8 +30,13 @@ class EndpointAllocator:
     """Hands out endpoints: a Ray placement's port, another host's free port, an ipc path in the
     run's folder, or a loopback tcp port free right now."""
 
-    def __init__(self, flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]],
-                 placed: dict[tuple[str, int], tuple[str, list[int]]]) -> None:
+    def __init__(
+        self,
+        flow: FlowSpec,
+        run_dir: Path,
+        remote_ports: dict[str, list[int]],
+        placed: dict[tuple[str, int], tuple[str, list[int]]],
+    ) -> None:
         self._flow, self._run_dir = flow, run_dir
         self._remote_ports = {host: list(ports) for host, ports in remote_ports.items()}
         self._placed = {key: (address, list(ports)) for key, (address, ports) in placed.items()}
@@ -64,9 +70,13 @@ def ports_needed(flow: FlowSpec) -> dict[str, int]:
     return needed
 
 
-def plan(flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]] | None = None,
-         flow_keys: KeyPair | None = None, placed: dict[tuple[str, int], tuple[str, list[int]]] | None = None,
-         ) -> tuple[Endpoints, dict[tuple[str, int], NodeConfig]]:
+def plan(
+    flow: FlowSpec,
+    run_dir: Path,
+    remote_ports: dict[str, list[int]] | None = None,
+    flow_keys: KeyPair | None = None,
+    placed: dict[tuple[str, int], tuple[str, list[int]]] | None = None,
+) -> tuple[Endpoints, dict[tuple[str, int], NodeConfig]]:
     """(launcher endpoints, {(node, replica): config}); ``remote_ports``: free ports on each
     other host, as many as ``ports_needed`` says; ``flow_keys``: the CURVE key pair every
     process of a secure flow uses on tcp; ``placed``: for replicas placed on a cluster, their
@@ -78,8 +88,9 @@ def plan(flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]] | Non
     for index, node in enumerate(flow.nodes.values()):
         for port_index, port in enumerate(node.inputs):
             for replica in range(node.replicas):
-                bound[(node.name, port.port, replica)] = allocate(f"n{index}.p{port_index}.r{replica}", node.host,
-                                                                     (node.name, replica))
+                bound[(node.name, port.port, replica)] = allocate(
+                    f"n{index}.p{port_index}.r{replica}", node.host, (node.name, replica)
+                )
     # A replica with shared-memory outputs binds a release socket: its readers hand slots back there.
     releases: dict[tuple[str, int], str] = {}
     for index, node in enumerate(flow.nodes.values()):
@@ -90,27 +101,55 @@ def plan(flow: FlowSpec, run_dir: Path, remote_ports: dict[str, list[int]] | Non
     configs = {}
     for node in flow.nodes.values():
         outputs = tuple(
-            OutputConfig(port=port.source_port, target=reader.name, target_port=port.port,
-                         endpoints=tuple(bound[(reader.name, port.port, r)] for r in range(reader.replicas)),
-                         hwm=flow.queue_of(reader), policy=reader.policy,
-                         aligned=zips_several(reader.join, len(reader.inputs)),
-                         shm=flow.shared_memory(node, reader), max_message=flow.max_message_of(reader))
-            for reader, port in flow.downstream(node.name))
+            OutputConfig(
+                port=port.source_port,
+                target=reader.name,
+                target_port=port.port,
+                endpoints=tuple(bound[(reader.name, port.port, r)] for r in range(reader.replicas)),
+                hwm=flow.queue_of(reader),
+                policy=reader.policy,
+                aligned=zips_several(reader.join, len(reader.inputs)),
+                shm=flow.shared_memory(node, reader),
+                max_message=flow.max_message_of(reader),
+            )
+            for reader, port in flow.downstream(node.name)
+        )
         for replica in range(node.replicas):
             inputs = tuple(
-                InputConfig(port=port.port, endpoint=bound[(node.name, port.port, replica)],
-                            hwm=flow.queue_of(node), source=port.source, source_port=port.source_port,
-                            senders=flow.nodes[port.source].replicas, policy=node.policy,
-                            shm=flow.shared_memory(flow.nodes[port.source], node),
-                            max_message=flow.max_message_of(node))
-                for port in node.inputs)
+                InputConfig(
+                    port=port.port,
+                    endpoint=bound[(node.name, port.port, replica)],
+                    hwm=flow.queue_of(node),
+                    source=port.source,
+                    source_port=port.source_port,
+                    senders=flow.nodes[port.source].replicas,
+                    policy=node.policy,
+                    shm=flow.shared_memory(flow.nodes[port.source], node),
+                    max_message=flow.max_message_of(node),
+                )
+                for port in node.inputs
+            )
             configs[(node.name, replica)] = NodeConfig(
-                flow=flow.name, node=node.name, replica=replica, replicas=node.replicas, kind=node.kind,
-                control=endpoints.control, status=endpoints.status, inputs=inputs, outputs=outputs,
-                join=node.join, keyword_ports=node.keyword_ports, on_error=node.on_error, restart=node.restart,
-                run=node.run, base_dir=str(flow.base_dir), args=node.args,
-                shm_run=run_id(run_dir), shm_release=releases.get((node.name, replica), ""),
+                flow=flow.name,
+                node=node.name,
+                replica=replica,
+                replicas=node.replicas,
+                kind=node.kind,
+                control=endpoints.control,
+                status=endpoints.status,
+                inputs=inputs,
+                outputs=outputs,
+                join=node.join,
+                keyword_ports=node.keyword_ports,
+                on_error=node.on_error,
+                restart=node.restart,
+                run=node.run,
+                base_dir=str(flow.base_dir),
+                args=node.args,
+                shm_run=run_id(run_dir),
+                shm_release=releases.get((node.name, replica), ""),
                 shm_owners=owners if any(port.shm for port in inputs) else {},
                 curve=flow_keys.to_config() if flow_keys else None,
-                max_control_message=flow.max_control_message)
+                max_control_message=flow.max_control_message,
+            )
     return endpoints, configs

@@ -6,6 +6,7 @@ Nothing of a node outlives it, nor the launcher: when the node exits, whatever i
 group is killed; when the launcher dies, its reaper (launch/reaper.py) kills every group, and
 the kernel's parent-death signal ends the node itself even if the reaper were gone too.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,9 @@ class _PrivateLog(RotatingFileHandler):
     """A rotated log file only its owner may read (mode 0600), never opened through a symlink."""
 
     def _open(self) -> io.TextIOWrapper:
-        descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o600)
+        descriptor = os.open(
+            self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
         return os.fdopen(descriptor, "a", encoding=self.encoding, errors=self.errors)
 
 
@@ -68,7 +70,8 @@ class OutputRelay:
             log = self._files.get(label)
             if log is None:
                 log = self._files[label] = _PrivateLog(
-                    self._logs / f"{label}.log", maxBytes=self._max_bytes, backupCount=LOG_BACKUPS, encoding="utf-8")
+                    self._logs / f"{label}.log", maxBytes=self._max_bytes, backupCount=LOG_BACKUPS, encoding="utf-8"
+                )
             log.emit(logging.makeLogRecord({"msg": f"{stamp(time.time())} {text}"}))  # flushed
             self._show(label, text)
 
@@ -91,9 +94,11 @@ def local_argv(command: list[str]) -> list[str]:
 
 def plain_lines(stream: IO[str], width: int) -> Callable[[str, str], None]:
     """Output for pipes and logs: ``label | text``, one line each."""
+
     def show(label: str, text: str) -> None:
         stream.write(f"{label:<{width}} | {text}\n")
         stream.flush()
+
     return show
 
 
@@ -101,20 +106,33 @@ class NodeProcess:
     """A running child; ``on_exit(pid, returncode)`` is called from a watcher thread, possibly
     before the constructor has returned (a child may exit at once)."""
 
-    def __init__(self, label: str, argv: list[str], env: dict[str, str], cwd: str,
-                 relay: OutputRelay, on_exit: Callable[[int, int], None], reaper: Reaper | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        relay: OutputRelay,
+        on_exit: Callable[[int, int], None],
+        reaper: Reaper | None = None,
+    ) -> None:
         self.label = label
         self._reaper = reaper
         self._popen = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_end_with_parent)
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_end_with_parent,
+        )
         self.pid = self._popen.pid
         if reaper is not None:
             reaper.watch(self.pid)  # its process group has the child's pid as its number
-        self._reader = threading.Thread(target=self._relay, args=(relay,), daemon=True,
-                                        name=f"output {label}")
-        self._watcher = threading.Thread(target=self._watch, args=(on_exit,), daemon=True,
-                                         name=f"exit {label}")
+        self._reader = threading.Thread(target=self._relay, args=(relay,), daemon=True, name=f"output {label}")
+        self._watcher = threading.Thread(target=self._watch, args=(on_exit,), daemon=True, name=f"exit {label}")
         self._reader.start()
         self._watcher.start()
 

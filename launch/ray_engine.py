@@ -23,6 +23,7 @@ the launcher tells its senders to connect there (``Control.MOVED``).
 Events from the watcher threads (one per process, each blocked in ``ray.get``) reach the
 launcher's loop through one inproc socket (``RayLink.socket``), handled by ``RayLink.handle``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -87,8 +88,12 @@ class NodeHost:
         """This machine: the Ray node's address (nodes bind there), its name, its process id."""
         import ray
 
-        return {"address": ray.util.get_node_ip_address(), "hostname": socket.gethostname(), "pid": os.getpid(),
-                "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        return {
+            "address": ray.util.get_node_ip_address(),
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        }
 
     def free_ports(self, count: int) -> list[int]:
         import ray
@@ -103,8 +108,15 @@ class NodeHost:
         command = local_argv(argv) if argv else [sys.executable, "-m", "flujo.node"]
         # The actor's environment carries what Ray set for it (CUDA_VISIBLE_DEVICES: its own GPUs).
         try:
-            self._process = NodeProcess(label, command, {**os.environ, **env}, cwd, self,  # type: ignore[arg-type]
-                                        on_exit=self._exited, reaper=self._reaper)
+            self._process = NodeProcess(
+                label,
+                command,
+                {**os.environ, **env},
+                cwd,
+                self,  # type: ignore[arg-type]
+                on_exit=self._exited,
+                reaper=self._reaper,
+            )
         except OSError as error:
             return {"error": f"{type(error).__name__}: {error}"}
         return {"pid": self._process.pid}
@@ -183,8 +195,7 @@ class RayProcess:
 class RayLink:
     """The launcher's connection to a Ray cluster, and the actors it placed there."""
 
-    def __init__(self, context: zmq.Context, address: str, flow: str,
-                 relay: Callable[[], OutputRelay | None]) -> None:
+    def __init__(self, context: zmq.Context, address: str, flow: str, relay: Callable[[], OutputRelay | None]) -> None:
         try:
             import ray
         except ImportError:
@@ -192,8 +203,13 @@ class RayLink:
         self._ray = ray
         local = _reachable(address)
         try:
-            ray.init(address=address, namespace=f"flujo-{flow}", log_to_driver=False, logging_level=logging.ERROR,
-                     configure_logging=False)
+            ray.init(
+                address=address,
+                namespace=f"flujo-{flow}",
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                configure_logging=False,
+            )
         except Exception as error:  # ConnectionError, RuntimeError, ValueError: Ray's own words say why
             raise RayError(f"cannot connect to the Ray cluster at {address}: {error}") from None
         self.address = address
@@ -201,8 +217,7 @@ class RayLink:
         #: A driver on a machine of the cluster has its Ray node's address. A Ray Client driver
         #: (ray://) has none: Ray would guess from the route to a public address (127.0.0.1
         #: where there is none), so it is the address this machine reached the head from.
-        self.own_address: str = (local if address.startswith("ray://") and local
-                                 else ray.util.get_node_ip_address())
+        self.own_address: str = local if address.startswith("ray://") and local else ray.util.get_node_ip_address()
         self._actor_class = ray.remote(NodeHost)
         self._relay = relay
         self._endpoint = f"inproc://ray-events-{id(self)}"
@@ -225,9 +240,13 @@ class RayLink:
                 problems[key] = reason
         return problems
 
-    def place(self, wanted: dict[Any, tuple[Resources, int, bool]], say: Callable[[str], None],
-              known: dict[Any, str] | None = None,
-              timeout: float = PLACE_TIMEOUT) -> dict[Any, tuple[str, list[int]]]:
+    def place(
+        self,
+        wanted: dict[Any, tuple[Resources, int, bool]],
+        say: Callable[[str], None],
+        known: dict[Any, str] | None = None,
+        timeout: float = PLACE_TIMEOUT,
+    ) -> dict[Any, tuple[str, list[int]]]:
         """Create an actor per replica key (``(resources, ports it binds, wait)``) and, for each
         Ray has placed, ask it for its machine's address and free ports there.
 
@@ -238,8 +257,11 @@ class RayLink:
         known = known or {}
         actors = {key: self._new_actor(resources) for key, (resources, _, _) in wanted.items()}
         asked = {key: actor.where.remote() for key, actor in actors.items() if key not in known}
-        placed_soon = set(self._ray.wait(list(asked.values()), num_returns=len(asked), timeout=PENDING_AFTER)[0]) \
-            if asked else set()
+        placed_soon = (
+            set(self._ray.wait(list(asked.values()), num_returns=len(asked), timeout=PENDING_AFTER)[0])
+            if asked
+            else set()
+        )
         places = {}
         deadline = time.monotonic() + timeout
         for key, actor in actors.items():
@@ -257,8 +279,10 @@ class RayLink:
                 free = self._ray.get(actor.free_ports.remote(ports), timeout=30)
             except self._ray.exceptions.GetTimeoutError:
                 self._kill_all(actors.values())
-                raise RayError(f"replica {key[0]}.{key[1]} was not placed within {timeout:g} s "
-                               "(the cluster is busy: its resources are taken by other work)") from None
+                raise RayError(
+                    f"replica {key[0]}.{key[1]} was not placed within {timeout:g} s "
+                    "(the cluster is busy: its resources are taken by other work)"
+                ) from None
             except self._ray.exceptions.RayError as error:
                 self._kill_all(actors.values())
                 raise RayError(f"replica {key[0]}.{key[1]} could not be placed: {error}") from None
@@ -276,9 +300,18 @@ class RayLink:
                 self._ray.kill(actor)
 
     # -- while it runs --------------------------------------------------------------------------
-    def spawn(self, key: Any, resources: Resources, ports: int, label: str, argv: list[str] | None,
-              env: dict[str, str], cwd: str, on_placed: Callable[[str, list[int]], dict[str, str]],
-              on_exit: Callable[[int], None]) -> RayProcess:
+    def spawn(
+        self,
+        key: Any,
+        resources: Resources,
+        ports: int,
+        label: str,
+        argv: list[str] | None,
+        env: dict[str, str],
+        cwd: str,
+        on_placed: Callable[[str, list[int]], dict[str, str]],
+        on_exit: Callable[[int], None],
+    ) -> RayProcess:
         """Start a replica's process: on its first actor (placed before planning) with ``env``,
         or (a restart) on a new actor wherever Ray places it: then ``on_placed(address, ports)``,
         in the launcher's loop, gives the environment to start it with (``ports``: as many
@@ -295,12 +328,14 @@ class RayLink:
             process.actor, process.pending = waiting
         else:
             process.actor = self._new_actor(resources)
-        threading.Thread(target=self._watch, args=(process, resources, ports, label, argv, cwd),
-                         name=f"ray-{label}", daemon=True).start()
+        threading.Thread(
+            target=self._watch, args=(process, resources, ports, label, argv, cwd), name=f"ray-{label}", daemon=True
+        ).start()
         return process
 
-    def _watch(self, process: RayProcess, resources: Resources, ports: int, label: str, argv: list[str] | None,
-               cwd: str) -> None:
+    def _watch(
+        self, process: RayProcess, resources: Resources, ports: int, label: str, argv: list[str] | None, cwd: str
+    ) -> None:
         """One thread per process: place (if needed), start, then relay lines and the exit."""
         sender = self._context.socket(zmq.PUSH)
         sender.connect(self._endpoint)
@@ -315,8 +350,11 @@ class RayLink:
                 if process.environment.empty():  # a new actor: where did Ray put it?
                     asked = actor.where.remote()
                     if process.pending is None and not ray.wait([asked], timeout=PENDING_AFTER)[0]:
-                        tell("pending", unplaceable(resources, ray.nodes())
-                             or f"waiting for a Ray node with {resources.describe()} free")
+                        tell(
+                            "pending",
+                            unplaceable(resources, ray.nodes())
+                            or f"waiting for a Ray node with {resources.describe()} free",
+                        )
                     where = ray.get(asked)  # waits while Ray finds it a place
                     free = ray.get(actor.free_ports.remote(ports)) if ports else []
                     tell("placed", {**where, "ports": free})
@@ -328,7 +366,7 @@ class RayLink:
                     return
                 started = ray.get(actor.start.remote(label, argv, env, cwd))
                 if "error" in started:
-                    tell("failed", f'could not start on {where["address"]}: {started["error"]}')
+                    tell("failed", f"could not start on {where['address']}: {started['error']}")
                     return
                 tell("started", started["pid"])
                 code, unreachable = None, 0.0
@@ -373,8 +411,8 @@ class RayLink:
             elif kind == "placed":
                 process.machine, process.pending = payload["address"], None
                 if relay is not None:
-                    gpus = f' (GPUs {payload["gpus"]})' if payload.get("gpus") else ""
-                    relay.line(process.label, f'placed on {payload["address"]}{gpus}')
+                    gpus = f" (GPUs {payload['gpus']})" if payload.get("gpus") else ""
+                    relay.line(process.label, f"placed on {payload['address']}{gpus}")
                 process.environment.put(process.on_placed(payload["address"], payload["ports"]))
             elif kind == "started":
                 process.pid = payload
@@ -423,18 +461,25 @@ def place_flow(link: RayLink, flow: FlowSpec, say: Callable[[str], None]) -> dic
     A node no live Ray node could hold raises RayError naming it (``placement = "fail"``, the
     default). With ``placement = "wait"`` it is said to be pending, and is left out: the flow
     starts without it (its senders wait for it), and it starts once Ray places it."""
-    wanted = {(name, replica): spec.resources for name, spec in flow.nodes.items()
-              for replica in range(spec.replicas)}
+    wanted = {(name, replica): spec.resources for name, spec in flow.nodes.items() for replica in range(spec.replicas)}
     problems = link.check(wanted)
     for (name, replica), reason in problems.items():
         if replica == 0 and flow.nodes[name].placement == "fail":
-            raise RayError(f'{flow.path}: node "{name}": field "resources": {reason}; nothing started '
-                           '(placement = "wait" waits for such a node to join)')
+            raise RayError(
+                f'{flow.path}: node "{name}": field "resources": {reason}; nothing started '
+                '(placement = "wait" waits for such a node to join)'
+            )
     for (name, replica), reason in problems.items():
         if replica == 0:
             say(f'node "{name}" pending: {reason}; waiting for the cluster to grow (placement = "wait")')
-    return link.place({key: (resources, len(flow.nodes[key[0]].inputs), flow.nodes[key[0]].placement == "wait")
-                       for key, resources in wanted.items()}, say, known=problems)
+    return link.place(
+        {
+            key: (resources, len(flow.nodes[key[0]].inputs), flow.nodes[key[0]].placement == "wait")
+            for key, resources in wanted.items()
+        },
+        say,
+        known=problems,
+    )
 
 
 def _reachable(address: str) -> str | None:
@@ -447,8 +492,10 @@ def _reachable(address: str) -> str | None:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT) as connection:
             return str(connection.getsockname()[0])
     except OSError as error:
-        raise RayError(f"cannot connect to the Ray cluster at {address}: {error.strerror or error} "
-                       "(start one with `ray start --head`, or give its address)") from None
+        raise RayError(
+            f"cannot connect to the Ray cluster at {address}: {error.strerror or error} "
+            "(start one with `ray start --head`, or give its address)"
+        ) from None
 
 
 def _unavailable(ray: Any) -> type[BaseException]:

@@ -10,6 +10,7 @@ knows, which reaches a node that ignores SIGTERM and every child a node started,
 This file runs as a script with only the standard library (``python -I -S reaper.py``), so it
 starts in a few milliseconds and depends on nothing that could fail to import.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,12 @@ class Reaper:
         read_end, self._write_end = os.pipe()  # both close-on-exec: no node inherits them
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-I", "-S", os.path.abspath(__file__)], stdin=read_end,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                [sys.executable, "-I", "-S", os.path.abspath(__file__)],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         finally:
             os.close(read_end)
         self._lock = threading.Lock()  # exit watcher threads forget groups

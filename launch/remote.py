@@ -4,6 +4,7 @@ A RemoteProcess stands in for a local NodeProcess (signal, join, pid, returncode
 launcher supervises, restarts and stops nodes the same way wherever they run. Messages
 from agents are handled in the launcher's own loop (``AgentLink.handle``): no threads.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,8 +64,14 @@ class AgentLink:
     """A DEALER connected to one host's agent: over CURVE when ``keys`` (this launcher's key
     pair and the agent's public key) are given, in clear otherwise (an insecure flow)."""
 
-    def __init__(self, context: zmq.Context, host: HostSpec, relay: Callable[[], OutputRelay | None],
-                 keys: tuple[KeyPair, bytes] | None, max_message: int = CONTROL_MAX_MESSAGE) -> None:
+    def __init__(
+        self,
+        context: zmq.Context,
+        host: HostSpec,
+        relay: Callable[[], OutputRelay | None],
+        keys: tuple[KeyPair, bytes] | None,
+        max_message: int = CONTROL_MAX_MESSAGE,
+    ) -> None:
         self.host = host
         self.socket = context.socket(zmq.DEALER)
         self.socket.linger = 1000  # a last "bye" should reach a live agent
@@ -72,9 +79,9 @@ class AgentLink:
         self._refusals = RefusalLog(f"flujo-launch: host {host.name}")
         if keys is not None:
             make_client(self.socket, *keys)
-        self._handshake = self.socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                                                         | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-                                                         | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        self._handshake = self.socket.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        )
         self._failure = 0  # the first failed handshake's event, if any
         self.socket.connect(host.agent)
         self._relay = relay
@@ -98,8 +105,9 @@ class AgentLink:
         # The agent ends this flow's processes after ``timeout`` s without a word from us, or at
         # once when the lifeline announced here closes (this launcher died).
         self._lifeline_token = new_token()
-        self._send(AgentRequest.HELLO,
-                   {"flow": self.flow, "timeout": self.host.timeout, "lifeline": self._lifeline_token})
+        self._send(
+            AgentRequest.HELLO, {"flow": self.flow, "timeout": self.host.timeout, "lifeline": self._lifeline_token}
+        )
 
     def _hold_lifeline(self, welcome: Any) -> None:
         port = welcome.get("lifeline") if isinstance(welcome, dict) else None
@@ -131,17 +139,23 @@ class AgentLink:
                 if kind == wanted:
                     return payload
                 if kind == AgentReply.REFUSED:
-                    raise AgentError(f'the agent at {self.host.agent} refused: {payload["error"]}')
+                    raise AgentError(f"the agent at {self.host.agent} refused: {payload['error']}")
         failure = self._handshake_failed()
         if failure == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            raise AgentError(f"the agent at {self.host.agent} does not know this launcher's key: add it "
-                             "(`flujo-launch keys` prints it) to that host's authorized_keys")
+            raise AgentError(
+                f"the agent at {self.host.agent} does not know this launcher's key: add it "
+                "(`flujo-launch keys` prints it) to that host's authorized_keys"
+            )
         if failure:
-            raise AgentError(f"the secure handshake with {self.host.agent} failed: the agent's key is not the "
-                             "one this launcher expects ([hosts] key or known_hosts), or the agent runs --insecure "
-                             "while the flow does not (or the reverse)")
-        raise AgentError(f'no agent answers at {self.host.agent} within {CONNECT_TIMEOUT:g} s '
-                         f'(start one on host "{self.host.name}": flujo-launch agent --bind {self.host.agent})')
+            raise AgentError(
+                f"the secure handshake with {self.host.agent} failed: the agent's key is not the "
+                "one this launcher expects ([hosts] key or known_hosts), or the agent runs --insecure "
+                "while the flow does not (or the reverse)"
+            )
+        raise AgentError(
+            f"no agent answers at {self.host.agent} within {CONNECT_TIMEOUT:g} s "
+            f'(start one on host "{self.host.name}": flujo-launch agent --bind {self.host.agent})'
+        )
 
     def _handshake_failed(self) -> int:
         """The first handshake failure the connection has met (a zmq event), or 0."""
@@ -151,8 +165,9 @@ class AgentLink:
         return self._failure
 
     # -- while it runs: messages handled in the launcher's loop ------------------------------
-    def spawn(self, label: str, argv: list[str] | None, env: dict[str, str], cwd: str,
-              on_exit: Callable[[int], None]) -> RemoteProcess:
+    def spawn(
+        self, label: str, argv: list[str] | None, env: dict[str, str], cwd: str, on_exit: Callable[[int], None]
+    ) -> RemoteProcess:
         process = RemoteProcess(self, label, on_exit)
         self._processes[process.token] = process
         request = {"token": process.token, "label": label, "argv": argv, "env": env, "cwd": cwd}
@@ -289,11 +304,15 @@ def agent_keys(flow: FlowSpec, host: HostSpec) -> tuple[KeyPair, bytes] | None:
     except KeyFileError as error:
         raise AgentError(str(error)) from None
     if identity is None:
-        raise AgentError(f"this launcher has no key pair in {folder}: run `flujo-launch keys`, then add the public "
-                         f'key it prints to the authorized_keys of host "{host.name}"\'s agent')
+        raise AgentError(
+            f"this launcher has no key pair in {folder}: run `flujo-launch keys`, then add the public "
+            f'key it prints to the authorized_keys of host "{host.name}"\'s agent'
+        )
     agent_key = host.key.encode("ascii") if host.key else known_host_key(folder, host.address, host.agent_port)
     if agent_key is None:
-        raise AgentError(f'no key known for the agent of host "{host.name}" ({host.agent}): add key = "..." (the '
-                         f'key the agent prints when it starts) to [hosts.{host.name}], or a line '
-                         f'"{host.address}:{host.agent_port} KEY" to {folder / KNOWN_HOSTS}')
+        raise AgentError(
+            f'no key known for the agent of host "{host.name}" ({host.agent}): add key = "..." (the '
+            f"key the agent prints when it starts) to [hosts.{host.name}], or a line "
+            f'"{host.address}:{host.agent_port} KEY" to {folder / KNOWN_HOSTS}'
+        )
     return identity, agent_key

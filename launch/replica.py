@@ -14,6 +14,7 @@ in progress) stays on the replica.
                                                       \\--exited--> EXITED | FAILED (it ended its stream)
     EXITED | FAILED --restart_scheduled--> RESTARTING --spawned--> STARTING
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,8 +47,9 @@ class ReplicaState(StrEnum):
     RUNNING = "running"  # ready, and the flow has started
 
 
-LIVE = frozenset({ReplicaState.STARTING, ReplicaState.READY, ReplicaState.RELEASED, ReplicaState.FINISHED,
-                  ReplicaState.DRAINING})
+LIVE = frozenset(
+    {ReplicaState.STARTING, ReplicaState.READY, ReplicaState.RELEASED, ReplicaState.FINISHED, ReplicaState.DRAINING}
+)
 ENDED = frozenset({ReplicaState.EXITED, ReplicaState.FAILED})
 
 
@@ -235,8 +237,7 @@ class Replica:
         """A graceful restart takes it: it is held and drains, and is replaced when its process exits."""
         if self._record.process is None or self._record.finished:
             raise InvalidTransition(self.config.label, self._state, "drain")
-        self._move("drain", {ReplicaState.STARTING, ReplicaState.READY, ReplicaState.RELEASED},
-                   ReplicaState.DRAINING)
+        self._move("drain", {ReplicaState.STARTING, ReplicaState.READY, ReplicaState.RELEASED}, ReplicaState.DRAINING)
         self.hold = Hold(self.config.generation)
         return self.hold
 

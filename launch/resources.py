@@ -1,5 +1,6 @@
 """What a node replica asks a cluster engine for (the manifest's ``resources`` table), and
 whether any machine of the cluster could ever give it."""
+
 from __future__ import annotations
 
 import re
@@ -7,8 +8,18 @@ from dataclasses import dataclass
 from typing import Any
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$")
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+}
 
 
 def parse_memory(value: Any) -> int | None:
@@ -71,11 +82,18 @@ def unplaceable(resources: Resources, nodes: list[dict[str, Any]]) -> str | None
         have = node.get("Resources", {})
         if all(have.get(name, 0) >= amount for name, amount in wanted.items()):
             return None
-    cluster = "; ".join(f'{node.get("NodeManagerAddress")}: '
-                        + ", ".join(f"{_size(v) if k in ('memory', 'object_store_memory') else f'{v:g}'} {k}"
-                                    for k, v in sorted(node.get("Resources", {}).items())
-                                    if not k.startswith("node:") and k != "object_store_memory")
-                        for node in alive) or "no live node"
+    cluster = (
+        "; ".join(
+            f"{node.get('NodeManagerAddress')}: "
+            + ", ".join(
+                f"{_size(v) if k in ('memory', 'object_store_memory') else f'{v:g}'} {k}"
+                for k, v in sorted(node.get("Resources", {}).items())
+                if not k.startswith("node:") and k != "object_store_memory"
+            )
+            for node in alive
+        )
+        or "no live node"
+    )
     return f"no Ray node has {resources.describe()} (cluster: {cluster})"
 
 

@@ -2,6 +2,7 @@
 
 Pure and clock-driven, so it is tested with a fake clock.
 """
+
 from __future__ import annotations
 
 from collections import deque

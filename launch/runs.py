@@ -8,6 +8,7 @@ makes is its user's alone (mode 0700); one that is a symbolic link or belongs to
 else is refused, never used: another user could read node output or plant links.
 Commands go to the announced endpoint (launch/command_client.py, launch/command_table.py).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,13 +60,16 @@ def private_folder(path: Path, create: bool = True) -> bool:
     except FileNotFoundError:
         return False
     if stat.S_ISLNK(info.st_mode):
-        raise UnsafeFolderError(f"refusing to use {path}: it is a symbolic link (remove it, or set FLUJO_RUNS "
-                                "to a folder of your own)")
+        raise UnsafeFolderError(
+            f"refusing to use {path}: it is a symbolic link (remove it, or set FLUJO_RUNS to a folder of your own)"
+        )
     if not stat.S_ISDIR(info.st_mode):
         raise UnsafeFolderError(f"refusing to use {path}: it is not a folder")
     if info.st_uid != os.getuid():
-        raise UnsafeFolderError(f"refusing to use {path}: it belongs to user id {info.st_uid}, not to you "
-                                f"({os.getuid()}); remove it, or set FLUJO_RUNS to a folder of your own")
+        raise UnsafeFolderError(
+            f"refusing to use {path}: it belongs to user id {info.st_uid}, not to you "
+            f"({os.getuid()}); remove it, or set FLUJO_RUNS to a folder of your own"
+        )
     if info.st_mode & 0o077:
         os.chmod(path, 0o700, follow_symlinks=False)
     return True
@@ -132,5 +136,3 @@ def find_flow(name: str | None) -> dict[str, Any]:
     if not flows:
         raise CommandError("no flow is running")
     raise CommandError(f"several flows are running ({', '.join(sorted(flows))}): name one with --flow")
-
-

@@ -1,5 +1,6 @@
 """Ctrl-C and SIGTERM for the launcher: counted in the handler, acted on in its loop, which a
 wakeup pipe wakes (a signal handler must not touch sockets or replicas)."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,9 @@ class Interrupts:
         """Empty the wakeup pipe (the loop saw it)."""
         os.read(self.fd, 64)
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         signal.set_wakeup_fd(self._previous_fd)
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
 """Starting a replica's process: locally, through another host's agent, or on a Ray actor;
 and starting it again after a death, at the same endpoints, so its peers reconnect."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,16 @@ RemoteExit = Callable[[Key, Any, int], None]
 class Spawner:
     """Spawns replicas' processes; each new process goes into the replica's state machine."""
 
-    def __init__(self, flow: FlowSpec, replicas: dict[Key, Replica], channels: Channels, hosts: Hosts,
-                 relay: OutputRelay, reaper: Reaper, remote_exit: RemoteExit) -> None:
+    def __init__(
+        self,
+        flow: FlowSpec,
+        replicas: dict[Key, Replica],
+        channels: Channels,
+        hosts: Hosts,
+        relay: OutputRelay,
+        reaper: Reaper,
+        remote_exit: RemoteExit,
+    ) -> None:
         self._flow, self._replicas, self._channels, self._hosts = flow, replicas, channels, hosts
         self._relay, self._reaper, self._remote_exit = relay, reaper, remote_exit
 
@@ -39,8 +48,7 @@ class Spawner:
             try:
                 replica.spawned(self._spawn(replica), time.time())
             except OSError as error:
-                raise LaunchError(EXIT_NODE_FAILED, f'node "{replica.config.label}" could not start: {error}') \
-                    from None
+                raise LaunchError(EXIT_NODE_FAILED, f'node "{replica.config.label}" could not start: {error}') from None
 
     def respawn(self, replica: Replica) -> None:
         """Start a new process for a replica whose process died: same endpoints, so its peers reconnect."""
@@ -68,17 +76,33 @@ class Spawner:
         command = list(spec.command) if spec.command else None
         ray = self._hosts.ray
         if ray is not None:  # an actor Ray places runs it, with that machine's Python
-            ray_process = ray.spawn(key, spec.resources, len(config.inputs), config.label, command, env, cwd,
-                                    on_placed=lambda address, ports: self._placed_at(key, address, ports),
-                                    on_exit=lambda code: self._remote_exit(key, ray_process, code))
+            ray_process = ray.spawn(
+                key,
+                spec.resources,
+                len(config.inputs),
+                config.label,
+                command,
+                env,
+                cwd,
+                on_placed=lambda address, ports: self._placed_at(key, address, ports),
+                on_exit=lambda code: self._remote_exit(key, ray_process, code),
+            )
             return ray_process
         if spec.host is not None:  # its agent starts it, with that host's Python, at the same path
-            remote = self._hosts.links[spec.host].spawn(config.label, command, env, cwd,
-                                                        on_exit=lambda code: self._remote_exit(key, remote, code))
+            remote = self._hosts.links[spec.host].spawn(
+                config.label, command, env, cwd, on_exit=lambda code: self._remote_exit(key, remote, code)
+            )
             return remote
         argv = [sys.executable, "-m", "flujo.node"] if spec.run else local_argv(spec.command or [])
-        return NodeProcess(config.label, argv, {**os.environ, **env}, cwd, self._relay,
-                           on_exit=lambda pid, code: self._channels.notify_exit(key, pid, code), reaper=self._reaper)
+        return NodeProcess(
+            config.label,
+            argv,
+            {**os.environ, **env},
+            cwd,
+            self._relay,
+            on_exit=lambda pid, code: self._channels.notify_exit(key, pid, code),
+            reaper=self._reaper,
+        )
 
     def _placed_at(self, key: Key, address: str, ports: list[int]) -> dict[str, str]:
         """A restarted replica's new actor runs on ``address``: if that is another machine, its
@@ -88,17 +112,27 @@ class Spawner:
         config = replica.config
         if config.inputs and not config.inputs[0].endpoint.startswith(f"tcp://{address}:"):
             free = list(ports)
-            inputs = tuple(dataclasses.replace(port, endpoint=f"tcp://{address}:{free.pop()}")
-                           for port in config.inputs)
+            inputs = tuple(
+                dataclasses.replace(port, endpoint=f"tcp://{address}:{free.pop()}") for port in config.inputs
+            )
             replica.config = dataclasses.replace(config, inputs=inputs)
             for port in inputs:
                 self._channels.publish(Control.MOVED, *key, port.port, port.endpoint)
             for sender in self._replicas.values():  # their own restarts connect to the new place
-                sender.config = dataclasses.replace(sender.config, outputs=tuple(
-                    dataclasses.replace(edge, endpoints=tuple(
-                        next((p.endpoint for p in inputs if p.port == edge.target_port), endpoint)
-                        if edge.target == key[0] and index == key[1] else endpoint
-                        for index, endpoint in enumerate(edge.endpoints)))
-                    for edge in sender.config.outputs))
+                sender.config = dataclasses.replace(
+                    sender.config,
+                    outputs=tuple(
+                        dataclasses.replace(
+                            edge,
+                            endpoints=tuple(
+                                next((p.endpoint for p in inputs if p.port == edge.target_port), endpoint)
+                                if edge.target == key[0] and index == key[1]
+                                else endpoint
+                                for index, endpoint in enumerate(edge.endpoints)
+                            ),
+                        )
+                        for edge in sender.config.outputs
+                    ),
+                )
         spec = self._flow.nodes[key[0]]
         return {**spec.env, CONFIG_ENV: replica.config.to_json(), "PYTHONUNBUFFERED": "1"}

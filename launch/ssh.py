@@ -43,6 +43,7 @@ stream through the same ssh command. (Not ``scp -r``: scp spells ssh's ``-p PORT
 so a FLUJO_SSH_COMMAND could not be reused as it is, and it nests the folder when the target
 exists.) ``__pycache__`` folders are left out.
 """
+
 from __future__ import annotations
 
 import collections
@@ -87,8 +88,16 @@ def _ssh(host: HostSpec, remote_command: list[str]) -> list[str]:
     # BatchMode: never wait for a password nobody can type (the launcher owns the terminal);
     # ConnectTimeout: an unreachable host is reported by ssh itself, well within START_TIMEOUT.
     assert host.ssh is not None
-    return [*ssh_command(), "-T", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT:g}", host.ssh,
-            shlex.join(remote_command)]
+    return [
+        *ssh_command(),
+        "-T",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={CONNECT_TIMEOUT:g}",
+        host.ssh,
+        shlex.join(remote_command),
+    ]
 
 
 def _failure(host: HostSpec, what: str, code: int, output: str) -> AgentError:
@@ -98,8 +107,10 @@ def _failure(host: HostSpec, what: str, code: int, output: str) -> AgentError:
     if code == 255:
         hint = " (ssh could not connect or log in: check the address, the user and the SSH keys)"
     elif code in (126, 127) or "No module named" in text:
-        hint = (f" (is Flujo installed there at {host.python or sys.executable}? set [hosts.{host.name}] python "
-                "to the interpreter that has it)")
+        hint = (
+            f" (is Flujo installed there at {host.python or sys.executable}? set [hosts.{host.name}] python "
+            "to the interpreter that has it)"
+        )
     return AgentError(f"{what} over ssh to {host.ssh} failed with status {code}{hint}: {text}")
 
 
@@ -108,18 +119,30 @@ def sync_folder(host: HostSpec, folder: Path) -> None:
     assert host.ssh is not None
     path = str(folder)
     if shutil.which("rsync"):
-        command = ["rsync", "-a", f"--exclude={_EXCLUDED}", "-e", shlex.join(ssh_command()),
-                   f"--rsync-path=mkdir -p {shlex.quote(path)} && rsync", f"{path}/", f"{host.ssh}:{path}/"]
-        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              start_new_session=True)
+        command = [
+            "rsync",
+            "-a",
+            f"--exclude={_EXCLUDED}",
+            "-e",
+            shlex.join(ssh_command()),
+            f"--rsync-path=mkdir -p {shlex.quote(path)} && rsync",
+            f"{path}/",
+            f"{host.ssh}:{path}/",
+        ]
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, start_new_session=True)
         if done.returncode != 0:
             raise _failure(host, f"copying {path} with rsync", done.returncode, done.stderr)
         return
     unpack = ["sh", "-c", f"mkdir -p {shlex.quote(path)} && exec tar -C {shlex.quote(path)} -xf -"]
-    with subprocess.Popen(["tar", "-C", path, f"--exclude={_EXCLUDED}", "-cf", "-", "."], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, start_new_session=True) as packing:
-        done = subprocess.run(_ssh(host, unpack), stdin=packing.stdout, capture_output=True, text=True,
-                              start_new_session=True)
+    with subprocess.Popen(
+        ["tar", "-C", path, f"--exclude={_EXCLUDED}", "-cf", "-", "."],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    ) as packing:
+        done = subprocess.run(
+            _ssh(host, unpack), stdin=packing.stdout, capture_output=True, text=True, start_new_session=True
+        )
         assert packing.stdout is not None and packing.stderr is not None
         packing.stdout.close()
         packing_errors = packing.stderr.read().decode(errors="replace")
@@ -140,7 +163,15 @@ class SshAgent:
         self.spec = host  # as the manifest gives it
         self.launcher_key = (launcher_key or KeyPair.generate()) if flow.secure else None
         python = host.python or sys.executable
-        remote = [python, "-m", "flujo.launch", "agent", "--session", "--bind", f"tcp://{host.address}:{host.agent_port}"]
+        remote = [
+            python,
+            "-m",
+            "flujo.launch",
+            "agent",
+            "--session",
+            "--bind",
+            f"tcp://{host.address}:{host.agent_port}",
+        ]
         remote += ["--authorize", self.launcher_key.public.decode()] if self.launcher_key else ["--insecure"]
         self.command = _ssh(host, ["exec", *remote])
         self._lines: collections.deque[str] = collections.deque(maxlen=200)  # the session's last lines
@@ -161,8 +192,14 @@ class SshAgent:
     def start(self) -> None:
         """Log in, start the agent, learn its port and key; raises AgentError with ssh's words."""
         # Its own session: a terminal's Ctrl-C goes to the launcher, which stops the flow first.
-        self._process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self._process = subprocess.Popen(
+            self.command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         for stream in (self._process.stdout, self._process.stderr):
             reader = threading.Thread(target=self._read, args=(stream,), daemon=True, name=f"ssh {self.spec.name}")
             reader.start()
@@ -180,8 +217,10 @@ class SshAgent:
             code = self._process.poll()
             self.close()
             if code is None:
-                raise AgentError(f"the agent started over ssh to {self.spec.ssh} did not say it listens within "
-                                 f"{START_TIMEOUT:g} s: {self._output()}")
+                raise AgentError(
+                    f"the agent started over ssh to {self.spec.ssh} did not say it listens within "
+                    f"{START_TIMEOUT:g} s: {self._output()}"
+                )
             raise _failure(self.spec, "starting the agent", code, self._output())
         port = endpoint.rpartition(":")[2]
         if not port.isdigit() or not 0 < int(port) < 65536:
@@ -206,7 +245,7 @@ class SshAgent:
         """The rest of the first line the agent printed that starts with ``prefix`` (hold ``_said``)."""
         for line in self._lines:
             if line.startswith(prefix):
-                return line[len(prefix):].strip()
+                return line[len(prefix) :].strip()
         return None
 
     def _output(self) -> str:
@@ -257,8 +296,9 @@ class _Renewal:
         self.agent: SshAgent | None = None
         self.error: AgentError | None = None
         self._cancelled = False
-        self._thread = threading.Thread(target=self._run, args=(flow, ended), daemon=True,
-                                        name=f"ssh renewal {ended.host.name}")
+        self._thread = threading.Thread(
+            target=self._run, args=(flow, ended), daemon=True, name=f"ssh renewal {ended.host.name}"
+        )
         self._thread.start()
 
     def _run(self, flow: FlowSpec, ended: SshAgent) -> None:
@@ -322,8 +362,10 @@ class SshSessions:
             return
         del self._renewals[name]
         if renewal.agent is None:
-            self._say(f'host "{name}": starting its agent again failed ({renewal.error}); '
-                      f"trying again in {RENEW_INTERVAL:g} s")
+            self._say(
+                f'host "{name}": starting its agent again failed ({renewal.error}); '
+                f"trying again in {RENEW_INTERVAL:g} s"
+            )
             self._next_try[name] = time.monotonic() + RENEW_INTERVAL
             return
         self._agents[name].close()

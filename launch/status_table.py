@@ -2,6 +2,7 @@
 with rich (launch/live.py). Each column names the field of a replica's status entry it shows
 (launch/snapshot.py) and how its cell reads; a column marked ``optional`` is left out of the live
 view while no replica has a non-zero value in it (the printed table always has every column)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -78,18 +79,27 @@ COLUMNS = (
 
 def shown_columns(nodes: list[dict[str, Any]], compact: bool) -> tuple[Column, ...]:
     """Every column, or (``compact``) every column but the optional ones no replica has a value in."""
-    return tuple(column for column in COLUMNS
-                 if not (compact and column.optional and not any(node.get(column.field) for node in nodes)))
+    return tuple(
+        column
+        for column in COLUMNS
+        if not (compact and column.optional and not any(node.get(column.field) for node in nodes))
+    )
 
 
 def format_status(nodes: list[dict[str, Any]]) -> str:
     """The table as text, one line per replica under a line of titles."""
-    rows = [tuple(column.title for column in COLUMNS), *(tuple(column.cell(node) for column in COLUMNS)
-                                                         for node in nodes)]
+    rows = [
+        tuple(column.title for column in COLUMNS),
+        *(tuple(column.cell(node) for column in COLUMNS) for node in nodes),
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(width) if column.justify == "left" else cell.rjust(width)
-                               for column, cell, width in zip(COLUMNS, row, widths, strict=True))
-                     for row in rows)
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if column.justify == "left" else cell.rjust(width)
+            for column, cell, width in zip(COLUMNS, row, widths, strict=True)
+        )
+        for row in rows
+    )
 
 
 def host_line(host: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 the flow. It starts the flow once every replica is ready, releases ports, restarts a replica
 that died (its restart policy and budget), replaces one that drained (a graceful restart), starts
 the stop ladder of a node whose inputs have ended, and stops the flow when a node fails."""
+
 from __future__ import annotations
 
 import time
@@ -29,9 +30,18 @@ ERROR_REPORT_WAIT = 0.5
 class Supervisor:
     """Applies every event of a flow run to its replicas; ``stop`` and ``restart`` are its commands."""
 
-    def __init__(self, flow: FlowSpec, replicas: dict[Key, Replica], channels: Channels, hosts: Hosts,
-                 timers: Timers, say: Callable[[str], None], relay: OutputRelay, reaper: Reaper,
-                 run_id: str) -> None:
+    def __init__(
+        self,
+        flow: FlowSpec,
+        replicas: dict[Key, Replica],
+        channels: Channels,
+        hosts: Hosts,
+        timers: Timers,
+        say: Callable[[str], None],
+        relay: OutputRelay,
+        reaper: Reaper,
+        run_id: str,
+    ) -> None:
         self._flow, self.replicas, self._channels, self._timers = flow, replicas, channels, timers
         self._say, self._relay, self._run_id = say, relay, run_id
         self.started = False  # every replica was ready: START went out
@@ -143,8 +153,10 @@ class Supervisor:
             self._await_error_report(replica)  # a node that speaks the protocol may have said why
         if replica.restarting:  # it was draining for a graceful restart: its successor starts now
             if replica.current.drained is None:
-                self._say(f'node "{replica.config.label}" exited with status {code} before it had drained; '
-                          "restarting it (what its queues held may be lost)")
+                self._say(
+                    f'node "{replica.config.label}" exited with status {code} before it had drained; '
+                    "restarting it (what its queues held may be lost)"
+                )
             self._respawn(replica)
             return
         self._handovers.progress()  # an exit may be what a handover waited for
@@ -183,11 +195,16 @@ class Supervisor:
         delay = budget.next_delay(time.monotonic())
         if delay is None:
             spec = self._flow.nodes[replica.config.node]
-            self._fail(replica, f"exited with status {code} and was already restarted {spec.max_restarts} "
-                                f"times within {spec.restart_window:g} s")
+            self._fail(
+                replica,
+                f"exited with status {code} and was already restarted {spec.max_restarts} "
+                f"times within {spec.restart_window:g} s",
+            )
             return False
-        self._say(f'node "{replica.config.label}" exited with status {code}; restarting in {delay:.1f} s '
-                  f"(restart {budget.total})")
+        self._say(
+            f'node "{replica.config.label}" exited with status {code}; restarting in {delay:.1f} s '
+            f"(restart {budget.total})"
+        )
         replica.restart_scheduled()
         self._timers.after(delay, lambda: self._respawn(replica))
         return True
@@ -202,16 +219,23 @@ class Supervisor:
         (any one input of a zip): a node that never reads, or hangs, must not hold the flow."""
         for replica in self.replicas.values():
             record = replica.current
-            if replica.config.inputs and not record.grace_started and record.exit_code is None \
-                    and not record.finished and self._inputs_ended(replica):
+            if (
+                replica.config.inputs
+                and not record.grace_started
+                and record.exit_code is None
+                and not record.finished
+                and self._inputs_ended(replica)
+            ):
                 self._ladder.start(replica, reading=True)
 
     def _inputs_ended(self, replica: Replica) -> bool:
         def ended(sender: Replica) -> bool:
             return sender.finished or sender.stopped or sender.ended_for_good
 
-        ports = [all(ended(self.replicas[(port.source, index)]) for index in range(port.senders))
-                 for port in replica.config.inputs]
+        ports = [
+            all(ended(self.replicas[(port.source, index)]) for index in range(port.senders))
+            for port in replica.config.inputs
+        ]
         return all(ports) if replica.config.join == Join.MERGE else any(ports)
 
     def _start_when_ready(self) -> None:

@@ -1,4 +1,5 @@
 """Deadlines for the launcher's loop: call something at a given time, without threads."""
+
 from __future__ import annotations
 
 import heapq

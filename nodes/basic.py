@@ -1,4 +1,5 @@
 """Basic nodes: counters, range and list producers, map and filter wrappers, printing and collecting sinks."""
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 OpenCV's pip wheels cannot encode H.264, and their MPEG-4 part 2 ("mp4v") files do not play
 in browsers; PyAV's wheels carry libx264, so no system FFmpeg is needed.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction

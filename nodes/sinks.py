@@ -1,4 +1,5 @@
 """Sinks: write items to a JSON Lines file or print them compactly."""
+
 from __future__ import annotations
 
 import base64
@@ -50,8 +51,9 @@ class JsonLinesSink(Consumer):
         append: add to an existing file instead of replacing it.
     """
 
-    def __init__(self, path: str, fields: Sequence[str] | None = None,
-                 exclude: Sequence[str] = ("frame",), append: bool = False) -> None:
+    def __init__(
+        self, path: str, fields: Sequence[str] | None = None, exclude: Sequence[str] = ("frame",), append: bool = False
+    ) -> None:
         self.path, self.fields, self.exclude, self.append = path, fields, tuple(exclude), append
         self._file: TextIO | None = None
 
@@ -61,8 +63,7 @@ class JsonLinesSink(Consumer):
         self._file = open(path, "a" if self.append else "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def consume(self, item: Any) -> None:
-        line = json.dumps(to_json(_select(item, self.fields, self.exclude)), separators=(",", ":"),
-                          allow_nan=False)
+        line = json.dumps(to_json(_select(item, self.fields, self.exclude)), separators=(",", ":"), allow_nan=False)
         assert self._file is not None, "consume() before open()"
         try:  # every line is written through at once: a full disk fails the very item it could not keep
             self._file.write(line + "\n")

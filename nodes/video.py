@@ -10,6 +10,7 @@ Frame item (what readers produce and frame nodes pass on)::
 
 Frames arrive read-only in downstream nodes: copy one before drawing on it.
 """
+
 from __future__ import annotations
 
 import errno
@@ -37,8 +38,15 @@ DEFAULT_FPS = 25.0
 def frame_item(frame: np.ndarray, index: int, timestamp: float, source: str, fps: float) -> dict[str, Any]:
     """Build a frame item (the schema in this module's docstring)."""
     height, width = frame.shape[:2]
-    return {"frame": frame, "index": int(index), "timestamp": float(timestamp), "source": source,
-            "fps": float(fps), "width": int(width), "height": int(height)}
+    return {
+        "frame": frame,
+        "index": int(index),
+        "timestamp": float(timestamp),
+        "source": source,
+        "fps": float(fps),
+        "width": int(width),
+        "height": int(height),
+    }
 
 
 def _is_live(source: str | int) -> bool:
@@ -83,9 +91,17 @@ class VideoReader(Producer):
         reconnect: for live sources, how many times to reopen after a failed read.
     """
 
-    def __init__(self, source: str | int, realtime: bool = False, loop: bool = False,
-                 start: int = 0, stop: int | None = None, max_frames: int | None = None,
-                 fps: float | None = None, reconnect: int = 3) -> None:
+    def __init__(
+        self,
+        source: str | int,
+        realtime: bool = False,
+        loop: bool = False,
+        start: int = 0,
+        stop: int | None = None,
+        max_frames: int | None = None,
+        fps: float | None = None,
+        reconnect: int = 3,
+    ) -> None:
         self.source, self.realtime, self.loop = source, realtime, loop
         self.start, self.stop, self.max_frames = int(start), stop, max_frames
         self.fps_override, self.reconnect = fps, int(reconnect)
@@ -238,9 +254,12 @@ class VideoWriter(Consumer):
         disk = os.statvfs(os.path.dirname(self._target))
         free = disk.f_bavail * disk.f_frsize
         if free < needed:
-            raise OSError(errno.ENOSPC, f"no space left on the device to write video {self._target} "
-                                        f"({free} bytes free, a frame needs up to {needed}; "
-                                        f"{self.frames_written} frames written)")
+            raise OSError(
+                errno.ENOSPC,
+                f"no space left on the device to write video {self._target} "
+                f"({free} bytes free, a frame needs up to {needed}; "
+                f"{self.frames_written} frames written)",
+            )
 
     def close(self) -> None:
         if self._writer is not None:
@@ -259,25 +278,27 @@ class ImageFolderReader(Producer):
     ``fps`` sets the timestamps (``index / fps``); ``max_frames`` limits the count.
     """
 
-    def __init__(self, folder: str, pattern: str = "*", fps: float = DEFAULT_FPS,
-                 max_frames: int | None = None) -> None:
+    def __init__(
+        self, folder: str, pattern: str = "*", fps: float = DEFAULT_FPS, max_frames: int | None = None
+    ) -> None:
         self.folder, self.pattern, self.fps, self.max_frames = folder, pattern, float(fps), max_frames
 
     def open(self) -> None:
         folder = os.path.abspath(self.folder)
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"image folder not found: {folder}")
-        self.paths = sorted(path for path in glob.glob(os.path.join(folder, self.pattern))
-                            if path.lower().endswith(IMAGE_EXTENSIONS))
+        self.paths = sorted(
+            path for path in glob.glob(os.path.join(folder, self.pattern)) if path.lower().endswith(IMAGE_EXTENSIONS)
+        )
         if not self.paths:
             raise FileNotFoundError(f"no images matching {self.pattern!r} in {folder}")
 
     def length(self) -> int:
         """The images this reader will emit (progress and ETA)."""
-        return len(self.paths[:self.max_frames])
+        return len(self.paths[: self.max_frames])
 
     def produce(self) -> Iterator[dict[str, Any]]:
-        for index, path in enumerate(self.paths[:self.max_frames]):
+        for index, path in enumerate(self.paths[: self.max_frames]):
             frame = cv2.imread(path, cv2.IMREAD_COLOR)
             if frame is None:
                 raise OSError(f"cannot read image {path}")
@@ -307,13 +328,22 @@ class Resize(Processor):
     Give ``width`` and/or ``height`` in pixels (one alone keeps the aspect ratio) or ``scale``.
     """
 
-    def __init__(self, width: int | None = None, height: int | None = None,
-                 scale: float | None = None, interpolation: str = "area") -> None:
+    def __init__(
+        self,
+        width: int | None = None,
+        height: int | None = None,
+        scale: float | None = None,
+        interpolation: str = "area",
+    ) -> None:
         if width is None and height is None and scale is None:
             raise ValueError("Resize needs width, height or scale")
         self.width, self.height, self.scale = width, height, scale
-        self.interpolation = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR,
-                              "nearest": cv2.INTER_NEAREST, "cubic": cv2.INTER_CUBIC}[interpolation]
+        self.interpolation = {
+            "area": cv2.INTER_AREA,
+            "linear": cv2.INTER_LINEAR,
+            "nearest": cv2.INTER_NEAREST,
+            "cubic": cv2.INTER_CUBIC,
+        }[interpolation]
 
     def target_size(self, width: int, height: int) -> tuple[int, int]:
         if self.scale is not None:

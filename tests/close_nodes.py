@@ -1,4 +1,5 @@
 """Nodes that write down why they were closed (tests/test_close_reason.py)."""
+
 from __future__ import annotations
 
 import json

@@ -10,6 +10,7 @@ the right clause:
 Without a fault it passes the kit's lifecycle, stop and hold-reader scenarios. It assumes one
 input port and output edges with one replica each, as those scenarios give it.
 """
+
 import json
 import os
 import sys

@@ -7,6 +7,7 @@ deliberate fault chosen on the command line, to prove the kit's producer scenari
 Without a fault it passes the kit's "produce and stop" and "producer fan-out and stats"
 scenarios. It deals items round robin over each edge's replicas (blocking on a full one).
 """
+
 import json
 import os
 import sys

@@ -1,4 +1,5 @@
 """Fixtures that run real flows in real processes, and prove none is left behind."""
+
 from __future__ import annotations
 
 import fcntl
@@ -90,11 +91,18 @@ class FlowRunner:
     def start(self, manifest: Path, *options: str, prefix: Sequence[str] = ()) -> subprocess.Popen:
         """Run the launcher on ``manifest``; ``prefix`` wraps the command (another network namespace)."""
         # The extra argument marks the launcher so the orphan check can find it.
-        command = [*prefix, sys.executable, "-c",
-                   "import sys; from flujo.launch.cli import main; sys.argv[1:2] = []; main()",
-                   f"flujo-test-flow={self.name}", str(manifest), *options]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   start_new_session=True, env=self.env)
+        command = [
+            *prefix,
+            sys.executable,
+            "-c",
+            "import sys; from flujo.launch.cli import main; sys.argv[1:2] = []; main()",
+            f"flujo-test-flow={self.name}",
+            str(manifest),
+            *options,
+        ]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=self.env
+        )
         self.running.append(process)
         return process
 

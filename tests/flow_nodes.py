@@ -1,4 +1,5 @@
 """Nodes used by the integration tests' manifests."""
+
 from __future__ import annotations
 
 import json
@@ -159,6 +160,7 @@ class Stubborn(Producer):
     def open(self) -> None:
         if self.ignore_sigterm:
             import signal
+
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def produce(self) -> Iterable[int]:
@@ -284,8 +286,14 @@ class SpawnsChild(Producer):
     def open(self) -> None:
         import subprocess
         import sys
-        self._child = subprocess.Popen([sys.executable, "-c", "import signal, time; "
-                                        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+
+        self._child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
+            ]
+        )
 
     def produce(self) -> Iterable[int]:
         while True:

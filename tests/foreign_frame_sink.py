@@ -1,6 +1,7 @@
 """A consumer in "another language" (pyzmq and msgpack only, no flujo): for every item it
 writes [i, extension code of its frame, bytes that arrived for it, first byte] as a JSON line.
 It does not declare shared-memory support, so arrays must reach it inline (ext type 1)."""
+
 import json
 import os
 import sys
@@ -39,8 +40,11 @@ with open(sys.argv[1], "a") as out:
             if kind == EOS:
                 ended.add(sender_replica)
             elif kind == PAUSE:
-                reporter.send(msgpack.packb(["pause-seen", node, replica, [port["port"], msgpack.unpackb(header)[3],
-                                                                            sender_replica]]))
+                reporter.send(
+                    msgpack.packb(
+                        ["pause-seen", node, replica, [port["port"], msgpack.unpackb(header)[3], sender_replica]]
+                    )
+                )
             elif kind == DATA:
                 item = msgpack.unpackb(rest[0], ext_hook=lambda code, data: (code, msgpack.unpackb(data)))
                 code, meta = item["frame"]

@@ -5,6 +5,7 @@ sections of a manifest; ``FlowRunner.manifest`` takes the mapping directly. Valu
 TOML: strings quoted (``{nodes}`` stands for the tests' node file, as in hand-written bodies),
 lists as arrays, mappings as inline tables, None fields left out.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,9 @@ def node(run: str, inputs: object = None, args: Mapping[str, object] | None = No
     return {"run": run, "inputs": [inputs] if isinstance(inputs, str) else inputs, **fields, "args": _args(args)}
 
 
-def program(command: list[str], inputs: object = None, args: Mapping[str, object] | None = None,
-            **fields: object) -> Node:
+def program(
+    command: list[str], inputs: object = None, args: Mapping[str, object] | None = None, **fields: object
+) -> Node:
     """A node that runs a program (``command``), in any language."""
     return {"command": command, **node("", inputs, args, **fields), "run": None}
 

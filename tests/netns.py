@@ -1,4 +1,5 @@
 """Two "hosts" on one machine: network namespaces joined by a veth pair, made and removed by tests."""
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,20 @@ def make_hosts() -> tuple[Host, Host]:
         for host in (first, second):
             _ip("netns", "add", host.namespace)
             _ip("-n", host.namespace, "link", "set", "lo", "up")
-        _ip("-n", first.namespace, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0",
-            "netns", second.namespace)
+        _ip(
+            "-n",
+            first.namespace,
+            "link",
+            "add",
+            "veth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth0",
+            "netns",
+            second.namespace,
+        )
         for host in (first, second):
             _ip("-n", host.namespace, "addr", "add", f"{host.address}/24", "dev", "veth0")
             _ip("-n", host.namespace, "link", "set", "veth0", "up")

@@ -1,4 +1,5 @@
 """Restart a node of a running flow mid-stream, by command, and let the flow end afterwards."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -22,13 +23,23 @@ def chain(n: int, out: str, work: Node, pause: float | None = 0.0005, delay: flo
 def zip_behind_a_lagging_input(n: int, out: str, name: str, partner: Node) -> dict[str, Node]:
     """numbers feeds ``lagging`` (jitter, two replicas) and ``partner``; the zip ``pair`` adds
     what both send: at a restart of the zip, its senders stand at different sequence numbers."""
-    return {"numbers": gated(n, 0.0005), "lagging": node("{nodes}:jitter", "numbers", replicas=2),
-            name: {**partner, "inputs": ["numbers"]},
-            "pair": node("{nodes}:add", {"a": "lagging", "b": name}), "sink": collect("pair", out)}
+    return {
+        "numbers": gated(n, 0.0005),
+        "lagging": node("{nodes}:jitter", "numbers", replicas=2),
+        name: {**partner, "inputs": ["numbers"]},
+        "pair": node("{nodes}:add", {"a": "lagging", "b": name}),
+        "sink": collect("pair", out),
+    }
 
 
-def restart_mid_stream(flow: FlowRunner, manifest_body: str | Mapping[str, Node], node: str, out: str,
-                        after: int = 300, prefix: Sequence[str] = ()) -> tuple[list, str, str]:
+def restart_mid_stream(
+    flow: FlowRunner,
+    manifest_body: str | Mapping[str, Node],
+    node: str,
+    out: str,
+    after: int = 300,
+    prefix: Sequence[str] = (),
+) -> tuple[list, str, str]:
     """Start the flow, restart ``node`` once ``after`` items are out, and once every replica
     of it runs again open the gate (``{gate}`` in the manifest) that lets the stream end.
 
@@ -42,8 +53,14 @@ def restart_mid_stream(flow: FlowRunner, manifest_body: str | Mapping[str, Node]
     reply = flow.command("restart", node, "--flow", flow.name)
     assert reply.returncode == 0, reply.stderr
     assert reply.stdout.strip() == f"restarting {', '.join(labels)}"
-    poll_for(lambda: all(replica["restarts"] == 1 and replica["state"] == "running"
-                         for label, replica in flow.replicas().items() if label in labels), timeout=30)
+    poll_for(
+        lambda: all(
+            replica["restarts"] == 1 and replica["state"] == "running"
+            for label, replica in flow.replicas().items()
+            if label in labels
+        ),
+        timeout=30,
+    )
     gate.touch()
     stdout, stderr = launcher.communicate(timeout=60)
     assert launcher.returncode == 0, stderr

@@ -1,4 +1,5 @@
 """Python nodes that check what C nodes send (tests/test_sdk_c.py)."""
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,19 @@ class ArraySummary(Consumer):
     def consume(self, item: dict[str, Any]) -> None:
         frame = item["frame"]
         assert isinstance(frame, np.ndarray)
-        self.file.write(json.dumps({"index": item["index"], "dtype": frame.dtype.str, "shape": list(frame.shape),
-                                    "sum": int(frame.sum(dtype=np.uint64)), "writeable": frame.flags.writeable,
-                                    "gray_mean": item["gray_mean"]}) + "\n")
+        self.file.write(
+            json.dumps(
+                {
+                    "index": item["index"],
+                    "dtype": frame.dtype.str,
+                    "shape": list(frame.shape),
+                    "sum": int(frame.sum(dtype=np.uint64)),
+                    "writeable": frame.flags.writeable,
+                    "gray_mean": item["gray_mean"],
+                }
+            )
+            + "\n"
+        )
         self.file.flush()
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
 """Checks the C and the JavaScript node libraries must both pass, run against either."""
+
 from __future__ import annotations
 
 import contextlib
@@ -30,13 +31,29 @@ def admits_only_the_flow_key(command: Sequence[str], env: dict[str, str]) -> Non
         probe.bind(("127.0.0.1", 0))
         input_port = probe.getsockname()[1]
     endpoint = f"tcp://127.0.0.1:{input_port}"
-    config = {"protocol": 1, "flow": "secure", "node": "work", "replica": 0, "replicas": 1, "kind": "processor",
-              "control": f"tcp://127.0.0.1:{ports[0]}", "status": f"tcp://127.0.0.1:{ports[1]}",
-              "curve": {"public": public.decode(), "secret": secret.decode()},
-              "inputs": [{"port": "in", "endpoint": endpoint, "hwm": 100, "source": "up", "source_port": "out",
-                          "senders": 1}],
-              "outputs": [{"port": "out", "target": "down", "target_port": "in", "hwm": 100,
-                           "endpoints": [f"tcp://127.0.0.1:{ports[2]}"]}]}
+    config = {
+        "protocol": 1,
+        "flow": "secure",
+        "node": "work",
+        "replica": 0,
+        "replicas": 1,
+        "kind": "processor",
+        "control": f"tcp://127.0.0.1:{ports[0]}",
+        "status": f"tcp://127.0.0.1:{ports[1]}",
+        "curve": {"public": public.decode(), "secret": secret.decode()},
+        "inputs": [
+            {"port": "in", "endpoint": endpoint, "hwm": 100, "source": "up", "source_port": "out", "senders": 1}
+        ],
+        "outputs": [
+            {
+                "port": "out",
+                "target": "down",
+                "target_port": "in",
+                "hwm": 100,
+                "endpoints": [f"tcp://127.0.0.1:{ports[2]}"],
+            }
+        ],
+    }
     process = subprocess.Popen(command, env={**env, "FLUJO_NODE_CONFIG": json.dumps(config)})
     try:
         assert status.poll(10_000) and msgpack.unpackb(status.recv())[0] == "ready"

@@ -1,4 +1,5 @@
 """Nodes for the shared-memory tests: frames whose every byte says which item they are."""
+
 from __future__ import annotations
 
 import json
@@ -93,8 +94,11 @@ class Check(Consumer):
             self.kept.append((i, bool(item.get("inverted")), frame))
 
     def close(self) -> None:
-        changed = [i for i, inverted, frame in self.kept
-                   if not np.array_equal(frame, 255 - pattern(i) if inverted else pattern(i))]
+        changed = [
+            i
+            for i, inverted, frame in self.kept
+            if not np.array_equal(frame, 255 - pattern(i) if inverted else pattern(i))
+        ]
         self.file.write(json.dumps(["kept", len(self.kept), changed]) + "\n")
         self.file.close()
 

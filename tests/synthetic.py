@@ -11,6 +11,7 @@ horizontal lines, each in its own lane so they never overlap:
 The first frames are empty so a background subtractor learns the scene first.
 Everything is deterministic (noise comes from a seeded generator).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -90,8 +91,18 @@ def frames(count: int = FRAMES) -> list[np.ndarray]:
 
 def frame_items(count: int = FRAMES) -> list[dict[str, Any]]:
     """Frame items as a video reader would produce them."""
-    return [{"frame": render(index), "index": index, "timestamp": index / FPS, "source": "synthetic",
-             "fps": FPS, "width": WIDTH, "height": HEIGHT} for index in range(count)]
+    return [
+        {
+            "frame": render(index),
+            "index": index,
+            "timestamp": index / FPS,
+            "source": "synthetic",
+            "fps": FPS,
+            "width": WIDTH,
+            "height": HEIGHT,
+        }
+        for index in range(count)
+    ]
 
 
 def write_video(path: str, count: int = FRAMES) -> str:
@@ -105,8 +116,13 @@ def write_video(path: str, count: int = FRAMES) -> str:
     return path
 
 
-def detection_items(noise: float = 1.5, drop: dict[int, range] | None = None, seed: int = 1,
-                    max_occlusion: float = 0.5, count: int = FRAMES) -> list[dict[str, Any]]:
+def detection_items(
+    noise: float = 1.5,
+    drop: dict[int, range] | None = None,
+    seed: int = 1,
+    max_occlusion: float = 0.5,
+    count: int = FRAMES,
+) -> list[dict[str, Any]]:
     """Detections items from the ground truth: boxes jittered by ``noise`` pixels, figures
     hidden more than ``max_occlusion`` behind the occluder left out, and the frames in
     ``drop[id]`` left out for that figure (a detector missing someone)."""
@@ -119,9 +135,16 @@ def detection_items(noise: float = 1.5, drop: dict[int, range] | None = None, se
             if occluded_fraction(box) > max_occlusion or index in drop.get(figure_id, ()):
                 continue
             boxes.append(np.asarray(box, np.float32) + rng.normal(0.0, noise, 4).astype(np.float32))
-        items.append({"index": index, "timestamp": index / FPS, "width": WIDTH, "height": HEIGHT,
-                      "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-                      "scores": np.ones(len(boxes), np.float32)})
+        items.append(
+            {
+                "index": index,
+                "timestamp": index / FPS,
+                "width": WIDTH,
+                "height": HEIGHT,
+                "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+                "scores": np.ones(len(boxes), np.float32),
+            }
+        )
     return items
 
 

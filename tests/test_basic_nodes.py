@@ -1,4 +1,5 @@
 """The basic nodes, run in-process through the wire codec."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """The command line's conventions: suggestions, options anywhere, --version, ls, check,
 stop/restart of an ended node, and a command node's python3."""
+
 from __future__ import annotations
 
 import json
@@ -73,18 +74,23 @@ def test_check_validates_without_running(tmp_path: Path, flow: FlowRunner) -> No
     good = flow.manifest(SIMPLE.replace("OUT", out))
     result = flow.command("check", str(good))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (f'{good}: ok: flow "{flow.name}": 3 nodes (1 producer, 1 processor, '
-                                     "1 consumer), 4 processes, 2 edges")
+    assert result.stdout.strip() == (
+        f'{good}: ok: flow "{flow.name}": 3 nodes (1 producer, 1 processor, 1 consumer), 4 processes, 2 edges'
+    )
     assert not Path(out).exists()  # nothing ran
     bad = tmp_path / "bad.toml"
-    bad.write_text(SIMPLE.replace("OUT", out).replace("replicas = 2", "replicas = 0\nqueu = 3")
-                   .replace("{nodes}", str(Path(__file__).parent / "flow_nodes.py")))
+    bad.write_text(
+        SIMPLE.replace("OUT", out)
+        .replace("replicas = 2", "replicas = 0\nqueu = 3")
+        .replace("{nodes}", str(Path(__file__).parent / "flow_nodes.py"))
+    )
     result = flow.command("check", str(bad))
     assert result.returncode == 2
     problems = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert f'error: {bad}: node "square": field "replicas": must be a whole number from 1 to 256, got 0' in problems
-    assert any('node "square": field "queu": unknown field' in line and 'did you mean "queue"' in line
-               for line in problems)
+    assert any(
+        'node "square": field "queu": unknown field' in line and 'did you mean "queue"' in line for line in problems
+    )
     assert result.stderr.splitlines()[-1] == f"{bad}: 2 problems"
     assert flow.command("check", str(tmp_path / "absent.toml")).returncode == 2
 
@@ -104,8 +110,10 @@ def test_ls_lists_every_running_flow(flow: FlowRunner) -> None:
     gate = flow.path("gate")
     first = flow.start(flow.manifest(GATED.replace("GATE", gate).replace("OUT", flow.path("a.jsonl"))))
     second_manifest = flow.folder / "second.toml"
-    second_manifest.write_text(f'[flow]\nname = "{flow.name}-b"\n' + flow.manifest(
-        GATED.replace("GATE", gate).replace("OUT", flow.path("b.jsonl"))).read_text().split("\n", 2)[2])
+    second_manifest.write_text(
+        f'[flow]\nname = "{flow.name}-b"\n'
+        + flow.manifest(GATED.replace("GATE", gate).replace("OUT", flow.path("b.jsonl"))).read_text().split("\n", 2)[2]
+    )
     second = flow.start(second_manifest)
 
     def listed() -> dict[str, list[str]]:
@@ -133,18 +141,23 @@ def test_stop_and_restart_of_an_ended_node_say_so(flow: FlowRunner) -> None:
         [nodes.first_sink]
         run = "{{nodes}}:Collect"
         inputs = ["brief"]
-        args = {{ path = "{flow.path('a.jsonl')}" }}
+        args = {{ path = "{flow.path("a.jsonl")}" }}
         [nodes.held]
         run = "{{nodes}}:Gated"
         args = {{ n = 3, gate = "{gate}" }}
         [nodes.second_sink]
         run = "{{nodes}}:Collect"
         inputs = ["held"]
-        args = {{ path = "{flow.path('b.jsonl')}" }}
+        args = {{ path = "{flow.path("b.jsonl")}" }}
     """)
     launcher = flow.start(manifest)
-    poll_for(lambda: {label: node["state"] for label, node in flow.replicas().items()
-                      if label in ("brief", "first_sink")} == {"brief": "exited", "first_sink": "exited"}, timeout=20)
+    poll_for(
+        lambda: (
+            {label: node["state"] for label, node in flow.replicas().items() if label in ("brief", "first_sink")}
+            == {"brief": "exited", "first_sink": "exited"}
+        ),
+        timeout=20,
+    )
     restarted = flow.command("restart", "brief")
     assert restarted.returncode == 1
     assert 'node "brief" has already ended (exit status 0): nothing to restart' in restarted.stderr
@@ -178,7 +191,8 @@ def test_python3_in_a_command_node_is_the_launchers_interpreter(flow: FlowRunner
     assert result.returncode == 0, result.stderr
     assert "the wrong python3" not in result.stdout + result.stderr
     assert [line.split("|", 1)[1].strip() for line in result.stdout.splitlines() if line.startswith("sink")] == [
-        f"#{n}: {n}" for n in range(5)]  # the protocol-only sink, run by this Python, printed every item
+        f"#{n}: {n}" for n in range(5)
+    ]  # the protocol-only sink, run by this Python, printed every item
 
 
 @pytest.mark.timeout(60)
@@ -190,10 +204,12 @@ def test_conform_runs_the_kit_on_a_node_program_and_passes_its_verdict_on() -> N
 
     sink = Path(__file__).resolve().parent.parent / "samples" / "hello" / "sink.py"
     command = [sys.executable, "-m", "flujo.launch", "conform", "--level", "basic"]
-    good = subprocess.run([*command, "--kind", "consumer", "--", sys.executable, str(sink)],
-                          capture_output=True, text=True, timeout=50)
+    good = subprocess.run(
+        [*command, "--kind", "consumer", "--", sys.executable, str(sink)], capture_output=True, text=True, timeout=50
+    )
     assert good.returncode == 0, good.stdout + good.stderr
     assert "Level reached: basic (asked for basic)" in good.stdout
-    wrong = subprocess.run([*command, "--kind", "processor", "--", sys.executable, str(sink)],
-                           capture_output=True, text=True, timeout=50)
+    wrong = subprocess.run(
+        [*command, "--kind", "processor", "--", sys.executable, str(sink)], capture_output=True, text=True, timeout=50
+    )
     assert wrong.returncode == 1 and "Level reached: none" in wrong.stdout

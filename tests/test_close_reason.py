@@ -1,4 +1,5 @@
 """close(reason): a node learns why it closes; a plain close() keeps working."""
+
 from __future__ import annotations
 
 import signal
@@ -36,12 +37,22 @@ def recorder() -> tuple[list[Any], dict[str, Callable[..., None]]]:
     def any_positional(*args: Any) -> None:
         calls.append(args)
 
-    return calls, {"plain": plain, "positional": positional, "keyword_only": keyword_only,
-                   "any_keywords": any_keywords, "any_positional": any_positional}
+    return calls, {
+        "plain": plain,
+        "positional": positional,
+        "keyword_only": keyword_only,
+        "any_keywords": any_keywords,
+        "any_positional": any_positional,
+    }
 
 
-FORMS = [("plain", "plain"), ("positional", CloseReason.STOP), ("keyword_only", ("keyword", CloseReason.STOP)),
-         ("any_keywords", {"reason": CloseReason.STOP}), ("any_positional", (CloseReason.STOP,))]
+FORMS = [
+    ("plain", "plain"),
+    ("positional", CloseReason.STOP),
+    ("keyword_only", ("keyword", CloseReason.STOP)),
+    ("any_keywords", {"reason": CloseReason.STOP}),
+    ("any_positional", (CloseReason.STOP,)),
+]
 
 
 @pytest.mark.parametrize(("form", "call"), FORMS)
@@ -154,7 +165,9 @@ def test_a_failing_node_is_closed_for_failure(flow: FlowRunner) -> None:
 @pytest.mark.timeout(90)
 def test_a_restarted_node_is_closed_for_restart_and_its_successor_at_the_end(flow: FlowRunner) -> None:
     out, middle, n = flow.path("out.jsonl"), flow.path("m.txt"), 2000
-    values, _, _ = restart_mid_stream(flow, f"""
+    values, _, _ = restart_mid_stream(
+        flow,
+        f"""
         [nodes.numbers]
         run = "{{nodes}}:Gated"
         args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
@@ -166,6 +179,9 @@ def test_a_restarted_node_is_closed_for_restart_and_its_successor_at_the_end(flo
         run = "{{nodes}}:Collect"
         inputs = ["work"]
         args = {{ path = "{out}" }}
-    """, "work", out)
+    """,
+        "work",
+        out,
+    )
     assert values == list(range(n))
     assert notes(middle) == ["0 restart CloseReason", "1 end-of-stream CloseReason"]

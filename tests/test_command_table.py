@@ -1,6 +1,7 @@
 """The launcher's command table and the status table, without sockets or processes: every
 command's replies and error codes, the protocol document naming each, and the one table
 definition `flujo-launch status` and the live view share."""
+
 from __future__ import annotations
 
 import re
@@ -49,17 +50,19 @@ def test_status_replies_with_the_flow_state() -> None:
     assert answer(FakeFlow(), {"command": "status"}) == {"ok": True, "flow": "demo", "nodes": []}
 
 
-@pytest.mark.parametrize(("nodes", "told", "reply"), [
-    (None, [None], {"stopping": ["src"], "ended": {}}),  # the whole flow: its producers
-    ([], [None], {"stopping": ["src"], "ended": {}}),
-    (["sink"], [["sink"]], {"stopping": ["sink"], "ended": {}}),
-    (["src", "sink"], [["sink"]], {"stopping": ["sink"], "ended": {"src": "exit status 0"}}),
-    (["src"], [], {"stopping": [], "ended": {"src": "exit status 0"}}),  # nothing left to stop
-])
+@pytest.mark.parametrize(
+    ("nodes", "told", "reply"),
+    [
+        (None, [None], {"stopping": ["src"], "ended": {}}),  # the whole flow: its producers
+        ([], [None], {"stopping": ["src"], "ended": {}}),
+        (["sink"], [["sink"]], {"stopping": ["sink"], "ended": {}}),
+        (["src", "sink"], [["sink"]], {"stopping": ["sink"], "ended": {"src": "exit status 0"}}),
+        (["src"], [], {"stopping": [], "ended": {"src": "exit status 0"}}),  # nothing left to stop
+    ],
+)
 def test_stop(nodes: list[str] | None, told: list[Any], reply: dict[str, Any]) -> None:
     flow = FakeFlow(ended={"src": "exit status 0"})
-    assert answer(flow, {"command": "stop", **({"nodes": nodes} if nodes is not None else {})}) == {"ok": True,
-                                                                                                     **reply}
+    assert answer(flow, {"command": "stop", **({"nodes": nodes} if nodes is not None else {})}) == {"ok": True, **reply}
     assert flow.stopped == told
 
 
@@ -69,17 +72,32 @@ def test_restart_replies_with_the_labels_it_replaces() -> None:
     assert flow.restarted == ["sink"]
 
 
-@pytest.mark.parametrize(("request_", "flow", "code", "error"), [
-    ({"command": "launch"}, FakeFlow(), "unknown-command", "unknown command 'launch'"),
-    ({"command": "stop", "nodes": ["src", "nope"]}, FakeFlow(), "unknown-node", 'no node named "nope" in flow "demo"'),
-    ({"command": "restart"}, FakeFlow(), "unknown-node", 'no node named "None" in flow "demo"'),
-    ({"command": "restart", "node": "src"}, FakeFlow(ended={"src": "exit status 1"}), "already-ended",
-     'node "src" has already ended (exit status 1): nothing to restart'),
-    ({"command": "restart", "node": "sink"}, FakeFlow(restartable=False), "nothing-to-restart",
-     'node "sink" has no running process to restart (restarting)'),
-])
-def test_refusals_carry_a_code_and_a_sentence(request_: dict[str, Any], flow: FakeFlow, code: str,
-                                              error: str) -> None:
+@pytest.mark.parametrize(
+    ("request_", "flow", "code", "error"),
+    [
+        ({"command": "launch"}, FakeFlow(), "unknown-command", "unknown command 'launch'"),
+        (
+            {"command": "stop", "nodes": ["src", "nope"]},
+            FakeFlow(),
+            "unknown-node",
+            'no node named "nope" in flow "demo"',
+        ),
+        ({"command": "restart"}, FakeFlow(), "unknown-node", 'no node named "None" in flow "demo"'),
+        (
+            {"command": "restart", "node": "src"},
+            FakeFlow(ended={"src": "exit status 1"}),
+            "already-ended",
+            'node "src" has already ended (exit status 1): nothing to restart',
+        ),
+        (
+            {"command": "restart", "node": "sink"},
+            FakeFlow(restartable=False),
+            "nothing-to-restart",
+            'node "sink" has no running process to restart (restarting)',
+        ),
+    ],
+)
+def test_refusals_carry_a_code_and_a_sentence(request_: dict[str, Any], flow: FakeFlow, code: str, error: str) -> None:
     assert answer(flow, request_) == {"ok": False, "code": code, "error": error}
     assert flow.stopped == []  # nothing stopped; only a restart that found nothing to hold was tried
     assert flow.restarted == (["sink"] if code == "nothing-to-restart" else [])
@@ -104,8 +122,9 @@ def test_a_malformed_request_gets_a_malformed_reply(tmp_path: Path) -> None:
     context = zmq.Context()
     try:
         said: list[str] = []
-        channels = Channels(context, f"ipc://{tmp_path}/c", f"ipc://{tmp_path}/s", f"ipc://{tmp_path}/k", 1 << 20,
-                            said.append)
+        channels = Channels(
+            context, f"ipc://{tmp_path}/c", f"ipc://{tmp_path}/s", f"ipc://{tmp_path}/k", 1 << 20, said.append
+        )
         client = context.socket(zmq.REQ)
         client.linger = 0
         client.connect(f"ipc://{tmp_path}/k")
@@ -120,14 +139,38 @@ def test_a_malformed_request_gets_a_malformed_reply(tmp_path: Path) -> None:
 
 
 # -- the status table ----------------------------------------------------------------------------
-NODE = {"label": "square.1", "node": "square", "state": "running", "pid": 42, "host": "gpu", "restarts": 2,
-        "items_in": 10, "items_out": 9, "rate": 12.345, "queue": 0.5, "busy": 0.93, "dropped": 0, "rejected": 3}
+NODE = {
+    "label": "square.1",
+    "node": "square",
+    "state": "running",
+    "pid": 42,
+    "host": "gpu",
+    "restarts": 2,
+    "items_in": 10,
+    "items_out": 9,
+    "rate": 12.345,
+    "queue": 0.5,
+    "busy": 0.93,
+    "dropped": 0,
+    "rejected": 3,
+}
 
 
 def test_the_printed_table_has_every_column_in_order() -> None:
     header, row = (line.split() for line in format_status([NODE]).splitlines())
-    assert header == ["node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped",
-                      "rejected"]
+    assert header == [
+        "node",
+        "state",
+        "pid",
+        "restarts",
+        "in",
+        "out",
+        "items/s",
+        "queue",
+        "busy",
+        "dropped",
+        "rejected",
+    ]
     assert row == ["square.1", "running", "42@gpu", "2", "10", "9", "12.3", "50%", "93%", "0", "3"]
 
 

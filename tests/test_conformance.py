@@ -1,4 +1,5 @@
 """The conformance kit: the Python runtime passes every level; broken nodes fail on the right clause."""
+
 from __future__ import annotations
 
 import io
@@ -68,19 +69,33 @@ def test_the_python_reference_runs_through_flujo_node_too() -> None:
 @pytest.mark.timeout(60)
 def test_the_unbroken_fixture_passes_what_its_faults_break() -> None:
     """So each fault below is what fails, not the fixture itself."""
-    status, text = kit("--level", "restartable", "--only", "lifecycle", "--only", "stop", "--only", "hold reader",
-                       "--", sys.executable, BROKEN)
+    status, text = kit(
+        "--level",
+        "restartable",
+        "--only",
+        "lifecycle",
+        "--only",
+        "stop",
+        "--only",
+        "hold reader",
+        "--",
+        sys.executable,
+        BROKEN,
+    )
     assert failures(text) == [], text
     assert status == 0
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(("fault", "level", "section", "title"), [
-    ("--ignore-skip", "basic", "3", "SKIP: a SKIP in gives a SKIP out"),
-    ("--forget-eos", "basic", "7.2", "sends EOS to every downstream replica"),
-    ("--early", "basic", "4", "sends nothing before ready, start and its first input"),
-    ("--ignore-hold", "restartable", "8.2", "sends PAUSE to a held reader"),
-])
+@pytest.mark.parametrize(
+    ("fault", "level", "section", "title"),
+    [
+        ("--ignore-skip", "basic", "3", "SKIP: a SKIP in gives a SKIP out"),
+        ("--forget-eos", "basic", "7.2", "sends EOS to every downstream replica"),
+        ("--early", "basic", "4", "sends nothing before ready, start and its first input"),
+        ("--ignore-hold", "restartable", "8.2", "sends PAUSE to a held reader"),
+    ],
+)
 def test_a_broken_node_fails_on_the_right_clause(fault: str, level: str, section: str, title: str) -> None:
     started = time.monotonic()
     only = ["--only", "lifecycle"] if level == "basic" else ["--only", "lifecycle", "--only", "hold reader"]
@@ -97,14 +112,28 @@ PRODUCER_SCENARIOS = ["--only", "produce and stop", "--only", "producer fan-out 
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(("fault", "section", "title"), [
-    ("", None, None),  # the fixture itself passes
-    ("--no-start", "4", "a producer produces nothing before start"),
-    ("--from-zero", "6", "numbers its items from seq_start"),
-])
+@pytest.mark.parametrize(
+    ("fault", "section", "title"),
+    [
+        ("", None, None),  # the fixture itself passes
+        ("--no-start", "4", "a producer produces nothing before start"),
+        ("--from-zero", "6", "numbers its items from seq_start"),
+    ],
+)
 def test_a_broken_producer_fails_on_the_right_clause(fault: str, section: str | None, title: str | None) -> None:
-    status, text = kit("--kind", "producer", "--level", "full", "--timeout", "3", *PRODUCER_SCENARIOS,
-                       "--", sys.executable, PRODUCER, *([fault] if fault else []))
+    status, text = kit(
+        "--kind",
+        "producer",
+        "--level",
+        "full",
+        "--timeout",
+        "3",
+        *PRODUCER_SCENARIOS,
+        "--",
+        sys.executable,
+        PRODUCER,
+        *([fault] if fault else []),
+    )
     found = failures(text)
     if section is None:
         assert status == 0 and not found, text
@@ -179,11 +208,31 @@ def test_configuration_fields_a_version_does_not_know_are_ignored() -> None:
 
     from flujo.config import NodeConfig
 
-    text = json.dumps({"flow": "f", "node": "n", "replica": 0, "replicas": 1, "kind": "processor",
-                       "control": "ipc://c", "status": "ipc://s", "later": {"x": 1},
-                       "inputs": [{"port": "in", "endpoint": "ipc://i", "hwm": 4, "source": "u",
-                                   "source_port": "out", "senders": 2, "later": 1}],
-                       "outputs": [{"port": "out", "target": "d", "target_port": "in", "hwm": 4,
-                                    "endpoints": ["ipc://o"], "later": 1}]})
+    text = json.dumps(
+        {
+            "flow": "f",
+            "node": "n",
+            "replica": 0,
+            "replicas": 1,
+            "kind": "processor",
+            "control": "ipc://c",
+            "status": "ipc://s",
+            "later": {"x": 1},
+            "inputs": [
+                {
+                    "port": "in",
+                    "endpoint": "ipc://i",
+                    "hwm": 4,
+                    "source": "u",
+                    "source_port": "out",
+                    "senders": 2,
+                    "later": 1,
+                }
+            ],
+            "outputs": [
+                {"port": "out", "target": "d", "target_port": "in", "hwm": 4, "endpoints": ["ipc://o"], "later": 1}
+            ],
+        }
+    )
     config = NodeConfig.from_json(text)
     assert config.inputs[0].senders == 2 and config.outputs[0].endpoints == ("ipc://o",)

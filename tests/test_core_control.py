@@ -3,6 +3,7 @@
 Table-driven and in-process: every branch of the node side of a graceful restart
 (docs/PROTOCOL.md, section 8) in milliseconds.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,11 +19,26 @@ INVALID = "invalid"
 
 # phase before, event -> phase after (or INVALID: the event raises and the phase stays)
 TRANSITIONS = [
-    (W, "start", R), (W, "stop", S), (W, "drain", D), (W, "dismiss", INVALID),
-    (R, "start", R), (R, "stop", S), (R, "drain", D), (R, "dismiss", INVALID),
-    (S, "start", S), (S, "stop", S), (S, "drain", D), (S, "dismiss", INVALID),
-    (D, "start", D), (D, "stop", D), (D, "drain", D), (D, "dismiss", X),
-    (X, "start", X), (X, "stop", X), (X, "drain", X), (X, "dismiss", X),
+    (W, "start", R),
+    (W, "stop", S),
+    (W, "drain", D),
+    (W, "dismiss", INVALID),
+    (R, "start", R),
+    (R, "stop", S),
+    (R, "drain", D),
+    (R, "dismiss", INVALID),
+    (S, "start", S),
+    (S, "stop", S),
+    (S, "drain", D),
+    (S, "dismiss", INVALID),
+    (D, "start", D),
+    (D, "stop", D),
+    (D, "drain", D),
+    (D, "dismiss", X),
+    (X, "start", X),
+    (X, "stop", X),
+    (X, "drain", X),
+    (X, "dismiss", X),
 ]
 
 
@@ -46,12 +62,18 @@ def test_every_event_in_every_phase(before: Phase, event: str, after: Phase | st
 
 def test_the_table_covers_every_phase_and_event() -> None:
     assert {(before, event) for before, event, _ in TRANSITIONS} == {
-        (phase, event) for phase in Phase for event in ("start", "stop", "drain", "dismiss")}
+        (phase, event) for phase in Phase for event in ("start", "stop", "drain", "dismiss")
+    }
 
 
 # phase -> (started, stop_requested, drain_requested, dismissed)
-VIEWS = [(W, (False, False, False, False)), (R, (True, False, False, False)), (S, (True, True, False, False)),
-         (D, (True, False, True, False)), (X, (True, False, True, True))]
+VIEWS = [
+    (W, (False, False, False, False)),
+    (R, (True, False, False, False)),
+    (S, (True, True, False, False)),
+    (D, (True, False, True, False)),
+    (X, (True, False, True, True)),
+]
 
 
 @pytest.mark.parametrize(("phase", "view"), VIEWS)
@@ -91,8 +113,7 @@ COMMANDS: list[tuple[str, list[tuple[Control | None, list[Any]]], Phase, int]] =
 
 
 @pytest.mark.parametrize(("name", "commands", "phase", "changes"), COMMANDS, ids=[row[0] for row in COMMANDS])
-def test_every_command(name: str, commands: list[tuple[Control | None, list[Any]]], phase: Phase,
-                       changes: int) -> None:
+def test_every_command(name: str, commands: list[tuple[Control | None, list[Any]]], phase: Phase, changes: int) -> None:
     control, _ = state()
     for topic, payload in commands:
         control.apply(topic, payload)
@@ -147,15 +168,20 @@ HOLDS: list[tuple[str, list[tuple[str, tuple[int, ...]]], tuple[Any, Any, bool, 
     ("align without a hold is ignored", [("align", (2, 9))], (None, None, False, None)),
     ("dismissed", [("hold", (2,)), ("align", (2, 9)), ("dismissed", (2,))], (2, 9, True, None)),
     ("dismissed of another generation", [("hold", (2,)), ("dismissed", (1,))], (2, None, False, None)),
-    ("resume ends the hold", [("hold", (2,)), ("align", (2, 9)), ("dismissed", (2,)), ("resume", (2,))],
-     (None, None, False, 2)),
+    (
+        "resume ends the hold",
+        [("hold", (2,)), ("align", (2, 9)), ("dismissed", (2,)), ("resume", (2,))],
+        (None, None, False, 2),
+    ),
     ("resume of an older generation keeps the hold", [("hold", (2,)), ("resume", (1,))], (2, None, False, 1)),
     ("a replayed hold of a resumed generation is over", [("resume", (2,)), ("hold", (2,))], (None, None, False, 2)),
     ("an older resume does not lower the resumed", [("resume", (3,)), ("resume", (2,))], (None, None, False, 3)),
-    ("a new generation forgets the old limit", [("hold", (2,)), ("align", (2, 9)), ("dismissed", (2,)),
-                                                 ("hold", (3,))], (3, None, False, None)),
-    ("the same hold twice keeps its limit", [("hold", (2,)), ("align", (2, 9)), ("hold", (2,))],
-     (2, 9, False, None)),
+    (
+        "a new generation forgets the old limit",
+        [("hold", (2,)), ("align", (2, 9)), ("dismissed", (2,)), ("hold", (3,))],
+        (3, None, False, None),
+    ),
+    ("the same hold twice keeps its limit", [("hold", (2,)), ("align", (2, 9)), ("hold", (2,))], (2, 9, False, None)),
 ]
 
 
@@ -164,5 +190,4 @@ def test_holds(name: str, steps: list[tuple[str, tuple[int, ...]]], expected: tu
     holds = Holds()
     for method, args in steps:
         getattr(holds, method)(KEY, *args)
-    assert (holds.generation.get(KEY), holds.limit.get(KEY), KEY in holds.drained,
-            holds.resumed.get(KEY)) == expected
+    assert (holds.generation.get(KEY), holds.limit.get(KEY), KEY in holds.drained, holds.resumed.get(KEY)) == expected

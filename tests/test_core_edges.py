@@ -1,5 +1,6 @@
 """An output edge over in-process sockets: batching while the reader is busy, pause markers
 offered while another edge waits (never blocking, behind what was batched). Milliseconds."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -38,8 +39,9 @@ def received(socket: zmq.Socket) -> list[tuple[MessageKind, int, int]]:
 
 
 def edge(context: zmq.Context, name: str, holds: Holds, aligned: bool = False) -> OutputEdge:
-    config = OutputConfig(port="out", target="down", target_port="in", endpoints=(f"inproc://{name}",), hwm=1,
-                          aligned=aligned)
+    config = OutputConfig(
+        port="out", target="down", target_port="in", endpoints=(f"inproc://{name}",), hwm=1, aligned=aligned
+    )
     return OutputEdge(context, config, lambda node, port, replica: False, Codec("me", 0), holds)
 
 

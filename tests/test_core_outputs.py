@@ -1,4 +1,5 @@
 """A sender's graceful-restart decisions and batching, without sockets (flujo/pausing.py, flujo/batching.py)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,8 +13,14 @@ from flujo.pausing import HOLD_BACK_BYTES, PauseDecisions
 TARGET = "down"
 
 
-def decisions(aligned: bool, replicas: int = 1, last_seq: int = 10, hold: int | None = 4,
-              limit: int | None = None, drained: bool = False) -> tuple[PauseDecisions, list[tuple[Any, ...]]]:
+def decisions(
+    aligned: bool,
+    replicas: int = 1,
+    last_seq: int = 10,
+    hold: int | None = 4,
+    limit: int | None = None,
+    drained: bool = False,
+) -> tuple[PauseDecisions, list[tuple[Any, ...]]]:
     """Decisions of a sender at ``last_seq`` towards ``down``, whose replica 0 is held (or not)."""
     reports: list[tuple[Any, ...]] = []
     holds = Holds(lambda node, replica, port, seq: reports.append((node, replica, port, seq)))
@@ -32,19 +39,41 @@ def decisions(aligned: bool, replicas: int = 1, last_seq: int = 10, hold: int | 
 MUST_WAIT = [
     ("not held", False, None, None, 11, (False, None), []),
     ("held: pause, then wait for the successor", False, 4, None, 11, (True, 4), []),
-    ("zip held, within our position: still for the draining process", True, 4, None, 10, (False, None),
-     [(TARGET, 0, "in", 10)]),
-    ("zip held, past our position, no limit yet: wait unpaused", True, 4, None, 11, (True, None),
-     [(TARGET, 0, "in", 10)]),
+    (
+        "zip held, within our position: still for the draining process",
+        True,
+        4,
+        None,
+        10,
+        (False, None),
+        [(TARGET, 0, "in", 10)],
+    ),
+    (
+        "zip held, past our position, no limit yet: wait unpaused",
+        True,
+        4,
+        None,
+        11,
+        (True, None),
+        [(TARGET, 0, "in", 10)],
+    ),
     ("zip held, within the agreed limit: send", True, 4, 12, 12, (False, None), []),
     ("zip held, past the agreed limit: pause, then wait", True, 4, 12, 13, (True, 4), []),
 ]
 
 
-@pytest.mark.parametrize(("name", "aligned", "hold", "limit", "seq", "expected", "reported"), MUST_WAIT,
-                         ids=[row[0] for row in MUST_WAIT])
-def test_must_wait(name: str, aligned: bool, hold: int | None, limit: int | None, seq: int,
-                   expected: tuple[bool, int | None], reported: list[tuple[Any, ...]]) -> None:
+@pytest.mark.parametrize(
+    ("name", "aligned", "hold", "limit", "seq", "expected", "reported"), MUST_WAIT, ids=[row[0] for row in MUST_WAIT]
+)
+def test_must_wait(
+    name: str,
+    aligned: bool,
+    hold: int | None,
+    limit: int | None,
+    seq: int,
+    expected: tuple[bool, int | None],
+    reported: list[tuple[Any, ...]],
+) -> None:
     pauses, reports = decisions(aligned, hold=hold, limit=limit)
     assert pauses.must_wait(0, seq) == expected
     assert reports == reported
@@ -72,10 +101,12 @@ PAUSE_DUE = [
 ]
 
 
-@pytest.mark.parametrize(("name", "aligned", "last_seq", "hold", "limit", "due"), PAUSE_DUE,
-                         ids=[row[0] for row in PAUSE_DUE])
-def test_pause_due(name: str, aligned: bool, last_seq: int, hold: int | None, limit: int | None,
-                   due: int | None) -> None:
+@pytest.mark.parametrize(
+    ("name", "aligned", "last_seq", "hold", "limit", "due"), PAUSE_DUE, ids=[row[0] for row in PAUSE_DUE]
+)
+def test_pause_due(
+    name: str, aligned: bool, last_seq: int, hold: int | None, limit: int | None, due: int | None
+) -> None:
     pauses, _ = decisions(aligned, last_seq=last_seq, hold=hold, limit=limit)
     assert pauses.pause_due(0) == due
 
@@ -109,10 +140,10 @@ HOLD_BACK = [
 ]
 
 
-@pytest.mark.parametrize(("name", "aligned", "limit", "drained", "held", "expected"), HOLD_BACK,
-                         ids=[row[0] for row in HOLD_BACK])
-def test_may_hold_back(name: str, aligned: bool, limit: int | None, drained: bool, held: int,
-                       expected: bool) -> None:
+@pytest.mark.parametrize(
+    ("name", "aligned", "limit", "drained", "held", "expected"), HOLD_BACK, ids=[row[0] for row in HOLD_BACK]
+)
+def test_may_hold_back(name: str, aligned: bool, limit: int | None, drained: bool, held: int, expected: bool) -> None:
     pauses, _ = decisions(aligned, limit=limit, drained=drained)
     assert pauses.may_hold_back(held) is expected
 

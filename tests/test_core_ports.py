@@ -2,6 +2,7 @@
 
 A scripted port stands in for the socket: each receive takes the next message of its inbox.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,20 +17,25 @@ from flujo.protocol import NOBLOCK, Message, MessageKind
 from flujo.vocab import Join as JoinMode
 from flujo.vocab import QueuePolicy
 
-DATA, SKIPPED, EOS, PAUSE, BATCH = (MessageKind.DATA, MessageKind.SKIP, MessageKind.EOS, MessageKind.PAUSE,
-                                    MessageKind.BATCH)
+DATA, SKIPPED, EOS, PAUSE, BATCH = (
+    MessageKind.DATA,
+    MessageKind.SKIP,
+    MessageKind.EOS,
+    MessageKind.PAUSE,
+    MessageKind.BATCH,
+)
 
 
 def config(name: str = "in", senders: int = 1, hwm: int = 10, policy: str = QueuePolicy.BLOCK) -> InputConfig:
-    return InputConfig(port=name, endpoint="ipc://unused", hwm=hwm, source="up", source_port="out",
-                       senders=senders, policy=policy)
+    return InputConfig(
+        port=name, endpoint="ipc://unused", hwm=hwm, source="up", source_port="out", senders=senders, policy=policy
+    )
 
 
 class ScriptedPort(PortQueue):
     """A port whose source is a list of messages; it records how it was asked to receive."""
 
-    def __init__(self, name: str = "in", inbox: list[Message] | None = None, senders: int = 1,
-                 **options: Any) -> None:
+    def __init__(self, name: str = "in", inbox: list[Message] | None = None, senders: int = 1, **options: Any) -> None:
         super().__init__(config(name, senders, **options), reorder=senders > 1)
         self.inbox = list(inbox or [])
         self.receives: list[str] = []
@@ -158,8 +164,7 @@ def drain(join: Join, limit: int = 20) -> list[Any]:
 
 def test_one_port_gives_every_item_then_ends() -> None:
     port = ScriptedPort(inbox=[data(0, "a"), Message(SKIPPED, 1, "up", 0), data(2, "c"), marker(EOS)])
-    assert drain(Join([port], JoinMode.ZIP, View())) == [(0, "in", ["a"]), (1, "in", "skip"), (2, "in", ["c"]),
-                                                         "end"]
+    assert drain(Join([port], JoinMode.ZIP, View())) == [(0, "in", ["a"]), (1, "in", "skip"), (2, "in", ["c"]), "end"]
 
 
 def test_one_port_waits_when_its_blocking_receive_times_out() -> None:
@@ -183,7 +188,11 @@ def test_zip_pairs_by_sequence_number_and_drops_what_has_no_partner() -> None:
     right = ScriptedPort("b", [data(0, "b0"), data(2, "b2"), Message(SKIPPED, 3, "up", 0), marker(EOS)])
     left.inbox.insert(3, data(3, "a3"))
     assert drain(Join([left, right], JoinMode.ZIP, View())) == [
-        (0, None, ["a0", "b0"]), (2, None, ["a2", "b2"]), (3, None, "skip"), "end"]
+        (0, None, ["a0", "b0"]),
+        (2, None, ["a2", "b2"]),
+        (3, None, "skip"),
+        "end",
+    ]
 
 
 def test_zip_waits_on_the_port_it_lacks_only() -> None:
@@ -219,11 +228,19 @@ def test_merge_waits_on_every_port_still_open() -> None:
 # draining: port contents, view -> result of the join
 DRAINS = [
     ("not draining: waits", [data(0), marker(PAUSE)], View(), [(0, "in", [0]), "wait"]),
-    ("draining, sender paused: drained after the items", [data(0), marker(PAUSE)], View(draining=True),
-     [(0, "in", [0]), "drained"]),
+    (
+        "draining, sender paused: drained after the items",
+        [data(0), marker(PAUSE)],
+        View(draining=True),
+        [(0, "in", [0]), "drained"],
+    ),
     ("draining, sender not paused: waits", [data(0)], View(draining=True), [(0, "in", [0]), "wait"]),
-    ("draining, sender ended: the end, not a drain", [data(0), marker(EOS)], View(draining=True),
-     [(0, "in", [0]), "end"]),
+    (
+        "draining, sender ended: the end, not a drain",
+        [data(0), marker(EOS)],
+        View(draining=True),
+        [(0, "in", [0]), "end"],
+    ),
 ]
 
 
@@ -247,10 +264,12 @@ ZIP_DRAINS = [
 
 
 @pytest.mark.parametrize(("name", "limit", "left", "right", "steps"), ZIP_DRAINS, ids=[r[0] for r in ZIP_DRAINS])
-def test_a_zip_drains(name: str, limit: int | None, left: list[Message], right: list[Message],
-                      steps: list[Any]) -> None:
-    join = Join([ScriptedPort("a", left), ScriptedPort("b", right)], JoinMode.ZIP,
-                View(draining=True, drain_limit=limit))
+def test_a_zip_drains(
+    name: str, limit: int | None, left: list[Message], right: list[Message], steps: list[Any]
+) -> None:
+    join = Join(
+        [ScriptedPort("a", left), ScriptedPort("b", right)], JoinMode.ZIP, View(draining=True, drain_limit=limit)
+    )
     assert drain(join) == steps
 
 

@@ -1,4 +1,5 @@
 """CURVE on tcp: flow members talk, strangers are refused, and nothing crosses the wire in clear."""
+
 from __future__ import annotations
 
 import socket
@@ -20,9 +21,11 @@ def test_key_pairs_round_trip_through_a_configuration_and_bad_ones_are_refused()
     assert KeyPair.from_config(None) is None
     assert is_public_key(keys.public.decode()) and not is_public_key("~" * 40) and not is_public_key("short")
     other = KeyPair.generate()
-    for bad, reason in [({"public": keys.public.decode()}, "public and a secret"),
-                        ({"public": "~" * 40, "secret": keys.secret.decode()}, "40 characters"),
-                        ({"public": other.public.decode(), "secret": keys.secret.decode()}, "does not belong")]:
+    for bad, reason in [
+        ({"public": keys.public.decode()}, "public and a secret"),
+        ({"public": "~" * 40, "secret": keys.secret.decode()}, "40 characters"),
+        ({"public": other.public.decode(), "secret": keys.secret.decode()}, "does not belong"),
+    ]:
         with pytest.raises(ValueError, match=reason):
             KeyPair.from_config(bad)
 
@@ -107,7 +110,8 @@ def _tagged_flow(flow: FlowRunner, extra: str) -> tuple:
     """A tcp flow whose items carry a marker of this test's own: the capture sees every flow on
     the loopback interface (other tests', running alongside), and only this one may carry it."""
     out, marker = flow.path("out.jsonl"), f"plaintext-marker-{uuid.uuid4().hex}"
-    manifest = flow.manifest(f"""
+    manifest = flow.manifest(
+        f"""
         [nodes.words]
         run = "{{nodes}}:Tagged"
         args = {{ tag = "{marker}", n = 200 }}
@@ -115,7 +119,9 @@ def _tagged_flow(flow: FlowRunner, extra: str) -> tuple:
         run = "{{nodes}}:Collect"
         inputs = ["words"]
         args = {{ path = "{out}" }}
-    """, flow=f'transport = "tcp"\n{extra}')
+    """,
+        flow=f'transport = "tcp"\n{extra}',
+    )
     return manifest, out, marker.encode()
 
 
@@ -164,7 +170,8 @@ def test_strangers_reach_no_socket_of_a_running_tcp_flow(flow: FlowRunner, insec
     from flow_nodes import line_count
 
     out, gate, n = flow.path("out.jsonl"), Path(flow.path("gate")), 2000
-    manifest = flow.manifest(f"""
+    manifest = flow.manifest(
+        f"""
         [nodes.numbers]
         run = "{{nodes}}:Gated"
         args = {{ n = {n}, gate = "{gate}", pause = 0.0002 }}
@@ -172,7 +179,9 @@ def test_strangers_reach_no_socket_of_a_running_tcp_flow(flow: FlowRunner, insec
         run = "{{nodes}}:Collect"
         inputs = ["numbers"]
         args = {{ path = "{out}" }}
-    """, flow='transport = "tcp"' + ("\ninsecure = true" if insecure else ""))
+    """,
+        flow='transport = "tcp"' + ("\ninsecure = true" if insecure else ""),
+    )
     launcher = flow.start(manifest)
     poll_for(lambda: line_count(out) >= 100, timeout=30)
     sink = next(config for config in _node_configs(flow) if config["node"] == "sink")

@@ -1,4 +1,5 @@
 """A failure keeps its reason: error reports reach the launcher, sinks and writers check every write."""
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,7 @@ def test_every_failure_in_open_reaches_the_launcher(flow: FlowRunner) -> None:
     result = flow.run(manifest, timeout=90)
     assert result.returncode == 1
     for replica in range(30):
-        assert f'node "bad.{replica}" failed: RuntimeError: camera 7 is not connected' in result.stderr, \
-            result.stderr
+        assert f'node "bad.{replica}" failed: RuntimeError: camera 7 is not connected' in result.stderr, result.stderr
         label = f"bad.{replica}"
         assert f"{label:<7} | RuntimeError: camera 7 is not connected" in result.stdout  # its traceback
     assert "exited with status 1" not in result.stderr
@@ -48,8 +48,9 @@ def test_a_sink_on_a_full_device_fails_loudly(flow: FlowRunner) -> None:
     """)
     result = flow.run(manifest, timeout=30)
     assert result.returncode == 1
-    assert ('node "sink" failed: OSError: [Errno 28] cannot write /dev/full: No space left on device'
-            in result.stderr), result.stderr
+    assert 'node "sink" failed: OSError: [Errno 28] cannot write /dev/full: No space left on device' in result.stderr, (
+        result.stderr
+    )
 
 
 def test_jsonlines_sink_names_the_file_it_cannot_write() -> None:
@@ -70,8 +71,12 @@ def tiny_disk(tmp_path: Path):
     """A 300 kB file system (tmpfs), where one can be mounted (root)."""
     folder = tmp_path / "tiny"
     folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(folder)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(folder)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small file system here")
     try:
         yield folder
@@ -106,5 +111,6 @@ def test_video_writer_in_a_flow_exits_1_with_a_named_error(flow: FlowRunner) -> 
     """)
     result = flow.run(manifest, timeout=60)
     assert result.returncode == 1
-    assert f'node "writer" failed: OSError: cannot write video {target}: not a regular file' in result.stderr, \
+    assert f'node "writer" failed: OSError: cannot write video {target}: not a regular file' in result.stderr, (
         result.stderr
+    )

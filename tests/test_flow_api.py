@@ -1,4 +1,5 @@
 """Flows defined in Python: misuse fails at definition, the manifest round-trips, scripts run."""
+
 from __future__ import annotations
 
 import subprocess
@@ -26,7 +27,7 @@ def add(a: int, b: int) -> int:
 def test_a_consumer_has_no_output_to_read() -> None:
     flow = Flow("f")
     sink = flow.add(Print, flow.add(Count, n=3))
-    with pytest.raises(FlowDefinitionError, match='is a consumer, which sends nothing on'):
+    with pytest.raises(FlowDefinitionError, match="is a consumer, which sends nothing on"):
         flow.add(Print, sink)
 
 
@@ -38,6 +39,7 @@ def test_a_producer_takes_no_inputs() -> None:
 
 def test_a_processor_needs_inputs() -> None:
     from flow_nodes import Split
+
     with pytest.raises(FlowDefinitionError, match="is a processor, which needs inputs"):
         Flow("f").add(Split)
 
@@ -57,6 +59,7 @@ def test_nodes_of_another_flow_are_refused() -> None:
 
 def test_unknown_output_port_is_refused_with_a_suggestion() -> None:
     from flow_nodes import Split
+
     flow = Flow("f")
     split = flow.add(Split, flow.add(Count))
     with pytest.raises(FlowDefinitionError, match=r'no output port "evn".*did you mean "even"'):
@@ -91,7 +94,11 @@ def test_to_manifest_loads_as_the_same_graph(tmp_path: Path) -> None:
     spec = load_manifest(flow.to_manifest(tmp_path / "graph.toml"))
     assert spec.name == "graph" and spec.queue == 4
     assert {name: node.kind for name, node in spec.nodes.items()} == {
-        "numbers": "producer", "double": "processor", "add": "processor", "collect": "consumer"}
+        "numbers": "producer",
+        "double": "processor",
+        "add": "processor",
+        "collect": "consumer",
+    }
     assert spec.nodes["double"].replicas == 3
     assert [(p.port, p.source) for p in spec.nodes["add"].inputs] == [("a", "numbers"), ("b", "double")]
     assert spec.nodes["add"].keyword_ports and spec.nodes["numbers"].args == {"n": 10}
@@ -152,8 +159,14 @@ def test_a_script_defines_its_own_node_class_and_runs_the_flow(flow: FlowRunner,
     script = flow.folder / "user_script.py"
     script.write_text(textwrap.dedent(SCRIPT))
     out = flow.path("out.jsonl")
-    done = subprocess.run([sys.executable, str(script), flow.name, out, str(count)], capture_output=True,
-                          text=True, timeout=60, cwd=flow.folder, env=flow.env)
+    done = subprocess.run(
+        [sys.executable, str(script), flow.name, out, str(count)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=flow.folder,
+        env=flow.env,
+    )
     assert done.returncode == 0, done.stderr
     results = __import__("json").loads(done.stdout.splitlines()[-1])
     assert results == {"numbers": 0, "shout.0": 0, "shout.1": 0, "collect": 0}

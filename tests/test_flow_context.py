@@ -1,6 +1,7 @@
 """flujo.Flow as people use it from scripts and notebooks: every node option, errors raised
 as exceptions, and a flow that always ends with its program (exception, Ctrl-C, SIGKILL),
 leaving no process and no temporary folder behind."""
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,11 @@ def double(number: int, factor: int = 2) -> int:
 def test_an_unknown_keyword_is_refused_by_name_never_taken_as_an_argument() -> None:
     flow = Flow("f")
     numbers = flow.add(Count, n=3)
-    with pytest.raises(FlowDefinitionError,
-                       match=r'node "double": unknown keyword "on_eror" \(did you mean "on_error"\?\)'
-                             r'.*argument of double \(takes: number, factor\)'):
+    with pytest.raises(
+        FlowDefinitionError,
+        match=r'node "double": unknown keyword "on_eror" \(did you mean "on_error"\?\)'
+        r".*argument of double \(takes: number, factor\)",
+    ):
         flow.add(double, numbers, on_eror="skip")
     with pytest.raises(FlowDefinitionError, match=r'unknown keyword "sourc".*takes: n, start'):
         flow.add(Count, sourc="x")
@@ -44,17 +47,50 @@ def test_an_unknown_keyword_is_refused_by_name_never_taken_as_an_argument() -> N
 
 def test_every_manifest_option_is_a_keyword(tmp_path: Path) -> None:
     flow = Flow("options")
-    numbers = flow.add(Count, n=3, name="numbers", restart="on-failure", max_restarts=2, restart_window=9.5,
-                       stop_timeout=3, env={"A": "1"}, queue=4)
+    numbers = flow.add(
+        Count,
+        n=3,
+        name="numbers",
+        restart="on-failure",
+        max_restarts=2,
+        restart_window=9.5,
+        stop_timeout=3,
+        env={"A": "1"},
+        queue=4,
+    )
     flow.add(double, numbers, factor=3, on_error="skip", policy="drop-oldest", replicas=2, join="merge")
     spec = load_manifest(flow.to_manifest(tmp_path / "options.toml"))
     node, source = spec.nodes["double"], spec.nodes["numbers"]
-    assert (node.on_error, node.policy, node.replicas, node.join, node.args) == ("skip", "drop-oldest", 2, "merge",
-                                                                                 {"factor": 3})
-    assert (source.restart, source.max_restarts, source.restart_window, source.stop_timeout, source.env,
-            source.queue) == ("on-failure", 2, 9.5, 3, {"A": "1"}, 4)
-    assert set(NODE_OPTIONS) >= {"on_error", "policy", "restart", "max_restarts", "restart_window", "stop_timeout",
-                                 "queue", "host", "env", "cwd", "outputs", "replicas", "join"}
+    assert (node.on_error, node.policy, node.replicas, node.join, node.args) == (
+        "skip",
+        "drop-oldest",
+        2,
+        "merge",
+        {"factor": 3},
+    )
+    assert (
+        source.restart,
+        source.max_restarts,
+        source.restart_window,
+        source.stop_timeout,
+        source.env,
+        source.queue,
+    ) == ("on-failure", 2, 9.5, 3, {"A": "1"}, 4)
+    assert set(NODE_OPTIONS) >= {
+        "on_error",
+        "policy",
+        "restart",
+        "max_restarts",
+        "restart_window",
+        "stop_timeout",
+        "queue",
+        "host",
+        "env",
+        "cwd",
+        "outputs",
+        "replicas",
+        "join",
+    }
     with pytest.raises(FlowDefinitionError, match='field "policy": must be one of block, drop-newest, drop-oldest'):
         flow.add(double, numbers, policy="drop")
 
@@ -102,8 +138,11 @@ def _processes_in(folder: Path) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cwd", "status"]):
         try:
-            if process.pid != os.getpid() and process.info["status"] != psutil.STATUS_ZOMBIE \
-                    and str(folder) in (process.info["cwd"] or ""):
+            if (
+                process.pid != os.getpid()
+                and process.info["status"] != psutil.STATUS_ZOMBIE
+                and str(folder) in (process.info["cwd"] or "")
+            ):
                 found.append(process)
         except psutil.Error:
             continue
@@ -138,8 +177,12 @@ def test_an_exception_in_a_with_block_stops_the_flow(isolated: Path) -> None:
     with pytest.raises(ZeroDivisionError), Flow("broken") as flow:
         flow.add(Collect, flow.add(Count), path="out.jsonl")  # endless
         flow.start()
-        poll_for(lambda: len((isolated / "out.jsonl").read_text().split()) >= 20
-                 if (isolated / "out.jsonl").exists() else False, timeout=30)
+        poll_for(
+            lambda: (
+                len((isolated / "out.jsonl").read_text().split()) >= 20 if (isolated / "out.jsonl").exists() else False
+            ),
+            timeout=30,
+        )
         raise ZeroDivisionError("user code failed in the with block")
     assert flow.returncode == 0  # stopped in order: the producer stopped, the pipes drained
     lines = (isolated / "out.jsonl").read_text().split()
@@ -147,7 +190,7 @@ def test_an_exception_in_a_with_block_stops_the_flow(isolated: Path) -> None:
 
 
 # -- scripts: Ctrl-C, SIGKILL, notebooks, the README -------------------------------------------
-SCRIPT = '''
+SCRIPT = """
 import json, sys, time
 from pathlib import Path
 from flujo import Flow
@@ -166,7 +209,7 @@ with Flow(sys.argv[1]) as flow:
     else:  # "die": killed by the test, the with block never ends
         time.sleep(600)
 print("after the block", flush=True)
-'''
+"""
 
 
 def _start_script(folder: Path, code: str, *args: str, stdin: bool = False) -> subprocess.Popen:
@@ -174,12 +217,24 @@ def _start_script(folder: Path, code: str, *args: str, stdin: bool = False) -> s
     temp.mkdir(exist_ok=True)
     env = {**os.environ, "FLUJO_RUNS": str(folder / "runs"), "TMPDIR": str(temp)}
     if stdin:  # as in a notebook or a REPL: no file defines the script's classes
-        return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, cwd=folder, env=env)
+        return subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=folder,
+            env=env,
+        )
     script = folder / "script.py"
     script.write_text(textwrap.dedent(code))
-    return subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=folder, env=env)
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=folder,
+        env=env,
+    )
 
 
 def _assert_all_gone(folder: Path) -> None:
@@ -225,7 +280,7 @@ def test_the_flow_ends_when_its_program_is_killed(tmp_path: Path) -> None:
     assert lines == [str(n) for n in range(len(lines))]
 
 
-NOTEBOOK = '''
+NOTEBOOK = """
 import json
 from flujo import Flow, Processor
 from flujo.nodes.basic import Collect, Count
@@ -239,7 +294,7 @@ class Shout(Processor):                           # defined where no file holds 
 with Flow("notebook") as flow:
     flow.add(Collect, flow.add(Shout, flow.add(Count, n=30), replicas=2, restart="on-failure"), path="out.jsonl")
     print(json.dumps(flow.run(timeout=60)), flush=True)
-'''
+"""
 
 
 @pytest.mark.timeout(90)
@@ -257,7 +312,7 @@ def test_a_node_class_defined_interactively_runs(tmp_path: Path) -> None:
 
 def _readme_python_example() -> str:
     readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Defining a flow in Python"):]
+    section = readme[readme.index("## Defining a flow in Python") :]
     return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)  # type: ignore[union-attr]
 
 
@@ -289,7 +344,10 @@ def test_a_flow_that_cannot_run_raises_the_launchers_reason(isolated: Path) -> N
     with first:
         first.start()
         first.status()  # it runs, under that name
-        with pytest.raises(FlowError, match=r'flow "twice" failed: the launcher exited with status 1 before the '
-                                            r'flow ran: .*a flow named "twice" is already running'):
+        with pytest.raises(
+            FlowError,
+            match=r'flow "twice" failed: the launcher exited with status 1 before the '
+            r'flow ran: .*a flow named "twice" is already running',
+        ):
             second.run(timeout=30)
         first.stop()

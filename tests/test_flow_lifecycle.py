@@ -1,4 +1,5 @@
 """Stopping, failing and bounding memory: the flow's life beyond the happy path."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,14 @@ from manifests import collect, count, node
 
 def test_interrupt_mid_stream_drains_everything_produced(flow: FlowRunner) -> None:
     out, report = flow.path("out.jsonl"), flow.path("produced.json")
-    manifest = flow.manifest({"numbers": node("{nodes}:CountingProducer", args={"report": report}),
-                              "square": node("{nodes}:square", "numbers", replicas=2),
-                              "sink": collect("square", out, delay=0.001)}, flow="queue = 8")
+    manifest = flow.manifest(
+        {
+            "numbers": node("{nodes}:CountingProducer", args={"report": report}),
+            "square": node("{nodes}:square", "numbers", replicas=2),
+            "sink": collect("square", out, delay=0.001),
+        },
+        flow="queue = 8",
+    )
     launcher = flow.start(manifest)
     poll_for(lambda: line_count(out) >= 200, timeout=20)
     launcher.send_signal(signal.SIGINT)
@@ -44,8 +50,9 @@ def test_second_interrupt_kills_at_once(flow: FlowRunner) -> None:
 
 def test_a_failing_node_stops_the_flow_with_its_name_and_traceback(flow: FlowRunner) -> None:
     out = flow.path("out.jsonl")
-    manifest = flow.manifest({"numbers": count(), "check": node("{nodes}:fail_at", "numbers", {"at": 5}),
-                              "sink": collect("check", out)})
+    manifest = flow.manifest(
+        {"numbers": count(), "check": node("{nodes}:fail_at", "numbers", {"at": 5}), "sink": collect("check", out)}
+    )
     result = flow.run(manifest)
     assert result.returncode == 1
     assert 'node "check" failed: ValueError: cannot handle 5' in result.stderr
@@ -67,8 +74,13 @@ def test_a_node_failing_in_open_means_nothing_is_produced(flow: FlowRunner) -> N
 def test_slow_consumer_keeps_the_producers_memory_bounded(flow: FlowRunner) -> None:
     """500 arrays of 4 MB (2 GB in all) behind a slow consumer, with a queue of 4 per edge."""
     out, report = flow.path("out.jsonl"), flow.path("memory.json")
-    manifest = flow.manifest({"frames": node("{nodes}:BigArrays", args={"report": report, "n": 500, "mb": 4}),
-                              "sink": collect("frames", out, delay=0.002)}, flow="queue = 4")
+    manifest = flow.manifest(
+        {
+            "frames": node("{nodes}:BigArrays", args={"report": report, "n": 500, "mb": 4}),
+            "sink": collect("frames", out, delay=0.002),
+        },
+        flow="queue = 4",
+    )
     result = flow.run(manifest, timeout=50)
     assert result.returncode == 0, result.stderr
     items = read_lines(out)
@@ -85,8 +97,13 @@ def test_slow_consumer_keeps_the_producers_memory_bounded(flow: FlowRunner) -> N
 
 def test_killing_the_launcher_leaves_no_node_behind(flow: FlowRunner) -> None:
     out = flow.path("out.jsonl")
-    manifest = flow.manifest({"numbers": count(), "square": node("{nodes}:square", "numbers", replicas=2),
-                              "sink": collect("square", out, delay=0.001)})
+    manifest = flow.manifest(
+        {
+            "numbers": count(),
+            "square": node("{nodes}:square", "numbers", replicas=2),
+            "sink": collect("square", out, delay=0.001),
+        }
+    )
     launcher = flow.start(manifest)
     poll_for(lambda: line_count(out) >= 10, timeout=20)
     nodes = [p for p in flow_processes(flow.name) if p.pid != launcher.pid]
@@ -99,10 +116,14 @@ def test_killing_the_launcher_leaves_no_node_behind(flow: FlowRunner) -> None:
 
 def test_skip_on_error_counts_logs_and_goes_on(flow: FlowRunner) -> None:
     out = flow.path("out.jsonl")
-    manifest = flow.manifest({"numbers": count(20),
-                              "check": node("{nodes}:fail_at", "numbers", {"at": 5}, on_error="skip"),
-                              "total": node("{nodes}:add", {"a": "numbers", "b": "check"}),
-                              "sink": collect("total", out)})
+    manifest = flow.manifest(
+        {
+            "numbers": count(20),
+            "check": node("{nodes}:fail_at", "numbers", {"at": 5}, on_error="skip"),
+            "total": node("{nodes}:add", {"a": "numbers", "b": "check"}),
+            "sink": collect("total", out),
+        }
+    )
     result = flow.run(manifest)
     stdout = result.stdout
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,5 @@
 """`flujo-launch restart NODE` drains each replica before replacing it: nothing is lost, order is kept."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,9 @@ def test_restarting_a_processor_loses_nothing(flow: FlowRunner, replicas: int) -
 def test_restarting_the_consumer_loses_nothing(flow: FlowRunner) -> None:
     # The slow sink keeps its queue full: the drain has items to take, some in batches.
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, {"numbers": gated(n), "sink": collect("numbers", out, delay=0.0005)},
-                                      "sink", out)
+    values, _, _ = restart_mid_stream(
+        flow, {"numbers": gated(n), "sink": collect("numbers", out, delay=0.0005)}, "sink", out
+    )
     assert values == list(range(n))
 
 
@@ -28,17 +30,26 @@ def test_restarting_behind_a_replicated_node_keeps_the_order(flow: FlowRunner) -
     # Both replicas of "work" read from both replicas of "spread": each drains items that were
     # waiting for a gap, and the sink still gets every item in order.
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, {
-        "numbers": gated(n, 0.0005), "spread": node("{nodes}:jitter", "numbers", replicas=2),
-        "work": node("{nodes}:square", "spread", replicas=2), "sink": collect("work", out),
-    }, "work", out, after=200)
+    values, _, _ = restart_mid_stream(
+        flow,
+        {
+            "numbers": gated(n, 0.0005),
+            "spread": node("{nodes}:jitter", "numbers", replicas=2),
+            "work": node("{nodes}:square", "spread", replicas=2),
+            "sink": collect("work", out),
+        },
+        "work",
+        out,
+        after=200,
+    )
     assert values == [i * i for i in range(n)]
 
 
 def test_a_restarted_producer_continues_its_numbering(flow: FlowRunner) -> None:
     out, n = flow.path("out.jsonl"), 1500
-    values, _, _ = restart_mid_stream(flow, {"numbers": gated(n, 0.001), "sink": collect("numbers", out)},
-                                      "numbers", out)
+    values, _, _ = restart_mid_stream(
+        flow, {"numbers": gated(n, 0.001), "sink": collect("numbers", out)}, "numbers", out
+    )
     # The new process produces its stream again from the start; everything the first one
     # produced before it stopped arrived, without a gap.
     assert values[-n:] == list(range(n))
@@ -81,6 +92,7 @@ def test_restarting_a_zip_keeps_every_pair(flow: FlowRunner) -> None:
     # One input of the zip lags the other (jitter), so at the restart its senders stand at
     # different sequence numbers: they agree on a common one before pausing.
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, zip_behind_a_lagging_input(n, out, "squares", node("{nodes}:square")),
-                                      "pair", out)
+    values, _, _ = restart_mid_stream(
+        flow, zip_behind_a_lagging_input(n, out, "squares", node("{nodes}:square")), "pair", out
+    )
     assert values == [i + i * i for i in range(n)]

@@ -2,6 +2,7 @@
 the launcher's and the agent's sockets. Nothing crashes, hangs, loses or duplicates a legitimate
 item, lets an invalid value reach user code, or grows without bound; each kind is counted and logged.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,9 @@ def endpoint(config: dict, port: str) -> str:
     return next(entry["endpoint"] for entry in config["inputs"] if entry["port"] == port)
 
 
-def attack(context: zmq.Context, address: str, cases: dict[str, tuple[list[bytes], str]], copies: int,
-           sent: dict[str, int]) -> None:
+def attack(
+    context: zmq.Context, address: str, cases: dict[str, tuple[list[bytes], str]], copies: int, sent: dict[str, int]
+) -> None:
     """Send every case ``copies`` times (HEAVY ones a few times); counts messages sent per rule."""
     socket = context.socket(zmq.PUSH)
     socket.sndtimeo = 60_000  # a reader that stopped reading fails the test instead of hanging it
@@ -92,7 +94,7 @@ def attack(context: zmq.Context, address: str, cases: dict[str, tuple[list[bytes
 
 
 def rss_mb(process: psutil.Process) -> float:
-    return process.memory_info().rss / 2 ** 20
+    return process.memory_info().rss / 2**20
 
 
 def test_forged_and_malformed_messages_are_refused_while_the_stream_goes_on(flow: FlowRunner) -> None:
@@ -109,9 +111,13 @@ def test_forged_and_malformed_messages_are_refused_while_the_stream_goes_on(flow
     before = {label: rss_mb(nodes[label][0]) for label in ("pair", "sink")}
     context = zmq.Context()
     sent: dict[tuple[str, str], dict[str, int]] = {target: {} for target in targets}
-    attackers = [threading.Thread(target=attack, args=(context, endpoint(nodes[label][1], port),
-                                                       bad_messages(source, senders), copies, sent[label, port]))
-                 for (label, port), (source, senders, copies) in targets.items()]
+    attackers = [
+        threading.Thread(
+            target=attack,
+            args=(context, endpoint(nodes[label][1], port), bad_messages(source, senders), copies, sent[label, port]),
+        )
+        for (label, port), (source, senders, copies) in targets.items()
+    ]
     try:
         for attacker in attackers:
             attacker.start()
@@ -133,7 +139,7 @@ def test_forged_and_malformed_messages_are_refused_while_the_stream_goes_on(flow
     try:
         poll_for(counted, timeout=90, interval=0.2)  # every bad message was read and refused, none pending
     except AssertionError:
-        raise AssertionError(f"sent {expected}, counted {({label: seen.get(label) for label in expected})}") from None
+        raise AssertionError(f"sent {expected}, counted { ({label: seen.get(label) for label in expected}) }") from None
     grown = {label: rss_mb(nodes[label][0]) - before[label] for label in before}
     print(f"refused {expected}; RSS before {before} MB, growth {grown} MB")
     Path(gate).touch()  # now the stream may end
@@ -157,8 +163,10 @@ def test_forged_and_malformed_messages_are_refused_while_the_stream_goes_on(flow
         for rule in {rule for _, rule in bad_messages(source, 1).values()}:
             assert any(f"({rule}):" in line for line in lines), (label, port, rule, lines)
         assert len(lines) <= 64  # once per (sender, rule), not once per message
-    assert any('from nobody.7 (sender): sender \'nobody\' is not this port\'s upstream node' in line
-               for line in stdout.splitlines())
+    assert any(
+        "from nobody.7 (sender): sender 'nobody' is not this port's upstream node" in line
+        for line in stdout.splitlines()
+    )
     assert all(growth < RSS_BOUND_MB for growth in grown.values()), grown
 
 
@@ -166,7 +174,8 @@ def test_a_frame_over_the_limit_drops_its_connection_not_the_node(flow: FlowRunn
     """[flow] max_message: a larger frame never reaches the node (libzmq drops the connection
     as soon as the frame's size is announced), so its memory does not grow by it."""
     gate, out = flow.path("gate"), flow.path("out.jsonl")
-    manifest = flow.manifest(f"""
+    manifest = flow.manifest(
+        f"""
         [nodes.src]
         run = "{{nodes}}:Gated"
         args = {{ n = 500, gate = "{gate}" }}
@@ -175,7 +184,9 @@ def test_a_frame_over_the_limit_drops_its_connection_not_the_node(flow: FlowRunn
         run = "{{nodes}}:Collect"
         inputs = ["src"]
         args = {{ path = "{out}" }}
-        """, flow='max_message = "1MB"')
+        """,
+        flow='max_message = "1MB"',
+    )
     launcher = flow.start(manifest)
     nodes = poll_for(lambda: (found := node_configs(flow.name)) and len(found) == 2 and found, timeout=30)
     sink, config = nodes["sink"]
@@ -187,7 +198,7 @@ def test_a_frame_over_the_limit_drops_its_connection_not_the_node(flow: FlowRunn
         socket = context.socket(zmq.PUSH)
         socket.connect(endpoint(config, "src"))
         big = b"\x00" * (64 << 20)
-        header = msgpack.packb([1, 0, 10 ** 6, "src", 0])
+        header = msgpack.packb([1, 0, 10**6, "src", 0])
         for _ in range(8):
             socket.send_multipart([header, big], copy=False)
         socket.close(linger=10_000)
@@ -200,10 +211,18 @@ def test_a_frame_over_the_limit_drops_its_connection_not_the_node(flow: FlowRunn
     assert read_lines(out) == list(range(500))
 
 
-GARBAGE = [[b""], [b"\xc1garbage"], [msgpack.packb(42)], [msgpack.packb(["bogus", "x", 0, None])],
-           [msgpack.packb(["ready", "nobody", 9, None])], [msgpack.packb(["stats", "sink", 0, {"sent": 5}])],
-           [msgpack.packb(["error", "sink", 0, "boom"])], [msgpack.packb(["released", "sink", 0, [1, 2]])],
-           [b"a", b"b", b"c"], [msgpack.packb({"command": "stop", "nodes": "src"})]]
+GARBAGE = [
+    [b""],
+    [b"\xc1garbage"],
+    [msgpack.packb(42)],
+    [msgpack.packb(["bogus", "x", 0, None])],
+    [msgpack.packb(["ready", "nobody", 9, None])],
+    [msgpack.packb(["stats", "sink", 0, {"sent": 5}])],
+    [msgpack.packb(["error", "sink", 0, "boom"])],
+    [msgpack.packb(["released", "sink", 0, [1, 2]])],
+    [b"a", b"b", b"c"],
+    [msgpack.packb({"command": "stop", "nodes": "src"})],
+]
 
 
 def test_the_launcher_survives_garbage_on_its_status_and_command_sockets(flow: FlowRunner) -> None:
@@ -296,7 +315,8 @@ AGENT_RSS_BOUND_MB = 64
 @pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
 @pytest.mark.parametrize("insecure", [True, False])
 def test_the_agent_survives_garbage_and_a_huge_frame_while_serving_a_flow(
-        flow: FlowRunner, hosts: tuple[Host, Host], insecure: bool) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host], insecure: bool
+) -> None:
     """An --insecure agent reads the garbage and refuses it; a secure one turns the stranger
     away in the CURVE handshake. Either way the 500 MB frame is never held."""
     home = flow.folder / "agent-home"
@@ -313,9 +333,12 @@ def test_the_agent_survives_garbage_and_a_huge_frame_while_serving_a_flow(
         poll_for(lambda: line_count(out) >= 100, timeout=30)
         server = psutil.Process(agent.process.pid)
         before, peak = rss_mb(server), 0.0
-        peer = subprocess.Popen(hosts[0].command(sys.executable, "-c", HOSTILE_AGENT_PEER,
-                                                 f"tcp://{hosts[1].address}:{AGENT_PORT}", "200"),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        peer = subprocess.Popen(
+            hosts[0].command(sys.executable, "-c", HOSTILE_AGENT_PEER, f"tcp://{hosts[1].address}:{AGENT_PORT}", "200"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             while peer.poll() is None:  # the agent's memory while the peer sends
                 peak = max(peak, rss_mb(server))

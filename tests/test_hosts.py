@@ -2,6 +2,7 @@
 
 The launcher runs in host A, `flujo-launch agent` in host B; the manifest places nodes on B.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,9 +44,22 @@ class Agent:
         self.host, self.home = host, home
         self.key, _ = create_identity(home)
         self.process = subprocess.Popen(
-            host.command(sys.executable, "-m", "flujo.launch", "agent", "--bind",
-                         f"tcp://{host.address}:{AGENT_PORT}", "--keys", str(home), *options),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            host.command(
+                sys.executable,
+                "-m",
+                "flujo.launch",
+                "agent",
+                "--bind",
+                f"tcp://{host.address}:{AGENT_PORT}",
+                "--keys",
+                str(home),
+                *options,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
         self.lines = []
         while not self.lines or "listening on" not in self.lines[-1]:
             line = self.process.stdout.readline()  # type: ignore[union-attr]
@@ -54,8 +68,14 @@ class Agent:
 
     def own_pids(self) -> set[int]:
         """The agent and its reaper (``ip netns exec`` execs: the agent keeps the Popen's pid)."""
-        return {self.process.pid, *(child.pid for child in psutil.Process(self.process.pid).children()
-                                    if "reaper.py" in " ".join(child.cmdline()))}
+        return {
+            self.process.pid,
+            *(
+                child.pid
+                for child in psutil.Process(self.process.pid).children()
+                if "reaper.py" in " ".join(child.cmdline())
+            ),
+        }
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -89,18 +109,22 @@ def _body(hosts: tuple[Host, Host], nodes: str, agent_key: str = "", timeout: fl
     launcher_host, other = hosts
     key = f'key = "{agent_key}"' if agent_key else ""
     host_timeout = f"timeout = {timeout}" if timeout is not None else ""
-    return f"""
+    return (
+        f"""
         host = "{launcher_host.address}"
         [hosts.b]
         address = "{other.address}"
         agent_port = {AGENT_PORT}
         {key}
         {host_timeout}
-    """ + nodes
+    """
+        + nodes
+    )
 
 
-def _manifest(flow: FlowRunner, hosts: tuple[Host, Host], nodes: str, agent: Agent | None = None,
-              timeout: float | None = None):
+def _manifest(
+    flow: FlowRunner, hosts: tuple[Host, Host], nodes: str, agent: Agent | None = None, timeout: float | None = None
+):
     key = agent.key.public.decode() if agent else ""
     return flow.manifest(_body(hosts, nodes, key, timeout), flow="queue = 4")
 
@@ -124,7 +148,8 @@ CHAIN = """
 
 @pytest.mark.timeout(90)
 def test_nodes_on_another_host_run_there_and_restart_without_loss(
-        flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent
+) -> None:
     out, n = flow.path("out.jsonl"), 3000
     printer = """
         [nodes.show]
@@ -134,8 +159,9 @@ def test_nodes_on_another_host_run_there_and_restart_without_loss(
     """
     body = CHAIN.format(n=n, out=out, sink_extra="").replace('"{nodes}:Paced"', '"{nodes}:Gated"')
     body = body.replace("pause = 0.0005 }", 'pause = 0.0005, gate = "{gate}" }') + printer
-    items, stdout, _ = restart_mid_stream(flow, _body(hosts, body, agent.key.public.decode()), "where", out,
-                                          prefix=hosts[0].command())
+    items, stdout, _ = restart_mid_stream(
+        flow, _body(hosts, body, agent.key.public.decode()), "where", out, prefix=hosts[0].command()
+    )
     assert [item["n"] for item in items] == list(range(n))  # every item, in order, across the restart
     assert {item["net"] for item in items} == {hosts[1].namespace_inode()}  # all worked on host B
     assert os.stat("/proc/self/ns/net").st_ino != hosts[1].namespace_inode()
@@ -147,17 +173,22 @@ def test_nodes_on_another_host_run_there_and_restart_without_loss(
 
 def test_status_tells_where_each_node_runs(flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
     out = flow.path("out.jsonl")
-    launcher = flow.start(_manifest(flow, hosts, CHAIN.format(n=10 ** 7, out=out, sink_extra=""), agent),
-                          prefix=hosts[0].command())
+    launcher = flow.start(
+        _manifest(flow, hosts, CHAIN.format(n=10**7, out=out, sink_extra=""), agent), prefix=hosts[0].command()
+    )
     poll_for(lambda: line_count(out) >= 10, timeout=30)
     replicas = flow.replicas()
     assert {label: replica["host"] for label, replica in replicas.items()} == {
-        "numbers": None, "where.0": "b", "where.1": "b", "sink": None}
+        "numbers": None,
+        "where.0": "b",
+        "where.1": "b",
+        "sink": None,
+    }
     on_b = hosts[1].pids()
     assert replicas["where.0"]["pid"] in on_b and replicas["where.1"]["pid"] in on_b  # pids as the agent saw them
     assert replicas["sink"]["pid"] in hosts[0].pids()
     table = flow.command("status", "--flow", flow.name).stdout
-    assert f'{replicas["where.1"]["pid"]}@b' in table and f'{replicas["sink"]["pid"]}@' not in table
+    assert f"{replicas['where.1']['pid']}@b" in table and f"{replicas['sink']['pid']}@" not in table
     assert flow.command("stop", "--flow", flow.name).returncode == 0
     _, stderr = launcher.communicate(timeout=30)
     assert launcher.returncode == 0, stderr
@@ -165,10 +196,11 @@ def test_status_tells_where_each_node_runs(flow: FlowRunner, hosts: tuple[Host, 
 
 @pytest.mark.timeout(60)
 def test_killing_the_launcher_ends_the_nodes_on_the_other_host(
-        flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent
+) -> None:
     out = flow.path("out.jsonl")
     # The default host timeout (30 s) is for cut links; a dead launcher is told apart by its lifeline.
-    manifest = _manifest(flow, hosts, CHAIN.format(n=10 ** 7, out=out, sink_extra=""), agent)
+    manifest = _manifest(flow, hosts, CHAIN.format(n=10**7, out=out, sink_extra=""), agent)
     launcher = flow.start(manifest, prefix=hosts[0].command())
     poll_for(lambda: line_count(out) >= 100, timeout=30)
     agent_own = agent.own_pids()
@@ -185,7 +217,8 @@ def test_killing_the_launcher_ends_the_nodes_on_the_other_host(
 
 @pytest.mark.timeout(40)
 def test_an_unreachable_agent_stops_the_launch_before_anything_starts(
-        flow: FlowRunner, hosts: tuple[Host, Host]) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host]
+) -> None:
     launcher_key(flow)
     chain = CHAIN.format(n=10, out=flow.path("out.jsonl"), sink_extra="")
     body = _body(hosts, chain, KeyPair.generate().public.decode())
@@ -200,9 +233,10 @@ def test_an_unreachable_agent_stops_the_launch_before_anything_starts(
 
 @pytest.mark.timeout(60)
 def test_a_lost_host_fails_the_flow_with_a_clear_message(
-        flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent
+) -> None:
     out = flow.path("out.jsonl")
-    manifest = _manifest(flow, hosts, CHAIN.format(n=10 ** 7, out=out, sink_extra=""), agent, timeout=3)
+    manifest = _manifest(flow, hosts, CHAIN.format(n=10**7, out=out, sink_extra=""), agent, timeout=3)
     launcher = flow.start(manifest, prefix=hosts[0].command())
     poll_for(lambda: line_count(out) >= 100, timeout=30)
     agent.kill()  # the host goes away: its agent and, with it, its nodes
@@ -235,7 +269,8 @@ def test_an_agent_refuses_a_launcher_it_does_not_know(flow: FlowRunner, hosts: t
 
 @pytest.mark.timeout(60)
 def test_a_launcher_refuses_an_agent_whose_key_is_not_the_expected_one(
-        flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent
+) -> None:
     stderr = _refused_launch(flow, hosts, KeyPair.generate().public.decode())  # a key of someone else
     assert "the secure handshake with" in stderr and "agent's key is not the one this launcher expects" in stderr
     assert "serving flow" not in agent.output()
@@ -265,10 +300,12 @@ def test_an_agent_without_keys_or_trusted_launchers_does_not_serve(tmp_path: Pat
 
 @pytest.mark.timeout(60)
 def test_a_killed_node_on_the_other_host_restarts_by_policy(
-        flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent
+) -> None:
     out, n, gate = flow.path("out.jsonl"), 3000, Path(flow.path("gate"))
     body = CHAIN.format(n=n, out=out, sink_extra="").replace(
-        '    host = "b"\n', '    host = "b"\n    restart = "on-failure"\n')
+        '    host = "b"\n', '    host = "b"\n    restart = "on-failure"\n'
+    )
     body = body.replace('"{nodes}:Paced"', '"{nodes}:Gated"')
     body = body.replace("pause = 0.0005 }", f'pause = 0.0005, gate = "{gate}" }}')
     launcher = flow.start(_manifest(flow, hosts, body, agent), prefix=hosts[0].command())
@@ -277,8 +314,10 @@ def test_a_killed_node_on_the_other_host_restarts_by_policy(
     assert victim in hosts[1].pids()
     os.kill(victim, signal.SIGKILL)  # the agent sees it die and tells the launcher
     # restarts counts the respawn at once; the pid is known once the new process has started
-    successor = poll_for(lambda: (where := flow.replicas().get("where.1", {})).get("restarts") == 1
-                         and where.get("pid") and where, timeout=20)
+    successor = poll_for(
+        lambda: (where := flow.replicas().get("where.1", {})).get("restarts") == 1 and where.get("pid") and where,
+        timeout=20,
+    )
     assert successor["pid"] in hosts[1].pids()  # started again on host B
     gate.touch()  # the stream may end now
     _, stderr = launcher.communicate(timeout=60)

@@ -1,6 +1,7 @@
 """The launcher's output on a terminal: never slower for a chatty node than a pipe, the final
 table below every line, progress and ETA for producers that know their length, and a
 closing summary with what nodes report."""
+
 from __future__ import annotations
 
 import fcntl
@@ -103,7 +104,7 @@ PROGRESS = """
 def test_progress_eta_and_the_closing_summary_on_a_terminal(flow: FlowRunner) -> None:
     text, status = _launch(flow, flow.manifest(PROGRESS), terminal=True)
     assert re.search(r"numbers  [█▏▎▍▌▋▊▉ ]{30} +\d+%  \d+/60  ETA 0:0\d", text), text[-3000:]
-    summary = text[text.rindex(f"flow {flow.name}: summary"):]
+    summary = text[text.rindex(f"flow {flow.name}: summary") :]
     assert re.search(r"tally +0 +60 +0 +\d+\.\d s +0 +0 +even 30, odd 30", summary), summary
     assert next(node for node in status["nodes"] if node["node"] == "tally")["summary"] == {"even": 30, "odd": 30}
     numbers = next(node for node in status["nodes"] if node["node"] == "numbers")
@@ -124,16 +125,29 @@ def _text(renderable: object) -> str:
 
 
 def test_render_progress_and_summary() -> None:
-    node = {"label": "reader", "node": "reader", "state": "running", "items_out": 397, "total": 795, "eta": 65.2,
-            "items_in": 0, "seconds": 12.34, "exit_code": 0, "errors": 0, "restarts": 1,
-            "summary": {"in": 13, "out": 15, "rate": 0.123456}}
+    node = {
+        "label": "reader",
+        "node": "reader",
+        "state": "running",
+        "items_out": 397,
+        "total": 795,
+        "eta": 65.2,
+        "items_in": 0,
+        "seconds": 12.34,
+        "exit_code": 0,
+        "errors": 0,
+        "restarts": 1,
+        "summary": {"in": 13, "out": 15, "rate": 0.123456},
+    }
     table = _text(render_status({"flow": "f", "nodes": [node]}))
     assert re.search(r"reader  █{14,15}[▏▎▍▌▋▊▉]? +50%  397/795  ETA 1:05", table), table
     summary = _text(render_summary({"flow": "f", "nodes": [node]}))
-    assert "flow f: summary" in summary and re.search(r"reader +0 +0 +397 +12\.3 s +0 +1 +in 13, out 15, rate 0\.1235",
-                                                      summary), summary
+    assert "flow f: summary" in summary and re.search(
+        r"reader +0 +0 +397 +12\.3 s +0 +1 +in 13, out 15, rate 0\.1235", summary
+    ), summary
     assert plain_summary({"nodes": [node]}) == [
-        "reader: exit 0, in 0, out 397, 12.3 s, errors 0, restarts 1; in 13, out 15, rate 0.1235"]
+        "reader: exit 0, in 0, out 397, 12.3 s, errors 0, restarts 1; in 13, out 15, rate 0.1235"
+    ]
 
 
 def test_the_line_counter_reports_its_final_counts() -> None:
@@ -146,9 +160,14 @@ def test_the_line_counter_reports_its_final_counts() -> None:
 
 def test_the_video_reader_knows_its_length() -> None:
     from flujo.nodes.video import VideoReader
+
     clip = str(Path(__file__).resolve().parent.parent / "samples" / "data" / "vtest.avi")
-    for reader, length in ((VideoReader(clip), 795), (VideoReader(clip, start=10, max_frames=100), 100),
-                           (VideoReader(clip, start=700), 95), (VideoReader(clip, loop=True), None)):
+    for reader, length in (
+        (VideoReader(clip), 795),
+        (VideoReader(clip, start=10, max_frames=100), 100),
+        (VideoReader(clip, start=700), 95),
+        (VideoReader(clip, loop=True), None),
+    ):
         reader.open()
         try:
             assert reader.length() == length

@@ -1,4 +1,5 @@
 """The launcher's live terminal view: the status table, output lines above it, robustness."""
+
 from __future__ import annotations
 
 import copy
@@ -10,20 +11,75 @@ from rich.console import Console
 from flujo.launch.live import LiveView, render_status
 
 STATUS = {
-    "flow": "people-counter", "started": True, "stopping": False, "bottleneck": "detector",
+    "flow": "people-counter",
+    "started": True,
+    "stopping": False,
+    "bottleneck": "detector",
     "nodes": [
-        {"label": "reader", "node": "reader", "replica": 0, "pid": 1234, "state": "running",
-         "exit_code": None, "restarts": 0, "error": None, "items_in": 0, "items_out": 512,
-         "errors": 0, "rate": 29.7, "queue": 0.0, "busy": 0.12},
-        {"label": "detector.0", "node": "detector", "replica": 0, "pid": 1235, "state": "running",
-         "exit_code": None, "restarts": 1, "error": None, "items_in": 500, "items_out": 498,
-         "errors": 0, "rate": 14.9, "queue": 1.0, "busy": 0.97},
-        {"label": "tracker", "node": "tracker", "replica": 0, "pid": 1236, "state": "exited",
-         "exit_code": 0, "restarts": 0, "error": None, "items_in": 498, "items_out": 498,
-         "errors": 0, "rate": 0.0, "queue": 0.25, "busy": 0.0},
-        {"label": "sink", "node": "sink", "replica": 0, "pid": 1237, "state": "failed",
-         "exit_code": 1, "restarts": 0, "error": "ValueError: boom", "items_in": 3, "items_out": 0,
-         "errors": 1, "rate": 0.5, "queue": 0.5, "busy": 0.3},
+        {
+            "label": "reader",
+            "node": "reader",
+            "replica": 0,
+            "pid": 1234,
+            "state": "running",
+            "exit_code": None,
+            "restarts": 0,
+            "error": None,
+            "items_in": 0,
+            "items_out": 512,
+            "errors": 0,
+            "rate": 29.7,
+            "queue": 0.0,
+            "busy": 0.12,
+        },
+        {
+            "label": "detector.0",
+            "node": "detector",
+            "replica": 0,
+            "pid": 1235,
+            "state": "running",
+            "exit_code": None,
+            "restarts": 1,
+            "error": None,
+            "items_in": 500,
+            "items_out": 498,
+            "errors": 0,
+            "rate": 14.9,
+            "queue": 1.0,
+            "busy": 0.97,
+        },
+        {
+            "label": "tracker",
+            "node": "tracker",
+            "replica": 0,
+            "pid": 1236,
+            "state": "exited",
+            "exit_code": 0,
+            "restarts": 0,
+            "error": None,
+            "items_in": 498,
+            "items_out": 498,
+            "errors": 0,
+            "rate": 0.0,
+            "queue": 0.25,
+            "busy": 0.0,
+        },
+        {
+            "label": "sink",
+            "node": "sink",
+            "replica": 0,
+            "pid": 1237,
+            "state": "failed",
+            "exit_code": 1,
+            "restarts": 0,
+            "error": "ValueError: boom",
+            "items_in": 3,
+            "items_out": 0,
+            "errors": 1,
+            "rate": 0.5,
+            "queue": 0.5,
+            "busy": 0.3,
+        },
     ],
 }
 
@@ -92,7 +148,7 @@ def test_live_view_prints_lines_and_the_final_table() -> None:
     assert "reader | hello" in output
     assert "detector.0 | world" in output
     assert "reader     | again" in output  # padded to the widest label seen so far
-    final = output[output.rindex("flow people-counter"):]
+    final = output[output.rindex("flow people-counter") :]
     assert "bottleneck: detector" in final
     assert "ValueError: boom" in final
     assert "29.7" in final
@@ -121,7 +177,7 @@ def test_status_that_raises_keeps_the_last_table() -> None:
     output = out.getvalue()
     assert calls > 1
     assert "still here" in output
-    final = output[output.rindex("flow people-counter"):]
+    final = output[output.rindex("flow people-counter") :]
     assert "detector.0" in final and "29.7" in final
 
 
@@ -142,7 +198,7 @@ def test_status_changes_are_shown() -> None:
     with LiveView("people-counter", lambda: current, console=console, refresh_per_second=50):
         current["stopping"] = True
         current["nodes"][0]["state"] = "finished"
-    final = out.getvalue()[out.getvalue().rindex("flow people-counter"):]
+    final = out.getvalue()[out.getvalue().rindex("flow people-counter") :]
     assert "stopping" in final and "finished" in final
 
 
@@ -200,8 +256,12 @@ def test_launcher_on_a_terminal_shows_the_live_table(flow) -> None:
         inputs = ["numbers"]
     """)
     controller, terminal = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "flujo.launch", str(manifest)], stdout=terminal,
-                               stderr=terminal, env={**flow.env, "COLUMNS": "100"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flujo.launch", str(manifest)],
+        stdout=terminal,
+        stderr=terminal,
+        env={**flow.env, "COLUMNS": "100"},
+    )
     os.close(terminal)
     output = b""
     try:
@@ -217,11 +277,11 @@ def test_launcher_on_a_terminal_shows_the_live_table(flow) -> None:
         process.wait(timeout=30)
         os.close(controller)
     import re
+
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))  # without colours
     assert process.returncode == 0
     assert f"flow {flow.name}" in text and "items/s" in text and "exited" in text
     assert all(f"printer | {n}" in text for n in range(5))
-
 
 
 def test_a_terminal_that_falls_behind_costs_screen_lines_not_memory(monkeypatch) -> None:

@@ -1,5 +1,6 @@
 """`flujo-launch logs`: lines stamped when relayed, interleaved by time, --tail, --since,
 kept per run (the last few), and a node that printed nothing is not an error."""
+
 from __future__ import annotations
 
 import time
@@ -92,10 +93,9 @@ def test_only_the_last_runs_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyP
     for number in range(logstore.KEEP_RUNS + 2):
         made.append(logstore.new_run("f", {"labels": ["a"]}).name)
         (logstore.logs_root("f") / made[-1] / "a.log").write_text(f"{logstore.stamp(time.time())} run {number}\n")
-    assert logstore.runs("f") == made[-logstore.KEEP_RUNS:]
+    assert logstore.runs("f") == made[-logstore.KEEP_RUNS :]
     assert logstore.run_folder("f").name == made[-1]  # latest
-    assert [line.text for line in logstore.merged(logstore.run_folder("f"), ["a"])] == [
-        f"run {logstore.KEEP_RUNS + 1}"]
+    assert [line.text for line in logstore.merged(logstore.run_folder("f"), ["a"])] == [f"run {logstore.KEEP_RUNS + 1}"]
 
 
 def test_since_takes_durations_and_times(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,6 @@
 """`flujo-launch run --metrics-port`: Prometheus text scraped during a run grows with the
 flow and agrees with `flujo-launch status`."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ def _manifest(flow: FlowRunner, gate: str) -> Path:
         [nodes.sink]
         run = "{{nodes}}:Collect"
         inputs = ["square"]
-        args = {{ path = "{flow.path('out.jsonl')}" }}
+        args = {{ path = "{flow.path("out.jsonl")}" }}
     """)
 
 
@@ -36,8 +37,11 @@ def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     with urllib.request.urlopen(url, timeout=5) as response:
         assert response.headers["Content-Type"].startswith("text/plain")
         text = response.read().decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def _per_replica(scrape: dict, name: str) -> dict[str, float]:
@@ -61,31 +65,39 @@ def test_metrics_are_scraped_during_a_run_and_match_status(flow: FlowRunner) -> 
     url = poll_for(lambda: announcement.exists() and json.loads(announcement.read_text()).get("metrics"), timeout=20)
     assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
 
-    first = poll_for(lambda: _per_replica(_scrape(url), "flujo_items_out_total").get("numbers", 0) > 0 and
-                     _scrape(url), timeout=20)
+    first = poll_for(
+        lambda: _per_replica(_scrape(url), "flujo_items_out_total").get("numbers", 0) > 0 and _scrape(url), timeout=20
+    )
     produced = _per_replica(first, "flujo_items_out_total")["numbers"]
     assert produced < N  # caught mid-run
-    grown = poll_for(lambda: (s := _scrape(url)) and _per_replica(s, "flujo_items_out_total")["numbers"] > produced
-                     and s, timeout=20)
+    grown = poll_for(
+        lambda: (s := _scrape(url)) and _per_replica(s, "flujo_items_out_total")["numbers"] > produced and s, timeout=20
+    )
     assert _per_replica(grown, "flujo_items_in_total")["sink"] >= _per_replica(first, "flujo_items_in_total")["sink"]
     labels = {dict(labels)["node"] for name, labels in grown if name == "flujo_items_in_total"}
     assert labels == {"numbers", "square", "sink"}
-    assert _per_replica(grown, "flujo_replica_up") == {
-        "numbers": 1.0, "square.0": 1.0, "square.1": 1.0, "sink": 1.0}
+    assert _per_replica(grown, "flujo_replica_up") == {"numbers": 1.0, "square.0": 1.0, "square.1": 1.0, "sink": 1.0}
     assert grown[("flujo_flow_started", (("flow", flow.name),))] == 1.0
 
     # Every item through, the stream held open by the gate: counters settle, and match status.
     def all_through() -> dict | None:
         scrape = _scrape(url)
         ins, outs = _per_replica(scrape, "flujo_items_in_total"), _per_replica(scrape, "flujo_items_out_total")
-        through = (outs["numbers"] == outs["square.0"] + outs["square.1"] == N and ins["sink"] == N
-                   and ins["square.0"] + ins["square.1"] == N)  # every replica's last report is in
+        through = (
+            outs["numbers"] == outs["square.0"] + outs["square.1"] == N
+            and ins["sink"] == N
+            and ins["square.0"] + ins["square.1"] == N
+        )  # every replica's last report is in
         return scrape if through else None
 
     settled = poll_for(all_through, timeout=30)
     status = flow.replicas()
-    for metric, field in (("flujo_items_in_total", "items_in"), ("flujo_items_out_total", "items_out"),
-                          ("flujo_errors_total", "errors"), ("flujo_restarts_total", "restarts")):
+    for metric, field in (
+        ("flujo_items_in_total", "items_in"),
+        ("flujo_items_out_total", "items_out"),
+        ("flujo_errors_total", "errors"),
+        ("flujo_restarts_total", "restarts"),
+    ):
         assert _per_replica(settled, metric) == {label: node[field] for label, node in status.items()}, metric
     square = _per_replica(settled, "flujo_items_in_total")
     assert square["square.0"] + square["square.1"] == N and square["numbers"] == 0

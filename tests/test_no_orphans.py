@@ -1,4 +1,5 @@
 """Nothing outlives the launcher or the agent; a node that exits at once or never reads hangs nothing."""
+
 from __future__ import annotations
 
 import io
@@ -32,10 +33,13 @@ def _reaper_of(pid: int) -> psutil.Process:
     return children[0]
 
 
-@pytest.mark.parametrize("parent", [
-    'command = ["sh", "wrapper.sh"]',  # a command node: sh runs python (the flow never starts: sh is not ready)
-    'run = "{nodes}:SpawnsChild"',  # a Python node that started a child: the flow runs
-])
+@pytest.mark.parametrize(
+    "parent",
+    [
+        'command = ["sh", "wrapper.sh"]',  # a command node: sh runs python (the flow never starts: sh is not ready)
+        'run = "{nodes}:SpawnsChild"',  # a Python node that started a child: the flow runs
+    ],
+)
 def test_launcher_sigkill_leaves_no_process(flow: FlowRunner, parent: str, record_property) -> None:
     Path(flow.path("wrapper.sh")).write_text(WRAPPER)
     out = flow.path("out.jsonl")
@@ -51,6 +55,7 @@ def test_launcher_sigkill_leaves_no_process(flow: FlowRunner, parent: str, recor
         {parent}
     """)
     launcher = flow.start(manifest)
+
     # launcher, stubborn, sink, the parent node and its python child (which inherits the node's environment)
     # (polled until the child has exec'd: right after the fork it still shows its parent's command line)
     def all_running() -> list | None:
@@ -74,9 +79,13 @@ def test_launcher_sigkill_leaves_no_process(flow: FlowRunner, parent: str, recor
 def test_agent_sigkill_leaves_no_process(tmp_path: Path) -> None:
     Path(tmp_path / "wrapper.sh").write_text(WRAPPER)
     marker = f"agent-test-{os.getpid()}-{time.monotonic_ns()}"
-    agent = subprocess.Popen([sys.executable, "-m", "flujo.launch", "agent", "--bind", "tcp://127.0.0.1:0",
-                              "--insecure"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "flujo.launch", "agent", "--bind", "tcp://127.0.0.1:0", "--insecure"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     context = zmq.Context()
     try:
         line = ""
@@ -89,18 +98,37 @@ def test_agent_sigkill_leaves_no_process(tmp_path: Path) -> None:
         dealer.connect(endpoint)
         dealer.send(pack("hello", {"flow": "orphans"}))
         assert dealer.poll(10_000) and msgpack.unpackb(dealer.recv())[0] == "welcome"
-        for token, argv in ((1, ["sh", "wrapper.sh"]),
-                            (2, [sys.executable, "-c", "import signal, time; "
-                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])):
-            dealer.send(pack("spawn", {"token": token, "label": f"n{token}", "argv": argv,
-                                       "env": {"ORPHAN_MARKER": marker}, "cwd": str(tmp_path)}))
+        for token, argv in (
+            (1, ["sh", "wrapper.sh"]),
+            (
+                2,
+                [
+                    sys.executable,
+                    "-c",
+                    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
+                ],
+            ),
+        ):
+            dealer.send(
+                pack(
+                    "spawn",
+                    {
+                        "token": token,
+                        "label": f"n{token}",
+                        "argv": argv,
+                        "env": {"ORPHAN_MARKER": marker},
+                        "cwd": str(tmp_path),
+                    },
+                )
+            )
 
         def marked() -> list[psutil.Process]:
             found = []
             for process in psutil.process_iter(["environ"]):
                 try:
-                    if (process.info["environ"] or {}).get("ORPHAN_MARKER") == marker and \
-                            process.status() != psutil.STATUS_ZOMBIE:
+                    if (process.info["environ"] or {}).get(
+                        "ORPHAN_MARKER"
+                    ) == marker and process.status() != psutil.STATUS_ZOMBIE:
                         found.append(process)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
@@ -130,8 +158,9 @@ def _run_in_process(manifest: Path) -> tuple[int, str]:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("program, expected", [("true", 0), ("false", 1)])
-def test_a_node_that_exits_at_once_hangs_nothing(flow: FlowRunner, monkeypatch: pytest.MonkeyPatch,
-                                                 program: str, expected: int, record_property) -> None:
+def test_a_node_that_exits_at_once_hangs_nothing(
+    flow: FlowRunner, monkeypatch: pytest.MonkeyPatch, program: str, expected: int, record_property
+) -> None:
     monkeypatch.setenv("FLUJO_RUNS", flow.path("runs"))
     manifest = flow.manifest(f'[nodes.quick]\ncommand = ["{program}"]\n')
     started = time.monotonic()
@@ -160,8 +189,13 @@ def test_a_node_that_exits_before_ready_lets_the_flow_end(flow: FlowRunner) -> N
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("reader", ['run = "{nodes}:NeverReads"',  # takes one item, then hangs in consume
-                                    'command = ["sleep", "600"]'])  # never speaks the protocol at all
+@pytest.mark.parametrize(
+    "reader",
+    [
+        'run = "{nodes}:NeverReads"',  # takes one item, then hangs in consume
+        'command = ["sleep", "600"]',
+    ],
+)  # never speaks the protocol at all
 def test_stop_ends_a_node_that_never_reads(flow: FlowRunner, reader: str) -> None:
     out = flow.path("out.jsonl")
     manifest = flow.manifest(f"""
@@ -225,17 +259,24 @@ def test_restart_requests_during_a_restart_merge(flow: FlowRunner) -> None:
             assert msgpack.unpackb(socket.recv())["ok"]
     finally:
         context.destroy(linger=0)
-    poll_for(lambda: [node["restarts"] for label, node in flow.replicas().items() if label.startswith("work")]
-             == [1, 1, 1] and all(node["state"] == "running" for node in flow.replicas().values()), timeout=40)
+    poll_for(
+        lambda: (
+            [node["restarts"] for label, node in flow.replicas().items() if label.startswith("work")] == [1, 1, 1]
+            and all(node["state"] == "running" for node in flow.replicas().values())
+        ),
+        timeout=40,
+    )
     assert flow.command("stop", "--flow", flow.name).returncode == 0
     _, stderr = launcher.communicate(timeout=30)
     assert launcher.returncode == 0, stderr
     import json
+
     final = json.loads(Path(status).read_text())
     assert [node["restarts"] for node in final["nodes"] if node["node"] == "work"] == [1, 1, 1]
 
 
 def _endpoint(flow: FlowRunner) -> str | None:
     import json
+
     path = Path(flow.path("runs")) / flow.name / "launcher.json"
     return json.loads(path.read_text())["endpoint"] if path.exists() else None

@@ -1,4 +1,5 @@
 """Order restoring on an input port: exact without losses, never stalled by a loss."""
+
 from __future__ import annotations
 
 import pytest
@@ -51,7 +52,8 @@ def test_an_ended_sender_releases_what_waited_for_it(port: PortQueue) -> None:
 
 def test_replicated_node_feeding_a_replicated_node_keeps_order(flow: FlowRunner) -> None:
     out = flow.path("out.jsonl")
-    manifest = flow.manifest(f"""
+    manifest = flow.manifest(
+        f"""
         [nodes.numbers]
         run = "flujo.nodes.basic:Count"
         args = {{ n = 400 }}
@@ -67,7 +69,9 @@ def test_replicated_node_feeding_a_replicated_node_keeps_order(flow: FlowRunner)
         run = "{{nodes}}:Collect"
         inputs = ["second"]
         args = {{ path = "{out}" }}
-    """, flow="queue = 4")
+    """,
+        flow="queue = 4",
+    )
     result = flow.run(manifest)
     assert result.returncode == 0, result.stderr
     assert read_lines(out) == [n * n for n in range(400)]
@@ -78,7 +82,8 @@ def test_a_batch_counts_as_that_many_items_in_order(port: PortQueue) -> None:
     assert [m.seq for m in port.ready] == []  # 0 may still come from sender 0
     port.accept(Message(MessageKind.DATA, 0, "up", 0, "a"))
     assert [(m.kind, m.seq, m.item) for m in port.ready] == [
-        (MessageKind.DATA, seq, item) for seq, item in enumerate("abcd")]
+        (MessageKind.DATA, seq, item) for seq, item in enumerate("abcd")
+    ]
 
 
 def pause(port: PortQueue, replica: int) -> None:

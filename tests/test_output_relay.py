@@ -1,4 +1,5 @@
 """Node output: shown with its label, and kept in per-node log files that rotate."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,11 +25,14 @@ def test_log_files_rotate_and_keep_the_newest_lines(tmp_path: Path) -> None:
     relay.close()
     assert shown[:2] == [("work.0", lines[0]), ("work.0", lines[1])] and len(shown) == 101  # every line shown
     assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "sink.log", "work.0.log", *(f"work.0.log.{n}" for n in range(1, LOG_BACKUPS + 1))]
+        "sink.log",
+        "work.0.log",
+        *(f"work.0.log.{n}" for n in range(1, LOG_BACKUPS + 1)),
+    ]
     kept = []
     for name in [*(f"work.0.log.{n}" for n in range(LOG_BACKUPS, 0, -1)), "work.0.log"]:  # oldest first
         text = (tmp_path / name).read_text()
         assert len(text.encode()) <= 200
         kept += _texts(tmp_path / name)
-    assert kept == lines[-len(kept):] and len(kept) >= 8  # the newest lines, in order, none torn
+    assert kept == lines[-len(kept) :] and len(kept) >= 8  # the newest lines, in order, none torn
     assert _texts(tmp_path / "sink.log") == ["only line"]

@@ -1,4 +1,5 @@
 """Stopping one producer drains only what depends on it alone; commands reach a running flow."""
+
 from __future__ import annotations
 
 import subprocess
@@ -19,14 +20,17 @@ def _states(flow: FlowRunner) -> dict[str, str]:
 
 def test_stopping_one_producer_drains_only_its_part(flow: FlowRunner) -> None:
     merged, zipped, b_only = flow.path("merged.jsonl"), flow.path("zipped.jsonl"), flow.path("b.jsonl")
-    manifest = flow.manifest({
-        "a": node("{nodes}:Tagged", args={"tag": "a", "n": 1000000000}),
-        "b": node("{nodes}:Tagged", args={"tag": "b", "n": 1000000000}),
-        "merged": collect(["a", "b"], merged, delay=0.0003, join="merge"),
-        "pairs": node("{nodes}:pair_tags", {"x": "a", "y": "b"}),
-        "zipped": collect("pairs", zipped),
-        "b_only": collect("b", b_only),
-    }, flow="queue = 4")
+    manifest = flow.manifest(
+        {
+            "a": node("{nodes}:Tagged", args={"tag": "a", "n": 1000000000}),
+            "b": node("{nodes}:Tagged", args={"tag": "b", "n": 1000000000}),
+            "merged": collect(["a", "b"], merged, delay=0.0003, join="merge"),
+            "pairs": node("{nodes}:pair_tags", {"x": "a", "y": "b"}),
+            "zipped": collect("pairs", zipped),
+            "b_only": collect("b", b_only),
+        },
+        flow="queue = 4",
+    )
     launcher = flow.start(manifest)
     poll_for(lambda: _states(flow).get("merged") == "running", timeout=20)
     assert flow.command("stop", "b", "--flow", flow.name).returncode == 0
@@ -70,8 +74,14 @@ def test_stop_of_an_unknown_node_is_refused(flow: FlowRunner) -> None:
 
 
 def test_status_shows_rates_queues_busy_and_the_bottleneck(flow: FlowRunner) -> None:
-    manifest = flow.manifest({"numbers": count(), "square": node("{nodes}:square", "numbers", replicas=2),
-                              "slow": collect("square", "/dev/null", delay=0.002)}, flow="queue = 8")
+    manifest = flow.manifest(
+        {
+            "numbers": count(),
+            "square": node("{nodes}:square", "numbers", replicas=2),
+            "slow": collect("square", "/dev/null", delay=0.002),
+        },
+        flow="queue = 8",
+    )
     launcher = flow.start(manifest)
 
     def settled() -> list[list[str]] | None:
@@ -82,8 +92,19 @@ def test_status_shows_rates_queues_busy_and_the_bottleneck(flow: FlowRunner) -> 
         return rows if ok and float(rows[5][6]) > 0 and int(rows[5][7].rstrip("%")) >= 50 else None
 
     rows = poll_for(settled, timeout=20)
-    assert rows[1] == ["node", "state", "pid", "restarts", "in", "out", "items/s", "queue", "busy", "dropped",
-                       "rejected"]
+    assert rows[1] == [
+        "node",
+        "state",
+        "pid",
+        "restarts",
+        "in",
+        "out",
+        "items/s",
+        "queue",
+        "busy",
+        "dropped",
+        "rejected",
+    ]
     by_label = {row[0]: row for row in rows[2:5]}
     assert set(by_label) == {"numbers", "square.0", "square.1"} and rows[5][0] == "slow"
     slow = rows[5]
@@ -117,15 +138,32 @@ def test_two_flows_at_once_are_told_apart_by_name(flow: FlowRunner) -> None:
 
 def test_logs_are_kept_per_node_and_can_be_followed(flow: FlowRunner) -> None:
     gate = flow.path("gate")
-    manifest = flow.manifest({"numbers": node("{nodes}:Gated", args={"n": 30, "gate": gate}),
-                              "square": node("{nodes}:square", "numbers", replicas=2),
-                              "printer": node(PRINT, "square")})
+    manifest = flow.manifest(
+        {
+            "numbers": node("{nodes}:Gated", args={"n": 30, "gate": gate}),
+            "square": node("{nodes}:square", "numbers", replicas=2),
+            "printer": node(PRINT, "square"),
+        }
+    )
     launcher = flow.start(manifest)
     printer_log = Path(flow.env["FLUJO_RUNS"]) / flow.name / "logs" / "latest" / "printer.log"
     poll_for(lambda: line_count(str(printer_log)) == 30, timeout=20)
-    follower = subprocess.Popen([sys.executable, "-c", "from flujo.launch.cli import main; main()", "logs", "printer",
-                                 "-f", "--flow", flow.name, "--no-timestamps"],
-                                stdout=subprocess.PIPE, text=True, env=flow.env)
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from flujo.launch.cli import main; main()",
+            "logs",
+            "printer",
+            "-f",
+            "--flow",
+            flow.name,
+            "--no-timestamps",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=flow.env,
+    )
     flow.running.append(follower)
     assert follower.stdout.readline().strip() == "0"  # type: ignore[union-attr]  # following a running flow
     Path(gate).touch()  # now the stream may end, and the follower with it

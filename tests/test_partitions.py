@@ -3,6 +3,7 @@
 Host A runs the launcher, the producer and the sink; host B runs a replicated processor.
 Cutting B's end of the link drops every packet both ways, as an unplugged cable would.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,7 @@ from test_hosts import hosts as hosts
 from test_hosts import pytestmark as pytestmark
 
 
-def _start(flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent, n: int, timeout: float,
-           restart: str = "no"):
+def _start(flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent, n: int, timeout: float, restart: str = "no"):
     out, gate = flow.path("out.jsonl"), Path(flow.path("gate"))
     body = CHAIN.format(n=n, out=out, sink_extra="").replace('"{nodes}:Paced"', '"{nodes}:Gated"')
     body = body.replace("pause = 0.0005 }", f'pause = 0.001, gate = "{gate}" }}')
@@ -39,7 +39,8 @@ def _host_state(flow: FlowRunner) -> dict:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("seconds", [3, 20])
 def test_a_link_cut_shorter_than_the_timeout_loses_nothing(
-        flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent, seconds: int) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent, seconds: int
+) -> None:
     n = 3000
     launcher, out, gate = _start(flow, hosts, agent, n, timeout=30)
     poll_for(lambda: line_count(out) >= 300, timeout=30)
@@ -59,15 +60,18 @@ def test_a_link_cut_shorter_than_the_timeout_loses_nothing(
     assert [item["n"] for item in read_lines(out)] == list(range(n))  # every item, once, in order
     assert "lost" not in stderr
     assert {replica["pid"] for label, replica in flow.replicas().items() if label.startswith("where")} in (
-        set(), pids_on_b)  # (the flow has ended; had it restarted anything, the pids would differ)
+        set(),
+        pids_on_b,
+    )  # (the flow has ended; had it restarted anything, the pids would differ)
 
 
 @pytest.mark.timeout(120)
 def test_a_cut_past_the_timeout_restarts_the_host_nodes_when_it_returns(
-        flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent
+) -> None:
     # An endless stream, stopped once the restarted nodes have carried plenty: a finite one
     # could have sent all its remaining items into the dead connections' buffers meanwhile.
-    launcher, out, _ = _start(flow, hosts, agent, 10 ** 7, timeout=3, restart="on-failure")
+    launcher, out, _ = _start(flow, hosts, agent, 10**7, timeout=3, restart="on-failure")
     poll_for(lambda: line_count(out) >= 300, timeout=30)
     hosts[1].cut()
     try:
@@ -77,8 +81,14 @@ def test_a_cut_past_the_timeout_restarts_the_host_nodes_when_it_returns(
     finally:
         hosts[1].mend()
     poll_for(lambda: _host_state(flow).get("state") == "connected", timeout=30)
-    poll_for(lambda: all(r["restarts"] == 1 and r["state"] == "running"
-                         for label, r in flow.replicas().items() if label.startswith("where")), timeout=30)
+    poll_for(
+        lambda: all(
+            r["restarts"] == 1 and r["state"] == "running"
+            for label, r in flow.replicas().items()
+            if label.startswith("where")
+        ),
+        timeout=30,
+    )
     assert {r["pid"] for label, r in flow.replicas().items() if label.startswith("where")} <= hosts[1].pids()
     back = line_count(out)
     poll_for(lambda: line_count(out) >= back + 500, timeout=30)  # the restarted nodes carry the stream

@@ -1,4 +1,5 @@
 """The main job on the real clip and on another video: it finishes, keeps every frame, counts stably."""
+
 from __future__ import annotations
 
 import itertools
@@ -25,8 +26,12 @@ def _video_facts(path: Path) -> tuple[int, int, int, float]:
         frames = 0
         while capture.read()[0]:
             frames += 1
-        return (frames, int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                capture.get(cv2.CAP_PROP_FPS))
+        return (
+            frames,
+            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            capture.get(cv2.CAP_PROP_FPS),
+        )
     finally:
         capture.release()
 
@@ -36,8 +41,14 @@ def _counts(path: Path) -> list[dict]:
 
 
 def _run_script(flow: FlowRunner, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SAMPLE / "people_counter.py"), "--name", flow.name, *args],
-                          capture_output=True, text=True, timeout=150, env=flow.env, cwd=flow.folder)
+    return subprocess.run(
+        [sys.executable, str(SAMPLE / "people_counter.py"), "--name", flow.name, *args],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        env=flow.env,
+        cwd=flow.folder,
+    )
 
 
 @pytest.mark.timeout(180)
@@ -73,10 +84,25 @@ def test_counts_are_the_same_from_run_to_run_even_across_restarts(flow: FlowRunn
     # Again, restarting both detector replicas and the annotator (a zip of three inputs)
     # gracefully, one by one, mid-run.
     out = flow.folder / "second"
-    second_run = subprocess.Popen([sys.executable, str(SAMPLE / "people_counter.py"), "--name", flow.name,
-                                   "--source", str(CLIP), "--out", str(out), "--max-frames", frames],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=flow.env,
-                                  cwd=flow.folder)
+    second_run = subprocess.Popen(
+        [
+            sys.executable,
+            str(SAMPLE / "people_counter.py"),
+            "--name",
+            flow.name,
+            "--source",
+            str(CLIP),
+            "--out",
+            str(out),
+            "--max-frames",
+            frames,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=flow.env,
+        cwd=flow.folder,
+    )
     flow.running.append(second_run)
     poll_for(lambda: line_count(str(out / "counts.jsonl")) >= 30, timeout=60)
     reply = flow.command("restart", "detector", "--flow", flow.name)

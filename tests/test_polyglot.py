@@ -1,6 +1,7 @@
 """samples/polyglot: Python, C and JavaScript nodes in one flow on the bundled clip, every item checked.
 
 CI builds sdk/c and installs sdk/js's packages (.ci/run): when they are missing these tests fail."""
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,9 @@ def sample_manifest(flow: FlowRunner, out: str, frames: int, **counts_args: obje
         '"../data/vtest.avi" }': f'"{CLIP}", max_frames = {frames} }}',
         '"../../sdk/c/build/gray"': f'"{ROOT / "sdk" / "c" / "build" / "gray"}"',
         '"counts.js"': f'"{SAMPLE / "counts.js"}"',
-        'args = { path = "../../out/polyglot.jsonl", port = 8765 }':
-            "args = { " + ", ".join(f'{name} = {json.dumps(value)}' for name, value in
-                                     {"path": out, "port": 0, **counts_args}.items()) + " }",
+        'args = { path = "../../out/polyglot.jsonl", port = 8765 }': "args = { "
+        + ", ".join(f"{name} = {json.dumps(value)}" for name, value in {"path": out, "port": 0, **counts_args}.items())
+        + " }",
     }
     for old, new in replacements.items():
         assert old in text, f"samples/polyglot/manifest.toml changed: update this test ({old})"
@@ -67,6 +68,7 @@ def test_the_polyglot_sample_gets_every_frame_right(flow: FlowRunner, c_built: N
 
     from flujo.nodes.video import frame_item
     from flujo.nodes.vision import PeopleDetector
+
     detector = PeopleDetector()
     detector.open()
     for index, (line, frame) in enumerate(zip(lines, clip_frames(frames), strict=False)):
@@ -84,8 +86,9 @@ def test_the_js_node_serves_the_counts_while_the_flow_runs(flow: FlowRunner, c_b
     frames = 40
     out, port_file, timing = flow.path("polyglot.jsonl"), Path(flow.path("port")), Path(flow.path("timing.json"))
     manifest = sample_manifest(flow, out, frames, port_file=str(port_file), timing=str(timing))
-    manifest.write_text(manifest.read_text().replace(f"max_frames = {frames} }}",
-                                                     f"max_frames = {frames}, realtime = true }}"))  # 10 fps: 4 s
+    manifest.write_text(
+        manifest.read_text().replace(f"max_frames = {frames} }}", f"max_frames = {frames}, realtime = true }}")
+    )  # 10 fps: 4 s
     launcher = flow.start(manifest)
     port = int(poll_for(lambda: port_file.exists() and port_file.read_text(), timeout=60))
 

@@ -1,4 +1,5 @@
 """Round trips of every message kind through the codec, as bytes and as zmq frames."""
+
 from __future__ import annotations
 
 import msgpack
@@ -85,8 +86,12 @@ def test_values_msgpack_cannot_carry_are_refused() -> None:
 def test_control_and_status_round_trip() -> None:
     assert parse_control(control_frames(Control.RELEASED, "sink", 2, "in")) == (Control.RELEASED, ["sink", 2, "in"])
     assert parse_control([b"a-future-topic", msgpack.packb([])]) == (None, [])
-    assert parse_status(status_frame(Status.ERROR, "n", 1, {"message": "m"})) == (Status.ERROR, "n", 1,
-                                                                                 {"message": "m"})
+    assert parse_status(status_frame(Status.ERROR, "n", 1, {"message": "m"})) == (
+        Status.ERROR,
+        "n",
+        1,
+        {"message": "m"},
+    )
 
 
 def test_a_batch_carries_consecutive_items_in_one_message() -> None:

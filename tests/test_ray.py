@@ -7,6 +7,7 @@ the worker to the head. The launcher runs on the head's machine and connects to 
 One cluster serves every test of the module (starting one takes about 25 s here); the test
 that kills the worker runs last.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,11 @@ RAY_CLI = str(Path(sys.executable).with_name("ray"))
 #: Modest on a shared 2-core machine: logical CPUs only (Ray does not pin them), a small object store.
 NODE_OPTIONS = ["--num-cpus", "2", "--object-store-memory", str(80 * 2**20), "--disable-usage-stats", "--block"]
 #: The head notices a dead worker within about 2 s instead of Ray's default of about 30 s.
-FAST_HEALTH_CHECKS = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4",
-                      "RAY_health_check_timeout_ms": "500"}
+FAST_HEALTH_CHECKS = {
+    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_failure_threshold": "4",
+    "RAY_health_check_timeout_ms": "500",
+}
 
 
 class RayCluster:
@@ -55,9 +59,13 @@ class RayCluster:
     def start_node(self, host: Host, *options: str) -> float:
         """``ray start --block`` in the host's namespace; returns once it says it runs (seconds taken)."""
         began = time.monotonic()
-        process = subprocess.Popen(host.command(RAY_CLI, "start", "--node-ip-address", host.address, *options,
-                                                *NODE_OPTIONS),
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env)
+        process = subprocess.Popen(
+            host.command(RAY_CLI, "start", "--node-ip-address", host.address, *options, *NODE_OPTIONS),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+        )
         self.processes.append(process)
         lines: queue.Queue[str] = queue.Queue()
         # Read every line (a full pipe would block Ray), and hand them over here.
@@ -72,8 +80,15 @@ class RayCluster:
 
     def start_worker(self) -> float:
         """The worker's Ray node (again, after a test killed it)."""
-        return self.start_node(self.worker, "--address", self.address,
-                               "--num-gpus", "1", "--resources", '{"gpu_like": 1, "worker_only": 1}')
+        return self.start_node(
+            self.worker,
+            "--address",
+            self.address,
+            "--num-gpus",
+            "1",
+            "--resources",
+            '{"gpu_like": 1, "worker_only": 1}',
+        )
 
     def kill(self, host: Host) -> None:
         for pid in host.pids():
@@ -93,9 +108,19 @@ def cluster() -> Iterator[RayCluster]:
     head, worker = make_hosts()
     cluster = RayCluster(head, worker)
     try:
-        took = cluster.start_node(head, "--head", "--port", str(RAY_PORT), "--include-dashboard=false",
-                                  "--ray-client-server-port", str(CLIENT_PORT), "--temp-dir", cluster.temp,
-                                  "--resources", '{"gpu_like": 1, "head_only": 10}')
+        took = cluster.start_node(
+            head,
+            "--head",
+            "--port",
+            str(RAY_PORT),
+            "--include-dashboard=false",
+            "--ray-client-server-port",
+            str(CLIENT_PORT),
+            "--temp-dir",
+            cluster.temp,
+            "--resources",
+            '{"gpu_like": 1, "head_only": 10}',
+        )
         took_worker = cluster.start_worker()
         print(f"Ray head up in {took:.1f} s, worker in {took_worker:.1f} s")
         yield cluster
@@ -128,11 +153,13 @@ PINNED = """
 
 @pytest.mark.timeout(240)
 def test_nodes_pinned_by_resources_land_where_asked_and_deliver_every_item(
-        flow: FlowRunner, cluster: RayCluster) -> None:
+    flow: FlowRunner, cluster: RayCluster
+) -> None:
     out, gate, n = flow.path("out.jsonl"), Path(flow.path("gate")), 500
     began = time.monotonic()
-    launcher = flow.start(_manifest(flow, cluster, PINNED.format(n=n, gate=gate, out=out)),
-                          prefix=cluster.head.command())
+    launcher = flow.start(
+        _manifest(flow, cluster, PINNED.format(n=n, gate=gate, out=out)), prefix=cluster.head.command()
+    )
     try:
         poll_for(lambda: line_count(out) >= 20, timeout=120)
         print(f"first items {time.monotonic() - began:.1f} s after the launch")
@@ -142,15 +169,22 @@ def test_nodes_pinned_by_resources_land_where_asked_and_deliver_every_item(
             assert replicas[label]["host"] == cluster.worker.address
             assert replicas[label]["pid"] in on_worker
         table = flow.command("status", "--flow", flow.name).stdout
-        assert f'{replicas["where.0"]["pid"]}@{cluster.worker.address}' in table
+        assert f"{replicas['where.0']['pid']}@{cluster.worker.address}" in table
         # A graceful restart: each successor is a new actor, placed where the resources are
         # (the worker again, once its predecessor has ended and freed them).
         restarted = flow.command("restart", "where", "--flow", flow.name)
         assert restarted.returncode == 0, restarted.stderr
-        poll_for(lambda: all(r["restarts"] == 1 and r["state"] == "running"
-                             for label, r in flow.replicas().items() if label.startswith("where")), timeout=90)
-        assert {r["host"] for label, r in flow.replicas().items() if label.startswith("where")} \
-            == {cluster.worker.address}
+        poll_for(
+            lambda: all(
+                r["restarts"] == 1 and r["state"] == "running"
+                for label, r in flow.replicas().items()
+                if label.startswith("where")
+            ),
+            timeout=90,
+        )
+        assert {r["host"] for label, r in flow.replicas().items() if label.startswith("where")} == {
+            cluster.worker.address
+        }
     finally:
         gate.touch()
     _, stderr = launcher.communicate(timeout=120)
@@ -191,17 +225,18 @@ def test_a_flow_runs_through_ray_client(flow: FlowRunner, cluster: RayCluster) -
 
 @pytest.mark.timeout(120)
 def test_a_node_no_ray_node_can_hold_stops_the_launch_before_anything_starts(
-        flow: FlowRunner, cluster: RayCluster) -> None:
+    flow: FlowRunner, cluster: RayCluster
+) -> None:
     out = flow.path("out.jsonl")
-    nodes = PINNED.format(n=10, gate=flow.path("gate"), out=out).replace(
-        "num_gpus = 0.5,", "num_gpus = 2,")
+    nodes = PINNED.format(n=10, gate=flow.path("gate"), out=out).replace("num_gpus = 0.5,", "num_gpus = 2,")
     manifest = flow.manifest(nodes, flow="queue = 4")  # engine local: `run --on` places it on Ray
     began = time.monotonic()
     launcher = flow.start(manifest, "--on", cluster.address, prefix=cluster.head.command())
     _, stderr = launcher.communicate(timeout=90)
     assert launcher.returncode == 2, stderr
-    assert (f'{manifest}: node "where": field "resources": no Ray node has 0.25 CPU, 2 GPU, 0.5 worker_only '
-            f"(cluster: ") in stderr
+    assert (
+        f'{manifest}: node "where": field "resources": no Ray node has 0.25 CPU, 2 GPU, 0.5 worker_only (cluster: '
+    ) in stderr
     assert f"{cluster.worker.address}: 2 CPU, 1 GPU" in stderr and "nothing started" in stderr
     assert not os.path.exists(out)  # no node ran
     print(f"refused in {time.monotonic() - began:.1f} s")
@@ -211,7 +246,8 @@ def test_a_node_no_ray_node_can_hold_stops_the_launch_before_anything_starts(
 def test_placement_wait_waits_for_a_ray_node_that_can_hold_the_node(flow: FlowRunner, cluster: RayCluster) -> None:
     out, gate, n = flow.path("out.jsonl"), Path(flow.path("gate")), 200
     nodes = PINNED.format(n=n, gate=gate, out=out).replace(
-        "custom = { worker_only = 0.5 } }", 'custom = { later = 0.5 } }\n    placement = "wait"')
+        "custom = { worker_only = 0.5 } }", 'custom = { later = 0.5 } }\n    placement = "wait"'
+    )
     launcher = flow.start(_manifest(flow, cluster, nodes), prefix=cluster.head.command())
     said = _Lines(launcher.stderr)
     try:
@@ -228,7 +264,7 @@ def test_placement_wait_waits_for_a_ray_node_that_can_hold_the_node(flow: FlowRu
         assert sink["state"] != "pending" and "pending" not in sink
         assert sink["host"] in (cluster.head.address, cluster.worker.address)
         table = flow.command("status", "--flow", flow.name).stdout
-        assert f'{sink["pid"]}@{sink["host"]}' in table  # where each placed replica runs
+        assert f"{sink['pid']}@{sink['host']}" in table  # where each placed replica runs
         states = {words[0]: words[1] for words in map(str.split, table.splitlines()[2:6])}  # the table's rows
         assert states["where.0"] == states["where.1"] == "pending" and states["sink"] != "pending"
         assert f"where.0 pending: {reason}" in table and f"where.1 pending: {reason}" in table
@@ -253,10 +289,12 @@ def test_a_flow_stopped_while_a_node_is_pending_ends_cleanly(flow: FlowRunner, c
     """A replica Ray never placed has nothing to end: `stop` ends it at once, with status 0."""
     out = flow.path("out.jsonl")
     nodes = PINNED.format(n=10, gate=flow.path("gate"), out=out).replace(
-        "custom = { worker_only = 0.5 } }", 'custom = { nowhere = 1 } }\n    placement = "wait"')
+        "custom = { worker_only = 0.5 } }", 'custom = { nowhere = 1 } }\n    placement = "wait"'
+    )
     launcher = flow.start(_manifest(flow, cluster, nodes), prefix=cluster.head.command())
-    poll_for(lambda: flow.replicas().get("where.1", {}).get("state") == "pending" or launcher.poll() is not None,
-             timeout=60)
+    poll_for(
+        lambda: flow.replicas().get("where.1", {}).get("state") == "pending" or launcher.poll() is not None, timeout=60
+    )
     assert launcher.poll() is None, launcher.communicate()[1]
     began = time.monotonic()
     assert flow.command("stop", "--flow", flow.name).returncode == 0
@@ -276,8 +314,9 @@ def test_the_people_counter_runs_with_its_detectors_on_the_worker(flow: FlowRunn
     """The sample's own manifest, unchanged but for its paths, a frame limit and resources."""
     frames = 60
     text = (SAMPLE / "manifest.toml").read_text()
-    text = text.replace('name = "people-counter"', f'name = "{flow.name}"\nengine = "ray"\n'
-                                                  f'ray_address = "{cluster.address}"')
+    text = text.replace(
+        'name = "people-counter"', f'name = "{flow.name}"\nengine = "ray"\nray_address = "{cluster.address}"'
+    )
     text = text.replace('"../data/vtest.avi" }', f'"{SAMPLE.parent / "data" / "vtest.avi"}", max_frames = {frames} }}')
     text = text.replace('"../../out/', f'"{flow.folder}/out/')
     text = text.replace("replicas = 2 ", "replicas = 2\nresources = { num_cpus = 0.5, custom = { worker_only = 0.5 } }")
@@ -289,8 +328,10 @@ def test_the_people_counter_runs_with_its_detectors_on_the_worker(flow: FlowRunn
     began = time.monotonic()
     launcher = flow.start(manifest, prefix=cluster.head.command())
     said, shown = _Lines(launcher.stderr), _Lines(launcher.stdout)
-    poll_for(lambda: all(flow.replicas().get(f"detector.{i}", {}).get("pid") for i in (0, 1))
-             or launcher.poll() is not None, timeout=120)
+    poll_for(
+        lambda: all(flow.replicas().get(f"detector.{i}", {}).get("pid") for i in (0, 1)) or launcher.poll() is not None,
+        timeout=120,
+    )
     replicas = flow.replicas()
     assert launcher.poll() is None, said.whole()
     for label in ("detector.0", "detector.1"):
@@ -300,8 +341,10 @@ def test_the_people_counter_runs_with_its_detectors_on_the_worker(flow: FlowRunn
     counts = read_lines(f"{flow.folder}/out/counts.jsonl")
     assert [count["index"] for count in counts] == list(range(frames))  # every frame counted, in order
     assert Path(f"{flow.folder}/out/people_counter.mp4").stat().st_size > 0
-    print(f"people counter, {frames} frames, detectors on the worker: {time.monotonic() - began:.1f} s; "
-          f"last counts {counts[-1]}; {shown.whole().count(chr(10))} output lines")
+    print(
+        f"people counter, {frames} frames, detectors on the worker: {time.monotonic() - began:.1f} s; "
+        f"last counts {counts[-1]}; {shown.whole().count(chr(10))} output lines"
+    )
 
 
 #: Another Ray job that holds the gpu_like of both machines until told (a line on stdin) to let
@@ -357,7 +400,8 @@ MOVING = """
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("through", ["head", "client"])
 def test_a_lost_ray_worker_counts_as_a_crash_and_its_replica_comes_back_on_the_head(
-        flow: FlowRunner, cluster: RayCluster, through: str) -> None:
+    flow: FlowRunner, cluster: RayCluster, through: str
+) -> None:
     """Runs last: it kills the worker (and starts it again first if an earlier run did).
     Another Ray job holds both machines' gpu_like at first: the node asking for one is
     pending; the job lets the worker's go, and the node lands on the worker; once the job
@@ -373,9 +417,13 @@ def test_a_lost_ray_worker_counts_as_a_crash_and_its_replica_comes_back_on_the_h
     if through == "client":
         nodes = nodes.replace('restart = "on-failure"', 'restart = "on-failure"\n    placement = "wait"')
     address = cluster.client_address if through == "client" else cluster.address
-    blocker = subprocess.Popen(cluster.head.command(sys.executable, "-c", BLOCKER, cluster.address,
-                                                    cluster.worker.address),
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=cluster.env)
+    blocker = subprocess.Popen(
+        cluster.head.command(sys.executable, "-c", BLOCKER, cluster.address, cluster.worker.address),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=cluster.env,
+    )
     try:
         both = sorted([cluster.head.address, cluster.worker.address])
         assert blocker.stdout.readline().split() == both  # type: ignore[union-attr]
@@ -430,8 +478,10 @@ def test_a_lost_ray_worker_counts_as_a_crash_and_its_replica_comes_back_on_the_h
     assert values == sorted(set(values)) and values[-1] == n - 1  # in order, no duplicates, to the end
     assert items[-1]["net"] == cluster.head.namespace_inode()
     lost = n - len(values)
-    print(f"worker killed: exit seen after {noticed:.1f} s, running on the head after {back:.1f} s; "
-          f"{lost} of {n} items lost")
+    print(
+        f"worker killed: exit seen after {noticed:.1f} s, running on the head after {back:.1f} s; "
+        f"{lost} of {n} items lost"
+    )
     # The documented crash bound across machines (docs/PROTOCOL.md, section 9): the queues
     # into and out of the dead process, plus what both sides' tcp buffers held.
     assert lost <= n // 2

@@ -3,6 +3,7 @@
 How far the source got is read from the source itself (a counter it writes), and compared with
 how far the consumer got: no clock decides.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,12 @@ PRODUCED = 400
 
 def _run(flow: FlowRunner, policy: str, slow: dict, **camera: object) -> tuple[subprocess.Popen, dict[str, str]]:
     files = {name: flow.path(name) for name in ("out.jsonl", "status.json", "progress", "gate", "held")}
-    manifest = flow.manifest({
-        "camera": node("{nodes}:Reporting", args={"n": PRODUCED, "progress": files["progress"], **camera}),
-        "slow": {**slow, "policy": policy, "queue": 2},
-    })
+    manifest = flow.manifest(
+        {
+            "camera": node("{nodes}:Reporting", args={"n": PRODUCED, "progress": files["progress"], **camera}),
+            "slow": {**slow, "policy": policy, "queue": 2},
+        }
+    )
     return flow.start(manifest, "--json-status", files["status.json"]), files
 
 
@@ -51,8 +54,16 @@ def test_a_full_queue_drops_and_the_source_keeps_its_pace(flow: FlowRunner, poli
 
 def test_block_holds_the_source_and_loses_nothing(flow: FlowRunner) -> None:
     files = {name: flow.path(name) for name in ("out.jsonl", "gate", "held")}
-    launcher, files = _run(flow, "block", node("{nodes}:HoldsFirst", "camera", args={
-        "path": files["out.jsonl"], "gate": files["gate"], "held": files["held"]}), pause=0)
+    launcher, files = _run(
+        flow,
+        "block",
+        node(
+            "{nodes}:HoldsFirst",
+            "camera",
+            args={"path": files["out.jsonl"], "gate": files["gate"], "held": files["held"]},
+        ),
+        pause=0,
+    )
     poll_for(lambda: Path(files["held"]).exists(), timeout=30)
     poll_for(lambda: progress(files["progress"]) > 0, timeout=30)
     # The consumer holds its first item: the camera is held at its queues' bounds. (A camera

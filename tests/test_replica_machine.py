@@ -1,5 +1,6 @@
 """The launcher's pure cores, without sockets or processes: the replica life-cycle machine,
 the graceful-restart decisions (Handovers) and the endpoint plan. Each test runs in milliseconds."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,13 +33,33 @@ class FakeProcess:
         pass
 
 
-def config(node: str = "n", replica: int = 0, inputs: tuple[tuple[str, int], ...] = (), join: str = "zip",
-           generation: int = 0, replicas: int = 1) -> NodeConfig:
+def config(
+    node: str = "n",
+    replica: int = 0,
+    inputs: tuple[tuple[str, int], ...] = (),
+    join: str = "zip",
+    generation: int = 0,
+    replicas: int = 1,
+) -> NodeConfig:
     """A replica's config; ``inputs``: (source node, its replicas) per port, the port named after the source."""
-    ports = tuple(InputConfig(port=source, endpoint=f"ipc:///x/{node}.{source}", hwm=1, source=source,
-                              source_port="out", senders=senders) for source, senders in inputs)
-    return NodeConfig(flow="f", node=node, replica=replica, replicas=replicas, kind="processor", control="c",
-                      status="s", inputs=ports, join=join, generation=generation)
+    ports = tuple(
+        InputConfig(
+            port=source, endpoint=f"ipc:///x/{node}.{source}", hwm=1, source=source, source_port="out", senders=senders
+        )
+        for source, senders in inputs
+    )
+    return NodeConfig(
+        flow="f",
+        node=node,
+        replica=replica,
+        replicas=replicas,
+        kind="processor",
+        control="c",
+        status="s",
+        inputs=ports,
+        join=join,
+        generation=generation,
+    )
 
 
 def replica_in(state: ReplicaState, **kwargs: Any) -> Replica:
@@ -49,15 +70,24 @@ def replica_in(state: ReplicaState, **kwargs: Any) -> Replica:
         return replica
     replica.spawned(FakeProcess(), 0.0)
     steps = {
-        S.READY: ["ready"], S.RELEASED: ["ready", "released"], S.FINISHED: ["ready", "finished"],
-        S.DRAINING: ["ready", "drain"], S.EXITED: ["ready", "exit0"], S.FAILED: ["ready", "exit1"],
+        S.READY: ["ready"],
+        S.RELEASED: ["ready", "released"],
+        S.FINISHED: ["ready", "finished"],
+        S.DRAINING: ["ready", "drain"],
+        S.EXITED: ["ready", "exit0"],
+        S.FAILED: ["ready", "exit1"],
         S.RESTARTING: ["ready", "exit1", "schedule"],
     }[state]
     for step in steps:
-        {"ready": replica.became_ready, "drain": replica.drain, "finished": replica.finished_stream,
-         "exit0": lambda: replica.exited(0, 0.0), "exit1": lambda: replica.exited(1, 0.0),
-         "schedule": replica.restart_scheduled,
-         "released": lambda: [replica.released_port(p.port) for p in replica.config.inputs]}[step]()
+        {
+            "ready": replica.became_ready,
+            "drain": replica.drain,
+            "finished": replica.finished_stream,
+            "exit0": lambda: replica.exited(0, 0.0),
+            "exit1": lambda: replica.exited(1, 0.0),
+            "schedule": replica.restart_scheduled,
+            "released": lambda: [replica.released_port(p.port) for p in replica.config.inputs],
+        }[step]()
     assert replica.state is state
     return replica
 
@@ -113,10 +143,16 @@ TRANSITIONS = [
 @pytest.mark.parametrize(("before", "event", "after"), TRANSITIONS, ids=[f"{b}-{e}" for b, e, _ in TRANSITIONS])
 def test_transition(before: ReplicaState, event: str, after: ReplicaState | None) -> None:
     replica = replica_in(before, inputs=(("a", 1),))
-    act = {"ready": replica.became_ready, "finished": replica.finished_stream, "drain": replica.drain,
-           "exit0": lambda: replica.exited(0, 0.0), "exit1": lambda: replica.exited(1, 0.0),
-           "schedule": replica.restart_scheduled, "spawned": lambda: replica.spawned(FakeProcess(), 0.0),
-           "respawning": lambda: replica.respawning(replica.config)}[event]
+    act = {
+        "ready": replica.became_ready,
+        "finished": replica.finished_stream,
+        "drain": replica.drain,
+        "exit0": lambda: replica.exited(0, 0.0),
+        "exit1": lambda: replica.exited(1, 0.0),
+        "schedule": replica.restart_scheduled,
+        "spawned": lambda: replica.spawned(FakeProcess(), 0.0),
+        "respawning": lambda: replica.respawning(replica.config),
+    }[event]
     if after is None:
         with pytest.raises(InvalidTransition, match=f'replica "n": event ".*" is not valid in state "{before}"'):
             act()
@@ -176,9 +212,17 @@ def test_respawn_replaces_every_fact_of_the_dead_process() -> None:
     replica.spawned(second, 0.0)
     record = replica.current
     assert replica.state is S.STARTING and replica.process is second is not first
-    assert (record.subscribed, record.ready, record.finished, record.exit_code, record.error, record.drained,
-            record.dismissed, record.grace_started, record.escalated) == (
-        False, False, False, None, None, None, False, False, "")
+    assert (
+        record.subscribed,
+        record.ready,
+        record.finished,
+        record.exit_code,
+        record.error,
+        record.drained,
+        record.dismissed,
+        record.grace_started,
+        record.escalated,
+    ) == (False, False, False, None, None, None, False, False, "")
     assert replica.released_ports == frozenset()
     assert replica.restarts == 1 and replica.config.generation == 1
     assert replica.stopped  # told to stop: that outlives its processes
@@ -192,8 +236,18 @@ def test_a_later_stop_ladder_supersedes_the_earlier() -> None:
 
 
 def test_state_values_keep_their_spellings() -> None:
-    assert [state.value for state in S] == ["starting", "ready", "released", "finished", "draining", "restarting",
-                                            "exited", "failed", "pending", "running"]
+    assert [state.value for state in S] == [
+        "starting",
+        "ready",
+        "released",
+        "finished",
+        "draining",
+        "restarting",
+        "exited",
+        "failed",
+        "pending",
+        "running",
+    ]
 
 
 # -- graceful restarts: Handovers ------------------------------------------------------------------
@@ -205,8 +259,12 @@ class Flow:
         self.published: list[tuple[Any, ...]] = []
         self.said: list[str] = []
         self.graced: list[str] = []
-        self.handovers = Handovers(self.replicas, lambda *frames: self.published.append(frames),
-                                   self.said.append, lambda replica: self.graced.append(replica.config.label))
+        self.handovers = Handovers(
+            self.replicas,
+            lambda *frames: self.published.append(frames),
+            self.said.append,
+            lambda replica: self.graced.append(replica.config.label),
+        )
 
     def topics(self) -> list[Control]:
         return [frames[0] for frames in self.published]
@@ -390,9 +448,13 @@ def test_a_process_that_exited_is_not_dismissed() -> None:
 
 # -- the plan ------------------------------------------------------------------------------------
 def two_node_flow(tmp_path: Path, transport: str = "ipc", replicas: int = 2) -> Any:
-    data = {"flow": {"name": "planned", "transport": transport},
-            "nodes": {"src": {"run": "flujo.nodes.basic:Count"},
-                      "sink": {"run": "flujo.nodes.basic:Print", "inputs": ["src"], "replicas": replicas}}}
+    data = {
+        "flow": {"name": "planned", "transport": transport},
+        "nodes": {
+            "src": {"run": "flujo.nodes.basic:Count"},
+            "sink": {"run": "flujo.nodes.basic:Print", "inputs": ["src"], "replicas": replicas},
+        },
+    }
     return validate(data, tmp_path / "manifest.toml", "manifest.toml")
 
 
@@ -424,11 +486,16 @@ def test_plan_places_a_replica_where_its_cluster_put_it(tmp_path: Path) -> None:
 
 
 def test_ports_needed_counts_input_ports_times_replicas_per_other_host(tmp_path: Path) -> None:
-    data = {"flow": {"name": "hosts", "transport": "tcp", "host": "10.0.0.1"},
-            "hosts": {"gpu": {"address": "10.0.0.2"}},
-            "nodes": {"a": {"run": "flujo.nodes.basic:Count"}, "b": {"run": "flujo.nodes.basic:Count"},
-                      "z": {"run": "flujo.nodes.basic:Print", "inputs": ["a", "b"], "host": "gpu"},
-                      "y": {"run": "flujo.nodes.basic:Print", "inputs": ["a"], "replicas": 3, "host": "gpu"}}}
+    data = {
+        "flow": {"name": "hosts", "transport": "tcp", "host": "10.0.0.1"},
+        "hosts": {"gpu": {"address": "10.0.0.2"}},
+        "nodes": {
+            "a": {"run": "flujo.nodes.basic:Count"},
+            "b": {"run": "flujo.nodes.basic:Count"},
+            "z": {"run": "flujo.nodes.basic:Print", "inputs": ["a", "b"], "host": "gpu"},
+            "y": {"run": "flujo.nodes.basic:Print", "inputs": ["a"], "replicas": 3, "host": "gpu"},
+        },
+    }
     flow = validate(data, tmp_path / "m.toml", "m.toml")
     assert ports_needed(flow) == {"gpu": 5}
     flow.host = "127.0.0.1"  # the launcher's own sockets bind here in the test

@@ -1,4 +1,5 @@
 """Restart policy, cap and back-off, with a fake clock."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,9 +7,16 @@ import pytest
 from flujo.launch.restarts import MAX_DELAY, RestartBudget
 
 
-@pytest.mark.parametrize("policy, code, wanted", [
-    ("no", 1, False), ("on-failure", 1, True), ("on-failure", 0, False), ("always", 0, True), ("always", -9, True),
-])
+@pytest.mark.parametrize(
+    "policy, code, wanted",
+    [
+        ("no", 1, False),
+        ("on-failure", 1, True),
+        ("on-failure", 0, False),
+        ("always", 0, True),
+        ("always", -9, True),
+    ],
+)
 def test_policy_decides_which_deaths_restart(policy: str, code: int, wanted: bool) -> None:
     assert RestartBudget(policy, 3, 60).wants_restart(code) is wanted
 

@@ -1,5 +1,6 @@
 """The runs folder is the user's alone: created private, never reached through a link or
 someone else's folder; logs are 0600."""
+
 from __future__ import annotations
 
 import os

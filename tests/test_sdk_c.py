@@ -1,4 +1,5 @@
 """The C node library (sdk/c) in real flows: replicas, order, zips, stops, errors, graceful restarts, frames."""
+
 from __future__ import annotations
 
 import json
@@ -18,6 +19,8 @@ from netns import can_make_namespaces
 from restarting import chain, restart_mid_stream, zip_behind_a_lagging_input
 from sdk_checks import admits_only_the_flow_key
 from test_hosts import _body as hosts_body
+from test_hosts import agent as agent  # fixtures: pytest finds them by name here
+from test_hosts import hosts as hosts
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,7 +46,8 @@ def test_a_replicated_c_processor_behind_a_replicated_node_keeps_the_order(flow:
     # Both C replicas read from both replicas of a jittering Python node: each restores
     # order on its input, and the C sink restores it again behind the two C replicas.
     out, n = flow.path("out.jsonl"), 3000
-    manifest = flow.manifest(f"""
+    manifest = flow.manifest(
+        f"""
         [nodes.numbers]
         run = "flujo.nodes.basic:Count"
         args = {{ n = {n} }}
@@ -59,7 +63,9 @@ def test_a_replicated_c_processor_behind_a_replicated_node_keeps_the_order(flow:
         command = ["{c_nodes}/sink"]
         inputs = ["work"]
         args = {{ path = "{out}" }}
-    """, flow="queue = 8")
+    """,
+        flow="queue = 8",
+    )
     result = flow.run(manifest, timeout=90)
     assert result.returncode == 0, result.stderr
     assert read_lines(out) == list(range(n))
@@ -69,7 +75,8 @@ def test_a_c_processor_passes_skips_and_the_python_nodes_batches(flow: FlowRunne
     # keep_even sends SKIP for odd numbers: the C node passes the gaps on (not as items); the
     # slow C sink keeps queues full, so the Python producer sends batches to the C node.
     out, n = flow.path("out.jsonl"), 2000
-    manifest = flow.manifest(f"""
+    manifest = flow.manifest(
+        f"""
         [nodes.numbers]
         run = "flujo.nodes.basic:Count"
         args = {{ n = {n} }}
@@ -83,7 +90,9 @@ def test_a_c_processor_passes_skips_and_the_python_nodes_batches(flow: FlowRunne
         command = ["{c_nodes}/sink"]
         inputs = ["work"]
         args = {{ path = "{out}" }}
-    """, flow="queue = 4")
+    """,
+        flow="queue = 4",
+    )
     result = flow.run(manifest, timeout=60)
     assert result.returncode == 0, result.stderr
     assert read_lines(out) == list(range(0, n, 2))
@@ -111,7 +120,8 @@ def test_a_c_consumer_zips_two_ports(flow: FlowRunner, c_nodes: Path) -> None:
 
 def test_stopping_a_flow_through_c_nodes_delivers_everything_produced(flow: FlowRunner, c_nodes: Path) -> None:
     out, report = flow.path("out.jsonl"), flow.path("produced.json")
-    manifest = flow.manifest(f"""
+    manifest = flow.manifest(
+        f"""
         [nodes.numbers]
         run = "{{nodes}}:CountingProducer"
         args = {{ report = "{report}" }}
@@ -123,7 +133,9 @@ def test_stopping_a_flow_through_c_nodes_delivers_everything_produced(flow: Flow
         command = ["{c_nodes}/sink"]
         inputs = ["work"]
         args = {{ path = "{out}" }}
-    """, flow="queue = 8")
+    """,
+        flow="queue = 8",
+    )
     launcher = flow.start(manifest)
     poll_for(lambda: line_count(out) >= 500, timeout=30)
     assert flow.command("stop", "--flow", flow.name).returncode == 0
@@ -154,7 +166,9 @@ def test_a_failing_c_node_reports_its_error_and_the_flow_drains(flow: FlowRunner
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_restarting_a_c_processor_loses_nothing(flow: FlowRunner, c_nodes: Path, replicas: int) -> None:
     out, n = flow.path("out.jsonl"), 3000
-    values, _, _ = restart_mid_stream(flow, f"""
+    values, _, _ = restart_mid_stream(
+        flow,
+        f"""
         [nodes.numbers]
         run = "{{nodes}}:Gated"
         args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
@@ -166,13 +180,18 @@ def test_restarting_a_c_processor_loses_nothing(flow: FlowRunner, c_nodes: Path,
         run = "{{nodes}}:Collect"
         inputs = ["work"]
         args = {{ path = "{out}" }}
-    """, "work", out)
+    """,
+        "work",
+        out,
+    )
     assert values == list(range(n))  # every item, once, in order
 
 
 def test_restarting_a_c_consumer_loses_nothing(flow: FlowRunner, c_nodes: Path) -> None:
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, f"""
+    values, _, _ = restart_mid_stream(
+        flow,
+        f"""
         [nodes.numbers]
         run = "{{nodes}}:Gated"
         args = {{ n = {n}, pause = 0.0002, gate = "{{gate}}" }}
@@ -180,7 +199,10 @@ def test_restarting_a_c_consumer_loses_nothing(flow: FlowRunner, c_nodes: Path) 
         command = ["{c_nodes}/sink"]
         inputs = ["numbers"]
         args = {{ path = "{out}" }}
-    """, "sink", out)
+    """,
+        "sink",
+        out,
+    )
     assert values == list(range(n))
 
 
@@ -188,7 +210,9 @@ def test_restarting_a_c_zip_keeps_every_pair(flow: FlowRunner, c_nodes: Path) ->
     # One input lags the other, so at the restart its senders stand at different sequence
     # numbers: they agree on one (position, align) and the C zip drains up to it.
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, f"""
+    values, _, _ = restart_mid_stream(
+        flow,
+        f"""
         [nodes.numbers]
         run = "{{nodes}}:Gated"
         args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
@@ -203,7 +227,10 @@ def test_restarting_a_c_zip_keeps_every_pair(flow: FlowRunner, c_nodes: Path) ->
         command = ["{c_nodes}/sink"]
         inputs = {{ a = "lagging", b = "squares" }}
         args = {{ path = "{out}" }}
-    """, "sink", out)
+    """,
+        "sink",
+        out,
+    )
     assert values == [[i, i * i] for i in range(n)]
 
 
@@ -239,11 +266,27 @@ def test_c_gray_converts_the_clip_as_opencv_does(flow: FlowRunner, c_nodes: Path
 
 
 @pytest.mark.parametrize("kind, program", [("processor", "identity"), ("consumer", "sink"), ("producer", "count")])
-def test_the_c_examples_pass_the_conformance_kit_at_the_restartable_level(c_nodes: Path, kind: str,
-                                                                          program: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "flujo.conformance", "--level", "restartable", "--kind", kind,
-                           "--args", json.dumps({"fail_on": "flujo-conformance:fail"}), "--",
-                           str(c_nodes / program)], capture_output=True, text=True, timeout=300)
+def test_the_c_examples_pass_the_conformance_kit_at_the_restartable_level(
+    c_nodes: Path, kind: str, program: str
+) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flujo.conformance",
+            "--level",
+            "restartable",
+            "--kind",
+            kind,
+            "--args",
+            json.dumps({"fail_on": "flujo-conformance:fail"}),
+            "--",
+            str(c_nodes / program),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     failed = [line for line in done.stdout.splitlines() if line.startswith("FAIL")]
     assert done.returncode == 0 and not failed, done.stdout[-3000:] + done.stderr[-2000:]
     assert "Level reached: restartable" in done.stdout
@@ -267,15 +310,35 @@ def test_a_c_node_refuses_forged_messages_and_keeps_the_good_ones(tmp_path: Path
     status.bind(endpoint("status"))
     reader = context.socket(zmq.PULL)
     reader.bind(endpoint("reader"))
-    config = {"protocol": 1, "flow": "forged", "node": "work", "replica": 0, "replicas": 1, "kind": "processor",
-              "control": endpoint("control"), "status": endpoint("status"), "generation": 0,
-              "inputs": [{"port": "in", "endpoint": endpoint("in"), "hwm": 100, "source": "up",
-                          "source_port": "out", "senders": 1}],
-              "outputs": [{"port": "out", "target": "down", "target_port": "in", "hwm": 100, "aligned": False,
-                           "endpoints": [endpoint("reader")]}]}
-    process = subprocess.Popen([str(c_nodes / "identity")], env={"FLUJO_NODE_CONFIG": json.dumps(config)},
-                               stderr=subprocess.PIPE, text=True)
+    config = {
+        "protocol": 1,
+        "flow": "forged",
+        "node": "work",
+        "replica": 0,
+        "replicas": 1,
+        "kind": "processor",
+        "control": endpoint("control"),
+        "status": endpoint("status"),
+        "generation": 0,
+        "inputs": [
+            {"port": "in", "endpoint": endpoint("in"), "hwm": 100, "source": "up", "source_port": "out", "senders": 1}
+        ],
+        "outputs": [
+            {
+                "port": "out",
+                "target": "down",
+                "target_port": "in",
+                "hwm": 100,
+                "aligned": False,
+                "endpoints": [endpoint("reader")],
+            }
+        ],
+    }
+    process = subprocess.Popen(
+        [str(c_nodes / "identity")], env={"FLUJO_NODE_CONFIG": json.dumps(config)}, stderr=subprocess.PIPE, text=True
+    )
     try:
+
         def report() -> list:
             assert status.poll(10_000), "no report from the node"
             return msgpack.unpackb(status.recv())
@@ -318,7 +381,7 @@ def test_a_c_node_refuses_forged_messages_and_keeps_the_good_ones(tmp_path: Path
         assert reports["finished"]["items_in"] == 1 and reports["finished"]["sent"] == {"down/in": 1}
         control.send_multipart([b"released", msgpack.packb(["down", 0, "in"])])
         assert process.wait(timeout=10) == 0
-        assert process.stderr.read().count("refused a message on port \"in\"") == len(forged)
+        assert process.stderr.read().count('refused a message on port "in"') == len(forged)
     finally:
         process.kill()
         process.wait()
@@ -353,7 +416,9 @@ def test_restarting_a_c_producer_continues_its_numbering(flow: FlowRunner, c_nod
     # The drained process hands over after its last item; its successor (numbering its items on
     # from the drained one's next_seq) counts from 0 again: nothing lost, nothing twice.
     out, n = flow.path("out.jsonl"), 1500
-    launcher = flow.start(flow.manifest(f"""
+    launcher = flow.start(
+        flow.manifest(
+            f"""
         [nodes.numbers]
         command = ["{c_nodes}/count"]
         args = {{ n = {n}, pause = 0.001 }}
@@ -361,7 +426,10 @@ def test_restarting_a_c_producer_continues_its_numbering(flow: FlowRunner, c_nod
         run = "{{nodes}}:Collect"
         inputs = ["numbers"]
         args = {{ path = "{out}" }}
-    """, flow="queue = 4"))
+    """,
+            flow="queue = 4",
+        )
+    )
     poll_for(lambda: line_count(out) >= 300, timeout=30)
     assert flow.command("restart", "numbers", "--flow", flow.name).returncode == 0
     _, stderr = launcher.communicate(timeout=60)
@@ -421,7 +489,8 @@ def test_a_killed_c_node_restarts_by_policy_and_the_flow_ends(flow: FlowRunner, 
     # At most once across a crash: the items queued in the killed process may be lost, but
     # nothing comes twice or out of order, and the stream reaches its end.
     out, n = flow.path("out.jsonl"), 1500
-    manifest = flow.manifest(f"""
+    manifest = flow.manifest(
+        f"""
         [nodes.numbers]
         run = "{{nodes}}:Paced"
         args = {{ n = {n}, pause = 0.001 }}
@@ -435,7 +504,9 @@ def test_a_killed_c_node_restarts_by_policy_and_the_flow_ends(flow: FlowRunner, 
         inputs = ["work"]
         restart = "on-failure"
         args = {{ path = "{out}" }}
-    """, flow="queue = 4")
+    """,
+        flow="queue = 4",
+    )
     launcher = flow.start(manifest)
     poll_for(lambda: line_count(out) >= 300, timeout=30)
     pid = flow.replicas()[victim]["pid"]
@@ -482,7 +553,7 @@ def test_a_python_reader_gets_the_arrays_a_c_node_sends(flow: FlowRunner, c_node
         command = ["{c_nodes}/gray"]
         inputs = ["video"]
         [nodes.check]
-        run = "{Path(__file__).parent / 'sdk_c_nodes.py'}:ArraySummary"
+        run = "{Path(__file__).parent / "sdk_c_nodes.py"}:ArraySummary"
         inputs = ["gray"]
         args = {{ path = "{out}" }}
     """)
@@ -492,11 +563,20 @@ def test_a_python_reader_gets_the_arrays_a_c_node_sends(flow: FlowRunner, c_node
     expected = []
     for index in range(frames):
         gray = cv2.cvtColor(capture.read()[1], cv2.COLOR_BGR2GRAY)
-        expected.append({"index": index, "dtype": "|u1", "shape": list(gray.shape),
-                         "sum": int(gray.sum(dtype=np.uint64)), "writeable": False, "gray_mean": float(gray.mean())})
+        expected.append(
+            {
+                "index": index,
+                "dtype": "|u1",
+                "shape": list(gray.shape),
+                "sum": int(gray.sum(dtype=np.uint64)),
+                "writeable": False,
+                "gray_mean": float(gray.mean()),
+            }
+        )
     got = read_lines(out)
-    assert [{**g, "gray_mean": round(g["gray_mean"], 9)} for g in got] == \
-        [{**e, "gray_mean": round(e["gray_mean"], 9)} for e in expected]
+    assert [{**g, "gray_mean": round(g["gray_mean"], 9)} for g in got] == [
+        {**e, "gray_mean": round(e["gray_mean"], 9)} for e in expected
+    ]
 
 
 def test_a_c_node_skips_the_item_it_fails_on_when_told_to(flow: FlowRunner, c_nodes: Path) -> None:
@@ -506,7 +586,7 @@ def test_a_c_node_skips_the_item_it_fails_on_when_told_to(flow: FlowRunner, c_no
         run = "flujo.nodes.basic:Count"
         args = {{ n = {n} }}
         [nodes.text]
-        run = "{Path(__file__).parent / 'sdk_c_nodes.py'}:as_text"
+        run = "{Path(__file__).parent / "sdk_c_nodes.py"}:as_text"
         inputs = ["numbers"]
         [nodes.work]
         command = ["{c_nodes}/identity"]
@@ -527,7 +607,7 @@ def test_a_c_node_skips_the_item_it_fails_on_when_told_to(flow: FlowRunner, c_no
 def test_c_nodes_read_their_configuration_whatever_its_characters(flow: FlowRunner, c_nodes: Path) -> None:
     # The launcher's JSON escapes non-ASCII characters (\u00f1, surrogate pairs): the path must
     # come out as written.
-    out = flow.path("sal ñandú ☃ 😀 \"q\".jsonl")
+    out = flow.path('sal ñandú ☃ 😀 "q".jsonl')
     manifest = flow.manifest(f"""
         [nodes.numbers]
         command = ["{c_nodes}/count"]
@@ -542,22 +622,53 @@ def test_c_nodes_read_their_configuration_whatever_its_characters(flow: FlowRunn
     assert read_lines(out) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda config: config["inputs"][0].update(endpoint="bogus://nowhere"), 'cannot bind input "in" to bogus://nowhere'),
-    (lambda config: config["outputs"][0].update(endpoints=["bogus://x"]), 'cannot connect output "out" to bogus://x'),
-    (lambda config: config.pop("control"), "lacks node, control or status"),
-    (lambda config: config.update(kind="processor", inputs=[]), "needs inputs"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda config: config["inputs"][0].update(endpoint="bogus://nowhere"),
+            'cannot bind input "in" to bogus://nowhere',
+        ),
+        (
+            lambda config: config["outputs"][0].update(endpoints=["bogus://x"]),
+            'cannot connect output "out" to bogus://x',
+        ),
+        (lambda config: config.pop("control"), "lacks node, control or status"),
+        (lambda config: config.update(kind="processor", inputs=[]), "needs inputs"),
+    ],
+)
 def test_a_c_node_with_a_bad_configuration_says_why_and_exits(tmp_path: Path, c_nodes: Path, change, message) -> None:
-    config = {"protocol": 1, "flow": "bad", "node": "work", "replica": 0, "replicas": 1, "kind": "processor",
-              "control": f"ipc://{tmp_path}/control", "status": f"ipc://{tmp_path}/status",
-              "inputs": [{"port": "in", "endpoint": f"ipc://{tmp_path}/in", "hwm": 10, "source": "up",
-                          "source_port": "out", "senders": 1}],
-              "outputs": [{"port": "out", "target": "down", "target_port": "in", "hwm": 10,
-                           "endpoints": [f"ipc://{tmp_path}/down"]}]}
+    config = {
+        "protocol": 1,
+        "flow": "bad",
+        "node": "work",
+        "replica": 0,
+        "replicas": 1,
+        "kind": "processor",
+        "control": f"ipc://{tmp_path}/control",
+        "status": f"ipc://{tmp_path}/status",
+        "inputs": [
+            {
+                "port": "in",
+                "endpoint": f"ipc://{tmp_path}/in",
+                "hwm": 10,
+                "source": "up",
+                "source_port": "out",
+                "senders": 1,
+            }
+        ],
+        "outputs": [
+            {"port": "out", "target": "down", "target_port": "in", "hwm": 10, "endpoints": [f"ipc://{tmp_path}/down"]}
+        ],
+    }
     change(config)
-    done = subprocess.run([str(c_nodes / "identity")], env={"FLUJO_NODE_CONFIG": json.dumps(config)},
-                          capture_output=True, text=True, timeout=10)
+    done = subprocess.run(
+        [str(c_nodes / "identity")],
+        env={"FLUJO_NODE_CONFIG": json.dumps(config)},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert done.returncode == 1
     assert message in done.stderr and "flujo node work" in done.stderr
 
@@ -565,15 +676,17 @@ def test_a_c_node_with_a_bad_configuration_says_why_and_exits(tmp_path: Path, c_
 def test_a_c_node_without_a_configuration_says_so(c_nodes: Path) -> None:
     done = subprocess.run([str(c_nodes / "sink")], env={}, capture_output=True, text=True, timeout=10)
     assert done.returncode == 1 and "no configuration; the launcher sets FLUJO_NODE_CONFIG" in done.stderr
-    done = subprocess.run([str(c_nodes / "sink")], env={"FLUJO_NODE_CONFIG": "{\"node\": "}, capture_output=True,
-                          text=True, timeout=10)
+    done = subprocess.run(
+        [str(c_nodes / "sink")], env={"FLUJO_NODE_CONFIG": '{"node": '}, capture_output=True, text=True, timeout=10
+    )
     assert done.returncode == 1 and "FLUJO_NODE_CONFIG is not a JSON object" in done.stderr
 
 
 def test_c_nodes_in_a_secure_tcp_flow(flow: FlowRunner, c_nodes: Path) -> None:
     # transport = "tcp" is secure by default: every tcp socket is CURVE with the flow key.
     out, n = flow.path("out.jsonl"), 2000
-    manifest = flow.manifest(f"""
+    manifest = flow.manifest(
+        f"""
         [nodes.numbers]
         run = "flujo.nodes.basic:Count"
         args = {{ n = {n} }}
@@ -585,7 +698,9 @@ def test_c_nodes_in_a_secure_tcp_flow(flow: FlowRunner, c_nodes: Path) -> None:
         command = ["{c_nodes}/sink"]
         inputs = ["work"]
         args = {{ path = "{out}" }}
-    """, flow='transport = "tcp"')
+    """,
+        flow='transport = "tcp"',
+    )
     result = flow.run(manifest)
     assert result.returncode == 0, result.stderr
     assert read_lines(out) == list(range(n))
@@ -614,6 +729,7 @@ def test_a_c_node_on_another_host_restarts_without_loss(flow: FlowRunner, hosts,
         inputs = ["work"]
         args = {{ path = "{out}" }}
     """
-    values, _, _ = restart_mid_stream(flow, hosts_body(hosts, body, agent.key.public.decode()), "work", out,
-                                      prefix=hosts[0].command())
+    values, _, _ = restart_mid_stream(
+        flow, hosts_body(hosts, body, agent.key.public.decode()), "work", out, prefix=hosts[0].command()
+    )
     assert values == list(range(n))

@@ -1,6 +1,7 @@
 """The JavaScript node library (sdk/js) in real flows: order, replicas, arrays, zips, stops, errors,
 graceful restarts. CI installs Node.js and the library's npm packages (.ci/run): when they are
 missing these tests fail, they do not skip."""
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,8 @@ from netns import can_make_namespaces
 from restarting import chain, restart_mid_stream, zip_behind_a_lagging_input
 from sdk_checks import admits_only_the_flow_key
 from test_hosts import _body as hosts_body
+from test_hosts import agent as agent  # fixtures: pytest finds them by name here
+from test_hosts import hosts as hosts
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,19 +43,41 @@ def _toml(value: object) -> str:
 
 def test_node_and_the_npm_packages_are_installed() -> None:
     assert shutil.which("node"), "Node.js is missing: .ci/run installs it"
-    done = subprocess.run(["node", "-e", 'import("zeromq").then(z => import("@msgpack/msgpack")).then(() => 0)'],
-                          cwd=SDK, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ["node", "-e", 'import("zeromq").then(z => import("@msgpack/msgpack")).then(() => 0)'],
+        cwd=SDK,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, f"run `npm ci` in sdk/js: {done.stderr}"
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("kind, script, role", [("processor", SDK / "examples" / "identity.js", None),
-                                               ("consumer", TEST_NODE, "take")])
+@pytest.mark.parametrize(
+    "kind, script, role", [("processor", SDK / "examples" / "identity.js", None), ("consumer", TEST_NODE, "take")]
+)
 def test_js_nodes_pass_the_conformance_kit_at_the_restartable_level(kind: str, script: Path, role: str | None) -> None:
     args = {"fail_on": "flujo-conformance:fail", **({"role": role} if role else {})}
-    done = subprocess.run([sys.executable, "-m", "flujo.conformance", "--level", "restartable", "--kind", kind,
-                           "--args", json.dumps(args), "--", "node", str(script)],
-                          capture_output=True, text=True, timeout=280)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flujo.conformance",
+            "--level",
+            "restartable",
+            "--kind",
+            kind,
+            "--args",
+            json.dumps(args),
+            "--",
+            "node",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     failed = [line for line in done.stdout.splitlines() if line.startswith("FAIL")]
     assert done.returncode == 0 and not failed, done.stdout[-3000:] + done.stderr[-2000:]
     assert "Level reached: restartable" in done.stdout
@@ -61,7 +86,8 @@ def test_js_nodes_pass_the_conformance_kit_at_the_restartable_level(kind: str, s
 @pytest.mark.parametrize("replicas", [1, 3])
 def test_examples_square_and_collect_every_item_in_order(flow: FlowRunner, replicas: int) -> None:
     out, n = flow.path("out.jsonl"), 3000
-    manifest = flow.manifest(f"""
+    manifest = flow.manifest(
+        f"""
         [nodes.numbers]
         run = "flujo.nodes.basic:Count"
         args = {{ n = {n} }}
@@ -73,7 +99,9 @@ def test_examples_square_and_collect_every_item_in_order(flow: FlowRunner, repli
         command = ["node", "{CONSUMER}"]
         inputs = ["square"]
         args = {{ path = "{out}" }}
-    """, flow="queue = 4")
+    """,
+        flow="queue = 4",
+    )
     result = flow.run(manifest, timeout=60)
     assert result.returncode == 0, result.stderr
     # The sink reads from several replicas of the processor: it restores the order.
@@ -82,7 +110,8 @@ def test_examples_square_and_collect_every_item_in_order(flow: FlowRunner, repli
 
 def test_a_js_processor_behind_a_replicated_node_restores_the_order(flow: FlowRunner) -> None:
     out, n = flow.path("out.jsonl"), 2000
-    manifest = flow.manifest(f"""
+    manifest = flow.manifest(
+        f"""
         [nodes.numbers]
         run = "flujo.nodes.basic:Count"
         args = {{ n = {n} }}
@@ -97,7 +126,9 @@ def test_a_js_processor_behind_a_replicated_node_restores_the_order(flow: FlowRu
         run = "{{nodes}}:Collect"
         inputs = ["square"]
         args = {{ path = "{out}" }}
-    """, flow="queue = 4")
+    """,
+        flow="queue = 4",
+    )
     result = flow.run(manifest, timeout=60)
     assert result.returncode == 0, result.stderr
     assert read_lines(out) == [i * i for i in range(n)]
@@ -134,7 +165,8 @@ def test_js_nodes_in_a_secure_tcp_flow(flow: FlowRunner) -> None:
     # transport = "tcp" is secure by default: every tcp socket is CURVE with the flow key,
     # the JS inputs are CURVE servers behind a ZAP handler admitting only that key.
     out, n = flow.path("out.jsonl"), 1000
-    manifest = flow.manifest(f"""
+    manifest = flow.manifest(
+        f"""
         [nodes.numbers]
         run = "flujo.nodes.basic:Count"
         args = {{ n = {n} }}
@@ -146,7 +178,9 @@ def test_js_nodes_in_a_secure_tcp_flow(flow: FlowRunner) -> None:
         command = ["node", "{CONSUMER}"]
         inputs = ["square"]
         args = {{ path = "{out}" }}
-    """, flow='transport = "tcp"')
+    """,
+        flow='transport = "tcp"',
+    )
     result = flow.run(manifest, timeout=60)
     assert result.returncode == 0, result.stderr
     assert read_lines(out) == [i * i for i in range(n)]
@@ -183,7 +217,7 @@ def test_arrays_arrive_as_typed_views_and_go_back_unchanged(flow: FlowRunner, tm
     manifest = flow.manifest(f"""
         [nodes.arrays]
         run = "{{nodes}}:BigArrays"
-        args = {{ report = "{tmp_path / 'report.json'}", n = {n}, mb = 1 }}
+        args = {{ report = "{tmp_path / "report.json"}", n = {n}, mb = 1 }}
         [nodes.stats]
         {js(TEST_NODE, role="arrays")}
         inputs = ["arrays"]
@@ -196,8 +230,10 @@ def test_arrays_arrive_as_typed_views_and_go_back_unchanged(flow: FlowRunner, tm
     assert result.returncode == 0, result.stderr
     size = 1024 * 1024
     # Collect summarises the array sent back as [first byte, size]: the bytes came through whole.
-    assert read_lines(out) == [{"i": i, "sum": (i % 256) * size, "nbytes": size, "dtype": "|u1",
-                                "shape": [size], "data": [i % 256, size]} for i in range(n)]
+    assert read_lines(out) == [
+        {"i": i, "sum": (i % 256) * size, "nbytes": size, "dtype": "|u1", "shape": [size], "data": [i % 256, size]}
+        for i in range(n)
+    ]
 
 
 def test_a_js_producer_feeds_a_js_consumer(flow: FlowRunner) -> None:
@@ -311,7 +347,9 @@ def test_on_error_skip_skips_the_failing_item_and_goes_on(flow: FlowRunner) -> N
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_restarting_a_js_processor_mid_stream_loses_nothing(flow: FlowRunner, replicas: int) -> None:
     out, n = flow.path("out.jsonl"), 3000
-    values, _, _ = restart_mid_stream(flow, f"""
+    values, _, _ = restart_mid_stream(
+        flow,
+        f"""
         [nodes.numbers]
         run = "{{nodes}}:Gated"
         args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
@@ -323,13 +361,18 @@ def test_restarting_a_js_processor_mid_stream_loses_nothing(flow: FlowRunner, re
         run = "{{nodes}}:Collect"
         inputs = ["work"]
         args = {{ path = "{out}" }}
-    """, "work", out)
+    """,
+        "work",
+        out,
+    )
     assert values == [i * i for i in range(n)]  # every item, once, in order
 
 
 def test_restarting_a_js_consumer_mid_stream_loses_nothing(flow: FlowRunner) -> None:
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, f"""
+    values, _, _ = restart_mid_stream(
+        flow,
+        f"""
         [nodes.numbers]
         run = "{{nodes}}:Gated"
         args = {{ n = {n}, pause = 0.0002, gate = "{{gate}}" }}
@@ -337,13 +380,18 @@ def test_restarting_a_js_consumer_mid_stream_loses_nothing(flow: FlowRunner) -> 
         command = ["node", "{CONSUMER}"]
         inputs = ["numbers"]
         args = {{ path = "{out}" }}
-    """, "sink", out)
+    """,
+        "sink",
+        out,
+    )
     assert values == list(range(n))
 
 
 def test_restarting_a_js_node_behind_a_replicated_node_keeps_the_order(flow: FlowRunner) -> None:
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, f"""
+    values, _, _ = restart_mid_stream(
+        flow,
+        f"""
         [nodes.numbers]
         run = "{{nodes}}:Gated"
         args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
@@ -359,13 +407,19 @@ def test_restarting_a_js_node_behind_a_replicated_node_keeps_the_order(flow: Flo
         run = "{{nodes}}:Collect"
         inputs = ["work"]
         args = {{ path = "{out}" }}
-    """, "work", out, after=200)
+    """,
+        "work",
+        out,
+        after=200,
+    )
     assert values == [i * i for i in range(n)]
 
 
 def test_restarting_a_js_zip_keeps_every_pair(flow: FlowRunner) -> None:
     out, n = flow.path("out.jsonl"), 2000
-    values, _, _ = restart_mid_stream(flow, f"""
+    values, _, _ = restart_mid_stream(
+        flow,
+        f"""
         [nodes.numbers]
         run = "{{nodes}}:Gated"
         args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
@@ -380,20 +434,29 @@ def test_restarting_a_js_zip_keeps_every_pair(flow: FlowRunner) -> None:
         run = "{{nodes}}:Collect"
         inputs = ["add"]
         args = {{ path = "{out}" }}
-    """, "add", out, after=200)
+    """,
+        "add",
+        out,
+        after=200,
+    )
     assert values == [2 * i for i in range(n)]
 
 
 def test_restarting_a_js_producer_continues_its_stream(flow: FlowRunner) -> None:
     out, n = flow.path("out.jsonl"), 1500
-    values, _, _ = restart_mid_stream(flow, f"""
+    values, _, _ = restart_mid_stream(
+        flow,
+        f"""
         [nodes.numbers]
         {js(TEST_NODE, role="count", n=n, pause=1, gate="{gate}")}
         [nodes.sink]
         run = "{{nodes}}:Collect"
         inputs = ["numbers"]
         args = {{ path = "{out}" }}
-    """, "numbers", out)
+    """,
+        "numbers",
+        out,
+    )
     # The new process produces its stream again from the start; what the first one produced arrived whole.
     assert values[-n:] == list(range(n))
     first_run = values[:-n]
@@ -418,16 +481,38 @@ def test_a_js_node_refuses_forged_messages_and_keeps_the_good_ones(tmp_path: Pat
     status.bind(endpoint("status"))
     reader = context.socket(zmq.PULL)
     reader.bind(endpoint("reader"))
-    config = {"protocol": 1, "flow": "forged", "node": "work", "replica": 0, "replicas": 1, "kind": "processor",
-              "control": endpoint("control"), "status": endpoint("status"), "generation": 0,
-              "inputs": [{"port": "in", "endpoint": endpoint("in"), "hwm": 100, "source": "up",
-                          "source_port": "out", "senders": 1}],
-              "outputs": [{"port": "out", "target": "down", "target_port": "in", "hwm": 100, "aligned": False,
-                           "endpoints": [endpoint("reader")]}]}
-    process = subprocess.Popen(["node", str(SDK / "examples" / "identity.js")],
-                               env={"PATH": os.environ["PATH"], "FLUJO_NODE_CONFIG": json.dumps(config)},
-                               stderr=subprocess.PIPE, text=True)
+    config = {
+        "protocol": 1,
+        "flow": "forged",
+        "node": "work",
+        "replica": 0,
+        "replicas": 1,
+        "kind": "processor",
+        "control": endpoint("control"),
+        "status": endpoint("status"),
+        "generation": 0,
+        "inputs": [
+            {"port": "in", "endpoint": endpoint("in"), "hwm": 100, "source": "up", "source_port": "out", "senders": 1}
+        ],
+        "outputs": [
+            {
+                "port": "out",
+                "target": "down",
+                "target_port": "in",
+                "hwm": 100,
+                "aligned": False,
+                "endpoints": [endpoint("reader")],
+            }
+        ],
+    }
+    process = subprocess.Popen(
+        ["node", str(SDK / "examples" / "identity.js")],
+        env={"PATH": os.environ["PATH"], "FLUJO_NODE_CONFIG": json.dumps(config)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+
         def report() -> list:
             assert status.poll(10_000), "no report from the node"
             return msgpack.unpackb(status.recv())
@@ -525,7 +610,8 @@ def test_a_killed_js_node_restarts_by_policy_and_the_flow_ends(flow: FlowRunner,
     # At most once across a crash: the items queued in the killed process may be lost, but
     # nothing comes twice or out of order, and the stream reaches its end.
     out, n = flow.path("out.jsonl"), 1500
-    manifest = flow.manifest(f"""
+    manifest = flow.manifest(
+        f"""
         [nodes.numbers]
         run = "{{nodes}}:Paced"
         args = {{ n = {n}, pause = 0.001 }}
@@ -538,7 +624,9 @@ def test_a_killed_js_node_restarts_by_policy_and_the_flow_ends(flow: FlowRunner,
         {js(TEST_NODE, role="collect", path=out)}
         inputs = ["work"]
         restart = "on-failure"
-    """, flow="queue = 4")
+    """,
+        flow="queue = 4",
+    )
     launcher = flow.start(manifest)
     poll_for(lambda: line_count(out) >= 300, timeout=30)
     pid = flow.replicas()[victim]["pid"]
@@ -571,6 +659,7 @@ def test_a_js_node_on_another_host_restarts_without_loss(flow: FlowRunner, hosts
         inputs = ["work"]
         args = {{ path = "{out}" }}
     """
-    values, _, _ = restart_mid_stream(flow, hosts_body(hosts, body, agent.key.public.decode()), "work", out,
-                                      prefix=hosts[0].command())
+    values, _, _ = restart_mid_stream(
+        flow, hosts_body(hosts, body, agent.key.public.decode()), "work", out, prefix=hosts[0].command()
+    )
     assert values == [i * i for i in range(n)]

@@ -1,6 +1,7 @@
 """Arrays between nodes on one host go through shared memory (flujo/shm.py): every frame intact
 and in order, kept frames unchanged, nothing left in /dev/shm however the flow ends, and the
 inline fallback wherever shared memory cannot or must not be used."""
+
 from __future__ import annotations
 
 import os
@@ -53,7 +54,10 @@ def assert_all_frames(out: str, n: int, shared: bool = True) -> None:
 
 def test_chain_moves_every_frame_through_shared_memory(shm_flow: FlowRunner) -> None:
     out, n = shm_flow.path("out.jsonl"), 300
-    result = shm_flow.run(manifest(shm_flow, f"""
+    result = shm_flow.run(
+        manifest(
+            shm_flow,
+            f"""
         [nodes.frames]
         run = "{{shm_nodes}}:Frames"
         args = {{ n = {n} }}
@@ -64,7 +68,9 @@ def test_chain_moves_every_frame_through_shared_memory(shm_flow: FlowRunner) -> 
         run = "{{shm_nodes}}:Check"
         inputs = ["pass"]
         args = {{ path = "{out}", keep = 20 }}
-    """))
+    """,
+        )
+    )
     assert result.returncode == 0, result.stderr
     assert_all_frames(out, n)
 
@@ -73,7 +79,10 @@ def test_frames_kept_past_the_call_stay_unchanged(shm_flow: FlowRunner) -> None:
     # The sink keeps every frame: far more than the pool's slots, so the pool grows to its
     # bound and then falls back to inline frames; none of the kept ones may change.
     out, n = shm_flow.path("out.jsonl"), 120
-    result = shm_flow.run(manifest(shm_flow, f"""
+    result = shm_flow.run(
+        manifest(
+            shm_flow,
+            f"""
         [nodes.frames]
         run = "{{shm_nodes}}:Frames"
         args = {{ n = {n}, born = false }}
@@ -84,7 +93,10 @@ def test_frames_kept_past_the_call_stay_unchanged(shm_flow: FlowRunner) -> None:
         run = "{{shm_nodes}}:Check"
         inputs = ["invert"]
         args = {{ path = "{out}", keep = -1 }}
-    """, "queue = 4"))
+    """,
+            "queue = 4",
+        )
+    )
     assert result.returncode == 0, result.stderr
     items, closing = read(out)
     assert [line[0] for line in items] == list(range(n)) and all(line[1] for line in items)
@@ -94,13 +106,19 @@ def test_frames_kept_past_the_call_stay_unchanged(shm_flow: FlowRunner) -> None:
 def test_fan_out_and_replicas_get_every_frame(shm_flow: FlowRunner) -> None:
     n = 200
     outs = [shm_flow.path(f"out{k}.jsonl") for k in range(3)]
-    readers = "".join(f"""
+    readers = "".join(
+        f"""
         [nodes.check{k}]
         run = "{{shm_nodes}}:Check"
         inputs = ["pass"]
         args = {{ path = "{outs[k]}", keep = 5 }}
-    """ for k in range(3))
-    result = shm_flow.run(manifest(shm_flow, f"""
+    """
+        for k in range(3)
+    )
+    result = shm_flow.run(
+        manifest(
+            shm_flow,
+            f"""
         [nodes.frames]
         run = "{{shm_nodes}}:Frames"
         args = {{ n = {n} }}
@@ -108,7 +126,10 @@ def test_fan_out_and_replicas_get_every_frame(shm_flow: FlowRunner) -> None:
         run = "{{shm_nodes}}:Pass"
         inputs = ["frames"]
         replicas = 2
-    """ + readers))
+    """
+            + readers,
+        )
+    )
     assert result.returncode == 0, result.stderr
     for out in outs:
         assert_all_frames(out, n)
@@ -116,7 +137,10 @@ def test_fan_out_and_replicas_get_every_frame(shm_flow: FlowRunner) -> None:
 
 def test_zip_pairs_frames_from_shared_memory(shm_flow: FlowRunner) -> None:
     out, n = shm_flow.path("out.jsonl"), 150
-    result = shm_flow.run(manifest(shm_flow, f"""
+    result = shm_flow.run(
+        manifest(
+            shm_flow,
+            f"""
         [nodes.frames]
         run = "{{shm_nodes}}:Frames"
         args = {{ n = {n} }}
@@ -130,21 +154,29 @@ def test_zip_pairs_frames_from_shared_memory(shm_flow: FlowRunner) -> None:
         run = "{{shm_nodes}}:Check"
         inputs = {{ a = "a", b = "b" }}
         args = {{ path = "{out}" }}
-    """))
+    """,
+        )
+    )
     assert result.returncode == 0, result.stderr
     items, _ = read(out)
     assert [line[0] for line in items] == [i for i in range(n) for _ in range(2)]
     assert all(line[1] and line[2] for line in items)
 
 
-@pytest.mark.parametrize("settings, reader_shm, why", [
-    ('transport = "tcp"', "", "tcp edge"),
-    ("shm = false", "", "turned off for the flow"),
-    ("", "shm = false", "turned off for the reader"),
-])
+@pytest.mark.parametrize(
+    "settings, reader_shm, why",
+    [
+        ('transport = "tcp"', "", "tcp edge"),
+        ("shm = false", "", "turned off for the flow"),
+        ("", "shm = false", "turned off for the reader"),
+    ],
+)
 def test_inline_fallback(shm_flow: FlowRunner, settings: str, reader_shm: str, why: str) -> None:
     out, n = shm_flow.path("out.jsonl"), 60
-    result = shm_flow.run(manifest(shm_flow, f"""
+    result = shm_flow.run(
+        manifest(
+            shm_flow,
+            f"""
         [nodes.frames]
         run = "{{shm_nodes}}:Frames"
         args = {{ n = {n} }}
@@ -153,7 +185,10 @@ def test_inline_fallback(shm_flow: FlowRunner, settings: str, reader_shm: str, w
         inputs = ["frames"]
         args = {{ path = "{out}", keep = 5 }}
         {reader_shm}
-    """, settings))
+    """,
+            settings,
+        )
+    )
     assert result.returncode == 0, result.stderr
     assert_all_frames(out, n, shared=False)
 
@@ -161,12 +196,19 @@ def test_inline_fallback(shm_flow: FlowRunner, settings: str, reader_shm: str, w
 def test_a_command_node_gets_inline_arrays(tmp_path: Path) -> None:
     from flujo.launch.manifest import validate
     from flujo.launch.plan import plan
-    flow = validate({"nodes": {
-        "frames": {"run": f"{SHM_NODES}:Frames", "args": {"n": 1}},
-        "foreign": {"command": ["cat"], "inputs": ["frames"]},
-        "python": {"run": f"{SHM_NODES}:Check", "inputs": ["frames"], "args": {"path": "x"}},
-        "declared": {"command": ["cat"], "inputs": ["frames"], "shm": True},
-    }}, tmp_path / "m.toml", "m.toml")
+
+    flow = validate(
+        {
+            "nodes": {
+                "frames": {"run": f"{SHM_NODES}:Frames", "args": {"n": 1}},
+                "foreign": {"command": ["cat"], "inputs": ["frames"]},
+                "python": {"run": f"{SHM_NODES}:Check", "inputs": ["frames"], "args": {"path": "x"}},
+                "declared": {"command": ["cat"], "inputs": ["frames"], "shm": True},
+            }
+        },
+        tmp_path / "m.toml",
+        "m.toml",
+    )
     _, configs = plan(flow, tmp_path / "flujo-run1")
     edges = {edge.target: edge.shm for edge in configs[("frames", 0)].outputs}
     assert edges == {"foreign": False, "python": True, "declared": True}
@@ -176,7 +218,10 @@ def test_a_command_node_gets_inline_arrays(tmp_path: Path) -> None:
 
 def test_stop_drains_and_leaves_no_segment(shm_flow: FlowRunner) -> None:
     out = shm_flow.path("out.jsonl")
-    launcher = shm_flow.start(manifest(shm_flow, f"""
+    launcher = shm_flow.start(
+        manifest(
+            shm_flow,
+            f"""
         [nodes.frames]
         run = "{{shm_nodes}}:Frames"
         args = {{ n = 100000, pause = 0.002 }}
@@ -187,7 +232,9 @@ def test_stop_drains_and_leaves_no_segment(shm_flow: FlowRunner) -> None:
         run = "{{shm_nodes}}:Check"
         inputs = ["pass"]
         args = {{ path = "{out}", keep = 3 }}
-    """))
+    """,
+        )
+    )
     poll_for(lambda: line_count(out) >= 50, timeout=30)
     assert shm_flow.command("stop", "--flow", shm_flow.name).returncode == 0
     launcher.communicate(timeout=30)
@@ -200,7 +247,10 @@ def test_stop_drains_and_leaves_no_segment(shm_flow: FlowRunner) -> None:
 def test_memory_stays_bounded_under_a_slow_consumer(shm_flow: FlowRunner) -> None:
     out, queue = shm_flow.path("out.jsonl"), 4
     before = segments()
-    launcher = shm_flow.start(manifest(shm_flow, f"""
+    launcher = shm_flow.start(
+        manifest(
+            shm_flow,
+            f"""
         [nodes.frames]
         run = "{{shm_nodes}}:Frames"
         args = {{ n = 100000 }}
@@ -208,7 +258,10 @@ def test_memory_stays_bounded_under_a_slow_consumer(shm_flow: FlowRunner) -> Non
         run = "{{shm_nodes}}:Check"
         inputs = ["frames"]
         args = {{ path = "{out}", delay = 0.02 }}
-    """, f"queue = {queue}"))
+    """,
+            f"queue = {queue}",
+        )
+    )
     poll_for(lambda: line_count(out) >= 60, timeout=30)
     pid = shm_flow.replicas()["frames"]["pid"]
     made = {name for name in segments() - before if name.split(".")[4] == str(pid)}
@@ -225,7 +278,10 @@ def pids_of(flow: FlowRunner, label: str) -> int:
 @pytest.mark.parametrize("victim", ["check", "frames", "launcher"])
 def test_sigkill_leaves_no_segment(shm_flow: FlowRunner, victim: str) -> None:
     out = shm_flow.path("out.jsonl")
-    launcher = shm_flow.start(manifest(shm_flow, f"""
+    launcher = shm_flow.start(
+        manifest(
+            shm_flow,
+            f"""
         [nodes.frames]
         run = "{{shm_nodes}}:Frames"
         args = {{ n = 100000, pause = 0.002 }}
@@ -236,7 +292,9 @@ def test_sigkill_leaves_no_segment(shm_flow: FlowRunner, victim: str) -> None:
         run = "{{shm_nodes}}:Check"
         inputs = ["pass"]
         args = {{ path = "{out}", keep = 3 }}
-    """))
+    """,
+        )
+    )
     poll_for(lambda: line_count(out) >= 30, timeout=30)
     assert segments()  # frames are in flight through shared memory
     if victim == "launcher":
@@ -251,7 +309,10 @@ def test_a_crashed_reader_gives_its_slots_back(shm_flow: FlowRunner) -> None:
     # slots the dead process held and goes on in shared memory to the end.
     out, n = shm_flow.path("out.jsonl"), 400
     gate = shm_flow.path("gate")
-    launcher = shm_flow.start(manifest(shm_flow, f"""
+    launcher = shm_flow.start(
+        manifest(
+            shm_flow,
+            f"""
         [nodes.frames]
         run = "{{shm_nodes}}:Frames"
         args = {{ n = {n}, pause = 0.003, gate = "{gate}" }}
@@ -260,7 +321,10 @@ def test_a_crashed_reader_gives_its_slots_back(shm_flow: FlowRunner) -> None:
         inputs = ["frames"]
         args = {{ path = "{out}", keep = 3 }}
         restart = "on-failure"
-    """, "queue = 4"))
+    """,
+            "queue = 4",
+        )
+    )
     poll_for(lambda: line_count(out) >= 50, timeout=30)
     os.kill(pids_of(shm_flow, "check"), signal.SIGKILL)
     poll_for(lambda: shm_flow.replicas().get("check", {}).get("restarts") == 1, timeout=30)
@@ -276,6 +340,7 @@ def test_a_crashed_reader_gives_its_slots_back(shm_flow: FlowRunner) -> None:
 def test_forged_and_stale_descriptors_are_refused(tmp_path: Path) -> None:
     from flujo.shm import SharedMemoryReader, SlotPool
     from flujo.shm_wire import SHM_EXT_CODE, DescriptorError
+
     context = zmq.Context()
     try:
         endpoint = f"ipc://{tmp_path / 'release'}"
@@ -287,7 +352,7 @@ def test_forged_and_stale_descriptors_are_refused(tmp_path: Path) -> None:
             view = reader.view(ext.data, ("src", 0))
             assert (view == 7).all() and not view.flags.writeable
             fields = msgpack.unpackb(ext.data)
-            for index, value in ((6, fields[6] ^ 1), (5, fields[5] + 1), (0, "/etc/passwd"), (1, 10 ** 9)):
+            for index, value in ((6, fields[6] ^ 1), (5, fields[5] + 1), (0, "/etc/passwd"), (1, 10**9)):
                 forged = list(fields)
                 forged[index] = value
                 with pytest.raises(DescriptorError):
@@ -305,8 +370,11 @@ def test_forged_and_stale_descriptors_are_refused(tmp_path: Path) -> None:
 def test_graceful_restart_of_a_producer_whose_frames_a_reader_keeps(shm_flow: FlowRunner) -> None:
     # The sink keeps frames until it closes: the drained producer may not wait for them.
     from restarting import restart_mid_stream
+
     out = shm_flow.path("out.jsonl")
-    lines, _, _ = restart_mid_stream(shm_flow, f"""
+    lines, _, _ = restart_mid_stream(
+        shm_flow,
+        f"""
         [nodes.frames]
         run = "{SHM_NODES}:Frames"
         args = {{ n = 300, pause = 0.001, gate = "{{gate}}" }}
@@ -314,7 +382,11 @@ def test_graceful_restart_of_a_producer_whose_frames_a_reader_keeps(shm_flow: Fl
         run = "{SHM_NODES}:Check"
         inputs = ["frames"]
         args = {{ path = "{out}", keep = 5 }}
-    """, "frames", out, after=100)
+    """,
+        "frames",
+        out,
+        after=100,
+    )
     items = [line for line in lines if line[0] != "kept"]
     assert len(items) >= 400 and all(line[1] and line[2] for line in items)  # the successor starts over
     assert all(line[2] == [] for line in lines if line[0] == "kept")
@@ -323,8 +395,11 @@ def test_graceful_restart_of_a_producer_whose_frames_a_reader_keeps(shm_flow: Fl
 @pytest.mark.parametrize("node", ["pass", "check"])
 def test_graceful_restart_keeps_every_frame(shm_flow: FlowRunner, node: str) -> None:
     from restarting import restart_mid_stream
+
     out, n = shm_flow.path("out.jsonl"), 600
-    lines, _, _ = restart_mid_stream(shm_flow, f"""
+    lines, _, _ = restart_mid_stream(
+        shm_flow,
+        f"""
         [nodes.frames]
         run = "{SHM_NODES}:Frames"
         args = {{ n = {n}, pause = 0.001, gate = "{{gate}}" }}
@@ -335,7 +410,11 @@ def test_graceful_restart_keeps_every_frame(shm_flow: FlowRunner, node: str) -> 
         run = "{SHM_NODES}:Check"
         inputs = ["pass"]
         args = {{ path = "{out}", keep = 3 }}
-    """, node, out, after=100)
+    """,
+        node,
+        out,
+        after=100,
+    )
     items = [line for line in lines if line[0] != "kept"]
     assert [line[0] for line in items] == list(range(n))  # every frame, once, in order
     assert all(line[1] and line[2] for line in items)
@@ -347,7 +426,10 @@ def test_a_killed_sender_costs_only_its_frames_in_flight(shm_flow: FlowRunner) -
     # segments at once: descriptors still queued for them are refused (counted), the reader
     # lives on, and what arrives stays intact and in order.
     out, gate = shm_flow.path("out.jsonl"), shm_flow.path("gate")
-    launcher = shm_flow.start(manifest(shm_flow, f"""
+    launcher = shm_flow.start(
+        manifest(
+            shm_flow,
+            f"""
         [nodes.frames]
         run = "{{shm_nodes}}:Frames"
         args = {{ n = 300, pause = 0.002, gate = "{gate}" }}
@@ -359,7 +441,10 @@ def test_a_killed_sender_costs_only_its_frames_in_flight(shm_flow: FlowRunner) -
         run = "{{shm_nodes}}:Check"
         inputs = ["pass"]
         args = {{ path = "{out}", keep = 3, delay = 0.005 }}
-    """, "queue = 8"))
+    """,
+            "queue = 8",
+        )
+    )
     poll_for(lambda: line_count(out) >= 40, timeout=30)
     os.kill(pids_of(shm_flow, "frames"), signal.SIGKILL)
     poll_for(lambda: shm_flow.replicas().get("frames", {}).get("restarts") == 1, timeout=30)
@@ -377,6 +462,7 @@ def test_a_port_refuses_descriptors_it_does_not_accept_and_reads_on(tmp_path: Pa
     from flujo.inputs import InputPort
     from flujo.protocol import Codec
     from flujo.shm_wire import pack_descriptor
+
     context = zmq.Context()
     endpoint = f"ipc://{tmp_path / 'in'}"
     port = InputPort(context, InputConfig("in", endpoint, 4, "up", "out", 1), Codec("me", 0), False, lambda p: None)
@@ -419,9 +505,13 @@ def test_a_foreign_command_node_gets_inline_frames(shm_flow: FlowRunner) -> None
     import sys
 
     from shm_nodes import SHAPE
+
     out, n = shm_flow.path("out.jsonl"), 40
     sink = Path(__file__).parent / "foreign_frame_sink.py"
-    result = shm_flow.run(manifest(shm_flow, f"""
+    result = shm_flow.run(
+        manifest(
+            shm_flow,
+            f"""
         [nodes.frames]
         run = "{{shm_nodes}}:Frames"
         args = {{ n = {n} }}
@@ -432,7 +522,9 @@ def test_a_foreign_command_node_gets_inline_frames(shm_flow: FlowRunner) -> None
         run = "{{shm_nodes}}:Check"
         inputs = ["frames"]
         args = {{ path = "{out}.python" }}
-    """))
+    """,
+        )
+    )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in Path(out).read_text().splitlines()]
     size = SHAPE[0] * SHAPE[1] * SHAPE[2]

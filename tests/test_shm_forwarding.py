@@ -2,6 +2,7 @@
 (flujo/shm.py). The descriptor it sends names exactly the bytes it sends, for the whole array
 and for parts of it, and the segment's owner hears of the new reader and of the processor's
 own release in one message, in that order."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """JSON Lines and console sinks."""
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,28 @@ from flujo.nodes.sinks import ConsoleSink, JsonLinesSink
 
 def test_json_lines_one_valid_line_per_item_with_arrays_converted(tmp_path):
     path = tmp_path / "deep" / "er" / "out.jsonl"
-    items = [{"index": i, "score": np.float32(0.5 + i), "boxes": np.arange(8, dtype=np.float32).reshape(2, 4) + i,
-              "empty": np.zeros((0, 4), np.float32), "frame": np.zeros((4, 4, 3), np.uint8),
-              "tracks": [{"id": np.int64(i), "box": (1, 2, 3, 4)}]} for i in range(3)]
+    items = [
+        {
+            "index": i,
+            "score": np.float32(0.5 + i),
+            "boxes": np.arange(8, dtype=np.float32).reshape(2, 4) + i,
+            "empty": np.zeros((0, 4), np.float32),
+            "frame": np.zeros((4, 4, 3), np.uint8),
+            "tracks": [{"id": np.int64(i), "box": (1, 2, 3, 4)}],
+        }
+        for i in range(3)
+    ]
     run(JsonLinesSink(str(path)), items)
     lines = path.read_text().splitlines()
     assert len(lines) == 3
     first = json.loads(lines[0])
-    assert first == {"index": 0, "score": 0.5, "boxes": [[0, 1, 2, 3], [4, 5, 6, 7]], "empty": [],
-                     "tracks": [{"id": 0, "box": [1, 2, 3, 4]}]}  # frame left out by default
+    assert first == {
+        "index": 0,
+        "score": 0.5,
+        "boxes": [[0, 1, 2, 3], [4, 5, 6, 7]],
+        "empty": [],
+        "tracks": [{"id": 0, "box": [1, 2, 3, 4]}],
+    }  # frame left out by default
     assert json.loads(lines[2])["boxes"][1] == [6, 7, 8, 9]
 
 

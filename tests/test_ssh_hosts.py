@@ -4,6 +4,7 @@ Each test runs Debian's sshd inside host B's network namespace, with a host key,
 and an authorized_keys made for the test (root logs in with the test's key only). The launcher
 reaches it through FLUJO_SSH_COMMAND, as a user would point ssh at a key and a known-hosts file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +47,10 @@ class Sshd:
 
     def ssh_command(self, key: str = "client_key") -> str:
         """FLUJO_SSH_COMMAND for this server: the test's key, its own known-hosts file, no user config."""
-        return (f"ssh -F none -i {self.folder / key} -o IdentitiesOnly=yes -p {self.port} "
-                f"-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={self.folder / 'known_hosts'}")
+        return (
+            f"ssh -F none -i {self.folder / key} -o IdentitiesOnly=yes -p {self.port} "
+            f"-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={self.folder / 'known_hosts'}"
+        )
 
 
 def _keygen(path: Path) -> None:
@@ -66,10 +69,10 @@ def running_sshd(host: Host, folder: Path, mount_namespace: Path | None = None) 
     (folder / "sshd_config").write_text(f"""
 Port {port}
 ListenAddress {host.address}
-HostKey {folder / 'host_key'}
+HostKey {folder / "host_key"}
 PidFile none
 PermitRootLogin prohibit-password
-AuthorizedKeysFile {folder / 'authorized_keys'}
+AuthorizedKeysFile {folder / "authorized_keys"}
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
@@ -78,8 +81,7 @@ StrictModes no
     command = host.command(SSHD, "-D", "-e", "-f", str(folder / "sshd_config"))
     if mount_namespace is not None:
         command = ["nsenter", f"--mount={mount_namespace}", "--", *command]
-    process = subprocess.Popen(command,
-                               stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     sshd = Sshd(host, port, folder, process)
 
     def read() -> None:
@@ -89,8 +91,9 @@ StrictModes no
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        poll_for(lambda: any("Server listening on" in line for line in sshd.log) or process.poll() is not None,
-                 timeout=20)
+        poll_for(
+            lambda: any("Server listening on" in line for line in sshd.log) or process.poll() is not None, timeout=20
+        )
         assert process.poll() is None, "".join(sshd.log)
         yield sshd
     finally:
@@ -133,15 +136,31 @@ CHAIN = """
 """
 
 
-def _manifest(flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd, n: int, host_extra: str = "",
-              where: str = "{nodes}:where", gate: str = "", where_extra: str = "") -> Path:
+def _manifest(
+    flow: FlowRunner,
+    hosts: tuple[Host, Host],
+    sshd: Sshd,
+    n: int,
+    host_extra: str = "",
+    where: str = "{nodes}:where",
+    gate: str = "",
+    where_extra: str = "",
+) -> Path:
     """The chain numbers -> where (2 replicas, on host b over ssh) -> sink; with ``gate``, the
     stream holds open until that file exists."""
     # The launcher has no Flujo keys at all: an agent started over ssh needs none.
     flow.env.update(FLUJO_HOME=str(flow.folder / "empty-home"), FLUJO_SSH_COMMAND=sshd.ssh_command())
-    body = CHAIN.format(launcher=hosts[0].address, remote=hosts[1].address, n=n, out=flow.path("out.jsonl"),
-                        host_extra=host_extra, where=where, producer="Gated" if gate else "Paced",
-                        gate=f', gate = "{gate}"' if gate else "", where_extra=where_extra)
+    body = CHAIN.format(
+        launcher=hosts[0].address,
+        remote=hosts[1].address,
+        n=n,
+        out=flow.path("out.jsonl"),
+        host_extra=host_extra,
+        where=where,
+        producer="Gated" if gate else "Paced",
+        gate=f', gate = "{gate}"' if gate else "",
+        where_extra=where_extra,
+    )
     return flow.manifest(body, flow="queue = 4")
 
 
@@ -155,13 +174,15 @@ def _await_only_sshd_left(host: Host, sshd: Sshd, timeout: float = 15) -> None:
             with contextlib.suppress(psutil.Error):  # ended meanwhile
                 left[pid] = " ".join(psutil.Process(pid).cmdline())
         raise AssertionError(
-            f"still running in host {host.namespace}: {left}; sshd said: {''.join(sshd.log)}") from None
+            f"still running in host {host.namespace}: {left}; sshd said: {''.join(sshd.log)}"
+        ) from None
 
 
 @needs_sshd
 @pytest.mark.timeout(120)
 def test_one_command_runs_the_flow_with_an_agent_started_over_ssh(
-        flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd
+) -> None:
     n = 2000
     result = flow.start(_manifest(flow, hosts, sshd, n), prefix=hosts[0].command())
     _, stderr = result.communicate(timeout=90)
@@ -178,9 +199,10 @@ def test_one_command_runs_the_flow_with_an_agent_started_over_ssh(
 @needs_sshd
 @pytest.mark.timeout(120)
 def test_killing_the_launcher_closes_the_session_and_the_agent_ends_its_nodes(
-        flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd
+) -> None:
     out = flow.path("out.jsonl")
-    launcher = flow.start(_manifest(flow, hosts, sshd, 10 ** 7), prefix=hosts[0].command())
+    launcher = flow.start(_manifest(flow, hosts, sshd, 10**7), prefix=hosts[0].command())
     poll_for(lambda: line_count(out) >= 100, timeout=60)
     replicas = flow.replicas()
     assert {replicas["where.0"]["pid"], replicas["where.1"]["pid"]} <= hosts[1].pids()  # running there
@@ -194,9 +216,10 @@ def test_killing_the_launcher_closes_the_session_and_the_agent_ends_its_nodes(
 @needs_sshd
 @pytest.mark.timeout(120)
 def test_a_session_that_ends_mid_flow_loses_the_host_at_once_with_sshs_words(
-        flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd
+) -> None:
     out = flow.path("out.jsonl")
-    launcher = flow.start(_manifest(flow, hosts, sshd, 10 ** 7), prefix=hosts[0].command())
+    launcher = flow.start(_manifest(flow, hosts, sshd, 10**7), prefix=hosts[0].command())
     poll_for(lambda: line_count(out) >= 100, timeout=60)
     agents = _session_agents(hosts[1])
     assert len(agents) == 1
@@ -211,15 +234,22 @@ def test_a_session_that_ends_mid_flow_loses_the_host_at_once_with_sshs_words(
 @needs_sshd
 @pytest.mark.timeout(150)
 def test_a_lost_session_is_started_again_and_the_nodes_restart_there_by_policy(
-        flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd
+) -> None:
     n, out, gate = 3000, flow.path("out.jsonl"), Path(flow.path("gate"))
     manifest = _manifest(flow, hosts, sshd, n, gate=str(gate), where_extra='restart = "on-failure"')
     launcher = flow.start(manifest, prefix=hosts[0].command())
     poll_for(lambda: line_count(out) >= 300, timeout=60)
     first_agent = _session_agents(hosts[1])
     os.kill(first_agent[0], signal.SIGKILL)  # the session ends with its agent
-    poll_for(lambda: all(r["restarts"] == 1 and r["state"] == "running"
-                         for label, r in flow.replicas().items() if label.startswith("where")), timeout=60)
+    poll_for(
+        lambda: all(
+            r["restarts"] == 1 and r["state"] == "running"
+            for label, r in flow.replicas().items()
+            if label.startswith("where")
+        ),
+        timeout=60,
+    )
     second_agent = _session_agents(hosts[1])
     assert len(second_agent) == 1 and second_agent != first_agent  # a new session, a new agent
     assert {r["pid"] for label, r in flow.replicas().items() if label.startswith("where")} <= hosts[1].pids()
@@ -259,7 +289,8 @@ def _failed_launch(flow: FlowRunner, hosts: tuple[Host, Host], manifest: Path) -
 @needs_sshd
 @pytest.mark.timeout(120)
 def test_ssh_failures_stop_the_launch_with_the_ssh_clients_own_words(
-        flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd
+) -> None:
     manifest = _manifest(flow, hosts, sshd, 10)
     flow.env["FLUJO_SSH_COMMAND"] = sshd.ssh_command().replace(f"-p {sshd.port}", f"-p {sshd.port + 1}")
     stderr = _failed_launch(flow, hosts, manifest)
@@ -275,7 +306,7 @@ def test_ssh_failures_stop_the_launch_with_the_ssh_clients_own_words(
     assert "failed with status 127" in stderr and "/nowhere/bin/python3: No such file or directory" in stderr
     assert "is Flujo installed there" in stderr
     bare = sshd.folder / "bare-python"  # an interpreter that exists but has no Flujo (no site-packages)
-    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -I -S \"$@\"\n")
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -I -S "$@"\n')
     bare.chmod(0o755)
     stderr = _failed_launch(flow, hosts, _manifest(flow, hosts, sshd, 10, f'python = "{bare}"'))
     assert "No module named 'flujo'" in stderr and "is Flujo installed there" in stderr
@@ -296,8 +327,21 @@ def remote_view(hidden: Path) -> Iterator[Path]:
     try:
         subprocess.run(["mount", "--make-private", str(folder)], check=True, timeout=10)
         namespace.touch()
-        subprocess.run(["unshare", f"--mount={namespace}", "--propagation", "private",
-                        "mount", "-t", "tmpfs", "flujo-test-host", str(hidden)], check=True, timeout=10)
+        subprocess.run(
+            [
+                "unshare",
+                f"--mount={namespace}",
+                "--propagation",
+                "private",
+                "mount",
+                "-t",
+                "tmpfs",
+                "flujo-test-host",
+                str(hidden),
+            ],
+            check=True,
+            timeout=10,
+        )
         yield namespace
     finally:
         subprocess.run(["umount", str(namespace)], capture_output=True, timeout=10)
@@ -326,7 +370,8 @@ def _without_rsync(flow: FlowRunner, folder: Path) -> None:
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("copier", ["rsync", "tar"])
 def test_sync_copies_the_flow_folder_to_a_host_that_does_not_have_it(
-        flow: FlowRunner, hosts: tuple[Host, Host], tmp_path: Path, copier: str) -> None:
+    flow: FlowRunner, hosts: tuple[Host, Host], tmp_path: Path, copier: str
+) -> None:
     if copier == "rsync" and not shutil.which("rsync"):
         pytest.skip("no rsync here: the tar stream is the copier")
     apps = tmp_path / "apps"
@@ -336,9 +381,11 @@ def test_sync_copies_the_flow_folder_to_a_host_that_does_not_have_it(
     (flow.folder / "__pycache__").mkdir()
     (flow.folder / "__pycache__" / "junk.pyc").write_bytes(b"left out")
     with remote_view(apps) as namespace:
+
         def there(*argv: str) -> subprocess.CompletedProcess:
-            return subprocess.run(["nsenter", f"--mount={namespace}", "--", *argv], capture_output=True,
-                                  text=True, timeout=10)
+            return subprocess.run(
+                ["nsenter", f"--mount={namespace}", "--", *argv], capture_output=True, text=True, timeout=10
+            )
 
         with running_sshd(hosts[1], tmp_path / "sshd", namespace) as server:
             assert there("test", "-e", str(flow.folder)).returncode == 1  # the "host" lacks the folder
@@ -361,9 +408,14 @@ def test_sync_copies_the_flow_folder_to_a_host_that_does_not_have_it(
 
 
 def _session_agent(home: Path, *options: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "flujo.launch", "agent", "--session", "--bind",
-                             "tcp://127.0.0.1:0", *options], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "FLUJO_HOME": str(home)})
+    return subprocess.Popen(
+        [sys.executable, "-m", "flujo.launch", "agent", "--session", "--bind", "tcp://127.0.0.1:0", *options],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FLUJO_HOME": str(home)},
+    )
 
 
 @pytest.mark.timeout(60)

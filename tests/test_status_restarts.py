@@ -1,5 +1,6 @@
 """Status stays true across restarts: counters add up a replica's processes, rates are never
 negative, queue fill compares counters at one instant, the bottleneck is the busy node."""
+
 from __future__ import annotations
 
 import os
@@ -32,9 +33,16 @@ def test_counters_add_up_the_processes_of_a_replica() -> None:
 
 
 def test_queue_fill_compares_counters_at_one_instant() -> None:
-    flow = validate({"nodes": {"a": {"run": "flujo.nodes.basic:Count"},
-                               "b": {"run": "flujo.nodes.basic:Print", "inputs": ["a"], "queue": 10}}},
-                    NODES, "test")
+    flow = validate(
+        {
+            "nodes": {
+                "a": {"run": "flujo.nodes.basic:Count"},
+                "b": {"run": "flujo.nodes.basic:Print", "inputs": ["a"], "queue": 10},
+            }
+        },
+        NODES,
+        "test",
+    )
     sender, receiver = Sample(), Sample()
     # 1000 items/s with 5 in flight; the sender reports 0.4 s later than the receiver.
     for tick in range(5):
@@ -47,8 +55,11 @@ def test_queue_fill_compares_counters_at_one_instant() -> None:
 
 
 def test_the_bottleneck_is_the_busiest_node_also_after_a_restart() -> None:
-    flow = validate({"nodes": {"a": {"run": "flujo.nodes.basic:Count"},
-                               "b": {"run": "flujo.nodes.basic:Print", "inputs": ["a"]}}}, NODES, "test")
+    flow = validate(
+        {"nodes": {"a": {"run": "flujo.nodes.basic:Count"}, "b": {"run": "flujo.nodes.basic:Print", "inputs": ["a"]}}},
+        NODES,
+        "test",
+    )
     a, b = Sample(), Sample()
     for second in range(3):
         a.update(_report(0, second, 10 * second, busy=0.2 * second), 0)
@@ -107,9 +118,16 @@ def test_status_across_a_restart_mid_stream(flow: FlowRunner) -> None:
 
 
 def _edge(queue: int = 10):
-    return validate({"nodes": {"a": {"run": "flujo.nodes.basic:Count"},
-                               "b": {"run": "flujo.nodes.basic:Print", "inputs": ["a"], "queue": queue}}},
-                    NODES, "test")
+    return validate(
+        {
+            "nodes": {
+                "a": {"run": "flujo.nodes.basic:Count"},
+                "b": {"run": "flujo.nodes.basic:Print", "inputs": ["a"], "queue": queue},
+            }
+        },
+        NODES,
+        "test",
+    )
 
 
 def test_a_reader_killed_with_a_full_queue_does_not_show_full_forever() -> None:

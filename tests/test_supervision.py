@@ -1,4 +1,5 @@
 """Killed nodes restart by policy while the flow runs on; the stop ladder ends what will not stop."""
+
 from __future__ import annotations
 
 import os
@@ -34,18 +35,21 @@ CHAIN = """
 @pytest.mark.parametrize("victim", ["work.1", "sink", "numbers"])
 def test_a_killed_node_restarts_and_the_flow_ends(flow: FlowRunner, victim: str, record_property) -> None:
     out, n = flow.path("out.jsonl"), 1500
-    manifest = flow.manifest(CHAIN.format(n=n, out=out, producer_extra='restart = "on-failure"',
-                                          sink_extra='restart = "on-failure"'), flow="queue = 4")
+    manifest = flow.manifest(
+        CHAIN.format(n=n, out=out, producer_extra='restart = "on-failure"', sink_extra='restart = "on-failure"'),
+        flow="queue = 4",
+    )
     launcher = flow.start(manifest)
     poll_for(lambda: line_count(out) >= 300, timeout=30)
     pid = _replica(flow, victim)["pid"]
     os.kill(pid, signal.SIGKILL)
-    poll_for(lambda: _replica(flow, victim).get("restarts") == 1 and _replica(flow, victim).get("pid") != pid,
-             timeout=20)
+    poll_for(
+        lambda: _replica(flow, victim).get("restarts") == 1 and _replica(flow, victim).get("pid") != pid, timeout=20
+    )
     _, stderr = launcher.communicate(timeout=60)
     assert launcher.returncode == 0, stderr
     assert f'node "{victim}" exited with status -9; restarting' in stderr
-    values = [round(value ** 0.5) for value in read_lines(out)]
+    values = [round(value**0.5) for value in read_lines(out)]
     if victim == "numbers":
         # The restarted producer starts its stream again: the tail is a whole second run.
         assert values[-n:] == list(range(n))
@@ -91,7 +95,7 @@ def test_stop_ladder_ends_a_node_that_ignores_stop(flow: FlowRunner, ignore_sigt
         [nodes.sink]
         run = "{{nodes}}:Collect"
         inputs = ["stubborn"]
-        args = {{ path = "{flow.path('out.jsonl')}" }}
+        args = {{ path = "{flow.path("out.jsonl")}" }}
     """)
     launcher = flow.start(manifest)
     poll_for(lambda: line_count(flow.path("out.jsonl")) >= 3, timeout=20)

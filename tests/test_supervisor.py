@@ -1,5 +1,6 @@
 """The launcher's policy (launch/supervisor.py, ladder.py) without sockets or processes: fake
 channels record what it publishes, a fake clock drives its timers, fake processes record signals."""
+
 from __future__ import annotations
 
 import signal
@@ -84,8 +85,17 @@ class Harness:
             self.replicas[key] = Replica(config, RestartBudget(spec.restart, spec.max_restarts, spec.restart_window))
         self.channels, self.clock, self.said = FakeChannels(), Clock(), []
         self.timers = Timers(self.clock)
-        self.supervisor = Supervisor(self.flow, self.replicas, self.channels, None, self.timers,  # type: ignore[arg-type]
-                                     self.said.append, None, None, "run")  # type: ignore[arg-type]
+        self.supervisor = Supervisor(
+            self.flow,
+            self.replicas,
+            self.channels,
+            None,
+            self.timers,  # type: ignore[arg-type]
+            self.said.append,
+            None,
+            None,
+            "run",
+        )  # type: ignore[arg-type]
         self.spawner = FakeSpawner()
         self.supervisor._spawner = self.spawner  # type: ignore[assignment]
         for pid, replica in enumerate(self.replicas.values(), start=10):
@@ -110,8 +120,10 @@ class Harness:
 
 
 def pipeline(restart: str = "no", **extra: Any) -> dict[str, Any]:
-    return {"src": {"run": "flujo.nodes.basic:Count"},
-            "sink": {"run": "flujo.nodes.basic:Print", "inputs": ["src"], "restart": restart, **extra}}
+    return {
+        "src": {"run": "flujo.nodes.basic:Count"},
+        "sink": {"run": "flujo.nodes.basic:Print", "inputs": ["src"], "restart": restart, **extra},
+    }
 
 
 def test_the_flow_starts_once_every_replica_is_ready_and_subscribed(tmp_path: Path) -> None:
@@ -154,8 +166,9 @@ def test_on_failure_restarts_after_a_delay_then_gives_up_past_its_budget(tmp_pat
     assert h.spawner.respawned == ["sink"] and h.r("sink").state is S.STARTING
     h.exit("sink", 1)
     assert h.r("sink").state is S.FAILED
-    assert h.supervisor.failures[0] == ('node "sink" failed: exited with status 1 and was already restarted 1 '
-                                        "times within 60 s")
+    assert h.supervisor.failures[0] == (
+        'node "sink" failed: exited with status 1 and was already restarted 1 times within 60 s'
+    )
 
 
 def test_on_failure_does_not_restart_a_clean_exit_nor_one_that_finished(tmp_path: Path) -> None:
@@ -185,8 +198,9 @@ def test_a_replica_that_exits_before_draining_is_replaced_with_a_warning(tmp_pat
     h.supervisor.restart("sink")
     h.exit("sink", 0)
     assert h.spawner.respawned == ["sink"]
-    assert h.said[-1] == ('node "sink" exited with status 0 before it had drained; restarting it '
-                          "(what its queues held may be lost)")
+    assert h.said[-1] == (
+        'node "sink" exited with status 0 before it had drained; restarting it (what its queues held may be lost)'
+    )
 
 
 def test_the_stop_ladder_escalates_a_replica_that_does_not_end(tmp_path: Path) -> None:

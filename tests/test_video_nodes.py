@@ -1,4 +1,5 @@
 """Video input/output and frame geometry nodes."""
+
 from __future__ import annotations
 
 import os
@@ -151,6 +152,10 @@ def test_h264_keeps_colours_in_bgr_order(tmp_path):
     drive(VideoWriter(str(path)), [{"frame": frame, "index": i, "fps": 10.0} for i in range(3)])
     capture = cv2.VideoCapture(str(path))
     decoded = capture.read()[1]
-    for rows, columns in ((slice(8, 40), slice(8, 56)), (slice(8, 40), slice(72, 120)),
-                          (slice(56, 88), slice(8, 56)), (slice(56, 88), slice(72, 120))):
+    for rows, columns in (
+        (slice(8, 40), slice(8, 56)),
+        (slice(8, 40), slice(72, 120)),
+        (slice(56, 88), slice(8, 56)),
+        (slice(56, 88), slice(72, 120)),
+    ):
         assert np.abs(decoded[rows, columns].astype(int) - frame[rows, columns]).mean() < 8

@@ -1,4 +1,5 @@
 """The video reader on a network stream: a clip served over HTTP on loopback."""
+
 from __future__ import annotations
 
 import functools

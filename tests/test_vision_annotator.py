@@ -1,4 +1,5 @@
 """Annotator: draws on a copy of the frame, keeps trails per id."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,11 +11,18 @@ from flujo.nodes.vision.annotator import track_color
 
 def inputs(index: int, x: float) -> dict:
     frame = synthetic.wire(synthetic.frame_items(index + 1)[index])
-    tracks = synthetic.wire({"index": index, "timestamp": 0.0, "width": 320, "height": 240,
-                             "tracks": [{"id": 5, "box": [x, 100, 20, 40], "centroid": [x + 10, 120],
-                                         "age": 1, "hits": 1, "missed": 0}]})
-    counts = synthetic.wire({"index": index, "timestamp": 0.0, "in": 3, "out": 1, "crossings": [],
-                             "line": [[0.5, 0.0], [0.5, 1.0]]})
+    tracks = synthetic.wire(
+        {
+            "index": index,
+            "timestamp": 0.0,
+            "width": 320,
+            "height": 240,
+            "tracks": [{"id": 5, "box": [x, 100, 20, 40], "centroid": [x + 10, 120], "age": 1, "hits": 1, "missed": 0}],
+        }
+    )
+    counts = synthetic.wire(
+        {"index": index, "timestamp": 0.0, "in": 3, "out": 1, "crossings": [], "line": [[0.5, 0.0], [0.5, 1.0]]}
+    )
     return {"frame": frame, "tracks": tracks, "counts": counts}
 
 

@@ -1,4 +1,5 @@
 """People detector: HOG on the bundled clip, background subtraction end to end on synthetic video."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -81,9 +82,11 @@ def test_vision_nodes_load_only_their_own_module():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom flujo.nodes.vision import LineCounter\nprint('scipy' in sys.modules)\n"
-            "from flujo.nodes.vision import Tracker\nprint('scipy' in sys.modules)\n"
-            "try:\n    from flujo.nodes.vision import Nope\nexcept ImportError as error:\n    print(error)\n")
+    code = (
+        "import sys\nfrom flujo.nodes.vision import LineCounter\nprint('scipy' in sys.modules)\n"
+        "from flujo.nodes.vision import Tracker\nprint('scipy' in sys.modules)\n"
+        "try:\n    from flujo.nodes.vision import Nope\nexcept ImportError as error:\n    print(error)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[:2] == ["False", "True"]

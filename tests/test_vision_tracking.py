@@ -1,4 +1,5 @@
 """Tracker and line counter on ground-truth detections with noise, drops and an occlusion."""
+
 from __future__ import annotations
 
 import itertools
@@ -38,8 +39,11 @@ def identity_map(tracks: list[dict]) -> tuple[dict, dict]:
 
 def test_occluded_figure_is_really_missing_from_the_detections():
     items = synthetic.detection_items(drop=DROPS)
-    hidden = [item["index"] for item in items if item["index"] in range(6, 67)
-              and not any(abs(box[1] - 190) < 10 for box in item["boxes"])]
+    hidden = [
+        item["index"]
+        for item in items
+        if item["index"] in range(6, 67) and not any(abs(box[1] - 190) < 10 for box in item["boxes"])
+    ]
     assert len(hidden) >= 6  # the gap the tracker has to bridge
 
 
@@ -54,8 +58,12 @@ def test_ids_are_stable_through_noise_drops_and_occlusion():
 
 def test_coasting_track_is_predicted_through_the_gap():
     tracks = run(Tracker(), synthetic.detection_items(drop=DROPS))
-    coasting = [(item["index"], entry) for item in tracks for entry in item["tracks"]
-                if entry["missed"] and item["index"] in range(28, 34)]
+    coasting = [
+        (item["index"], entry)
+        for item in tracks
+        for entry in item["tracks"]
+        if entry["missed"] and item["index"] in range(28, 34)
+    ]
     assert coasting, "the occluded figure should be reported as predicted"
     for index, entry in coasting:
         truth = dict(synthetic.ground_truth(index))
@@ -85,8 +93,9 @@ def test_tracker_is_deterministic_and_reports_schema():
     assert first == run(Tracker(), synthetic.detection_items(drop=DROPS))
     entry = first[40]["tracks"][0]
     assert set(entry) == {"id", "box", "centroid", "velocity", "age", "hits", "missed"}
-    assert entry["centroid"] == pytest.approx([entry["box"][0] + entry["box"][2] / 2,
-                                               entry["box"][1] + entry["box"][3] / 2], abs=0.02)
+    assert entry["centroid"] == pytest.approx(
+        [entry["box"][0] + entry["box"][2] / 2, entry["box"][1] + entry["box"][3] / 2], abs=0.02
+    )
     assert (first[40]["width"], first[40]["height"], first[40]["index"]) == (320, 240, 40)
 
 
@@ -142,9 +151,23 @@ def test_counter_counts_the_known_crossings():
 
 
 def tracks_item(index: int, centroids: dict[int, tuple[float, float]], missed: int = 0) -> dict:
-    return {"index": index, "timestamp": index / 10, "width": 320, "height": 240,
-            "tracks": [{"id": i, "box": [x - 8, y - 18, 16, 36], "centroid": [x, y], "age": index + 1,
-                        "hits": index + 1, "missed": missed} for i, (x, y) in centroids.items()]}
+    return {
+        "index": index,
+        "timestamp": index / 10,
+        "width": 320,
+        "height": 240,
+        "tracks": [
+            {
+                "id": i,
+                "box": [x - 8, y - 18, 16, 36],
+                "centroid": [x, y],
+                "age": index + 1,
+                "hits": index + 1,
+                "missed": missed,
+            }
+            for i, (x, y) in centroids.items()
+        ],
+    }
 
 
 JITTER = [140, 158, 161, 159, 162, 158, 163, 180, 190]
@@ -155,8 +178,9 @@ def test_jitter_on_the_line_counts_once():
     assert (counts[-1]["in"], counts[-1]["out"]) == (1, 0)
     assert [c["crossings"] for c in counts if c["crossings"]] == [[{"id": 7, "direction": "in"}]]
     # Without the dead band the same jitter would count five times.
-    naive = run(LineCounter(margin=0.0, once_per_direction=False),
-                [tracks_item(i, {7: (x, 100)}) for i, x in enumerate(JITTER)])
+    naive = run(
+        LineCounter(margin=0.0, once_per_direction=False), [tracks_item(i, {7: (x, 100)}) for i, x in enumerate(JITTER)]
+    )
     assert naive[-1]["in"] + naive[-1]["out"] == 5
 
 
@@ -171,8 +195,9 @@ def test_back_and_forth_counts_each_crossing_and_direction_follows_the_line():
     every = run(LineCounter(once_per_direction=False), again)[-1]
     assert (every["in"], every["out"]) == (2, 2)
     # Reversed line: the same walk left to right is now "out".
-    reverse = run(LineCounter(line=[[0.5, 1.0], [0.5, 0.0]]), [tracks_item(0, {1: (100, 120)}),
-                                                                 tracks_item(1, {1: (200, 120)})])
+    reverse = run(
+        LineCounter(line=[[0.5, 1.0], [0.5, 0.0]]), [tracks_item(0, {1: (100, 120)}), tracks_item(1, {1: (200, 120)})]
+    )
     assert reverse[-1]["out"] == 1
     # Horizontal line from left to right: "in" is bottom to top.
     up = run(LineCounter(line=[[0, 0.5], [1, 0.5]]), [tracks_item(0, {1: (50, 200)}), tracks_item(1, {1: (50, 40)})])

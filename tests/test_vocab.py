@@ -1,6 +1,7 @@
 """Closed vocabularies (flujo/vocab.py, launch/agent_wire.py) where they are read and written: the
 manifest, the node configuration and the agent channel give enum members, and spell them on the
 wire and in files exactly as before. Pure logic: no processes, no sockets."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,20 @@ pytestmark = pytest.mark.timeout(10)
 def _config(**fields: object) -> NodeConfig:
     inputs = (InputConfig("in", "ipc://i", 4, "up", "out", 1, policy=QueuePolicy.DROP_OLDEST),)
     outputs = (OutputConfig("out", "down", "in", ("ipc://o",), 4, policy=QueuePolicy.DROP_NEWEST),)
-    base: dict = {"flow": "f", "node": "n", "replica": 0, "replicas": 1, "kind": NodeKind.PROCESSOR,
-                  "control": "ipc://c", "status": "ipc://s", "inputs": inputs, "outputs": outputs,
-                  "join": Join.MERGE, "on_error": ErrorPolicy.SKIP, "restart": RestartPolicy.ON_FAILURE}
+    base: dict = {
+        "flow": "f",
+        "node": "n",
+        "replica": 0,
+        "replicas": 1,
+        "kind": NodeKind.PROCESSOR,
+        "control": "ipc://c",
+        "status": "ipc://s",
+        "inputs": inputs,
+        "outputs": outputs,
+        "join": Join.MERGE,
+        "on_error": ErrorPolicy.SKIP,
+        "restart": RestartPolicy.ON_FAILURE,
+    }
     return NodeConfig(**{**base, **fields})
 
 
@@ -34,7 +46,11 @@ def test_node_configuration_spells_the_wire_values_and_reads_back_enums() -> Non
     text = _config().to_json()
     data = json.loads(text)
     assert (data["kind"], data["join"], data["on_error"], data["restart"]) == (
-        "processor", "merge", "skip", "on-failure")
+        "processor",
+        "merge",
+        "skip",
+        "on-failure",
+    )
     assert data["inputs"][0]["policy"] == "drop-oldest" and data["outputs"][0]["policy"] == "drop-newest"
     parsed = NodeConfig.from_json(text)
     assert parsed == _config()
@@ -58,16 +74,28 @@ def test_a_value_outside_a_vocabulary_is_a_clear_configuration_error(monkeypatch
 
 
 def test_the_manifest_gives_enum_members_and_refuses_other_spellings(tmp_path: Path) -> None:
-    data = {"nodes": {
-        "src": {"run": "flujo.nodes.basic:Count", "args": {"n": 3}, "restart": "always"},
-        "other": {"run": "flujo.nodes.basic:Count", "args": {"n": 3}},
-        "join": {"run": "flujo.nodes.basic:Collect", "args": {"path": "x"}, "inputs": ["src", "other"],
-                 "join": "merge", "policy": "drop-newest", "on_error": "skip"},
-    }}
+    data = {
+        "nodes": {
+            "src": {"run": "flujo.nodes.basic:Count", "args": {"n": 3}, "restart": "always"},
+            "other": {"run": "flujo.nodes.basic:Count", "args": {"n": 3}},
+            "join": {
+                "run": "flujo.nodes.basic:Collect",
+                "args": {"path": "x"},
+                "inputs": ["src", "other"],
+                "join": "merge",
+                "policy": "drop-newest",
+                "on_error": "skip",
+            },
+        }
+    }
     flow = validate(data, tmp_path / "m.toml", "m.toml")
     src, join = flow.nodes["src"], flow.nodes["join"]
     assert (src.kind, src.restart, src.join, src.policy) == (
-        NodeKind.PRODUCER, RestartPolicy.ALWAYS, Join.ZIP, QueuePolicy.BLOCK)
+        NodeKind.PRODUCER,
+        RestartPolicy.ALWAYS,
+        Join.ZIP,
+        QueuePolicy.BLOCK,
+    )
     assert type(src.restart) is RestartPolicy and type(join.join) is Join and type(join.policy) is QueuePolicy
     assert (join.kind, join.on_error) == (NodeKind.CONSUMER, ErrorPolicy.SKIP) and type(join.kind) is NodeKind
     assert (flow.transport, flow.engine, src.placement) == (Transport.IPC, Engine.LOCAL, Placement.FAIL)
@@ -79,8 +107,9 @@ def test_the_manifest_gives_enum_members_and_refuses_other_spellings(tmp_path: P
     data["nodes"]["join"]["policy"] = "drop_newest"
     with pytest.raises(ManifestError) as caught:
         validate(data, tmp_path / "m.toml", "m.toml")
-    assert ('must be one of block, drop-newest, drop-oldest, got \'drop_newest\' (did you mean "drop-newest"?)'
-            in str(caught.value))
+    assert "must be one of block, drop-newest, drop-oldest, got 'drop_newest' (did you mean \"drop-newest\"?)" in str(
+        caught.value
+    )
 
 
 def test_the_zip_rule_needs_a_zip_of_several_ports() -> None:

@@ -1,5 +1,6 @@
 """The receiver's rules (flujo/wire_check.py) on bytes, without sockets: a table of bad messages,
 each refused for the right reason, and the legitimate messages around them still accepted."""
+
 from __future__ import annotations
 
 import msgpack
@@ -56,19 +57,35 @@ def test_bad_message_is_refused_for_its_reason(name: str) -> None:
 
 def test_the_table_covers_at_least_forty_kinds() -> None:
     assert len(BAD) >= 40
-    assert {rule for _, rule in BAD.values()} == {"header", "version", "kind", "seq", "jump", "order", "sender",
-                                                  "frames", "body", "ext", "array", "batch"}
+    assert {rule for _, rule in BAD.values()} == {
+        "header",
+        "version",
+        "kind",
+        "seq",
+        "jump",
+        "order",
+        "sender",
+        "frames",
+        "body",
+        "ext",
+        "array",
+        "batch",
+    }
 
 
 def test_legitimate_messages_pass_with_their_arrays() -> None:
     check = DataCheck(SOURCE, 1)
     codec = Codec(SOURCE, 0)
     image = np.arange(24, dtype=np.uint16).reshape(2, 3, 4)
-    items = [{"a": image, "b": np.array([True, False]), "c": np.zeros((0, 3), np.float32), "n": [1, "x", None]},
-             np.float64(2.5), None, b"bytes", {1: "int key"}]
+    items = [
+        {"a": image, "b": np.array([True, False]), "c": np.zeros((0, 3), np.float32), "n": [1, "x", None]},
+        np.float64(2.5),
+        None,
+        b"bytes",
+        {1: "int key"},
+    ]
     for seq, item in enumerate(items):
-        frames = [frame.tobytes() if isinstance(frame, np.ndarray) else frame
-                  for frame in codec.encode(seq, item)]
+        frames = [frame.tobytes() if isinstance(frame, np.ndarray) else frame for frame in codec.encode(seq, item)]
         decoded = codec.decode(frames, check).item
         if seq == 0:
             assert decoded["a"].tolist() == image.tolist() and decoded["a"].dtype == np.uint16
@@ -128,10 +145,16 @@ def test_refusal_log_is_once_per_sender_and_rule_and_bounded() -> None:
 
 
 CONTROL_BAD = [
-    [b"stop"], [b"stop", b"\xc1"], [b"stop", msgpack.packb("sink")], [b"stop", msgpack.packb([1])],
-    [b"released", msgpack.packb(["n", "0", "in"])], [b"gone", msgpack.packb(["n"])],
-    [b"gone", msgpack.packb(["n", 0, "m", "0"])], [b"hold", msgpack.packb(None)],
-    [b"align", msgpack.packb(["n", 0, 0])], [b"start", msgpack.packb([]), b"extra"],
+    [b"stop"],
+    [b"stop", b"\xc1"],
+    [b"stop", msgpack.packb("sink")],
+    [b"stop", msgpack.packb([1])],
+    [b"released", msgpack.packb(["n", "0", "in"])],
+    [b"gone", msgpack.packb(["n"])],
+    [b"gone", msgpack.packb(["n", 0, "m", "0"])],
+    [b"hold", msgpack.packb(None)],
+    [b"align", msgpack.packb(["n", 0, 0])],
+    [b"start", msgpack.packb([]), b"extra"],
 ]
 
 
@@ -148,12 +171,20 @@ def test_unknown_control_topic_is_ignored_and_good_ones_pass() -> None:
 
 
 STATUS_BAD = [
-    [b""], [b"\xc1"], [msgpack.packb(42)], [msgpack.packb(["ready", "n"])], [msgpack.packb(["bogus", "n", 0, None])],
-    [msgpack.packb([5, "n", 0, None])], [msgpack.packb(["ready", 5, 0, None])],
+    [b""],
+    [b"\xc1"],
+    [msgpack.packb(42)],
+    [msgpack.packb(["ready", "n"])],
+    [msgpack.packb(["bogus", "n", 0, None])],
+    [msgpack.packb([5, "n", 0, None])],
+    [msgpack.packb(["ready", 5, 0, None])],
     [msgpack.packb(["ready", "n", "0", None])],
-    [msgpack.packb(["stats", "n", 0, {"sent": 5}])], [msgpack.packb(["stats", "n", 0, {"items_in": "x"}])],
-    [msgpack.packb(["error", "n", 0, "boom"])], [msgpack.packb(["drained", "n", 0, {"stats": {}}])],
-    [msgpack.packb(["position", "n", 0, ["a", 0, "p"]])], [msgpack.packb(["released", "n", 0, [1]])],
+    [msgpack.packb(["stats", "n", 0, {"sent": 5}])],
+    [msgpack.packb(["stats", "n", 0, {"items_in": "x"}])],
+    [msgpack.packb(["error", "n", 0, "boom"])],
+    [msgpack.packb(["drained", "n", 0, {"stats": {}}])],
+    [msgpack.packb(["position", "n", 0, ["a", 0, "p"]])],
+    [msgpack.packb(["released", "n", 0, [1]])],
     [msgpack.packb(["ready", "n", 0, None]), b"extra"],
 ]
 
@@ -164,9 +195,14 @@ def test_malformed_status_is_refused(frames: list[bytes]) -> None:
         check_status(frames)
 
 
-COMMAND_BAD = [[b"\xc1"], [msgpack.packb("status")], [msgpack.packb({"command": 5})],
-               [msgpack.packb({"command": "stop", "nodes": "src"})], [msgpack.packb({"command": "restart", "node": 3})],
-               [msgpack.packb({"command": "status"}), b"x"]]
+COMMAND_BAD = [
+    [b"\xc1"],
+    [msgpack.packb("status")],
+    [msgpack.packb({"command": 5})],
+    [msgpack.packb({"command": "stop", "nodes": "src"})],
+    [msgpack.packb({"command": "restart", "node": 3})],
+    [msgpack.packb({"command": "status"}), b"x"],
+]
 
 
 @pytest.mark.parametrize("frames", COMMAND_BAD)
@@ -175,13 +211,19 @@ def test_malformed_command_is_refused(frames: list[bytes]) -> None:
         check_command(frames)
 
 
-AGENT_BAD = [[b"id"], [b"id", b"\xc1"], [b"id", b"a", b"b"], [b"id", msgpack.packb(42)],
-             [b"id", msgpack.packb(["hello", 5])], [b"id", msgpack.packb(["hello", {"token": "t"}])],
-             [b"id", msgpack.packb(["spawn", {"token": 1, "label": "x", "argv": "sh", "env": {}, "cwd": "/"}])],
-             [b"id", msgpack.packb(["spawn", {"token": 1, "label": "x", "argv": None, "env": {"A": 1}, "cwd": "/"}])],
-             [b"id", msgpack.packb(["signal", {"token": 1, "signum": 0}])],
-             [b"id", msgpack.packb(["ports", {"address": "x", "count": 10 ** 9}])],
-             [b"id", msgpack.packb(["format-disk", None])]]
+AGENT_BAD = [
+    [b"id"],
+    [b"id", b"\xc1"],
+    [b"id", b"a", b"b"],
+    [b"id", msgpack.packb(42)],
+    [b"id", msgpack.packb(["hello", 5])],
+    [b"id", msgpack.packb(["hello", {"token": "t"}])],
+    [b"id", msgpack.packb(["spawn", {"token": 1, "label": "x", "argv": "sh", "env": {}, "cwd": "/"}])],
+    [b"id", msgpack.packb(["spawn", {"token": 1, "label": "x", "argv": None, "env": {"A": 1}, "cwd": "/"}])],
+    [b"id", msgpack.packb(["signal", {"token": 1, "signum": 0}])],
+    [b"id", msgpack.packb(["ports", {"address": "x", "count": 10**9}])],
+    [b"id", msgpack.packb(["format-disk", None])],
+]
 
 
 @pytest.mark.parametrize("frames", AGENT_BAD)
@@ -203,19 +245,30 @@ def test_size_limits_come_from_the_manifest(tmp_path) -> None:
     from flujo.launch.manifest import validate
     from flujo.launch.plan import plan
 
-    nodes = {"src": {"run": "flujo.nodes.basic:Count", "args": {"n": 1}},
-             "sink": {"run": "flujo.nodes.basic:Print", "inputs": ["src"], "max_message": "512KB"},
-             "log": {"run": "flujo.nodes.basic:Print", "inputs": ["src"]}}
-    flow = validate({"flow": {"name": "f", "max_message": "32MB", "max_control_message": 1 << 20}, "nodes": nodes},
-                    tmp_path / "m.toml", "m.toml")
+    nodes = {
+        "src": {"run": "flujo.nodes.basic:Count", "args": {"n": 1}},
+        "sink": {"run": "flujo.nodes.basic:Print", "inputs": ["src"], "max_message": "512KB"},
+        "log": {"run": "flujo.nodes.basic:Print", "inputs": ["src"]},
+    }
+    flow = validate(
+        {"flow": {"name": "f", "max_message": "32MB", "max_control_message": 1 << 20}, "nodes": nodes},
+        tmp_path / "m.toml",
+        "m.toml",
+    )
     _, configs = plan(flow, tmp_path)
     assert configs[("sink", 0)].inputs[0].max_message == 512 << 10
     assert configs[("log", 0)].inputs[0].max_message == 32 << 20
     assert configs[("log", 0)].max_control_message == 1 << 20
     assert sorted(edge.max_message for edge in configs[("src", 0)].outputs) == [512 << 10, 32 << 20]
     with pytest.raises(ManifestError) as bad:
-        validate({"flow": {"name": "f", "max_message": "lots"}, "nodes": {**nodes, "sink": {**nodes["sink"],
-                  "max_message": 10}}}, tmp_path / "m.toml", "m.toml")
+        validate(
+            {
+                "flow": {"name": "f", "max_message": "lots"},
+                "nodes": {**nodes, "sink": {**nodes["sink"], "max_message": 10}},
+            },
+            tmp_path / "m.toml",
+            "m.toml",
+        )
     fields = {(problem.node, problem.field) for problem in bad.value.problems}
     assert fields == {(None, "max_message"), ("sink", "max_message")}
 

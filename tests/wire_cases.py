@@ -7,13 +7,14 @@ rule of flujo/wire_check.py. Messages whose header must pass (to reach the body 
 sequence number AHEAD: ahead of any sender, within the allowed jump, and since they are refused
 they move no sender's position.
 """
+
 from __future__ import annotations
 
 import msgpack
 
 from flujo.wire_check import MAX_FRAMES, MAX_SEQ_ADVANCE
 
-AHEAD = 10 ** 8
+AHEAD = 10**8
 FOUR = b"\x00\x01\x02\x03"
 #: Cases too heavy to send thousands of times (the end-to-end test sends them a few times).
 HEAVY = {"too many frames", "BATCH running past the jump bound"}
@@ -54,10 +55,10 @@ def bad_messages(source: str, senders: int) -> dict[str, tuple[list[bytes], str]
         "seq float": ([h(seq=float(AHEAD)), msgpack.packb(1)], "seq"),
         "seq true": ([h(seq=True), msgpack.packb(1)], "seq"),
         "seq negative": ([h(seq=-1), msgpack.packb(1)], "seq"),
-        "seq 2^64-1": ([h(seq=2 ** 64 - 1), msgpack.packb(1)], "seq"),
+        "seq 2^64-1": ([h(seq=2**64 - 1), msgpack.packb(1)], "seq"),
         "EOS seq negative": ([h(kind=2, seq=-3)], "seq"),
-        "seq 10^9 jump": ([h(seq=10 ** 9), msgpack.packb(1)], "jump"),
-        "SKIP seq jump": ([h(kind=1, seq=10 ** 9)], "jump"),
+        "seq 10^9 jump": ([h(seq=10**9), msgpack.packb(1)], "jump"),
+        "SKIP seq jump": ([h(kind=1, seq=10**9)], "jump"),
         "seq repeated (0 again)": ([h(seq=0), msgpack.packb(1)], "order"),
         "seq backwards, last replica": ([h(seq=0, replica=senders - 1), msgpack.packb(1)], "order"),
         "SKIP backwards": ([h(kind=1, seq=0)], "order"),
@@ -92,8 +93,10 @@ def bad_messages(source: str, senders: int) -> dict[str, tuple[list[bytes], str]
         "array frame index -1": ([h(), array_body(index=-1), FOUR], "array"),
         "array frame index past end": ([h(), array_body(index=3), FOUR], "array"),
         "array frame index string": ([h(), array_body(index="2"), FOUR], "array"),
-        "array frame used twice": ([h(), msgpack.packb([msgpack.ExtType(1, msgpack.packb([2, "|u1", [4]]))] * 2),
-                                    FOUR], "array"),
+        "array frame used twice": (
+            [h(), msgpack.packb([msgpack.ExtType(1, msgpack.packb([2, "|u1", [4]]))] * 2), FOUR],
+            "array",
+        ),
         "array frame unreferenced": ([h(), array_body(), FOUR, FOUR], "array"),
         "array frame missing": ([h(), array_body()], "array"),
         "dtype object": ([h(), array_body(dtype="|O"), FOUR * 2], "array"),
@@ -114,12 +117,13 @@ def bad_messages(source: str, senders: int) -> dict[str, tuple[list[bytes], str]
         "BATCH body a string": ([h(kind=3), msgpack.packb("abcdef")], "batch"),
         "BATCH body a map": ([h(kind=3), msgpack.packb({"a": 1})], "batch"),
         "BATCH body empty": ([h(kind=3), msgpack.packb([])], "batch"),
-        "BATCH with an array": ([h(kind=3), msgpack.packb([msgpack.ExtType(1, msgpack.packb([2, "|u1", [4]]))])],
-                                "batch"),
+        "BATCH with an array": (
+            [h(kind=3), msgpack.packb([msgpack.ExtType(1, msgpack.packb([2, "|u1", [4]]))])],
+            "batch",
+        ),
         "BATCH with array frames": ([h(kind=3), msgpack.packb([1]), FOUR], "frames"),
         "BATCH with ext type 5": ([h(kind=3), msgpack.packb([msgpack.ExtType(5, b"x")])], "ext"),
         # Its first number passes (within the jump of any sender's position), its last does not
         # while that sender is below a million.
-        "BATCH running past the jump bound": ([h(kind=3, seq=MAX_SEQ_ADVANCE), msgpack.packb([0] * 1_000_000)],
-                                              "jump"),
+        "BATCH running past the jump bound": ([h(kind=3, seq=MAX_SEQ_ADVANCE), msgpack.packb([0] * 1_000_000)], "jump"),
     }

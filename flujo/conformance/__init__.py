@@ -34,6 +34,7 @@ ones before it. The Python reference nodes::
 
 ``main(argv) -> int`` runs the same from Python; importing this package starts nothing.
 """
+
 from flujo.conformance.checks import FAIL_ITEM, LEVELS
 from flujo.conformance.cli import main
 

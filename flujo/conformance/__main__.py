@@ -1,4 +1,5 @@
 """``python -m flujo.conformance``: see the package docstring."""
+
 import os
 import sys
 

@@ -1,4 +1,5 @@
 """Clause outcomes, the test items, and the typed comparison the identity contract needs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,8 +68,22 @@ class Checks:
 # Python processor's None means "no output"), no integral floats (JavaScript numbers would
 # come back as ints), no integers past 2^53, string map keys only.
 SMALL_ITEMS: tuple[Any, ...] = (
-    0, 1, -7, 2**40, 1.5, -0.25, "", "hola", "ñandú ☃", b"\x00\x01\xff", True, False,
-    [1, "a", [2.5]], {"a": 1, "b": [True, "x"]}, {"nested": {"deep": b"z"}}, "x" * 300,
+    0,
+    1,
+    -7,
+    2**40,
+    1.5,
+    -0.25,
+    "",
+    "hola",
+    "ñandú ☃",
+    b"\x00\x01\xff",
+    True,
+    False,
+    [1, "a", [2.5]],
+    {"a": 1, "b": [True, "x"]},
+    {"nested": {"deep": b"z"}},
+    "x" * 300,
 )
 
 
@@ -84,15 +99,23 @@ def array_item(seq: int) -> Any:
         return np.arange(12, dtype="<f4").reshape(3, 4) + seq
     if choice == 1:
         return {"frame": rng.integers(0, 255, size=(4, 6, 3), dtype=np.uint8), "id": seq}
-    return [rng.standard_normal(5), {"mask": np.array([[True, False], [False, True]]), "n": np.int16(3).item()},
-            rng.integers(-5, 5, size=(2, 2), dtype="<i2")]
+    return [
+        rng.standard_normal(5),
+        {"mask": np.array([[True, False], [False, True]]), "n": np.int16(3).item()},
+        rng.integers(-5, 5, size=(2, 2), dtype="<i2"),
+    ]
 
 
 def same(a: Any, b: Any) -> bool:
     """Equal with types: True is not 1, 1 is not 1.0, bytes are not str; arrays by dtype, shape, bytes."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
-                and a.shape == b.shape and a.tobytes() == b.tobytes())
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and a.tobytes() == b.tobytes()
+        )
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     if isinstance(a, int) and isinstance(b, int):
@@ -116,7 +139,7 @@ def describe(value: Any, limit: int = 80) -> str:
         text = "{" + ", ".join(f"{k!r}: {describe(v, limit)}" for k, v in value.items()) + "}"
     else:
         text = repr(value)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def seq_list(seqs: list[int], limit: int = 24) -> str:

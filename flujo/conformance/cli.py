@@ -1,4 +1,5 @@
 """Command line of the conformance kit: run the scenarios up to a level, print a line per clause."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,21 +32,41 @@ Exit status 0 when the requested level is reached, 1 when not, 2 on a usage erro
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m flujo.conformance", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m flujo.conformance",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--level", choices=LEVELS, default="basic", help="the level to reach (default: basic)")
-    parser.add_argument("--kind", type=NodeKind, choices=(NodeKind.PROCESSOR, NodeKind.CONSUMER, NodeKind.PRODUCER),
-                        default=NodeKind.PROCESSOR,
-                        help="what the node under test is (default: processor)")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds each clause may take before it fails (default: 10)")
-    parser.add_argument("--window", type=float, default=0.3,
-                        help="seconds a clause watches for something that must NOT happen (default: 0.3)")
-    parser.add_argument("--run", help="a Python node reference (\"module:attr\" or \"file.py:attr\") for the "
-                        "configuration's `run`; the command then defaults to `python -m flujo.node`")
+    parser.add_argument(
+        "--kind",
+        type=NodeKind,
+        choices=(NodeKind.PROCESSOR, NodeKind.CONSUMER, NodeKind.PRODUCER),
+        default=NodeKind.PROCESSOR,
+        help="what the node under test is (default: processor)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds each clause may take before it fails (default: 10)"
+    )
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=0.3,
+        help="seconds a clause watches for something that must NOT happen (default: 0.3)",
+    )
+    parser.add_argument(
+        "--run",
+        help='a Python node reference ("module:attr" or "file.py:attr") for the '
+        "configuration's `run`; the command then defaults to `python -m flujo.node`",
+    )
     parser.add_argument("--args", default="{}", help="JSON object for the configuration's `args`")
-    parser.add_argument("--only", action="append", default=[], metavar="SCENARIO",
-                        help="run only this scenario (repeatable): " + ", ".join(s.name for s in SCENARIOS))
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="SCENARIO",
+        help="run only this scenario (repeatable): " + ", ".join(s.name for s in SCENARIOS),
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- the node program and its arguments")
     options = parser.parse_args(argv)
     command = options.command[1:] if options.command[:1] == ["--"] else options.command
@@ -66,16 +87,18 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     return options
 
 
-def run_scenario(scenario: Scenario, options: argparse.Namespace, out: IO[str],
-                 shown: set[tuple[str, str]] | None = None) -> list[Outcome]:
+def run_scenario(
+    scenario: Scenario, options: argparse.Namespace, out: IO[str], shown: set[tuple[str, str]] | None = None
+) -> list[Outcome]:
     """One scenario on a fresh bench; its outcomes, printed as they come (a clause that passed
     already, in ``shown``, is not printed again: every scenario repeats the handshake)."""
     already: set[tuple[str, str]] = set() if shown is None else shown
     outcomes: list[Outcome] = []
     out.write(f"== {scenario.name} ({scenario.level})\n")
     if options.kind not in scenario.kinds:
-        outcomes.append(Outcome("-", f"{scenario.name}: for a {' or '.join(sorted(scenario.kinds))}",
-                                scenario.level, None))
+        outcomes.append(
+            Outcome("-", f"{scenario.name}: for a {' or '.join(sorted(scenario.kinds))}", scenario.level, None)
+        )
         out.write(outcomes[-1].line() + "\n")
         return outcomes
 
@@ -91,25 +114,46 @@ def run_scenario(scenario: Scenario, options: argparse.Namespace, out: IO[str],
     printed: list[Outcome] = Printing()
     folder = Path(tempfile.mkdtemp(prefix="flujo-conform-"))
     extra = {"args": options.args, "on_error": scenario.on_error, **({"run": options.run} if options.run else {})}
-    bench = Bench(options.command, folder, options.kind, options.timeout, senders=scenario.senders,
-                  edges=scenario.edges, restart=scenario.restart, replica=scenario.replica, extra=extra)
+    bench = Bench(
+        options.command,
+        folder,
+        options.kind,
+        options.timeout,
+        senders=scenario.senders,
+        edges=scenario.edges,
+        restart=scenario.restart,
+        replica=scenario.replica,
+        extra=extra,
+    )
     checks = Checks(scenario.level, printed)
     try:
         scenario.run(bench, checks, options.window)
     except ClauseFailed:
         _tail(bench, out)
     except zmq.Again:
-        outcome = Outcome("1", "reads its input (a full queue blocks the sender only while the node works)",
-                          scenario.level, False, f"the node to take input within {options.timeout:g} s",
-                          "a send to its input port timed out")
+        outcome = Outcome(
+            "1",
+            "reads its input (a full queue blocks the sender only while the node works)",
+            scenario.level,
+            False,
+            f"the node to take input within {options.timeout:g} s",
+            "a send to its input port timed out",
+        )
         printed.append(outcome)
         _tail(bench, out)
     except BrokenPipeError:
         raise  # whoever read the output has gone
     except Exception as error:  # a fault of the kit itself: say so, and judge no level on it
-        printed.append(Outcome("-", "the kit could not go on (a fault in the kit: please report it)",
-                               scenario.level, False, "no exception in the kit",
-                               "".join(traceback.format_exception(error)).rstrip()))
+        printed.append(
+            Outcome(
+                "-",
+                "the kit could not go on (a fault in the kit: please report it)",
+                scenario.level,
+                False,
+                "no exception in the kit",
+                "".join(traceback.format_exception(error)).rstrip(),
+            )
+        )
         _tail(bench, out)
     finally:
         bench.close()
@@ -149,7 +193,8 @@ def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
         if LEVELS.index(scenario.level) > wanted or (options.only and scenario.name not in options.only):
             continue
         if (options.kind == NodeKind.PRODUCER and NodeKind.PRODUCER not in scenario.kinds) or (
-                options.kind != NodeKind.PRODUCER and scenario.kinds == {NodeKind.PRODUCER}):
+            options.kind != NodeKind.PRODUCER and scenario.kinds == {NodeKind.PRODUCER}
+        ):
             continue  # another family of scenarios altogether
         outcomes += run_scenario(scenario, options, out, shown)
     reached = level_reached(outcomes, wanted)

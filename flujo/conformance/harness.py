@@ -7,6 +7,7 @@ to the node's input port, and starts the node's program with its configuration i
 recorded as it arrives (``pump``); a scenario waits for events with a deadline and never
 sleeps for synchronisation: a broken node fails a clause after its timeout, never hangs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -75,8 +76,9 @@ class Received:
 class Reader:
     """A downstream replica: a bound PULL socket and what arrived on it, in arrival order."""
 
-    def __init__(self, context: zmq.Context, edge: Edge, index: int, endpoint: str, hwm: int,
-                 sender_replica: int = 0) -> None:
+    def __init__(
+        self, context: zmq.Context, edge: Edge, index: int, endpoint: str, hwm: int, sender_replica: int = 0
+    ) -> None:
         self.edge, self.index, self.endpoint = edge, index, endpoint
         self.sender_replica = sender_replica  # the replica number the node under test must send as
         self.socket = context.socket(zmq.PULL)
@@ -135,11 +137,15 @@ class Reader:
                     self.violations.append(f"BATCH body is not an array: {message.item!r}")
                     continue
                 for offset, item in enumerate(message.item):
-                    self.messages.append(Received(MessageKind.DATA, message.seq + offset, message.sender,
-                                                  message.replica, item, True, now))
+                    self.messages.append(
+                        Received(
+                            MessageKind.DATA, message.seq + offset, message.sender, message.replica, item, True, now
+                        )
+                    )
             else:
-                self.messages.append(Received(message.kind, message.seq, message.sender, message.replica,
-                                              message.item, False, now))
+                self.messages.append(
+                    Received(message.kind, message.seq, message.sender, message.replica, message.item, False, now)
+                )
 
     def of_kind(self, *kinds: MessageKind) -> list[Received]:
         return [message for message in self.messages if message.kind in kinds]
@@ -197,10 +203,20 @@ class Report:
 class Bench:
     """The launcher and the neighbours of one node under test, for one scenario."""
 
-    def __init__(self, command: Sequence[str], folder: Path, kind: NodeKind, timeout: float, *, senders: int = 1,
-                 edges: Sequence[Edge] = (Edge(),), restart: RestartPolicy = RestartPolicy.NO, hwm: int = 16,
-                 replica: int = 0,
-                 extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        folder: Path,
+        kind: NodeKind,
+        timeout: float,
+        *,
+        senders: int = 1,
+        edges: Sequence[Edge] = (Edge(),),
+        restart: RestartPolicy = RestartPolicy.NO,
+        hwm: int = 16,
+        replica: int = 0,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self.command = list(command)
         self.folder = folder
         self.kind = kind
@@ -222,23 +238,56 @@ class Bench:
         outputs = []
         for edge in edges:
             endpoints = [f"ipc://{folder}/{edge.target}.{edge.target_port}.r{index}" for index in range(edge.replicas)]
-            self.readers += [Reader(self.context, edge, index, endpoint, hwm, replica)
-                             for index, endpoint in enumerate(endpoints)]
-            outputs.append({"port": OUTPUT_PORT, "target": edge.target, "target_port": edge.target_port,
-                            "hwm": hwm, "policy": QueuePolicy.BLOCK, "aligned": edge.aligned, "endpoints": endpoints,
-                            UNKNOWN_FIELD: 1})
+            self.readers += [
+                Reader(self.context, edge, index, endpoint, hwm, replica) for index, endpoint in enumerate(endpoints)
+            ]
+            outputs.append(
+                {
+                    "port": OUTPUT_PORT,
+                    "target": edge.target,
+                    "target_port": edge.target_port,
+                    "hwm": hwm,
+                    "policy": QueuePolicy.BLOCK,
+                    "aligned": edge.aligned,
+                    "endpoints": endpoints,
+                    UNKNOWN_FIELD: 1,
+                }
+            )
         self.config: dict[str, Any] = {
-            "protocol": 1, "flow": FLOW, "node": NODE, "replica": replica, "replicas": replica + 1,
+            "protocol": 1,
+            "flow": FLOW,
+            "node": NODE,
+            "replica": replica,
+            "replicas": replica + 1,
             "kind": kind,
-            "control": f"ipc://{folder}/control", "status": f"ipc://{folder}/status",
-            "inputs": [{"port": INPUT_PORT, "endpoint": input_endpoint, "hwm": hwm, "source": SOURCE,
-                        "source_port": OUTPUT_PORT, "senders": senders, "policy": QueuePolicy.BLOCK,
-                        UNKNOWN_FIELD: 1}]
-            if kind != NodeKind.PRODUCER else [],
-            "outputs": outputs, "join": Join.ZIP, "keyword_ports": False, "on_error": ErrorPolicy.FAIL,
+            "control": f"ipc://{folder}/control",
+            "status": f"ipc://{folder}/status",
+            "inputs": [
+                {
+                    "port": INPUT_PORT,
+                    "endpoint": input_endpoint,
+                    "hwm": hwm,
+                    "source": SOURCE,
+                    "source_port": OUTPUT_PORT,
+                    "senders": senders,
+                    "policy": QueuePolicy.BLOCK,
+                    UNKNOWN_FIELD: 1,
+                }
+            ]
+            if kind != NodeKind.PRODUCER
+            else [],
+            "outputs": outputs,
+            "join": Join.ZIP,
+            "keyword_ports": False,
+            "on_error": ErrorPolicy.FAIL,
             "restart": restart,
-            "seq_start": 0, "generation": 0, "run": None, "base_dir": os.getcwd(), "args": {},
-            UNKNOWN_FIELD: {"from": "a later protocol version"}, **(extra or {}),
+            "seq_start": 0,
+            "generation": 0,
+            "run": None,
+            "base_dir": os.getcwd(),
+            "args": {},
+            UNKNOWN_FIELD: {"from": "a later protocol version"},
+            **(extra or {}),
         }
         self.senders = [Sender(self.context, replica, input_endpoint, timeout) for replica in range(senders)]
         self.reports: list[Report] = []
@@ -259,8 +308,14 @@ class Bench:
         env = {**os.environ, CONFIG_ENV: json.dumps(self.config), "PYTHONUNBUFFERED": "1"}
         self._log.write(f"--- generation {generation}: {' '.join(self.command)}\n".encode())
         self._log.flush()
-        self.process = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()

@@ -3,6 +3,7 @@
 ``processor`` sends every item on unchanged; ``consumer`` takes every item (both fail on
 the kit's FAIL_ITEM, as user code raising would); ``producer`` produces until stopped.
 """
+
 from __future__ import annotations
 
 import sys
@@ -36,8 +37,7 @@ class Endless(Producer):
             count += 1
 
 
-NODES: dict[NodeKind, type[Node]] = {NodeKind.PROCESSOR: Identity, NodeKind.CONSUMER: Taker,
-                                     NodeKind.PRODUCER: Endless}
+NODES: dict[NodeKind, type[Node]] = {NodeKind.PROCESSOR: Identity, NodeKind.CONSUMER: Taker, NodeKind.PRODUCER: Endless}
 
 
 def main(argv: list[str]) -> int:

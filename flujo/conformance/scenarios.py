@@ -2,6 +2,7 @@
 through some clauses of docs/PROTOCOL.md, in the order a flow would meet them. A scenario
 stops at its first failed clause.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,8 +35,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("stop", "basic", streams.stop),
     Scenario("batches and arrays", "full", streams.batches_and_arrays),
     Scenario("order", "full", streams.order, senders=3),
-    Scenario("fan-out and stats", "full", streams.fanout_and_stats, edges=(Edge("down", 2), Edge("side", 1)),
-             replica=1),
+    Scenario(
+        "fan-out and stats", "full", streams.fanout_and_stats, edges=(Edge("down", 2), Edge("side", 1)), replica=1
+    ),
     Scenario("readers released", "full", streams.readers_released, kinds=_PROCESSOR),
     Scenario("error", "full", streams.error),
     Scenario("error skipped", "full", streams.error_skipped, on_error=ErrorPolicy.SKIP),
@@ -44,11 +46,18 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("sender restart", "restartable", restarts.sender_restart, senders=2),
     Scenario("hold reader", "restartable", restarts.hold_reader, kinds=_PROCESSOR),
     Scenario("aligned reader", "restartable", restarts.aligned, edges=(Edge(aligned=True),), kinds=_PROCESSOR),
-    Scenario("aligned, nothing sent", "restartable", restarts.aligned_idle, edges=(Edge(aligned=True),),
-             kinds=_PROCESSOR),
+    Scenario(
+        "aligned, nothing sent", "restartable", restarts.aligned_idle, edges=(Edge(aligned=True),), kinds=_PROCESSOR
+    ),
     Scenario("produce and stop", "basic", producers.produce_and_stop, kinds=_PRODUCER),
-    Scenario("producer fan-out and stats", "full", producers.producer_fanout, edges=(Edge("down", 2), Edge("side", 1)),
-             replica=1, kinds=_PRODUCER),
+    Scenario(
+        "producer fan-out and stats",
+        "full",
+        producers.producer_fanout,
+        edges=(Edge("down", 2), Edge("side", 1)),
+        replica=1,
+        kinds=_PRODUCER,
+    ),
     Scenario("producer readers released", "full", producers.producer_released, kinds=_PRODUCER),
     Scenario("producer drain", "restartable", producers.producer_drain, replica=1, kinds=_PRODUCER),
     Scenario("producer hold reader", "restartable", producers.producer_hold_reader, kinds=_PRODUCER),

@@ -8,6 +8,7 @@ Each class is imported on first use: a node process loads only its own module (t
 tracker's SciPy alone costs about half a second of CPU at start, in every process that
 imports it, which on a short clip with five vision processes is a few percent of the run).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -5,6 +5,7 @@ Input ports: ``frame`` (frame item), ``tracks`` (tracks item), optional ``counts
 fields are kept. The trails are kept in the node, so run it with ``replicas = 1``
 (or without trails, ``trail = 0``, as many replicas as you like).
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -42,16 +43,22 @@ class Annotator(Processor):
         thickness: line thickness in pixels; text scales with the frame width.
     """
 
-    def __init__(self, trail: int = 20, line: Sequence[Sequence[float]] | None = None,
-                 credit: str | None = None, thickness: int = 2) -> None:
+    def __init__(
+        self,
+        trail: int = 20,
+        line: Sequence[Sequence[float]] | None = None,
+        credit: str | None = None,
+        thickness: int = 2,
+    ) -> None:
         self.trail, self.line, self.credit, self.thickness = int(trail), line, credit, int(thickness)
 
     def open(self) -> None:
         self._trails: dict[int, deque] = {}
         self._last_seen: dict[int, int] = {}
 
-    def process(self, frame: dict[str, Any], tracks: dict[str, Any] | None = None,
-                counts: dict[str, Any] | None = None) -> dict[str, Any]:
+    def process(
+        self, frame: dict[str, Any], tracks: dict[str, Any] | None = None, counts: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         image = frame_buffer(frame["frame"].shape, frame["frame"].dtype)  # arrays arrive read-only: draw on a
         np.copyto(image, frame["frame"])  # copy, in shared memory when the next edge is
         height, width = image.shape[:2]
@@ -77,8 +84,13 @@ class Annotator(Processor):
             _label(image, str(entry["id"]), (x, max(0, y - 4)), font, color)
 
         if counts is not None:
-            _label(image, f"in {counts.get('in', 0)}  out {counts.get('out', 0)}", (8, round(28 * font / 0.5)),
-                   font * 1.6, (255, 255, 255))
+            _label(
+                image,
+                f"in {counts.get('in', 0)}  out {counts.get('out', 0)}",
+                (8, round(28 * font / 0.5)),
+                font * 1.6,
+                (255, 255, 255),
+            )
         if self.credit:
             _label(image, self.credit, (8, height - 8), font * 0.8, (230, 230, 230))
         return {**frame, "frame": image}
@@ -95,8 +107,9 @@ class Annotator(Processor):
         middle = (start + end) / 2
         reach = 0.06 * max(width, height)
         tip = middle + inward * reach
-        cv2.arrowedLine(image, _pixel(middle - inward * reach), _pixel(tip), LINE_COLOR, self.thickness,
-                        cv2.LINE_AA, tipLength=0.3)
+        cv2.arrowedLine(
+            image, _pixel(middle - inward * reach), _pixel(tip), LINE_COLOR, self.thickness, cv2.LINE_AA, tipLength=0.3
+        )
         _label(image, "in", _pixel(tip + inward * 6 + (0, 5)), font, LINE_COLOR)
 
     def _remember(self, entries: list[dict[str, Any]], index: int) -> None:

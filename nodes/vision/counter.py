@@ -15,6 +15,7 @@ top. Swap p1 and p2 to swap the directions.
 
 The counter keeps per-track state: run it with ``replicas = 1``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -42,8 +43,14 @@ class LineCounter(Processor):
             most one "out" (``False``: every completed crossing counts).
     """
 
-    def __init__(self, line: Sequence[Sequence[float]] = ((0.5, 0.0), (0.5, 1.0)), margin: float = 0.01,
-                 use_predicted: bool = False, forget_after: int = 300, once_per_direction: bool = True) -> None:
+    def __init__(
+        self,
+        line: Sequence[Sequence[float]] = ((0.5, 0.0), (0.5, 1.0)),
+        margin: float = 0.01,
+        use_predicted: bool = False,
+        forget_after: int = 300,
+        once_per_direction: bool = True,
+    ) -> None:
         (x1, y1), (x2, y2) = line
         self.p1, self.p2 = np.array([x1, y1], float), np.array([x2, y2], float)
         if np.allclose(self.p1, self.p2):
@@ -92,8 +99,7 @@ class LineCounter(Processor):
             previous = self._side.get(track_id)
             self._side[track_id] = (side, point)
             # A crossing is a completed change of side, through the segment (not its extension).
-            if previous is not None and previous[0] != side and \
-                    self._within_segment((previous[1] + point) / 2, scale):
+            if previous is not None and previous[0] != side and self._within_segment((previous[1] + point) / 2, scale):
                 direction = "in" if previous[0] > 0 else "out"
                 if self.once_per_direction and (track_id, direction) in self._counted:
                     continue
@@ -105,6 +111,11 @@ class LineCounter(Processor):
             self._side.pop(track_id, None)
             self._counted.discard((track_id, "in"))
             self._counted.discard((track_id, "out"))
-        return {"index": index, "timestamp": item.get("timestamp", 0.0), "in": self.total["in"],
-                "out": self.total["out"], "crossings": crossings,
-                "line": [self.p1.tolist(), self.p2.tolist()]}
+        return {
+            "index": index,
+            "timestamp": item.get("timestamp", 0.0),
+            "in": self.total["in"],
+            "out": self.total["out"],
+            "crossings": crossings,
+            "line": [self.p1.tolist(), self.p2.tolist()],
+        }

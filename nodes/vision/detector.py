@@ -42,6 +42,7 @@ they are. Limiting the pyramid to a few levels (people here never fill the frame
 what makes it fast. With ``min_score=1.0`` the false alarms seen (facade, tripod,
 scored 0.1-0.9) go while walkers score 1.1-5. Expect 3-7 detections a frame.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -63,18 +64,23 @@ _DEFAULT_MIN_SCORE = {"haar": 0.0, "background": 0.0}
 
 def detections_item(item: dict[str, Any], boxes: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
     """Build a detections item for frame item ``item``."""
-    return {"index": item.get("index", 0), "timestamp": item.get("timestamp", 0.0),
-            "width": int(item["frame"].shape[1]), "height": int(item["frame"].shape[0]),
-            "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-            "scores": np.asarray(scores, np.float32).reshape(-1)}
+    return {
+        "index": item.get("index", 0),
+        "timestamp": item.get("timestamp", 0.0),
+        "width": int(item["frame"].shape[1]),
+        "height": int(item["frame"].shape[0]),
+        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+        "scores": np.asarray(scores, np.float32).reshape(-1),
+    }
 
 
 def suppress(boxes: np.ndarray, scores: np.ndarray, min_score: float, overlap: float) -> np.ndarray:
     """Indices kept by non-maximum suppression (boxes [x, y, w, h])."""
     if len(boxes) == 0:
         return np.zeros(0, int)
-    keep = cv2.dnn.NMSBoxes(boxes.astype(np.float32).tolist(), scores.astype(np.float32).tolist(),
-                            float(min_score), float(overlap))
+    keep = cv2.dnn.NMSBoxes(
+        boxes.astype(np.float32).tolist(), scores.astype(np.float32).tolist(), float(min_score), float(overlap)
+    )
     return np.asarray(keep, int).reshape(-1)
 
 
@@ -97,18 +103,34 @@ class PeopleDetector(Processor):
         history, var_threshold: MOG2 settings (background).
     """
 
-    def __init__(self, method: str = "hog", min_score: float | None = None, model: str = "daimler",
-                 scale: float = 1.15, levels: int = 3, win_stride: int | Sequence[int] = 8,
-                 padding: int | Sequence[int] = 0, resize_width: int | None = None,
-                 nms_overlap: float = 0.3, min_size: int = 16, min_area: int = 150,
-                 history: int = 300, var_threshold: float = 32.0) -> None:
+    def __init__(
+        self,
+        method: str = "hog",
+        min_score: float | None = None,
+        model: str = "daimler",
+        scale: float = 1.15,
+        levels: int = 3,
+        win_stride: int | Sequence[int] = 8,
+        padding: int | Sequence[int] = 0,
+        resize_width: int | None = None,
+        nms_overlap: float = 0.3,
+        min_size: int = 16,
+        min_area: int = 150,
+        history: int = 300,
+        var_threshold: float = 32.0,
+    ) -> None:
         if method not in ("hog", "haar", "background"):
             raise ValueError(f"unknown detection method {method!r}: use 'hog', 'haar' or 'background'")
         if method == "hog" and model not in _HOG_MODELS:
             raise ValueError(f"unknown HOG model {model!r}: use one of {sorted(_HOG_MODELS)}")
         self.method, self.model = method, model
-        self.min_score = float(min_score if min_score is not None else
-                               _HOG_MODELS[model][2] if method == "hog" else _DEFAULT_MIN_SCORE[method])
+        self.min_score = float(
+            min_score
+            if min_score is not None
+            else _HOG_MODELS[model][2]
+            if method == "hog"
+            else _DEFAULT_MIN_SCORE[method]
+        )
         self.scale, self.levels = float(scale), int(levels)
         self.win_stride = _pair(win_stride)
         self.padding = _pair(padding)
@@ -122,8 +144,9 @@ class PeopleDetector(Processor):
         if self.method == "hog":
             window, weights, _ = _HOG_MODELS[self.model]
             # The full constructor is the only way to set the number of pyramid levels.
-            self._hog = cv2.HOGDescriptor(window, (16, 16), (8, 8), (8, 8), 9, 1, -1.0,
-                                          cv2.HOGDescriptor_L2Hys, 0.2, True, self.levels, False)
+            self._hog = cv2.HOGDescriptor(
+                window, (16, 16), (8, 8), (8, 8), 9, 1, -1.0, cv2.HOGDescriptor_L2Hys, 0.2, True, self.levels, False
+            )
             self._hog.setSVMDetector(weights())
         elif self.method == "haar":
             path = cv2.data.haarcascades + "haarcascade_fullbody.xml"  # type: ignore[attr-defined]
@@ -132,7 +155,8 @@ class PeopleDetector(Processor):
                 raise OSError(f"cannot load the Haar cascade {path}")
         else:
             self._subtractor = cv2.createBackgroundSubtractorMOG2(
-                history=self.history, varThreshold=self.var_threshold, detectShadows=True)
+                history=self.history, varThreshold=self.var_threshold, detectShadows=True
+            )
             self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 
     def process(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -151,15 +175,20 @@ class PeopleDetector(Processor):
         return detections_item(item, boxes, scores)
 
     def _detect_hog(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        boxes, weights = self._hog.detectMultiScale(image, hitThreshold=0.0, winStride=self.win_stride,
-                                                    padding=self.padding, scale=self.scale)
+        boxes, weights = self._hog.detectMultiScale(
+            image, hitThreshold=0.0, winStride=self.win_stride, padding=self.padding, scale=self.scale
+        )
         return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(weights, np.float32).reshape(-1)
 
     def _detect_haar(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         boxes, _, weights = self._cascade.detectMultiScale3(
-            gray, scaleFactor=self.scale, minNeighbors=3, minSize=(self.min_size, 2 * self.min_size),
-            outputRejectLevels=True)
+            gray,
+            scaleFactor=self.scale,
+            minNeighbors=3,
+            minSize=(self.min_size, 2 * self.min_size),
+            outputRejectLevels=True,
+        )
         return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(weights, np.float32).reshape(-1)
 
     def _detect_background(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ detection), moving by its predicted velocity meanwhile.
 
 The tracker keeps state across frames: run it with ``replicas = 1``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -47,7 +48,7 @@ class _Track:
         transition = np.array([[1, 0, dt, 0], [0, 1, 0, dt], [0, 0, 1, 0], [0, 0, 0, 1]])
         # White-acceleration process noise, scaled to the object's size (far objects move fewer pixels).
         sigma = (self.accel_noise * max(self.w, self.h)) ** 2
-        q = np.array([[dt ** 4 / 4, dt ** 3 / 2], [dt ** 3 / 2, dt ** 2]]) * sigma
+        q = np.array([[dt**4 / 4, dt**3 / 2], [dt**3 / 2, dt**2]]) * sigma
         noise = np.zeros((4, 4))
         noise[np.ix_([0, 2], [0, 2])] = q
         noise[np.ix_([1, 3], [1, 3])] = q
@@ -80,8 +81,9 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.zeros((len(a), len(b)))
     ax0, ay0, ax1, ay1 = a[:, 0, None], a[:, 1, None], (a[:, 0] + a[:, 2])[:, None], (a[:, 1] + a[:, 3])[:, None]
     bx0, by0, bx1, by1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * \
-        np.clip(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
+    inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * np.clip(
+        np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None
+    )
     union = (a[:, 2] * a[:, 3])[:, None] + b[:, 2] * b[:, 3] - inter
     return inter / np.maximum(union, 1e-9)
 
@@ -129,10 +131,19 @@ class Tracker(Processor):
             fractions of the box size.
     """
 
-    def __init__(self, max_age: int = 15, min_hits: int = 3, iou_threshold: float = 0.2,
-                 max_distance: float = 1.0, coasting: bool = True, coast_frames: int = 5,
-                 coast_damping: float = 0.95, gate_growth: float = 0.2,
-                 position_noise: float = 0.05, accel_noise: float = 0.02) -> None:
+    def __init__(
+        self,
+        max_age: int = 15,
+        min_hits: int = 3,
+        iou_threshold: float = 0.2,
+        max_distance: float = 1.0,
+        coasting: bool = True,
+        coast_frames: int = 5,
+        coast_damping: float = 0.95,
+        gate_growth: float = 0.2,
+        position_noise: float = 0.05,
+        accel_noise: float = 0.02,
+    ) -> None:
         self.max_age, self.min_hits = int(max_age), int(min_hits)
         self.iou_threshold, self.max_distance = float(iou_threshold), float(max_distance)
         self.coasting, self.coast_frames = bool(coasting), int(coast_frames)
@@ -199,7 +210,7 @@ class Tracker(Processor):
                 track.missed += steps
                 # Unseen, a person is more likely to have stopped or turned than to keep going:
                 # fading the velocity keeps the predicted box near them, not drifting off.
-                track.state[2:] *= self.coast_damping ** steps
+                track.state[2:] *= self.coast_damping**steps
                 cx, cy = track.state[:2]
                 outside = not (0 <= cx < width and 0 <= cy < height)
                 # A tentative track that misses is noise; a confirmed one may be occluded.
@@ -217,13 +228,23 @@ class Tracker(Processor):
             if track.id is not None and (track.missed == 0 or (self.coasting and track.missed <= self.coast_frames)):
                 reported.append(_describe(track, index))
         reported.sort(key=lambda entry: entry["id"])
-        return {"index": index, "timestamp": item.get("timestamp", 0.0), "width": width, "height": height,
-                "tracks": reported}
+        return {
+            "index": index,
+            "timestamp": item.get("timestamp", 0.0),
+            "width": width,
+            "height": height,
+            "tracks": reported,
+        }
 
 
 def _describe(track: _Track, index: int) -> dict[str, Any]:
     box = [round(float(v), 2) for v in track.box]
-    return {"id": track.id, "box": box,
-            "centroid": [round(float(track.state[0]), 2), round(float(track.state[1]), 2)],
-            "velocity": [round(float(track.state[2]), 3), round(float(track.state[3]), 3)],
-            "age": index - track.first_index + 1, "hits": track.hits, "missed": track.missed}
+    return {
+        "id": track.id,
+        "box": box,
+        "centroid": [round(float(track.state[0]), 2), round(float(track.state[1]), 2)],
+        "velocity": [round(float(track.state[2]), 3), round(float(track.state[3]), 3)],
+        "age": index - track.first_index + 1,
+        "hits": track.hits,
+        "missed": track.missed,
+    }

@@ -5,6 +5,7 @@ bind the input, subscribe to control, report ready, read until every sender's en
 stream (confirming the pause marker of a sender being restarted), report released and
 finished, exit 0.
 """
+
 import json
 import os
 

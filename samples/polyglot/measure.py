@@ -12,6 +12,7 @@ included), not the video decoder's or the detector's:
 
 Prints a Markdown table (median of the repetitions).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,9 @@ def run_once(folder: Path, index: int, make, node: str) -> float:
     extra = {"out": folder / f"out-{index}.jsonl"} if make is counts_flow else {}
     manifest = folder / f"manifest-{index}.toml"
     manifest.write_text(make(f"polyglot-measure-{index}", node, timing, **extra))
-    done = subprocess.run([sys.executable, "-m", "flujo.launch", str(manifest)], capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "flujo.launch", str(manifest)], capture_output=True, text=True, timeout=600
+    )
     if done.returncode != 0:
         raise SystemExit(f"{manifest} failed:\n{done.stderr[-2000:]}")
     result = json.loads(timing.read_text())
@@ -98,8 +100,9 @@ def main() -> None:
     print("| node | language | items/s | ÷ Python |")
     print("|---|---|---|---|")
     for index, (what, language, _, _) in enumerate(VARIANTS):
-        python = next(medians[i] for i, variant in enumerate(VARIANTS) if variant[0] == what and
-                      variant[1].startswith("Python"))
+        python = next(
+            medians[i] for i, variant in enumerate(VARIANTS) if variant[0] == what and variant[1].startswith("Python")
+        )
         print(f"| {what} | {language} | {medians[index]:,.0f} | {medians[index] / python:.2f} |")
 
 

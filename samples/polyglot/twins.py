@@ -3,6 +3,7 @@
 * ``Counts``: what counts.js does (zip stats and detections, JSON lines, HTTP endpoint).
 * The C node's equivalent is bench/foreign_nodes.py's ``Gray`` (OpenCV), shared with the benchmark.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,14 @@ class Counts(Consumer):
         if stats["index"] != people["index"]:
             raise ValueError(f"frame {stats['index']} zipped with detections of {people['index']}")
         count = int(people["boxes"].shape[0])
-        line = {"index": stats["index"], "timestamp": stats["timestamp"], "gray_mean": stats["gray_mean"],
-                "gray_min": stats["gray_min"], "gray_max": stats["gray_max"], "people": count}
+        line = {
+            "index": stats["index"],
+            "timestamp": stats["timestamp"],
+            "gray_mean": stats["gray_mean"],
+            "gray_min": stats["gray_min"],
+            "gray_max": stats["gray_max"],
+            "people": count,
+        }
         self.first = self.first or time.perf_counter()
         totals = self.totals
         totals["frames"] += 1
@@ -64,8 +71,9 @@ class Counts(Consumer):
         self.server.shutdown()
         self.server.server_close()
         if self.timing:
-            Path(self.timing).write_text(json.dumps({"frames": self.totals["frames"],
-                                                     "seconds": time.perf_counter() - self.first}))
+            Path(self.timing).write_text(
+                json.dumps({"frames": self.totals["frames"], "seconds": time.perf_counter() - self.first})
+            )
 
 
 # -- what measure.py feeds the nodes with -------------------------------------------------------
@@ -98,8 +106,15 @@ class StatsItems(Producer):
 
     def produce(self) -> Iterator[dict[str, Any]]:
         for index in range(self.n):
-            yield {"index": index, "timestamp": index / 10, "source": "vtest.avi", "fps": 10.0,
-                   "gray_mean": 119.9 + index % 7, "gray_min": 0, "gray_max": 255}
+            yield {
+                "index": index,
+                "timestamp": index / 10,
+                "source": "vtest.avi",
+                "fps": 10.0,
+                "gray_mean": 119.9 + index % 7,
+                "gray_min": 0,
+                "gray_max": 255,
+            }
 
 
 class PeopleItems(Producer):
@@ -111,8 +126,14 @@ class PeopleItems(Producer):
     def produce(self) -> Iterator[dict[str, Any]]:
         for index in range(self.n):
             count = index % 6
-            yield {"index": index, "timestamp": index / 10, "width": 768, "height": 576,
-                   "boxes": np.full((count, 4), 10.0, np.float32), "scores": np.ones(count, np.float32)}
+            yield {
+                "index": index,
+                "timestamp": index / 10,
+                "width": 768,
+                "height": 576,
+                "boxes": np.full((count, 4), 10.0, np.float32),
+                "scores": np.ones(count, np.float32),
+            }
 
 
 class Timing(Consumer):
