@@ -104,7 +104,7 @@ class NodeRuntime:
         self.codec = Codec(config.node, config.replica, max_message)
         self.refusals = RefusalLog(f"flujo: {config.label}")  # refused messages, logged on stderr
         self.ports = [
-            InputPort(
+            InputPort.bind(
                 context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause, self.refusals
             )
             for port in config.inputs
