@@ -83,6 +83,7 @@ class AckOutbox:
         self.received = [-1] * len(self.sockets)  # per sender replica: the highest seq it sent here
         self._acked = [-1] * len(self.sockets)
         self.batcher = AckBatcher()
+        self._restarted = False  # a sender's successor: acknowledge again what it replays
 
     def arrived(self, sender: int, seq: int) -> None:
         """A message numbered ``seq`` (a BATCH: its last item) came from that sender replica."""
@@ -95,17 +96,25 @@ class AckOutbox:
         if through is not None:
             self._send(through)
 
+    def restarted(self, sender: int) -> None:
+        """That sender replica's process ended: its successor knows nothing of what was
+        acknowledged to it, and sends again from there (acknowledged again as it arrives)."""
+        self.received[sender] = -1
+        self._acked[sender] = -1
+        self._restarted = True
+
     def tick(self, now: float) -> None:
-        """Between items: acknowledge what is old enough."""
+        """Between items: acknowledge what is old enough (to a restarted sender: what it replayed)."""
         through = self.batcher.due(now)
         if through is not None:
             self._send(through)
+        elif self._restarted:
+            self._send(self.batcher.done)
 
     def flush(self) -> None:
         """Before the node waits: acknowledge everything done."""
-        through = self.batcher.flush()
-        if through is not None:
-            self._send(through)
+        self.batcher.flush()
+        self._send(self.batcher.done)
 
     def _send(self, through: int) -> None:
         """To each sender, never past what it sent here (it would refuse that)."""

@@ -35,6 +35,7 @@ class InputConfig:
     policy: QueuePolicy = QueuePolicy.BLOCK  # what a full queue does (see docs/PROTOCOL.md)
     shm: bool = False  # this port accepts shared-memory descriptors from its senders
     max_message: int = DATA_MAX_MESSAGE  # bytes: a larger frame is refused (its connection dropped)
+    ack_endpoints: tuple[str, ...] = ()  # a lossless port: each sender replica's ack endpoint (section 9.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class OutputConfig:
     aligned: bool = False  # the reader zips several ports: a graceful restart agrees on where to pause
     shm: bool = False  # large arrays go as shared-memory descriptors (same host, reader accepts them)
     max_message: int = DATA_MAX_MESSAGE  # the reader's limit: a larger frame is an error here, not a silent loss
+    lossless: bool = False  # the reader acknowledges: keep what was sent until then, replay on its crash (9.3)
 
 
 def _known(fields: Collection[str], data: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +98,7 @@ class NodeConfig:
     curve: dict[str, str] | None = None  # the flow key pair: tcp sockets use CURVE (flujo/curve.py)
     protocol: int = 1
     shm_run: str = ""  # the flow run's id, in its shared-memory segment names ("" : no shared memory)
+    ack_endpoint: str = ""  # where this replica binds its acknowledgement socket (lossless outputs, 9.2)
     shm_release: str = ""  # where this replica binds its release socket (it has shared-memory outputs)
     shm_owners: dict[str, str] = field(default_factory=dict)  # "node.replica" -> release endpoint, for
     # every replica whose segments may reach this one (also through processors that send arrays on)
@@ -118,7 +121,12 @@ class NodeConfig:
         (docs/PROTOCOL.md, section 2), so a newer launcher can add some."""
         data = _vocabulary(_known(cls.__slots__, json.loads(text)), _NODE_ENUMS)
         data["inputs"] = tuple(
-            InputConfig(**_vocabulary(_known(InputConfig.__slots__, item), _PORT_ENUMS))
+            InputConfig(
+                **{
+                    **_vocabulary(_known(InputConfig.__slots__, item), _PORT_ENUMS),
+                    "ack_endpoints": tuple(item.get("ack_endpoints", ())),
+                }
+            )
             for item in data.get("inputs", ())
         )
         data["outputs"] = tuple(

@@ -17,7 +17,7 @@ from flujo.config import InputConfig
 from flujo.joins import SKIP, WAIT, Drained, Join
 from flujo.port_queue import PortQueue
 from flujo.protocol import Codec, Message, ProtocolError
-from flujo.wire_check import DataCheck, RefusalLog
+from flujo.wire_check import PAUSE, DataCheck, RefusalLog
 
 __all__ = ["BLOCKING_RECEIVE_MS", "SKIP", "WAIT", "Drained", "InputPort", "Join"]
 
@@ -77,6 +77,13 @@ class InputPort(PortQueue):
     def accept_shared_memory(self, reader: Any) -> None:
         """Descriptors of shared-memory arrays from this port's senders are mapped by ``reader``."""
         self._check.shm_reader = reader
+
+    def sender_restarted(self, replica: int) -> None:
+        """A sender replica's process ended and a successor may replay (a lossless port, section
+        9.3): its numbers may go back; what was passed on already is dropped as a duplicate."""
+        self._check.marker(PAUSE, -1, replica)
+        if self.outbox is not None:
+            self.outbox.restarted(replica)
 
     def receive(self, flags: int = 0) -> bool:
         """Take one message (waiting up to the receive timeout; NOBLOCK: not at all); False when none came."""

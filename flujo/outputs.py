@@ -21,6 +21,7 @@ from typing import Any
 
 import zmq
 
+from flujo.acks import Retention
 from flujo.batching import Batch
 from flujo.config import OutputConfig
 from flujo.holds import Holds
@@ -58,32 +59,99 @@ class OutputEdge:
         self.config = config
         self.port = config.port
         self.target = config.target
-        self.sockets: list[zmq.Socket] = []
+        self._context = context
         self._endpoints = list(config.endpoints)
-        for endpoint in config.endpoints:
-            socket = context.socket(zmq.PUSH)
-            socket.sndhwm = config.hwm
-            socket.linger = 0  # the node waits for downstream's release instead of lingering
-            socket.reconnect_ivl = 10  # ms; a restarted replica is found again quickly
-            socket.sndtimeo = BLOCKING_SEND_MS
-            socket.connect(endpoint)
-            self.sockets.append(socket)
+        self._drops = config.policy != QueuePolicy.BLOCK  # a realtime reader: never wait, drop the newest
+        # A lossless edge (section 9.3) keeps what it sent per reader replica until acknowledged,
+        # and re-sends it to the replica's successor ahead of anything new.
+        self.retentions: list[Retention] | None = None
+        if config.lossless and not self._drops:
+            self.retentions = [Retention(2 * config.hwm) for _ in config.endpoints]
+        self._replay_due: set[int] = set()  # replicas whose process ended: replay before sending there
+        self._end_frames: list[Any] | None = None  # end of stream, sent again after a replay
+        self.replayed = 0  # items sent again to successors
+        self.sockets: list[zmq.Socket] = [self._connect(endpoint) for endpoint in config.endpoints]
         self._is_released = is_released
         self._wait = wait  # for room on these sockets (or a command): never sends on any edge
         self._idle = idle  # for a command, while a held reader makes this edge wait
         self._next = 0  # round-robin start for dealing
-        self._drops = config.policy != QueuePolicy.BLOCK  # a realtime reader: never wait, drop the newest
         self._codec = codec
         holds = holds if holds is not None else Holds()  # the control state's, updated in place
         self.pauses = PauseDecisions(holds, self.target, config.target_port, len(self.sockets), config.aligned)
         self._held = holds.generation  # the same dict: "any hold?" costs no call on the per-item path
-        self._held_back: deque[tuple[list[Any], int]] = deque()  # (frames, items) for a zip replica's successor
+        # (frames, items, last seq) for a zip replica's successor
+        self._held_back: deque[tuple[list[Any], int, int]] = deque()
         self._held_back_bytes = 0
         self._pause_marker = codec.marker(MessageKind.PAUSE, 0)
         self.batch: Batch | None = None  # small items held while the single reader is busy
         self.sent = 0
         self.dropped = 0
         self.last_reader: int | None = None  # the replica the last dealt message went to (None: dropped)
+
+    def _connect(self, endpoint: str) -> zmq.Socket:
+        socket = self._context.socket(zmq.PUSH)
+        socket.sndhwm = self.config.hwm
+        socket.linger = 0  # the node waits for downstream's release instead of lingering
+        socket.reconnect_ivl = 10  # ms; a restarted replica is found again quickly
+        socket.sndtimeo = BLOCKING_SEND_MS
+        if self.retentions is not None:
+            # Nothing queued for a connection that is gone (a dead reader): it is kept and replayed
+            # instead, and a send waits for the successor (looking at commands: "exited" first).
+            socket.immediate = True
+        socket.connect(endpoint)
+        return socket
+
+    # -- lossless edges (docs/PROTOCOL.md, section 9.3) ---------------------------------------
+    def _keep(self, index: int, frames: list[Any], items: int, last: int) -> None:
+        """A data message went to that replica: keep it until acknowledged."""
+        retentions = self.retentions
+        if retentions is not None and items:
+            retentions[index].keep(last - items + 1, last, frames)
+
+    def _room(self, index: int) -> bool:
+        """Whether that replica may take a message now: nothing to replay first, window not full."""
+        retentions = self.retentions
+        return retentions is None or (index not in self._replay_due and not retentions[index].full)
+
+    def reader_exited(self, index: int) -> None:
+        """That reader replica's process ended: unless it had been released, its successor gets
+        what it had not acknowledged, before anything new (state only: the replay runs later)."""
+        if self.retentions is not None and not self._is_released(self.target, self.config.target_port, index):
+            self._replay_due.add(index)
+
+    def replay_due(self) -> None:
+        """Replay to every successor due one (between items, or while waiting)."""
+        for index in sorted(self._replay_due):
+            self._replay(index)
+
+    def _replay(self, index: int) -> None:
+        """A fresh socket (what libzmq still queued for the dead process goes with the old one),
+        then every message kept for that replica, in order; again if it ended once more meanwhile."""
+        retention = self.retentions[index]  # type: ignore[index]
+        while index in self._replay_due:
+            self._replay_due.discard(index)
+            self.sockets[index].close(linger=0)
+            self.sockets[index] = self._connect(self._endpoints[index])
+            for kept in retention.replay():
+                if not self._push(index, kept.frames):
+                    break
+                self.replayed += kept.items
+            else:
+                if self._end_frames is not None and index not in self._replay_due:
+                    self._push(index, self._end_frames)
+
+    def _push(self, index: int, frames: list[Any]) -> bool:
+        """Send to that replica as soon as it has room, looking at commands meanwhile; False when
+        it was released, or its process ended again (a new replay is due)."""
+        while not self._is_released(self.target, self.config.target_port, index):
+            if index in self._replay_due:
+                return False
+            try:
+                send_message(self.sockets[index], frames, NOBLOCK)
+                return True
+            except zmq.Again:
+                self._wait([self.sockets[index]])
+        return False
 
     def follow(self, moved: dict[tuple[str, str, int], str]) -> None:
         """Connect to readers restarted on another machine (Control.MOVED) instead of their old place;
@@ -125,6 +193,8 @@ class OutputEdge:
     def between_items(self) -> None:
         """Housekeeping between two items (never inside a send): what was kept back for a
         successor goes once it runs; held replicas due a pause marker get it."""
+        if self._replay_due:
+            self.replay_due()
         if self._held:
             self.pause_held()
         elif self._held_back:
@@ -152,7 +222,11 @@ class OutputEdge:
             try:
                 if self.config.aligned and self.batch is not None:  # its items are within the limit: first
                     batch = self.batch
-                    send_message(self.sockets[0], self._codec.batch(batch.first_seq, batch.bodies), NOBLOCK)
+                    if not self._room(0):
+                        return False
+                    frames = self._codec.batch(batch.first_seq, batch.bodies)
+                    send_message(self.sockets[0], frames, NOBLOCK)
+                    self._keep(0, frames, len(batch.bodies), batch.last_seq)
                     self.batch = None
                     self.sent += len(batch.bodies)
                     self.last_reader = 0
@@ -160,6 +234,7 @@ class OutputEdge:
             except zmq.Again:
                 return False
             pauses.paused(index, generation)
+            self._forget(index)
         return True
 
     def _pause(self, index: int, generation: int) -> None:
@@ -169,6 +244,14 @@ class OutputEdge:
         if self.config.aligned:
             self._send_batch_now()
         self._send_to(index, self._pause_marker)
+        self._forget(index)
+
+    def _forget(self, index: int) -> None:
+        """A graceful restart: the held replica takes everything sent before its pause marker, so
+        nothing kept for it needs replaying to its successor."""
+        retentions = self.retentions
+        if retentions is not None:
+            retentions[index].acknowledge(retentions[index].highest_sent)
 
     def _must_wait(self, index: int, seq: int) -> bool:
         """Whether the message numbered ``seq`` must wait for that replica's successor; pauses
@@ -178,27 +261,27 @@ class OutputEdge:
             self._pause(index, pause)
         return wait
 
-    def _hold_back(self, frames: list[Any], items: int) -> bool:
+    def _hold_back(self, frames: list[Any], items: int, last: int) -> bool:
         """Keep a message for the held zip replica's successor instead of blocking, while its
         draining process may still need other senders to catch up (see flujo/pausing.py)."""
         if not self.pauses.may_hold_back(self._held_back_bytes):
             return False
-        self._held_back.append((frames, items))
+        self._held_back.append((frames, items, last))
         self.last_reader = 0
         self._held_back_bytes += sum(memoryview(frame).nbytes for frame in frames)
         return True
 
     def _send_held_back(self) -> None:
         while self._held_back:
-            frames, items = self._held_back.popleft()
+            frames, items, last = self._held_back.popleft()
             self._held_back_bytes -= sum(memoryview(frame).nbytes for frame in frames)
-            self._send_to(0, frames, items)
+            self._send_to(0, frames, items, last)
 
     def _send_batch_now(self) -> None:
         """Send the waiting batch to the single reader, held or not."""
         batch, self.batch = self.batch, None
         if batch is not None:
-            self._send_to(0, self._codec.batch(batch.first_seq, batch.bodies), len(batch.bodies))
+            self._send_to(0, self._codec.batch(batch.first_seq, batch.bodies), len(batch.bodies), batch.last_seq)
 
     def pause_all(self) -> list[int]:
         """This replica hands over: what it holds back, then a pause marker, to every replica
@@ -207,13 +290,23 @@ class OutputEdge:
         self._send_batch_now()
         return [index for index in range(len(self.sockets)) if self._send_to(index, self._pause_marker)]
 
-    def _send_to(self, index: int, frames: list[Any], items: int = 0) -> bool:
+    def _send_to(self, index: int, frames: list[Any], items: int = 0, last: int = -1) -> bool:
         """Send to that replica whether held or not, blocking while its queue is full; False when
-        it has been released (nothing sent)."""
-        socket = self.sockets[index]
+        it has been released (nothing sent). ``items``..``last``: the data it carries (kept on a
+        lossless edge, which sends without blocking so that it sees a reader's "exited" first)."""
+        lossless = self.retentions is not None
         while not self._is_released(self.target, self.config.target_port, index):
+            if lossless:
+                if index in self._replay_due:
+                    self._replay(index)
+                    continue
+                if items and self.retentions[index].full:  # type: ignore[index]
+                    self._wait(())  # for acknowledgements (or a command)
+                    continue
+            socket = self.sockets[index]
             try:
-                send_message(socket, frames)
+                send_message(socket, frames, NOBLOCK if lossless else 0)
+                self._keep(index, frames, items, last)
                 self.sent += items
                 if items:  # (a pause marker says nothing about where data went)
                     self.last_reader = index
@@ -238,7 +331,10 @@ class OutputEdge:
             self.pauses.last_seq = seq
             self.last_reader = 0
             try:
+                if not self._room(0):
+                    raise zmq.Again
                 send_message(self.sockets[0], frames, NOBLOCK)
+                self._keep(0, frames, 1, seq)
                 self.sent += 1
             except zmq.Again:  # the reader is busy: start a batch
                 self.batch = Batch(seq, frames[1], time.monotonic())
@@ -260,12 +356,12 @@ class OutputEdge:
         while self._held and self._must_wait(0, seq):
             if self._is_released(self.target, self.config.target_port, 0):
                 return False
-            if self._hold_back(frames, items):
+            if self._hold_back(frames, items, seq):
                 return True
             self._idle(self)  # only commands: the limit, or the resume
         if self._held_back:
             self._send_held_back()
-        return self._send_to(0, frames, items)
+        return self._send_to(0, frames, items, seq)
 
     def _deal_replicas(self, frames: list[Any], seq: int) -> bool:
         sockets = self.sockets
@@ -279,17 +375,23 @@ class OutputEdge:
                     self._idle(self)  # every live replica is held: wait for a resume
                     continue
             count = len(live)
+            if self._replay_due:
+                self.replay_due()
             for offset in range(count):
                 index = live[(self._next + offset) % count]
+                if not self._room(index):
+                    continue
                 try:
                     send_message(sockets[index], frames, NOBLOCK)
                 except zmq.Again:
                     continue
+                self._keep(index, frames, 1, seq)
                 self._next = (self._next + offset + 1) % count
                 self.sent += 1
                 self.last_reader = index
                 return True
-            self._wait([sockets[index] for index in live])
+            roomy = [sockets[index] for index in live if self._room(index)]
+            self._wait(roomy)  # for room (with none: for acknowledgements), or a command
 
     def _offer(self, frames: list[Any], seq: int) -> bool:
         """Send to a live replica with room, or drop the item (counted): a realtime reader never waits."""
@@ -318,6 +420,7 @@ class OutputEdge:
             if self._held_back:
                 self._send_held_back()
             self._send_to(index, frames)
+        self._end_frames = frames  # for a successor after a replay
 
     def close(self, linger_ms: int = 0) -> None:
         for socket in self.sockets:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from flujo.config import InputConfig
 from flujo.protocol import NOBLOCK, Message, MessageKind
@@ -51,6 +52,10 @@ class PortQueue:
         self.ready: deque[Message] = deque()  # in order, ready for the join
         self.received = 0
         self.rejected = 0  # messages refused by the source in front of the queue
+        # A lossless port (section 9.3): told of every arrival (to acknowledge, per sender, no more
+        # than it sent) and drops what it already passed on (a replay brings it again).
+        self.outbox: Any = None  # flujo.ack_channel.AckOutbox
+        self.duplicates = 0
 
     # -- the source in front of the queue (flujo/inputs.py: a socket) ---------------------
     def receive(self, flags: int = 0) -> bool:
@@ -125,6 +130,11 @@ class PortQueue:
             for offset, item in enumerate(message.item):
                 self.accept(Message(MessageKind.DATA, message.seq + offset, message.sender, message.replica, item))
             return
+        if self.outbox is not None:
+            self.outbox.arrived(message.replica, message.seq)
+            if message.seq < self._expected:
+                self.duplicates += 1  # passed on already: replayed after a crash
+                return
         self.received += 1
         if self._keep and len(self.ready) >= self._keep:
             self.dropped += 1

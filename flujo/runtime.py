@@ -27,6 +27,8 @@ from typing import Any, cast
 import msgpack
 import zmq
 
+from flujo.ack_channel import AckInbox, AckOutbox
+from flujo.acks import Retention, done_through
 from flujo.api import Node, Outputs
 from flujo.closing import CloseReason, closer
 from flujo.config import NodeConfig
@@ -81,6 +83,10 @@ class NodeRuntime:
         self._stopped = False  # the loop ended on a stop (or with nobody reading), not at the end of its input
         self._length: int | None = None  # items a producer will send, when it knows
         self._summary: dict[str, Any] | None = None  # what the node reports at its end
+        self.inbox: AckInbox | None = None  # lossless outputs' acknowledgements (section 9.2)
+        self._outboxes: list[AckOutbox] = []  # lossless inputs' acknowledgements
+        self._retentions: list[Retention] = []
+        self._processed = -1  # the highest sequence number this replica finished (lossless inputs)
 
     def run(self) -> int:
         """Run to the end; returns the process exit status."""
@@ -115,6 +121,7 @@ class NodeRuntime:
             for edge in config.outputs
         ]
         self.pool, self.shm_reader = self._shared_memory(context)
+        self._lossless(context)
         self._seen_changes = 0
         error: BaseException | None = None
         node: Node | None = None
@@ -170,6 +177,40 @@ class NodeRuntime:
         if drained:
             return CloseReason.RESTART
         return CloseReason.STOP if self._stopped else CloseReason.END_OF_STREAM
+
+    # -- lossless edges (docs/PROTOCOL.md, section 9) -----------------------------------------
+    def _lossless(self, context: zmq.Context) -> None:
+        """Bind the acknowledgement socket (lossless outputs) and connect one per lossless input
+        port to its senders' (section 9.2)."""
+        config = self.config
+        self._retentions = []
+        kept: dict[tuple[str, int, str], Retention] = {}
+        for edge in self.edges:
+            for index, retention in enumerate(edge.retentions or ()):
+                kept[(edge.target, index, edge.config.target_port)] = retention
+                self._retentions.append(retention)
+        self.inbox = AckInbox(context, config.ack_endpoint, kept, self.refusals) if kept else None
+        self._outboxes = []
+        for port in self.ports:
+            if port.config.ack_endpoints:
+                port.outbox = AckOutbox(context, config.node, config.replica, port.name, port.config.ack_endpoints)
+                self._outboxes.append(port.outbox)
+
+    def _acknowledge(self, now: float) -> None:
+        """What is done end to end goes to the senders, batched: a consumer's items once
+        consumed, a processor's once its readers acknowledged the results (section 9.2)."""
+        through = self._processed
+        if self._retentions:
+            through = done_through(through, [retention.lowest_unacked for retention in self._retentions])
+        for outbox in self._outboxes:
+            outbox.done(through, now)
+
+    def _take_acks(self) -> None:
+        inbox = self.inbox
+        if inbox is not None:
+            inbox.take()
+            if self._outboxes:  # a processor: what its readers acknowledged may be acknowledged upstream
+                self._acknowledge(time.monotonic())
 
     # -- shared memory (flujo/shm.py) --------------------------------------------------------
     def _shared_memory(self, context: zmq.Context) -> tuple[SlotPool | None, SharedMemoryReader | None]:
@@ -303,6 +344,9 @@ class NodeRuntime:
                     self.busy += clock() - started
             if emits:
                 self._emit(seq, result)
+            if self._outboxes:
+                self._processed = seq
+                self._acknowledge(time.monotonic())
             step = items = result = None  # the arrays of this item: their shared memory may go back
             reader = self.shm_reader
             if reader is not None and reader.pending:
@@ -414,6 +458,9 @@ class NodeRuntime:
                 self._take_commands()
             if now >= self._next_report:
                 self._report_stats()
+            self._take_acks()
+            for outbox in self._outboxes:
+                outbox.tick(now)
             for edge in self.edges:  # a batch waits a few milliseconds at most
                 if edge.batch is not None and now - edge.batch.since >= BATCH_WAIT:
                     edge.flush()
@@ -425,6 +472,9 @@ class NodeRuntime:
             edge.flush()
         if self.shm_reader is not None and self.shm_reader.pending:
             self.shm_reader.flush()
+        self._take_acks()
+        for outbox in self._outboxes:
+            outbox.flush()
         self._housekeeping()
 
     def _housekeeping(self) -> None:
@@ -449,6 +499,9 @@ class NodeRuntime:
             "busy": self.busy,
             "errors": self.errors,
             "late": sum(port.late for port in self.ports),
+            "duplicates": sum(port.duplicates for port in self.ports),
+            "replayed": sum(edge.replayed for edge in self.edges),
+            "rejected_acks": self.inbox.rejected if self.inbox is not None else 0,
             "next_seq": self.next_seq,
             "dropped": sum(port.dropped for port in self.ports),
             "rejected": sum(port.rejected for port in self.ports),
@@ -480,14 +533,26 @@ class NodeRuntime:
                 node, replica = state.exited.pop()
                 if self.pool is not None:
                     self.pool.reader_exited(node, replica)
+                for edge in self.edges:
+                    if edge.target == node:
+                        edge.reader_exited(replica)
+                for port in self.ports:
+                    if port.outbox is not None and port.config.source == node:
+                        port.sender_restarted(replica)
 
     def _wait_on(self, sockets: Iterable[zmq.Socket], event: int = POLLIN) -> None:
         """Wait until a socket is ready for ``event``, a command comes, or the poll interval
         passes; take in the commands, and tell the launcher how this node is when that is due."""
         commands = self.control.commands
-        ready = zmq.zmq_poll([(socket, event) for socket in sockets] + [(commands, POLLIN)], POLL_INTERVAL_MS)
+        polled = [(socket, event) for socket in sockets] + [(commands, POLLIN)]
+        inbox = self.inbox
+        if inbox is not None:
+            polled.append((inbox.socket, POLLIN))  # an acknowledgement may be what a full window waits for
+        ready = zmq.zmq_poll(polled, POLL_INTERVAL_MS)
         if any(socket is commands for socket, _ in ready):
             self._take_commands()
+        if inbox is not None:
+            self._take_acks()
         if time.monotonic() >= self._next_report:  # a waiting node still says how it is
             self._report_stats()
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from flujo.config import InputConfig, NodeConfig, OutputConfig
 from flujo.curve import KeyPair
-from flujo.launch.manifest import FlowSpec
-from flujo.vocab import zips_several
+from flujo.launch.manifest import FlowSpec, NodeSpec
+from flujo.vocab import QueuePolicy, zips_several
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,25 @@ def run_id(run_dir: Path) -> str:
     return run_dir.name.removeprefix("flujo-").replace("-", "_")
 
 
+def lossless(flow: FlowSpec, sender: NodeSpec, reader: NodeSpec) -> bool:
+    """Whether the edge from ``sender`` to ``reader`` keeps, acknowledges and replays (section 9).
+    Wired so far: Python nodes on this host over ipc, a reader that waits for room (``block``),
+    reads one port or zips several, and takes arrays inline (a shared-memory slot is not kept
+    yet: ``shm = false`` in the flow makes its local edges lossless). Every other edge stays at most
+    once across a crash (section 9.7)."""
+    return (
+        flow.transport == "ipc"
+        and flow.engine == "local"
+        and sender.run is not None
+        and reader.run is not None
+        and sender.host is None
+        and reader.host is None
+        and reader.policy == QueuePolicy.BLOCK
+        and (len(reader.inputs) == 1 or zips_several(reader.join, len(reader.inputs)))
+        and not flow.shared_memory(sender, reader)
+    )
+
+
 def ports_needed(flow: FlowSpec) -> dict[str, int]:
     """How many input endpoints each other host binds: one per input port per replica."""
     needed: dict[str, int] = {}
@@ -97,6 +116,12 @@ def plan(
         if any(flow.shared_memory(node, reader) for reader, _ in flow.downstream(node.name)):
             for replica in range(node.replicas):
                 releases[(node.name, replica)] = allocate(f"n{index}.r{replica}.release")
+    # A replica with lossless outputs binds an acknowledgement socket: its readers acknowledge there.
+    acks: dict[tuple[str, int], str] = {}
+    for index, node in enumerate(flow.nodes.values()):
+        if any(lossless(flow, node, reader) for reader, _ in flow.downstream(node.name)):
+            for replica in range(node.replicas):
+                acks[(node.name, replica)] = allocate(f"n{index}.r{replica}.ack")
     owners = {f"{node}.{replica}": endpoint for (node, replica), endpoint in releases.items()}
     configs = {}
     for node in flow.nodes.values():
@@ -111,6 +136,7 @@ def plan(
                 aligned=zips_several(reader.join, len(reader.inputs)),
                 shm=flow.shared_memory(node, reader),
                 max_message=flow.max_message_of(reader),
+                lossless=lossless(flow, node, reader),
             )
             for reader, port in flow.downstream(node.name)
         )
@@ -126,6 +152,9 @@ def plan(
                     policy=node.policy,
                     shm=flow.shared_memory(flow.nodes[port.source], node),
                     max_message=flow.max_message_of(node),
+                    ack_endpoints=tuple(acks[(port.source, r)] for r in range(flow.nodes[port.source].replicas))
+                    if lossless(flow, flow.nodes[port.source], node)
+                    else (),
                 )
                 for port in node.inputs
             )
@@ -147,6 +176,7 @@ def plan(
                 base_dir=str(flow.base_dir),
                 args=node.args,
                 shm_run=run_id(run_dir),
+                ack_endpoint=acks.get((node.name, replica), ""),
                 shm_release=releases.get((node.name, replica), ""),
                 shm_owners=owners if any(port.shm for port in inputs) else {},
                 curve=flow_keys.to_config() if flow_keys else None,

@@ -121,6 +121,25 @@ class Collect(Consumer):
         self.file.close()
 
 
+class Journal(Consumer):
+    """Appends ``[pid, item]`` per item consumed, flushed: which process consumed what (a crash
+    test reads the runs of successive processes apart)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def open(self) -> None:
+        self.file = self.path.open("a")
+        self.pid = os.getpid()
+
+    def consume(self, item: Any) -> None:
+        self.file.write(json.dumps([self.pid, item]) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def line_count(path: str) -> int:
     """Lines written so far (0 before the file exists)."""
     try:

@@ -1,0 +1,119 @@
+"""Lossless edges (docs/PROTOCOL.md, section 9): a reader killed mid-stream loses nothing.
+
+Its senders keep what they sent until it is acknowledged and re-send it, in order, to the
+successor. A consumer acknowledges once ``consume()`` returned, so its successor may consume
+again the last few items its predecessor consumed but had not yet acknowledged (at least once
+for the consumer's own side effects, section 9.1): the journal tells the processes apart, and
+each process must see strictly increasing items, the runs together every item, in order.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from conftest import FlowRunner, poll_for
+from flow_nodes import line_count, read_lines
+
+pytestmark = pytest.mark.timeout(120)
+
+N = 3000
+KILLS = 3
+QUEUE = 4  # a window of 8 items per reader replica
+
+
+def _runs(path: str) -> list[list[int]]:
+    """The items each process consumed, process by process, in the order they were written."""
+    runs: list[list[int]] = []
+    last_pid = None
+    for pid, item in read_lines(path):
+        if pid != last_pid:
+            runs.append([])
+            last_pid = pid
+        runs[-1].append(item)
+    return runs
+
+
+def _check_exactly_once(runs: list[list[int]]) -> int:
+    """Every item, in order, once a successor's re-consumed head is dropped; returns how many
+    items successors consumed again (not yet acknowledged when their predecessor died)."""
+    delivered: list[int] = []
+    again = 0
+    for run in runs:
+        assert run == sorted(set(run)), "a process consumed an item twice or out of order"
+        if delivered:
+            assert run[0] <= delivered[-1] + 1, f"items {delivered[-1] + 1}..{run[0] - 1} lost"
+        fresh = [item for item in run if not delivered or item > delivered[-1]]
+        again += len(run) - len(fresh)
+        delivered.extend(fresh)
+    assert delivered == list(range(N))
+    return again
+
+
+def _kill_repeatedly(flow: FlowRunner, victim: str, out: str) -> None:
+    for kill in range(KILLS):
+        poll_for(lambda kill=kill: line_count(out) >= (kill + 1) * N // (KILLS + 2), timeout=60)
+        pid = flow.replicas()[victim]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        poll_for(
+            lambda kill=kill, pid=pid: (
+                flow.replicas().get(victim, {}).get("restarts") == kill + 1
+                and flow.replicas()[victim].get("pid") not in (None, pid)
+            ),
+            timeout=30,
+        )
+
+
+def test_a_consumer_killed_again_and_again_loses_nothing(flow: FlowRunner) -> None:
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest(
+        f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Paced"
+        args = {{ n = {N}, pause = 0.0005 }}
+        [nodes.sink]
+        run = "{{nodes}}:Journal"
+        inputs = ["numbers"]
+        args = {{ path = "{out}" }}
+        restart = "always"
+        max_restarts = 10
+        """,
+        flow=f"queue = {QUEUE}\nshm = false",
+    )
+    launcher = flow.start(manifest)
+    _kill_repeatedly(flow, "sink", out)
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    runs = _runs(out)
+    assert len(runs) == KILLS + 1
+    again = _check_exactly_once(runs)
+    print(f"{KILLS} kills of the consumer: 0 lost, {again} consumed again")
+
+
+def test_a_processor_killed_again_and_again_loses_nothing(flow: FlowRunner) -> None:
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest(
+        f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Paced"
+        args = {{ n = {N}, pause = 0.0005 }}
+        [nodes.work]
+        run = "{{nodes}}:square"
+        inputs = ["numbers"]
+        restart = "always"
+        max_restarts = 10
+        [nodes.sink]
+        run = "{{nodes}}:Journal"
+        inputs = ["work"]
+        args = {{ path = "{out}" }}
+        """,
+        flow=f"queue = {QUEUE}\nshm = false",
+    )
+    launcher = flow.start(manifest)
+    _kill_repeatedly(flow, "work", out)
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    runs = [[round(value**0.5) for value in run] for run in _runs(out)]
+    assert len(runs) == 1  # the consumer lived throughout: it never sees an item twice
+    assert _check_exactly_once(runs) == 0
