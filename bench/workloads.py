@@ -105,9 +105,9 @@ class SmallItems(Workload):
 
     def variants(self) -> list[Variant]:
         names = (
-            ["flujo", "raw-ipc", "videoflow"]
+            ["flujo", "flujo-inline", "raw-ipc", "videoflow"]
             if self.quick
-            else ["flujo", "flujo-tcp", "flujo-tcp-plain", "raw-ipc", "raw-tcp", "mp", "videoflow"]
+            else ["flujo", "flujo-inline", "flujo-tcp", "flujo-tcp-plain", "raw-ipc", "raw-tcp", "mp", "videoflow"]
         )
         variants = _systems(names)
         for v in variants:

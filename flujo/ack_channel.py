@@ -96,6 +96,11 @@ class AckOutbox:
         if through is not None:
             self._send(through)
 
+    @property
+    def pending(self) -> bool:
+        """Something is done that was not acknowledged yet."""
+        return self.batcher.done > self.batcher.sent
+
     def restarted(self, sender: int) -> None:
         """That sender replica's process ended: its successor knows nothing of what was
         acknowledged to it, and sends again from there (acknowledged again as it arrives)."""

@@ -378,7 +378,14 @@ class NodeRuntime:
     # -- what a join asks of its node (flujo/joins.py, JoinView) ----------------------------
     @property
     def holding_output(self) -> bool:
-        return any(edge.batch is not None for edge in self.edges)
+        """A batch waits, or an acknowledgement (to send, or to take from readers and pass on
+        upstream): the join must not block in a receive, its senders may wait for it."""
+        if any(edge.batch is not None for edge in self.edges):
+            return True
+        outboxes = self._outboxes
+        return bool(outboxes) and (
+            any(outbox.pending for outbox in outboxes) or any(retention.items for retention in self._retentions)
+        )
 
     @property
     def draining(self) -> bool:
