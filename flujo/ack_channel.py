@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import zmq
 
-from flujo.acks import AckBatcher, Kept, ReaderKey, Retention, ack_frame, parse_ack
+from flujo.acks import ACK_EVERY_ITEMS, AckBatcher, Kept, ReaderKey, Retention, ack_frame, parse_ack
 from flujo.protocol import NOBLOCK
 from flujo.wire_check import ProtocolError, RefusalLog
 
@@ -70,7 +70,15 @@ class AckInbox:
 class AckOutbox:
     """A reader port's acknowledgements to each of its sender replicas."""
 
-    def __init__(self, context: zmq.Context, node: str, replica: int, port: str, endpoints: Sequence[str]) -> None:
+    def __init__(
+        self,
+        context: zmq.Context,
+        node: str,
+        replica: int,
+        port: str,
+        endpoints: Sequence[str],
+        every: int = ACK_EVERY_ITEMS,
+    ) -> None:
         self._node, self._replica, self._port = node, replica, port
         self.sockets: list[zmq.Socket] = []
         for endpoint in endpoints:  # one per sender replica 0 ... senders-1
@@ -82,7 +90,8 @@ class AckOutbox:
             self.sockets.append(socket)
         self.received = [-1] * len(self.sockets)  # per sender replica: the highest seq it sent here
         self._acked = [-1] * len(self.sockets)
-        self.batcher = AckBatcher()
+        # ``every`` items at most: a sender's window (2 x hwm) must not fill before an acknowledgement.
+        self.batcher = AckBatcher(every)
         self._restarted = False  # a sender's successor: acknowledge again what it replays
 
     def arrived(self, sender: int, seq: int) -> None:

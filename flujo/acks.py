@@ -60,10 +60,11 @@ class Retention:
     as it carries (a BATCH of 16 counts 16): the window bounds items, not messages.
     """
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, messages: int | None = None) -> None:
         if window < 1:
             raise ValueError(f"a retention window of {window} items: it must be at least 1")
         self.window = window
+        self.messages = messages if messages is not None else window  # and at most this many messages
         self._kept: deque[Kept] = deque()
         self.items = 0  # unacknowledged items kept
         self.acked = -1  # the highest sequence number acknowledged
@@ -72,7 +73,7 @@ class Retention:
     @property
     def full(self) -> bool:
         """The window is full: the sender waits for an acknowledgement before sending more here."""
-        return self.items >= self.window
+        return self.items >= self.window or len(self._kept) >= self.messages
 
     @property
     def lowest_unacked(self) -> int | None:
@@ -159,8 +160,9 @@ class AckBatcher:
         """Everything up to ``seq`` is done; returns the number to acknowledge now, or None."""
         if seq <= self.done:
             return None
+        # Items, not calls: a processor's done jumps by a whole acknowledgement of its readers.
+        self._pending += seq - self.done if self.done >= 0 else 1
         self.done = seq
-        self._pending += 1
         if self._since is None:
             self._since = now
         return self.due(now)

@@ -22,7 +22,7 @@ from typing import Any
 import zmq
 
 from flujo.acks import Retention
-from flujo.batching import Batch
+from flujo.batching import BATCH_ITEMS, Batch
 from flujo.config import OutputConfig
 from flujo.holds import Holds
 from flujo.pausing import PauseDecisions
@@ -66,7 +66,10 @@ class OutputEdge:
         # and re-sends it to the replica's successor ahead of anything new.
         self.retentions: list[Retention] | None = None
         if config.lossless and not self._drops:
-            self.retentions = [Retention(2 * config.hwm) for _ in config.endpoints]
+            # What the ZeroMQ pipe holds at both ends: 2 x hwm messages, each a batch of small
+            # items at most (memory stays bounded by the queue; a frame per message for large ones).
+            window = 2 * config.hwm
+            self.retentions = [Retention(window * BATCH_ITEMS, window) for _ in config.endpoints]
         self._replay_due: set[int] = set()  # replicas whose process ended: replay before sending there
         self._end_frames: list[Any] | None = None  # end of stream, sent again after a replay
         self.replayed = 0  # items sent again to successors

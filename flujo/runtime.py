@@ -28,7 +28,7 @@ import msgpack
 import zmq
 
 from flujo.ack_channel import AckInbox, AckOutbox
-from flujo.acks import Retention, done_through
+from flujo.acks import ACK_EVERY_ITEMS, Retention, done_through
 from flujo.api import Node, Outputs
 from flujo.closing import CloseReason, closer
 from flujo.config import NodeConfig
@@ -193,7 +193,11 @@ class NodeRuntime:
         self._outboxes = []
         for port in self.ports:
             if port.config.ack_endpoints:
-                port.outbox = AckOutbox(context, config.node, config.replica, port.name, port.config.ack_endpoints)
+                # Half the senders' window (2 x hwm) per acknowledgement, at most: they never stall on it.
+                every = max(1, min(ACK_EVERY_ITEMS, port.config.hwm))
+                port.outbox = AckOutbox(
+                    context, config.node, config.replica, port.name, port.config.ack_endpoints, every
+                )
                 self._outboxes.append(port.outbox)
 
     def _acknowledge(self, now: float) -> None:
@@ -379,7 +383,8 @@ class NodeRuntime:
     @property
     def holding_output(self) -> bool:
         """A batch waits, or an acknowledgement (to send, or to take from readers and pass on
-        upstream): the join must not block in a receive, its senders may wait for it."""
+        upstream): the join must not block in a receive, its senders may wait for it. (It
+        waits in a poll that wakes for acknowledgements too.)"""
         if any(edge.batch is not None for edge in self.edges):
             return True
         outboxes = self._outboxes

@@ -131,8 +131,10 @@ def test_batcher_acknowledges_every_n_items_or_after_t_seconds() -> None:
     assert batcher.due(now=0.024) == 3  # 20 ms after the first one became done
     assert batcher.mark_done(3, now=0.05) is None  # nothing new
     assert batcher.flush() is None
-    batcher.mark_done(7, now=0.06)
-    assert batcher.flush() == 7  # before the node waits
+    assert batcher.mark_done(4, now=0.06) is None
+    assert batcher.flush() == 4  # before the node waits
+    assert batcher.mark_done(8, now=0.07) == 8  # items, not calls: a processor's done jumps
+    assert batcher.flush() is None
 
 
 def test_batcher_default_rate_is_one_ack_per_batch() -> None:
