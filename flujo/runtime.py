@@ -382,15 +382,13 @@ class NodeRuntime:
     # -- what a join asks of its node (flujo/joins.py, JoinView) ----------------------------
     @property
     def holding_output(self) -> bool:
-        """A batch waits, or an acknowledgement (to send, or to take from readers and pass on
-        upstream): the join must not block in a receive, its senders may wait for it. (It
-        waits in a poll that wakes for acknowledgements too.)"""
+        """A batch waits, or a processor awaits acknowledgements from its readers to pass on
+        upstream (its senders may wait for them): the join must not block in a receive but
+        wait in a poll that wakes for them too. (A reader acknowledges every hwm items, half
+        its senders' window: they never wait for its acknowledgement.)"""
         if any(edge.batch is not None for edge in self.edges):
             return True
-        outboxes = self._outboxes
-        return bool(outboxes) and (
-            any(outbox.pending for outbox in outboxes) or any(retention.items for retention in self._retentions)
-        )
+        return bool(self._outboxes) and any(retention.items for retention in self._retentions)
 
     @property
     def draining(self) -> bool:
