@@ -46,6 +46,7 @@ class Kept:
     last: int
     frames: list[Any]
     holds: Any = None  # shared-memory slots the message refers to: released at its acknowledgement
+    heavy: bool = False  # it carries array frames: counted against the window in messages
 
     @property
     def items(self) -> int:
@@ -64,7 +65,8 @@ class Retention:
         if window < 1:
             raise ValueError(f"a retention window of {window} items: it must be at least 1")
         self.window = window
-        self.messages = messages if messages is not None else window  # and at most this many messages
+        self.messages = messages if messages is not None else window  # and at most this many heavy messages
+        self.heavy = 0  # kept messages that carry array frames
         self._kept: deque[Kept] = deque()
         self.items = 0  # unacknowledged items kept
         self.acked = -1  # the highest sequence number acknowledged
@@ -73,21 +75,23 @@ class Retention:
     @property
     def full(self) -> bool:
         """The window is full: the sender waits for an acknowledgement before sending more here."""
-        return self.items >= self.window or len(self._kept) >= self.messages
+        return self.items >= self.window or self.heavy >= self.messages
 
     @property
     def lowest_unacked(self) -> int | None:
         """The first sequence number not yet acknowledged, or None when nothing is kept."""
         return self._kept[0].first if self._kept else None
 
-    def keep(self, first: int, last: int, frames: list[Any], holds: Any = None) -> None:
-        """Keep a message just sent (items ``first``..``last``); the frames are kept, not copied."""
+    def keep(self, first: int, last: int, frames: list[Any], holds: Any = None, heavy: bool = False) -> None:
+        """Keep a message just sent (items ``first``..``last``); the frames are kept, not copied.
+        ``heavy``: it carries arrays (memory): at most ``messages`` of those are kept."""
         if last < first or first <= self.highest_sent:
             raise ValueError(
                 f"items {first}..{last} kept after {self.highest_sent}: a sender sends in increasing order"
             )
-        self._kept.append(Kept(first, last, frames, holds))
+        self._kept.append(Kept(first, last, frames, holds, heavy))
         self.items += last - first + 1
+        self.heavy += heavy
         self.highest_sent = last
 
     def acknowledge(self, seq: int) -> list[Kept]:
@@ -104,6 +108,7 @@ class Retention:
         while kept and kept[0].last <= seq:  # a BATCH acknowledged in part stays whole: replayed, deduplicated
             message = kept.popleft()
             self.items -= message.items
+            self.heavy -= message.heavy
             freed.append(message)
         return freed
 

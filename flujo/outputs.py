@@ -67,7 +67,7 @@ class OutputEdge:
         self.retentions: list[Retention] | None = None
         if config.lossless and not self._drops:
             # What the ZeroMQ pipe holds at both ends: 2 x hwm messages, each a batch of small
-            # items at most (memory stays bounded by the queue; a frame per message for large ones).
+            # items at most; of messages with arrays, 2 x hwm (memory stays bounded by the queue).
             window = 2 * config.hwm
             self.retentions = [Retention(window * BATCH_ITEMS, window) for _ in config.endpoints]
         self._replay_due: set[int] = set()  # replicas whose process ended: replay before sending there
@@ -109,7 +109,7 @@ class OutputEdge:
         """A data message went to that replica: keep it until acknowledged."""
         retentions = self.retentions
         if retentions is not None and items:
-            retentions[index].keep(last - items + 1, last, frames)
+            retentions[index].keep(last - items + 1, last, frames, None, len(frames) > 2)
 
     def _room(self, index: int) -> bool:
         """Whether that replica may take a message now: nothing to replay first, window not full."""
