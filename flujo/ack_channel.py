@@ -99,7 +99,7 @@ class AckOutbox:
         if seq > self.received[sender]:
             self.received[sender] = seq
 
-    def done(self, seq: int, now: float) -> None:
+    def done(self, seq: int, now: float | None = None) -> None:
         """Every item up to ``seq`` on this port is done (end to end): acknowledge when due."""
         through = self.batcher.mark_done(seq, now)
         if through is not None:

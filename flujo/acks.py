@@ -161,13 +161,17 @@ class AckBatcher:
         self._pending = 0
         self._since: float | None = None
 
-    def mark_done(self, seq: int, now: float) -> int | None:
-        """Everything up to ``seq`` is done; returns the number to acknowledge now, or None."""
+    def mark_done(self, seq: int, now: float | None = None) -> int | None:
+        """Everything up to ``seq`` is done; returns the number to acknowledge now, or None.
+        Without ``now`` (the per-item path, no clock read), the age of the batch counts from
+        the next :meth:`due`."""
         if seq <= self.done:
             return None
         # Items, not calls: a processor's done jumps by a whole acknowledgement of its readers.
         self._pending += seq - self.done if self.done >= 0 else 1
         self.done = seq
+        if now is None:
+            return self.flush() if self._pending >= self._items else None
         if self._since is None:
             self._since = now
         return self.due(now)
@@ -175,6 +179,8 @@ class AckBatcher:
     def due(self, now: float) -> int | None:
         """The number to acknowledge now (a batch is full or old enough), or None."""
         if self._since is None:
+            if self._pending:
+                self._since = now  # marked without a clock: its age counts from now
             return None
         if self._pending >= self._items or now - self._since >= self._seconds:
             return self.flush()

@@ -200,21 +200,21 @@ class NodeRuntime:
                 )
                 self._outboxes.append(port.outbox)
 
-    def _acknowledge(self, now: float) -> None:
+    def _acknowledge(self) -> None:
         """What is done end to end goes to the senders, batched: a consumer's items once
         consumed, a processor's once its readers acknowledged the results (section 9.2)."""
         through = self._processed
         if self._retentions:
             through = done_through(through, [retention.lowest_unacked for retention in self._retentions])
         for outbox in self._outboxes:
-            outbox.done(through, now)
+            outbox.done(through)
 
     def _take_acks(self) -> None:
         inbox = self.inbox
         if inbox is not None:
             inbox.take()
             if self._outboxes:  # a processor: what its readers acknowledged may be acknowledged upstream
-                self._acknowledge(time.monotonic())
+                self._acknowledge()
 
     # -- shared memory (flujo/shm.py) --------------------------------------------------------
     def _shared_memory(self, context: zmq.Context) -> tuple[SlotPool | None, SharedMemoryReader | None]:
@@ -350,7 +350,7 @@ class NodeRuntime:
                 self._emit(seq, result)
             if self._outboxes:
                 self._processed = seq
-                self._acknowledge(time.monotonic())
+                self._acknowledge()
             step = items = result = None  # the arrays of this item: their shared memory may go back
             reader = self.shm_reader
             if reader is not None and reader.pending:
