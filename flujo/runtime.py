@@ -104,8 +104,8 @@ class NodeRuntime:
         self.codec = Codec(config.node, config.replica, max_message)
         self.refusals = RefusalLog(f"flujo: {config.label}")  # refused messages, logged on stderr
         self.ports = [
-            InputPort(
-                context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause, self.refusals
+            InputPort(port, self.codec, port.senders > 1, self._release_port, self._confirm_pause, self.refusals).bind(
+                context
             )
             for port in config.inputs
         ]
