@@ -4,15 +4,11 @@ Each port binds its own socket, so a zip join can wait on exactly the port it la
 the other ports stay unread and their senders feel the backpressure. What the port does
 with a message (order, drops, ends and pauses) is flujo/port_queue.py's; how ports are
 joined is flujo/joins.py's.
-
-The socket is an edge attached explicitly: ``InputPort(...)`` builds the port's queue and
-its checks without touching the network, ``bind(context)`` (called by the runtime) opens
-the socket, so the port's checks and queue are testable without one (``deliver``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -31,10 +27,15 @@ BLOCKING_RECEIVE_MS = 200
 
 
 class InputPort(PortQueue):
-    """One input port: its PULL socket (once bound), checked and decoded messages into its queue."""
+    """One input port: checked and decoded messages from its PULL socket into its queue.
+
+    The constructor takes the socket (any object with pyzmq's receive methods), so what the port
+    does with what arrives is testable without one; :meth:`bind` makes the real one.
+    """
 
     def __init__(
         self,
+        socket: zmq.Socket,
         config: InputConfig,
         codec: Codec,
         reorder: bool,
@@ -43,35 +44,35 @@ class InputPort(PortQueue):
         refusals: RefusalLog | None = None,
     ) -> None:
         super().__init__(config, reorder, on_ended, on_paused)
-        self._socket: zmq.Socket | None = None
+        self.socket = socket
         self._codec = codec
         self._check = DataCheck(config.source, config.senders)  # what this port accepts (flujo/wire_check.py)
         self._refusals = refusals or RefusalLog("flujo")
         self.rejected = 0  # messages refused: malformed, or not from this port's senders in order
 
-    def bind(self, context: zmq.Context) -> InputPort:
-        """Open this port's PULL socket on its endpoint (once); returns the port, ready to receive."""
-        if self._socket is not None:
-            raise RuntimeError(f'input port "{self.name}" is already bound')
+    @classmethod
+    def bind(
+        cls,
+        context: zmq.Context,
+        config: InputConfig,
+        codec: Codec,
+        reorder: bool,
+        on_ended: Callable[[PortQueue], None],
+        on_paused: Callable[[PortQueue, Message], None] = lambda port, message: None,
+        refusals: RefusalLog | None = None,
+    ) -> InputPort:
+        """The port with its PULL socket bound to ``config.endpoint``, its senders' queue bound set."""
         socket = context.socket(zmq.PULL)
-        socket.rcvhwm = self.config.hwm
-        socket.maxmsgsize = self.config.max_message  # a larger frame drops its connection, unread
+        socket.rcvhwm = config.hwm
+        socket.maxmsgsize = config.max_message  # a larger frame drops its connection, unread
         socket.rcvtimeo = BLOCKING_RECEIVE_MS
         socket.linger = 0
         try:
-            socket.bind(self.config.endpoint)
+            socket.bind(config.endpoint)
         except zmq.ZMQError:
             socket.close(linger=0)
             raise
-        self._socket = socket
-        return self
-
-    @property
-    def socket(self) -> zmq.Socket:
-        """The bound PULL socket (a join waits on it); an unbound port has none to wait on."""
-        if self._socket is None:
-            raise RuntimeError(f'input port "{self.name}" is not bound: call bind(context) first')
-        return self._socket
+        return cls(socket, config, codec, reorder, on_ended, on_paused, refusals)
 
     def accept_shared_memory(self, reader: Any) -> None:
         """Descriptors of shared-memory arrays from this port's senders are mapped by ``reader``."""
@@ -79,37 +80,16 @@ class InputPort(PortQueue):
 
     def receive(self, flags: int = 0) -> bool:
         """Take one message (waiting up to the receive timeout; NOBLOCK: not at all); False when none came."""
-        socket = self._socket
-        if socket is None:
-            raise RuntimeError(f'input port "{self.name}" is not bound: call bind(context) first')
         try:
-            message = self._codec.receive(socket, self._check, flags)
+            message = self._codec.receive(self.socket, self._check, flags)
         except zmq.Again:
             return False
-        except ProtocolError as refused:
-            self._refuse(refused)
+        except ProtocolError as refused:  # dropped: counted and logged, the stream goes on
+            self.rejected += 1
+            self._refusals.refused(refused, f'port "{self.name}"')
             return True
         self.accept(message)
         return True
 
-    def deliver(self, frames: Sequence[Any]) -> bool:
-        """One message's frames from any transport, checked and decoded as ``receive`` does, with no
-        socket; False when the message was refused (then counted and logged)."""
-        try:
-            message = self._codec.decode(frames, self._check)
-        except ProtocolError as refused:
-            self._refuse(refused)
-            return False
-        self.accept(message)
-        return True
-
-    def _refuse(self, refused: ProtocolError) -> None:
-        """A refused message is dropped, counted and logged; the stream goes on."""
-        self.rejected += 1
-        self._refusals.refused(refused, f'port "{self.name}"')
-
     def close(self) -> None:
-        """Close the socket, if bound (closing twice, or an unbound port, is harmless)."""
-        if self._socket is not None:
-            self._socket.close(linger=0)
-            self._socket = None
+        self.socket.close(linger=0)

@@ -183,12 +183,6 @@ def flow(tmp_path: Path):
     assert not orphans, f"processes left behind: {orphans}"
 
 
-#: Test files whose tests share one costly thing and run one after another on one worker under
-#: `pytest -n N --dist loadgroup` (.ci/run): the Ray cluster of test_ray.py (module fixture, two
-#: network namespaces and a few hundred MB: one at a time is what 2 cores can carry).
-TOGETHER = {"test_ray.py": "ray"}
-
-
 #: The longest tests (`pytest -n 4 --durations=40`: 12 s to 50 s each, the rest under 10 s), run
 #: first: workers take tests in collection order (after the groups), so a long test started last
 #: would run on alone while the other workers sit idle. Longest first; a prefix names a file or test.
@@ -217,8 +211,4 @@ def _rank(item: pytest.Item) -> int:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        group = TOGETHER.get(item.path.name)
-        if group and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=_rank)  # stable: the order within each rank is kept

@@ -1,11 +1,11 @@
-"""An input port (flujo/inputs.py) without a socket, and the socket attached by ``bind``.
-
-Built without a context, a port checks, decodes, restores order and refuses duplicates for frames
-handed to ``deliver``; only ``bind(context)`` opens its PULL socket.
+"""An input port (flujo/inputs.py) on a real PULL socket made by ``InputPort.bind``: the real
+checks and codec restore order across senders and refuse replays and strangers, counted and logged.
+(tests/test_core_ports.py drives the receive path with a scripted codec, without a socket.)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,80 +17,69 @@ from flujo.inputs import InputPort
 from flujo.protocol import Codec, MessageKind
 from flujo.wire_check import RefusalLog
 
+pytestmark = pytest.mark.timeout(10)
 
-def port_of(senders: int = 1, endpoint: str = "ipc://unused", lines: list[str] | None = None) -> InputPort:
+
+@pytest.fixture
+def context() -> Iterator[zmq.Context]:
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+def bound(context: zmq.Context, endpoint: str, senders: int = 1, lines: list[str] | None = None) -> InputPort:
     config = InputConfig("in", endpoint, 8, "up", "out", senders)
     log = RefusalLog("test", write=(lines if lines is not None else []).append)
-    return InputPort(config, Codec("me", 0), senders > 1, lambda port: None, refusals=log)
+    return InputPort.bind(context, config, Codec("me", 0), senders > 1, lambda port: None, refusals=log)
 
 
 def frames(seq: int, item: Any, replica: int = 0, sender: str = "up") -> list[Any]:
     return Codec(sender, replica).encode(seq, item)
 
 
-def test_an_unbound_port_has_no_socket_and_says_so() -> None:
-    port = port_of()  # no context: nothing is opened
-    with pytest.raises(RuntimeError, match='input port "in" is not bound'):
-        port.receive()
-    with pytest.raises(RuntimeError, match="not bound"):
-        port.socket  # noqa: B018 (the property raises)
-    port.close()  # harmless when unbound
-    port.close()
-
-
-def test_deliver_restores_order_across_senders_without_a_socket() -> None:
-    port = port_of(senders=2)
-    for seq, replica in ((1, 1), (3, 1), (0, 0), (2, 0)):
-        assert port.deliver(frames(seq, f"item {seq}", replica))
-    assert [(message.seq, message.item) for message in port.ready] == [(n, f"item {n}") for n in range(4)]
-    assert port.received == 4 and port.rejected == 0
-
-
-def test_deliver_refuses_duplicates_and_strangers_counts_and_logs_them() -> None:
-    lines: list[str] = []
-    port = port_of(lines=lines)
-    assert port.deliver(frames(0, "a"))
-    assert not port.deliver(frames(0, "a again"))  # a replayed sequence number
-    assert not port.deliver(frames(1, "forged", sender="intruder"))  # not this port's upstream node
-    assert port.deliver(frames(1, "b"))  # the stream goes on
-    assert [message.item for message in port.ready] == ["a", "b"]
-    assert port.rejected == 2
-    assert port._refusals.counts == {"order": 1, "sender": 1}
-    assert len(lines) == 2 and all('port "in"' in line for line in lines)
-
-
-def test_bind_opens_the_socket_once_and_receives(tmp_path: Path) -> None:
-    context = zmq.Context()
+def test_order_is_restored_across_senders(context: zmq.Context, tmp_path: Path) -> None:
     endpoint = f"ipc://{tmp_path / 'in'}"
-    port = port_of(endpoint=endpoint)
-    sender = context.socket(zmq.PUSH)
+    port = bound(context, endpoint, senders=2)
+    pushes = [context.socket(zmq.PUSH) for _ in range(2)]
     try:
-        assert port.bind(context) is port
-        with pytest.raises(RuntimeError, match="already bound"):
-            port.bind(context)
-        sender.connect(endpoint)
-        sender.send_multipart(frames(0, {"n": 1}))
-        sender.send(Codec("up", 0).header(MessageKind.EOS, 1))
-        assert port.receive() and port.receive()
-        assert [message.item for message in port.ready] == [{"n": 1}]
-        assert port.senders_done
+        for push in pushes:
+            push.connect(endpoint)
+        for seq, replica in ((1, 1), (3, 1), (0, 0), (2, 0)):
+            pushes[replica].send_multipart(frames(seq, f"item {seq}", replica))
+            assert port.receive()
+        assert [(message.seq, message.item) for message in port.ready] == [(n, f"item {n}") for n in range(4)]
+        assert port.received == 4 and port.rejected == 0
     finally:
-        sender.close(linger=0)
+        for push in pushes:
+            push.close(linger=0)
         port.close()
-        context.destroy(linger=0)
 
 
-def test_a_failed_bind_leaves_the_port_unbound() -> None:
-    context = zmq.Context()
+def test_replays_and_strangers_are_refused_counted_and_logged(context: zmq.Context, tmp_path: Path) -> None:
+    endpoint, lines = f"ipc://{tmp_path / 'in'}", []
+    port = bound(context, endpoint, lines=lines)
+    push = context.socket(zmq.PUSH)
+    try:
+        push.connect(endpoint)
+        sent = [frames(0, "a"), frames(0, "a again"), frames(1, "forged", sender="intruder"), frames(1, "b")]
+        for message in sent:
+            push.send_multipart(message)
+        push.send(Codec("up", 0).header(MessageKind.EOS, 2))
+        assert all(port.receive() for _ in range(5))
+        assert [message.item for message in port.ready] == ["a", "b"]  # the stream went on
+        assert port.rejected == 2 and port.senders_done
+        assert port._refusals.counts == {"order": 1, "sender": 1}
+        assert len(lines) == 2 and all('port "in"' in line for line in lines)
+    finally:
+        push.close(linger=0)
+        port.close()
+
+
+def test_a_taken_endpoint_fails_the_bind(context: zmq.Context) -> None:
     taken = context.socket(zmq.PULL)
     try:
         taken.bind("tcp://127.0.0.1:*")  # a port chosen at run time, then taken
-        port = port_of(endpoint=taken.last_endpoint.decode())
         with pytest.raises(zmq.ZMQError):
-            port.bind(context)  # address in use
-        with pytest.raises(RuntimeError, match="not bound"):
-            port.receive()
-        port.close()
+            bound(context, taken.last_endpoint.decode())  # address in use: the new socket is closed
     finally:
         taken.close(linger=0)
-        context.destroy(linger=0)
