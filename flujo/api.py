@@ -92,6 +92,12 @@ class Producer(Node):
         then shows progress and an estimated time left. Called once, after ``open()``."""
         return None
 
+    # Optional: ``resume_from(self, position: int) -> bool``. A producer that can go on from its
+    # item numbered ``position`` (0 for the first item it ever yields: a file reader seeks)
+    # defines it and returns True; its successor after a crash then continues exactly where its
+    # readers' acknowledgements end (docs/PROTOCOL.md, section 9.4). False, or no such method:
+    # it cannot (a camera), and its own crash is at most once.
+
 
 class Processor(Node):
     """Reads items and writes one result (or none) per input item."""

@@ -27,11 +27,15 @@ BLOCKING_RECEIVE_MS = 200
 
 
 class InputPort(PortQueue):
-    """One input port: its PULL socket, checked and decoded messages into its queue."""
+    """One input port: checked and decoded messages from its PULL socket into its queue.
+
+    The constructor takes the socket (any object with pyzmq's receive methods), so what the port
+    does with what arrives is testable without one; :meth:`bind` makes the real one.
+    """
 
     def __init__(
         self,
-        context: zmq.Context,
+        socket: zmq.Socket,
         config: InputConfig,
         codec: Codec,
         reorder: bool,
@@ -40,16 +44,35 @@ class InputPort(PortQueue):
         refusals: RefusalLog | None = None,
     ) -> None:
         super().__init__(config, reorder, on_ended, on_paused)
-        self.socket = context.socket(zmq.PULL)
-        self.socket.rcvhwm = config.hwm
-        self.socket.maxmsgsize = config.max_message  # a larger frame drops its connection, unread
-        self.socket.rcvtimeo = BLOCKING_RECEIVE_MS
-        self.socket.linger = 0
-        self.socket.bind(config.endpoint)
+        self.socket = socket
         self._codec = codec
         self._check = DataCheck(config.source, config.senders)  # what this port accepts (flujo/wire_check.py)
         self._refusals = refusals or RefusalLog("flujo")
         self.rejected = 0  # messages refused: malformed, or not from this port's senders in order
+
+    @classmethod
+    def bind(
+        cls,
+        context: zmq.Context,
+        config: InputConfig,
+        codec: Codec,
+        reorder: bool,
+        on_ended: Callable[[PortQueue], None],
+        on_paused: Callable[[PortQueue, Message], None] = lambda port, message: None,
+        refusals: RefusalLog | None = None,
+    ) -> InputPort:
+        """The port with its PULL socket bound to ``config.endpoint``, its senders' queue bound set."""
+        socket = context.socket(zmq.PULL)
+        socket.rcvhwm = config.hwm
+        socket.maxmsgsize = config.max_message  # a larger frame drops its connection, unread
+        socket.rcvtimeo = BLOCKING_RECEIVE_MS
+        socket.linger = 0
+        try:
+            socket.bind(config.endpoint)
+        except zmq.ZMQError:
+            socket.close(linger=0)
+            raise
+        return cls(socket, config, codec, reorder, on_ended, on_paused, refusals)
 
     def accept_shared_memory(self, reader: Any) -> None:
         """Descriptors of shared-memory arrays from this port's senders are mapped by ``reader``."""

@@ -105,7 +105,7 @@ class NodeRuntime:
         self.codec = Codec(config.node, config.replica, max_message)
         self.refusals = RefusalLog(f"flujo: {config.label}")  # refused messages, logged on stderr
         self.ports = [
-            InputPort(
+            InputPort.bind(
                 context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause, self.refusals
             )
             for port in config.inputs
@@ -221,6 +221,7 @@ class NodeRuntime:
         if lifecycle.stop_requested or lifecycle.drain_requested:
             self._stopped = lifecycle.stop_requested
             return
+        self._resume(node)
         stream = iter(node.produce())  # type: ignore[attr-defined]
         clock = time.perf_counter
         try:
@@ -241,6 +242,23 @@ class NodeRuntime:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
+
+    def _resume(self, node: Node) -> None:
+        """A producer's successor after a crash (section 9.4): one that can resume goes on from
+        the item its readers' acknowledgements end at; one that cannot keeps ``seq_start``."""
+        position = self.config.resume_at
+        hook = getattr(node, "resume_from", None)
+        if position is None or hook is None:
+            return
+        if hook(position) is not False:
+            self.next_seq = position
+        else:
+            print(
+                f"{type(node).__name__} cannot resume from item {position}: items it had not had "
+                "acknowledged are lost (at most once for its own crash)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _consume_inputs(self, node: Node) -> None:
         lifecycle = self.lifecycle

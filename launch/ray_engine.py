@@ -58,6 +58,8 @@ PENDING_AFTER = 5.0
 UNREACHABLE_FOR = 10.0
 #: How long the launcher tries to reach the cluster's address before it gives up.
 CONNECT_TIMEOUT = 5.0
+#: Ray Client connections tried before giving up, when its server fails to start a session.
+CLIENT_ATTEMPTS = 3
 #: How long an actor's ``follow`` waits for news before it answers anyway.
 FOLLOW_WAIT = 1.0
 _tokens = itertools.count(1)
@@ -202,16 +204,7 @@ class RayLink:
             raise RayError("Ray is not installed: pip install 'flujo[ray]'") from None
         self._ray = ray
         local = _reachable(address)
-        try:
-            ray.init(
-                address=address,
-                namespace=f"flujo-{flow}",
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-                configure_logging=False,
-            )
-        except Exception as error:  # ConnectionError, RuntimeError, ValueError: Ray's own words say why
-            raise RayError(f"cannot connect to the Ray cluster at {address}: {error}") from None
+        connect(ray, address, flow)
         self.address = address
         #: This machine's address as the cluster sees it: where the launcher's sockets can be reached.
         #: A driver on a machine of the cluster has its Ray node's address. A Ray Client driver
@@ -480,6 +473,31 @@ def place_flow(link: RayLink, flow: FlowSpec, say: Callable[[str], None]) -> dic
         say,
         known=problems,
     )
+
+
+def connect(ray: Any, address: str, flow: str, pause: Callable[[float], None] = time.sleep) -> None:
+    """``ray.init`` for the flow's namespace; RayError with Ray's own words when it cannot.
+
+    Ray Client's proxy can fail to start a session's server for a passing reason (it inspects a
+    process of an earlier session that has just ended), so that failure is tried again.
+    """
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(
+                address=address,
+                namespace=f"flujo-{flow}",
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                configure_logging=False,
+            )
+            return
+        except Exception as error:  # ConnectionError, RuntimeError, ValueError: Ray's own words say why
+            if attempt < CLIENT_ATTEMPTS and "Initialization failure from server" in str(error):
+                with contextlib.suppress(Exception):
+                    ray.shutdown()  # whatever the failed attempt left connected
+                pause(1.0)
+                continue
+            raise RayError(f"cannot connect to the Ray cluster at {address}: {error}") from None
 
 
 def _reachable(address: str) -> str | None:

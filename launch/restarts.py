@@ -9,15 +9,16 @@ from collections import deque
 
 from flujo.vocab import RestartPolicy
 
-FIRST_DELAY = 0.1  # seconds before the first restart
+FIRST_DELAY = 0.1  # seconds before the second restart within the window (the first has none)
 MAX_DELAY = 10.0  # back-off ceiling
 
 
 class RestartBudget:
     """Restarts of one node: at most ``max_restarts`` within ``window`` seconds.
 
-    The delay before restart *n* in the window is ``FIRST_DELAY * 2**(n-1)``, capped at
-    ``MAX_DELAY``: a node that keeps crashing is retried ever more slowly, then given up on.
+    The first restart in the window comes at once: recovery from a single crash is a matter of
+    milliseconds (docs/PROTOCOL.md, section 9.3). Restart *n* > 1 waits ``FIRST_DELAY * 2**(n-2)``,
+    capped at ``MAX_DELAY``: a node that keeps crashing is retried ever more slowly, then given up on.
     """
 
     def __init__(self, policy: str, max_restarts: int, window: float) -> None:
@@ -37,4 +38,5 @@ class RestartBudget:
             return None
         self._recent.append(now)
         self.total += 1
-        return min(MAX_DELAY, FIRST_DELAY * 2 ** (len(self._recent) - 1))
+        count = len(self._recent)
+        return 0.0 if count == 1 else min(MAX_DELAY, FIRST_DELAY * 2 ** (count - 2))

@@ -21,6 +21,13 @@ class Count(Producer):
     def length(self) -> int | None:
         return self.n
 
+    def resume_from(self, position: int) -> bool:
+        """Go on from the item numbered ``position`` (docs/PROTOCOL.md, section 9.4)."""
+        self.start += position
+        if self.n is not None:
+            self.n = max(0, self.n - position)
+        return True
+
     def produce(self) -> Iterable[int]:
         number = self.start
         while self.n is None or number < self.start + self.n:
@@ -36,6 +43,11 @@ class Items(Producer):
 
     def length(self) -> int:
         return len(self.items)
+
+    def resume_from(self, position: int) -> bool:
+        """Go on from the item numbered ``position`` (docs/PROTOCOL.md, section 9.4)."""
+        self.items = self.items[position:]
+        return True
 
     def produce(self) -> Iterable[Any]:
         yield from self.items

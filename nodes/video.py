@@ -130,6 +130,17 @@ class VideoReader(Producer):
         count = max(0, end - self.start)
         return min(count, self.max_frames) if self.max_frames is not None else count
 
+    def resume_from(self, position: int) -> bool:
+        """Go on from the frame numbered ``position`` of this reader's stream (docs/PROTOCOL.md,
+        section 9.4), frames counted from ``start``; exact (frames are decoded up to it, as for
+        ``start``). A live source or a looping file cannot: False (at most once for its crash)."""
+        if self.live or self.loop:
+            return False
+        self.start += position
+        if self.max_frames is not None:
+            self.max_frames = max(0, self.max_frames - position)
+        return True
+
     @property
     def _opened(self) -> cv2.VideoCapture:
         if self._capture is None:
@@ -282,6 +293,7 @@ class ImageFolderReader(Producer):
         self, folder: str, pattern: str = "*", fps: float = DEFAULT_FPS, max_frames: int | None = None
     ) -> None:
         self.folder, self.pattern, self.fps, self.max_frames = folder, pattern, float(fps), max_frames
+        self._first = 0  # resume_from: the first image to read
 
     def open(self) -> None:
         folder = os.path.abspath(self.folder)
@@ -295,10 +307,17 @@ class ImageFolderReader(Producer):
 
     def length(self) -> int:
         """The images this reader will emit (progress and ETA)."""
-        return len(self.paths[: self.max_frames])
+        return len(self.paths[self._first : self.max_frames])
+
+    def resume_from(self, position: int) -> bool:
+        """Go on from the image numbered ``position`` (docs/PROTOCOL.md, section 9.4)."""
+        self._first = position
+        return True
 
     def produce(self) -> Iterator[dict[str, Any]]:
         for index, path in enumerate(self.paths[: self.max_frames]):
+            if index < self._first:
+                continue
             frame = cv2.imread(path, cv2.IMREAD_COLOR)
             if frame is None:
                 raise OSError(f"cannot read image {path}")

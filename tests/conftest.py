@@ -181,17 +181,3 @@ def flow(tmp_path: Path):
     yield runner
     orphans = runner.cleanup()
     assert not orphans, f"processes left behind: {orphans}"
-
-
-#: Test files whose tests share one costly thing and run one after another on one worker under
-#: `pytest -n N --dist loadgroup` (.ci/run): the Ray cluster of test_ray.py (module fixture, two
-#: network namespaces and a few hundred MB: one at a time is what 2 cores can carry).
-TOGETHER = {"test_ray.py": "ray"}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        group = TOGETHER.get(item.path.name)
-        if group and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(group))

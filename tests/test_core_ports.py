@@ -9,13 +9,16 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
+import zmq
 
 from flujo.config import InputConfig
+from flujo.inputs import InputPort
 from flujo.joins import SKIP, WAIT, Drained, Join, Step
 from flujo.port_queue import PortQueue
-from flujo.protocol import NOBLOCK, Message, MessageKind
+from flujo.protocol import NOBLOCK, Codec, Message, MessageKind
 from flujo.vocab import Join as JoinMode
 from flujo.vocab import QueuePolicy
+from flujo.wire_check import ProtocolError, RefusalLog
 
 DATA, SKIPPED, EOS, PAUSE, BATCH = (
     MessageKind.DATA,
@@ -307,3 +310,35 @@ def test_a_draining_merge_delivers_what_waited_for_a_gap_before_it_waits() -> No
     gap.receive_available()
     open_port = ScriptedPort("b", [])
     assert drain(Join([gap, open_port], JoinMode.MERGE, View(draining=True))) == [(0, "a", [1]), "wait"]
+
+
+# -- the input port in front of the queue, with its socket and codec scripted ----------------
+class ScriptedCodec:
+    """Stands in for the codec's receive: each call takes the next message, refusal or Again."""
+
+    def __init__(self, script: list[Message | ProtocolError | type[zmq.Again]]) -> None:
+        self.script = script
+
+    def receive(self, socket: object, check: object, flags: int = 0) -> Message:
+        step = self.script.pop(0)
+        if isinstance(step, Message):
+            return step
+        raise step() if step is zmq.Again else step  # type: ignore[misc]
+
+
+def test_an_input_port_queues_what_its_codec_accepts_and_counts_what_it_refuses() -> None:
+    lines: list[str] = []
+    refused = ProtocolError("seq", "sequence number went back", "up.0")
+    codec = ScriptedCodec([data(0), refused, zmq.Again, data(1)])
+    port = InputPort(
+        cast(zmq.Socket, None),
+        config(),
+        cast(Codec, codec),
+        False,
+        lambda p: None,
+        refusals=RefusalLog("", lines.append),
+    )
+    assert [port.receive(), port.receive(), port.receive(), port.receive()] == [True, True, False, True]
+    assert [message.item for message in port.ready] == [0, 1]  # the refused message never reaches the queue
+    assert port.rejected == 1 and port.received == 2
+    assert len(lines) == 1 and "sequence number went back" in lines[0] and 'port "in"' in lines[0]

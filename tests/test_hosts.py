@@ -34,6 +34,13 @@ def hosts() -> Iterator[tuple[Host, Host]]:
         yield pair
 
 
+def _is_reaper(process: psutil.Process) -> bool:
+    try:
+        return "reaper.py" in " ".join(process.cmdline())
+    except psutil.Error:  # ended meanwhile (a zombie has no command line any more)
+        return False
+
+
 class Agent:
     """`flujo-launch agent` in a host's namespace, started and ended by the test.
 
@@ -70,11 +77,7 @@ class Agent:
         """The agent and its reaper (``ip netns exec`` execs: the agent keeps the Popen's pid)."""
         return {
             self.process.pid,
-            *(
-                child.pid
-                for child in psutil.Process(self.process.pid).children()
-                if "reaper.py" in " ".join(child.cmdline())
-            ),
+            *(child.pid for child in psutil.Process(self.process.pid).children() if _is_reaper(child)),
         }
 
     def kill(self) -> None:

@@ -4,7 +4,7 @@ The worker has a custom resource the head lacks (``worker_only``), so a node ask
 must land there, and the reverse (``head_only``); the worker also says it has a GPU (Ray
 takes its word: no GPU is used); both have one ``gpu_like``, which the failure test uses to move a node from
 the worker to the head. The launcher runs on the head's machine and connects to the head.
-One cluster serves every test of the module (starting one takes about 25 s here); the test
+One cluster serves every test of the module (starting one takes about 13-25 s here); the test
 that kills the worker runs last.
 """
 
@@ -31,7 +31,13 @@ from netns import Host, can_make_namespaces, make_hosts, remove_hosts
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[test,ray]' (.ci/run does)")
 _why_not = can_make_namespaces()
-pytestmark = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
+pytestmark = [
+    pytest.mark.skipif(_why_not is not None, reason=_why_not or ""),
+    # One worker runs every test here, one after another, under `pytest -n N` (--dist loadgroup in
+    # pyproject.toml): they share one cluster (two namespaces, a few hundred MB), and one cluster at
+    # a time is what 2 cores carry.
+    pytest.mark.xdist_group("ray"),
+]
 
 RAY_PORT = 6379
 #: The head's Ray Client server (ray://HOST:PORT): a driver that is not a machine of the cluster.
@@ -103,7 +109,9 @@ class RayCluster:
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+# Session scope: under `--dist loadgroup` the worker that runs this module's tests may run other
+# modules' tests between them, and a module fixture would be torn down and started again each time.
+@pytest.fixture(scope="session")
 def cluster() -> Iterator[RayCluster]:
     head, worker = make_hosts()
     cluster = RayCluster(head, worker)

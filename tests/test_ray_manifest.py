@@ -13,6 +13,7 @@ from conftest import FlowRunner
 
 from flujo.launch.errors import ManifestError
 from flujo.launch.manifest import load_manifest
+from flujo.launch.ray_engine import RayError, connect
 from flujo.launch.resources import Resources, parse_memory, unplaceable
 
 NODE = '[nodes.a]\nrun = "flujo.nodes.basic:Count"\n'
@@ -132,3 +133,37 @@ def test_the_live_view_says_why_a_replica_is_pending() -> None:
     shown = console.export_text()
     assert "det.1 pending: no Ray node has 1 GPU (cluster: 10.0.0.1: 4 CPU)" in shown
     assert "det.0 pending" not in shown and "7@10.0.0.2" in shown
+
+
+class ScriptedRay:
+    """Stands in for the ray module: ``init`` raises the scripted errors, then connects."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors, self.inits, self.shutdowns = list(errors), 0, 0
+
+    def init(self, **options: object) -> None:
+        self.inits += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+def test_a_ray_client_session_that_fails_to_start_is_asked_for_again() -> None:
+    passing = ConnectionError("Initialization failure from server: psutil.ZombieProcess")
+    ray, pauses = ScriptedRay(passing, passing), []
+    connect(ray, "ray://10.0.0.1:10001", "f", pauses.append)
+    assert (ray.inits, ray.shutdowns, pauses) == (3, 2, [1.0, 1.0])
+
+
+def test_ray_client_failures_give_up_after_three_attempts_and_others_at_once() -> None:
+    passing = ConnectionError("Initialization failure from server: psutil.ZombieProcess")
+    ray = ScriptedRay(passing, passing, passing)
+    with pytest.raises(RayError, match="cannot connect to the Ray cluster at ray://h:1: Initialization failure"):
+        connect(ray, "ray://h:1", "f", lambda seconds: None)
+    assert ray.inits == 3
+    ray = ScriptedRay(ConnectionError("no such cluster"))
+    with pytest.raises(RayError, match="no such cluster"):
+        connect(ray, "h:6379", "f", lambda seconds: None)
+    assert ray.inits == 1  # not a passing failure: said at once

@@ -63,6 +63,7 @@ def test_block_holds_the_source_and_loses_nothing(flow: FlowRunner) -> None:
             args={"path": files["out.jsonl"], "gate": files["gate"], "held": files["held"]},
         ),
         pause=0,
+        pad=8192,  # few such items fit in the sockets' buffers, which a queue of 2 messages does not bound
     )
     poll_for(lambda: Path(files["held"]).exists(), timeout=30)
     poll_for(lambda: progress(files["progress"]) > 0, timeout=30)

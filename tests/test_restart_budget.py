@@ -21,18 +21,19 @@ def test_policy_decides_which_deaths_restart(policy: str, code: int, wanted: boo
     assert RestartBudget(policy, 3, 60).wants_restart(code) is wanted
 
 
-def test_backoff_doubles_then_the_cap_gives_up() -> None:
+def test_first_restart_at_once_then_backoff_doubles_then_the_cap_gives_up() -> None:
     budget = RestartBudget("on-failure", 4, window=60)
-    assert [budget.next_delay(now) for now in (0, 1, 2, 3)] == [0.1, 0.2, 0.4, 0.8]
+    assert [budget.next_delay(now) for now in (0, 1, 2, 3)] == [0.0, 0.1, 0.2, 0.4]
     assert budget.next_delay(4) is None  # a fifth restart within 60 s: the node counts as failed
 
 
 def test_restarts_outside_the_window_are_forgiven() -> None:
     budget = RestartBudget("always", 2, window=10)
-    assert budget.next_delay(0) == 0.1 and budget.next_delay(5) == 0.2
+    assert budget.next_delay(0) == 0.0 and budget.next_delay(5) == 0.1
     assert budget.next_delay(9) is None
-    assert budget.next_delay(14) == 0.2  # the restart at 0 s has left the window; the one at 5 s has not
-    assert budget.total == 3
+    assert budget.next_delay(14) == 0.1  # the restart at 0 s has left the window; the one at 5 s has not
+    assert budget.next_delay(30) == 0.0  # both have: a first restart again
+    assert budget.total == 4
 
 
 def test_backoff_has_a_ceiling() -> None:

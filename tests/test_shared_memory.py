@@ -465,7 +465,9 @@ def test_a_port_refuses_descriptors_it_does_not_accept_and_reads_on(tmp_path: Pa
 
     context = zmq.Context()
     endpoint = f"ipc://{tmp_path / 'in'}"
-    port = InputPort(context, InputConfig("in", endpoint, 4, "up", "out", 1), Codec("me", 0), False, lambda p: None)
+    port = InputPort.bind(
+        context, InputConfig("in", endpoint, 4, "up", "out", 1), Codec("me", 0), False, lambda p: None
+    )
     sender = context.socket(zmq.PUSH)
     try:
         sender.connect(endpoint)

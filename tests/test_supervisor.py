@@ -154,20 +154,24 @@ def test_an_error_report_names_the_failure(tmp_path: Path) -> None:
     assert h.supervisor.failures == ['node "sink" failed: ValueError: boom']
 
 
-def test_on_failure_restarts_after_a_delay_then_gives_up_past_its_budget(tmp_path: Path) -> None:
-    h = Harness(tmp_path, pipeline("on-failure", max_restarts=1))
+def test_on_failure_restarts_at_once_then_after_a_delay_then_gives_up_past_its_budget(tmp_path: Path) -> None:
+    h = Harness(tmp_path, pipeline("on-failure", max_restarts=2))
     h.ready("src", "sink")
     h.exit("sink", 1)
     assert h.r("sink").state is S.RESTARTING and not h.supervisor.failures
-    assert h.said == ['node "sink" exited with status 1; restarting in 0.1 s (restart 1)']
-    h.advance(0.05)
-    assert h.spawner.respawned == []
-    h.advance(0.1)
+    assert h.said == ['node "sink" exited with status 1; restarting in 0.0 s (restart 1)']
+    h.advance(0)  # the first restart has no back-off
     assert h.spawner.respawned == ["sink"] and h.r("sink").state is S.STARTING
+    h.exit("sink", 1)
+    assert h.said[-1] == 'node "sink" exited with status 1; restarting in 0.1 s (restart 2)'
+    h.advance(0.05)
+    assert h.spawner.respawned == ["sink"]
+    h.advance(0.1)
+    assert h.spawner.respawned == ["sink", "sink"] and h.r("sink").state is S.STARTING
     h.exit("sink", 1)
     assert h.r("sink").state is S.FAILED
     assert h.supervisor.failures[0] == (
-        'node "sink" failed: exited with status 1 and was already restarted 1 times within 60 s'
+        'node "sink" failed: exited with status 1 and was already restarted 2 times within 60 s'
     )
 
 

@@ -1,0 +1,261 @@
+"""Acknowledgements, retention, replay and deduplication, without sockets (docs/PROTOCOL.md, section 9).
+
+The pieces of a lossless edge, each a small socket-free class the runtime drives:
+
+* :class:`Retention`: what a sender keeps for one reader replica until that replica
+  acknowledges it; bounded at ``window`` items (the sender waits when it is full); replayed,
+  in order, to the replica's successor after a crash.
+* :func:`parse_ack`: an acknowledgement frame, checked against the readers the sender has
+  and what it sent them; anything else is a :class:`~flujo.wire_check.ProtocolError`.
+* :class:`AckBatcher`: when a reader sends its cumulative acknowledgement (every so many
+  items or so many seconds, whichever first).
+* :func:`done_through`: end to end, the highest sequence number a processor may acknowledge.
+* :class:`DuplicateFilter`: a reader drops what it already passed on.
+* :class:`MergeNumbering`: a merge's renumbering, logged so that its successor numbers the
+  replayed inputs exactly as before.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from flujo.wire_check import PROTOCOL_VERSION, ProtocolError
+
+#: The second field of an acknowledgement frame.
+ACK = "ack"
+#: A reader acknowledges after this many items became done since its last acknowledgement ...
+ACK_EVERY_ITEMS = 64
+#: ... or this many seconds after the first of them, whichever comes first.
+ACK_EVERY_SECONDS = 0.02
+#: Sequence numbers are unsigned 63-bit integers on the wire (section 6).
+MAX_SEQ = (1 << 63) - 1
+
+ReaderKey = tuple[str, int, str]  # (reader node, reader replica, reader input port)
+
+
+@dataclass(slots=True)
+class Kept:
+    """One message kept for a reader replica: items ``first``..``last`` (a BATCH: several)."""
+
+    first: int
+    last: int
+    frames: list[Any]
+    holds: Any = None  # shared-memory slots the message refers to: released at its acknowledgement
+
+    @property
+    def items(self) -> int:
+        return self.last - self.first + 1
+
+
+class Retention:
+    """What one sender keeps for one reader replica until it acknowledges (section 9.3).
+
+    Messages go to a replica in increasing sequence order and the replica finishes them in
+    order, so one cumulative number acknowledges a prefix. A message counts as many items
+    as it carries (a BATCH of 16 counts 16): the window bounds items, not messages.
+    """
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError(f"a retention window of {window} items: it must be at least 1")
+        self.window = window
+        self._kept: deque[Kept] = deque()
+        self.items = 0  # unacknowledged items kept
+        self.acked = -1  # the highest sequence number acknowledged
+        self.highest_sent = -1  # the highest sequence number sent: nothing above may be acknowledged
+
+    @property
+    def full(self) -> bool:
+        """The window is full: the sender waits for an acknowledgement before sending more here."""
+        return self.items >= self.window
+
+    @property
+    def lowest_unacked(self) -> int | None:
+        """The first sequence number not yet acknowledged, or None when nothing is kept."""
+        return self._kept[0].first if self._kept else None
+
+    def keep(self, first: int, last: int, frames: list[Any], holds: Any = None) -> None:
+        """Keep a message just sent (items ``first``..``last``); the frames are kept, not copied."""
+        if last < first or first <= self.highest_sent:
+            raise ValueError(
+                f"items {first}..{last} kept after {self.highest_sent}: a sender sends in increasing order"
+            )
+        self._kept.append(Kept(first, last, frames, holds))
+        self.items += last - first + 1
+        self.highest_sent = last
+
+    def acknowledge(self, seq: int) -> list[Kept]:
+        """Everything up to ``seq`` is done: drop it and return what was dropped (to release its
+        shared memory). A stale acknowledgement (not past the last one) drops nothing. Raises
+        ProtocolError for one past anything sent: nothing is freed for it."""
+        if seq > self.highest_sent:
+            raise ProtocolError("ack", f"acknowledges {seq}, past {self.highest_sent}, the last item sent")
+        if seq <= self.acked:
+            return []
+        self.acked = seq
+        freed: list[Kept] = []
+        kept = self._kept
+        while kept and kept[0].last <= seq:  # a BATCH acknowledged in part stays whole: replayed, deduplicated
+            message = kept.popleft()
+            self.items -= message.items
+            freed.append(message)
+        return freed
+
+    def replay(self) -> list[Kept]:
+        """The reader's process ended: what it had not acknowledged, in order, for its successor
+        (kept until that one acknowledges it)."""
+        return list(self._kept)
+
+
+def parse_ack(frame: bytes, retentions: dict[ReaderKey, Retention]) -> tuple[ReaderKey, int]:
+    """Check one acknowledgement frame ``[version, "ack", node, replica, port, seq]`` against
+    this sender's readers; returns (reader, seq). Raises ProtocolError (the frame is refused,
+    nothing is freed) when it is malformed, from a reader this sender does not have, or of a
+    number this sender never sent to that reader."""
+    try:
+        fields = msgpack.unpackb(frame, use_list=True, max_bin_len=0, max_ext_len=0, strict_map_key=True)
+    except Exception as error:
+        raise ProtocolError("ack", f"not msgpack: {type(error).__name__}") from None
+    if type(fields) is not list or len(fields) < 6:  # later versions may append fields
+        raise ProtocolError("ack", "not an array of at least 6 fields")
+    version, kind, node, replica, port, seq = fields[:6]
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError("version", f"acknowledgement of protocol version {version!r}, this is {PROTOCOL_VERSION}")
+    if kind != ACK:
+        raise ProtocolError("ack", f"kind {kind!r}, expected {ACK!r}")
+    if type(node) is not str or type(replica) is not int or type(port) is not str or type(seq) is not int:
+        raise ProtocolError("ack", "fields of the wrong types (node str, replica int, port str, seq int)")
+    key = (node, replica, port)
+    retention = retentions.get(key)
+    if retention is None:
+        raise ProtocolError("ack", f"from {node}.{replica} port {port!r}, not a reader of this sender")
+    if not 0 <= seq <= MAX_SEQ or seq > retention.highest_sent:
+        raise ProtocolError("ack", f"from {node}.{replica}: {seq}, never sent (last sent {retention.highest_sent})")
+    return key, seq
+
+
+def ack_frame(node: str, replica: int, port: str, seq: int) -> bytes:
+    """The acknowledgement a reader sends: everything up to ``seq`` on that port is done."""
+    return msgpack.packb([PROTOCOL_VERSION, ACK, node, replica, port, seq])
+
+
+class AckBatcher:
+    """When a reader acknowledges: every ``items`` done items or ``seconds`` after the first
+    unacknowledged one became done, whichever comes first, and before it waits (:meth:`flush`)."""
+
+    def __init__(self, items: int = ACK_EVERY_ITEMS, seconds: float = ACK_EVERY_SECONDS) -> None:
+        self._items, self._seconds = items, seconds
+        self.done = -1  # the highest sequence number done
+        self.sent = -1  # the highest acknowledged so far
+        self._pending = 0
+        self._since: float | None = None
+
+    def mark_done(self, seq: int, now: float) -> int | None:
+        """Everything up to ``seq`` is done; returns the number to acknowledge now, or None."""
+        if seq <= self.done:
+            return None
+        self.done = seq
+        self._pending += 1
+        if self._since is None:
+            self._since = now
+        return self.due(now)
+
+    def due(self, now: float) -> int | None:
+        """The number to acknowledge now (a batch is full or old enough), or None."""
+        if self._since is None:
+            return None
+        if self._pending >= self._items or now - self._since >= self._seconds:
+            return self.flush()
+        return None
+
+    def flush(self) -> int | None:
+        """Acknowledge what is done, if anything is new."""
+        if self.done <= self.sent:
+            return None
+        self.sent = self.done
+        self._pending, self._since = 0, None
+        return self.sent
+
+
+def done_through(processed: int, lowest_unacked: Iterable[int | None]) -> int:
+    """End to end (section 9.2): a node that processed every item up to ``processed`` may
+    acknowledge up to the item before the lowest one its readers have not acknowledged yet
+    (``lowest_unacked``, one per output retention: None when it keeps nothing)."""
+    through = processed
+    for lowest in lowest_unacked:
+        if lowest is not None and lowest - 1 < through:
+            through = lowest - 1
+    return through
+
+
+class DuplicateFilter:
+    """A reader's port with one sender drops every sequence number not past the last it
+    passed on: a replay brings again what may already have been taken (section 9.3)."""
+
+    def __init__(self) -> None:
+        self.last = -1
+        self.duplicates = 0
+
+    def fresh(self, seq: int) -> bool:
+        if seq <= self.last:
+            self.duplicates += 1
+            return False
+        self.last = seq
+        return True
+
+
+class MergeNumbering:
+    """A merge numbers its output anew in arrival order; a replay would arrive in another
+    order, so the numbering is logged (section 9.5): the entries not yet acknowledged
+    downstream go to the launcher, and a successor given them numbers those inputs as before.
+    """
+
+    def __init__(
+        self,
+        next_out: int = 0,
+        log: Iterable[tuple[int, Hashable, int]] = (),
+        acked_in: dict[Hashable, int] | None = None,
+    ) -> None:
+        self._log: deque[tuple[int, Hashable, int]] = deque()  # (output seq, port, input seq), in order
+        self._logged: dict[tuple[Hashable, int], int] = {}  # restored entries: (port, input seq) -> output seq
+        self.next_out = next_out
+        for out, port, seq in log:
+            self._log.append((out, port, seq))
+            self._logged[(port, seq)] = out
+            self.next_out = max(self.next_out, out + 1)
+        # Per port, the highest input whose output was acknowledged downstream: a replay of it
+        # (its sender had not heard the merge's own acknowledgement yet) is done already.
+        self._acked_in: dict[Hashable, int] = dict(acked_in or {})
+
+    def number(self, port: Hashable, seq: int) -> int | None:
+        """The output sequence number of input ``seq`` of ``port``: as logged, or the next one;
+        None when its output was already acknowledged downstream (acknowledge it again, no more)."""
+        if seq <= self._acked_in.get(port, -1):
+            return None
+        out = self._logged.pop((port, seq), None)
+        if out is not None:
+            return out
+        out = self.next_out
+        self.next_out += 1
+        self._log.append((out, port, seq))
+        return out
+
+    def acknowledge(self, out_seq: int) -> dict[Hashable, int]:
+        """Outputs up to ``out_seq`` are acknowledged downstream: forget them; returns, per port,
+        the highest input sequence number that may now be acknowledged upstream."""
+        log = self._log
+        while log and log[0][0] <= out_seq:
+            _out, port, seq = log.popleft()
+            if seq > self._acked_in.get(port, -1):
+                self._acked_in[port] = seq
+        return dict(self._acked_in)
+
+    def state(self) -> tuple[int, list[tuple[int, Hashable, int]], dict[Hashable, int]]:
+        """What a successor needs (``MergeNumbering(*state)``): the next number, every output
+        not yet acknowledged downstream, and per port the last input acknowledged."""
+        return self.next_out, list(self._log), dict(self._acked_in)

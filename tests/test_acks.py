@@ -1,0 +1,169 @@
+"""The socket-free cores of lossless edges (flujo/acks.py, docs/PROTOCOL.md section 9): retention
+bounded in items, cumulative acknowledgements, forged ones refused, replay, dedup, merge numbering."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from flujo.acks import (
+    ACK_EVERY_ITEMS,
+    AckBatcher,
+    DuplicateFilter,
+    MergeNumbering,
+    Retention,
+    ack_frame,
+    done_through,
+    parse_ack,
+)
+from flujo.wire_check import ProtocolError
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def _sent(retention: Retention, *ranges: tuple[int, int]) -> None:
+    for first, last in ranges:
+        retention.keep(first, last, [f"{first}..{last}".encode()])
+
+
+def test_retention_counts_items_not_messages_and_fills() -> None:
+    retention = Retention(window=20)
+    _sent(retention, (0, 15))  # a BATCH of 16
+    assert retention.items == 16 and not retention.full
+    _sent(retention, (16, 16), (17, 17), (18, 18))
+    assert not retention.full
+    _sent(retention, (19, 19))
+    assert retention.full  # 20 items in 5 messages: the sender waits
+    assert retention.lowest_unacked == 0
+
+
+def test_cumulative_acknowledgement_frees_a_prefix_and_returns_it() -> None:
+    retention = Retention(window=100)
+    _sent(retention, (0, 0), (1, 1), (2, 4), (5, 5))
+    freed = retention.acknowledge(1)
+    assert [(kept.first, kept.last) for kept in freed] == [(0, 0), (1, 1)]
+    assert retention.items == 4 and retention.lowest_unacked == 2
+    assert retention.acknowledge(3) == []  # a batch acknowledged in part stays whole
+    assert retention.lowest_unacked == 2
+    assert [(kept.first, kept.last) for kept in retention.acknowledge(5)] == [(2, 4), (5, 5)]
+    assert retention.items == 0 and retention.lowest_unacked is None and not retention.full
+
+
+def test_stale_acknowledgement_frees_nothing() -> None:
+    retention = Retention(window=10)
+    _sent(retention, (0, 0), (1, 1), (2, 2))
+    retention.acknowledge(1)
+    assert retention.acknowledge(0) == [] and retention.acknowledge(1) == []
+    assert retention.items == 1
+
+
+def test_acknowledgement_past_what_was_sent_is_refused_and_frees_nothing() -> None:
+    retention = Retention(window=10)
+    _sent(retention, (0, 0), (1, 1))
+    with pytest.raises(ProtocolError):
+        retention.acknowledge(2)
+    assert retention.items == 2 and retention.acked == -1
+
+
+def test_replay_gives_the_unacknowledged_messages_in_order_and_keeps_them() -> None:
+    retention = Retention(window=10)
+    _sent(retention, (3, 3), (4, 6), (9, 9))  # a replica gets a subsequence: gaps are fine
+    retention.acknowledge(3)
+    assert [kept.frames for kept in retention.replay()] == [[b"4..6"], [b"9..9"]]
+    assert retention.items == 4  # still kept until the successor acknowledges
+    retention.acknowledge(9)
+    assert retention.replay() == []
+
+
+def test_keeping_out_of_order_is_a_programming_error() -> None:
+    retention = Retention(window=10)
+    _sent(retention, (5, 5))
+    with pytest.raises(ValueError):
+        retention.keep(5, 5, [])
+    with pytest.raises(ValueError):
+        Retention(window=0)
+
+
+def _readers() -> dict[tuple[str, int, str], Retention]:
+    retention = Retention(window=10)
+    _sent(retention, (0, 0), (1, 1), (2, 2))
+    return {("sink", 0, "in"): retention}
+
+
+def test_parse_ack_takes_a_good_one() -> None:
+    assert parse_ack(ack_frame("sink", 0, "in", 2), _readers()) == (("sink", 0, "in"), 2)
+    later = msgpack.packb([1, "ack", "sink", 0, "in", 1, "a field of a later version"])
+    assert parse_ack(later, _readers()) == (("sink", 0, "in"), 1)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"\xc1",  # not msgpack
+        msgpack.packb({"ack": 1}),
+        msgpack.packb([1, "ack", "sink", 0, "in"]),  # too short
+        msgpack.packb([2, "ack", "sink", 0, "in", 1]),  # another version
+        msgpack.packb([1, "nack", "sink", 0, "in", 1]),
+        msgpack.packb([1, "ack", "sink", "0", "in", 1]),  # wrong types
+        msgpack.packb([1, "ack", "sink", 0, "in", 1.0]),
+        msgpack.packb([1, "ack", "stranger", 0, "in", 1]),  # not a reader
+        msgpack.packb([1, "ack", "sink", 1, "in", 1]),  # a replica that does not read from here
+        msgpack.packb([1, "ack", "sink", 0, "other", 1]),
+        msgpack.packb([1, "ack", "sink", 0, "in", 3]),  # never sent
+        msgpack.packb([1, "ack", "sink", 0, "in", -5]),
+        msgpack.packb([1, "ack", "sink", 0, "in", 2**64 - 1]),
+    ],
+)
+def test_parse_ack_refuses_malformed_and_forged_frames(frame: bytes) -> None:
+    readers = _readers()
+    with pytest.raises(ProtocolError):
+        parse_ack(frame, readers)
+    assert readers[("sink", 0, "in")].items == 3  # nothing freed
+
+
+def test_batcher_acknowledges_every_n_items_or_after_t_seconds() -> None:
+    batcher = AckBatcher(items=3, seconds=0.02)
+    assert batcher.mark_done(0, now=0.0) is None
+    assert batcher.mark_done(1, now=0.001) is None
+    assert batcher.mark_done(2, now=0.002) == 2  # three items
+    assert batcher.mark_done(3, now=0.003) is None
+    assert batcher.due(now=0.01) is None
+    assert batcher.due(now=0.024) == 3  # 20 ms after the first one became done
+    assert batcher.mark_done(3, now=0.05) is None  # nothing new
+    assert batcher.flush() is None
+    batcher.mark_done(7, now=0.06)
+    assert batcher.flush() == 7  # before the node waits
+
+
+def test_batcher_default_rate_is_one_ack_per_batch() -> None:
+    batcher = AckBatcher()
+    acks = [seq for seq in range(10 * ACK_EVERY_ITEMS) if batcher.mark_done(seq, now=0.0) is not None]
+    assert len(acks) == 10
+
+
+def test_done_through_is_end_to_end() -> None:
+    assert done_through(10, []) == 10  # a consumer: what it consumed
+    assert done_through(10, [None, None]) == 10  # readers acknowledged everything
+    assert done_through(10, [7, None]) == 6  # a reader has not acknowledged 7 yet
+    assert done_through(10, [7, 4]) == 3
+    assert done_through(10, [12]) == 10
+
+
+def test_duplicate_filter_drops_what_was_passed_on() -> None:
+    dedup = DuplicateFilter()
+    assert [seq for seq in [0, 1, 2, 1, 2, 3, 0, 4, 2**24] if dedup.fresh(seq)] == [0, 1, 2, 3, 4, 2**24]
+    assert dedup.duplicates == 3
+
+
+def test_merge_numbering_is_recovered_by_a_successor() -> None:
+    merge = MergeNumbering()
+    arrivals = [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("b", 2), ("a", 2)]
+    numbered = {arrival: merge.number(*arrival) for arrival in arrivals}
+    assert list(numbered.values()) == [0, 1, 2, 3, 4, 5]
+    assert merge.acknowledge(2) == {"a": 1, "b": 0}  # outputs 0-2 acknowledged downstream
+    successor = MergeNumbering(*merge.state())
+    # The replay arrives in another interleaving, with an input acknowledged downstream but
+    # not yet upstream (b 0): the same numbers as before, and b 0 is done already.
+    replay = [("b", 0), ("b", 1), ("a", 2), ("b", 2), ("a", 3)]
+    assert [successor.number(*arrival) for arrival in replay] == [None, 3, 5, 4, 6]
+    assert successor.acknowledge(6) == {"a": 3, "b": 2}
