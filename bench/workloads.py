@@ -262,11 +262,12 @@ class Latency(Workload):
             samples = out.result["latencies"].get(str(size), [])
             per_hop = [v / 2 / 1000.0 for v in samples]  # µs
             result[f"{SIZE_NAMES[size]} p50"] = percentile(per_hop, 50)
+            result[f"{SIZE_NAMES[size]} p90"] = percentile(per_hop, 90)
             result[f"{SIZE_NAMES[size]} p99"] = percentile(per_hop, 99)
         return result
 
     def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
-        columns = [f"{SIZE_NAMES[s]} {q}" for s in LATENCY_SIZES for q in ("p50", "p99")]
+        columns = [f"{SIZE_NAMES[s]} {q}" for s in LATENCY_SIZES for q in ("p50", "p90", "p99")]
         rows = [[label, *[m.get(c) for c in columns], runs[label]] for label, m in medians.items()]
         flujo = medians.get("flujo")
         if flujo:

@@ -18,6 +18,7 @@ and exits once the launcher says every reader has it (docs/PROTOCOL.md, section 
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import traceback
@@ -322,7 +323,7 @@ class NodeRuntime:
                 if lifecycle.stop_requested or self._nobody_reads:
                     self._stopped = True
                     return
-                self._wait_on([port.socket for port in join.waiting_on])  # type: ignore[attr-defined]
+                self._wait_on([port.socket for port in join.waiting_on], self._release_wait_ms())  # type: ignore[attr-defined]
                 step = join.next()
             if step is None:
                 return
@@ -353,7 +354,7 @@ class NodeRuntime:
                 self._acknowledge()
             step = items = result = None  # the arrays of this item: their shared memory may go back
             reader = self.shm_reader
-            if reader is not None and reader.pending:
+            if reader is not None and reader.release_wait() == 0.0:
                 reader.flush()
 
     def _end_outputs(self) -> None:
@@ -480,12 +481,17 @@ class NodeRuntime:
         """The loop is about to wait for input: what this node holds back must go now."""
         for edge in self.edges:
             edge.flush()
-        if self.shm_reader is not None and self.shm_reader.pending:
+        if self.shm_reader is not None and self.shm_reader.release_wait() == 0.0:
             self.shm_reader.flush()
         self._take_acks()
         for outbox in self._outboxes:
             outbox.flush()
         self._housekeeping()
+
+    def _release_wait_ms(self) -> int:
+        """How long a wait for input may last: until shared-memory releases are due, at most."""
+        due = self.shm_reader.release_wait() if self.shm_reader is not None else None
+        return POLL_INTERVAL_MS if due is None else max(1, math.ceil(due * 1000))
 
     def _housekeeping(self) -> None:
         """Before one of the node's own waits: a waiting node still pauses held readers."""
@@ -550,15 +556,20 @@ class NodeRuntime:
                     if port.outbox is not None and port.config.source == node:
                         port.sender_restarted(replica)
 
-    def _wait_on(self, sockets: Iterable[zmq.Socket], event: int = POLLIN) -> None:
-        """Wait until a socket is ready for ``event``, a command comes, or the poll interval
-        passes; take in the commands, and tell the launcher how this node is when that is due."""
+    def _wait_on(self, sockets: Iterable[zmq.Socket], timeout_ms: int | None = None, event: int = POLLIN) -> None:
+        """Wait until a socket is ready for ``event``, a command comes, or ``timeout_ms`` (the poll
+        interval by default) passes; take in the commands, and tell the launcher how this node is
+        when that is due. A wait of open length first sends the shared-memory releases it holds."""
+        if timeout_ms is None:
+            timeout_ms = POLL_INTERVAL_MS
+            if self.shm_reader is not None and self.shm_reader.pending:
+                self.shm_reader.flush()
         commands = self.control.commands
         polled = [(socket, event) for socket in sockets] + [(commands, POLLIN)]
         inbox = self.inbox
         if inbox is not None:
             polled.append((inbox.socket, POLLIN))  # an acknowledgement may be what a full window waits for
-        ready = zmq.zmq_poll(polled, POLL_INTERVAL_MS)
+        ready = zmq.zmq_poll(polled, timeout_ms)
         if any(socket is commands for socket, _ in ready):
             self._take_commands()
         if inbox is not None:
@@ -568,7 +579,7 @@ class NodeRuntime:
 
     def _wait_writable(self, sockets: Iterable[zmq.Socket]) -> None:
         """An edge waits for room on its sockets."""
-        self._wait_on(sockets, POLLOUT)
+        self._wait_on(sockets, event=POLLOUT)
 
     def _idle(self, waiting: OutputEdge) -> None:
         """An edge waits for a command while a held reader keeps it from sending: the held

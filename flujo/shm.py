@@ -416,6 +416,11 @@ class SharedMemoryReader:
     """Maps the segments descriptors name (read-only) and releases each array when its views die."""
 
     MAX_MAPPED = 256  # segments kept mapped for reuse (a mapping lives on while views use it)
+    #: Releases go this long after the first of them, or once this many have gathered: sent at
+    #: once after each item, they woke the owner's process while the next node was waking up
+    #: for the item just sent (two cores: they competed). The slots stay held that much longer.
+    RELEASE_DELAY_S = 0.002
+    RELEASE_BATCH = 16
 
     def __init__(
         self, context: zmq.Context, run_id: str, node: str, replica: int, senders: set[str], owners: dict[str, str]
@@ -429,6 +434,7 @@ class SharedMemoryReader:
         self._versions: dict[str, str] = {}  # slot (name without its version) -> the name mapped
         self._live: dict[int, tuple[Any, ...]] = {}  # id(root base) -> descriptor fields, while views live
         self.pending: deque[tuple[str, list[Any]]] = deque()  # (owner, release entry)
+        self._pending_since = 0.0  # when the oldest pending release was made
         self.refused = 0
 
     def view(self, data: bytes, sender: tuple[str, int]) -> np.ndarray:
@@ -456,10 +462,14 @@ class SharedMemoryReader:
 
     def _done(self, key: int, owner: str, segment: str, generation: int) -> None:
         self._live.pop(key, None)
+        if not self.pending:
+            self._pending_since = time.monotonic()
         self.pending.append((owner, [segment, generation, *self._me, -1]))
 
     def retain(self, segment: str, generation: int, reader: ReaderKey) -> None:
         """This node sent a received array on to ``reader``: its owner counts that hold too."""
+        if not self.pending:
+            self._pending_since = time.monotonic()
         self.pending.append((_owner(segment), [segment, generation, *reader, 1]))
 
     def locate(self, array: np.ndarray, root: np.ndarray) -> tuple[Any, ...] | None:
@@ -502,6 +512,14 @@ class SharedMemoryReader:
             self._versions.pop(oldest.rsplit(".", 1)[0], None)
         found = self._maps[segment] = (mapped, memoryview(mapped), 0)
         return found
+
+    def release_wait(self) -> float | None:
+        """Seconds until the pending releases are due (0.0: now); None when none are pending."""
+        if not self.pending:
+            return None
+        if len(self.pending) >= self.RELEASE_BATCH:
+            return 0.0
+        return max(0.0, self._pending_since + self.RELEASE_DELAY_S - time.monotonic())
 
     def flush(self) -> None:
         """Send the releases of arrays no longer used, one message per sender."""

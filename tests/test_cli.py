@@ -12,22 +12,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import FlowRunner, poll_for
+from manifests import Node, collect, count, node, nodes_toml
 
 from flujo.launch.cli import main
 
-SIMPLE = """
-    [nodes.numbers]
-    run = "flujo.nodes.basic:Count"
-    args = { n = 20 }
-    [nodes.square]
-    run = "{nodes}:square"
-    inputs = ["numbers"]
-    replicas = 2
-    [nodes.sink]
-    run = "{nodes}:Collect"
-    inputs = ["square"]
-    args = { path = "OUT" }
-"""
+
+def simple(out: str, **square: object) -> dict[str, Node]:
+    """numbers (20) -> square (2 replicas; ``square`` overrides its fields) -> sink writing ``out``."""
+    return {
+        "numbers": count(20),
+        "square": node("{nodes}:square", "numbers", **({"replicas": 2} | square)),
+        "sink": collect("square", out),
+    }
 
 
 def _invoke(*args: str):
@@ -58,7 +54,7 @@ def test_options_before_and_after_the_manifest(flow: FlowRunner) -> None:
     for number, order in enumerate(("before", "after")):
         out = flow.path(f"out{number}.jsonl")
         status = flow.path(f"status{number}.json")
-        manifest = flow.manifest(SIMPLE.replace("OUT", out))
+        manifest = flow.manifest(simple(out))
         options = ["-q", "--json-status", status]
         args = [*options, str(manifest)] if order == "before" else [str(manifest), *options]
         result = flow.command(*args)
@@ -71,7 +67,7 @@ def test_options_before_and_after_the_manifest(flow: FlowRunner) -> None:
 
 def test_check_validates_without_running(tmp_path: Path, flow: FlowRunner) -> None:
     out = flow.path("never.jsonl")
-    good = flow.manifest(SIMPLE.replace("OUT", out))
+    good = flow.manifest(simple(out))
     result = flow.command("check", str(good))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
@@ -80,9 +76,7 @@ def test_check_validates_without_running(tmp_path: Path, flow: FlowRunner) -> No
     assert not Path(out).exists()  # nothing ran
     bad = tmp_path / "bad.toml"
     bad.write_text(
-        SIMPLE.replace("OUT", out)
-        .replace("replicas = 2", "replicas = 0\nqueu = 3")
-        .replace("{nodes}", str(Path(__file__).parent / "flow_nodes.py"))
+        nodes_toml(simple(out, replicas=0, queu=3)).replace("{nodes}", str(Path(__file__).parent / "flow_nodes.py"))
     )
     result = flow.command("check", str(bad))
     assert result.returncode == 2
@@ -95,24 +89,18 @@ def test_check_validates_without_running(tmp_path: Path, flow: FlowRunner) -> No
     assert flow.command("check", str(tmp_path / "absent.toml")).returncode == 2
 
 
-GATED = """
-    [nodes.numbers]
-    run = "{nodes}:Gated"
-    args = { n = 3, gate = "GATE" }
-    [nodes.sink]
-    run = "{nodes}:Collect"
-    inputs = ["numbers"]
-    args = { path = "OUT" }
-"""
+def gated(gate: str, out: str) -> dict[str, Node]:
+    """Three numbers once ``gate`` exists, into ``out``."""
+    return {"numbers": node("{nodes}:Gated", args={"n": 3, "gate": gate}), "sink": collect("numbers", out)}
 
 
 def test_ls_lists_every_running_flow(flow: FlowRunner) -> None:
     gate = flow.path("gate")
-    first = flow.start(flow.manifest(GATED.replace("GATE", gate).replace("OUT", flow.path("a.jsonl"))))
+    first = flow.start(flow.manifest(gated(gate, flow.path("a.jsonl"))))
     second_manifest = flow.folder / "second.toml"
     second_manifest.write_text(
         f'[flow]\nname = "{flow.name}-b"\n'
-        + flow.manifest(GATED.replace("GATE", gate).replace("OUT", flow.path("b.jsonl"))).read_text().split("\n", 2)[2]
+        + flow.manifest(gated(gate, flow.path("b.jsonl"))).read_text().split("\n", 2)[2]
     )
     second = flow.start(second_manifest)
 
@@ -134,22 +122,14 @@ def test_ls_lists_every_running_flow(flow: FlowRunner) -> None:
 
 def test_stop_and_restart_of_an_ended_node_say_so(flow: FlowRunner) -> None:
     gate = flow.path("gate")
-    manifest = flow.manifest(f"""
-        [nodes.brief]
-        run = "{{nodes}}:Tagged"
-        args = {{ tag = "a", n = 3 }}
-        [nodes.first_sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["brief"]
-        args = {{ path = "{flow.path("a.jsonl")}" }}
-        [nodes.held]
-        run = "{{nodes}}:Gated"
-        args = {{ n = 3, gate = "{gate}" }}
-        [nodes.second_sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["held"]
-        args = {{ path = "{flow.path("b.jsonl")}" }}
-    """)
+    manifest = flow.manifest(
+        {
+            "brief": node("{nodes}:Tagged", args={"tag": "a", "n": 3}),
+            "first_sink": collect("brief", flow.path("a.jsonl")),
+            "held": node("{nodes}:Gated", args={"n": 3, "gate": gate}),
+            "second_sink": collect("held", flow.path("b.jsonl")),
+        }
+    )
     launcher = flow.start(manifest)
     poll_for(
         lambda: (

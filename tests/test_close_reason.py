@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
+from manifests import Node, collect, node
 from restarting import restart_mid_stream
 
 from flujo import Consumer, Processor
@@ -108,54 +109,45 @@ def notes(path: str) -> list[str]:
     return Path(path).read_text().splitlines()
 
 
+def told_chain(
+    flow: FlowRunner, source: Node, middle_args: dict[str, object] | None = None, plain: bool = False
+) -> tuple[dict[str, Node], str, str]:
+    """source -> middle (notes why it closes) [-> plain (a close() without a reason)] -> sink.
+
+    Returns the nodes, the sink's file and the middle node's notes file."""
+    out, middle = flow.path("out.jsonl"), flow.path("m.txt")
+    nodes = {
+        "numbers": source,
+        "middle": node(f"{NODES}:ReasonPass", "numbers", {"path": middle, **(middle_args or {})}),
+    }
+    if plain:
+        nodes["plain"] = node(f"{NODES}:PlainClose", "middle", {"path": flow.path("plain.txt")})
+    nodes["sink"] = collect("plain" if plain else "middle", out)
+    return nodes, out, middle
+
+
 @pytest.mark.timeout(60)
 def test_a_stopped_flow_tells_each_node_why(flow: FlowRunner) -> None:
-    out, producer, middle, plain = (flow.path(name) for name in ("out.jsonl", "p.txt", "m.txt", "plain.txt"))
-    manifest = flow.manifest(f"""
-        [nodes.numbers]
-        run = "{NODES}:ReasonCount"
-        args = {{ path = "{producer}", n = 100000 }}
-        [nodes.middle]
-        run = "{NODES}:ReasonPass"
-        inputs = ["numbers"]
-        args = {{ path = "{middle}" }}
-        [nodes.plain]
-        run = "{NODES}:PlainClose"
-        inputs = ["middle"]
-        args = {{ path = "{plain}" }}
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["plain"]
-        args = {{ path = "{out}" }}
-    """)
-    launcher = flow.start(manifest)
+    producer = flow.path("p.txt")
+    nodes, out, middle = told_chain(
+        flow, node(f"{NODES}:ReasonCount", args={"path": producer, "n": 100000}), plain=True
+    )
+    launcher = flow.start(flow.manifest(nodes))
     poll_for(lambda: line_count(out) >= 50, timeout=30)
     launcher.send_signal(signal.SIGINT)
     _, stderr = launcher.communicate(timeout=30)
     assert launcher.returncode == 0, stderr
     assert notes(producer) == ["0 stop"]  # told to stop
     assert notes(middle) == ["0 end-of-stream CloseReason"]  # its input ended behind the stop
-    assert notes(plain) == ["0 closed"]  # close() without a reason still runs
+    assert notes(flow.path("plain.txt")) == ["0 closed"]  # close() without a reason still runs
     assert read_lines(out) == list(range(len(read_lines(out))))
 
 
 @pytest.mark.timeout(60)
 def test_a_failing_node_is_closed_for_failure(flow: FlowRunner) -> None:
-    out, producer, middle = flow.path("out.jsonl"), flow.path("p.txt"), flow.path("m.txt")
-    manifest = flow.manifest(f"""
-        [nodes.numbers]
-        run = "{NODES}:ReasonCount"
-        args = {{ path = "{producer}", n = 20, pause = 0.0 }}
-        [nodes.middle]
-        run = "{NODES}:ReasonPass"
-        inputs = ["numbers"]
-        args = {{ path = "{middle}", fail_at = 5 }}
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["middle"]
-        args = {{ path = "{out}" }}
-    """)
-    result = flow.run(manifest)
+    source = node(f"{NODES}:ReasonCount", args={"path": flow.path("p.txt"), "n": 20, "pause": 0.0})
+    nodes, out, middle = told_chain(flow, source, {"fail_at": 5})
+    result = flow.run(flow.manifest(nodes))
     assert result.returncode != 0
     assert "failing at 5" in result.stderr
     assert notes(middle) == ["0 failure CloseReason"]
@@ -164,24 +156,8 @@ def test_a_failing_node_is_closed_for_failure(flow: FlowRunner) -> None:
 
 @pytest.mark.timeout(90)
 def test_a_restarted_node_is_closed_for_restart_and_its_successor_at_the_end(flow: FlowRunner) -> None:
-    out, middle, n = flow.path("out.jsonl"), flow.path("m.txt"), 2000
-    values, _, _ = restart_mid_stream(
-        flow,
-        f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Gated"
-        args = {{ n = {n}, pause = 0.0005, gate = "{{gate}}" }}
-        [nodes.work]
-        run = "{NODES}:ReasonPass"
-        inputs = ["numbers"]
-        args = {{ path = "{middle}" }}
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["work"]
-        args = {{ path = "{out}" }}
-    """,
-        "work",
-        out,
-    )
+    n = 2000
+    nodes, out, middle = told_chain(flow, node("{nodes}:Gated", args={"n": n, "pause": 0.0005, "gate": "{gate}"}))
+    values, _, _ = restart_mid_stream(flow, nodes, "middle", out)
     assert values == list(range(n))
     assert notes(middle) == ["0 restart CloseReason", "1 end-of-stream CloseReason"]

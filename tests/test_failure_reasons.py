@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import synthetic
 from conftest import FlowRunner
+from manifests import count, node
 
 from flujo.nodes.sinks import JsonLinesSink
 from flujo.nodes.video import VideoWriter
@@ -19,14 +20,7 @@ from flujo.testing import drive
 def test_every_failure_in_open_reaches_the_launcher(flow: FlowRunner) -> None:
     """30 replicas fail in open() at once: each one's message and traceback is shown, none
     reduced to "exited with status 1" (its report used to be dropped at exit)."""
-    manifest = flow.manifest("""
-        [nodes.numbers]
-        run = "flujo.nodes.basic:Count"
-        [nodes.bad]
-        run = "{nodes}:FailsInOpen"
-        inputs = ["numbers"]
-        replicas = 30
-    """)
+    manifest = flow.manifest({"numbers": count(), "bad": node("{nodes}:FailsInOpen", "numbers", replicas=30)})
     result = flow.run(manifest, timeout=90)
     assert result.returncode == 1
     for replica in range(30):
@@ -37,15 +31,8 @@ def test_every_failure_in_open_reaches_the_launcher(flow: FlowRunner) -> None:
 
 
 def test_a_sink_on_a_full_device_fails_loudly(flow: FlowRunner) -> None:
-    manifest = flow.manifest("""
-        [nodes.numbers]
-        run = "flujo.nodes.basic:Count"
-        args = { n = 100 }
-        [nodes.sink]
-        run = "flujo.nodes.sinks:JsonLinesSink"
-        inputs = ["numbers"]
-        args = { path = "/dev/full" }
-    """)
+    sink = node("flujo.nodes.sinks:JsonLinesSink", "numbers", {"path": "/dev/full"})
+    manifest = flow.manifest({"numbers": count(100), "sink": sink})
     result = flow.run(manifest, timeout=30)
     assert result.returncode == 1
     assert 'node "sink" failed: OSError: [Errno 28] cannot write /dev/full: No space left on device' in result.stderr, (
@@ -100,15 +87,12 @@ def test_video_writer_on_a_full_disk_fails_loudly(tiny_disk: Path) -> None:
 def test_video_writer_in_a_flow_exits_1_with_a_named_error(flow: FlowRunner) -> None:
     target, clip = flow.path("video.avi"), synthetic.write_video(flow.path("in.avi"), 10)
     os.symlink("/dev/full", target)
-    manifest = flow.manifest(f"""
-        [nodes.frames]
-        run = "flujo.nodes.video:VideoReader"
-        args = {{ source = "{clip}" }}
-        [nodes.writer]
-        run = "flujo.nodes.video:VideoWriter"
-        inputs = ["frames"]
-        args = {{ path = "{target}" }}
-    """)
+    manifest = flow.manifest(
+        {
+            "frames": node("flujo.nodes.video:VideoReader", args={"source": clip}),
+            "writer": node("flujo.nodes.video:VideoWriter", "frames", {"path": target}),
+        }
+    )
     result = flow.run(manifest, timeout=60)
     assert result.returncode == 1
     assert f'node "writer" failed: OSError: cannot write video {target}: not a regular file' in result.stderr, (

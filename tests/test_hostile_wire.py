@@ -18,6 +18,7 @@ import pytest
 import zmq
 from conftest import FlowRunner, flow_processes, poll_for
 from flow_nodes import line_count, read_lines
+from manifests import Node, collect, node
 from netns import Host
 from test_hosts import AGENT_PORT, CHAIN, Agent, _body, _why_not, launcher_key
 from test_hosts import hosts as hosts  # a fixture: pytest finds it by name here
@@ -35,25 +36,15 @@ HEAVY_COPIES = 3
 #: How much a target node's memory may grow while it refuses everything sent to it.
 RSS_BOUND_MB = 48
 
-FLOW = """
-[nodes.src]
-run = "{nodes}:UntilGate"
-args = { gate = "%s" }
 
-[nodes.work]
-run = "{nodes}:square"
-inputs = ["src"]
-replicas = 3
-
-[nodes.pair]
-run = "{nodes}:add"
-inputs = { a = "work", b = "src" }
-
-[nodes.sink]
-run = "{nodes}:Collect"
-inputs = ["pair"]
-args = { path = "%s" }
-"""
+def zip_flow(gate: str, out: str) -> dict[str, Node]:
+    """src (until ``gate`` exists) -> work (3 replicas), zipped with src -> pair -> sink writing ``out``."""
+    return {
+        "src": node("{nodes}:UntilGate", args={"gate": gate}),
+        "work": node("{nodes}:square", "src", replicas=3),
+        "pair": node("{nodes}:add", {"a": "work", "b": "src"}),
+        "sink": collect("pair", out),
+    }
 
 
 def node_configs(name: str) -> dict[str, tuple[psutil.Process, dict]]:
@@ -99,7 +90,7 @@ def rss_mb(process: psutil.Process) -> float:
 
 def test_forged_and_malformed_messages_are_refused_while_the_stream_goes_on(flow: FlowRunner) -> None:
     gate, out, status = flow.path("gate"), flow.path("out.jsonl"), flow.path("status.json")
-    launcher = flow.start(flow.manifest(FLOW % (gate, out)), "--json-status", status)
+    launcher = flow.start(flow.manifest(zip_flow(gate, out)), "--json-status", status)
     nodes = poll_for(lambda: (found := node_configs(flow.name)) and len(found) == 6 and found, timeout=30)
     targets = {  # (replica label, port): (the node it reads, its replicas, copies of each kind)
         ("pair", "a"): ("work", 3, COPIES),  # a zip port fed by a replicated node: it also restores order
@@ -227,16 +218,7 @@ GARBAGE = [
 
 def test_the_launcher_survives_garbage_on_its_status_and_command_sockets(flow: FlowRunner) -> None:
     gate, out = flow.path("gate"), flow.path("out.jsonl")
-    manifest = flow.manifest(f"""
-        [nodes.src]
-        run = "{{nodes}}:Gated"
-        args = {{ n = 200, gate = "{gate}" }}
-
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["src"]
-        args = {{ path = "{out}" }}
-        """)
+    manifest = flow.manifest({"src": node("{nodes}:Gated", args={"n": 200, "gate": gate}), "sink": collect("src", out)})
     launcher = flow.start(manifest)
     nodes = poll_for(lambda: (found := node_configs(flow.name)) and len(found) == 2 and found, timeout=30)
     status_endpoint = nodes["sink"][1]["status"]

@@ -9,23 +9,17 @@ from pathlib import Path
 
 import pytest
 from conftest import FlowRunner
+from manifests import PRINT, count, node
 
 from flujo.launch import logstore
 
-PRINTERS = """
-    [nodes.numbers]
-    run = "flujo.nodes.basic:Count"
-    args = { n = 30 }
-    [nodes.quiet]
-    run = "{nodes}:square"
-    inputs = ["numbers"]
-    [nodes.left]
-    run = "flujo.nodes.basic:Print"
-    inputs = ["numbers"]
-    [nodes.right]
-    run = "flujo.nodes.basic:Print"
-    inputs = ["quiet"]
-"""
+# Two printers, one behind a node that prints nothing.
+PRINTERS = {
+    "numbers": count(30),
+    "quiet": node("{nodes}:square", "numbers"),
+    "left": node(PRINT, "numbers"),
+    "right": node(PRINT, "quiet"),
+}
 
 
 def _parsed(stdout: str) -> list[tuple[datetime, str, str]]:

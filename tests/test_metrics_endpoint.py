@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from conftest import FlowRunner, poll_for
+from manifests import collect, node
 from prometheus_client.parser import text_string_to_metric_families
 
 from flujo.launch.runs import ANNOUNCEMENT
@@ -17,19 +18,13 @@ N = 300
 
 
 def _manifest(flow: FlowRunner, gate: str) -> Path:
-    return flow.manifest(f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Gated"
-        args = {{ n = {N}, gate = "{gate}", pause = 0.008 }}
-        [nodes.square]
-        run = "{{nodes}}:square"
-        inputs = ["numbers"]
-        replicas = 2
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["square"]
-        args = {{ path = "{flow.path("out.jsonl")}" }}
-    """)
+    return flow.manifest(
+        {
+            "numbers": node("{nodes}:Gated", args={"n": N, "gate": gate, "pause": 0.008}),
+            "square": node("{nodes}:square", "numbers", replicas=2),
+            "sink": collect("square", flow.path("out.jsonl")),
+        }
+    )
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

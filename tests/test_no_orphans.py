@@ -15,6 +15,7 @@ import psutil
 import pytest
 import zmq
 from conftest import FlowRunner, flow_processes, poll_for
+from manifests import Node, collect, count, node, program
 
 from flujo.launch.agent_wire import pack
 from flujo.launch.launcher import Launcher
@@ -36,24 +37,21 @@ def _reaper_of(pid: int) -> psutil.Process:
 @pytest.mark.parametrize(
     "parent",
     [
-        'command = ["sh", "wrapper.sh"]',  # a command node: sh runs python (the flow never starts: sh is not ready)
-        'run = "{nodes}:SpawnsChild"',  # a Python node that started a child: the flow runs
+        program(["sh", "wrapper.sh"]),  # a command node: sh runs python (the flow never starts: sh is not ready)
+        node("{nodes}:SpawnsChild"),  # a Python node that started a child: the flow runs
     ],
+    ids=["command", "python"],
 )
-def test_launcher_sigkill_leaves_no_process(flow: FlowRunner, parent: str, record_property) -> None:
+def test_launcher_sigkill_leaves_no_process(flow: FlowRunner, parent: Node, record_property) -> None:
     Path(flow.path("wrapper.sh")).write_text(WRAPPER)
     out = flow.path("out.jsonl")
-    manifest = flow.manifest(f"""
-        [nodes.stubborn]
-        run = "{{nodes}}:Stubborn"
-        args = {{ ignore_sigterm = true }}
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["stubborn"]
-        args = {{ path = "{out}" }}
-        [nodes.parent]
-        {parent}
-    """)
+    manifest = flow.manifest(
+        {
+            "stubborn": node("{nodes}:Stubborn", args={"ignore_sigterm": True}),
+            "sink": collect("stubborn", out),
+            "parent": parent,
+        }
+    )
     launcher = flow.start(manifest)
 
     # launcher, stubborn, sink, the parent node and its python child (which inherits the node's environment)
@@ -63,7 +61,7 @@ def test_launcher_sigkill_leaves_no_process(flow: FlowRunner, parent: str, recor
         return found if len(found) == 5 and any("time.sleep(600)" in " ".join(p.cmdline()) for p in found) else None
 
     processes = poll_for(all_running, timeout=20)
-    if "SpawnsChild" in parent:
+    if parent.get("run"):
         poll_for(lambda: Path(out).exists() and Path(out).read_text().count("\n") == 3, timeout=20)  # running
     reaper = _reaper_of(launcher.pid)
     assert any("time.sleep(600)" in " ".join(p.cmdline()) for p in processes)  # the wrapper's child runs
@@ -178,13 +176,7 @@ def test_a_node_that_exits_at_once_hangs_nothing(
 
 def test_a_node_that_exits_before_ready_lets_the_flow_end(flow: FlowRunner) -> None:
     """A reader that is gone before the start: the producer starts, finds nobody reads, ends."""
-    manifest = flow.manifest("""
-        [nodes.numbers]
-        run = "flujo.nodes.basic:Count"
-        [nodes.quick]
-        command = ["true"]
-        inputs = ["numbers"]
-    """)
+    manifest = flow.manifest({"numbers": count(), "quick": program(["true"], "numbers")})
     result = flow.run(manifest, timeout=30)
     assert result.returncode == 0, result.stderr
 
@@ -192,26 +184,17 @@ def test_a_node_that_exits_before_ready_lets_the_flow_end(flow: FlowRunner) -> N
 @pytest.mark.parametrize(
     "reader",
     [
-        'run = "{nodes}:NeverReads"',  # takes one item, then hangs in consume
-        'command = ["sleep", "600"]',
+        node("{nodes}:NeverReads"),  # takes one item, then hangs in consume
+        program(["sleep", "600"]),  # never speaks the protocol at all
     ],
-)  # never speaks the protocol at all
-def test_stop_ends_a_node_that_never_reads(flow: FlowRunner, reader: str) -> None:
+    ids=["python", "command"],
+)
+def test_stop_ends_a_node_that_never_reads(flow: FlowRunner, reader: Node) -> None:
     out = flow.path("out.jsonl")
-    manifest = flow.manifest(f"""
-        [nodes.numbers]
-        run = "flujo.nodes.basic:Count"
-        [nodes.stuck]
-        {reader}
-        inputs = ["numbers"]
-        stop_timeout = 0.5
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["numbers"]
-        args = {{ path = "{out}" }}
-    """)
+    stuck = reader | {"inputs": ["numbers"], "stop_timeout": 0.5}
+    manifest = flow.manifest({"numbers": count(), "stuck": stuck, "sink": collect("numbers", out)})
     launcher = flow.start(manifest)
-    if "NeverReads" in reader:
+    if reader.get("run"):
         poll_for(lambda: Path(out).exists() and Path(out).stat().st_size > 100, timeout=20)  # running
     else:
         poll_for(lambda: flow.replicas().get("numbers", {}).get("state") == "ready", timeout=20)
@@ -229,19 +212,13 @@ def test_stop_ends_a_node_that_never_reads(flow: FlowRunner, reader: str) -> Non
 
 def test_restart_requests_during_a_restart_merge(flow: FlowRunner) -> None:
     out, status = flow.path("out.jsonl"), flow.path("status.json")
-    manifest = flow.manifest(f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Paced"
-        args = {{ n = 100000, pause = 0.001 }}
-        [nodes.work]
-        run = "{{nodes}}:square"
-        inputs = ["numbers"]
-        replicas = 3
-        [nodes.sink]
-        run = "{{nodes}}:Collect"
-        inputs = ["work"]
-        args = {{ path = "{out}" }}
-    """)
+    manifest = flow.manifest(
+        {
+            "numbers": node("{nodes}:Paced", args={"n": 100000, "pause": 0.001}),
+            "work": node("{nodes}:square", "numbers", replicas=3),
+            "sink": collect("work", out),
+        }
+    )
     launcher = flow.start(manifest, "--json-status", status)
     poll_for(lambda: Path(out).exists() and Path(out).stat().st_size > 1000, timeout=30)
     endpoint = poll_for(lambda: _endpoint(flow), timeout=10)

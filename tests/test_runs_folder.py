@@ -9,17 +9,11 @@ from pathlib import Path
 
 import pytest
 from conftest import FlowRunner
+from manifests import PRINT, count, node, program
 
 from flujo.launch.process import OutputRelay
 
-FLOW = """
-    [nodes.numbers]
-    run = "flujo.nodes.basic:Count"
-    args = { n = 3 }
-    [nodes.sink]
-    run = "flujo.nodes.basic:Print"
-    inputs = ["numbers"]
-"""
+FLOW = {"numbers": count(3), "sink": node(PRINT, "numbers")}
 
 
 def _default_location(flow: FlowRunner) -> Path:
@@ -56,7 +50,7 @@ def test_a_planted_symlink_is_refused(flow: FlowRunner) -> None:
     victim.mkdir()
     root.symlink_to(victim)
     marker = Path(flow.path("started"))
-    result = flow.run(flow.manifest(FLOW + f'[nodes.witness]\ncommand = ["touch", "{marker}"]\n'))
+    result = flow.run(flow.manifest(FLOW | {"witness": program(["touch", str(marker)])}))
     assert result.returncode == 1
     assert f"refusing to use {root}: it is a symbolic link" in result.stderr
     assert list(victim.iterdir()) == [] and not marker.exists()

@@ -15,6 +15,7 @@ import pytest
 import zmq
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count
+from manifests import Node, node
 from shm_nodes import read
 
 SHM_NODES = Path(__file__).parent / "shm_nodes.py"
@@ -40,8 +41,25 @@ def shm_flow(flow: FlowRunner):
     poll_for(lambda: not orphaned(segments() - before), timeout=10)
 
 
-def manifest(flow: FlowRunner, body: str, settings: str = "") -> Path:
-    return flow.manifest(body.replace("{shm_nodes}", str(SHM_NODES)), flow=settings)
+def manifest(flow: FlowRunner, body: str | dict[str, Node], settings: str = "") -> Path:
+    """A manifest of TOML text (``{shm_nodes}`` stands for the shared-memory test nodes) or of nodes."""
+    return flow.manifest(body.replace("{shm_nodes}", str(SHM_NODES)) if isinstance(body, str) else body, flow=settings)
+
+
+def shm_node(name: str, inputs: object = None, **args: object) -> Node:
+    """One of tests/shm_nodes.py's nodes (Frames, Pass, Invert, Check) with these args."""
+    return node(f"{SHM_NODES}:{name}", inputs, args)
+
+
+def shm_chain(
+    out: str, frames: dict[str, object], check: dict[str, object], through: str | None = "Pass"
+) -> dict[str, Node]:
+    """frames -> pass/invert (``through``; None: none) -> check, which writes what it saw in ``out``."""
+    nodes = {"frames": shm_node("Frames", **frames)}
+    if through:
+        nodes[through.lower()] = shm_node(through, "frames")
+    nodes["check"] = shm_node("Check", through.lower() if through else "frames", path=out, **check)
+    return nodes
 
 
 def assert_all_frames(out: str, n: int, shared: bool = True) -> None:
@@ -57,18 +75,7 @@ def test_chain_moves_every_frame_through_shared_memory(shm_flow: FlowRunner) -> 
     result = shm_flow.run(
         manifest(
             shm_flow,
-            f"""
-        [nodes.frames]
-        run = "{{shm_nodes}}:Frames"
-        args = {{ n = {n} }}
-        [nodes.pass]
-        run = "{{shm_nodes}}:Pass"
-        inputs = ["frames"]
-        [nodes.check]
-        run = "{{shm_nodes}}:Check"
-        inputs = ["pass"]
-        args = {{ path = "{out}", keep = 20 }}
-    """,
+            shm_chain(out, {"n": n}, {"keep": 20}),
         )
     )
     assert result.returncode == 0, result.stderr
@@ -82,18 +89,7 @@ def test_frames_kept_past_the_call_stay_unchanged(shm_flow: FlowRunner) -> None:
     result = shm_flow.run(
         manifest(
             shm_flow,
-            f"""
-        [nodes.frames]
-        run = "{{shm_nodes}}:Frames"
-        args = {{ n = {n}, born = false }}
-        [nodes.invert]
-        run = "{{shm_nodes}}:Invert"
-        inputs = ["frames"]
-        [nodes.check]
-        run = "{{shm_nodes}}:Check"
-        inputs = ["invert"]
-        args = {{ path = "{out}", keep = -1 }}
-    """,
+            shm_chain(out, {"n": n, "born": False}, {"keep": -1}, through="Invert"),
             "queue = 4",
         )
     )
@@ -106,30 +102,9 @@ def test_frames_kept_past_the_call_stay_unchanged(shm_flow: FlowRunner) -> None:
 def test_fan_out_and_replicas_get_every_frame(shm_flow: FlowRunner) -> None:
     n = 200
     outs = [shm_flow.path(f"out{k}.jsonl") for k in range(3)]
-    readers = "".join(
-        f"""
-        [nodes.check{k}]
-        run = "{{shm_nodes}}:Check"
-        inputs = ["pass"]
-        args = {{ path = "{outs[k]}", keep = 5 }}
-    """
-        for k in range(3)
-    )
-    result = shm_flow.run(
-        manifest(
-            shm_flow,
-            f"""
-        [nodes.frames]
-        run = "{{shm_nodes}}:Frames"
-        args = {{ n = {n} }}
-        [nodes.pass]
-        run = "{{shm_nodes}}:Pass"
-        inputs = ["frames"]
-        replicas = 2
-    """
-            + readers,
-        )
-    )
+    nodes = {"frames": shm_node("Frames", n=n), "pass": shm_node("Pass", "frames") | {"replicas": 2}}
+    nodes |= {f"check{k}": shm_node("Check", "pass", path=out, keep=5) for k, out in enumerate(outs)}
+    result = shm_flow.run(manifest(shm_flow, nodes))
     assert result.returncode == 0, result.stderr
     for out in outs:
         assert_all_frames(out, n)
@@ -137,26 +112,13 @@ def test_fan_out_and_replicas_get_every_frame(shm_flow: FlowRunner) -> None:
 
 def test_zip_pairs_frames_from_shared_memory(shm_flow: FlowRunner) -> None:
     out, n = shm_flow.path("out.jsonl"), 150
-    result = shm_flow.run(
-        manifest(
-            shm_flow,
-            f"""
-        [nodes.frames]
-        run = "{{shm_nodes}}:Frames"
-        args = {{ n = {n} }}
-        [nodes.a]
-        run = "{{shm_nodes}}:Pass"
-        inputs = ["frames"]
-        [nodes.b]
-        run = "{{shm_nodes}}:Invert"
-        inputs = ["frames"]
-        [nodes.check]
-        run = "{{shm_nodes}}:Check"
-        inputs = {{ a = "a", b = "b" }}
-        args = {{ path = "{out}" }}
-    """,
-        )
-    )
+    nodes = {
+        "frames": shm_node("Frames", n=n),
+        "a": shm_node("Pass", "frames"),
+        "b": shm_node("Invert", "frames"),
+        "check": shm_node("Check", {"a": "a", "b": "b"}, path=out),  # a zip of the two
+    }
+    result = shm_flow.run(manifest(shm_flow, nodes))
     assert result.returncode == 0, result.stderr
     items, _ = read(out)
     assert [line[0] for line in items] == [i for i in range(n) for _ in range(2)]
@@ -164,31 +126,19 @@ def test_zip_pairs_frames_from_shared_memory(shm_flow: FlowRunner) -> None:
 
 
 @pytest.mark.parametrize(
-    "settings, reader_shm, why",
+    "settings, reader_shm_off, why",
     [
-        ('transport = "tcp"', "", "tcp edge"),
-        ("shm = false", "", "turned off for the flow"),
-        ("", "shm = false", "turned off for the reader"),
+        ('transport = "tcp"', False, "tcp edge"),
+        ("shm = false", False, "turned off for the flow"),
+        ("", True, "turned off for the reader"),
     ],
 )
-def test_inline_fallback(shm_flow: FlowRunner, settings: str, reader_shm: str, why: str) -> None:
+def test_inline_fallback(shm_flow: FlowRunner, settings: str, reader_shm_off: bool, why: str) -> None:
     out, n = shm_flow.path("out.jsonl"), 60
-    result = shm_flow.run(
-        manifest(
-            shm_flow,
-            f"""
-        [nodes.frames]
-        run = "{{shm_nodes}}:Frames"
-        args = {{ n = {n} }}
-        [nodes.check]
-        run = "{{shm_nodes}}:Check"
-        inputs = ["frames"]
-        args = {{ path = "{out}", keep = 5 }}
-        {reader_shm}
-    """,
-            settings,
-        )
-    )
+    nodes = shm_chain(out, {"n": n}, {"keep": 5}, through=None)
+    if reader_shm_off:
+        nodes["check"]["shm"] = False
+    result = shm_flow.run(manifest(shm_flow, nodes, settings))
     assert result.returncode == 0, result.stderr
     assert_all_frames(out, n, shared=False)
 
@@ -221,18 +171,7 @@ def test_stop_drains_and_leaves_no_segment(shm_flow: FlowRunner) -> None:
     launcher = shm_flow.start(
         manifest(
             shm_flow,
-            f"""
-        [nodes.frames]
-        run = "{{shm_nodes}}:Frames"
-        args = {{ n = 100000, pause = 0.002 }}
-        [nodes.pass]
-        run = "{{shm_nodes}}:Pass"
-        inputs = ["frames"]
-        [nodes.check]
-        run = "{{shm_nodes}}:Check"
-        inputs = ["pass"]
-        args = {{ path = "{out}", keep = 3 }}
-    """,
+            shm_chain(out, {"n": 100000, "pause": 0.002}, {"keep": 3}),
         )
     )
     poll_for(lambda: line_count(out) >= 50, timeout=30)
@@ -250,15 +189,7 @@ def test_memory_stays_bounded_under_a_slow_consumer(shm_flow: FlowRunner) -> Non
     launcher = shm_flow.start(
         manifest(
             shm_flow,
-            f"""
-        [nodes.frames]
-        run = "{{shm_nodes}}:Frames"
-        args = {{ n = 100000 }}
-        [nodes.check]
-        run = "{{shm_nodes}}:Check"
-        inputs = ["frames"]
-        args = {{ path = "{out}", delay = 0.02 }}
-    """,
+            shm_chain(out, {"n": 100000}, {"delay": 0.02}, through=None),
             f"queue = {queue}",
         )
     )
@@ -281,18 +212,7 @@ def test_sigkill_leaves_no_segment(shm_flow: FlowRunner, victim: str) -> None:
     launcher = shm_flow.start(
         manifest(
             shm_flow,
-            f"""
-        [nodes.frames]
-        run = "{{shm_nodes}}:Frames"
-        args = {{ n = 100000, pause = 0.002 }}
-        [nodes.pass]
-        run = "{{shm_nodes}}:Pass"
-        inputs = ["frames"]
-        [nodes.check]
-        run = "{{shm_nodes}}:Check"
-        inputs = ["pass"]
-        args = {{ path = "{out}", keep = 3 }}
-    """,
+            shm_chain(out, {"n": 100000, "pause": 0.002}, {"keep": 3}),
         )
     )
     poll_for(lambda: line_count(out) >= 30, timeout=30)
@@ -309,22 +229,9 @@ def test_a_crashed_reader_gives_its_slots_back(shm_flow: FlowRunner) -> None:
     # slots the dead process held and goes on in shared memory to the end.
     out, n = shm_flow.path("out.jsonl"), 400
     gate = shm_flow.path("gate")
-    launcher = shm_flow.start(
-        manifest(
-            shm_flow,
-            f"""
-        [nodes.frames]
-        run = "{{shm_nodes}}:Frames"
-        args = {{ n = {n}, pause = 0.003, gate = "{gate}" }}
-        [nodes.check]
-        run = "{{shm_nodes}}:Check"
-        inputs = ["frames"]
-        args = {{ path = "{out}", keep = 3 }}
-        restart = "on-failure"
-    """,
-            "queue = 4",
-        )
-    )
+    nodes = shm_chain(out, {"n": n, "pause": 0.003, "gate": gate}, {"keep": 3}, through=None)
+    nodes["check"]["restart"] = "on-failure"
+    launcher = shm_flow.start(manifest(shm_flow, nodes, "queue = 4"))
     poll_for(lambda: line_count(out) >= 50, timeout=30)
     os.kill(pids_of(shm_flow, "check"), signal.SIGKILL)
     poll_for(lambda: shm_flow.replicas().get("check", {}).get("restarts") == 1, timeout=30)
@@ -374,15 +281,7 @@ def test_graceful_restart_of_a_producer_whose_frames_a_reader_keeps(shm_flow: Fl
     out = shm_flow.path("out.jsonl")
     lines, _, _ = restart_mid_stream(
         shm_flow,
-        f"""
-        [nodes.frames]
-        run = "{SHM_NODES}:Frames"
-        args = {{ n = 300, pause = 0.001, gate = "{{gate}}" }}
-        [nodes.check]
-        run = "{SHM_NODES}:Check"
-        inputs = ["frames"]
-        args = {{ path = "{out}", keep = 5 }}
-    """,
+        shm_chain(out, {"n": 300, "pause": 0.001, "gate": "{gate}"}, {"keep": 5}, through=None),
         "frames",
         out,
         after=100,
@@ -392,26 +291,15 @@ def test_graceful_restart_of_a_producer_whose_frames_a_reader_keeps(shm_flow: Fl
     assert all(line[2] == [] for line in lines if line[0] == "kept")
 
 
-@pytest.mark.parametrize("node", ["pass", "check"])
-def test_graceful_restart_keeps_every_frame(shm_flow: FlowRunner, node: str) -> None:
+@pytest.mark.parametrize("restarted", ["pass", "check"])
+def test_graceful_restart_keeps_every_frame(shm_flow: FlowRunner, restarted: str) -> None:
     from restarting import restart_mid_stream
 
     out, n = shm_flow.path("out.jsonl"), 600
     lines, _, _ = restart_mid_stream(
         shm_flow,
-        f"""
-        [nodes.frames]
-        run = "{SHM_NODES}:Frames"
-        args = {{ n = {n}, pause = 0.001, gate = "{{gate}}" }}
-        [nodes.pass]
-        run = "{SHM_NODES}:Pass"
-        inputs = ["frames"]
-        [nodes.check]
-        run = "{SHM_NODES}:Check"
-        inputs = ["pass"]
-        args = {{ path = "{out}", keep = 3 }}
-    """,
-        node,
+        shm_chain(out, {"n": n, "pause": 0.001, "gate": "{gate}"}, {"keep": 3}),
+        restarted,
         out,
         after=100,
     )
@@ -426,25 +314,9 @@ def test_a_killed_sender_costs_only_its_frames_in_flight(shm_flow: FlowRunner) -
     # segments at once: descriptors still queued for them are refused (counted), the reader
     # lives on, and what arrives stays intact and in order.
     out, gate = shm_flow.path("out.jsonl"), shm_flow.path("gate")
-    launcher = shm_flow.start(
-        manifest(
-            shm_flow,
-            f"""
-        [nodes.frames]
-        run = "{{shm_nodes}}:Frames"
-        args = {{ n = 300, pause = 0.002, gate = "{gate}" }}
-        restart = "on-failure"
-        [nodes.pass]
-        run = "{{shm_nodes}}:Pass"
-        inputs = ["frames"]
-        [nodes.check]
-        run = "{{shm_nodes}}:Check"
-        inputs = ["pass"]
-        args = {{ path = "{out}", keep = 3, delay = 0.005 }}
-    """,
-            "queue = 8",
-        )
-    )
+    nodes = shm_chain(out, {"n": 300, "pause": 0.002, "gate": gate}, {"keep": 3, "delay": 0.005})
+    nodes["frames"]["restart"] = "on-failure"
+    launcher = shm_flow.start(manifest(shm_flow, nodes, "queue = 8"))
     poll_for(lambda: line_count(out) >= 40, timeout=30)
     os.kill(pids_of(shm_flow, "frames"), signal.SIGKILL)
     poll_for(lambda: shm_flow.replicas().get("frames", {}).get("restarts") == 1, timeout=30)

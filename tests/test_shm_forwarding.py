@@ -79,3 +79,24 @@ def test_a_processor_announces_its_reader_and_releases_in_one_message(trio) -> N
     assert changes == [("sink", 1), ("mid", -1)]
     assert listener.poll(100) == 0  # nothing else: one message per item
     assert {entry[0] for entry in msgpack.unpackb(message)} == {msgpack.unpackb(received_descriptor)[0]}
+
+
+def test_releases_wait_a_moment_or_for_a_batch(trio, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader's releases are due RELEASE_DELAY_S after the first of them (sent at once, they
+    woke the owner while the next node woke for the item), or at once when RELEASE_BATCH gather."""
+    source, _, _, sink = trio
+    clock = [1000.0]
+    monkeypatch.setattr("flujo.shm.time.monotonic", lambda: clock[0])
+    frame = source.frame_buffer(1 << 17, np.uint8)
+    assert sink.release_wait() is None  # nothing held back
+    sink.view(_send(source, frame, ("sink", 0)), ("src", 0))  # dropped at once: released
+    assert sink.release_wait() == pytest.approx(SharedMemoryReader.RELEASE_DELAY_S)
+    clock[0] += SharedMemoryReader.RELEASE_DELAY_S / 2
+    assert sink.release_wait() == pytest.approx(SharedMemoryReader.RELEASE_DELAY_S / 2)
+    clock[0] += SharedMemoryReader.RELEASE_DELAY_S
+    assert sink.release_wait() == 0.0
+    sink.flush()
+    assert sink.release_wait() is None and source.release_socket.poll(5000)
+    for _ in range(SharedMemoryReader.RELEASE_BATCH):
+        sink.view(_send(source, frame, ("sink", 0)), ("src", 0))
+    assert sink.release_wait() == 0.0  # a full batch goes without waiting

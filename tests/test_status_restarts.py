@@ -10,6 +10,7 @@ import threading
 import pytest
 from conftest import NODES, FlowRunner, poll_for
 from flow_nodes import line_count
+from manifests import Node, collect, node
 
 from flujo.launch.manifest import validate
 from flujo.launch.metrics import Sample, bottleneck, busy_fraction, queue_fill
@@ -68,25 +69,19 @@ def test_the_bottleneck_is_the_busiest_node_also_after_a_restart() -> None:
     assert bottleneck(flow, {("a", 0): a, ("b", 0): b}) == "b"
 
 
-CHAIN = """
-    [nodes.numbers]
-    run = "{nodes}:Paced"
-    args = { n = 4000, pause = 0.001 }
-    [nodes.work]
-    run = "{nodes}:square"
-    inputs = ["numbers"]
-    restart = "on-failure"
-    [nodes.sink]
-    run = "{nodes}:Collect"
-    inputs = ["work"]
-    args = { path = "OUT" }
-"""
+def chain(out: str) -> dict[str, Node]:
+    """4000 paced numbers -> work (restarted on failure) -> sink writing ``out``."""
+    return {
+        "numbers": node("{nodes}:Paced", args={"n": 4000, "pause": 0.001}),
+        "work": node("{nodes}:square", "numbers", restart="on-failure"),
+        "sink": collect("work", out),
+    }
 
 
 @pytest.mark.timeout(90)
 def test_status_across_a_restart_mid_stream(flow: FlowRunner) -> None:
     out = flow.path("out.jsonl")
-    launcher = flow.start(flow.manifest(CHAIN.replace("OUT", out), flow="queue = 4"))
+    launcher = flow.start(flow.manifest(chain(out), flow="queue = 4"))
     seen: list[dict] = []
     done = threading.Event()
 
