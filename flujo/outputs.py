@@ -97,10 +97,6 @@ class OutputEdge:
         socket.linger = 0  # the node waits for downstream's release instead of lingering
         socket.reconnect_ivl = 10  # ms; a restarted replica is found again quickly
         socket.sndtimeo = BLOCKING_SEND_MS
-        if self.retentions is not None:
-            # Nothing queued for a connection that is gone (a dead reader): it is kept and replayed
-            # instead, and a send waits for the successor (looking at commands: "exited" first).
-            socket.immediate = True
         socket.connect(endpoint)
         return socket
 
@@ -129,7 +125,11 @@ class OutputEdge:
 
     def _replay(self, index: int) -> None:
         """A fresh socket (what libzmq still queued for the dead process goes with the old one),
-        then every message kept for that replica, in order; again if it ended once more meanwhile."""
+        then every message kept for that replica, in order; again if it ended once more meanwhile.
+        The sender takes "exited" in well before the successor binds (it looks at commands every
+        2 ms, and a lossless send waits in a poll that wakes for them), so the old socket does
+        not reconnect to the successor first. (ZMQ_IMMEDIATE would make sure of it, but it holds
+        a producer's first items back until the connection is up.)"""
         retention = self.retentions[index]  # type: ignore[index]
         while index in self._replay_due:
             self._replay_due.discard(index)
