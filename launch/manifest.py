@@ -140,6 +140,7 @@ class FlowSpec:
     max_control_message: int = CONTROL_MAX_MESSAGE  # bytes per frame on control, status and command sockets
     insecure: bool = False  # plain tcp, on purpose: no encryption, no authentication
     shm: bool = True  # arrays between nodes on this host may go through shared memory
+    lossless: bool = False  # opt in: edges that can acknowledge and replay do (docs/PROTOCOL.md, section 9)
     engine: Engine = Engine.LOCAL
     ray_address: str | None = None  # what ray.init connects to: HOST:PORT, ray://HOST:PORT or auto
 
@@ -318,6 +319,7 @@ FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "engine": _one_of(Engine),
     "ray_address": _string,
     "shm": _flag,
+    "lossless": _flag,
     "max_message": _size,
     "max_control_message": _size,
 }
@@ -444,6 +446,7 @@ class _Validator:
             hosts=hosts,
             insecure=settings.get("insecure", False),
             shm=settings.get("shm", True),
+            lossless=settings.get("lossless", False),
             engine=Engine(settings.get("engine", Engine.LOCAL)),
             ray_address=settings.get("ray_address"),
         )

@@ -79,7 +79,7 @@ def test_a_consumer_killed_again_and_again_loses_nothing(flow: FlowRunner) -> No
         restart = "always"
         max_restarts = 10
         """,
-        flow=f"queue = {QUEUE}\nshm = false",
+        flow=f"queue = {QUEUE}\nshm = false\nlossless = true",
     )
     launcher = flow.start(manifest)
     _kill_repeatedly(flow, "sink", out)
@@ -108,7 +108,7 @@ def test_a_processor_killed_again_and_again_loses_nothing(flow: FlowRunner) -> N
         inputs = ["work"]
         args = {{ path = "{out}" }}
         """,
-        flow=f"queue = {QUEUE}\nshm = false",
+        flow=f"queue = {QUEUE}\nshm = false\nlossless = true",
     )
     launcher = flow.start(manifest)
     _kill_repeatedly(flow, "work", out)
@@ -117,3 +117,25 @@ def test_a_processor_killed_again_and_again_loses_nothing(flow: FlowRunner) -> N
     runs = [[round(value**0.5) for value in run] for run in _runs(out)]
     assert len(runs) == 1  # the consumer lived throughout: it never sees an item twice
     assert _check_exactly_once(runs) == 0
+
+
+@pytest.mark.parametrize(
+    ("flow_settings", "expected"),
+    [
+        ("shm = false\nlossless = true", True),
+        ("shm = false", False),  # opt-in: nothing acknowledges unless the flow asks
+        ("lossless = true", False),  # shared-memory slots are not kept yet
+    ],
+)
+def test_only_a_flow_that_opts_in_gets_lossless_edges(tmp_path, flow_settings: str, expected: bool) -> None:
+    from flujo.launch.manifest import load_manifest
+    from flujo.launch.plan import lossless
+
+    path = tmp_path / "flow.toml"
+    path.write_text(
+        f"[flow]\n{flow_settings}\n"
+        '[nodes.a]\nrun = "flujo.nodes.basic:Count"\n'
+        '[nodes.b]\nrun = "flujo.nodes.basic:Print"\ninputs = ["a"]\n'
+    )
+    flow = load_manifest(path)
+    assert lossless(flow, flow.nodes["a"], flow.nodes["b"]) is expected
