@@ -19,18 +19,33 @@ from flujo.port_queue import PortQueue
 from flujo.protocol import Codec, Message, ProtocolError
 from flujo.wire_check import PAUSE, DataCheck, RefusalLog
 
-__all__ = ["BLOCKING_RECEIVE_MS", "SKIP", "WAIT", "Drained", "InputPort", "Join"]
+__all__ = ["BLOCKING_RECEIVE_MS", "SKIP", "WAIT", "Drained", "InputPort", "Join", "bind_pull"]
 
 #: A node waiting for one port blocks in the receive itself (GIL released) at most this long
 #: before it looks at its commands: cheaper than a poll and a failed receive per item.
 BLOCKING_RECEIVE_MS = 200
 
 
+def bind_pull(context: zmq.Context, config: InputConfig) -> zmq.Socket:
+    """The PULL socket of an input port, bound to ``config.endpoint`` (closed again if the bind fails)."""
+    socket = context.socket(zmq.PULL)
+    socket.rcvhwm = config.hwm
+    socket.maxmsgsize = config.max_message  # a larger frame drops its connection, unread
+    socket.rcvtimeo = BLOCKING_RECEIVE_MS
+    socket.linger = 0
+    try:
+        socket.bind(config.endpoint)
+    except zmq.ZMQError:
+        socket.close(linger=0)
+        raise
+    return socket
+
+
 class InputPort(PortQueue):
     """One input port: checked and decoded messages from its PULL socket into its queue.
 
     The constructor takes the socket (any object with pyzmq's receive methods), so what the port
-    does with what arrives is testable without one; :meth:`bind` makes the real one.
+    does with what arrives is testable without one; :func:`bind_pull` makes the real one.
     """
 
     def __init__(
@@ -49,30 +64,6 @@ class InputPort(PortQueue):
         self._check = DataCheck(config.source, config.senders)  # what this port accepts (flujo/wire_check.py)
         self._refusals = refusals or RefusalLog("flujo")
         self.rejected = 0  # messages refused: malformed, or not from this port's senders in order
-
-    @classmethod
-    def bind(
-        cls,
-        context: zmq.Context,
-        config: InputConfig,
-        codec: Codec,
-        reorder: bool,
-        on_ended: Callable[[PortQueue], None],
-        on_paused: Callable[[PortQueue, Message], None] = lambda port, message: None,
-        refusals: RefusalLog | None = None,
-    ) -> InputPort:
-        """The port with its PULL socket bound to ``config.endpoint``, its senders' queue bound set."""
-        socket = context.socket(zmq.PULL)
-        socket.rcvhwm = config.hwm
-        socket.maxmsgsize = config.max_message  # a larger frame drops its connection, unread
-        socket.rcvtimeo = BLOCKING_RECEIVE_MS
-        socket.linger = 0
-        try:
-            socket.bind(config.endpoint)
-        except zmq.ZMQError:
-            socket.close(linger=0)
-            raise
-        return cls(socket, config, codec, reorder, on_ended, on_paused, refusals)
 
     def accept_shared_memory(self, reader: Any) -> None:
         """Descriptors of shared-memory arrays from this port's senders are mapped by ``reader``."""

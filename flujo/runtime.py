@@ -35,7 +35,7 @@ from flujo.closing import CloseReason, closer
 from flujo.config import NodeConfig
 from flujo.control import ControlChannel
 from flujo.curve import FlowContext, KeyPair
-from flujo.inputs import SKIP, WAIT, Drained, InputPort, Join
+from flujo.inputs import SKIP, WAIT, Drained, InputPort, Join, bind_pull
 from flujo.joins import Step
 from flujo.outputs import OutputEdge
 from flujo.port_queue import PortQueue
@@ -111,8 +111,14 @@ class NodeRuntime:
         self.codec = Codec(config.node, config.replica, max_message)
         self.refusals = RefusalLog(f"flujo: {config.label}")  # refused messages, logged on stderr
         self.ports = [
-            InputPort.bind(
-                context, port, self.codec, port.senders > 1, self._release_port, self._confirm_pause, self.refusals
+            InputPort(
+                bind_pull(context, port),
+                port,
+                self.codec,
+                port.senders > 1,
+                self._release_port,
+                self._confirm_pause,
+                self.refusals,
             )
             for port in config.inputs
         ]

@@ -1,4 +1,4 @@
-"""An input port (flujo/inputs.py) on a real PULL socket made by ``InputPort.bind``: the real
+"""An input port (flujo/inputs.py) on a real PULL socket made by ``bind_pull``: the real
 checks and codec restore order across senders and refuse replays and strangers, counted and logged.
 (tests/test_core_ports.py drives the receive path with a scripted codec, without a socket.)
 """
@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from flujo.config import InputConfig
-from flujo.inputs import InputPort
+from flujo.inputs import InputPort, bind_pull
 from flujo.protocol import Codec, MessageKind
 from flujo.wire_check import RefusalLog
 
@@ -30,7 +30,7 @@ def context() -> Iterator[zmq.Context]:
 def bound(context: zmq.Context, endpoint: str, senders: int = 1, lines: list[str] | None = None) -> InputPort:
     config = InputConfig("in", endpoint, 8, "up", "out", senders)
     log = RefusalLog("test", write=(lines if lines is not None else []).append)
-    return InputPort.bind(context, config, Codec("me", 0), senders > 1, lambda port: None, refusals=log)
+    return InputPort(bind_pull(context, config), config, Codec("me", 0), senders > 1, lambda port: None, refusals=log)
 
 
 def frames(seq: int, item: Any, replica: int = 0, sender: str = "up") -> list[Any]:

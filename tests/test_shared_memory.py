@@ -331,15 +331,14 @@ def test_a_killed_sender_costs_only_its_frames_in_flight(shm_flow: FlowRunner) -
 
 def test_a_port_refuses_descriptors_it_does_not_accept_and_reads_on(tmp_path: Path) -> None:
     from flujo.config import InputConfig
-    from flujo.inputs import InputPort
+    from flujo.inputs import InputPort, bind_pull
     from flujo.protocol import Codec
     from flujo.shm_wire import pack_descriptor
 
     context = zmq.Context()
     endpoint = f"ipc://{tmp_path / 'in'}"
-    port = InputPort.bind(
-        context, InputConfig("in", endpoint, 4, "up", "out", 1), Codec("me", 0), False, lambda p: None
-    )
+    config = InputConfig("in", endpoint, 4, "up", "out", 1)
+    port = InputPort(bind_pull(context, config), config, Codec("me", 0), False, lambda p: None)
     sender = context.socket(zmq.PUSH)
     try:
         sender.connect(endpoint)
