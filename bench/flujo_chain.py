@@ -66,6 +66,7 @@ def manifest_text(
     insecure: bool = False,
     shm: bool = True,
     readers: int = 1,
+    lossless: bool = False,
 ) -> str:
     """The manifest of producer -> ``stages`` x ``replicas`` processors -> consumer (tcp: CURVE
     unless ``insecure``; ``readers`` consumers reading the last stage: a fan-out, the first
@@ -79,6 +80,7 @@ def manifest_text(
         f'transport = "{transport}"',
         f"insecure = {_toml_value(insecure)}",
         *([] if shm else ["shm = false"]),
+        *(["lossless = true"] if lossless else []),
         "",
     ]
     lines += ["[nodes.source]", f"run = {_toml_value(f'{NODES_FILE}:{prefix}Producer')}", f"args = {args}", ""]
@@ -127,12 +129,15 @@ def run_chain(
     insecure: bool = False,
     shm: bool = True,
     readers: int = 1,
+    lossless: bool = False,
 ) -> RunOutput:
     """Run the chain once with ``flujo-launch``; fresh processes every time."""
     manifest = workdir / "manifest.toml"
     # The flow's name carries this process's id: engineers sharing a machine can bench at once.
     name = f"bench-{cfg['workload']}-{os.getpid()}"
-    manifest.write_text(manifest_text(cfg, name, stages, replicas, queue, transport, profile, insecure, shm, readers))
+    manifest.write_text(
+        manifest_text(cfg, name, stages, replicas, queue, transport, profile, insecure, shm, readers, lossless)
+    )
     env = dict(os.environ)
     launch = time.monotonic_ns()
     code = run_command([*launcher(), str(manifest)], timeout, cwd=workdir, env=env, log=workdir / "flujo.log")

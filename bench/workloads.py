@@ -47,6 +47,8 @@ def _systems(names: list[str]) -> list[Variant]:
         "flujo": Variant("flujo", flujo_chain.run_chain),
         "flujo-born": Variant("flujo born in shm", flujo_chain.run_chain, cfg={"shm_born": True}),
         "flujo-inline": Variant("flujo inline", flujo_chain.run_chain, {"shm": False}),
+        # Acknowledged, kept and replayable edges (docs/PROTOCOL.md 9): the cost of losing nothing on a crash.
+        "flujo-lossless": Variant("flujo lossless", flujo_chain.run_chain, {"shm": False, "lossless": True}),
         "flujo-tcp": Variant("flujo-tcp", flujo_chain.run_chain, {"transport": "tcp"}),  # CURVE, the default
         "flujo-tcp-plain": Variant("flujo-tcp-plain", flujo_chain.run_chain, {"transport": "tcp", "insecure": True}),
         "raw-ipc": Variant("pyzmq-ipc", raw_zmq.run_chain, {"transport": "ipc"}),
@@ -105,9 +107,9 @@ class SmallItems(Workload):
 
     def variants(self) -> list[Variant]:
         names = (
-            ["flujo", "flujo-inline", "raw-ipc", "videoflow"]
+            ["flujo", "flujo-lossless", "raw-ipc", "videoflow"]
             if self.quick
-            else ["flujo", "flujo-inline", "flujo-tcp", "flujo-tcp-plain", "raw-ipc", "raw-tcp", "mp", "videoflow"]
+            else ["flujo", "flujo-lossless", "flujo-tcp", "flujo-tcp-plain", "raw-ipc", "raw-tcp", "mp", "videoflow"]
         )
         variants = _systems(names)
         for v in variants:
@@ -147,6 +149,7 @@ class Frames(Workload):
                 "flujo",
                 "flujo-born",
                 "flujo-inline",
+                "flujo-lossless",
                 "flujo-tcp",
                 "flujo-tcp-plain",
                 "raw-ipc",

@@ -74,7 +74,7 @@ class Retention:
 
     @property
     def full(self) -> bool:
-        """The window is full: the sender waits for an acknowledgement before sending more here."""
+        """The window is full: more than the sender will keep for this reader."""
         return self.items >= self.window or self.heavy >= self.messages
 
     @property
@@ -111,6 +111,14 @@ class Retention:
             self.heavy -= message.heavy
             freed.append(message)
         return freed
+
+    def forget_oldest(self) -> int:
+        """Drop the oldest kept message unacknowledged (the reader is not acknowledging): its
+        items are no longer replayable. Returns how many items it carried."""
+        message = self._kept.popleft()
+        self.items -= message.items
+        self.heavy -= message.heavy
+        return message.items
 
     def replay(self) -> list[Kept]:
         """The reader's process ended: what it had not acknowledged, in order, for its successor

@@ -37,6 +37,9 @@ BLOCKING_SEND_MS = 200
 IsReleased = Callable[[str, str, int], bool]
 #: The sequence number end of stream counts as: past any pause limit.
 END_SEQ = sys.maxsize
+# A lossless edge keeps at most this many queues' worth per reader replica (2 x hwm messages
+# each): far more than the queues of a path below it hold in flight (two per hop).
+RETAINED_QUEUES = 16
 
 
 def _no_wait(sockets: Iterable[zmq.Socket]) -> None:
@@ -66,10 +69,16 @@ class OutputEdge:
         # and re-sends it to the replica's successor ahead of anything new.
         self.retentions: list[Retention] | None = None
         if config.lossless and not self._drops:
-            # What the ZeroMQ pipe holds at both ends: 2 x hwm messages, each a batch of small
-            # items at most; of messages with arrays, 2 x hwm (memory stays bounded by the queue).
-            window = 2 * config.hwm
+            # Retention never holds the sender back: the queues' high-water marks do, as on any
+            # edge. (A window that waited for acknowledgements deadlocked a flow whose reader
+            # restores order across replicas: it holds one replica's items, unacknowledged, until
+            # a gap that only a held-back sender upstream can fill.) So what is kept is what is in
+            # flight below this edge, bounded by the queues on the way. A reader that stopped
+            # acknowledging would make it grow: past RETAINED_QUEUES queues' worth, the oldest is
+            # forgotten (counted in `unretained`, said once): at most once for those items.
+            window = RETAINED_QUEUES * 2 * config.hwm
             self.retentions = [Retention(window * BATCH_ITEMS, window) for _ in config.endpoints]
+        self.unretained = 0
         self._replay_due: set[int] = set()  # replicas whose process ended: replay before sending there
         self._end_frames: list[Any] | None = None  # end of stream, sent again after a replay
         self.replayed = 0  # items sent again to successors
@@ -109,12 +118,26 @@ class OutputEdge:
         """A data message went to that replica: keep it until acknowledged."""
         retentions = self.retentions
         if retentions is not None and items:
-            retentions[index].keep(last - items + 1, last, frames, None, len(frames) > 2)
+            retention = retentions[index]
+            retention.keep(last - items + 1, last, frames, None, len(frames) > 2)
+            if retention.full:
+                self._forget_oldest(index, retention)
+
+    def _forget_oldest(self, index: int, retention: Retention) -> None:
+        """Far more is kept than the queues below could hold: that reader does not acknowledge."""
+        if not self.unretained:
+            print(
+                f"edge {self.port} -> {self.target}.{index}/{self.config.target_port}: the reader has not "
+                f"acknowledged {retention.items} items; the oldest are no longer kept for a replay",
+                file=sys.stderr,
+                flush=True,
+            )
+        while retention.full:
+            self.unretained += retention.forget_oldest()
 
     def _room(self, index: int) -> bool:
-        """Whether that replica may take a message now: nothing to replay first, window not full."""
-        retentions = self.retentions
-        return retentions is None or (index not in self._replay_due and not retentions[index].full)
+        """Whether that replica may take a message now: nothing to replay to it first."""
+        return not self._replay_due or index not in self._replay_due
 
     def reader_exited(self, index: int) -> None:
         """That reader replica's process ended: unless it had been released, its successor gets
@@ -306,13 +329,9 @@ class OutputEdge:
         lossless edge, which sends without blocking so that it sees a reader's "exited" first)."""
         lossless = self.retentions is not None
         while not self._is_released(self.target, self.config.target_port, index):
-            if lossless:
-                if index in self._replay_due:
-                    self._replay(index)
-                    continue
-                if items and self.retentions[index].full:  # type: ignore[index]
-                    self._wait(())  # for acknowledgements (or a command)
-                    continue
+            if lossless and index in self._replay_due:
+                self._replay(index)
+                continue
             socket = self.sockets[index]
             try:
                 send_message(socket, frames, NOBLOCK if lossless else 0)
@@ -403,8 +422,7 @@ class OutputEdge:
                 self.sent += 1
                 self.last_reader = index
                 return True
-            roomy = [sockets[index] for index in live if self._room(index)]
-            self._wait(roomy)  # for room (with none: for acknowledgements), or a command
+            self._wait([sockets[index] for index in live if self._room(index)])  # for room, or a command
 
     def _offer(self, frames: list[Any], seq: int) -> bool:
         """Send to a live replica with room, or drop an item (counted): a realtime reader never

@@ -200,7 +200,7 @@ class NodeRuntime:
         self._outboxes = []
         for port in self.ports:
             if port.config.ack_endpoints:
-                # Half the senders' window (2 x hwm) per acknowledgement, at most: they never stall on it.
+                # Every hwm items at most: what senders keep stays within about a queue per hop.
                 every = max(1, min(ACK_EVERY_ITEMS, port.config.hwm))
                 port.outbox = AckOutbox(
                     context, config.node, config.replica, port.name, port.config.ack_endpoints, every
@@ -390,9 +390,8 @@ class NodeRuntime:
     @property
     def holding_output(self) -> bool:
         """A batch waits, or a processor awaits acknowledgements from its readers to pass on
-        upstream (its senders may wait for them): the join must not block in a receive but
-        wait in a poll that wakes for them too. (A reader acknowledges every hwm items, half
-        its senders' window: they never wait for its acknowledgement.)"""
+        upstream (its senders keep items until then): the join must not block in a receive
+        but wait in a poll that wakes for them too."""
         if any(edge.batch is not None for edge in self.edges):
             return True
         return bool(self._outboxes) and any(retention.items for retention in self._retentions)
@@ -523,6 +522,7 @@ class NodeRuntime:
             "late": sum(port.late for port in self.ports),
             "duplicates": sum(port.duplicates for port in self.ports),
             "replayed": sum(edge.replayed for edge in self.edges),
+            "unretained": sum(edge.unretained for edge in self.edges),
             "rejected_acks": self.inbox.rejected if self.inbox is not None else 0,
             "next_seq": self.next_seq,
             "dropped": sum(port.dropped for port in self.ports),

@@ -9,6 +9,8 @@ from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from manifests import Node, collect, node, nodes_toml
 
+LOSSLESS = "shm = false\nlossless = true"  # [flow] lines: acknowledged, replayable edges (PROTOCOL 9)
+
 
 def gated(n: int, pause: float | None = None) -> Node:
     """Counts to n, then holds the stream open until restart_mid_stream opens the gate."""
@@ -39,15 +41,19 @@ def restart_mid_stream(
     out: str,
     after: int = 300,
     prefix: Sequence[str] = (),
+    settings: str = "",
 ) -> tuple[list, str, str]:
     """Start the flow, restart ``node`` once ``after`` items are out, and once every replica
     of it runs again open the gate (``{gate}`` in the manifest) that lets the stream end.
+    ``settings``: more lines for the manifest's [flow] table (e.g. LOSSLESS).
 
     Returns what the sink wrote, and the launcher's output and messages.
     """
     gate = Path(flow.path("gate"))
     body = manifest_body if isinstance(manifest_body, str) else nodes_toml(manifest_body)
-    launcher = flow.start(flow.manifest(body.replace("{gate}", str(gate)), flow="queue = 4"), prefix=prefix)
+    launcher = flow.start(
+        flow.manifest(body.replace("{gate}", str(gate)), flow=f"queue = 4\n{settings}"), prefix=prefix
+    )
     poll_for(lambda: line_count(out) >= after, timeout=30)
     labels = sorted(label for label, replica in flow.replicas().items() if replica["node"] == node)
     reply = flow.command("restart", node, "--flow", flow.name)

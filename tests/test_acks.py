@@ -169,3 +169,13 @@ def test_merge_numbering_is_recovered_by_a_successor() -> None:
     replay = [("b", 0), ("b", 1), ("a", 2), ("b", 2), ("a", 3)]
     assert [successor.number(*arrival) for arrival in replay] == [None, 3, 5, 4, 6]
     assert successor.acknowledge(6) == {"a": 3, "b": 2}
+
+
+def test_a_reader_that_stops_acknowledging_costs_the_oldest_items_not_memory() -> None:
+    retention = Retention(window=4)
+    for seq in range(4):
+        retention.keep(seq, seq, [b"frame"])
+    assert retention.full
+    assert retention.forget_oldest() == 1  # no longer replayable
+    assert not retention.full and retention.lowest_unacked == 1 and retention.items == 3
+    assert [kept.first for kept in retention.replay()] == [1, 2, 3]

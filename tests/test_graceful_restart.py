@@ -6,27 +6,33 @@ import pytest
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from manifests import collect, node
-from restarting import chain, gated, restart_mid_stream, zip_behind_a_lagging_input
+from restarting import LOSSLESS, chain, gated, restart_mid_stream, zip_behind_a_lagging_input
+
+# Every graceful restart is exactly once, on plain edges and on lossless ones (PROTOCOL 8, 9).
+DELIVERY = pytest.mark.parametrize("settings", ["", LOSSLESS], ids=["plain", "lossless"])
 
 
+@DELIVERY
 @pytest.mark.parametrize("replicas", [1, 2])
-def test_restarting_a_processor_loses_nothing(flow: FlowRunner, replicas: int) -> None:
+def test_restarting_a_processor_loses_nothing(flow: FlowRunner, replicas: int, settings: str) -> None:
     out, n = flow.path("out.jsonl"), 3000
     work = node("{nodes}:square", replicas=replicas)
-    values, _, _ = restart_mid_stream(flow, chain(n, out, work), "work", out)
+    values, _, _ = restart_mid_stream(flow, chain(n, out, work), "work", out, settings=settings)
     assert values == [i * i for i in range(n)]  # every item, once, in order
 
 
-def test_restarting_the_consumer_loses_nothing(flow: FlowRunner) -> None:
+@DELIVERY
+def test_restarting_the_consumer_loses_nothing(flow: FlowRunner, settings: str) -> None:
     # The slow sink keeps its queue full: the drain has items to take, some in batches.
     out, n = flow.path("out.jsonl"), 2000
     values, _, _ = restart_mid_stream(
-        flow, {"numbers": gated(n), "sink": collect("numbers", out, delay=0.0005)}, "sink", out
+        flow, {"numbers": gated(n), "sink": collect("numbers", out, delay=0.0005)}, "sink", out, settings=settings
     )
     assert values == list(range(n))
 
 
-def test_restarting_behind_a_replicated_node_keeps_the_order(flow: FlowRunner) -> None:
+@DELIVERY
+def test_restarting_behind_a_replicated_node_keeps_the_order(flow: FlowRunner, settings: str) -> None:
     # Both replicas of "work" read from both replicas of "spread": each drains items that were
     # waiting for a gap, and the sink still gets every item in order.
     out, n = flow.path("out.jsonl"), 2000
@@ -41,14 +47,16 @@ def test_restarting_behind_a_replicated_node_keeps_the_order(flow: FlowRunner) -
         "work",
         out,
         after=200,
+        settings=settings,
     )
     assert values == [i * i for i in range(n)]
 
 
-def test_a_restarted_producer_continues_its_numbering(flow: FlowRunner) -> None:
+@DELIVERY
+def test_a_restarted_producer_continues_its_numbering(flow: FlowRunner, settings: str) -> None:
     out, n = flow.path("out.jsonl"), 1500
     values, _, _ = restart_mid_stream(
-        flow, {"numbers": gated(n, 0.001), "sink": collect("numbers", out)}, "numbers", out
+        flow, {"numbers": gated(n, 0.001), "sink": collect("numbers", out)}, "numbers", out, settings=settings
     )
     # The new process produces its stream again from the start; everything the first one
     # produced before it stopped arrived, without a gap.
@@ -88,11 +96,12 @@ def test_a_node_that_does_not_drain_in_time_is_restarted_anyway(flow: FlowRunner
     assert values == sorted(set(values))  # at most once: maybe a gap, never a duplicate or a swap
 
 
-def test_restarting_a_zip_keeps_every_pair(flow: FlowRunner) -> None:
+@DELIVERY
+def test_restarting_a_zip_keeps_every_pair(flow: FlowRunner, settings: str) -> None:
     # One input of the zip lags the other (jitter), so at the restart its senders stand at
     # different sequence numbers: they agree on a common one before pausing.
     out, n = flow.path("out.jsonl"), 2000
     values, _, _ = restart_mid_stream(
-        flow, zip_behind_a_lagging_input(n, out, "squares", node("{nodes}:square")), "pair", out
+        flow, zip_behind_a_lagging_input(n, out, "squares", node("{nodes}:square")), "pair", out, settings=settings
     )
     assert values == [i + i * i for i in range(n)]
