@@ -216,6 +216,14 @@ class NodeRuntime:
         for outbox in self._outboxes:
             outbox.done(through)
 
+    def _acked(self) -> dict[str, int]:
+        """A producer whose every output edge is lossless reports ``acked``: every item up to it
+        is done end to end, so a successor may resume after it (section 9.4)."""
+        edges = self.edges
+        if self.config.kind != NodeKind.PRODUCER or not edges or any(edge.retentions is None for edge in edges):
+            return {}
+        return {"acked": done_through(self.next_seq - 1, [retention.lowest_unacked for retention in self._retentions])}
+
     def _take_acks(self) -> None:
         inbox = self.inbox
         if inbox is not None:
@@ -525,6 +533,7 @@ class NodeRuntime:
             "unretained": sum(edge.unretained for edge in self.edges),
             "rejected_acks": self.inbox.rejected if self.inbox is not None else 0,
             "next_seq": self.next_seq,
+            **self._acked(),
             "dropped": sum(port.dropped for port in self.ports),
             "rejected": sum(port.rejected for port in self.ports),
             "rejected_by": dict(self.refusals.counts),

@@ -53,12 +53,18 @@ class Spawner:
     def respawn(self, replica: Replica) -> None:
         """Start a new process for a replica whose process died: same endpoints, so its peers reconnect."""
         config = replica.config
-        seq_start = config.seq_start
+        seq_start, resume_at = config.seq_start, None
         if config.kind == NodeKind.PRODUCER:
-            next_seq = replica.sample.stats.get("next_seq", seq_start)
+            stats = replica.sample.stats
+            next_seq = stats.get("next_seq", seq_start)
             # A drained producer reported its next number exactly; a dead one may have sent more.
             seq_start = next_seq if replica.current.drained is not None else next_seq + SEQ_JUMP
-        replica.respawning(dataclasses.replace(config, seq_start=seq_start, generation=config.generation + 1))
+            acked = stats.get("acked")  # only on lossless edges (PROTOCOL 9.4)
+            if replica.current.drained is None and type(acked) is int and -1 <= acked < next_seq:
+                resume_at = acked + 1  # it may resume after what its readers had done; else seq_start
+        replica.respawning(
+            dataclasses.replace(config, seq_start=seq_start, resume_at=resume_at, generation=config.generation + 1)
+        )
         # Senders that already ended their stream towards the dead process will not send it again.
         for port in replica.config.inputs:
             for index in range(port.senders):

@@ -9,8 +9,10 @@ each process must see strictly increasing items, the runs together every item, i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 from conftest import FlowRunner, poll_for
@@ -139,3 +141,34 @@ def test_only_a_flow_that_opts_in_gets_lossless_edges(tmp_path, flow_settings: s
     )
     flow = load_manifest(path)
     assert lossless(flow, flow.nodes["a"], flow.nodes["b"]) is expected
+
+
+def test_a_producer_killed_again_and_again_resumes_and_loses_nothing(flow: FlowRunner) -> None:
+    # The launcher starts each successor at the item after what its readers had acknowledged
+    # (its last report, 0.5 s old at most): what it sends again, the processor drops.
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest(
+        f"""
+        [nodes.numbers]
+        run = "{{nodes}}:Paced"
+        args = {{ n = {N}, pause = 0.0005 }}
+        restart = "always"
+        max_restarts = 10
+        [nodes.work]
+        run = "{{nodes}}:square"
+        inputs = ["numbers"]
+        [nodes.sink]
+        run = "{{nodes}}:Journal"
+        inputs = ["work"]
+        args = {{ path = "{out}" }}
+        """,
+        flow=f"queue = {QUEUE}\nshm = false\nlossless = true",
+    )
+    launcher = flow.start(manifest, "--json-status", flow.path("status.json"))
+    _kill_repeatedly(flow, "numbers", out)
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    runs = [[round(value**0.5) for value in run] for run in _runs(out)]
+    assert len(runs) == 1 and _check_exactly_once(runs) == 0
+    status = {node["label"]: node for node in json.loads(Path(flow.path("status.json")).read_text())["nodes"]}
+    assert status["numbers"]["restarts"] == KILLS
