@@ -135,6 +135,19 @@ class OutputEdge:
         while retention.full:
             self.unretained += retention.forget_oldest()
 
+    @property
+    def lowest_undone(self) -> list[int | None]:
+        """The first item of this lossless edge not done below it, per reader replica kept for,
+        and the first taken but not sent yet (in a batch, or kept back for a successor): a
+        node acknowledges upstream only before all of them (section 9.2)."""
+        lowest: list[int | None] = [retention.lowest_unacked for retention in self.retentions or ()]
+        if self.batch is not None:
+            lowest.append(self.batch.first_seq)
+        if self._held_back:
+            _, items, last = self._held_back[0]
+            lowest.append(last - items + 1)
+        return lowest
+
     def _room(self, index: int) -> bool:
         """Whether that replica may take a message now: nothing to replay to it first."""
         return not self._replay_due or index not in self._replay_due

@@ -212,7 +212,7 @@ class NodeRuntime:
         consumed, a processor's once its readers acknowledged the results (section 9.2)."""
         through = self._processed
         if self._retentions:
-            through = done_through(through, [retention.lowest_unacked for retention in self._retentions])
+            through = done_through(through, self._lowest_undone())
         for outbox in self._outboxes:
             outbox.done(through)
 
@@ -222,7 +222,11 @@ class NodeRuntime:
         edges = self.edges
         if self.config.kind != NodeKind.PRODUCER or not edges or any(edge.retentions is None for edge in edges):
             return {}
-        return {"acked": done_through(self.next_seq - 1, [retention.lowest_unacked for retention in self._retentions])}
+        return {"acked": done_through(self.next_seq - 1, self._lowest_undone())}
+
+    def _lowest_undone(self) -> list[int | None]:
+        """Per lossless output edge: the first items not yet done below it (kept, or not sent)."""
+        return [low for edge in self.edges if edge.retentions is not None for low in edge.lowest_undone]
 
     def _take_acks(self) -> None:
         inbox = self.inbox
