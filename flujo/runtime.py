@@ -206,6 +206,13 @@ class NodeRuntime:
                     context, config.node, config.replica, port.name, port.config.ack_endpoints, every
                 )
                 self._outboxes.append(port.outbox)
+                if config.generation:  # a successor: its senders' replays come first (9.3)
+                    port.await_replays()
+                if config.replicas > 1:  # its senders deal by number (flujo/outputs.py)
+                    port.dealt_by_number(config.replica, config.replicas)
+        if config.generation:
+            for edge in self.edges:
+                edge.announce()
 
     def _acknowledge(self) -> None:
         """What is done end to end goes to the senders, batched: a consumer's items once
@@ -533,6 +540,7 @@ class NodeRuntime:
             "errors": self.errors,
             "late": sum(port.late for port in self.ports),
             "duplicates": sum(port.duplicates for port in self.ports),
+            "stale": sum(port.stale for port in self.ports),
             "replayed": sum(edge.replayed for edge in self.edges),
             "unretained": sum(edge.unretained for edge in self.edges),
             "rejected_acks": self.inbox.rejected if self.inbox is not None else 0,
