@@ -348,7 +348,8 @@ class OutputEdge:
     def _send_to(self, index: int, frames: list[Any], items: int = 0, last: int = -1) -> bool:
         """Send to that replica whether held or not, blocking while its queue is full; False when
         it has been released (nothing sent). ``items``..``last``: the data it carries (kept on a
-        lossless edge, which sends without blocking so that it sees a reader's "exited" first)."""
+        lossless edge; what goes to a reader's successor before its replay, the successor drops
+        until the REPLAY marker, and the replay brings it again)."""
         lossless = self.retentions is not None
         while not self._is_released(self.target, self.config.target_port, index):
             if lossless and index in self._replay_due:
@@ -356,7 +357,7 @@ class OutputEdge:
                 continue
             socket = self.sockets[index]
             try:
-                send_message(socket, frames, NOBLOCK if lossless else 0)
+                send_message(socket, frames)
                 self._keep(index, frames, items, last)
                 self.sent += items
                 if items:  # (a pause marker says nothing about where data went)

@@ -376,7 +376,11 @@ class NodeRuntime:
                 self._emit(seq, result)
             if self._outboxes:
                 self._processed = seq
-                self._acknowledge()
+                if not self._retentions:  # a consumer: done once consumed
+                    for outbox in self._outboxes:
+                        outbox.done(seq)
+                # A processor's results are kept below it: its own acknowledgement moves when
+                # theirs come in (_take_acks, between items and before waiting), not per item.
             step = items = result = None  # the arrays of this item: their shared memory may go back
             reader = self.shm_reader
             if reader is not None and reader.release_wait() == 0.0:
