@@ -69,6 +69,7 @@ class Outcome:
     kills: list[tuple[list[str], float]] = field(default_factory=list)  # victims, recovery (s)
     errors: list[str] = field(default_factory=list)  # items lost, duplicated or out of order
     items: int = 0
+    expected: int = 0  # items the producers make, in all
     consumed_again: int = 0
     exit_code: int | None = None
 
@@ -194,6 +195,7 @@ def run(
             known = [t for t in times if t is not None]
             outcome.kills.append(([label for label, _ in victims], max(known) if known else float("nan")))
         streams = {"numbers": n, **({"letters": n // 2} if merge else {})}
+        outcome.expected = sum(streams.values())
         journal = folder / "journal.jsonl"
         if journal.exists():
             errors, outcome.items, outcome.consumed_again = check_journal(journal, streams)
