@@ -72,7 +72,11 @@ class OutputEdge:
         self._wait = wait  # for room on these sockets (or a command): never sends on any edge
         self._idle = idle  # for a command, while a held reader makes this edge wait
         self._next = 0  # round-robin start for dealing
-        self._drops = config.policy != QueuePolicy.BLOCK  # a realtime reader: never wait, drop the newest
+        self._drops = config.policy != QueuePolicy.BLOCK  # a realtime reader: never wait, drop
+        # A drop-oldest reader wants the newest item: one that finds its socket full waits here,
+        # replaced by the next (the older one counted dropped), and goes when there is room.
+        self._keeps_newest = config.policy == QueuePolicy.DROP_OLDEST
+        self._newest: tuple[list[Any], int] | None = None
         self._codec = codec
         holds = holds if holds is not None else Holds()  # the control state's, updated in place
         self.pauses = PauseDecisions(holds, self.target, config.target_port, len(self.sockets), config.aligned)
@@ -124,7 +128,10 @@ class OutputEdge:
     # -- graceful restarts (docs/PROTOCOL.md, section 8) ------------------------------------
     def between_items(self) -> None:
         """Housekeeping between two items (never inside a send): what was kept back for a
-        successor goes once it runs; held replicas due a pause marker get it."""
+        successor goes once it runs; held replicas due a pause marker get it; the newest item
+        waiting for a drop-oldest reader goes if there is room now."""
+        if self._newest is not None:
+            self._send_newest()
         if self._held:
             self.pause_held()
         elif self._held_back:
@@ -246,7 +253,10 @@ class OutputEdge:
         return self._send_blocking(frames, 1, seq)
 
     def flush(self) -> None:
-        """Send the waiting batch, if any (blocking while the reader's queue is full)."""
+        """Send the waiting batch, if any (blocking while the reader's queue is full), and the
+        newest item waiting for a drop-oldest reader if there is room (it never blocks)."""
+        if self._newest is not None:
+            self._send_newest()
         batch, self.batch = self.batch, None
         if batch is not None:
             frames = self._codec.batch(batch.first_seq, batch.bodies)
@@ -292,7 +302,27 @@ class OutputEdge:
             self._wait([sockets[index] for index in live])
 
     def _offer(self, frames: list[Any], seq: int) -> bool:
-        """Send to a live replica with room, or drop the item (counted): a realtime reader never waits."""
+        """Send to a live replica with room, or drop an item (counted): a realtime reader never
+        waits. Drop-newest drops this item; drop-oldest keeps it waiting and drops the one that
+        waited (so the reader always gets the newest, the last one of a stream included)."""
+        if self._keeps_newest:
+            if self._newest is not None and not self._send_newest():
+                self.dropped += 1  # still no room: the newer item takes its place
+            self._newest = None if self._try_offer(frames, seq) else (frames, seq)
+        elif not self._try_offer(frames, seq):
+            self.dropped += 1
+        return True
+
+    def _send_newest(self) -> bool:
+        """Offer the item waiting for a drop-oldest reader; True when it went."""
+        frames, seq = self._newest  # type: ignore[misc]
+        if self._try_offer(frames, seq):
+            self._newest = None
+            return True
+        return False
+
+    def _try_offer(self, frames: list[Any], seq: int) -> bool:
+        """Send to a live replica with room, without waiting; False when none took it."""
         for index in self.live_replicas():
             if self._held and self._must_wait(index, seq):
                 continue  # a held realtime reader misses what comes meanwhile (counted)
@@ -303,11 +333,19 @@ class OutputEdge:
                 return True
             except zmq.Again:
                 continue
-        self.dropped += 1
-        return True
+        return False
 
     def broadcast(self, frames: list[Any]) -> None:
-        """Send to every live replica (used for end of stream); a held one gets it from its successor."""
+        """Send to every live replica (used for end of stream); a held one gets it from its
+        successor. The newest item still waiting for a drop-oldest reader goes first: the end
+        of a stream waits for room, as the end of stream itself does."""
+        while self._newest is not None and not self._send_newest():
+            if self.released:
+                self.dropped, self._newest = self.dropped + 1, None
+            elif self._held:
+                self._idle(self)  # a held reader: its successor takes it
+            else:
+                self._wait([self.sockets[index] for index in self.live_replicas()])
         for index in range(len(self.sockets)):
             while (
                 self._held

@@ -1,8 +1,10 @@
 """An output edge over in-process sockets: batching while the reader is busy, pause markers
-offered while another edge waits (never blocking, behind what was batched). Milliseconds."""
+offered while another edge waits (never blocking, behind what was batched), realtime readers
+(never waiting; drop-oldest gets the newest item). Milliseconds."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +14,7 @@ from flujo.config import OutputConfig
 from flujo.holds import Holds
 from flujo.outputs import OutputEdge
 from flujo.protocol import Codec, MessageKind
+from flujo.vocab import QueuePolicy
 from flujo.wire_check import DataCheck
 
 
@@ -38,9 +41,17 @@ def received(socket: zmq.Socket) -> list[tuple[MessageKind, int, int]]:
     return got
 
 
-def edge(context: zmq.Context, name: str, holds: Holds, aligned: bool = False) -> OutputEdge:
+def edge(
+    context: zmq.Context, name: str, holds: Holds, aligned: bool = False, policy: QueuePolicy = QueuePolicy.BLOCK
+) -> OutputEdge:
     config = OutputConfig(
-        port="out", target="down", target_port="in", endpoints=(f"inproc://{name}",), hwm=1, aligned=aligned
+        port="out",
+        target="down",
+        target_port="in",
+        endpoints=(f"inproc://{name}",),
+        hwm=1,
+        aligned=aligned,
+        policy=policy,
     )
     return OutputEdge(context, config, lambda node, port, replica: False, Codec("me", 0), holds)
 
@@ -80,3 +91,43 @@ def test_a_pause_offered_while_another_edge_waits_never_blocks_and_follows_the_b
     got = received(socket)
     assert got[-1][0] is MessageKind.PAUSE  # behind the batch
     assert out.sent == 10
+
+
+@pytest.mark.parametrize(
+    ("policy", "last"),
+    [(QueuePolicy.DROP_NEWEST, None), (QueuePolicy.DROP_OLDEST, 99)],
+)
+@pytest.mark.timeout(10)
+def test_a_realtime_sender_never_waits_and_drop_oldest_keeps_the_newest(
+    context: zmq.Context, policy: QueuePolicy, last: int | None
+) -> None:
+    socket, codec = reader(context, "r"), Codec("me", 0)
+    out = edge(context, "r", Holds(), policy=policy)
+    for seq in range(100):  # nobody reads meanwhile: the pipe fills at once
+        out.deal(codec.encode(seq, {"i": seq}), seq)
+    got = [seq for _, seq, _ in received(socket)]
+    out.between_items()  # room again: what waits goes now
+    got += [seq for _, seq, _ in received(socket)]
+    assert got == sorted(got) and len(got) < 100
+    assert out.sent == len(got) and out.dropped == 100 - len(got)  # every item sent or counted
+    if last is None:
+        assert got[-1] < 10  # drop-newest: the first items, and nothing after the pipe filled
+    else:
+        assert got[-1] == last  # drop-oldest: the newest item waited for room and went
+
+
+@pytest.mark.timeout(10)
+def test_the_newest_item_goes_before_the_end_of_stream(context: zmq.Context) -> None:
+    socket, codec = reader(context, "e"), Codec("me", 0)
+    out = edge(context, "e", Holds(), policy=QueuePolicy.DROP_OLDEST)
+    for seq in range(20):
+        out.deal(codec.encode(seq, {"i": seq}), seq)
+    ended: list[tuple[MessageKind, int, int]] = []
+    # The end of stream waits for room (the reader drains meanwhile, in another thread).
+    drain = threading.Thread(target=lambda: ended.extend(received(socket)))
+    drain.start()
+    out.broadcast(codec.marker(MessageKind.EOS, 0))
+    drain.join()
+    ended += received(socket)
+    assert [kind for kind, _, _ in ended][-1] is MessageKind.EOS
+    assert [seq for kind, seq, _ in ended if kind is MessageKind.DATA][-1] == 19
