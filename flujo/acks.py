@@ -276,6 +276,11 @@ class MergeNumbering:
                 self._acked_in[port] = seq
         return dict(self._acked_in)
 
+    @property
+    def pending(self) -> int:
+        """Outputs numbered and not yet acknowledged downstream."""
+        return len(self._log)
+
     def state(self) -> tuple[int, list[tuple[int, Hashable, int]], dict[Hashable, int]]:
         """What a successor needs (``MergeNumbering(*state)``): the next number, every output
         not yet acknowledged downstream, and per port the last input acknowledged."""
