@@ -47,6 +47,7 @@ class MessageKind(enum.IntEnum):
     EOS = 2  # end of stream from this sender on this edge
     BATCH = 3  # several items with consecutive sequence numbers from seq on (small items, busy queue)
     PAUSE = 4  # this sender sends nothing more here until further notice (a graceful restart, section 8)
+    REPLAY = 5  # a lossless edge: this sender's replay to a new reader process follows (section 9.3)
 
 
 _KINDS = tuple(MessageKind)  # header value -> kind, without the cost of an enum call per message
@@ -150,7 +151,7 @@ class Codec:
         return [self.header(MessageKind.BATCH, first_seq), prefix + b"".join(bodies)]
 
     def marker(self, kind: MessageKind, seq: int) -> list[bytes]:
-        """Frames of a SKIP, EOS or PAUSE marker."""
+        """Frames of a SKIP, EOS, PAUSE or REPLAY marker."""
         return [self.header(kind, seq)]
 
     def _pack_extension(self, value: Any) -> Any:

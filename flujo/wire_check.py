@@ -35,7 +35,7 @@ from flujo.snapshots import snapshot_report_ok
 
 PROTOCOL_VERSION = 1
 ARRAY_EXT_CODE = 1
-DATA, SKIP, EOS, BATCH, PAUSE = range(5)  # header kinds (flujo.protocol.MessageKind)
+DATA, SKIP, EOS, BATCH, PAUSE, REPLAY = range(6)  # header kinds (flujo.protocol.MessageKind)
 #: Sequence numbers are non-negative and below this (fits a signed 64-bit integer with room).
 SEQ_LIMIT = 1 << 62
 #: The restart jump (launch/launcher.py SEQ_JUMP): a producer restarted after a crash numbers
@@ -58,7 +58,7 @@ DTYPES: dict[str, np.dtype] = {
     for code in ("b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8", "c8", "c16")
     for order in (("|",) if code in ("b1", "i1", "u1") else ("<", ">"))
 }
-_KIND_NAMES = ("DATA", "SKIP", "EOS", "BATCH", "PAUSE")
+_KIND_NAMES = ("DATA", "SKIP", "EOS", "BATCH", "PAUSE", "REPLAY")
 _unpack = msgpack.unpackb
 _ENDED = SEQ_LIMIT  # a replica's floor after its end of stream: no number is above it
 
@@ -135,7 +135,7 @@ class DataCheck:
                 f"protocol version {_short(version)} is not supported (this node speaks {PROTOCOL_VERSION})",
                 describe_sender(sender, replica),
             )
-        if type(kind) is not int or not 0 <= kind <= PAUSE:
+        if type(kind) is not int or not 0 <= kind <= REPLAY:
             raise ProtocolError("kind", f"unknown message kind {_short(kind)}", describe_sender(sender, replica))
         if sender != self.source or type(replica) is not int or not 0 <= replica < self.senders:
             raise self._stranger(sender, replica)
@@ -143,7 +143,7 @@ class DataCheck:
             raise ProtocolError(
                 "seq", f"sequence number {_short(seq)} is not an integer", describe_sender(sender, replica)
             )
-        if kind in (EOS, PAUSE):
+        if kind in (EOS, PAUSE, REPLAY):
             if not 0 <= seq < SEQ_LIMIT:
                 raise ProtocolError("seq", f"sequence number {seq} out of range", describe_sender(sender, replica))
         elif not self._floor[replica] < seq <= self._ceiling[replica]:
@@ -228,13 +228,14 @@ class DataCheck:
         )
 
     def marker(self, kind: int, seq: int, replica: int) -> None:
-        """A SKIP, EOS or PAUSE marker passed: where its sender stands now."""
+        """A SKIP, EOS, PAUSE or REPLAY marker passed: where its sender stands now."""
         if kind == SKIP:
             self._advance(replica, seq)
         elif kind == EOS:
             self._floor[replica] = _ENDED  # nothing more from it: its end of stream is final
-        elif kind == PAUSE and self._floor[replica] != _ENDED:
+        elif kind in (PAUSE, REPLAY) and self._floor[replica] != _ENDED:
             # A graceful restart: its successor's first number may be lower than this one's last.
+            # A replay: it starts again below what it sent before (what this process refuses).
             self._floor[replica], self._ceiling[replica] = -1, SEQ_LIMIT - 1
 
     def _advance(self, replica: int, seq: int) -> None:

@@ -190,6 +190,7 @@ LONG_FIRST = (
     "tests/test_people_counter.py::test_manifest_sample_runs_the_whole_clip",
     "tests/test_people_counter.py::test_counts_are_the_same_from_run_to_run_even_across_restarts",
     "tests/test_partitions.py::test_a_link_cut_shorter_than_the_timeout_loses_nothing",
+    "tests/test_chaos.py::test_random_kills_lose_and_repeat_nothing",
     "tests/test_hostile_wire.py::test_forged_and_malformed_messages_are_refused_while_the_stream_goes_on",
     "tests/test_conformance.py::test_python_processor_reaches_restartable",
     "tests/test_sdk_js.py::test_js_nodes_pass_the_conformance_kit_at_the_restartable_level",
