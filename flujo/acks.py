@@ -232,8 +232,9 @@ class DuplicateFilter:
 
 class MergeNumbering:
     """A merge numbers its output anew in arrival order; a replay would arrive in another
-    order, so the numbering is logged (section 9.5): the entries not yet acknowledged
-    downstream go to the launcher, and a successor given them numbers those inputs as before.
+    order, so the numbering is logged (section 9.5): :class:`flujo.merge_log.MergeLog` keeps
+    the entries not yet acknowledged downstream in a file, and a successor given them numbers
+    those inputs as before.
     """
 
     def __init__(
@@ -275,6 +276,11 @@ class MergeNumbering:
             if seq > self._acked_in.get(port, -1):
                 self._acked_in[port] = seq
         return dict(self._acked_in)
+
+    @property
+    def pending(self) -> int:
+        """Outputs numbered and not yet acknowledged downstream."""
+        return len(self._log)
 
     def state(self) -> tuple[int, list[tuple[int, Hashable, int]], dict[Hashable, int]]:
         """What a successor needs (``MergeNumbering(*state)``): the next number, every output

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-import numpy as np
 import zmq
 
 from flujo.wire_check import (
@@ -155,6 +154,10 @@ class Codec:
         return [self.header(kind, seq)]
 
     def _pack_extension(self, value: Any) -> Any:
+        # msgpack calls this only for values it cannot pack itself; numpy is imported here, so a
+        # node that never sends an array starts without it.
+        import numpy as np
+
         if isinstance(value, np.ndarray):
             if value.dtype.hasobject:
                 raise TypeError("numpy arrays of Python objects cannot be sent; use a numeric dtype")

@@ -19,15 +19,18 @@ A data message is refused when:
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgpack
-import numpy as np
+
+if TYPE_CHECKING:  # numpy is imported where arrays are made or read: a node that never
+    import numpy as np  # handles one starts without it (numpy is a third of a node's start-up)
 
 from flujo.launch.agent_wire import AgentReply, AgentRequest
 from flujo.shm_wire import SHM_EXT_CODE, DescriptorError
@@ -53,14 +56,23 @@ MAX_HEADER_BYTES = 4096
 MAX_FRAMES = 1 << 16
 MAX_ARRAY_DIMENSIONS = 32
 #: Plain numeric and bool dtypes, as numpy's type strings, in either byte order.
-DTYPES: dict[str, np.dtype] = {
-    order + code: np.dtype(order + code)
+DTYPES: frozenset[str] = frozenset(
+    order + code
     for code in ("b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8", "c8", "c16")
     for order in (("|",) if code in ("b1", "i1", "u1") else ("<", ">"))
-}
+)
 _KIND_NAMES = ("DATA", "SKIP", "EOS", "BATCH", "PAUSE", "REPLAY")
 _unpack = msgpack.unpackb
 _ENDED = SEQ_LIMIT  # a replica's floor after its end of stream: no number is above it
+
+
+@functools.cache
+def _dtype(name: str) -> np.dtype:
+    """The dtype of one of DTYPES (numpy is imported by the first array that arrives: a node that
+    never receives one starts without it)."""
+    import numpy as np
+
+    return np.dtype(name)
 
 
 class ProtocolError(Exception):
@@ -269,9 +281,9 @@ class DataCheck:
         if index in self._used:
             raise ProtocolError("array", f"array frame {index} used twice")
         self._used.add(index)
-        dtype = DTYPES.get(dtype_name) if type(dtype_name) is str else None
-        if dtype is None:
+        if type(dtype_name) is not str or dtype_name not in DTYPES:
             raise ProtocolError("array", f"array dtype {_short(dtype_name)} is not a plain numeric or bool type")
+        dtype = _dtype(dtype_name)
         if (
             type(shape) is not list
             or len(shape) > MAX_ARRAY_DIMENSIONS
@@ -286,6 +298,8 @@ class DataCheck:
                 f"array of shape {shape} and dtype {dtype_name} needs "
                 f"{math.prod(shape) * dtype.itemsize} bytes, its frame has {size}",
             )
+        import numpy as np  # loaded by _dtype above
+
         array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
         array.flags.writeable = False  # one contract whatever the transport: copy before writing
         return array

@@ -6,6 +6,7 @@ the right clause:
     --forget-eos    no end of stream on its output
     --ignore-hold   keeps sending to a held reader and never sends it PAUSE
     --early         sends a DATA message before it reports ready
+    --exit-early    exits as soon as it has finished, without waiting for its readers' release
 
 Without a fault it passes the kit's lifecycle, stop and hold-reader scenarios. It assumes one
 input port and output edges with one replica each, as those scenarios give it.
@@ -137,7 +138,7 @@ while held:
 if "forget-eos" not in faults:
     emit([header(EOS, 0)])
 report("finished", {"items_in": 0, "items_out": 0})
-while any((target, port_name) not in released for target, port_name, _ in outputs):
+while "exit-early" not in faults and any((target, port_name) not in released for target, port_name, _ in outputs):
     take_command()
 reporter.close(linger=2000)
 context.destroy(linger=0)
