@@ -18,6 +18,7 @@ from flujo.launch.process import NodeProcess, OutputRelay, local_argv
 from flujo.launch.reaper import Reaper
 from flujo.launch.replica import Key, Replica
 from flujo.protocol import CONFIG_ENV, Control
+from flujo.snapshots import encode_restore
 from flujo.vocab import NodeKind
 
 #: A restarted producer numbers its items from this far past its predecessor's last report,
@@ -62,8 +63,15 @@ class Spawner:
             acked = stats.get("acked")  # only on lossless edges (PROTOCOL 9.4)
             if replica.current.drained is None and type(acked) is int and -1 <= acked < next_seq:
                 resume_at = acked + 1  # it may resume after what its readers had done; else seq_start
+        restore = encode_restore(*replica.snapshot) if replica.snapshot is not None else None
         replica.respawning(
-            dataclasses.replace(config, seq_start=seq_start, resume_at=resume_at, generation=config.generation + 1)
+            dataclasses.replace(
+                config,
+                seq_start=seq_start,
+                resume_at=resume_at,
+                restore_state=restore,
+                generation=config.generation + 1,
+            )
         )
         # Senders that already ended their stream towards the dead process will not send it again.
         for port in replica.config.inputs:
