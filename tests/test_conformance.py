@@ -180,6 +180,19 @@ def test_a_node_that_does_not_acknowledge_as_it_must_fails_the_acknowledging_lev
 
 
 @pytest.mark.timeout(60)
+def test_a_sender_that_does_not_acknowledge_fails_the_replays_scenario() -> None:
+    """As a sender, a node without an ack socket counts no forged acknowledgement (and keeps nothing)."""
+    status, text = kit("--level", "acknowledging", "--timeout", "2", "--only", "replays", "--", sys.executable, BROKEN)
+    assert status == 1, text
+    assert failures(text)[:1] == [
+        (
+            "9.2",
+            "refuses forged acknowledgements (malformed, stranger, past what was sent), counted in rejected_acks",
+        )
+    ], text
+
+
+@pytest.mark.timeout(60)
 def test_a_broken_node_fails_its_level() -> None:
     status, text = kit("--timeout", "3", "--", sys.executable, BROKEN, "--ignore-skip")
     assert status == 1

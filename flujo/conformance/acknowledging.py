@@ -250,6 +250,7 @@ def replays(bench: Bench, checks: Checks, window: float) -> None:
     reader = bench.readers[0]
     if producer:
         reader.cap = PRODUCER_CAP
+    upstream = [] if producer else [AckSink(bench, 0)]  # where a processor acknowledges what is done
     handshake(bench, checks)
     ack = acker(bench)
     if not producer:
@@ -302,8 +303,24 @@ def replays(bench: Bench, checks: Checks, window: float) -> None:
     )
     last = reader.items()[-1].seq
     acknowledge(ack, reader, last)
+
+    def taken_in() -> bool:  # the node shows it applied that acknowledgement
+        if producer:
+            return latest_stats(bench).get("acked") == last
+        return upstream[0].highest >= last
+
+    bench.wait(lambda: taken_in() or bench.exited(), max(bench.timeout, 2.0))
+    checks.clause(
+        "9.2" if not producer else "9.4",
+        "passes an acknowledgement on upstream (a processor) or reports it as acked (a producer)",
+        taken_in(),
+        f"acknowledgement through {last} upstream" if not producer else f"stats acked {last}",
+        exit_or(
+            bench,
+            f"acked {latest_stats(bench).get('acked')}" if producer else f"upstream through {upstream[0].highest}",
+        ),
+    )
     # Once more: now everything was acknowledged, a new successor gets only what comes next.
-    bench.idle(window)  # the acknowledgement is taken in before the next "exited"
     before = len(reader.messages)
     bench.publish(Control.EXITED, reader.edge.target, reader.index)
     reader.rebind(bench.context, bench.timeout)
