@@ -180,6 +180,28 @@ def test_a_node_that_does_not_acknowledge_as_it_must_fails_the_acknowledging_lev
 
 
 @pytest.mark.timeout(60)
+def test_a_consumer_that_acknowledges_on_arrival_fails_acknowledges_only_what_is_done() -> None:
+    """It acknowledged the item its user code failed on (here: that it never consumed)."""
+    status, text = kit(
+        "--level",
+        "acknowledging",
+        "--kind",
+        "consumer",
+        "--timeout",
+        "2",
+        "--only",
+        "acknowledges only what is done",
+        "--",
+        sys.executable,
+        BROKEN,
+        "--ack-early",
+    )
+    assert status == 1, text
+    found = failures(text)
+    assert found[:1] and found[0][1].startswith("acknowledges only after consume() returned"), text
+
+
+@pytest.mark.timeout(60)
 def test_a_sender_that_does_not_acknowledge_fails_the_replays_scenario() -> None:
     """As a sender, a node without an ack socket counts no forged acknowledgement (and keeps nothing)."""
     status, text = kit("--level", "acknowledging", "--timeout", "2", "--only", "replays", "--", sys.executable, BROKEN)

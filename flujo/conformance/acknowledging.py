@@ -14,11 +14,12 @@ import msgpack
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from flujo.conformance.checks import Checks, seq_list
+from flujo.conformance.checks import FAIL_ITEM, Checks, seq_list
 from flujo.conformance.harness import INPUT_PORT, NODE, SOURCE, Bench, Reader, Sender, ack_endpoint
 from flujo.conformance.steps import (
     end_of_stream,
     exit_or,
+    expect_exit,
     handshake,
     latest_stats,
     output_seqs,
@@ -364,3 +365,36 @@ def resumes(bench: Bench, checks: Checks, window: float) -> None:
     checks.note("9.4", "resumes", "yes, from resume_at" if resumed else "no: at most once for its own crash")
     bench.publish(Control.STOP, NODE)
     end_of_stream(bench, checks)
+
+
+def acknowledges_only_done(bench: Bench, checks: Checks, window: float) -> None:
+    """An item whose user code failed is not done: under a restart policy the node acknowledges
+    what came before it, never it nor what followed (its successor gets them again, 9.3)."""
+    sink = AckSink(bench, 0)
+    handshake(bench, checks)
+    reader = bench.readers[0] if bench.readers else None
+    send_items(bench, range(5))
+    if reader is not None:
+        wait_outputs(bench, reader, 5)
+        ack = acker(bench)  # kept open until the bench closes: a closed socket drops what it queued
+        acknowledge(ack, reader, 4)
+    bench.wait(lambda: sink.highest >= 4 or bench.exited())
+    checks.clause(
+        "9.2",
+        "acknowledges what is done",
+        sink.highest == 4,
+        "an acknowledgement through 4",
+        exit_or(bench, f"through {sink.highest}"),
+    )
+    bench.senders[0].data(5, FAIL_ITEM)
+    send_items(bench, [6, 7])
+    bench.wait(lambda: bench.exited() or sink.highest > 4)
+    checks.clause(
+        "9.2",
+        "acknowledges only after consume() returned (a consumer) or its reader acknowledged (a "
+        "processor): never an item whose user code failed, nor what came after it",
+        sink.highest == 4,
+        "nothing past 4 acknowledged",
+        exit_or(bench, f"acknowledged {sink.seqs()}"),
+    )
+    expect_exit(bench, checks, None, "5", "under a restart policy a failed node exits non-zero")

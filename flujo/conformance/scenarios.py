@@ -63,6 +63,13 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("producer drain", "restartable", producers.producer_drain, replica=1, kinds=_PRODUCER),
     Scenario("producer hold reader", "restartable", producers.producer_hold_reader, kinds=_PRODUCER),
     Scenario("acknowledges", "acknowledging", acknowledging.acknowledges, senders=2, acks=True),
+    Scenario(
+        "acknowledges only what is done",
+        "acknowledging",
+        acknowledging.acknowledges_only_done,
+        acks=True,
+        restart=RestartPolicy.ON_FAILURE,
+    ),
     Scenario("replays", "acknowledging", acknowledging.replays, acks=True, kinds=_PROCESSOR | _PRODUCER),
     Scenario("resumes", "acknowledging", acknowledging.resumes, acks=True, kinds=_PRODUCER),
 )
