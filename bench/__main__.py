@@ -4,7 +4,7 @@ python -m bench --quick                 # 3 repetitions, small N, fewer baseline
 python -m bench                         # 5 repetitions, runs of ~1-3 s each (about 13 minutes)
 python -m bench --only small,frame      # some workloads only
 python -m bench --json results.json     # also save every run and the medians
-python -m bench --profile               # cProfile the Flujo small-item chain's nodes
+python -m bench --profile [--lossless]  # cProfile the Flujo small-item chain's nodes
 """
 
 from __future__ import annotations
@@ -101,12 +101,14 @@ def _run_variant(workload: Workload, variant: Variant, rep: int, scratch: Path) 
     return record
 
 
-def profile(scratch: Path) -> None:
+def profile(scratch: Path, lossless: bool = False) -> None:
     """Run the small-item chain once with every Flujo node under cProfile; print the top entries."""
     from bench.workloads import SmallItems
 
     workload = SmallItems(quick=True)
-    variant = Variant("flujo", flujo_chain.run_chain, {"profile": True})
+    variant = Variant(
+        "flujo", flujo_chain.run_chain, {"profile": True, **({"shm": False, "lossless": True} if lossless else {})}
+    )
     metrics = run_once(workload, variant, scratch)
     print(f"profiled run: {metrics['items/s']:,.0f} items/s (profiling slows it down)")
     for prof in sorted(scratch.glob("*/*.prof")):
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=0, help="repetitions (default 3 quick, 5 full)")
     parser.add_argument("--json", dest="json_path", help="save runs, medians and the machine here")
     parser.add_argument("--profile", action="store_true", help="profile the Flujo small-item chain and stop")
+    parser.add_argument("--lossless", action="store_true", help="with --profile: a lossless flow (PROTOCOL 9)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (manifests, logs, results)")
     args = parser.parse_args(argv)
 
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(scratch_dir)
     try:
         if args.profile:
-            profile(scratch)
+            profile(scratch, args.lossless)
             return 0
         info = machine()
         flujo_missing = flujo_chain.available()

@@ -24,11 +24,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.utils.z85
-from zmq.auth.thread import ThreadAuthenticator
+
+if TYPE_CHECKING:  # imported when a tcp socket binds (it brings asyncio): ipc-only nodes start without it
+    from zmq.auth.thread import ThreadAuthenticator
 
 #: The ZAP domain of a flow's sockets.
 ZAP_DOMAIN = "flujo"
@@ -124,6 +126,8 @@ class Gatekeeper:
     def start(self) -> None:
         with self._lock:
             if self._authenticator is None:
+                from zmq.auth.thread import ThreadAuthenticator
+
                 authenticator = ThreadAuthenticator(self._context)
                 authenticator.start()
                 authenticator.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self._allowed)

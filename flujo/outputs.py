@@ -99,6 +99,7 @@ class OutputEdge:
         self._held_back: deque[tuple[list[Any], int, int]] = deque()
         self._held_back_bytes = 0
         self._pause_marker = codec.marker(MessageKind.PAUSE, 0)
+        self._replay_marker = codec.marker(MessageKind.REPLAY, 0)
         self.batch: Batch | None = None  # small items held while the single reader is busy
         self.sent = 0
         self.dropped = 0
@@ -135,9 +136,28 @@ class OutputEdge:
         while retention.full:
             self.unretained += retention.forget_oldest()
 
+    @property
+    def lowest_undone(self) -> list[int | None]:
+        """The first item of this lossless edge not done below it, per reader replica kept for,
+        and the first taken but not sent yet (in a batch, or kept back for a successor): a
+        node acknowledges upstream only before all of them (section 9.2)."""
+        lowest: list[int | None] = [retention.lowest_unacked for retention in self.retentions or ()]
+        if self.batch is not None:
+            lowest.append(self.batch.first_seq)
+        if self._held_back:
+            _, items, last = self._held_back[0]
+            lowest.append(last - items + 1)
+        return lowest
+
     def _room(self, index: int) -> bool:
         """Whether that replica may take a message now: nothing to replay to it first."""
         return not self._replay_due or index not in self._replay_due
+
+    def announce(self) -> None:
+        """This process replaces one that died: each reader replica gets a REPLAY marker before
+        anything of ours (a reader that replaced a process too takes nothing from us before it)."""
+        if self.retentions is not None:
+            self._replay_due.update(range(len(self.sockets)))
 
     def reader_exited(self, index: int) -> None:
         """That reader replica's process ended: unless it had been released, its successor gets
@@ -162,6 +182,8 @@ class OutputEdge:
             self._replay_due.discard(index)
             self.sockets[index].close(linger=0)
             self.sockets[index] = self._connect(self._endpoints[index])
+            if not self._push(index, self._replay_marker):  # the reader takes nothing of ours before it
+                continue
             for kept in retention.replay():
                 if not self._push(index, kept.frames):
                     break
@@ -326,7 +348,8 @@ class OutputEdge:
     def _send_to(self, index: int, frames: list[Any], items: int = 0, last: int = -1) -> bool:
         """Send to that replica whether held or not, blocking while its queue is full; False when
         it has been released (nothing sent). ``items``..``last``: the data it carries (kept on a
-        lossless edge, which sends without blocking so that it sees a reader's "exited" first)."""
+        lossless edge; what goes to a reader's successor before its replay, the successor drops
+        until the REPLAY marker, and the replay brings it again)."""
         lossless = self.retentions is not None
         while not self._is_released(self.target, self.config.target_port, index):
             if lossless and index in self._replay_due:
@@ -334,7 +357,7 @@ class OutputEdge:
                 continue
             socket = self.sockets[index]
             try:
-                send_message(socket, frames, NOBLOCK if lossless else 0)
+                send_message(socket, frames)
                 self._keep(index, frames, items, last)
                 self.sent += items
                 if items:  # (a pause marker says nothing about where data went)
@@ -396,11 +419,21 @@ class OutputEdge:
         return self._send_to(0, frames, items, seq)
 
     def _deal_replicas(self, frames: list[Any], seq: int) -> bool:
+        """To the next live replica with room; on a lossless edge, to the replica the number
+        names (see below), waiting for it."""
         sockets = self.sockets
         while True:
             live = self.live_replicas()
             if not live:
                 return False
+            if self.retentions is not None:
+                # By number, not by room: a sender's successor (a resumed producer, a processor
+                # fed a replay) deals the replayed items to the replicas its predecessor dealt
+                # them to. Dealt by room, an item lost with the dead sender could go to a replica
+                # already past it, which drops it as a duplicate. (A released replica's share
+                # goes to the others: nothing is replayed to it.)
+                own = seq % len(sockets)
+                live = [own if own in live else live[seq % len(live)]]
             if self._held:
                 live = [index for index in live if not self._must_wait(index, seq)]
                 if not live:

@@ -41,6 +41,9 @@ class PortQueue:
         self.dropped = 0
         self._reorder = reorder  # several senders: their items interleave
         self._expected = 0  # next sequence number to deliver when reordering
+        # Dealt by number (a lossless edge into replicas, section 9.3): this replica gets the
+        # numbers equal to its index modulo the replicas, and waits for no other.
+        self._stride, self._residue = 1, 0
         self._held: dict[int, Message] = {}  # arrived early, waiting for the gap before them
         self._held_order: list[int] = []  # heap of the held sequence numbers
         self._last_seen: dict[int, int] = {}  # sender replica -> highest sequence number from it
@@ -56,6 +59,11 @@ class PortQueue:
         # than it sent) and drops what it already passed on (a replay brings it again).
         self.outbox: Any = None  # flujo.ack_channel.AckOutbox
         self.duplicates = 0
+        # A new process of a reader on a lossless port: what its senders sent to the process it
+        # replaces may still come, ahead of their replay. Each sender's messages are dropped
+        # (counted in ``stale``; the replay brings them again) until its REPLAY marker.
+        self._awaiting_replay: set[int] = set()
+        self.stale = 0
 
     # -- the source in front of the queue (flujo/inputs.py: a socket) ---------------------
     def receive(self, flags: int = 0) -> bool:
@@ -103,6 +111,7 @@ class PortQueue:
         if replica in self._ended_senders:
             return
         self._ended_senders.add(replica)
+        self._awaiting_replay.discard(replica)  # gone: no replay will come
         self._release_held()  # an ended sender can no longer fill a gap
         if self.senders_done:
             self._on_ended(self)
@@ -113,11 +122,32 @@ class PortQueue:
         while self._held_order:
             seq = heapq.heappop(self._held_order)
             self.ready.append(self._held.pop(seq))
-            self._expected = seq + 1
+            self._expected = self._after(seq)
+
+    def dealt_by_number(self, residue: int, stride: int) -> None:
+        """Its senders deal item ``s`` to replica ``s % stride``: this is replica ``residue``."""
+        self._stride, self._residue, self._expected = stride, residue, residue
+
+    def _after(self, seq: int) -> int:
+        """The next number this replica is dealt after ``seq``."""
+        stride = self._stride
+        return seq + 1 if stride == 1 else seq + 1 + (self._residue - seq - 1) % stride
+
+    def await_replays(self) -> None:
+        """This process replaces one that died: take nothing from a sender before its replay."""
+        self._awaiting_replay = set(range(self.config.senders)) - self._ended_senders
 
     def accept(self, message: Message) -> None:
         """Take one checked message from a sender of this port."""
         kind = message.kind
+        if self._awaiting_replay and message.replica in self._awaiting_replay:
+            if kind is MessageKind.REPLAY:
+                self._awaiting_replay.discard(message.replica)
+            else:
+                self.stale += 1  # sent to the process this one replaces: its replay follows
+            return
+        if kind is MessageKind.REPLAY:
+            return  # a sender's successor announces itself: nothing to wait for here
         if kind is MessageKind.EOS:
             self.sender_ended(message.replica)
             return
@@ -150,7 +180,7 @@ class PortQueue:
             self._last_seen[message.replica] = seq
         if seq == self._expected and not self._held:  # in order: the usual case
             self.ready.append(message)
-            self._expected = seq + 1
+            self._expected = seq + self._stride
         elif seq < self._expected:
             self.late += 1  # behind a gap given up on: delivering it now would break the order
         else:
@@ -177,7 +207,7 @@ class PortQueue:
                 return
             heapq.heappop(self._held_order)
             self.ready.append(self._held.pop(seq))
-            self._expected = seq + 1
+            self._expected = self._after(seq)
 
     def _senders_past(self, seq: int) -> bool:
         """True when no live sender can still send anything at or below ``seq``."""

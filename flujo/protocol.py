@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-import numpy as np
 import zmq
 
 from flujo.wire_check import (
@@ -47,6 +46,7 @@ class MessageKind(enum.IntEnum):
     EOS = 2  # end of stream from this sender on this edge
     BATCH = 3  # several items with consecutive sequence numbers from seq on (small items, busy queue)
     PAUSE = 4  # this sender sends nothing more here until further notice (a graceful restart, section 8)
+    REPLAY = 5  # a lossless edge: this sender's replay to a new reader process follows (section 9.3)
 
 
 _KINDS = tuple(MessageKind)  # header value -> kind, without the cost of an enum call per message
@@ -149,10 +149,14 @@ class Codec:
         return [self.header(MessageKind.BATCH, first_seq), prefix + b"".join(bodies)]
 
     def marker(self, kind: MessageKind, seq: int) -> list[bytes]:
-        """Frames of a SKIP, EOS or PAUSE marker."""
+        """Frames of a SKIP, EOS, PAUSE or REPLAY marker."""
         return [self.header(kind, seq)]
 
     def _pack_extension(self, value: Any) -> Any:
+        # msgpack calls this only for values it cannot pack itself; numpy is imported here, so a
+        # node that never sends an array starts without it.
+        import numpy as np
+
         if isinstance(value, np.ndarray):
             if value.dtype.hasobject:
                 raise TypeError("numpy arrays of Python objects cannot be sent; use a numeric dtype")

@@ -206,13 +206,20 @@ class NodeRuntime:
                     context, config.node, config.replica, port.name, port.config.ack_endpoints, every
                 )
                 self._outboxes.append(port.outbox)
+                if config.generation:  # a successor: its senders' replays come first (9.3)
+                    port.await_replays()
+                if config.replicas > 1:  # its senders deal by number (flujo/outputs.py)
+                    port.dealt_by_number(config.replica, config.replicas)
+        if config.generation:
+            for edge in self.edges:
+                edge.announce()
 
     def _acknowledge(self) -> None:
         """What is done end to end goes to the senders, batched: a consumer's items once
         consumed, a processor's once its readers acknowledged the results (section 9.2)."""
         through = self._processed
         if self._retentions:
-            through = done_through(through, [retention.lowest_unacked for retention in self._retentions])
+            through = done_through(through, self._lowest_undone())
         for outbox in self._outboxes:
             outbox.done(through)
 
@@ -222,7 +229,11 @@ class NodeRuntime:
         edges = self.edges
         if self.config.kind != NodeKind.PRODUCER or not edges or any(edge.retentions is None for edge in edges):
             return {}
-        return {"acked": done_through(self.next_seq - 1, [retention.lowest_unacked for retention in self._retentions])}
+        return {"acked": done_through(self.next_seq - 1, self._lowest_undone())}
+
+    def _lowest_undone(self) -> list[int | None]:
+        """Per lossless output edge: the first items not yet done below it (kept, or not sent)."""
+        return [low for edge in self.edges if edge.retentions is not None for low in edge.lowest_undone]
 
     def _take_acks(self) -> None:
         inbox = self.inbox
@@ -365,7 +376,11 @@ class NodeRuntime:
                 self._emit(seq, result)
             if self._outboxes:
                 self._processed = seq
-                self._acknowledge()
+                if not self._retentions:  # a consumer: done once consumed
+                    for outbox in self._outboxes:
+                        outbox.done(seq)
+                # A processor's results are kept below it: its own acknowledgement moves when
+                # theirs come in (_take_acks, between items and before waiting), not per item.
             step = items = result = None  # the arrays of this item: their shared memory may go back
             reader = self.shm_reader
             if reader is not None and reader.release_wait() == 0.0:
@@ -529,6 +544,7 @@ class NodeRuntime:
             "errors": self.errors,
             "late": sum(port.late for port in self.ports),
             "duplicates": sum(port.duplicates for port in self.ports),
+            "stale": sum(port.stale for port in self.ports),
             "replayed": sum(edge.replayed for edge in self.edges),
             "unretained": sum(edge.unretained for edge in self.edges),
             "rejected_acks": self.inbox.rejected if self.inbox is not None else 0,

@@ -41,11 +41,13 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
-import numpy as np
 import zmq
+
+if TYPE_CHECKING:  # numpy is imported where arrays are made or read: a node that never
+    import numpy as np  # handles one starts without it (numpy is a third of a node's start-up)
 
 from flujo.shm_wire import (
     HEADER,
@@ -71,6 +73,8 @@ ReaderKey = tuple[str, int]  # (reader node, reader replica)
 
 def _root(array: np.ndarray) -> np.ndarray:
     """The array that owns the buffer every view of ``array`` points into."""
+    import numpy as np
+
     while isinstance(array.base, np.ndarray):
         array = array.base
     return array
@@ -163,8 +167,10 @@ class SlotPool:
         self.copies = 0  # arrays copied into a slot (not born there)
 
     # -- getting a slot -------------------------------------------------------------------
-    def frame_buffer(self, shape: tuple[int, ...] | int, dtype: Any = np.uint8) -> np.ndarray:
+    def frame_buffer(self, shape: tuple[int, ...] | int, dtype: Any = "uint8") -> np.ndarray:
         """A writable array in a free slot; send it as (part of) an item and it crosses without a copy."""
+        import numpy as np
+
         dtype = np.dtype(dtype)
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         nbytes = math.prod(shape) * dtype.itemsize
@@ -174,6 +180,8 @@ class SlotPool:
         return self._local_array(slot, nbytes, dtype).reshape(shape)
 
     def _local_array(self, slot: _Slot, nbytes: int, dtype: np.dtype) -> np.ndarray:
+        import numpy as np
+
         assert slot.view is not None
         array = np.frombuffer(slot.view[HEADER_SIZE : HEADER_SIZE + nbytes], dtype=dtype)
         slot.local = 1
@@ -248,6 +256,8 @@ class SlotPool:
 
     def _remap(self, slot: _Slot, nbytes: int) -> None:
         """Give the slot a fresh segment of at least ``nbytes`` (also to retire a reclaimed one)."""
+        import numpy as np
+
         self._unmap(slot)
         slot.version += 1
         slot.name = segment_name(self._run_id, self._node, self._replica, self._pid, slot.index, slot.version)
@@ -284,6 +294,8 @@ class SlotPool:
     def pack(self, array: np.ndarray) -> msgpack.ExtType | None:
         """The descriptor of ``array`` placed in shared memory (where it already lives, or copied
         into a slot), or None to send it inline (small, or every slot pinned)."""
+        import numpy as np
+
         if array.nbytes < MIN_SHM_BYTES:
             return None
         contiguous = array.flags.c_contiguous
@@ -439,6 +451,8 @@ class SharedMemoryReader:
 
     def view(self, data: bytes, sender: tuple[str, int]) -> np.ndarray:
         """The read-only array a descriptor from ``sender`` names; raises DescriptorError."""
+        import numpy as np
+
         if sender[0] not in self._senders:
             raise DescriptorError(f"{sender[0]}.{sender[1]} may not send shared-memory descriptors to this node")
         segment, offset, dtype, shape, slot, generation, token = unpack_descriptor(data, self._run_id)
@@ -570,10 +584,12 @@ def install(pool: SlotPool | None) -> None:
         signal.signal(signal.SIGTERM, on_term)
 
 
-def frame_buffer(shape: tuple[int, ...] | int, dtype: Any = np.uint8) -> np.ndarray:
+def frame_buffer(shape: tuple[int, ...] | int, dtype: Any = "uint8") -> np.ndarray:
     """A writable array for an output item. On a shared-memory edge it lives in a slot, so it
     crosses to the readers without a copy; elsewhere it is ordinary memory. Write it, send it,
     and do not write it again after sending (readers may be looking at it)."""
+    import numpy as np
+
     if _pool is None:
         dtype = np.dtype(dtype)
         return np.empty(shape, dtype)

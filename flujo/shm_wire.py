@@ -27,10 +27,12 @@ import os
 import re
 import struct
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
-import numpy as np
+
+if TYPE_CHECKING:  # numpy is imported where arrays are made or read: a node that never
+    import numpy as np  # handles one starts without it (numpy is a third of a node's start-up)
 
 SHM_EXT_CODE = 2
 SHM_DIR = Path("/dev/shm")
@@ -122,6 +124,8 @@ def _segment_of_run(segment: str, run_id: str) -> bool:
 @functools.lru_cache(maxsize=64)
 def _dtype(text: str) -> np.dtype | None:
     """The numeric dtype ``text`` names, or None (unknown, or Python objects, strings...)."""
+    import numpy as np  # a descriptor names an array: numpy is needed from here on
+
     try:
         dtype = np.dtype(text)
     except TypeError:

@@ -19,22 +19,25 @@ A data message is refused when:
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgpack
-import numpy as np
+
+if TYPE_CHECKING:  # numpy is imported where arrays are made or read: a node that never
+    import numpy as np  # handles one starts without it (numpy is a third of a node's start-up)
 
 from flujo.launch.agent_wire import AgentReply, AgentRequest
 from flujo.shm_wire import SHM_EXT_CODE, DescriptorError
 
 PROTOCOL_VERSION = 1
 ARRAY_EXT_CODE = 1
-DATA, SKIP, EOS, BATCH, PAUSE = range(5)  # header kinds (flujo.protocol.MessageKind)
+DATA, SKIP, EOS, BATCH, PAUSE, REPLAY = range(6)  # header kinds (flujo.protocol.MessageKind)
 #: Sequence numbers are non-negative and below this (fits a signed 64-bit integer with room).
 SEQ_LIMIT = 1 << 62
 #: The restart jump (launch/launcher.py SEQ_JUMP): a producer restarted after a crash numbers
@@ -52,14 +55,23 @@ MAX_HEADER_BYTES = 4096
 MAX_FRAMES = 1 << 16
 MAX_ARRAY_DIMENSIONS = 32
 #: Plain numeric and bool dtypes, as numpy's type strings, in either byte order.
-DTYPES: dict[str, np.dtype] = {
-    order + code: np.dtype(order + code)
+DTYPES: frozenset[str] = frozenset(
+    order + code
     for code in ("b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8", "c8", "c16")
     for order in (("|",) if code in ("b1", "i1", "u1") else ("<", ">"))
-}
-_KIND_NAMES = ("DATA", "SKIP", "EOS", "BATCH", "PAUSE")
+)
+_KIND_NAMES = ("DATA", "SKIP", "EOS", "BATCH", "PAUSE", "REPLAY")
 _unpack = msgpack.unpackb
 _ENDED = SEQ_LIMIT  # a replica's floor after its end of stream: no number is above it
+
+
+@functools.cache
+def _dtype(name: str) -> np.dtype:
+    """The dtype of one of DTYPES (numpy is imported by the first array that arrives: a node that
+    never receives one starts without it)."""
+    import numpy as np
+
+    return np.dtype(name)
 
 
 class ProtocolError(Exception):
@@ -134,7 +146,7 @@ class DataCheck:
                 f"protocol version {_short(version)} is not supported (this node speaks {PROTOCOL_VERSION})",
                 describe_sender(sender, replica),
             )
-        if type(kind) is not int or not 0 <= kind <= PAUSE:
+        if type(kind) is not int or not 0 <= kind <= REPLAY:
             raise ProtocolError("kind", f"unknown message kind {_short(kind)}", describe_sender(sender, replica))
         if sender != self.source or type(replica) is not int or not 0 <= replica < self.senders:
             raise self._stranger(sender, replica)
@@ -142,7 +154,7 @@ class DataCheck:
             raise ProtocolError(
                 "seq", f"sequence number {_short(seq)} is not an integer", describe_sender(sender, replica)
             )
-        if kind in (EOS, PAUSE):
+        if kind in (EOS, PAUSE, REPLAY):
             if not 0 <= seq < SEQ_LIMIT:
                 raise ProtocolError("seq", f"sequence number {seq} out of range", describe_sender(sender, replica))
         elif not self._floor[replica] < seq <= self._ceiling[replica]:
@@ -227,13 +239,14 @@ class DataCheck:
         )
 
     def marker(self, kind: int, seq: int, replica: int) -> None:
-        """A SKIP, EOS or PAUSE marker passed: where its sender stands now."""
+        """A SKIP, EOS, PAUSE or REPLAY marker passed: where its sender stands now."""
         if kind == SKIP:
             self._advance(replica, seq)
         elif kind == EOS:
             self._floor[replica] = _ENDED  # nothing more from it: its end of stream is final
-        elif kind == PAUSE and self._floor[replica] != _ENDED:
+        elif kind in (PAUSE, REPLAY) and self._floor[replica] != _ENDED:
             # A graceful restart: its successor's first number may be lower than this one's last.
+            # A replay: it starts again below what it sent before (what this process refuses).
             self._floor[replica], self._ceiling[replica] = -1, SEQ_LIMIT - 1
 
     def _advance(self, replica: int, seq: int) -> None:
@@ -267,9 +280,9 @@ class DataCheck:
         if index in self._used:
             raise ProtocolError("array", f"array frame {index} used twice")
         self._used.add(index)
-        dtype = DTYPES.get(dtype_name) if type(dtype_name) is str else None
-        if dtype is None:
+        if type(dtype_name) is not str or dtype_name not in DTYPES:
             raise ProtocolError("array", f"array dtype {_short(dtype_name)} is not a plain numeric or bool type")
+        dtype = _dtype(dtype_name)
         if (
             type(shape) is not list
             or len(shape) > MAX_ARRAY_DIMENSIONS
@@ -284,6 +297,8 @@ class DataCheck:
                 f"array of shape {shape} and dtype {dtype_name} needs "
                 f"{math.prod(shape) * dtype.itemsize} bytes, its frame has {size}",
             )
+        import numpy as np  # loaded by _dtype above
+
         array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
         array.flags.writeable = False  # one contract whatever the transport: copy before writing
         return array

@@ -18,8 +18,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import zmq.auth
-
 from flujo.curve import KeyPair, is_public_key
 
 IDENTITY = "identity"
@@ -42,6 +40,8 @@ def create_identity(folder: Path) -> tuple[KeyPair, bool]:
     if existing is not None:
         return existing, False
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    import zmq.auth  # here, not at the top: it brings asyncio, and every launcher imports this module
+
     _, secret_file = zmq.auth.create_certificates(str(folder), IDENTITY)
     os.chmod(secret_file, 0o600)
     identity = load_identity(folder)
@@ -54,6 +54,8 @@ def load_identity(folder: Path) -> KeyPair | None:
     secret_file = folder / f"{IDENTITY}.key_secret"
     if not secret_file.exists():
         return None
+    import zmq.auth  # (see create_identity)
+
     try:
         public, secret = zmq.auth.load_certificate(str(secret_file))
     except (OSError, ValueError) as error:

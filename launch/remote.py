@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from flujo.config import CONTROL_MAX_MESSAGE
 from flujo.curve import KeyPair, make_client
@@ -159,6 +158,9 @@ class AgentLink:
 
     def _handshake_failed(self) -> int:
         """The first handshake failure the connection has met (a zmq event), or 0."""
+        # Here, not at the top: zmq.utils.monitor brings asyncio, and every launcher imports this module.
+        from zmq.utils.monitor import recv_monitor_message
+
         while self._handshake.poll(0):
             event = recv_monitor_message(self._handshake)["event"]
             self._failure = self._failure or event

@@ -6,6 +6,7 @@ the right clause:
     --forget-eos    no end of stream on its output
     --ignore-hold   keeps sending to a held reader and never sends it PAUSE
     --early         sends a DATA message before it reports ready
+    --exit-early    exits as soon as it has finished, without waiting for its readers' release
     --ack-early     acknowledges each item as it arrives (a processor must wait for its readers'
                     acknowledgements of the results, section 9.2)
     --ack-past      acknowledges each item as seq + 100: past what its sender sent
@@ -157,7 +158,7 @@ while held:
 if "forget-eos" not in faults:
     emit([header(EOS, 0)])
 report("finished", {"items_in": 0, "items_out": 0})
-while any((target, port_name) not in released for target, port_name, _ in outputs):
+while "exit-early" not in faults and any((target, port_name) not in released for target, port_name, _ in outputs):
     take_command()
 reporter.close(linger=2000)
 context.destroy(linger=0)

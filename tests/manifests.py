@@ -21,7 +21,11 @@ def toml_value(value: object) -> str:
     """One value in TOML syntax (JSON's string escapes are TOML's too)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float, str)):
+    if isinstance(value, str):
+        # Characters beyond ASCII as they are: JSON would escape those beyond U+FFFF as surrogate
+        # pairs, which TOML refuses. DEL is the one character TOML wants escaped and JSON does not.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, (int, float)):
         return json.dumps(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
@@ -66,3 +70,10 @@ def collect(inputs: object, path: str, delay: float | None = None, **fields: obj
 def _args(args: Mapping[str, object] | None) -> dict[str, object] | None:
     kept = {key: value for key, value in (args or {}).items() if value is not None}
     return kept or None
+
+
+def pipeline(**nodes: Node) -> dict[str, Node]:
+    """Nodes in a line, in the given order: each after the first reads from the one before it
+    (``inputs`` it was given are replaced)."""
+    names = list(nodes)
+    return {name: {**nodes[name], **({"inputs": [names[i - 1]]} if i else {})} for i, name in enumerate(names)}

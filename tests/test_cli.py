@@ -184,12 +184,21 @@ def test_conform_runs_the_kit_on_a_node_program_and_passes_its_verdict_on() -> N
 
     sink = Path(__file__).resolve().parent.parent / "samples" / "hello" / "sink.py"
     command = [sys.executable, "-m", "flujo.launch", "conform", "--level", "basic"]
+    # A sink known to conform answers in milliseconds: a short must-not-happen window; as a processor
+    # it never sends, so a short clause timeout fails it sooner (two clauses of 10 s otherwise).
     good = subprocess.run(
-        [*command, "--kind", "consumer", "--", sys.executable, str(sink)], capture_output=True, text=True, timeout=50
+        [*command, "--kind", "consumer", "--window", "0.1", "--", sys.executable, str(sink)],
+        capture_output=True,
+        text=True,
+        timeout=50,
     )
     assert good.returncode == 0, good.stdout + good.stderr
     assert "Level reached: basic (asked for basic)" in good.stdout
     wrong = subprocess.run(
-        [*command, "--kind", "processor", "--", sys.executable, str(sink)], capture_output=True, text=True, timeout=50
+        [*command, "--kind", "processor", "--timeout", "3", "--", sys.executable, str(sink)],
+        capture_output=True,
+        text=True,
+        timeout=50,
     )
     assert wrong.returncode == 1 and "Level reached: none" in wrong.stdout
+    assert "FAIL  §7.2   sends EOS to every downstream replica" in wrong.stdout  # a sink has no output

@@ -18,6 +18,9 @@ from flujo.conformance.harness import FLOW
 
 BROKEN = str(Path(__file__).parent / "conformance_broken_node.py")
 REFERENCE = [sys.executable, "-m", "flujo.conformance.reference"]
+# The reference nodes are known to conform and to answer within milliseconds: a shorter window for
+# what must NOT happen runs the same clauses (a few hundred of 0.3 s each are most of a level's time).
+FAST = ("--window", "0.1")
 
 
 def kit(*argv: str) -> tuple[int, str]:
@@ -34,7 +37,7 @@ def failures(text: str) -> list[tuple[str, str]]:
 
 @pytest.mark.timeout(180)
 def test_python_processor_reaches_acknowledging() -> None:
-    status, text = kit("--level", "acknowledging", "--", *REFERENCE, "processor")
+    status, text = kit("--level", "acknowledging", *FAST, "--", *REFERENCE, "processor")
     assert failures(text) == [], text
     assert "Level reached: acknowledging" in text
     assert status == 0
@@ -45,7 +48,7 @@ def test_python_processor_reaches_acknowledging() -> None:
 
 @pytest.mark.timeout(150)
 def test_python_consumer_reaches_acknowledging() -> None:
-    status, text = kit("--level", "acknowledging", "--kind", "consumer", "--", *REFERENCE, "consumer")
+    status, text = kit("--level", "acknowledging", "--kind", "consumer", *FAST, "--", *REFERENCE, "consumer")
     assert failures(text) == [], text
     assert "Level reached: acknowledging" in text and status == 0
     assert "drops the duplicates a sender's successor replays: every item consumed once" in text
@@ -53,7 +56,7 @@ def test_python_consumer_reaches_acknowledging() -> None:
 
 @pytest.mark.timeout(150)
 def test_python_producer_reaches_acknowledging() -> None:
-    status, text = kit("--level", "acknowledging", "--kind", "producer", "--", *REFERENCE, "producer")
+    status, text = kit("--level", "acknowledging", "--kind", "producer", *FAST, "--", *REFERENCE, "producer")
     assert failures(text) == [], text
     assert "Level reached: acknowledging" in text and status == 0
     assert "producer drain" in text and "== lifecycle" not in text  # the producers' own scenarios
@@ -64,7 +67,7 @@ def test_python_producer_reaches_acknowledging() -> None:
 @pytest.mark.timeout(60)
 def test_the_python_reference_runs_through_flujo_node_too() -> None:
     """`--run` hands the configuration a Python reference; the command defaults to python -m flujo.node."""
-    status, text = kit("--run", "flujo.conformance.reference:Identity")
+    status, text = kit("--run", "flujo.conformance.reference:Identity", *FAST)
     assert status == 0, text
     assert "Level reached: basic" in text
 
@@ -97,6 +100,7 @@ def test_the_unbroken_fixture_passes_what_its_faults_break() -> None:
         ("--forget-eos", "basic", "7.2", "sends EOS to every downstream replica"),
         ("--early", "basic", "4", "sends nothing before ready, start and its first input"),
         ("--ignore-hold", "restartable", "8.2", "sends PAUSE to a held reader"),
+        ("--exit-early", "basic", "7.3", "stays up until its readers release it"),
     ],
 )
 def test_a_broken_node_fails_on_the_right_clause(fault: str, level: str, section: str, title: str) -> None:

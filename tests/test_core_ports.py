@@ -342,3 +342,27 @@ def test_an_input_port_queues_what_its_codec_accepts_and_counts_what_it_refuses(
     assert [message.item for message in port.ready] == [0, 1]  # the refused message never reaches the queue
     assert port.rejected == 1 and port.received == 2
     assert len(lines) == 1 and "sequence number went back" in lines[0] and 'port "in"' in lines[0]
+
+
+@pytest.mark.parametrize(("residue", "arrivals"), [(0, [(0, 0), (2, 1), (6, 0), (4, 1)]), (1, [(3, 1), (1, 0)])])
+def test_a_replica_dealt_by_number_waits_only_for_its_own_numbers(residue: int, arrivals: list) -> None:
+    # Lossless edges into two replicas deal item s to replica s % 2: replica 0 gets the even
+    # numbers, from either sender, and waits for no odd one (it would wait for ever).
+    port = ScriptedPort(senders=2)
+    port.dealt_by_number(residue, 2)
+    for seq, sender in arrivals:
+        port.accept(data(seq, replica=sender))
+    assert [message.seq for message in port.ready] == sorted(seq for seq, _ in arrivals)
+
+
+def test_a_new_reader_process_takes_nothing_from_a_sender_before_its_replay() -> None:
+    port = ScriptedPort(senders=2)
+    port.await_replays()
+    port.accept(data(7, replica=0))  # sent to the process this one replaces: its replay brings it again
+    port.accept(marker(MessageKind.REPLAY, replica=0))
+    port.accept(data(5, replica=0))
+    port.accept(data(6, replica=0))
+    port.sender_ended(1)  # gone: no replay will come from it
+    port.accept(marker(MessageKind.REPLAY, replica=0))  # a sender's successor announcing itself: ignored
+    port.accept(data(7, replica=0))
+    assert [message.seq for message in port.ready] == [5, 6, 7] and port.stale == 1

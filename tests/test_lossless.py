@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
+from manifests import node
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,14 +54,19 @@ def _check_exactly_once(runs: list[list[int]]) -> int:
     return again
 
 
-def _kill_repeatedly(flow: FlowRunner, victim: str, out: str) -> None:
+def _kill_repeatedly(flow: FlowRunner, victims: str | list[str], out: str) -> None:
+    """SIGKILL the victims (replica labels) in turn, KILLS times in all, each once a further
+    share of the stream is out and only once its predecessor's successor runs."""
+    victims = [victims] if isinstance(victims, str) else victims
     for kill in range(KILLS):
+        victim = victims[kill % len(victims)]
         poll_for(lambda kill=kill: line_count(out) >= (kill + 1) * N // (KILLS + 2), timeout=60)
-        pid = flow.replicas()[victim]["pid"]
+        replica = flow.replicas()[victim]
+        pid, restarts = replica["pid"], replica["restarts"]
         os.kill(pid, signal.SIGKILL)
         poll_for(
-            lambda kill=kill, pid=pid: (
-                flow.replicas().get(victim, {}).get("restarts") == kill + 1
+            lambda victim=victim, restarts=restarts, pid=pid: (
+                flow.replicas().get(victim, {}).get("restarts") == restarts + 1
                 and flow.replicas()[victim].get("pid") not in (None, pid)
             ),
             timeout=30,
@@ -172,3 +178,32 @@ def test_a_producer_killed_again_and_again_resumes_and_loses_nothing(flow: FlowR
     assert len(runs) == 1 and _check_exactly_once(runs) == 0
     status = {node["label"]: node for node in json.loads(Path(flow.path("status.json")).read_text())["nodes"]}
     assert status["numbers"]["restarts"] == KILLS
+
+
+@pytest.mark.parametrize(
+    "victims",
+    [["pair"], ["lagging.0", "squares", "lagging.1"]],
+    ids=["the zip", "its senders"],
+)
+def test_a_zip_or_its_senders_killed_again_and_again_make_every_pair_once(flow: FlowRunner, victims: list[str]) -> None:
+    # One input of the zip lags the other (two jittery replicas): at each kill the zip holds
+    # partners waiting on one side. The replay brings the same numbers with the same items.
+    out = flow.path("out.jsonl")
+    always = {"restart": "always", "max_restarts": 10}
+    manifest = flow.manifest(
+        {
+            "numbers": node("{nodes}:Paced", args={"n": N, "pause": 0.0005}, **always),
+            "lagging": node("{nodes}:jitter", "numbers", replicas=2, **always),
+            "squares": node("{nodes}:square", "numbers", **always),
+            "pair": node("{nodes}:add", {"a": "lagging", "b": "squares"}, **always),
+            "sink": node("{nodes}:Journal", "pair", args={"path": out}),
+        },
+        flow=f"queue = {QUEUE}\nshm = false\nlossless = true",
+    )
+    launcher = flow.start(manifest)
+    _kill_repeatedly(flow, victims, out)
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    # i + i * i, back to i
+    runs = [[round((-1 + (1 + 4 * value) ** 0.5) / 2) for value in run] for run in _runs(out)]
+    assert len(runs) == 1 and _check_exactly_once(runs) == 0

@@ -119,6 +119,7 @@ def run_scenario(
         folder,
         options.kind,
         options.timeout,
+        window=options.window,
         senders=scenario.senders,
         edges=scenario.edges,
         restart=scenario.restart,

@@ -215,6 +215,7 @@ class Bench:
         kind: NodeKind,
         timeout: float,
         *,
+        window: float = 0.3,
         senders: int = 1,
         edges: Sequence[Edge] = (Edge(),),
         restart: RestartPolicy = RestartPolicy.NO,
@@ -227,6 +228,7 @@ class Bench:
         self.folder = folder
         self.kind = kind
         self.timeout = timeout
+        self.window = window  # how long a clause watches for something that must NOT happen
         self._exit_settled = False  # the reports sent just before the exit have been taken
         self.replica = replica  # the node under test is this replica of `replica + 1`
         self.context = zmq.Context()

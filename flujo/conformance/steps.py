@@ -219,13 +219,12 @@ def end_of_stream(
         f"reports {kinds}",
     )
     if readers:
-        window = min(0.5, bench.timeout / 4)
-        bench.idle(window)
+        bench.idle(bench.window)
         checks.clause(
             "7.3",
             "stays up until its readers release it (a sender outlives its EOS)",
             not bench.exited(),
-            f"still running {window:g} s after finished, before any release",
+            f"still running {bench.window:g} s after finished, before any release",
             f"exited with status {bench.exit_code()}",
         )
         for reader in readers:

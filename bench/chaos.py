@@ -1,0 +1,247 @@
+"""``python -m bench.chaos``: SIGKILL random node replicas of a lossless flow, every 2-3 s, and
+check that every item reached the consumer exactly once and in order (docs/PROTOCOL.md 9).
+
+    python -m bench.chaos --runs 10 --seconds 60              # one replica at a time
+    python -m bench.chaos --runs 10 --seconds 60 --together 2  # two at once
+
+The flow: ``numbers`` (a producer that resumes) feeds ``spread`` (two replicas that finish out
+of order) and ``squares``; the zip ``pair`` adds them (i + i * i); the merge ``mix`` takes
+``pair`` and a second resumable producer ``letters`` (-1, -2, ...); ``sink`` writes a journal
+of which process consumed what. Every node restarts always. A consumer's successor may consume
+again the last items its predecessor consumed but had not acknowledged (its own side effects
+are at least once, section 9.1): each process's items are checked apart, and together they
+must hold every item of each stream once, in order.
+
+Recovery per kill: from the SIGKILL to the first item its successor handed on (marks written
+by bench/chaos_nodes.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NODES = Path(__file__).with_name("chaos_nodes.py")
+RATE = 800  # items/s the producers aim at (a pause of 1 ms between items, and Python's overhead)
+
+
+def manifest(folder: Path, name: str, n: int, merge: bool) -> str:
+    """The chaos flow's manifest (see the module docstring)."""
+    always = 'restart = "always"\nmax_restarts = 10000\nrestart_window = 1.0'
+
+    def section(node: str, run: str, args: str, inputs: str = "", extra: str = "") -> str:
+        marks = folder / f"marks.{node}"
+        text = f'[nodes.{node}]\nrun = "{NODES}:{run}"\nargs = {{ marks = "{marks}"{args} }}\n{always}\n'
+        return text + (f"inputs = {inputs}\n" if inputs else "") + extra
+
+    sections = [
+        f'[flow]\nname = "{name}"\nqueue = 4\nshm = false\nlossless = true\n',
+        section("numbers", "Ticks", f", n = {n}, pause = 0.001"),
+        section("spread", "Work", ', kind = "jitter"', '["numbers"]', "replicas = 2\n"),
+        section("squares", "Work", ', kind = "square"', '["numbers"]'),
+        section("pair", "Pair", "", '{ a = "spread", b = "squares" }'),
+    ]
+    last = "pair"
+    if merge:
+        sections += [
+            section("letters", "Ticks", f", n = {n // 2}, pause = 0.002, sign = -1"),
+            section("mix", "Pass", "", '["pair", "letters"]', 'join = "merge"\n'),
+        ]
+        last = "mix"
+    sections.append(section("sink", "Journal", f', path = "{folder / "journal.jsonl"}"', f'["{last}"]'))
+    return "\n".join(sections)
+
+
+@dataclass
+class Outcome:
+    """One chaos run: what was killed, how long each recovery took, and what arrived."""
+
+    kills: list[tuple[list[str], float]] = field(default_factory=list)  # victims, recovery (s)
+    errors: list[str] = field(default_factory=list)  # items lost, duplicated or out of order
+    items: int = 0
+    expected: int = 0  # items the producers make, in all
+    consumed_again: int = 0
+    exit_code: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.exit_code == 0
+
+
+def check_journal(journal: Path, streams: dict[str, int]) -> tuple[list[str], int, int]:
+    """Per stream (name -> expected length): every item once, in order, across processes;
+    returns (errors, items delivered, items consumed again by a consumer's successor)."""
+    runs: list[tuple[int, list[int]]] = []
+    for line in journal.read_text().splitlines():
+        pid, value = json.loads(line)
+        if not runs or runs[-1][0] != pid:
+            runs.append((pid, []))
+        runs[-1][1].append(value)
+    errors, delivered_total, again = [], 0, 0
+    for stream, expected in streams.items():
+        delivered: list[int] = []
+        for _, values in runs:
+            run = [_decode(stream, value) for value in values if _stream_of(value) == stream]
+            if run != sorted(set(run)):
+                errors.append(f"{stream}: one process consumed an item twice or out of order")
+            if delivered and run and run[0] > delivered[-1] + 1:
+                errors.append(f"{stream}: items {delivered[-1] + 1}..{run[0] - 1} lost")
+            fresh = [item for item in run if not delivered or item > delivered[-1]]
+            again += len(run) - len(fresh)
+            delivered.extend(fresh)
+        if delivered != list(range(expected)):
+            missing = sorted(set(range(expected)) - set(delivered))
+            errors.append(f"{stream}: {len(delivered)} of {expected} delivered, missing {missing[:10]}")
+        delivered_total += len(delivered)
+    return errors, delivered_total, again
+
+
+def _stream_of(value: int) -> str:
+    return "numbers" if value >= 0 else "letters"
+
+
+def _decode(stream: str, value: int) -> int:
+    """pair's i + i * i back to i; letters' -(i + 1) back to i."""
+    if stream == "numbers":
+        return round((-1 + (1 + 4 * value) ** 0.5) / 2)
+    return -value - 1
+
+
+def _status(name: str, env: dict[str, str]) -> dict[str, dict]:
+    done = subprocess.run(
+        [sys.executable, "-m", "flujo.launch", "status", "--json", "--flow", name],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if done.returncode != 0:
+        return {}
+    return {node["label"]: node for node in json.loads(done.stdout)["nodes"]}
+
+
+def _first_after(marks: Path, killed_at: float, killed_pid: int) -> float | None:
+    if not marks.exists():
+        return None
+    for line in marks.read_text().splitlines():
+        _, pid, at = line.split()
+        if int(pid) != killed_pid and float(at) > killed_at:
+            return float(at) - killed_at
+    return None
+
+
+def run(
+    seconds: float,
+    together: int = 1,
+    merge: bool = True,
+    seed: int | None = None,
+    victims_in_turn: list[list[str]] | None = None,
+) -> Outcome:
+    """One chaos run: kills for ``seconds`` (``together`` replicas at a time, chosen at random,
+    or ``victims_in_turn``), then let the flow end."""
+    chance = random.Random(seed)
+    outcome = Outcome()
+    n = int(seconds * RATE * 1.2)  # the stream outlasts the kills
+    with tempfile.TemporaryDirectory(prefix="flujo-chaos-") as scratch:
+        folder = Path(scratch)
+        name = f"chaos{os.getpid()}x{chance.randrange(10**6)}"
+        path = folder / "manifest.toml"
+        path.write_text(manifest(folder, name, n, merge))
+        env = {**os.environ, "FLUJO_RUNS": str(folder / "runs")}
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "flujo.launch", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        killed: list[tuple[list[tuple[str, int]], float]] = []
+        try:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and launcher.poll() is None:
+                time.sleep(chance.uniform(2.0, 3.0))  # the chaos schedule, not a synchronisation
+                replicas = {label: r for label, r in _status(name, env).items() if r.get("pid")}
+                if launcher.poll() is not None or len(replicas) < together:
+                    break
+                if victims_in_turn is not None:
+                    victims = victims_in_turn[len(killed) % len(victims_in_turn)]
+                else:
+                    victims = chance.sample(sorted(replicas), together)
+                at = time.time()
+                for label in victims:
+                    os.kill(replicas[label]["pid"], signal.SIGKILL)
+                killed.append(([(label, replicas[label]["pid"]) for label in victims], at))
+            _, stderr = launcher.communicate(timeout=max(60.0, seconds))
+        finally:
+            if launcher.poll() is None:
+                os.killpg(launcher.pid, signal.SIGKILL)
+                launcher.wait()
+                stderr = "(killed: the flow did not end)"
+        outcome.exit_code = launcher.returncode
+        if launcher.returncode != 0:
+            outcome.errors.append(f"the launcher exited with {launcher.returncode}: {stderr[-2000:]}")
+        for victims, at in killed:
+            times = [_first_after(folder / f"marks.{label.split('.')[0]}", at, pid) for label, pid in victims]
+            known = [t for t in times if t is not None]
+            outcome.kills.append(([label for label, _ in victims], max(known) if known else float("nan")))
+        streams = {"numbers": n, **({"letters": n // 2} if merge else {})}
+        outcome.expected = sum(streams.values())
+        journal = folder / "journal.jsonl"
+        if journal.exists():
+            errors, outcome.items, outcome.consumed_again = check_journal(journal, streams)
+            outcome.errors += errors
+        else:
+            outcome.errors.append("the sink wrote nothing")
+    return outcome
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long to keep killing, per run")
+    parser.add_argument("--together", type=int, default=1, help="replicas killed at once")
+    parser.add_argument("--no-merge", action="store_true", help="leave the merge and its second producer out")
+    options = parser.parse_args()
+    recoveries: list[float] = []
+    passed = 0
+    for index in range(options.runs):
+        outcome = run(options.seconds, options.together, not options.no_merge, seed=index)
+        passed += outcome.ok
+        times = [t for _, t in outcome.kills if t == t]
+        recoveries += times
+        print(
+            f"run {index + 1}: {'exactly once' if outcome.ok else 'FAILED'}; {outcome.items} items, "
+            f"{len(outcome.kills)} kills, {outcome.consumed_again} consumed again by a consumer's successor"
+            + (
+                f"; recovery median {1000 * statistics.median(times):.0f} ms, worst {1000 * max(times):.0f} ms"
+                if times
+                else ""
+            ),
+            flush=True,
+        )
+        for error in outcome.errors:
+            print(f"    {error}", flush=True)
+        if outcome.errors:
+            print("    kills: " + "; ".join("+".join(victims) for victims, _ in outcome.kills), flush=True)
+    summary = f"{passed}/{options.runs} runs exactly once"
+    if recoveries:
+        summary += (
+            f"; recovery over {len(recoveries)} kills: median {1000 * statistics.median(recoveries):.0f} ms, "
+            f"worst {1000 * max(recoveries):.0f} ms"
+        )
+    print(summary)
+    sys.exit(0 if passed == options.runs else 1)
+
+
+if __name__ == "__main__":
+    main()
