@@ -8,6 +8,7 @@ and connects one PUSH per reader replica to the node's ``ack_endpoint``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgpack
@@ -17,6 +18,8 @@ from zmq.utils.monitor import recv_monitor_message
 from flujo.conformance.checks import FAIL_ITEM, Checks, seq_list
 from flujo.conformance.harness import INPUT_PORT, NODE, SOURCE, Bench, Reader, Sender, ack_endpoint
 from flujo.conformance.steps import (
+    DATA,
+    SKIP,
     end_of_stream,
     exit_or,
     expect_exit,
@@ -26,8 +29,10 @@ from flujo.conformance.steps import (
     send_items,
     wait_outputs,
 )
-from flujo.protocol import Control
+from flujo.protocol import Control, MessageKind
 from flujo.vocab import NodeKind
+
+REPLAY = MessageKind.REPLAY
 
 #: Items a producer's reader takes before it holds back (backpressure instead of a flood).
 PRODUCER_CAP = 20
@@ -194,6 +199,7 @@ def acknowledges(bench: Bench, checks: Checks, window: float) -> None:
     )
     bench.senders[0].socket.close(linger=0)
     bench.senders[0] = Sender(bench.context, 0, bench.config["inputs"][0]["endpoint"], bench.timeout)
+    bench.senders[0].send(bench.senders[0].codec.marker(REPLAY, 0))  # a replacing sender's first message
     items.update(send_items(bench, [14, 16, 18, 20, 22], sender=0))  # 14..18 again, then new
     items.update(send_items(bench, [21, 23], sender=1))
     sent[0] += [20, 22]
@@ -284,25 +290,19 @@ def replays(bench: Bench, checks: Checks, window: float) -> None:
             exit_or(bench, f"acked {latest_stats(bench).get('acked')}"),
         )
     # The reader's process ends (its socket with it), the launcher says so, its successor binds.
-    before = len(reader.messages)
-    bench.publish(Control.EXITED, reader.edge.target, reader.index)
-    reader.rebind(bench.context, bench.timeout)
-    if producer:
-        reader.cap = before + PRODUCER_CAP
-    else:
-        send_items(bench, range(20, 23))
-    wait_outputs(bench, reader, before + (13 if not producer else PRODUCER_CAP))
-    after = [m.seq for m in reader.items()[before:]]
-    expected = list(range(10, 23)) if not producer else list(range(10, 10 + len(after)))
+    wanted = 13 if not producer else PRODUCER_CAP
+    after = successor_takes(bench, reader, wanted, None if producer else range(20, 23))
+    expected = list(range(10, 10 + wanted))
     checks.clause(
         "9.3",
-        "re-sends to a reader's successor, in order and ahead of anything new, what it had not "
-        "acknowledged (a forged acknowledgement freed nothing)",
-        after[: len(expected)] == expected and len(after) >= (13 if not producer else PRODUCER_CAP),
-        f"seqs {seq_list(expected if not producer else list(range(10, 10 + PRODUCER_CAP)))} after the restart",
-        exit_or(bench, f"seqs {seq_list(after)}"),
+        "re-sends to a reader's successor, behind a REPLAY marker, in order and ahead of anything new, "
+        "what it had not acknowledged (a forged acknowledgement freed nothing)",
+        after[:wanted] == expected,
+        f"REPLAY, then seqs {seq_list(expected)}{', …' if producer else ''} after the restart",
+        exit_or(bench, f"seqs {seq_list(after)}" if after is not None else "no REPLAY marker"),
     )
-    last = reader.items()[-1].seq
+    assert after is not None  # else the clause above ended the scenario
+    last = after[wanted - 1] if not producer else after[-1]
     acknowledge(ack, reader, last)
 
     def taken_in() -> bool:  # the node shows it applied that acknowledgement
@@ -322,27 +322,43 @@ def replays(bench: Bench, checks: Checks, window: float) -> None:
         ),
     )
     # Once more: now everything was acknowledged, a new successor gets only what comes next.
-    before = len(reader.messages)
-    bench.publish(Control.EXITED, reader.edge.target, reader.index)
-    reader.rebind(bench.context, bench.timeout)
-    if producer:
-        reader.cap = len(reader.messages) + 5
-    else:
-        send_items(bench, [23])
-    wait_outputs(bench, reader, len(reader.items()) + 1)
-    after = [m.seq for m in reader.items()[before:]]
+    after = successor_takes(bench, reader, 1, None if producer else [23])
     checks.clause(
         "9.3",
         "frees what was acknowledged: a later successor gets only what was not",
         bool(after) and after[0] == last + 1,
-        f"seqs from {last + 1}",
-        exit_or(bench, f"seqs {seq_list(after)}"),
+        f"REPLAY, then seqs from {last + 1}",
+        exit_or(bench, f"seqs {seq_list(after)}" if after is not None else "no REPLAY marker"),
     )
     if producer:
         bench.publish(Control.STOP, NODE)
     else:
         bench.senders[0].eos()
     end_of_stream(bench, checks)
+
+
+def successor_takes(bench: Bench, reader: Reader, count: int, send: Iterable[int] | None) -> list[int] | None:
+    """The reader's process ends, the launcher publishes ``exited``, its successor binds the same
+    endpoint and (9.3) takes nothing before the node's REPLAY marker; then ``send`` (for a
+    processor) goes in. Returns the seqs that came behind the marker (at least ``count`` unless a
+    clause timeout passed), None without a marker."""
+    before = len(reader.messages)
+    bench.publish(Control.EXITED, reader.edge.target, reader.index)
+    reader.rebind(bench.context, bench.timeout)
+    reader.cap = None  # what the dead process's pipe still held may come first: taken, then ignored
+    if send is not None:
+        send_items(bench, send)
+
+    def behind_marker() -> list[int] | None:
+        kinds = [m.kind for m in reader.messages[before:]]
+        if REPLAY not in kinds:
+            return None
+        return [m.seq for m in reader.messages[before + kinds.index(REPLAY) :] if m.kind in (DATA, SKIP)]
+
+    bench.wait(lambda: len(behind_marker() or ()) >= count or bench.exited())
+    if bench.kind == NodeKind.PRODUCER:
+        reader.cap = len(reader.messages)  # hold back again: backpressure, not a flood
+    return behind_marker()
 
 
 def resumes(bench: Bench, checks: Checks, window: float) -> None:
