@@ -297,7 +297,7 @@ def replays(bench: Bench, checks: Checks, window: float) -> None:
         "9.3",
         "re-sends to a reader's successor, behind a REPLAY marker, in order and ahead of anything new, "
         "what it had not acknowledged (a forged acknowledgement freed nothing)",
-        after[:wanted] == expected,
+        after is not None and after[:wanted] == expected,
         f"REPLAY, then seqs {seq_list(expected)}{', …' if producer else ''} after the restart",
         exit_or(bench, f"seqs {seq_list(after)}" if after is not None else "no REPLAY marker"),
     )
@@ -326,7 +326,7 @@ def replays(bench: Bench, checks: Checks, window: float) -> None:
     checks.clause(
         "9.3",
         "frees what was acknowledged: a later successor gets only what was not",
-        bool(after) and after[0] == last + 1,
+        after is not None and after[:1] == [last + 1],
         f"REPLAY, then seqs from {last + 1}",
         exit_or(bench, f"seqs {seq_list(after)}" if after is not None else "no REPLAY marker"),
     )
