@@ -31,7 +31,7 @@ from flujo.launch.hosts import Hosts
 from flujo.launch.logstore import new_run, stamp
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.parent import ParentPipe
-from flujo.launch.plan import plan, run_id
+from flujo.launch.plan import delivery_report, plan, run_id
 from flujo.launch.process import OutputRelay
 from flujo.launch.reaper import Reaper
 from flujo.launch.replica import Key, Replica
@@ -178,6 +178,8 @@ class Launcher:
     ) -> None:
         remote_ports, placed = self._hosts.connect(context)  # LaunchError: nothing started
         endpoints, configs = plan(self.flow, run_dir, remote_ports, flow_keys, placed)
+        for line in delivery_report(self.flow):
+            self._say(line)
         commands = f"ipc://{run_dir / 'commands'}"
         channels = Channels(
             context, endpoints.control, endpoints.status, commands, self.flow.max_control_message, self._say

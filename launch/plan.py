@@ -61,26 +61,47 @@ def run_id(run_dir: Path) -> str:
     return run_dir.name.removeprefix("flujo-").replace("-", "_")
 
 
+def at_most_once_because(flow: FlowSpec, sender: NodeSpec, reader: NodeSpec) -> str | None:
+    """Why the edge from ``sender`` to ``reader`` is at most once across a crash, or None when
+    it is lossless: it keeps, is acknowledged and replays (section 9). Wired so far: Python nodes
+    on this host over ipc, a reader that waits for room (``block``) and reads one port or zips
+    several, arrays inline (a shared-memory slot is not kept yet: ``shm = false`` in the flow),
+    in a flow that opts in with ``lossless = true``."""
+    if not flow.lossless:
+        return "the flow does not ask for it (lossless = true in [flow])"
+    if flow.engine != "local":
+        return "nodes placed by Ray"
+    if flow.transport != "ipc" or sender.host is not None or reader.host is not None:
+        return "tcp or another host"
+    if sender.run is None or reader.run is None:
+        return "a node in another language (its library does not acknowledge yet)"
+    if reader.policy != QueuePolicy.BLOCK:
+        return f"a realtime reader ({reader.policy})"
+    if not (len(reader.inputs) == 1 or zips_several(reader.join, len(reader.inputs))):
+        return "a merge (its numbering is not recoverable yet)"
+    if flow.shared_memory(sender, reader):
+        return "arrays in shared memory (shm = false in [flow] sends them inline)"
+    return None
+
+
 def lossless(flow: FlowSpec, sender: NodeSpec, reader: NodeSpec) -> bool:
-    """Whether the edge from ``sender`` to ``reader`` keeps, acknowledges and replays (section 9).
-    Wired so far: Python nodes on this host over ipc, a reader that waits for room (``block``),
-    reads one port or zips several, and takes arrays inline (a shared-memory slot is not kept
-    yet: ``shm = false`` in the flow makes its local edges lossless). Every other edge stays at most
-    once across a crash (section 9.7). Only in a flow that opts in (``lossless = true``): the
-    acknowledgements cost about a fifth of small-item throughput, and a graceful restart behind a
-    replicated node does not yet drain on a lossless edge."""
-    return (
-        flow.lossless
-        and flow.transport == "ipc"
-        and flow.engine == "local"
-        and sender.run is not None
-        and reader.run is not None
-        and sender.host is None
-        and reader.host is None
-        and reader.policy == QueuePolicy.BLOCK
-        and (len(reader.inputs) == 1 or zips_several(reader.join, len(reader.inputs)))
-        and not flow.shared_memory(sender, reader)
-    )
+    """Whether the edge from ``sender`` to ``reader`` keeps, acknowledges and replays (section 9)."""
+    return at_most_once_because(flow, sender, reader) is None
+
+
+def delivery_report(flow: FlowSpec) -> list[str]:
+    """What a flow that asks for lossless edges says at start: which edges are, and why the
+    others are not (section 9)."""
+    if not flow.lossless:
+        return []
+    edges = [(node, reader) for node in flow.nodes.values() for reader, _ in flow.downstream(node.name)]
+    kept = [f"{node.name} -> {reader.name}" for node, reader in edges if lossless(flow, node, reader)]
+    lines = [f"lossless across a crash: {', '.join(kept) or 'no edge'}"]
+    for node, reader in edges:
+        why = at_most_once_because(flow, node, reader)
+        if why is not None:
+            lines.append(f"at most once across a crash: {node.name} -> {reader.name} ({why})")
+    return lines
 
 
 def ports_needed(flow: FlowSpec) -> dict[str, int]:

@@ -93,6 +93,7 @@ def test_a_consumer_killed_again_and_again_loses_nothing(flow: FlowRunner) -> No
     _kill_repeatedly(flow, "sink", out)
     _, stderr = launcher.communicate(timeout=60)
     assert launcher.returncode == 0, stderr
+    assert "lossless across a crash: numbers -> sink" in stderr  # said at start
     runs = _runs(out)
     assert len(runs) == KILLS + 1
     again = _check_exactly_once(runs)
@@ -147,6 +148,31 @@ def test_only_a_flow_that_opts_in_gets_lossless_edges(tmp_path, flow_settings: s
     )
     flow = load_manifest(path)
     assert lossless(flow, flow.nodes["a"], flow.nodes["b"]) is expected
+
+
+def test_a_flow_that_asks_says_which_edges_are_lossless_and_why_the_others_are_not(tmp_path) -> None:
+    from flujo.launch.manifest import load_manifest
+    from flujo.launch.plan import delivery_report
+
+    path = tmp_path / "flow.toml"
+    path.write_text(
+        "[flow]\nshm = false\nlossless = true\n"
+        '[nodes.a]\nrun = "flujo.nodes.basic:Count"\n'
+        '[nodes.b]\nrun = "flujo.nodes.basic:Count"\n'
+        '[nodes.keep]\nrun = "flujo.nodes.basic:Print"\ninputs = ["a"]\n'
+        '[nodes.live]\nrun = "flujo.nodes.basic:Print"\ninputs = ["a"]\npolicy = "drop-oldest"\n'
+        '[nodes.both]\nrun = "flujo.nodes.basic:Print"\ninputs = ["a", "b"]\njoin = "merge"\n'
+        '[nodes.c]\ncommand = ["sh"]\ninputs = ["b"]\n'
+    )
+    assert delivery_report(load_manifest(path)) == [
+        "lossless across a crash: a -> keep",
+        "at most once across a crash: a -> live (a realtime reader (drop-oldest))",
+        "at most once across a crash: a -> both (a merge (its numbering is not recoverable yet))",
+        "at most once across a crash: b -> both (a merge (its numbering is not recoverable yet))",
+        "at most once across a crash: b -> c (a node in another language (its library does not acknowledge yet))",
+    ]
+    path.write_text(path.read_text().replace("lossless = true", ""))
+    assert delivery_report(load_manifest(path)) == []  # a flow that does not ask hears nothing of it
 
 
 def test_a_producer_killed_again_and_again_resumes_and_loses_nothing(flow: FlowRunner) -> None:

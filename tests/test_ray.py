@@ -85,16 +85,24 @@ class RayCluster:
         return time.monotonic() - began
 
     def start_worker(self) -> float:
-        """The worker's Ray node (again, after a test killed it)."""
-        return self.start_node(
-            self.worker,
-            "--address",
-            self.address,
-            "--num-gpus",
-            "1",
-            "--resources",
-            '{"gpu_like": 1, "worker_only": 1}',
-        )
+        """The worker's Ray node (again, after a test killed it). On a loaded machine its first
+        call to the head may pass Ray's RPC deadline and the node exits: it is started once more."""
+        for attempt in (1, 2):
+            try:
+                return self.start_node(
+                    self.worker,
+                    "--address",
+                    self.address,
+                    "--num-gpus",
+                    "1",
+                    "--resources",
+                    '{"gpu_like": 1, "worker_only": 1}',
+                )
+            except AssertionError:
+                if attempt == 2:
+                    raise
+                self.kill(self.worker)
+        raise AssertionError("unreachable")
 
     def kill(self, host: Host) -> None:
         for pid in host.pids():

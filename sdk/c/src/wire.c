@@ -50,18 +50,23 @@ const msgpack_object *flujo_map_get(const msgpack_object *map, const char *key) 
     return NULL;
 }
 
-/* numpy's type string: byte order, kind letter, item size ("<f4", "|u1"). 0 when not one. */
+/* numpy's type string of a plain numeric or bool dtype, as the protocol allows them (section 3):
+ * "|b1", "|i1", "|u1", and "<" or ">" with i2 u2 i4 u4 i8 u8 f2 f4 f8 c8 c16. Its item size; 0
+ * for anything else (an unknown kind, "<q4", or a date "<M8[ns]" are refused, as Python does). */
 static size_t dtype_itemsize(const char *dtype, size_t length) {
-    if (length < 3 || length >= sizeof(((flujo_array *)0)->dtype) || !strchr("<>|=", dtype[0]) ||
-        !((dtype[1] >= 'a' && dtype[1] <= 'z') || (dtype[1] >= 'A' && dtype[1] <= 'Z')))
-        return 0;
-    size_t size = 0;
-    for (size_t i = 2; i < length; i++) {
-        if (dtype[i] < '0' || dtype[i] > '9') return dtype[i] == '[' ? size : 0; /* "<M8[ns]" */
-        size = size * 10 + (size_t)(dtype[i] - '0');
-        if (size > 1 << 20) return 0;
+    static const char *const wide[] = {"i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8", "c8", "c16"};
+    if (length < 3 || length > 4) return 0;
+    const char *code = dtype + 1;
+    size_t code_length = length - 1;
+    if (dtype[0] == '|') {
+        bool byte = code_length == 2 && code[1] == '1' && (code[0] == 'b' || code[0] == 'i' || code[0] == 'u');
+        return byte ? 1 : 0;
     }
-    return size;
+    if (dtype[0] != '<' && dtype[0] != '>') return 0;
+    for (size_t i = 0; i < sizeof wide / sizeof *wide; i++)
+        if (strlen(wide[i]) == code_length && memcmp(wide[i], code, code_length) == 0)
+            return (size_t)atoi(code + 1);
+    return 0;
 }
 
 /* -- messages that arrive ---------------------------------------------------------------------- */
@@ -282,6 +287,8 @@ int receive_message(flujo_node *node, input_port *port, int flags) {
              h.via.array.ptr[4].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
              h.via.array.ptr[4].via.u64 >= (uint64_t)port->senders)
         problem = "malformed header (sequence number, sender or replica)";
+    else if (!is_str(&h.via.array.ptr[3], port->source))
+        problem = "a message from a node that does not feed this port";
     if (problem) {
         refuse(node, port, problem);
         close_frames(frames, nframes);
