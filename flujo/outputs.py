@@ -348,8 +348,9 @@ class OutputEdge:
     def _send_to(self, index: int, frames: list[Any], items: int = 0, last: int = -1) -> bool:
         """Send to that replica whether held or not, blocking while its queue is full; False when
         it has been released (nothing sent). ``items``..``last``: the data it carries (kept on a
-        lossless edge; what goes to a reader's successor before its replay, the successor drops
-        until the REPLAY marker, and the replay brings it again)."""
+        lossless edge, which sends without blocking and waits in a poll that wakes for commands:
+        it takes a reader's "exited" in at once, before its old socket can reconnect to the
+        successor and hand it what the replay must bring first)."""
         lossless = self.retentions is not None
         while not self._is_released(self.target, self.config.target_port, index):
             if lossless and index in self._replay_due:
@@ -357,7 +358,7 @@ class OutputEdge:
                 continue
             socket = self.sockets[index]
             try:
-                send_message(socket, frames)
+                send_message(socket, frames, NOBLOCK if lossless else 0)
                 self._keep(index, frames, items, last)
                 self.sent += items
                 if items:  # (a pause marker says nothing about where data went)
