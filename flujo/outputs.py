@@ -172,11 +172,11 @@ class OutputEdge:
 
     def _replay(self, index: int) -> None:
         """A fresh socket (what libzmq still queued for the dead process goes with the old one),
-        then every message kept for that replica, in order; again if it ended once more meanwhile.
-        The sender takes "exited" in well before the successor binds (it looks at commands every
-        2 ms, and a lossless send waits in a poll that wakes for them), so the old socket does
-        not reconnect to the successor first. (ZMQ_IMMEDIATE would make sure of it, but it holds
-        a producer's first items back until the connection is up.)"""
+        then a REPLAY marker and every message kept for that replica, in order; again if it ended
+        once more meanwhile. A lossless send waits in a poll that wakes for commands, so "exited"
+        is usually taken in before the successor binds; when the old socket reconnected first,
+        what it still carries may reach the successor behind the marker (the race PROTOCOL 9.8
+        describes, not closed yet)."""
         retention = self.retentions[index]  # type: ignore[index]
         while index in self._replay_due:
             self._replay_due.discard(index)
