@@ -171,17 +171,14 @@ class OutputEdge:
             self._replay(index)
 
     def _replay(self, index: int) -> None:
-        """A fresh socket (what libzmq still queued for the dead process goes with the old one),
-        then a REPLAY marker and every message kept for that replica, in order; again if it ended
-        once more meanwhile. A lossless send waits in a poll that wakes for commands, so "exited"
-        is usually taken in before the successor binds; when the old socket reconnected first,
-        what it still carries may reach the successor behind the marker (the race PROTOCOL 9.8
-        describes, not closed yet)."""
+        """A REPLAY marker, then every message kept for that replica, in order; again if it ended
+        once more meanwhile. All on the same socket: what libzmq still queued for the dead process
+        stays ahead of the marker in that one pipe, and the successor drops everything before the
+        marker (section 9.3). A fresh socket would open a second pipe, whose order against the old
+        one's leftovers nothing guarantees (the race PROTOCOL 9.8 used to describe)."""
         retention = self.retentions[index]  # type: ignore[index]
         while index in self._replay_due:
             self._replay_due.discard(index)
-            self.sockets[index].close(linger=0)
-            self.sockets[index] = self._connect(self._endpoints[index])
             if not self._push(index, self._replay_marker):  # the reader takes nothing of ours before it
                 continue
             for kept in retention.replay():
