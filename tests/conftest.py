@@ -183,28 +183,37 @@ def flow(tmp_path: Path):
     assert not orphans, f"processes left behind: {orphans}"
 
 
-#: The longest tests (`pytest -n 4 --durations=40` at load 14: 9 s to 60 s each, the rest under 9 s),
-#: run first: workers take tests in collection order after the groups (xdist sorts work units by
-#: size, so tests/test_ray.py's cluster group goes first), so a long test started last would run
-#: on alone while the other workers sit idle. Longest first; a prefix names a file or test.
+#: The longest tests (`pytest -n 4 --durations=80` at load 12-20: 10 s to 67 s each, the rest under
+#: 10 s), run first: workers take tests in collection order after the groups (xdist sorts work
+#: units by size, so tests/test_ray.py's cluster group and the people counter's pair go first), so
+#: a long test started last would run on alone while the other workers sit idle. Longest first; a
+#: prefix names a file or test.
 LONG_FIRST = (
     "tests/test_people_counter.py::test_manifest_sample_runs_the_whole_clip",
     "tests/test_people_counter.py::test_counts_are_the_same_from_run_to_run_even_across_restarts",
-    "tests/test_chaos.py::test_random_kills_lose_and_repeat_nothing",
-    "tests/test_conformance.py::test_python_processor_reaches_restartable",
     "tests/test_hostile_wire.py::test_forged_and_malformed_messages_are_refused_while_the_stream_goes_on",
-    "tests/test_sdk_js.py::test_js_nodes_pass_the_conformance_kit_at_the_restartable_level",
-    "tests/test_partitions.py::test_a_link_cut_shorter_than_the_timeout_loses_nothing",
     "tests/test_flow_context.py::test_the_readme_example_runs_as_written",
-    "tests/test_conformance.py::test_python_consumer_reaches_restartable",
-    "tests/test_ssh_hosts.py::test_a_lost_session_is_started_again_and_the_nodes_restart_there_by_policy",
-    "tests/test_sdk_c.py::test_the_c_examples_pass_the_conformance_kit_at_the_restartable_level",
     "tests/test_live_output.py::test_a_chatty_node_prints_as_fast_on_a_terminal_as_into_a_pipe",
+    "tests/test_sdk_js.py::test_js_nodes_pass_the_conformance_kit_at_the_restartable_level",
+    "tests/test_conformance.py::test_python_processor_reaches_acknowledging",
+    "tests/test_chaos.py::test_random_kills_lose_and_repeat_nothing",
+    "tests/test_conformance.py::test_python_consumer_reaches_acknowledging",
     "tests/test_polyglot.py::test_the_polyglot_sample_gets_every_frame_right",
-    "tests/test_people_counter.py::test_python_sample_runs_unchanged_on_another_video",
-    "tests/test_shared_memory.py::test_frames_kept_past_the_call_stay_unchanged",
-    "tests/test_partial_stop.py::test_status_shows_rates_queues_busy_and_the_bottleneck",
+    "tests/test_sdk_c.py::test_the_c_examples_pass_the_conformance_kit_at_the_restartable_level",
+    "tests/test_ssh_hosts.py::test_a_lost_session_is_started_again_and_the_nodes_restart_there_by_policy",
+    "tests/test_partitions.py::test_a_link_cut_shorter_than_the_timeout_loses_nothing",
+    "tests/test_ssh_hosts.py::test_ssh_failures_stop_the_launch_with_the_ssh_clients_own_words",
     "tests/test_status_restarts.py::test_status_across_a_restart_mid_stream",
+    "tests/test_conformance.py::test_python_producer_reaches_acknowledging",
+    "tests/test_partial_stop.py::test_status_shows_rates_queues_busy_and_the_bottleneck",
+    "tests/test_ssh_hosts.py::test_one_command_runs_the_flow_with_an_agent_started_over_ssh",
+    "tests/test_people_counter.py::test_python_sample_runs_unchanged_on_another_video",
+    "tests/test_ssh_hosts.py::test_sync_copies_the_flow_folder_to_a_host_that_does_not_have_it",
+    "tests/test_shared_memory.py::test_graceful_restart_of_a_producer_whose_frames_a_reader_keeps",
+    "tests/test_cli.py::test_conform_runs_the_kit_on_a_node_program_and_passes_its_verdict_on",
+    "tests/test_shared_memory.py::test_a_killed_sender_costs_only_its_frames_in_flight",
+    "tests/test_vision_detector.py::test_vision_nodes_load_only_their_own_module",
+    "tests/test_partitions.py::test_a_cut_past_the_timeout_restarts_the_host_nodes_when_it_returns",
 )
 
 
