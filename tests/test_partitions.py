@@ -39,8 +39,10 @@ def _host_state(flow: FlowRunner) -> dict:
 @pytest.mark.timeout(120)
 # The cut lasts about 3 s more than `seconds` (until status says partitioned). After 8 + 3 s, tcp
 # retransmits only every 6.4 s (and after about 12.6 s, every 12.8 s): the link may come back up
-# to that long after the mend, so the host timeout stays at 30 s, well past either.
-@pytest.mark.parametrize("seconds", [3, 8])
+# to that long after the mend, so the host timeout stays at 30 s, well past either. One length
+# only: a 3 s cut (run here too until now) took the same path (partitioned, then connected again,
+# below the timeout) and is the first 3 s of this one, which adds tcp's longer backoff.
+@pytest.mark.parametrize("seconds", [8])
 def test_a_link_cut_shorter_than_the_timeout_loses_nothing(
     flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent, seconds: int
 ) -> None:
