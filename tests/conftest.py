@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import fcntl
 import json
 import os
@@ -144,6 +145,27 @@ class FlowRunner:
                 orphans.append(f"{process.pid} {' '.join(process.cmdline())}")
                 process.kill()
         return orphans
+
+
+#: What the suite's node, launcher and agent processes import from source: the package (flujo,
+#: flujo.launch, flujo.nodes) and the test nodes and helpers they load by path.
+_IMPORTED_BY_PROCESSES = (HERE.parent / "flujo", HERE.parent / "launch", HERE.parent / "nodes")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile what the flows' processes import, once, before any test starts one. A run starts
+    thousands of node and launcher processes; where PYTHONDONTWRITEBYTECODE is set (as on the
+    development machine) nothing writes .pyc files, and each process compiled the package from
+    source: about 0.05 s more CPU each (0.16 s instead of 0.11 s to import flujo.node, 0.20 s
+    instead of 0.14 s for the launcher). py_compile writes whatever that variable says, into the
+    __pycache__ folders .gitignore already leaves out; files already compiled are not redone."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller compiled before starting it
+        return
+    for folder in _IMPORTED_BY_PROCESSES:
+        compileall.compile_dir(folder, quiet=1)
+    for helper in HERE.glob("*.py"):
+        if not helper.name.startswith(("test_", "conftest")):  # pytest rewrites and caches those itself
+            compileall.compile_file(helper, quiet=1)
 
 
 @pytest.fixture(autouse=True)
