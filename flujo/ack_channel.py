@@ -45,8 +45,9 @@ class AckInbox:
         self.taken = 0
 
     def take(self) -> list[Kept]:
-        """Apply every acknowledgement already received; returns what they freed (its shared
-        memory goes back). A malformed or forged one is refused: counted, logged, nothing freed."""
+        """Apply every acknowledgement already received; returns what they freed (shared-memory
+        slots follow the retentions' floors, flujo/slot_pins.py). A malformed or forged one is
+        refused: counted, logged, nothing freed."""
         freed: list[Kept] = []
         while True:
             try:

@@ -44,8 +44,7 @@ class Kept:
 
     first: int
     last: int
-    frames: list[Any]
-    holds: Any = None  # shared-memory slots the message refers to: released at its acknowledgement
+    frames: list[Any]  # (shared-memory slots they name are kept apart: flujo/slot_pins.py)
     heavy: bool = False  # it carries array frames: counted against the window in messages
 
     @property
@@ -82,22 +81,22 @@ class Retention:
         """The first sequence number not yet acknowledged, or None when nothing is kept."""
         return self._kept[0].first if self._kept else None
 
-    def keep(self, first: int, last: int, frames: list[Any], holds: Any = None, heavy: bool = False) -> None:
+    def keep(self, first: int, last: int, frames: list[Any], heavy: bool = False) -> None:
         """Keep a message just sent (items ``first``..``last``); the frames are kept, not copied.
         ``heavy``: it carries arrays (memory): at most ``messages`` of those are kept."""
         if last < first or first <= self.highest_sent:
             raise ValueError(
                 f"items {first}..{last} kept after {self.highest_sent}: a sender sends in increasing order"
             )
-        self._kept.append(Kept(first, last, frames, holds, heavy))
+        self._kept.append(Kept(first, last, frames, heavy))
         self.items += last - first + 1
         self.heavy += heavy
         self.highest_sent = last
 
     def acknowledge(self, seq: int) -> list[Kept]:
-        """Everything up to ``seq`` is done: drop it and return what was dropped (to release its
-        shared memory). A stale acknowledgement (not past the last one) drops nothing. Raises
-        ProtocolError for one past anything sent: nothing is freed for it."""
+        """Everything up to ``seq`` is done: drop it and return what was dropped. A stale
+        acknowledgement (not past the last one) drops nothing. Raises ProtocolError for one
+        past anything sent: nothing is freed for it."""
         if seq > self.highest_sent:
             raise ProtocolError("ack", f"acknowledges {seq}, past {self.highest_sent}, the last item sent")
         if seq <= self.acked:

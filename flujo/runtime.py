@@ -32,12 +32,12 @@ from flujo.ack_channel import AckInbox, AckOutbox
 from flujo.acks import ACK_EVERY_ITEMS, Retention, done_through
 from flujo.api import Node, Outputs
 from flujo.closing import CloseReason, closer
-from flujo.config import NodeConfig
+from flujo.config import NodeConfig, OutputConfig
 from flujo.control import ControlChannel
 from flujo.curve import FlowContext, KeyPair
 from flujo.inputs import SKIP, WAIT, Drained, InputPort, Join, bind_pull
 from flujo.joins import Step
-from flujo.outputs import OutputEdge
+from flujo.outputs import END_SEQ, OutputEdge
 from flujo.port_queue import PortQueue
 from flujo.protocol import POLLIN, Codec, Message, MessageKind, Status
 from flujo.shm import SharedMemoryReader, SlotPool, install
@@ -277,6 +277,23 @@ class NodeRuntime:
             inbox.take()
             if self._outboxes:  # a processor: what its readers acknowledged may be acknowledged upstream
                 self._acknowledge()
+            if self.pool is not None and self.pool.pinning:
+                self._unpin_slots()
+
+    def _unpin_slots(self) -> None:
+        """Shared-memory slots kept for a lossless edge's replay go back once its reader keeps
+        nothing that names them: acknowledged, forgotten, or the reader released (flujo/slot_pins.py)."""
+        pool, is_released = cast(SlotPool, self.pool), self.state.is_released
+        for edge in self.edges:
+            if edge.retentions is None or not edge.config.shm:
+                continue
+            port = edge.config.target_port
+            for index, retention in enumerate(edge.retentions):
+                lowest = retention.lowest_unacked  # later items (in a batch, held back) stay pinned
+                floor = retention.highest_sent + 1 if lowest is None else lowest
+                if is_released(edge.target, port, index):
+                    floor = END_SEQ  # reads no more: nothing will be replayed to it
+                pool.unpin_below((edge.target, index, port), floor)
 
     # -- shared memory (flujo/shm.py) --------------------------------------------------------
     def _shared_memory(self, context: zmq.Context) -> tuple[SlotPool | None, SharedMemoryReader | None]:
@@ -294,8 +311,9 @@ class NodeRuntime:
         shm_edges = [edge for edge in config.outputs if edge.shm]
         if config.shm_run and config.shm_release and shm_edges:
             # As many frames as the edges' queues hold at both ends (a ZeroMQ pipe holds the send
-            # and the receive high-water mark), plus the one being written and the one being read.
-            base = sum(2 * edge.hwm * len(edge.endpoints) for edge in shm_edges) + 2
+            # and the receive high-water mark), plus the one being written and the one being read;
+            # a lossless edge keeps its slots until acknowledged: plus a reader's acknowledgement batch.
+            base = sum(_slots_per_reader(edge) * len(edge.endpoints) for edge in shm_edges) + 2
             pool = self.codec.shm_pool = SlotPool(
                 context, config.shm_run, config.node, config.replica, config.shm_release, base, reader
             )
@@ -506,6 +524,8 @@ class NodeRuntime:
             frames, packed = found
             if edge.deal(frames, seq, len(frames) == 2) and packed and edge.last_reader is not None:
                 pool.dealt(packed, (edge.target, edge.last_reader))  # type: ignore[union-attr]
+                if edge.retentions is not None:  # kept for a replay until acknowledged (section 9.3)
+                    pool.pin((edge.target, edge.last_reader, edge.config.target_port), seq, packed)  # type: ignore[union-attr]
         if pool is not None:
             for _frames, packed in encoded.values():
                 if packed:
@@ -662,6 +682,15 @@ class NodeRuntime:
         for edge in self.edges:
             if edge is not waiting:
                 edge.offer_pauses()
+
+
+def _slots_per_reader(edge: OutputConfig) -> int:
+    """Shared-memory slots a reader replica of ``edge`` may hold at once: what its queue holds
+    at both ends, and on a lossless edge what it consumed but has not acknowledged yet."""
+    slots = 2 * edge.hwm
+    if edge.lossless:
+        slots += max(1, min(ACK_EVERY_ITEMS, edge.hwm))
+    return slots
 
 
 def _reported(node: Node, method: str) -> Any:

@@ -21,6 +21,16 @@ A reader whose process exits (the launcher publishes "exited") gives its holds b
 slots are retired (unlinked, remade under a new name) rather than reused, since a view of
 them may still live in a process downstream.
 
+On a lossless edge (docs/PROTOCOL.md, section 9.3) a slot is also *kept*: pinned until the
+reader acknowledges the message that names it, not only until it released its views
+(flujo/slot_pins.py), so a replay to a crashed reader's successor resends the same descriptor
+and the successor maps the same bytes. Such slots are retired too when the reader exits:
+the successor's views of them stay valid whatever it keeps. Release counts of a reader that
+was replaced no longer balance (its successor releases what it was replayed; what was queued
+for the dead process is dropped after decoding): a slot is therefore free when no reader
+holds it *positively*; a count below zero only ever waits for an announcement (below) while
+the announcer's own hold is still counted, and counts start afresh when the slot is reused.
+
 A processor that sends on an array it received (a shared-memory view from upstream) sends
 the same descriptor on, and first tells the segment's owner that each new reader holds it
 too (a release with count +1, on the same socket as its own later release, so the owner
@@ -62,6 +72,7 @@ from flujo.shm_wire import (
     segment_name,
     unpack_descriptor,
 )
+from flujo.slot_pins import PinKey, SlotPins
 
 #: Seconds a sender waits for a slot beyond ``base`` (pinned frames) before it grows the pool
 #: or, at twice ``base``, falls back to inline frames.
@@ -93,6 +104,7 @@ class _Slot:
         "generation",
         "holders",
         "index",
+        "kept",
         "local",
         "mmap",
         "name",
@@ -113,10 +125,17 @@ class _Slot:
         self.sending = False  # in the message being dealt: holds are not counted yet
         self.holders: dict[ReaderKey, int] = {}
         self.retire = False  # a reader that held it exited: a fresh segment before reuse
+        self.kept = False  # named by a message a lossless edge keeps for a replay (flujo/slot_pins.py)
 
     @property
     def free(self) -> bool:
-        return not self.local and not self.sending and not self.holders
+        holders = self.holders
+        return (
+            not self.local
+            and not self.sending
+            and not self.kept
+            and (not holders or max(holders.values()) <= 0)  # (see the module docstring)
+        )
 
 
 class _Forwarded:
@@ -160,6 +179,7 @@ class SlotPool:
         self.wait: Waiter = lambda sockets: None  # set by the runtime: polls, applying commands meanwhile
         self._retired: list[str] = []  # segments of retired slots, unlinked at close
         self._exited: set[ReaderKey] = set()  # readers whose process ended (until they release again)
+        self._pins: SlotPins[Any] = SlotPins()  # what lossless edges keep for replays, until acknowledged
         self._starved = False  # every slot stayed pinned through the last wait: do not wait again
         # until a release comes (a reader keeping frames would otherwise cost a wait per item)
         self.inline_fallbacks = 0  # arrays sent inline because every slot was pinned (or no room)
@@ -224,6 +244,7 @@ class SlotPool:
             self._retired.append(slot.name)
             self._by_name.pop(slot.name, None)
             slot.name, slot.view, slot.mmap, slot.capacity = "", None, None, 0
+        slot.holders.clear()  # counts of the previous generation (its releases are ignored from now on)
         if slot.capacity < nbytes:
             try:
                 self._remap(slot, nbytes)
@@ -377,27 +398,60 @@ class SlotPool:
                 # different processes): counts may go below zero until both have arrived.
                 if change < 0:
                     self._exited.discard((node, replica))  # a live process of that replica released
+                was_free = slot.free
                 count = slot.holders.get((node, replica), 0) + change
                 if count:
                     slot.holders[(node, replica)] = count
                 else:
                     slot.holders.pop((node, replica), None)
-                    if slot.free:
-                        self._free.append(slot)
+                if slot.free and not was_free:
+                    self._free.append(slot)
 
     def reader_exited(self, node: str, replica: int) -> None:
-        """That reader's process is gone: its holds return; its slots are retired, not reused."""
+        """That reader's process is gone: its holds return; its slots, and those a lossless edge
+        keeps to replay to its successor, are retired, not reused."""
         reader = (node, replica)
         self._exited.add(reader)
+        replayed = self._pins.pinned_for(node, replica)
         for slot in self._slots:
-            if slot.holders.pop(reader, None) is not None:
+            if slot.holders.pop(reader, None) is not None or slot in replayed:
                 slot.retire = True  # a fresh segment on next use: a view downstream may live on
                 if slot.free:
                     self._free.append(slot)
 
+    # -- lossless edges: slots kept until acknowledged ------------------------------------------
+    def pin(self, reader: PinKey, seq: int, packed: list[Any]) -> None:
+        """Item ``seq``, whose message refers to ``packed``, went to ``reader`` on a lossless edge:
+        its slots stay until that reader keeps the item no longer (:meth:`unpin_below`). An array
+        received and sent on stays held too (its root is kept), for the same replay."""
+        self._pins.pin(reader, seq, packed)
+        for entry in packed:
+            if isinstance(entry, _Slot):
+                entry.kept = True
+
+    def unpin_below(self, reader: PinKey, floor: int) -> None:
+        """``reader`` keeps nothing numbered below ``floor`` any more: those slots may go back."""
+        for entry in self._pins.unpin_below(reader, floor):
+            if isinstance(entry, _Slot):
+                entry.kept = False
+                if entry.free:
+                    self._free.append(entry)
+                    self._starved = False  # a slot came back: worth waiting for the next one again
+
+    @property
+    def pinning(self) -> bool:
+        """Some lossless edge keeps slots for a replay."""
+        return bool(len(self._pins))
+
     def stats(self) -> dict[str, int]:
-        """Slots made, arrays copied into a slot, arrays sent inline because every slot was pinned."""
-        return {"slots": len(self._slots), "copies": self.copies, "inline": self.inline_fallbacks}
+        """Slots made, arrays copied into a slot, arrays sent inline because every slot was pinned,
+        and slots (or arrays sent on) kept for lossless edges' replays."""
+        return {
+            "slots": len(self._slots),
+            "copies": self.copies,
+            "inline": self.inline_fallbacks,
+            "kept": len(self._pins),
+        }
 
     @property
     def held(self) -> int:

@@ -65,8 +65,8 @@ def at_most_once_because(flow: FlowSpec, sender: NodeSpec, reader: NodeSpec) -> 
     """Why the edge from ``sender`` to ``reader`` is at most once across a crash, or None when
     it is lossless: it keeps, is acknowledged and replays (section 9). Wired so far: Python nodes
     on this host over ipc, a reader that waits for room (``block``) and reads one port or zips
-    several, arrays inline (a shared-memory slot is not kept yet: ``shm = false`` in the flow),
-    in a flow that opts in with ``lossless = true``."""
+    several (arrays inline or in shared memory: a kept message keeps its slot), in a flow that
+    opts in with ``lossless = true``."""
     if not flow.lossless:
         return "the flow does not ask for it (lossless = true in [flow])"
     if flow.engine != "local":
@@ -79,8 +79,6 @@ def at_most_once_because(flow: FlowSpec, sender: NodeSpec, reader: NodeSpec) -> 
         return f"a realtime reader ({reader.policy})"
     if not (len(reader.inputs) == 1 or zips_several(reader.join, len(reader.inputs))):
         return "a merge (its numbering is not recoverable yet)"
-    if flow.shared_memory(sender, reader):
-        return "arrays in shared memory (shm = false in [flow] sends them inline)"
     return None
 
 
