@@ -116,7 +116,7 @@ def test_a_processor_killed_again_and_again_loses_nothing(flow: FlowRunner) -> N
     [
         ("shm = false\nlossless = true", True),
         ("shm = false", False),  # opt-in: nothing acknowledges unless the flow asks
-        ("lossless = true", False),  # shared-memory slots are not kept yet
+        ("lossless = true", True),  # shared-memory slots are kept too (tests/test_lossless_shm.py)
     ],
 )
 def test_only_a_flow_that_opts_in_gets_lossless_edges(tmp_path, flow_settings: str, expected: bool) -> None:
