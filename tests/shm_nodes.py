@@ -109,10 +109,10 @@ class Checksums(Consumer):
     """Appends ``[pid, i, crc32 of the frame's bytes, in shared memory]`` per item, flushed: which
     process consumed what (a crash test reads the runs of successive processes apart), and
     whether the bytes it saw are the frame's. With ``gate``, takes nothing (and so acknowledges
-    nothing) until that file exists."""
+    nothing) until that file exists; ``delay``: seconds each item takes."""
 
-    def __init__(self, path: str, gate: str = "") -> None:
-        self.path, self.gate = Path(path), Path(gate) if gate else None
+    def __init__(self, path: str, gate: str = "", delay: float = 0.0) -> None:
+        self.path, self.gate, self.delay = Path(path), Path(gate) if gate else None, delay
 
     def open(self) -> None:
         self.file = self.path.open("a")
@@ -121,6 +121,8 @@ class Checksums(Consumer):
     def consume(self, item: Any) -> None:
         while self.gate is not None and not self.gate.exists():
             time.sleep(0.005)
+        if self.delay:
+            time.sleep(self.delay)
         frame = item["frame"]
         line = [self.pid, item["i"], zlib.crc32(frame), in_shared_memory(frame)]
         self.file.write(json.dumps(line) + "\n")
