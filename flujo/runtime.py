@@ -174,7 +174,9 @@ class NodeRuntime:
             for edge in self.edges:
                 edge.close(linger_ms=1000)
             if self.pool is not None:
-                self.pool.close()  # what is in flight is lost with this process (at most once)
+                # What is in flight is lost with this process (at most once), unless its edges
+                # are lossless: their readers must still map it; the launcher unlinks it later.
+                self.pool.close(unlink=not any(edge.retentions is not None for edge in self.edges))
             return 1
         self._release_ports(*(port.name for port in self.ports))
         # Also after a failure: what this node already sent must reach its readers.
@@ -326,6 +328,8 @@ class NodeRuntime:
         of its slots (or exited), at most ``limit`` seconds, before it unlinks them: a
         descriptor still on its way (sent on by a processor) names a segment that must exist."""
         reader, pool = self.shm_reader, self.pool
+        if pool is not None:
+            pool.unpin_all()  # no replay from this process any more
         if reader is not None:
             reader.close()
         if pool is not None:

@@ -438,6 +438,12 @@ class SlotPool:
                     self._free.append(entry)
                     self._starved = False  # a slot came back: worth waiting for the next one again
 
+    def unpin_all(self) -> None:
+        """This process replays nothing any more (it ends): every kept slot may go back, and
+        arrays received and sent on are released with the reader's last flush."""
+        for reader in self._pins.readers():
+            self.unpin_below(reader, sys.maxsize)
+
     @property
     def pinning(self) -> bool:
         """Some lossless edge keeps slots for a replay."""
@@ -462,13 +468,15 @@ class SlotPool:
             1 for slot in self._slots if any(count > 0 and key not in exited for key, count in slot.holders.items())
         )
 
-    def close(self) -> None:
-        """Unlink every segment (readers keep what they map)."""
-        for slot in self._slots:
-            self._unmap(slot)
-        for name in self._retired:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(SHM_DIR / name)
+    def close(self, unlink: bool = True) -> None:
+        """Unlink every segment (readers keep what they map); without ``unlink``, leave that to
+        the launcher (descriptors of them may still be on their way to readers)."""
+        if unlink:
+            for slot in self._slots:
+                self._unmap(slot)
+            for name in self._retired:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(SHM_DIR / name)
         self.release_socket.close(linger=0)
 
     def unlink_all(self) -> None:
