@@ -24,8 +24,8 @@ them may still live in a process downstream.
 On a lossless edge (docs/PROTOCOL.md, section 9.3) a slot is also *kept*: pinned until the
 reader acknowledges the message that names it, not only until it released its views
 (flujo/slot_pins.py), so a replay to a crashed reader's successor resends the same descriptor
-and the successor maps the same bytes. Such slots are retired too when the reader exits:
-the successor's views of them stay valid whatever it keeps. Release counts of a reader that
+and the successor maps the same bytes. Such a pool retires every slot in use when a reader
+exits: the successor's views of them stay valid whatever it keeps. Release counts of a reader that
 was replaced no longer balance (its successor releases what it was replayed; what was queued
 for the dead process is dropped after decoding): a slot is therefore free when no reader
 holds it *positively*; a count below zero only ever waits for an announcement (below) while
@@ -408,13 +408,15 @@ class SlotPool:
                     self._free.append(slot)
 
     def reader_exited(self, node: str, replica: int) -> None:
-        """That reader's process is gone: its holds return; its slots, and those a lossless edge
-        keeps to replay to its successor, are retired, not reused."""
+        """That reader's process is gone: its holds return; its slots are retired, not reused.
+        A pool with lossless edges retires every slot in use: a replay to the successor may
+        name any of them, from this sender or from a node that sent it on (whose late
+        acknowledgement, from the dead process, may free a slot while its replay is on its way)."""
         reader = (node, replica)
         self._exited.add(reader)
-        replayed = self._pins.pinned_for(node, replica)
+        lossless = self.pinning
         for slot in self._slots:
-            if slot.holders.pop(reader, None) is not None or slot in replayed:
+            if slot.holders.pop(reader, None) is not None or (lossless and not slot.free):
                 slot.retire = True  # a fresh segment on next use: a view downstream may live on
                 if slot.free:
                     self._free.append(slot)

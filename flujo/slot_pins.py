@@ -73,17 +73,6 @@ class SlotPins(Generic[Entry]):
     def pinned(self, entry: Entry) -> bool:
         return entry in self._pins
 
-    def pinned_for(self, node: str, replica: int) -> set[Entry]:
-        """Every entry a replica of ``node`` keeps pinned, on any of its ports: what a replay to
-        its successor will name."""
-        return {
-            entry
-            for (reader, index, _port), kept in self._kept.items()
-            if reader == node and index == replica
-            for _seq, entries in kept
-            for entry in entries
-        }
-
     def readers(self) -> list[PinKey]:
         """The readers that keep something pinned."""
         return list(self._kept)

@@ -52,13 +52,10 @@ def test_a_slot_named_by_two_items_is_returned_once_after_both() -> None:
     assert pins.unpin_below(A, 9) == ["shared"]
 
 
-def test_what_a_replica_keeps_pinned_on_every_port() -> None:
+def test_an_item_naming_no_slot_pins_nothing() -> None:
     pins: SlotPins[str] = SlotPins()
-    pins.pin(("zip", 1, "a"), 0, ["x"])
-    pins.pin(("zip", 1, "b"), 0, ["y"])
-    pins.pin(("zip", 0, "a"), 1, ["z"])
-    pins.pin(A, 2, [])  # nothing named: nothing kept
-    assert pins.pinned_for("zip", 1) == {"x", "y"} and pins.pinned_for("sink", 0) == set()
+    pins.pin(A, 2, [])
+    assert pins.readers() == [] and len(pins) == 0
 
 
 def test_pins_come_in_increasing_order() -> None:
