@@ -317,7 +317,14 @@ class NodeRuntime:
             # a lossless edge keeps its slots until acknowledged: plus a reader's acknowledgement batch.
             base = sum(_slots_per_reader(edge) * len(edge.endpoints) for edge in shm_edges) + 2
             pool = self.codec.shm_pool = SlotPool(
-                context, config.shm_run, config.node, config.replica, config.shm_release, base, reader
+                context,
+                config.shm_run,
+                config.node,
+                config.replica,
+                config.shm_release,
+                base,
+                reader,
+                unlink_retired=all(edge.lossless for edge in shm_edges),
             )
             pool.wait = lambda sockets: self._wait_on(sockets)
             install(pool)

@@ -159,8 +159,13 @@ class SlotPool:
         release_endpoint: str,
         base: int,
         reader: SharedMemoryReader | None = None,
+        unlink_retired: bool = False,
     ) -> None:
         self._run_id, self._node, self._replica = run_id, node, replica
+        # Every edge lossless: a retired slot's old segment goes when the slot is reused (every
+        # reader it went to acknowledged it: no replay will name it), not at close, so a flow whose
+        # readers crash again and again does not fill /dev/shm with them.
+        self._unlink_retired = unlink_retired
         self._pid = os.getpid()
         self.base, self.limit = base, 2 * base
         self._slots: list[_Slot] = []
@@ -241,7 +246,11 @@ class SlotPool:
             slot = self._pop_free()
         if slot.retire:  # its segment may still be named in descriptors in flight: unlinked at close
             slot.retire = False
-            self._retired.append(slot.name)
+            if self._unlink_retired:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(SHM_DIR / slot.name)
+            else:
+                self._retired.append(slot.name)
             self._by_name.pop(slot.name, None)
             slot.name, slot.view, slot.mmap, slot.capacity = "", None, None, 0
         slot.holders.clear()  # counts of the previous generation (its releases are ignored from now on)

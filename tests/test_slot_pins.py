@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 import zmq
@@ -73,7 +74,7 @@ def pool_and_readers(tmp_path: Path) -> Iterator[tuple[SlotPool, SharedMemoryRea
     context = zmq.Context()
     run = f"p{os.getpid()}"
     owners = {"src.0": f"ipc://{tmp_path}/src"}
-    pool = SlotPool(context, run, "src", 0, owners["src.0"], base=2)
+    pool = SlotPool(context, run, "src", 0, owners["src.0"], base=2, unlink_retired=True)
     first = SharedMemoryReader(context, run, "sink", 0, {"src"}, owners)
     successor = SharedMemoryReader(context, run, "sink", 0, {"src"}, owners)
     try:
@@ -143,6 +144,10 @@ def test_a_crashed_readers_successor_maps_the_same_bytes_and_the_slot_comes_back
     again = _send(pool, 1, 7, lossless=False)
     assert again is not None and pool.stats()["slots"] == 1 and pool.held == 1
     assert (view == 42).all()
+    # Its old segment is gone from /dev/shm at once (every edge of this pool is lossless): a
+    # flow whose readers crash again and again does not fill it.
+    old, new = (msgpack.unpackb(descriptor)[0] for descriptor in (descriptor, again))
+    assert old != new and not os.path.exists(f"/dev/shm/{old}") and os.path.exists(f"/dev/shm/{new}")
 
 
 def test_the_pool_stays_bounded_while_a_reader_does_not_acknowledge(pool_and_readers, monkeypatch) -> None:
