@@ -177,10 +177,15 @@ def run(
                     victims = victims_in_turn[len(killed) % len(victims_in_turn)]
                 else:
                     victims = chance.sample(sorted(replicas), together)
-                at = time.time()
+                at, gone = time.time(), []
                 for label in victims:
-                    os.kill(replicas[label]["pid"], signal.SIGKILL)
-                killed.append(([(label, replicas[label]["pid"]) for label in victims], at))
+                    try:
+                        os.kill(replicas[label]["pid"], signal.SIGKILL)
+                        gone.append((label, replicas[label]["pid"]))
+                    except ProcessLookupError:
+                        pass  # it ended meanwhile (its stream, or its own restart): not a kill
+                if gone:
+                    killed.append((gone, at))
             _, stderr = launcher.communicate(timeout=max(60.0, seconds))
         finally:
             if launcher.poll() is None:
