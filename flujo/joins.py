@@ -59,6 +59,10 @@ class Join:
         self._view = view
         self._zip = zips_several(mode, len(self.ports))
         self._merge_seq = 0
+        # A lossless merge numbers through its log (flujo/merge_log.py, section 9.5): a replay
+        # gets the numbers its predecessor gave, and a skipped input is numbered too (a SKIP
+        # goes on for it), so every input's output can be acknowledged in order.
+        self.numbering: Any = None
         self._turn = 0  # merge: which port to look at first, for fairness
         self.waiting_on: list[PortQueue] = []  # after WAIT: the ports whose input is needed
 
@@ -107,6 +111,14 @@ class Join:
                 if port.ready:
                     self._turn = (self._turn + offset + 1) % count
                     message = port.ready.popleft()
+                    numbering = self.numbering
+                    if numbering is not None:
+                        out = numbering.number(port.name, message.seq)
+                        if out is None:
+                            break  # done downstream already (a replay): acknowledged again, no more
+                        numbering.flush()  # on disk before its output goes
+                        skipped = message.kind is MessageKind.SKIP
+                        return out, port.name, SKIP if skipped else [message.item]
                     if message.kind is MessageKind.SKIP:
                         break  # the merged stream numbers its own items: a gap means nothing here
                     seq, self._merge_seq = self._merge_seq, self._merge_seq + 1

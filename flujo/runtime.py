@@ -23,6 +23,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, cast
 
 import msgpack
@@ -37,6 +38,7 @@ from flujo.control import ControlChannel
 from flujo.curve import FlowContext, KeyPair
 from flujo.inputs import SKIP, WAIT, Drained, InputPort, Join, bind_pull
 from flujo.joins import Step
+from flujo.merge_log import MergeLog
 from flujo.outputs import OutputEdge
 from flujo.port_queue import PortQueue
 from flujo.protocol import POLLIN, Codec, Message, MessageKind, Status
@@ -86,6 +88,7 @@ class NodeRuntime:
         self._summary: dict[str, Any] | None = None  # what the node reports at its end
         self.inbox: AckInbox | None = None  # lossless outputs' acknowledgements (section 9.2)
         self._outboxes: list[AckOutbox] = []  # lossless inputs' acknowledgements
+        self.merge_log: MergeLog | None = None  # a lossless merge's numbering (section 9.5)
         self._retentions: list[Retention] = []
         self._processed = -1  # the highest sequence number this replica finished (lossless inputs)
 
@@ -213,13 +216,25 @@ class NodeRuntime:
         if config.generation:
             for edge in self.edges:
                 edge.announce()
+        if config.merge_log and self._outboxes:  # a lossless merge numbers through its log (9.5)
+            self.merge_log = MergeLog(Path(config.merge_log), [port.name for port in self.ports])
+            if self.merge_log.refused is not None:
+                print(f"{self.merge_log.refused}: numbering afresh", file=sys.stderr, flush=True)
 
     def _acknowledge(self) -> None:
         """What is done end to end goes to the senders, batched: a consumer's items once
-        consumed, a processor's once its readers acknowledged the results (section 9.2)."""
+        consumed, a processor's once its readers acknowledged the results (section 9.2); a
+        merge's, per port, once the outputs numbered for them are (section 9.5)."""
         through = self._processed
         if self._retentions:
             through = done_through(through, self._lowest_undone())
+        merge_log = self.merge_log
+        if merge_log is not None:
+            acked = merge_log.acknowledge(through)
+            for port in self.ports:
+                if port.outbox is not None:
+                    port.outbox.done(acked.get(port.name, -1))
+            return
         for outbox in self._outboxes:
             outbox.done(through)
 
@@ -333,6 +348,7 @@ class NodeRuntime:
     def _consume_inputs(self, node: Node) -> None:
         lifecycle = self.lifecycle
         join = Join(self.ports, self.config.join, self)
+        join.numbering = self.merge_log
         call = self._calling_convention(node)
         emits = self.config.kind == NodeKind.PROCESSOR
         skip_errors = self.config.on_error == ErrorPolicy.SKIP
@@ -377,8 +393,11 @@ class NodeRuntime:
             if self._outboxes:
                 self._processed = seq
                 if not self._retentions:  # a consumer: done once consumed
-                    for outbox in self._outboxes:
-                        outbox.done(seq)
+                    if self.merge_log is not None:
+                        self._acknowledge()
+                    else:
+                        for outbox in self._outboxes:
+                            outbox.done(seq)
                 # A processor's results are kept below it: its own acknowledgement moves when
                 # theirs come in (_take_acks, between items and before waiting), not per item.
             step = items = result = None  # the arrays of this item: their shared memory may go back
