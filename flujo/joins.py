@@ -44,6 +44,9 @@ class JoinView(Protocol):
         """A held zip: the sequence number its senders pause after, once agreed."""
 
 
+_REPLAYED = object()  # a merge's successor has taken every input its predecessor numbered
+
+
 class Join:
     """Turns the ports' streams into calls: ``next()`` gives (seq, port, items), None at the end, or WAIT.
 
@@ -90,6 +93,33 @@ class Join:
             return False
         return True
 
+    def _next_replayed(self, numbering: Any) -> Step | object | None:
+        """A lossless merge's successor: the inputs its predecessor numbered come first, in
+        their logged order, whatever order their replays arrive in (a reader drops a number
+        lower than one it already has). _REPLAYED once none is left."""
+        by_name = {port.name: port for port in self.ports}
+        while numbering.replaying:
+            name, seq = numbering.next_logged()
+            port = by_name[name]
+            if not port.ready:
+                filled = self._lacking(port)
+                if filled is None:  # that port ended: the input will not come
+                    numbering.skip_logged()
+                    continue
+                if not filled:
+                    return WAIT
+            message = port.ready[0]
+            if message.seq > seq:  # its sender went past it: it will not come
+                numbering.skip_logged()
+                continue
+            port.ready.popleft()
+            out = numbering.number(name, message.seq)
+            if out is None:
+                continue  # done downstream already: acknowledged again, no more
+            numbering.flush()  # (a number given anew, for an input not logged) on disk before it goes
+            return out, name, SKIP if message.kind is MessageKind.SKIP else [message.item]
+        return _REPLAYED
+
     def _next_single(self) -> Step | object | None:
         port = self.ports[0]
         port.refresh()
@@ -104,6 +134,11 @@ class Join:
         ports = self.ports
         for port in ports:
             port.refresh()
+        numbering = self.numbering
+        if numbering is not None and numbering.replaying:
+            step = self._next_replayed(numbering)
+            if step is not _REPLAYED:
+                return step
         while True:
             count = len(ports)
             for offset in range(count):

@@ -40,6 +40,9 @@ _ACKED = struct.Struct("<q")
 _BODY = struct.Struct("<QIQ")
 _CRC = struct.Struct("<I")
 ENTRY_SIZE = _BODY.size + _CRC.size
+#: An entry with this output number records an acknowledgement instead: every input up to
+#: ``seq`` of that port is done, and the merge may have told its sender so.
+ACK_RECORD = (1 << 64) - 1
 #: Rewrite the file once this many of its entries are acknowledged downstream.
 ROTATE_AFTER = 4096
 
@@ -89,6 +92,10 @@ def decode(data: bytes, ports: int) -> Recovered:
         body = data[pos : pos + _BODY.size]
         (crc,) = _CRC.unpack_from(data, pos + _BODY.size)
         out, port, seq = _BODY.unpack(body)
+        if crc == zlib.crc32(body) and port < ports and out == ACK_RECORD:
+            recovered.acked_in[port] = max(recovered.acked_in[port], seq)
+            pos += ENTRY_SIZE
+            continue
         # Outputs are logged in increasing order: anything else is damage, not a numbering.
         if crc != zlib.crc32(body) or port >= ports or out <= last_out:
             break
@@ -113,6 +120,7 @@ class MergeLog:
         self._rotate_after = rotate_after
         self._acked_in_file = 0  # entries in the file acknowledged downstream since it was written
         self._pending = bytearray()
+        self._recorded: dict[Hashable, int] = {}  # per port, the last acknowledgement recorded
         self.recovered: Recovered | None = None
         self.refused: str | None = None
         try:
@@ -151,9 +159,17 @@ class MergeLog:
             self._pending.clear()
 
     def acknowledge(self, out_seq: int) -> dict[Hashable, int]:
-        """As :meth:`MergeNumbering.acknowledge`; rewrites the file once enough of it is done."""
+        """As :meth:`MergeNumbering.acknowledge`; records what may now be acknowledged upstream
+        (written before the caller acknowledges it: a successor must not wait for a replay of
+        what its predecessor's senders were told was done) and rewrites the file once enough
+        of it is done."""
         before = self.numbering.pending
         acked = self.numbering.acknowledge(out_seq)
+        for port, seq in acked.items():
+            if seq > self._recorded.get(port, -1):
+                self._recorded[port] = seq
+                self._pending += encode_entry(ACK_RECORD, self._index[port], seq)  # type: ignore[index]
+        self.flush()
         self._acked_in_file += before - self.numbering.pending
         if self._acked_in_file >= self._rotate_after:
             self.flush()
