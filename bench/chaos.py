@@ -171,8 +171,10 @@ def run(
             while time.monotonic() < end and launcher.poll() is None:
                 time.sleep(chance.uniform(2.0, 3.0))  # the chaos schedule, not a synchronisation
                 replicas = {label: r for label, r in _status(name, env).items() if r.get("pid")}
-                if launcher.poll() is not None or len(replicas) < together:
+                if launcher.poll() is not None:
                     break
+                if len(replicas) < together:
+                    continue  # replicas restarting: the next round kills
                 if victims_in_turn is not None:
                     victims = victims_in_turn[len(killed) % len(victims_in_turn)]
                 else:

@@ -91,6 +91,7 @@ class NodeConfig:
     restart: RestartPolicy = RestartPolicy.NO  # the launcher's: ON_FAILURE or ALWAYS restart a failed node
     seq_start: int = 0  # producers: first sequence number (a restarted producer continues past the last)
     resume_at: int | None = None  # producers: after a crash, ask resume_from(this) and number from it
+    restore_state: list[Any] | None = None  # [through, base64 msgpack]: restore(state) first (section 9.6)
     generation: int = 0  # how many processes ran this replica before this one (restarts)
     run: str | None = None  # "module:attr" or "file.py:attr", for Python nodes
     base_dir: str = "."  # folder that relative "file.py:attr" paths start from

@@ -171,17 +171,14 @@ class OutputEdge:
             self._replay(index)
 
     def _replay(self, index: int) -> None:
-        """A fresh socket (what libzmq still queued for the dead process goes with the old one),
-        then every message kept for that replica, in order; again if it ended once more meanwhile.
-        The sender takes "exited" in well before the successor binds (it looks at commands every
-        2 ms, and a lossless send waits in a poll that wakes for them), so the old socket does
-        not reconnect to the successor first. (ZMQ_IMMEDIATE would make sure of it, but it holds
-        a producer's first items back until the connection is up.)"""
+        """A REPLAY marker, then every message kept for that replica, in order; again if it ended
+        once more meanwhile. All on the same socket: what libzmq still queued for the dead process
+        stays ahead of the marker in that one pipe, and the successor drops everything before the
+        marker (section 9.3). A fresh socket would open a second pipe, whose order against the old
+        one's leftovers nothing guarantees (the race PROTOCOL 9.8 used to describe)."""
         retention = self.retentions[index]  # type: ignore[index]
         while index in self._replay_due:
             self._replay_due.discard(index)
-            self.sockets[index].close(linger=0)
-            self.sockets[index] = self._connect(self._endpoints[index])
             if not self._push(index, self._replay_marker):  # the reader takes nothing of ours before it
                 continue
             for kept in retention.replay():
@@ -348,8 +345,9 @@ class OutputEdge:
     def _send_to(self, index: int, frames: list[Any], items: int = 0, last: int = -1) -> bool:
         """Send to that replica whether held or not, blocking while its queue is full; False when
         it has been released (nothing sent). ``items``..``last``: the data it carries (kept on a
-        lossless edge; what goes to a reader's successor before its replay, the successor drops
-        until the REPLAY marker, and the replay brings it again)."""
+        lossless edge, which sends without blocking and waits in a poll that wakes for commands:
+        it takes a reader's "exited" in at once, before its old socket can reconnect to the
+        successor and hand it what the replay must bring first)."""
         lossless = self.retentions is not None
         while not self._is_released(self.target, self.config.target_port, index):
             if lossless and index in self._replay_due:
@@ -357,7 +355,7 @@ class OutputEdge:
                 continue
             socket = self.sockets[index]
             try:
-                send_message(socket, frames)
+                send_message(socket, frames, NOBLOCK if lossless else 0)
                 self._keep(index, frames, items, last)
                 self.sent += items
                 if items:  # (a pause marker says nothing about where data went)

@@ -106,6 +106,11 @@ class PortQueue:
         """Every sender ended and every item was taken."""
         return not self.ready and self.senders_done
 
+    def passed_through(self, seq: int) -> None:
+        """A restored successor (section 9.6): items through ``seq`` were passed on by its
+        predecessor; a replay of them is dropped as a duplicate."""
+        self._expected = max(self._expected, seq + 1)
+
     def sender_ended(self, replica: int) -> None:
         """An upstream replica sent its end of stream, or died before it could."""
         if replica in self._ended_senders:

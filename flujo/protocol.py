@@ -90,6 +90,7 @@ class Status(enum.StrEnum):
     POSITION = "position"  # payload [node, replica, port, seq]: the highest sequence number this sender
     # has sent (or batched) to that held zip replica's port; it sends nothing further until "align"
     PAUSE_SEEN = "pause-seen"  # payload [port, sender_node, sender_replica]: that sender's pause marker arrived
+    SNAPSHOT = "snapshot"  # payload [through, packed state]: user state after item `through`, acknowledged next
 
 
 def identity_topic(node: str, replica: int) -> bytes:

@@ -43,6 +43,7 @@ from flujo.outputs import OutputEdge
 from flujo.port_queue import PortQueue
 from flujo.protocol import POLLIN, Codec, Message, MessageKind, Status
 from flujo.shm import SharedMemoryReader, SlotPool, install
+from flujo.snapshots import Snapshots, decode_restore, pack_state
 from flujo.vocab import ErrorPolicy, NodeKind, RestartPolicy, zips_several
 from flujo.wire_check import RefusalLog
 
@@ -91,6 +92,8 @@ class NodeRuntime:
         self.merge_log: MergeLog | None = None  # a lossless merge's numbering (section 9.5)
         self._retentions: list[Retention] = []
         self._processed = -1  # the highest sequence number this replica finished (lossless inputs)
+        self._snapshots: Snapshots | None = None  # user code with snapshot()/restore() (section 9.6)
+        self._snapshot: Any = None  # its snapshot method
 
     def run(self) -> int:
         """Run to the end; returns the process exit status."""
@@ -139,6 +142,7 @@ class NodeRuntime:
         try:
             node = self._make_node()
             node.open()
+            self._stateful(node)
             if config.kind == NodeKind.PRODUCER:
                 self._length = _reported(node, "length")
             control.report(Status.READY)
@@ -237,6 +241,38 @@ class NodeRuntime:
             return
         for outbox in self._outboxes:
             outbox.done(through)
+
+    def _stateful(self, node: Node) -> None:
+        """User code with ``snapshot()`` on lossless inputs acknowledges through snapshots (section
+        9.6); a successor restores its predecessor's last one before the first item. Decided once
+        here: a node without ``snapshot()`` keeps the plain acknowledgement, at no cost per item."""
+        snapshot, restore = getattr(node, "snapshot", None), getattr(node, "restore", None)
+        if not self._outboxes or snapshot is None or restore is None:
+            return
+        through = -1
+        if self.config.restore_state is not None:
+            through, state = decode_restore(self.config.restore_state)
+            restore(state)
+            self._processed = through
+            for port in self.ports:
+                port.passed_through(through)
+        self._snapshots, self._snapshot = Snapshots(through), snapshot
+        self._acknowledge = self._acknowledge_through_snapshots  # type: ignore[method-assign]
+
+    def _acknowledge_through_snapshots(self, waiting: bool = False) -> None:
+        """Acknowledge only through the item of a snapshot already reported to the launcher."""
+        snapshots = cast(Snapshots, self._snapshots)
+        processed, now = self._processed, time.monotonic()
+        if snapshots.wants(processed, now, waiting):
+            snapshots.take(processed, pack_state(self._snapshot(), self.config.label), now)
+        done = processed
+        if self._retentions:
+            done = done_through(done, [retention.lowest_unacked for retention in self._retentions])
+        ready = snapshots.commit(done)
+        if ready is not None:
+            self.control.report(Status.SNAPSHOT, list(ready))  # before the acknowledgement it allows
+            for outbox in self._outboxes:
+                outbox.done(ready[0])
 
     def _acked(self) -> dict[str, int]:
         """A producer whose every output edge is lossless reports ``acked``: every item up to it
@@ -420,6 +456,10 @@ class NodeRuntime:
 
     def _hand_over(self) -> None:
         """Graceful restart: a pause marker behind everything sent, then wait to be dismissed."""
+        if self._snapshots is not None and self._processed > self._snapshots.committed:
+            # Everything it processed goes to its readers before the pause: its successor goes on from it.
+            packed = pack_state(self._snapshot(), self.config.label)
+            self.control.report(Status.SNAPSHOT, [self._processed, packed])
         readers = []
         for edge in self.edges:
             for index in edge.pause_all():
@@ -531,6 +571,8 @@ class NodeRuntime:
         if self.shm_reader is not None and self.shm_reader.release_wait() == 0.0:
             self.shm_reader.flush()
         self._take_acks()
+        if self._snapshots is not None:
+            self._acknowledge_through_snapshots(waiting=True)  # an idle moment: the last item too
         for outbox in self._outboxes:
             outbox.flush()
         self._housekeeping()

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # numpy is imported where arrays are made or read: a node tha
 
 from flujo.launch.agent_wire import AgentReply, AgentRequest
 from flujo.shm_wire import SHM_EXT_CODE, DescriptorError
+from flujo.snapshots import snapshot_report_ok
 
 PROTOCOL_VERSION = 1
 ARRAY_EXT_CODE = 1
@@ -491,10 +492,23 @@ def _status_payload_ok(kind: str, payload: Any) -> bool:
         return _shape_ok(payload, (str, int, str, int))
     if kind == "pause-seen":
         return _shape_ok(payload, (str, str, int))
+    if kind == "snapshot":
+        return snapshot_report_ok(payload)
     return False
 
 
-STATUS_KINDS = ("ready", "released", "ending", "finished", "error", "stats", "drained", "position", "pause-seen")
+STATUS_KINDS = (
+    "ready",
+    "released",
+    "ending",
+    "finished",
+    "error",
+    "stats",
+    "drained",
+    "position",
+    "pause-seen",
+    "snapshot",
+)
 
 
 def check_status(frames: Sequence[Any]) -> tuple[str, str, int, Any]:

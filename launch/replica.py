@@ -98,6 +98,8 @@ class Replica:
         self.config = config
         self.budget = budget
         self.sample = Sample()  # counters, summed over every process it has had
+        self.snapshot: tuple[int, bytes] | None = None  # user state after an item (PROTOCOL 9.6): survives
+        # its processes, given to the next one
         self.restarts = 0
         self.stopped = False  # told to stop (its readers' inputs end)
         self.started_at: float | None = None  # wall clock: its first process started ...
@@ -271,6 +273,11 @@ class Replica:
     def failed_with(self, error: dict[str, Any]) -> None:
         """Its error report arrived, or the launcher knows why it ends (a host lost)."""
         self._record.error = error
+
+    def keep_snapshot(self, through: int, packed: bytes) -> None:
+        """Keep the newest snapshot (one of an earlier process arriving late is older: ignored)."""
+        if self.snapshot is None or through >= self.snapshot[0]:
+            self.snapshot = (through, packed)
 
     def drained(self, report: dict[str, Any]) -> None:
         self._record.drained = report

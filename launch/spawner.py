@@ -14,10 +14,12 @@ from flujo.launch.channels import Channels
 from flujo.launch.errors import EXIT_NODE_FAILED, LaunchError
 from flujo.launch.hosts import Hosts
 from flujo.launch.manifest import FlowSpec
+from flujo.launch.plan import lossless
 from flujo.launch.process import NodeProcess, OutputRelay, local_argv
 from flujo.launch.reaper import Reaper
 from flujo.launch.replica import Key, Replica
 from flujo.protocol import CONFIG_ENV, Control
+from flujo.snapshots import encode_restore
 from flujo.vocab import NodeKind
 
 #: A restarted producer numbers its items from this far past its predecessor's last report,
@@ -59,11 +61,17 @@ class Spawner:
             next_seq = stats.get("next_seq", seq_start)
             # A drained producer reported its next number exactly; a dead one may have sent more.
             seq_start = next_seq if replica.current.drained is not None else next_seq + SEQ_JUMP
-            acked = stats.get("acked")  # only on lossless edges (PROTOCOL 9.4)
-            if replica.current.drained is None and type(acked) is int and -1 <= acked < next_seq:
-                resume_at = acked + 1  # it may resume after what its readers had done; else seq_start
+            if replica.current.drained is None and self._lossless_outputs(config.node):
+                resume_at = self._resume_point(config, stats.get("acked"), next_seq)
+        restore = encode_restore(*replica.snapshot) if replica.snapshot is not None else None
         replica.respawning(
-            dataclasses.replace(config, seq_start=seq_start, resume_at=resume_at, generation=config.generation + 1)
+            dataclasses.replace(
+                config,
+                seq_start=seq_start,
+                resume_at=resume_at,
+                restore_state=restore,
+                generation=config.generation + 1,
+            )
         )
         # Senders that already ended their stream towards the dead process will not send it again.
         for port in replica.config.inputs:
@@ -72,6 +80,21 @@ class Spawner:
                 if sender.finished or sender.exit_code is not None:
                     self._channels.publish(Control.GONE, port.source, index, *replica.key)
         replica.spawned(self._spawn(replica), time.time())
+
+    def _lossless_outputs(self, node: str) -> bool:
+        """Every output edge of that producer is lossless: its successor may resume (9.4)."""
+        flow = self._flow
+        readers = flow.downstream(node)
+        return bool(readers) and all(lossless(flow, flow.nodes[node], reader) for reader, _ in readers)
+
+    @staticmethod
+    def _resume_point(config: Any, acked: Any, next_seq: int) -> int:
+        """Where a crashed producer's successor resumes: after what its readers had done by its
+        last report; before any report, where its predecessor started (readers drop what
+        they already have, so going back is safe; going past what they have is not)."""
+        if type(acked) is int and -1 <= acked < next_seq:
+            return acked + 1
+        return config.resume_at if config.resume_at is not None else 0
 
     def _spawn(self, replica: Replica) -> Any:
         config = replica.config

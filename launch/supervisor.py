@@ -125,6 +125,8 @@ class Supervisor:
             self._handovers.on_position(replica.key, payload)
         elif kind is Status.PAUSE_SEEN:
             self._handovers.on_pause_seen(replica.key, payload)
+        elif kind is Status.SNAPSHOT:  # checked by flujo/wire_check.py: [through, bounded bytes]
+            replica.keep_snapshot(*payload)
         elif kind is Status.ERROR:
             replica.failed_with(payload)
             for line in payload.get("traceback", "").rstrip("\n").splitlines():

@@ -7,6 +7,11 @@ the right clause:
     --ignore-hold   keeps sending to a held reader and never sends it PAUSE
     --early         sends a DATA message before it reports ready
     --exit-early    exits as soon as it has finished, without waiting for its readers' release
+    --ack-early     acknowledges each item as it arrives (a processor must wait for its readers'
+                    acknowledgements of the results, section 9.2)
+    --ack-past      acknowledges each item as seq + 100: past what its sender sent
+
+Without an --ack-* fault it does not acknowledge at all (at most once across a crash, 9.7).
 
 Without a fault it passes the kit's lifecycle, stop and hold-reader scenarios. It assumes one
 input port and output edges with one replica each, as those scenarios give it.
@@ -44,6 +49,20 @@ for edge in config["outputs"]:
     sender.reconnect_ivl = 10
     sender.connect(endpoint)
     outputs.append((edge["target"], edge["target_port"], sender))
+
+
+acks = []  # one PUSH per sender replica's ack endpoint, with an --ack-* fault
+if faults & {"ack-early", "ack-past"}:
+    for endpoint in port.get("ack_endpoints", []):
+        acks.append(context.socket(zmq.PUSH))
+        acks[-1].linger = 0
+        acks[-1].connect(endpoint)
+
+
+def acknowledge(sender_replica, seq):
+    if acks:
+        seq += 100 if "ack-past" in faults else 0
+        acks[sender_replica].send(msgpack.packb([1, "ack", node, replica, port["port"], seq]))
 
 
 def report(kind, payload=None):
@@ -124,6 +143,7 @@ while len(ended) < port["senders"] and not stopped:
             ended.add(sender_replica)
         elif kind == DATA:
             emit([header(DATA, seq), *rest])
+            acknowledge(sender_replica, seq)
         elif kind == SKIP and "ignore-skip" not in faults:
             emit([header(SKIP, seq)])
         elif kind == BATCH:
@@ -140,5 +160,8 @@ if "forget-eos" not in faults:
 report("finished", {"items_in": 0, "items_out": 0})
 while "exit-early" not in faults and any((target, port_name) not in released for target, port_name, _ in outputs):
     take_command()
+if "exit-early" in faults:  # its items and EOS still go out: only clause 7.3 is to fail
+    for _target, _port_name, sender in outputs:
+        sender.close(linger=2000)
 reporter.close(linger=2000)
 context.destroy(linger=0)

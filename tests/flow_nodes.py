@@ -124,6 +124,26 @@ class Collect(Consumer):
         self.file.close()
 
 
+class RunningSum(Processor):
+    """The sum of every number so far: state across items, kept across a crash by
+    ``snapshot()``/``restore()`` (PROTOCOL 9.6) unless ``stateless``, which starts afresh."""
+
+    def __init__(self, stateless: bool = False) -> None:
+        self.total = 0
+        if stateless:
+            self.snapshot = None  # type: ignore[assignment]
+
+    def process(self, number: int) -> int:
+        self.total += number
+        return self.total
+
+    def snapshot(self) -> dict[str, int]:
+        return {"total": self.total}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.total = state["total"]
+
+
 class Journal(Consumer):
     """Appends ``[pid, item]`` per item consumed, flushed: which process consumed what (a crash
     test reads the runs of successive processes apart)."""

@@ -35,30 +35,33 @@ def failures(text: str) -> list[tuple[str, str]]:
     return re.findall(r"^FAIL  §(\S+)\s+(.*)$", text, re.MULTILINE)
 
 
-@pytest.mark.timeout(120)
-def test_python_processor_reaches_restartable() -> None:
-    status, text = kit("--level", "restartable", *FAST, "--", *REFERENCE, "processor")
+@pytest.mark.timeout(180)
+def test_python_processor_reaches_acknowledging() -> None:
+    status, text = kit("--level", "acknowledging", *FAST, "--", *REFERENCE, "processor")
     assert failures(text) == [], text
-    assert "Level reached: restartable" in text
+    assert "Level reached: acknowledging" in text
     assert status == 0
     # Every scenario ran and checked its clauses: none was skipped as not applicable.
     assert "n/a" not in text
     assert int(re.search(r"(\d+) clauses passed, 0 failed", text).group(1)) > 150
 
 
-@pytest.mark.timeout(90)
-def test_python_consumer_reaches_restartable() -> None:
-    status, text = kit("--level", "restartable", "--kind", "consumer", *FAST, "--", *REFERENCE, "consumer")
+@pytest.mark.timeout(150)
+def test_python_consumer_reaches_acknowledging() -> None:
+    status, text = kit("--level", "acknowledging", "--kind", "consumer", *FAST, "--", *REFERENCE, "consumer")
     assert failures(text) == [], text
-    assert "Level reached: restartable" in text and status == 0
+    assert "Level reached: acknowledging" in text and status == 0
+    assert "drops the duplicates a sender's successor replays: every item consumed once" in text
 
 
-@pytest.mark.timeout(90)
-def test_python_producer_reaches_restartable() -> None:
-    status, text = kit("--level", "restartable", "--kind", "producer", *FAST, "--", *REFERENCE, "producer")
+@pytest.mark.timeout(150)
+def test_python_producer_reaches_acknowledging() -> None:
+    status, text = kit("--level", "acknowledging", "--kind", "producer", *FAST, "--", *REFERENCE, "producer")
     assert failures(text) == [], text
-    assert "Level reached: restartable" in text and status == 0
+    assert "Level reached: acknowledging" in text and status == 0
     assert "producer drain" in text and "== lifecycle" not in text  # the producers' own scenarios
+    assert "note  §9.4   resumes: yes, from resume_at" in text
+    assert "PASS  §9.4   a producer reports acked" in text
 
 
 @pytest.mark.timeout(60)
@@ -143,6 +146,76 @@ def test_a_broken_producer_fails_on_the_right_clause(fault: str, section: str | 
         assert status == 0 and not found, text
     else:
         assert status == 1 and found and found[0] == (section, title), text
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("fault", "kind", "title"),
+    [
+        ("", "processor", "acknowledges cumulatively to each sender replica, on its ack endpoint, what is done"),
+        ("--ack-early", "processor", "a processor acknowledges only once its readers acknowledged the results"),
+        ("--ack-past", "consumer", "never acknowledges past what that sender sent"),
+    ],
+)
+def test_a_node_that_does_not_acknowledge_as_it_must_fails_the_acknowledging_level(
+    fault: str, kind: str, title: str
+) -> None:
+    """A node that does not acknowledge at all (the C and JS SDKs today), one that acknowledges an
+    item before its readers acknowledged the result, one that acknowledges past what was sent."""
+    status, text = kit(
+        "--level",
+        "acknowledging",
+        "--kind",
+        kind,
+        "--timeout",
+        "2",
+        "--only",
+        "acknowledges",
+        "--",
+        sys.executable,
+        BROKEN,
+        *([fault] if fault else []),
+    )
+    assert status == 1, text
+    found = failures(text)
+    assert found and found[0][0] == "9.2" and found[0][1].startswith(title), text
+    if not fault:
+        assert "the node does not acknowledge" in text
+
+
+@pytest.mark.timeout(60)
+def test_a_consumer_that_acknowledges_on_arrival_fails_acknowledges_only_what_is_done() -> None:
+    """It acknowledged the item its user code failed on (here: that it never consumed)."""
+    status, text = kit(
+        "--level",
+        "acknowledging",
+        "--kind",
+        "consumer",
+        "--timeout",
+        "2",
+        "--only",
+        "acknowledges only what is done",
+        "--",
+        sys.executable,
+        BROKEN,
+        "--ack-early",
+    )
+    assert status == 1, text
+    found = failures(text)
+    assert found[:1] and found[0][1].startswith("acknowledges only after consume() returned"), text
+
+
+@pytest.mark.timeout(60)
+def test_a_sender_that_does_not_acknowledge_fails_the_replays_scenario() -> None:
+    """As a sender, a node without an ack socket counts no forged acknowledgement (and keeps nothing)."""
+    status, text = kit("--level", "acknowledging", "--timeout", "2", "--only", "replays", "--", sys.executable, BROKEN)
+    assert status == 1, text
+    assert failures(text)[:1] == [
+        (
+            "9.2",
+            "refuses forged acknowledgements (malformed, stranger, past what was sent), counted in rejected_acks",
+        )
+    ], text
 
 
 @pytest.mark.timeout(60)

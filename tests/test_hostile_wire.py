@@ -25,6 +25,7 @@ from test_hosts import hosts as hosts  # a fixture: pytest finds it by name here
 from wire_cases import HEAVY, bad_messages
 
 from flujo.launch.keys import AUTHORIZED_KEYS
+from flujo.snapshots import SNAPSHOT_MAX_BYTES
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -211,6 +212,9 @@ GARBAGE = [
     [msgpack.packb(["stats", "sink", 0, {"sent": 5}])],
     [msgpack.packb(["error", "sink", 0, "boom"])],
     [msgpack.packb(["released", "sink", 0, [1, 2]])],
+    [msgpack.packb(["snapshot", "sink", 0, [3, {"total": 1}]])],  # state not packed bytes
+    [msgpack.packb(["snapshot", "sink", 0, ["3", b"state"]])],
+    [msgpack.packb(["snapshot", "sink", 0, [-5, b"state"]])],
     [b"a", b"b", b"c"],
     [msgpack.packb({"command": "stop", "nodes": "src"})],
 ]
@@ -232,6 +236,9 @@ def test_the_launcher_survives_garbage_on_its_status_and_command_sockets(flow: F
         for frames in GARBAGE:
             for _ in range(200):
                 push.send_multipart(frames)
+        # A snapshot past its bound (PROTOCOL 9.6), a few times: refused, never kept.
+        for _ in range(3):
+            push.send(msgpack.packb(["snapshot", "sink", 0, [3, b"x" * (SNAPSHOT_MAX_BYTES + 1)]]))
         push.close(linger=5000)
         for frames in GARBAGE:
             request = context.socket(zmq.REQ)

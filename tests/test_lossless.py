@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
-from manifests import node
+from manifests import Node, node
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,6 +54,29 @@ def _check_exactly_once(runs: list[list[int]]) -> int:
     return again
 
 
+LOSSLESS = f"queue = {QUEUE}\nshm = false\nlossless = true"  # the [flow] lines of every flow here
+ALWAYS = {"restart": "always", "max_restarts": 10}
+
+
+def _kill_a_chain(
+    flow: FlowRunner, victim: str, middle: Node | None = None, *options: str, **restart: Node
+) -> tuple[str, list[list[int]]]:
+    """numbers (Paced, N items) -> [work: ``middle``] -> sink (Journal); ``restart`` gives a
+    node fields of its own (e.g. ALWAYS). SIGKILLs ``victim`` KILLS times mid-stream; returns
+    the launcher's messages and each sink process's items."""
+    out = flow.path("out.jsonl")
+    nodes = {"numbers": node("{nodes}:Paced", args={"n": N, "pause": 0.0005}, **restart.get("numbers", {}))}
+    if middle is not None:
+        nodes["work"] = {**middle, "inputs": ["numbers"], **restart.get("work", {})}
+    upstream = "work" if middle is not None else "numbers"
+    nodes["sink"] = node("{nodes}:Journal", upstream, args={"path": out}, **restart.get("sink", {}))
+    launcher = flow.start(flow.manifest(nodes, flow=LOSSLESS), *options)
+    _kill_repeatedly(flow, victim, out)
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    return stderr, _runs(out)
+
+
 def _kill_repeatedly(flow: FlowRunner, victims: str | list[str], out: str) -> None:
     """SIGKILL the victims (replica labels) in turn, KILLS times in all, each once a further
     share of the stream is out and only once its predecessor's successor runs."""
@@ -74,56 +97,16 @@ def _kill_repeatedly(flow: FlowRunner, victims: str | list[str], out: str) -> No
 
 
 def test_a_consumer_killed_again_and_again_loses_nothing(flow: FlowRunner) -> None:
-    out = flow.path("out.jsonl")
-    manifest = flow.manifest(
-        f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Paced"
-        args = {{ n = {N}, pause = 0.0005 }}
-        [nodes.sink]
-        run = "{{nodes}}:Journal"
-        inputs = ["numbers"]
-        args = {{ path = "{out}" }}
-        restart = "always"
-        max_restarts = 10
-        """,
-        flow=f"queue = {QUEUE}\nshm = false\nlossless = true",
-    )
-    launcher = flow.start(manifest)
-    _kill_repeatedly(flow, "sink", out)
-    _, stderr = launcher.communicate(timeout=60)
-    assert launcher.returncode == 0, stderr
+    stderr, runs = _kill_a_chain(flow, "sink", sink=ALWAYS)
     assert "lossless across a crash: numbers -> sink" in stderr  # said at start
-    runs = _runs(out)
     assert len(runs) == KILLS + 1
     again = _check_exactly_once(runs)
     print(f"{KILLS} kills of the consumer: 0 lost, {again} consumed again")
 
 
 def test_a_processor_killed_again_and_again_loses_nothing(flow: FlowRunner) -> None:
-    out = flow.path("out.jsonl")
-    manifest = flow.manifest(
-        f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Paced"
-        args = {{ n = {N}, pause = 0.0005 }}
-        [nodes.work]
-        run = "{{nodes}}:square"
-        inputs = ["numbers"]
-        restart = "always"
-        max_restarts = 10
-        [nodes.sink]
-        run = "{{nodes}}:Journal"
-        inputs = ["work"]
-        args = {{ path = "{out}" }}
-        """,
-        flow=f"queue = {QUEUE}\nshm = false\nlossless = true",
-    )
-    launcher = flow.start(manifest)
-    _kill_repeatedly(flow, "work", out)
-    _, stderr = launcher.communicate(timeout=60)
-    assert launcher.returncode == 0, stderr
-    runs = [[round(value**0.5) for value in run] for run in _runs(out)]
+    _, runs = _kill_a_chain(flow, "work", node("{nodes}:square"), work=ALWAYS)
+    runs = [[round(value**0.5) for value in run] for run in runs]
     assert len(runs) == 1  # the consumer lived throughout: it never sees an item twice
     assert _check_exactly_once(runs) == 0
 
@@ -178,37 +161,36 @@ def test_a_flow_that_asks_says_which_edges_are_lossless_and_why_the_others_are_n
 def test_a_producer_killed_again_and_again_resumes_and_loses_nothing(flow: FlowRunner) -> None:
     # The launcher starts each successor at the item after what its readers had acknowledged
     # (its last report, 0.5 s old at most): what it sends again, the processor drops.
-    out = flow.path("out.jsonl")
-    manifest = flow.manifest(
-        f"""
-        [nodes.numbers]
-        run = "{{nodes}}:Paced"
-        args = {{ n = {N}, pause = 0.0005 }}
-        restart = "always"
-        max_restarts = 10
-        [nodes.work]
-        run = "{{nodes}}:square"
-        inputs = ["numbers"]
-        [nodes.sink]
-        run = "{{nodes}}:Journal"
-        inputs = ["work"]
-        args = {{ path = "{out}" }}
-        """,
-        flow=f"queue = {QUEUE}\nshm = false\nlossless = true",
-    )
-    launcher = flow.start(manifest, "--json-status", flow.path("status.json"))
-    _kill_repeatedly(flow, "numbers", out)
-    _, stderr = launcher.communicate(timeout=60)
-    assert launcher.returncode == 0, stderr
-    runs = [[round(value**0.5) for value in run] for run in _runs(out)]
+    status_file = flow.path("status.json")
+    _, runs = _kill_a_chain(flow, "numbers", node("{nodes}:square"), "--json-status", status_file, numbers=ALWAYS)
+    runs = [[round(value**0.5) for value in run] for run in runs]
     assert len(runs) == 1 and _check_exactly_once(runs) == 0
-    status = {node["label"]: node for node in json.loads(Path(flow.path("status.json")).read_text())["nodes"]}
+    status = {node["label"]: node for node in json.loads(Path(status_file).read_text())["nodes"]}
     assert status["numbers"]["restarts"] == KILLS
+
+
+@pytest.mark.parametrize("stateless", [False, True])
+def test_a_stateful_processor_killed_again_and_again_continues_its_state(flow: FlowRunner, stateless: bool) -> None:
+    # A running sum keeps its total across items: its successor restores the total of the last
+    # item it acknowledged (PROTOCOL 9.6), so the sums equal a run without a crash. Without
+    # snapshot() a successor starts afresh at 0 and the sums go wrong after the first kill.
+    total = node("{nodes}:RunningSum", args={"stateless": stateless})
+    _, runs = _kill_a_chain(flow, "work", total, work=ALWAYS)
+    assert len(runs) == 1  # the consumer lived throughout
+    sums = runs[0]
+    expected = [i * (i + 1) // 2 for i in range(N)]
+    if stateless:
+        assert len(sums) == N and sums != expected  # started afresh: the sums restart from 0
+    else:
+        assert sums == expected
 
 
 @pytest.mark.parametrize(
     "victims",
-    [["pair"], ["lagging.0", "squares", "lagging.1"]],
+    [
+        ["pair"],
+        ["lagging.0", "squares", "lagging.1"],
+    ],
     ids=["the zip", "its senders"],
 )
 def test_a_zip_or_its_senders_killed_again_and_again_make_every_pair_once(flow: FlowRunner, victims: list[str]) -> None:
@@ -224,7 +206,7 @@ def test_a_zip_or_its_senders_killed_again_and_again_make_every_pair_once(flow: 
             "pair": node("{nodes}:add", {"a": "lagging", "b": "squares"}, **always),
             "sink": node("{nodes}:Journal", "pair", args={"path": out}),
         },
-        flow=f"queue = {QUEUE}\nshm = false\nlossless = true",
+        flow=LOSSLESS,
     )
     launcher = flow.start(manifest)
     _kill_repeatedly(flow, victims, out)

@@ -540,3 +540,14 @@ def test_times_span_every_process_and_a_hold_ends_with_its_generation() -> None:
     assert replica.resumed() == 4 and replica.hold is None
     with pytest.raises(InvalidTransition):
         replica.resumed()
+
+
+def test_a_replica_keeps_its_newest_snapshot_across_its_processes() -> None:
+    # PROTOCOL 9.6: a late report of an earlier process (an older item) never replaces a newer one.
+    replica = Replica(config())
+    assert replica.snapshot is None
+    replica.keep_snapshot(10, b"ten")
+    replica.keep_snapshot(4, b"four")
+    assert replica.snapshot == (10, b"ten")
+    replica.keep_snapshot(12, b"twelve")
+    assert replica.snapshot == (12, b"twelve")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,37 @@ def test_the_c_examples_pass_the_conformance_kit_at_the_restartable_level(
     c_nodes: Path, kind: str, example: str
 ) -> None:
     passes_the_conformance_kit(kind, [str(c_nodes / example)], {"fail_on": "flujo-conformance:fail"})
+
+
+@pytest.mark.timeout(60)
+def test_the_c_sdk_does_not_reach_the_acknowledging_level(c_nodes: Path) -> None:
+    """The C SDK does not acknowledge yet (PROTOCOL 9.7): the kit says so on the first clause it misses."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flujo.conformance",
+            "--level",
+            "acknowledging",
+            "--only",
+            "acknowledges",
+            "--timeout",
+            "2",
+            "--args",
+            json.dumps({"fail_on": "flujo-conformance:fail"}),
+            "--",
+            str(c_nodes / "identity"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    failed = [line for line in done.stdout.splitlines() if line.startswith("FAIL")]
+    assert done.returncode == 1, done.stdout[-3000:]
+    assert failed[:1] == [
+        "FAIL  §9.2   acknowledges cumulatively to each sender replica, on its ack endpoint, what is done"
+    ], done.stdout[-3000:]
+    assert "the node does not acknowledge" in done.stdout
 
 
 def test_a_c_node_refuses_forged_messages_and_keeps_the_good_ones(tmp_path: Path, c_nodes: Path) -> None:

@@ -212,3 +212,26 @@ def test_counter_ignores_crossings_beyond_the_segment_and_predicted_positions():
     assert above[-1]["in"] == 1
     predicted = run(LineCounter(), [tracks_item(0, {1: (100, 50)}), tracks_item(1, {1: (200, 50)}, missed=2)])
     assert predicted[-1]["in"] == 0
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("cut", [20, 45, 70])
+def test_a_restored_tracker_goes_on_with_the_same_ids(cut: int) -> None:
+    # A successor restored from a snapshot (PROTOCOL 9.6, packed as the runtime packs it)
+    # reports exactly what one tracker reports over the whole stream; a fresh one restarts ids.
+    import msgpack
+
+    items = list(synthetic.detection_items(drop=DROPS))
+    whole = run(Tracker(), items)
+    first = Tracker()
+    first.open()
+    before = [first.process(item) for item in items[:cut]]
+    state = msgpack.unpackb(msgpack.packb(first.snapshot()))
+    successor = Tracker()
+    successor.open()
+    successor.restore(state)
+    after = [successor.process(item) for item in items[cut:]]
+    assert before + after == whole
+    fresh = Tracker()
+    fresh.open()
+    assert [fresh.process(item) for item in items[cut:]] != whole[cut:]

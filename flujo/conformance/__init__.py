@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m flujo.conformance [--level basic|full|restartable] [--kind processor|consumer|producer]
+    python -m flujo.conformance [--level basic|full|restartable|acknowledging] [--kind processor|consumer|producer]
                                 [--timeout S] [--window S] [--only SCENARIO] -- COMMAND...
 
 The kit plays the launcher (it binds the control XPUB and the status PULL), the upstream
@@ -25,12 +25,14 @@ The node under test, by contract:
 Levels: **basic** (handshake, DATA/SKIP, EOS, stop, clean exit), **full** (BATCH, arrays,
 order across replicated senders, fan-out and replicas, stats, released readers, errors,
 a crash under a restart policy), **restartable** (graceful restarts: drain as the held
-node, and pause/resume/align as the sender of a held reader). Each level includes the
-ones before it. The Python reference nodes::
+node, and pause/resume/align as the sender of a held reader), **acknowledging** (section
+9: cumulative acknowledgements end to end, duplicates of a sender's replay dropped, forged
+acknowledgements refused, unacknowledged items replayed to a reader's successor, a producer's
+``acked`` and ``resume_at``). Each level includes the ones before it. The Python reference nodes::
 
-    python -m flujo.conformance --level restartable -- python -m flujo.conformance.reference processor
-    python -m flujo.conformance --level restartable --kind consumer -- python -m flujo.conformance.reference consumer
-    python -m flujo.conformance --level restartable --kind producer -- python -m flujo.conformance.reference producer
+    python -m flujo.conformance --level acknowledging -- python -m flujo.conformance.reference processor
+    python -m flujo.conformance --level acknowledging --kind consumer -- python -m flujo.conformance.reference consumer
+    python -m flujo.conformance --level acknowledging --kind producer -- python -m flujo.conformance.reference producer
 
 ``main(argv) -> int`` runs the same from Python; importing this package starts nothing.
 """

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-LEVELS = ("basic", "full", "restartable")
+LEVELS = ("basic", "full", "restartable", "acknowledging")
 
 #: An item the node under test must fail on, as its user code raising would (the error clauses).
 FAIL_ITEM = "flujo-conformance:fail"

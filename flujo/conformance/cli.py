@@ -125,6 +125,7 @@ def run_scenario(
         restart=scenario.restart,
         replica=scenario.replica,
         extra=extra,
+        acks=scenario.acks,
     )
     checks = Checks(scenario.level, printed)
     try:

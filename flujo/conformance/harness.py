@@ -50,6 +50,11 @@ FLOW = f"conformance-{os.getpid()}"  # unique: several kits may run on one machi
 EXIT_SETTLE = 0.1
 
 
+def ack_endpoint(folder: Path, node: str, replica: int) -> str:
+    """Where a sender replica binds its acknowledgement socket (section 9.2)."""
+    return f"ipc://{folder}/ack.{node}.r{replica}"
+
+
 @dataclass(frozen=True)
 class Edge:
     """One output edge of the node under test: a downstream node with some replicas."""
@@ -217,6 +222,7 @@ class Bench:
         hwm: int = 16,
         replica: int = 0,
         extra: dict[str, Any] | None = None,
+        acks: bool = False,
     ) -> None:
         self.command = list(command)
         self.folder = folder
@@ -252,6 +258,7 @@ class Bench:
                     "policy": QueuePolicy.BLOCK,
                     "aligned": edge.aligned,
                     "endpoints": endpoints,
+                    **({"lossless": True} if acks else {}),
                     UNKNOWN_FIELD: 1,
                 }
             )
@@ -273,6 +280,7 @@ class Bench:
                     "source_port": OUTPUT_PORT,
                     "senders": senders,
                     "policy": QueuePolicy.BLOCK,
+                    **({"ack_endpoints": [ack_endpoint(folder, SOURCE, r) for r in range(senders)]} if acks else {}),
                     UNKNOWN_FIELD: 1,
                 }
             ]
@@ -289,6 +297,7 @@ class Bench:
             "base_dir": os.getcwd(),
             "args": {},
             UNKNOWN_FIELD: {"from": "a later protocol version"},
+            **({"ack_endpoint": ack_endpoint(folder, NODE, replica)} if acks and outputs else {}),
             **(extra or {}),
         }
         self.senders = [Sender(self.context, replica, input_endpoint, timeout) for replica in range(senders)]
@@ -300,6 +309,8 @@ class Bench:
         self.log_path = folder / "node.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - the node's log for the bench's life; close() closes it
         self.exit_codes: list[int] = []
+        #: More sockets the pump takes from (the acknowledging level's), each with what takes them.
+        self.extra_sockets: dict[zmq.Socket, Callable[[], None]] = {}
 
     # -- the node's process ----------------------------------------------------------------
     def spawn(self, generation: int = 0) -> None:
@@ -379,7 +390,12 @@ class Bench:
         for reader in self.readers:
             if reader.taking:
                 poller.register(reader.socket, zmq.POLLIN)
+        for socket in self.extra_sockets:
+            poller.register(socket, zmq.POLLIN)
         events = dict(poller.poll(timeout_ms))
+        for socket, take in list(self.extra_sockets.items()):
+            if socket in events:
+                take()
         if self.control in events:
             self._take_subscriptions()
         if self.status in events:

@@ -30,8 +30,16 @@ class Taker(Consumer):
 
 
 class Endless(Producer):
+    """Produces ``small_item(n)`` for n = 0, 1, 2, …; it can resume at any item (section 9.4)."""
+
+    first = 0
+
+    def resume_from(self, position: int) -> bool:
+        self.first = position
+        return True
+
     def produce(self) -> Any:
-        count = 0
+        count = self.first
         while True:
             yield small_item(count)
             count += 1

@@ -20,6 +20,7 @@ from flujo.conformance.steps import (
     handshake,
     output_seqs,
     send_items,
+    wait_end,
     wait_outputs,
     wait_report,
 )
@@ -95,7 +96,7 @@ def drain(bench: Bench, checks: Checks, window: float) -> None:
     s0.eos()
     s1.eos()
     if reader is not None:
-        bench.wait(lambda: reader.has(EOS) or bench.exited())
+        wait_end(bench, reader)
         after = [m.seq for m in reader.messages[first_index(reader, PAUSE) + 1 :] if m.kind in (DATA, SKIP)]
         checks.clause(
             "8.6",
@@ -251,7 +252,7 @@ def aligned(bench: Bench, checks: Checks, window: float) -> None:
     bench.publish(Control.DISMISS, *target, 0)
     bench.publish(Control.RESUME, *target, 0)
     bench.senders[0].eos()
-    bench.wait(lambda: reader.has(EOS) or bench.exited())
+    wait_end(bench, reader)
     after = [m.seq for m in reader.messages[first_index(reader, PAUSE) + 1 :] if m.kind in (DATA, SKIP)]
     checks.clause(
         "8",
@@ -302,7 +303,7 @@ def sender_restart(bench: Bench, checks: Checks, window: float) -> None:
     s0.eos()
     s1.eos()
     if reader is not None:
-        bench.wait(lambda: reader.has(EOS) or bench.exited())
+        wait_end(bench, reader)
         check_identity(checks, reader, sent, "DATA across a sender's restart")
     end_of_stream(bench, checks)
     counters = bench.reports_of("finished")[0].payload
@@ -344,6 +345,6 @@ def aligned_idle(bench: Bench, checks: Checks, window: float) -> None:
     bench.publish(Control.RESUME, *target, 0)
     sent = send_items(bench, range(5))
     bench.senders[0].eos()
-    bench.wait(lambda: reader.has(EOS) or bench.exited())
+    wait_end(bench, reader)
     check_identity(checks, reader, sent)
     end_of_stream(bench, checks)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flujo.conformance import producers, restarts, streams
+from flujo.conformance import acknowledging, producers, restarts, streams
 from flujo.conformance.checks import Checks
 from flujo.conformance.harness import Bench, Edge
 from flujo.vocab import ErrorPolicy, NodeKind, RestartPolicy
@@ -27,6 +27,7 @@ class Scenario:
     replica: int = 0  # the node under test is this replica of replica + 1
     on_error: ErrorPolicy = ErrorPolicy.FAIL
     kinds: frozenset[NodeKind] = frozenset({NodeKind.PROCESSOR, NodeKind.CONSUMER})
+    acks: bool = False  # lossless edges: ack endpoints in the configuration (section 9.2)
 
 
 _PROCESSOR, _PRODUCER = frozenset({NodeKind.PROCESSOR}), frozenset({NodeKind.PRODUCER})
@@ -61,4 +62,14 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("producer readers released", "full", producers.producer_released, kinds=_PRODUCER),
     Scenario("producer drain", "restartable", producers.producer_drain, replica=1, kinds=_PRODUCER),
     Scenario("producer hold reader", "restartable", producers.producer_hold_reader, kinds=_PRODUCER),
+    Scenario("acknowledges", "acknowledging", acknowledging.acknowledges, senders=2, acks=True),
+    Scenario(
+        "acknowledges only what is done",
+        "acknowledging",
+        acknowledging.acknowledges_only_done,
+        acks=True,
+        restart=RestartPolicy.ON_FAILURE,
+    ),
+    Scenario("replays", "acknowledging", acknowledging.replays, acks=True, kinds=_PROCESSOR | _PRODUCER),
+    Scenario("resumes", "acknowledging", acknowledging.resumes, acks=True, kinds=_PRODUCER),
 )

@@ -98,6 +98,18 @@ def output_seqs(reader: Reader) -> list[int]:
     return [message.seq for message in reader.items()]
 
 
+#: How long a reader's EOS gets to arrive once the node has exited: what it sent last may still be in
+#: the kernel's buffers when the exit is seen, and a loaded machine reads them late.
+EXIT_DRAIN = 1.0
+
+
+def wait_end(bench: Bench, reader: Reader) -> bool:
+    """Wait for ``reader``'s EOS, or for the node's exit and then, briefly, for the EOS still in flight."""
+    if bench.wait(lambda: reader.has(EOS) or bench.exited()) and not reader.has(EOS):
+        bench.wait(lambda: reader.has(EOS), timeout=EXIT_DRAIN)
+    return reader.has(EOS)
+
+
 def wait_outputs(bench: Bench, reader: Reader, count: int) -> bool:
     return bench.wait(lambda: len(reader.items()) >= count or bench.exited())
 

@@ -17,6 +17,7 @@ from flujo.conformance.steps import (
     output_seqs,
     quiet_before_input,
     send_items,
+    wait_end,
     wait_outputs,
     wait_report,
 )
@@ -33,7 +34,7 @@ def lifecycle(bench: Bench, checks: Checks, window: float) -> None:
     bench.senders[0].eos()
     if bench.readers:
         reader = bench.readers[0]
-        bench.wait(lambda: reader.has(EOS) or bench.exited())
+        wait_end(bench, reader)
         check_identity(checks, reader, sent)
     end_of_stream(bench, checks)
 
@@ -66,7 +67,7 @@ def batches_and_arrays(bench: Bench, checks: Checks, window: float) -> None:
     sender.eos()
     if bench.readers:
         reader = bench.readers[0]
-        bench.wait(lambda: reader.has(EOS) or bench.exited())
+        wait_end(bench, reader)
         arrays = {seq: item for seq, item in sent.items() if seq < 9}
         got = {message.seq: message for message in reader.items()}
         wrong = [seq for seq in arrays if seq not in got or not same(arrays[seq], got[seq].item)]
@@ -301,7 +302,7 @@ def error(bench: Bench, checks: Checks, window: float) -> None:
     )
     if bench.readers:
         reader = bench.readers[0]
-        bench.wait(lambda: reader.has(EOS) or bench.exited())
+        wait_end(bench, reader)
         got = [m.seq for m in reader.items() if m.seq < 5 and same(sent[m.seq], m.item)]
         checks.clause(
             "7.5",
@@ -324,7 +325,7 @@ def error_skipped(bench: Bench, checks: Checks, window: float) -> None:
     bench.senders[0].eos()
     if bench.readers:
         reader = bench.readers[0]
-        bench.wait(lambda: reader.has(EOS) or bench.exited())
+        wait_end(bench, reader)
         check_identity(checks, reader, sent, 'on_error = "skip"')
     end_of_stream(bench, checks)
     counters = bench.reports_of("finished")[0].payload

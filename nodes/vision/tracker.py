@@ -69,6 +69,30 @@ class _Track:
         self.hits += 1
         self.missed = 0
 
+    def to_state(self) -> list[Any]:
+        """Plain values (msgpack), for a snapshot (PROTOCOL 9.6)."""
+        return [
+            self.state.tolist(),
+            self.cov.flatten().tolist(),
+            self.w,
+            self.h,
+            self.first_index,
+            self.hits,
+            self.missed,
+            self.id,
+        ]
+
+    @classmethod
+    def from_state(cls, values: list[Any], position_noise: float, accel_noise: float) -> _Track:
+        state, cov, w, h, first_index, hits, missed, track_id = values
+        track = cls(np.zeros(4), int(first_index), position_noise, accel_noise)
+        track.state = np.array(state, np.float64).reshape(4)
+        track.cov = np.array(cov, np.float64).reshape(4, 4)
+        track.w, track.h = float(w), float(h)
+        track.hits, track.missed = int(hits), int(missed)
+        track.id = None if track_id is None else int(track_id)
+        return track
+
     @property
     def box(self) -> np.ndarray:
         cx, cy = self.state[:2]
@@ -154,6 +178,20 @@ class Tracker(Processor):
         self._tracks: list[_Track] = []
         self._next_id = 1
         self._last_index: int | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """Its tracks and id counter: after a crash on lossless edges the successor goes on from
+        them (PROTOCOL 9.6), so ids continue instead of starting again at 1."""
+        return {
+            "tracks": [track.to_state() for track in self._tracks],
+            "next_id": self._next_id,
+            "last_index": self._last_index,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._tracks = [_Track.from_state(values, self.position_noise, self.accel_noise) for values in state["tracks"]]
+        self._next_id = int(state["next_id"])
+        self._last_index = None if state["last_index"] is None else int(state["last_index"])
 
     def _cost(self, tracks: list[_Track], boxes: np.ndarray) -> np.ndarray:
         """Cost of giving each detection to each track: 1 - IoU (+ half the centroid distance)
