@@ -272,9 +272,21 @@ class MergeNumbering:
         return port, seq
 
     def skip_logged(self) -> None:
-        """The next logged input will not come (its sender went past it): give up its number."""
+        """The next logged input will not come (flujo/merge_replay.py): give up its number."""
         _out, port, seq = self._restored.popleft()
         self._logged.pop((port, seq), None)
+
+    def acked_through(self, port: Hashable) -> int:
+        """The highest input of ``port`` whose output is done downstream (-1: none)."""
+        return self._acked_in.get(port, -1)
+
+    def numbered_through(self) -> dict[Hashable, int]:
+        """Per port, the highest input numbered (or done): a graceful hand-over passed them all on."""
+        through = dict(self._acked_in)
+        for _out, port, seq in self._log:
+            if seq > through.get(port, -1):
+                through[port] = seq
+        return through
 
     def number(self, port: Hashable, seq: int) -> int | None:
         """The output sequence number of input ``seq`` of ``port``: as logged, or the next one;

@@ -9,11 +9,13 @@ than a poll and a failed receive per item.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from flujo.merge_replay import ReplayAction, replay_action
 from flujo.port_queue import PortQueue
-from flujo.protocol import NOBLOCK, MessageKind
+from flujo.protocol import NOBLOCK, Message, MessageKind
 from flujo.vocab import zips_several
 
 #: Returned by a join for a sequence number that carries no item (filtered upstream).
@@ -66,6 +68,7 @@ class Join:
         # gets the numbers its predecessor gave, and a skipped input is numbered too (a SKIP
         # goes on for it), so every input's output can be acknowledged in order.
         self.numbering: Any = None
+        self._deferred: deque[tuple[str, Message]] = deque()  # see flujo/merge_replay.py, DEFER
         self._turn = 0  # merge: which port to look at first, for fairness
         self.waiting_on: list[PortQueue] = []  # after WAIT: the ports whose input is needed
 
@@ -95,30 +98,45 @@ class Join:
 
     def _next_replayed(self, numbering: Any) -> Step | object | None:
         """A lossless merge's successor: the inputs its predecessor numbered come first, in
-        their logged order, whatever order their replays arrive in (a reader drops a number
-        lower than one it already has). _REPLAYED once none is left."""
+        their logged order, whatever order their replays arrive in (its readers drop a number
+        lower than one they already have); flujo/merge_replay.py decides on each port's head.
+        _REPLAYED once none is left."""
         by_name = {port.name: port for port in self.ports}
         while numbering.replaying:
-            name, seq = numbering.next_logged()
+            name, logged = numbering.next_logged()
             port = by_name[name]
+            ended = False
             if not port.ready:
                 filled = self._lacking(port)
-                if filled is None:  # that port ended: the input will not come
-                    numbering.skip_logged()
-                    continue
-                if not filled:
+                if filled is False:
                     return WAIT
-            message = port.ready[0]
-            if message.seq > seq:  # its sender went past it: it will not come
+                ended = filled is None
+            head = port.ready[0].seq if port.ready else None
+            action = replay_action(logged, head, ended, numbering.acked_through(name))
+            if action is ReplayAction.WAIT:
+                self.waiting_on = [port]
+                return WAIT
+            if action is ReplayAction.GIVE_UP:
                 numbering.skip_logged()
                 continue
-            port.ready.popleft()
-            out = numbering.number(name, message.seq)
-            if out is None:
-                continue  # done downstream already: acknowledged again, no more
-            numbering.flush()  # (a number given anew, for an input not logged) on disk before it goes
-            return out, name, SKIP if message.kind is MessageKind.SKIP else [message.item]
+            message = port.ready.popleft()
+            if action is ReplayAction.DEFER:
+                self._deferred.append((name, message))
+            elif action is ReplayAction.TAKE:
+                taken = self._number(numbering, name, message)
+                if taken is not None:
+                    return taken
+            # DONE: acknowledged downstream already; acknowledged again, no more
         return _REPLAYED
+
+    def _number(self, numbering: Any, name: str, message: Message) -> Step | None:
+        """A lossless merge's output for ``message``: numbered through the log, on disk before it
+        goes; None for one done downstream already (a replay: acknowledged again, no more)."""
+        out = numbering.number(name, message.seq)
+        if out is None:
+            return None
+        numbering.flush()
+        return out, name, SKIP if message.kind is MessageKind.SKIP else [message.item]
 
     def _next_single(self) -> Step | object | None:
         port = self.ports[0]
@@ -135,10 +153,16 @@ class Join:
         for port in ports:
             port.refresh()
         numbering = self.numbering
-        if numbering is not None and numbering.replaying:
-            step = self._next_replayed(numbering)
-            if step is not _REPLAYED:
-                return step
+        if numbering is not None:
+            if numbering.replaying:
+                step = self._next_replayed(numbering)
+                if step is not _REPLAYED:
+                    return step
+            while self._deferred:
+                name, message = self._deferred.popleft()
+                taken = self._number(numbering, name, message)
+                if taken is not None:
+                    return taken
         while True:
             count = len(ports)
             for offset in range(count):
@@ -146,14 +170,11 @@ class Join:
                 if port.ready:
                     self._turn = (self._turn + offset + 1) % count
                     message = port.ready.popleft()
-                    numbering = self.numbering
                     if numbering is not None:
-                        out = numbering.number(port.name, message.seq)
-                        if out is None:
-                            break  # done downstream already (a replay): acknowledged again, no more
-                        numbering.flush()  # on disk before its output goes
-                        skipped = message.kind is MessageKind.SKIP
-                        return out, port.name, SKIP if skipped else [message.item]
+                        taken = self._number(numbering, port.name, message)
+                        if taken is None:
+                            break
+                        return taken
                     if message.kind is MessageKind.SKIP:
                         break  # the merged stream numbers its own items: a gap means nothing here
                     seq, self._merge_seq = self._merge_seq, self._merge_seq + 1

@@ -152,6 +152,20 @@ class MergeLog:
             self._pending += encode_entry(out, self._index[port], seq)
         return out
 
+    # The successor's replay, in logged order (flujo/merge_replay.py): as the numbering's.
+    @property
+    def replaying(self) -> bool:
+        return self.numbering.replaying
+
+    def next_logged(self) -> tuple[Hashable, int]:
+        return self.numbering.next_logged()
+
+    def skip_logged(self) -> None:
+        self.numbering.skip_logged()
+
+    def acked_through(self, port: str) -> int:
+        return self.numbering.acked_through(port)
+
     def flush(self) -> None:
         """Write what was numbered since the last flush; call before sending those outputs."""
         if self._pending:
@@ -159,22 +173,28 @@ class MergeLog:
             self._pending.clear()
 
     def acknowledge(self, out_seq: int) -> dict[Hashable, int]:
-        """As :meth:`MergeNumbering.acknowledge`; records what may now be acknowledged upstream
-        (written before the caller acknowledges it: a successor must not wait for a replay of
-        what its predecessor's senders were told was done) and rewrites the file once enough
-        of it is done."""
+        """As :meth:`MergeNumbering.acknowledge`; rewrites the file once enough of it is done."""
         before = self.numbering.pending
         acked = self.numbering.acknowledge(out_seq)
-        for port, seq in acked.items():
-            if seq > self._recorded.get(port, -1):
-                self._recorded[port] = seq
-                self._pending += encode_entry(ACK_RECORD, self._index[port], seq)  # type: ignore[index]
-        self.flush()
         self._acked_in_file += before - self.numbering.pending
         if self._acked_in_file >= self._rotate_after:
             self.flush()
             self._rewrite()
         return acked
+
+    def record(self, port: str, seq: int) -> None:
+        """Inputs of ``port`` up to ``seq`` are about to be acknowledged to their senders, which
+        then forget them: on disk first, so that a successor does not wait for their replay."""
+        if seq > self._recorded.get(port, -1):
+            self._recorded[port] = seq
+            self._pending += encode_entry(ACK_RECORD, self._index[port], seq)
+            self.flush()
+
+    def hand_over(self) -> None:
+        """A graceful hand-over: every input numbered went downstream and its senders freed it
+        at their pause markers, so the successor waits for none of them."""
+        for port, seq in self.numbering.numbered_through().items():
+            self.record(port, seq)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Flush and close the file (it stays for a successor; the launcher removes the run folder)."""

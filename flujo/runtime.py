@@ -18,6 +18,7 @@ and exits once the launcher says every reader has it (docs/PROTOCOL.md, section 
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -224,6 +225,9 @@ class NodeRuntime:
             self.merge_log = MergeLog(Path(config.merge_log), [port.name for port in self.ports])
             if self.merge_log.refused is not None:
                 print(f"{self.merge_log.refused}: numbering afresh", file=sys.stderr, flush=True)
+            for port in self.ports:  # logged before its senders may forget it: no successor waits for it
+                if port.outbox is not None:
+                    port.outbox.before_send = functools.partial(self.merge_log.record, port.name)
 
     def _acknowledge(self) -> None:
         """What is done end to end goes to the senders, batched: a consumer's items once
@@ -460,6 +464,8 @@ class NodeRuntime:
             # Everything it processed goes to its readers before the pause: its successor goes on from it.
             packed = pack_state(self._snapshot(), self.config.label)
             self.control.report(Status.SNAPSHOT, [self._processed, packed])
+        if self.merge_log is not None:
+            self.merge_log.hand_over()
         readers = []
         for edge in self.edges:
             for index in edge.pause_all():
