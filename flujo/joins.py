@@ -106,13 +106,14 @@ class Join:
             name, logged = numbering.next_logged()
             port = by_name[name]
             ended = False
-            if not port.ready:
+            if not port.ready and port.outbox is not None:
                 filled = self._lacking(port)
                 if filled is False:
                     return WAIT
                 ended = filled is None
             head = port.ready[0].seq if port.ready else None
-            action = replay_action(logged, head, ended, numbering.acked_through(name))
+            lossless = port.outbox is not None
+            action = replay_action(logged, head, ended, numbering.acked_through(name), lossless)
             if action is ReplayAction.WAIT:
                 self.waiting_on = [port]
                 return WAIT

@@ -32,10 +32,13 @@ class ReplayAction(Enum):
     WAIT = "wait"  # nothing on that port yet: wait for it
 
 
-def replay_action(logged: int, head: int | None, ended: bool, acked_through: int) -> ReplayAction:
+def replay_action(logged: int, head: int | None, ended: bool, acked_through: int, replays: bool = True) -> ReplayAction:
     """The next logged entry is input ``logged`` of a port whose first waiting input is
     ``head`` (None: none waits), which has ``ended`` (every sender sent its end of stream), and
-    whose inputs up to ``acked_through`` are done downstream."""
+    whose inputs up to ``acked_through`` are done downstream. ``replays``: the port's senders
+    keep and replay (a lossless edge); from any other nothing comes again."""
+    if not replays:
+        return ReplayAction.GIVE_UP  # at most once, as that edge is (9.7): never waited for
     if head is None:
         return ReplayAction.GIVE_UP if ended else ReplayAction.WAIT
     if head == logged:

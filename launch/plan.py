@@ -64,7 +64,8 @@ def run_id(run_dir: Path) -> str:
 def at_most_once_because(flow: FlowSpec, sender: NodeSpec, reader: NodeSpec) -> str | None:
     """Why the edge from ``sender`` to ``reader`` is at most once across a crash, or None when
     it is lossless: it keeps, is acknowledged and replays (section 9). Wired so far: Python nodes
-    on this host over ipc, a reader that waits for room (``block``), arrays inline (a
+    on this host over ipc, a reader that waits for room (``block``) and reads one port, zips
+    several or merges them (a merge logs its numbering, ``merge_log``), arrays inline (a
     shared-memory slot is not kept yet: ``shm = false`` in the flow), in a flow that opts in
     with ``lossless = true``."""
     if not flow.lossless:

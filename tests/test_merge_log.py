@@ -142,6 +142,8 @@ def test_what_a_successor_does_with_a_port_head_while_it_replays(
     head: int | None, ended: bool, expected: ReplayAction
 ) -> None:
     assert replay_action(7, head, ended, acked_through=4) is expected
+    # A port whose senders do not replay (not a lossless edge): nothing is waited for.
+    assert replay_action(7, head, ended, acked_through=4, replays=False) is ReplayAction.GIVE_UP
 
 
 def _predecessor(path: Path, arrivals: list[tuple[str, int]], acked: int = -1) -> None:
@@ -154,8 +156,16 @@ def _predecessor(path: Path, arrivals: list[tuple[str, int]], acked: int = -1) -
     crash(merge)
 
 
+class Outbox:
+    """A lossless port's acknowledgements (flujo/ack_channel.py), of which these tests need none."""
+
+    def arrived(self, sender: int, seq: int) -> None:
+        pass
+
+
 def _successor(path: Path, a: list[Message], b: list[Message]) -> tuple[Join, ScriptedPort, ScriptedPort]:
     left, right = ScriptedPort("a", a), ScriptedPort("b", b)
+    left.outbox = right.outbox = Outbox()  # lossless ports: their senders replay
     join = Join([left, right], JoinMode.MERGE, View())
     join.numbering = MergeLog(path, PORTS)
     return join, left, right
@@ -192,6 +202,15 @@ def test_an_input_never_numbered_below_a_logged_one_goes_after_the_replay(tmp_pa
     _predecessor(path, [("a", 1), ("b", 0)])  # a 0 was a gap the predecessor gave up on
     join, _, _ = _successor(path, [data(0, "a0"), data(1, "a1"), marker(EOS)], [data(0, "b0"), marker(EOS)])
     assert drain(join) == [(0, "a", ["a1"]), (1, "b", ["b0"]), (2, "a", ["a0"]), "end"]
+
+
+def test_a_port_that_does_not_replay_is_not_waited_for(tmp_path: Path) -> None:
+    path = tmp_path / "merge.log"
+    _predecessor(path, [("a", 0), ("b", 0), ("a", 1)])
+    join, left, _ = _successor(path, [], [data(0, "b0")])
+    left.outbox = None  # a's sender does not acknowledge (a node in another language): at most once
+    assert drain(join) == [(1, "b", ["b0"]), "wait"]
+    assert not join.numbering.replaying  # a 0 and a 1 given up, not waited for: new input is
 
 
 def test_after_a_graceful_hand_over_the_successor_waits_for_nothing(tmp_path: Path) -> None:
