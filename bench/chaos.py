@@ -32,6 +32,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flujo.launch.command_client import request
+from flujo.launch.runs import CommandError
+
 NODES = Path(__file__).with_name("chaos_nodes.py")
 RATE = 800  # items/s the producers aim at (a pause of 1 ms between items, and Python's overhead)
 
@@ -119,15 +122,20 @@ def _decode(stream: str, value: int) -> int:
 
 
 def _status(name: str, env: dict[str, str]) -> dict[str, dict]:
-    done = subprocess.run(
-        [sys.executable, "-m", "flujo.launch", "status", "--json", "--flow", name],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    if done.returncode != 0:
+    """The flow's replicas by label, asked in this process: a `flujo-launch status` process for
+    each round took seconds on a loaded machine, and the stream ended before the kills."""
+    previous = os.environ.get("FLUJO_RUNS")
+    os.environ["FLUJO_RUNS"] = env["FLUJO_RUNS"]  # where this run's launcher announces itself
+    try:
+        reply = request(name, "status")
+    except CommandError:  # not announced yet, or already gone
         return {}
-    return {node["label"]: node for node in json.loads(done.stdout)["nodes"]}
+    finally:
+        if previous is None:
+            del os.environ["FLUJO_RUNS"]
+        else:
+            os.environ["FLUJO_RUNS"] = previous
+    return {node["label"]: node for node in reply["nodes"]}
 
 
 def _first_after(marks: Path, killed_at: float, killed_pid: int) -> float | None:

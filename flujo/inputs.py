@@ -17,7 +17,7 @@ from flujo.config import InputConfig
 from flujo.joins import SKIP, WAIT, Drained, Join
 from flujo.port_queue import PortQueue
 from flujo.protocol import Codec, Message, ProtocolError
-from flujo.wire_check import PAUSE, DataCheck, RefusalLog
+from flujo.wire_check import PAUSE, DataCheck, RefusalLog, StaleMessage
 
 __all__ = ["BLOCKING_RECEIVE_MS", "SKIP", "WAIT", "Drained", "InputPort", "Join", "bind_pull"]
 
@@ -82,6 +82,9 @@ class InputPort(PortQueue):
             message = self._codec.receive(self.socket, self._check, flags)
         except zmq.Again:
             return False
+        except StaleMessage:  # a dead process's leftovers, after its successor's first message
+            self.stale += 1
+            return True
         except ProtocolError as refused:  # dropped: counted and logged, the stream goes on
             self.rejected += 1
             self._refusals.refused(refused, f'port "{self.name}"')

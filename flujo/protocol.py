@@ -112,8 +112,11 @@ class Message:
 class Codec:
     """Encodes and decodes data messages; one per node (it reuses its packer)."""
 
-    def __init__(self, node: str, replica: int, max_message: int | None = None) -> None:
+    def __init__(self, node: str, replica: int, max_message: int | None = None, generation: int = 0) -> None:
         self._node, self._replica = node, replica
+        # A successor's headers carry its generation (a sixth field), so that readers can tell its
+        # messages from what its dead predecessor's connection still brings (section 3).
+        self._generation = generation
         #: The smallest frame limit of this node's readers: a larger frame would be dropped with
         #: its connection there, so encoding it fails here, loudly.
         self._max_message = max_message if max_message is not None else 1 << 62
@@ -128,6 +131,10 @@ class Codec:
 
     # -- encoding -----------------------------------------------------------------------
     def header(self, kind: MessageKind, seq: int) -> bytes:
+        if self._generation:
+            return self._header_packer.pack(
+                (PROTOCOL_VERSION, int(kind), seq, self._node, self._replica, self._generation)
+            )
         return self._header_packer.pack((PROTOCOL_VERSION, int(kind), seq, self._node, self._replica))
 
     def encode(self, seq: int, item: Any, shm: bool = False) -> list[Any]:

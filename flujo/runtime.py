@@ -115,7 +115,7 @@ class NodeRuntime:
         self.state = state = control.state
         self.lifecycle = lifecycle = state.lifecycle
         max_message = min((edge.max_message for edge in config.outputs), default=None)
-        self.codec = Codec(config.node, config.replica, max_message)
+        self.codec = Codec(config.node, config.replica, max_message, config.generation)
         self.refusals = RefusalLog(f"flujo: {config.label}")  # refused messages, logged on stderr
         self.ports = [
             InputPort(

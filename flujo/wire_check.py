@@ -86,6 +86,11 @@ class ProtocolError(Exception):
         self.code, self.reason, self.sender = code, reason, sender
 
 
+class StaleMessage(ProtocolError):
+    """A message from an older process of a sender replica than one already heard from: what a
+    dead process's connection still carried. Dropped and counted (``stale``), not a fault."""
+
+
 def describe_sender(node: Any, replica: Any) -> str:
     """A printable, bounded name for a claimed sender (it may be anything)."""
     name = node if type(node) is str else repr(node)
@@ -105,6 +110,9 @@ class DataCheck:
         # Per sender replica: the next number must be above the floor and at most the ceiling.
         self._floor = [-1] * senders
         self._ceiling = [SEQ_LIMIT - 1] * senders  # nothing heard yet: any number
+        # Per sender replica: the newest process heard from (header field 6; absent: 0). What an
+        # older one's connection still brings after that is stale (section 3).
+        self._generation = [0] * senders
         self._frames: Sequence[Any] = ()  # of the message being decoded, when it has array frames
         self._used: set[int] = set()
         self._batch = False
@@ -121,6 +129,7 @@ class DataCheck:
         if type(header) is not list or len(header) < 5:
             raise self._bad_header(frame, header)
         version, kind, seq, sender, replica = header[:5]
+        generation = header[5] if len(header) > 5 else 0
         # The usual case in few steps (every check is exact: 1 == True, so types are compared too);
         # the explanations are worked out below only when something is wrong.
         if (
@@ -132,13 +141,14 @@ class DataCheck:
             and type(version) is int
             and type(kind) is int
             and 0 <= replica < self.senders
+            and generation == self._generation[replica]
             and self._floor[replica] < seq <= self._ceiling[replica]
         ):
             return 0, seq, sender, replica
-        return self._unusual_header(version, kind, seq, sender, replica)
+        return self._unusual_header(version, kind, seq, sender, replica, generation)
 
     def _unusual_header(
-        self, version: Any, kind: Any, seq: Any, sender: Any, replica: Any
+        self, version: Any, kind: Any, seq: Any, sender: Any, replica: Any, generation: Any = 0
     ) -> tuple[int, int, str, int]:
         """A header that is not a DATA in order from a known sender: checked rule by rule."""
         if version != PROTOCOL_VERSION or type(version) is not int:
@@ -155,12 +165,31 @@ class DataCheck:
             raise ProtocolError(
                 "seq", f"sequence number {_short(seq)} is not an integer", describe_sender(sender, replica)
             )
+        if generation != self._generation[replica]:
+            self._new_generation(generation, sender, replica)
         if kind in (EOS, PAUSE, REPLAY):
             if not 0 <= seq < SEQ_LIMIT:
                 raise ProtocolError("seq", f"sequence number {seq} out of range", describe_sender(sender, replica))
         elif not self._floor[replica] < seq <= self._ceiling[replica]:
             raise self._out_of_order(kind, seq, sender, replica)
         return kind, seq, sender, replica
+
+    def _new_generation(self, generation: Any, sender: str, replica: int) -> None:
+        """A header from another process of that sender replica than the last one heard from: an
+        older one's is stale; a newer one (a successor) may number lower than its predecessor."""
+        if type(generation) is not int or not 0 <= generation < SEQ_LIMIT:
+            raise ProtocolError(
+                "generation", f"generation {_short(generation)} is not a valid number", describe_sender(sender, replica)
+            )
+        if generation < self._generation[replica]:
+            raise StaleMessage(
+                "stale",
+                f"from process {generation}, after process {self._generation[replica]}",
+                describe_sender(sender, replica),
+            )
+        self._generation[replica] = generation
+        if self._floor[replica] != _ENDED:
+            self._floor[replica], self._ceiling[replica] = -1, SEQ_LIMIT - 1
 
     @staticmethod
     def _bad_header(frame: Any, header: Any) -> ProtocolError:

@@ -64,16 +64,15 @@ def run_id(run_dir: Path) -> str:
 def at_most_once_because(flow: FlowSpec, sender: NodeSpec, reader: NodeSpec) -> str | None:
     """Why the edge from ``sender`` to ``reader`` is at most once across a crash, or None when
     it is lossless: it keeps, is acknowledged and replays (section 9). Wired so far: Python nodes
-    on this host over ipc, a reader that waits for room (``block``) and reads one port, zips
-    several or merges them (a merge logs its numbering, ``merge_log``), arrays inline (a
+    placed by the launcher (on this host or another's agent, over ipc or tcp), a reader that
+    waits for room (``block``) and reads one port, zips several or merges them (a merge logs
+    its numbering, ``merge_log``), arrays inline (a
     shared-memory slot is not kept yet: ``shm = false`` in the flow), in a flow that opts in
     with ``lossless = true``."""
     if not flow.lossless:
         return "the flow does not ask for it (lossless = true in [flow])"
     if flow.engine != "local":
         return "nodes placed by Ray"
-    if flow.transport != "ipc" or sender.host is not None or reader.host is not None:
-        return "tcp or another host"
     if sender.run is None or reader.run is None:
         return "a node in another language (its library does not acknowledge yet)"
     if reader.policy != QueuePolicy.BLOCK:
@@ -104,12 +103,19 @@ def delivery_report(flow: FlowSpec) -> list[str]:
 
 
 def ports_needed(flow: FlowSpec) -> dict[str, int]:
-    """How many input endpoints each other host binds: one per input port per replica."""
+    """How many endpoints each other host binds: one per input port per replica, and one
+    acknowledgement socket per replica with a lossless output."""
     needed: dict[str, int] = {}
     for node in flow.nodes.values():
         if node.host is not None:
-            needed[node.host] = needed.get(node.host, 0) + len(node.inputs) * node.replicas
+            ports = len(node.inputs) + (1 if _acknowledged(flow, node) else 0)
+            needed[node.host] = needed.get(node.host, 0) + ports * node.replicas
     return needed
+
+
+def _acknowledged(flow: FlowSpec, node: NodeSpec) -> bool:
+    """Whether the node has a lossless output: each replica binds an acknowledgement socket."""
+    return any(lossless(flow, node, reader) for reader, _ in flow.downstream(node.name))
 
 
 def plan(
@@ -139,12 +145,13 @@ def plan(
         if any(flow.shared_memory(node, reader) for reader, _ in flow.downstream(node.name)):
             for replica in range(node.replicas):
                 releases[(node.name, replica)] = allocate(f"n{index}.r{replica}.release")
-    # A replica with lossless outputs binds an acknowledgement socket: its readers acknowledge there.
+    # A replica with lossless outputs binds an acknowledgement socket, on its own host: its
+    # readers acknowledge there.
     acks: dict[tuple[str, int], str] = {}
     for index, node in enumerate(flow.nodes.values()):
-        if any(lossless(flow, node, reader) for reader, _ in flow.downstream(node.name)):
+        if _acknowledged(flow, node):
             for replica in range(node.replicas):
-                acks[(node.name, replica)] = allocate(f"n{index}.r{replica}.ack")
+                acks[(node.name, replica)] = allocate(f"n{index}.r{replica}.ack", node.host)
     owners = {f"{node}.{replica}": endpoint for (node, replica), endpoint in releases.items()}
     configs = {}
     for node in flow.nodes.values():

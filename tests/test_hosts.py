@@ -126,10 +126,15 @@ def _body(hosts: tuple[Host, Host], nodes: str, agent_key: str = "", timeout: fl
 
 
 def _manifest(
-    flow: FlowRunner, hosts: tuple[Host, Host], nodes: str, agent: Agent | None = None, timeout: float | None = None
+    flow: FlowRunner,
+    hosts: tuple[Host, Host],
+    nodes: str,
+    agent: Agent | None = None,
+    timeout: float | None = None,
+    settings: str = "",
 ):
     key = agent.key.public.decode() if agent else ""
-    return flow.manifest(_body(hosts, nodes, key, timeout), flow="queue = 4")
+    return flow.manifest(_body(hosts, nodes, key, timeout), flow=f"queue = 4\n{settings}")
 
 
 CHAIN = """
@@ -328,3 +333,36 @@ def test_a_killed_node_on_the_other_host_restarts_by_policy(
     assert 'node "where.1" exited with status -9; restarting' in stderr
     values = [item["n"] for item in read_lines(out)]
     assert values == sorted(set(values)) and values[-1] == n - 1  # in order, no duplicates, to the end
+
+
+@pytest.mark.timeout(90)
+def test_a_lossless_edge_across_hosts_loses_nothing_when_a_node_there_is_killed(
+    flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent
+) -> None:
+    # Host A's producer keeps what it sent to each replica on host B until the sink on host A
+    # has it; a replica SIGKILLed twice gets it all again from its successor, over CURVE tcp,
+    # acknowledgements included (they go to the sender's own host).
+    out, n, gate = flow.path("out.jsonl"), 3000, Path(flow.path("gate"))
+    body = CHAIN.format(n=n, out=out, sink_extra="").replace(
+        '    host = "b"\n', '    host = "b"\n    restart = "always"\n'
+    )
+    body = body.replace('"{nodes}:Paced"', '"{nodes}:Gated"')
+    body = body.replace("pause = 0.0005 }", f'pause = 0.0005, gate = "{gate}" }}')
+    manifest = _manifest(flow, hosts, body, agent, settings="shm = false\nlossless = true")
+    launcher = flow.start(manifest, prefix=hosts[0].command())
+    for kill, label in enumerate(["where.1", "where.0"]):
+        poll_for(lambda kill=kill: line_count(out) >= 300 * (kill + 1), timeout=30)
+        victim = flow.replicas()[label]
+        assert victim["pid"] in hosts[1].pids()
+        os.kill(victim["pid"], signal.SIGKILL)
+        poll_for(lambda label=label, before=victim: _respawned(flow, label, before), timeout=20)
+    gate.touch()  # the stream may end now
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    assert "lossless across a crash: numbers -> where, where -> sink" in stderr
+    assert [item["n"] for item in read_lines(out)] == list(range(n))  # every item once, in order
+
+
+def _respawned(flow: FlowRunner, label: str, before: dict) -> bool:
+    now = flow.replicas().get(label, {})
+    return now.get("restarts") == before["restarts"] + 1 and now.get("pid") not in (None, before["pid"])

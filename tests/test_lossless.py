@@ -59,18 +59,23 @@ ALWAYS = {"restart": "always", "max_restarts": 10}
 
 
 def _kill_a_chain(
-    flow: FlowRunner, victim: str, middle: Node | None = None, *options: str, **restart: Node
+    flow: FlowRunner,
+    victim: str,
+    middle: Node | None = None,
+    *options: str,
+    settings: str = LOSSLESS,
+    **restart: Node,
 ) -> tuple[str, list[list[int]]]:
     """numbers (Paced, N items) -> [work: ``middle``] -> sink (Journal); ``restart`` gives a
-    node fields of its own (e.g. ALWAYS). SIGKILLs ``victim`` KILLS times mid-stream; returns
-    the launcher's messages and each sink process's items."""
+    node fields of its own (e.g. ALWAYS), ``settings`` the [flow] lines. SIGKILLs ``victim``
+    KILLS times mid-stream; returns the launcher's messages and each sink process's items."""
     out = flow.path("out.jsonl")
     nodes = {"numbers": node("{nodes}:Paced", args={"n": N, "pause": 0.0005}, **restart.get("numbers", {}))}
     if middle is not None:
         nodes["work"] = {**middle, "inputs": ["numbers"], **restart.get("work", {})}
     upstream = "work" if middle is not None else "numbers"
     nodes["sink"] = node("{nodes}:Journal", upstream, args={"path": out}, **restart.get("sink", {}))
-    launcher = flow.start(flow.manifest(nodes, flow=LOSSLESS), *options)
+    launcher = flow.start(flow.manifest(nodes, flow=settings), *options)
     _kill_repeatedly(flow, victim, out)
     _, stderr = launcher.communicate(timeout=60)
     assert launcher.returncode == 0, stderr
@@ -104,8 +109,12 @@ def test_a_consumer_killed_again_and_again_loses_nothing(flow: FlowRunner) -> No
     print(f"{KILLS} kills of the consumer: 0 lost, {again} consumed again")
 
 
-def test_a_processor_killed_again_and_again_loses_nothing(flow: FlowRunner) -> None:
-    _, runs = _kill_a_chain(flow, "work", node("{nodes}:square"), work=ALWAYS)
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_a_processor_killed_again_and_again_loses_nothing(flow: FlowRunner, transport: str) -> None:
+    # On tcp every socket, the acknowledgements' included, is CURVE with the flow's key.
+    settings = f'{LOSSLESS}\ntransport = "{transport}"'
+    stderr, runs = _kill_a_chain(flow, "work", node("{nodes}:square"), settings=settings, work=ALWAYS)
+    assert "lossless across a crash: numbers -> work, work -> sink" in stderr
     runs = [[round(value**0.5) for value in run] for run in runs]
     assert len(runs) == 1  # the consumer lived throughout: it never sees an item twice
     assert _check_exactly_once(runs) == 0

@@ -14,6 +14,7 @@ from flujo.wire_check import (
     DataCheck,
     ProtocolError,
     RefusalLog,
+    StaleMessage,
     check_agent_reply,
     check_agent_request,
     check_command,
@@ -62,6 +63,7 @@ def test_the_table_covers_at_least_forty_kinds() -> None:
         "version",
         "kind",
         "seq",
+        "generation",
         "jump",
         "order",
         "sender",
@@ -113,6 +115,25 @@ def test_restart_jump_and_graceful_restart_are_accepted() -> None:
     assert codec.decode(codec.encode(jumped, 1), check).seq == jumped
     codec.decode(codec.marker(MessageKind.PAUSE, 0), check)  # its successor may start lower
     assert codec.decode(codec.encode(LAST + 5, 1), check).seq == LAST + 5
+
+
+def test_a_dead_process_s_leftovers_are_stale_once_its_successor_is_heard() -> None:
+    # Replica 0 crashed after DATA LAST; its successor (generation 1) replays from 5. What the
+    # dead process's connection still held (LAST + 1) arrives afterwards: stale, not refused
+    # (it would otherwise move the floor past the replay and have it refused as out of order).
+    check = primed()
+    successor, predecessor = Codec(SOURCE, 0, generation=1), Codec(SOURCE, 0)
+    assert successor.decode(successor.encode(5, "again"), check).seq == 5  # lower: a successor's replay
+    with pytest.raises(StaleMessage) as stale:
+        predecessor.decode(predecessor.encode(LAST + 1, "leftover"), check)
+    assert stale.value.code == "stale" and "process 0, after process 1" in stale.value.reason
+    assert successor.decode(successor.encode(6, "on"), check).seq == 6  # nothing moved
+    # The other replica is not concerned; a later successor supersedes this one in turn.
+    other = Codec(SOURCE, 1)
+    assert other.decode(other.encode(LAST + 1, "x"), check).seq == LAST + 1
+    assert Codec(SOURCE, 0, generation=2).decode(Codec(SOURCE, 0, generation=2).encode(3, "y"), check).seq == 3
+    with pytest.raises(StaleMessage):
+        successor.decode(successor.encode(7, "late"), check)
 
 
 def test_nothing_after_end_of_stream() -> None:

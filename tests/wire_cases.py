@@ -52,6 +52,8 @@ def bad_messages(source: str, senders: int) -> dict[str, tuple[list[bytes], str]
         "kind as string": ([h(kind="0"), msgpack.packb(1)], "kind"),
         "kind nil": ([h(kind=None), msgpack.packb(1)], "kind"),
         "seq as string": ([h(seq=str(AHEAD)), msgpack.packb(1)], "seq"),
+        "generation as string": ([h(1, 0, AHEAD, source, 0, "1"), msgpack.packb(1)], "generation"),
+        "generation negative": ([h(1, 0, AHEAD, source, 0, -1), msgpack.packb(1)], "generation"),
         "seq float": ([h(seq=float(AHEAD)), msgpack.packb(1)], "seq"),
         "seq true": ([h(seq=True), msgpack.packb(1)], "seq"),
         "seq negative": ([h(seq=-1), msgpack.packb(1)], "seq"),

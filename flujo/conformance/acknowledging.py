@@ -338,13 +338,17 @@ def replays(bench: Bench, checks: Checks, window: float) -> None:
 
 
 def successor_takes(bench: Bench, reader: Reader, count: int, send: Iterable[int] | None) -> list[int] | None:
-    """The reader's process ends, the launcher publishes ``exited``, its successor binds the same
-    endpoint and (9.3) takes nothing before the node's REPLAY marker; then ``send`` (for a
+    """The reader's process ends, its successor binds the same endpoint, the launcher publishes
+    ``exited``, and the successor (9.3) takes nothing before the node's REPLAY marker; then ``send`` (for a
     processor) goes in. Returns the seqs that came behind the marker (at least ``count`` unless a
     clause timeout passed), None without a marker."""
     before = len(reader.messages)
-    bench.publish(Control.EXITED, reader.edge.target, reader.index)
+    # A real reader's connections close when its process dies, before the launcher can say so.
+    # The bench's socket closes in the background: only once the node has connected to the
+    # successor's socket is the old connection surely gone, so "exited" goes out after that (else
+    # what the node sends at once, its REPLAY marker included, could go into the closing one).
     reader.rebind(bench.context, bench.timeout)
+    bench.publish(Control.EXITED, reader.edge.target, reader.index)
     reader.cap = None  # what the dead process's pipe still held may come first: taken, then ignored
     if send is not None:
         send_items(bench, send)
