@@ -22,7 +22,7 @@ from typing import Any
 import zmq
 
 from flujo.acks import Retention
-from flujo.batching import BATCH_ITEMS, Batch
+from flujo.batching import BATCH_ITEMS, BATCH_PREFIX, Batch
 from flujo.config import OutputConfig
 from flujo.holds import Holds
 from flujo.pausing import PauseDecisions
@@ -369,7 +369,7 @@ class OutputEdge:
     def _deal_single(self, frames: list[Any], seq: int, batchable: bool) -> bool:
         batch = self.batch
         if batch is not None:
-            if batchable and not self._held and batch.accepts(seq):
+            if batchable and not self._held and batch.accepts(seq, frames[1]):
                 batch.add(frames[1])
                 self.pauses.last_seq = seq
                 self.last_reader = 0
@@ -387,7 +387,7 @@ class OutputEdge:
                 self._keep(0, frames, 1, seq)
                 self.sent += 1
             except zmq.Again:  # the reader is busy: start a batch
-                self.batch = Batch(seq, frames[1], time.monotonic())
+                self.batch = Batch(seq, frames[1], time.monotonic(), self.config.max_message - BATCH_PREFIX)
             return True
         return self._send_blocking(frames, 1, seq)
 

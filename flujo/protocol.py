@@ -151,8 +151,11 @@ class Codec:
         return [self.header(MessageKind.DATA, seq), body, *self._buffers]
 
     def batch(self, first_seq: int, bodies: list[bytes]) -> list[bytes]:
-        """One message carrying the items whose encoded bodies are given (no arrays), in order."""
+        """One message carrying the items whose encoded bodies are given (no arrays), in order:
+        a BATCH, or the DATA message of a lone item."""
         count = len(bodies)
+        if count == 1:
+            return [self.header(MessageKind.DATA, first_seq), bodies[0]]
         prefix = bytes((0x90 | count,)) if count < 16 else b"\xdc" + count.to_bytes(2, "big")  # msgpack array
         return [self.header(MessageKind.BATCH, first_seq), prefix + b"".join(bodies)]
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
+import msgpack
 import pytest
 import zmq
 
@@ -131,3 +133,42 @@ def test_the_newest_item_goes_before_the_end_of_stream(context: zmq.Context) -> 
     ended += received(socket)
     assert [kind for kind, _, _ in ended][-1] is MessageKind.EOS
     assert [seq for kind, seq, _ in ended if kind is MessageKind.DATA][-1] == 19
+
+
+@pytest.mark.timeout(20)
+def test_a_batch_stays_within_the_readers_frame_limit(context: zmq.Context, tmp_path: Path) -> None:
+    """A reader that accepts frames of 4 KB at most (max_message) drops a larger one with its
+    connection: a batch of 1 KB items goes before a fifth one would take it past 4 KB."""
+    endpoint = f"ipc://{tmp_path}/in"
+    socket = context.socket(zmq.PULL)
+    socket.rcvhwm, socket.maxmsgsize = 1, 4096
+    socket.bind(endpoint)
+    config = OutputConfig(port="out", target="down", target_port="in", endpoints=(endpoint,), hwm=1, max_message=4096)
+    out, codec = OutputEdge(context, config, lambda node, port, replica: False, Codec("me", 0), Holds()), Codec("me", 0)
+    dealt = 0
+
+    def deal() -> None:
+        nonlocal dealt
+        out.deal(codec.encode(dealt, {"i": dealt, "pad": "x" * 1000}), dealt, batchable=True)
+        dealt += 1
+
+    while out.batch is None or len(out.batch.bodies) < 4:  # nothing read: the socket fills, a batch forms
+        deal()
+        assert dealt < 2000
+    items: list[int] = []
+    largest = 0
+
+    def read() -> None:
+        nonlocal largest
+        while socket.poll(1000):
+            header, body = socket.recv_multipart()
+            largest = max(largest, len(body))
+            kind, seq = msgpack.unpackb(header)[1:3]
+            items.extend(range(seq, seq + (len(msgpack.unpackb(body)) if kind == MessageKind.BATCH else 1)))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    deal()  # it does not fit: the batch goes first
+    out.flush()
+    thread.join(15)
+    assert largest <= 4096 and items == list(range(dealt))

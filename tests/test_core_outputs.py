@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import pytest
 
-from flujo.batching import BATCH_BYTES, BATCH_ITEMS, Batch
+from flujo.batching import BATCH_BYTES, BATCH_ITEMS, BATCH_PREFIX, Batch
 from flujo.holds import Holds
 from flujo.pausing import HOLD_BACK_BYTES, PauseDecisions
+from flujo.protocol import Codec, MessageKind
 
 TARGET = "down"
 
@@ -150,7 +152,7 @@ def test_may_hold_back(name: str, aligned: bool, limit: int | None, drained: boo
 
 def test_a_batch_takes_consecutive_items_until_full() -> None:
     batch = Batch(5, b"x", since=1.0)
-    assert batch.accepts(6) and not batch.accepts(7) and not batch.accepts(5)
+    assert batch.accepts(6, b"x") and not batch.accepts(7, b"x") and not batch.accepts(5, b"x")
     for _ in range(BATCH_ITEMS - 2):
         batch.add(b"x")
     assert not batch.full and batch.last_seq == 5 + BATCH_ITEMS - 2
@@ -163,3 +165,20 @@ def test_a_batch_is_full_by_size() -> None:
     assert not batch.full
     batch.add(b"y")
     assert batch.full and len(batch.bodies) == 2
+
+
+def test_a_batch_stays_within_the_readers_frame_limit() -> None:
+    batch = Batch(0, b"x" * 3000, since=0.0, max_bytes=4096 - BATCH_PREFIX)
+    assert not batch.accepts(1, b"y" * 1094)  # 4094 bytes and the array's header: over 4096
+    assert batch.accepts(1, b"y" * 1093)
+    batch.add(b"y" * 1093)
+    assert batch.full  # exactly at the limit
+    assert len(Codec("a", 0).batch(0, batch.bodies)[1]) <= 4096  # the frame the reader gets
+
+
+def test_a_lone_item_of_a_batch_goes_as_a_data_message() -> None:
+    codec = Codec("a", 0)
+    header, body = codec.batch(7, [b"\x01"])
+    assert msgpack.unpackb(header)[1:3] == [MessageKind.DATA, 7] and body == b"\x01"
+    header, body = codec.batch(7, [b"\x01", b"\x02"])
+    assert msgpack.unpackb(header)[1:3] == [MessageKind.BATCH, 7] and msgpack.unpackb(body) == [1, 2]

@@ -71,8 +71,9 @@ def test_other_protocol_versions_are_refused_clearly() -> None:
 
 
 def test_header_may_grow_without_breaking_readers() -> None:
+    # The sixth field is the sender's generation (section 3); fields after it are ignored.
     codec = Codec("n", 0)
-    header = msgpack.packb([1, 0, 3, "x", 2, "a future field"])
+    header = msgpack.packb([1, 0, 3, "x", 2, 0, "a future field"])
     assert codec.decode([header, msgpack.packb("item")]).item == "item"
 
 
