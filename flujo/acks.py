@@ -244,14 +244,48 @@ class MergeNumbering:
     ) -> None:
         self._log: deque[tuple[int, Hashable, int]] = deque()  # (output seq, port, input seq), in order
         self._logged: dict[tuple[Hashable, int], int] = {}  # restored entries: (port, input seq) -> output seq
+        self._restored: deque[tuple[int, Hashable, int]] = deque()  # restored entries still to come, in order
         self.next_out = next_out
-        for out, port, seq in log:
-            self._log.append((out, port, seq))
-            self._logged[(port, seq)] = out
-            self.next_out = max(self.next_out, out + 1)
         # Per port, the highest input whose output was acknowledged downstream: a replay of it
         # (its sender had not heard the merge's own acknowledgement yet) is done already.
         self._acked_in: dict[Hashable, int] = dict(acked_in or {})
+        for out, port, seq in log:
+            self.next_out = max(self.next_out, out + 1)
+            if seq <= self._acked_in.get(port, -1):
+                continue  # done: its sender was told so and will not replay it
+            self._log.append((out, port, seq))
+            self._logged[(port, seq)] = out
+            self._restored.append((out, port, seq))
+
+    @property
+    def replaying(self) -> bool:
+        """Restored entries wait for their inputs: outputs must go in their logged order."""
+        restored = self._restored
+        while restored and (restored[0][1], restored[0][2]) not in self._logged:
+            restored.popleft()
+        return bool(restored)
+
+    def next_logged(self) -> tuple[Hashable, int]:
+        """The (port, input seq) whose logged output comes next (while :attr:`replaying`)."""
+        _out, port, seq = self._restored[0]
+        return port, seq
+
+    def skip_logged(self) -> None:
+        """The next logged input will not come (flujo/merge_replay.py): give up its number."""
+        _out, port, seq = self._restored.popleft()
+        self._logged.pop((port, seq), None)
+
+    def acked_through(self, port: Hashable) -> int:
+        """The highest input of ``port`` whose output is done downstream (-1: none)."""
+        return self._acked_in.get(port, -1)
+
+    def numbered_through(self) -> dict[Hashable, int]:
+        """Per port, the highest input numbered (or done): a graceful hand-over passed them all on."""
+        through = dict(self._acked_in)
+        for _out, port, seq in self._log:
+            if seq > through.get(port, -1):
+                through[port] = seq
+        return through
 
     def number(self, port: Hashable, seq: int) -> int | None:
         """The output sequence number of input ``seq`` of ``port``: as logged, or the next one;
@@ -260,6 +294,8 @@ class MergeNumbering:
             return None
         out = self._logged.pop((port, seq), None)
         if out is not None:
+            if self._restored and self._restored[0][1:] == (port, seq):
+                self._restored.popleft()
             return out
         out = self.next_out
         self.next_out += 1

@@ -18,11 +18,13 @@ and exits once the launcher says every reader has it (docs/PROTOCOL.md, section 
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, cast
 
 import msgpack
@@ -37,6 +39,7 @@ from flujo.control import ControlChannel
 from flujo.curve import FlowContext, KeyPair
 from flujo.inputs import SKIP, WAIT, Drained, InputPort, Join, bind_pull
 from flujo.joins import Step
+from flujo.merge_log import MergeLog
 from flujo.outputs import END_SEQ, OutputEdge
 from flujo.port_queue import PortQueue
 from flujo.protocol import POLLIN, Codec, Message, MessageKind, Status
@@ -87,6 +90,7 @@ class NodeRuntime:
         self._summary: dict[str, Any] | None = None  # what the node reports at its end
         self.inbox: AckInbox | None = None  # lossless outputs' acknowledgements (section 9.2)
         self._outboxes: list[AckOutbox] = []  # lossless inputs' acknowledgements
+        self.merge_log: MergeLog | None = None  # a lossless merge's numbering (section 9.5)
         self._retentions: list[Retention] = []
         self._processed = -1  # the highest sequence number this replica finished (lossless inputs)
         self._snapshots: Snapshots | None = None  # user code with snapshot()/restore() (section 9.6)
@@ -219,13 +223,28 @@ class NodeRuntime:
         if config.generation:
             for edge in self.edges:
                 edge.announce()
+        if config.merge_log and self._outboxes:  # a lossless merge numbers through its log (9.5)
+            self.merge_log = MergeLog(Path(config.merge_log), [port.name for port in self.ports])
+            if self.merge_log.refused is not None:
+                print(f"{self.merge_log.refused}: numbering afresh", file=sys.stderr, flush=True)
+            for port in self.ports:  # logged before its senders may forget it: no successor waits for it
+                if port.outbox is not None:
+                    port.outbox.before_send = functools.partial(self.merge_log.record, port.name)
 
     def _acknowledge(self) -> None:
         """What is done end to end goes to the senders, batched: a consumer's items once
-        consumed, a processor's once its readers acknowledged the results (section 9.2)."""
+        consumed, a processor's once its readers acknowledged the results (section 9.2); a
+        merge's, per port, once the outputs numbered for them are (section 9.5)."""
         through = self._processed
         if self._retentions:
             through = done_through(through, self._lowest_undone())
+        merge_log = self.merge_log
+        if merge_log is not None:
+            acked = merge_log.acknowledge(through)
+            for port in self.ports:
+                if port.outbox is not None:
+                    port.outbox.done(acked.get(port.name, -1))
+            return
         for outbox in self._outboxes:
             outbox.done(through)
 
@@ -235,6 +254,14 @@ class NodeRuntime:
         here: a node without ``snapshot()`` keeps the plain acknowledgement, at no cost per item."""
         snapshot, restore = getattr(node, "snapshot", None), getattr(node, "restore", None)
         if not self._outboxes or snapshot is None or restore is None:
+            return
+        if self.merge_log is not None:  # its acknowledgements go per port, through its log (9.5)
+            print(
+                f"{type(node).__name__}: a merge's snapshot() is not restored yet (PROTOCOL 9.5): "
+                "after a crash its state starts afresh",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         through = -1
         if self.config.restore_state is not None:
@@ -398,6 +425,7 @@ class NodeRuntime:
     def _consume_inputs(self, node: Node) -> None:
         lifecycle = self.lifecycle
         join = Join(self.ports, self.config.join, self)
+        join.numbering = self.merge_log
         call = self._calling_convention(node)
         emits = self.config.kind == NodeKind.PROCESSOR
         skip_errors = self.config.on_error == ErrorPolicy.SKIP
@@ -442,8 +470,11 @@ class NodeRuntime:
             if self._outboxes:
                 self._processed = seq
                 if not self._retentions:  # a consumer: done once consumed
-                    for outbox in self._outboxes:
-                        outbox.done(seq)
+                    if self.merge_log is not None:
+                        self._acknowledge()
+                    else:
+                        for outbox in self._outboxes:
+                            outbox.done(seq)
                 # A processor's results are kept below it: its own acknowledgement moves when
                 # theirs come in (_take_acks, between items and before waiting), not per item.
             step = items = result = None  # the arrays of this item: their shared memory may go back
@@ -470,6 +501,8 @@ class NodeRuntime:
             # Everything it processed goes to its readers before the pause: its successor goes on from it.
             packed = pack_state(self._snapshot(), self.config.label)
             self.control.report(Status.SNAPSHOT, [self._processed, packed])
+        if self.merge_log is not None:
+            self.merge_log.hand_over()
         readers = []
         for edge in self.edges:
             for index in edge.pause_all():
