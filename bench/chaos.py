@@ -3,6 +3,7 @@ check that every item reached the consumer exactly once and in order (docs/PROTO
 
     python -m bench.chaos --runs 10 --seconds 60              # one replica at a time
     python -m bench.chaos --runs 10 --seconds 60 --together 2  # two at once
+    python -m bench.chaos --victims mix,pair,letters,sink      # the merge, its senders, its reader
 
 The flow: ``numbers`` (a producer that resumes) feeds ``spread`` (two replicas that finish out
 of order) and ``squares``; the zip ``pair`` adds them (i + i * i); the merge ``mix`` takes
@@ -153,9 +154,10 @@ def run(
     merge: bool = True,
     seed: int | None = None,
     victims_in_turn: list[list[str]] | None = None,
+    among: list[str] | None = None,
 ) -> Outcome:
     """One chaos run: kills for ``seconds`` (``together`` replicas at a time, chosen at random,
-    or ``victims_in_turn``), then let the flow end."""
+    or ``victims_in_turn``; ``among``: only these replicas), then let the flow end."""
     chance = random.Random(seed)
     outcome = Outcome()
     n = int(seconds * RATE * 1.2)  # the stream outlasts the kills
@@ -178,7 +180,11 @@ def run(
             end = time.monotonic() + seconds
             while time.monotonic() < end and launcher.poll() is None:
                 time.sleep(chance.uniform(2.0, 3.0))  # the chaos schedule, not a synchronisation
-                replicas = {label: r for label, r in _status(name, env).items() if r.get("pid")}
+                replicas = {
+                    label: r
+                    for label, r in _status(name, env).items()
+                    if r.get("pid") and (among is None or label in among)
+                }
                 if launcher.poll() is not None:
                     break
                 if len(replicas) < together:
@@ -187,18 +193,30 @@ def run(
                     victims = victims_in_turn[len(killed) % len(victims_in_turn)]
                 else:
                     victims = chance.sample(sorted(replicas), together)
-                at = time.time()
+                at, gone = time.time(), []
                 for label in victims:
-                    os.kill(replicas[label]["pid"], signal.SIGKILL)
-                killed.append(([(label, replicas[label]["pid"]) for label in victims], at))
-            _, stderr = launcher.communicate(timeout=max(60.0, seconds))
+                    try:
+                        os.kill(replicas[label]["pid"], signal.SIGKILL)
+                        gone.append((label, replicas[label]["pid"]))
+                    except ProcessLookupError:
+                        pass  # it ended meanwhile (its stream, or its own restart): not a kill
+                if gone:
+                    killed.append((gone, at))
+            try:
+                _, stderr = launcher.communicate(timeout=max(60.0, seconds))
+            except subprocess.TimeoutExpired:  # a hang, or a machine too loaded: say which nodes stand
+                stuck = {
+                    label: {key: r.get(key) for key in ("state", "items_in", "items_out", "restarts")}
+                    for label, r in _status(name, env).items()
+                }
+                outcome.errors.append(f"the flow did not end {max(60.0, seconds):.0f} s after the kills: {stuck}")
         finally:
             if launcher.poll() is None:
                 os.killpg(launcher.pid, signal.SIGKILL)
                 launcher.wait()
                 stderr = "(killed: the flow did not end)"
         outcome.exit_code = launcher.returncode
-        if launcher.returncode != 0:
+        if launcher.returncode != 0 and not outcome.errors:
             outcome.errors.append(f"the launcher exited with {launcher.returncode}: {stderr[-2000:]}")
         for victims, at in killed:
             times = [_first_after(folder / f"marks.{label.split('.')[0]}", at, pid) for label, pid in victims]
@@ -221,11 +239,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to keep killing, per run")
     parser.add_argument("--together", type=int, default=1, help="replicas killed at once")
     parser.add_argument("--no-merge", action="store_true", help="leave the merge and its second producer out")
+    parser.add_argument("--victims", help="kill only these replicas (comma-separated labels, e.g. mix,pair,letters)")
     options = parser.parse_args()
     recoveries: list[float] = []
     passed = 0
     for index in range(options.runs):
-        outcome = run(options.seconds, options.together, not options.no_merge, seed=index)
+        among = options.victims.split(",") if options.victims else None
+        outcome = run(options.seconds, options.together, not options.no_merge, seed=index, among=among)
         passed += outcome.ok
         times = [t for _, t in outcome.kills if t == t]
         recoveries += times

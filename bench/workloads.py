@@ -49,6 +49,11 @@ def _systems(names: list[str]) -> list[Variant]:
         "flujo-inline": Variant("flujo inline", flujo_chain.run_chain, {"shm": False}),
         # Acknowledged, kept and replayable edges (docs/PROTOCOL.md 9): the cost of losing nothing on a crash.
         "flujo-lossless": Variant("flujo lossless", flujo_chain.run_chain, {"shm": False, "lossless": True}),
+        # The same with arrays in shared memory: each message's slot is kept until acknowledged.
+        "flujo-lossless-shm": Variant("flujo lossless shm", flujo_chain.run_chain, {"lossless": True}),
+        "flujo-lossless-born": Variant(
+            "flujo lossless born in shm", flujo_chain.run_chain, {"lossless": True}, cfg={"shm_born": True}
+        ),
         "flujo-tcp": Variant("flujo-tcp", flujo_chain.run_chain, {"transport": "tcp"}),  # CURVE, the default
         "flujo-tcp-plain": Variant("flujo-tcp-plain", flujo_chain.run_chain, {"transport": "tcp", "insecure": True}),
         "raw-ipc": Variant("pyzmq-ipc", raw_zmq.run_chain, {"transport": "ipc"}),
@@ -135,6 +140,7 @@ class Frames(Workload):
     what = (
         "one preallocated frame sent again and again, in a dict {'i': i, 'frame': array}; \"flujo\" "
         'copies it into shared memory per item, "flujo born in shm" preallocates it in a frame buffer, '
+        '"lossless" rows acknowledge and keep each slot until acknowledged (lossless = true), '
         '"flujo inline" turns shared memory off (shm = false); CPU: user + system ms per frame in each process'
     )
 
@@ -143,11 +149,13 @@ class Frames(Workload):
 
     def variants(self) -> list[Variant]:
         names = (
-            ["flujo", "flujo-born", "flujo-inline", "raw-ipc"]
+            ["flujo", "flujo-born", "flujo-lossless-shm", "flujo-lossless-born", "flujo-inline", "raw-ipc"]
             if self.quick
             else [
                 "flujo",
                 "flujo-born",
+                "flujo-lossless-shm",
+                "flujo-lossless-born",
                 "flujo-inline",
                 "flujo-lossless",
                 "flujo-tcp",

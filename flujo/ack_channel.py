@@ -13,7 +13,7 @@ sockets do (section 11).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import zmq
 
@@ -45,8 +45,9 @@ class AckInbox:
         self.taken = 0
 
     def take(self) -> list[Kept]:
-        """Apply every acknowledgement already received; returns what they freed (its shared
-        memory goes back). A malformed or forged one is refused: counted, logged, nothing freed."""
+        """Apply every acknowledgement already received; returns what they freed (shared-memory
+        slots follow the retentions' floors, flujo/slot_pins.py). A malformed or forged one is
+        refused: counted, logged, nothing freed."""
         freed: list[Kept] = []
         while True:
             try:
@@ -93,6 +94,9 @@ class AckOutbox:
         # ``every`` items at most: a sender's window (2 x hwm) must not fill before an acknowledgement.
         self.batcher = AckBatcher(every)
         self._restarted = False  # a sender's successor: acknowledge again what it replays
+        # Called with the number about to be acknowledged, before it goes (a lossless merge
+        # logs it first, flujo/merge_log.py).
+        self.before_send: Callable[[int], None] | None = None
 
     def arrived(self, sender: int, seq: int) -> None:
         """A message numbered ``seq`` (a BATCH: its last item) came from that sender replica."""
@@ -132,6 +136,8 @@ class AckOutbox:
 
     def _send(self, through: int) -> None:
         """To each sender, never past what it sent here (it would refuse that)."""
+        if self.before_send is not None:
+            self.before_send(through)
         for index, socket in enumerate(self.sockets):
             seq = min(through, self.received[index])
             if seq > self._acked[index]:

@@ -44,8 +44,7 @@ class Kept:
 
     first: int
     last: int
-    frames: list[Any]
-    holds: Any = None  # shared-memory slots the message refers to: released at its acknowledgement
+    frames: list[Any]  # (shared-memory slots they name are kept apart: flujo/slot_pins.py)
     heavy: bool = False  # it carries array frames: counted against the window in messages
 
     @property
@@ -82,22 +81,22 @@ class Retention:
         """The first sequence number not yet acknowledged, or None when nothing is kept."""
         return self._kept[0].first if self._kept else None
 
-    def keep(self, first: int, last: int, frames: list[Any], holds: Any = None, heavy: bool = False) -> None:
+    def keep(self, first: int, last: int, frames: list[Any], heavy: bool = False) -> None:
         """Keep a message just sent (items ``first``..``last``); the frames are kept, not copied.
         ``heavy``: it carries arrays (memory): at most ``messages`` of those are kept."""
         if last < first or first <= self.highest_sent:
             raise ValueError(
                 f"items {first}..{last} kept after {self.highest_sent}: a sender sends in increasing order"
             )
-        self._kept.append(Kept(first, last, frames, holds, heavy))
+        self._kept.append(Kept(first, last, frames, heavy))
         self.items += last - first + 1
         self.heavy += heavy
         self.highest_sent = last
 
     def acknowledge(self, seq: int) -> list[Kept]:
-        """Everything up to ``seq`` is done: drop it and return what was dropped (to release its
-        shared memory). A stale acknowledgement (not past the last one) drops nothing. Raises
-        ProtocolError for one past anything sent: nothing is freed for it."""
+        """Everything up to ``seq`` is done: drop it and return what was dropped. A stale
+        acknowledgement (not past the last one) drops nothing. Raises ProtocolError for one
+        past anything sent: nothing is freed for it."""
         if seq > self.highest_sent:
             raise ProtocolError("ack", f"acknowledges {seq}, past {self.highest_sent}, the last item sent")
         if seq <= self.acked:
@@ -245,14 +244,48 @@ class MergeNumbering:
     ) -> None:
         self._log: deque[tuple[int, Hashable, int]] = deque()  # (output seq, port, input seq), in order
         self._logged: dict[tuple[Hashable, int], int] = {}  # restored entries: (port, input seq) -> output seq
+        self._restored: deque[tuple[int, Hashable, int]] = deque()  # restored entries still to come, in order
         self.next_out = next_out
-        for out, port, seq in log:
-            self._log.append((out, port, seq))
-            self._logged[(port, seq)] = out
-            self.next_out = max(self.next_out, out + 1)
         # Per port, the highest input whose output was acknowledged downstream: a replay of it
         # (its sender had not heard the merge's own acknowledgement yet) is done already.
         self._acked_in: dict[Hashable, int] = dict(acked_in or {})
+        for out, port, seq in log:
+            self.next_out = max(self.next_out, out + 1)
+            if seq <= self._acked_in.get(port, -1):
+                continue  # done: its sender was told so and will not replay it
+            self._log.append((out, port, seq))
+            self._logged[(port, seq)] = out
+            self._restored.append((out, port, seq))
+
+    @property
+    def replaying(self) -> bool:
+        """Restored entries wait for their inputs: outputs must go in their logged order."""
+        restored = self._restored
+        while restored and (restored[0][1], restored[0][2]) not in self._logged:
+            restored.popleft()
+        return bool(restored)
+
+    def next_logged(self) -> tuple[Hashable, int]:
+        """The (port, input seq) whose logged output comes next (while :attr:`replaying`)."""
+        _out, port, seq = self._restored[0]
+        return port, seq
+
+    def skip_logged(self) -> None:
+        """The next logged input will not come (flujo/merge_replay.py): give up its number."""
+        _out, port, seq = self._restored.popleft()
+        self._logged.pop((port, seq), None)
+
+    def acked_through(self, port: Hashable) -> int:
+        """The highest input of ``port`` whose output is done downstream (-1: none)."""
+        return self._acked_in.get(port, -1)
+
+    def numbered_through(self) -> dict[Hashable, int]:
+        """Per port, the highest input numbered (or done): a graceful hand-over passed them all on."""
+        through = dict(self._acked_in)
+        for _out, port, seq in self._log:
+            if seq > through.get(port, -1):
+                through[port] = seq
+        return through
 
     def number(self, port: Hashable, seq: int) -> int | None:
         """The output sequence number of input ``seq`` of ``port``: as logged, or the next one;
@@ -261,6 +294,8 @@ class MergeNumbering:
             return None
         out = self._logged.pop((port, seq), None)
         if out is not None:
+            if self._restored and self._restored[0][1:] == (port, seq):
+                self._restored.popleft()
             return out
         out = self.next_out
         self.next_out += 1

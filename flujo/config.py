@@ -100,6 +100,7 @@ class NodeConfig:
     protocol: int = 1
     shm_run: str = ""  # the flow run's id, in its shared-memory segment names ("" : no shared memory)
     ack_endpoint: str = ""  # where this replica binds its acknowledgement socket (lossless outputs, 9.2)
+    merge_log: str = ""  # a lossless merge: the file its numbering is logged in (9.5)
     shm_release: str = ""  # where this replica binds its release socket (it has shared-memory outputs)
     shm_owners: dict[str, str] = field(default_factory=dict)  # "node.replica" -> release endpoint, for
     # every replica whose segments may reach this one (also through processors that send arrays on)

@@ -9,11 +9,13 @@ than a poll and a failed receive per item.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from flujo.merge_replay import ReplayAction, replay_action
 from flujo.port_queue import PortQueue
-from flujo.protocol import NOBLOCK, MessageKind
+from flujo.protocol import NOBLOCK, Message, MessageKind
 from flujo.vocab import zips_several
 
 #: Returned by a join for a sequence number that carries no item (filtered upstream).
@@ -44,6 +46,9 @@ class JoinView(Protocol):
         """A held zip: the sequence number its senders pause after, once agreed."""
 
 
+_REPLAYED = object()  # a merge's successor has taken every input its predecessor numbered
+
+
 class Join:
     """Turns the ports' streams into calls: ``next()`` gives (seq, port, items), None at the end, or WAIT.
 
@@ -59,6 +64,11 @@ class Join:
         self._view = view
         self._zip = zips_several(mode, len(self.ports))
         self._merge_seq = 0
+        # A lossless merge numbers through its log (flujo/merge_log.py, section 9.5): a replay
+        # gets the numbers its predecessor gave, and a skipped input is numbered too (a SKIP
+        # goes on for it), so every input's output can be acknowledged in order.
+        self.numbering: Any = None
+        self._deferred: deque[tuple[str, Message]] = deque()  # see flujo/merge_replay.py, DEFER
         self._turn = 0  # merge: which port to look at first, for fairness
         self.waiting_on: list[PortQueue] = []  # after WAIT: the ports whose input is needed
 
@@ -86,6 +96,49 @@ class Join:
             return False
         return True
 
+    def _next_replayed(self, numbering: Any) -> Step | object | None:
+        """A lossless merge's successor: the inputs its predecessor numbered come first, in
+        their logged order, whatever order their replays arrive in (its readers drop a number
+        lower than one they already have); flujo/merge_replay.py decides on each port's head.
+        _REPLAYED once none is left."""
+        by_name = {port.name: port for port in self.ports}
+        while numbering.replaying:
+            name, logged = numbering.next_logged()
+            port = by_name[name]
+            ended = False
+            if not port.ready and port.outbox is not None:
+                filled = self._lacking(port)
+                if filled is False:
+                    return WAIT
+                ended = filled is None
+            head = port.ready[0].seq if port.ready else None
+            lossless = port.outbox is not None
+            action = replay_action(logged, head, ended, numbering.acked_through(name), lossless)
+            if action is ReplayAction.WAIT:
+                self.waiting_on = [port]
+                return WAIT
+            if action is ReplayAction.GIVE_UP:
+                numbering.skip_logged()
+                continue
+            message = port.ready.popleft()
+            if action is ReplayAction.DEFER:
+                self._deferred.append((name, message))
+            elif action is ReplayAction.TAKE:
+                taken = self._number(numbering, name, message)
+                if taken is not None:
+                    return taken
+            # DONE: acknowledged downstream already; acknowledged again, no more
+        return _REPLAYED
+
+    def _number(self, numbering: Any, name: str, message: Message) -> Step | None:
+        """A lossless merge's output for ``message``: numbered through the log, on disk before it
+        goes; None for one done downstream already (a replay: acknowledged again, no more)."""
+        out = numbering.number(name, message.seq)
+        if out is None:
+            return None
+        numbering.flush()
+        return out, name, SKIP if message.kind is MessageKind.SKIP else [message.item]
+
     def _next_single(self) -> Step | object | None:
         port = self.ports[0]
         port.refresh()
@@ -100,6 +153,17 @@ class Join:
         ports = self.ports
         for port in ports:
             port.refresh()
+        numbering = self.numbering
+        if numbering is not None:
+            if numbering.replaying:
+                step = self._next_replayed(numbering)
+                if step is not _REPLAYED:
+                    return step
+            while self._deferred:
+                name, message = self._deferred.popleft()
+                taken = self._number(numbering, name, message)
+                if taken is not None:
+                    return taken
         while True:
             count = len(ports)
             for offset in range(count):
@@ -107,6 +171,11 @@ class Join:
                 if port.ready:
                     self._turn = (self._turn + offset + 1) % count
                     message = port.ready.popleft()
+                    if numbering is not None:
+                        taken = self._number(numbering, port.name, message)
+                        if taken is None:
+                            break
+                        return taken
                     if message.kind is MessageKind.SKIP:
                         break  # the merged stream numbers its own items: a gap means nothing here
                     seq, self._merge_seq = self._merge_seq, self._merge_seq + 1

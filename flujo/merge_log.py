@@ -40,6 +40,9 @@ _ACKED = struct.Struct("<q")
 _BODY = struct.Struct("<QIQ")
 _CRC = struct.Struct("<I")
 ENTRY_SIZE = _BODY.size + _CRC.size
+#: An entry with this output number records an acknowledgement instead: every input up to
+#: ``seq`` of that port is done, and the merge may have told its sender so.
+ACK_RECORD = (1 << 64) - 1
 #: Rewrite the file once this many of its entries are acknowledged downstream.
 ROTATE_AFTER = 4096
 
@@ -89,6 +92,10 @@ def decode(data: bytes, ports: int) -> Recovered:
         body = data[pos : pos + _BODY.size]
         (crc,) = _CRC.unpack_from(data, pos + _BODY.size)
         out, port, seq = _BODY.unpack(body)
+        if crc == zlib.crc32(body) and port < ports and out == ACK_RECORD:
+            recovered.acked_in[port] = max(recovered.acked_in[port], seq)
+            pos += ENTRY_SIZE
+            continue
         # Outputs are logged in increasing order: anything else is damage, not a numbering.
         if crc != zlib.crc32(body) or port >= ports or out <= last_out:
             break
@@ -113,6 +120,7 @@ class MergeLog:
         self._rotate_after = rotate_after
         self._acked_in_file = 0  # entries in the file acknowledged downstream since it was written
         self._pending = bytearray()
+        self._recorded: dict[Hashable, int] = {}  # per port, the last acknowledgement recorded
         self.recovered: Recovered | None = None
         self.refused: str | None = None
         try:
@@ -144,6 +152,20 @@ class MergeLog:
             self._pending += encode_entry(out, self._index[port], seq)
         return out
 
+    # The successor's replay, in logged order (flujo/merge_replay.py): as the numbering's.
+    @property
+    def replaying(self) -> bool:
+        return self.numbering.replaying
+
+    def next_logged(self) -> tuple[Hashable, int]:
+        return self.numbering.next_logged()
+
+    def skip_logged(self) -> None:
+        self.numbering.skip_logged()
+
+    def acked_through(self, port: str) -> int:
+        return self.numbering.acked_through(port)
+
     def flush(self) -> None:
         """Write what was numbered since the last flush; call before sending those outputs."""
         if self._pending:
@@ -159,6 +181,20 @@ class MergeLog:
             self.flush()
             self._rewrite()
         return acked
+
+    def record(self, port: str, seq: int) -> None:
+        """Inputs of ``port`` up to ``seq`` are about to be acknowledged to their senders, which
+        then forget them: on disk first, so that a successor does not wait for their replay."""
+        if seq > self._recorded.get(port, -1):
+            self._recorded[port] = seq
+            self._pending += encode_entry(ACK_RECORD, self._index[port], seq)
+            self.flush()
+
+    def hand_over(self) -> None:
+        """A graceful hand-over: every input numbered went downstream and its senders freed it
+        at their pause markers, so the successor waits for none of them."""
+        for port, seq in self.numbering.numbered_through().items():
+            self.record(port, seq)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Flush and close the file (it stays for a successor; the launcher removes the run folder)."""

@@ -120,7 +120,7 @@ class OutputEdge:
         retentions = self.retentions
         if retentions is not None and items:
             retention = retentions[index]
-            retention.keep(last - items + 1, last, frames, None, len(frames) > 2)
+            retention.keep(last - items + 1, last, frames, heavy=len(frames) > 2)
             if retention.full:
                 self._forget_oldest(index, retention)
 

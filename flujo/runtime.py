@@ -18,11 +18,13 @@ and exits once the launcher says every reader has it (docs/PROTOCOL.md, section 
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, cast
 
 import msgpack
@@ -32,12 +34,13 @@ from flujo.ack_channel import AckInbox, AckOutbox
 from flujo.acks import ACK_EVERY_ITEMS, Retention, done_through
 from flujo.api import Node, Outputs
 from flujo.closing import CloseReason, closer
-from flujo.config import NodeConfig
+from flujo.config import NodeConfig, OutputConfig
 from flujo.control import ControlChannel
 from flujo.curve import FlowContext, KeyPair
 from flujo.inputs import SKIP, WAIT, Drained, InputPort, Join, bind_pull
 from flujo.joins import Step
-from flujo.outputs import OutputEdge
+from flujo.merge_log import MergeLog
+from flujo.outputs import END_SEQ, OutputEdge
 from flujo.port_queue import PortQueue
 from flujo.protocol import POLLIN, Codec, Message, MessageKind, Status
 from flujo.shm import SharedMemoryReader, SlotPool, install
@@ -87,6 +90,7 @@ class NodeRuntime:
         self._summary: dict[str, Any] | None = None  # what the node reports at its end
         self.inbox: AckInbox | None = None  # lossless outputs' acknowledgements (section 9.2)
         self._outboxes: list[AckOutbox] = []  # lossless inputs' acknowledgements
+        self.merge_log: MergeLog | None = None  # a lossless merge's numbering (section 9.5)
         self._retentions: list[Retention] = []
         self._processed = -1  # the highest sequence number this replica finished (lossless inputs)
         self._snapshots: Snapshots | None = None  # user code with snapshot()/restore() (section 9.6)
@@ -174,7 +178,9 @@ class NodeRuntime:
             for edge in self.edges:
                 edge.close(linger_ms=1000)
             if self.pool is not None:
-                self.pool.close()  # what is in flight is lost with this process (at most once)
+                # What is in flight is lost with this process (at most once), unless its edges
+                # are lossless: their readers must still map it; the launcher unlinks it later.
+                self.pool.close(unlink=not any(edge.retentions is not None for edge in self.edges))
             return 1
         self._release_ports(*(port.name for port in self.ports))
         # Also after a failure: what this node already sent must reach its readers.
@@ -217,13 +223,28 @@ class NodeRuntime:
         if config.generation:
             for edge in self.edges:
                 edge.announce()
+        if config.merge_log and self._outboxes:  # a lossless merge numbers through its log (9.5)
+            self.merge_log = MergeLog(Path(config.merge_log), [port.name for port in self.ports])
+            if self.merge_log.refused is not None:
+                print(f"{self.merge_log.refused}: numbering afresh", file=sys.stderr, flush=True)
+            for port in self.ports:  # logged before its senders may forget it: no successor waits for it
+                if port.outbox is not None:
+                    port.outbox.before_send = functools.partial(self.merge_log.record, port.name)
 
     def _acknowledge(self) -> None:
         """What is done end to end goes to the senders, batched: a consumer's items once
-        consumed, a processor's once its readers acknowledged the results (section 9.2)."""
+        consumed, a processor's once its readers acknowledged the results (section 9.2); a
+        merge's, per port, once the outputs numbered for them are (section 9.5)."""
         through = self._processed
         if self._retentions:
             through = done_through(through, self._lowest_undone())
+        merge_log = self.merge_log
+        if merge_log is not None:
+            acked = merge_log.acknowledge(through)
+            for port in self.ports:
+                if port.outbox is not None:
+                    port.outbox.done(acked.get(port.name, -1))
+            return
         for outbox in self._outboxes:
             outbox.done(through)
 
@@ -233,6 +254,14 @@ class NodeRuntime:
         here: a node without ``snapshot()`` keeps the plain acknowledgement, at no cost per item."""
         snapshot, restore = getattr(node, "snapshot", None), getattr(node, "restore", None)
         if not self._outboxes or snapshot is None or restore is None:
+            return
+        if self.merge_log is not None:  # its acknowledgements go per port, through its log (9.5)
+            print(
+                f"{type(node).__name__}: a merge's snapshot() is not restored yet (PROTOCOL 9.5): "
+                "after a crash its state starts afresh",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         through = -1
         if self.config.restore_state is not None:
@@ -277,6 +306,23 @@ class NodeRuntime:
             inbox.take()
             if self._outboxes:  # a processor: what its readers acknowledged may be acknowledged upstream
                 self._acknowledge()
+            if self.pool is not None and self.pool.pinning:
+                self._unpin_slots()
+
+    def _unpin_slots(self) -> None:
+        """Shared-memory slots kept for a lossless edge's replay go back once its reader keeps
+        nothing that names them: acknowledged, forgotten, or the reader released (flujo/slot_pins.py)."""
+        pool, is_released = cast(SlotPool, self.pool), self.state.is_released
+        for edge in self.edges:
+            if edge.retentions is None or not edge.config.shm:
+                continue
+            port = edge.config.target_port
+            for index, retention in enumerate(edge.retentions):
+                lowest = retention.lowest_unacked  # later items (in a batch, held back) stay pinned
+                floor = retention.highest_sent + 1 if lowest is None else lowest
+                if is_released(edge.target, port, index):
+                    floor = END_SEQ  # reads no more: nothing will be replayed to it
+                pool.unpin_below((edge.target, index, port), floor)
 
     # -- shared memory (flujo/shm.py) --------------------------------------------------------
     def _shared_memory(self, context: zmq.Context) -> tuple[SlotPool | None, SharedMemoryReader | None]:
@@ -294,10 +340,18 @@ class NodeRuntime:
         shm_edges = [edge for edge in config.outputs if edge.shm]
         if config.shm_run and config.shm_release and shm_edges:
             # As many frames as the edges' queues hold at both ends (a ZeroMQ pipe holds the send
-            # and the receive high-water mark), plus the one being written and the one being read.
-            base = sum(2 * edge.hwm * len(edge.endpoints) for edge in shm_edges) + 2
+            # and the receive high-water mark), plus the one being written and the one being read;
+            # a lossless edge keeps its slots until acknowledged: plus a reader's acknowledgement batch.
+            base = sum(_slots_per_reader(edge) * len(edge.endpoints) for edge in shm_edges) + 2
             pool = self.codec.shm_pool = SlotPool(
-                context, config.shm_run, config.node, config.replica, config.shm_release, base, reader
+                context,
+                config.shm_run,
+                config.node,
+                config.replica,
+                config.shm_release,
+                base,
+                reader,
+                unlink_retired=all(edge.lossless for edge in shm_edges),
             )
             pool.wait = lambda sockets: self._wait_on(sockets)
             install(pool)
@@ -308,6 +362,8 @@ class NodeRuntime:
         of its slots (or exited), at most ``limit`` seconds, before it unlinks them: a
         descriptor still on its way (sent on by a processor) names a segment that must exist."""
         reader, pool = self.shm_reader, self.pool
+        if pool is not None:
+            pool.unpin_all()  # no replay from this process any more
         if reader is not None:
             reader.close()
         if pool is not None:
@@ -369,6 +425,7 @@ class NodeRuntime:
     def _consume_inputs(self, node: Node) -> None:
         lifecycle = self.lifecycle
         join = Join(self.ports, self.config.join, self)
+        join.numbering = self.merge_log
         call = self._calling_convention(node)
         emits = self.config.kind == NodeKind.PROCESSOR
         skip_errors = self.config.on_error == ErrorPolicy.SKIP
@@ -413,8 +470,11 @@ class NodeRuntime:
             if self._outboxes:
                 self._processed = seq
                 if not self._retentions:  # a consumer: done once consumed
-                    for outbox in self._outboxes:
-                        outbox.done(seq)
+                    if self.merge_log is not None:
+                        self._acknowledge()
+                    else:
+                        for outbox in self._outboxes:
+                            outbox.done(seq)
                 # A processor's results are kept below it: its own acknowledgement moves when
                 # theirs come in (_take_acks, between items and before waiting), not per item.
             step = items = result = None  # the arrays of this item: their shared memory may go back
@@ -441,6 +501,8 @@ class NodeRuntime:
             # Everything it processed goes to its readers before the pause: its successor goes on from it.
             packed = pack_state(self._snapshot(), self.config.label)
             self.control.report(Status.SNAPSHOT, [self._processed, packed])
+        if self.merge_log is not None:
+            self.merge_log.hand_over()
         readers = []
         for edge in self.edges:
             for index in edge.pause_all():
@@ -506,6 +568,8 @@ class NodeRuntime:
             frames, packed = found
             if edge.deal(frames, seq, len(frames) == 2) and packed and edge.last_reader is not None:
                 pool.dealt(packed, (edge.target, edge.last_reader))  # type: ignore[union-attr]
+                if edge.retentions is not None:  # kept for a replay until acknowledged (section 9.3)
+                    pool.pin((edge.target, edge.last_reader, edge.config.target_port), seq, packed)  # type: ignore[union-attr]
         if pool is not None:
             for _frames, packed in encoded.values():
                 if packed:
@@ -662,6 +726,15 @@ class NodeRuntime:
         for edge in self.edges:
             if edge is not waiting:
                 edge.offer_pauses()
+
+
+def _slots_per_reader(edge: OutputConfig) -> int:
+    """Shared-memory slots a reader replica of ``edge`` may hold at once: what its queue holds
+    at both ends, and on a lossless edge what it consumed but has not acknowledged yet."""
+    slots = 2 * edge.hwm
+    if edge.lossless:
+        slots += max(1, min(ACK_EVERY_ITEMS, edge.hwm))
+    return slots
 
 
 def _reported(node: Node, method: str) -> Any:

@@ -21,6 +21,16 @@ A reader whose process exits (the launcher publishes "exited") gives its holds b
 slots are retired (unlinked, remade under a new name) rather than reused, since a view of
 them may still live in a process downstream.
 
+On a lossless edge (docs/PROTOCOL.md, section 9.3) a slot is also *kept*: pinned until the
+reader acknowledges the message that names it, not only until it released its views
+(flujo/slot_pins.py), so a replay to a crashed reader's successor resends the same descriptor
+and the successor maps the same bytes. Such a pool retires every slot in use when a reader
+exits: the successor's views of them stay valid whatever it keeps. Release counts of a reader that
+was replaced no longer balance (its successor releases what it was replayed; what was queued
+for the dead process is dropped after decoding): a slot is therefore free when no reader
+holds it *positively*; a count below zero only ever waits for an announcement (below) while
+the announcer's own hold is still counted, and counts start afresh when the slot is reused.
+
 A processor that sends on an array it received (a shared-memory view from upstream) sends
 the same descriptor on, and first tells the segment's owner that each new reader holds it
 too (a release with count +1, on the same socket as its own later release, so the owner
@@ -62,6 +72,7 @@ from flujo.shm_wire import (
     segment_name,
     unpack_descriptor,
 )
+from flujo.slot_pins import PinKey, SlotPins
 
 #: Seconds a sender waits for a slot beyond ``base`` (pinned frames) before it grows the pool
 #: or, at twice ``base``, falls back to inline frames.
@@ -93,6 +104,7 @@ class _Slot:
         "generation",
         "holders",
         "index",
+        "kept",
         "local",
         "mmap",
         "name",
@@ -113,10 +125,17 @@ class _Slot:
         self.sending = False  # in the message being dealt: holds are not counted yet
         self.holders: dict[ReaderKey, int] = {}
         self.retire = False  # a reader that held it exited: a fresh segment before reuse
+        self.kept = False  # named by a message a lossless edge keeps for a replay (flujo/slot_pins.py)
 
     @property
     def free(self) -> bool:
-        return not self.local and not self.sending and not self.holders
+        holders = self.holders
+        return (
+            not self.local
+            and not self.sending
+            and not self.kept
+            and (not holders or max(holders.values()) <= 0)  # (see the module docstring)
+        )
 
 
 class _Forwarded:
@@ -140,8 +159,13 @@ class SlotPool:
         release_endpoint: str,
         base: int,
         reader: SharedMemoryReader | None = None,
+        unlink_retired: bool = False,
     ) -> None:
         self._run_id, self._node, self._replica = run_id, node, replica
+        # Every edge lossless: a retired slot's old segment goes when the slot is reused (every
+        # reader it went to acknowledged it: no replay will name it), not at close, so a flow whose
+        # readers crash again and again does not fill /dev/shm with them.
+        self._unlink_retired = unlink_retired
         self._pid = os.getpid()
         self.base, self.limit = base, 2 * base
         self._slots: list[_Slot] = []
@@ -160,6 +184,7 @@ class SlotPool:
         self.wait: Waiter = lambda sockets: None  # set by the runtime: polls, applying commands meanwhile
         self._retired: list[str] = []  # segments of retired slots, unlinked at close
         self._exited: set[ReaderKey] = set()  # readers whose process ended (until they release again)
+        self._pins: SlotPins[Any] = SlotPins()  # what lossless edges keep for replays, until acknowledged
         self._starved = False  # every slot stayed pinned through the last wait: do not wait again
         # until a release comes (a reader keeping frames would otherwise cost a wait per item)
         self.inline_fallbacks = 0  # arrays sent inline because every slot was pinned (or no room)
@@ -221,9 +246,14 @@ class SlotPool:
             slot = self._pop_free()
         if slot.retire:  # its segment may still be named in descriptors in flight: unlinked at close
             slot.retire = False
-            self._retired.append(slot.name)
+            if self._unlink_retired:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(SHM_DIR / slot.name)
+            else:
+                self._retired.append(slot.name)
             self._by_name.pop(slot.name, None)
             slot.name, slot.view, slot.mmap, slot.capacity = "", None, None, 0
+        slot.holders.clear()  # counts of the previous generation (its releases are ignored from now on)
         if slot.capacity < nbytes:
             try:
                 self._remap(slot, nbytes)
@@ -377,27 +407,68 @@ class SlotPool:
                 # different processes): counts may go below zero until both have arrived.
                 if change < 0:
                     self._exited.discard((node, replica))  # a live process of that replica released
+                was_free = slot.free
                 count = slot.holders.get((node, replica), 0) + change
                 if count:
                     slot.holders[(node, replica)] = count
                 else:
                     slot.holders.pop((node, replica), None)
-                    if slot.free:
-                        self._free.append(slot)
+                if slot.free and not was_free:
+                    self._free.append(slot)
 
     def reader_exited(self, node: str, replica: int) -> None:
-        """That reader's process is gone: its holds return; its slots are retired, not reused."""
+        """That reader's process is gone: its holds return; its slots are retired, not reused.
+        A pool with lossless edges retires every slot in use: a replay to the successor may
+        name any of them, from this sender or from a node that sent it on (whose late
+        acknowledgement, from the dead process, may free a slot while its replay is on its way)."""
         reader = (node, replica)
         self._exited.add(reader)
+        lossless = self.pinning
         for slot in self._slots:
-            if slot.holders.pop(reader, None) is not None:
+            if slot.holders.pop(reader, None) is not None or (lossless and not slot.free):
                 slot.retire = True  # a fresh segment on next use: a view downstream may live on
                 if slot.free:
                     self._free.append(slot)
 
+    # -- lossless edges: slots kept until acknowledged ------------------------------------------
+    def pin(self, reader: PinKey, seq: int, packed: list[Any]) -> None:
+        """Item ``seq``, whose message refers to ``packed``, went to ``reader`` on a lossless edge:
+        its slots stay until that reader keeps the item no longer (:meth:`unpin_below`). An array
+        received and sent on stays held too (its root is kept), for the same replay."""
+        self._pins.pin(reader, seq, packed)
+        for entry in packed:
+            if isinstance(entry, _Slot):
+                entry.kept = True
+
+    def unpin_below(self, reader: PinKey, floor: int) -> None:
+        """``reader`` keeps nothing numbered below ``floor`` any more: those slots may go back."""
+        for entry in self._pins.unpin_below(reader, floor):
+            if isinstance(entry, _Slot):
+                entry.kept = False
+                if entry.free:
+                    self._free.append(entry)
+                    self._starved = False  # a slot came back: worth waiting for the next one again
+
+    def unpin_all(self) -> None:
+        """This process replays nothing any more (it ends): every kept slot may go back, and
+        arrays received and sent on are released with the reader's last flush."""
+        for reader in self._pins.readers():
+            self.unpin_below(reader, sys.maxsize)
+
+    @property
+    def pinning(self) -> bool:
+        """Some lossless edge keeps slots for a replay."""
+        return bool(len(self._pins))
+
     def stats(self) -> dict[str, int]:
-        """Slots made, arrays copied into a slot, arrays sent inline because every slot was pinned."""
-        return {"slots": len(self._slots), "copies": self.copies, "inline": self.inline_fallbacks}
+        """Slots made, arrays copied into a slot, arrays sent inline because every slot was pinned,
+        and slots (or arrays sent on) kept for lossless edges' replays."""
+        return {
+            "slots": len(self._slots),
+            "copies": self.copies,
+            "inline": self.inline_fallbacks,
+            "kept": len(self._pins),
+        }
 
     @property
     def held(self) -> int:
@@ -408,13 +479,15 @@ class SlotPool:
             1 for slot in self._slots if any(count > 0 and key not in exited for key, count in slot.holders.items())
         )
 
-    def close(self) -> None:
-        """Unlink every segment (readers keep what they map)."""
-        for slot in self._slots:
-            self._unmap(slot)
-        for name in self._retired:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(SHM_DIR / name)
+    def close(self, unlink: bool = True) -> None:
+        """Unlink every segment (readers keep what they map); without ``unlink``, leave that to
+        the launcher (descriptors of them may still be on their way to readers)."""
+        if unlink:
+            for slot in self._slots:
+                self._unmap(slot)
+            for name in self._retired:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(SHM_DIR / name)
         self.release_socket.close(linger=0)
 
     def unlink_all(self) -> None:

@@ -65,9 +65,9 @@ def at_most_once_because(flow: FlowSpec, sender: NodeSpec, reader: NodeSpec) -> 
     """Why the edge from ``sender`` to ``reader`` is at most once across a crash, or None when
     it is lossless: it keeps, is acknowledged and replays (section 9). Wired so far: Python nodes
     placed by the launcher (on this host or another's agent, over ipc or tcp), a reader that
-    waits for room (``block``) and reads one port or zips several, arrays inline (a
-    shared-memory slot is not kept yet: ``shm = false`` in the flow), in a flow that opts in
-    with ``lossless = true``."""
+    waits for room (``block``) and reads one port, zips several or merges them (a merge logs
+    its numbering, ``merge_log``), arrays inline or in shared memory (a kept message keeps its
+    slot), in a flow that opts in with ``lossless = true``."""
     if not flow.lossless:
         return "the flow does not ask for it (lossless = true in [flow])"
     if flow.engine != "local":
@@ -76,10 +76,6 @@ def at_most_once_because(flow: FlowSpec, sender: NodeSpec, reader: NodeSpec) -> 
         return "a node in another language (its library does not acknowledge yet)"
     if reader.policy != QueuePolicy.BLOCK:
         return f"a realtime reader ({reader.policy})"
-    if not (len(reader.inputs) == 1 or zips_several(reader.join, len(reader.inputs))):
-        return "a merge (its numbering is not recoverable yet)"
-    if flow.shared_memory(sender, reader):
-        return "arrays in shared memory (shm = false in [flow] sends them inline)"
     return None
 
 
@@ -208,6 +204,11 @@ def plan(
                 args=node.args,
                 shm_run=run_id(run_dir),
                 ack_endpoint=acks.get((node.name, replica), ""),
+                merge_log=str(run_dir / f"{node.name}.{replica}.merge")
+                if any(port.ack_endpoints for port in inputs)
+                and not zips_several(node.join, len(node.inputs))
+                and len(node.inputs) > 1
+                else "",
                 shm_release=releases.get((node.name, replica), ""),
                 shm_owners=owners if any(port.shm for port in inputs) else {},
                 curve=flow_keys.to_config() if flow_keys else None,

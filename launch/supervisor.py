@@ -50,6 +50,7 @@ class Supervisor:
         self._ladder = StopLadder(flow, timers, say)
         self._handovers = Handovers(replicas, channels.publish, say, self._ladder.start)
         self._spawner = Spawner(flow, replicas, channels, hosts, relay, reaper, self._on_remote_exit)
+        self._dead_pools: dict[Key, int] = {}  # lossless senders: the last dead process whose segments stay
 
     @property
     def running(self) -> bool:
@@ -132,6 +133,20 @@ class Supervisor:
             for line in payload.get("traceback", "").rstrip("\n").splitlines():
                 self._relay.line(replica.config.label, line)  # the failure itself is judged at its exit
 
+    def _unlink_segments(self, replica: Replica, pid: int) -> None:
+        """A dead process's shared-memory segments go at once, but a lossless sender's stay until
+        that replica's next process ends (or the run does): descriptors it sent may still be on
+        their way, and a reader refusing one it cannot map any more while it takes the next
+        would lose that item (the replay its successor gets stops where its readers already
+        are). So at most one dead pool per replica is left in /dev/shm."""
+        key = replica.key
+        if any(edge.lossless and edge.shm for edge in replica.config.outputs):
+            previous, self._dead_pools[key] = self._dead_pools.get(key), pid
+            if previous is None:
+                return
+            pid = previous
+        cleanup_process_segments(self._run_id, *key, pid)
+
     def on_local_exit(self) -> None:
         """A local child's watcher thread reported its exit."""
         node, index, pid, code = self._channels.next_exit()
@@ -150,7 +165,7 @@ class Supervisor:
         # Its shared memory: senders take back what it held, its own segments go.
         self._channels.publish(Control.EXITED, *replica.key)
         if isinstance(replica.process, NodeProcess):
-            cleanup_process_segments(self._run_id, *replica.key, replica.process.pid)
+            self._unlink_segments(replica, replica.process.pid)
         if code > 0 and replica.error is None and (replica.config.run or replica.current.subscribed):
             self._await_error_report(replica)  # a node that speaks the protocol may have said why
         if replica.restarting:  # it was draining for a graceful restart: its successor starts now

@@ -21,6 +21,11 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+def from_port(a: int | None = None, b: int | None = None) -> list[Any]:
+    """A merge of ports a and b: each item with the port it came on, ["a", 3]."""
+    return ["a", a] if a is not None else ["b", b]
+
+
 def keep_even(number: int) -> int | None:
     return number if number % 2 == 0 else None
 

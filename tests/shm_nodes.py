@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import time
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,39 @@ class Check(Consumer):
         ]
         self.file.write(json.dumps(["kept", len(self.kept), changed]) + "\n")
         self.file.close()
+
+
+class Checksums(Consumer):
+    """Appends ``[pid, i, crc32 of the frame's bytes, in shared memory]`` per item, flushed: which
+    process consumed what (a crash test reads the runs of successive processes apart), and
+    whether the bytes it saw are the frame's. With ``gate``, takes nothing (and so acknowledges
+    nothing) until that file exists; ``delay``: seconds each item takes."""
+
+    def __init__(self, path: str, gate: str = "", delay: float = 0.0) -> None:
+        self.path, self.gate, self.delay = Path(path), Path(gate) if gate else None, delay
+
+    def open(self) -> None:
+        self.file = self.path.open("a")
+        self.pid = os.getpid()
+
+    def consume(self, item: Any) -> None:
+        while self.gate is not None and not self.gate.exists():
+            time.sleep(0.005)
+        if self.delay:
+            time.sleep(self.delay)
+        frame = item["frame"]
+        line = [self.pid, item["i"], zlib.crc32(frame), in_shared_memory(frame)]
+        self.file.write(json.dumps(line) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def checksum(i: int, inverted: bool = False) -> int:
+    """What Checksums writes for frame i as Frames makes it (inverted: as Invert makes it)."""
+    frame = np.ascontiguousarray(pattern(i))
+    return zlib.crc32(255 - frame if inverted else frame)
 
 
 def read(path: str) -> tuple[list[list[Any]], list[Any] | None]:
