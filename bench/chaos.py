@@ -239,13 +239,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to keep killing, per run")
     parser.add_argument("--together", type=int, default=1, help="replicas killed at once")
     parser.add_argument("--no-merge", action="store_true", help="leave the merge and its second producer out")
+    parser.add_argument("--first-seed", type=int, default=0, help="run i draws its kills with seed first-seed + i")
     parser.add_argument("--victims", help="kill only these replicas (comma-separated labels, e.g. mix,pair,letters)")
     options = parser.parse_args()
     recoveries: list[float] = []
     passed = 0
     for index in range(options.runs):
         among = options.victims.split(",") if options.victims else None
-        outcome = run(options.seconds, options.together, not options.no_merge, seed=index, among=among)
+        outcome = run(
+            options.seconds, options.together, not options.no_merge, seed=options.first_seed + index, among=among
+        )
         passed += outcome.ok
         times = [t for _, t in outcome.kills if t == t]
         recoveries += times
