@@ -100,18 +100,7 @@ def test_the_unbroken_fixture_passes_what_its_faults_break() -> None:
         ("--forget-eos", "basic", "7.2", "sends EOS to every downstream replica"),
         ("--early", "basic", "4", "sends nothing before ready, start and its first input"),
         ("--ignore-hold", "restartable", "8.2", "sends PAUSE to a held reader"),
-        pytest.param(
-            "--exit-early",
-            "basic",
-            "7.3",
-            "stays up until its readers release it",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="when several kit runs share the machine, the early-exiting node's last items "
-                "(from about item 18 on) sometimes never reach the kit, even with infinite linger, so section 3 "
-                "DATA fails before 7.3; passes alone every time; cause not found yet",
-            ),
-        ),
+        ("--exit-early", "basic", "7.3", "stays up until its readers release it"),
     ],
 )
 def test_a_broken_node_fails_on_the_right_clause(fault: str, level: str, section: str, title: str) -> None:

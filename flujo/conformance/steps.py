@@ -103,10 +103,22 @@ def output_seqs(reader: Reader) -> list[int]:
 EXIT_DRAIN = 1.0
 
 
-def wait_end(bench: Bench, reader: Reader) -> bool:
-    """Wait for ``reader``'s EOS, or for the node's exit and then, briefly, for the EOS still in flight."""
+def wait_end(bench: Bench, reader: Reader, checks: Checks | None = None) -> bool:
+    """Wait for ``reader``'s EOS, or for the node's exit and then, briefly, for the EOS still in
+    flight. With ``checks``: a node that exited before its EOS reached the reader fails 7.3 here,
+    the cause, rather than the DATA clause, its effect (what a reader's full queue still held
+    when the connection closed is lost with it: libzmq drops it)."""
     if bench.wait(lambda: reader.has(EOS) or bench.exited()) and not reader.has(EOS):
         bench.wait(lambda: reader.has(EOS), timeout=EXIT_DRAIN)
+    if checks is not None and not reader.has(EOS) and bench.exited():
+        checks.clause(
+            "7.3",
+            "stays up until its readers release it (a sender outlives its EOS)",
+            False,
+            "running until its readers release it",
+            f"exited with status {bench.exit_code()} before its EOS reached the reader "
+            f"({len(reader.items())} items had)",
+        )
     return reader.has(EOS)
 
 

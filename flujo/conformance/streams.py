@@ -34,7 +34,7 @@ def lifecycle(bench: Bench, checks: Checks, window: float) -> None:
     bench.senders[0].eos()
     if bench.readers:
         reader = bench.readers[0]
-        wait_end(bench, reader)
+        wait_end(bench, reader, checks)
         check_identity(checks, reader, sent)
     end_of_stream(bench, checks)
 
