@@ -306,16 +306,21 @@ def test_an_agent_without_keys_or_trusted_launchers_does_not_serve(tmp_path: Pat
     assert garbage.returncode == 2 and "entry 1: 'not-a-key' is not a public key" in garbage.stderr
 
 
+def _gated_chain(n: int, out: str, gate: Path, restart: str) -> str:
+    """CHAIN whose producer holds its stream open until ``gate`` exists, ``where`` restarting by ``restart``."""
+    body = CHAIN.format(n=n, out=out, sink_extra="").replace(
+        '    host = "b"\n', f'    host = "b"\n    restart = "{restart}"\n'
+    )
+    body = body.replace('"{nodes}:Paced"', '"{nodes}:Gated"')
+    return body.replace("pause = 0.0005 }", f'pause = 0.0005, gate = "{gate}" }}')
+
+
 @pytest.mark.timeout(60)
 def test_a_killed_node_on_the_other_host_restarts_by_policy(
     flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent
 ) -> None:
     out, n, gate = flow.path("out.jsonl"), 3000, Path(flow.path("gate"))
-    body = CHAIN.format(n=n, out=out, sink_extra="").replace(
-        '    host = "b"\n', '    host = "b"\n    restart = "on-failure"\n'
-    )
-    body = body.replace('"{nodes}:Paced"', '"{nodes}:Gated"')
-    body = body.replace("pause = 0.0005 }", f'pause = 0.0005, gate = "{gate}" }}')
+    body = _gated_chain(n, out, gate, "on-failure")
     launcher = flow.start(_manifest(flow, hosts, body, agent), prefix=hosts[0].command())
     poll_for(lambda: line_count(out) >= 300, timeout=30)
     victim = flow.replicas()["where.1"]["pid"]
@@ -343,12 +348,7 @@ def test_a_lossless_edge_across_hosts_loses_nothing_when_a_node_there_is_killed(
     # has it; a replica SIGKILLed twice gets it all again from its successor, over CURVE tcp,
     # acknowledgements included (they go to the sender's own host).
     out, n, gate = flow.path("out.jsonl"), 3000, Path(flow.path("gate"))
-    body = CHAIN.format(n=n, out=out, sink_extra="").replace(
-        '    host = "b"\n', '    host = "b"\n    restart = "always"\n'
-    )
-    body = body.replace('"{nodes}:Paced"', '"{nodes}:Gated"')
-    body = body.replace("pause = 0.0005 }", f'pause = 0.0005, gate = "{gate}" }}')
-    manifest = _manifest(flow, hosts, body, agent, settings="shm = false\nlossless = true")
+    manifest = _manifest(flow, hosts, _gated_chain(n, out, gate, "always"), agent, settings="lossless = true")
     launcher = flow.start(manifest, prefix=hosts[0].command())
     for kill, label in enumerate(["where.1", "where.0"]):
         poll_for(lambda kill=kill: line_count(out) >= 300 * (kill + 1), timeout=30)

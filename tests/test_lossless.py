@@ -224,6 +224,17 @@ def test_a_zip_or_its_senders_killed_again_and_again_make_every_pair_once(flow: 
     assert len(runs) == 1 and _check_exactly_once(runs) == 0
 
 
+def _start_merge(flow: FlowRunner, out: str, right: int):
+    """left (N items) and right (``right`` items), merged into a journal; all restart always."""
+    nodes = {
+        "left": node("{nodes}:Paced", args={"n": N, "pause": 0.0005}, **ALWAYS),
+        "right": node("{nodes}:Paced", args={"n": right, "pause": 0.0005}, **ALWAYS),
+        "merged": node("{nodes}:from_port", {"a": "left", "b": "right"}, join="merge", **ALWAYS),
+        "sink": node("{nodes}:Journal", "merged", args={"path": out}),
+    }
+    return flow.start(flow.manifest(nodes, flow=LOSSLESS))
+
+
 @pytest.mark.parametrize("victims", [["merged"], ["left"]], ids=["the merge", "a sender"])
 def test_a_merge_or_a_sender_killed_again_and_again_passes_every_item_once(
     flow: FlowRunner, victims: list[str]
@@ -233,16 +244,7 @@ def test_a_merge_or_a_sender_killed_again_and_again_passes_every_item_once(
     # whatever order the replays arrive in (its reader drops a number lower than one it has),
     # then goes on. A sender's successor resumes; the merge drops what it sends again.
     out = flow.path("out.jsonl")
-    manifest = flow.manifest(
-        {
-            "left": node("{nodes}:Paced", args={"n": N, "pause": 0.0005}, **ALWAYS),
-            "right": node("{nodes}:Paced", args={"n": N, "pause": 0.0005}, **ALWAYS),
-            "merged": node("{nodes}:from_port", {"a": "left", "b": "right"}, join="merge", **ALWAYS),
-            "sink": node("{nodes}:Journal", "merged", args={"path": out}),
-        },
-        flow=LOSSLESS,
-    )
-    launcher = flow.start(manifest)
+    launcher = _start_merge(flow, out, right=N)
     _kill_repeatedly(flow, victims, out, total=2 * N)
     _, stderr = launcher.communicate(timeout=60)
     assert launcher.returncode == 0, stderr
@@ -267,16 +269,7 @@ def test_a_merge_or_a_sender_killed_again_and_again_passes_every_item_once(
 def test_a_merge_killed_after_one_of_its_senders_ended_passes_every_item_once(flow: FlowRunner) -> None:
     out = flow.path("out.jsonl")
     short = N // 3  # "right" ends its stream early; the merge goes on with "left"
-    manifest = flow.manifest(
-        {
-            "left": node("{nodes}:Paced", args={"n": N, "pause": 0.0005}, **ALWAYS),
-            "right": node("{nodes}:Paced", args={"n": short, "pause": 0.0005}, **ALWAYS),
-            "merged": node("{nodes}:from_port", {"a": "left", "b": "right"}, join="merge", **ALWAYS),
-            "sink": node("{nodes}:Journal", "merged", args={"path": out}),
-        },
-        flow=LOSSLESS,
-    )
-    launcher = flow.start(manifest)
+    launcher = _start_merge(flow, out, right=short)
     _kill_repeatedly(flow, ["merged"], out, total=N + short)
     _, stderr = launcher.communicate(timeout=60)
     assert launcher.returncode == 0, stderr
