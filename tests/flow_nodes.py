@@ -179,10 +179,15 @@ class HeldJournal(Journal):
     def consume(self, item: Any) -> None:
         if self.first:
             self.first = False
-            self.held.touch()
-            while not self.gate.exists():
-                time.sleep(0.005)
+            hold_on_cue(self.held, self.gate)
         super().consume(item)
+
+
+def hold_on_cue(held: Path, gate: Path) -> None:
+    """Touch ``held`` (the test sees the node is holding), then wait until ``gate`` exists."""
+    held.touch()
+    while not gate.exists():
+        time.sleep(0.005)
 
 
 def line_count(path: str) -> int:
@@ -422,7 +427,5 @@ class HoldsFirst(Collect):
     def consume(self, item: Any) -> None:
         if self.first:
             self.first = False
-            self.held.touch()
-            while not self.gate.exists():
-                time.sleep(0.005)
+            hold_on_cue(self.held, self.gate)
         super().consume(item["i"] if isinstance(item, dict) else item)
