@@ -168,26 +168,26 @@ class Journal(Consumer):
         self.file.close()
 
 
-class HeldJournal(Journal):
-    """Journal that holds its first item until the file ``gate`` exists, having touched the
-    file ``held`` to say so: nothing it reads is consumed, nor acknowledged, before the cue."""
+class HeldOnCue:
+    """Mixin for a consumer that holds its first item until the file ``gate`` exists, having
+    touched the file ``held`` to say so: nothing it reads is consumed, nor acknowledged, before
+    the cue. The consumer it goes with takes ``path`` first."""
 
     def __init__(self, path: str, gate: str, held: str) -> None:
-        super().__init__(path)
+        super().__init__(path)  # type: ignore[call-arg]
         self.gate, self.held, self.first = Path(gate), Path(held), True
 
     def consume(self, item: Any) -> None:
         if self.first:
             self.first = False
-            hold_on_cue(self.held, self.gate)
-        super().consume(item)
+            self.held.touch()
+            while not self.gate.exists():
+                time.sleep(0.005)
+        super().consume(item)  # type: ignore[misc]
 
 
-def hold_on_cue(held: Path, gate: Path) -> None:
-    """Touch ``held`` (the test sees the node is holding), then wait until ``gate`` exists."""
-    held.touch()
-    while not gate.exists():
-        time.sleep(0.005)
+class HeldJournal(HeldOnCue, Journal):
+    """Journal, holding its first item on cue."""
 
 
 def line_count(path: str) -> int:
@@ -416,16 +416,9 @@ def progress(path: str) -> int:
         return 0
 
 
-class HoldsFirst(Collect):
-    """Collect that holds its first item until the file ``gate`` exists, having touched the
-    file ``held`` to say so: a consumer as slow as a test needs, on cue."""
-
-    def __init__(self, path: str, gate: str, held: str) -> None:
-        super().__init__(path)
-        self.gate, self.held, self.first = Path(gate), Path(held), True
+class HoldsFirst(HeldOnCue, Collect):
+    """Collect, holding its first item on cue: a consumer as slow as a test needs. Of a dict
+    it collects the number under "i"."""
 
     def consume(self, item: Any) -> None:
-        if self.first:
-            self.first = False
-            hold_on_cue(self.held, self.gate)
         super().consume(item["i"] if isinstance(item, dict) else item)
