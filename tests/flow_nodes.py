@@ -149,6 +149,25 @@ class RunningSum(Processor):
         self.total = state["total"]
 
 
+class CountingMerge(Processor):
+    """A merge of ports a and b that counts what it took per port, ``[port, item, count]``: the
+    counts continue across a crash through ``snapshot()``/``restore()`` (PROTOCOL 9.5, 9.6)."""
+
+    def __init__(self) -> None:
+        self.counts = {"a": 0, "b": 0}
+
+    def process(self, a: int | None = None, b: int | None = None) -> list[Any]:
+        port, item = ("a", a) if a is not None else ("b", b)
+        self.counts[port] += 1
+        return [port, item, self.counts[port]]
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.counts = dict(state)
+
+
 class Journal(Consumer):
     """Appends ``[pid, item]`` per item consumed, flushed: which process consumed what (a crash
     test reads the runs of successive processes apart)."""
