@@ -1,8 +1,8 @@
 """bench/chaos.py in short: SIGKILL random replicas of a lossless flow (a resumable producer,
 two replicas that finish out of order, a zip, the consumer) every 2-3 s, one at a time and
 two at once (then with 64 KiB arrays through shared memory); every item reaches the consumer
-exactly once, in order (PROTOCOL 9). The full
-runs (60 s, ten times each) are `python -m bench.chaos`; their figures are in bench/RESULTS.md."""
+exactly once, in order (PROTOCOL 9). The full runs (60 s, ten times each) are
+`python -m bench.chaos`; their figures are in bench/RESULTS.md."""
 
 from __future__ import annotations
 
