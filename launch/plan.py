@@ -57,8 +57,15 @@ class EndpointAllocator:
 
 
 def run_id(run_dir: Path) -> str:
-    """The flow run's id, as its shared-memory segments are named (flujo/shm_wire.py)."""
-    return run_dir.name.removeprefix("flujo-").replace("-", "_")
+    """The flow run's id, as its shared-memory segments are named (flujo/shm_wire.py): the run
+    folder's name, ``flujo-<flow>-<random>``, as ``<flow>_<random>`` in the characters a
+    segment's run id may have, so /dev/shm says which flow a segment is of."""
+    return run_dir.name.removeprefix("flujo-").replace("-", "_").replace(".", "_")
+
+
+def run_dir_prefix(flow_name: str) -> str:
+    """The prefix of a run folder of that flow (``tempfile.mkdtemp(prefix=...)``)."""
+    return f"flujo-{flow_name}-"
 
 
 def at_most_once_because(flow: FlowSpec, sender: NodeSpec, reader: NodeSpec) -> str | None:
