@@ -44,7 +44,7 @@ class NodeHost:
     def free_ports(self, count: int) -> list[int]:
         import ray
 
-        from flujo.launch.agent import free_ports
+        from flujo.launch.agent_peers import free_ports
 
         return free_ports(ray.util.get_node_ip_address(), count)
 
