@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from flujo.curve import KeyPair, is_public_key
 from flujo.launch.manifest import FlowSpec, HostSpec
-from flujo.launch.remote import AgentError
+from flujo.launch.remote_keys import AgentError
 from flujo.launch.ssh_client import ssh_argv, ssh_failure, sync_folder
 
 #: ssh logs in and Python starts Flujo within this time, or the flow does not start.

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from flujo.launch.manifest import HostSpec
-from flujo.launch.remote import AgentError
+from flujo.launch.remote_keys import AgentError
 
 SSH_COMMAND_ENV = "FLUJO_SSH_COMMAND"
 #: ssh gives up reaching a host after this long (unless FLUJO_SSH_COMMAND sets ConnectTimeout).
