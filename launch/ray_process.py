@@ -3,18 +3,17 @@ as a local NodeProcess), and what each event its watcher thread reports does to 
 
 from __future__ import annotations
 
-import itertools
 import queue
 import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from flujo.launch.linked_process import EXIT_HOST_LOST, LinkedProcess
+
 if TYPE_CHECKING:
     from flujo.launch.process import OutputRelay
 
-#: The exit status of a process whose actor or Ray node was lost: it cannot be known.
-EXIT_HOST_LOST = -1
-_tokens = itertools.count(1)
+__all__ = ["EXIT_HOST_LOST", "ProcessLink", "RayProcess", "apply_event"]
 
 
 class ProcessLink(Protocol):
@@ -25,20 +24,17 @@ class ProcessLink(Protocol):
     def pump_until(self, done: Callable[[], bool], timeout: float) -> None: ...
 
 
-class RayProcess:
+class RayProcess(LinkedProcess):
     """A node process that a Ray actor runs and watches."""
 
     def __init__(self, link: ProcessLink, label: str, on_exit: Callable[[int], None]) -> None:
-        self.label = label
-        self.token = next(_tokens)
-        self.pid: int | None = None  # known once the actor says it started
+        super().__init__(link, label, on_exit)
         self.machine: str | None = None  # the Ray node's address, once placed
         self.pending: str | None = None  # why it waits for a place, while it does
-        self.returncode: int | None = None
         self.actor: Any = None
         self.environment: queue.Queue[dict[str, str]] = queue.Queue()  # what to start it with, once known
         self.on_placed: Callable[[str, list[int]], dict[str, str]] = lambda address, ports: {}
-        self._link, self._on_exit = link, on_exit
+        self._link = link
 
     def signal(self, signum: int) -> None:
         if self.returncode is not None:
@@ -55,14 +51,6 @@ class RayProcess:
         """It is told to end before Ray ever placed it: it ends, with status 0 (it had nothing to do)."""
         if self.returncode is None:
             self._link.abandon(self, 0, "ended before a Ray node could hold it (it was pending)")
-
-    def join(self, timeout: float = 5.0) -> None:
-        self._link.pump_until(lambda: self.returncode is not None, timeout)
-
-    def exited(self, code: int) -> None:
-        if self.returncode is None:
-            self.returncode = code
-            self._on_exit(code)
 
 
 def apply_event(process: RayProcess, kind: str, payload: Any, relay: OutputRelay | None) -> None:
