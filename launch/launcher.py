@@ -31,7 +31,7 @@ from flujo.launch.hosts import Hosts
 from flujo.launch.logstore import new_run, stamp
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.parent import ParentPipe
-from flujo.launch.plan import delivery_report, plan, run_dir_prefix, run_id
+from flujo.launch.plan import delivery_report, plan, run_id
 from flujo.launch.process import OutputRelay
 from flujo.launch.reaper import Reaper
 from flujo.launch.replica import Key, Replica
@@ -132,8 +132,8 @@ class Launcher:
             flow_folder = private_runs_folder(self.flow.name)
         except UnsafeFolderError as error:
             raise LaunchError(EXIT_NODE_FAILED, str(error)) from None
-        run_dir = Path(tempfile.mkdtemp(prefix=run_dir_prefix(self.flow.name)))
-        flow_run = run_id(run_dir)  # names its shared-memory segments
+        run_dir = Path(tempfile.mkdtemp(prefix="flujo-"))
+        flow_run = run_id(run_dir, self.flow.name)  # names its shared-memory segments
         announcement = flow_folder / ANNOUNCEMENT
         reaper = Reaper()  # kills every node's process group if this process dies, however
         reaper.unlink_on_exit(segment_prefix(flow_run))  # ... and unlinks the run's shared memory

@@ -56,16 +56,12 @@ class EndpointAllocator:
             return f"tcp://{address}:{probe.getsockname()[1]}"
 
 
-def run_id(run_dir: Path) -> str:
-    """The flow run's id, as its shared-memory segments are named (flujo/shm_wire.py): the run
-    folder's name, ``flujo-<flow>-<random>``, as ``<flow>_<random>`` in the characters a
-    segment's run id may have, so /dev/shm says which flow a segment is of."""
-    return run_dir.name.removeprefix("flujo-").replace("-", "_").replace(".", "_")
-
-
-def run_dir_prefix(flow_name: str) -> str:
-    """The prefix of a run folder of that flow (``tempfile.mkdtemp(prefix=...)``)."""
-    return f"flujo-{flow_name}-"
+def run_id(run_dir: Path, flow_name: str) -> str:
+    """The flow run's id, as its shared-memory segments are named (flujo/shm_wire.py):
+    ``<flow>_<run folder's random part>`` in the characters a segment's run id may have, so
+    /dev/shm says which flow a segment is of. (The folder's own name stays short: ipc paths in
+    it must fit in 107 bytes.)"""
+    return f"{flow_name}_{run_dir.name.removeprefix('flujo-')}".replace("-", "_").replace(".", "_")
 
 
 def at_most_once_because(flow: FlowSpec, sender: NodeSpec, reader: NodeSpec) -> str | None:
@@ -209,7 +205,7 @@ def plan(
                 run=node.run,
                 base_dir=str(flow.base_dir),
                 args=node.args,
-                shm_run=run_id(run_dir),
+                shm_run=run_id(run_dir, flow.name),
                 ack_endpoint=acks.get((node.name, replica), ""),
                 merge_log=str(run_dir / f"{node.name}.{replica}.merge")
                 if any(port.ack_endpoints for port in inputs)
