@@ -1,4 +1,4 @@
-"""The sockets of credits (docs/PROTOCOL.md, section 17); what they mean is flujo/credits.py's.
+"""The sockets of credits (docs/PROTOCOL.md, section 18); what they mean is flujo/credits.py's.
 
 * :class:`CreditInbox`, on a sender replica: one PULL socket bound at its credit endpoint;
   every frame is checked (:func:`flujo.credits.parse_credit`) against the windows of its

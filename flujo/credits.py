@@ -1,4 +1,4 @@
-"""Credits in items, without sockets or clock (docs/PROTOCOL.md, section 17).
+"""Credits in items, without sockets or clock (docs/PROTOCOL.md, section 18).
 
 ZeroMQ's high-water marks count messages, and the kernel's socket buffers and libzmq's batches
 hold far more behind them (bench/RESULTS.md, "where the items wait"): a hop behind a slow reader

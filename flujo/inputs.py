@@ -64,7 +64,7 @@ class InputPort(PortQueue):
         self._check = DataCheck(config.source, config.senders)  # what this port accepts (flujo/wire_check.py)
         self._refusals = refusals or RefusalLog("flujo")
         self.rejected = 0  # messages refused: malformed, or not from this port's senders in order
-        self.credits: Any = None  # a credited port: flujo.credit_channel.CreditOutbox (section 17)
+        self.credits: Any = None  # a credited port: flujo.credit_channel.CreditOutbox (section 18)
 
     def accept_shared_memory(self, reader: Any) -> None:
         """Descriptors of shared-memory arrays from this port's senders are mapped by ``reader``."""
@@ -81,7 +81,7 @@ class InputPort(PortQueue):
         """Take one message (waiting up to the receive timeout; NOBLOCK: not at all); False when none came."""
         credits = self.credits
         if not flags and credits is not None and credits.pending and not self.socket.get(zmq.EVENTS) & zmq.POLLIN:
-            credits.flush()  # about to wait: the senders learn what was taken (section 17)
+            credits.flush()  # about to wait: the senders learn what was taken (section 18)
         try:
             message = self._codec.receive(self.socket, self._check, flags)
         except zmq.Again:
@@ -94,7 +94,7 @@ class InputPort(PortQueue):
             self._refusals.refused(refused, f'port "{self.name}"')
             return True
         credits = self.credits
-        if credits is not None:  # taken off the socket: tell its sender when due (section 17)
+        if credits is not None:  # taken off the socket: tell its sender when due (section 18)
             kind = message.kind
             if kind is MessageKind.BATCH:
                 credits.took(message.replica, len(message.item), self._check.generation(message.replica))

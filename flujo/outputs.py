@@ -80,7 +80,7 @@ class OutputEdge:
             window = RETAINED_QUEUES * 2 * config.hwm
             self.retentions = [Retention(window * BATCH_ITEMS, window) for _ in config.endpoints]
         self.unretained = 0
-        # A credited edge (section 17) sends a reader replica at most a window of items beyond
+        # A credited edge (section 18) sends a reader replica at most a window of items beyond
         # what it said it took; a busy reader's small items go in batches of up to half of it.
         self.windows: list[CreditWindow] | None = None
         self._batch_items = BATCH_ITEMS
@@ -255,6 +255,12 @@ class OutputEdge:
         waiting for a drop-oldest reader goes if there is room now."""
         if self._replay_due:
             self.replay_due()
+        if (
+            self.batch is not None
+            and self.windows is not None
+            and self._reader_runs_dry(self.windows[0], len(self.batch.bodies))
+        ):
+            self.flush()  # a credit came: the reader has less than a credit's worth left
         if self._newest is not None:
             self._send_newest()
         if self._held:

@@ -91,9 +91,9 @@ class NodeRuntime:
         self._length: int | None = None  # items a producer will send, when it knows
         self._summary: dict[str, Any] | None = None  # what the node reports at its end
         self.inbox: AckInbox | None = None  # lossless outputs' acknowledgements (section 9.2)
-        self.credit_inbox: CreditInbox | None = None  # credited outputs' credits (section 17)
+        self.credit_inbox: CreditInbox | None = None  # credited outputs' credits (section 18)
         self._outboxes: list[AckOutbox] = []  # lossless inputs' acknowledgements
-        self._credit_outboxes: list[CreditOutbox] = []  # credited inputs' credits (section 17)
+        self._credit_outboxes: list[CreditOutbox] = []  # credited inputs' credits (section 18)
         self.merge_log: MergeLog | None = None  # a lossless merge's numbering (section 9.5)
         self._retentions: list[Retention] = []
         self._processed = -1  # the highest sequence number this replica finished (lossless inputs)
@@ -236,7 +236,7 @@ class NodeRuntime:
                 if port.outbox is not None:
                     port.outbox.before_send = functools.partial(self.merge_log.record, port.name)
 
-    # -- credits in items (docs/PROTOCOL.md, section 17) --------------------------------------
+    # -- credits in items (docs/PROTOCOL.md, section 18) --------------------------------------
     def _credits(self, context: zmq.Context) -> None:
         """Bind the credit socket (credited outputs) and connect one per credited input port to
         its senders'; each port's first credit (count 0) tells its senders this process counts

@@ -119,7 +119,7 @@ class NodeSpec:
     stop_timeout: float = 10.0  # grace after a stop before SIGTERM, then as long again before SIGKILL
     host: str | None = None  # a [hosts] entry: the node runs there; None: on the launcher's machine
     shm: bool | None = None  # its inputs accept shared-memory arrays; None: Python nodes do, commands not
-    credits: bool | None = None  # its inputs send credits (section 17); None: Python nodes do, commands not
+    credits: bool | None = None  # its inputs send credits (section 18); None: Python nodes do, commands not
     max_message: int | None = None  # bytes per frame on its input ports; None: the flow's
     resources: Resources = field(default_factory=Resources)  # what each replica asks a cluster engine for
     placement: Placement = Placement.FAIL  # a cluster that cannot place it: fail before anything starts, or wait

@@ -116,7 +116,7 @@ def _acknowledged(flow: FlowSpec, node: NodeSpec) -> bool:
 
 
 def _credited(flow: FlowSpec, node: NodeSpec) -> bool:
-    """Whether the node has a credited output: each replica binds a credit socket (section 17)."""
+    """Whether the node has a credited output: each replica binds a credit socket (section 18)."""
     return any(flow.credited(node, reader) for reader, _ in flow.downstream(node.name))
 
 
@@ -155,7 +155,7 @@ def plan(
             for replica in range(node.replicas):
                 acks[(node.name, replica)] = allocate(f"n{index}.r{replica}.ack", node.host)
     # A replica with credited outputs binds a credit socket, on its own host: its readers say there
-    # how many items they took (section 17).
+    # how many items they took (section 18).
     credits: dict[tuple[str, int], str] = {}
     for index, node in enumerate(flow.nodes.values()):
         if _credited(flow, node):
