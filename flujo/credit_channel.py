@@ -13,6 +13,7 @@ sockets do (section 11).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import zmq
@@ -50,6 +51,7 @@ class CreditInbox:
         """Apply every credit already received; True if any arrived. A malformed, forged or
         impossible one is refused: counted, logged, no window moves."""
         arrived = False
+        now = time.monotonic()
         while True:
             try:
                 frames = self.socket.recv_multipart(NOBLOCK)
@@ -62,7 +64,7 @@ class CreditInbox:
                 parsed = parse_credit(frames[0], self.windows, self._generation)
                 if parsed is not None:
                     reader, generation, taken = parsed
-                    self.windows[reader].credit(generation, taken)
+                    self.windows[reader].credit(generation, taken, now)
                     self.taken += 1
             except ProtocolError as refused:
                 self.rejected += 1

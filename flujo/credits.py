@@ -28,6 +28,12 @@ from flujo.wire_check import PROTOCOL_VERSION, ProtocolError
 CREDIT = "credit"
 #: Counts and generations are unsigned 63-bit integers on the wire (section 6).
 MAX_COUNT = (1 << 63) - 1
+#: A window grows past its floor (two queues) to what the reader takes in this long ...
+PACE_SECONDS = 0.05
+#: ... measured over at least this long (credits come in bursts: a batch at a time) ...
+RATE_PERIOD = 0.05
+#: ... and at most to this many items (a batch is also at most BATCH_BYTES, flujo/batching.py).
+MAX_WINDOW = 1024
 
 ReaderKey = tuple[str, int, str]  # (reader node, reader replica, reader input port)
 
@@ -66,12 +72,29 @@ class CreditWindow:
     since by as much.
     """
 
-    __slots__ = ("_allowance", "_base", "_count", "generation", "refused", "sent", "stale", "taken", "window")
+    __slots__ = (
+        "_allowance",
+        "_base",
+        "_count",
+        "_since",
+        "_taken_since",
+        "floor",
+        "generation",
+        "rate",
+        "refused",
+        "sent",
+        "stale",
+        "taken",
+        "window",
+    )
 
-    def __init__(self, window: int) -> None:
-        if window < 1:
-            raise ValueError(f"a credit window of {window} items: it must be at least 1")
-        self.window = window
+    def __init__(self, floor: int) -> None:
+        if floor < 1:
+            raise ValueError(f"a credit window of {floor} items: it must be at least 1")
+        self.floor = self.window = floor
+        self.rate = 0.0  # items a second the reader took, over the last RATE_PERIOD or more
+        self._since: float | None = None  # when that measure started
+        self._taken_since = 0
         self.sent = 0
         self.taken = 0
         self.generation = -1  # the reader process whose counts apply (-1: none heard from yet)
@@ -87,8 +110,10 @@ class CreditWindow:
         return self.sent - self.taken
 
     def allows(self, items: int) -> bool:
-        """Whether a message of ``items`` items may go now."""
-        return self.sent + items - self.taken <= self.window
+        """Whether a message of ``items`` items may go now: within the window, or alone in flight
+        (a batch begun while the window was larger than it is now must not wait forever)."""
+        in_flight = self.sent - self.taken
+        return in_flight + items <= self.window or not in_flight
 
     @property
     def busy(self) -> bool:
@@ -101,10 +126,10 @@ class CreditWindow:
         """A message of ``items`` items went to this reader."""
         self.sent += items
 
-    def credit(self, generation: int, count: int) -> None:
-        """The reader process ``generation`` has taken ``count`` items since it started.
-        Raises ProtocolError (nothing changes) for a count that goes back, or that exceeds what
-        it could have been sent."""
+    def credit(self, generation: int, count: int, now: float | None = None) -> None:
+        """The reader process ``generation`` has taken ``count`` items since it started (``now``:
+        when the credit arrived, for the reader's pace). Raises ProtocolError (nothing changes)
+        for a count that goes back, or that exceeds what it could have been sent."""
         if generation < self.generation:
             self.stale += 1  # a dead process's last credits, still queued: nothing to learn
             return
@@ -112,6 +137,7 @@ class CreditWindow:
             if generation > 0 or self.generation >= 0:  # a successor: its count starts here
                 self._allowance = self.sent - self.taken
                 self._base = self.taken = self.sent
+                self._since, self.window = None, self.floor  # its pace is not known yet
             self.generation, self._count = generation, 0
         if count < self._count:
             raise ProtocolError("credit", f"counts {count} items taken after {self._count}")
@@ -121,6 +147,26 @@ class CreditWindow:
             )
         self._count = count
         self.taken = min(self.sent, self._base + count)
+        if now is not None:
+            self._pace(now)
+
+    def _pace(self, now: float) -> None:
+        """Size the window by the reader's pace: what it takes in PACE_SECONDS, never below the
+        floor (two queues) nor above MAX_WINDOW. A fast reader gets room for large batches; a
+        slow one keeps a window it works through in a few tens of milliseconds, so a stop
+        behind it drains that, not what ZeroMQ and the kernel could hold."""
+        if self._since is None:
+            self._since, self._taken_since = now, self.taken
+            return
+        elapsed = now - self._since
+        if elapsed < RATE_PERIOD:
+            return
+        self.rate = (self.taken - self._taken_since) / elapsed
+        self._since, self._taken_since = now, self.taken
+        # At most twice as large each period: a reader whose first moments are fast (its own
+        # outputs not full yet) does not get a window its later pace takes long to work through.
+        paced = min(MAX_WINDOW, 2 * self.window, int(self.rate * PACE_SECONDS))
+        self.window = max(self.floor, paced)
 
 
 class CreditCounter:

@@ -83,10 +83,8 @@ class OutputEdge:
         # A credited edge (section 18) sends a reader replica at most a window of items beyond
         # what it said it took; a busy reader's small items go in batches of up to half of it.
         self.windows: list[CreditWindow] | None = None
-        self._batch_items = BATCH_ITEMS
         if config.credits and not self._drops:
             self.windows = [CreditWindow(window_items(config.hwm)) for _ in config.endpoints]
-            self._batch_items = batch_items(window_items(config.hwm))
         self._replay_due: set[int] = set()  # replicas whose process ended: replay before sending there
         self._end_frames: list[Any] | None = None  # end of stream, sent again after a replay
         self.replayed = 0  # items sent again to successors
@@ -414,9 +412,8 @@ class OutputEdge:
                     window.sent_items(1)
                 self.sent += 1
             except zmq.Again:  # the reader is busy: start a batch
-                self.batch = Batch(
-                    seq, frames[1], time.monotonic(), self.config.max_message - BATCH_PREFIX, self._batch_items
-                )
+                limit = batch_items(window.window) if window is not None else BATCH_ITEMS
+                self.batch = Batch(seq, frames[1], time.monotonic(), self.config.max_message - BATCH_PREFIX, limit)
             return True
         return self._send_blocking(frames, 1, seq)
 

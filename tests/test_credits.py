@@ -40,8 +40,9 @@ def test_sizes_follow_from_the_queue() -> None:
 
 def test_a_window_bounds_the_items_in_flight() -> None:
     window = CreditWindow(32)
-    assert window.allows(32) and not window.allows(33)
-    window.sent_items(16)
+    window.sent_items(1)
+    assert window.allows(31) and not window.allows(32)
+    window.sent_items(15)
     window.sent_items(16)
     assert not window.allows(1) and window.in_flight == 32
     window.credit(0, 8)  # the reader took 8
@@ -219,3 +220,22 @@ def test_readers_restarted_behind_full_windows_stall_nothing(flow: FlowRunner, s
     else:
         assert values == sorted(set(values)) and values[-1] == n - 1
         assert n - len(values) <= 2 * 32 + 16 + 16  # at most what the sink's window held (plus batches)
+
+
+def test_the_window_follows_the_readers_pace_between_its_floor_and_its_cap() -> None:
+    window = CreditWindow(32)
+    window.sent_items(5000)
+    window.credit(0, 0, now=0.0)
+    sizes = []
+    for step in range(1, 6):  # 10,000 items/s: 500 in PACE_SECONDS, reached by doubling
+        window.credit(0, 1000 * step, now=0.1 * step)
+        sizes.append(window.window)
+    assert sizes == [64, 128, 256, 500, 500] and window.rate == pytest.approx(10_000)
+    window.sent_items(600)
+    assert not window.allows(1)
+    window.credit(0, 5010, now=0.6)  # 100 items/s: back to the floor at once
+    assert window.window == 32 and window.in_flight == 590 and not window.allows(1)
+    window.credit(0, 5600, now=0.61)
+    assert window.allows(400)  # nothing in flight: a batch begun under the larger window goes
+    window.credit(1, 0, now=0.7)  # a successor: its pace is not known yet
+    assert window.window == 32
