@@ -85,6 +85,9 @@ class OutputEdge:
         self.windows: list[CreditWindow] | None = None
         if config.credits and not self._drops:
             self.windows = [CreditWindow(window_items(config.hwm)) for _ in config.endpoints]
+        # A processor with more input already here: its results may wait for those (they leave
+        # together, as they came) instead of going one message each (set by the runtime).
+        self.more_ready: Callable[[], bool] = lambda: False
         self._replay_due: set[int] = set()  # replicas whose process ended: replay before sending there
         self._end_frames: list[Any] | None = None  # end of stream, sent again after a replay
         self.replayed = 0  # items sent again to successors
@@ -257,6 +260,7 @@ class OutputEdge:
             self.batch is not None
             and self.windows is not None
             and self._reader_runs_dry(self.windows[0], len(self.batch.bodies))
+            and not self.more_ready()
         ):
             self.flush()  # a credit came: the reader has less than a credit's worth left
         if self._newest is not None:
@@ -396,7 +400,9 @@ class OutputEdge:
                 batch.add(frames[1])
                 self.pauses.last_seq = seq
                 self.last_reader = 0
-                if batch.full or (window is not None and self._reader_runs_dry(window, len(batch.bodies))):
+                if batch.full or (
+                    window is not None and self._reader_runs_dry(window, len(batch.bodies)) and not self.more_ready()
+                ):
                     self.flush()
                 return True
             self.flush()  # keep the order: what waits goes first
@@ -404,7 +410,9 @@ class OutputEdge:
             self.pauses.last_seq = seq
             self.last_reader = 0
             try:
-                if not self._room(0) or (window is not None and (window.busy or not window.allows(1))):
+                if not self._room(0) or (
+                    window is not None and (window.busy or not window.allows(1) or self.more_ready())
+                ):
                     raise zmq.Again
                 send_message(self.sockets[0], frames, NOBLOCK)
                 self._keep(0, frames, 1, seq)

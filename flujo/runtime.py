@@ -141,6 +141,9 @@ class NodeRuntime:
         self.pool, self.shm_reader = self._shared_memory(context)
         self._lossless(context)
         self._credits(context)
+        if config.kind == NodeKind.PROCESSOR:
+            for edge in self.edges:
+                edge.more_ready = self._input_ready
         self._seen_changes = 0
         error: BaseException | None = None
         node: Node | None = None
@@ -237,6 +240,10 @@ class NodeRuntime:
                     port.outbox.before_send = functools.partial(self.merge_log.record, port.name)
 
     # -- credits in items (docs/PROTOCOL.md, section 18) --------------------------------------
+    def _input_ready(self) -> bool:
+        """More input is already here (the rest of a batch): results may wait to go with theirs."""
+        return any(port.ready for port in self.ports)
+
     def _credits(self, context: zmq.Context) -> None:
         """Bind the credit socket (credited outputs) and connect one per credited input port to
         its senders'; each port's first credit (count 0) tells its senders this process counts
