@@ -12,7 +12,8 @@ and a sender sends a message of n items only while ``sent + n - taken <= window`
 * :class:`CreditCounter`, on a reader port, one per sender replica: how many items it took
   and when that is worth a credit.
 * :func:`credit_frame` and :func:`parse_credit`: the frame on the wire.
-* :func:`window_items`, :func:`batch_items`: the sizes that follow from a reader's queue.
+* :func:`window_items`, :func:`credit_every`, :func:`batch_items`: the sizes that follow from
+  a reader's queue (a window's floor) and from a window.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ ReaderKey = tuple[str, int, str]  # (reader node, reader replica, reader input p
 
 
 def window_items(queue: int) -> int:
-    """Items one hop may hold in flight towards one reader replica: twice the edge's ``queue``.
+    """The floor of a hop's window towards one reader replica: twice the edge's ``queue`` (above
+    it, the window follows the reader's pace, :meth:`CreditWindow._pace`).
 
     Twice, because a reader credits every ``queue / 2`` items: with a window of two queues a
     sender that waits for a credit still has a full queue in flight, so a busy reader never runs

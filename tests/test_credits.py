@@ -239,3 +239,15 @@ def test_the_window_follows_the_readers_pace_between_its_floor_and_its_cap() -> 
     assert window.allows(400)  # nothing in flight: a batch begun under the larger window goes
     window.credit(1, 0, now=0.7)  # a successor: its pace is not known yet
     assert window.window == 32
+
+
+def test_a_reader_without_credits_is_sent_to_as_before(flow: FlowRunner) -> None:
+    """A reader that sends no credits (``credits = false``: what a command node is by default)
+    gets every item, in order, behind ZeroMQ's backpressure alone; its sender's other hops keep
+    their credits."""
+    out, n = flow.path("out.jsonl"), 2000
+    sink = {**collect("square", out, delay=0.0002), "credits": False}
+    manifest = flow.manifest({"numbers": count(n), "square": node("{nodes}:square", "numbers"), "sink": sink})
+    result = flow.run(manifest, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert read_lines(out) == [i * i for i in range(n)]
