@@ -64,7 +64,11 @@ class CreditInbox:
                 parsed = parse_credit(frames[0], self.windows, self._generation)
                 if parsed is not None:
                     reader, generation, taken = parsed
-                    self.windows[reader].credit(generation, taken, now)
+                    try:
+                        self.windows[reader].credit(generation, taken, now)
+                    except ProtocolError as refused:
+                        refused.sender = f"{reader[0]}.{reader[1]}"
+                        raise
                     self.taken += 1
             except ProtocolError as refused:
                 self.rejected += 1

@@ -69,8 +69,9 @@ class CreditWindow:
     it took (never more than ``sent``). A reader process counts from its own start, and says
     which process it is (its generation): the first credit of a newer process (sent when it
     starts, before it waits for anything) resets the count, as its predecessor took what it took
-    and the rest is lost or about to reach the newcomer. Items the sender had in flight then
-    (``allowance``) may still be counted by the newcomer, so its counts may exceed what was sent
+    and the rest is lost or about to reach the newcomer. Items the sender had in flight then, or
+    at any earlier reset (``allowance``: a dead process's queue waits in the sender's pipe for
+    the next one), may still be counted by the newcomer, so its counts may exceed what was sent
     since by as much.
     """
 
@@ -83,7 +84,6 @@ class CreditWindow:
         "floor",
         "generation",
         "rate",
-        "refused",
         "sent",
         "stale",
         "taken",
@@ -104,7 +104,6 @@ class CreditWindow:
         self._allowance = 0  # items in flight then, which it may count too
         self._count = 0  # its last count
         self.stale = 0  # credits of an older reader process or another sender process: ignored
-        self.refused = 0
 
     @property
     def in_flight(self) -> int:
@@ -137,7 +136,9 @@ class CreditWindow:
             return
         if generation > self.generation:
             if generation > 0 or self.generation >= 0:  # a successor: its count starts here
-                self._allowance = self.sent - self.taken
+                # What its predecessors were sent and did not take may still wait in the pipe
+                # (libzmq keeps a connection's queue for the next process that binds there).
+                self._allowance += self.sent - self.taken
                 self._base = self.taken = self.sent
                 self._since, self.window = None, self.floor  # its pace is not known yet
             self.generation, self._count = generation, 0

@@ -78,6 +78,18 @@ def test_a_reader_successor_starts_a_new_count_and_its_predecessors_credits_are_
         window.credit(1, 5 + 22 + 1)
 
 
+def test_a_newcomer_may_count_what_every_dead_predecessor_left_in_the_pipe() -> None:
+    window = CreditWindow(32)
+    window.sent_items(20)
+    window.credit(0, 5)  # 15 left in the pipe when it died
+    window.credit(1, 0)  # its successor dies before it takes anything
+    window.sent_items(3)
+    window.credit(2, 0)
+    window.sent_items(2)
+    window.credit(2, 15 + 3 + 2)  # the third process gets both leftovers, and 2 new items
+    assert window.in_flight == 0
+
+
 def test_the_first_reader_process_counts_from_the_start() -> None:
     window = CreditWindow(8)
     window.sent_items(8)  # sent before the reader's first credit arrived
@@ -219,7 +231,9 @@ def test_readers_restarted_behind_full_windows_stall_nothing(flow: FlowRunner, s
         assert sorted(set(values)) == list(range(n))
     else:
         assert values == sorted(set(values)) and values[-1] == n - 1
-        assert n - len(values) <= 2 * 32 + 16 + 16  # at most what the sink's window held (plus batches)
+        # At most what the killed sink's windows held: two senders' windows at its pace (about
+        # 1,000 items/s: 50 items each) with the batches on their way.
+        assert n - len(values) <= 250
 
 
 def test_the_window_follows_the_readers_pace_between_its_floor_and_its_cap() -> None:
