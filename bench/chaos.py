@@ -121,20 +121,13 @@ def _decode(stream: str, value: int) -> int:
     return -value - 1
 
 
-def _status(name: str, env: dict[str, str]) -> dict[str, dict]:
+def _status(name: str, runs: Path) -> dict[str, dict]:
     """The flow's replicas by label, asked in this process: a `flujo-launch status` process for
     each round took seconds on a loaded machine, and the stream ended before the kills."""
-    previous = os.environ.get("FLUJO_RUNS")
-    os.environ["FLUJO_RUNS"] = env["FLUJO_RUNS"]  # where this run's launcher announces itself
     try:
-        reply = request(name, "status")
+        reply = request(name, "status", runs=runs)
     except CommandError:  # not announced yet, or already gone
         return {}
-    finally:
-        if previous is None:
-            del os.environ["FLUJO_RUNS"]
-        else:
-            os.environ["FLUJO_RUNS"] = previous
     return {node["label"]: node for node in reply["nodes"]}
 
 
@@ -166,7 +159,8 @@ def run(
         name = f"chaos{os.getpid()}x{chance.randrange(10**6)}"
         path = folder / "manifest.toml"
         path.write_text(manifest(folder, name, n, merge))
-        env = {**os.environ, "FLUJO_RUNS": str(folder / "runs")}
+        runs = folder / "runs"  # where this run's launcher announces itself
+        env = {**os.environ, "FLUJO_RUNS": str(runs)}
         launcher = subprocess.Popen(
             [sys.executable, "-m", "flujo.launch", str(path)],
             stdout=subprocess.DEVNULL,
@@ -182,7 +176,7 @@ def run(
                 time.sleep(chance.uniform(2.0, 3.0))  # the chaos schedule, not a synchronisation
                 replicas = {
                     label: r
-                    for label, r in _status(name, env).items()
+                    for label, r in _status(name, runs).items()
                     if r.get("pid") and (among is None or label in among)
                 }
                 if launcher.poll() is not None:
@@ -207,7 +201,7 @@ def run(
             except subprocess.TimeoutExpired:  # a hang, or a machine too loaded: say which nodes stand
                 stuck = {
                     label: {key: r.get(key) for key in ("state", "items_in", "items_out", "restarts")}
-                    for label, r in _status(name, env).items()
+                    for label, r in _status(name, runs).items()
                 }
                 outcome.errors.append(f"the flow did not end {max(60.0, seconds):.0f} s after the kills: {stuck}")
         finally:

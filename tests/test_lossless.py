@@ -224,12 +224,12 @@ def test_a_zip_or_its_senders_killed_again_and_again_make_every_pair_once(flow: 
     assert len(runs) == 1 and _check_exactly_once(runs) == 0
 
 
-def _start_merge(flow: FlowRunner, out: str, right: int):
-    """left (N items) and right (``right`` items), merged into a journal; all restart always."""
+def _start_merge(flow: FlowRunner, out: str, right: int, merge: str = "{nodes}:from_port"):
+    """left (N items) and right (``right`` items), merged by ``merge`` into a journal; all restart always."""
     nodes = {
         "left": node("{nodes}:Paced", args={"n": N, "pause": 0.0005}, **ALWAYS),
         "right": node("{nodes}:Paced", args={"n": right, "pause": 0.0005}, **ALWAYS),
-        "merged": node("{nodes}:from_port", {"a": "left", "b": "right"}, join="merge", **ALWAYS),
+        "merged": node(merge, {"a": "left", "b": "right"}, join="merge", **ALWAYS),
         "sink": node("{nodes}:Journal", "merged", args={"path": out}),
     }
     return flow.start(flow.manifest(nodes, flow=LOSSLESS))
@@ -260,12 +260,23 @@ def test_a_merge_or_a_sender_killed_again_and_again_passes_every_item_once(
         assert items == list(range(N)), f"port {port}: duplicated or out of order"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a sender that ended its stream exits once its reader has its end of stream, not once "
-    "everything it sent is acknowledged: a merge killed after one of its senders ended cannot get "
-    "that sender's unacknowledged items again (PROTOCOL 9.8, not yet)",
-)
+def test_a_stateful_merge_killed_again_and_again_goes_on_from_its_snapshot(flow: FlowRunner) -> None:
+    # Its successor restores the last snapshot and re-emits only what came after it, in logged
+    # order (PROTOCOL 9.5, 9.6): each port's count goes on 1, 2, 3, ... across the kills.
+    out = flow.path("out.jsonl")
+    launcher = _start_merge(flow, out, right=N, merge="{nodes}:CountingMerge")
+    _kill_repeatedly(flow, ["merged"], out, total=2 * N)
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    runs = _runs(out)
+    assert len(runs) == 1  # the consumer lived throughout
+    for name in ("a", "b"):
+        taken = [(item, count) for port, item, count in runs[0] if port == name]
+        assert [item for item, _ in taken] == list(range(N)), f"port {name}: lost, duplicated or out of order"
+        wrong = [(item, count) for item, count in taken if count != item + 1]
+        assert not wrong, f"port {name}: counted again or afresh after a crash, first {wrong[:3]}"
+
+
 def test_a_merge_killed_after_one_of_its_senders_ended_passes_every_item_once(flow: FlowRunner) -> None:
     out = flow.path("out.jsonl")
     short = N // 3  # "right" ends its stream early; the merge goes on with "left"
@@ -278,3 +289,38 @@ def test_a_merge_killed_after_one_of_its_senders_ended_passes_every_item_once(fl
         for port, item in run:
             by_port[port].append(item)
     assert by_port == {"a": list(range(N)), "b": list(range(short))}
+
+
+def test_a_sender_that_ended_stays_until_its_reader_acknowledged_everything(flow: FlowRunner) -> None:
+    # "right" ends its stream while nothing it sent is acknowledged (the consumer holds its
+    # first item); the merge has right's end of stream, and then dies. Right must still be
+    # there to replay its items to the merge's successor: before senders stayed until
+    # acknowledged, it exited at the end of stream and its items were lost with the merge.
+    out, gate, held, left_gate = (flow.path(name) for name in ("out.jsonl", "gate", "held", "left-gate"))
+    left, right = 100, 40
+    nodes = {
+        "left": node("{nodes}:Gated", args={"n": left, "gate": left_gate}, **ALWAYS),
+        "right": node("{nodes}:Paced", args={"n": right, "pause": 0.0}, **ALWAYS),
+        "merged": node("{nodes}:from_port", {"a": "left", "b": "right"}, join="merge", **ALWAYS),
+        "sink": node("{nodes}:HeldJournal", "merged", args={"path": out, "gate": gate, "held": held}),
+    }
+    launcher = flow.start(flow.manifest(nodes, flow=LOSSLESS))
+    poll_for(lambda: Path(held).exists(), timeout=30)
+
+    def merge_has_everything() -> bool:
+        replicas = flow.replicas()
+        return replicas["merged"]["items_in"] == left + right and replicas["right"]["state"] in ("finished", "exited")
+
+    poll_for(merge_has_everything, timeout=30)  # right's end of stream is behind its last item
+    replica = flow.replicas()["merged"]
+    assert replica["restarts"] == 0
+    os.kill(replica["pid"], signal.SIGKILL)
+    poll_for(lambda: flow.replicas()["merged"]["restarts"] == 1, timeout=30)
+    Path(gate).touch()
+    Path(left_gate).touch()
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    by_port: dict[str, list[int]] = {"a": [], "b": []}
+    for _pid, (port, item) in read_lines(out):
+        by_port[port].append(item)
+    assert by_port == {"a": list(range(left)), "b": list(range(right))}
