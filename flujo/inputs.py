@@ -80,7 +80,7 @@ class InputPort(PortQueue):
     def receive(self, flags: int = 0) -> bool:
         """Take one message (waiting up to the receive timeout; NOBLOCK: not at all); False when none came."""
         credits = self.credits
-        if not flags and credits is not None and credits.pending and not self.socket.get(zmq.EVENTS) & zmq.POLLIN:
+        if not flags and credits is not None and credits.pending and not self.socket.poll(0):
             credits.flush()  # about to wait: the senders learn what was taken (section 18)
         try:
             message = self._codec.receive(self.socket, self._check, flags)
