@@ -187,6 +187,7 @@ NODE_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "host": _string,
     "max_message": _size,
     "shm": _flag,
+    "credits": _flag,
     "resources": _table,
     "placement": _one_of(Placement),
 }

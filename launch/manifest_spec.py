@@ -93,6 +93,7 @@ class NodeSpec:
     stop_timeout: float = 10.0  # grace after a stop before SIGTERM, then as long again before SIGKILL
     host: str | None = None  # a [hosts] entry: the node runs there; None: on the launcher's machine
     shm: bool | None = None  # its inputs accept shared-memory arrays; None: Python nodes do, commands not
+    credits: bool | None = None  # its inputs send credits (section 18); None: Python nodes do, commands not
     max_message: int | None = None  # bytes per frame on its input ports; None: the flow's
     resources: Resources = field(default_factory=Resources)  # what each replica asks a cluster engine for
     placement: Placement = Placement.FAIL  # a cluster that cannot place it: fail before anything starts, or wait
@@ -149,6 +150,14 @@ class FlowSpec:
             and sender.host is None
             and reader.host is None
         )
+
+    def credited(self, sender: NodeSpec, reader: NodeSpec) -> bool:
+        """Whether the edge from ``sender`` to ``reader`` is bounded in items by credits (section
+        18): a Python sender (it binds the credit socket), a reader that sends them (Python nodes
+        do unless ``credits = false``; command nodes only with ``credits = true``), and waits
+        for room (a realtime reader drops instead), with nodes the launcher places."""
+        sends = reader.credits if reader.credits is not None else reader.run is not None
+        return sends and sender.run is not None and reader.policy == QueuePolicy.BLOCK and self.engine == Engine.LOCAL
 
     def max_message_of(self, node: NodeSpec) -> int:
         return node.max_message if node.max_message is not None else self.max_message
