@@ -195,9 +195,7 @@ class NodeRuntime:
         self._release_ports(*(port.name for port in self.ports))
         # Also after a failure: what this node already sent must reach its readers.
         self._end_outputs()
-        self._acknowledge_all()
-        for outbox in self._outboxes:  # its senders wait for the last acknowledgement before they exit
-            outbox.close(ACK_LINGER_MS)
+        self._close_acknowledgements()
         self._close_shared_memory(END_SHM_WAIT)
         return 0 if error is None else 1
 
@@ -546,6 +544,12 @@ class NodeRuntime:
             self._wait_on(())
             self._acknowledge_all()
 
+    def _close_acknowledgements(self) -> None:
+        """Acknowledge everything done, and let it leave: its senders wait for it before they exit."""
+        self._acknowledge_all()
+        for outbox in self._outboxes:
+            outbox.close(ACK_LINGER_MS)
+
     def _unacknowledged(self) -> bool:
         """A lossless edge keeps items for a reader replica that has not ended for good."""
         gone = self.state.gone
@@ -580,6 +584,10 @@ class NodeRuntime:
         self.control.report(Status.DRAINED, {"stats": self._stats(), "readers": readers})
         while not self.lifecycle.dismissed:
             self._wait_on(())
+        # What it sent and its readers had not acknowledged yet is kept by no one once it exits
+        # (its successor starts after the pause); waiting for it here deadlocked readers that
+        # restore order across replicas being restarted together (PROTOCOL 9.8, not yet).
+        self._close_acknowledgements()
 
     # -- what a join asks of its node (flujo/joins.py, JoinView) ----------------------------
     @property
