@@ -17,10 +17,11 @@ from collections.abc import Callable, Sequence
 
 import zmq
 
-from flujo.acks import ACK_EVERY_ITEMS, AckBatcher, Kept, ReaderKey, Retention, ack_frame, parse_ack
-from flujo.protocol import NOBLOCK
+from flujo.acks import ACK_EVERY_ITEMS, AckBatcher, ReaderKey, Retention, ack_frame, parse_ack
+from flujo.protocol import NOBLOCK, POLLIN
 from flujo.wire_check import ProtocolError, RefusalLog
 
+EVENTS = zmq.EVENTS
 #: Acknowledgements are a few dozen bytes: anything larger is refused by the socket itself.
 ACK_MAX_MESSAGE = 1024
 
@@ -44,25 +45,27 @@ class AckInbox:
         self.rejected = 0
         self.taken = 0
 
-    def take(self) -> list[Kept]:
-        """Apply every acknowledgement already received; returns what they freed (shared-memory
-        slots follow the retentions' floors, flujo/slot_pins.py). A malformed or forged one is
-        refused: counted, logged, nothing freed."""
-        freed: list[Kept] = []
-        while True:
+    def take(self) -> int:
+        """Apply every acknowledgement already received; returns how many items they freed
+        (shared-memory slots follow the retentions' floors, flujo/slot_pins.py). A malformed or
+        forged one is refused: counted, logged, nothing freed."""
+        freed = 0
+        socket = self.socket
+        while socket.getsockopt(EVENTS) & POLLIN:  # (asked first: a failed receive raises, which costs more)
             try:
-                frames = self.socket.recv_multipart(NOBLOCK)
+                frames = socket.recv_multipart(NOBLOCK)
             except zmq.Again:
                 return freed
             try:
                 if len(frames) != 1:
                     raise ProtocolError("ack", f"{len(frames)} frames, expected 1")
                 reader, seq = parse_ack(frames[0], self.retentions)
-                freed.extend(self.retentions[reader].acknowledge(seq))
+                freed += self.retentions[reader].acknowledge(seq)
                 self.taken += 1
             except ProtocolError as refused:
                 self.rejected += 1
                 self._refusals.refused(refused, "acknowledgements")
+        return freed
 
     def close(self) -> None:
         self.socket.close(linger=0)
