@@ -150,6 +150,7 @@ class AckOutbox:
                 except zmq.Again:  # that sender is gone or slow: a later acknowledgement covers this one
                     pass
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 0) -> None:
+        """``linger_ms``: how long what is still queued may take to leave (the last acknowledgement)."""
         for socket in self.sockets:
-            socket.close(linger=0)
+            socket.close(linger=linger_ms)

@@ -101,7 +101,7 @@ class ControlState:
         self._generation = generation
         self.lifecycle = Lifecycle()
         self.released: set[tuple[str, str, int]] = set()  # (node, port, replica) that reads no more
-        self.gone: set[Key] = set()  # replicas that died without end of stream
+        self.gone: set[Key] = set()  # replicas that ended for good (a sender: count it as ended)
         # Replicas being restarted gracefully, shared with the output edges (they pause those
         # replicas); empty almost always.
         self.holds = Holds(lambda node, replica, port, seq: report(Status.POSITION, [node, replica, port, seq]))
@@ -152,7 +152,15 @@ class ControlState:
         return (node, replica) == self._me and generation == self._generation
 
     def is_released(self, node: str, port: str, replica: int) -> bool:
-        return (node, port, replica) in self.released
+        """That reader replica reads no more on that port: released, or ended for good."""
+        return (node, port, replica) in self.released or (node, replica) in self.gone
+
+    def reopen(self, node: str, port: str, replica: int) -> None:
+        """A released reader replica died before it acknowledged everything a lossless sender
+        kept for it: its successor reads again (a replay, then this sender's end of stream) and
+        releases the port itself (section 9.3)."""
+        self.released.discard((node, port, replica))
+        self.changes += 1
 
     @property
     def drain_limit(self) -> int | None:

@@ -225,6 +225,11 @@ class OutputEdge:
     def released(self) -> bool:
         return not self.live_replicas()
 
+    @property
+    def ended(self) -> bool:
+        """This edge's end of stream went out."""
+        return self._end_frames is not None
+
     def deal(self, frames: list[Any], seq: int, batchable: bool = False) -> bool:
         """Send the message numbered ``seq`` to one live replica, blocking (with ``wait``) while
         all are full. ``batchable``: a small data item that may join a batch. Returns False

@@ -55,6 +55,8 @@ POLL_INTERVAL_MS = 500  # upper bound on a blocking wait; every wait also wakes 
 STATS_INTERVAL = 0.5  # seconds between two stats reports to the launcher
 CONTROL_INTERVAL = 0.002  # a busy node looks at commands this often, not after every item
 BATCH_WAIT = 0.005  # seconds a batch of small items may wait for more while the reader is busy
+#: How long a reader's last acknowledgements may take to leave when it ends (its senders wait for them).
+ACK_LINGER_MS = 1000
 HANDOVER_SHM_WAIT = 2.0  # seconds a drained process waits for readers to release its shared memory
 #: Seconds an ending process waits for that, well within the launcher's stop timeout (10 s by
 #: default): a reader keeping a frame until it closes must not make its sender overstay.
@@ -185,6 +187,9 @@ class NodeRuntime:
         self._release_ports(*(port.name for port in self.ports))
         # Also after a failure: what this node already sent must reach its readers.
         self._end_outputs()
+        self._acknowledge_all()
+        for outbox in self._outboxes:  # its senders wait for the last acknowledgement before they exit
+            outbox.close(ACK_LINGER_MS)
         self._close_shared_memory(END_SHM_WAIT)
         return 0 if error is None else 1
 
@@ -310,8 +315,9 @@ class NodeRuntime:
 
     def _unpin_slots(self) -> None:
         """Shared-memory slots kept for a lossless edge's replay go back once its reader keeps
-        nothing that names them: acknowledged, forgotten, or the reader released (flujo/slot_pins.py)."""
-        pool, is_released = cast(SlotPool, self.pool), self.state.is_released
+        nothing that names them: acknowledged, forgotten, or the reader gone for good (flujo/slot_pins.py).
+        A released reader may still die before it acknowledged: its successor gets them again."""
+        pool, gone = cast(SlotPool, self.pool), self.state.gone
         for edge in self.edges:
             if edge.retentions is None or not edge.config.shm:
                 continue
@@ -319,7 +325,7 @@ class NodeRuntime:
             for index, retention in enumerate(edge.retentions):
                 lowest = retention.lowest_unacked  # later items (in a batch, held back) stay pinned
                 floor = retention.highest_sent + 1 if lowest is None else lowest
-                if is_released(edge.target, port, index):
+                if (edge.target, index) in gone:
                     floor = END_SEQ  # reads no more: nothing will be replayed to it
                 pool.unpin_below((edge.target, index, port), floor)
 
@@ -490,9 +496,31 @@ class NodeRuntime:
             edge.flush()
             edge.broadcast(end)
         self.control.report(Status.FINISHED, self._stats())
-        while not all(edge.released for edge in self.edges):
+        # Every reader has the end of stream, and a lossless edge's readers have acknowledged
+        # everything (or ended for good): until then a reader that dies gets it all again.
+        while not all(edge.released for edge in self.edges) or self._unacknowledged():
             self._housekeeping()
             self._wait_on(())
+            self._acknowledge_all()
+
+    def _unacknowledged(self) -> bool:
+        """A lossless edge keeps items for a reader replica that has not ended for good."""
+        gone = self.state.gone
+        return any(
+            retention.items and (edge.target, index) not in gone
+            for edge in self.edges
+            for index, retention in enumerate(edge.retentions or ())
+        )
+
+    def _acknowledge_all(self) -> None:
+        """Everything done goes to the senders now, not when a batch is due: at the end of a
+        stream they wait for it before they exit (section 9.2)."""
+        if not self._outboxes:
+            return
+        if self._snapshots is not None:
+            self._acknowledge_through_snapshots(waiting=True)
+        for outbox in self._outboxes:
+            outbox.flush()
 
     def _hand_over(self) -> None:
         """Graceful restart: a pause marker behind everything sent, then wait to be dismissed."""
@@ -621,10 +649,7 @@ class NodeRuntime:
         if self.shm_reader is not None and self.shm_reader.release_wait() == 0.0:
             self.shm_reader.flush()
         self._take_acks()
-        if self._snapshots is not None:
-            self._acknowledge_through_snapshots(waiting=True)  # an idle moment: the last item too
-        for outbox in self._outboxes:
-            outbox.flush()
+        self._acknowledge_all()  # an idle moment: the last item too
         self._housekeeping()
 
     def _release_wait_ms(self) -> int:
@@ -693,6 +718,10 @@ class NodeRuntime:
                     self.pool.reader_exited(node, replica)
                 for edge in self.edges:
                     if edge.target == node:
+                        if edge.ended and edge.retentions is not None:
+                            # Released, but maybe not everything acknowledged: its successor
+                            # gets the replay and this end of stream again (9.3), unless gone.
+                            state.reopen(node, edge.config.target_port, replica)
                         edge.reader_exited(replica)
                 for port in self.ports:
                     if port.outbox is not None and port.config.source == node:

@@ -55,7 +55,8 @@ class Channels:
         self.commands.linger = 0
         self.commands.maxmsgsize = max_message
         self.commands.bind(commands)
-        self._history: list[list[bytes]] = []  # state-changing commands, replayed to late subscribers
+        # State-changing commands, replayed to late subscribers: (topic, payload, frames).
+        self._history: list[tuple[Control, tuple[Any, ...], list[bytes]]] = []
         self._refusals = RefusalLog("", say)  # malformed or forged messages on these sockets
 
     @property
@@ -64,9 +65,20 @@ class Channels:
 
     # -- control ---------------------------------------------------------------------------------
     def publish(self, topic: Control, *payload: Any) -> None:
+        """Send a command to every node, and keep it for late subscribers; ``exited`` is an
+        event, not a state: a node that subscribes later never sent to that process, and one
+        that takes it again would replay again."""
         frames = control_frames(topic, *payload)
-        self._history.append(frames)
+        if topic is not Control.EXITED:
+            self._history.append((topic, payload, frames))
         self.control.send_multipart(frames)
+
+    def forget_released(self, node: str, replica: int) -> None:
+        """That replica's process ended: what it released is no longer replayed to late
+        subscribers (its successor releases for itself; one ended for good is ``gone``)."""
+        self._history = [
+            entry for entry in self._history if not (entry[0] is Control.RELEASED and entry[1][:2] == (node, replica))
+        ]
 
     def subscription(self) -> bytes | None:
         """The topic a node subscribed to, or None for an unsubscription."""
@@ -75,7 +87,7 @@ class Channels:
 
     def replay(self) -> None:
         """Bring a new subscriber up to date: every state-changing command so far."""
-        for frames in self._history:
+        for _topic, _payload, frames in self._history:
             self.control.send_multipart(frames)
 
     # -- exits -----------------------------------------------------------------------------------

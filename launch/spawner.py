@@ -73,11 +73,15 @@ class Spawner:
                 generation=config.generation + 1,
             )
         )
-        # Senders that already ended their stream towards the dead process will not send it again.
+        # Senders that already ended their stream towards the dead process will not send it
+        # again; a lossless one that still runs replays to the successor, end of stream included.
+        reader = self._flow.nodes[config.node]
         for port in replica.config.inputs:
+            replays = lossless(self._flow, self._flow.nodes[port.source], reader)
             for index in range(port.senders):
                 sender = self._replicas[(port.source, index)]
-                if sender.finished or sender.exit_code is not None:
+                ended = sender.ended_for_good if replays else sender.finished or sender.exit_code is not None
+                if ended:
                     self._channels.publish(Control.GONE, port.source, index, *replica.key)
         replica.spawned(self._spawn(replica), time.time())
 

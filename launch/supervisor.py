@@ -162,7 +162,9 @@ class Supervisor:
 
     def _on_exit(self, replica: Replica, code: int) -> None:
         was = replica.exited(code, time.time())
-        # Its shared memory: senders take back what it held, its own segments go.
+        # Its shared memory: senders take back what it held, its own segments go; lossless
+        # senders replay to its successor what it had not acknowledged, released or not.
+        self._channels.forget_released(*replica.key)
         self._channels.publish(Control.EXITED, *replica.key)
         if isinstance(replica.process, NodeProcess):
             self._unlink_segments(replica, replica.process.pid)
@@ -181,9 +183,12 @@ class Supervisor:
             self._handovers.back(replica, ended=True)
         if self._should_restart(replica, code):
             return
-        self._release(replica, [port.port for port in replica.config.inputs])
-        if replica.config.outputs:
-            self._channels.publish(Control.GONE, *replica.key)  # readers count it as ended, if they have not yet
+        for port in replica.config.inputs:  # again: what its process released was forgotten at its exit
+            replica.released_port(port.port)
+            self._channels.publish(Control.RELEASED, *replica.key, port.port)
+        # Readers count it as ended, if they have not yet; senders, as released for good (a
+        # lossless sender stops waiting for its acknowledgements).
+        self._channels.publish(Control.GONE, *replica.key)
         self._watch_readers()
         self._start_when_ready()  # a node that ended before it was ready does not hold the others back
         if replica.current.escalated:

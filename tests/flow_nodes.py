@@ -168,6 +168,23 @@ class Journal(Consumer):
         self.file.close()
 
 
+class HeldJournal(Journal):
+    """Journal that holds its first item until the file ``gate`` exists, having touched the
+    file ``held`` to say so: nothing it reads is consumed, nor acknowledged, before the cue."""
+
+    def __init__(self, path: str, gate: str, held: str) -> None:
+        super().__init__(path)
+        self.gate, self.held, self.first = Path(gate), Path(held), True
+
+    def consume(self, item: Any) -> None:
+        if self.first:
+            self.first = False
+            self.held.touch()
+            while not self.gate.exists():
+                time.sleep(0.005)
+        super().consume(item)
+
+
 def line_count(path: str) -> int:
     """Lines written so far (0 before the file exists)."""
     try:

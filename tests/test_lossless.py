@@ -260,12 +260,6 @@ def test_a_merge_or_a_sender_killed_again_and_again_passes_every_item_once(
         assert items == list(range(N)), f"port {port}: duplicated or out of order"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a sender that ended its stream exits once its reader has its end of stream, not once "
-    "everything it sent is acknowledged: a merge killed after one of its senders ended cannot get "
-    "that sender's unacknowledged items again (PROTOCOL 9.8, not yet)",
-)
 def test_a_merge_killed_after_one_of_its_senders_ended_passes_every_item_once(flow: FlowRunner) -> None:
     out = flow.path("out.jsonl")
     short = N // 3  # "right" ends its stream early; the merge goes on with "left"
@@ -278,3 +272,38 @@ def test_a_merge_killed_after_one_of_its_senders_ended_passes_every_item_once(fl
         for port, item in run:
             by_port[port].append(item)
     assert by_port == {"a": list(range(N)), "b": list(range(short))}
+
+
+def test_a_sender_that_ended_stays_until_its_reader_acknowledged_everything(flow: FlowRunner) -> None:
+    # "right" ends its stream while nothing it sent is acknowledged (the consumer holds its
+    # first item); the merge has right's end of stream, and then dies. Right must still be
+    # there to replay its items to the merge's successor: before senders stayed until
+    # acknowledged, it exited at the end of stream and its items were lost with the merge.
+    out, gate, held, left_gate = (flow.path(name) for name in ("out.jsonl", "gate", "held", "left-gate"))
+    left, right = 100, 40
+    nodes = {
+        "left": node("{nodes}:Gated", args={"n": left, "gate": left_gate}, **ALWAYS),
+        "right": node("{nodes}:Paced", args={"n": right, "pause": 0.0}, **ALWAYS),
+        "merged": node("{nodes}:from_port", {"a": "left", "b": "right"}, join="merge", **ALWAYS),
+        "sink": node("{nodes}:HeldJournal", "merged", args={"path": out, "gate": gate, "held": held}),
+    }
+    launcher = flow.start(flow.manifest(nodes, flow=LOSSLESS))
+    poll_for(lambda: Path(held).exists(), timeout=30)
+
+    def merge_has_everything() -> bool:
+        replicas = flow.replicas()
+        return replicas["merged"]["items_in"] == left + right and replicas["right"]["state"] in ("finished", "exited")
+
+    poll_for(merge_has_everything, timeout=30)  # right's end of stream is behind its last item
+    replica = flow.replicas()["merged"]
+    assert replica["restarts"] == 0
+    os.kill(replica["pid"], signal.SIGKILL)
+    poll_for(lambda: flow.replicas()["merged"]["restarts"] == 1, timeout=30)
+    Path(gate).touch()
+    Path(left_gate).touch()
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    by_port: dict[str, list[int]] = {"a": [], "b": []}
+    for _pid, (port, item) in read_lines(out):
+        by_port[port].append(item)
+    assert by_port == {"a": list(range(left)), "b": list(range(right))}

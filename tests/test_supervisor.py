@@ -36,6 +36,11 @@ class FakeChannels:
     def publish(self, topic: Control, *payload: Any) -> None:
         self.published.append((topic, *payload))
 
+    def forget_released(self, node: str, replica: int) -> None:
+        self.published = [
+            entry for entry in self.published if not (entry[0] is Control.RELEASED and entry[1:3] == (node, replica))
+        ]
+
     def subscription(self) -> bytes | None:
         return self.topic
 
@@ -183,6 +188,26 @@ def test_on_failure_does_not_restart_a_clean_exit_nor_one_that_finished(tmp_path
     assert h.r("sink").state is S.EXITED and h.spawner.respawned == [] and not h.supervisor.failures
 
 
+def test_a_reader_that_exits_is_released_no_more_unless_it_ended_for_good(tmp_path: Path) -> None:
+    # A lossless sender replays to a reader's successor what it had not acknowledged, even
+    # after a release (PROTOCOL 9.3): what a dead process released is forgotten; a replica that
+    # ended for good is released again and "gone", so its senders stop waiting for it.
+    h = Harness(tmp_path, pipeline("on-failure"))
+    h.ready("src", "sink")
+    h.supervisor.on_status(Status.RELEASED, "sink", 0, ["src"])
+    assert (Control.RELEASED, "sink", 0, "src") in h.channels.published
+    h.exit("sink", 1)  # restarts
+    assert (Control.RELEASED, "sink", 0, "src") not in h.channels.published
+    assert (Control.EXITED, "sink", 0) in h.channels.published
+    assert (Control.GONE, "sink", 0) not in h.channels.published
+    h.advance(0)
+    h.ready("sink")
+    h.supervisor.on_status(Status.RELEASED, "sink", 0, ["src"])
+    h.supervisor.on_status(Status.FINISHED, "sink", 0, {})
+    h.exit("sink", 0)  # for good
+    assert h.channels.published[-2:] == [(Control.RELEASED, "sink", 0, "src"), (Control.GONE, "sink", 0)]
+
+
 def test_a_drained_replica_is_replaced_at_once(tmp_path: Path) -> None:
     h = Harness(tmp_path, pipeline())
     h.ready("src", "sink")
@@ -245,3 +270,36 @@ def test_ended_says_how_a_node_ended_once_every_replica_has(tmp_path: Path) -> N
     h.exit("sink", 1)
     assert h.supervisor.ended("sink") == ""  # a restart is coming
     assert h.supervisor.running
+
+
+def test_a_late_subscriber_gets_the_flow_as_it_is_not_past_events(tmp_path: Path) -> None:
+    # The control history replayed to a node that subscribes: a dead process's releases are
+    # forgotten (its successor releases for itself), and "exited", an event, is never replayed
+    # (a sender taking it again would replay to the successor again).
+    import msgpack
+    import zmq
+
+    from flujo.launch.channels import Channels
+
+    context = zmq.Context()
+    try:
+        ipc = f"ipc://{tmp_path}"
+        channels = Channels(context, f"{ipc}/c", f"{ipc}/s", f"{ipc}/k", 1 << 20, lambda text: None)
+        channels.publish(Control.RELEASED, "sink", 0, "in")
+        channels.publish(Control.RELEASED, "sink", 1, "in")
+        channels.publish(Control.EXITED, "sink", 0)
+        channels.forget_released("sink", 0)
+        channels.publish(Control.GONE, "src", 0)
+        late = context.socket(zmq.SUB)
+        late.linger, late.rcvtimeo = 0, 5000  # a hang fails, it does not wait for the timeout
+        late.subscribe(b"")
+        late.connect(f"{ipc}/c")
+        assert channels.control.poll(5000) and channels.subscription() == b""
+        channels.replay()
+        channels.control.send_multipart([b"end", b""])  # not kept: marks the end of the replay
+        got = []
+        while (frames := late.recv_multipart()) != [b"end", b""]:
+            got.append((frames[0], msgpack.unpackb(frames[1])))
+        assert got == [(b"released", ["sink", 1, "in"]), (b"gone", ["src", 0])]
+    finally:
+        context.destroy(linger=0)

@@ -118,6 +118,7 @@ def acker(bench: Bench) -> zmq.Socket:
 def acknowledge(socket: zmq.Socket, reader: Reader, seq: int) -> None:
     node, replica, port = reader.key
     socket.send(msgpack.packb([1, "ack", node, replica, port, seq]))
+    reader.acked = max(reader.acked, seq)
 
 
 def covers(sinks: list[AckSink], sent: dict[int, list[int]], done: int) -> bool:

@@ -94,6 +94,7 @@ class Reader:
         self.violations: list[str] = []  # malformed messages, as the decoder described them
         self.codec = Codec("bench", 0)
         self.cap: int | None = None  # take no more than this many messages for now (backpressure)
+        self.acked = -1  # the highest item acknowledged to the node under test (a lossless edge)
 
     def rebind(self, context: zmq.Context, timeout: float) -> float | None:
         """A successor process of this reader: a new socket bound at the same endpoint. Returns
@@ -116,6 +117,11 @@ class Reader:
         finally:
             self.socket.disable_monitor()
             monitor.close(linger=0)
+
+    @property
+    def highest_taken(self) -> int:
+        """The highest item taken (-1: none)."""
+        return max((m.seq for m in self.messages if m.kind in (MessageKind.DATA, MessageKind.SKIP)), default=-1)
 
     @property
     def key(self) -> tuple[str, int, str]:

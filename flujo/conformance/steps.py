@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import zmq
+
+from flujo.acks import ack_frame
 from flujo.conformance.checks import Checks, describe, same, seq_list, small_item
 from flujo.conformance.harness import INPUT_PORT, NODE, Bench, Reader
 from flujo.protocol import Control, MessageKind
@@ -253,6 +256,17 @@ def end_of_stream(
         )
         for reader in readers:
             bench.publish(Control.RELEASED, reader.edge.target, reader.index, reader.edge.target_port)
+        unacknowledged = [reader for reader in readers if reader.highest_taken > reader.acked]
+        if bench.config.get("ack_endpoint") and unacknowledged:  # lossless: released is not enough (9.3)
+            bench.idle(bench.window)
+            checks.clause(
+                "9.3",
+                "a lossless sender stays up after its readers released it, until they acknowledged everything",
+                not bench.exited(),
+                f"still running {bench.window:g} s after the release, before the last acknowledgement",
+                f"exited with status {bench.exit_code()}",
+            )
+            acknowledge_everything(bench, unacknowledged)
     expect_exit(bench, checks, 0, "7.3", "exits 0 once every reader has released it")
     strays = [r.payload for r in bench.reports if r.kind in ("<misaddressed>", "<malformed>")]
     checks.clause(
@@ -262,6 +276,16 @@ def end_of_stream(
         f"[kind, {NODE!r}, {bench.replica}, payload]",
         f"{strays[:3]}",
     )
+
+
+def acknowledge_everything(bench: Bench, readers: list[Reader]) -> None:
+    """Each reader acknowledges the highest item it took, as a real one does before it ends."""
+    socket = bench.context.socket(zmq.PUSH)
+    socket.connect(bench.config["ack_endpoint"])
+    for reader in readers:
+        socket.send(ack_frame(*reader.key, reader.highest_taken))
+        reader.acked = reader.highest_taken
+    socket.close(linger=int(bench.timeout * 1000))  # the frames go before the socket does
 
 
 def expect_exit(bench: Bench, checks: Checks, code: int | None, section: str, title: str) -> None:
