@@ -125,7 +125,10 @@ class SmallItems(Workload):
     def metrics(self, out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
         _check_count(out, cfg)
         cpu = {key.replace("CPU ms", "CPU µs"): ms * 1000 for key, ms in _cpu_per_item(out, cfg).items()}
-        return {"items/s": throughput(out.result), **cpu}
+        waits = {
+            f"{r['role']} waits/kitem": r["waits_run"] * 1000 / int(cfg["n"]) for r in out.reports if "waits_run" in r
+        }
+        return {"items/s": throughput(out.result), **cpu, **waits}
 
     def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
         rows = [
