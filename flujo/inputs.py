@@ -76,18 +76,10 @@ class InputPort(PortQueue):
         if self.outbox is not None:
             self.outbox.restarted(replica)
 
-    def receive(self, flags: int = 0, timeout_ms: int | None = None) -> bool:
-        """Take one message (waiting up to the receive timeout, or ``timeout_ms``; NOBLOCK: not
-        at all); False when none came."""
+    def receive(self, flags: int = 0) -> bool:
+        """Take one message (waiting up to the receive timeout; NOBLOCK: not at all); False when none came."""
         try:
-            if timeout_ms is None:
-                message = self._codec.receive(self.socket, self._check, flags)
-            else:
-                self.socket.rcvtimeo = timeout_ms
-                try:
-                    message = self._codec.receive(self.socket, self._check, flags)
-                finally:
-                    self.socket.rcvtimeo = BLOCKING_RECEIVE_MS
+            message = self._codec.receive(self.socket, self._check, flags)
         except zmq.Again:
             return False
         except StaleMessage:  # a dead process's leftovers, after its successor's first message

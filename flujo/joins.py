@@ -22,10 +22,7 @@ from flujo.vocab import zips_several
 SKIP = object()
 #: Returned by a join that needs more input: wait for ``Join.waiting_on``, then ask again.
 WAIT = object()
-Step = tuple[int, str | None, Any]
-#: A join of a node awaiting acknowledgements blocks in a receive at most this long before the
-#: node takes them in and waits in a poll that wakes for them too.
-ACK_WAIT_MS = 2  # (sequence number, port or None for a zip, items or SKIP)
+Step = tuple[int, str | None, Any]  # (sequence number, port or None for a zip, items or SKIP)
 
 
 class Drained(Exception):
@@ -39,11 +36,6 @@ class JoinView(Protocol):
     @property
     def holding_output(self) -> bool:
         """The node holds output back (a batch): a join must not block in a receive."""
-
-    @property
-    def awaiting_acks(self) -> bool:
-        """The node waits for acknowledgements to pass on upstream (a lossless processor,
-        docs/PROTOCOL.md 9.2): a join blocks in a receive only briefly (``ACK_WAIT_MS``)."""
 
     @property
     def draining(self) -> bool:
@@ -95,15 +87,8 @@ class Join:
                 raise Drained
             if port.ready:
                 return True  # held items were taken
-            view = self._view
-            if view.holding_output:
+            if self._view.holding_output:
                 if port.receive(NOBLOCK):
-                    continue
-            elif view.awaiting_acks:
-                # Blocking briefly, not a failed receive and a poll: input usually comes within
-                # it, at the price of a plain receive (the poll cost a lossless processor about
-                # a tenth of its small-item throughput); acknowledgements wait that long at most.
-                if port.receive(timeout_ms=ACK_WAIT_MS):
                     continue
             elif port.receive():
                 continue

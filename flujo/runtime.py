@@ -541,13 +541,12 @@ class NodeRuntime:
     # -- what a join asks of its node (flujo/joins.py, JoinView) ----------------------------
     @property
     def holding_output(self) -> bool:
-        """A batch waits: the join must not block in a receive."""
-        return any(edge.batch is not None for edge in self.edges)
-
-    @property
-    def awaiting_acks(self) -> bool:
-        """A lossless processor keeps results its readers have not acknowledged: their
-        acknowledgements, passed on upstream, free what its senders keep (section 9.2)."""
+        """A batch waits, or a processor awaits acknowledgements from its readers to pass on
+        upstream (its senders keep items until then): the join must not block in a receive
+        but wait in a poll that wakes for them too."""
+        for edge in self.edges:  # (loops, not any(): this runs on every receive that finds nothing)
+            if edge.batch is not None:
+                return True
         if self._outboxes:
             for retention in self._retentions:
                 if retention.items:

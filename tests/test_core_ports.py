@@ -13,7 +13,7 @@ import zmq
 
 from flujo.config import InputConfig
 from flujo.inputs import InputPort
-from flujo.joins import ACK_WAIT_MS, SKIP, WAIT, Drained, Join, Step
+from flujo.joins import SKIP, WAIT, Drained, Join, Step
 from flujo.port_queue import PortQueue
 from flujo.protocol import NOBLOCK, Codec, Message, MessageKind
 from flujo.vocab import Join as JoinMode
@@ -44,8 +44,8 @@ class ScriptedPort(PortQueue):
         self.receives: list[str] = []
         self.socket = name
 
-    def receive(self, flags: int = 0, timeout_ms: int | None = None) -> bool:
-        self.receives.append("noblock" if flags & NOBLOCK else "block" if timeout_ms is None else f"{timeout_ms} ms")
+    def receive(self, flags: int = 0) -> bool:
+        self.receives.append("noblock" if flags & NOBLOCK else "block")
         if not self.inbox:
             return False
         self.accept(self.inbox.pop(0))
@@ -144,7 +144,6 @@ class View:
     """The node as a join sees it (flujo/joins.py, JoinView)."""
 
     holding_output: bool = False
-    awaiting_acks: bool = False
     draining: bool = False
     drain_limit: int | None = None
 
@@ -185,17 +184,6 @@ def test_a_node_holding_output_never_blocks_in_a_receive() -> None:
     join = Join([port], JoinMode.ZIP, View(holding_output=True))
     assert drain(join) == [(0, "in", [0]), "wait"]
     assert port.receives == ["noblock", "noblock"]  # the loop flushes its batch before it waits
-
-
-def test_a_node_awaiting_acknowledgements_blocks_in_a_receive_only_briefly() -> None:
-    port = ScriptedPort(inbox=[data(0)])
-    join = Join([port], JoinMode.ZIP, View(awaiting_acks=True))
-    assert drain(join) == [(0, "in", [0]), "wait"]
-    assert port.receives == [f"{ACK_WAIT_MS} ms", f"{ACK_WAIT_MS} ms"]  # then the loop takes acks in and polls
-    batch_too = ScriptedPort(inbox=[data(0)])
-    join = Join([batch_too], JoinMode.ZIP, View(holding_output=True, awaiting_acks=True))
-    assert drain(join) == [(0, "in", [0]), "wait"]
-    assert batch_too.receives == ["noblock", "noblock"]  # a batch waiting goes first: no block at all
 
 
 def test_zip_pairs_by_sequence_number_and_drops_what_has_no_partner() -> None:
