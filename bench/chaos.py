@@ -4,6 +4,7 @@ check that every item reached the consumer exactly once and in order (docs/PROTO
     python -m bench.chaos --runs 10 --seconds 60              # one replica at a time
     python -m bench.chaos --runs 10 --seconds 60 --together 2  # two at once
     python -m bench.chaos --victims mix,pair,letters,sink      # the merge, its senders, its reader
+    python -m bench.chaos --arrays                             # 64 KiB arrays through shared memory
 
 The flow: ``numbers`` (a producer that resumes) feeds ``spread`` (two replicas that finish out
 of order) and ``squares``; the zip ``pair`` adds them (i + i * i); the merge ``mix`` takes
@@ -39,8 +40,9 @@ NODES = Path(__file__).with_name("chaos_nodes.py")
 RATE = 800  # items/s the producers aim at (a pause of 1 ms between items, and Python's overhead)
 
 
-def manifest(folder: Path, name: str, n: int, merge: bool) -> str:
-    """The chaos flow's manifest (see the module docstring)."""
+def manifest(folder: Path, name: str, n: int, merge: bool, arrays: bool = False) -> str:
+    """The chaos flow's manifest (see the module docstring); ``arrays``: items are arrays in
+    shared memory."""
     always = 'restart = "always"\nmax_restarts = 10000\nrestart_window = 1.0'
 
     def section(node: str, run: str, args: str, inputs: str = "", extra: str = "") -> str:
@@ -49,8 +51,8 @@ def manifest(folder: Path, name: str, n: int, merge: bool) -> str:
         return text + (f"inputs = {inputs}\n" if inputs else "") + extra
 
     sections = [
-        f'[flow]\nname = "{name}"\nqueue = 4\nshm = false\nlossless = true\n',
-        section("numbers", "Ticks", f", n = {n}, pause = 0.001"),
+        f'[flow]\nname = "{name}"\nqueue = 4\nshm = {str(arrays).lower()}\nlossless = true\n',
+        section("numbers", "Ticks", f", n = {n}, pause = 0.001, arrays = {str(arrays).lower()}"),
         section("spread", "Work", ', kind = "jitter"', '["numbers"]', "replicas = 2\n"),
         section("squares", "Work", ', kind = "square"', '["numbers"]'),
         section("pair", "Pair", "", '{ a = "spread", b = "squares" }'),
@@ -58,7 +60,7 @@ def manifest(folder: Path, name: str, n: int, merge: bool) -> str:
     last = "pair"
     if merge:
         sections += [
-            section("letters", "Ticks", f", n = {n // 2}, pause = 0.002, sign = -1"),
+            section("letters", "Ticks", f", n = {n // 2}, pause = 0.002, sign = -1, arrays = {str(arrays).lower()}"),
             section("mix", "Pass", "", '["pair", "letters"]', 'join = "merge"\n'),
         ]
         last = "mix"
@@ -86,12 +88,16 @@ def check_journal(journal: Path, streams: dict[str, int]) -> tuple[list[str], in
     """Per stream (name -> expected length): every item once, in order, across processes;
     returns (errors, items delivered, items consumed again by a consumer's successor)."""
     runs: list[tuple[int, list[int]]] = []
+    corrupt = 0
     for line in journal.read_text().splitlines():
         pid, value = json.loads(line)
+        if value is None:  # an array whose bytes were not all its number's
+            corrupt += 1
+            continue
         if not runs or runs[-1][0] != pid:
             runs.append((pid, []))
         runs[-1][1].append(value)
-    errors, delivered_total, again = [], 0, 0
+    errors, delivered_total, again = [f"{corrupt} arrays changed under their reader"] if corrupt else [], 0, 0
     for stream, expected in streams.items():
         delivered: list[int] = []
         for _, values in runs:
@@ -121,20 +127,13 @@ def _decode(stream: str, value: int) -> int:
     return -value - 1
 
 
-def _status(name: str, env: dict[str, str]) -> dict[str, dict]:
+def _status(name: str, runs: Path) -> dict[str, dict]:
     """The flow's replicas by label, asked in this process: a `flujo-launch status` process for
     each round took seconds on a loaded machine, and the stream ended before the kills."""
-    previous = os.environ.get("FLUJO_RUNS")
-    os.environ["FLUJO_RUNS"] = env["FLUJO_RUNS"]  # where this run's launcher announces itself
     try:
-        reply = request(name, "status")
+        reply = request(name, "status", runs=runs)
     except CommandError:  # not announced yet, or already gone
         return {}
-    finally:
-        if previous is None:
-            del os.environ["FLUJO_RUNS"]
-        else:
-            os.environ["FLUJO_RUNS"] = previous
     return {node["label"]: node for node in reply["nodes"]}
 
 
@@ -155,9 +154,11 @@ def run(
     seed: int | None = None,
     victims_in_turn: list[list[str]] | None = None,
     among: list[str] | None = None,
+    arrays: bool = False,
 ) -> Outcome:
     """One chaos run: kills for ``seconds`` (``together`` replicas at a time, chosen at random,
-    or ``victims_in_turn``; ``among``: only these replicas), then let the flow end."""
+    or ``victims_in_turn``; ``among``: only these replicas), then let the flow end. ``arrays``:
+    every item an array of 64 KiB through shared memory, checked whole by the consumer."""
     chance = random.Random(seed)
     outcome = Outcome()
     n = int(seconds * RATE * 1.2)  # the stream outlasts the kills
@@ -165,8 +166,9 @@ def run(
         folder = Path(scratch)
         name = f"chaos{os.getpid()}x{chance.randrange(10**6)}"
         path = folder / "manifest.toml"
-        path.write_text(manifest(folder, name, n, merge))
-        env = {**os.environ, "FLUJO_RUNS": str(folder / "runs")}
+        path.write_text(manifest(folder, name, n, merge, arrays))
+        runs = folder / "runs"  # where this run's launcher announces itself
+        env = {**os.environ, "FLUJO_RUNS": str(runs)}
         launcher = subprocess.Popen(
             [sys.executable, "-m", "flujo.launch", str(path)],
             stdout=subprocess.DEVNULL,
@@ -182,7 +184,7 @@ def run(
                 time.sleep(chance.uniform(2.0, 3.0))  # the chaos schedule, not a synchronisation
                 replicas = {
                     label: r
-                    for label, r in _status(name, env).items()
+                    for label, r in _status(name, runs).items()
                     if r.get("pid") and (among is None or label in among)
                 }
                 if launcher.poll() is not None:
@@ -207,7 +209,7 @@ def run(
             except subprocess.TimeoutExpired:  # a hang, or a machine too loaded: say which nodes stand
                 stuck = {
                     label: {key: r.get(key) for key in ("state", "items_in", "items_out", "restarts")}
-                    for label, r in _status(name, env).items()
+                    for label, r in _status(name, runs).items()
                 }
                 outcome.errors.append(f"the flow did not end {max(60.0, seconds):.0f} s after the kills: {stuck}")
         finally:
@@ -241,13 +243,21 @@ def main() -> None:
     parser.add_argument("--no-merge", action="store_true", help="leave the merge and its second producer out")
     parser.add_argument("--first-seed", type=int, default=0, help="run i draws its kills with seed first-seed + i")
     parser.add_argument("--victims", help="kill only these replicas (comma-separated labels, e.g. mix,pair,letters)")
+    parser.add_argument(
+        "--arrays", action="store_true", help="items are 64 KiB arrays in shared memory (slots kept for replays)"
+    )
     options = parser.parse_args()
     recoveries: list[float] = []
     passed = 0
     for index in range(options.runs):
         among = options.victims.split(",") if options.victims else None
         outcome = run(
-            options.seconds, options.together, not options.no_merge, seed=options.first_seed + index, among=among
+            options.seconds,
+            options.together,
+            not options.no_merge,
+            seed=options.first_seed + index,
+            among=among,
+            arrays=options.arrays,
         )
         passed += outcome.ok
         times = [t for _, t in outcome.kills if t == t]

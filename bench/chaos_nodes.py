@@ -11,6 +11,15 @@ from typing import Any
 
 from flujo.api import Consumer, Processor, Producer
 
+#: With ``arrays``, each item is its number repeated in an int64 array of 64 KiB: large enough
+#: to travel through shared memory (flujo/shm_wire.py, MIN_SHM_BYTES), checkable whole.
+ARRAY_LENGTH = 8192
+
+
+def _number(item: Any) -> int:
+    """The number an item stands for (an array's first element)."""
+    return int(item if isinstance(item, int) else item[0])
+
 
 class _Marks:
     """Appends "first PID T" once per process, when the process's first result has gone out."""
@@ -27,10 +36,11 @@ class _Marks:
 
 
 class Ticks(Producer):
-    """Counts to n, ``pause`` seconds apart; ``sign`` -1 yields -(i + 1) (a second stream). Resumes."""
+    """Counts to n, ``pause`` seconds apart; ``sign`` -1 yields -(i + 1) (a second stream); with
+    ``arrays``, each number filled into an array of ARRAY_LENGTH. Resumes."""
 
-    def __init__(self, n: int, pause: float, marks: str, sign: int = 1) -> None:
-        self.n, self.pause, self.sign, self.first = n, pause, sign, 0
+    def __init__(self, n: int, pause: float, marks: str, sign: int = 1, arrays: bool = False) -> None:
+        self.n, self.pause, self.sign, self.first, self.arrays = n, pause, sign, 0, arrays
         self.mark = _Marks(marks)
 
     def resume_from(self, position: int) -> bool:
@@ -41,7 +51,13 @@ class Ticks(Producer):
         for i in range(self.first, self.n):
             time.sleep(self.pause)
             self.mark.handed_on()
-            yield i if self.sign > 0 else -(i + 1)
+            value = i if self.sign > 0 else -(i + 1)
+            if self.arrays:
+                import numpy  # only in the processes that make arrays
+
+                yield numpy.full(ARRAY_LENGTH, value, dtype=numpy.int64)
+            else:
+                yield value
 
 
 class Work(Processor):
@@ -50,12 +66,12 @@ class Work(Processor):
     def __init__(self, marks: str, kind: str) -> None:
         self.kind, self.mark = kind, _Marks(marks)
 
-    def process(self, item: int) -> int:
+    def process(self, item: Any) -> Any:
         self.mark.handed_on()
         if self.kind == "square":
-            return item * item
-        time.sleep(0.001 * (item % 4))
-        return item
+            return item * item  # an array: a new one
+        time.sleep(0.001 * (_number(item) % 4))
+        return item  # an array: sent on as it came
 
 
 class Pair(Processor):
@@ -64,7 +80,7 @@ class Pair(Processor):
     def __init__(self, marks: str) -> None:
         self.mark = _Marks(marks)
 
-    def process(self, a: int, b: int) -> int:
+    def process(self, a: Any, b: Any) -> Any:
         self.mark.handed_on()
         return a + b
 
@@ -92,7 +108,9 @@ class Journal(Consumer):
 
     def consume(self, item: Any) -> None:
         self.mark.handed_on()
-        self.file.write(json.dumps([self.pid, item]) + "\n")
+        if not isinstance(item, int) and not (item == item[0]).all():
+            item = None  # an array whose bytes changed under it: the journal check reports it
+        self.file.write(json.dumps([self.pid, _number(item) if item is not None else None]) + "\n")
         self.file.flush()
 
     def close(self) -> None:

@@ -331,6 +331,17 @@ class MergeNumbering:
                 self._acked_in[port] = seq
         return dict(self._acked_in)
 
+    def restored_through(self, out_seq: int) -> None:
+        """The successor restored its predecessor's snapshot taken after output ``out_seq``
+        (section 9.6): the inputs of outputs up to it are in that state, so they count as done
+        (their replay is dropped) and are not emitted again; the later ones still are."""
+        self.acknowledge(out_seq)
+        restored = self._restored
+        while restored and restored[0][0] <= out_seq:
+            _out, port, seq = restored.popleft()
+            self._logged.pop((port, seq), None)
+        self.next_out = max(self.next_out, out_seq + 1)
+
     @property
     def pending(self) -> int:
         """Outputs numbered and not yet acknowledged downstream."""

@@ -182,6 +182,10 @@ class MergeLog:
             self._rewrite()
         return acked
 
+    def restored_through(self, out_seq: int) -> None:
+        """As :meth:`MergeNumbering.restored_through` (the state of a snapshot restored)."""
+        self.numbering.restored_through(out_seq)
+
     def record(self, port: str, seq: int) -> None:
         """Inputs of ``port`` up to ``seq`` are about to be acknowledged to their senders, which
         then forget them: on disk first, so that a successor does not wait for their replay."""

@@ -239,9 +239,17 @@ class NodeRuntime:
         """What is done end to end goes to the senders, batched: a consumer's items once
         consumed, a processor's once its readers acknowledged the results (section 9.2); a
         merge's, per port, once the outputs numbered for them are (section 9.5)."""
-        through = self._processed
+        self._pass_upstream(self._done_through())
+
+    def _done_through(self) -> int:
+        """The highest item this replica processed whose results are all done below it."""
         if self._retentions:
-            through = done_through(through, self._lowest_undone())
+            return done_through(self._processed, self._lowest_undone())
+        return self._processed
+
+    def _pass_upstream(self, through: int) -> None:
+        """Acknowledge to the senders every input up to item ``through`` (a merge: the inputs of
+        its outputs up to it, per port, through its log)."""
         merge_log = self.merge_log
         if merge_log is not None:
             acked = merge_log.acknowledge(through)
@@ -259,21 +267,16 @@ class NodeRuntime:
         snapshot, restore = getattr(node, "snapshot", None), getattr(node, "restore", None)
         if not self._outboxes or snapshot is None or restore is None:
             return
-        if self.merge_log is not None:  # its acknowledgements go per port, through its log (9.5)
-            print(
-                f"{type(node).__name__}: a merge's snapshot() is not restored yet (PROTOCOL 9.5): "
-                "after a crash its state starts afresh",
-                file=sys.stderr,
-                flush=True,
-            )
-            return
         through = -1
         if self.config.restore_state is not None:
             through, state = decode_restore(self.config.restore_state)
             restore(state)
             self._processed = through
-            for port in self.ports:
-                port.passed_through(through)
+            if self.merge_log is not None:  # its inputs are numbered apart from its items (9.5)
+                self.merge_log.restored_through(through)
+            else:
+                for port in self.ports:
+                    port.passed_through(through)
         self._snapshots, self._snapshot = Snapshots(through), snapshot
         self._acknowledge = self._acknowledge_through_snapshots  # type: ignore[method-assign]
 
@@ -283,14 +286,10 @@ class NodeRuntime:
         processed, now = self._processed, time.monotonic()
         if snapshots.wants(processed, now, waiting):
             snapshots.take(processed, pack_state(self._snapshot(), self.config.label), now)
-        done = processed
-        if self._retentions:
-            done = done_through(done, [retention.lowest_unacked for retention in self._retentions])
-        ready = snapshots.commit(done)
+        ready = snapshots.commit(self._done_through())
         if ready is not None:
             self.control.report(Status.SNAPSHOT, list(ready))  # before the acknowledgement it allows
-            for outbox in self._outboxes:
-                outbox.done(ready[0])
+            self._pass_upstream(ready[0])
 
     def _acked(self) -> dict[str, int]:
         """A producer whose every output edge is lossless reports ``acked``: every item up to it

@@ -8,6 +8,7 @@ docs/PROTOCOL.md, section 17).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -16,9 +17,12 @@ import zmq
 from flujo.launch.runs import CommandError, find_flow
 
 
-def request(flow: str | None, command: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
-    """Send one command to a running launcher and return its reply."""
-    announcement = find_flow(flow)
+def request(
+    flow: str | None, command: str, timeout: float = 5.0, runs: Path | None = None, **fields: Any
+) -> dict[str, Any]:
+    """Send one command to a running launcher and return its reply (``runs``: the runs folder
+    it announced itself in, when not this user's, see launch/runs.py)."""
+    announcement = find_flow(flow, runs)
     context: zmq.Context = zmq.Context.instance()
     socket = context.socket(zmq.REQ)
     socket.linger = 0

@@ -34,13 +34,17 @@ class UnsafeFolderError(CommandError):
     """A folder Flujo keeps its runs in is a symbolic link or belongs to another user."""
 
 
-def _private_root() -> Path | None:
-    """The per-user folder above the default runs folder (None when $FLUJO_RUNS says where)."""
-    return None if os.environ.get("FLUJO_RUNS") else Path(tempfile.gettempdir()) / f"flujo-{os.getuid()}"
+def _private_root(runs: Path | None = None) -> Path | None:
+    """The per-user folder above the default runs folder (None when ``runs`` or $FLUJO_RUNS says where)."""
+    if runs is not None or os.environ.get("FLUJO_RUNS"):
+        return None
+    return Path(tempfile.gettempdir()) / f"flujo-{os.getuid()}"
 
 
-def runs_folder() -> Path:
-    """``$FLUJO_RUNS``, or ``<tmp>/flujo-<uid>/runs``."""
+def runs_folder(runs: Path | None = None) -> Path:
+    """``runs`` when given, else ``$FLUJO_RUNS``, else ``<tmp>/flujo-<uid>/runs``."""
+    if runs is not None:
+        return runs
     configured = os.environ.get("FLUJO_RUNS")
     if configured:
         return Path(configured)
@@ -75,9 +79,9 @@ def private_folder(path: Path, create: bool = True) -> bool:
     return True
 
 
-def private_runs_folder(flow: str | None = None, create: bool = True) -> Path:
+def private_runs_folder(flow: str | None = None, create: bool = True, runs: Path | None = None) -> Path:
     """The runs folder (or the flow's folder in it), each folder on the way checked and private."""
-    root, runs = _private_root(), runs_folder()
+    root, runs = _private_root(runs), runs_folder(runs)
     if root is not None:
         private_folder(root, create)
     elif create:
@@ -108,10 +112,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def running_flows() -> dict[str, dict[str, Any]]:
-    """{flow name: announcement} of the launchers running now (stale files are ignored)."""
+def running_flows(runs: Path | None = None) -> dict[str, dict[str, Any]]:
+    """{flow name: announcement} of the launchers running now (stale files are ignored);
+    ``runs``: another runs folder than this user's (see runs_folder)."""
     flows = {}
-    folder = private_runs_folder(create=False)
+    folder = private_runs_folder(create=False, runs=runs)
     if folder.is_dir():
         for path in folder.glob(f"*/{ANNOUNCEMENT}"):
             try:
@@ -123,9 +128,9 @@ def running_flows() -> dict[str, dict[str, Any]]:
     return flows
 
 
-def find_flow(name: str | None) -> dict[str, Any]:
-    """The announcement of the named flow, or of the only one running."""
-    flows = running_flows()
+def find_flow(name: str | None, runs: Path | None = None) -> dict[str, Any]:
+    """The announcement of the named flow, or of the only one running (in ``runs``, see runs_folder)."""
+    flows = running_flows(runs)
     if name is not None:
         if name not in flows:
             known = ", ".join(sorted(flows)) or "none"

@@ -149,6 +149,25 @@ class RunningSum(Processor):
         self.total = state["total"]
 
 
+class CountingMerge(Processor):
+    """A merge of ports a and b that counts what it took per port, ``[port, item, count]``: the
+    counts continue across a crash through ``snapshot()``/``restore()`` (PROTOCOL 9.5, 9.6)."""
+
+    def __init__(self) -> None:
+        self.counts = {"a": 0, "b": 0}
+
+    def process(self, a: int | None = None, b: int | None = None) -> list[Any]:
+        port, item = ("a", a) if a is not None else ("b", b)
+        self.counts[port] += 1
+        return [port, item, self.counts[port]]
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.counts = dict(state)
+
+
 class Journal(Consumer):
     """Appends ``[pid, item]`` per item consumed, flushed: which process consumed what (a crash
     test reads the runs of successive processes apart)."""
@@ -168,12 +187,13 @@ class Journal(Consumer):
         self.file.close()
 
 
-class HeldJournal(Journal):
-    """Journal that holds its first item until the file ``gate`` exists, having touched the
-    file ``held`` to say so: nothing it reads is consumed, nor acknowledged, before the cue."""
+class HeldOnCue:
+    """Mixin for a consumer that holds its first item until the file ``gate`` exists, having
+    touched the file ``held`` to say so: nothing it reads is consumed, nor acknowledged, before
+    the cue. The consumer it goes with takes ``path`` first."""
 
     def __init__(self, path: str, gate: str, held: str) -> None:
-        super().__init__(path)
+        super().__init__(path)  # type: ignore[call-arg]
         self.gate, self.held, self.first = Path(gate), Path(held), True
 
     def consume(self, item: Any) -> None:
@@ -182,7 +202,11 @@ class HeldJournal(Journal):
             self.held.touch()
             while not self.gate.exists():
                 time.sleep(0.005)
-        super().consume(item)
+        super().consume(item)  # type: ignore[misc]
+
+
+class HeldJournal(HeldOnCue, Journal):
+    """Journal, holding its first item on cue."""
 
 
 def line_count(path: str) -> int:
@@ -411,18 +435,9 @@ def progress(path: str) -> int:
         return 0
 
 
-class HoldsFirst(Collect):
-    """Collect that holds its first item until the file ``gate`` exists, having touched the
-    file ``held`` to say so: a consumer as slow as a test needs, on cue."""
-
-    def __init__(self, path: str, gate: str, held: str) -> None:
-        super().__init__(path)
-        self.gate, self.held, self.first = Path(gate), Path(held), True
+class HoldsFirst(HeldOnCue, Collect):
+    """Collect, holding its first item on cue: a consumer as slow as a test needs. Of a dict
+    it collects the number under "i"."""
 
     def consume(self, item: Any) -> None:
-        if self.first:
-            self.first = False
-            self.held.touch()
-            while not self.gate.exists():
-                time.sleep(0.005)
         super().consume(item["i"] if isinstance(item, dict) else item)

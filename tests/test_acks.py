@@ -191,6 +191,23 @@ def test_merge_numbering_is_recovered_by_a_successor() -> None:
     assert successor.acknowledge(6) == {"a": 3, "b": 2}
 
 
+def test_a_merge_successor_that_restored_a_snapshot_emits_only_what_came_after_it() -> None:
+    merge = MergeNumbering()
+    for arrival in [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2)]:
+        merge.number(*arrival)  # outputs 0-4, none acknowledged downstream yet
+    successor = MergeNumbering(*merge.state())
+    successor.restored_through(2)  # its state is the one after output 2 (a 0, b 0, a 1)
+    # Replayed: what output 2 and before came from is done (dropped, acknowledged again);
+    # b 1 and a 2 are emitted again in their logged order, with their numbers; then new ones.
+    assert successor.replaying and successor.next_logged() == ("b", 1)
+    replay = [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("a", 3)]
+    assert [successor.number(*arrival) for arrival in replay] == [None, None, 4, None, 3, 5]
+    assert successor.acknowledge(5) == {"a": 3, "b": 1}
+    fresh = MergeNumbering()
+    fresh.restored_through(6)  # a log lost or refused: numbers still go on past the snapshot
+    assert fresh.number("a", 9) == 7
+
+
 def test_a_reader_that_stops_acknowledging_costs_the_oldest_items_not_memory() -> None:
     retention = Retention(window=4)
     for seq in range(4):

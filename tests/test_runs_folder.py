@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from conftest import FlowRunner
 from manifests import PRINT, count, node, program
 
 from flujo.launch.process import OutputRelay
+from flujo.launch.runs import ANNOUNCEMENT, CommandError, announce, find_flow, private_runs_folder
 
 FLOW = {"numbers": count(3), "sink": node(PRINT, "numbers")}
 
@@ -92,3 +94,15 @@ def test_a_log_file_is_never_opened_through_a_link(tmp_path: Path) -> None:
     finally:
         relay.close()
     assert victim.read_text() == "someone's file\n"
+
+
+def test_a_flow_is_found_in_a_runs_folder_named_in_the_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A tool that watches a flow started with its own FLUJO_RUNS (bench/chaos.py) names that
+    # folder instead of changing its own environment.
+    monkeypatch.delenv("FLUJO_RUNS", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this user's own runs folder, empty
+    runs = tmp_path / "runs"
+    announce(private_runs_folder("mine", runs=runs) / ANNOUNCEMENT, {"flow": "mine", "pid": os.getpid()})
+    assert find_flow("mine", runs)["pid"] == os.getpid()
+    with pytest.raises(CommandError, match='no running flow named "mine"'):
+        find_flow("mine")  # not in this user's own runs folder
