@@ -18,10 +18,9 @@ from collections.abc import Callable, Sequence
 import zmq
 
 from flujo.acks import ACK_EVERY_ITEMS, AckBatcher, ReaderKey, Retention, ack_frame, parse_ack
-from flujo.protocol import NOBLOCK, POLLIN
+from flujo.protocol import NOBLOCK
 from flujo.wire_check import ProtocolError, RefusalLog
 
-EVENTS = zmq.EVENTS
 #: Acknowledgements are a few dozen bytes: anything larger is refused by the socket itself.
 ACK_MAX_MESSAGE = 1024
 
@@ -50,10 +49,9 @@ class AckInbox:
         (shared-memory slots follow the retentions' floors, flujo/slot_pins.py). A malformed or
         forged one is refused: counted, logged, nothing freed."""
         freed = 0
-        socket = self.socket
-        while socket.getsockopt(EVENTS) & POLLIN:  # (asked first: a failed receive raises, which costs more)
+        while True:
             try:
-                frames = socket.recv_multipart(NOBLOCK)
+                frames = self.socket.recv_multipart(NOBLOCK)
             except zmq.Again:
                 return freed
             try:
@@ -65,7 +63,6 @@ class AckInbox:
             except ProtocolError as refused:
                 self.rejected += 1
                 self._refusals.refused(refused, "acknowledgements")
-        return freed
 
     def close(self) -> None:
         self.socket.close(linger=0)

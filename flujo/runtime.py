@@ -741,7 +741,7 @@ class NodeRuntime:
         ready = zmq.zmq_poll(polled, timeout_ms)
         if any(socket is commands for socket, _ in ready):
             self._take_commands()
-        if inbox is not None and any(socket is inbox.socket for socket, _ in ready):
+        if inbox is not None:  # (also after a command: a reader gone for good unpins its slots)
             self._take_acks()
         if time.monotonic() >= self._next_report:  # a waiting node still says how it is
             self._report_stats()
