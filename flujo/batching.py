@@ -7,7 +7,8 @@ goes alone, at once). flujo/outputs.py decides when a batch starts and when it g
 
 from __future__ import annotations
 
-#: A batch holds at most this many items or bytes (and never more than its reader's frame limit).
+#: A batch holds at most this many items or bytes (and never more than its reader's frame limit);
+#: on a credited edge, at most half its window (flujo/credits.py) instead of BATCH_ITEMS.
 BATCH_ITEMS = 16
 BATCH_BYTES = 16 * 1024
 #: Bytes a batch's frame adds to its items' bodies: the msgpack array's header.
@@ -17,14 +18,17 @@ BATCH_PREFIX = 3
 class Batch:
     """Encoded bodies of small items with consecutive sequence numbers, waiting to go together."""
 
-    __slots__ = ("bodies", "first_seq", "max_bytes", "since", "size")
+    __slots__ = ("bodies", "first_seq", "max_bytes", "max_items", "since", "size")
 
-    def __init__(self, seq: int, body: bytes, since: float, max_bytes: int = BATCH_BYTES) -> None:
+    def __init__(
+        self, seq: int, body: bytes, since: float, max_bytes: int = BATCH_BYTES, max_items: int = BATCH_ITEMS
+    ) -> None:
         self.first_seq, self.bodies, self.size = seq, [body], len(body)
         self.since = since  # when the first item started waiting (the caller's clock)
         # The reader's frame limit may be lower than BATCH_BYTES: a larger frame would be
         # dropped there with its connection, so a batch stays within it.
         self.max_bytes = min(max_bytes, BATCH_BYTES)
+        self.max_items = max_items  # a credited edge: half its window (flujo/credits.py)
 
     def accepts(self, seq: int, body: bytes) -> bool:
         """The item numbered ``seq`` is the next one and fits: it may join."""
@@ -36,7 +40,7 @@ class Batch:
 
     @property
     def full(self) -> bool:
-        return len(self.bodies) >= BATCH_ITEMS or self.size >= self.max_bytes
+        return len(self.bodies) >= self.max_items or self.size >= self.max_bytes
 
     @property
     def last_seq(self) -> int:

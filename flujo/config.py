@@ -36,6 +36,7 @@ class InputConfig:
     shm: bool = False  # this port accepts shared-memory descriptors from its senders
     max_message: int = DATA_MAX_MESSAGE  # bytes: a larger frame is refused (its connection dropped)
     ack_endpoints: tuple[str, ...] = ()  # a lossless port: each sender replica's ack endpoint (section 9.2)
+    credit_endpoints: tuple[str, ...] = ()  # a credited port: each sender replica's credit endpoint (section 18)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class OutputConfig:
     shm: bool = False  # large arrays go as shared-memory descriptors (same host, reader accepts them)
     max_message: int = DATA_MAX_MESSAGE  # the reader's limit: a larger frame is an error here, not a silent loss
     lossless: bool = False  # the reader acknowledges: keep what was sent until then, replay on its crash (9.3)
+    credits: bool = False  # the reader sends credits: at most 2 x hwm items in flight to each replica (18)
 
 
 def _known(fields: Collection[str], data: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +102,7 @@ class NodeConfig:
     protocol: int = 1
     shm_run: str = ""  # the flow run's id, in its shared-memory segment names ("" : no shared memory)
     ack_endpoint: str = ""  # where this replica binds its acknowledgement socket (lossless outputs, 9.2)
+    credit_endpoint: str = ""  # where this replica binds its credit socket (credited outputs, section 18)
     merge_log: str = ""  # a lossless merge: the file its numbering is logged in (9.5)
     shm_release: str = ""  # where this replica binds its release socket (it has shared-memory outputs)
     shm_owners: dict[str, str] = field(default_factory=dict)  # "node.replica" -> release endpoint, for
@@ -127,6 +130,7 @@ class NodeConfig:
                 **{
                     **_vocabulary(_known(InputConfig.__slots__, item), _PORT_ENUMS),
                     "ack_endpoints": tuple(item.get("ack_endpoints", ())),
+                    "credit_endpoints": tuple(item.get("credit_endpoints", ())),
                 }
             )
             for item in data.get("inputs", ())

@@ -16,7 +16,7 @@ import zmq
 from flujo.config import InputConfig
 from flujo.joins import SKIP, WAIT, Drained, Join
 from flujo.port_queue import PortQueue
-from flujo.protocol import Codec, Message, ProtocolError
+from flujo.protocol import Codec, Message, MessageKind, ProtocolError
 from flujo.wire_check import PAUSE, DataCheck, RefusalLog, StaleMessage
 
 __all__ = ["BLOCKING_RECEIVE_MS", "SKIP", "WAIT", "Drained", "InputPort", "Join", "bind_pull"]
@@ -64,6 +64,7 @@ class InputPort(PortQueue):
         self._check = DataCheck(config.source, config.senders)  # what this port accepts (flujo/wire_check.py)
         self._refusals = refusals or RefusalLog("flujo")
         self.rejected = 0  # messages refused: malformed, or not from this port's senders in order
+        self.credits: Any = None  # a credited port: flujo.credit_channel.CreditOutbox (section 18)
 
     def accept_shared_memory(self, reader: Any) -> None:
         """Descriptors of shared-memory arrays from this port's senders are mapped by ``reader``."""
@@ -78,6 +79,9 @@ class InputPort(PortQueue):
 
     def receive(self, flags: int = 0) -> bool:
         """Take one message (waiting up to the receive timeout; NOBLOCK: not at all); False when none came."""
+        credits = self.credits
+        if not flags and credits is not None and credits.pending and not self.socket.poll(0):
+            credits.flush()  # about to wait: the senders learn what was taken (section 18)
         try:
             message = self._codec.receive(self.socket, self._check, flags)
         except zmq.Again:
@@ -89,8 +93,17 @@ class InputPort(PortQueue):
             self.rejected += 1
             self._refusals.refused(refused, f'port "{self.name}"')
             return True
+        credits = self.credits
+        if credits is not None:  # taken off the socket: tell its sender when due (section 18)
+            kind = message.kind
+            if kind is MessageKind.BATCH:
+                credits.took(message.replica, len(message.item), self._check.generation(message.replica))
+            elif kind is MessageKind.DATA or kind is MessageKind.SKIP:
+                credits.took(message.replica, 1, self._check.generation(message.replica))
         self.accept(message)
         return True
 
     def close(self) -> None:
         self.socket.close(linger=0)
+        if self.credits is not None:
+            self.credits.close()

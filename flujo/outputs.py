@@ -24,6 +24,7 @@ import zmq
 from flujo.acks import Retention
 from flujo.batching import BATCH_ITEMS, BATCH_PREFIX, Batch
 from flujo.config import OutputConfig
+from flujo.credits import CreditWindow, batch_items, window_items
 from flujo.holds import Holds
 from flujo.pausing import PauseDecisions
 from flujo.protocol import NOBLOCK, Codec, MessageKind, send_message
@@ -79,6 +80,14 @@ class OutputEdge:
             window = RETAINED_QUEUES * 2 * config.hwm
             self.retentions = [Retention(window * BATCH_ITEMS, window) for _ in config.endpoints]
         self.unretained = 0
+        # A credited edge (section 18) sends a reader replica at most a window of items beyond
+        # what it said it took; a busy reader's small items go in batches of up to half of it.
+        self.windows: list[CreditWindow] | None = None
+        if config.credits and not self._drops:
+            self.windows = [CreditWindow(window_items(config.hwm)) for _ in config.endpoints]
+        # A processor with more input already here: its results may wait for those (they leave
+        # together, as they came) instead of going one message each (set by the runtime).
+        self.more_ready: Callable[[], bool] = lambda: False
         self._replay_due: set[int] = set()  # replicas whose process ended: replay before sending there
         self._end_frames: list[Any] | None = None  # end of stream, sent again after a replay
         self.replayed = 0  # items sent again to successors
@@ -185,6 +194,8 @@ class OutputEdge:
                 if not self._push(index, kept.frames):
                     break
                 self.replayed += kept.items
+                if self.windows is not None:
+                    self.windows[index].sent_items(kept.items)
             else:
                 if self._end_frames is not None and index not in self._replay_due:
                     self._push(index, self._end_frames)
@@ -250,6 +261,13 @@ class OutputEdge:
         waiting for a drop-oldest reader goes if there is room now."""
         if self._replay_due:
             self.replay_due()
+        if (
+            self.batch is not None
+            and self.windows is not None
+            and self._reader_runs_dry(self.windows[0], len(self.batch.bodies))
+            and not self.more_ready()
+        ):
+            self.flush()  # a credit came: the reader has less than a credit's worth left
         if self._newest is not None:
             self._send_newest()
         if self._held:
@@ -284,6 +302,8 @@ class OutputEdge:
                     frames = self._codec.batch(batch.first_seq, batch.bodies)
                     send_message(self.sockets[0], frames, NOBLOCK)
                     self._keep(0, frames, len(batch.bodies), batch.last_seq)
+                    if self.windows is not None:  # within the limit: goes ahead of its window
+                        self.windows[0].sent_items(len(batch.bodies))
                     self.batch = None
                     self.sent += len(batch.bodies)
                     self.last_reader = 0
@@ -354,14 +374,20 @@ class OutputEdge:
         it takes a reader's "exited" in at once, before its old socket can reconnect to the
         successor and hand it what the replay must bring first)."""
         lossless = self.retentions is not None
+        window = self.windows[index] if self.windows is not None and items else None
         while not self._is_released(self.target, self.config.target_port, index):
             if lossless and index in self._replay_due:
                 self._replay(index)
+                continue
+            if window is not None and not window.allows(items):
+                self._wait(())  # for a credit (or a command)
                 continue
             socket = self.sockets[index]
             try:
                 send_message(socket, frames, NOBLOCK if lossless else 0)
                 self._keep(index, frames, items, last)
+                if window is not None:
+                    window.sent_items(items)
                 self.sent += items
                 if items:  # (a pause marker says nothing about where data went)
                     self.last_reader = index
@@ -373,12 +399,15 @@ class OutputEdge:
     # -- dealing ----------------------------------------------------------------------------
     def _deal_single(self, frames: list[Any], seq: int, batchable: bool) -> bool:
         batch = self.batch
+        window = self.windows[0] if self.windows is not None else None
         if batch is not None:
             if batchable and not self._held and batch.accepts(seq, frames[1]):
                 batch.add(frames[1])
                 self.pauses.last_seq = seq
                 self.last_reader = 0
-                if batch.full:
+                if batch.full or (
+                    window is not None and self._reader_runs_dry(window, len(batch.bodies)) and not self.more_ready()
+                ):
                     self.flush()
                 return True
             self.flush()  # keep the order: what waits goes first
@@ -386,15 +415,25 @@ class OutputEdge:
             self.pauses.last_seq = seq
             self.last_reader = 0
             try:
-                if not self._room(0):
+                if not self._room(0) or (
+                    window is not None and (window.busy or not window.allows(1) or self.more_ready())
+                ):
                     raise zmq.Again
                 send_message(self.sockets[0], frames, NOBLOCK)
                 self._keep(0, frames, 1, seq)
+                if window is not None:
+                    window.sent_items(1)
                 self.sent += 1
             except zmq.Again:  # the reader is busy: start a batch
-                self.batch = Batch(seq, frames[1], time.monotonic(), self.config.max_message - BATCH_PREFIX)
+                limit = batch_items(window.window) if window is not None else BATCH_ITEMS
+                self.batch = Batch(seq, frames[1], time.monotonic(), self.config.max_message - BATCH_PREFIX, limit)
             return True
         return self._send_blocking(frames, 1, seq)
+
+    @staticmethod
+    def _reader_runs_dry(window: CreditWindow, items: int) -> bool:
+        """A credited reader has less than a credit's worth left: what waits goes now."""
+        return not window.busy and window.allows(items)
 
     def flush(self) -> None:
         """Send the waiting batch, if any (blocking while the reader's queue is full), and the
@@ -445,20 +484,28 @@ class OutputEdge:
             count = len(live)
             if self._replay_due:
                 self.replay_due()
+            windows = self.windows
             for offset in range(count):
                 index = live[(self._next + offset) % count]
-                if not self._room(index):
+                if not self._room(index) or (windows is not None and not windows[index].allows(1)):
                     continue
                 try:
                     send_message(sockets[index], frames, NOBLOCK)
                 except zmq.Again:
                     continue
                 self._keep(index, frames, 1, seq)
+                if windows is not None:
+                    windows[index].sent_items(1)
                 self._next = (self._next + offset + 1) % count
                 self.sent += 1
                 self.last_reader = index
                 return True
-            self._wait([sockets[index] for index in live if self._room(index)])  # for room, or a command
+            # for room (or a credit), or a command
+            self._wait([sockets[index] for index in live if self._room(index) and self._credited(index)])
+
+    def _credited(self, index: int) -> bool:
+        """That replica's window has room for an item (always, on an edge without credits)."""
+        return self.windows is None or self.windows[index].allows(1)
 
     def _offer(self, frames: list[Any], seq: int) -> bool:
         """Send to a live replica with room, or drop an item (counted): a realtime reader never

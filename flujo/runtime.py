@@ -36,6 +36,8 @@ from flujo.api import Node, Outputs
 from flujo.closing import CloseReason, closer
 from flujo.config import NodeConfig, OutputConfig
 from flujo.control import ControlChannel
+from flujo.credit_channel import CreditInbox, CreditOutbox
+from flujo.credits import credit_every
 from flujo.curve import FlowContext, KeyPair
 from flujo.inputs import SKIP, WAIT, Drained, InputPort, Join, bind_pull
 from flujo.joins import Step
@@ -91,7 +93,9 @@ class NodeRuntime:
         self._length: int | None = None  # items a producer will send, when it knows
         self._summary: dict[str, Any] | None = None  # what the node reports at its end
         self.inbox: AckInbox | None = None  # lossless outputs' acknowledgements (section 9.2)
+        self.credit_inbox: CreditInbox | None = None  # credited outputs' credits (section 18)
         self._outboxes: list[AckOutbox] = []  # lossless inputs' acknowledgements
+        self._credit_outboxes: list[CreditOutbox] = []  # credited inputs' credits (section 18)
         self.merge_log: MergeLog | None = None  # a lossless merge's numbering (section 9.5)
         self._retentions: list[Retention] = []
         self._processed = -1  # the highest sequence number this replica finished (lossless inputs)
@@ -138,6 +142,10 @@ class NodeRuntime:
         ]
         self.pool, self.shm_reader = self._shared_memory(context)
         self._lossless(context)
+        self._credits(context)
+        if config.kind == NodeKind.PROCESSOR:
+            for edge in self.edges:
+                edge.more_ready = self._input_ready
         self._seen_changes = 0
         error: BaseException | None = None
         node: Node | None = None
@@ -234,6 +242,41 @@ class NodeRuntime:
             for port in self.ports:  # logged before its senders may forget it: no successor waits for it
                 if port.outbox is not None:
                     port.outbox.before_send = functools.partial(self.merge_log.record, port.name)
+
+    # -- credits in items (docs/PROTOCOL.md, section 18) --------------------------------------
+    def _input_ready(self) -> bool:
+        """More input is already here (the rest of a batch): results may wait to go with theirs."""
+        return any(port.ready for port in self.ports)
+
+    def _credits(self, context: zmq.Context) -> None:
+        """Bind the credit socket (credited outputs) and connect one per credited input port to
+        its senders'; each port's first credit (count 0) tells its senders this process counts
+        from here."""
+        config = self.config
+        windows = {
+            (edge.target, index, edge.config.target_port): window
+            for edge in self.edges
+            for index, window in enumerate(edge.windows or ())
+        }
+        if windows and config.credit_endpoint:
+            self.credit_inbox = CreditInbox(context, config.credit_endpoint, windows, config.generation, self.refusals)
+        else:
+            for edge in self.edges:
+                edge.windows = None  # nowhere to hear credits: ZeroMQ's backpressure alone
+        for port in self.ports:
+            if port.config.credit_endpoints:
+                every = credit_every(port.config.hwm)
+                port.credits = CreditOutbox(
+                    context,
+                    config.node,
+                    config.replica,
+                    config.generation,
+                    port.name,
+                    port.config.credit_endpoints,
+                    every,
+                )
+                port.credits.flush()
+                self._credit_outboxes.append(port.credits)
 
     def _acknowledge(self) -> None:
         """What is done end to end goes to the senders, batched: a consumer's items once
@@ -633,6 +676,8 @@ class NodeRuntime:
             if now >= self._next_report:
                 self._report_stats()
             self._take_acks()
+            if self.credit_inbox is not None:
+                self.credit_inbox.take()
             for outbox in self._outboxes:
                 outbox.tick(now)
             for edge in self.edges:  # a batch waits a few milliseconds at most
@@ -648,6 +693,8 @@ class NodeRuntime:
             self.shm_reader.flush()
         self._take_acks()
         self._acknowledge_all()  # an idle moment: the last item too
+        for credits in self._credit_outboxes:
+            credits.flush()
         self._housekeeping()
 
     def _release_wait_ms(self) -> int:
@@ -682,6 +729,7 @@ class NodeRuntime:
             "replayed": sum(edge.replayed for edge in self.edges),
             "unretained": sum(edge.unretained for edge in self.edges),
             "rejected_acks": self.inbox.rejected if self.inbox is not None else 0,
+            "rejected_credits": self.credit_inbox.rejected if self.credit_inbox is not None else 0,
             "next_seq": self.next_seq,
             **self._acked(),
             "dropped": sum(port.dropped for port in self.ports),
@@ -738,11 +786,16 @@ class NodeRuntime:
         inbox = self.inbox
         if inbox is not None:
             polled.append((inbox.socket, POLLIN))  # an acknowledgement may be what a full window waits for
+        credit_inbox = self.credit_inbox
+        if credit_inbox is not None:
+            polled.append((credit_inbox.socket, POLLIN))  # a credit may be what a full window waits for
         ready = zmq.zmq_poll(polled, timeout_ms)
         if any(socket is commands for socket, _ in ready):
             self._take_commands()
         if inbox is not None:  # (also after a command: a reader gone for good unpins its slots)
             self._take_acks()
+        if credit_inbox is not None:
+            credit_inbox.take()
         if time.monotonic() >= self._next_report:  # a waiting node still says how it is
             self._report_stats()
 

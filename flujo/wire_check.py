@@ -120,6 +120,10 @@ class DataCheck:
         self.shm_reader: Any = None  # maps shared-memory descriptors (flujo/shm.py) when the port accepts them
         self._replica = 0  # sender replica of the message being decoded
 
+    def generation(self, replica: int) -> int:
+        """The newest process of that sender replica heard from (0 before any)."""
+        return self._generation[replica]
+
     def header(self, frame: Any) -> tuple[int, int, str, int]:
         """(kind, seq, sender, replica) of a header frame from a legitimate sender, in order."""
         try:

@@ -18,76 +18,28 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import zmq
 
 from flujo.config import CONTROL_MAX_MESSAGE
-from flujo.curve import Gatekeeper, KeyPair, make_server
+from flujo.launch.agent_keys import AgentSetupError, secure_router
+from flujo.launch.agent_peers import INBOX, MAX_LINE, LineForwarder, Outbox, ServedLauncher, forward_all, free_ports
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, AgentReply, AgentRequest, pack
-from flujo.launch.keys import AUTHORIZED_KEYS, KeyFileError, authorized_keys, load_identity
 from flujo.launch.lifeline import TOKEN_BYTES, LifelineListener
 from flujo.launch.process import NodeProcess, local_argv
 from flujo.launch.reaper import Reaper
 from flujo.launch.timers import Timers
 from flujo.wire_check import ProtocolError, RefusalLog, check_agent_request
 
-_INBOX = "inproc://agent-inbox"
+__all__ = ["KILL_GRACE", "MAX_LINE", "REQUESTS_QUEUED", "Agent", "AgentSetupError", "free_ports"]
+
 #: After SIGTERM, a silent launcher's processes get this long before SIGKILL.
 KILL_GRACE = 2.0
 #: Requests that may wait per peer (ZMQ_RCVHWM): with the frame limit, what a peer can make this hold.
 REQUESTS_QUEUED = 64
-#: A node's output line longer than this (characters) is cut before it goes to the launcher.
-MAX_LINE = 64 * 1024
-
-
-@dataclass
-class _Launcher:
-    """One launcher this agent serves: its identity on the ROUTER, and its processes."""
-
-    identity: bytes
-    flow: str
-    heard: float
-    timeout: float  # silent this long, it is gone: its processes would be orphans
-    lifeline: str | None = None  # the token of its lifeline: when that connection closes, it died
-    processes: dict[int, NodeProcess] = field(default_factory=dict)  # token -> process
-    ending: bool = False
-
-
-class _Outbox:
-    """Lets watcher threads hand messages to the loop's thread (zmq sockets are not thread-safe)."""
-
-    def __init__(self, context: zmq.Context) -> None:
-        self._socket = context.socket(zmq.PUSH)
-        self._socket.connect(_INBOX)
-        self._lock = threading.Lock()
-
-    def send(self, identity: bytes, message: bytes) -> None:
-        with self._lock:
-            self._socket.send_multipart([identity, message])
-
-    def close(self) -> None:
-        self._socket.close(linger=0)
-
-
-class _LineForwarder:
-    """Stands in for the launcher's OutputRelay: each output line goes to the launcher."""
-
-    def __init__(self, outbox: _Outbox, identity: bytes) -> None:
-        self._outbox, self._identity = outbox, identity
-
-    def line(self, label: str, text: str) -> None:
-        if len(text) > MAX_LINE:  # every message must fit the launcher's frame limit
-            text = text[:MAX_LINE] + f" [... {len(text) - MAX_LINE} more characters]"
-        self._outbox.send(self._identity, pack(AgentReply.LINE, {"label": label, "text": text}))
-
-
-class AgentSetupError(Exception):
-    """The agent cannot serve safely (no key pair, nobody authorized); the message says how to fix it."""
 
 
 class Agent:
@@ -113,42 +65,11 @@ class Agent:
         self._keys, self._insecure = keys, insecure
         self._authorize, self._session = set(authorize), session
         self._log = log or sys.stdout
-        self._launchers: dict[bytes, _Launcher] = {}
+        self._launchers: dict[bytes, ServedLauncher] = {}
         self._timers = Timers()
         self._stopping = False
         self._max_message = max_message
         self._refusals = RefusalLog("", self._say)
-
-    def _secure(self, context: zmq.Context, router: zmq.Socket) -> Gatekeeper | None:
-        """Make ``router`` a CURVE server that admits only authorized launchers."""
-        if self._insecure:
-            self._say(
-                "warning: --insecure: anyone who reaches this port can start processes here, and "
-                "everything travels in clear text"
-            )
-            return None
-        identity: KeyPair | None
-        if self._session:
-            identity, allowed = KeyPair.generate(), set(self._authorize)  # this session's, known to no file
-        else:
-            try:
-                identity, allowed = load_identity(self._keys), authorized_keys(self._keys) | self._authorize
-            except KeyFileError as error:
-                raise AgentSetupError(str(error)) from None
-        if identity is None:
-            raise AgentSetupError(f"no key pair in {self._keys}: run `flujo-launch keys` on this host first")
-        if not allowed and self._session:
-            raise AgentSetupError("--session serves only the launcher keys given with --authorize: name one")
-        if not allowed:
-            raise AgentSetupError(
-                f"no launcher may use this agent: add each launcher's public key (run "
-                f"`flujo-launch keys` on its host) to {self._keys / AUTHORIZED_KEYS}, one per line"
-            )
-        make_server(router, identity)
-        gatekeeper = Gatekeeper(context, allowed)
-        gatekeeper.start()
-        self._say(f"key: {identity.public.decode()}  (serving {len(allowed)} authorized launcher key(s))")
-        return gatekeeper
 
     def run(self) -> int:
         context = zmq.Context()
@@ -160,13 +81,21 @@ class Agent:
         router.maxmsgsize = self._max_message
         router.rcvhwm = REQUESTS_QUEUED
         inbox = context.socket(zmq.PULL)
-        inbox.bind(_INBOX)
-        outbox = _Outbox(context)
+        inbox.bind(INBOX)
+        outbox = Outbox(context)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
         self._reaper = Reaper()  # kills every node's process group if this agent dies, however
         gatekeeper = None
         try:
-            gatekeeper = self._secure(context, router)
+            gatekeeper = secure_router(
+                context,
+                router,
+                self._keys,
+                insecure=self._insecure,
+                session=self._session,
+                authorize=self._authorize,
+                say=self._say,
+            )
             router.bind(self.bind)
             self._lifelines = LifelineListener(_host_of(self.bind), self._on_lifeline_closed)
             self._say(f"listening on {router.getsockopt_string(zmq.LAST_ENDPOINT)}")
@@ -187,7 +116,7 @@ class Agent:
                 if router in events:
                     self._receive(router)
                 if inbox in events:
-                    _forward_all(inbox, router)
+                    forward_all(inbox, router)
                 for source in self._lifelines.sockets():
                     if source in events or source.fileno() in events:
                         self._lifelines.readable(source)
@@ -233,7 +162,7 @@ class Agent:
             timeout = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else DEFAULT_HOST_TIMEOUT
             lifeline = payload.get("lifeline")
             lifeline = lifeline if isinstance(lifeline, str) and len(lifeline) == 2 * TOKEN_BYTES else None
-            self._launchers[identity] = _Launcher(identity, payload["flow"], time.monotonic(), timeout, lifeline)
+            self._launchers[identity] = ServedLauncher(identity, payload["flow"], time.monotonic(), timeout, lifeline)
             welcome = {"host": socket.gethostname(), "pid": os.getpid()}
             if lifeline:
                 self._lifelines.expect(lifeline)
@@ -258,7 +187,7 @@ class Agent:
         elif kind == AgentRequest.BYE:
             self._end(launcher, signal.SIGKILL)
 
-    def _spawn(self, launcher: _Launcher, request: dict[str, Any]) -> None:
+    def _spawn(self, launcher: ServedLauncher, request: dict[str, Any]) -> None:
         token, label = request["token"], request["label"]
         # A command's python3 is the agent's own interpreter, as on the launcher's host.
         argv = local_argv(request["argv"]) if request["argv"] else [sys.executable, "-m", "flujo.node"]
@@ -273,7 +202,7 @@ class Agent:
                 argv,
                 {**os.environ, **request["env"]},
                 request["cwd"],
-                _LineForwarder(outbox, identity),  # type: ignore[arg-type]  # duck-typed: has the relay's methods
+                LineForwarder(outbox, identity),  # type: ignore[arg-type]  # duck-typed: has the relay's methods
                 on_exit=exited,
                 reaper=self._reaper,
             )
@@ -311,7 +240,7 @@ class Agent:
                 self._end(launcher, signal.SIGTERM)
                 self._timers.after(KILL_GRACE, functools.partial(self._end, launcher, signal.SIGKILL))
 
-    def _end(self, launcher: _Launcher, signum: int) -> None:
+    def _end(self, launcher: ServedLauncher, signum: int) -> None:
         launcher.ending = True
         for process in launcher.processes.values():
             if process.returncode is None:
@@ -331,26 +260,3 @@ class Agent:
 def _host_of(endpoint: str) -> str:
     """The address part of ``tcp://ADDRESS:PORT``."""
     return endpoint.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
-
-
-def _forward_all(inbox: zmq.Socket, router: zmq.Socket) -> None:
-    """Send on everything the watcher threads queued (output lines come in bursts)."""
-    while True:
-        try:
-            router.send_multipart(inbox.recv_multipart(zmq.NOBLOCK))
-        except zmq.Again:
-            return
-
-
-def free_ports(address: str, count: int) -> list[int]:
-    """Ports free on ``address`` right now, all different (held open until all are found)."""
-    probes = []
-    try:
-        for _ in range(count):
-            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            probe.bind((address, 0))
-            probes.append(probe)
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()

@@ -133,7 +133,7 @@ class Launcher:
         except UnsafeFolderError as error:
             raise LaunchError(EXIT_NODE_FAILED, str(error)) from None
         run_dir = Path(tempfile.mkdtemp(prefix="flujo-"))
-        flow_run = run_id(run_dir)  # names its shared-memory segments
+        flow_run = run_id(run_dir, self.flow.name)  # names its shared-memory segments
         announcement = flow_folder / ANNOUNCEMENT
         reaper = Reaper()  # kills every node's process group if this process dies, however
         reaper.unlink_on_exit(segment_prefix(flow_run))  # ... and unlinks the run's shared memory

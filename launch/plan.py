@@ -56,9 +56,12 @@ class EndpointAllocator:
             return f"tcp://{address}:{probe.getsockname()[1]}"
 
 
-def run_id(run_dir: Path) -> str:
-    """The flow run's id, as its shared-memory segments are named (flujo/shm_wire.py)."""
-    return run_dir.name.removeprefix("flujo-").replace("-", "_")
+def run_id(run_dir: Path, flow_name: str) -> str:
+    """The flow run's id, as its shared-memory segments are named (flujo/shm_wire.py):
+    ``<flow>_<run folder's random part>`` in the characters a segment's run id may have, so
+    /dev/shm says which flow a segment is of. (The folder's own name stays short: ipc paths in
+    it must fit in 107 bytes.)"""
+    return f"{flow_name}_{run_dir.name.removeprefix('flujo-')}".replace("-", "_").replace(".", "_")
 
 
 def at_most_once_because(flow: FlowSpec, sender: NodeSpec, reader: NodeSpec) -> str | None:
@@ -105,7 +108,7 @@ def ports_needed(flow: FlowSpec) -> dict[str, int]:
     needed: dict[str, int] = {}
     for node in flow.nodes.values():
         if node.host is not None:
-            ports = len(node.inputs) + (1 if _acknowledged(flow, node) else 0)
+            ports = len(node.inputs) + (1 if _acknowledged(flow, node) else 0) + (1 if _credited(flow, node) else 0)
             needed[node.host] = needed.get(node.host, 0) + ports * node.replicas
     return needed
 
@@ -113,6 +116,11 @@ def ports_needed(flow: FlowSpec) -> dict[str, int]:
 def _acknowledged(flow: FlowSpec, node: NodeSpec) -> bool:
     """Whether the node has a lossless output: each replica binds an acknowledgement socket."""
     return any(lossless(flow, node, reader) for reader, _ in flow.downstream(node.name))
+
+
+def _credited(flow: FlowSpec, node: NodeSpec) -> bool:
+    """Whether the node has a credited output: each replica binds a credit socket (section 18)."""
+    return any(flow.credited(node, reader) for reader, _ in flow.downstream(node.name))
 
 
 def plan(
@@ -149,6 +157,13 @@ def plan(
         if _acknowledged(flow, node):
             for replica in range(node.replicas):
                 acks[(node.name, replica)] = allocate(f"n{index}.r{replica}.ack", node.host)
+    # A replica with credited outputs binds a credit socket, on its own host: its readers say there
+    # how many items they took (section 18).
+    credits: dict[tuple[str, int], str] = {}
+    for index, node in enumerate(flow.nodes.values()):
+        if _credited(flow, node):
+            for replica in range(node.replicas):
+                credits[(node.name, replica)] = allocate(f"n{index}.r{replica}.credit", node.host)
     owners = {f"{node}.{replica}": endpoint for (node, replica), endpoint in releases.items()}
     configs = {}
     for node in flow.nodes.values():
@@ -164,6 +179,7 @@ def plan(
                 shm=flow.shared_memory(node, reader),
                 max_message=flow.max_message_of(reader),
                 lossless=lossless(flow, node, reader),
+                credits=flow.credited(node, reader),
             )
             for reader, port in flow.downstream(node.name)
         )
@@ -181,6 +197,9 @@ def plan(
                     max_message=flow.max_message_of(node),
                     ack_endpoints=tuple(acks[(port.source, r)] for r in range(flow.nodes[port.source].replicas))
                     if lossless(flow, flow.nodes[port.source], node)
+                    else (),
+                    credit_endpoints=tuple(credits[(port.source, r)] for r in range(flow.nodes[port.source].replicas))
+                    if flow.credited(flow.nodes[port.source], node)
                     else (),
                 )
                 for port in node.inputs
@@ -202,8 +221,9 @@ def plan(
                 run=node.run,
                 base_dir=str(flow.base_dir),
                 args=node.args,
-                shm_run=run_id(run_dir),
+                shm_run=run_id(run_dir, flow.name),
                 ack_endpoint=acks.get((node.name, replica), ""),
+                credit_endpoint=credits.get((node.name, replica), ""),
                 merge_log=str(run_dir / f"{node.name}.{replica}.merge")
                 if any(port.ack_endpoints for port in inputs)
                 and not zips_several(node.join, len(node.inputs))

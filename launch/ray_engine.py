@@ -27,13 +27,6 @@ launcher's loop through one inproc socket (``RayLink.socket``), handled by ``Ray
 from __future__ import annotations
 
 import contextlib
-import itertools
-import logging
-import os
-import queue
-import signal
-import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,156 +35,41 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import zmq
 
+from flujo.launch.ray_actor import FOLLOW_WAIT, MAX_UNREAD_LINES, NodeHost
+from flujo.launch.ray_cluster import (
+    CLIENT_ATTEMPTS,
+    CONNECT_TIMEOUT,
+    RayError,
+    connect,
+    reachable,
+)
+from flujo.launch.ray_process import EXIT_HOST_LOST, RayProcess, apply_event
+from flujo.launch.ray_watcher import PENDING_AFTER, UNREACHABLE_FOR, Watched, watch
 from flujo.launch.resources import Resources, unplaceable
 
 if TYPE_CHECKING:
     from flujo.launch.manifest import FlowSpec
     from flujo.launch.process import OutputRelay
 
-#: The exit status of a process whose actor or Ray node was lost: it cannot be known.
-EXIT_HOST_LOST = -1
+__all__ = [
+    "CLIENT_ATTEMPTS",
+    "CONNECT_TIMEOUT",
+    "EXIT_HOST_LOST",
+    "FOLLOW_WAIT",
+    "MAX_UNREAD_LINES",
+    "PENDING_AFTER",
+    "PLACE_TIMEOUT",
+    "UNREACHABLE_FOR",
+    "NodeHost",
+    "RayError",
+    "RayLink",
+    "RayProcess",
+    "connect",
+    "place_flow",
+]
+
 #: How long the launcher waits for the first placement of every replica before it says why not.
 PLACE_TIMEOUT = 60.0
-#: A first placement that takes longer than this is said to be pending.
-PENDING_AFTER = 5.0
-#: An actor Ray cannot reach for this long (without knowing it dead) counts as lost.
-UNREACHABLE_FOR = 10.0
-#: How long the launcher tries to reach the cluster's address before it gives up.
-CONNECT_TIMEOUT = 5.0
-#: Ray Client connections tried before giving up, when its server fails to start a session.
-CLIENT_ATTEMPTS = 3
-#: How long an actor's ``follow`` waits for news before it answers anyway.
-FOLLOW_WAIT = 1.0
-_tokens = itertools.count(1)
-_events = itertools.count(1)
-#: Output lines an actor keeps for a launcher that has not fetched them (older ones are dropped, counted).
-MAX_UNREAD_LINES = 10_000
-
-
-class RayError(Exception):
-    """Ray is missing, the cluster cannot be reached, or a node cannot be placed: nothing starts."""
-
-
-class NodeHost:
-    """The Ray actor that runs one node process on its machine (a threaded actor: ``follow``
-    blocks while ``signal`` must still get through)."""
-
-    def __init__(self) -> None:
-        from flujo.launch.reaper import Reaper
-
-        self._lines: list[str] = []  # not yet fetched by ``follow``
-        self._dropped = 0  # lines dropped since the last ``follow``
-        self._code: int | None = None
-        self._changed = threading.Condition()
-        self._process: Any = None
-        self._reaper = Reaper()  # the node's process group dies with this actor, however it dies
-
-    def where(self) -> dict[str, Any]:
-        """This machine: the Ray node's address (nodes bind there), its name, its process id."""
-        import ray
-
-        return {
-            "address": ray.util.get_node_ip_address(),
-            "hostname": socket.gethostname(),
-            "pid": os.getpid(),
-            "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        }
-
-    def free_ports(self, count: int) -> list[int]:
-        import ray
-
-        from flujo.launch.agent import free_ports
-
-        return free_ports(ray.util.get_node_ip_address(), count)
-
-    def start(self, label: str, argv: list[str] | None, env: dict[str, str], cwd: str) -> dict[str, Any]:
-        from flujo.launch.process import NodeProcess, local_argv
-
-        command = local_argv(argv) if argv else [sys.executable, "-m", "flujo.node"]
-        # The actor's environment carries what Ray set for it (CUDA_VISIBLE_DEVICES: its own GPUs).
-        try:
-            self._process = NodeProcess(
-                label,
-                command,
-                {**os.environ, **env},
-                cwd,
-                self,  # type: ignore[arg-type]
-                on_exit=self._exited,
-                reaper=self._reaper,
-            )
-        except OSError as error:
-            return {"error": f"{type(error).__name__}: {error}"}
-        return {"pid": self._process.pid}
-
-    def line(self, label: str, text: str) -> None:  # the NodeProcess relay interface
-        with self._changed:
-            self._lines.append(text)
-            if len(self._lines) > MAX_UNREAD_LINES:  # a launcher that cannot keep up: keep the newest
-                dropped = len(self._lines) - MAX_UNREAD_LINES // 2
-                del self._lines[:dropped]
-                self._dropped += dropped
-            self._changed.notify_all()
-
-    def _exited(self, pid: int, code: int) -> None:
-        with self._changed:
-            self._code = code
-            self._changed.notify_all()
-
-    def follow(self) -> tuple[list[str], int | None]:
-        """The output lines not fetched yet, and the exit status once known (after every
-        line); waits up to FOLLOW_WAIT for news."""
-        with self._changed:
-            if not self._lines and self._code is None:
-                self._changed.wait(FOLLOW_WAIT)
-            lines, self._lines = self._lines, []
-            if self._dropped:
-                lines.insert(0, f"({self._dropped} output lines dropped here: the launcher fell behind)")
-                self._dropped = 0
-            return lines, self._code
-
-    def signal(self, signum: int) -> None:
-        if self._process is not None and self._process.returncode is None:
-            self._process.signal(signum)
-
-
-class RayProcess:
-    """A node process that a Ray actor runs and watches."""
-
-    def __init__(self, link: RayLink, label: str, on_exit: Callable[[int], None]) -> None:
-        self.label = label
-        self.token = next(_tokens)
-        self.pid: int | None = None  # known once the actor says it started
-        self.machine: str | None = None  # the Ray node's address, once placed
-        self.pending: str | None = None  # why it waits for a place, while it does
-        self.returncode: int | None = None
-        self.actor: Any = None
-        self.environment: queue.Queue[dict[str, str]] = queue.Queue()  # what to start it with, once known
-        self.on_placed: Callable[[str, list[int]], dict[str, str]] = lambda address, ports: {}
-        self._link, self._on_exit = link, on_exit
-
-    def signal(self, signum: int) -> None:
-        if self.returncode is not None:
-            return
-        if self.actor is None or self.pid is None:
-            # Not started yet: it never will be. One still waiting for a place has nothing to
-            # end gracefully either, so a stop ends it at once.
-            if signum == signal.SIGKILL or (self.pending is not None and signum in (signal.SIGTERM, signal.SIGINT)):
-                self._link.abandon(self)
-            return
-        self.actor.signal.remote(signum)
-
-    def withdraw(self) -> None:
-        """It is told to end before Ray ever placed it: it ends, with status 0 (it had nothing to do)."""
-        if self.returncode is None:
-            self._link.abandon(self, 0, "ended before a Ray node could hold it (it was pending)")
-
-    def join(self, timeout: float = 5.0) -> None:
-        self._link.pump_until(lambda: self.returncode is not None, timeout)
-
-    def exited(self, code: int) -> None:
-        if self.returncode is None:
-            self.returncode = code
-            self._on_exit(code)
 
 
 class RayLink:
@@ -203,7 +81,7 @@ class RayLink:
         except ImportError:
             raise RayError("Ray is not installed: pip install 'flujo[ray]'") from None
         self._ray = ray
-        local = _reachable(address)
+        local = reachable(address)
         connect(ray, address, flow)
         self.address = address
         #: This machine's address as the cluster sees it: where the launcher's sockets can be reached.
@@ -322,68 +200,15 @@ class RayLink:
         else:
             process.actor = self._new_actor(resources)
         threading.Thread(
-            target=self._watch, args=(process, resources, ports, label, argv, cwd), name=f"ray-{label}", daemon=True
+            target=watch,
+            args=(self._watched(), process, resources, ports, label, argv, cwd),
+            name=f"ray-{label}",
+            daemon=True,
         ).start()
         return process
 
-    def _watch(
-        self, process: RayProcess, resources: Resources, ports: int, label: str, argv: list[str] | None, cwd: str
-    ) -> None:
-        """One thread per process: place (if needed), start, then relay lines and the exit."""
-        sender = self._context.socket(zmq.PUSH)
-        sender.connect(self._endpoint)
-        ray = self._ray
-
-        def tell(kind: str, payload: Any = None) -> None:
-            sender.send(msgpack.packb([process.token, next(_events), kind, payload]))
-
-        try:
-            actor = process.actor
-            try:
-                if process.environment.empty():  # a new actor: where did Ray put it?
-                    asked = actor.where.remote()
-                    if process.pending is None and not ray.wait([asked], timeout=PENDING_AFTER)[0]:
-                        tell(
-                            "pending",
-                            unplaceable(resources, ray.nodes())
-                            or f"waiting for a Ray node with {resources.describe()} free",
-                        )
-                    where = ray.get(asked)  # waits while Ray finds it a place
-                    free = ray.get(actor.free_ports.remote(ports)) if ports else []
-                    tell("placed", {**where, "ports": free})
-                env = None
-                while env is None and not self._closing.is_set():
-                    with contextlib.suppress(queue.Empty):
-                        env = process.environment.get(timeout=0.5)
-                if env is None or process.returncode is not None:
-                    return
-                started = ray.get(actor.start.remote(label, argv, env, cwd))
-                if "error" in started:
-                    tell("failed", f"could not start on {where['address']}: {started['error']}")
-                    return
-                tell("started", started["pid"])
-                code, unreachable = None, 0.0
-                while code is None and not self._closing.is_set():
-                    try:
-                        lines, code = ray.get(actor.follow.remote())
-                        unreachable = 0.0
-                    except _unavailable(ray) as error:  # alive, maybe: a network hiccup is ridden out
-                        unreachable = unreachable or time.monotonic()
-                        if time.monotonic() - unreachable > UNREACHABLE_FOR:
-                            raise error
-                        time.sleep(FOLLOW_WAIT / 2)
-                        continue
-                    for text in lines:
-                        tell("line", text)
-                if code is not None:
-                    tell("exit", code)
-            except ray.exceptions.RayError as error:
-                if not self._closing.is_set():
-                    tell("lost", _first_line(error))
-        finally:
-            sender.close(linger=1000)
-            if not self._closing.is_set():
-                self._kill_all([process.actor])  # its process has ended: free its resources
+    def _watched(self) -> Watched:
+        return Watched(self._ray, self._context, self._endpoint, self._closing, self._kill_all)
 
     def handle(self) -> None:
         """Apply every event the watcher threads have sent (in the launcher's loop)."""
@@ -396,32 +221,7 @@ class RayLink:
             process = self._processes.get(token)
             if process is None or (process.returncode is not None and kind != "line"):
                 continue  # one it gave up on (abandoned) reports its actor's death: not news
-            relay = self._relay()
-            if kind == "pending":
-                process.pending = payload
-                if relay is not None:
-                    relay.line(process.label, f"pending: {payload}")
-            elif kind == "placed":
-                process.machine, process.pending = payload["address"], None
-                if relay is not None:
-                    gpus = f" (GPUs {payload['gpus']})" if payload.get("gpus") else ""
-                    relay.line(process.label, f"placed on {payload['address']}{gpus}")
-                process.environment.put(process.on_placed(payload["address"], payload["ports"]))
-            elif kind == "started":
-                process.pid = payload
-            elif kind == "line":
-                if relay is not None:
-                    relay.line(process.label, payload)
-            elif kind == "failed":
-                if relay is not None:
-                    relay.line(process.label, payload)
-                process.exited(127)
-            elif kind == "lost":
-                if relay is not None:
-                    relay.line(process.label, f"its Ray actor or Ray node on {process.machine} was lost: {payload}")
-                process.exited(EXIT_HOST_LOST)
-            elif kind == "exit":
-                process.exited(payload)
+            apply_event(process, kind, payload, self._relay())
 
     def pump_until(self, done: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -473,54 +273,3 @@ def place_flow(link: RayLink, flow: FlowSpec, say: Callable[[str], None]) -> dic
         say,
         known=problems,
     )
-
-
-def connect(ray: Any, address: str, flow: str, pause: Callable[[float], None] = time.sleep) -> None:
-    """``ray.init`` for the flow's namespace; RayError with Ray's own words when it cannot.
-
-    Ray Client's proxy can fail to start a session's server for a passing reason (it inspects a
-    process of an earlier session that has just ended), so that failure is tried again.
-    """
-    for attempt in range(1, CLIENT_ATTEMPTS + 1):
-        try:
-            ray.init(
-                address=address,
-                namespace=f"flujo-{flow}",
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-                configure_logging=False,
-            )
-            return
-        except Exception as error:  # ConnectionError, RuntimeError, ValueError: Ray's own words say why
-            if attempt < CLIENT_ATTEMPTS and "Initialization failure from server" in str(error):
-                with contextlib.suppress(Exception):
-                    ray.shutdown()  # whatever the failed attempt left connected
-                pause(1.0)
-                continue
-            raise RayError(f"cannot connect to the Ray cluster at {address}: {error}") from None
-
-
-def _reachable(address: str) -> str | None:
-    """Fail fast, and clearly, when nothing listens at a HOST:PORT (Ray itself retries for a
-    minute); the local address this machine reached it from (None for "auto" and the like)."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        return None  # "auto", or a form Ray resolves itself
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT) as connection:
-            return str(connection.getsockname()[0])
-    except OSError as error:
-        raise RayError(
-            f"cannot connect to the Ray cluster at {address}: {error.strerror or error} "
-            "(start one with `ray start --head`, or give its address)"
-        ) from None
-
-
-def _unavailable(ray: Any) -> type[BaseException]:
-    """Ray's error for an actor it cannot reach right now (not known dead), where Ray has one."""
-    return getattr(ray.exceptions, "ActorUnavailableError", ()) or type("_Never", (Exception,), {})
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

@@ -8,7 +8,6 @@ from agents are handled in the launcher's own loop (``AgentLink.handle``): no th
 from __future__ import annotations
 
 import contextlib
-import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,45 +17,17 @@ import zmq
 from flujo.config import CONTROL_MAX_MESSAGE
 from flujo.curve import KeyPair, make_client
 from flujo.launch.agent_wire import CONNECT_TIMEOUT, HEARTBEAT_INTERVAL, AgentReply, AgentRequest, pack
-from flujo.launch.keys import KNOWN_HOSTS, KeyFileError, keys_folder, known_host_key, load_identity
 from flujo.launch.lifeline import Lifeline, new_token
-from flujo.launch.manifest import FlowSpec, HostSpec
+from flujo.launch.manifest import HostSpec
 from flujo.launch.process import OutputRelay
+from flujo.launch.remote_keys import AgentError, agent_keys
+from flujo.launch.remote_process import EXIT_HOST_LOST, RemoteProcess
 from flujo.wire_check import ProtocolError, RefusalLog, check_agent_reply
 
-#: The exit status a process on a lost host is given: it cannot be known.
-EXIT_HOST_LOST = -1
+__all__ = ["EXIT_HOST_LOST", "PARTITIONED_AFTER", "AgentError", "AgentLink", "RemoteProcess", "agent_keys"]
+
 #: A host silent for this long is shown as partitioned (the flow waits for it, up to its timeout).
 PARTITIONED_AFTER = 3 * HEARTBEAT_INTERVAL
-_tokens = itertools.count(1)
-
-
-class AgentError(Exception):
-    """An agent cannot be reached or refused: the flow does not start."""
-
-
-class RemoteProcess:
-    """A node process on another host, started by its agent."""
-
-    def __init__(self, link: AgentLink, label: str, on_exit: Callable[[int], None]) -> None:
-        self.label = label
-        self.token = next(_tokens)
-        self.pid: int | None = None  # known once the agent says it started
-        self.returncode: int | None = None
-        self._link, self._on_exit = link, on_exit
-
-    def signal(self, signum: int) -> None:
-        if self.returncode is None:
-            self._link.send(AgentRequest.SIGNAL, {"token": self.token, "signum": signum})
-
-    def join(self, timeout: float = 5.0) -> None:
-        """Wait until the agent reports the exit (every output line came before it)."""
-        self._link.pump_until(lambda: self.returncode is not None, timeout)
-
-    def exited(self, code: int) -> None:
-        if self.returncode is None:
-            self.returncode = code
-            self._on_exit(code)
 
 
 class AgentLink:
@@ -292,29 +263,3 @@ class AgentLink:
         self.socket.disable_monitor()
         self._handshake.close(linger=0)
         self.socket.close()
-
-
-def agent_keys(flow: FlowSpec, host: HostSpec) -> tuple[KeyPair, bytes] | None:
-    """This launcher's key pair and the agent's public key, for a secure flow (None: insecure).
-
-    Raises AgentError naming what is missing and how to provide it."""
-    if not flow.secure:
-        return None
-    folder = keys_folder()
-    try:
-        identity = load_identity(folder)
-    except KeyFileError as error:
-        raise AgentError(str(error)) from None
-    if identity is None:
-        raise AgentError(
-            f"this launcher has no key pair in {folder}: run `flujo-launch keys`, then add the public "
-            f'key it prints to the authorized_keys of host "{host.name}"\'s agent'
-        )
-    agent_key = host.key.encode("ascii") if host.key else known_host_key(folder, host.address, host.agent_port)
-    if agent_key is None:
-        raise AgentError(
-            f'no key known for the agent of host "{host.name}" ({host.agent}): add key = "..." (the '
-            f"key the agent prints when it starts) to [hosts.{host.name}], or a line "
-            f'"{host.address}:{host.agent_port} KEY" to {folder / KNOWN_HOSTS}'
-        )
-    return identity, agent_key

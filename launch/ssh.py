@@ -42,250 +42,37 @@ host: with rsync when the launcher's machine has it (only changed files travel),
 stream through the same ssh command. (Not ``scp -r``: scp spells ssh's ``-p PORT`` as ``-P``,
 so a FLUJO_SSH_COMMAND could not be reused as it is, and it nests the folder when the target
 exists.) ``__pycache__`` folders are left out.
+
+The ssh command line and folder copies are in ssh_client, one agent's session in ssh_agent; this
+module keeps a launcher's sessions (SshSessions) and re-exports the names it had.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import os
-import shlex
-import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
-from pathlib import Path
 
-from flujo.curve import KeyPair, is_public_key
 from flujo.launch.manifest import FlowSpec, HostSpec
 from flujo.launch.remote import AgentError, AgentLink
+from flujo.launch.ssh_agent import CLOSE_TIMEOUT, START_TIMEOUT, SshAgent, start_agent
+from flujo.launch.ssh_client import CONNECT_TIMEOUT, SSH_COMMAND_ENV, ssh_command, sync_folder
 
-SSH_COMMAND_ENV = "FLUJO_SSH_COMMAND"
-#: ssh logs in and Python starts Flujo within this time, or the flow does not start.
-START_TIMEOUT = 60.0
-#: ssh gives up reaching a host after this long (unless FLUJO_SSH_COMMAND sets ConnectTimeout).
-CONNECT_TIMEOUT = 20.0
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "RENEW_INTERVAL",
+    "SSH_COMMAND_ENV",
+    "START_TIMEOUT",
+    "SshAgent",
+    "SshSessions",
+    "ssh_command",
+    "start_agent",
+    "sync_folder",
+]
+
 #: A host whose session ended: log in again this often until its agent is back.
 RENEW_INTERVAL = 5.0
-#: When the launcher ends, the agent gets this long to end its processes before ssh is killed.
-CLOSE_TIMEOUT = 10.0
-_KEY_PREFIX = "flujo-agent: key: "
-_LISTENING_PREFIX = "flujo-agent: listening on "
-_EXCLUDED = "__pycache__"
-
-
-def ssh_command() -> list[str]:
-    """The ssh client and the user's options: $FLUJO_SSH_COMMAND, or plain ``ssh``."""
-    configured = os.environ.get(SSH_COMMAND_ENV, "").strip()
-    return shlex.split(configured) if configured else ["ssh"]
-
-
-def _ssh(host: HostSpec, remote_command: list[str]) -> list[str]:
-    # -T: no terminal (the agent's output is read line by line; a closed stdin is its end);
-    # BatchMode: never wait for a password nobody can type (the launcher owns the terminal);
-    # ConnectTimeout: an unreachable host is reported by ssh itself, well within START_TIMEOUT.
-    assert host.ssh is not None
-    return [
-        *ssh_command(),
-        "-T",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        f"ConnectTimeout={CONNECT_TIMEOUT:g}",
-        host.ssh,
-        shlex.join(remote_command),
-    ]
-
-
-def _failure(host: HostSpec, what: str, code: int, output: str) -> AgentError:
-    """An error carrying the ssh client's (or the remote command's) own words."""
-    text = output.strip() or "(no message)"
-    hint = ""
-    if code == 255:
-        hint = " (ssh could not connect or log in: check the address, the user and the SSH keys)"
-    elif code in (126, 127) or "No module named" in text:
-        hint = (
-            f" (is Flujo installed there at {host.python or sys.executable}? set [hosts.{host.name}] python "
-            "to the interpreter that has it)"
-        )
-    return AgentError(f"{what} over ssh to {host.ssh} failed with status {code}{hint}: {text}")
-
-
-def sync_folder(host: HostSpec, folder: Path) -> None:
-    """Copy ``folder`` to the same path on ``host`` through its ssh; raises AgentError."""
-    assert host.ssh is not None
-    path = str(folder)
-    if shutil.which("rsync"):
-        command = [
-            "rsync",
-            "-a",
-            f"--exclude={_EXCLUDED}",
-            "-e",
-            shlex.join(ssh_command()),
-            f"--rsync-path=mkdir -p {shlex.quote(path)} && rsync",
-            f"{path}/",
-            f"{host.ssh}:{path}/",
-        ]
-        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, start_new_session=True)
-        if done.returncode != 0:
-            raise _failure(host, f"copying {path} with rsync", done.returncode, done.stderr)
-        return
-    unpack = ["sh", "-c", f"mkdir -p {shlex.quote(path)} && exec tar -C {shlex.quote(path)} -xf -"]
-    with subprocess.Popen(
-        ["tar", "-C", path, f"--exclude={_EXCLUDED}", "-cf", "-", "."],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    ) as packing:
-        done = subprocess.run(
-            _ssh(host, unpack), stdin=packing.stdout, capture_output=True, text=True, start_new_session=True
-        )
-        assert packing.stdout is not None and packing.stderr is not None
-        packing.stdout.close()
-        packing_errors = packing.stderr.read().decode(errors="replace")
-    if done.returncode != 0:  # first: a failed login also makes tar fail, on a broken pipe
-        raise _failure(host, f"copying {path}", done.returncode, done.stderr)
-    if packing.returncode != 0:
-        raise AgentError(f"copying {path}: tar failed with status {packing.returncode}: {packing_errors.strip()}")
-
-
-class SshAgent:
-    """``flujo-launch agent --session`` on a host, run through ssh for this launcher alone.
-
-    ``start`` returns once the agent listens; ``host`` and ``keys`` then say where to reach it
-    and with which keys (see the module docstring). ``close`` ends the session and, with it,
-    the agent and everything it started."""
-
-    def __init__(self, flow: FlowSpec, host: HostSpec, launcher_key: KeyPair | None = None) -> None:
-        self.spec = host  # as the manifest gives it
-        self.launcher_key = (launcher_key or KeyPair.generate()) if flow.secure else None
-        python = host.python or sys.executable
-        remote = [
-            python,
-            "-m",
-            "flujo.launch",
-            "agent",
-            "--session",
-            "--bind",
-            f"tcp://{host.address}:{host.agent_port}",
-        ]
-        remote += ["--authorize", self.launcher_key.public.decode()] if self.launcher_key else ["--insecure"]
-        self.command = _ssh(host, ["exec", *remote])
-        self._lines: collections.deque[str] = collections.deque(maxlen=200)  # the session's last lines
-        self._said = threading.Condition()
-        self._process: subprocess.Popen[str] | None = None
-        self._readers: list[threading.Thread] = []
-        self.host: HostSpec = host  # once started: the port it listens on, and its key
-        self.agent_key: bytes | None = None
-
-    @property
-    def keys(self) -> tuple[KeyPair, bytes] | None:
-        """This launcher's key pair and the agent's public key (None for an insecure flow)."""
-        if self.launcher_key is None:
-            return None
-        assert self.agent_key is not None
-        return self.launcher_key, self.agent_key
-
-    def start(self) -> None:
-        """Log in, start the agent, learn its port and key; raises AgentError with ssh's words."""
-        # Its own session: a terminal's Ctrl-C goes to the launcher, which stops the flow first.
-        self._process = subprocess.Popen(
-            self.command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        for stream in (self._process.stdout, self._process.stderr):
-            reader = threading.Thread(target=self._read, args=(stream,), daemon=True, name=f"ssh {self.spec.name}")
-            reader.start()
-            self._readers.append(reader)
-        deadline = time.monotonic() + START_TIMEOUT
-        with self._said:
-            while (endpoint := self._said_line(_LISTENING_PREFIX)) is None:
-                finished = self._process.poll() is not None and not any(r.is_alive() for r in self._readers)
-                left = deadline - time.monotonic()
-                if finished or left <= 0:
-                    break
-                self._said.wait(min(left, 0.5))
-            key = (self._said_line(_KEY_PREFIX) or "").partition(" ")[0]  # "KEY  (serving 1 ...)"
-        if endpoint is None:
-            code = self._process.poll()
-            self.close()
-            if code is None:
-                raise AgentError(
-                    f"the agent started over ssh to {self.spec.ssh} did not say it listens within "
-                    f"{START_TIMEOUT:g} s: {self._output()}"
-                )
-            raise _failure(self.spec, "starting the agent", code, self._output())
-        port = endpoint.rpartition(":")[2]
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            self.close()
-            raise AgentError(f"the agent started over ssh to {self.spec.ssh} told no valid endpoint: {self._output()}")
-        if self.launcher_key is not None:
-            if not is_public_key(key):
-                self.close()
-                raise AgentError(f"the agent started over ssh to {self.spec.ssh} told no valid key: {self._output()}")
-            self.agent_key = key.encode("ascii")
-        self.host = replace(self.spec, agent_port=int(port), key=self.agent_key.decode() if self.agent_key else None)
-
-    def _read(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            with self._said:
-                self._lines.append(line.rstrip("\n"))
-                self._said.notify_all()
-        with self._said:
-            self._said.notify_all()
-
-    def _said_line(self, prefix: str) -> str | None:
-        """The rest of the first line the agent printed that starts with ``prefix`` (hold ``_said``)."""
-        for line in self._lines:
-            if line.startswith(prefix):
-                return line[len(prefix) :].strip()
-        return None
-
-    def _output(self) -> str:
-        with self._said:
-            return "\n".join(self._lines)
-
-    def ended(self) -> str | None:
-        """Why the session is over while the flow runs (ssh's status and last words), or None."""
-        code = self._process.poll() if self._process is not None else None
-        if code is None:
-            return None
-        with self._said:
-            last = " / ".join(list(self._lines)[-3:]) or "(no message)"
-        return f"its ssh session to {self.spec.ssh} ended (status {code}): {last}"
-
-    def close(self) -> None:
-        """Close the session's input: the agent ends its processes and exits, then ssh does."""
-        if self._process is None:
-            return
-        process, self._process = self._process, None
-        if process.stdin is not None:
-            with contextlib.suppress(OSError):
-                process.stdin.close()
-        try:
-            process.wait(CLOSE_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()  # the channel closes with it: the agent still sees its input end
-            process.wait()
-        for reader in self._readers:
-            reader.join(1.0)
-
-
-def start_agent(flow: FlowSpec, host: HostSpec, launcher_key: KeyPair | None = None) -> SshAgent:
-    """Copy the flow's folder if ``sync``, then start ``host``'s agent over ssh (serving
-    ``launcher_key``, default a new one); raises AgentError."""
-    if host.sync:
-        sync_folder(host, flow.base_dir)
-    agent = SshAgent(flow, host, launcher_key)
-    agent.start()
-    return agent
 
 
 class _Renewal:

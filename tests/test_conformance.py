@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -313,3 +314,20 @@ def test_configuration_fields_a_version_does_not_know_are_ignored() -> None:
     )
     config = NodeConfig.from_json(text)
     assert config.inputs[0].senders == 2 and config.outputs[0].endpoints == ("ipc://o",)
+
+
+@pytest.mark.timeout(30)
+def test_a_reference_node_starts_without_numpy_or_the_kit() -> None:
+    """The kit starts a reference node at every scenario: it loads neither numpy nor the kit's
+    own modules, which the package loads only when asked for (twice the start-up CPU otherwise)."""
+    probe = (
+        "import sys, flujo.conformance.reference\n"
+        "print(*sorted(m for m in sys.modules if m.startswith(('numpy', 'flujo.conformance.'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=20, check=True)
+    assert loaded.stdout.split() == ["flujo.conformance.items", "flujo.conformance.reference"]
+    import flujo.conformance as package
+
+    assert package.main is main and package.LEVELS == ("basic", "full", "restartable", "acknowledging")
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        package.nothing  # noqa: B018 - the lookup is what is tested

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(180)
 COPIES = 2000  # of each kind of bad message, to the zip and reordering port and to the sink
 #: To the zip's other port: a zip reads a port only when it needs that port's next item, and a
 #: socket takes turns between its peers, so these are read at the pace of the legitimate stream.
-COPIES_SLOW_PORT = 200
+COPIES_SLOW_PORT = 20
 HEAVY_COPIES = 3
 #: How much a target node's memory may grow while it refuses everything sent to it.
 RSS_BOUND_MB = 48

@@ -302,7 +302,8 @@ def test_a_sender_that_ended_stays_until_its_reader_acknowledged_everything(flow
         "left": node("{nodes}:Gated", args={"n": left, "gate": left_gate}, **ALWAYS),
         "right": node("{nodes}:Paced", args={"n": right, "pause": 0.0}, **ALWAYS),
         "merged": node("{nodes}:from_port", {"a": "left", "b": "right"}, join="merge", **ALWAYS),
-        "sink": node("{nodes}:HeldJournal", "merged", args={"path": out, "gate": gate, "held": held}),
+        # Room for all 140 in front of the held sink (a credit window holds twice its queue in items).
+        "sink": node("{nodes}:HeldJournal", "merged", args={"path": out, "gate": gate, "held": held}, queue=100),
     }
     launcher = flow.start(flow.manifest(nodes, flow=LOSSLESS))
     poll_for(lambda: Path(held).exists(), timeout=30)

@@ -469,7 +469,7 @@ def test_plan_gives_every_input_port_of_every_replica_its_own_endpoint(tmp_path:
     (edge,) = configs[("src", 0)].outputs
     assert edge.target == "sink" and list(edge.endpoints) == sink_endpoints
     assert configs[("sink", 1)].inputs[0].senders == 1 and configs[("sink", 1)].replicas == 2
-    assert all(config.shm_run == "ab_cd" == run_id(run_dir) for config in configs.values())
+    assert all(config.shm_run == "planned_ab_cd" == run_id(run_dir, "planned") for config in configs.values())
 
 
 def test_plan_on_tcp_picks_distinct_loopback_ports(tmp_path: Path) -> None:

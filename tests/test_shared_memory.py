@@ -32,13 +32,19 @@ def orphaned(names: set[str]) -> set[str]:
     return {name for name in names if not psutil.pid_exists(int(name.split(".")[4]))}
 
 
+def of_flow(flow: FlowRunner, names: set[str]) -> set[str]:
+    """The segments of that test's flow runs (a run id starts with the flow's name): other
+    tests' flows, running meanwhile, keep a killed sender's segments for its replays."""
+    prefix = f"flujo.{flow.name}_"
+    return {name for name in names if name.startswith(prefix)}
+
+
 @pytest.fixture
 def shm_flow(flow: FlowRunner):
-    """The flow fixture, and after the test: no segment of a dead process left in /dev/shm."""
-    before = segments()
+    """The flow fixture, and after the test: no segment of a dead process of its flows left in /dev/shm."""
     yield flow
     flow.cleanup()
-    poll_for(lambda: not orphaned(segments() - before), timeout=10)
+    poll_for(lambda: not orphaned(of_flow(flow, segments())), timeout=10)
 
 
 def manifest(flow: FlowRunner, body: str | dict[str, Node], settings: str = "") -> Path:

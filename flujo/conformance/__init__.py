@@ -37,7 +37,28 @@ acknowledgements refused, unacknowledged items replayed to a reader's successor,
 ``main(argv) -> int`` runs the same from Python; importing this package starts nothing.
 """
 
-from flujo.conformance.checks import FAIL_ITEM, LEVELS
-from flujo.conformance.cli import main
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from flujo.conformance.items import FAIL_ITEM
+
+if TYPE_CHECKING:
+    from flujo.conformance.checks import LEVELS
+    from flujo.conformance.cli import main
 
 __all__ = ["FAIL_ITEM", "LEVELS", "main"]
+
+
+def __getattr__(name: str) -> Any:
+    # The kit (and numpy with it) loads on first use: `python -m flujo.conformance.reference`
+    # imports this package at every node start of every scenario, and needs none of it.
+    if name == "main":
+        from flujo.conformance.cli import main
+
+        return main
+    if name == "LEVELS":
+        from flujo.conformance.checks import LEVELS
+
+        return LEVELS
+    raise AttributeError(f"module 'flujo.conformance' has no attribute {name!r}")

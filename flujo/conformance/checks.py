@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-LEVELS = ("basic", "full", "restartable", "acknowledging")
+from flujo.conformance.items import FAIL_ITEM, SMALL_ITEMS, small_item
 
-#: An item the node under test must fail on, as its user code raising would (the error clauses).
-FAIL_ITEM = "flujo-conformance:fail"
+LEVELS = ("basic", "full", "restartable", "acknowledging")
+__all__ = ["FAIL_ITEM", "LEVELS", "SMALL_ITEMS", "small_item"]  # items re-exported: the kit's modules take them here
 
 
 @dataclass
@@ -62,33 +62,6 @@ class Checks:
 
     def not_applicable(self, section: str, title: str, why: str) -> None:
         self.outcomes.append(Outcome(section, title, self.level, None, "", why))
-
-
-# Plain msgpack values an identity node in any language gives back unchanged: no nil (a
-# Python processor's None means "no output"), no integral floats (JavaScript numbers would
-# come back as ints), no integers past 2^53, string map keys only.
-SMALL_ITEMS: tuple[Any, ...] = (
-    0,
-    1,
-    -7,
-    2**40,
-    1.5,
-    -0.25,
-    "",
-    "hola",
-    "ñandú ☃",
-    b"\x00\x01\xff",
-    True,
-    False,
-    [1, "a", [2.5]],
-    {"a": 1, "b": [True, "x"]},
-    {"nested": {"deep": b"z"}},
-    "x" * 300,
-)
-
-
-def small_item(seq: int) -> Any:
-    return SMALL_ITEMS[seq % len(SMALL_ITEMS)]
 
 
 def array_item(seq: int) -> Any:

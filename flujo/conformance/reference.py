@@ -11,7 +11,7 @@ from typing import Any
 
 from flujo.api import Consumer, Node, Processor, Producer
 from flujo.config import NodeConfig
-from flujo.conformance.checks import FAIL_ITEM, small_item
+from flujo.conformance.items import FAIL_ITEM, small_item
 from flujo.runtime import NodeRuntime
 from flujo.vocab import NodeKind
 
