@@ -222,6 +222,7 @@ class NodeReport:
         self.cfg, self.role = cfg, role
         self.rss_open = rss_bytes()
         self.cpu_open = _cpu_seconds()  # start-up (imports, sockets) is not the per-item cost
+        self.waits_open = _voluntary_switches()
         self.sent_ns: list[int] = []  # producer send times ("backpressure" only)
 
     def write(self) -> None:
@@ -237,6 +238,7 @@ class NodeReport:
             "sent_ns": self.sent_ns,
             "cpu_s": cpu,
             "cpu_run_s": cpu - self.cpu_open,
+            "waits_run": _voluntary_switches() - self.waits_open,
         }
         _write_json(Path(folder) / f"{self.role}-{os.getpid()}.json", data)
 
@@ -245,6 +247,11 @@ def _cpu_seconds() -> float:
     """User + system CPU time of this process (all its threads) so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def _voluntary_switches() -> int:
+    """Times this process (all its threads) gave up the CPU to wait: its wake-ups."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
 
 
 def tracked_items(cfg: dict[str, Any], report: NodeReport) -> Iterator[Any]:

@@ -124,14 +124,25 @@ class SmallItems(Workload):
 
     def metrics(self, out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
         _check_count(out, cfg)
-        return {"items/s": throughput(out.result)}
+        cpu = {key.replace("CPU ms", "CPU µs"): ms * 1000 for key, ms in _cpu_per_item(out, cfg).items()}
+        waits = {
+            f"{r['role']} waits/kitem": r["waits_run"] * 1000 / int(cfg["n"]) for r in out.reports if "waits_run" in r
+        }
+        return {"items/s": throughput(out.result), **cpu, **waits}
 
     def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
         rows = [
-            [label, m.get("items/s"), runs[label], _ratio_columns(medians, "items/s", label)]
+            [
+                label,
+                m.get("items/s"),
+                *[m.get(f"{r} CPU µs") for r in ROLES],
+                runs[label],
+                _ratio_columns(medians, "items/s", label),
+            ]
             for label, m in medians.items()
         ]
-        return markdown_table(["system", "items/s", "runs", "flujo ÷ system"], rows)
+        columns = ["system", "items/s", *[f"{r} CPU µs" for r in ROLES], "runs", "flujo ÷ system"]
+        return markdown_table(columns, rows)
 
 
 class Frames(Workload):

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import zmq
 
-from flujo.acks import ACK_EVERY_ITEMS, AckBatcher, Kept, ReaderKey, Retention, ack_frame, parse_ack
+from flujo.acks import ACK_EVERY_ITEMS, AckBatcher, ReaderKey, Retention, ack_frame, parse_ack
 from flujo.protocol import NOBLOCK
 from flujo.wire_check import ProtocolError, RefusalLog
 
@@ -44,11 +44,11 @@ class AckInbox:
         self.rejected = 0
         self.taken = 0
 
-    def take(self) -> list[Kept]:
-        """Apply every acknowledgement already received; returns what they freed (shared-memory
-        slots follow the retentions' floors, flujo/slot_pins.py). A malformed or forged one is
-        refused: counted, logged, nothing freed."""
-        freed: list[Kept] = []
+    def take(self) -> int:
+        """Apply every acknowledgement already received; returns how many items they freed
+        (shared-memory slots follow the retentions' floors, flujo/slot_pins.py). A malformed or
+        forged one is refused: counted, logged, nothing freed."""
+        freed = 0
         while True:
             try:
                 frames = self.socket.recv_multipart(NOBLOCK)
@@ -58,7 +58,7 @@ class AckInbox:
                 if len(frames) != 1:
                     raise ProtocolError("ack", f"{len(frames)} frames, expected 1")
                 reader, seq = parse_ack(frames[0], self.retentions)
-                freed.extend(self.retentions[reader].acknowledge(seq))
+                freed += self.retentions[reader].acknowledge(seq)
                 self.taken += 1
             except ProtocolError as refused:
                 self.rejected += 1

@@ -30,6 +30,10 @@ from flujo.wire_check import PROTOCOL_VERSION, ProtocolError
 ACK = "ack"
 #: A reader acknowledges after this many items became done since its last acknowledgement ...
 ACK_EVERY_ITEMS = 64
+#: ... but on a port whose arrays come inline (no shared-memory slots to give back) after at most
+#: this many queues' worth (of the RETAINED_QUEUES its senders keep, flujo/outputs.py): each
+#: acknowledgement costs a send and a wake-up in three processes, so fewer is faster.
+ACK_EVERY_QUEUES = 4
 #: ... or this many seconds after the first of them, whichever comes first.
 ACK_EVERY_SECONDS = 0.02
 #: Sequence numbers are unsigned 63-bit integers on the wire (section 6).
@@ -66,7 +70,7 @@ class Retention:
         self.window = window
         self.messages = messages if messages is not None else window  # and at most this many heavy messages
         self.heavy = 0  # kept messages that carry array frames
-        self._kept: deque[Kept] = deque()
+        self._kept: deque[tuple[int, int, list[Any], bool]] = deque()  # Kept's fields, in order
         self.items = 0  # unacknowledged items kept
         self.acked = -1  # the highest sequence number acknowledged
         self.highest_sent = -1  # the highest sequence number sent: nothing above may be acknowledged
@@ -79,7 +83,7 @@ class Retention:
     @property
     def lowest_unacked(self) -> int | None:
         """The first sequence number not yet acknowledged, or None when nothing is kept."""
-        return self._kept[0].first if self._kept else None
+        return self._kept[0][0] if self._kept else None
 
     def keep(self, first: int, last: int, frames: list[Any], heavy: bool = False) -> None:
         """Keep a message just sent (items ``first``..``last``); the frames are kept, not copied.
@@ -88,41 +92,44 @@ class Retention:
             raise ValueError(
                 f"items {first}..{last} kept after {self.highest_sent}: a sender sends in increasing order"
             )
-        self._kept.append(Kept(first, last, frames, heavy))
+        # A plain tuple, not a Kept: this runs once per message sent, Kept only on a replay.
+        self._kept.append((first, last, frames, heavy))
         self.items += last - first + 1
-        self.heavy += heavy
+        if heavy:
+            self.heavy += 1
         self.highest_sent = last
 
-    def acknowledge(self, seq: int) -> list[Kept]:
-        """Everything up to ``seq`` is done: drop it and return what was dropped. A stale
-        acknowledgement (not past the last one) drops nothing. Raises ProtocolError for one
-        past anything sent: nothing is freed for it."""
+    def acknowledge(self, seq: int) -> int:
+        """Everything up to ``seq`` is done: drop it; returns how many items were dropped. A
+        stale acknowledgement (not past the last one) drops nothing. Raises ProtocolError for
+        one past anything sent: nothing is freed for it."""
         if seq > self.highest_sent:
             raise ProtocolError("ack", f"acknowledges {seq}, past {self.highest_sent}, the last item sent")
         if seq <= self.acked:
-            return []
+            return 0
         self.acked = seq
-        freed: list[Kept] = []
-        kept = self._kept
-        while kept and kept[0].last <= seq:  # a BATCH acknowledged in part stays whole: replayed, deduplicated
-            message = kept.popleft()
-            self.items -= message.items
-            self.heavy -= message.heavy
-            freed.append(message)
+        kept, items, heavy = self._kept, self.items, self.heavy
+        while kept and kept[0][1] <= seq:  # a BATCH acknowledged in part stays whole: replayed, deduplicated
+            first, last, _frames, is_heavy = kept.popleft()
+            items -= last - first + 1
+            if is_heavy:
+                heavy -= 1
+        freed, self.items, self.heavy = self.items - items, items, heavy
         return freed
 
     def forget_oldest(self) -> int:
         """Drop the oldest kept message unacknowledged (the reader is not acknowledging): its
         items are no longer replayable. Returns how many items it carried."""
-        message = self._kept.popleft()
-        self.items -= message.items
-        self.heavy -= message.heavy
-        return message.items
+        first, last, _frames, heavy = self._kept.popleft()
+        self.items -= last - first + 1
+        if heavy:
+            self.heavy -= 1
+        return last - first + 1
 
     def replay(self) -> list[Kept]:
         """The reader's process ended: what it had not acknowledged, in order, for its successor
         (kept until that one acknowledges it)."""
-        return list(self._kept)
+        return [Kept(*kept) for kept in self._kept]
 
 
 def parse_ack(frame: bytes, retentions: dict[ReaderKey, Retention]) -> tuple[ReaderKey, int]:
@@ -200,6 +207,18 @@ class AckBatcher:
         self.sent = self.done
         self._pending, self._since = 0, None
         return self.sent
+
+
+def ack_every(hwm: int, shared_memory: bool) -> int:
+    """How many done items a reader port acknowledges at once (its queue holds ``hwm`` messages).
+
+    A port taking shared-memory arrays: a queue's worth at most, since every slot stays pinned
+    at its sender until acknowledged and the sender's pool is sized for that many more
+    (flujo/runtime.py, ``_slots_per_reader``). Inline: ``ACK_EVERY_QUEUES`` queues' worth at
+    most, well within what its senders keep (RETAINED_QUEUES, flujo/outputs.py) even a few hops
+    up; an inline array's memory is bounded by the time trigger too (``ACK_EVERY_SECONDS``)."""
+    queues = 1 if shared_memory else ACK_EVERY_QUEUES
+    return max(1, min(ACK_EVERY_ITEMS, queues * hwm))
 
 
 def done_through(processed: int, lowest_unacked: Iterable[int | None]) -> int:

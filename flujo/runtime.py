@@ -31,7 +31,7 @@ import msgpack
 import zmq
 
 from flujo.ack_channel import AckInbox, AckOutbox
-from flujo.acks import ACK_EVERY_ITEMS, Retention, done_through
+from flujo.acks import Retention, ack_every, done_through
 from flujo.api import Node, Outputs
 from flujo.closing import CloseReason, closer
 from flujo.config import NodeConfig, OutputConfig
@@ -221,8 +221,7 @@ class NodeRuntime:
         self._outboxes = []
         for port in self.ports:
             if port.config.ack_endpoints:
-                # Every hwm items at most: what senders keep stays within about a queue per hop.
-                every = max(1, min(ACK_EVERY_ITEMS, port.config.hwm))
+                every = ack_every(port.config.hwm, port.config.shm)
                 port.outbox = AckOutbox(
                     context, config.node, config.replica, port.name, port.config.ack_endpoints, every
                 )
@@ -595,9 +594,14 @@ class NodeRuntime:
         """A batch waits, or a processor awaits acknowledgements from its readers to pass on
         upstream (its senders keep items until then): the join must not block in a receive
         but wait in a poll that wakes for them too."""
-        if any(edge.batch is not None for edge in self.edges):
-            return True
-        return bool(self._outboxes) and any(retention.items for retention in self._retentions)
+        for edge in self.edges:  # (loops, not any(): this runs on every receive that finds nothing)
+            if edge.batch is not None:
+                return True
+        if self._outboxes:
+            for retention in self._retentions:
+                if retention.items:
+                    return True
+        return False
 
     @property
     def draining(self) -> bool:
@@ -796,7 +800,7 @@ class NodeRuntime:
         ready = zmq.zmq_poll(polled, timeout_ms)
         if any(socket is commands for socket, _ in ready):
             self._take_commands()
-        if inbox is not None:
+        if inbox is not None:  # (also after a command: a reader gone for good unpins its slots)
             self._take_acks()
         if credit_inbox is not None:
             credit_inbox.take()
@@ -822,7 +826,7 @@ def _slots_per_reader(edge: OutputConfig) -> int:
     at both ends, and on a lossless edge what it consumed but has not acknowledged yet."""
     slots = 2 * edge.hwm
     if edge.lossless:
-        slots += max(1, min(ACK_EVERY_ITEMS, edge.hwm))
+        slots += ack_every(edge.hwm, shared_memory=True)
     return slots
 
 

@@ -12,6 +12,7 @@ from flujo.acks import (
     DuplicateFilter,
     MergeNumbering,
     Retention,
+    ack_every,
     ack_frame,
     done_through,
     parse_ack,
@@ -37,15 +38,15 @@ def test_retention_counts_items_not_messages_and_fills() -> None:
     assert retention.lowest_unacked == 0
 
 
-def test_cumulative_acknowledgement_frees_a_prefix_and_returns_it() -> None:
+def test_cumulative_acknowledgement_frees_a_prefix_and_counts_it() -> None:
     retention = Retention(window=100)
     _sent(retention, (0, 0), (1, 1), (2, 4), (5, 5))
-    freed = retention.acknowledge(1)
-    assert [(kept.first, kept.last) for kept in freed] == [(0, 0), (1, 1)]
+    assert retention.acknowledge(1) == 2  # items 0 and 1
     assert retention.items == 4 and retention.lowest_unacked == 2
-    assert retention.acknowledge(3) == []  # a batch acknowledged in part stays whole
+    assert retention.acknowledge(3) == 0  # a batch acknowledged in part stays whole
     assert retention.lowest_unacked == 2
-    assert [(kept.first, kept.last) for kept in retention.acknowledge(5)] == [(2, 4), (5, 5)]
+    assert [(kept.first, kept.last) for kept in retention.replay()] == [(2, 4), (5, 5)]
+    assert retention.acknowledge(5) == 4
     assert retention.items == 0 and retention.lowest_unacked is None and not retention.full
 
 
@@ -53,7 +54,7 @@ def test_stale_acknowledgement_frees_nothing() -> None:
     retention = Retention(window=10)
     _sent(retention, (0, 0), (1, 1), (2, 2))
     retention.acknowledge(1)
-    assert retention.acknowledge(0) == [] and retention.acknowledge(1) == []
+    assert retention.acknowledge(0) == 0 and retention.acknowledge(1) == 0
     assert retention.items == 1
 
 
@@ -141,6 +142,25 @@ def test_batcher_default_rate_is_one_ack_per_batch() -> None:
     batcher = AckBatcher()
     acks = [seq for seq in range(10 * ACK_EVERY_ITEMS) if batcher.mark_done(seq, now=0.0) is not None]
     assert len(acks) == 10
+
+
+def test_heavy_messages_are_bounded_in_messages_and_freed_by_acknowledgement() -> None:
+    retention = Retention(window=100, messages=2)
+    retention.keep(0, 0, [b"h", b"b", b"array"], heavy=True)
+    retention.keep(1, 1, [b"h", b"b"])
+    assert retention.heavy == 1 and not retention.full
+    retention.keep(2, 2, [b"h", b"b", b"array"], heavy=True)
+    assert retention.full  # two arrays kept: the sender's safety bound
+    assert retention.forget_oldest() == 1 and retention.heavy == 1 and retention.items == 2
+    assert retention.acknowledge(2) == 2 and retention.heavy == 0 and not retention.full
+
+
+def test_ack_every_is_a_queue_with_shared_memory_and_a_few_inline() -> None:
+    assert ack_every(16, shared_memory=True) == 16  # pinned slots: the pool is sized for a queue more
+    assert ack_every(16, shared_memory=False) == ACK_EVERY_ITEMS == 4 * 16
+    assert ack_every(4, shared_memory=False) == 16  # a small queue: a few queues' worth
+    assert ack_every(1000, shared_memory=False) == ACK_EVERY_ITEMS
+    assert ack_every(0, shared_memory=True) == 1
 
 
 def test_done_through_is_end_to_end() -> None:
