@@ -24,7 +24,7 @@ from typing import Any
 
 import msgpack
 
-from flujo.wire_check import PROTOCOL_VERSION, ProtocolError
+from flujo.wire_check import PROTOCOL_VERSION, ProtocolError, check_reply_frame
 
 #: The second field of an acknowledgement frame.
 ACK = "ack"
@@ -137,17 +137,7 @@ def parse_ack(frame: bytes, retentions: dict[ReaderKey, Retention]) -> tuple[Rea
     this sender's readers; returns (reader, seq). Raises ProtocolError (the frame is refused,
     nothing is freed) when it is malformed, from a reader this sender does not have, or of a
     number this sender never sent to that reader."""
-    try:
-        fields = msgpack.unpackb(frame, use_list=True, max_bin_len=0, max_ext_len=0, strict_map_key=True)
-    except Exception as error:
-        raise ProtocolError("ack", f"not msgpack: {type(error).__name__}") from None
-    if type(fields) is not list or len(fields) < 6:  # later versions may append fields
-        raise ProtocolError("ack", "not an array of at least 6 fields")
-    version, kind, node, replica, port, seq = fields[:6]
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError("version", f"acknowledgement of protocol version {version!r}, this is {PROTOCOL_VERSION}")
-    if kind != ACK:
-        raise ProtocolError("ack", f"kind {kind!r}, expected {ACK!r}")
+    _version, _kind, node, replica, port, seq = check_reply_frame(frame, ACK, 6, "acknowledgement")
     if type(node) is not str or type(replica) is not int or type(port) is not str or type(seq) is not int:
         raise ProtocolError("ack", "fields of the wrong types (node str, replica int, port str, seq int)")
     key = (node, replica, port)

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgpack
 
-from flujo.wire_check import PROTOCOL_VERSION, ProtocolError
+from flujo.wire_check import PROTOCOL_VERSION, ProtocolError, check_reply_frame
 
 #: The second field of a credit frame.
 CREDIT = "credit"
@@ -211,17 +211,7 @@ def parse_credit(
     taken), or None for a credit meant for another process of this sender replica (its
     predecessor: stale, not refused). Raises ProtocolError when it is malformed or from a
     reader this sender does not have."""
-    try:
-        fields = msgpack.unpackb(frame, use_list=True, max_bin_len=0, max_ext_len=0, strict_map_key=True)
-    except Exception as error:
-        raise ProtocolError("credit", f"not msgpack: {type(error).__name__}") from None
-    if type(fields) is not list or len(fields) < 8:  # later versions may append fields
-        raise ProtocolError("credit", "not an array of at least 8 fields")
-    version, kind, node, replica, port, generation, sender, taken = fields[:8]
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError("version", f"credit of protocol version {version!r}, this is {PROTOCOL_VERSION}")
-    if kind != CREDIT:
-        raise ProtocolError("credit", f"kind {kind!r}, expected {CREDIT!r}")
+    _version, _kind, node, replica, port, generation, sender, taken = check_reply_frame(frame, CREDIT, 8, "credit")
     if any(type(field) is not int or not 0 <= field <= MAX_COUNT for field in (replica, generation, sender, taken)):
         raise ProtocolError("credit", "replica, generations and count must be whole numbers from 0 to 2**63 - 1")
     if type(node) is not str or type(port) is not str:

@@ -483,6 +483,23 @@ def check_control(frames: Sequence[Any]) -> tuple[bytes, list[Any]] | None:
     return topic, payload
 
 
+def check_reply_frame(frame: bytes, kind: str, count: int, noun: str) -> list[Any]:
+    """The first ``count`` fields of a frame a reader sends back to its sender,
+    ``[version, kind, ...]`` (an acknowledgement, section 9.2; a credit, section 18), once its
+    shape, version and kind are checked; raises ProtocolError (rule ``kind``, or "version")."""
+    try:
+        fields = msgpack.unpackb(frame, use_list=True, max_bin_len=0, max_ext_len=0, strict_map_key=True)
+    except Exception as error:
+        raise ProtocolError(kind, f"not msgpack: {type(error).__name__}") from None
+    if type(fields) is not list or len(fields) < count:  # later versions may append fields
+        raise ProtocolError(kind, f"not an array of at least {count} fields")
+    if fields[0] != PROTOCOL_VERSION:
+        raise ProtocolError("version", f"{noun} of protocol version {fields[0]!r}, this is {PROTOCOL_VERSION}")
+    if fields[1] != kind:
+        raise ProtocolError(kind, f"kind {fields[1]!r}, expected {kind!r}")
+    return fields[:count]
+
+
 def _counters(value: Any) -> bool:
     return type(value) is dict and all(type(key) is str and type(count) in (int, float) for key, count in value.items())
 
