@@ -83,7 +83,7 @@ class Display:
             view.console.print(render_summary(status()))  # below the final table and every line
         else:
             yield plain_lines(self._output, width)
-            from flujo.launch.live import plain_summary
+            from flujo.launch.status_table import plain_summary  # plain text: no rich to load
 
             self.say("summary:\n  " + "\n  ".join(plain_summary(status())))
 

@@ -29,11 +29,10 @@ from flujo.launch.live_table import (
     PROGRESS_WIDTH,
     STATE_STYLES,
     label_style,
-    plain_summary,
     render_status,
     render_summary,
-    summary_text,
 )
+from flujo.launch.status_table import plain_summary, summary_text
 
 __all__ = [
     "BAR_WIDTH",

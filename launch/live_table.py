@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from flujo.launch.replica import ReplicaState
-from flujo.launch.status_table import MISSING, Column, integer, shown_columns
+from flujo.launch.status_table import MISSING, Column, duration, integer, shown_columns, summary_text
 from flujo.launch.status_table import label as node_label
 
 #: How each replica state is shown.
@@ -150,35 +150,12 @@ def render_summary(status: dict) -> Table:
             Text(integer(code), style="" if code in (0, None) else "bold red"),
             integer(node.get("items_in")),
             integer(node.get("items_out")),
-            _duration(node.get("seconds")),
+            duration(node.get("seconds")),
             integer(node.get("errors")),
             integer(node.get("restarts")),
             summary_text(node.get("summary")),
         )
     return table
-
-
-def summary_text(summary: Any) -> str:
-    """A node's reported summary on one line: ``in 13, out 15``."""
-    if not isinstance(summary, dict) or not summary:
-        return ""
-    return ", ".join(f"{key} {_value(value)}" for key, value in summary.items())
-
-
-def plain_summary(status: dict) -> list[str]:
-    """The closing summary as plain lines, for pipes and logs."""
-    lines = []
-    for node in status.get("nodes") or []:
-        if not isinstance(node, dict):
-            continue
-        line = (
-            f"{node_label(node)}: exit {integer(node.get('exit_code'))}, in {integer(node.get('items_in'))}, "
-            f"out {integer(node.get('items_out'))}, {_duration(node.get('seconds'))}, "
-            f"errors {integer(node.get('errors'))}, restarts {integer(node.get('restarts'))}"
-        )
-        reported = summary_text(node.get("summary"))
-        lines.append(f"{line}; {reported}" if reported else line)
-    return lines
 
 
 # -- cells ------------------------------------------------------------------------------------
@@ -214,17 +191,6 @@ def _clock(seconds: float) -> str:
     seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-def _duration(value: Any) -> str:
-    try:
-        return f"{float(value):.1f} s"
-    except (TypeError, ValueError):
-        return MISSING
-
-
-def _value(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _percent(value: Any) -> Text:

@@ -38,6 +38,14 @@ def percent(value: Any) -> str:
         return MISSING
 
 
+def duration(value: Any) -> str:
+    """Seconds, one decimal."""
+    try:
+        return f"{float(value):.1f} s"
+    except (TypeError, ValueError):
+        return MISSING
+
+
 def label(node: dict[str, Any]) -> str:
     """The replica's label (its node's name when it has one replica)."""
     return str(node.get("label") or node.get("node") or "?")
@@ -110,3 +118,32 @@ def host_line(host: dict[str, Any]) -> str:
     if host.get("rtt_ms") is not None:
         text += f", rtt {host['rtt_ms']:g} ms"
     return text
+
+
+def summary_text(summary: Any) -> str:
+    """A node's reported summary on one line: ``in 13, out 15``."""
+    if not isinstance(summary, dict) or not summary:
+        return ""
+    return ", ".join(f"{key} {_value(value)}" for key, value in summary.items())
+
+
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def plain_summary(status: dict) -> list[str]:
+    """The closing summary as plain lines, for pipes and logs. The live view draws its own with
+    rich (launch/live_table.py); this one needs no rich, so a launcher without a terminal never
+    imports it: about 25 ms of CPU less for each of the hundreds of launchers a test run starts."""
+    lines = []
+    for node in status.get("nodes") or []:
+        if not isinstance(node, dict):
+            continue
+        line = (
+            f"{label(node)}: exit {integer(node.get('exit_code'))}, in {integer(node.get('items_in'))}, "
+            f"out {integer(node.get('items_out'))}, {duration(node.get('seconds'))}, "
+            f"errors {integer(node.get('errors'))}, restarts {integer(node.get('restarts'))}"
+        )
+        reported = summary_text(node.get("summary"))
+        lines.append(f"{line}; {reported}" if reported else line)
+    return lines

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from manifests import collect, count
 
 PROBE = """
 import sys
@@ -33,3 +34,26 @@ def test_node_and_launcher_start_without_numpy_or_asyncio_and_arrays_still_trave
     loaded, array = done.stdout.splitlines()
     assert loaded == "[]"
     assert array == "[[0, 1, 2], [3, 4, 5]] <i4"
+
+
+LAUNCHER = """
+import atexit, sys
+atexit.register(lambda: print("rich loaded:", "rich" in sys.modules, file=sys.stderr))
+from flujo.launch.cli import main
+sys.argv[0] = "flujo-launch"
+main()
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_launcher_without_a_terminal_never_loads_rich(flow) -> None:
+    """rich draws the live view on a terminal; a launcher writing into a pipe (every test's, every
+    service's) prints its closing summary as plain lines and never pays for importing rich."""
+    out = flow.path("out.jsonl")
+    manifest = flow.manifest({"numbers": count(3), "sink": collect("numbers", out)})
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, str(manifest)], capture_output=True, text=True, timeout=50, env=flow.env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "summary:\n  numbers: exit 0, in 0, out 3," in done.stderr  # the plain closing summary
+    assert done.stderr.rstrip().endswith("rich loaded: False"), done.stderr
