@@ -84,24 +84,45 @@ class RayCluster:
                 seen.append(lines.get(timeout=1))
         return time.monotonic() - began
 
+    def start_head(self) -> float:
+        """The head's Ray node. On a loaded machine (the suite's first, heaviest minute) its GCS
+        may pass Ray's RPC deadline and the node exits ("timed out during startup", seen under
+        coverage at load 13): it is started once more."""
+        return self._start_twice(
+            self.head,
+            "--head",
+            "--port",
+            str(RAY_PORT),
+            "--include-dashboard=false",
+            "--ray-client-server-port",
+            str(CLIENT_PORT),
+            "--temp-dir",
+            self.temp,
+            "--resources",
+            '{"gpu_like": 1, "head_only": 10}',
+        )
+
     def start_worker(self) -> float:
         """The worker's Ray node (again, after a test killed it). On a loaded machine its first
         call to the head may pass Ray's RPC deadline and the node exits: it is started once more."""
+        return self._start_twice(
+            self.worker,
+            "--address",
+            self.address,
+            "--num-gpus",
+            "1",
+            "--resources",
+            '{"gpu_like": 1, "worker_only": 1}',
+        )
+
+    def _start_twice(self, host: Host, *options: str) -> float:
         for attempt in (1, 2):
             try:
-                return self.start_node(
-                    self.worker,
-                    "--address",
-                    self.address,
-                    "--num-gpus",
-                    "1",
-                    "--resources",
-                    '{"gpu_like": 1, "worker_only": 1}',
-                )
+                return self.start_node(host, *options)
             except AssertionError:
                 if attempt == 2:
                     raise
-                self.kill(self.worker)
+                self.kill(host)
         raise AssertionError("unreachable")
 
     def kill(self, host: Host) -> None:
@@ -126,19 +147,7 @@ def cluster() -> Iterator[RayCluster]:
     head, worker = make_hosts()
     cluster = RayCluster(head, worker)
     try:
-        took = cluster.start_node(
-            head,
-            "--head",
-            "--port",
-            str(RAY_PORT),
-            "--include-dashboard=false",
-            "--ray-client-server-port",
-            str(CLIENT_PORT),
-            "--temp-dir",
-            cluster.temp,
-            "--resources",
-            '{"gpu_like": 1, "head_only": 10}',
-        )
+        took = cluster.start_head()
         took_worker = cluster.start_worker()
         print(f"Ray head up in {took:.1f} s, worker in {took_worker:.1f} s")
         yield cluster
