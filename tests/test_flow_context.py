@@ -212,6 +212,13 @@ print("after the block", flush=True)
 """
 
 
+def _interruptible() -> None:
+    """In the script's process before it starts: Ctrl-C reaches it as in a terminal even when the
+    test run was started in the background (a shell starts background jobs with SIGINT ignored,
+    children inherit that, and Python then leaves it ignored: the Ctrl-C tests hung)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_script(folder: Path, code: str, *args: str, stdin: bool = False) -> subprocess.Popen:
     temp = folder / "tmp"
     temp.mkdir(exist_ok=True)
@@ -224,6 +231,7 @@ def _start_script(folder: Path, code: str, *args: str, stdin: bool = False) -> s
             text=True,
             cwd=folder,
             env=env,
+            preexec_fn=_interruptible,
         )
     script = folder / "script.py"
     script.write_text(textwrap.dedent(code))
@@ -234,6 +242,7 @@ def _start_script(folder: Path, code: str, *args: str, stdin: bool = False) -> s
         text=True,
         cwd=folder,
         env=env,
+        preexec_fn=_interruptible,
     )
 
 
