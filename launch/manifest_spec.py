@@ -157,12 +157,7 @@ class FlowSpec:
         do unless ``credits = false``; command nodes only with ``credits = true``), and waits
         for room (a realtime reader drops instead), with nodes the launcher places."""
         sends = reader.credits if reader.credits is not None else reader.run is not None
-        return (
-            sends
-            and sender.run is not None
-            and reader.policy == QueuePolicy.BLOCK
-            and self.engine == Engine.LOCAL
-        )
+        return sends and sender.run is not None and reader.policy == QueuePolicy.BLOCK and self.engine == Engine.LOCAL
 
     def max_message_of(self, node: NodeSpec) -> int:
         return node.max_message if node.max_message is not None else self.max_message
