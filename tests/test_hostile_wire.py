@@ -72,22 +72,23 @@ def endpoint(config: dict, port: str) -> str:
     return next(entry["endpoint"] for entry in config["inputs"] if entry["port"] == port)
 
 
-def attack(
-    context: zmq.Context, address: str, cases: dict[str, tuple[list[bytes], str]], copies: int, sent: dict[str, int]
-) -> None:
-    """Send every case ``copies`` times (HEAVY ones a few times); counts messages sent per rule."""
+def attacker(context: zmq.Context, address: str) -> zmq.Socket:
+    """A PUSH socket connected to ``address``. It stays open until the test has seen every
+    message counted: closed earlier, what the node had not read yet would be dropped when its
+    linger ran out (a zip reads a port at the pace of its stream, slowly on a loaded machine)."""
     socket = context.socket(zmq.PUSH)
     socket.sndtimeo = 60_000  # a reader that stopped reading fails the test instead of hanging it
-    socket.linger = 5000
     socket.connect(address)
-    try:
-        for name, (frames, rule) in cases.items():
-            count = HEAVY_COPIES if name in HEAVY else copies
-            for _ in range(count):
-                socket.send_multipart(frames)
-            sent[rule] = sent.get(rule, 0) + count
-    finally:
-        socket.close()
+    return socket
+
+
+def attack(socket: zmq.Socket, cases: dict[str, tuple[list[bytes], str]], copies: int, sent: dict[str, int]) -> None:
+    """Send every case ``copies`` times (HEAVY ones a few times); counts messages sent per rule."""
+    for name, (frames, rule) in cases.items():
+        count = HEAVY_COPIES if name in HEAVY else copies
+        for _ in range(count):
+            socket.send_multipart(frames)
+        sent[rule] = sent.get(rule, 0) + count
 
 
 def rss_mb(process: psutil.Process) -> float:
@@ -108,35 +109,40 @@ def test_forged_and_malformed_messages_are_refused_while_the_stream_goes_on(flow
     before = {label: rss_mb(nodes[label][0]) for label in ("pair", "sink")}
     context = zmq.Context()
     sent: dict[tuple[str, str], dict[str, int]] = {target: {} for target in targets}
-    attackers = [
-        threading.Thread(
-            target=attack,
-            args=(context, endpoint(nodes[label][1], port), bad_messages(source, senders), copies, sent[label, port]),
-        )
-        for (label, port), (source, senders, copies) in targets.items()
-    ]
-    try:
-        for attacker in attackers:
-            attacker.start()
-        for attacker in attackers:
-            attacker.join()
-    finally:
-        context.destroy(linger=5000)
-    expected: dict[str, dict[str, int]] = {"pair": {}, "sink": {}}
-    for (label, _), rules in sent.items():
-        for rule, count in rules.items():
-            expected[label][rule] = expected[label].get(rule, 0) + count
-
     seen: dict[str, dict] = {}
-
-    def counted() -> bool:
-        seen.update(flow.replicas())
-        return all(seen.get(label, {}).get("rejected_by") == rules for label, rules in expected.items())
-
     try:
-        poll_for(counted, timeout=90, interval=0.2)  # every bad message was read and refused, none pending
-    except AssertionError:
-        raise AssertionError(f"sent {expected}, counted { ({label: seen.get(label) for label in expected}) }") from None
+        attackers = [
+            threading.Thread(
+                target=attack,
+                args=(
+                    attacker(context, endpoint(nodes[label][1], port)),
+                    bad_messages(source, senders),
+                    copies,
+                    sent[label, port],
+                ),
+            )
+            for (label, port), (source, senders, copies) in targets.items()
+        ]
+        for thread in attackers:
+            thread.start()
+        for thread in attackers:
+            thread.join()
+        expected: dict[str, dict[str, int]] = {"pair": {}, "sink": {}}
+        for (label, _), rules in sent.items():
+            for rule, count in rules.items():
+                expected[label][rule] = expected[label].get(rule, 0) + count
+
+        def counted() -> bool:
+            seen.update(flow.replicas())
+            return all(seen.get(label, {}).get("rejected_by") == rules for label, rules in expected.items())
+
+        try:
+            poll_for(counted, timeout=90, interval=0.2)  # every bad message was read and refused, none pending
+        except AssertionError:
+            counts = {label: seen.get(label) for label in expected}
+            raise AssertionError(f"sent {expected}, counted {counts}") from None
+    finally:
+        context.destroy(linger=0)  # the attackers' sockets (made here, used by one thread each)
     grown = {label: rss_mb(nodes[label][0]) - before[label] for label in before}
     print(f"refused {expected}; RSS before {before} MB, growth {grown} MB")
     Path(gate).touch()  # now the stream may end
