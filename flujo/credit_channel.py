@@ -114,6 +114,11 @@ class CreditOutbox:
         """Some sender has not been told everything taken from it."""
         return any(counter.pending for counter in self.counters)
 
+    @property
+    def overdue(self) -> bool:
+        """Some sender was due a credit that could not go (its socket had no room or no peer)."""
+        return any(counter.overdue for counter in self.counters)
+
     def flush(self) -> None:
         """Before the node waits (and once at its start): every sender learns what was taken."""
         for sender, counter in enumerate(self.counters):

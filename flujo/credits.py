@@ -196,6 +196,14 @@ class CreditCounter:
         """Something taken (or nothing said yet) that the sender has not been told."""
         return self.taken != self.credited
 
+    @property
+    def overdue(self) -> bool:
+        """A credit was due (``every`` items taken, or this sender process's first count) and
+        could not go. Fewer than ``every`` items uncredited never hold a sender back: it sees at
+        most that many in flight, under a quarter of its window (its floor is four times
+        ``every``), so it is neither waiting for room nor batching (:meth:`CreditWindow.busy`)."""
+        return self.credited < 0 or self.taken - self.credited >= self.every
+
 
 def credit_frame(node: str, replica: int, port: str, generation: int, sender_generation: int, taken: int) -> bytes:
     """The credit a reader sends: process ``generation`` of that reader replica has taken
