@@ -71,6 +71,9 @@ class Join:
         self._deferred: deque[tuple[str, Message]] = deque()  # see flujo/merge_replay.py, DEFER
         self._turn = 0  # merge: which port to look at first, for fairness
         self.waiting_on: list[PortQueue] = []  # after WAIT: the ports whose input is needed
+        if self._zip:  # one numbering: what a replay on one port says is done, is on every port
+            for port in self.ports:
+                port.peers = self.ports
 
     def next(self) -> Step | object | None:
         if self._zip:
@@ -200,8 +203,11 @@ class Join:
             for port in self.ports:
                 if not port.ready:
                     filled = self._lacking(port)  # only this port: the others feel backpressure
+                    if filled is None:
+                        return None  # zip ends when any input ends
                     if not filled:
-                        return None if filled is None else WAIT  # zip ends when any input ends
+                        self._take_heads(port)
+                        return WAIT
             heads = [port.ready[0] for port in self.ports]
             newest = max(message.seq for message in heads)
             if any(message.seq != newest for message in heads):
@@ -215,6 +221,20 @@ class Join:
             if any(message.kind is MessageKind.SKIP for message in heads):
                 return newest, None, SKIP
             return newest, None, [message.item for message in heads]
+
+    def _take_heads(self, lacking: PortQueue) -> None:
+        """About to wait for ``lacking``: the other ports take what they have until each holds
+        a head, so one message each at most (backpressure holds), and wake the zip when one
+        comes. What a replay said was done is dropped as it comes: a successor whose inputs a
+        crash set apart drains the stale side, whose senders may be what holds up the other."""
+        waiting = [lacking]
+        for port in self.ports:
+            if port is not lacking and not port.ready:
+                while port.receive(NOBLOCK) and not port.ready:
+                    pass
+                if not port.ready and not port.senders_done:
+                    waiting.append(port)
+        self.waiting_on = waiting
 
     def _quiet_and_empty(self, port: PortQueue) -> bool:
         """While draining: nothing more can come to this process on the port (every sender

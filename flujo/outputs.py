@@ -89,6 +89,8 @@ class OutputEdge:
         # together, as they came) instead of going one message each (set by the runtime).
         self.more_ready: Callable[[], bool] = lambda: False
         self._replay_due: set[int] = set()  # replicas whose process ended: replay before sending there
+        # replicas whose replay is under way: what is left to send them (frames, items), in order
+        self._replays: dict[int, deque[tuple[list[Any], int]]] = {}
         self._end_frames: list[Any] | None = None  # end of stream, sent again after a replay
         self.replayed = 0  # items sent again to successors
         self.sockets: list[zmq.Socket] = [self._connect(endpoint) for endpoint in config.endpoints]
@@ -108,7 +110,6 @@ class OutputEdge:
         self._held_back: deque[tuple[list[Any], int, int]] = deque()
         self._held_back_bytes = 0
         self._pause_marker = codec.marker(MessageKind.PAUSE, 0)
-        self._replay_marker = codec.marker(MessageKind.REPLAY, 0)
         self.batch: Batch | None = None  # small items held while the single reader is busy
         self.sent = 0
         self.dropped = 0
@@ -160,7 +161,7 @@ class OutputEdge:
 
     def _room(self, index: int) -> bool:
         """Whether that replica may take a message now: nothing to replay to it first."""
-        return not self._replay_due or index not in self._replay_due
+        return index not in self._replay_due and index not in self._replays
 
     def announce(self) -> None:
         """This process replaces one that died: each reader replica gets a REPLAY marker before
@@ -174,44 +175,55 @@ class OutputEdge:
         if self.retentions is not None and not self._is_released(self.target, self.config.target_port, index):
             self._replay_due.add(index)
 
-    def replay_due(self) -> None:
-        """Replay to every successor due one (between items, or while waiting)."""
-        for index in sorted(self._replay_due):
-            self._replay(index)
+    @property
+    def replaying(self) -> bool:
+        """A replay is due or under way on this edge."""
+        return bool(self._replay_due or self._replays)
 
-    def _replay(self, index: int) -> None:
-        """A REPLAY marker, then every message kept for that replica, in order; again if it ended
-        once more meanwhile. All on the same socket: what libzmq still queued for the dead process
-        stays ahead of the marker in that one pipe, and the successor drops everything before the
-        marker (section 9.3). A fresh socket would open a second pipe, whose order against the old
-        one's leftovers nothing guarantees (the race PROTOCOL 9.8 used to describe)."""
-        retention = self.retentions[index]  # type: ignore[index]
-        while index in self._replay_due:
-            self._replay_due.discard(index)
-            if not self._push(index, self._replay_marker):  # the reader takes nothing of ours before it
-                continue
-            for kept in retention.replay():
-                if not self._push(index, kept.frames):
+    def replay_sockets(self) -> list[zmq.Socket]:
+        """The sockets a replay waits on for room."""
+        return [self.sockets[index] for index in self._replays]
+
+    def pump_replays(self) -> None:
+        """Send what the replays can send now, without waiting: a REPLAY marker, then every message
+        kept for that replica, in order (and the end of stream, if it went out); started afresh
+        when the replica ended once more meanwhile. It never waits, so every wait of the node
+        runs it: a sender that waits for room, a credit or a slot on one edge still replays on
+        the others (a zip's successor may need that replay before it takes anything from the
+        edge the sender waits on).
+
+        All on the same socket: what libzmq still queued for the dead process stays ahead of the
+        marker in that one pipe, and the successor drops everything before the marker (section
+        9.3). A fresh socket would open a second pipe, whose order against the old one's
+        leftovers nothing guarantees (the race PROTOCOL 9.8 used to describe)."""
+        while self._replay_due:
+            index = self._replay_due.pop()
+            retention = self.retentions[index]  # type: ignore[index]
+            # The marker carries the first number still kept: its reader's predecessor passed on
+            # every one before (section 9.3), and the successor drops them as they come again.
+            marker = self._codec.marker(MessageKind.REPLAY, retention.acked + 1)
+            queue: deque[tuple[list[Any], int]] = deque([(marker, 0)])
+            queue.extend((kept.frames, kept.items) for kept in retention.replay())
+            if self._end_frames is not None:
+                queue.append((self._end_frames, 0))
+            self._replays[index] = queue
+        for index in list(self._replays):
+            queue = self._replays[index]
+            if self._is_released(self.target, self.config.target_port, index):
+                queue.clear()
+            socket = self.sockets[index]
+            while queue:
+                frames, items = queue[0]
+                try:
+                    send_message(socket, frames, NOBLOCK)
+                except zmq.Again:
                     break
-                self.replayed += kept.items
-                if self.windows is not None:
-                    self.windows[index].sent_items(kept.items)
-            else:
-                if self._end_frames is not None and index not in self._replay_due:
-                    self._push(index, self._end_frames)
-
-    def _push(self, index: int, frames: list[Any]) -> bool:
-        """Send to that replica as soon as it has room, looking at commands meanwhile; False when
-        it was released, or its process ended again (a new replay is due)."""
-        while not self._is_released(self.target, self.config.target_port, index):
-            if index in self._replay_due:
-                return False
-            try:
-                send_message(self.sockets[index], frames, NOBLOCK)
-                return True
-            except zmq.Again:
-                self._wait([self.sockets[index]])
-        return False
+                queue.popleft()
+                self.replayed += items
+                if items and self.windows is not None:
+                    self.windows[index].sent_items(items)
+            if not queue:
+                del self._replays[index]
 
     def follow(self, moved: dict[tuple[str, str, int], str]) -> None:
         """Connect to readers restarted on another machine (Control.MOVED) instead of their old place;
@@ -259,8 +271,8 @@ class OutputEdge:
         """Housekeeping between two items (never inside a send): what was kept back for a
         successor goes once it runs; held replicas due a pause marker get it; the newest item
         waiting for a drop-oldest reader goes if there is room now."""
-        if self._replay_due:
-            self.replay_due()
+        if self._replay_due or self._replays:
+            self.pump_replays()
         if (
             self.batch is not None
             and self.windows is not None
@@ -376,9 +388,11 @@ class OutputEdge:
         lossless = self.retentions is not None
         window = self.windows[index] if self.windows is not None and items else None
         while not self._is_released(self.target, self.config.target_port, index):
-            if lossless and index in self._replay_due:
-                self._replay(index)
-                continue
+            if lossless and not self._room(index):
+                self.pump_replays()
+                if not self._room(index):
+                    self._wait([self.sockets[index]])  # for room for the replay (the wait sends it)
+                    continue
             if window is not None and not window.allows(items):
                 self._wait(())  # for a credit (or a command)
                 continue
@@ -482,8 +496,8 @@ class OutputEdge:
                     self._idle(self)  # every live replica is held: wait for a resume
                     continue
             count = len(live)
-            if self._replay_due:
-                self.replay_due()
+            if self._replay_due or self._replays:
+                self.pump_replays()
             windows = self.windows
             for offset in range(count):
                 index = live[(self._next + offset) % count]

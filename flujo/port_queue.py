@@ -64,6 +64,7 @@ class PortQueue:
         # (counted in ``stale``; the replay brings them again) until its REPLAY marker.
         self._awaiting_replay: set[int] = set()
         self.stale = 0
+        self.peers: list[PortQueue] = [self]  # ports numbered alike: this one, or a zip's (flujo/joins.py)
 
     # -- the source in front of the queue (flujo/inputs.py: a socket) ---------------------
     def receive(self, flags: int = 0) -> bool:
@@ -107,9 +108,21 @@ class PortQueue:
         return not self.ready and self.senders_done
 
     def passed_through(self, seq: int) -> None:
-        """A restored successor (section 9.6): items through ``seq`` were passed on by its
-        predecessor; a replay of them is dropped as a duplicate."""
-        self._expected = max(self._expected, seq + 1)
+        """Items through ``seq`` were passed on by this process's predecessor (a restored
+        snapshot, section 9.6, or what a replay says was acknowledged, 9.3): dropped as
+        duplicates when they come (again), here or already waiting."""
+        expected = self._after(seq)
+        if expected <= self._expected:
+            return
+        self._expected = expected
+        ready, held, order = self.ready, self._held, self._held_order
+        while ready and ready[0].seq < expected:
+            ready.popleft()
+            self.duplicates += 1
+        while order and order[0] < expected:
+            del held[heapq.heappop(order)]
+            self.duplicates += 1
+        self._release_held()
 
     def sender_ended(self, replica: int) -> None:
         """An upstream replica sent its end of stream, or died before it could."""
@@ -146,13 +159,18 @@ class PortQueue:
         """Take one checked message from a sender of this port."""
         kind = message.kind
         if self._awaiting_replay and message.replica in self._awaiting_replay:
-            if kind is MessageKind.REPLAY:
-                self._awaiting_replay.discard(message.replica)
-            else:
+            if kind is not MessageKind.REPLAY:
                 self.stale += 1  # sent to the process this one replaces: its replay follows
-            return
+                return
+            self._awaiting_replay.discard(message.replica)
         if kind is MessageKind.REPLAY:
-            return  # a sender's successor announces itself: nothing to wait for here
+            # The first number the sender still keeps for this replica: the ones before were
+            # acknowledged, so this process's predecessor passed them on, and for every port
+            # numbered alike (a zip's): a replay on another port must not wait for partners here.
+            if message.seq:
+                for peer in self.peers:
+                    peer.passed_through(message.seq - 1)
+            return
         if kind is MessageKind.EOS:
             self.sender_ended(message.replica)
             return

@@ -142,6 +142,7 @@ class NodeRuntime:
         ]
         self.pool, self.shm_reader = self._shared_memory(context)
         self._lossless(context)
+        self._lossless_edges = [edge for edge in self.edges if edge.retentions is not None]
         self._credits(context)
         if config.kind == NodeKind.PROCESSOR:
             for edge in self.edges:
@@ -797,6 +798,9 @@ class NodeRuntime:
         credit_inbox = self.credit_inbox
         if credit_inbox is not None:
             polled.append((credit_inbox.socket, POLLIN))  # a credit may be what a full window waits for
+        replaying = [edge for edge in self._lossless_edges if edge.replaying]
+        for edge in replaying:  # room for a replay under way
+            polled.extend((socket, POLLOUT) for socket in edge.replay_sockets())
         ready = zmq.zmq_poll(polled, timeout_ms)
         if any(socket is commands for socket, _ in ready):
             self._take_commands()
@@ -804,6 +808,11 @@ class NodeRuntime:
             self._take_acks()
         if credit_inbox is not None:
             credit_inbox.take()
+        # Whatever this wait is for (room, a credit, a slot, a resume), replays go on meanwhile:
+        # the successor they feed may be what the wait waits for, a few hops below (section 9.3).
+        for edge in self._lossless_edges:
+            if edge.replaying:
+                edge.pump_replays()
         if time.monotonic() >= self._next_report:  # a waiting node still says how it is
             self._report_stats()
 

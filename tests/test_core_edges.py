@@ -172,3 +172,31 @@ def test_a_batch_stays_within_the_readers_frame_limit(context: zmq.Context, tmp_
     out.flush()
     thread.join(15)
     assert largest <= 4096 and items == list(range(dealt))
+
+
+@pytest.mark.timeout(10)
+def test_a_replay_never_waits_goes_on_in_later_pumps_and_its_marker_says_what_was_acknowledged(
+    context: zmq.Context,
+) -> None:
+    # A sender may be waiting for room, a credit or a slot on another edge: the replay must go on
+    # from inside any wait, so it sends what fits and returns (here two messages fit the pipe).
+    socket, codec = reader(context, "replay"), Codec("me", 0)
+    config = OutputConfig(
+        port="out", target="down", target_port="in", endpoints=("inproc://replay",), hwm=1, lossless=True
+    )
+    out = OutputEdge(context, config, lambda node, port, replica: False, codec, Holds())
+    for seq in range(2):
+        out.deal(codec.encode(seq, {"i": seq}), seq)
+        assert received(socket) == [(MessageKind.DATA, seq, 1)]
+    out.reader_exited(0)  # the reader's process died: its successor gets the replay first
+    assert out.replaying and not out._room(0)
+    out.pump_replays()  # returns with the pipe full
+    first = received(socket)
+    assert first == [(MessageKind.REPLAY, 0, 1), (MessageKind.DATA, 0, 1)] and out.replaying
+    out.pump_replays()
+    assert received(socket) == [(MessageKind.DATA, 1, 1)] and not out.replaying and out._room(0)
+    assert out.replayed == 2
+    out.retentions[0].acknowledge(0)  # type: ignore[index]
+    out.reader_exited(0)
+    out.pump_replays()  # the marker: everything before 1 was acknowledged, so passed on
+    assert received(socket) == [(MessageKind.REPLAY, 1, 1), (MessageKind.DATA, 1, 1)]

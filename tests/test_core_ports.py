@@ -366,3 +366,40 @@ def test_a_new_reader_process_takes_nothing_from_a_sender_before_its_replay() ->
     port.accept(marker(MessageKind.REPLAY, replica=0))  # a sender's successor announcing itself: ignored
     port.accept(data(7, replica=0))
     assert [message.seq for message in port.ready] == [5, 6, 7] and port.stale == 1
+
+
+class Outbox:
+    """A lossless port's acknowledgement side, as far as the queue uses it."""
+
+    def arrived(self, replica: int, seq: int) -> None:
+        pass
+
+
+def lossless_port(name: str, inbox: list[Message], senders: int = 1) -> ScriptedPort:
+    port = ScriptedPort(name, inbox, senders)
+    port.outbox = Outbox()
+    port.await_replays()  # a successor
+    return port
+
+
+def test_a_replay_marker_says_what_the_predecessor_passed_on_and_it_is_dropped_when_it_comes() -> None:
+    port = lossless_port("in", [])
+    for message in [data(3), marker(MessageKind.REPLAY, seq=5), data(4), data(5), data(6)]:
+        port.accept(message)
+    assert [message.seq for message in port.ready] == [5, 6]
+    assert port.stale == 1 and port.duplicates == 1
+
+
+def test_a_zip_successor_drains_the_stale_side_while_it_waits_for_the_other() -> None:
+    # After kills, one input's sender (a) had everything through 9 acknowledged, while the
+    # other's (b) replays from 4: the predecessor passed 4..9 on already. Waiting for a's next
+    # item, the zip takes b's stale items as they come (dropped): b's sender, stuck behind
+    # them, may be what a's next item waits for, upstream.
+    a = lossless_port("a", [marker(MessageKind.REPLAY, seq=10)])
+    b = lossless_port("b", [marker(MessageKind.REPLAY), *[data(seq) for seq in range(4, 10)]])
+    join = Join([a, b], JoinMode.ZIP, View())
+    assert drain(join) == ["wait"]
+    assert b.inbox == [] and b.duplicates == 6 and join.waiting_on == [a, b]
+    a.inbox, b.inbox = [data(10, "a10"), marker(EOS)], [data(10, "b10"), data(11, "b11")]
+    assert drain(join) == [(10, None, ["a10", "b10"]), "end"]
+    assert [message.seq for message in b.inbox] == [11]  # read for a head, no further
