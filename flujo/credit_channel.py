@@ -115,9 +115,9 @@ class CreditOutbox:
         return any(counter.pending for counter in self.counters)
 
     @property
-    def overdue(self) -> bool:
-        """Some sender was due a credit that could not go (its socket had no room or no peer)."""
-        return any(counter.overdue for counter in self.counters)
+    def due_before_waiting(self) -> bool:
+        """Some sender should hear what was taken before this port waits (CreditCounter.due_before_waiting)."""
+        return any(counter.due_before_waiting for counter in self.counters)
 
     def flush(self) -> None:
         """Before the node waits (and once at its start): every sender learns what was taken."""

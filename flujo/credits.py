@@ -197,12 +197,14 @@ class CreditCounter:
         return self.taken != self.credited
 
     @property
-    def overdue(self) -> bool:
-        """A credit was due (``every`` items taken, or this sender process's first count) and
-        could not go. Fewer than ``every`` items uncredited never hold a sender back: it sees at
-        most that many in flight, under a quarter of its window (its floor is four times
-        ``every``), so it is neither waiting for room nor batching (:meth:`CreditWindow.busy`)."""
-        return self.credited < 0 or self.taken - self.credited >= self.every
+    def due_before_waiting(self) -> bool:
+        """Whether to credit before this reader waits for input: nothing said yet to this sender
+        process, or ``every - 1`` items (at least 1) uncredited. Fewer never matter: with one
+        more item on its way the sender still sees under a quarter of its window in flight (its
+        floor is four times ``every``), so it neither waits for room nor holds small items back
+        in a batch (:attr:`CreditWindow.busy`). A credit that was due and could not go is
+        covered too."""
+        return self.credited < 0 or self.taken - self.credited >= max(1, self.every - 1)
 
 
 def credit_frame(node: str, replica: int, port: str, generation: int, sender_generation: int, taken: int) -> bytes:

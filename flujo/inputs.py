@@ -77,10 +77,10 @@ class InputPort(PortQueue):
         """About to block in the receive: what this node owes upstream goes first, at a moment
         when no other node is waking up for an item this one has just sent."""
         credits = self.credits
-        if credits is not None and credits.overdue and not self.socket.poll(0):
-            # A credit that was due and could not go (section 18). Not the few items taken since
-            # the last one: a credit per item at a low rate woke the sender's I/O thread and this
-            # node's while the next node was waking up for the item just sent.
+        if credits is not None and credits.due_before_waiting and not self.socket.poll(0):
+            # Only when the sender could be held back by what it has not heard (section 18), not
+            # for every item taken since the last credit: a credit per item at a low rate woke the
+            # sender's I/O thread and this node's while the next node was waking up for the item.
             credits.flush()
         # Shared-memory releases wait a little (flujo/shm.py, RELEASE_DELAY_S): block only until
         # they are due, and send them then if nothing came meanwhile (an item that came goes

@@ -101,6 +101,7 @@ class _Slot:
 
     __slots__ = (
         "address",
+        "anchor",
         "capacity",
         "described",
         "generation",
@@ -124,6 +125,7 @@ class _Slot:
         self.view: memoryview | None = None
         self.address = self.capacity = self.token = self.generation = 0
         self.local = 0  # the sender's own live arrays in it (0 or 1: one per take)
+        self.anchor: weakref.ref[Any] | None = None  # that array's base: frees the slot when it dies
         self.sending = False  # in the message being dealt: holds are not counted yet
         self.holders: dict[ReaderKey, int] = {}
         self.retire = False  # a reader that held it exited: a fresh segment before reuse
@@ -261,10 +263,12 @@ class SlotPool:
         slot.local = 1
         key = id(array.base)
         self._by_root[key] = slot
-        weakref.finalize(array.base, self._local_gone, slot, slot.generation, key)
+        # Kept on the slot (one array of the sender's at a time): a weak reference's callback costs
+        # a tenth of weakref.finalize, and this runs for every frame a producer makes.
+        slot.anchor = weakref.ref(array.base, functools.partial(self._local_gone, slot, slot.generation, key))
         return array
 
-    def _local_gone(self, slot: _Slot, generation: int, key: int) -> None:
+    def _local_gone(self, slot: _Slot, generation: int, key: int, _ref: Any = None) -> None:
         if self._by_root.get(key) is slot:
             del self._by_root[key]
         if slot.generation == generation:

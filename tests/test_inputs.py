@@ -86,14 +86,15 @@ def test_a_taken_endpoint_fails_the_bind(context: zmq.Context) -> None:
 
 
 def test_a_port_credits_every_half_queue_and_not_before_each_wait(context: zmq.Context, tmp_path: Path) -> None:
-    """Credits go every ``queue / 2`` items taken, not each time the port is about to wait: at a
-    low rate that was a credit per item, which woke the sender while the next node was waking up
-    for the item just sent (section 18). A credit that was due and could not go goes before a wait."""
+    """Credits go every ``queue / 2`` items taken, and before the port waits only once ``queue / 2
+    - 1`` are uncredited, not each time: at a low rate that was a credit per item, which woke the
+    sender while the next node was waking up for the item just sent (section 18). A credit that
+    was due and could not go goes before the next wait."""
     from flujo.credit_channel import CreditOutbox
     from flujo.credits import credit_every, parse_credit
 
     endpoint = f"ipc://{tmp_path / 'in'}"
-    port = bound(context, endpoint)  # queue 8: a credit every 4 items
+    port = bound(context, endpoint)  # queue 8: a credit every 4 items, before a wait from 3
     port.socket.rcvtimeo = 20  # a wait that finds nothing ends soon
     senders_credits = context.socket(zmq.PULL)
     senders_credits.bind(f"ipc://{tmp_path / 'credits'}")
@@ -107,27 +108,28 @@ def test_a_port_credits_every_half_queue_and_not_before_each_wait(context: zmq.C
             counts.append(parse_credit(senders_credits.recv(), windows, 0)[2])
         return counts
 
+    def take(seq: int) -> None:  # without waiting: the item is there
+        push.send_multipart(frames(seq, seq))
+        assert port.socket.poll(5000) and port.receive(zmq.NOBLOCK)
+
     try:
         port.credits.flush()  # at the start: the sender learns this process counts from 0
         assert credited() == [0]
         push.connect(endpoint)
         for seq in range(3):
-            push.send_multipart(frames(seq, seq))
-            assert port.receive()
-            assert not port.receive()  # waited (and found nothing) with items not yet credited
-        assert credited() == []
-        push.send_multipart(frames(3, 3))
-        assert port.receive()
-        assert credited() == [4]
-        counter = port.credits.counters[0]
-        for seq in range(4, 8):
-            push.send_multipart(frames(seq, seq))
+            take(seq)
+            assert not port.receive()  # waited, and found nothing
+            assert credited() == ([3] if seq == 2 else [])  # 1 and 2 uncredited do not matter
+        for seq in range(3, 7):
+            take(seq)
+        assert credited() == [7]  # every 4 taken
         sockets, port.credits.sockets = port.credits.sockets, [_Full()]
-        assert all(port.receive() for _ in range(4))  # the credit of 8 was due and could not go
-        assert counter.overdue and credited() == []
+        for seq in range(7, 11):
+            take(seq)  # the credit of 11 is due and cannot go
         port.credits.sockets = sockets
+        assert credited() == []
         assert not port.receive()  # before it waits, it goes
-        assert credited() == [8] and not counter.overdue
+        assert credited() == [11]
     finally:
         push.close(linger=0)
         senders_credits.close(linger=0)
