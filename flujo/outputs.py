@@ -323,7 +323,6 @@ class OutputEdge:
             except zmq.Again:
                 return False
             pauses.paused(index, generation)
-            self._forget(index)
         return True
 
     def _pause(self, index: int, generation: int) -> None:
@@ -333,14 +332,6 @@ class OutputEdge:
         if self.config.aligned:
             self._send_batch_now()
         self._send_to(index, self._pause_marker)
-        self._forget(index)
-
-    def _forget(self, index: int) -> None:
-        """A graceful restart: the held replica takes everything sent before its pause marker, so
-        nothing kept for it needs replaying to its successor."""
-        retentions = self.retentions
-        if retentions is not None:
-            retentions[index].acknowledge(retentions[index].highest_sent)
 
     def _must_wait(self, index: int, seq: int) -> bool:
         """Whether the message numbered ``seq`` must wait for that replica's successor; pauses

@@ -452,8 +452,9 @@ class NodeRuntime:
                 close()
 
     def _resume(self, node: Node) -> None:
-        """A producer's successor after a crash (section 9.4): one that can resume goes on from
-        the item its readers' acknowledgements end at; one that cannot keeps ``seq_start``."""
+        """A producer's successor after a crash or a graceful restart (section 9.4): one that can
+        resume goes on from the item its readers' acknowledgements end at; one that cannot keeps
+        ``seq_start``."""
         position = self.config.resume_at
         hook = getattr(node, "resume_from", None)
         if position is None or hook is None:
@@ -463,7 +464,7 @@ class NodeRuntime:
         else:
             print(
                 f"{type(node).__name__} cannot resume from item {position}: items it had not had "
-                "acknowledged are lost (at most once for its own crash)",
+                "acknowledged are lost if a reader crashes (at most once for its own restart)",
                 file=sys.stderr,
                 flush=True,
             )

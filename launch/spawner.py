@@ -61,7 +61,9 @@ class Spawner:
             next_seq = stats.get("next_seq", seq_start)
             # A drained producer reported its next number exactly; a dead one may have sent more.
             seq_start = next_seq if replica.current.drained is not None else next_seq + SEQ_JUMP
-            if replica.current.drained is None and self._lossless_outputs(config.node):
+            if self._lossless_outputs(config.node):
+                # Drained or dead, what its readers had not acknowledged left with the process:
+                # the successor produces it again (9.4), and readers drop what they have.
                 resume_at = self._resume_point(config, stats.get("acked"), next_seq)
         restore = encode_restore(*replica.snapshot) if replica.snapshot is not None else None
         replica.respawning(

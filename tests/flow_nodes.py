@@ -305,16 +305,24 @@ class Gated(Producer):
     it keeps obeying commands."""
 
     def __init__(self, n: int, gate: str, pause: float = 0.0) -> None:
-        self.n, self.gate, self.pause = n, Path(gate), pause
+        self.n, self.gate, self.pause, self.first = n, Path(gate), pause, 0
 
     def produce(self) -> Iterable[int | None]:
-        for i in range(self.n):
+        for i in range(self.first, self.n):
             if self.pause:
                 time.sleep(self.pause)
             yield i
         while not self.gate.exists():
             time.sleep(0.005)
             yield None
+
+
+class ResumingGated(Gated):
+    """Gated, and a successor goes on from where its readers' acknowledgements end (PROTOCOL 9.4)."""
+
+    def resume_from(self, position: int) -> bool:
+        self.first = position
+        return True
 
 
 class Chatty(Producer):

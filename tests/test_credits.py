@@ -206,17 +206,7 @@ def test_a_stop_behind_a_slow_consumer_drains_only_the_windows(flow: FlowRunner)
 
 @pytest.mark.parametrize(
     "settings",
-    [
-        "",
-        pytest.param(
-            "lossless = true",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="a sender restarted gracefully exits at its hand-over with what its readers had not "
-                "acknowledged yet: a reader killed after that loses those items (PROTOCOL 9.8, not yet)",
-            ),
-        ),
-    ],
+    ["", "lossless = true"],
     ids=["plain", "lossless"],
 )
 def test_readers_restarted_behind_full_windows_stall_nothing(flow: FlowRunner, settings: str) -> None:

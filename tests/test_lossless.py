@@ -325,3 +325,36 @@ def test_a_sender_that_ended_stays_until_its_reader_acknowledged_everything(flow
     for _pid, (port, item) in read_lines(out):
         by_port[port].append(item)
     assert by_port == {"a": list(range(left)), "b": list(range(right))}
+
+
+@pytest.mark.parametrize("restarted", ["numbers", "square"])
+def test_a_graceful_restart_then_a_crash_of_the_reader_loses_nothing(flow: FlowRunner, restarted: str) -> None:
+    # The sink holds its first item, so it acknowledges nothing: everything "square" sent is
+    # unacknowledged when `restarted` is restarted gracefully, and the sink is killed after.
+    # The drained process took what it kept with it: what its readers had not acknowledged
+    # must come again from its successor (a processor: its sender keeps the inputs and replays
+    # them; a producer: it resumes at what was acknowledged). Before, a drained sender's
+    # unacknowledged items were lost with a reader killed after its hand-over.
+    out, gate, held = (flow.path(name) for name in ("out.jsonl", "gate", "held"))
+    n = 60
+    nodes = {
+        "numbers": node("{nodes}:ResumingGated", args={"n": n, "gate": gate}, **ALWAYS),  # ends at the cue
+        "square": node("{nodes}:square", "numbers", **ALWAYS),
+        # Room for every item (twice over, after the replay) in front of the held sink.
+        "sink": node(
+            "{nodes}:HeldJournal", "square", args={"path": out, "gate": gate, "held": held}, queue=200, **ALWAYS
+        ),
+    }
+    launcher = flow.start(flow.manifest(nodes, flow=LOSSLESS))
+    poll_for(lambda: Path(held).exists(), timeout=30)
+    poll_for(lambda: flow.replicas()["square"]["items_out"] == n, timeout=30)
+    assert flow.command("restart", restarted).returncode == 0
+    poll_for(lambda: flow.replicas()[restarted]["restarts"] == 1, timeout=30)
+    replica = flow.replicas()["sink"]
+    assert replica["restarts"] == 0
+    os.kill(replica["pid"], signal.SIGKILL)
+    poll_for(lambda: flow.replicas()["sink"]["restarts"] == 1, timeout=30)
+    Path(gate).touch()
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    assert [item for _pid, item in read_lines(out)] == [i * i for i in range(n)]
