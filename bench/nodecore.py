@@ -12,9 +12,10 @@ A run is described by a plain ``cfg`` dict (it must survive JSON, TOML and pickl
     workload      "small" | "frame" | "latency" | "cpu" | "backpressure" | "startup"
     shm_born      (Flujo) frames and latency payloads live in a shared-memory frame buffer
     n             items to produce
-    sizes         payload sizes in bytes ("latency"), sent one size after the other
-    rates         items per second for each size ("latency"; 0 = as fast as possible)
-    counts        samples for each size ("latency")
+    sizes         payload sizes in bytes ("latency"), one segment after the other (a size may
+                  come twice, at two rates: results are keyed "<bytes>@<items/s>")
+    rates         items per second for each segment ("latency"; 0 = as fast as possible)
+    counts        samples for each segment ("latency")
     warmup        items sent before the measured ones ("latency"; not recorded)
     payload       payload size in bytes ("backpressure")
     work_ms       CPU milliseconds of busy work per item in the processor ("cpu")
@@ -146,6 +147,21 @@ def produce_items(cfg: dict[str, Any]) -> Iterator[Any]:
         raise ValueError(f"unknown workload {workload!r}")
 
 
+def latency_key(size: int, rate: float) -> str:
+    """How the result file names the latencies of a segment: "<bytes>@<items/s>"."""
+    return f"{size}@{rate:g}"
+
+
+def _latency_segments(cfg: dict[str, Any]) -> list[tuple[int, str]]:
+    """(number of the segment's last item, its key) for each segment of the latency workload,
+    in the order produce_items sends them (after the warm-up)."""
+    segments, last = [], int(cfg.get("warmup", 0)) - 1
+    for size, rate, count in zip(cfg["sizes"], cfg["rates"], cfg["counts"], strict=True):
+        last += count
+        segments.append((last, latency_key(size, rate)))
+    return segments
+
+
 def _sleep_until(deadline_ns: int) -> None:
     """Sleep until ``deadline_ns`` on the monotonic clock; spin the last ~0.2 ms for precision."""
     while True:
@@ -174,14 +190,15 @@ def process_item(cfg: dict[str, Any], item: Any) -> Any:
 
 
 class Recorder:
-    """The consumer's bookkeeping: arrival times, per-size latencies; written as JSON."""
+    """The consumer's bookkeeping: arrival times, latencies per segment; written as JSON."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
         self.count = 0
         self.first_ns = 0
         self.last_ns = 0
-        self.latencies: dict[int, list[int]] = {}
+        self.latencies: dict[str, list[int]] = {}  # latency_key(size, rate) -> arrival - send, ns
+        self._segments = _latency_segments(cfg) if cfg["workload"] == "latency" else []
         self.arrivals: list[int] = []
         self.keep_arrivals = cfg["workload"] == "backpressure"
         self.sleep_s = float(cfg.get("sleep_ms") or 0) / 1000.0
@@ -197,16 +214,23 @@ class Recorder:
             if self.keep_arrivals:
                 self.arrivals.append(now)
             else:
-                self.latencies.setdefault(int(item["payload"].nbytes), []).append(now - item["ts"])
+                self.latencies.setdefault(self._segment_of(item), []).append(now - item["ts"])
         if self.sleep_s:
             time.sleep(self.sleep_s)
+
+    def _segment_of(self, item: Any) -> str:
+        """The latency segment (size and rate) an item was sent in, from its number."""
+        for last, key in self._segments:
+            if item["i"] <= last:
+                return key
+        return latency_key(int(item["payload"].nbytes), 0)  # (past the last segment: none are)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "count": self.count,
             "first_ns": self.first_ns,
             "last_ns": self.last_ns,
-            "latencies": {str(k): v for k, v in self.latencies.items()},
+            "latencies": self.latencies,
             "arrivals": self.arrivals,
         }
 

@@ -15,19 +15,20 @@ from typing import Any
 
 from bench import flujo_chain, mp_queue, raw_zmq, videoflow_chain
 from bench.harness import BenchError, RunOutput, markdown_table, max_in_flight, median, percentile, throughput
-from bench.nodecore import FRAME_SHAPE, expected_items
+from bench.nodecore import FRAME_SHAPE, expected_items, latency_key
 
 FRAME_BYTES = FRAME_SHAPE[0] * FRAME_SHAPE[1] * FRAME_SHAPE[2]
 MB = 1024 * 1024
-LATENCY_SIZES = [8, 4096, 4 * MB]
-#: Items per second for each size: 4 MB at 100/s is 0.4 GB/s, well below the 2-hop
-#: capacity (about 1 GB/s here), so the numbers are latency, not queueing.
-LATENCY_RATES = [500, 500, 100]
+#: The latency workload's segments, sent one after the other: (name, payload bytes, items/s).
+#: 4 MB at 100/s is 0.4 GB/s, well below the 2-hop capacity (about 1 GB/s here), so the numbers
+#: are latency, not queueing. A process that sleeps 10 ms between items wakes up more slowly
+#: than one that sleeps 2 ms (idle CPUs, cold caches): "8 B at 100/s" measures that floor at the
+#: 4 MB items' rate, so the 4 MB figure is read against it rather than against 8 B at 500/s.
+LATENCY_SEGMENTS = [("8 B", 8, 500), ("4 KB", 4096, 500), ("8 B at 100/s", 8, 100), ("4 MB", 4 * MB, 100)]
 #: Unrecorded items sent first (0.2 s at the first rate) so connections settle.
 LATENCY_WARMUP = 100
 #: Systems of the last workloads (quick mode, under a minute, keeps fewer: see each workload).
 QUICK_TRIO = ["flujo", "raw-ipc", "mp"]
-SIZE_NAMES = {8: "8 B", 4096: "4 KB", 4 * MB: "4 MB"}
 
 
 @dataclass
@@ -257,17 +258,18 @@ class Latency(Workload):
     name = "latency"
     title = "Latency per hop at a fixed rate (2 hops; (arrival - send) / 2)"
     what = (
-        "8 B, 4 KB and 4 MB uint8 arrays, one size after the other, paced by the producer at "
-        "500, 500 and 100 items/s, after 100 unrecorded warm-up items"
+        "uint8 arrays of 8 B and 4 KB at 500 items/s, then 8 B and 4 MB at 100 items/s, one segment "
+        'after the other, paced by the producer, after 100 unrecorded warm-up items; "8 B at 100/s" '
+        "is the floor at the 4 MB items' rate (processes idle 10 ms between items wake up more slowly)"
     )
 
     def cfg(self) -> dict[str, Any]:
         return {
             "workload": "latency",
-            "sizes": LATENCY_SIZES,
-            "rates": LATENCY_RATES,
+            "sizes": [size for _, size, _ in LATENCY_SEGMENTS],
+            "rates": [rate for _, _, rate in LATENCY_SEGMENTS],
             "warmup": LATENCY_WARMUP,
-            "counts": [100, 100, 50] if self.quick else [1000, 1000, 400],
+            "counts": [100, 100, 50, 50] if self.quick else [1000, 1000, 400, 400],
         }
 
     def variants(self) -> list[Variant]:
@@ -280,16 +282,15 @@ class Latency(Workload):
     def metrics(self, out: RunOutput, cfg: dict[str, Any]) -> dict[str, float]:
         _check_count(out, cfg)
         result: dict[str, float] = {}
-        for size in cfg["sizes"]:
-            samples = out.result["latencies"].get(str(size), [])
+        for name, size, rate in LATENCY_SEGMENTS:
+            samples = out.result["latencies"].get(latency_key(size, rate), [])
             per_hop = [v / 2 / 1000.0 for v in samples]  # µs
-            result[f"{SIZE_NAMES[size]} p50"] = percentile(per_hop, 50)
-            result[f"{SIZE_NAMES[size]} p90"] = percentile(per_hop, 90)
-            result[f"{SIZE_NAMES[size]} p99"] = percentile(per_hop, 99)
+            for q in (50, 90, 99):
+                result[f"{name} p{q}"] = percentile(per_hop, q)
         return result
 
     def table(self, medians: dict[str, dict[str, float]], runs: dict[str, int]) -> str:
-        columns = [f"{SIZE_NAMES[s]} {q}" for s in LATENCY_SIZES for q in ("p50", "p90", "p99")]
+        columns = [f"{name} {q}" for name, _, _ in LATENCY_SEGMENTS for q in ("p50", "p90", "p99")]
         rows = [[label, *[m.get(c) for c in columns], runs[label]] for label, m in medians.items()]
         flujo = medians.get("flujo")
         if flujo:

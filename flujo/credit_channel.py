@@ -114,6 +114,11 @@ class CreditOutbox:
         """Some sender has not been told everything taken from it."""
         return any(counter.pending for counter in self.counters)
 
+    @property
+    def due_before_waiting(self) -> bool:
+        """Some sender should hear what was taken before this port waits (CreditCounter.due_before_waiting)."""
+        return any(counter.due_before_waiting for counter in self.counters)
+
     def flush(self) -> None:
         """Before the node waits (and once at its start): every sender learns what was taken."""
         for sender, counter in enumerate(self.counters):

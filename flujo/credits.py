@@ -196,6 +196,16 @@ class CreditCounter:
         """Something taken (or nothing said yet) that the sender has not been told."""
         return self.taken != self.credited
 
+    @property
+    def due_before_waiting(self) -> bool:
+        """Whether to credit before this reader waits for input: nothing said yet to this sender
+        process, or ``every - 1`` items (at least 1) uncredited. Fewer never matter: with one
+        more item on its way the sender still sees under a quarter of its window in flight (its
+        floor is four times ``every``), so it neither waits for room nor holds small items back
+        in a batch (:attr:`CreditWindow.busy`). A credit that was due and could not go is
+        covered too."""
+        return self.credited < 0 or self.taken - self.credited >= max(1, self.every - 1)
+
 
 def credit_frame(node: str, replica: int, port: str, generation: int, sender_generation: int, taken: int) -> bytes:
     """The credit a reader sends: process ``generation`` of that reader replica has taken

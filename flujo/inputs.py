@@ -8,6 +8,7 @@ joined is flujo/joins.py's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ import zmq
 from flujo.config import InputConfig
 from flujo.joins import SKIP, WAIT, Drained, Join
 from flujo.port_queue import PortQueue
-from flujo.protocol import Codec, Message, MessageKind, ProtocolError
+from flujo.protocol import POLLIN, Codec, Message, MessageKind, ProtocolError
 from flujo.wire_check import PAUSE, DataCheck, RefusalLog, StaleMessage
 
 __all__ = ["BLOCKING_RECEIVE_MS", "SKIP", "WAIT", "Drained", "InputPort", "Join", "bind_pull"]
@@ -65,10 +66,34 @@ class InputPort(PortQueue):
         self._refusals = refusals or RefusalLog("flujo")
         self.rejected = 0  # messages refused: malformed, or not from this port's senders in order
         self.credits: Any = None  # a credited port: flujo.credit_channel.CreditOutbox (section 18)
+        self._releases: Any = None  # the node's flujo.shm.SharedMemoryReader, on a shared-memory port
 
     def accept_shared_memory(self, reader: Any) -> None:
         """Descriptors of shared-memory arrays from this port's senders are mapped by ``reader``."""
         self._check.shm_reader = reader
+        self._releases = reader
+
+    def _before_blocking(self) -> None:
+        """About to block in the receive: what this node owes upstream goes first, at a moment
+        when no other node is waking up for an item this one has just sent."""
+        credits = self.credits
+        if credits is not None and credits.due_before_waiting and not self.socket.poll(0):
+            # Only when the sender could be held back by what it has not heard (section 18), not
+            # for every item taken since the last credit: a credit per item at a low rate woke the
+            # sender's I/O thread and this node's while the next node was waking up for the item.
+            credits.flush()
+        # Shared-memory releases wait a little (flujo/shm.py, RELEASE_DELAY_S): block only until
+        # they are due, and send them then if nothing came meanwhile (an item that came goes
+        # first; the runtime sends them after it). Sent after the next item instead (as a receive
+        # that blocked through the delay did), they woke the owner while the node after this one
+        # was waking up for that item.
+        releases = self._releases
+        if (
+            releases is not None
+            and releases.pending
+            and not zmq.zmq_poll([(self.socket, POLLIN)], math.ceil(releases.release_wait() * 1000))
+        ):
+            releases.flush()
 
     def sender_restarted(self, replica: int) -> None:
         """A sender replica's process ended and a successor may replay (a lossless port, section
@@ -79,9 +104,8 @@ class InputPort(PortQueue):
 
     def receive(self, flags: int = 0) -> bool:
         """Take one message (waiting up to the receive timeout; NOBLOCK: not at all); False when none came."""
-        credits = self.credits
-        if not flags and credits is not None and credits.pending and not self.socket.poll(0):
-            credits.flush()  # about to wait: the senders learn what was taken (section 18)
+        if not flags:
+            self._before_blocking()
         try:
             message = self._codec.receive(self.socket, self._check, flags)
         except zmq.Again:

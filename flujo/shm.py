@@ -41,6 +41,7 @@ crosses a chain of nodes without a copy, and no node waits on another's releases
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import mmap
 import os
@@ -64,6 +65,7 @@ from flujo.shm_wire import (
     MAGIC,
     MIN_SHM_BYTES,
     SHM_DIR,
+    SHM_EXT_CODE,
     DescriptorError,
     pack_descriptor,
     parse_releases,
@@ -99,7 +101,9 @@ class _Slot:
 
     __slots__ = (
         "address",
+        "anchor",
         "capacity",
+        "described",
         "generation",
         "holders",
         "index",
@@ -121,10 +125,13 @@ class _Slot:
         self.view: memoryview | None = None
         self.address = self.capacity = self.token = self.generation = 0
         self.local = 0  # the sender's own live arrays in it (0 or 1: one per take)
+        self.anchor: weakref.ref[Any] | None = None  # that array's base: frees the slot when it dies
         self.sending = False  # in the message being dealt: holds are not counted yet
         self.holders: dict[ReaderKey, int] = {}
         self.retire = False  # a reader that held it exited: a fresh segment before reuse
         self.kept = False  # named by a message a lossless edge keeps for a replay (flujo/slot_pins.py)
+        #: ((generation, offset, dtype, shape), descriptor) of the array last sent from it
+        self.described: tuple[tuple[Any, ...], msgpack.ExtType] | None = None
 
     @property
     def free(self) -> bool:
@@ -144,6 +151,51 @@ class _Forwarded:
 
     def __init__(self, root: np.ndarray, descriptor: tuple[Any, ...]) -> None:
         self.root, self.descriptor = root, descriptor  # root: keeps our own hold until settled
+
+
+class _Described:
+    """A descriptor a reader received, parsed and checked as far as its bytes go (the segment's
+    header is checked for every message)."""
+
+    __slots__ = (
+        "_ext",
+        "count",
+        "data",
+        "dtype",
+        "generation",
+        "nbytes",
+        "offset",
+        "owner",
+        "segment",
+        "shape",
+        "slot",
+        "token",
+    )
+
+    def __init__(
+        self,
+        data: bytes,
+        segment: str,
+        offset: int,
+        dtype: np.dtype,
+        shape: tuple[int, ...],
+        slot: int,
+        generation: int,
+        token: int,
+        owner: str,
+    ) -> None:
+        self.data, self.segment, self.offset, self.dtype, self.shape = data, segment, offset, dtype, shape
+        self.slot, self.generation, self.token, self.owner = slot, generation, token, owner
+        self.count = math.prod(shape)  # (Python ints: no overflow for a forged shape)
+        self.nbytes = self.count * dtype.itemsize
+        self._ext: msgpack.ExtType | None = None
+
+    @property
+    def ext(self) -> msgpack.ExtType:
+        """The descriptor as received, to send the whole array on unchanged."""
+        if self._ext is None:
+            self._ext = msgpack.ExtType(SHM_EXT_CODE, self.data)
+        return self._ext
 
 
 class SlotPool:
@@ -211,10 +263,12 @@ class SlotPool:
         slot.local = 1
         key = id(array.base)
         self._by_root[key] = slot
-        weakref.finalize(array.base, self._local_gone, slot, slot.generation, key)
+        # Kept on the slot (one array of the sender's at a time): a weak reference's callback costs
+        # a tenth of weakref.finalize, and this runs for every frame a producer makes.
+        slot.anchor = weakref.ref(array.base, functools.partial(self._local_gone, slot, slot.generation, key))
         return array
 
-    def _local_gone(self, slot: _Slot, generation: int, key: int) -> None:
+    def _local_gone(self, slot: _Slot, generation: int, key: int, _ref: Any = None) -> None:
         if self._by_root.get(key) is slot:
             del self._by_root[key]
         if slot.generation == generation:
@@ -335,20 +389,22 @@ class SlotPool:
             if slot is not None and slot.view is not None:  # born here: no copy
                 self._packed.append(slot)
                 slot.sending = True
-                return pack_descriptor(
-                    slot.name,
-                    HEADER_SIZE + _address(array) - slot.address,
-                    array.dtype.str,
-                    array.shape,
-                    slot.index,
-                    slot.generation,
-                    slot.token,
-                )
+                # A frame buffer sent again and again (a producer's, a processor's) names the same
+                # bytes each time: its descriptor is made once per use of the slot.
+                key = (slot.generation, HEADER_SIZE + _address(array) - slot.address, array.dtype.str, array.shape)
+                if slot.described is None or slot.described[0] != key:
+                    offset, dtype, shape = key[1:]
+                    descriptor = pack_descriptor(
+                        slot.name, offset, dtype, shape, slot.index, slot.generation, slot.token
+                    )
+                    slot.described = (key, descriptor)
+                return slot.described[1]
             if self._reader is not None:
                 found = self._reader.locate(array, root)
                 if found is not None:  # received from upstream: send its descriptor on
-                    self._packed.append(_Forwarded(root, found))
-                    return pack_descriptor(*found)
+                    fields, descriptor = found
+                    self._packed.append(_Forwarded(root, fields))
+                    return descriptor
         slot = self._take(array.nbytes)
         if slot is None:
             return None
@@ -501,6 +557,9 @@ class SharedMemoryReader:
     """Maps the segments descriptors name (read-only) and releases each array when its views die."""
 
     MAX_MAPPED = 256  # segments kept mapped for reuse (a mapping lives on while views use it)
+    #: Descriptors kept parsed and checked: a sender that sends its frame buffers again and
+    #: again sends the same few, and parsing one cold costs more than the rest of the view.
+    DESCRIBED = 64
     #: Releases go this long after the first of them, or once this many have gathered: sent at
     #: once after each item, they woke the owner's process while the next node was waking up
     #: for the item just sent (two cores: they competed). The slots stay held that much longer.
@@ -517,7 +576,8 @@ class SharedMemoryReader:
         self._sockets: dict[str, zmq.Socket] = {}
         self._maps: dict[str, tuple[mmap.mmap, memoryview, int]] = {}  # name -> (map, view, address)
         self._versions: dict[str, str] = {}  # slot (name without its version) -> the name mapped
-        self._live: dict[int, tuple[Any, ...]] = {}  # id(root base) -> descriptor fields, while views live
+        self._described: dict[bytes, _Described] = {}  # descriptors lately parsed and checked, by their bytes
+        self._live: dict[int, tuple[_Described, weakref.ref[Any]]] = {}  # id(root base) -> descriptor, while views live
         self.pending: deque[tuple[str, list[Any]]] = deque()  # (owner, release entry)
         self._pending_since = 0.0  # when the oldest pending release was made
         self.refused = 0
@@ -528,30 +588,45 @@ class SharedMemoryReader:
 
         if sender[0] not in self._senders:
             raise DescriptorError(f"{sender[0]}.{sender[1]} may not send shared-memory descriptors to this node")
+        described = self._described.get(data)
+        if described is None:
+            described = self._describe(data)
+        segment = described.segment
+        found = self._maps.get(segment)
+        mapped, view, _ = found if found is not None else self._map(segment)
+        # The segment's header, every time: the slot may have been reused or forged since.
+        magic, header_token, header_generation, capacity = HEADER.unpack_from(mapped, 0)
+        if magic != MAGIC or header_token != described.token:
+            raise DescriptorError(f"shared-memory segment {segment} does not match the descriptor (forged?)")
+        if header_generation != described.generation:
+            raise DescriptorError(f"stale shared-memory descriptor for {segment} (slot reused)")
+        end = described.offset + described.nbytes
+        if end > HEADER_SIZE + capacity or end > len(view):
+            raise DescriptorError(f"shared-memory descriptor reaches past the end of {segment}")
+        array = np.frombuffer(view, described.dtype, described.count, described.offset)
+        # The array's base (a fresh memoryview per array) is what every view of it keeps alive:
+        # when it dies, the slot is released. (A weak reference costs a tenth of weakref.finalize.)
+        key = id(array.base)
+        self._live[key] = (described, weakref.ref(array.base, functools.partial(self._done, key, described)))
+        return array if len(described.shape) == 1 else array.reshape(described.shape)
+
+    def _describe(self, data: bytes) -> _Described:
+        """Parse and check a descriptor not seen lately (the checks that depend on its bytes alone)."""
         segment, offset, dtype, shape, slot, generation, token = unpack_descriptor(data, self._run_id)
         owner = _owner(segment)
         if owner not in self._owners:
             raise DescriptorError(f"shared-memory segment {segment} belongs to no sender of this flow")
-        mapped, view, _ = self._map(segment)
-        magic, header_token, header_generation, capacity = HEADER.unpack_from(mapped, 0)
-        if magic != MAGIC or header_token != token:
-            raise DescriptorError(f"shared-memory segment {segment} does not match the descriptor (forged?)")
-        if header_generation != generation:
-            raise DescriptorError(f"stale shared-memory descriptor for {segment} (slot reused)")
-        nbytes = math.prod(shape) * dtype.itemsize  # (Python ints: no overflow for a forged shape)
-        if offset + nbytes > HEADER_SIZE + capacity or offset + nbytes > len(view):
-            raise DescriptorError(f"shared-memory descriptor reaches past the end of {segment}")
-        array = np.frombuffer(view[offset : offset + nbytes], dtype=dtype)
-        key = id(array.base)
-        self._live[key] = (segment, offset, dtype.str, shape, slot, generation, token)
-        weakref.finalize(array.base, self._done, key, owner, segment, generation)
-        return array.reshape(shape)
+        described = _Described(data, segment, offset, dtype, shape, slot, generation, token, owner)
+        if len(self._described) >= self.DESCRIBED:
+            self._described.clear()  # (bounded: forged descriptors cannot grow it)
+        self._described[data] = described
+        return described
 
-    def _done(self, key: int, owner: str, segment: str, generation: int) -> None:
+    def _done(self, key: int, described: _Described, _ref: Any) -> None:
         self._live.pop(key, None)
         if not self.pending:
             self._pending_since = time.monotonic()
-        self.pending.append((owner, [segment, generation, *self._me, -1]))
+        self.pending.append((described.owner, [described.segment, described.generation, *self._me, -1]))
 
     def retain(self, segment: str, generation: int, reader: ReaderKey) -> None:
         """This node sent a received array on to ``reader``: its owner counts that hold too."""
@@ -559,17 +634,23 @@ class SharedMemoryReader:
             self._pending_since = time.monotonic()
         self.pending.append((_owner(segment), [segment, generation, *reader, 1]))
 
-    def locate(self, array: np.ndarray, root: np.ndarray) -> tuple[Any, ...] | None:
-        """Descriptor fields of ``array`` if it is (part of) a received shared-memory array."""
-        fields = self._live.get(id(root.base))
-        if fields is None:
+    def locate(self, array: np.ndarray, root: np.ndarray) -> tuple[tuple[Any, ...], msgpack.ExtType] | None:
+        """If ``array`` is (part of) a received shared-memory array: its descriptor's fields and
+        the descriptor to send it on with."""
+        live = self._live.get(id(root.base))
+        if live is None:
             return None
-        segment, offset = fields[0], fields[1]
-        # The whole array as received (the usual case) starts where it did: no address arithmetic.
+        described = live[0]
+        offset, shape, dtype = described.offset, array.shape, array.dtype.str
+        # The whole array as received (the usual case) starts where it did: no address arithmetic,
+        # and the same shape and dtype send on the very descriptor that came.
         whole = (array is root or array.base is root) and array.nbytes == root.nbytes and array.flags.c_contiguous
         if not whole:
             offset += _address(array) - _address(root)
-        return (segment, offset, array.dtype.str, array.shape, *fields[4:])
+        fields = (described.segment, offset, dtype, shape, described.slot, described.generation, described.token)
+        if whole and shape == described.shape and dtype == described.dtype.str:
+            return fields, described.ext
+        return fields, pack_descriptor(*fields)
 
     def _map(self, segment: str) -> tuple[mmap.mmap, memoryview, int]:
         found = self._maps.get(segment)

@@ -156,7 +156,7 @@ class FlowSpec:
         18): a Python sender (it binds the credit socket), a reader that sends them (Python nodes
         do unless ``credits = false``; command nodes only with ``credits = true``), and waits
         for room (a realtime reader drops instead), with nodes the launcher places; not in a
-        lossless flow yet (docs/PROTOCOL.md, section 18: a stall after kills, not found yet)."""
+        lossless flow yet (docs/PROTOCOL.md, section 18: a loss after kills, not explained yet)."""
         sends = reader.credits if reader.credits is not None else reader.run is not None
         return (
             sends

@@ -6,6 +6,7 @@ runs (60 s, ten times each) are `python -m bench.chaos`; their figures are in be
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` lives at the repository root
 
+from bench import chaos
 from bench.chaos import check_journal, run
 
 pytestmark = pytest.mark.timeout(150)
@@ -45,3 +47,23 @@ def test_the_journal_check_finds_a_loss_a_repeat_and_a_swap(tmp_path) -> None:
     assert errors([(1, squares[0]), (1, None), *[(1, v) for v in squares[1:]]]) == [
         "1 arrays changed under their reader"
     ]
+
+
+def test_a_sink_that_writes_nothing_is_a_stall_and_a_slow_one_is_not(tmp_path, monkeypatch) -> None:
+    # After the kills the harness waits for the flow's end as long as its sink keeps writing: a
+    # loaded machine makes a flow slow, and only a sink silent for STALL_SECONDS is a stall.
+    monkeypatch.setattr(chaos, "STALL_SECONDS", 1.0)
+    journal = tmp_path / "journal.jsonl"
+    silent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert chaos._await_end(silent, journal).startswith("stalled")
+    finally:
+        silent.kill()
+        silent.wait()
+    writes = f"import time\nfor _ in range(8):\n    open({str(journal)!r}, 'a').write('x')\n    time.sleep(0.4)"
+    slow = subprocess.Popen([sys.executable, "-c", writes])  # 3 s in all: longer than STALL_SECONDS
+    try:
+        assert chaos._await_end(slow, journal) == "" and slow.returncode == 0
+    finally:
+        slow.kill()
+        slow.wait()

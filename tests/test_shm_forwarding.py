@@ -100,3 +100,31 @@ def test_releases_wait_a_moment_or_for_a_batch(trio, monkeypatch: pytest.MonkeyP
     for _ in range(SharedMemoryReader.RELEASE_BATCH):
         sink.view(_send(source, frame, ("sink", 0)), ("src", 0))
     assert sink.release_wait() == 0.0  # a full batch goes without waiting
+
+
+def test_a_descriptor_seen_before_is_checked_again_against_its_segment(trio) -> None:
+    """A reader keeps recent descriptors parsed (a frame buffer sent again and again sends the
+    same bytes), but the segment's header and the sender are checked for every message: the
+    same bytes after the slot was reused are refused as stale, and from a stranger at all."""
+    from flujo.shm_wire import DescriptorError
+
+    source, middle_reader, middle, sink = trio
+    frame = source.frame_buffer(1 << 17, np.uint8)
+    descriptor = _send(source, frame, ("mid", 0))
+    assert _send(source, frame, ("mid", 0)) == descriptor  # sent again: the same bytes
+    received = middle_reader.view(descriptor, ("src", 0))
+    # Sent on whole and unchanged, it goes with the very descriptor that came.
+    assert _send(middle, received, ("sink", 0)) == descriptor
+    sink.view(descriptor, ("mid", 0))  # (dropped at once)
+    del frame, received
+    middle_reader.view(descriptor, ("src", 0))  # parsed once already, checked again, dropped at once
+    with pytest.raises(DescriptorError, match="may not send"):
+        middle_reader.view(descriptor, ("intruder", 0))
+    middle_reader.flush()
+    sink.flush()
+    while source.held:  # every hold released: the slot is free
+        assert source.release_socket.poll(5000)
+        source.collect_releases()
+    source.frame_buffer(1 << 17, np.uint8)  # the slot again, in its next generation
+    with pytest.raises(DescriptorError, match="stale"):
+        middle_reader.view(descriptor, ("src", 0))
