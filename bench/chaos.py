@@ -198,7 +198,6 @@ def run(
                 [sys.executable, "-m", "flujo.launch", str(path)],
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
-                text=True,
                 env=env,
                 start_new_session=True,
             )

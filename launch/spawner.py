@@ -95,9 +95,10 @@ class Spawner:
 
     @staticmethod
     def _resume_point(config: Any, acked: Any, next_seq: int) -> int:
-        """Where a crashed producer's successor resumes: after what its readers had done by its
-        last report; before any report, where its predecessor started (readers drop what
-        they already have, so going back is safe; going past what they have is not)."""
+        """Where a producer's successor (after a crash or a graceful restart) resumes: after what
+        its readers had done by its last report; before any report, where its predecessor
+        started (readers drop what they already have, so going back is safe; going past what
+        they have is not)."""
         if type(acked) is int and -1 <= acked < next_seq:
             return acked + 1
         return config.resume_at if config.resume_at is not None else 0
