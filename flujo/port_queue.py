@@ -167,7 +167,9 @@ class PortQueue:
             # The first number the sender still keeps for this replica: the ones before were
             # acknowledged, so this process's predecessor passed them on, and for every port
             # numbered alike (a zip's): a replay on another port must not wait for partners here.
-            if message.seq:
+            # Only on a lossless port, where a replay is what it says: elsewhere a REPLAY's
+            # number is not trusted to drop anything (a forged one would cost items).
+            if message.seq and self.outbox is not None:
                 for peer in self.peers:
                     peer.passed_through(message.seq - 1)
             return

@@ -403,3 +403,12 @@ def test_a_zip_successor_drains_the_stale_side_while_it_waits_for_the_other() ->
     a.inbox, b.inbox = [data(10, "a10"), marker(EOS)], [data(10, "b10"), data(11, "b11")]
     assert drain(join) == [(10, None, ["a10", "b10"]), "end"]
     assert [message.seq for message in b.inbox] == [11]  # read for a head, no further
+
+
+def test_a_replay_marker_drops_nothing_on_a_port_that_is_not_lossless() -> None:
+    # Only a lossless port's senders replay; elsewhere a REPLAY (forged, or from a confused
+    # sender) must not make the port drop the items that follow as done already.
+    port = ScriptedPort(senders=2)
+    for message in [marker(MessageKind.REPLAY, seq=50), data(0), data(1, replica=1), data(2)]:
+        port.accept(message)
+    assert [message.seq for message in port.ready] == [0, 1, 2] and port.late == 0
