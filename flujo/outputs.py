@@ -271,7 +271,7 @@ class OutputEdge:
         """Housekeeping between two items (never inside a send): what was kept back for a
         successor goes once it runs; held replicas due a pause marker get it; the newest item
         waiting for a drop-oldest reader goes if there is room now."""
-        if self._replay_due or self._replays:
+        if self.replaying:
             self.pump_replays()
         if (
             self.batch is not None
@@ -487,7 +487,7 @@ class OutputEdge:
                     self._idle(self)  # every live replica is held: wait for a resume
                     continue
             count = len(live)
-            if self._replay_due or self._replays:
+            if self.replaying:
                 self.pump_replays()
             windows = self.windows
             for offset in range(count):
