@@ -5,6 +5,7 @@ their launcher, and the free ports an agent offers for inputs bound on its host.
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -70,13 +71,44 @@ def forward_all(inbox: zmq.Socket, router: zmq.Socket) -> None:
             return
 
 
-def free_ports(address: str, count: int) -> list[int]:
-    """Ports free on ``address`` right now, all different (held open until all are found)."""
-    probes = []
+#: Below the kernel's ephemeral range, above Ray's worker ports (10002-19999 by default): a
+#: port found free here stays free until the node binds it. One taken from port 0 is in the
+#: ephemeral range, where any outgoing connection (Ray's gRPC makes many) may take it first.
+PORT_FLOOR = 20000
+#: Linux's default ephemeral range starts here; /proc says what this machine uses.
+EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def assignable_ports() -> range:
+    """The ports free_ports chooses from: PORT_FLOOR up to the kernel's ephemeral range."""
     try:
-        for _ in range(count):
+        with open(EPHEMERAL_RANGE) as text:
+            first_ephemeral = int(text.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768
+    if first_ephemeral - PORT_FLOOR < 1000:  # an unusual kernel setting: use what is above it
+        return range(61000, 65536)
+    return range(PORT_FLOOR, first_ephemeral)
+
+
+def free_ports(address: str, count: int, chance: random.Random | None = None) -> list[int]:
+    """Ports free on ``address`` right now, all different (held open until all are found),
+    chosen at random outside the kernel's ephemeral range (see PORT_FLOOR)."""
+    chance = chance or random.SystemRandom()
+    candidates = assignable_ports()
+    probes: list[socket.socket] = []
+    try:
+        tries = 50 * count + 50  # taken ports are skipped; a range that full is an error
+        while len(probes) < count:
+            tries -= 1
+            if tries < 0:
+                raise OSError(f"no {count} free ports on {address} in {candidates.start}-{candidates.stop - 1}")
             probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            probe.bind((address, 0))
+            try:
+                probe.bind((address, chance.choice(candidates)))
+            except OSError:
+                probe.close()
+                continue
             probes.append(probe)
         return [probe.getsockname()[1] for probe in probes]
     finally:

@@ -364,7 +364,9 @@ def test_the_people_counter_runs_with_its_detectors_on_the_worker(flow: FlowRunn
     for label in ("detector.0", "detector.1"):
         assert replicas[label]["host"] == cluster.worker.address and replicas[label]["pid"] in cluster.worker.pids()
     assert replicas["tracker"]["host"] == cluster.head.address
-    assert launcher.wait(timeout=180) == 0, said.whole()
+    if launcher.wait(timeout=180) != 0:
+        logs = flow.command("logs", "--flow", flow.name, "--no-timestamps").stdout
+        pytest.fail(f"{said.whole()}\nthe nodes' output:\n{logs}")
     counts = read_lines(f"{flow.folder}/out/counts.jsonl")
     assert [count["index"] for count in counts] == list(range(frames))  # every frame counted, in order
     assert Path(f"{flow.folder}/out/people_counter.mp4").stat().st_size > 0
