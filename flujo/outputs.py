@@ -111,6 +111,9 @@ class OutputEdge:
         self._held_back_bytes = 0
         self._pause_marker = codec.marker(MessageKind.PAUSE, 0)
         self.batch: Batch | None = None  # small items held while the single reader is busy
+        # The first item of a message taken out of the batch or the held-back queue and not sent
+        # yet (its send waits for room, a credit or a resume): not done below this edge either.
+        self._unsent_from: int | None = None
         self.sent = 0
         self.dropped = 0
         self.last_reader: int | None = None  # the replica the last dealt message went to (None: dropped)
@@ -157,6 +160,8 @@ class OutputEdge:
         if self._held_back:
             _, items, last = self._held_back[0]
             lowest.append(last - items + 1)
+        if self._unsent_from is not None:
+            lowest.append(self._unsent_from)
         return lowest
 
     def _room(self, index: int) -> bool:
@@ -378,6 +383,18 @@ class OutputEdge:
         successor and hand it what the replay must bring first)."""
         lossless = self.retentions is not None
         window = self.windows[index] if self.windows is not None and items else None
+        if not (lossless and items):
+            return self._send_waiting(index, frames, items, last, lossless, window)
+        outer = self._unsent_from  # (a send inside _send_blocking's: that one's is lower)
+        self._unsent_from = last - items + 1 if outer is None else min(outer, last - items + 1)
+        try:
+            return self._send_waiting(index, frames, items, last, lossless, window)
+        finally:
+            self._unsent_from = outer
+
+    def _send_waiting(
+        self, index: int, frames: list[Any], items: int, last: int, lossless: bool, window: CreditWindow | None
+    ) -> bool:
         while not self._is_released(self.target, self.config.target_port, index):
             if lossless and not self._room(index):
                 self.pump_replays()
@@ -455,6 +472,19 @@ class OutputEdge:
         the reader is held, wait (backpressure) until its successor runs."""
         if seq > self.pauses.last_seq:
             self.pauses.last_seq = seq
+        if not self._held:
+            if self._held_back:
+                self._send_held_back()
+            return self._send_to(0, frames, items, seq)
+        if self.retentions is None:
+            return self._send_held(frames, items, seq)
+        outer, self._unsent_from = self._unsent_from, seq - items + 1
+        try:
+            return self._send_held(frames, items, seq)
+        finally:
+            self._unsent_from = outer
+
+    def _send_held(self, frames: list[Any], items: int, seq: int) -> bool:
         while self._held and self._must_wait(0, seq):
             if self._is_released(self.target, self.config.target_port, 0):
                 return False
