@@ -24,7 +24,7 @@ import zmq
 from flujo.acks import Retention
 from flujo.batching import BATCH_ITEMS, BATCH_PREFIX, Batch
 from flujo.config import OutputConfig
-from flujo.credits import CreditWindow, batch_items, window_items
+from flujo.credits import MAX_WINDOW, CreditWindow, batch_items, window_items
 from flujo.holds import Holds
 from flujo.pausing import PauseDecisions
 from flujo.protocol import NOBLOCK, Codec, MessageKind, send_message
@@ -41,6 +41,17 @@ END_SEQ = sys.maxsize
 # A lossless edge keeps at most this many queues' worth per reader replica (2 x hwm messages
 # each): far more than the queues of a path below it hold in flight (two per hop).
 RETAINED_QUEUES = 16
+
+
+def retained_items(config: OutputConfig) -> int:
+    """The most items a lossless edge keeps per reader replica: RETAINED_QUEUES queues' worth,
+    a message holding a batch. A credited hop may have a whole window in flight (up to
+    MAX_WINDOW items, in batches larger than BATCH_ITEMS), so a credited edge keeps that many
+    windows' worth: a path of credited hops below holds far more than its queues' messages."""
+    per_queue = 2 * config.hwm * BATCH_ITEMS
+    if config.credits:
+        per_queue = max(per_queue, MAX_WINDOW)
+    return RETAINED_QUEUES * per_queue
 
 
 def _no_wait(sockets: Iterable[zmq.Socket]) -> None:
@@ -78,7 +89,7 @@ class OutputEdge:
             # acknowledging would make it grow: past RETAINED_QUEUES queues' worth, the oldest is
             # forgotten (counted in `unretained`, said once): at most once for those items.
             window = RETAINED_QUEUES * 2 * config.hwm
-            self.retentions = [Retention(window * BATCH_ITEMS, window) for _ in config.endpoints]
+            self.retentions = [Retention(retained_items(config), window) for _ in config.endpoints]
         self.unretained = 0
         # A credited edge (section 18) sends a reader replica at most a window of items beyond
         # what it said it took; a busy reader's small items go in batches of up to half of it.
