@@ -215,9 +215,10 @@ class OutputEdge:
         while self._replay_due:
             index = self._replay_due.pop()
             retention = self.retentions[index]  # type: ignore[index]
-            # The marker carries the first number still kept: its reader's predecessor passed on
-            # every one before (section 9.3), and the successor drops them as they come again.
-            marker = self._codec.marker(MessageKind.REPLAY, retention.acked + 1)
+            # The marker carries the first number the replay can bring: its reader's predecessor
+            # passed on every one before (section 9.3), and the successor drops them as they come
+            # again; or they were forgotten (counted in `unretained`), and it must not wait for them.
+            marker = self._codec.marker(MessageKind.REPLAY, retention.replay_from)
             queue: deque[tuple[list[Any], int]] = deque([(marker, 0)])
             queue.extend((kept.frames, kept.items) for kept in retention.replay())
             if self._end_frames is not None:

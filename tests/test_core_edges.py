@@ -201,6 +201,10 @@ def test_a_replay_never_waits_goes_on_in_later_pumps_and_its_marker_says_what_wa
     out.reader_exited(0)
     out.pump_replays()  # the marker: everything before 1 was acknowledged, so passed on
     assert received(socket) == [(MessageKind.REPLAY, 1, 1), (MessageKind.DATA, 1, 1)]
+    out.retentions[0].forget_oldest()  # type: ignore[index]  # item 1: no longer kept (lost)
+    out.reader_exited(0)
+    out.pump_replays()  # the successor must not wait for item 1: the marker says 2
+    assert received(socket) == [(MessageKind.REPLAY, 2, 1)]
 
 
 @pytest.mark.timeout(10)
