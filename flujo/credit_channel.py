@@ -24,6 +24,11 @@ from flujo.wire_check import ProtocolError, RefusalLog
 
 #: Credits are a few dozen bytes: anything larger is refused by the socket itself.
 CREDIT_MAX_MESSAGE = 1024
+#: A waiting reader says its counts again to a sender it has not credited for this long. A
+#: credit can be lost without an error (written to the connection of a sender process that
+#: just died, before the successor's arrived); the next one covers it, but none comes while the
+#: reader waits on another input, and that input may be what the uncredited sender holds up.
+CREDIT_REFRESH_SECONDS = 0.2
 
 
 class CreditInbox:
@@ -101,6 +106,7 @@ class CreditOutbox:
             socket.connect(endpoint)
             self.sockets.append(socket)
         self.counters = [CreditCounter(every) for _ in endpoints]
+        self._last_sent = [0.0] * len(endpoints)  # per sender: when a credit last went (monotonic)
         self.sent = 0
 
     def took(self, sender: int, items: int, sender_generation: int) -> None:
@@ -125,13 +131,22 @@ class CreditOutbox:
             if counter.pending:
                 self._send(sender, counter)
 
-    def _send(self, sender: int, counter: CreditCounter) -> None:
+    def refresh(self, now: float) -> None:
+        """While the reader waits: say each count again to every sender not credited for
+        CREDIT_REFRESH_SECONDS (counts are cumulative: a repeat changes nothing but a lost one)."""
+        last_sent = self._last_sent
+        for sender, counter in enumerate(self.counters):
+            if counter.credited >= 0 and now - last_sent[sender] >= CREDIT_REFRESH_SECONDS:
+                self._send(sender, counter, now)
+
+    def _send(self, sender: int, counter: CreditCounter, now: float | None = None) -> None:
         frame = credit_frame(
             self._node, self._replica, self._port, self._generation, counter.sender_generation, counter.taken
         )
         try:
             self.sockets[sender].send(frame, NOBLOCK)
             counter.credited = counter.taken
+            self._last_sent[sender] = time.monotonic() if now is None else now
             self.sent += 1
         except zmq.Again:  # that sender is gone or slow: a later credit covers this one
             pass

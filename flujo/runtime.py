@@ -703,8 +703,11 @@ class NodeRuntime:
             self.shm_reader.flush()
         self._take_acks()
         self._acknowledge_all()  # an idle moment: the last item too
-        for credits in self._credit_outboxes:
-            credits.flush()
+        if self._credit_outboxes:
+            now = time.monotonic()
+            for credits in self._credit_outboxes:
+                credits.flush()
+                credits.refresh(now)
         self._housekeeping()
 
     def _release_wait_ms(self) -> int:

@@ -14,7 +14,7 @@ from flow_nodes import line_count, read_lines
 from manifests import collect, count, node
 
 from flujo.batching import Batch
-from flujo.credit_channel import CreditInbox, CreditOutbox
+from flujo.credit_channel import CREDIT_REFRESH_SECONDS, CreditInbox, CreditOutbox
 from flujo.credits import (
     CreditCounter,
     CreditWindow,
@@ -150,6 +150,40 @@ def test_the_inbox_refuses_hostile_credits_counts_them_and_goes_on(tmp_path) -> 
         assert any("credit" in line for line in lines)
         forger.close(linger=0)
         inbox.close()
+        outbox.close()
+    finally:
+        context.destroy(linger=0)
+
+
+def test_a_waiting_reader_says_its_counts_again_so_a_lost_credit_does_not_stall_its_sender(tmp_path) -> None:
+    # A credit written to the connection of a sender process that just died is lost without an
+    # error; the next covers it, but none comes while the reader waits on another input, which
+    # that uncredited sender may be what holds up (a chaos run with arrays stalled so).
+    context = zmq.Context()
+    try:
+        endpoint = f"ipc://{tmp_path}/credit"
+        sender = context.socket(zmq.PULL)
+        sender.bind(endpoint)
+        outbox = CreditOutbox(context, "pair", 0, 3, "a", [endpoint], every=2)
+        outbox.took(0, 2, 4)  # due: goes at once
+        assert sender.poll(5000) and parse_credit(sender.recv(), {("pair", 0, "a"): None}, 4) == (
+            ("pair", 0, "a"),
+            3,
+            2,
+        )
+        # ... and is lost (here: taken by nobody). Nothing is pending, so a flush sends nothing:
+        outbox.flush()
+        assert not sender.poll(50)
+        began = outbox._last_sent[0]
+        outbox.refresh(began + CREDIT_REFRESH_SECONDS / 2)  # credited a moment ago: nothing
+        assert not sender.poll(50)
+        outbox.refresh(began + CREDIT_REFRESH_SECONDS + 0.001)
+        assert sender.poll(5000) and parse_credit(sender.recv(), {("pair", 0, "a"): None}, 4) == (
+            ("pair", 0, "a"),
+            3,
+            2,
+        )
+        sender.close(linger=0)
         outbox.close()
     finally:
         context.destroy(linger=0)
