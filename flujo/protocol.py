@@ -36,6 +36,8 @@ from flujo.wire_check import (
 
 #: Environment variable through which the launcher hands a node its JSON configuration.
 CONFIG_ENV = "FLUJO_NODE_CONFIG"
+#: Inline array extensions a codec keeps made, by frame, dtype and shape (bounded: cleared when full).
+KNOWN_ARRAY_SHAPES = 64
 
 
 class MessageKind(enum.IntEnum):
@@ -55,6 +57,13 @@ SNDMORE, NOBLOCK, RCVMORE, EVENTS, POLLIN = (
     int(flag) for flag in (zmq.SNDMORE, zmq.NOBLOCK, zmq.RCVMORE, zmq.EVENTS, zmq.POLLIN)
 )
 _get_option = zmq.backend.Socket.get  # without the wrapper that turns results into enums
+
+
+def readable(socket: zmq.Socket) -> bool:
+    """A message waits on ``socket``. The cheap look before a non-blocking receive: one that
+    finds nothing raises zmq.Again, which costs about four times as much, and housekeeping
+    looks at several sockets after every item at a low rate."""
+    return bool(_get_option(socket, EVENTS) & POLLIN)
 
 
 class Control(bytes, enum.Enum):
@@ -121,6 +130,7 @@ class Codec:
         #: its connection there, so encoding it fails here, loudly.
         self._max_message = max_message if max_message is not None else 1 << 62
         self._buffers: list[Any] = []
+        self._extensions: dict[tuple[int, str, tuple[int, ...]], msgpack.ExtType] = {}  # see _pack_extension
         self._packer = msgpack.Packer(default=self._pack_extension, use_bin_type=True)
         self._header_packer = msgpack.Packer(use_bin_type=True)
         # Shared memory (flujo/shm.py): the pool arrays go into on shared-memory edges, and
@@ -182,8 +192,15 @@ class Codec:
                     f"{self._max_message} bytes (raise it in the manifest: [flow] max_message)"
                 )
             self._buffers.append(array)
-            meta = msgpack.packb((len(self._buffers) + 1, array.dtype.str, array.shape))
-            return msgpack.ExtType(ARRAY_EXT_CODE, meta)
+            # The same arrays go again and again (a camera's frames, a fixed-size payload): their
+            # extensions are made once (packing one cold costs more than the rest of the array).
+            key = (len(self._buffers) + 1, array.dtype.str, array.shape)
+            extension = self._extensions.get(key)
+            if extension is None:
+                if len(self._extensions) >= KNOWN_ARRAY_SHAPES:
+                    self._extensions.clear()
+                extension = self._extensions[key] = msgpack.ExtType(ARRAY_EXT_CODE, msgpack.packb(key))
+            return extension
         if isinstance(value, np.generic):
             return value.item()
         raise TypeError(

@@ -96,6 +96,13 @@ def _address(array: np.ndarray) -> int:
     return array.__array_interface__["data"][0]
 
 
+def _whole(array: np.ndarray, root: np.ndarray) -> bool:
+    """A C-contiguous ``array`` is all of ``root`` (itself, or a reshape or dtype view of it): it
+    starts where ``root`` does. Asked before ``_address``, which builds a dict and is the costliest
+    step of a cold pack (a producer at a low rate packs every frame cold)."""
+    return (array is root or array.base is root) and array.nbytes == root.nbytes
+
+
 class _Slot:
     """One segment of the pool."""
 
@@ -391,7 +398,8 @@ class SlotPool:
                 slot.sending = True
                 # A frame buffer sent again and again (a producer's, a processor's) names the same
                 # bytes each time: its descriptor is made once per use of the slot.
-                key = (slot.generation, HEADER_SIZE + _address(array) - slot.address, array.dtype.str, array.shape)
+                offset = HEADER_SIZE if _whole(array, root) else HEADER_SIZE + _address(array) - slot.address
+                key = (slot.generation, offset, array.dtype.str, array.shape)
                 if slot.described is None or slot.described[0] != key:
                     offset, dtype, shape = key[1:]
                     descriptor = pack_descriptor(
@@ -635,8 +643,8 @@ class SharedMemoryReader:
         self.pending.append((_owner(segment), [segment, generation, *reader, 1]))
 
     def locate(self, array: np.ndarray, root: np.ndarray) -> tuple[tuple[Any, ...], msgpack.ExtType] | None:
-        """If ``array`` is (part of) a received shared-memory array: its descriptor's fields and
-        the descriptor to send it on with."""
+        """If ``array`` (C-contiguous: ``pack`` asks only then) is (part of) a received
+        shared-memory array: its descriptor's fields and the descriptor to send it on with."""
         live = self._live.get(id(root.base))
         if live is None:
             return None
@@ -644,7 +652,7 @@ class SharedMemoryReader:
         offset, shape, dtype = described.offset, array.shape, array.dtype.str
         # The whole array as received (the usual case) starts where it did: no address arithmetic,
         # and the same shape and dtype send on the very descriptor that came.
-        whole = (array is root or array.base is root) and array.nbytes == root.nbytes and array.flags.c_contiguous
+        whole = _whole(array, root)
         if not whole:
             offset += _address(array) - _address(root)
         fields = (described.segment, offset, dtype, shape, described.slot, described.generation, described.token)
