@@ -21,6 +21,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from flujo import numpy_once
 from flujo.wire_check import (
     ARRAY_EXT_CODE,
     BATCH,
@@ -57,6 +58,9 @@ SNDMORE, NOBLOCK, RCVMORE, EVENTS, POLLIN = (
     int(flag) for flag in (zmq.SNDMORE, zmq.NOBLOCK, zmq.RCVMORE, zmq.EVENTS, zmq.POLLIN)
 )
 _get_option = zmq.backend.Socket.get  # without the wrapper that turns results into enums
+#: Without the wrapper that handles routing ids and groups (data edges use neither): a Python
+#: call less per frame, and a low-rate hop sends every frame cold.
+_send = zmq.backend.Socket.send
 
 
 def readable(socket: zmq.Socket) -> bool:
@@ -174,9 +178,9 @@ class Codec:
         return [self.header(kind, seq)]
 
     def _pack_extension(self, value: Any) -> Any:
-        # msgpack calls this only for values it cannot pack itself; numpy is imported here, so a
-        # node that never sends an array starts without it.
-        import numpy as np
+        # msgpack calls this only for values it cannot pack itself; numpy is imported by the first
+        # array (flujo/numpy_once.py), so a node that never sends one starts without it.
+        np = numpy_once.np or numpy_once.load()
 
         if isinstance(value, np.ndarray):
             if value.dtype.hasobject:
@@ -287,12 +291,12 @@ def send_message(socket: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> N
     array frames go by reference. Raises zmq.Again with NOBLOCK before anything is sent."""
     last = len(frames) - 1
     if last == 0:
-        socket.send(frames[0], flags)
+        _send(socket, frames[0], flags)
         return
-    socket.send(frames[0], flags | SNDMORE)  # after the first part, the rest cannot block
+    _send(socket, frames[0], flags | SNDMORE)  # after the first part, the rest cannot block
     for index in range(1, last):
-        socket.send(frames[index], flags | SNDMORE, copy=type(frames[index]) is bytes)
-    socket.send(frames[last], flags, copy=type(frames[last]) is bytes)
+        _send(socket, frames[index], flags | SNDMORE, copy=type(frames[index]) is bytes)
+    _send(socket, frames[last], flags, copy=type(frames[last]) is bytes)
 
 
 def _buffer(frame: Any) -> Any:

@@ -59,6 +59,7 @@ import zmq
 if TYPE_CHECKING:  # numpy is imported where arrays are made or read: a node that never
     import numpy as np  # handles one starts without it (numpy is a third of a node's start-up)
 
+from flujo import numpy_once
 from flujo.shm_wire import (
     HEADER,
     HEADER_SIZE,
@@ -85,7 +86,7 @@ ReaderKey = tuple[str, int]  # (reader node, reader replica)
 
 def _root(array: np.ndarray) -> np.ndarray:
     """The array that owns the buffer every view of ``array`` points into."""
-    import numpy as np
+    np = numpy_once.np or numpy_once.load()
 
     while isinstance(array.base, np.ndarray):
         array = array.base
@@ -252,7 +253,7 @@ class SlotPool:
     # -- getting a slot -------------------------------------------------------------------
     def frame_buffer(self, shape: tuple[int, ...] | int, dtype: Any = "uint8") -> np.ndarray:
         """A writable array in a free slot; send it as (part of) an item and it crosses without a copy."""
-        import numpy as np
+        np = numpy_once.np or numpy_once.load()
 
         dtype = np.dtype(dtype)
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
@@ -263,7 +264,7 @@ class SlotPool:
         return self._local_array(slot, nbytes, dtype).reshape(shape)
 
     def _local_array(self, slot: _Slot, nbytes: int, dtype: np.dtype) -> np.ndarray:
-        import numpy as np
+        np = numpy_once.np or numpy_once.load()
 
         assert slot.view is not None
         array = np.frombuffer(slot.view[HEADER_SIZE : HEADER_SIZE + nbytes], dtype=dtype)
@@ -385,7 +386,7 @@ class SlotPool:
     def pack(self, array: np.ndarray) -> msgpack.ExtType | None:
         """The descriptor of ``array`` placed in shared memory (where it already lives, or copied
         into a slot), or None to send it inline (small, or every slot pinned)."""
-        import numpy as np
+        np = numpy_once.np or numpy_once.load()
 
         if array.nbytes < MIN_SHM_BYTES:
             return None
@@ -592,7 +593,7 @@ class SharedMemoryReader:
 
     def view(self, data: bytes, sender: tuple[str, int]) -> np.ndarray:
         """The read-only array a descriptor from ``sender`` names; raises DescriptorError."""
-        import numpy as np
+        np = numpy_once.np or numpy_once.load()
 
         if sender[0] not in self._senders:
             raise DescriptorError(f"{sender[0]}.{sender[1]} may not send shared-memory descriptors to this node")
@@ -750,7 +751,7 @@ def frame_buffer(shape: tuple[int, ...] | int, dtype: Any = "uint8") -> np.ndarr
     """A writable array for an output item. On a shared-memory edge it lives in a slot, so it
     crosses to the readers without a copy; elsewhere it is ordinary memory. Write it, send it,
     and do not write it again after sending (readers may be looking at it)."""
-    import numpy as np
+    np = numpy_once.np or numpy_once.load()
 
     if _pool is None:
         dtype = np.dtype(dtype)

@@ -32,6 +32,7 @@ import msgpack
 if TYPE_CHECKING:  # numpy is imported where arrays are made or read: a node that never
     import numpy as np  # handles one starts without it (numpy is a third of a node's start-up)
 
+from flujo import numpy_once
 from flujo.launch.agent_wire import AgentReply, AgentRequest
 from flujo.shm_wire import SHM_EXT_CODE, DescriptorError
 from flujo.snapshots import snapshot_report_ok
@@ -321,7 +322,7 @@ class DataCheck:
                 "array",
                 f"array of shape {list(shape)} and dtype {dtype.str} needs {nbytes} bytes, its frame has {size}",
             )
-        import numpy as np  # loaded by _dtype
+        np = numpy_once.np or numpy_once.load()
 
         array = np.frombuffer(buffer, dtype=dtype)
         if len(shape) != 1:
