@@ -67,7 +67,7 @@ def readable(socket: zmq.Socket) -> bool:
     """A message waits on ``socket``. The cheap look before a non-blocking receive: one that
     finds nothing raises zmq.Again, which costs about four times as much, and housekeeping
     looks at several sockets after every item at a low rate."""
-    return bool(_get_option(socket, EVENTS) & POLLIN)
+    return bool(_get_option(socket, EVENTS) & POLLIN)  # type: ignore[operator]  # (EVENTS is an int, not bytes)
 
 
 class Control(bytes, enum.Enum):
