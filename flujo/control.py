@@ -14,7 +14,7 @@ import zmq
 
 from flujo.config import NodeConfig
 from flujo.control_state import ControlState, InvalidTransition
-from flujo.protocol import EVENTS, POLLIN, ProtocolError, Status, identity_topic, parse_control, status_frame
+from flujo.protocol import ProtocolError, Status, identity_topic, parse_control, readable, status_frame
 from flujo.wire_check import RefusalLog
 
 
@@ -36,7 +36,7 @@ class ControlChannel:
         self.state = ControlState(config.node, config.replica, config.generation, self.report)
 
     def pending(self) -> bool:
-        return bool(self.commands.getsockopt(EVENTS) & POLLIN)
+        return readable(self.commands)
 
     def handle_pending(self) -> None:
         """Apply every command already received."""

@@ -17,7 +17,7 @@ import zmq
 from flujo.config import InputConfig
 from flujo.joins import SKIP, WAIT, Drained, Join
 from flujo.port_queue import PortQueue
-from flujo.protocol import POLLIN, Codec, Message, MessageKind, ProtocolError
+from flujo.protocol import POLLIN, Codec, Message, MessageKind, ProtocolError, readable
 from flujo.wire_check import PAUSE, DataCheck, RefusalLog, StaleMessage
 
 __all__ = ["BLOCKING_RECEIVE_MS", "SKIP", "WAIT", "Drained", "InputPort", "Join", "bind_pull"]
@@ -77,7 +77,7 @@ class InputPort(PortQueue):
         """About to block in the receive: what this node owes upstream goes first, at a moment
         when no other node is waking up for an item this one has just sent."""
         credits = self.credits
-        if credits is not None and credits.due_before_waiting and not self.socket.poll(0):
+        if credits is not None and credits.due_before_waiting and not readable(self.socket):
             # Only when the sender could be held back by what it has not heard (section 18), not
             # for every item taken since the last credit: a credit per item at a low rate woke the
             # sender's I/O thread and this node's while the next node was waking up for the item.

@@ -21,6 +21,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from flujo import numpy_once
 from flujo.wire_check import (
     ARRAY_EXT_CODE,
     BATCH,
@@ -36,6 +37,8 @@ from flujo.wire_check import (
 
 #: Environment variable through which the launcher hands a node its JSON configuration.
 CONFIG_ENV = "FLUJO_NODE_CONFIG"
+#: Inline array extensions a codec keeps made, by frame, dtype and shape (bounded: cleared when full).
+KNOWN_ARRAY_SHAPES = 64
 
 
 class MessageKind(enum.IntEnum):
@@ -55,6 +58,16 @@ SNDMORE, NOBLOCK, RCVMORE, EVENTS, POLLIN = (
     int(flag) for flag in (zmq.SNDMORE, zmq.NOBLOCK, zmq.RCVMORE, zmq.EVENTS, zmq.POLLIN)
 )
 _get_option = zmq.backend.Socket.get  # without the wrapper that turns results into enums
+#: Without the wrapper that handles routing ids and groups (data edges use neither): a Python
+#: call less per frame, and a low-rate hop sends every frame cold.
+_send = zmq.backend.Socket.send
+
+
+def readable(socket: zmq.Socket) -> bool:
+    """A message waits on ``socket``. The cheap look before a non-blocking receive: one that
+    finds nothing raises zmq.Again, which costs about four times as much, and housekeeping
+    looks at several sockets after every item at a low rate."""
+    return bool(_get_option(socket, EVENTS) & POLLIN)  # type: ignore[operator]  # (EVENTS is an int, not bytes)
 
 
 class Control(bytes, enum.Enum):
@@ -121,6 +134,7 @@ class Codec:
         #: its connection there, so encoding it fails here, loudly.
         self._max_message = max_message if max_message is not None else 1 << 62
         self._buffers: list[Any] = []
+        self._extensions: dict[tuple[int, str, tuple[int, ...]], msgpack.ExtType] = {}  # see _pack_extension
         self._packer = msgpack.Packer(default=self._pack_extension, use_bin_type=True)
         self._header_packer = msgpack.Packer(use_bin_type=True)
         # Shared memory (flujo/shm.py): the pool arrays go into on shared-memory edges, and
@@ -164,9 +178,9 @@ class Codec:
         return [self.header(kind, seq)]
 
     def _pack_extension(self, value: Any) -> Any:
-        # msgpack calls this only for values it cannot pack itself; numpy is imported here, so a
-        # node that never sends an array starts without it.
-        import numpy as np
+        # msgpack calls this only for values it cannot pack itself; numpy is imported by the first
+        # array (flujo/numpy_once.py), so a node that never sends one starts without it.
+        np = numpy_once.np or numpy_once.load()
 
         if isinstance(value, np.ndarray):
             if value.dtype.hasobject:
@@ -182,8 +196,15 @@ class Codec:
                     f"{self._max_message} bytes (raise it in the manifest: [flow] max_message)"
                 )
             self._buffers.append(array)
-            meta = msgpack.packb((len(self._buffers) + 1, array.dtype.str, array.shape))
-            return msgpack.ExtType(ARRAY_EXT_CODE, meta)
+            # The same arrays go again and again (a camera's frames, a fixed-size payload): their
+            # extensions are made once (packing one cold costs more than the rest of the array).
+            key = (len(self._buffers) + 1, array.dtype.str, array.shape)
+            extension = self._extensions.get(key)
+            if extension is None:
+                if len(self._extensions) >= KNOWN_ARRAY_SHAPES:
+                    self._extensions.clear()
+                extension = self._extensions[key] = msgpack.ExtType(ARRAY_EXT_CODE, msgpack.packb(key))
+            return extension
         if isinstance(value, np.generic):
             return value.item()
         raise TypeError(
@@ -270,12 +291,12 @@ def send_message(socket: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> N
     array frames go by reference. Raises zmq.Again with NOBLOCK before anything is sent."""
     last = len(frames) - 1
     if last == 0:
-        socket.send(frames[0], flags)
+        _send(socket, frames[0], flags)
         return
-    socket.send(frames[0], flags | SNDMORE)  # after the first part, the rest cannot block
+    _send(socket, frames[0], flags | SNDMORE)  # after the first part, the rest cannot block
     for index in range(1, last):
-        socket.send(frames[index], flags | SNDMORE, copy=type(frames[index]) is bytes)
-    socket.send(frames[last], flags, copy=type(frames[last]) is bytes)
+        _send(socket, frames[index], flags | SNDMORE, copy=type(frames[index]) is bytes)
+    _send(socket, frames[last], flags, copy=type(frames[last]) is bytes)
 
 
 def _buffer(frame: Any) -> Any:

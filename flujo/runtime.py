@@ -44,7 +44,7 @@ from flujo.joins import Step
 from flujo.merge_log import MergeLog
 from flujo.outputs import END_SEQ, OutputEdge
 from flujo.port_queue import PortQueue
-from flujo.protocol import POLLIN, Codec, Message, MessageKind, Status
+from flujo.protocol import POLLIN, Codec, Message, MessageKind, Status, readable
 from flujo.shm import SharedMemoryReader, SlotPool, install
 from flujo.snapshots import Snapshots, decode_restore, pack_state
 from flujo.vocab import ErrorPolicy, NodeKind, RestartPolicy, zips_several
@@ -348,7 +348,8 @@ class NodeRuntime:
     def _take_acks(self) -> None:
         inbox = self.inbox
         if inbox is not None:
-            inbox.take()
+            if readable(inbox.socket):
+                inbox.take()
             if self._outboxes:  # a processor: what its readers acknowledged may be acknowledged upstream
                 self._acknowledge()
             if self.pool is not None and self.pool.pinning:
@@ -686,7 +687,7 @@ class NodeRuntime:
             if now >= self._next_report:
                 self._report_stats()
             self._take_acks()
-            if self.credit_inbox is not None:
+            if self.credit_inbox is not None and readable(self.credit_inbox.socket):
                 self.credit_inbox.take()
             for outbox in self._outboxes:
                 outbox.tick(now)
@@ -810,7 +811,7 @@ class NodeRuntime:
             self._take_commands()
         if inbox is not None:  # (also after a command: a reader gone for good unpins its slots)
             self._take_acks()
-        if credit_inbox is not None:
+        if credit_inbox is not None and readable(credit_inbox.socket):
             credit_inbox.take()
         # Whatever this wait is for (room, a credit, a slot, a resume), replays go on meanwhile:
         # the successor they feed may be what the wait waits for, a few hops below (section 9.3).

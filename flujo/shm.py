@@ -59,6 +59,7 @@ import zmq
 if TYPE_CHECKING:  # numpy is imported where arrays are made or read: a node that never
     import numpy as np  # handles one starts without it (numpy is a third of a node's start-up)
 
+from flujo import numpy_once
 from flujo.shm_wire import (
     HEADER,
     HEADER_SIZE,
@@ -85,7 +86,7 @@ ReaderKey = tuple[str, int]  # (reader node, reader replica)
 
 def _root(array: np.ndarray) -> np.ndarray:
     """The array that owns the buffer every view of ``array`` points into."""
-    import numpy as np
+    np = numpy_once.np or numpy_once.load()
 
     while isinstance(array.base, np.ndarray):
         array = array.base
@@ -94,6 +95,13 @@ def _root(array: np.ndarray) -> np.ndarray:
 
 def _address(array: np.ndarray) -> int:
     return array.__array_interface__["data"][0]
+
+
+def _whole(array: np.ndarray, root: np.ndarray) -> bool:
+    """A C-contiguous ``array`` is all of ``root`` (itself, or a reshape or dtype view of it): it
+    starts where ``root`` does. Asked before ``_address``, which builds a dict and is the costliest
+    step of a cold pack (a producer at a low rate packs every frame cold)."""
+    return (array is root or array.base is root) and array.nbytes == root.nbytes
 
 
 class _Slot:
@@ -245,7 +253,7 @@ class SlotPool:
     # -- getting a slot -------------------------------------------------------------------
     def frame_buffer(self, shape: tuple[int, ...] | int, dtype: Any = "uint8") -> np.ndarray:
         """A writable array in a free slot; send it as (part of) an item and it crosses without a copy."""
-        import numpy as np
+        np = numpy_once.np or numpy_once.load()
 
         dtype = np.dtype(dtype)
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
@@ -256,7 +264,7 @@ class SlotPool:
         return self._local_array(slot, nbytes, dtype).reshape(shape)
 
     def _local_array(self, slot: _Slot, nbytes: int, dtype: np.dtype) -> np.ndarray:
-        import numpy as np
+        np = numpy_once.np or numpy_once.load()
 
         assert slot.view is not None
         array = np.frombuffer(slot.view[HEADER_SIZE : HEADER_SIZE + nbytes], dtype=dtype)
@@ -378,7 +386,7 @@ class SlotPool:
     def pack(self, array: np.ndarray) -> msgpack.ExtType | None:
         """The descriptor of ``array`` placed in shared memory (where it already lives, or copied
         into a slot), or None to send it inline (small, or every slot pinned)."""
-        import numpy as np
+        np = numpy_once.np or numpy_once.load()
 
         if array.nbytes < MIN_SHM_BYTES:
             return None
@@ -391,7 +399,8 @@ class SlotPool:
                 slot.sending = True
                 # A frame buffer sent again and again (a producer's, a processor's) names the same
                 # bytes each time: its descriptor is made once per use of the slot.
-                key = (slot.generation, HEADER_SIZE + _address(array) - slot.address, array.dtype.str, array.shape)
+                offset = HEADER_SIZE if _whole(array, root) else HEADER_SIZE + _address(array) - slot.address
+                key = (slot.generation, offset, array.dtype.str, array.shape)
                 if slot.described is None or slot.described[0] != key:
                     offset, dtype, shape = key[1:]
                     descriptor = pack_descriptor(
@@ -584,7 +593,7 @@ class SharedMemoryReader:
 
     def view(self, data: bytes, sender: tuple[str, int]) -> np.ndarray:
         """The read-only array a descriptor from ``sender`` names; raises DescriptorError."""
-        import numpy as np
+        np = numpy_once.np or numpy_once.load()
 
         if sender[0] not in self._senders:
             raise DescriptorError(f"{sender[0]}.{sender[1]} may not send shared-memory descriptors to this node")
@@ -635,8 +644,8 @@ class SharedMemoryReader:
         self.pending.append((_owner(segment), [segment, generation, *reader, 1]))
 
     def locate(self, array: np.ndarray, root: np.ndarray) -> tuple[tuple[Any, ...], msgpack.ExtType] | None:
-        """If ``array`` is (part of) a received shared-memory array: its descriptor's fields and
-        the descriptor to send it on with."""
+        """If ``array`` (C-contiguous: ``pack`` asks only then) is (part of) a received
+        shared-memory array: its descriptor's fields and the descriptor to send it on with."""
         live = self._live.get(id(root.base))
         if live is None:
             return None
@@ -644,7 +653,7 @@ class SharedMemoryReader:
         offset, shape, dtype = described.offset, array.shape, array.dtype.str
         # The whole array as received (the usual case) starts where it did: no address arithmetic,
         # and the same shape and dtype send on the very descriptor that came.
-        whole = (array is root or array.base is root) and array.nbytes == root.nbytes and array.flags.c_contiguous
+        whole = _whole(array, root)
         if not whole:
             offset += _address(array) - _address(root)
         fields = (described.segment, offset, dtype, shape, described.slot, described.generation, described.token)
@@ -742,7 +751,7 @@ def frame_buffer(shape: tuple[int, ...] | int, dtype: Any = "uint8") -> np.ndarr
     """A writable array for an output item. On a shared-memory edge it lives in a slot, so it
     crosses to the readers without a copy; elsewhere it is ordinary memory. Write it, send it,
     and do not write it again after sending (readers may be looking at it)."""
-    import numpy as np
+    np = numpy_once.np or numpy_once.load()
 
     if _pool is None:
         dtype = np.dtype(dtype)

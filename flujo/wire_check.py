@@ -32,6 +32,7 @@ import msgpack
 if TYPE_CHECKING:  # numpy is imported where arrays are made or read: a node that never
     import numpy as np  # handles one starts without it (numpy is a third of a node's start-up)
 
+from flujo import numpy_once
 from flujo.launch.agent_wire import AgentReply, AgentRequest
 from flujo.shm_wire import SHM_EXT_CODE, DescriptorError
 from flujo.snapshots import snapshot_report_ok
@@ -55,6 +56,8 @@ MAX_HEADER_BYTES = 4096
 #: Frames of one data message: header, body, and one per array of the item.
 MAX_FRAMES = 1 << 16
 MAX_ARRAY_DIMENSIONS = 32
+#: Inline arrays' metadata a port keeps parsed, by its bytes (bounded: cleared when full).
+KNOWN_ARRAY_SHAPES = 64
 #: Plain numeric and bool dtypes, as numpy's type strings, in either byte order.
 DTYPES: frozenset[str] = frozenset(
     order + code
@@ -117,6 +120,7 @@ class DataCheck:
         self._used: set[int] = set()
         self._batch = False
         self._ext_hook = self._extension  # bound once: it is passed for every item
+        self._metas: dict[bytes, tuple[Any, np.dtype, tuple[int, ...], int]] = {}  # see _array_meta
         self.shm_reader: Any = None  # maps shared-memory descriptors (flujo/shm.py) when the port accepts them
         self._replica = 0  # sender replica of the message being decoded
 
@@ -298,13 +302,10 @@ class DataCheck:
             raise ProtocolError("ext", f"msgpack extension type {code} (only 1, an array, is allowed)")
         if self._batch:
             raise ProtocolError("batch", "array in a BATCH (a BATCH carries plain items only)")
-        try:
-            meta = msgpack.unpackb(data)
-        except Exception:
-            raise ProtocolError("array", "array metadata is not msgpack") from None
-        if type(meta) is not list or len(meta) != 3:
-            raise ProtocolError("array", f"array metadata is not [frame, dtype, shape]: {_short(meta)}")
-        index, dtype_name, shape = meta
+        meta = self._metas.get(data)
+        if meta is None:
+            meta = self._array_meta(data)
+        index, dtype, shape, nbytes = meta
         frames = self._frames
         if type(index) is not int or not 2 <= index < len(frames):
             raise ProtocolError(
@@ -314,6 +315,33 @@ class DataCheck:
         if index in self._used:
             raise ProtocolError("array", f"array frame {index} used twice")
         self._used.add(index)
+        buffer = _buffer(frames[index])
+        size = len(buffer) if not isinstance(buffer, memoryview) else buffer.nbytes
+        if nbytes != size:
+            raise ProtocolError(
+                "array",
+                f"array of shape {list(shape)} and dtype {dtype.str} needs {nbytes} bytes, its frame has {size}",
+            )
+        np = numpy_once.np or numpy_once.load()
+
+        array = np.frombuffer(buffer, dtype=dtype)
+        if len(shape) != 1:
+            array = array.reshape(shape)
+        array.flags.writeable = False  # one contract whatever the transport: copy before writing
+        return array
+
+    def _array_meta(self, data: bytes) -> tuple[Any, np.dtype, tuple[int, ...], int]:
+        """An inline array's metadata ``[frame, dtype, shape]``, checked as far as it depends on its
+        bytes alone: (frame index, dtype, shape, bytes it needs). Kept for the next array with
+        the same bytes (a sender sends the same shapes again and again, and parsing them cold
+        costs more than the rest of the array); the frame index is checked per message."""
+        try:
+            meta = msgpack.unpackb(data)
+        except Exception:
+            raise ProtocolError("array", "array metadata is not msgpack") from None
+        if type(meta) is not list or len(meta) != 3:
+            raise ProtocolError("array", f"array metadata is not [frame, dtype, shape]: {_short(meta)}")
+        index, dtype_name, shape = meta
         if type(dtype_name) is not str or dtype_name not in DTYPES:
             raise ProtocolError("array", f"array dtype {_short(dtype_name)} is not a plain numeric or bool type")
         dtype = _dtype(dtype_name)
@@ -323,19 +351,11 @@ class DataCheck:
             or not all(type(size) is int and size >= 0 for size in shape)
         ):
             raise ProtocolError("array", f"array shape {_short(shape)} is not a list of non-negative ints")
-        buffer = _buffer(frames[index])
-        size = len(buffer) if not isinstance(buffer, memoryview) else buffer.nbytes
-        if math.prod(shape) * dtype.itemsize != size:
-            raise ProtocolError(
-                "array",
-                f"array of shape {shape} and dtype {dtype_name} needs "
-                f"{math.prod(shape) * dtype.itemsize} bytes, its frame has {size}",
-            )
-        import numpy as np  # loaded by _dtype above
-
-        array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
-        array.flags.writeable = False  # one contract whatever the transport: copy before writing
-        return array
+        parsed = (index, dtype, tuple(shape), math.prod(shape) * dtype.itemsize)
+        if len(self._metas) >= KNOWN_ARRAY_SHAPES:
+            self._metas.clear()  # (bounded: forged metadata cannot grow it)
+        self._metas[data] = parsed
+        return parsed
 
     def _stranger(self, sender: Any, replica: Any) -> ProtocolError:
         who = describe_sender(sender, replica)
