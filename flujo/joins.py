@@ -224,16 +224,21 @@ class Join:
 
     def _take_heads(self, lacking: PortQueue) -> None:
         """About to wait for ``lacking``: the other ports take what they have until each holds
-        a head, so one message each at most (backpressure holds), and wake the zip when one
-        comes. What a replay said was done is dropped as it comes: a successor whose inputs a
-        crash set apart drains the stale side, whose senders may be what holds up the other."""
+        a head, and then on until each holds a queue's worth (backpressure holds: no more than
+        the socket would), waking the zip as it comes. What a replay said was done is dropped
+        as it comes: a successor whose inputs a crash set apart drains the stale side, whose
+        senders may be what holds up the other. Stale items can also wait behind a head (a
+        port fed by two replicas, one of them replaying), and their sender gets no credit, so
+        no room, until they are taken."""
         waiting = [lacking]
         for port in self.ports:
-            if port is not lacking and not port.ready:
-                while port.receive(NOBLOCK) and not port.ready:
-                    pass
-                if not port.ready and not port.senders_done:
-                    waiting.append(port)
+            if port is lacking:
+                continue
+            room = max(1, port.config.hwm)
+            while port.buffered < room and port.receive(NOBLOCK):
+                pass
+            if port.buffered < room and not port.senders_done:
+                waiting.append(port)
         self.waiting_on = waiting
 
     def _quiet_and_empty(self, port: PortQueue) -> bool:

@@ -103,6 +103,11 @@ class PortQueue:
         return self._expected > seq and not (self._held_order and self._held_order[0] <= seq)
 
     @property
+    def buffered(self) -> int:
+        """Messages taken off the source and not yet delivered: ready, or held to restore order."""
+        return len(self.ready) + len(self._held)
+
+    @property
     def exhausted(self) -> bool:
         """Every sender ended and every item was taken."""
         return not self.ready and self.senders_done

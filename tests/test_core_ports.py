@@ -198,11 +198,13 @@ def test_zip_pairs_by_sequence_number_and_drops_what_has_no_partner() -> None:
     ]
 
 
-def test_zip_waits_on_the_port_it_lacks_only() -> None:
-    left, right = ScriptedPort("a", [data(0), data(1)]), ScriptedPort("b", [])
+def test_zip_waits_on_the_port_it_lacks_and_takes_a_queue_at_most_from_the_others() -> None:
+    left, right = ScriptedPort("a", [data(seq) for seq in range(5)], hwm=3), ScriptedPort("b", [])
     join = Join([left, right], JoinMode.ZIP, View())
     assert drain(join) == ["wait"]
-    assert join.waiting_on == [right] and left.receives == ["block"]  # one item taken, no more
+    # A queue's worth taken (no more than its socket would hold), none waiting for more of it.
+    assert join.waiting_on == [right] and left.buffered == 3 and len(left.inbox) == 2
+    assert left.receives == ["block", "noblock", "noblock"]  # the head blocking, the rest never
 
 
 def test_zip_ends_when_any_port_ends() -> None:
@@ -403,6 +405,30 @@ def test_a_zip_successor_drains_the_stale_side_while_it_waits_for_the_other() ->
     a.inbox, b.inbox = [data(10, "a10"), marker(EOS)], [data(10, "b10"), data(11, "b11")]
     assert drain(join) == [(10, None, ["a10", "b10"]), "end"]
     assert [message.seq for message in b.inbox] == [11]  # read for a head, no further
+
+
+def test_a_zip_drops_stale_items_waiting_behind_a_head_so_their_sender_gets_credits() -> None:
+    # Port a has two senders: replica 1's REPLAY says everything before 10 was passed on, and
+    # its item 10 is a's head; replica 0, restarted, replays 4, 6, 8 behind it. Waiting for b,
+    # the zip must take those (dropped): unread, they got replica 0 no credit, replica 0 held
+    # up the producer both inputs share, and b's next item never came (a chaos run stalled so).
+    a = lossless_port(
+        "a",
+        [
+            marker(MessageKind.REPLAY, replica=1, seq=10),
+            data(10, "a10", replica=1),
+            marker(MessageKind.REPLAY, replica=0, seq=4),
+            *[data(seq, replica=0) for seq in (4, 6, 8)],
+        ],
+        senders=2,
+    )
+    b = lossless_port("b", [marker(MessageKind.REPLAY, seq=4)])
+    join = Join([a, b], JoinMode.ZIP, View())
+    assert drain(join) == ["wait"]
+    assert a.inbox == [] and a.duplicates == 3 and [message.seq for message in a.ready] == [10]
+    b.inbox = [*[data(seq) for seq in range(4, 10)], data(10, "b10")]
+    assert drain(join) == [(10, None, ["a10", "b10"]), "wait"]
+    assert b.duplicates == 6
 
 
 def test_a_replay_marker_drops_nothing_on_a_port_that_is_not_lossless() -> None:
