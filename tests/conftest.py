@@ -155,8 +155,9 @@ class FlowRunner:
 
 
 #: What the suite's node, launcher and agent processes import from source: the package (flujo,
-#: flujo.launch, flujo.nodes) and the test nodes and helpers they load by path.
-_IMPORTED_BY_PROCESSES = (HERE.parent / "flujo", HERE.parent / "launch", HERE.parent / "nodes")
+#: flujo.launch, flujo.nodes), the samples' and the chaos harness's nodes, and the test nodes and
+#: helpers they load by path.
+_IMPORTED_BY_PROCESSES = tuple(HERE.parent / name for name in ("flujo", "launch", "nodes", "samples", "bench"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
