@@ -73,6 +73,7 @@ class Retention:
         self._kept: deque[tuple[int, int, list[Any], bool]] = deque()  # Kept's fields, in order
         self.items = 0  # unacknowledged items kept
         self.acked = -1  # the highest sequence number acknowledged
+        self.forgotten_through = -1  # the last item forgotten unacknowledged (forget_oldest)
         self.highest_sent = -1  # the highest sequence number sent: nothing above may be acknowledged
 
     @property
@@ -124,7 +125,14 @@ class Retention:
         self.items -= last - first + 1
         if heavy:
             self.heavy -= 1
+        self.forgotten_through = last
         return last - first + 1
+
+    @property
+    def replay_from(self) -> int:
+        """The first number a replay can bring: everything before was acknowledged (passed on
+        by the reader) or forgotten (lost: a successor that waited for it would wait forever)."""
+        return max(self.acked, self.forgotten_through) + 1
 
     def replay(self) -> list[Kept]:
         """The reader's process ended: what it had not acknowledged, in order, for its successor

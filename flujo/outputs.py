@@ -24,7 +24,7 @@ import zmq
 from flujo.acks import Retention
 from flujo.batching import BATCH_ITEMS, BATCH_PREFIX, Batch
 from flujo.config import OutputConfig
-from flujo.credits import CreditWindow, batch_items, window_items
+from flujo.credits import MAX_WINDOW, CreditWindow, batch_items, window_items
 from flujo.holds import Holds
 from flujo.pausing import PauseDecisions
 from flujo.protocol import NOBLOCK, Codec, MessageKind, send_message
@@ -41,6 +41,17 @@ END_SEQ = sys.maxsize
 # A lossless edge keeps at most this many queues' worth per reader replica (2 x hwm messages
 # each): far more than the queues of a path below it hold in flight (two per hop).
 RETAINED_QUEUES = 16
+
+
+def retained_items(config: OutputConfig) -> int:
+    """The most items a lossless edge keeps per reader replica: RETAINED_QUEUES queues' worth,
+    a message holding a batch. A credited hop may have a whole window in flight (up to
+    MAX_WINDOW items, in batches larger than BATCH_ITEMS), so a credited edge keeps that many
+    windows' worth: a path of credited hops below holds far more than its queues' messages."""
+    per_queue = 2 * config.hwm * BATCH_ITEMS
+    if config.credits:
+        per_queue = max(per_queue, MAX_WINDOW)
+    return RETAINED_QUEUES * per_queue
 
 
 def _no_wait(sockets: Iterable[zmq.Socket]) -> None:
@@ -78,7 +89,7 @@ class OutputEdge:
             # acknowledging would make it grow: past RETAINED_QUEUES queues' worth, the oldest is
             # forgotten (counted in `unretained`, said once): at most once for those items.
             window = RETAINED_QUEUES * 2 * config.hwm
-            self.retentions = [Retention(window * BATCH_ITEMS, window) for _ in config.endpoints]
+            self.retentions = [Retention(retained_items(config), window) for _ in config.endpoints]
         self.unretained = 0
         # A credited edge (section 18) sends a reader replica at most a window of items beyond
         # what it said it took; a busy reader's small items go in batches of up to half of it.
@@ -111,6 +122,9 @@ class OutputEdge:
         self._held_back_bytes = 0
         self._pause_marker = codec.marker(MessageKind.PAUSE, 0)
         self.batch: Batch | None = None  # small items held while the single reader is busy
+        # The first item of a message taken out of the batch or the held-back queue and not sent
+        # yet (its send waits for room, a credit or a resume): not done below this edge either.
+        self._unsent_from: int | None = None
         self.sent = 0
         self.dropped = 0
         self.last_reader: int | None = None  # the replica the last dealt message went to (None: dropped)
@@ -157,6 +171,8 @@ class OutputEdge:
         if self._held_back:
             _, items, last = self._held_back[0]
             lowest.append(last - items + 1)
+        if self._unsent_from is not None:
+            lowest.append(self._unsent_from)
         return lowest
 
     def _room(self, index: int) -> bool:
@@ -199,9 +215,10 @@ class OutputEdge:
         while self._replay_due:
             index = self._replay_due.pop()
             retention = self.retentions[index]  # type: ignore[index]
-            # The marker carries the first number still kept: its reader's predecessor passed on
-            # every one before (section 9.3), and the successor drops them as they come again.
-            marker = self._codec.marker(MessageKind.REPLAY, retention.acked + 1)
+            # The marker carries the first number the replay can bring: its reader's predecessor
+            # passed on every one before (section 9.3), and the successor drops them as they come
+            # again; or they were forgotten (counted in `unretained`), and it must not wait for them.
+            marker = self._codec.marker(MessageKind.REPLAY, retention.replay_from)
             queue: deque[tuple[list[Any], int]] = deque([(marker, 0)])
             queue.extend((kept.frames, kept.items) for kept in retention.replay())
             if self._end_frames is not None:
@@ -378,6 +395,18 @@ class OutputEdge:
         successor and hand it what the replay must bring first)."""
         lossless = self.retentions is not None
         window = self.windows[index] if self.windows is not None and items else None
+        if not (lossless and items):
+            return self._send_waiting(index, frames, items, last, lossless, window)
+        outer = self._unsent_from  # (a send inside _send_blocking's: that one's is lower)
+        self._unsent_from = last - items + 1 if outer is None else min(outer, last - items + 1)
+        try:
+            return self._send_waiting(index, frames, items, last, lossless, window)
+        finally:
+            self._unsent_from = outer
+
+    def _send_waiting(
+        self, index: int, frames: list[Any], items: int, last: int, lossless: bool, window: CreditWindow | None
+    ) -> bool:
         while not self._is_released(self.target, self.config.target_port, index):
             if lossless and not self._room(index):
                 self.pump_replays()
@@ -455,6 +484,19 @@ class OutputEdge:
         the reader is held, wait (backpressure) until its successor runs."""
         if seq > self.pauses.last_seq:
             self.pauses.last_seq = seq
+        if not self._held:
+            if self._held_back:
+                self._send_held_back()
+            return self._send_to(0, frames, items, seq)
+        if self.retentions is None:
+            return self._send_held(frames, items, seq)
+        outer, self._unsent_from = self._unsent_from, seq - items + 1
+        try:
+            return self._send_held(frames, items, seq)
+        finally:
+            self._unsent_from = outer
+
+    def _send_held(self, frames: list[Any], items: int, seq: int) -> bool:
         while self._held and self._must_wait(0, seq):
             if self._is_released(self.target, self.config.target_port, 0):
                 return False

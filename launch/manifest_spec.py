@@ -155,16 +155,10 @@ class FlowSpec:
         """Whether the edge from ``sender`` to ``reader`` is bounded in items by credits (section
         18): a Python sender (it binds the credit socket), a reader that sends them (Python nodes
         do unless ``credits = false``; command nodes only with ``credits = true``), and waits
-        for room (a realtime reader drops instead), with nodes the launcher places; not in a
-        lossless flow yet (docs/PROTOCOL.md, section 18: a loss after kills, not explained yet)."""
+        for room (a realtime reader drops instead), with nodes the launcher places; lossless
+        flows too (docs/PROTOCOL.md, section 18)."""
         sends = reader.credits if reader.credits is not None else reader.run is not None
-        return (
-            sends
-            and not self.lossless
-            and sender.run is not None
-            and reader.policy == QueuePolicy.BLOCK
-            and self.engine == Engine.LOCAL
-        )
+        return sends and sender.run is not None and reader.policy == QueuePolicy.BLOCK and self.engine == Engine.LOCAL
 
     def max_message_of(self, node: NodeSpec) -> int:
         return node.max_message if node.max_message is not None else self.max_message

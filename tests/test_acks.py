@@ -216,3 +216,7 @@ def test_a_reader_that_stops_acknowledging_costs_the_oldest_items_not_memory() -
     assert retention.forget_oldest() == 1  # no longer replayable
     assert not retention.full and retention.lowest_unacked == 1 and retention.items == 3
     assert [kept.first for kept in retention.replay()] == [1, 2, 3]
+    # A successor must not wait for item 0: the replay starts after it (a loss, said on stderr).
+    assert retention.replay_from == 1 and retention.acked == -1
+    retention.acknowledge(2)
+    assert retention.replay_from == 3

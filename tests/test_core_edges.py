@@ -13,6 +13,7 @@ import pytest
 import zmq
 
 from flujo.config import OutputConfig
+from flujo.credits import MAX_WINDOW
 from flujo.holds import Holds
 from flujo.outputs import OutputEdge
 from flujo.protocol import Codec, MessageKind
@@ -200,3 +201,65 @@ def test_a_replay_never_waits_goes_on_in_later_pumps_and_its_marker_says_what_wa
     out.reader_exited(0)
     out.pump_replays()  # the marker: everything before 1 was acknowledged, so passed on
     assert received(socket) == [(MessageKind.REPLAY, 1, 1), (MessageKind.DATA, 1, 1)]
+    out.retentions[0].forget_oldest()  # type: ignore[index]  # item 1: no longer kept (lost)
+    out.reader_exited(0)
+    out.pump_replays()  # the successor must not wait for item 1: the marker says 2
+    assert received(socket) == [(MessageKind.REPLAY, 2, 1)]
+
+
+@pytest.mark.timeout(10)
+def test_a_lossless_message_waiting_for_a_credit_is_still_undone(context: zmq.Context) -> None:
+    # A batch taken out to go waits for a credit, kept nowhere yet: the node may acknowledge
+    # upstream (or report a producer's resume point) from inside that wait, and must stay below
+    # its first item, or a crash meanwhile loses it. (Before: the first 29 items of a producer.)
+    socket, codec = reader(context, "unsent"), Codec("me", 0)
+    config = OutputConfig(
+        port="out",
+        target="down",
+        target_port="in",
+        endpoints=("inproc://unsent",),
+        hwm=1,
+        lossless=True,
+        credits=True,
+    )
+    undone_at_waits: list[tuple[int | None, int]] = []
+
+    def wait(sockets: object) -> None:
+        retention, window = out.retentions[0], out.windows[0]  # type: ignore[index]
+        retention.acknowledge(retention.highest_sent)  # the reader did all it got
+        lowest = [low for low in out.lowest_undone if low is not None]
+        undone_at_waits.append((min(lowest, default=None), retention.highest_sent + 1))
+        while socket.poll(0):  # the reader takes what came, and says so
+            socket.recv_multipart()
+        window.credit(0, window.sent)
+
+    out = OutputEdge(context, config, lambda node, port, replica: False, codec, Holds(), wait=wait)
+    fill(out, codec, 200)
+    out.flush()
+    assert undone_at_waits, "the sender never waited for a credit: the test proves nothing"
+    assert all(low is not None and low <= unsent for low, unsent in undone_at_waits), undone_at_waits
+
+
+@pytest.mark.timeout(10)
+def test_a_credited_lossless_edge_keeps_what_credited_hops_below_may_hold(context: zmq.Context) -> None:
+    # Credits let a hop hold up to MAX_WINDOW items in batches far larger than BATCH_ITEMS, so a
+    # path of credited hops below a sender has more items unacknowledged than its queues'
+    # messages suggest. A retention bounded by messages x BATCH_ITEMS forgot items still in flight
+    # (2,048 at queue 4): a second crash of the reader then lost them (a chaos run did).
+    socket, codec = reader(context, "kept"), Codec("me", 0)
+    config = OutputConfig(
+        port="out", target="down", target_port="in", endpoints=("inproc://kept",), hwm=4, lossless=True, credits=True
+    )
+
+    def wait(sockets: object) -> None:  # a fast reader: takes and credits all, acknowledges nothing yet
+        while socket.poll(0):
+            socket.recv_multipart()
+        window = out.windows[0]  # type: ignore[index]
+        window.credit(0, window.sent)
+
+    out = OutputEdge(context, config, lambda node, port, replica: False, codec, Holds(), wait=wait)
+    items = 3 * MAX_WINDOW
+    fill(out, codec, items)
+    out.flush()
+    assert out.unretained == 0 and out.retentions[0].items == items  # type: ignore[index]
+    assert out.retentions[0].lowest_unacked == 0  # type: ignore[index]

@@ -156,14 +156,18 @@ def test_the_inbox_refuses_hostile_credits_counts_them_and_goes_on(tmp_path) -> 
 
 
 # -- the plan ------------------------------------------------------------------------------------
-def test_python_readers_get_credit_endpoints_and_command_nodes_do_not(flow: FlowRunner, tmp_path) -> None:
+@pytest.mark.parametrize("lossless", [False, True], ids=["plain", "lossless"])
+def test_python_readers_get_credit_endpoints_and_command_nodes_do_not(
+    flow: FlowRunner, tmp_path, lossless: bool
+) -> None:
     manifest = flow.manifest(
         {
             "numbers": count(10),
             "square": node("{nodes}:square", "numbers", replicas=2),
             "sink": collect("square", flow.path("out.jsonl")),
             "quiet": {**collect("square", flow.path("q.jsonl")), "credits": False},
-        }
+        },
+        flow="lossless = true" if lossless else "",
     )
     _, configs = plan(load_manifest(manifest), tmp_path)
     numbers, sink, quiet = configs[("numbers", 0)], configs[("sink", 0)], configs[("quiet", 0)]
