@@ -11,7 +11,6 @@ that kills the worker runs last.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import queue
 import shutil
@@ -30,14 +29,9 @@ from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from netns import Host, can_make_namespaces, make_hosts, remove_hosts
 
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[test,ray]' (.ci/run does)")
 _why_not = can_make_namespaces()
 pytestmark = [
-    # Found, not imported: the tests run Ray's own processes, and importing Ray here took 0.5-0.7
-    # CPU-s in every worker that collects the module, while one worker runs it.
-    pytest.mark.skipif(
-        importlib.util.find_spec("ray") is None,
-        reason="Ray is not installed: pip install -e '.[test,ray]' (.ci/run does)",
-    ),
     pytest.mark.skipif(_why_not is not None, reason=_why_not or ""),
     # One worker runs every test here, one after another, under `pytest -n N` (--dist loadgroup in
     # pyproject.toml): they share one cluster (two namespaces, a few hundred MB), and one cluster at
