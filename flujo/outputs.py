@@ -397,12 +397,19 @@ class OutputEdge:
         window = self.windows[index] if self.windows is not None and items else None
         if not (lossless and items):
             return self._send_waiting(index, frames, items, last, lossless, window)
-        outer = self._unsent_from  # (a send inside _send_blocking's: that one's is lower)
-        self._unsent_from = last - items + 1 if outer is None else min(outer, last - items + 1)
+        outer = self._mark_unsent(last - items + 1)
         try:
             return self._send_waiting(index, frames, items, last, lossless, window)
         finally:
             self._unsent_from = outer
+
+    def _mark_unsent(self, first: int) -> int | None:
+        """A lossless message from item ``first`` is being sent (its send may wait): it counts as
+        undone until kept (lowest_undone). Returns the mark to restore afterwards (a send
+        nested in another's: the outer one's first item is lower or equal)."""
+        outer = self._unsent_from
+        self._unsent_from = first if outer is None else min(outer, first)
+        return outer
 
     def _send_waiting(
         self, index: int, frames: list[Any], items: int, last: int, lossless: bool, window: CreditWindow | None
@@ -490,7 +497,7 @@ class OutputEdge:
             return self._send_to(0, frames, items, seq)
         if self.retentions is None:
             return self._send_held(frames, items, seq)
-        outer, self._unsent_from = self._unsent_from, seq - items + 1
+        outer = self._mark_unsent(seq - items + 1)
         try:
             return self._send_held(frames, items, seq)
         finally:
