@@ -15,7 +15,7 @@ DELIVERY = pytest.mark.parametrize("settings", ["", LOSSLESS], ids=["plain", "lo
 @DELIVERY
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_restarting_a_processor_loses_nothing(flow: FlowRunner, replicas: int, settings: str) -> None:
-    out, n = flow.path("out.jsonl"), 3000
+    out, n = flow.path("out.jsonl"), 1000
     work = node("{nodes}:square", replicas=replicas)
     values, _, _ = restart_mid_stream(flow, chain(n, out, work), "work", out, settings=settings)
     assert values == [i * i for i in range(n)]  # every item, once, in order
@@ -24,7 +24,7 @@ def test_restarting_a_processor_loses_nothing(flow: FlowRunner, replicas: int, s
 @DELIVERY
 def test_restarting_the_consumer_loses_nothing(flow: FlowRunner, settings: str) -> None:
     # The slow sink keeps its queue full: the drain has items to take, some in batches.
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     values, _, _ = restart_mid_stream(
         flow, {"numbers": gated(n), "sink": collect("numbers", out, delay=0.0005)}, "sink", out, settings=settings
     )
@@ -35,7 +35,7 @@ def test_restarting_the_consumer_loses_nothing(flow: FlowRunner, settings: str) 
 def test_restarting_behind_a_replicated_node_keeps_the_order(flow: FlowRunner, settings: str) -> None:
     # Both replicas of "work" read from both replicas of "spread": each drains items that were
     # waiting for a gap, and the sink still gets every item in order.
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     values, _, _ = restart_mid_stream(
         flow,
         {
@@ -54,7 +54,7 @@ def test_restarting_behind_a_replicated_node_keeps_the_order(flow: FlowRunner, s
 
 @DELIVERY
 def test_a_restarted_producer_continues_its_numbering(flow: FlowRunner, settings: str) -> None:
-    out, n = flow.path("out.jsonl"), 1500
+    out, n = flow.path("out.jsonl"), 1000
     values, _, _ = restart_mid_stream(
         flow, {"numbers": gated(n, 0.001), "sink": collect("numbers", out)}, "numbers", out, settings=settings
     )
@@ -100,7 +100,7 @@ def test_a_node_that_does_not_drain_in_time_is_restarted_anyway(flow: FlowRunner
 def test_restarting_a_zip_keeps_every_pair(flow: FlowRunner, settings: str) -> None:
     # One input of the zip lags the other (jitter), so at the restart its senders stand at
     # different sequence numbers: they agree on a common one before pausing.
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     values, _, _ = restart_mid_stream(
         flow, zip_behind_a_lagging_input(n, out, "squares", node("{nodes}:square")), "pair", out, settings=settings
     )

@@ -158,7 +158,7 @@ CHAIN = """
 def test_nodes_on_another_host_run_there_and_restart_without_loss(
     flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent
 ) -> None:
-    out, n = flow.path("out.jsonl"), 3000
+    out, n = flow.path("out.jsonl"), 1000
     printer = """
         [nodes.show]
         run = "flujo.nodes.basic:Print"

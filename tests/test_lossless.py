@@ -21,7 +21,7 @@ from manifests import Node, node
 
 pytestmark = pytest.mark.timeout(120)
 
-N = 3000
+N = 1500
 KILLS = 3
 QUEUE = 4  # a window of 8 items per reader replica
 

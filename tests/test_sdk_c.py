@@ -68,7 +68,7 @@ def video(frames: int) -> Node:
 def test_a_replicated_c_processor_behind_a_replicated_node_keeps_the_order(flow: FlowRunner, c_nodes: Path) -> None:
     # Both C replicas read from both replicas of a jittering Python node: each restores
     # order on its input, and the C sink restores it again behind the two C replicas.
-    out, n = flow.path("out.jsonl"), 3000
+    out, n = flow.path("out.jsonl"), 1000
     nodes = pipeline(
         numbers=count(n),
         spread=node("{nodes}:jitter", replicas=2),
@@ -83,7 +83,7 @@ def test_a_replicated_c_processor_behind_a_replicated_node_keeps_the_order(flow:
 def test_a_c_processor_passes_skips_and_the_python_nodes_batches(flow: FlowRunner, c_nodes: Path) -> None:
     # keep_even sends SKIP for odd numbers: the C node passes the gaps on (not as items); the
     # slow C sink keeps queues full, so the Python producer sends batches to the C node.
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     nodes = pipeline(numbers=count(n), even=node("{nodes}:keep_even"), work=c("identity"), sink=sink(out))
     result = flow.run(flow.manifest(nodes, flow="queue = 4"), timeout=60)
     assert result.returncode == 0, result.stderr
@@ -126,13 +126,13 @@ def test_a_failing_c_node_reports_its_error_and_the_flow_drains(flow: FlowRunner
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_restarting_a_c_processor_loses_nothing(flow: FlowRunner, c_nodes: Path, replicas: int) -> None:
-    out, n = flow.path("out.jsonl"), 3000
+    out, n = flow.path("out.jsonl"), 1000
     values, _, _ = restart_mid_stream(flow, chain(n, out, c("identity", replicas=replicas)), "work", out)
     assert values == list(range(n))  # every item, once, in order
 
 
 def test_restarting_a_c_consumer_loses_nothing(flow: FlowRunner, c_nodes: Path) -> None:
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     values, _, _ = restart_mid_stream(flow, pipeline(numbers=gated(n, 0.0002), sink=sink(out)), "sink", out)
     assert values == list(range(n))
 
@@ -140,7 +140,7 @@ def test_restarting_a_c_consumer_loses_nothing(flow: FlowRunner, c_nodes: Path) 
 def test_restarting_a_c_zip_keeps_every_pair(flow: FlowRunner, c_nodes: Path) -> None:
     # One input lags the other, so at the restart its senders stand at different sequence
     # numbers: they agree on one (position, align) and the C zip drains up to it.
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     nodes = {
         "numbers": gated(n, 0.0005),
         "lagging": node("{nodes}:jitter", "numbers", replicas=2),
@@ -254,7 +254,7 @@ def test_a_realtime_c_reader_and_its_c_sender_drop_rather_than_wait(flow: FlowRu
 
 def test_restarting_the_reader_of_a_c_sender_loses_nothing(flow: FlowRunner, c_nodes: Path) -> None:
     # The C node is the sender here: it pauses the held Python sink, waits, and resumes.
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     body = chain(n, out, c("identity"), pause=None, delay=0.0005)
     values, _, _ = restart_mid_stream(flow, body, "sink", out)
     assert values == list(range(n))
@@ -263,7 +263,7 @@ def test_restarting_the_reader_of_a_c_sender_loses_nothing(flow: FlowRunner, c_n
 def test_restarting_a_zip_fed_by_a_c_sender_keeps_every_pair(flow: FlowRunner, c_nodes: Path) -> None:
     # The C node is one of the zip's senders: it reports its position, keeps back what is past
     # the agreed limit, pauses there, and sends what it kept back to the successor first.
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     body = zip_behind_a_lagging_input(n, out, "same", c("identity"))
     values, _, _ = restart_mid_stream(flow, body, "pair", out)
     assert values == [2 * i for i in range(n)]
@@ -377,7 +377,7 @@ def test_a_c_node_without_a_configuration_says_so(c_nodes: Path) -> None:
 
 def test_c_nodes_in_a_secure_tcp_flow(flow: FlowRunner, c_nodes: Path) -> None:
     # transport = "tcp" is secure by default: every tcp socket is CURVE with the flow key.
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     nodes = pipeline(numbers=count(n), work=c("identity", replicas=2), sink=sink(out))
     result = flow.run(flow.manifest(nodes, flow='transport = "tcp"'))
     assert result.returncode == 0, result.stderr
@@ -390,5 +390,5 @@ def test_a_secure_c_node_admits_only_the_flow_key(c_nodes: Path) -> None:
 
 @pytest.mark.skipif(can_make_namespaces() is not None, reason=can_make_namespaces() or "")
 def test_a_c_node_on_another_host_restarts_without_loss(flow: FlowRunner, hosts, agent, c_nodes: Path) -> None:
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     assert restart_on_another_host(flow, hosts, agent, c("identity"), n, out) == list(range(n))

@@ -71,7 +71,7 @@ def test_js_nodes_pass_the_conformance_kit_at_the_restartable_level(kind: str, s
 
 @pytest.mark.parametrize("replicas", [1, 3])
 def test_examples_square_and_collect_every_item_in_order(flow: FlowRunner, replicas: int) -> None:
-    out, n = flow.path("out.jsonl"), 3000
+    out, n = flow.path("out.jsonl"), 1000
     nodes = pipeline(numbers=count(n), square=js(PROCESSOR, replicas=replicas), sink=js(CONSUMER, args={"path": out}))
     result = flow.run(flow.manifest(nodes, flow="queue = 4"), timeout=60)
     assert result.returncode == 0, result.stderr
@@ -80,7 +80,7 @@ def test_examples_square_and_collect_every_item_in_order(flow: FlowRunner, repli
 
 
 def test_a_js_processor_behind_a_replicated_node_restores_the_order(flow: FlowRunner) -> None:
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     nodes = pipeline(
         numbers=count(n),
         spread=node("{nodes}:jitter", replicas=3),
@@ -215,20 +215,20 @@ def test_on_error_skip_skips_the_failing_item_and_goes_on(flow: FlowRunner) -> N
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_restarting_a_js_processor_mid_stream_loses_nothing(flow: FlowRunner, replicas: int) -> None:
-    out, n = flow.path("out.jsonl"), 3000
+    out, n = flow.path("out.jsonl"), 1000
     values, _, _ = restart_mid_stream(flow, chain(n, out, js(PROCESSOR, replicas=replicas)), "work", out)
     assert values == [i * i for i in range(n)]  # every item, once, in order
 
 
 def test_restarting_a_js_consumer_mid_stream_loses_nothing(flow: FlowRunner) -> None:
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     nodes = pipeline(numbers=gated(n, 0.0002), sink=js(CONSUMER, args={"path": out}))
     values, _, _ = restart_mid_stream(flow, nodes, "sink", out)
     assert values == list(range(n))
 
 
 def test_restarting_a_js_node_behind_a_replicated_node_keeps_the_order(flow: FlowRunner) -> None:
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     nodes = pipeline(
         numbers=gated(n, 0.0005),
         spread=node("{nodes}:jitter", replicas=2),
@@ -240,7 +240,7 @@ def test_restarting_a_js_node_behind_a_replicated_node_keeps_the_order(flow: Flo
 
 
 def test_restarting_a_js_zip_keeps_every_pair(flow: FlowRunner) -> None:
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     nodes = {
         "numbers": gated(n, 0.0005),
         "lag": node("{nodes}:jitter", "numbers", replicas=2),
@@ -275,7 +275,7 @@ def test_a_realtime_js_reader_and_its_js_sender_drop_rather_than_wait(flow: Flow
 
 def test_restarting_the_reader_of_a_js_sender_loses_nothing(flow: FlowRunner) -> None:
     # The JS node is the sender here: it pauses the held Python sink, waits, and resumes.
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     body = chain(n, out, js(IDENTITY), pause=None, delay=0.0005)
     values, _, _ = restart_mid_stream(flow, body, "sink", out)
     assert values == list(range(n))
