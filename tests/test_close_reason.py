@@ -156,7 +156,7 @@ def test_a_failing_node_is_closed_for_failure(flow: FlowRunner) -> None:
 
 @pytest.mark.timeout(90)
 def test_a_restarted_node_is_closed_for_restart_and_its_successor_at_the_end(flow: FlowRunner) -> None:
-    n = 2000
+    n = 1000
     nodes, out, middle = told_chain(flow, node("{nodes}:Gated", args={"n": n, "pause": 0.0005, "gate": "{gate}"}))
     values, _, _ = restart_mid_stream(flow, nodes, "middle", out)
     assert values == list(range(n))

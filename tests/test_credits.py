@@ -301,7 +301,7 @@ def test_a_reader_without_credits_is_sent_to_as_before(flow: FlowRunner) -> None
     """A reader that sends no credits (``credits = false``: what a command node is by default)
     gets every item, in order, behind ZeroMQ's backpressure alone; its sender's other hops keep
     their credits."""
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     sink = {**collect("square", out, delay=0.0002), "credits": False}
     manifest = flow.manifest({"numbers": count(n), "square": node("{nodes}:square", "numbers"), "sink": sink})
     result = flow.run(manifest, timeout=60)

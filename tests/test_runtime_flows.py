@@ -15,12 +15,12 @@ from manifests import collect, count, node
 def test_chain_moves_every_item_in_order(flow: FlowRunner, transport: str) -> None:
     out = flow.path("out.jsonl")
     manifest = flow.manifest(
-        {"numbers": count(2000), "square": node("{nodes}:square", "numbers"), "sink": collect("square", out)},
+        {"numbers": count(1000), "square": node("{nodes}:square", "numbers"), "sink": collect("square", out)},
         flow=f'transport = "{transport}"',
     )
     result = flow.run(manifest)
     assert result.returncode == 0, result.stderr
-    assert read_lines(out) == [n * n for n in range(2000)]
+    assert read_lines(out) == [n * n for n in range(1000)]
 
 
 def test_fan_out_gives_every_reader_every_item(flow: FlowRunner) -> None:

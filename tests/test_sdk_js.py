@@ -284,7 +284,7 @@ def test_restarting_the_reader_of_a_js_sender_loses_nothing(flow: FlowRunner) ->
 def test_restarting_a_zip_fed_by_a_js_sender_keeps_every_pair(flow: FlowRunner) -> None:
     # The JS node is one of the zip's senders: it reports its position, keeps back what is past
     # the agreed limit, pauses there, and sends what it kept back to the successor first.
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     body = zip_behind_a_lagging_input(n, out, "same", js(IDENTITY))
     values, _, _ = restart_mid_stream(flow, body, "pair", out)
     assert values == [2 * i for i in range(n)]
@@ -299,5 +299,5 @@ def test_a_killed_js_node_restarts_by_policy_and_the_flow_ends(flow: FlowRunner,
 
 @pytest.mark.skipif(can_make_namespaces() is not None, reason=can_make_namespaces() or "")
 def test_a_js_node_on_another_host_restarts_without_loss(flow: FlowRunner, hosts, agent) -> None:
-    out, n = flow.path("out.jsonl"), 2000
+    out, n = flow.path("out.jsonl"), 1000
     assert restart_on_another_host(flow, hosts, agent, js(PROCESSOR), n, out) == [i * i for i in range(n)]

@@ -183,7 +183,7 @@ def _await_only_sshd_left(host: Host, sshd: Sshd, timeout: float = 15) -> None:
 def test_one_command_runs_the_flow_with_an_agent_started_over_ssh(
     flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd
 ) -> None:
-    n = 2000
+    n = 1000
     result = flow.start(_manifest(flow, hosts, sshd, n), prefix=hosts[0].command())
     _, stderr = result.communicate(timeout=90)
     assert result.returncode == 0, stderr + "".join(sshd.log)
