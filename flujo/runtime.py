@@ -31,7 +31,7 @@ import msgpack
 import zmq
 
 from flujo.ack_channel import AckInbox, AckOutbox
-from flujo.acks import Retention, ack_every, done_through
+from flujo.acks import Retention, ack_every, ack_spacing, done_through
 from flujo.api import Node, Outputs
 from flujo.closing import CloseReason, closer
 from flujo.config import NodeConfig, OutputConfig
@@ -224,7 +224,13 @@ class NodeRuntime:
             if port.config.ack_endpoints:
                 every = ack_every(port.config.hwm, port.config.shm)
                 port.outbox = AckOutbox(
-                    context, config.node, config.replica, port.name, port.config.ack_endpoints, every
+                    context,
+                    config.node,
+                    config.replica,
+                    port.name,
+                    port.config.ack_endpoints,
+                    every,
+                    ack_spacing(port.config.shm),
                 )
                 self._outboxes.append(port.outbox)
                 if config.generation:  # a successor: its senders' replays come first (9.3)
