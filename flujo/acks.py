@@ -189,6 +189,7 @@ class AckBatcher:
         self.done = -1  # the highest sequence number done
         self.sent = -1  # the highest acknowledged so far
         self._pending = 0
+        self._check_at = items  # pending items at which the per-item path looks (at the clock) next
         self._since: float | None = None
         self._last_sent = float("-inf")  # when the last acknowledgement went (spacing only)
 
@@ -202,9 +203,12 @@ class AckBatcher:
         self._pending += seq - self.done if self.done >= 0 else 1
         self.done = seq
         if now is None:
-            if self._pending < self._items:
+            if self._pending < self._check_at:
                 return None
-            return self.flush() if self._pending >= self._most or self._spaced(self._clock()) else None
+            if self._pending >= self._most or self._spaced(self._clock()):
+                return self.flush()
+            self._check_at = self._pending + self._items  # too soon: look again a batch later
+            return None
         if self._since is None:
             self._since = now
         return self.due(now)
@@ -228,7 +232,7 @@ class AckBatcher:
         if self.done <= self.sent:
             return None
         self.sent = self.done
-        self._pending, self._since = 0, None
+        self._pending, self._since, self._check_at = 0, None, self._items
         if self._spacing:
             self._last_sent = self._clock() if now is None else now
         return self.sent

@@ -227,10 +227,19 @@ def test_a_reader_that_stops_acknowledging_costs_the_oldest_items_not_memory() -
 
 def test_a_spaced_batcher_waits_for_the_previous_acknowledgement_to_age() -> None:
     clock = [0.0]
-    batcher = AckBatcher(items=4, spacing=0.005, clock=lambda: clock[0])
+    reads = 0
+
+    def read() -> float:
+        nonlocal reads
+        reads += 1
+        return clock[0]
+
+    batcher = AckBatcher(items=4, spacing=0.005, clock=read)
     assert [batcher.mark_done(seq) for seq in range(4)] == [None, None, None, 3]  # the first goes at once
     clock[0] = 0.001
+    reads = 0
     assert [batcher.mark_done(seq) for seq in range(4, 12)] == [None] * 8  # two batches, 1 ms after it
+    assert reads == 2  # the clock is read once a batch, not once an item
     assert batcher.due(0.004) is None  # still within the spacing
     assert batcher.due(0.006) == 11  # spaced: everything done goes in one
     clock[0] = 0.007
