@@ -79,6 +79,7 @@ class AckOutbox:
         port: str,
         endpoints: Sequence[str],
         every: int = ACK_EVERY_ITEMS,
+        spacing: float = 0.0,
     ) -> None:
         self._node, self._replica, self._port = node, replica, port
         self.sockets: list[zmq.Socket] = []
@@ -92,7 +93,7 @@ class AckOutbox:
         self.received = [-1] * len(self.sockets)  # per sender replica: the highest seq it sent here
         self._acked = [-1] * len(self.sockets)
         # ``every`` items at most: a sender's window (2 x hwm) must not fill before an acknowledgement.
-        self.batcher = AckBatcher(every)
+        self.batcher = AckBatcher(every, spacing=spacing)
         self._restarted = False  # a sender's successor: acknowledge again what it replays
         # Called with the number about to be acknowledged, before it goes (a lossless merge
         # logs it first, flujo/merge_log.py).

@@ -186,15 +186,23 @@ class PortQueue:
             return
         if self._paused_senders:
             self._paused_senders.discard(message.replica)  # it sends again: a successor runs downstream
+        outbox = self.outbox
         if kind is MessageKind.BATCH:  # unpack: one message per item, numbered on from seq
-            for offset, item in enumerate(message.item):
-                self.accept(Message(MessageKind.DATA, message.seq + offset, message.sender, message.replica, item))
+            first, sender, replica, items = message.seq, message.sender, message.replica, message.item
+            if outbox is not None:
+                outbox.arrived(replica, first + len(items) - 1)
+            for offset, item in enumerate(items):
+                self._take(Message(MessageKind.DATA, first + offset, sender, replica, item))
             return
-        if self.outbox is not None:
-            self.outbox.arrived(message.replica, message.seq)
-            if message.seq < self._expected:
-                self.duplicates += 1  # passed on already: replayed after a crash
-                return
+        if outbox is not None:
+            outbox.arrived(message.replica, message.seq)
+        self._take(message)
+
+    def _take(self, message: Message) -> None:
+        """One item (DATA or SKIP) from a sender: in order, held for a gap, or dropped."""
+        if self.outbox is not None and message.seq < self._expected:
+            self.duplicates += 1  # passed on already: replayed after a crash
+            return
         self.received += 1
         if self._keep and len(self.ready) >= self._keep:
             self.dropped += 1

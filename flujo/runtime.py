@@ -31,7 +31,7 @@ import msgpack
 import zmq
 
 from flujo.ack_channel import AckInbox, AckOutbox
-from flujo.acks import Retention, ack_every, done_through
+from flujo.acks import Retention, ack_every, ack_spacing, done_through
 from flujo.api import Node, Outputs
 from flujo.closing import CloseReason, closer
 from flujo.config import NodeConfig, OutputConfig
@@ -99,6 +99,10 @@ class NodeRuntime:
         self.merge_log: MergeLog | None = None  # a lossless merge's numbering (section 9.5)
         self._retentions: list[Retention] = []
         self._processed = -1  # the highest sequence number this replica finished (lossless inputs)
+        # Between its call and the end of its emit an item is in the user's state but not yet
+        # processed: a wait inside the emit (room, a credit) must not snapshot that state as
+        # of the item before (its successor would count the item twice).
+        self._in_item = False
         self._snapshots: Snapshots | None = None  # user code with snapshot()/restore() (section 9.6)
         self._snapshot: Any = None  # its snapshot method
 
@@ -224,7 +228,13 @@ class NodeRuntime:
             if port.config.ack_endpoints:
                 every = ack_every(port.config.hwm, port.config.shm)
                 port.outbox = AckOutbox(
-                    context, config.node, config.replica, port.name, port.config.ack_endpoints, every
+                    context,
+                    config.node,
+                    config.replica,
+                    port.name,
+                    port.config.ack_endpoints,
+                    every,
+                    ack_spacing(port.config.shm),
                 )
                 self._outboxes.append(port.outbox)
                 if config.generation:  # a successor: its senders' replays come first (9.3)
@@ -326,7 +336,7 @@ class NodeRuntime:
         """Acknowledge only through the item of a snapshot already reported to the launcher."""
         snapshots = cast(Snapshots, self._snapshots)
         processed, now = self._processed, time.monotonic()
-        if snapshots.wants(processed, now, waiting):
+        if not self._in_item and snapshots.wants(processed, now, waiting):
             snapshots.take(processed, pack_state(self._snapshot(), self.config.label), now)
         ready = snapshots.commit(self._done_through())
         if ready is not None:
@@ -346,14 +356,14 @@ class NodeRuntime:
         return [low for edge in self.edges if edge.retentions is not None for low in edge.lowest_undone]
 
     def _take_acks(self) -> None:
+        """Take in what readers acknowledged, and acknowledge upstream what is done by now."""
         inbox = self.inbox
-        if inbox is not None:
-            if readable(inbox.socket):
-                inbox.take()
-            if self._outboxes:  # a processor: what its readers acknowledged may be acknowledged upstream
-                self._acknowledge()
-            if self.pool is not None and self.pool.pinning:
-                self._unpin_slots()
+        if inbox is not None and readable(inbox.socket):
+            inbox.take()
+        if self._outboxes:
+            self._acknowledge()
+        if inbox is not None and self.pool is not None and self.pool.pinning:
+            self._unpin_slots()
 
     def _unpin_slots(self) -> None:
         """Shared-memory slots kept for a lossless edge's replay go back once its reader keeps
@@ -495,6 +505,7 @@ class NodeRuntime:
                 return
             seq, port, items = cast(Step, step)
             self.items_in += 1
+            self._in_item = True
             if items is SKIP:
                 result = None
             else:
@@ -516,15 +527,11 @@ class NodeRuntime:
             if emits:
                 self._emit(seq, result)
             if self._outboxes:
+                # Acknowledged at explicit points (_take_acks: between items now and then, and
+                # before waiting), not per item: a processor's results once its readers have
+                # acknowledged them, a stateful node's through its last snapshot (section 9.6).
                 self._processed = seq
-                if not self._retentions:  # a consumer: done once consumed
-                    if self.merge_log is not None:
-                        self._acknowledge()
-                    else:
-                        for outbox in self._outboxes:
-                            outbox.done(seq)
-                # A processor's results are kept below it: its own acknowledgement moves when
-                # theirs come in (_take_acks, between items and before waiting), not per item.
+            self._in_item = False
             step = items = result = None  # the arrays of this item: their shared memory may go back
             reader = self.shm_reader
             if reader is not None and reader.release_wait() == 0.0:
@@ -568,6 +575,8 @@ class NodeRuntime:
             return
         if self._snapshots is not None:
             self._acknowledge_through_snapshots(waiting=True)
+        else:
+            self._acknowledge()
         for outbox in self._outboxes:
             outbox.flush()
 

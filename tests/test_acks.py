@@ -8,12 +8,15 @@ import pytest
 
 from flujo.acks import (
     ACK_EVERY_ITEMS,
+    ACK_SPACED_BATCHES,
+    ACK_SPACING_SECONDS,
     AckBatcher,
     DuplicateFilter,
     MergeNumbering,
     Retention,
     ack_every,
     ack_frame,
+    ack_spacing,
     done_through,
     parse_ack,
 )
@@ -220,3 +223,40 @@ def test_a_reader_that_stops_acknowledging_costs_the_oldest_items_not_memory() -
     assert retention.replay_from == 1 and retention.acked == -1
     retention.acknowledge(2)
     assert retention.replay_from == 3
+
+
+def test_a_spaced_batcher_waits_for_the_previous_acknowledgement_to_age() -> None:
+    clock = [0.0]
+    reads = 0
+
+    def read() -> float:
+        nonlocal reads
+        reads += 1
+        return clock[0]
+
+    batcher = AckBatcher(items=4, spacing=0.005, clock=read)
+    assert [batcher.mark_done(seq) for seq in range(4)] == [None, None, None, 3]  # the first goes at once
+    clock[0] = 0.001
+    reads = 0
+    assert [batcher.mark_done(seq) for seq in range(4, 12)] == [None] * 8  # two batches, 1 ms after it
+    assert reads == 2  # the clock is read once a batch, not once an item
+    assert batcher.due(0.004) is None  # still within the spacing
+    assert batcher.due(0.006) == 11  # spaced: everything done goes in one
+    clock[0] = 0.007
+    done = [batcher.mark_done(seq) for seq in range(12, 12 + 4 * ACK_SPACED_BATCHES)]
+    assert done[-1] == 12 + 4 * ACK_SPACED_BATCHES - 1 and not any(done[:-1])  # at most this many batches wait
+    clock[0] = 0.008
+    assert [batcher.mark_done(seq) for seq in range(44, 47)] == [None] * 3
+    assert batcher.flush() == 46  # before the node waits: whatever the spacing
+
+
+def test_without_spacing_every_full_batch_goes_and_the_clock_is_not_read() -> None:
+    def no_clock() -> float:
+        raise AssertionError("the per-item path read the clock")
+
+    batcher = AckBatcher(items=4, clock=no_clock)
+    assert [batcher.mark_done(seq) for seq in range(12)] == [None, None, None, 3, None, None, None, 7] + [None] * 3 + [
+        11
+    ]
+    assert ack_spacing(shared_memory=True) == 0.0  # a sender's slots wait for it
+    assert ack_spacing(shared_memory=False) == ACK_SPACING_SECONDS

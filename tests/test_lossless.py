@@ -192,6 +192,26 @@ def test_a_stateful_processor_killed_again_and_again_continues_its_state(flow: F
         assert sums == expected
 
 
+def test_a_stateful_consumer_killed_again_and_again_counts_every_item_once(flow: FlowRunner) -> None:
+    # A consumer with snapshot() acknowledges only through its last snapshot, as a processor
+    # does: its successor restores the count and gets everything after it again. Acknowledged
+    # item by item, the items between the snapshot and the crash were counted by no one.
+    out = flow.path("out.jsonl")
+    nodes = {
+        "numbers": node("{nodes}:Paced", args={"n": N, "pause": 0.0005}),
+        "sink": node("{nodes}:CountingJournal", "numbers", args={"path": out}, **ALWAYS),
+    }
+    launcher = flow.start(flow.manifest(nodes, flow=LOSSLESS))
+    _kill_repeatedly(flow, "sink", out)
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    runs = _runs(out)
+    assert len(runs) == KILLS + 1
+    miscounted = [(item, count) for run in runs for item, count in run if count != item + 1]
+    assert not miscounted, f"{len(miscounted)} items counted wrong, first {miscounted[:3]}"
+    assert runs[-1][-1] == [N - 1, N]
+
+
 @pytest.mark.parametrize(
     "victims",
     [
