@@ -26,6 +26,7 @@ from flujo.wire_check import (
     ARRAY_EXT_CODE,
     BATCH,
     DATA,
+    KNOWN_ARRAY_SHAPES,
     MAX_FRAMES,
     PROTOCOL_VERSION,
     DataCheck,
@@ -37,8 +38,6 @@ from flujo.wire_check import (
 
 #: Environment variable through which the launcher hands a node its JSON configuration.
 CONFIG_ENV = "FLUJO_NODE_CONFIG"
-#: Inline array extensions a codec keeps made, by frame, dtype and shape (bounded: cleared when full).
-KNOWN_ARRAY_SHAPES = 64
 
 
 class MessageKind(enum.IntEnum):

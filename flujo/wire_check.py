@@ -56,7 +56,8 @@ MAX_HEADER_BYTES = 4096
 #: Frames of one data message: header, body, and one per array of the item.
 MAX_FRAMES = 1 << 16
 MAX_ARRAY_DIMENSIONS = 32
-#: Inline arrays' metadata a port keeps parsed, by its bytes (bounded: cleared when full).
+#: Inline arrays' metadata a port keeps parsed, and a codec keeps packed (flujo/protocol.py), at
+#: most this many shapes each (cleared when full: forged metadata cannot grow them).
 KNOWN_ARRAY_SHAPES = 64
 #: Plain numeric and bool dtypes, as numpy's type strings, in either byte order.
 DTYPES: frozenset[str] = frozenset(
