@@ -25,11 +25,13 @@ from typing import IO, Any
 import zmq
 
 from flujo.config import CONTROL_MAX_MESSAGE
+from flujo.launch import fork_client
 from flujo.launch.agent_keys import AgentSetupError, secure_router
 from flujo.launch.agent_peers import INBOX, MAX_LINE, LineForwarder, Outbox, ServedLauncher, forward_all, free_ports
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, AgentReply, AgentRequest, pack
+from flujo.launch.fork_client import ForkServer
 from flujo.launch.lifeline import TOKEN_BYTES, LifelineListener
-from flujo.launch.process import NodeProcess, local_argv
+from flujo.launch.process import NODE_ARGV, NodeProcess, local_argv
 from flujo.launch.reaper import Reaper
 from flujo.launch.timers import Timers
 from flujo.wire_check import ProtocolError, RefusalLog, check_agent_request
@@ -70,6 +72,7 @@ class Agent:
         self._stopping = False
         self._max_message = max_message
         self._refusals = RefusalLog("", self._say)
+        self._forks: ForkServer | None = None
 
     def run(self) -> int:
         context = zmq.Context()
@@ -135,6 +138,8 @@ class Agent:
             if gatekeeper is not None:
                 gatekeeper.stop()
             context.destroy(linger=0)
+            if self._forks is not None:
+                self._forks.close()  # after every node it forked has exited (joined above)
             self._reaper.close()
 
     def _receive(self, router: zmq.Socket) -> None:
@@ -190,7 +195,7 @@ class Agent:
     def _spawn(self, launcher: ServedLauncher, request: dict[str, Any]) -> None:
         token, label = request["token"], request["label"]
         # A command's python3 is the agent's own interpreter, as on the launcher's host.
-        argv = local_argv(request["argv"]) if request["argv"] else [sys.executable, "-m", "flujo.node"]
+        argv = local_argv(request["argv"]) if request["argv"] else NODE_ARGV
         outbox, identity = self._outbox, launcher.identity
 
         def exited(pid: int, code: int) -> None:
@@ -205,12 +210,20 @@ class Agent:
                 LineForwarder(outbox, identity),  # type: ignore[arg-type]  # duck-typed: has the relay's methods
                 on_exit=exited,
                 reaper=self._reaper,
+                forks=self._fork_server() if argv is NODE_ARGV else None,
             )
         except OSError as error:
             self._send(identity, AgentReply.FAILED, {"token": token, "error": f"{type(error).__name__}: {error}"})
             return
         launcher.processes[token] = process
         self._send(identity, AgentReply.STARTED, {"token": token, "pid": process.pid})
+
+    def _fork_server(self) -> ForkServer | None:
+        """The fork server for Python nodes (launch/fork_server.py), started with the first one."""
+        if self._forks is None and fork_client.wanted():
+            self._forks = ForkServer(f"flujo-fork-server agent={self.bind}")
+            self._reaper.watch(self._forks.pid)
+        return self._forks
 
     def _heartbeat(self) -> None:
         """End the processes of launchers gone silent; forget launchers whose processes all ended."""

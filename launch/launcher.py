@@ -27,6 +27,7 @@ from flujo.launch.channels import Channels
 from flujo.launch.command_table import answer
 from flujo.launch.display import REFRESH_MS, Display
 from flujo.launch.errors import EXIT_KILLED, EXIT_NODE_FAILED, LaunchError
+from flujo.launch.fork_client import ForkServer, fork_server_for
 from flujo.launch.hosts import Hosts
 from flujo.launch.logstore import new_run, stamp
 from flujo.launch.manifest import FlowSpec
@@ -137,6 +138,9 @@ class Launcher:
         announcement = flow_folder / ANNOUNCEMENT
         reaper = Reaper()  # kills every node's process group if this process dies, however
         reaper.unlink_on_exit(segment_prefix(flow_run))  # ... and unlinks the run's shared memory
+        forks = fork_server_for(self.flow)  # the flow's local Python nodes start as its forks
+        if forks is not None:
+            reaper.watch(forks.pid)
         # A fresh key pair per run: every tcp socket of the flow uses CURVE with it (flujo/curve.py).
         flow_keys = KeyPair.generate() if self.flow.secure else None
         if self.flow.transport == "tcp" and not flow_keys:
@@ -148,9 +152,11 @@ class Launcher:
         try:
             with Interrupts() as interrupts:
                 try:
-                    self._start(context, run_dir, flow_run, flow_keys, announcement, reaper, interrupts)
+                    self._start(context, run_dir, flow_run, flow_keys, announcement, reaper, forks, interrupts)
                 finally:
                     self._kill_all()
+                    if forks is not None:
+                        forks.close()  # after every node it forked has exited
         finally:
             announcement.unlink(missing_ok=True)
             self._hosts.close()
@@ -174,6 +180,7 @@ class Launcher:
         flow_keys: KeyPair | None,
         announcement: Path,
         reaper: Reaper,
+        forks: ForkServer | None,
         interrupts: Interrupts,
     ) -> None:
         remote_ports, placed = self._hosts.connect(context)  # LaunchError: nothing started
@@ -206,7 +213,16 @@ class Launcher:
         with self._display.terminal(max(map(len, labels)), self.status) as show:
             self._relay = OutputRelay(show, logs)
             self._supervisor = Supervisor(
-                self.flow, self.replicas, channels, self._hosts, self._timers, self._say, self._relay, reaper, flow_run
+                self.flow,
+                self.replicas,
+                channels,
+                self._hosts,
+                self._timers,
+                self._say,
+                self._relay,
+                reaper,
+                flow_run,
+                forks,
             )
             self._supervisor.spawn_all()
             self._loop(self._supervisor, channels, interrupts)

@@ -10,8 +10,8 @@ the kernel's parent-death signal ends the node itself even if the reaper were go
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
+import json
 import logging
 import os
 import signal
@@ -24,19 +24,12 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import IO
 
+from flujo.launch.fork_client import ForkServer
 from flujo.launch.logstore import stamp
+from flujo.launch.parent_death import end_with_parent
 from flujo.launch.reaper import Reaper
 from flujo.launch.runs import private_folder
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _end_with_parent() -> None:
-    """Runs in the child between fork and exec: SIGKILL it when the launcher dies (the
-    launcher's own stop ladder is the graceful way; this is the last resort)."""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
+from flujo.protocol import CONFIG_ENV
 
 #: A node's log file is rotated at this size; the last LOG_BACKUPS rotated files are kept
 #: (``<label>.log.1`` is the newest): a flow that runs for weeks does not fill the disk.
@@ -92,6 +85,18 @@ def local_argv(command: list[str]) -> list[str]:
     return [sys.executable, *command[1:]] if command and command[0] in OWN_PYTHON else list(command)
 
 
+#: How a Python node is started without a fork server: the runtime's entry point, in this Python.
+NODE_ARGV = [sys.executable, "-m", "flujo.node"]
+
+
+def node_title(label: str, env: dict[str, str]) -> str:
+    """What ps shows for a forked node: its label and its flow (from its configuration)."""
+    flow = ""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        flow = str(json.loads(env.get(CONFIG_ENV, "{}")).get("flow", ""))
+    return f"flujo-node {label} flow={flow}"
+
+
 def plain_lines(stream: IO[str], width: int) -> Callable[[str, str], None]:
     """Output for pipes and logs: ``label | text``, one line each."""
 
@@ -115,20 +120,33 @@ class NodeProcess:
         relay: OutputRelay,
         on_exit: Callable[[int, int], None],
         reaper: Reaper | None = None,
+        forks: ForkServer | None = None,
     ) -> None:
         self.label = label
         self._reaper = reaper
-        self._popen = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_end_with_parent,
-        )
-        self.pid = self._popen.pid
+        self.returncode: int | None = None
+        self._exited = threading.Event()
+        forked = None
+        if forks is not None and argv == NODE_ARGV:
+            forked = forks.fork(cwd, env, node_title(label, env), self._forked_exit)
+        if forked is not None:  # a fork of the server: a few ms instead of a new interpreter
+            self.pid, output = forked
+            self._popen: subprocess.Popen[bytes] | None = None
+            self._output: IO[bytes] = os.fdopen(output, "rb")
+        else:
+            self._popen = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=end_with_parent,
+            )
+            self.pid = self._popen.pid
+            assert self._popen.stdout is not None
+            self._output = self._popen.stdout
         if reaper is not None:
             reaper.watch(self.pid)  # its process group has the child's pid as its number
         self._reader = threading.Thread(target=self._relay, args=(relay,), daemon=True, name=f"output {label}")
@@ -136,18 +154,22 @@ class NodeProcess:
         self._reader.start()
         self._watcher.start()
 
-    @property
-    def returncode(self) -> int | None:
-        return self._popen.returncode
+    def _forked_exit(self, pid: int, code: int) -> None:
+        self._forked_code = code
+        self._exited.set()
 
     def _relay(self, relay: OutputRelay) -> None:
-        assert self._popen.stdout is not None
-        with self._popen.stdout:
-            for raw in self._popen.stdout:
+        with self._output:
+            for raw in self._output:
                 relay.line(self.label, raw.decode(errors="replace").rstrip("\n"))
 
     def _watch(self, on_exit: Callable[[int, int], None]) -> None:
-        code = self._popen.wait()
+        if self._popen is not None:
+            code = self._popen.wait()
+        else:
+            self._exited.wait()
+            code = self._forked_code
+        self.returncode = code
         # What the node started and left behind goes with it. The group's number cannot have
         # been reused while any of its processes lives, so this reaches only the node's own.
         self.signal(signal.SIGKILL)

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from flujo.launch.channels import Channels
 from flujo.launch.errors import EXIT_NODE_FAILED, LaunchError
+from flujo.launch.fork_client import ForkServer
 from flujo.launch.hosts import Hosts
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.plan import lossless
-from flujo.launch.process import NodeProcess, OutputRelay, local_argv
+from flujo.launch.process import NODE_ARGV, NodeProcess, OutputRelay, local_argv
 from flujo.launch.reaper import Reaper
 from flujo.launch.replica import Key, Replica
 from flujo.protocol import CONFIG_ENV, Control
@@ -41,9 +41,11 @@ class Spawner:
         relay: OutputRelay,
         reaper: Reaper,
         remote_exit: RemoteExit,
+        forks: ForkServer | None = None,
     ) -> None:
         self._flow, self._replicas, self._channels, self._hosts = flow, replicas, channels, hosts
         self._relay, self._reaper, self._remote_exit = relay, reaper, remote_exit
+        self._forks = forks  # Python nodes start as its forks
 
     def spawn_all(self) -> None:
         for replica in self._replicas.values():
@@ -129,7 +131,7 @@ class Spawner:
                 config.label, command, env, cwd, on_exit=lambda code: self._remote_exit(key, remote, code)
             )
             return remote
-        argv = [sys.executable, "-m", "flujo.node"] if spec.run else local_argv(spec.command or [])
+        argv = NODE_ARGV if spec.run else local_argv(spec.command or [])
         return NodeProcess(
             config.label,
             argv,
@@ -138,6 +140,7 @@ class Spawner:
             self._relay,
             on_exit=lambda pid, code: self._channels.notify_exit(key, pid, code),
             reaper=self._reaper,
+            forks=self._forks,
         )
 
     def _placed_at(self, key: Key, address: str, ports: list[int]) -> dict[str, str]:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flujo.launch.channels import Channels
+from flujo.launch.fork_client import ForkServer
 from flujo.launch.handover import Handovers
 from flujo.launch.hosts import Hosts
 from flujo.launch.ladder import StopLadder
@@ -41,6 +42,7 @@ class Supervisor:
         relay: OutputRelay,
         reaper: Reaper,
         run_id: str,
+        forks: ForkServer | None = None,
     ) -> None:
         self._flow, self.replicas, self._channels, self._timers = flow, replicas, channels, timers
         self._say, self._relay, self._run_id = say, relay, run_id
@@ -49,7 +51,7 @@ class Supervisor:
         self.failures: list[str] = []
         self._ladder = StopLadder(flow, timers, say)
         self._handovers = Handovers(replicas, channels.publish, say, self._ladder.start)
-        self._spawner = Spawner(flow, replicas, channels, hosts, relay, reaper, self._on_remote_exit)
+        self._spawner = Spawner(flow, replicas, channels, hosts, relay, reaper, self._on_remote_exit, forks)
         self._dead_pools: dict[Key, int] = {}  # lossless senders: the last dead process whose segments stay
 
     @property

@@ -49,7 +49,7 @@ def poll_for(condition: Callable[[], object], timeout: float = 10.0, interval: f
 
 
 def flow_processes(flow_name: str) -> list[psutil.Process]:
-    """Live processes that belong to the named flow (its launcher or its nodes)."""
+    """Live processes that belong to the named flow (its launcher, its fork server, its nodes)."""
     marker = f'"flow": "{flow_name}"'
     found = []
     for process in psutil.process_iter(["cmdline", "environ"]):
@@ -58,7 +58,12 @@ def flow_processes(flow_name: str) -> list[psutil.Process]:
             cmdline = " ".join(process.info["cmdline"] or [])
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        ours = marker in env.get("FLUJO_NODE_CONFIG", "") or f"flujo-test-flow={flow_name}" in cmdline
+        # A forked Python node and the fork server name their flow in their title (command line).
+        ours = (
+            marker in env.get("FLUJO_NODE_CONFIG", "")
+            or f"flujo-test-flow={flow_name}" in cmdline
+            or f"flow={flow_name}" in cmdline.split()
+        )
         if ours and process.status() != psutil.STATUS_ZOMBIE:
             found.append(process)
     return found

@@ -469,3 +469,31 @@ class HoldsFirst(HeldOnCue, Collect):
 
     def consume(self, item: Any) -> None:
         super().consume(item["i"] if isinstance(item, dict) else item)
+
+
+class Describe(Producer):
+    """Writes how its process was started to ``path`` (JSON: pid, parent, session, working
+    folder, first import path, the FLUJO_TEST_MARK variable, the helper module's folder),
+    prints a line, then yields ``n`` numbers."""
+
+    def __init__(self, path: str, n: int = 3) -> None:
+        self.path, self.n = Path(path), n
+
+    def open(self) -> None:
+        import describe_helper  # type: ignore[import-not-found]  # in the node's working folder
+
+        facts = {
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "session": os.getsid(0),
+            "cwd": os.getcwd(),
+            "path0": sys.path[0],
+            "mark": os.environ.get("FLUJO_TEST_MARK"),
+            "helper": str(Path(describe_helper.__file__).parent),
+            "stdin": os.readlink("/proc/self/fd/0"),
+        }
+        self.path.write_text(json.dumps(facts))
+        print("describe: started", flush=True)
+
+    def produce(self) -> Iterable[int]:
+        yield from range(self.n)

@@ -14,6 +14,7 @@ from conftest import FlowRunner
 from flow_nodes import read_lines
 
 from flujo.curve import FlowContext, KeyPair, is_public_key
+from flujo.launch.fork_client import SWITCH
 
 
 def test_key_pairs_round_trip_through_a_configuration_and_bad_ones_are_refused() -> None:
@@ -189,6 +190,7 @@ def test_strangers_reach_no_socket_of_a_running_tcp_flow(flow: FlowRunner, insec
     """,
         flow='transport = "tcp"' + ("\ninsecure = true" if insecure else ""),
     )
+    flow.env[SWITCH] = "0"  # no fork server: the sink's configuration shows in its /proc/PID/environ
     launcher = flow.start(manifest)
     poll_for(lambda: line_count(out) >= 100, timeout=30)
     sink = next(config for config in _node_configs(flow) if config["node"] == "sink")

@@ -24,6 +24,7 @@ from test_hosts import AGENT_PORT, CHAIN, Agent, _body, _why_not, launcher_key
 from test_hosts import hosts as hosts  # a fixture: pytest finds it by name here
 from wire_cases import HEAVY, bad_messages
 
+from flujo.launch.fork_client import SWITCH
 from flujo.launch.keys import AUTHORIZED_KEYS
 from flujo.snapshots import SNAPSHOT_MAX_BYTES
 
@@ -54,8 +55,17 @@ def zip_flow(gate: str, out: str) -> dict[str, Node]:
     }
 
 
+@pytest.fixture
+def flow(flow: FlowRunner) -> FlowRunner:
+    """The conftest's runner, without a fork server: every Python node starts its own
+    interpreter, so its configuration shows in /proc/PID/environ (node_configs)."""
+    flow.env[SWITCH] = "0"
+    return flow
+
+
 def node_configs(name: str) -> dict[str, tuple[psutil.Process, dict]]:
-    """label -> (process, configuration) of the flow's node processes (from FLUJO_NODE_CONFIG)."""
+    """label -> (process, configuration) of the flow's node processes (from FLUJO_NODE_CONFIG;
+    the flow runs without a fork server: see the ``flow`` fixture below)."""
     found = {}
     for process in flow_processes(name):
         try:

@@ -34,9 +34,11 @@ def hosts() -> Iterator[tuple[Host, Host]]:
         yield pair
 
 
-def _is_reaper(process: psutil.Process) -> bool:
+def _is_agent_helper(process: psutil.Process) -> bool:
+    """The agent's reaper, or its fork server (started with the first Python node)."""
     try:
-        return "reaper.py" in " ".join(process.cmdline())
+        command = " ".join(process.cmdline())
+        return "reaper.py" in command or "flujo-fork-server" in command
     except psutil.Error:  # ended meanwhile (a zombie has no command line any more)
         return False
 
@@ -74,10 +76,10 @@ class Agent:
             self.lines.append(line)
 
     def own_pids(self) -> set[int]:
-        """The agent and its reaper (``ip netns exec`` execs: the agent keeps the Popen's pid)."""
+        """The agent, its reaper and its fork server (``ip netns exec`` execs: the agent keeps the Popen's pid)."""
         return {
             self.process.pid,
-            *(child.pid for child in psutil.Process(self.process.pid).children() if _is_reaper(child)),
+            *(child.pid for child in psutil.Process(self.process.pid).children() if _is_agent_helper(child)),
         }
 
     def kill(self) -> None:
@@ -213,7 +215,7 @@ def test_killing_the_launcher_ends_the_nodes_on_the_other_host(
     poll_for(lambda: line_count(out) >= 100, timeout=30)
     agent_own = agent.own_pids()
     nodes_on_b = hosts[1].pids() - agent_own
-    assert len(nodes_on_b) == 2 and len(agent_own) == 2
+    assert len(nodes_on_b) == 2 and len(agent_own) == 3
     os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and nothing else: its nodes must end by themselves
     killed = time.monotonic()
     launcher.communicate()

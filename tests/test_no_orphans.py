@@ -54,11 +54,12 @@ def test_launcher_sigkill_leaves_no_process(flow: FlowRunner, parent: Node, reco
     )
     launcher = flow.start(manifest)
 
-    # launcher, stubborn, sink, the parent node and its python child (which inherits the node's environment)
-    # (polled until the child has exec'd: right after the fork it still shows its parent's command line)
+    # launcher, its fork server, stubborn, sink, the parent node and its python child (which inherits
+    # the node's environment) (polled until the child has exec'd: right after the fork it still shows
+    # its parent's command line)
     def all_running() -> list | None:
         found = flow_processes(flow.name)
-        return found if len(found) == 5 and any("time.sleep(600)" in " ".join(p.cmdline()) for p in found) else None
+        return found if len(found) == 6 and any("time.sleep(600)" in " ".join(p.cmdline()) for p in found) else None
 
     processes = poll_for(all_running, timeout=20)
     if parent.get("run"):

@@ -1,0 +1,173 @@
+"""The launcher's (or an agent's) handle on its fork server (launch/fork_server.py).
+
+``ForkServer.fork(cwd, env, title)`` returns a new node process's pid and the read end of its
+output pipe, or None when this node cannot fork: its environment is not the server's (a
+manifest ``env`` can change what the interpreter or a library reads when it starts, which a
+fork would not see), or the server is gone. The caller then starts the node as before, with
+its own interpreter. Exits are reported through ``on_exit(pid, code)`` callbacks, from the
+thread that reads the server's messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+
+from flujo.launch.fork_server import MAX_MESSAGE
+from flujo.launch.manifest import FlowSpec
+from flujo.launch.manifest_spec import Engine
+from flujo.launch.parent_death import end_with_parent
+from flujo.protocol import CONFIG_ENV
+
+#: How long a fork may take before the server counts as stuck (nodes then start without it).
+REPLY_TIMEOUT = 20.0
+#: The exit code reported for the children of a server that died: the kernel killed them.
+KILLED = -signal.SIGKILL
+
+ExitCallback = Callable[[int, int], None]
+#: Set to 0 in the launcher's (or agent's) environment, every Python node starts its own
+#: interpreter: for a library that must start fresh in each process, or to read a node's
+#: configuration in /proc/PID/environ (a fork's shows the server's environment).
+SWITCH = "FLUJO_FORK_SERVER"
+
+
+def wanted() -> bool:
+    """Python nodes start as forks of a server, unless the environment says not to."""
+    return os.environ.get(SWITCH, "1") != "0"
+
+
+def fork_server_for(flow: FlowSpec) -> ForkServer | None:
+    """A fork server for the flow's Python nodes on this host, if it has any (and may)."""
+    local_python = any(spec.run and spec.host is None for spec in flow.nodes.values())
+    if not wanted() or flow.engine != Engine.LOCAL or not local_python:
+        return None
+    return ForkServer(f"flujo-fork-server flow={flow.name}")
+
+
+class ForkServer:
+    """Starts the server process at once (its start-up overlaps the launcher's own); the first
+    fork waits until it is ready."""
+
+    def __init__(self, title: str, reply_timeout: float = REPLY_TIMEOUT) -> None:
+        self._reply_timeout = reply_timeout
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # what a node's environment must be
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for end in (ours, theirs):
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)
+        self._channel = ours
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "flujo.launch.fork_server", str(theirs.fileno()), title],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+                preexec_fn=end_with_parent,
+            )
+        finally:
+            theirs.close()
+        self.pid = self._process.pid
+        self._replies: queue.Queue[dict[str, object]] = queue.Queue()
+        self._requesting = threading.Lock()  # one request at a time: replies come in order
+        self._lock = threading.Lock()  # the exit tables (never held while waiting: the reader needs it)
+        self._exits: dict[int, ExitCallback] = {}
+        self._early: dict[int, int] = {}  # exits reported before their callback was registered
+        self._alive = True
+        self._reader = threading.Thread(target=self._read, daemon=True, name="fork server")
+        self._reader.start()
+
+    def fits(self, env: dict[str, str]) -> bool:
+        """A node with this environment may be forked: it is the server's, apart from the
+        node's own configuration."""
+        return {name: value for name, value in env.items() if name != CONFIG_ENV} == self.env
+
+    def fork(self, cwd: str, env: dict[str, str], title: str, on_exit: ExitCallback) -> tuple[int, int] | None:
+        """(pid, read end of its stdout and stderr) of a new node process, or None if it could
+        not be forked here (the caller starts it another way)."""
+        if not self._alive or not self.fits(env):
+            return None
+        read_end, write_end = os.pipe()
+        try:
+            with self._requesting:
+                message = json.dumps({"cwd": cwd, "env": env, "title": title}).encode()
+                try:
+                    socket.send_fds(self._channel, [message], [write_end])
+                except OSError:
+                    os.close(read_end)
+                    return None  # too large, or the server is gone
+                try:
+                    reply = self._replies.get(timeout=self._reply_timeout)
+                except queue.Empty:
+                    self._give_up()
+                    os.close(read_end)
+                    return None
+        finally:
+            os.close(write_end)
+        pid = reply.get("pid")
+        if type(pid) is not int:
+            os.close(read_end)
+            return None
+        with self._lock:
+            early = self._early.pop(pid, None)
+            if early is None:
+                self._exits[pid] = on_exit
+        if early is not None:
+            on_exit(pid, early)
+        return pid, read_end
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._channel.recv(MAX_MESSAGE)
+            except OSError:
+                message = b""
+            if not message:
+                break
+            try:
+                fields = json.loads(message)
+            except ValueError:
+                continue
+            if "exit" in fields:
+                pid, code = fields["exit"], fields["code"]
+                with self._lock:
+                    callback = self._exits.pop(pid, None)
+                    if callback is None:
+                        self._early[pid] = code
+                if callback is not None:
+                    callback(pid, code)
+            else:
+                self._replies.put(fields)
+        # The server is gone (or closed): the kernel killed its children with it.
+        self._alive = False
+        self._replies.put({})
+        with self._lock:
+            orphans, self._exits = self._exits, {}
+        for pid, callback in orphans.items():
+            callback(pid, KILLED)
+
+    def _give_up(self) -> None:
+        self._alive = False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """End the server (call once its children have exited: it takes them along)."""
+        self._alive = False
+        with contextlib.suppress(OSError):
+            self._channel.shutdown(socket.SHUT_RDWR)
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._reader.join(timeout=5)
+        self._channel.close()

@@ -1,0 +1,190 @@
+"""Python nodes start as forks of a server that has already imported the runtime
+(launch/fork_server.py): each looks like a fresh ``python -m flujo.node``, a node with an
+environment of its own starts its own interpreter, and a dead server costs no item."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import FlowRunner, flow_processes, poll_for
+from flow_nodes import line_count, read_lines
+from manifests import collect, node
+
+from flujo.launch.fork_client import SWITCH, ForkServer
+from flujo.launch.fork_server import parse_request
+from flujo.protocol import CONFIG_ENV
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _describe_flow(flow: FlowRunner, **fields: object) -> tuple[Path, str]:
+    """A manifest: describe (tests/flow_nodes.py:Describe) -> collect; returns it and the facts file."""
+    (flow.folder / "describe_helper.py").write_text("")  # importable from the node's working folder only
+    facts, out = flow.path("facts.json"), flow.path("out.jsonl")
+    manifest = flow.manifest(
+        {"describe": node("{nodes}:Describe", args={"path": facts}, **fields), "sink": collect("describe", out)}
+    )
+    return manifest, facts
+
+
+def _server_of(flow: FlowRunner) -> list[psutil.Process]:
+    return [p for p in flow_processes(flow.name) if "flujo-fork-server" in " ".join(p.cmdline())]
+
+
+def test_a_forked_node_starts_as_its_own_interpreter_would(flow: FlowRunner) -> None:
+    flow.env["FLUJO_TEST_MARK"] = "from the launcher"
+    manifest, facts_file = _describe_flow(flow)
+    launcher = flow.start(manifest)
+    stdout, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 0, stderr
+    facts = json.loads(Path(facts_file).read_text())
+    assert facts["session"] == facts["pid"]  # a session (and process group) of its own
+    assert facts["ppid"] != launcher.pid  # forked by the server, not started by the launcher
+    assert facts["cwd"] == facts["path0"] == facts["helper"] == str(flow.folder)  # as `python -m` would
+    assert facts["mark"] == "from the launcher"  # the launcher's environment
+    assert facts["stdin"] == os.devnull
+    assert "describe | describe: started" in stdout  # its output is relayed like any node's
+    assert line_count(flow.path("out.jsonl")) == 3
+
+
+def test_forked_nodes_show_their_label_and_flow_and_end_with_the_server(flow: FlowRunner) -> None:
+    gate = flow.path("gate")
+    manifest = flow.manifest(
+        {"src": node("{nodes}:Gated", args={"n": 5, "gate": gate}), "sink": collect("src", flow.path("out"))}
+    )
+    launcher = flow.start(manifest)
+    servers = poll_for(lambda: _server_of(flow), timeout=20)
+    assert len(servers) == 1 and servers[0].ppid() == launcher.pid
+    wanted = [f"flujo-node sink flow={flow.name}", f"flujo-node src flow={flow.name}"]
+    poll_for(lambda: sorted(" ".join(p.cmdline()).strip() for p in servers[0].children()) == wanted, timeout=20)
+    Path(gate).touch()
+    launcher.communicate(timeout=30)
+    assert launcher.returncode == 0
+    assert not servers[0].is_running() or servers[0].status() == psutil.STATUS_ZOMBIE  # it ended with the flow
+
+
+@pytest.mark.parametrize("how", ["env of its own", "switched off"])
+def test_a_node_starts_its_own_interpreter_when_a_fork_would_not_do(flow: FlowRunner, how: str) -> None:
+    """A manifest ``env`` may change what the interpreter reads as it starts: that node is not
+    forked. FLUJO_FORK_SERVER=0 turns the server off for the whole flow."""
+    if how == "switched off":
+        flow.env[SWITCH] = "0"
+        manifest, facts_file = _describe_flow(flow)
+    else:
+        manifest, facts_file = _describe_flow(flow, env={"FLUJO_TEST_MARK": "its own"})
+    launcher = flow.start(manifest)
+    _, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 0, stderr
+    facts = json.loads(Path(facts_file).read_text())
+    assert facts["ppid"] == launcher.pid  # started by the launcher itself
+    assert facts["cwd"] == facts["path0"] == facts["helper"] == str(flow.folder)
+    assert facts["mark"] == ("its own" if how == "env of its own" else None)
+
+
+@pytest.mark.timeout(90)
+def test_a_killed_fork_server_takes_its_nodes_and_their_successors_lose_nothing(flow: FlowRunner) -> None:
+    """The kernel ends a dead server's nodes (their parent-death signal), as it ends nodes whose
+    launcher died; the launcher counts each as a crash and restarts it by its policy, with its
+    own interpreter, and the lossless edges lose nothing."""
+    n, gate, out = 400, flow.path("gate"), flow.path("out.jsonl")
+    always = {"restart": "always", "max_restarts": 3}
+    manifest = flow.manifest(
+        {
+            "src": node("{nodes}:ResumingGated", args={"n": n, "gate": gate, "pause": 0.002}, **always),
+            "work": node("{nodes}:square", "src", **always),
+            "sink": node("{nodes}:Journal", "work", {"path": out}, **always),
+        },
+        flow="lossless = true\nshm = false\nqueue = 4",
+    )
+    launcher = flow.start(manifest)
+    poll_for(lambda: line_count(out) >= 50, timeout=30)
+    (server,) = _server_of(flow)
+    forked = server.children()
+    assert len(forked) == 3
+    os.kill(server.pid, signal.SIGKILL)
+    psutil.wait_procs(forked, timeout=10)
+    assert not [p for p in forked if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    poll_for(lambda: all(r.get("restarts", 0) >= 1 for r in flow.replicas().values()) or None, timeout=30)
+    Path(gate).touch()
+    _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, stderr
+    items = [item for _, item in read_lines(out)]
+    assert sorted(set(items)) == [i * i for i in range(n)]  # the sink's successor may consume a few again
+
+
+def test_the_client_forks_reports_exits_and_refuses_what_does_not_fit() -> None:
+    forks = ForkServer("flujo-fork-server unit")
+    try:
+        exits: list[tuple[int, int]] = []
+        assert not forks.fits({**forks.env, "EXTRA": "1"})
+        assert forks.fork("/", {**forks.env, "EXTRA": "1"}, "t", lambda *e: exits.append(e)) is None
+        env = {**forks.env, CONFIG_ENV: "{not json"}  # the node refuses it and exits 1
+        forked = forks.fork(os.getcwd(), env, "flujo-node bad", lambda *e: exits.append(e))
+        assert forked is not None
+        pid, output = forked
+        with os.fdopen(output, "rb") as lines:
+            text = lines.read().decode()
+        assert "bad configuration in FLUJO_NODE_CONFIG" in text
+        poll_for(lambda: exits, timeout=10)
+        assert exits == [(pid, 1)]
+    finally:
+        forks.close()
+    assert forks.fork("/", dict(forks.env), "t", lambda *e: None) is None  # closed: the caller starts it itself
+
+
+def test_forks_go_on_while_exits_are_reported_between_them() -> None:
+    """Children that exit at once: their exits reach the client between its requests' replies
+    (an exit reported while a fork waited for its reply once blocked both until the timeout)."""
+    forks = ForkServer("flujo-fork-server unit", reply_timeout=5)
+    exits: list[tuple[int, int]] = []
+    try:
+        env = {**forks.env, CONFIG_ENV: "{not json"}
+        pids = []
+        for _ in range(30):
+            forked = forks.fork(os.getcwd(), env, "flujo-node bad", lambda *e: exits.append(e))
+            assert forked is not None, f"fork {len(pids)} got no reply"
+            pids.append(forked[0])
+            os.close(forked[1])
+        poll_for(lambda: len(exits) == 30, timeout=10)
+        assert sorted(exits) == sorted((pid, 1) for pid in pids)
+    finally:
+        forks.close()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"{not json",
+        b"[]",
+        b'{"cwd": "/", "env": {}}',
+        b'{"cwd": 1, "env": {}, "title": "t"}',
+        b'{"cwd": "/", "env": {"A": 1}, "title": "t"}',
+    ],
+)
+def test_a_malformed_request_is_refused_and_its_descriptors_closed(message: bytes) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        assert parse_request(message, [write_end]) is None
+        assert os.read(read_end, 1) == b""  # the write end was closed: end of file
+    finally:
+        os.close(read_end)
+
+
+def test_a_request_names_the_folder_environment_title_and_output() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        request = parse_request(b'{"cwd": "/tmp", "env": {"A": "1"}, "title": "t"}', [write_end])
+        assert request is not None and (request.cwd, request.env, request.title, request.stdout) == (
+            "/tmp",
+            {"A": "1"},
+            "t",
+            write_end,
+        )
+    finally:
+        os.close(read_end)
+        os.close(write_end)
