@@ -1,5 +1,5 @@
 """``python -m flujo.launch`` is ``flujo-launch``."""
 
-from flujo.launch.cli import main
+from flujo.launch.cli import entry
 
-main()
+entry()

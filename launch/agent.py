@@ -25,7 +25,6 @@ from typing import IO, Any
 import zmq
 
 from flujo.config import CONTROL_MAX_MESSAGE
-from flujo.launch import fork_client
 from flujo.launch.agent_keys import AgentSetupError, secure_router
 from flujo.launch.agent_peers import INBOX, MAX_LINE, LineForwarder, Outbox, ServedLauncher, forward_all, free_ports
 from flujo.launch.agent_wire import DEFAULT_HOST_TIMEOUT, HEARTBEAT_INTERVAL, AgentReply, AgentRequest, pack
@@ -51,7 +50,8 @@ class Agent:
     launchers whose public keys are in ``keys``/authorized_keys or ``authorize``. ``insecure``
     serves anyone who reaches the port, in clear text (for flows with ``insecure = true``).
     ``session``: a fresh key pair instead of the one in ``keys``, only ``authorize`` served, and
-    the agent ends when its standard input closes."""
+    the agent ends when its standard input closes. ``forks``: the fork server its Python nodes
+    start from (launch/fork_server.py; the caller closes it after run)."""
 
     def __init__(
         self,
@@ -62,6 +62,7 @@ class Agent:
         authorize: tuple[bytes, ...] = (),
         session: bool = False,
         max_message: int = CONTROL_MAX_MESSAGE,
+        forks: ForkServer | None = None,
     ) -> None:
         self.bind = bind
         self._keys, self._insecure = keys, insecure
@@ -72,7 +73,7 @@ class Agent:
         self._stopping = False
         self._max_message = max_message
         self._refusals = RefusalLog("", self._say)
-        self._forks: ForkServer | None = None
+        self._forks = forks
 
     def run(self) -> int:
         context = zmq.Context()
@@ -88,6 +89,8 @@ class Agent:
         outbox = Outbox(context)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
         self._reaper = Reaper()  # kills every node's process group if this agent dies, however
+        if self._forks is not None:
+            self._reaper.watch(self._forks.pid)
         gatekeeper = None
         try:
             gatekeeper = secure_router(
@@ -138,8 +141,6 @@ class Agent:
             if gatekeeper is not None:
                 gatekeeper.stop()
             context.destroy(linger=0)
-            if self._forks is not None:
-                self._forks.close()  # after every node it forked has exited (joined above)
             self._reaper.close()
 
     def _receive(self, router: zmq.Socket) -> None:
@@ -210,20 +211,13 @@ class Agent:
                 LineForwarder(outbox, identity),  # type: ignore[arg-type]  # duck-typed: has the relay's methods
                 on_exit=exited,
                 reaper=self._reaper,
-                forks=self._fork_server() if argv is NODE_ARGV else None,
+                forks=self._forks,
             )
         except OSError as error:
             self._send(identity, AgentReply.FAILED, {"token": token, "error": f"{type(error).__name__}: {error}"})
             return
         launcher.processes[token] = process
         self._send(identity, AgentReply.STARTED, {"token": token, "pid": process.pid})
-
-    def _fork_server(self) -> ForkServer | None:
-        """The fork server for Python nodes (launch/fork_server.py), started with the first one."""
-        if self._forks is None and fork_client.wanted():
-            self._forks = ForkServer(f"flujo-fork-server agent={self.bind}")
-            self._reaper.watch(self._forks.pid)
-        return self._forks
 
     def _heartbeat(self) -> None:
         """End the processes of launchers gone silent; forget launchers whose processes all ended."""

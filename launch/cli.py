@@ -19,6 +19,7 @@ from flujo.launch.cli_host import agent, conform, keys
 from flujo.launch.cli_logs import logs
 from flujo.launch.cli_manifest import check, graph, run
 from flujo.launch.cli_running import list_flows, restart, status, stop
+from flujo.launch.fork_client import OWN_PROCESS
 
 _GROUP_OPTIONS = ("-h", "--help", "--version")
 
@@ -85,6 +86,12 @@ def main() -> None:
     """Run and steer Flujo flows: flujo-launch MANIFEST.toml"""
 
 
+def entry() -> None:
+    """The flujo-launch program (and ``python -m flujo.launch``): main, in a process of its own,
+    so that a flow's Python nodes may start as forks of it (launch/fork_server.py)."""
+    main(obj=OWN_PROCESS)
+
+
 for command in (run, check, graph, stop, logs, list_flows, restart, status, agent, conform, keys):
     main.add_command(command)
 main.add_command(status, name="ps")
@@ -93,6 +100,7 @@ __all__ = [
     "agent",
     "check",
     "conform",
+    "entry",
     "graph",
     "keys",
     "list_flows",

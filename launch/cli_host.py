@@ -60,6 +60,7 @@ def agent(
     """
     from flujo.curve import is_public_key
     from flujo.launch.agent import Agent, AgentSetupError
+    from flujo.launch.fork_client import OWN_PROCESS, ForkServer, wanted
     from flujo.launch.keys import keys_folder
     from flujo.launch.manifest import MAX_MESSAGE, MIN_MESSAGE, byte_size
 
@@ -76,13 +77,21 @@ def agent(
                 err=True,
             )
             sys.exit(2)
+    # First, before anything starts: the nodes it forks come back from this call as they end.
+    own_process = click.get_current_context().find_root().obj == OWN_PROCESS
+    forks = ForkServer(f"flujo-fork-server agent={bind}") if own_process and wanted() else None
     try:
         folder = Path(keys_dir) if keys_dir else keys_folder()
         keys = tuple(key.encode("ascii") for key in authorize)
-        sys.exit(Agent(bind, folder, insecure, authorize=keys, session=session, max_message=size).run())
+        agent = Agent(bind, folder, insecure, authorize=keys, session=session, max_message=size, forks=forks)
+        code = agent.run()
     except AgentSetupError as error:
         click.echo(f"flujo-agent: {error}", err=True)
-        sys.exit(2)
+        code = 2
+    finally:
+        if forks is not None:
+            forks.close()  # every node it forked has exited
+    sys.exit(code)
 
 
 @click.command(add_help_option=False, context_settings={"ignore_unknown_options": True})

@@ -85,16 +85,27 @@ def run(
     Ctrl-C stops the producers and lets the pipes drain; a second Ctrl-C kills every node.
     Exit status: 0 when every node exited 0, 1 when a node failed, 2 for a bad manifest.
     """
+    from flujo.launch.fork_client import OWN_PROCESS, fork_server_for
     from flujo.launch.launcher import Launcher
 
     flow = _load(manifest)
     if engine is not None:
         _place_on(flow, manifest, engine)
-    sys.exit(
-        Launcher(
-            flow, json_status=json_status, quiet=quiet, metrics_port=metrics_port, metrics_address=metrics_address
+    # First, before anything starts: its nodes come back from this call as they end (SystemExit).
+    forks = fork_server_for(flow) if click.get_current_context().find_root().obj == OWN_PROCESS else None
+    try:
+        code = Launcher(
+            flow,
+            json_status=json_status,
+            quiet=quiet,
+            metrics_port=metrics_port,
+            metrics_address=metrics_address,
+            forks=forks,
         ).run()
-    )
+    finally:
+        if forks is not None:
+            forks.close()  # every node it forked has exited
+    sys.exit(code)
 
 
 @click.command()

@@ -16,15 +16,14 @@ import os
 import queue
 import signal
 import socket
-import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 
-from flujo.launch.fork_server import MAX_MESSAGE
+from flujo.launch.fork_server import MAX_MESSAGE, run_server
 from flujo.launch.manifest import FlowSpec
 from flujo.launch.manifest_spec import Engine
-from flujo.launch.parent_death import end_with_parent
 from flujo.protocol import CONFIG_ENV
 
 #: How long a fork may take before the server counts as stuck (nodes then start without it).
@@ -39,13 +38,22 @@ ExitCallback = Callable[[int, int], None]
 SWITCH = "FLUJO_FORK_SERVER"
 
 
+#: The click ``obj`` of the flujo-launch program (launch/cli.py:entry): its commands run in a
+#: process of their own, which a fork server may copy. In-process callers (click's test runner,
+#: a program calling main) pass none, and their nodes start their own interpreters.
+OWN_PROCESS = "flujo-launch, a process of its own"
+
+
 def wanted() -> bool:
-    """Python nodes start as forks of a server, unless the environment says not to."""
-    return os.environ.get(SWITCH, "1") != "0"
+    """Python nodes start as forks of a server, unless the environment says not to, or threads
+    run already (a fork copies only the thread that forks, not a lock another one holds)."""
+    return os.environ.get(SWITCH, "1") != "0" and threading.active_count() == 1
 
 
 def fork_server_for(flow: FlowSpec) -> ForkServer | None:
-    """A fork server for the flow's Python nodes on this host, if it has any (and may)."""
+    """A fork server for the flow's Python nodes on this host, if it has any (and may). Call it
+    only from a command's own code, before anything started: each node forked from the server
+    returns from this call by raising SystemExit, as its interpreter ends."""
     local_python = any(spec.run and spec.host is None for spec in flow.nodes.values())
     if not wanted() or flow.engine != Engine.LOCAL or not local_python:
         return None
@@ -53,29 +61,29 @@ def fork_server_for(flow: FlowSpec) -> ForkServer | None:
 
 
 class ForkServer:
-    """Starts the server process at once (its start-up overlaps the launcher's own); the first
-    fork waits until it is ready."""
+    """Forks the server at once, from this process, which must be single-threaded; each node the
+    server forks returns from this constructor by raising SystemExit as it ends (call it only
+    where that unwinds nothing but the caller's own start-up). The first fork waits until the
+    server has imported the runtime."""
 
     def __init__(self, title: str, reply_timeout: float = REPLY_TIMEOUT) -> None:
+        if threading.active_count() > 1:
+            raise RuntimeError("a fork server is forked from a single-threaded process only (see wanted())")
         self._reply_timeout = reply_timeout
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # what a node's environment must be
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for end in (ours, theirs):
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)
+        creator = os.getpid()
+        sys.stdout.flush()  # or what the buffers hold would be written again by every node
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:
+            ours.close()
+            os.environ["PYTHONUNBUFFERED"] = "1"
+            run_server(theirs, title, creator)  # returns never; in a node, raises SystemExit at its end
+        theirs.close()
         self._channel = ours
-        try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "flujo.launch.fork_server", str(theirs.fileno()), title],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
-                start_new_session=True,
-                preexec_fn=end_with_parent,
-            )
-        finally:
-            theirs.close()
-        self.pid = self._process.pid
         self._replies: queue.Queue[dict[str, object]] = queue.Queue()
         self._requesting = threading.Lock()  # one request at a time: replies come in order
         self._lock = threading.Lock()  # the exit tables (never held while waiting: the reader needs it)
@@ -164,10 +172,12 @@ class ForkServer:
         self._alive = False
         with contextlib.suppress(OSError):
             self._channel.shutdown(socket.SHUT_RDWR)
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        deadline = time.monotonic() + 5
+        while os.waitpid(self.pid, os.WNOHANG) == (0, 0):  # it exits as soon as it reads the end
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                break
+            time.sleep(0.001)
         self._reader.join(timeout=5)
         self._channel.close()

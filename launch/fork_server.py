@@ -1,14 +1,16 @@
-"""A Python that has already imported the node runtime and forks node processes on request.
+"""A copy of the launcher, forked before anything started, that forks node processes on request.
 
 Starting ``python -m flujo.node`` costs about 0.13 s of CPU on a small machine (the interpreter,
-site-packages, pyzmq, msgpack, Flujo), paid again at every restart. The launcher (and an agent)
-starts one fork server instead, and each Python node is a fork of it: a few milliseconds, and
-a restarted node is back as soon as its predecessor is gone. The child is made to look like a
-fresh ``python -m flujo.node``: its own session, stdout and stderr to the pipe the launcher
-reads, the node's working folder first on ``sys.path``, its environment, and the parent-death
-signal; then it returns out of the server loop and runs the node, so it exits like any
-interpreter (atexit handlers, flushed streams). launch/fork_client.py is the launcher's side and
-says which nodes may fork (their environment must be the server's).
+site-packages, pyzmq, msgpack, Flujo), paid again at every restart. The launcher's command
+(and an agent's) forks one fork server as its first act instead, before any thread or socket
+exists, and each Python node is a fork of that: a few milliseconds, and a restarted node is
+back as soon as its predecessor is gone. The child is made to look like a fresh ``python -m
+flujo.node``: its own session, stdout and stderr to the pipe the launcher reads, the node's
+working folder first on ``sys.path``, its environment, the parent-death signal. It then runs
+the node and raises SystemExit with its status, which unwinds through nothing but the
+command's own frames (the server never returns into them) and ends the interpreter as any
+ends: atexit handlers, flushed streams. launch/fork_client.py is the launcher's side and says
+which nodes may fork (their environment must be the server's).
 
 Wire (a private SOCK_SEQPACKET socket pair, one JSON object per message):
 ``{"cwd", "env", "title"}`` with the node's stdout as an attached descriptor; the reply is
@@ -16,20 +18,22 @@ Wire (a private SOCK_SEQPACKET socket pair, one JSON object per message):
 (C as subprocess.Popen.returncode: negative for a signal). When the socket closes, the server
 exits, and the kernel ends its children (their parent-death signal), as it ends nodes whose
 launcher died.
-
-Run as ``python -m flujo.launch.fork_server FD TITLE``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import io
 import json
 import os
 import selectors
 import signal
 import socket
 import sys
+import traceback
 from dataclasses import dataclass
+from typing import NoReturn, TextIO
 
 from flujo.launch.parent_death import end_with_parent
 
@@ -135,12 +139,21 @@ def become_node(request: NodeRequest, server: int) -> None:
     os.dup2(request.stdout, 2)
     os.close(null)
     os.close(request.stdout)
+    sys.stdout, sys.stderr = _unbuffered(sys.stdout, 1), _unbuffered(sys.stderr, 2)
     os.chdir(request.cwd)
     os.environ.clear()
     os.environ.update(request.env)
     sys.path[0] = os.getcwd()  # what `python -m` puts first: the node's folder, for its imports
     sys.argv = [sys.modules["flujo.node"].__file__ or "flujo.node"]
     _set_title(request.title)
+
+
+def _unbuffered(stream: TextIO, fd: int) -> TextIO:
+    """A text stream on ``fd`` that writes through at once, as PYTHONUNBUFFERED makes the
+    streams of the interpreter a node would otherwise have had (the launcher relays lines as
+    they come)."""
+    raw = io.FileIO(fd, "w", closefd=False)
+    return io.TextIOWrapper(raw, encoding=stream.encoding, errors=stream.errors, write_through=True)
 
 
 def _set_title(title: str) -> None:
@@ -152,18 +165,31 @@ def _set_title(title: str) -> None:
     setproctitle(title)
 
 
-def main() -> int:
-    channel = socket.socket(fileno=int(sys.argv[1]))
-    _set_title(sys.argv[2])
-    server = os.getpid()
-    request = serve(channel)
+def run_server(channel: socket.socket, title: str, creator: int) -> NoReturn:
+    """The life of a process just forked from ``creator``: serve until the channel closes, then
+    exit at once, never returning into the creator's code; in each node forked from here, run
+    the node and raise SystemExit with its exit status."""
+    try:
+        os.setsid()  # a Ctrl-C on the launcher's terminal is the launcher's to handle
+        end_with_parent()
+        if os.getppid() != creator:
+            os._exit(1)
+        gc.freeze()  # what was the creator's is never collected here, so no finalizer of it runs
+        keep = channel.fileno()
+        os.closerange(3, keep)  # nothing of the creator's stays open in the nodes
+        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(signum, signal.SIG_DFL)  # as in a fresh interpreter
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _set_title(title)
+        server = os.getpid()
+        request = serve(channel)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
     if request is None:
-        return 0
+        os._exit(0)
     become_node(request, server)
     from flujo.node import main as run_node
 
-    return run_node()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_node())

@@ -27,7 +27,7 @@ from flujo.launch.channels import Channels
 from flujo.launch.command_table import answer
 from flujo.launch.display import REFRESH_MS, Display
 from flujo.launch.errors import EXIT_KILLED, EXIT_NODE_FAILED, LaunchError
-from flujo.launch.fork_client import ForkServer, fork_server_for
+from flujo.launch.fork_client import ForkServer
 from flujo.launch.hosts import Hosts
 from flujo.launch.logstore import new_run, stamp
 from flujo.launch.manifest import FlowSpec
@@ -57,8 +57,12 @@ class Launcher:
         quiet: bool = False,
         metrics_port: int | None = None,
         metrics_address: str = "127.0.0.1",
+        forks: ForkServer | None = None,
     ) -> None:
+        """``forks``: the fork server its Python nodes start from (launch/fork_server.py; the
+        caller closes it once this has run); without one, each starts its own interpreter."""
         self.flow = flow
+        self._forks = forks
         self._metrics_at = (metrics_address, metrics_port) if metrics_port is not None else None
         self._json_status = json_status
         self._display = Display(flow.name, output, messages, quiet)
@@ -138,7 +142,7 @@ class Launcher:
         announcement = flow_folder / ANNOUNCEMENT
         reaper = Reaper()  # kills every node's process group if this process dies, however
         reaper.unlink_on_exit(segment_prefix(flow_run))  # ... and unlinks the run's shared memory
-        forks = fork_server_for(self.flow)  # the flow's local Python nodes start as its forks
+        forks = self._forks
         if forks is not None:
             reaper.watch(forks.pid)
         # A fresh key pair per run: every tcp socket of the flow uses CURVE with it (flujo/curve.py).
@@ -155,8 +159,6 @@ class Launcher:
                     self._start(context, run_dir, flow_run, flow_keys, announcement, reaper, forks, interrupts)
                 finally:
                     self._kill_all()
-                    if forks is not None:
-                        forks.close()  # after every node it forked has exited
         finally:
             announcement.unlink(missing_ok=True)
             self._hosts.close()

@@ -108,7 +108,7 @@ class FlowRunner:
             *prefix,
             sys.executable,
             "-c",
-            "import sys; from flujo.launch.cli import main; sys.argv[1:2] = []; main()",
+            "import sys; from flujo.launch.cli import entry; sys.argv[1:2] = []; entry()",
             f"flujo-test-flow={self.name}",
             str(manifest),
             *options,

@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import psutil
@@ -17,7 +20,6 @@ from manifests import collect, node
 
 from flujo.launch.fork_client import SWITCH, ForkServer
 from flujo.launch.fork_server import parse_request
-from flujo.protocol import CONFIG_ENV
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -117,43 +119,44 @@ def test_a_killed_fork_server_takes_its_nodes_and_their_successors_lose_nothing(
     assert sorted(set(items)) == [i * i for i in range(n)]  # the sink's successor may consume a few again
 
 
+def _probe(scenario: str) -> dict:
+    """tests/fork_server_probe.py in a process of its own: a fork server copies its creator."""
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "fork_server_probe.py"), scenario],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def test_the_client_forks_reports_exits_and_refuses_what_does_not_fit() -> None:
-    forks = ForkServer("flujo-fork-server unit")
-    try:
-        exits: list[tuple[int, int]] = []
-        assert not forks.fits({**forks.env, "EXTRA": "1"})
-        assert forks.fork("/", {**forks.env, "EXTRA": "1"}, "t", lambda *e: exits.append(e)) is None
-        env = {**forks.env, CONFIG_ENV: "{not json"}  # the node refuses it and exits 1
-        forked = forks.fork(os.getcwd(), env, "flujo-node bad", lambda *e: exits.append(e))
-        assert forked is not None
-        pid, output = forked
-        with os.fdopen(output, "rb") as lines:
-            text = lines.read().decode()
-        assert "bad configuration in FLUJO_NODE_CONFIG" in text
-        poll_for(lambda: exits, timeout=10)
-        assert exits == [(pid, 1)]
-    finally:
-        forks.close()
-    assert forks.fork("/", dict(forks.env), "t", lambda *e: None) is None  # closed: the caller starts it itself
+    report = _probe("basics")
+    assert report["fits_extra"] is False and report["forked_extra"] is None  # another environment
+    assert "bad configuration in FLUJO_NODE_CONFIG" in report["output"]  # the node's own words, relayed
+    assert report["exits"] == [[report["pids"][0], 1]]
+    assert report["after_close"] is None  # closed: the caller starts the node itself
 
 
 def test_forks_go_on_while_exits_are_reported_between_them() -> None:
     """Children that exit at once: their exits reach the client between its requests' replies
     (an exit reported while a fork waited for its reply once blocked both until the timeout)."""
-    forks = ForkServer("flujo-fork-server unit", reply_timeout=5)
-    exits: list[tuple[int, int]] = []
+    report = _probe("many")
+    assert len(report["pids"]) == 30, "a fork got no reply"
+    assert report["exits"] == sorted([pid, 1] for pid in report["pids"])
+
+
+def test_only_a_single_threaded_process_may_start_a_fork_server() -> None:
+    """A fork copies only the thread that forks: here (pytest's worker has threads) it is refused."""
+    started = threading.Event()
+    helper = threading.Thread(target=started.wait, daemon=True)
+    helper.start()
     try:
-        env = {**forks.env, CONFIG_ENV: "{not json"}
-        pids = []
-        for _ in range(30):
-            forked = forks.fork(os.getcwd(), env, "flujo-node bad", lambda *e: exits.append(e))
-            assert forked is not None, f"fork {len(pids)} got no reply"
-            pids.append(forked[0])
-            os.close(forked[1])
-        poll_for(lambda: len(exits) == 30, timeout=10)
-        assert sorted(exits) == sorted((pid, 1) for pid in pids)
+        with pytest.raises(RuntimeError, match="single-threaded"):
+            ForkServer("flujo-fork-server refused")
     finally:
-        forks.close()
+        started.set()
 
 
 @pytest.mark.parametrize(
