@@ -32,8 +32,9 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn, TextIO
+from typing import NoReturn, Protocol, TextIO, TypeVar
 
 from flujo.launch.parent_death import end_with_parent
 
@@ -50,12 +51,25 @@ class NodeRequest:
     title: str
     stdout: int  # the descriptor of the pipe's write end
 
+    @property
+    def fds(self) -> list[int]:
+        """The descriptors that came with it (the server closes its copies once it forked)."""
+        return [self.stdout]
 
-def serve(channel: socket.socket) -> NodeRequest | None:
-    """Fork a child per request until the channel closes (returns None); in each child,
-    return its request (the caller turns it into the node)."""
-    import flujo.node  # noqa: F401  # the point of this process: every child starts with it imported
 
+class Request(Protocol):
+    """What ``serve`` needs of a request: the descriptors that came with it."""
+
+    @property
+    def fds(self) -> list[int]: ...
+
+
+R = TypeVar("R", bound=Request)
+
+
+def serve(channel: socket.socket, parse: Callable[[bytes, list[int]], R | None], max_fds: int = 1) -> R | None:
+    """Fork a child per request (``parse`` of the message and its descriptors; None refuses it)
+    until the channel closes (returns None); in each child, return its request."""
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that the wake-up fd is written
@@ -66,18 +80,19 @@ def serve(channel: socket.socket) -> NodeRequest | None:
     while True:
         for key, _ in selector.select():
             if key.fileobj is channel:
-                message, fds, _, _ = socket.recv_fds(channel, MAX_MESSAGE, 1)
+                message, fds, _, _ = socket.recv_fds(channel, MAX_MESSAGE, max_fds)
                 if not message:
                     return None  # the launcher closed its end, or died
-                request = parse_request(message, fds)
+                request = parse(message, fds)
                 if request is None:
-                    _reply(channel, {"error": "malformed request"})
+                    reply(channel, {"error": "malformed request"})
                     continue
                 try:
                     pid = os.fork()
                 except OSError as error:
-                    os.close(request.stdout)
-                    _reply(channel, {"error": f"{type(error).__name__}: {error}"})
+                    for fd in request.fds:
+                        os.close(fd)
+                    reply(channel, {"error": f"{type(error).__name__}: {error}"})
                     continue
                 if pid == 0:  # the child: leave the server behind
                     selector.close()
@@ -87,8 +102,9 @@ def serve(channel: socket.socket) -> NodeRequest | None:
                     os.close(wake_write)
                     channel.close()
                     return request
-                os.close(request.stdout)
-                _reply(channel, {"pid": pid})
+                for fd in request.fds:
+                    os.close(fd)
+                reply(channel, {"pid": pid})
             else:
                 while os.read(wake_read, 512) == 512:
                     pass
@@ -111,7 +127,7 @@ def parse_request(message: bytes, fds: list[int]) -> NodeRequest | None:
     return None
 
 
-def _reply(channel: socket.socket, fields: dict[str, object]) -> None:
+def reply(channel: socket.socket, fields: dict[str, object]) -> None:
     with contextlib.suppress(OSError):  # the launcher is gone: the next read sees the closed channel
         channel.send(json.dumps(fields).encode())
 
@@ -124,7 +140,7 @@ def _report_exits(channel: socket.socket) -> None:
             return
         if pid == 0:
             return
-        _reply(channel, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+        reply(channel, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
 def become_node(request: NodeRequest, server: int) -> None:
@@ -139,16 +155,16 @@ def become_node(request: NodeRequest, server: int) -> None:
     os.dup2(request.stdout, 2)
     os.close(null)
     os.close(request.stdout)
-    sys.stdout, sys.stderr = _unbuffered(sys.stdout, 1), _unbuffered(sys.stderr, 2)
+    sys.stdout, sys.stderr = unbuffered(sys.stdout, 1), unbuffered(sys.stderr, 2)
     os.chdir(request.cwd)
     os.environ.clear()
     os.environ.update(request.env)
     sys.path[0] = os.getcwd()  # what `python -m` puts first: the node's folder, for its imports
     sys.argv = [sys.modules["flujo.node"].__file__ or "flujo.node"]
-    _set_title(request.title)
+    set_title(request.title)
 
 
-def _unbuffered(stream: TextIO, fd: int) -> TextIO:
+def unbuffered(stream: TextIO, fd: int) -> TextIO:
     """A text stream on ``fd`` that writes through at once, as PYTHONUNBUFFERED makes the
     streams of the interpreter a node would otherwise have had (the launcher relays lines as
     they come)."""
@@ -156,7 +172,7 @@ def _unbuffered(stream: TextIO, fd: int) -> TextIO:
     return io.TextIOWrapper(raw, encoding=stream.encoding, errors=stream.errors, write_through=True)
 
 
-def _set_title(title: str) -> None:
+def set_title(title: str) -> None:
     """What ps and top show for this process (its command line is the server's otherwise)."""
     try:
         from setproctitle import setproctitle
@@ -181,9 +197,11 @@ def run_server(channel: socket.socket, title: str, creator: int) -> NoReturn:
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(signum, signal.SIG_DFL)  # as in a fresh interpreter
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        _set_title(title)
+        set_title(title)
         server = os.getpid()
-        request = serve(channel)
+        import flujo.node  # noqa: F401  # the point of this process: every node starts with it imported
+
+        request = serve(channel, parse_request)
     except BaseException:
         traceback.print_exc()
         os._exit(1)

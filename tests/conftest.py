@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 from click.testing import CliRunner
+from launcher_forks import ForkedLauncher, LauncherForks
 from manifests import nodes_toml
 
 from flujo.launch.cli import main
@@ -70,6 +71,13 @@ def flow_processes(flow_name: str) -> list[psutil.Process]:
 
 
 _IN_PROCESS = threading.Lock()
+_FORKS: list[LauncherForks] = []  # this worker's launcher fork server, once started
+
+
+def _launcher_forks() -> LauncherForks:
+    if not _FORKS:
+        _FORKS.append(LauncherForks())
+    return _FORKS[0]
 
 
 @dataclass
@@ -85,7 +93,7 @@ class FlowRunner:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.name = f"t{uuid.uuid4().hex[:10]}"
-        self.running: list[subprocess.Popen] = []
+        self.running: list[subprocess.Popen | ForkedLauncher] = []
         # Each test's launchers announce themselves in their own folder: tests never see each other.
         self.env = {**os.environ, "FLUJO_RUNS": str(folder / "runs")}
 
@@ -101,21 +109,28 @@ class FlowRunner:
     def path(self, name: str) -> str:
         return str(self.folder / name)
 
-    def start(self, manifest: Path, *options: str, prefix: Sequence[str] = ()) -> subprocess.Popen:
-        """Run the launcher on ``manifest``; ``prefix`` wraps the command (another network namespace)."""
-        # The extra argument marks the launcher so the orphan check can find it.
-        command = [
-            *prefix,
-            sys.executable,
-            "-c",
-            "import sys; from flujo.launch.cli import entry; sys.argv[1:2] = []; entry()",
-            f"flujo-test-flow={self.name}",
-            str(manifest),
-            *options,
-        ]
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=self.env
-        )
+    def start(self, manifest: Path, *options: str, prefix: Sequence[str] = ()) -> subprocess.Popen | ForkedLauncher:
+        """Run the launcher on ``manifest``, forked from this worker's launcher fork server
+        (tests/launcher_forks.py); ``prefix`` wraps the command (another network namespace),
+        which runs it as a process of its own."""
+        marker = f"flujo-test-flow={self.name}"  # in its command line: the orphan check finds it
+        if not prefix:
+            process: subprocess.Popen | ForkedLauncher = _launcher_forks().start(
+                [str(manifest), *options], self.env, f"flujo-launch {marker} {manifest}"
+            )
+        else:
+            command = [
+                *prefix,
+                sys.executable,
+                "-c",
+                "import sys; from flujo.launch.cli import entry; sys.argv[1:2] = []; entry()",
+                marker,
+                str(manifest),
+                *options,
+            ]
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=self.env
+            )
         self.running.append(process)
         return process
 

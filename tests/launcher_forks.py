@@ -1,0 +1,193 @@
+"""Launchers for the tests, forked from a Python that has imported flujo-launch already.
+
+A run of the suite starts about 200 launchers; each as an interpreter of its own cost about
+0.2 s of CPU (Python, site-packages, click, pyzmq, the launcher's modules). One server per
+test worker, started with its first launcher, forks them instead, the way launch/fork_server.py
+forks nodes (and with the same wire): each child becomes what ``flujo-launch ARGS`` would have
+started (its own session, stdout and stderr to the test's pipes, the test's environment) and
+runs the program's entry point, which forks the launcher's own node fork server in turn.
+``ForkedLauncher`` stands in for the subprocess.Popen the tests used to get.
+
+Run as ``python launcher_forks.py FD``: the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import IO, Any
+
+from flujo.launch.fork_server import MAX_MESSAGE, serve, set_title, unbuffered
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    title: str
+    stdout: int
+    stderr: int
+
+    @property
+    def fds(self) -> list[int]:
+        return [self.stdout, self.stderr]
+
+
+def _parse(message: bytes, fds: list[int]) -> LaunchRequest | None:
+    if len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        return None
+    fields = json.loads(message)  # from the test's own process
+    return LaunchRequest(fields["argv"], fields["env"], fields["cwd"], fields["title"], *fds)
+
+
+def _become_launcher(request: LaunchRequest) -> None:
+    os.setsid()  # as Popen(start_new_session=True): the test signals the launcher's group
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(request.stdout, 1)
+    os.dup2(request.stderr, 2)
+    for fd in (null, request.stdout, request.stderr):
+        os.close(fd)
+    sys.stdout, sys.stderr = unbuffered(sys.stdout, 1), unbuffered(sys.stderr, 2)
+    os.chdir(request.cwd)
+    os.environ.clear()
+    os.environ.update(request.env)
+    sys.argv = ["flujo-launch", *request.argv]
+    set_title(request.title)
+
+
+class LauncherForks:
+    """The test worker's handle on its server (one per worker, for the whole run)."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for end in (ours, theirs):
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        theirs.close()
+        self._channel = ours
+        self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._requesting = threading.Lock()
+        self._lock = threading.Lock()
+        self._running: dict[int, ForkedLauncher] = {}
+        self._early: dict[int, int] = {}
+        threading.Thread(target=self._read, daemon=True, name="launcher forks").start()
+
+    def start(self, argv: list[str], env: dict[str, str], title: str) -> ForkedLauncher:
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        message = json.dumps({"argv": argv, "env": env, "cwd": os.getcwd(), "title": title}).encode()
+        try:
+            with self._requesting:
+                socket.send_fds(self._channel, [message], [out_write, err_write])
+                answer = self._replies.get(timeout=30)
+        finally:
+            os.close(out_write)
+            os.close(err_write)
+        if "pid" not in answer:
+            raise OSError(f"the launcher fork server could not start {argv}: {answer}")
+        launcher = ForkedLauncher(answer["pid"], os.fdopen(out_read), os.fdopen(err_read))
+        with self._lock:
+            code = self._early.pop(launcher.pid, None)
+            if code is None:
+                self._running[launcher.pid] = launcher
+        if code is not None:
+            launcher.exited(code)
+        return launcher
+
+    def _read(self) -> None:
+        while message := self._channel.recv(MAX_MESSAGE):
+            fields = json.loads(message)
+            if "exit" not in fields:
+                self._replies.put(fields)
+                continue
+            with self._lock:
+                launcher = self._running.pop(fields["exit"], None)
+                if launcher is None:
+                    self._early[fields["exit"]] = fields["code"]
+            if launcher is not None:
+                launcher.exited(fields["code"])
+        self._replies.put({"error": "the server ended"})
+
+
+class ForkedLauncher:
+    """What the tests use of a subprocess.Popen: pid, stdout, stderr (text), returncode, poll,
+    wait, communicate, send_signal, kill."""
+
+    def __init__(self, pid: int, stdout: IO[str], stderr: IO[str]) -> None:
+        self.pid, self.stdout, self.stderr = pid, stdout, stderr
+        self.returncode: int | None = None
+        self._ended = threading.Event()
+        self._readers: list[threading.Thread] = []
+        self._read: dict[str, list[str]] = {"stdout": [], "stderr": []}
+
+    def exited(self, code: int) -> None:
+        self.returncode = code
+        self._ended.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(["flujo-launch"], timeout or 0)
+        return self.returncode  # type: ignore[return-value]
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        """Everything left on stdout and stderr once both ended, as Popen.communicate."""
+        if not self._readers:
+            for name, stream in (("stdout", self.stdout), ("stderr", self.stderr)):
+                reader = threading.Thread(target=self._drain, args=(name, stream), daemon=True)
+                reader.start()
+                self._readers.append(reader)
+        for reader in self._readers:
+            reader.join(timeout)
+            if reader.is_alive():
+                raise subprocess.TimeoutExpired(["flujo-launch"], timeout or 0)
+        self.wait(timeout)
+        return "".join(self._read["stdout"]), "".join(self._read["stderr"])
+
+    def _drain(self, name: str, stream: IO[str]) -> None:
+        with stream:
+            self._read[name].append(stream.read())
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+def _main() -> None:
+    import flujo.node  # noqa: F401  # and what each launcher's node fork server imports
+    from flujo.launch import cli, launcher  # noqa: F401  # what every launcher imports: once, here
+
+    set_title("flujo-test launcher forks")
+    request = serve(socket.socket(fileno=int(sys.argv[1])), _parse, max_fds=2)
+    if request is None:
+        sys.exit(0)  # the test worker ended
+    _become_launcher(request)
+    cli.entry()
+
+
+if __name__ == "__main__":
+    _main()
