@@ -87,10 +87,13 @@ def run(
     """
     from flujo.launch.fork_client import OWN_PROCESS, fork_server_for
     from flujo.launch.launcher import Launcher
+    from flujo.launch.parent import ParentPipe
 
     flow = _load(manifest)
     if engine is not None:
         _place_on(flow, manifest, engine)
+    # Out of the environment before the fork server copies it: the nodes' environment is its.
+    parent = ParentPipe.from_environment()
     # First, before anything starts: its nodes come back from this call as they end (SystemExit).
     forks = fork_server_for(flow) if click.get_current_context().find_root().obj == OWN_PROCESS else None
     try:
@@ -101,6 +104,7 @@ def run(
             metrics_port=metrics_port,
             metrics_address=metrics_address,
             forks=forks,
+            parent=parent,
         ).run()
     finally:
         if forks is not None:

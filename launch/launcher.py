@@ -58,9 +58,11 @@ class Launcher:
         metrics_port: int | None = None,
         metrics_address: str = "127.0.0.1",
         forks: ForkServer | None = None,
+        parent: ParentPipe | None = None,
     ) -> None:
         """``forks``: the fork server its Python nodes start from (launch/fork_server.py; the
-        caller closes it once this has run); without one, each starts its own interpreter."""
+        caller closes it once this has run); without one, each starts its own interpreter.
+        ``parent``: the program's lifeline (flujo.Flow), else taken from the environment."""
         self.flow = flow
         self._forks = forks
         self._metrics_at = (metrics_address, metrics_port) if metrics_port is not None else None
@@ -68,7 +70,8 @@ class Launcher:
         self._display = Display(flow.name, output, messages, quiet)
         self.replicas: dict[Key, Replica] = {}
         self._timers = Timers()
-        self._parent = ParentPipe.from_environment()  # started by a program (flujo.Flow): ends with it
+        # Started by a program (flujo.Flow): ends with it.
+        self._parent = parent if parent is not None else ParentPipe.from_environment()
         self._relay: OutputRelay | None = None  # node output, once the terminal is set up
         self._hosts = Hosts(flow, self.replicas, self._timers, self._say, lambda: self._relay)
         self._supervisor: Supervisor | None = None  # while the flow runs

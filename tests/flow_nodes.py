@@ -491,6 +491,7 @@ class Describe(Producer):
             "mark": os.environ.get("FLUJO_TEST_MARK"),
             "helper": str(Path(describe_helper.__file__).parent),
             "stdin": os.readlink("/proc/self/fd/0"),
+            "parent": Path(f"/proc/{os.getppid()}/cmdline").read_bytes().replace(b"\0", b" ").decode(),
         }
         self.path.write_text(json.dumps(facts))
         print("describe: started", flush=True)

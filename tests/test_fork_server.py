@@ -46,7 +46,7 @@ def test_a_forked_node_starts_as_its_own_interpreter_would(flow: FlowRunner) -> 
     assert launcher.returncode == 0, stderr
     facts = json.loads(Path(facts_file).read_text())
     assert facts["session"] == facts["pid"]  # a session (and process group) of its own
-    assert facts["ppid"] != launcher.pid  # forked by the server, not started by the launcher
+    assert facts["ppid"] != launcher.pid and "flujo-fork-server" in facts["parent"]  # forked by the server
     assert facts["cwd"] == facts["path0"] == facts["helper"] == str(flow.folder)  # as `python -m` would
     assert facts["mark"] == "from the launcher"  # the launcher's environment
     assert facts["stdin"] == os.devnull
@@ -70,6 +70,38 @@ def test_forked_nodes_show_their_label_and_flow_and_end_with_the_server(flow: Fl
     assert not servers[0].is_running() or servers[0].status() == psutil.STATUS_ZOMBIE  # it ended with the flow
 
 
+FLOW_SCRIPT = """
+import sys
+from flujo import Flow
+from flow_nodes import Describe
+from flujo.nodes.basic import Collect
+
+flow = Flow(sys.argv[1])
+flow.add(Collect, flow.add(Describe, path=sys.argv[2], name="describe"), path=sys.argv[2] + ".out")
+flow.start()
+flow.join(timeout=30)
+"""
+
+
+def test_a_flow_started_from_python_forks_its_nodes_too(flow: FlowRunner) -> None:
+    """flujo.Flow starts the launcher with a lifeline in its environment, which the launcher
+    takes out: the fork server must not have seen it, or no node would fit its environment."""
+    (flow.folder / "describe_helper.py").write_text("")
+    script, facts_file = flow.folder / "script.py", flow.path("facts.json")
+    script.write_text(FLOW_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), flow.name, facts_file],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=flow.folder,
+        env={**flow.env, "PYTHONPATH": str(Path(__file__).parent)},  # flow_nodes, for every process
+    )
+    assert done.returncode == 0, done.stderr
+    assert "flujo-fork-server" in json.loads(Path(facts_file).read_text())["parent"]
+    assert line_count(facts_file + ".out") == 3
+
+
 @pytest.mark.parametrize("how", ["env of its own", "switched off"])
 def test_a_node_starts_its_own_interpreter_when_a_fork_would_not_do(flow: FlowRunner, how: str) -> None:
     """A manifest ``env`` may change what the interpreter reads as it starts: that node is not
@@ -83,7 +115,7 @@ def test_a_node_starts_its_own_interpreter_when_a_fork_would_not_do(flow: FlowRu
     _, stderr = launcher.communicate(timeout=30)
     assert launcher.returncode == 0, stderr
     facts = json.loads(Path(facts_file).read_text())
-    assert facts["ppid"] == launcher.pid  # started by the launcher itself
+    assert facts["ppid"] == launcher.pid and "flujo-fork-server" not in facts["parent"]  # by the launcher
     assert facts["cwd"] == facts["path0"] == facts["helper"] == str(flow.folder)
     assert facts["mark"] == ("its own" if how == "env of its own" else None)
 

@@ -55,17 +55,9 @@ def zip_flow(gate: str, out: str) -> dict[str, Node]:
     }
 
 
-@pytest.fixture
-def flow(flow: FlowRunner) -> FlowRunner:
-    """The conftest's runner, without a fork server: every Python node starts its own
-    interpreter, so its configuration shows in /proc/PID/environ (node_configs)."""
-    flow.env[SWITCH] = "0"
-    return flow
-
-
 def node_configs(name: str) -> dict[str, tuple[psutil.Process, dict]]:
     """label -> (process, configuration) of the flow's node processes (from FLUJO_NODE_CONFIG;
-    the flow runs without a fork server: see the ``flow`` fixture below)."""
+    the flow runs without a fork server: see without_fork_server)."""
     found = {}
     for process in flow_processes(name):
         try:
@@ -77,6 +69,13 @@ def node_configs(name: str) -> dict[str, tuple[psutil.Process, dict]]:
             label = config["node"] if config["replicas"] == 1 else f"{config['node']}.{config['replica']}"
             found[label] = (process, config)
     return found
+
+
+def without_fork_server(flow: FlowRunner) -> FlowRunner:
+    """Every Python node of the runner's flows starts its own interpreter, so its configuration
+    shows in /proc/PID/environ (node_configs; a fork's shows the fork server's)."""
+    flow.env[SWITCH] = "0"
+    return flow
 
 
 def endpoint(config: dict, port: str) -> str:
@@ -108,7 +107,7 @@ def rss_mb(process: psutil.Process) -> float:
 
 def test_forged_and_malformed_messages_are_refused_while_the_stream_goes_on(flow: FlowRunner) -> None:
     gate, out, status = flow.path("gate"), flow.path("out.jsonl"), flow.path("status.json")
-    launcher = flow.start(flow.manifest(zip_flow(gate, out)), "--json-status", status)
+    launcher = without_fork_server(flow).start(flow.manifest(zip_flow(gate, out)), "--json-status", status)
     nodes = poll_for(lambda: (found := node_configs(flow.name)) and len(found) == 6 and found, timeout=30)
     targets = {  # (replica label, port): (the node it reads, its replicas, copies of each kind)
         ("pair", "a"): ("work", 3, COPIES_ZIP_PORT),  # a zip port fed by a replicated node: it also restores order
@@ -201,7 +200,7 @@ def test_a_frame_over_the_limit_drops_its_connection_not_the_node(flow: FlowRunn
         """,
         flow='max_message = "1MB"',
     )
-    launcher = flow.start(manifest)
+    launcher = without_fork_server(flow).start(manifest)
     nodes = poll_for(lambda: (found := node_configs(flow.name)) and len(found) == 2 and found, timeout=30)
     sink, config = nodes["sink"]
     assert config["inputs"][0]["max_message"] == 1 << 20
@@ -245,7 +244,7 @@ GARBAGE = [
 def test_the_launcher_survives_garbage_on_its_status_and_command_sockets(flow: FlowRunner) -> None:
     gate, out = flow.path("gate"), flow.path("out.jsonl")
     manifest = flow.manifest({"src": node("{nodes}:Gated", args={"n": 200, "gate": gate}), "sink": collect("src", out)})
-    launcher = flow.start(manifest)
+    launcher = without_fork_server(flow).start(manifest)
     nodes = poll_for(lambda: (found := node_configs(flow.name)) and len(found) == 2 and found, timeout=30)
     status_endpoint = nodes["sink"][1]["status"]
     announcement = Path(flow.env["FLUJO_RUNS"]) / flow.name / "launcher.json"
