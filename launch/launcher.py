@@ -70,8 +70,7 @@ class Launcher:
         self._display = Display(flow.name, output, messages, quiet)
         self.replicas: dict[Key, Replica] = {}
         self._timers = Timers()
-        # Started by a program (flujo.Flow): ends with it.
-        self._parent = parent if parent is not None else ParentPipe.from_environment()
+        self._parent = parent or ParentPipe.from_environment()  # started by a program: ends with it
         self._relay: OutputRelay | None = None  # node output, once the terminal is set up
         self._hosts = Hosts(flow, self.replicas, self._timers, self._say, lambda: self._relay)
         self._supervisor: Supervisor | None = None  # while the flow runs
@@ -145,8 +144,7 @@ class Launcher:
         announcement = flow_folder / ANNOUNCEMENT
         reaper = Reaper()  # kills every node's process group if this process dies, however
         reaper.unlink_on_exit(segment_prefix(flow_run))  # ... and unlinks the run's shared memory
-        forks = self._forks
-        if forks is not None:
+        if (forks := self._forks) is not None:
             reaper.watch(forks.pid)
         # A fresh key pair per run: every tcp socket of the flow uses CURVE with it (flujo/curve.py).
         flow_keys = KeyPair.generate() if self.flow.secure else None
