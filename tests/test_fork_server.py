@@ -4,6 +4,7 @@ environment of its own starts its own interpreter, and a dead server costs no it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -34,8 +35,14 @@ def _describe_flow(flow: FlowRunner, **fields: object) -> tuple[Path, str]:
     return manifest, facts
 
 
-def _server_of(flow: FlowRunner) -> list[psutil.Process]:
-    return [p for p in flow_processes(flow.name) if "flujo-fork-server" in " ".join(p.cmdline())]
+def _server_of(flow: FlowRunner, launcher: int) -> list[psutil.Process]:
+    """The flow's fork server (a node forked a moment ago may still bear the server's title)."""
+    found = []
+    for process in flow_processes(flow.name):
+        with contextlib.suppress(psutil.Error):
+            if "flujo-fork-server" in " ".join(process.cmdline()) and process.ppid() == launcher:
+                found.append(process)
+    return found
 
 
 def test_a_forked_node_starts_as_its_own_interpreter_would(flow: FlowRunner) -> None:
@@ -60,7 +67,7 @@ def test_forked_nodes_show_their_label_and_flow_and_end_with_the_server(flow: Fl
         {"src": node("{nodes}:Gated", args={"n": 5, "gate": gate}), "sink": collect("src", flow.path("out"))}
     )
     launcher = flow.start(manifest)
-    servers = poll_for(lambda: _server_of(flow), timeout=20)
+    servers = poll_for(lambda: _server_of(flow, launcher.pid), timeout=20)
     assert len(servers) == 1 and servers[0].ppid() == launcher.pid
     wanted = [f"flujo-node sink flow={flow.name}", f"flujo-node src flow={flow.name}"]
     poll_for(lambda: sorted(" ".join(p.cmdline()).strip() for p in servers[0].children()) == wanted, timeout=20)
@@ -137,7 +144,7 @@ def test_a_killed_fork_server_takes_its_nodes_and_their_successors_lose_nothing(
     )
     launcher = flow.start(manifest)
     poll_for(lambda: line_count(out) >= 50, timeout=30)
-    (server,) = _server_of(flow)
+    (server,) = _server_of(flow, launcher.pid)
     forked = server.children()
     assert len(forked) == 3
     os.kill(server.pid, signal.SIGKILL)
