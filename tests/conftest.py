@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import compileall
+import contextlib
 import fcntl
 import json
 import os
@@ -162,7 +163,8 @@ class FlowRunner:
         """Kill whatever is left; return descriptions of the orphans found."""
         for process in self.running:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it ended, its exit not yet reported
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.communicate()
         orphans = []
         try:

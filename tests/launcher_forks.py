@@ -13,6 +13,7 @@ Run as ``python launcher_forks.py FD``: the server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -167,8 +168,9 @@ class ForkedLauncher:
             self._read[name].append(stream.read())
 
     def send_signal(self, signum: int) -> None:
-        if self.returncode is None:
-            os.kill(self.pid, signum)
+        if self.returncode is None:  # gone, but its exit not reported yet: as Popen, nothing to do
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
