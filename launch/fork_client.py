@@ -1,6 +1,6 @@
 """The launcher's (or an agent's) handle on its fork server (launch/fork_server.py).
 
-``ForkServer.fork(cwd, env, title)`` returns a new node process's pid and the read end of its
+``ForkServer.fork(cwd, env, title, on_exit)`` returns a new node process's pid and the read end of its
 output pipe, or None when this node cannot fork: its environment is not the server's (a
 manifest ``env`` can change what the interpreter or a library reads when it starts, which a
 fork would not see), or the server is gone. The caller then starts the node as before, with
@@ -18,7 +18,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable
 
 from flujo.launch.fork_server import MAX_MESSAGE, run_server
@@ -60,69 +59,41 @@ def fork_server_for(flow: FlowSpec) -> ForkServer | None:
     return ForkServer(f"flujo-fork-server flow={flow.name}")
 
 
-class ForkServer:
-    """Forks the server at once, from this process, which must be single-threaded; each node the
-    server forks returns from this constructor by raising SystemExit as it ends (call it only
-    where that unwinds nothing but the caller's own start-up). The first fork waits until the
-    server has imported the runtime."""
+class ForkChannel:
+    """The requesting end of a fork server's channel (the wire in launch/fork_server.py): one
+    request at a time, each child's exit reported to the callback given with its request, from
+    a reader thread. When the server ends, the children it still had are reported KILLED."""
 
-    def __init__(self, title: str, reply_timeout: float = REPLY_TIMEOUT) -> None:
-        if threading.active_count() > 1:
-            raise RuntimeError("a fork server is forked from a single-threaded process only (see wanted())")
-        self._reply_timeout = reply_timeout
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # what a node's environment must be
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        for end in (ours, theirs):
-            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)
-        creator = os.getpid()
-        sys.stdout.flush()  # or what the buffers hold would be written again by every node
-        sys.stderr.flush()
-        self.pid = os.fork()
-        if self.pid == 0:
-            ours.close()
-            os.environ["PYTHONUNBUFFERED"] = "1"
-            run_server(theirs, title, creator)  # returns never; in a node, raises SystemExit at its end
-        theirs.close()
-        self._channel = ours
+    def __init__(self, channel: socket.socket, reply_timeout: float = REPLY_TIMEOUT) -> None:
+        self._channel, self._reply_timeout = channel, reply_timeout
         self._replies: queue.Queue[dict[str, object]] = queue.Queue()
         self._requesting = threading.Lock()  # one request at a time: replies come in order
         self._lock = threading.Lock()  # the exit tables (never held while waiting: the reader needs it)
         self._exits: dict[int, ExitCallback] = {}
         self._early: dict[int, int] = {}  # exits reported before their callback was registered
-        self._alive = True
+        self.alive = True
         self._reader = threading.Thread(target=self._read, daemon=True, name="fork server")
         self._reader.start()
 
-    def fits(self, env: dict[str, str]) -> bool:
-        """A node with this environment may be forked: it is the server's, apart from the
-        node's own configuration."""
-        return {name: value for name, value in env.items() if name != CONFIG_ENV} == self.env
-
-    def fork(self, cwd: str, env: dict[str, str], title: str, on_exit: ExitCallback) -> tuple[int, int] | None:
-        """(pid, read end of its stdout and stderr) of a new node process, or None if it could
-        not be forked here (the caller starts it another way)."""
-        if not self._alive or not self.fits(env):
-            return None
-        read_end, write_end = os.pipe()
-        try:
-            with self._requesting:
-                message = json.dumps({"cwd": cwd, "env": env, "title": title}).encode()
-                try:
-                    socket.send_fds(self._channel, [message], [write_end])
-                except OSError:
-                    os.close(read_end)
-                    return None  # too large, or the server is gone
-                try:
-                    reply = self._replies.get(timeout=self._reply_timeout)
-                except queue.Empty:
-                    self._give_up()
-                    os.close(read_end)
-                    return None
-        finally:
-            os.close(write_end)
+    def request(self, fields: dict[str, object], fds: list[int], on_exit: ExitCallback) -> int | None:
+        """The pid of the child forked for ``fields`` (``fds`` go with them; the caller closes
+        its own copies), or None: refused, too large, or the server gone. TimeoutError: no
+        reply within the timeout (the server is stuck)."""
+        message = json.dumps(fields).encode()
+        with self._requesting:
+            if not self.alive:
+                return None
+            try:
+                socket.send_fds(self._channel, [message], fds)
+            except OSError:
+                return None
+            try:
+                reply = self._replies.get(timeout=self._reply_timeout)
+            except queue.Empty:
+                self.alive = False
+                raise TimeoutError(f"no reply from the fork server within {self._reply_timeout:g} s") from None
         pid = reply.get("pid")
         if type(pid) is not int:
-            os.close(read_end)
             return None
         with self._lock:
             early = self._early.pop(pid, None)
@@ -130,7 +101,7 @@ class ForkServer:
                 self._exits[pid] = on_exit
         if early is not None:
             on_exit(pid, early)
-        return pid, read_end
+        return pid
 
     def _read(self) -> None:
         while True:
@@ -144,40 +115,85 @@ class ForkServer:
                 fields = json.loads(message)
             except ValueError:
                 continue
-            if "exit" in fields:
-                pid, code = fields["exit"], fields["code"]
-                with self._lock:
-                    callback = self._exits.pop(pid, None)
-                    if callback is None:
-                        self._early[pid] = code
-                if callback is not None:
-                    callback(pid, code)
-            else:
+            if "exit" not in fields:
                 self._replies.put(fields)
+                continue
+            pid, code = fields["exit"], fields["code"]
+            with self._lock:
+                callback = self._exits.pop(pid, None)
+                if callback is None:
+                    self._early[pid] = code
+            if callback is not None:
+                callback(pid, code)
         # The server is gone (or closed): the kernel killed its children with it.
-        self._alive = False
+        self.alive = False
         self._replies.put({})
         with self._lock:
             orphans, self._exits = self._exits, {}
         for pid, callback in orphans.items():
             callback(pid, KILLED)
 
-    def _give_up(self) -> None:
-        self._alive = False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
+    def close(self, timeout: float = 5.0) -> bool:
+        """End the channel; True once the server has closed its end too (it has exited)."""
+        self.alive = False
+        with contextlib.suppress(OSError):
+            self._channel.shutdown(socket.SHUT_WR)  # the server reads the end, and exits
+        self._reader.join(timeout)
+        self._channel.close()
+        return not self._reader.is_alive()
+
+
+class ForkServer:
+    """Forks the server at once, from this process, which must be single-threaded; each node the
+    server forks returns from this constructor by raising SystemExit as it ends (call it only
+    where that unwinds nothing but the caller's own start-up). The first fork waits until the
+    server has imported the runtime."""
+
+    def __init__(self, title: str, reply_timeout: float = REPLY_TIMEOUT) -> None:
+        if threading.active_count() > 1:
+            raise RuntimeError("a fork server is forked from a single-threaded process only (see wanted())")
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # what a node's environment must be
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for end in (ours, theirs):
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)
+        creator = os.getpid()
+        sys.stdout.flush()  # or what the buffers hold would be written again by every node
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:
+            ours.close()
+            os.environ["PYTHONUNBUFFERED"] = "1"
+            run_server(theirs, title, creator)  # returns never; in a node, raises SystemExit at its end
+        theirs.close()
+        self._channel = ForkChannel(ours, reply_timeout)
+
+    def fits(self, env: dict[str, str]) -> bool:
+        """A node with this environment may be forked: it is the server's, apart from the
+        node's own configuration."""
+        return {name: value for name, value in env.items() if name != CONFIG_ENV} == self.env
+
+    def fork(self, cwd: str, env: dict[str, str], title: str, on_exit: ExitCallback) -> tuple[int, int] | None:
+        """(pid, read end of its stdout and stderr) of a new node process, or None if it could
+        not be forked here (the caller starts it another way)."""
+        if not self.fits(env):
+            return None
+        read_end, write_end = os.pipe()
+        try:
+            pid = self._channel.request({"cwd": cwd, "env": env, "title": title}, [write_end], on_exit)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)  # stuck: its nodes go with it, and start afresh
+            pid = None
+        finally:
+            os.close(write_end)
+        if pid is None:
+            os.close(read_end)
+            return None
+        return pid, read_end
 
     def close(self) -> None:
         """End the server (call once its children have exited: it takes them along)."""
-        self._alive = False
-        with contextlib.suppress(OSError):
-            self._channel.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + 5
-        while os.waitpid(self.pid, os.WNOHANG) == (0, 0):  # it exits as soon as it reads the end
-            if time.monotonic() > deadline:
+        if not self._channel.close():  # it exits as soon as it reads the end of the channel
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-                break
-            time.sleep(0.001)
-        self._reader.join(timeout=5)
-        self._channel.close()
+        os.waitpid(self.pid, 0)

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn, Protocol, TextIO, TypeVar
 
+from setproctitle import setproctitle
+
 from flujo.launch.parent_death import end_with_parent
 
 #: Largest request (the node's environment, its configuration included) and reply, in bytes.
@@ -128,6 +130,7 @@ def parse_request(message: bytes, fds: list[int]) -> NodeRequest | None:
 
 
 def reply(channel: socket.socket, fields: dict[str, object]) -> None:
+    """One message to the client (launch/fork_client.py)."""
     with contextlib.suppress(OSError):  # the launcher is gone: the next read sees the closed channel
         channel.send(json.dumps(fields).encode())
 
@@ -149,19 +152,25 @@ def become_node(request: NodeRequest, server: int) -> None:
     end_with_parent()  # with the server, which ends with the launcher
     if os.getppid() != server:  # the server died before the line above: so must this child
         os._exit(1)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(request.stdout, 1)
-    os.dup2(request.stdout, 2)
-    os.close(null)
-    os.close(request.stdout)
-    sys.stdout, sys.stderr = unbuffered(sys.stdout, 1), unbuffered(sys.stderr, 2)
-    os.chdir(request.cwd)
-    os.environ.clear()
-    os.environ.update(request.env)
+    take_over(request.stdout, request.stdout, request.cwd, request.env, request.title)
     sys.path[0] = os.getcwd()  # what `python -m` puts first: the node's folder, for its imports
     sys.argv = [sys.modules["flujo.node"].__file__ or "flujo.node"]
-    set_title(request.title)
+
+
+def take_over(stdout: int, stderr: int, cwd: str, env: dict[str, str], title: str) -> None:
+    """What a forked child takes in place of its server's: stdin from /dev/null, stdout and
+    stderr on these descriptors (closed here), unbuffered; the folder, environment and title."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(stdout, 1)
+    os.dup2(stderr, 2)
+    for fd in {null, stdout, stderr}:
+        os.close(fd)
+    sys.stdout, sys.stderr = unbuffered(sys.stdout, 1), unbuffered(sys.stderr, 2)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    setproctitle(title)  # what ps and top show (its command line is the server's otherwise)
 
 
 def unbuffered(stream: TextIO, fd: int) -> TextIO:
@@ -170,15 +179,6 @@ def unbuffered(stream: TextIO, fd: int) -> TextIO:
     they come)."""
     raw = io.FileIO(fd, "w", closefd=False)
     return io.TextIOWrapper(raw, encoding=stream.encoding, errors=stream.errors, write_through=True)
-
-
-def set_title(title: str) -> None:
-    """What ps and top show for this process (its command line is the server's otherwise)."""
-    try:
-        from setproctitle import setproctitle
-    except ImportError:
-        return
-    setproctitle(title)
 
 
 def run_server(channel: socket.socket, title: str, creator: int) -> NoReturn:
@@ -197,7 +197,7 @@ def run_server(channel: socket.socket, title: str, creator: int) -> NoReturn:
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(signum, signal.SIG_DFL)  # as in a fresh interpreter
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        set_title(title)
+        setproctitle(title)
         server = os.getpid()
         import flujo.node  # noqa: F401  # the point of this process: every node starts with it imported
 

@@ -155,7 +155,7 @@ class NodeProcess:
         self._watcher.start()
 
     def _forked_exit(self, pid: int, code: int) -> None:
-        self._forked_code = code
+        self.returncode = code
         self._exited.set()
 
     def _relay(self, relay: OutputRelay) -> None:
@@ -165,11 +165,10 @@ class NodeProcess:
 
     def _watch(self, on_exit: Callable[[int, int], None]) -> None:
         if self._popen is not None:
-            code = self._popen.wait()
+            self.returncode = code = self._popen.wait()
         else:
             self._exited.wait()
-            code = self._forked_code
-        self.returncode = code
+            code = self.returncode  # type: ignore[assignment]  # set with the event
         # What the node started and left behind goes with it. The group's number cannot have
         # been reused while any of its processes lives, so this reaches only the node's own.
         self.signal(signal.SIGKILL)

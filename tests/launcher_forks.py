@@ -16,16 +16,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
-from flujo.launch.fork_server import MAX_MESSAGE, serve, set_title, unbuffered
+from setproctitle import setproctitle
+
+from flujo.launch.fork_client import ForkChannel
+from flujo.launch.fork_server import MAX_MESSAGE, serve, take_over
 
 
 @dataclass(frozen=True)
@@ -53,18 +55,8 @@ def _parse(message: bytes, fds: list[int]) -> LaunchRequest | None:
 
 def _become_launcher(request: LaunchRequest) -> None:
     os.setsid()  # as Popen(start_new_session=True): the test signals the launcher's group
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(request.stdout, 1)
-    os.dup2(request.stderr, 2)
-    for fd in (null, request.stdout, request.stderr):
-        os.close(fd)
-    sys.stdout, sys.stderr = unbuffered(sys.stdout, 1), unbuffered(sys.stderr, 2)
-    os.chdir(request.cwd)
-    os.environ.clear()
-    os.environ.update(request.env)
+    take_over(request.stdout, request.stderr, request.cwd, request.env, request.title)
     sys.argv = ["flujo-launch", *request.argv]
-    set_title(request.title)
 
 
 class LauncherForks:
@@ -81,57 +73,30 @@ class LauncherForks:
             start_new_session=True,
         )
         theirs.close()
-        self._channel = ours
-        self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._requesting = threading.Lock()
-        self._lock = threading.Lock()
-        self._running: dict[int, ForkedLauncher] = {}
-        self._early: dict[int, int] = {}
-        threading.Thread(target=self._read, daemon=True, name="launcher forks").start()
+        self._channel = ForkChannel(ours, reply_timeout=30)
 
     def start(self, argv: list[str], env: dict[str, str], title: str) -> ForkedLauncher:
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
-        message = json.dumps({"argv": argv, "env": env, "cwd": os.getcwd(), "title": title}).encode()
+        launcher = ForkedLauncher(os.fdopen(out_read), os.fdopen(err_read))
+        fields = {"argv": argv, "env": env, "cwd": os.getcwd(), "title": title}
         try:
-            with self._requesting:
-                socket.send_fds(self._channel, [message], [out_write, err_write])
-                answer = self._replies.get(timeout=30)
+            pid = self._channel.request(fields, [out_write, err_write], lambda _, code: launcher.exited(code))
         finally:
             os.close(out_write)
             os.close(err_write)
-        if "pid" not in answer:
-            raise OSError(f"the launcher fork server could not start {argv}: {answer}")
-        launcher = ForkedLauncher(answer["pid"], os.fdopen(out_read), os.fdopen(err_read))
-        with self._lock:
-            code = self._early.pop(launcher.pid, None)
-            if code is None:
-                self._running[launcher.pid] = launcher
-        if code is not None:
-            launcher.exited(code)
+        if pid is None:
+            raise OSError(f"the launcher fork server could not start {argv}")
+        launcher.pid = pid
         return launcher
-
-    def _read(self) -> None:
-        while message := self._channel.recv(MAX_MESSAGE):
-            fields = json.loads(message)
-            if "exit" not in fields:
-                self._replies.put(fields)
-                continue
-            with self._lock:
-                launcher = self._running.pop(fields["exit"], None)
-                if launcher is None:
-                    self._early[fields["exit"]] = fields["code"]
-            if launcher is not None:
-                launcher.exited(fields["code"])
-        self._replies.put({"error": "the server ended"})
 
 
 class ForkedLauncher:
     """What the tests use of a subprocess.Popen: pid, stdout, stderr (text), returncode, poll,
     wait, communicate, send_signal, kill."""
 
-    def __init__(self, pid: int, stdout: IO[str], stderr: IO[str]) -> None:
-        self.pid, self.stdout, self.stderr = pid, stdout, stderr
+    def __init__(self, stdout: IO[str], stderr: IO[str]) -> None:
+        self.pid, self.stdout, self.stderr = 0, stdout, stderr  # pid: once forked
         self.returncode: int | None = None
         self._ended = threading.Event()
         self._readers: list[threading.Thread] = []
@@ -183,7 +148,7 @@ def _main() -> None:
     import flujo.node  # noqa: F401  # and what each launcher's node fork server imports
     from flujo.launch import cli, launcher  # noqa: F401  # what every launcher imports: once, here
 
-    set_title("flujo-test launcher forks")
+    setproctitle("flujo-test launcher forks")
     request = serve(socket.socket(fileno=int(sys.argv[1])), _parse, max_fds=2)
     if request is None:
         sys.exit(0)  # the test worker ended
