@@ -15,7 +15,8 @@ from conftest import flow_processes
 from flujo.conformance import FAIL_ITEM, main
 from flujo.conformance.checks import Outcome, same
 from flujo.conformance.cli import level_reached
-from flujo.conformance.harness import FLOW
+from flujo.conformance.harness import FLOW, Bench
+from flujo.vocab import NodeKind
 
 BROKEN = str(Path(__file__).parent / "conformance_broken_node.py")
 REFERENCE = [sys.executable, "-m", "flujo.conformance.reference"]
@@ -331,3 +332,23 @@ def test_a_reference_node_starts_without_numpy_or_the_kit() -> None:
     assert package.main is main and package.LEVELS == ("basic", "full", "restartable", "acknowledging")
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
         package.nothing  # noqa: B018 - the lookup is what is tested
+
+
+@pytest.mark.timeout(30)
+def test_the_bench_wakes_for_the_nodes_exit_and_settles_each_exit(tmp_path: Path, monkeypatch) -> None:
+    """The pump watches the node's exit as it watches its sockets (a pump of a minute returns
+    when a node that exits at once is gone), and every process's exit, a successor's too, gets
+    its settle window: a report sent just before the exit may still be on its way."""
+    bench = Bench([sys.executable, "-c", "pass"], tmp_path, NodeKind.PROCESSOR, timeout=20)
+    settled: list[int] = []
+    idle = bench.idle
+    monkeypatch.setattr(bench, "idle", lambda seconds: (settled.append(bench.generation), idle(seconds)))
+    try:
+        for generation in (0, 1):
+            bench.spawn(generation)
+            bench.pump(60_000)  # returns at the exit, long before the test's timeout
+            assert bench.exited()
+            assert bench.wait(bench.exited)
+        assert settled == [0, 1]
+    finally:
+        bench.close()

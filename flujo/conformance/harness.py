@@ -311,6 +311,9 @@ class Bench:
         self.subscriptions: list[bytes] = []  # topics the node subscribed to, in order
         self.history: list[list[bytes]] = []  # published commands, replayed to a new subscriber
         self.process: subprocess.Popen | None = None
+        #: Readable once the node's process has exited (a pidfd): the pump wakes for the exit as it
+        #: does for a message, instead of noticing it at its next turn.
+        self._exit_fd: int | None = None
         self.generation = 0
         self.log_path = folder / "node.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - the node's log for the bench's life; close() closes it
@@ -324,6 +327,7 @@ class Bench:
         self.generation = generation
         self.config["generation"] = generation
         self.subscriptions.clear()
+        self._exit_settled = False  # this process's exit, too, is settled when seen
         env = {**os.environ, CONFIG_ENV: json.dumps(self.config), "PYTHONUNBUFFERED": "1"}
         self._log.write(f"--- generation {generation}: {' '.join(self.command)}\n".encode())
         self._log.flush()
@@ -335,9 +339,16 @@ class Bench:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self._forget_exit_fd()
+        self._exit_fd = os.pidfd_open(self.process.pid)
 
     def exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()
+
+    def _forget_exit_fd(self) -> None:
+        if self._exit_fd is not None:
+            os.close(self._exit_fd)
+            self._exit_fd = None
 
     def kill(self) -> None:
         """End the node's process group (the program and anything it started)."""
@@ -351,6 +362,7 @@ class Bench:
 
     def close(self) -> None:
         self.kill()
+        self._forget_exit_fd()
         self._log.close()
         self.context.destroy(linger=0)
 
@@ -398,7 +410,12 @@ class Bench:
                 poller.register(reader.socket, zmq.POLLIN)
         for socket in self.extra_sockets:
             poller.register(socket, zmq.POLLIN)
+        if self._exit_fd is not None:
+            poller.register(self._exit_fd, zmq.POLLIN)
         events = dict(poller.poll(timeout_ms))
+        if self._exit_fd in events:  # exited: reap it, and stop watching (it stays readable)
+            self.exit_code()
+            self._forget_exit_fd()
         for socket, take in list(self.extra_sockets.items()):
             if socket in events:
                 take()
