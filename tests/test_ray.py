@@ -11,6 +11,7 @@ that kills the worker runs last.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import queue
 import shutil
@@ -29,8 +30,10 @@ from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from netns import Host, can_make_namespaces, make_hosts, remove_hosts
 
-ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[test,ray]' (.ci/run does)")
-_why_not = can_make_namespaces()
+# Found, not imported: importing Ray costs each pytest worker about 0.4 CPU-s when it collects,
+# and only the launchers and the cluster's processes use it.
+_no_ray = None if importlib.util.find_spec("ray") else "Ray is not installed: pip install -e '.[test,ray]'"
+_why_not = _no_ray or can_make_namespaces()
 pytestmark = [
     pytest.mark.skipif(_why_not is not None, reason=_why_not or ""),
     # One worker runs every test here, one after another, under `pytest -n N` (--dist loadgroup in
@@ -43,8 +46,18 @@ RAY_PORT = 6379
 #: The head's Ray Client server (ray://HOST:PORT): a driver that is not a machine of the cluster.
 CLIENT_PORT = 10001
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
-#: Modest on a shared 2-core machine: logical CPUs only (Ray does not pin them), a small object store.
-NODE_OPTIONS = ["--num-cpus", "2", "--object-store-memory", str(80 * 2**20), "--disable-usage-stats", "--block"]
+#: Modest on a shared 2-core machine: logical CPUs only (Ray does not pin them), a small object
+#: store, and neither the log monitor (Flujo connects with log_to_driver=False: its nodes' output
+#: comes through Flujo's own channel) nor the autoscaler's monitor (a fixed cluster), about 5 CPU-s.
+NODE_OPTIONS = [
+    "--num-cpus",
+    "2",
+    "--object-store-memory",
+    str(80 * 2**20),
+    "--disable-usage-stats",
+    "--include-log-monitor=false",
+    "--block",
+]
 #: The head notices a dead worker within about 2 s instead of Ray's default of about 30 s.
 FAST_HEALTH_CHECKS = {
     "RAY_health_check_period_ms": "500",
@@ -94,6 +107,7 @@ class RayCluster:
             "--port",
             str(RAY_PORT),
             "--include-dashboard=false",
+            "--no-monitor",  # the autoscaler's: a fixed cluster has nothing to scale
             "--ray-client-server-port",
             str(CLIENT_PORT),
             "--temp-dir",

@@ -10,7 +10,7 @@ import synthetic
 from synthetic import run
 
 from flujo.nodes.video import VideoReader
-from flujo.nodes.vision import LineCounter, PeopleDetector, Tracker
+from flujo.nodes.vision import LineCounter, PeopleDetector
 
 CLIP = Path(__file__).resolve().parents[1] / "samples" / "data" / "vtest.avi"
 
@@ -62,6 +62,8 @@ def test_unknown_method_is_refused():
 
 
 def test_background_detector_tracker_counter_count_the_synthetic_clip_exactly(tmp_path):
+    from flujo.nodes.vision import Tracker  # SciPy: imported by the test that needs it, not at collection
+
     path = synthetic.write_video(str(tmp_path / "walkers.avi"))
     frames = run(VideoReader(path))
     detections = run(PeopleDetector(method="background"), frames)

@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 import pytest
 import synthetic
 from synthetic import run
 
-from flujo.nodes.vision import LineCounter, Tracker
-from flujo.nodes.vision.tracker import assign, iou_matrix
+from flujo.nodes.vision import LineCounter
 
 #: Detector misses on top of the occlusion: figure 1 for 4 frames, figure 2 for 3.
 DROPS = {1: range(40, 44), 2: range(30, 33)}
 
 
+# The tracker's module is imported by the tests that use it, not at the top: it imports SciPy
+# (about 0.5 CPU-s), which every pytest worker would otherwise pay for when it collects this module.
+
+
+def tracker(**options: Any) -> Any:
+    """A Tracker with ``options``."""
+    from flujo.nodes.vision import Tracker
+
+    return Tracker(**options)
+
+
 def figure_of(entry: dict, index: int) -> int | None:
     """The ground-truth figure a reported box overlaps most (IoU > 0.3)."""
+    from flujo.nodes.vision.tracker import iou_matrix
+
     truth = synthetic.ground_truth(index)
     ious = iou_matrix(np.array([entry["box"]]), np.array([box for _, box in truth]).reshape(-1, 4))[0]
     best = int(np.argmax(ious)) if len(truth) else -1
@@ -48,7 +61,7 @@ def test_occluded_figure_is_really_missing_from_the_detections():
 
 
 def test_ids_are_stable_through_noise_drops_and_occlusion():
-    tracks = run(Tracker(), synthetic.detection_items(drop=DROPS))
+    tracks = run(tracker(), synthetic.detection_items(drop=DROPS))
     ids_per_figure, figures_per_id = identity_map(tracks)
     assert sorted(ids_per_figure) == [1, 2, 3, 4]
     assert all(len(ids) == 1 for ids in ids_per_figure.values()), ids_per_figure
@@ -57,7 +70,7 @@ def test_ids_are_stable_through_noise_drops_and_occlusion():
 
 
 def test_coasting_track_is_predicted_through_the_gap():
-    tracks = run(Tracker(), synthetic.detection_items(drop=DROPS))
+    tracks = run(tracker(), synthetic.detection_items(drop=DROPS))
     coasting = [
         (item["index"], entry)
         for item in tracks
@@ -73,7 +86,7 @@ def test_coasting_track_is_predicted_through_the_gap():
 
 def test_short_max_age_loses_the_occluded_figure():
     # Proves the occlusion matters: without enough age the figure comes back under a new id.
-    ids_per_figure, _ = identity_map(run(Tracker(max_age=2), synthetic.detection_items(drop=DROPS)))
+    ids_per_figure, _ = identity_map(run(tracker(max_age=2), synthetic.detection_items(drop=DROPS)))
     assert len(ids_per_figure[3]) == 2
 
 
@@ -82,15 +95,15 @@ def test_min_hits_hides_one_off_false_alarms():
     for index in (12, 30, 50):  # a single spurious box, never seen again
         items[index]["boxes"] = np.vstack([items[index]["boxes"], [[200, 200, 20, 30]]]).astype(np.float32)
         items[index]["scores"] = np.ones(len(items[index]["boxes"]), np.float32)
-    tracks = run(Tracker(min_hits=3), items)
+    tracks = run(tracker(min_hits=3), items)
     assert {entry["id"] for item in tracks for entry in item["tracks"]} == {1, 2, 3, 4}
     first_report = next(item["index"] for item in tracks if item["tracks"])
     assert first_report == 5 + 2  # figure 1 appears in frame 5, confirmed at its third hit
 
 
 def test_tracker_is_deterministic_and_reports_schema():
-    first = run(Tracker(), synthetic.detection_items(drop=DROPS))
-    assert first == run(Tracker(), synthetic.detection_items(drop=DROPS))
+    first = run(tracker(), synthetic.detection_items(drop=DROPS))
+    assert first == run(tracker(), synthetic.detection_items(drop=DROPS))
     entry = first[40]["tracks"][0]
     assert set(entry) == {"id", "box", "centroid", "velocity", "age", "hits", "missed"}
     assert entry["centroid"] == pytest.approx(
@@ -102,6 +115,8 @@ def test_tracker_is_deterministic_and_reports_schema():
 def test_assignment_minimises_the_total_cost_and_leaves_out_forbidden_pairs():
     # Best-pair-first would take (0, 0) and force (1, 1), the swap that moves a track onto
     # another person; the global assignment pairs each row with its own.
+    from flujo.nodes.vision.tracker import assign
+
     cost = np.array([[0.10, 0.20], [0.15, 0.90]])
     assert assign(cost) == [(0, 1), (1, 0)]
     assert assign(np.array([[0.3, 1e6], [1e6, 1e6]])) == [(0, 0)]  # the forbidden row stays free
@@ -125,14 +140,14 @@ def _lost_then_newcomer() -> list[dict]:
 def test_a_lost_track_does_not_take_a_newcomer_far_from_it():
     """An id switch seen on the real clip: a gate that kept widening with every missed frame let
     a track lost for 10 frames claim someone 240 px away. The newcomer must get a new id."""
-    tracks = run(Tracker(), _lost_then_newcomer())
+    tracks = run(tracker(), _lost_then_newcomer())
     first = {entry["id"] for item in tracks[:30] for entry in item["tracks"]}
     later = {entry["id"] for item in tracks[38:] for entry in item["tracks"] if not entry["missed"]}
     assert first == {1} and later == {2}
 
 
 def test_a_coasting_box_stays_near_its_person_and_is_reported_briefly():
-    tracks = run(Tracker(coast_frames=5), _lost_then_newcomer())
+    tracks = run(tracker(coast_frames=5), _lost_then_newcomer())
     last_seen = 20 + 4 * 29 + 8  # A's centroid x in its last detected frame
     coasting = [(item["index"], entry) for item in tracks[30:38] for entry in item["tracks"] if entry["id"] == 1]
     assert [index for index, _ in coasting] == [30, 31, 32, 33, 34]  # then hidden, though still alive
@@ -142,7 +157,7 @@ def test_a_coasting_box_stays_near_its_person_and_is_reported_briefly():
 
 
 def test_counter_counts_the_known_crossings():
-    tracks = run(Tracker(), synthetic.detection_items(drop=DROPS))
+    tracks = run(tracker(), synthetic.detection_items(drop=DROPS))
     counts = run(LineCounter(line=[[0.5, 0.0], [0.5, 1.0]]), tracks)
     assert (counts[-1]["in"], counts[-1]["out"]) == (synthetic.CROSSINGS["in"], synthetic.CROSSINGS["out"])
     crossings = [c for item in counts for c in item["crossings"]]
@@ -222,16 +237,16 @@ def test_a_restored_tracker_goes_on_with_the_same_ids(cut: int) -> None:
     import msgpack
 
     items = list(synthetic.detection_items(drop=DROPS))
-    whole = run(Tracker(), items)
-    first = Tracker()
+    whole = run(tracker(), items)
+    first = tracker()
     first.open()
     before = [first.process(item) for item in items[:cut]]
     state = msgpack.unpackb(msgpack.packb(first.snapshot()))
-    successor = Tracker()
+    successor = tracker()
     successor.open()
     successor.restore(state)
     after = [successor.process(item) for item in items[cut:]]
     assert before + after == whole
-    fresh = Tracker()
+    fresh = tracker()
     fresh.open()
     assert [fresh.process(item) for item in items[cut:]] != whole[cut:]
