@@ -75,7 +75,11 @@ class Hosts:
         if self._flow.engine != "ray":
             return {}
         self.ray = RayLink(
-            context, self._flow.ray_address or os.environ.get("RAY_ADDRESS") or "auto", self._flow.name, self._relay
+            context,
+            self._flow.ray_address or os.environ.get("RAY_ADDRESS") or "auto",
+            self._flow.name,
+            self._relay,
+            pending_after=self._flow.ray_pending_after,
         )
         if self._flow.host in LOOPBACK:
             self._flow.host = self.ray.own_address  # where nodes on other machines reach this launcher

@@ -136,6 +136,8 @@ def validate(data: dict[str, Any], path: Path, file: str) -> FlowSpec:
         engine=Engine(settings.get("engine", Engine.LOCAL)),
         ray_address=settings.get("ray_address"),
     )
+    if "ray_pending_after" in settings:
+        flow.ray_pending_after = float(settings["ray_pending_after"])
     for key in ("max_message", "max_control_message"):
         if key in settings:
             setattr(flow, key, byte_size(settings[key]))

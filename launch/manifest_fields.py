@@ -162,6 +162,7 @@ FLOW_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "insecure": _flag,
     "engine": _one_of(Engine),
     "ray_address": _string,
+    "ray_pending_after": _seconds,
     "shm": _flag,
     "lossless": _flag,
     "max_message": _size,

@@ -118,6 +118,9 @@ class FlowSpec:
     lossless: bool = False  # opt in: edges that can acknowledge and replay do (docs/PROTOCOL.md, section 9)
     engine: Engine = Engine.LOCAL
     ray_address: str | None = None  # what ray.init connects to: HOST:PORT, ray://HOST:PORT or auto
+    #: Seconds a replica's placement may take before the launcher says it is pending (and, with
+    #: placement = "wait", leaves it out while the rest of the flow starts).
+    ray_pending_after: float = 5.0
 
     @property
     def base_dir(self) -> Path:

@@ -44,7 +44,7 @@ from flujo.launch.ray_cluster import (
     reachable,
 )
 from flujo.launch.ray_process import EXIT_HOST_LOST, RayProcess, apply_event
-from flujo.launch.ray_watcher import PENDING_AFTER, UNREACHABLE_FOR, Watched, watch
+from flujo.launch.ray_watcher import UNREACHABLE_FOR, Watched, watch
 from flujo.launch.resources import Resources, unplaceable
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ __all__ = [
     "EXIT_HOST_LOST",
     "FOLLOW_WAIT",
     "MAX_UNREAD_LINES",
-    "PENDING_AFTER",
     "PLACE_TIMEOUT",
     "UNREACHABLE_FOR",
     "NodeHost",
@@ -75,7 +74,17 @@ PLACE_TIMEOUT = 60.0
 class RayLink:
     """The launcher's connection to a Ray cluster, and the actors it placed there."""
 
-    def __init__(self, context: zmq.Context, address: str, flow: str, relay: Callable[[], OutputRelay | None]) -> None:
+    def __init__(
+        self,
+        context: zmq.Context,
+        address: str,
+        flow: str,
+        relay: Callable[[], OutputRelay | None],
+        pending_after: float,
+    ) -> None:
+        """Connect to the cluster at ``address`` for flow ``flow``; a replica whose placement takes
+        longer than ``pending_after`` seconds is said to be pending (the manifest's
+        ``ray_pending_after``)."""
         try:
             import ray
         except ImportError:
@@ -98,6 +107,7 @@ class RayLink:
         self._processes: dict[int, RayProcess] = {}
         self._placed: dict[Any, tuple[Any, dict[str, Any]]] = {}  # replica key -> first actor and its place
         self._waiting: dict[Any, tuple[Any, str]] = {}  # replica key -> first actor, not placed yet, and why
+        self._pending_after = pending_after
         self._closing = threading.Event()
 
     # -- before the flow starts ---------------------------------------------------------------
@@ -121,7 +131,7 @@ class RayLink:
         """Create an actor per replica key (``(resources, ports it binds, wait)``) and, for each
         Ray has placed, ask it for its machine's address and free ports there.
 
-        A replica that waits (``wait``) and is not placed within PENDING_AFTER (or that no Ray
+        A replica that waits (``wait``) and is not placed within ``pending_after`` seconds (or that no Ray
         node could hold yet: ``known`` says why) is left pending: its actor is kept, and
         ``spawn`` starts it once Ray places it, while the rest of the flow is up (and its
         status says why it waits). Any other replica is waited for up to ``timeout``."""
@@ -129,7 +139,7 @@ class RayLink:
         actors = {key: self._new_actor(resources) for key, (resources, _, _) in wanted.items()}
         asked = {key: actor.where.remote() for key, actor in actors.items() if key not in known}
         placed_soon = (
-            set(self._ray.wait(list(asked.values()), num_returns=len(asked), timeout=PENDING_AFTER)[0])
+            set(self._ray.wait(list(asked.values()), num_returns=len(asked), timeout=self._pending_after)[0])
             if asked
             else set()
         )
@@ -208,7 +218,7 @@ class RayLink:
         return process
 
     def _watched(self) -> Watched:
-        return Watched(self._ray, self._context, self._endpoint, self._closing, self._kill_all)
+        return Watched(self._ray, self._context, self._endpoint, self._closing, self._kill_all, self._pending_after)
 
     def handle(self) -> None:
         """Apply every event the watcher threads have sent (in the launcher's loop)."""

@@ -22,8 +22,6 @@ from flujo.launch.ray_cluster import first_line, unavailable
 from flujo.launch.ray_process import RayProcess
 from flujo.launch.resources import Resources, unplaceable
 
-#: A first placement that takes longer than this is said to be pending.
-PENDING_AFTER = 5.0
 #: An actor Ray cannot reach for this long (without knowing it dead) counts as lost.
 UNREACHABLE_FOR = 10.0
 _events = itertools.count(1)
@@ -39,6 +37,7 @@ class Watched:
     endpoint: str
     closing: threading.Event
     kill_all: Callable[[Any], None]
+    pending_after: float  # seconds: a first placement that takes longer is said to be pending
 
 
 def watch(
@@ -57,7 +56,7 @@ def watch(
         try:
             if process.environment.empty():  # a new actor: where did Ray put it?
                 asked = actor.where.remote()
-                if process.pending is None and not ray.wait([asked], timeout=PENDING_AFTER)[0]:
+                if process.pending is None and not ray.wait([asked], timeout=link.pending_after)[0]:
                     tell(
                         "pending",
                         unplaceable(resources, ray.nodes())

@@ -57,18 +57,26 @@ def test_bad_engine_fields(tmp_path: Path) -> None:
     )
     assert any('node "a": field "host"' in p and 'engine = "ray" places every node' in p for p in problems)
     assert any('field "transport"' in p and "talk over tcp" in p for p in problems)
+    problems = _problems(tmp_path, f'[flow]\nengine = "ray"\nray_pending_after = -1\n{NODE}')
+    assert problems == [
+        f'{tmp_path / "flow.toml"}: field "ray_pending_after": '
+        "must be a positive number of seconds, at most 604800, got -1"
+    ]
 
 
 def test_resources_map_to_ray_requests(tmp_path: Path) -> None:
     path = tmp_path / "flow.toml"
     path.write_text(
-        f'[flow]\nengine = "ray"\nray_address = "10.0.0.1:6379"\n{NODE}'
+        f'[flow]\nengine = "ray"\nray_address = "10.0.0.1:6379"\nray_pending_after = 1.5\n{NODE}'
         'resources = { num_cpus = 2, num_gpus = 1, memory = "2GiB", custom = { camera = 1 } }\n'
         'placement = "wait"\n'
     )
     flow = load_manifest(path)
     spec = flow.nodes["a"]
     assert (flow.engine, flow.ray_address, flow.transport, spec.placement) == ("ray", "10.0.0.1:6379", "tcp", "wait")
+    assert flow.ray_pending_after == 1.5
+    path.write_text(f'[flow]\nengine = "ray"\n{NODE}')
+    assert load_manifest(path).ray_pending_after == 5.0  # the default
     assert spec.resources.actor_options() == {
         "num_cpus": 2.0,
         "num_gpus": 1.0,
