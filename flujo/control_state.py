@@ -108,6 +108,7 @@ class ControlState:
         self.moved: dict[tuple[str, str, int], str] = {}  # (node, port, replica) -> where it binds now
         self.changes = 0  # bumped on every release, loss, move or hold, so readers can cache
         self.exited: list[Key] = []  # processes that ended since last looked at (shared memory)
+        self.kept = -1  # the launcher keeps this process's snapshot through this item (section 9.6)
 
     def apply(self, topic: Control | None, payload: list[Any]) -> None:
         """Apply one checked command (flujo/wire_check.py checked its payload's shape).
@@ -144,6 +145,10 @@ class ControlState:
             node, replica, port, endpoint = payload[:4]
             self.moved[(node, port, replica)] = endpoint
             self.changes += 1
+        elif topic is Control.KEPT:
+            node, replica, generation, through = payload[:4]
+            if self._is_me(node, replica, generation):
+                self.kept = max(self.kept, through)
         elif topic is Control.GONE and (len(payload) < 4 or (payload[2], payload[3]) == self._me):
             self.gone.add((payload[0], payload[1]))  # for every reader, or for this one
             self.changes += 1

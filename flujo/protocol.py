@@ -86,6 +86,8 @@ class Control(bytes, enum.Enum):
     EXITED = b"exited"  # payload [node, replica]: that process ended (any way): its shared-memory holds return
     MOVED = b"moved"  # payload [node, replica, port, endpoint]: that replica's input port binds there now
     # (restarted on another machine): its senders connect there instead
+    KEPT = b"kept"  # payload [node, replica, generation, through]: the launcher keeps a snapshot of that
+    # process through item `through`: it may acknowledge upstream through it (section 9.6)
 
 
 class Status(enum.StrEnum):
@@ -102,7 +104,8 @@ class Status(enum.StrEnum):
     POSITION = "position"  # payload [node, replica, port, seq]: the highest sequence number this sender
     # has sent (or batched) to that held zip replica's port; it sends nothing further until "align"
     PAUSE_SEEN = "pause-seen"  # payload [port, sender_node, sender_replica]: that sender's pause marker arrived
-    SNAPSHOT = "snapshot"  # payload [through, packed state]: user state after item `through`, acknowledged next
+    SNAPSHOT = "snapshot"  # payload [through, packed state]: user state after item `through`, acknowledged
+    # upstream once the launcher answers "kept"
 
 
 def identity_topic(node: str, replica: int) -> bytes:

@@ -59,6 +59,8 @@ CONTROL_INTERVAL = 0.002  # a busy node looks at commands this often, not after 
 BATCH_WAIT = 0.005  # seconds a batch of small items may wait for more while the reader is busy
 #: How long a reader's last acknowledgements may take to leave when it ends (its senders wait for them).
 ACK_LINGER_MS = 1000
+#: Seconds a stateful node at its end waits for the launcher to keep its last snapshot (section 9.6).
+KEPT_WAIT = 5.0
 HANDOVER_SHM_WAIT = 2.0  # seconds a drained process waits for readers to release its shared memory
 #: Seconds an ending process waits for that, well within the launcher's stop timeout (10 s by
 #: default): a reader keeping a frame until it closes must not make its sender overstay.
@@ -333,15 +335,32 @@ class NodeRuntime:
         self._acknowledge = self._acknowledge_through_snapshots  # type: ignore[method-assign]
 
     def _acknowledge_through_snapshots(self, waiting: bool = False) -> None:
-        """Acknowledge only through the item of a snapshot already reported to the launcher."""
+        """Report the newest committable snapshot to the launcher, and acknowledge upstream only
+        through one the launcher said it keeps (section 9.6)."""
         snapshots = cast(Snapshots, self._snapshots)
         processed, now = self._processed, time.monotonic()
         if not self._in_item and snapshots.wants(processed, now, waiting):
             snapshots.take(processed, pack_state(self._snapshot(), self.config.label), now)
         ready = snapshots.commit(self._done_through())
         if ready is not None:
-            self.control.report(Status.SNAPSHOT, list(ready))  # before the acknowledgement it allows
-            self._pass_upstream(ready[0])
+            self.control.report(Status.SNAPSHOT, list(ready))
+        self._pass_kept(snapshots)
+
+    def _pass_kept(self, snapshots: Snapshots) -> None:
+        """Acknowledge upstream through the newest reported snapshot the launcher keeps."""
+        snapshots.confirm(self.state.kept)
+        through = snapshots.acknowledgeable()
+        if through is not None:
+            self._pass_upstream(through)
+
+    def _await_kept(self) -> None:
+        """At the end: the last snapshot reported is acknowledged upstream once the launcher keeps
+        it. A launcher that does not answer within KEPT_WAIT leaves those items to the senders,
+        which keep them until this replica has ended for good."""
+        snapshots = self._snapshots
+        deadline = time.monotonic() + KEPT_WAIT
+        while snapshots is not None and snapshots.unconfirmed and time.monotonic() < deadline:
+            self._wait_on(())
 
     def _acked(self) -> dict[str, int]:
         """A producer whose every output edge is lossless reports ``acked``: every item up to it
@@ -556,6 +575,7 @@ class NodeRuntime:
     def _close_acknowledgements(self) -> None:
         """Acknowledge everything done, and let it leave: its senders wait for it before they exit."""
         self._acknowledge_all()
+        self._await_kept()
         for outbox in self._outboxes:
             outbox.close(ACK_LINGER_MS)
 
@@ -770,6 +790,8 @@ class NodeRuntime:
         senders gone, processes exited, holds (whose zip replicas need this sender's position)."""
         state = self.state
         self.control.handle_pending()
+        if self._snapshots is not None and state.kept > self._snapshots.kept:
+            self._pass_kept(self._snapshots)
         if state.changes != self._seen_changes:
             self._seen_changes = state.changes
             self._nobody_reads = bool(self.edges) and all(edge.released for edge in self.edges)

@@ -8,7 +8,11 @@ through the item of a snapshot the launcher was already sent. The design, exact 
   (later changes of the user's objects cannot leak into it) and keeps it *pending* with *p*.
 * A pending snapshot becomes *committed* once everything through *p* is done end to end (a
   consumer: at once; a processor: once its readers acknowledged its results through *p*). The
-  newest committable one is reported to the launcher, and only then is *p* acknowledged upstream.
+  newest committable one is reported to the launcher, and *p* is acknowledged upstream only once
+  the launcher has answered that it keeps it (``kept``). The report and the acknowledgement leave
+  on different sockets: a process killed between them could otherwise have its acknowledgement
+  arrive and its snapshot lost, and its successor would restore an older state than the one its
+  senders had dropped the items of.
 * So the latest committed snapshot is always the state right after the last item acknowledged
   upstream: its successor restores it and drops every replayed item numbered ``<= p``; replay
   brings exactly the items after it. Results of items after *p* that the predecessor already
@@ -80,7 +84,9 @@ class Snapshots:
     """Pending and committed snapshots of one replica; decides what may be acknowledged upstream."""
 
     def __init__(self, restored_through: int = -1) -> None:
-        self.committed = restored_through  # acknowledged upstream through this item, at most
+        self.committed = restored_through  # the item of the newest snapshot reported to the launcher
+        self.kept = restored_through  # the launcher keeps a snapshot through this item (said so, or gave it)
+        self.passed = restored_through  # acknowledged upstream through this item
         self.taken = restored_through  # the item of the newest snapshot taken
         self._pending: list[tuple[int, bytes]] = []  # (item, packed state), oldest first
         self.next_due = 0.0  # monotonic time of the next snapshot while items flow
@@ -104,3 +110,21 @@ class Snapshots:
         if ready is not None:
             self.committed = ready[0]
         return ready
+
+    def confirm(self, kept: int) -> None:
+        """The launcher keeps a snapshot of this process through item ``kept`` (its ``kept`` command)."""
+        self.kept = max(self.kept, kept)
+
+    def acknowledgeable(self) -> int | None:
+        """The item to acknowledge upstream through now, once: the newest snapshot reported that
+        the launcher keeps (never past this process's own reports); None when nothing is new."""
+        through = min(self.committed, self.kept)
+        if through <= self.passed:
+            return None
+        self.passed = through
+        return through
+
+    @property
+    def unconfirmed(self) -> bool:
+        """A snapshot was reported that the launcher has not yet said it keeps."""
+        return self.kept < self.committed

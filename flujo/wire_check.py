@@ -476,6 +476,7 @@ CONTROL_PAYLOADS: dict[bytes, tuple[type, ...]] = {
     b"dismiss": _NODE_REPLICA_GENERATION,
     b"exited": (str, int),
     b"moved": (str, int, str, str),
+    b"kept": (str, int, int, int),
 }
 
 

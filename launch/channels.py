@@ -65,11 +65,12 @@ class Channels:
 
     # -- control ---------------------------------------------------------------------------------
     def publish(self, topic: Control, *payload: Any) -> None:
-        """Send a command to every node, and keep it for late subscribers; ``exited`` is an
-        event, not a state: a node that subscribes later never sent to that process, and one
-        that takes it again would replay again."""
+        """Send a command to every node, and keep it for late subscribers; ``exited`` and ``kept``
+        are events, not states: a node that subscribes later never sent to that process, and one
+        that takes it again would replay again; ``kept`` answers a process already subscribed
+        (and comes every few dozen milliseconds from a busy stateful node)."""
         frames = control_frames(topic, *payload)
-        if topic is not Control.EXITED:
+        if topic is not Control.EXITED and topic is not Control.KEPT:
             self._history.append((topic, payload, frames))
         self.control.send_multipart(frames)
 

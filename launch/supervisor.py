@@ -130,6 +130,8 @@ class Supervisor:
             self._handovers.on_pause_seen(replica.key, payload)
         elif kind is Status.SNAPSHOT:  # checked by flujo/wire_check.py: [through, bounded bytes]
             replica.keep_snapshot(*payload)
+            # Only now may that process acknowledge upstream through it (section 9.6).
+            self._channels.publish(Control.KEPT, node, index, replica.config.generation, payload[0])
         elif kind is Status.ERROR:
             replica.failed_with(payload)
             for line in payload.get("traceback", "").rstrip("\n").splitlines():

@@ -120,6 +120,16 @@ def test_every_command(name: str, commands: list[tuple[Control | None, list[Any]
     assert (control.lifecycle.phase, control.changes) == (phase, changes)
 
 
+def test_kept_counts_only_for_this_process_and_only_grows() -> None:
+    control, _ = state()
+    control.apply(Control.KEPT, ["me", 1, GENERATION, 40])
+    control.apply(Control.KEPT, ["me", 1, GENERATION, 12])  # an older answer, late: no step back
+    control.apply(Control.KEPT, ["me", 1, GENERATION - 1, 90])  # the predecessor's
+    control.apply(Control.KEPT, ["me", 0, GENERATION, 90])  # another replica's
+    control.apply(Control.KEPT, ["other", 1, GENERATION, 90])
+    assert control.kept == 40 and control.changes == 0
+
+
 def test_facts_about_other_replicas() -> None:
     control, _ = state()
     control.apply(Control.RELEASED, ["down", 2, "in"])

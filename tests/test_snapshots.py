@@ -34,6 +34,33 @@ def test_acknowledges_only_through_a_committed_snapshot() -> None:
     assert snapshots.commit(20) == (9, b"s9") and snapshots.committed == 9
 
 
+def test_acknowledges_upstream_only_through_what_the_launcher_keeps() -> None:
+    """Reported is not enough (the report and the acknowledgement leave on two sockets): the
+    acknowledgement waits for the launcher's ``kept``, and never passes this process's reports."""
+    snapshots = Snapshots()
+    snapshots.take(4, b"s4", now=0.0)
+    snapshots.take(9, b"s9", now=1.0)
+    assert snapshots.commit(8) == (4, b"s4")
+    assert snapshots.unconfirmed and snapshots.acknowledgeable() is None  # reported, not yet kept
+    snapshots.confirm(4)
+    assert not snapshots.unconfirmed and snapshots.acknowledgeable() == 4
+    assert snapshots.acknowledgeable() is None  # once
+    snapshots.confirm(2)  # a late, older answer
+    assert snapshots.kept == 4 and snapshots.acknowledgeable() is None
+    snapshots.confirm(50)  # an answer beyond what this process reported (a predecessor's late report)
+    assert snapshots.acknowledgeable() is None  # 9 is taken, not reported
+    assert snapshots.commit(20) == (9, b"s9") and snapshots.acknowledgeable() == 9
+
+
+def test_a_restored_successor_has_nothing_to_acknowledge_until_it_reports() -> None:
+    snapshots = Snapshots(restored_through=41)  # the launcher gave it 41: kept
+    assert not snapshots.unconfirmed and snapshots.acknowledgeable() is None
+    snapshots.take(45, b"s45", now=0.0)
+    assert snapshots.commit(45) == (45, b"s45") and snapshots.unconfirmed
+    snapshots.confirm(45)
+    assert snapshots.acknowledgeable() == 45
+
+
 def test_the_newest_committable_snapshot_wins_and_pending_ones_are_bounded() -> None:
     snapshots = Snapshots()
     for item in range(MAX_PENDING):

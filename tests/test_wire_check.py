@@ -175,6 +175,8 @@ CONTROL_BAD = [
     [b"gone", msgpack.packb(["n", 0, "m", "0"])],
     [b"hold", msgpack.packb(None)],
     [b"align", msgpack.packb(["n", 0, 0])],
+    [b"kept", msgpack.packb(["n", 0, 0])],
+    [b"kept", msgpack.packb(["n", 0, 0, "41"])],
     [b"start", msgpack.packb([]), b"extra"],
 ]
 
@@ -189,6 +191,7 @@ def test_unknown_control_topic_is_ignored_and_good_ones_pass() -> None:
     assert check_control([b"future", b"\xc1"]) is None
     assert check_control([b"gone", msgpack.packb(["n", 0, "m", 1])]) == (b"gone", ["n", 0, "m", 1])
     assert check_control([b"stop", msgpack.packb(["a", "b"])]) == (b"stop", ["a", "b"])
+    assert check_control([b"kept", msgpack.packb(["n", 0, 2, 41])]) == (b"kept", ["n", 0, 2, 41])
 
 
 STATUS_BAD = [
