@@ -149,12 +149,15 @@ def test_memory_stays_bounded_while_the_reader_acknowledges_nothing(flow: FlowRu
         # the producer before it made more frames than the pool holds, the case this is about.
         "check": shm_node("Checksums", "work", args={"path": out, "gate": gate}, credits=False),
     }
-    launcher = flow.start(flow.manifest(nodes, flow=LOSSLESS))
+    # A small queue: every frame past the pool's base waits PIN_GRACE (0.25 s) for a slot first,
+    # so the bound is reached after about 8 s instead of 14 s with the module's queue of 8.
+    queue = 4
+    launcher = flow.start(flow.manifest(nodes, flow=f"queue = {queue}\nlossless = true"))
     try:
         prefix = _flow_prefix(flow)
         pid = flow.replicas()["frames"]["pid"]
         # More frames out than the pool's bound of slots, none acknowledged: the rest went inline.
-        base = (2 * QUEUE + QUEUE) + 2  # a queue at both ends and an acknowledgement batch, plus 2
+        base = (2 * queue + queue) + 2  # a queue at both ends and an acknowledgement batch, plus 2
         poll_for(lambda: flow.replicas()["frames"]["items_out"] > 2 * base + 4, timeout=30)
         made = {name for name in _segments_of(prefix) if name.split(".")[4] == str(pid)}
         assert 0 < len(made) <= 2 * base, sorted(made)
