@@ -201,7 +201,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _cache_rewritten_tests(config: pytest.Config) -> None:
     """Write pytest's cache of the test modules with their asserts rewritten, once, for every
-    worker to read. Each of the four workers collects every module; where PYTHONDONTWRITEBYTECODE
+    worker to read. Each of the workers collects every module; where PYTHONDONTWRITEBYTECODE
     is set pytest reads that cache but never writes it, and in a fresh clone the workers would
     all rewrite at once anyway: 1.7 of the 3.6 CPU-s each worker spent collecting. Uses pytest's
     own functions (private, pytest is held below 9 in pyproject.toml): if they move, the workers
