@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import re
+import resource
 import struct
 import subprocess
 import sys
@@ -63,6 +64,13 @@ LINES = 10_000
 CHATTY = {"chatty": node("{nodes}:Chatty", args={"lines": LINES}), "sink": node(PRINT, "chatty")}
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's ended children so far (a launcher counts its fork server's,
+    which counts its nodes')."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _print_seconds(status: dict) -> float:
     return next(node["summary"]["print_seconds"] for node in status["nodes"] if node["node"] == "chatty")
 
@@ -70,18 +78,27 @@ def _print_seconds(status: dict) -> float:
 @pytest.mark.timeout(120)
 def test_a_chatty_node_prints_as_fast_on_a_terminal_as_into_a_pipe(flow: FlowRunner, record_property) -> None:
     manifest = flow.manifest(CHATTY)
-    pipes, runs = [], []
+    pipes, runs, pipe_cpu, terminal_cpu = [], [], [], []
     for _ in range(3):  # alternately, so a change in the machine's load hits both alike; the best of each
+        began = _children_cpu()
         pipes.append(_print_seconds(_launch(flow, manifest, terminal=False)[1]))
+        middle = _children_cpu()
         runs.append(_launch(flow, manifest, terminal=True))
+        pipe_cpu.append(middle - began)
+        terminal_cpu.append(_children_cpu() - middle)
     pipe, terminal = min(pipes), min(_print_seconds(status) for _, status in runs)
     record_property("print_seconds_pipe", pipe)
     record_property("print_seconds_terminal", terminal)
-    print(f"{LINES} lines: {terminal:.3f} s on a terminal, {pipe:.3f} s into a pipe")
-    # Laying the table out anew for every batch of lines cost 11 ms a batch (1 ms reused); under
-    # -n 4 on 2 loaded cores the best of three still swings up to 3.5x with that fixed, so the
-    # bound is 4x: a guard against a gross slowdown, not a measurement (that is bench/'s job).
-    assert terminal <= 4 * pipe, (terminal, pipe)
+    print(
+        f"{LINES} lines: {terminal:.3f} s on a terminal, {pipe:.3f} s into a pipe; "
+        f"the whole run's CPU {min(terminal_cpu):.2f} s and {min(pipe_cpu):.2f} s"
+    )
+    # Laying the table out anew for every batch of lines cost 11 ms a batch (1 ms reused): CPU,
+    # which the run's CPU shows whatever the machine's load (about 0.5 s either way, quiet or at
+    # pytest -n 5). The node's own printing time swings with the load (up to 4.7x at -n 5 on 2
+    # cores with that fixed): its bound only guards against a launcher that stops reading.
+    assert min(terminal_cpu) <= 2 * min(pipe_cpu), (terminal_cpu, pipe_cpu)
+    assert terminal <= 10 * pipe, (terminal, pipe)
     text = runs[-1][0]
     assert all(f"line {n} of a chatty node" in text for n in (0, LINES // 2, LINES - 1))
     # The final table and the summary come after the last line, and no node line follows them.
