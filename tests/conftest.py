@@ -266,8 +266,8 @@ def flow(tmp_path: Path):
     assert not orphans, f"processes left behind: {orphans}"
 
 
-#: The longest tests (`pytest -n 4 --durations=80` at load 12-20: 10 s to 67 s each, the rest under
-#: 10 s), run first: workers take tests in collection order after the groups (xdist sorts work
+#: The longest tests (`pytest -n 5 --durations=40`: 6 s to 40 s each, the rest under
+#: 6 s), run first: workers take tests in collection order after the groups (xdist sorts work
 #: units by size, so tests/test_ray.py's cluster group and the people counter's pair go first), so
 #: a long test started last would run on alone while the other workers sit idle. Longest first; a
 #: prefix names a file or test.
@@ -283,6 +283,9 @@ LONG_FIRST = (
     "tests/test_conformance.py::test_python_consumer_reaches_acknowledging",
     "tests/test_polyglot.py::test_the_polyglot_sample_gets_every_frame_right",
     "tests/test_sdk_c.py::test_the_c_examples_pass_the_conformance_kit_at_the_restartable_level",
+    "tests/test_lossless.py::test_a_graceful_restart_then_a_crash_of_the_reader_loses_nothing",
+    "tests/test_lossless_shm.py::test_memory_stays_bounded_while_the_reader_acknowledges_nothing",
+    "tests/test_shared_memory.py::test_frames_kept_past_the_call_stay_unchanged",
     "tests/test_ssh_hosts.py::test_a_lost_session_is_started_again_and_the_nodes_restart_there_by_policy",
     "tests/test_partitions.py::test_a_link_cut_shorter_than_the_timeout_loses_nothing",
     "tests/test_ssh_hosts.py::test_ssh_failures_stop_the_launch_with_the_ssh_clients_own_words",
