@@ -184,10 +184,12 @@ def cluster() -> Iterator[RayCluster]:
 
 
 def _manifest(
-    flow: FlowRunner, cluster: RayCluster, nodes: str, address: str | None = None, pending_after: float = 5.0
+    flow: FlowRunner, cluster: RayCluster, nodes: str, address: str | None = None, pending_after: float | None = None
 ) -> Path:
     settings = f'queue = 4\nengine = "ray"\nray_address = "{address or cluster.address}"'
-    return flow.manifest(nodes, flow=f"{settings}\nray_pending_after = {pending_after}")
+    if pending_after is not None:  # else the launcher's default
+        settings += f"\nray_pending_after = {pending_after}"
+    return flow.manifest(nodes, flow=settings)
 
 
 PINNED = """
