@@ -104,11 +104,18 @@ def test_ls_lists_every_running_flow(flow: FlowRunner) -> None:
     )
     second = flow.start(second_manifest)
 
-    def listed() -> dict[str, list[str]]:
-        lines = flow.command("ls").stdout.splitlines()
-        return {line.split()[0]: line.split() for line in lines[1:]} if lines[0].startswith("FLOW") else {}
+    said: list[str] = []  # what ls said last, for the failure message
 
-    rows = poll_for(lambda: len(listed()) == 2 and listed(), timeout=20)
+    def listed() -> dict[str, list[str]]:
+        done = flow.command("ls")
+        said[:] = [done.stdout, done.stderr]
+        lines = done.stdout.splitlines()
+        return {line.split()[0]: line.split() for line in lines[1:]} if lines and lines[0].startswith("FLOW") else {}
+
+    try:
+        rows = poll_for(lambda: len(found := listed()) == 2 and found, timeout=20)
+    except AssertionError:  # seen once in a fresh clone under -n 5, not reproduced since
+        raise AssertionError(f"ls said {said}; the launchers' exits: {first.poll()}, {second.poll()}") from None
     assert rows[flow.name][1] == str(first.pid) and rows[f"{flow.name}-b"][1] == str(second.pid)
     for row in rows.values():  # FLOW PID DATE TIME UP NODES PROCESSES MANIFEST
         assert row[5:7] == ["2", "2"]
