@@ -24,8 +24,8 @@ from flujo.protocol import Control, Status, identity_topic
 from flujo.shm_wire import cleanup_process_segments
 from flujo.vocab import Join
 
-#: How long a node's exit (status > 0) waits for its error report, which travels another way.
-ERROR_REPORT_WAIT = 0.5
+#: How long a node's exit waits for its last report (its error, its end of stream), which travels another way.
+LAST_REPORT_WAIT = 0.5
 
 
 class Supervisor:
@@ -165,6 +165,10 @@ class Supervisor:
             self._on_exit(replica, code)
 
     def _on_exit(self, replica: Replica, code: int) -> None:
+        if code == 0 and replica.current.subscribed and not replica.finished and replica.current.drained is None:
+            # Its end-of-stream report (with its last counters and summary) comes over the status
+            # socket, the exit another way: seen under load arriving after the flow had ended.
+            self._await_report(lambda: replica.finished)
         was = replica.exited(code, time.time())
         # Its shared memory: senders take back what it held, its own segments go; lossless
         # senders replay to its successor what it had not acknowledged, released or not.
@@ -173,7 +177,7 @@ class Supervisor:
         if isinstance(replica.process, NodeProcess):
             self._unlink_segments(replica, replica.process.pid)
         if code > 0 and replica.error is None and (replica.config.run or replica.current.subscribed):
-            self._await_error_report(replica)  # a node that speaks the protocol may have said why
+            self._await_report(lambda: replica.error is not None)  # a node that speaks the protocol may have said why
         if replica.restarting:  # it was draining for a graceful restart: its successor starts now
             if replica.current.drained is None:
                 self._say(
@@ -202,12 +206,12 @@ class Supervisor:
         elif code != 0:
             self._fail(replica, f"exited with status {code}")
 
-    def _await_error_report(self, replica: Replica) -> None:
-        """A failing node sends its error report before it exits, but the report comes over the
-        status socket and the exit another way: give the report a moment, so the failure keeps
-        its reason and traceback."""
-        deadline = time.monotonic() + ERROR_REPORT_WAIT
-        while replica.error is None and (left := deadline - time.monotonic()) > 0:
+    def _await_report(self, arrived: Callable[[], bool]) -> None:
+        """A node sends its last report (its error, its end of stream) before it exits, but the
+        report comes over the status socket and the exit another way: give it a moment, so the
+        failure keeps its reason and traceback, and the status its last counters."""
+        deadline = time.monotonic() + LAST_REPORT_WAIT
+        while not arrived() and (left := deadline - time.monotonic()) > 0:
             if self._channels.wait_for_status(left):
                 self._channels.receive_status(self.on_status)  # checked like every other report
 

@@ -25,13 +25,14 @@ S = ReplicaState
 @pytest.fixture(autouse=True)
 def no_wait_for_error_reports(monkeypatch: pytest.MonkeyPatch) -> None:
     """No report comes over a fake status channel: a failing exit need not give one time."""
-    monkeypatch.setattr(supervisor_module, "ERROR_REPORT_WAIT", 0.0)
+    monkeypatch.setattr(supervisor_module, "LAST_REPORT_WAIT", 0.0)
 
 
 class FakeChannels:
     def __init__(self) -> None:
         self.published: list[tuple[Any, ...]] = []
         self.topic: bytes | None = None
+        self.queued: list[tuple[Any, ...]] = []  # status reports sent but not yet taken
 
     def publish(self, topic: Control, *payload: Any) -> None:
         self.published.append((topic, *payload))
@@ -48,7 +49,12 @@ class FakeChannels:
         pass
 
     def wait_for_status(self, seconds: float) -> bool:
-        return False
+        return bool(self.queued)
+
+    def receive_status(self, apply: Any) -> None:
+        """Apply the next report still on its way (``queued``), as the status socket does."""
+        if self.queued:
+            apply(*self.queued.pop(0))
 
     def topics(self) -> list[Control]:
         return [frames[0] for frames in self.published]
@@ -157,6 +163,20 @@ def test_an_error_report_names_the_failure(tmp_path: Path) -> None:
     h.supervisor.on_status(Status.ERROR, "sink", 0, {"message": "ValueError: boom"})
     h.exit("sink", 1)
     assert h.supervisor.failures == ['node "sink" failed: ValueError: boom']
+
+
+def test_a_report_still_on_its_way_at_the_exit_is_taken_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exit comes one way and the last reports another: the end of stream (with the node's
+    last counters and summary) and an error report are taken before the exit is judged."""
+    monkeypatch.setattr(supervisor_module, "LAST_REPORT_WAIT", 5.0)  # the fake reports are there already
+    h = Harness(tmp_path, pipeline())
+    h.ready("src", "sink")
+    h.channels.queued.append((Status.FINISHED, "src", 0, {"items_out": 5, "summary": {"sent": 5}}))
+    h.exit("src", 0)
+    assert h.r("src").finished and h.r("src").state is S.EXITED and not h.channels.queued
+    h.channels.queued.append((Status.ERROR, "sink", 0, {"message": "ValueError: late"}))
+    h.exit("sink", 1)
+    assert h.supervisor.failures == ['node "sink" failed: ValueError: late']
 
 
 def test_on_failure_restarts_at_once_then_after_a_delay_then_gives_up_past_its_budget(tmp_path: Path) -> None:
