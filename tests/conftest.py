@@ -9,13 +9,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 from launcher_forks import ForkedLauncher, LauncherForks
 from manifests import nodes_toml
+from netns import Host
 
 from flujo.launch.cli import main
 
@@ -94,7 +94,7 @@ class FlowRunner:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.name = f"t{uuid.uuid4().hex[:10]}"
-        self.running: list[subprocess.Popen | ForkedLauncher] = []
+        self.running: list[ForkedLauncher] = []
         # Each test's launchers announce themselves in their own folder: tests never see each other.
         self.env = {**os.environ, "FLUJO_RUNS": str(folder / "runs")}
 
@@ -110,28 +110,18 @@ class FlowRunner:
     def path(self, name: str) -> str:
         return str(self.folder / name)
 
-    def start(self, manifest: Path, *options: str, prefix: Sequence[str] = ()) -> subprocess.Popen | ForkedLauncher:
+    def start(self, manifest: Path, *options: str, on: Host | None = None, nice: int = 0) -> ForkedLauncher:
         """Run the launcher on ``manifest``, forked from this worker's launcher fork server
-        (tests/launcher_forks.py); ``prefix`` wraps the command (another network namespace),
-        which runs it as a process of its own."""
+        (tests/launcher_forks.py), on host ``on`` (its network namespace; None: this one) at
+        niceness ``nice``."""
         marker = f"flujo-test-flow={self.name}"  # in its command line: the orphan check finds it
-        if not prefix:
-            process: subprocess.Popen | ForkedLauncher = _launcher_forks().start(
-                [str(manifest), *options], self.env, f"flujo-launch {marker} {manifest}"
-            )
-        else:
-            command = [
-                *prefix,
-                sys.executable,
-                "-c",
-                "import sys; from flujo.launch.cli import entry; sys.argv[1:2] = []; entry()",
-                marker,
-                str(manifest),
-                *options,
-            ]
-            process = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=self.env
-            )
+        process = _launcher_forks().start(
+            [str(manifest), *options],
+            self.env,
+            f"flujo-launch {marker} {manifest}",
+            namespace=on.namespace if on else None,
+            nice=nice,
+        )
         self.running.append(process)
         return process
 

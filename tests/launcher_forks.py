@@ -5,7 +5,9 @@ A run of the suite starts about 200 launchers; each as an interpreter of its own
 test worker, started with its first launcher, forks them instead, the way launch/fork_server.py
 forks nodes (and with the same wire): each child becomes what ``flujo-launch ARGS`` would have
 started (its own session, stdout and stderr to the test's pipes, the test's environment) and
-runs the program's entry point, which forks the launcher's own node fork server in turn.
+runs the program's entry point, which forks the launcher's own node fork server in turn. A
+launcher meant for another "host" (tests/netns.py) enters that network namespace first, as
+``ip netns exec`` would have put a fresh one there, and takes a niceness if asked (``nice -n``).
 ``ForkedLauncher`` stands in for the subprocess.Popen the tests used to get.
 
 Run as ``python launcher_forks.py FD``: the server.
@@ -14,6 +16,7 @@ Run as ``python launcher_forks.py FD``: the server.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -36,6 +39,8 @@ class LaunchRequest:
     env: dict[str, str]
     cwd: str
     title: str
+    namespace: str | None
+    nice: int
     stdout: int
     stderr: int
 
@@ -50,12 +55,32 @@ def _parse(message: bytes, fds: list[int]) -> LaunchRequest | None:
             os.close(fd)
         return None
     fields = json.loads(message)  # from the test's own process
-    return LaunchRequest(fields["argv"], fields["env"], fields["cwd"], fields["title"], *fds)
+    return LaunchRequest(
+        fields["argv"], fields["env"], fields["cwd"], fields["title"], fields["namespace"], fields["nice"], *fds
+    )
+
+
+#: setns(2)'s type for a network namespace (Python 3.11's os module has no setns).
+CLONE_NEWNET = 0x40000000
+
+
+def enter_namespace(name: str) -> None:
+    """Move this (single-threaded) process into the network namespace ``ip netns add`` named."""
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {name}")
+    finally:
+        os.close(fd)
 
 
 def _become_launcher(request: LaunchRequest) -> None:
     os.setsid()  # as Popen(start_new_session=True): the test signals the launcher's group
     take_over(request.stdout, request.stderr, request.cwd, request.env, request.title)
+    if request.namespace:  # after take_over: a failure is said on the test's pipe
+        enter_namespace(request.namespace)
+    if request.nice:
+        os.nice(request.nice)
     sys.argv = ["flujo-launch", *request.argv]
 
 
@@ -75,11 +100,15 @@ class LauncherForks:
         theirs.close()
         self._channel = ForkChannel(ours, reply_timeout=30)
 
-    def start(self, argv: list[str], env: dict[str, str], title: str) -> ForkedLauncher:
+    def start(
+        self, argv: list[str], env: dict[str, str], title: str, namespace: str | None = None, nice: int = 0
+    ) -> ForkedLauncher:
+        """A launcher with these arguments and environment, in network namespace ``namespace``
+        (None: this one) at niceness ``nice``."""
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         launcher = ForkedLauncher(os.fdopen(out_read), os.fdopen(err_read))
-        fields = {"argv": argv, "env": env, "cwd": os.getcwd(), "title": title}
+        fields = {"argv": argv, "env": env, "cwd": os.getcwd(), "title": title, "namespace": namespace, "nice": nice}
         try:
             pid = self._channel.request(fields, [out_write, err_write], lambda _, code: launcher.exited(code))
         finally:

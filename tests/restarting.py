@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from conftest import FlowRunner, poll_for
 from flow_nodes import line_count, read_lines
 from manifests import Node, collect, node, nodes_toml
+from netns import Host
 
 LOSSLESS = "shm = false\nlossless = true"  # [flow] lines: acknowledged, replayable edges (PROTOCOL 9)
 
@@ -40,20 +41,19 @@ def restart_mid_stream(
     node: str,
     out: str,
     after: int = 300,
-    prefix: Sequence[str] = (),
+    on: Host | None = None,
     settings: str = "",
 ) -> tuple[list, str, str]:
     """Start the flow, restart ``node`` once ``after`` items are out, and once every replica
     of it runs again open the gate (``{gate}`` in the manifest) that lets the stream end.
-    ``settings``: more lines for the manifest's [flow] table (e.g. LOSSLESS).
+    ``on``: the host the launcher runs on (tests/netns.py). ``settings``: more lines for the
+    manifest's [flow] table (e.g. LOSSLESS).
 
     Returns what the sink wrote, and the launcher's output and messages.
     """
     gate = Path(flow.path("gate"))
     body = manifest_body if isinstance(manifest_body, str) else nodes_toml(manifest_body)
-    launcher = flow.start(
-        flow.manifest(body.replace("{gate}", str(gate)), flow=f"queue = 4\n{settings}"), prefix=prefix
-    )
+    launcher = flow.start(flow.manifest(body.replace("{gate}", str(gate)), flow=f"queue = 4\n{settings}"), on=on)
     poll_for(lambda: line_count(out) >= after, timeout=30)
     labels = sorted(label for label, replica in flow.replicas().items() if replica["node"] == node)
     reply = flow.command("restart", node, "--flow", flow.name)

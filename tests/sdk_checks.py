@@ -278,5 +278,5 @@ def restart_on_another_host(
     what the sink wrote."""
     nodes = pipeline(numbers=gated(n, 0.0005), work={**work, "replicas": 2, "host": "b"}, sink=collect("work", out))
     body = hosts_body(hosts, nodes_toml(nodes), agent.key.public.decode())
-    values, _, _ = restart_mid_stream(flow, body, "work", out, prefix=hosts[0].command())
+    values, _, _ = restart_mid_stream(flow, body, "work", out, on=hosts[0])
     return values

@@ -345,7 +345,7 @@ def test_the_agent_survives_garbage_and_a_huge_frame_while_serving_a_flow(
         body = body.replace("pause = 0.0005 }", f'pause = 0.0005, gate = "{gate}" }}')
         settings = "queue = 4" + ("\ninsecure = true" if insecure else "")
         key = "" if insecure else agent.key.public.decode()
-        launcher = flow.start(flow.manifest(_body(hosts, body, key), flow=settings), prefix=hosts[0].command())
+        launcher = flow.start(flow.manifest(_body(hosts, body, key), flow=settings), on=hosts[0])
         poll_for(lambda: line_count(out) >= 100, timeout=30)
         server = psutil.Process(agent.process.pid)
         before, peak = rss_mb(server), 0.0

@@ -170,7 +170,7 @@ def test_nodes_on_another_host_run_there_and_restart_without_loss(
     body = CHAIN.format(n=n, out=out, sink_extra="").replace('"{nodes}:Paced"', '"{nodes}:Gated"')
     body = body.replace("pause = 0.0005 }", 'pause = 0.0005, gate = "{gate}" }') + printer
     items, stdout, _ = restart_mid_stream(
-        flow, _body(hosts, body, agent.key.public.decode()), "where", out, prefix=hosts[0].command()
+        flow, _body(hosts, body, agent.key.public.decode()), "where", out, on=hosts[0]
     )
     assert [item["n"] for item in items] == list(range(n))  # every item, in order, across the restart
     assert {item["net"] for item in items} == {hosts[1].namespace_inode()}  # all worked on host B
@@ -183,9 +183,7 @@ def test_nodes_on_another_host_run_there_and_restart_without_loss(
 
 def test_status_tells_where_each_node_runs(flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent) -> None:
     out = flow.path("out.jsonl")
-    launcher = flow.start(
-        _manifest(flow, hosts, CHAIN.format(n=10**7, out=out, sink_extra=""), agent), prefix=hosts[0].command()
-    )
+    launcher = flow.start(_manifest(flow, hosts, CHAIN.format(n=10**7, out=out, sink_extra=""), agent), on=hosts[0])
     poll_for(lambda: line_count(out) >= 10, timeout=30)
     replicas = flow.replicas()
     assert {label: replica["host"] for label, replica in replicas.items()} == {
@@ -211,7 +209,7 @@ def test_killing_the_launcher_ends_the_nodes_on_the_other_host(
     out = flow.path("out.jsonl")
     # The default host timeout (30 s) is for cut links; a dead launcher is told apart by its lifeline.
     manifest = _manifest(flow, hosts, CHAIN.format(n=10**7, out=out, sink_extra=""), agent)
-    launcher = flow.start(manifest, prefix=hosts[0].command())
+    launcher = flow.start(manifest, on=hosts[0])
     poll_for(lambda: line_count(out) >= 100, timeout=30)
     agent_own = agent.own_pids()
     nodes_on_b = hosts[1].pids() - agent_own
@@ -233,7 +231,7 @@ def test_an_unreachable_agent_stops_the_launch_before_anything_starts(
     chain = CHAIN.format(n=10, out=flow.path("out.jsonl"), sink_extra="")
     body = _body(hosts, chain, KeyPair.generate().public.decode())
     manifest = flow.manifest(body, flow="queue = 4")
-    result = flow.start(manifest, prefix=hosts[0].command())
+    result = flow.start(manifest, on=hosts[0])
     _, stderr = result.communicate(timeout=30)
     assert result.returncode == 2
     assert f"{manifest}: [hosts.b]: no agent answers at tcp://{hosts[1].address}:{AGENT_PORT}" in stderr
@@ -247,7 +245,7 @@ def test_a_lost_host_fails_the_flow_with_a_clear_message(
 ) -> None:
     out = flow.path("out.jsonl")
     manifest = _manifest(flow, hosts, CHAIN.format(n=10**7, out=out, sink_extra=""), agent, timeout=3)
-    launcher = flow.start(manifest, prefix=hosts[0].command())
+    launcher = flow.start(manifest, on=hosts[0])
     poll_for(lambda: line_count(out) >= 100, timeout=30)
     agent.kill()  # the host goes away: its agent and, with it, its nodes
     _, stderr = launcher.communicate(timeout=40)
@@ -260,7 +258,7 @@ def test_a_lost_host_fails_the_flow_with_a_clear_message(
 
 def _refused_launch(flow: FlowRunner, hosts: tuple[Host, Host], agent_key: str) -> str:
     manifest = flow.manifest(_body(hosts, CHAIN.format(n=10, out=flow.path("out.jsonl"), sink_extra=""), agent_key))
-    result = flow.start(manifest, prefix=hosts[0].command())
+    result = flow.start(manifest, on=hosts[0])
     _, stderr = result.communicate(timeout=30)
     assert result.returncode == 2, stderr
     assert f"{manifest}: [hosts.b]: " in stderr
@@ -323,7 +321,7 @@ def test_a_killed_node_on_the_other_host_restarts_by_policy(
 ) -> None:
     out, n, gate = flow.path("out.jsonl"), 3000, Path(flow.path("gate"))
     body = _gated_chain(n, out, gate, "on-failure")
-    launcher = flow.start(_manifest(flow, hosts, body, agent), prefix=hosts[0].command())
+    launcher = flow.start(_manifest(flow, hosts, body, agent), on=hosts[0])
     poll_for(lambda: line_count(out) >= 300, timeout=30)
     victim = flow.replicas()["where.1"]["pid"]
     assert victim in hosts[1].pids()
@@ -351,7 +349,7 @@ def test_a_lossless_edge_across_hosts_loses_nothing_when_a_node_there_is_killed(
     # acknowledgements included (they go to the sender's own host).
     out, n, gate = flow.path("out.jsonl"), 3000, Path(flow.path("gate"))
     manifest = _manifest(flow, hosts, _gated_chain(n, out, gate, "always"), agent, settings="lossless = true")
-    launcher = flow.start(manifest, prefix=hosts[0].command())
+    launcher = flow.start(manifest, on=hosts[0])
     for kill, label in enumerate(["where.1", "where.0"]):
         poll_for(lambda kill=kill: line_count(out) >= 300 * (kill + 1), timeout=30)
         victim = flow.replicas()[label]

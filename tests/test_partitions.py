@@ -27,7 +27,7 @@ def _start(flow: FlowRunner, hosts: tuple[Host, Host], agent: Agent, n: int, tim
     body = CHAIN.format(n=n, out=out, sink_extra="").replace('"{nodes}:Paced"', '"{nodes}:Gated"')
     body = body.replace("pause = 0.0005 }", f'pause = 0.001, gate = "{gate}" }}')
     body = body.replace('    host = "b"\n', f'    host = "b"\n    restart = "{restart}"\n')
-    launcher = flow.start(_manifest(flow, hosts, body, agent, timeout=timeout), prefix=hosts[0].command())
+    launcher = flow.start(_manifest(flow, hosts, body, agent, timeout=timeout), on=hosts[0])
     return launcher, out, gate
 
 

@@ -62,7 +62,8 @@ NODE_OPTIONS = [
 #: pytest worker runs every test here one after another (about a minute on a quiet machine), and
 #: at -n 6 the other workers' flows slowed them threefold, which made this module the run's last
 #: to end, while the other workers had finished 25 s earlier.
-PRIORITY = ["nice", "-n", "-5"]
+NICENESS = -5
+PRIORITY = ["nice", "-n", str(NICENESS)]
 #: The head notices a dead worker within about 2 s instead of Ray's default of about 30 s.
 FAST_HEALTH_CHECKS = {
     "RAY_health_check_period_ms": "500",
@@ -144,10 +145,6 @@ class RayCluster:
                 self.kill(host)
         raise AssertionError("unreachable")
 
-    def on_head(self) -> list[str]:
-        """The prefix of a command run on the head's machine, at the cluster's priority."""
-        return [*PRIORITY, *self.head.command()]
-
     def kill(self, host: Host) -> None:
         """The machine dies: every process of it at once. Stopped first, so that none sees another
         die before its own end (an actor reporting its node's SIGKILL, not its own loss)."""
@@ -216,7 +213,9 @@ def test_nodes_pinned_by_resources_land_where_asked_and_deliver_every_item(
 ) -> None:
     out, gate, n = flow.path("out.jsonl"), Path(flow.path("gate")), 500
     began = time.monotonic()
-    launcher = flow.start(_manifest(flow, cluster, PINNED.format(n=n, gate=gate, out=out)), prefix=cluster.on_head())
+    launcher = flow.start(
+        _manifest(flow, cluster, PINNED.format(n=n, gate=gate, out=out)), on=cluster.head, nice=NICENESS
+    )
     try:
         poll_for(lambda: line_count(out) >= 20, timeout=120)
         print(f"first items {time.monotonic() - began:.1f} s after the launch")
@@ -260,7 +259,7 @@ def test_a_flow_runs_through_ray_client(flow: FlowRunner, cluster: RayCluster) -
     out, gate, n = flow.path("out.jsonl"), Path(flow.path("gate")), 300
     manifest = flow.manifest(PINNED.format(n=n, gate=gate, out=out), flow="queue = 4")
     began = time.monotonic()
-    launcher = flow.start(manifest, "--on", cluster.client_address, prefix=cluster.on_head())
+    launcher = flow.start(manifest, "--on", cluster.client_address, on=cluster.head, nice=NICENESS)
     said = _Lines(launcher.stderr)
     try:
         poll_for(lambda: line_count(out) >= 20 or launcher.poll() is not None, timeout=120)
@@ -288,7 +287,7 @@ def test_a_node_no_ray_node_can_hold_stops_the_launch_before_anything_starts(
     nodes = PINNED.format(n=10, gate=flow.path("gate"), out=out).replace("num_gpus = 0.5,", "num_gpus = 2,")
     manifest = flow.manifest(nodes, flow="queue = 4")  # engine local: `run --on` places it on Ray
     began = time.monotonic()
-    launcher = flow.start(manifest, "--on", cluster.address, prefix=cluster.on_head())
+    launcher = flow.start(manifest, "--on", cluster.address, on=cluster.head, nice=NICENESS)
     _, stderr = launcher.communicate(timeout=90)
     assert launcher.returncode == 2, stderr
     assert (
@@ -305,7 +304,7 @@ def test_placement_wait_waits_for_a_ray_node_that_can_hold_the_node(flow: FlowRu
     nodes = PINNED.format(n=n, gate=gate, out=out).replace(
         "custom = { worker_only = 0.5 } }", 'custom = { later = 0.5 } }\n    placement = "wait"'
     )
-    launcher = flow.start(_manifest(flow, cluster, nodes), prefix=cluster.on_head())
+    launcher = flow.start(_manifest(flow, cluster, nodes), on=cluster.head, nice=NICENESS)
     said = _Lines(launcher.stderr)
     try:
         reason = "no Ray node has 0.25 CPU, 0.5 GPU, 0.5 later (cluster: "
@@ -348,7 +347,7 @@ def test_a_flow_stopped_while_a_node_is_pending_ends_cleanly(flow: FlowRunner, c
     nodes = PINNED.format(n=10, gate=flow.path("gate"), out=out).replace(
         "custom = { worker_only = 0.5 } }", 'custom = { nowhere = 1 } }\n    placement = "wait"'
     )
-    launcher = flow.start(_manifest(flow, cluster, nodes), prefix=cluster.on_head())
+    launcher = flow.start(_manifest(flow, cluster, nodes), on=cluster.head, nice=NICENESS)
     poll_for(
         lambda: flow.replicas().get("where.1", {}).get("state") == "pending" or launcher.poll() is not None, timeout=60
     )
@@ -383,7 +382,7 @@ def test_the_people_counter_runs_with_its_detectors_on_the_worker(flow: FlowRunn
     manifest = flow.folder / "manifest.toml"
     manifest.write_text(text)
     began = time.monotonic()
-    launcher = flow.start(manifest, prefix=cluster.on_head())
+    launcher = flow.start(manifest, on=cluster.head, nice=NICENESS)
     said, shown = _Lines(launcher.stderr), _Lines(launcher.stdout)
     poll_for(
         lambda: all(flow.replicas().get(f"detector.{i}", {}).get("pid") for i in (0, 1)) or launcher.poll() is not None,
@@ -487,7 +486,7 @@ def test_a_lost_ray_worker_counts_as_a_crash_and_its_replica_comes_back_on_the_h
         both = sorted([cluster.head.address, cluster.worker.address])
         assert blocker.stdout.readline().split() == both  # type: ignore[union-attr]
         # Said pending after 2 s instead of 5: the node waits for a gpu_like twice in the client's run.
-        launcher = flow.start(_manifest(flow, cluster, nodes, address, 2.0), prefix=cluster.on_head())
+        launcher = flow.start(_manifest(flow, cluster, nodes, address, 2.0), on=cluster.head, nice=NICENESS)
         said, shown = _Lines(launcher.stderr), _Lines(launcher.stdout)
         try:
             poll_for(lambda: any("pending" in line for line in said), timeout=120)  # Ray Client: slow on a busy box

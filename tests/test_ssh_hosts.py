@@ -184,7 +184,7 @@ def test_one_command_runs_the_flow_with_an_agent_started_over_ssh(
     flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd
 ) -> None:
     n = 1000
-    result = flow.start(_manifest(flow, hosts, sshd, n), prefix=hosts[0].command())
+    result = flow.start(_manifest(flow, hosts, sshd, n), on=hosts[0])
     _, stderr = result.communicate(timeout=90)
     assert result.returncode == 0, stderr + "".join(sshd.log)
     items = read_lines(flow.path("out.jsonl"))
@@ -202,7 +202,7 @@ def test_killing_the_launcher_closes_the_session_and_the_agent_ends_its_nodes(
     flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd
 ) -> None:
     out = flow.path("out.jsonl")
-    launcher = flow.start(_manifest(flow, hosts, sshd, 10**7), prefix=hosts[0].command())
+    launcher = flow.start(_manifest(flow, hosts, sshd, 10**7), on=hosts[0])
     poll_for(lambda: line_count(out) >= 100, timeout=60)
     replicas = flow.replicas()
     assert {replicas["where.0"]["pid"], replicas["where.1"]["pid"]} <= hosts[1].pids()  # running there
@@ -219,7 +219,7 @@ def test_a_session_that_ends_mid_flow_loses_the_host_at_once_with_sshs_words(
     flow: FlowRunner, hosts: tuple[Host, Host], sshd: Sshd
 ) -> None:
     out = flow.path("out.jsonl")
-    launcher = flow.start(_manifest(flow, hosts, sshd, 10**7), prefix=hosts[0].command())
+    launcher = flow.start(_manifest(flow, hosts, sshd, 10**7), on=hosts[0])
     poll_for(lambda: line_count(out) >= 100, timeout=60)
     agents = _session_agents(hosts[1])
     assert len(agents) == 1
@@ -238,7 +238,7 @@ def test_a_lost_session_is_started_again_and_the_nodes_restart_there_by_policy(
 ) -> None:
     n, out, gate = 3000, flow.path("out.jsonl"), Path(flow.path("gate"))
     manifest = _manifest(flow, hosts, sshd, n, gate=str(gate), where_extra='restart = "on-failure"')
-    launcher = flow.start(manifest, prefix=hosts[0].command())
+    launcher = flow.start(manifest, on=hosts[0])
     poll_for(lambda: line_count(out) >= 300, timeout=60)
     first_agent = _session_agents(hosts[1])
     os.kill(first_agent[0], signal.SIGKILL)  # the session ends with its agent
@@ -278,7 +278,7 @@ def _session_agents(host: Host) -> list[int]:
 
 
 def _failed_launch(flow: FlowRunner, hosts: tuple[Host, Host], manifest: Path) -> str:
-    result = flow.start(manifest, prefix=hosts[0].command())
+    result = flow.start(manifest, on=hosts[0])
     _, stderr = result.communicate(timeout=60)
     assert result.returncode == 2, stderr
     assert f"{manifest}: [hosts.b]: " in stderr
@@ -393,7 +393,7 @@ def test_sync_copies_the_flow_folder_to_a_host_that_does_not_have_it(
             flow.env["FLUJO_SSH_COMMAND"] = server.ssh_command()
             if copier == "tar":
                 _without_rsync(flow, tmp_path / "bin")
-            result = flow.start(manifest, prefix=hosts[0].command())
+            result = flow.start(manifest, on=hosts[0])
             _, stderr = result.communicate(timeout=120)
             assert result.returncode == 0, stderr + "".join(server.log)
             items = read_lines(flow.path("out.jsonl"))
