@@ -7,18 +7,25 @@ shared-memory segments to unlink afterwards). The reaper reads nothing else; whe
 (the parent exited, however it died, even by SIGKILL) it sends SIGKILL to every group it still
 knows, which reaches a node that ignores SIGTERM and every child a node started, and exits.
 
-This file runs as a script with only the standard library (``python -I -S reaper.py``), so it
-starts in a few milliseconds and depends on nothing that could fail to import.
+The reaper itself is a POSIX shell script (reaper.sh, next to this file): it depends on nothing
+that could fail to import, and starts in about a millisecond of CPU where an interpreter, even
+``python -I -S``, took 20-30 (there is one per launcher, agent and Ray actor).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
+import re
 import subprocess
-import sys
 import threading
+from pathlib import Path
+
+#: The reaper's program, run by the system's POSIX shell.
+SCRIPT = Path(__file__).with_name("reaper.sh")
+SHELL = "/bin/sh"
+#: What the reaper takes as a segment prefix (reaper.sh checks the same).
+SEGMENT_PREFIX = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class Reaper:
@@ -28,7 +35,7 @@ class Reaper:
         read_end, self._write_end = os.pipe()  # both close-on-exec: no node inherits them
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-I", "-S", os.path.abspath(__file__)],
+                [SHELL, str(SCRIPT)],
                 stdin=read_end,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -44,9 +51,12 @@ class Reaper:
 
     def unlink_on_exit(self, prefix: str) -> None:
         """Unlink every ``/dev/shm/<prefix>*`` after killing the nodes: the flow's shared-memory
-        segments (flujo/shm_wire.py), which a SIGKILLed node cannot remove itself."""
-        if "/" not in prefix and "\n" not in prefix and prefix:
-            self._send(f"u{prefix}\n")
+        segments (flujo/shm_wire.py), which a SIGKILLed node cannot remove itself. A prefix is
+        letters, digits, ``.``, ``_`` and ``-`` (a flow's run id): anything else, which could
+        name a path or a pattern, is refused here and by the reaper."""
+        if not SEGMENT_PREFIX.fullmatch(prefix):
+            raise ValueError(f"not a segment prefix: {prefix!r}")
+        self._send(f"u{prefix}\n")
 
     def forget(self, pgid: int) -> None:
         """The group has ended: never signal that number again (it may be reused)."""
@@ -67,54 +77,3 @@ class Reaper:
                 self._write_end = -1
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(timeout)
-
-
-def _serve(stream: int) -> None:
-    groups: set[int] = set()
-    prefixes: set[str] = set()
-    pending = b""
-    while True:
-        try:
-            chunk = os.read(stream, 4096)
-        except InterruptedError:
-            continue
-        if not chunk:  # the parent is gone
-            break
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            if line[:1] == b"u":
-                prefixes.add(line[1:].decode(errors="replace"))
-                continue
-            try:
-                pgid = int(line[1:])
-            except ValueError:
-                continue
-            if line[:1] == b"+" and pgid > 1:
-                groups.add(pgid)
-            elif line[:1] == b"-":
-                groups.discard(pgid)
-    for pgid in groups:
-        with contextlib.suppress(OSError):  # already gone
-            os.killpg(pgid, signal.SIGKILL)
-    _unlink_segments(prefixes)
-
-
-def _unlink_segments(prefixes: set[str]) -> None:
-    """(The same as flujo.shm_wire.cleanup_flow_segments: this script imports nothing of Flujo.)"""
-    if not prefixes:
-        return
-    try:
-        names = os.listdir("/dev/shm")
-    except OSError:
-        return
-    for name in names:
-        if any(name.startswith(prefix) for prefix in prefixes):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join("/dev/shm", name))
-
-
-if __name__ == "__main__":
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
-        signal.signal(signum, signal.SIG_IGN)  # only the closing pipe ends the reaper
-    _serve(sys.stdin.fileno())

@@ -38,7 +38,7 @@ def _is_agent_helper(process: psutil.Process) -> bool:
     """The agent's reaper, or its fork server (started with the first Python node)."""
     try:
         command = " ".join(process.cmdline())
-        return "reaper.py" in command or "flujo-fork-server" in command
+        return "reaper.sh" in command or "flujo-fork-server" in command
     except psutil.Error:  # ended meanwhile (a zombie has no command line any more)
         return False
 

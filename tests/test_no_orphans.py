@@ -29,7 +29,7 @@ echo wrapper-child-ended
 
 
 def _reaper_of(pid: int) -> psutil.Process:
-    children = [child for child in psutil.Process(pid).children() if "reaper.py" in " ".join(child.cmdline())]
+    children = [child for child in psutil.Process(pid).children() if "reaper.sh" in " ".join(child.cmdline())]
     assert len(children) == 1, children
     return children[0]
 
