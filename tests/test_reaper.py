@@ -74,10 +74,15 @@ def test_the_groups_still_known_are_killed_and_the_segments_unlinked_when_the_pi
 
 def reaper_actions(lines: list[str], log: Path) -> list[str]:
     """What the reaper would do after reading ``lines`` (its pipe then closing): its ``kill`` and
-    ``rm`` replaced by shell functions that only note their arguments, so that a reaper that
-    wrongly accepted "+1" could not signal every process of the machine."""
+    ``rm`` replaced by shell functions that only note their arguments, and the reaper in a PID
+    namespace of its own besides, so that a reaper that wrongly accepted "+1" could not signal
+    every process of the machine."""
     notes = f'kill() {{ echo "kill $*" >> "{log}"; }}; rm() {{ echo "rm $*" >> "{log}"; }}'
-    reaper = subprocess.Popen([SHELL, "-c", f'{notes}; . "{SCRIPT}"'], stdin=subprocess.PIPE, start_new_session=True)
+    reaper = subprocess.Popen(
+        ["unshare", "--pid", "--fork", SHELL, "-c", f'{notes}; . "{SCRIPT}"'],
+        stdin=subprocess.PIPE,
+        start_new_session=True,
+    )
     reaper.communicate("".join(lines).encode(), timeout=10)
     assert reaper.returncode == 0
     return log.read_text().splitlines() if log.exists() else []
