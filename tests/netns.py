@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -94,8 +95,10 @@ def remove_hosts(*hosts: Host) -> None:
         subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)
 
 
+@functools.cache
 def can_make_namespaces() -> str | None:
-    """None when this machine lets tests create network namespaces, else why not."""
+    """None when this machine lets tests create network namespaces, else why not. Asked once
+    per process: six test modules ask when collected, and each check makes two namespaces."""
     if os.geteuid() != 0:
         return "network namespaces need root"
     try:
