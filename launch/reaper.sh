@@ -15,7 +15,7 @@ while IFS= read -r line; do
     case $line in
     +*)
         case $value in
-        '' | *[!0-9]* | 0 | 1) ;;                      # not a group this reaper may kill
+        '' | *[!0-9]* | 0* | 1) ;;                     # not a group this reaper may kill (-01 is -1)
         *) case $groups in *" $value "*) ;; *) groups="$groups$value " ;; esac ;;
         esac
         ;;

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(30)
 
 @pytest.fixture
 def groups() -> Iterator[list[subprocess.Popen]]:
-    """Process groups of their own (a sleeping shell each); whatever is left is killed."""
+    """Process groups of their own (a `sleep` each); whatever is left is killed."""
     started: list[subprocess.Popen] = []
     yield started
     for process in started:
@@ -89,12 +89,15 @@ def reaper_actions(lines: list[str], log: Path) -> list[str]:
 
 
 def test_lines_that_are_not_groups_or_prefixes_are_ignored(tmp_path: Path, segments: str) -> None:
-    """Whatever reaches the pipe: only "+PGID" (not 0 or 1) and "uPREFIX" of the right characters count."""
+    """Whatever reaches the pipe: only "+PGID" (not 0 or 1, no leading zero) and "uPREFIX" of
+    the right characters count."""
     kept = Path(f"/dev/shm/{segments}kept")
     kept.write_bytes(b"x")
     hostile = [
         "+1\n",  # init, or every process the reaper may signal
+        "+01\n",  # the same to kill(1)
         "+0\n",
+        "+00\n",
         "+-5\n",
         "+777x\n",
         "+ 777\n",
