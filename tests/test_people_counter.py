@@ -108,7 +108,7 @@ def test_counts_are_the_same_from_run_to_run_even_across_restarts(flow: FlowRunn
     frames = 120
     assert whole_clip.result.returncode == 0, whole_clip.result.stderr
     first = _counts(whole_clip.folder / "out" / "counts.jsonl")[:frames]
-    assert len(first) == frames and first[-1]["in"] + first[-1]["out"] >= 2
+    assert len(first) == frames and first[-1]["in"] >= 1 and first[-1]["out"] >= 1  # crossings each way
     # Restarting both detector replicas and the annotator (a zip of three inputs) gracefully,
     # one by one, mid-run.
     out = flow.folder / "second"
